@@ -1,0 +1,30 @@
+//! XDP direct-routing fast path. Split like Katran's balancer: packet parsing (`parse`), maps
+//! (`maps`), forwarding decisions (`forward`) and counters (`stats`); this file is only the entry point.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod maps;
+mod parse;
+mod stats;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+
+/// Entry point: every frame arriving on an interface the agent attached to.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let verdict = forward::process(&ctx);
+    stats::count_global(verdict.reason, ctx.data_end() - ctx.data());
+    verdict.action
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The kernel only lets GPL-compatible programs use some helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,82 @@
+//! The one seam for forwarding: a `Dataplane` applies a `Desired` state idempotently and reports
+//! counters. The XDP implementation is the fast path; an IPVS one serves what XDP cannot.
+
+pub mod xdp;
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::{config::VirtualServerKey, desired::Desired};
+
+/// Packets and bytes (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters as of one read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// By verdict reason, in a stable order (`lb_common::reason::NAMES`).
+    pub global: Vec<(&'static str, Counter)>,
+    pub services: HashMap<VirtualServerKey, Counter>,
+    /// By (service, real address, real port).
+    pub reals: HashMap<(VirtualServerKey, IpAddr, u16), Counter>,
+}
+
+/// One interface the dataplane forwards on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub ifindex: u32,
+    /// "native" or "generic".
+    pub mode: &'static str,
+    pub program_id: u32,
+}
+
+/// What a dataplane reports about itself for `lb status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub kind: &'static str,
+    pub attachments: Vec<Attachment>,
+}
+
+/// Errors a dataplane reports; the agent adds context at its edge.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("BPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("attaching XDP to {interface}: {source}")]
+    Attach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("out of {what}: {detail}")]
+    Exhausted { what: &'static str, detail: String },
+    #[error("this lb binary was built with AYA_BUILD_SKIP and embeds no XDP program")]
+    NoProgram,
+}
+
+/// A forwarding backend.
+pub trait Dataplane: Send {
+    /// Makes forwarding match `desired`; calling it twice with the same state changes nothing.
+    fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
+    /// Current counters.
+    fn counters(&mut self) -> Result<Counters, DataplaneError>;
+    fn status(&self) -> Status;
+    /// Stops forwarding (detaches programs); the director then behaves as if the agent never ran.
+    fn shutdown(&mut self) -> Result<(), DataplaneError>;
+}

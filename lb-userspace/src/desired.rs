@@ -1,0 +1,219 @@
+//! The desired dataplane state: a pure function of the config and what the host knows (interfaces,
+//! neighbour MACs). Every change — start-up, a neighbour appearing, later reloads and health flaps —
+//! goes through `desired_state` and `Dataplane::apply`, so there is one path to get right.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{
+    config::{Config, VirtualServerKey},
+    maglev,
+    net::{Mac, iface::Interface, neigh::Neighbours},
+};
+
+/// What the host looked like when the state was computed.
+#[derive(Clone, Debug, Default)]
+pub struct HostFacts {
+    /// Interfaces named by the config that exist, by name.
+    pub interfaces: BTreeMap<String, Interface>,
+    pub neighbours: Neighbours,
+}
+
+/// Everything a dataplane needs to forward exactly as configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Interfaces to attach to, in name order.
+    pub interfaces: Vec<Interface>,
+    /// Services in config order.
+    pub services: Vec<ServiceDesired>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceDesired {
+    pub key: VirtualServerKey,
+    /// Scheduler as configured (`mh`, `wrr`, ...); the XDP path always uses weighted Maglev.
+    pub scheduler: String,
+    pub interface: String,
+    /// `None` when the interface has disappeared: nothing can be forwarded.
+    pub ifindex: Option<u32>,
+    pub reals: Vec<RealDesired>,
+    /// Maglev table: indexes into `reals`; empty when no real can take new flows.
+    pub ring: Arc<Vec<u32>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealDesired {
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub state: RealState,
+    pub mac: Option<Mac>,
+}
+
+/// A real's state as operators see it in `lb backends`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealState {
+    /// Takes new flows.
+    Up,
+    /// Weight 0: no new flows.
+    Drain,
+    /// Its MAC is not known (not on the service's link, or not answering ARP/ND): gets nothing.
+    Unresolved,
+}
+
+impl RealState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RealState::Up => "up",
+            RealState::Drain => "drain",
+            RealState::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// Computes the desired state. Pure: same inputs, same output.
+pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
+    let mut interfaces = BTreeMap::new();
+    let services = config
+        .virtual_servers
+        .iter()
+        .map(|vs| {
+            let iface = host.interfaces.get(&vs.interface);
+            if let Some(i) = iface {
+                interfaces.insert(i.name.clone(), i.clone());
+            }
+            let ifindex = iface.map(|i| i.ifindex);
+            let reals: Vec<RealDesired> = vs
+                .real_servers
+                .iter()
+                .map(|rs| {
+                    let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
+                    let state = match (mac, rs.weight) {
+                        (None, _) => RealState::Unresolved,
+                        (Some(_), 0) => RealState::Drain,
+                        (Some(_), _) => RealState::Up,
+                    };
+                    RealDesired { address: rs.address, port: rs.port, weight: rs.weight, state, mac }
+                })
+                .collect();
+            let ring = Arc::new(ring_for(&reals));
+            ServiceDesired {
+                key: vs.key(),
+                scheduler: vs.lb_algo.clone(),
+                interface: vs.interface.clone(),
+                ifindex,
+                reals,
+                ring,
+            }
+        })
+        .collect();
+    Desired { interfaces: interfaces.into_values().collect(), services }
+}
+
+/// Weighted Maglev over the reals that take new flows; entries index `reals`.
+fn ring_for(reals: &[RealDesired]) -> Vec<u32> {
+    let names: Vec<String> =
+        reals.iter().map(|r| SocketAddr::new(r.address, r.port).to_string()).collect();
+    let backends: Vec<maglev::Backend<'_>> = reals
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .filter(|(_, (r, _))| r.state == RealState::Up)
+        .map(|(i, (r, name))| maglev::Backend { name, weight: r.weight, id: i as u32 })
+        .collect();
+    maglev::build(&backends, maglev::DEFAULT_SIZE, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{self, HostView};
+
+    struct AnyHost;
+    impl HostView for AnyHost {
+        fn interface_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    const CONF: &str = r#"
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+interface = "eth0"
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+weight = 1
+[[virtual_server.real_server]]
+address = "192.0.2.12"
+weight = 0
+[[virtual_server.real_server]]
+address = "192.0.2.13"
+weight = 2
+"#;
+
+    fn host(with_macs: &[&str]) -> HostFacts {
+        let eth0 = Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
+        let mut h = HostFacts::default();
+        h.interfaces.insert("eth0".into(), eth0);
+        for (i, a) in with_macs.iter().enumerate() {
+            let addr: IpAddr = a.parse().expect("test address");
+            h.neighbours.0.insert((7, addr), Mac([0x52, 0, 0, 0, 0, i as u8]));
+        }
+        h
+    }
+
+    #[test]
+    fn states_follow_weight_and_resolution() {
+        let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
+        // Scenario table: resolved MACs → expected states of .11, .12, .13.
+        let cases: &[(&[&str], [RealState; 3])] = &[
+            (
+                &["192.0.2.11", "192.0.2.12", "192.0.2.13"],
+                [RealState::Up, RealState::Drain, RealState::Up],
+            ),
+            (&["192.0.2.13"], [RealState::Unresolved, RealState::Unresolved, RealState::Up]),
+            (&[], [RealState::Unresolved; 3]),
+        ];
+        for (macs, want) in cases {
+            let d = desired_state(&cfg, &host(macs));
+            let got: Vec<RealState> = d.services[0].reals.iter().map(|r| r.state).collect();
+            assert_eq!(got, want, "macs {macs:?}");
+            // Only Up reals appear in the table.
+            let ring = &d.services[0].ring;
+            for idx in ring.iter() {
+                assert_eq!(d.services[0].reals[*idx as usize].state, RealState::Up);
+            }
+            assert_eq!(ring.is_empty(), !want.contains(&RealState::Up));
+        }
+    }
+
+    #[test]
+    fn table_splits_by_weight_and_interfaces_are_collected() {
+        let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
+        let d = desired_state(&cfg, &host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]));
+        assert_eq!(d.interfaces.len(), 1);
+        assert_eq!(d.services[0].ifindex, Some(7));
+        let ring = &d.services[0].ring;
+        assert_eq!(ring.len() as u32, maglev::DEFAULT_SIZE);
+        let twos = ring.iter().filter(|&&i| i == 2).count() as f64 / ring.len() as f64;
+        assert!((twos - 2.0 / 3.0).abs() < 0.01, "weight-2 real has share {twos}");
+    }
+
+    #[test]
+    fn missing_interface_leaves_service_unforwarded() {
+        let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
+        let d = desired_state(&cfg, &HostFacts::default());
+        assert!(d.interfaces.is_empty());
+        assert_eq!(d.services[0].ifindex, None);
+        assert!(d.services[0].ring.is_empty());
+    }
+}
