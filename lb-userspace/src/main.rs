@@ -1,1 +1,84 @@
-fn main(){}
+//! `lb`: the director agent and its CLI.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use lb::{
+    agent::{self, RunOptions},
+    cli::{Cli, Command, render},
+    config::{self, SystemHost},
+    control::{
+        client,
+        proto::{BackendsView, Request, StatusView},
+    },
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config, socket, xdp_mode } => {
+            init_logging();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(agent::run(RunOptions { config, socket, xdp_mode }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config: path } => match config::load(&path, &SystemHost) {
+            Ok(cfg) => {
+                for notice in lb::cli::check_notices(&cfg) {
+                    println!("{notice}");
+                }
+                let reals: usize = cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
+                println!(
+                    "{}: ok ({} virtual servers, {} real servers)",
+                    path.display(),
+                    cfg.virtual_servers.len(),
+                    reals
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    println!("{e}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Backends { socket, json } => {
+            let data = client::call(&socket, &Request::Backends)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let v: BackendsView = serde_json::from_value(data)?;
+                print!("{}", render::backends(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { socket, json } => {
+            let data = client::call(&socket, &Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let v: StatusView = serde_json::from_value(data)?;
+                print!("{}", render::status(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

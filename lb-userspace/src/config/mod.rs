@@ -1,1 +1,199 @@
-//! Configuration model and its front ends.
+//! Configuration: the model, its front ends and its validation.
+//!
+//! Operators know keepalived, so the native format is TOML using keepalived's vocabulary. A front
+//! end turns text into the [`Config`] model (reporting syntax, unknown-key and type errors), then
+//! [`validate`] applies the front-end independent rules. Every error found is reported at once,
+//! each as `FILE:LINE:COL: message` pointing at the offending key or value.
+
+mod error;
+mod host;
+mod model;
+mod toml;
+mod validate;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use host::{HostView, SystemHost};
+pub use model::{
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, Location, MAX_WEIGHT, Protocol, RealServer,
+    RealServerLocations, SCHEDULERS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    VirtualServerLocations,
+};
+pub use validate::validate;
+
+/// Reads, parses and validates the native (TOML) configuration file at `path`.
+///
+/// # Errors
+/// Every problem found; an unreadable file is one error at 1:1.
+pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigError::new(
+            path,
+            Location::new(1, 1),
+            format!("cannot read configuration file: {e}"),
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Point at the first bad byte: everything before it is valid text we can count in.
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let valid = String::from_utf8_lossy(valid);
+        let at = error::LineIndex::new(&valid).location(valid.len());
+        ConfigError::new(path, at, "file is not valid UTF-8")
+    })?;
+    parse_toml(&text, path, host)
+}
+
+/// Parses and validates native configuration `text`; `source` names it in errors.
+///
+/// # Errors
+/// Every problem found, in file order; only the syntax errors when `text` is not valid TOML.
+pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
+    let (config, mut errors) = toml::parse(text, source);
+    errors.extend(validate(&config, host));
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        // Stable: errors at the same place keep the order they were found in.
+        errors.sort_by_key(ConfigError::location);
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Helpers shared by the scenario tests of the submodules.
+#[cfg(test)]
+mod test_support {
+    use super::{Config, ConfigErrors, HostView};
+
+    /// A host with `eth0` and `eth1` only.
+    pub(super) struct FakeHost;
+
+    impl HostView for FakeHost {
+        fn interface_exists(&self, name: &str) -> bool {
+            matches!(name, "eth0" | "eth1")
+        }
+    }
+
+    /// A document from its lines, so tests can be indented and line `n` is `lines[n - 1]`.
+    pub(super) fn doc(lines: &[&str]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Asserts that `result` failed with exactly one error, containing `expected` and located at
+    /// `at` ("line:col").
+    pub(super) fn assert_single_error(
+        name: &str,
+        result: Result<Config, ConfigErrors>,
+        expected: &str,
+        at: &str,
+    ) {
+        let errors = match result {
+            Ok(config) => panic!("{name}: expected an error, got {config:#?}"),
+            Err(errors) => errors,
+        };
+        assert_eq!(
+            errors.len(),
+            1,
+            "{name}: expected one error, got:\n{errors}"
+        );
+        let error = &errors.0[0];
+        assert!(
+            error.message.contains(expected),
+            "{name}: `{}` does not contain `{expected}`",
+            error.message
+        );
+        assert_eq!(error.location().to_string(), at, "{name}: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{FakeHost, doc};
+    use super::*;
+
+    #[test]
+    fn all_errors_of_a_file_are_reported_in_file_order() {
+        let text = doc(&[
+            "[[virtual_server]]",
+            "vip = '192.0.2.300'",
+            "port = 80",
+            "interface = 'eth0'",
+            "[[virtual_server]]",
+            "vip = '192.0.2.101'",
+            "port = 80",
+            "interface = 'eth0'",
+            "[[virtual_server.real_server]]",
+            "address = '192.0.2.11'",
+            "weigth = 2",
+            "[[virtual_server]]",
+            "vip = '192.0.2.102'",
+            "port = 80",
+            "interface = 'eth9'",
+        ]);
+        let errors = parse_toml(&text, Path::new("lb.toml"), &FakeHost).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            [
+                "lb.toml:2:7: `vip` must be an IP address, found \"192.0.2.300\"",
+                "lb.toml:11:1: unknown key `weigth` in [[virtual_server.real_server]]; did you mean `weight`?",
+                "lb.toml:15:13: interface `eth9` does not exist on this host",
+            ]
+            .join("\n")
+        );
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases: &[(&str, &[u8], Result<usize, &str>)] = &[
+            (
+                "ok.toml",
+                b"[[virtual_server]]\nvip = '192.0.2.1'\nport = 80\ninterface = 'eth0'\n",
+                Ok(1),
+            ),
+            ("empty.toml", b"", Ok(0)),
+            (
+                "latin1.toml",
+                b"# ok\n# caf\xe9\n",
+                Err("latin1.toml:2:6: file is not valid UTF-8"),
+            ),
+            (
+                "syntax.toml",
+                b"[[virtual_server]\n",
+                Err("syntax.toml:1:18: TOML syntax error: unclosed array table"),
+            ),
+        ];
+        for &(name, content, ref expected) in cases {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let result = load(&path, &FakeHost);
+            match (result, expected) {
+                (Ok(config), Ok(count)) => {
+                    assert_eq!(config.virtual_servers.len(), *count, "{name}");
+                    assert_eq!(config.source, path);
+                }
+                (Err(errors), Err(prefix)) => {
+                    let shown = errors.to_string();
+                    let shown = shown.strip_prefix(&format!("{}/", dir.display()));
+                    assert!(
+                        shown.is_some_and(|s| s.starts_with(prefix)),
+                        "{name}: {errors}"
+                    );
+                }
+                (result, _) => panic!("{name}: unexpected {result:?}"),
+            }
+        }
+        let missing = dir.join("missing.toml");
+        let errors = load(&missing, &FakeHost).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors.to_string().starts_with(&format!(
+                "{}:1:1: cannot read configuration file: ",
+                missing.display()
+            )),
+            "{errors}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{config::VirtualServerKey, desired::Desired};
 
 /// Packets and bytes (summed over CPUs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,

@@ -1,0 +1,60 @@
+//! What operators see: views built from the desired state plus counters, so `lb backends` shows
+//! exactly what the dataplane was told to do.
+
+use std::net::SocketAddr;
+
+use crate::{
+    control::proto::{BackendView, BackendsView, ServiceView},
+    dataplane::Counters,
+    desired::Desired,
+};
+
+pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> BackendsView {
+    BackendsView {
+        services: desired
+            .services
+            .iter()
+            .map(|s| {
+                let svc = counters.services.get(&s.key).copied().unwrap_or_default();
+                ServiceView {
+                    vip: s.key.vip.to_string(),
+                    port: s.key.port,
+                    protocol: s.key.protocol.as_str().to_owned(),
+                    scheduler: s.scheduler.clone(),
+                    dataplane: dataplane.to_owned(),
+                    interface: s.interface.clone(),
+                    packets: svc.packets,
+                    bytes: svc.bytes,
+                    backends: s
+                        .reals
+                        .iter()
+                        .map(|r| {
+                            let c = counters
+                                .reals
+                                .get(&(s.key, r.address, r.port))
+                                .copied()
+                                .unwrap_or_default();
+                            BackendView {
+                                address: r.address.to_string(),
+                                port: r.port,
+                                weight: r.weight,
+                                state: r.state.as_str().to_owned(),
+                                mac: r.mac.map(|m| m.to_string()),
+                                packets: c.packets,
+                                bytes: c.bytes,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `192.0.2.11:80` or `[2001:db8::11]:80`, as ipvsadm prints them.
+pub fn endpoint(address: &str, port: u16) -> String {
+    match address.parse() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{address}:{port}"),
+    }
+}

@@ -1,0 +1,100 @@
+//! Text renderings of control-socket views. `lb backends` reads like `ipvsadm -Ln` so operators
+//! find what they expect where they expect it; the counters columns replace ActiveConn/InActConn.
+
+use std::fmt::Write as _;
+
+use crate::{
+    agent::view::endpoint,
+    control::proto::{BackendsView, StatusView},
+};
+
+pub fn backends(v: &BackendsView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
+    let _ = writeln!(
+        out,
+        "  -> RemoteAddress:Port           Forward Weight State      Packets    Bytes"
+    );
+    for s in &v.services {
+        let _ = writeln!(
+            out,
+            "{:<4} {} {} ({} on {})",
+            s.protocol.to_uppercase(),
+            endpoint(&s.vip, s.port),
+            s.scheduler,
+            s.dataplane,
+            s.interface
+        );
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {}",
+                endpoint(&b.address, b.port),
+                "Route",
+                b.weight,
+                b.state,
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+    out
+}
+
+pub fn status(v: &StatusView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "lb {} (pid {}, up {}s)", v.version, v.pid, v.uptime_secs);
+    let _ = writeln!(out, "config:    {}", v.config);
+    let _ = writeln!(out, "services:  {} ({} real servers)", v.services, v.reals);
+    let _ = writeln!(out, "dataplane: {}", v.dataplane.kind);
+    for a in &v.dataplane.attachments {
+        let _ = writeln!(
+            out,
+            "  {} (ifindex {}): {} mode, program id {}",
+            a.interface, a.ifindex, a.mode, a.program_id
+        );
+    }
+    let _ = writeln!(out, "counters:");
+    for (name, c) in &v.counters {
+        let _ = writeln!(out, "  {:<18} {:>12} pkts {:>14} bytes", name, c.packets, c.bytes);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::proto::{BackendView, ServiceView};
+
+    #[test]
+    fn backends_table_reads_like_ipvsadm() {
+        let v = BackendsView {
+            services: vec![ServiceView {
+                vip: "192.0.2.100".into(),
+                port: 80,
+                protocol: "tcp".into(),
+                scheduler: "mh".into(),
+                dataplane: "xdp".into(),
+                interface: "eth0".into(),
+                packets: 3,
+                bytes: 300,
+                backends: vec![BackendView {
+                    address: "2001:db8::11".into(),
+                    port: 80,
+                    weight: 2,
+                    state: "drain".into(),
+                    mac: None,
+                    packets: 7,
+                    bytes: 700,
+                }],
+            }],
+        };
+        let text = backends(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Prot LocalAddress:Port Scheduler Flags");
+        assert_eq!(lines[2], "TCP  192.0.2.100:80 mh (xdp on eth0)");
+        assert!(lines[3].starts_with("  -> [2001:db8::11]:80"), "{}", lines[3]);
+        let cols: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(cols[2..], ["Route", "2", "drain", "7", "700"]);
+    }
+}

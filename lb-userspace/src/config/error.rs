@@ -1,0 +1,230 @@
+//! Located configuration errors, in the `FILE:LINE:COL: message` form editors and CI logs
+//! understand, plus the helpers front ends share to produce them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::model::Location;
+
+/// One problem in a configuration file, pointing at the offending key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{col}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based, counted in characters.
+    pub col: u32,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, at: Location, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: at.line,
+            col: at.col,
+            message: message.into(),
+        }
+    }
+
+    pub fn location(&self) -> Location {
+        Location::new(self.line, self.col)
+    }
+}
+
+/// Every problem found in a file, so the operator can fix them all in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line, no trailing newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            error.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+}
+
+impl IntoIterator for ConfigErrors {
+    type Item = ConfigError;
+    type IntoIter = std::vec::IntoIter<ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Turns byte offsets (what parsers report) into line/column [`Location`]s.
+pub(crate) struct LineIndex<'t> {
+    text: &'t str,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    pub(crate) fn new(text: &'t str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, line_starts }
+    }
+
+    /// Offsets past the end or inside a multi-byte character are clamped to a valid position.
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        // line_starts[0] == 0, so at least one start is <= offset.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        let col = self.text[start..offset].chars().count() + 1;
+        Location::new(saturating_u32(line), saturating_u32(col))
+    }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The closest of `candidates` to a misspelled `word`, if close enough to be a plausible typo.
+pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|&c| (edit_distance(&word, c), c))
+        .filter(|&(d, c)| d <= (c.chars().count() / 3).max(1))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// `; did you mean `x`?` when a candidate is close, else nothing — appended to "unknown" errors.
+pub(crate) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    closest(word, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions, the most common
+/// typo (`weigth`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j] = distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displays_as_file_line_col_message() {
+        let first = ConfigError::new(Path::new("/etc/lb.toml"), Location::new(3, 8), "bad port");
+        let second = ConfigError::new(Path::new("/etc/lb.toml"), Location::new(9, 1), "oops");
+        assert_eq!(first.to_string(), "/etc/lb.toml:3:8: bad port");
+        assert_eq!(
+            ConfigErrors(vec![first, second]).to_string(),
+            "/etc/lb.toml:3:8: bad port\n/etc/lb.toml:9:1: oops"
+        );
+    }
+
+    #[test]
+    fn line_index_counts_characters() {
+        let text = "a = 1\nnamé = \"x\"\r\n\tz\n";
+        let index = LineIndex::new(text);
+        let cases = [
+            (0, (1, 1)),
+            (4, (1, 5)),
+            (6, (2, 1)),
+            // After "namé = " (é is two bytes): the opening quote is character 8.
+            (text.find('"').unwrap(), (2, 8)),
+            // Inside é: clamped back to its start.
+            (text.find('é').unwrap() + 1, (2, 4)),
+            (text.find('z').unwrap(), (3, 2)),
+            (text.len(), (4, 1)),
+            (text.len() + 10, (4, 1)),
+        ];
+        for (offset, (line, col)) in cases {
+            assert_eq!(
+                index.location(offset),
+                Location::new(line, col),
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn suggestions_only_for_plausible_typos() {
+        let keys = ["address", "port", "weight"];
+        let cases = [
+            ("weigth", Some("weight")),
+            ("adress", Some("address")),
+            ("Port", Some("port")),
+            ("prot", Some("port")),
+            ("ports", Some("port")),
+            ("bogus", None),
+            ("w", None),
+        ];
+        for (word, expected) in cases {
+            assert_eq!(closest(word, &keys), expected, "{word}");
+        }
+        assert_eq!(did_you_mean("weigth", &keys), "; did you mean `weight`?");
+        assert_eq!(did_you_mean("bogus", &keys), "");
+    }
+}

@@ -1,0 +1,172 @@
+//! Request and response shapes. Field names are a contract with scripts: extend, never rename.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::{Counter, Status};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Services and their reals with counters (`lb backends`).
+    Backends,
+    /// Agent and dataplane status (`lb status`).
+    Status,
+}
+
+/// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self { ok: true, error: None, data: Some(data) }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { ok: false, error: Some(message.into()), data: None }
+    }
+}
+
+/// `lb backends --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendsView {
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub vip: String,
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    pub scheduler: String,
+    /// Where the service is forwarded ("xdp").
+    pub dataplane: String,
+    pub interface: String,
+    /// Frames that hit the service (forwarded or dropped).
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+    /// "up", "drain" or "unresolved" (no MAC known).
+    pub state: String,
+    /// The MAC frames are sent to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `lb status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub config: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub dataplane: DataplaneView,
+    /// Global counters by reason (`pass_not_ip`, `tx`, `drop_no_real`, ...).
+    pub counters: BTreeMap<String, Counter>,
+    pub services: usize,
+    pub reals: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneView {
+    pub kind: String,
+    pub attachments: Vec<AttachmentView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub interface: String,
+    pub ifindex: u32,
+    pub mode: String,
+    pub program_id: u32,
+}
+
+impl From<Status> for DataplaneView {
+    fn from(s: Status) -> Self {
+        Self {
+            kind: s.kind.to_owned(),
+            attachments: s
+                .attachments
+                .into_iter()
+                .map(|a| AttachmentView {
+                    interface: a.interface,
+                    ifindex: a.ifindex,
+                    mode: a.mode.to_owned(),
+                    program_id: a.program_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_decode_and_bad_ones_are_refused() {
+        let cases: &[(&str, Option<Request>)] = &[
+            (r#"{"command":"backends"}"#, Some(Request::Backends)),
+            (r#"{"command":"status"}"#, Some(Request::Status)),
+            (r#"{"command":"reboot"}"#, None),
+            (r#"{"command":"backends","x":1}"#, None),
+            ("not json", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let got: Option<Request> = serde_json::from_str(text).ok();
+            assert_eq!(&got, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn backends_json_has_the_contract_fields() {
+        let v = BackendsView {
+            services: vec![ServiceView {
+                vip: "192.0.2.100".into(),
+                port: 80,
+                protocol: "tcp".into(),
+                scheduler: "mh".into(),
+                dataplane: "xdp".into(),
+                interface: "eth0".into(),
+                packets: 3,
+                bytes: 300,
+                backends: vec![BackendView {
+                    address: "192.0.2.11".into(),
+                    port: 80,
+                    weight: 1,
+                    state: "up".into(),
+                    mac: None,
+                    packets: 3,
+                    bytes: 300,
+                }],
+            }],
+        };
+        let j = serde_json::to_value(&v).expect("serialise");
+        let s = &j["services"][0];
+        for k in ["vip", "port", "protocol", "scheduler", "backends"] {
+            assert!(s.get(k).is_some(), "service field {k}");
+        }
+        for k in ["address", "port", "weight", "state", "packets", "bytes"] {
+            assert!(s["backends"][0].get(k).is_some(), "backend field {k}");
+        }
+    }
+}
