@@ -54,7 +54,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Backends { socket, json } => {
-            let data = client::call(&socket, &Request::Backends)?;
+            let data = client::call(&socket, &Request::Backends {})?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
@@ -64,7 +64,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { socket, json } => {
-            let data = client::call(&socket, &Request::Status)?;
+            let data = client::call(&socket, &Request::Status {})?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {

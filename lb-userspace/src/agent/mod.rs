@@ -67,11 +67,11 @@ impl Handler for AgentHandler {
             Err(e) => return Response::error(format!("reading counters: {e}")),
         };
         let data = match request {
-            Request::Backends => {
+            Request::Backends {} => {
                 let kind = s.dataplane.status().kind;
                 serde_json::to_value(view::backends(&s.desired, &counters, kind))
             }
-            Request::Status => serde_json::to_value(StatusView {
+            Request::Status {} => serde_json::to_value(StatusView {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 config: s.config.source.display().to_string(),
                 pid: std::process::id(),

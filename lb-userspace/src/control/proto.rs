@@ -9,10 +9,11 @@ use crate::dataplane::{Counter, Status};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    // Struct variants (not unit ones) so `deny_unknown_fields` refuses extra keys.
     /// Services and their reals with counters (`lb backends`).
-    Backends,
+    Backends {},
     /// Agent and dataplane status (`lb status`).
-    Status,
+    Status {},
 }
 
 /// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
@@ -124,8 +125,8 @@ mod tests {
     #[test]
     fn requests_decode_and_bad_ones_are_refused() {
         let cases: &[(&str, Option<Request>)] = &[
-            (r#"{"command":"backends"}"#, Some(Request::Backends)),
-            (r#"{"command":"status"}"#, Some(Request::Status)),
+            (r#"{"command":"backends"}"#, Some(Request::Backends {})),
+            (r#"{"command":"status"}"#, Some(Request::Status {})),
             (r#"{"command":"reboot"}"#, None),
             (r#"{"command":"backends","x":1}"#, None),
             ("not json", None),

@@ -150,7 +150,7 @@ mod tests {
 
         let p = path.clone();
         tokio::task::spawn_blocking(move || {
-            let data = client::call(&p, &Request::Backends).expect("call");
+            let data = client::call(&p, &Request::Backends {}).expect("call");
             assert_eq!(data["got"], "Backends");
             for bad in ["nonsense\n", "{\"command\":\"explode\"}\n", "\n"] {
                 let r = raw(&p, bad);
