@@ -7,9 +7,8 @@ use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let workspace = manifest_dir
-        .parent()
-        .ok_or_else(|| anyhow!("lb-userspace has no parent directory"))?;
+    let workspace =
+        manifest_dir.parent().ok_or_else(|| anyhow!("lb-userspace has no parent directory"))?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
@@ -43,9 +42,7 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = workspace.join("lb-ebpf");
     let ebpf = aya_build::Package {
         name: "lb-ebpf",
-        root_dir: ebpf_dir
-            .to_str()
-            .ok_or_else(|| anyhow!("non-UTF-8 workspace path"))?,
+        root_dir: ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 workspace path"))?,
         ..Default::default()
     };
     aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom("debian")).context(

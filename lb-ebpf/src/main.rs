@@ -14,7 +14,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let verdict = forward::process(&ctx);
-    stats::count_global(verdict.reason, ctx.data_end() - ctx.data());
+    stats::count_global(verdict.reason, parse::frame_len(&ctx));
     verdict.action
 }
 

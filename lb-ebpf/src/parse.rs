@@ -45,8 +45,16 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// True when `len` bytes starting at `offset` are inside the frame.
+/// True when `N` bytes starting at `offset` are inside the frame.
 #[inline(always)]
-pub fn has_bytes(ctx: &XdpContext, offset: usize, len: usize) -> bool {
-    ctx.data() + offset + len <= ctx.data_end()
+pub fn has_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> bool {
+    ptr_at::<[u8; N]>(ctx, offset).is_some()
+}
+
+/// Length of the whole frame. A helper call, because `data_end - data` (pointer minus pointer) is
+/// rejected by the verifier for agents without CAP_PERFMON.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    // SAFETY: `ctx.ctx` is the kernel-provided context of this invocation.
+    unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }

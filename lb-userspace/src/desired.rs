@@ -99,7 +99,13 @@ pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
                         (Some(_), 0) => RealState::Drain,
                         (Some(_), _) => RealState::Up,
                     };
-                    RealDesired { address: rs.address, port: rs.port, weight: rs.weight, state, mac }
+                    RealDesired {
+                        address: rs.address,
+                        port: rs.port,
+                        weight: rs.weight,
+                        state,
+                        mac,
+                    }
                 })
                 .collect();
             let ring = Arc::new(ring_for(&reals));
@@ -161,7 +167,8 @@ weight = 2
 "#;
 
     fn host(with_macs: &[&str]) -> HostFacts {
-        let eth0 = Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
+        let eth0 =
+            Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
         let mut h = HostFacts::default();
         h.interfaces.insert("eth0".into(), eth0);
         for (i, a) in with_macs.iter().enumerate() {

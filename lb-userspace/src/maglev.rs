@@ -89,11 +89,7 @@ mod tests {
     use super::*;
 
     fn backends(weights: &[u32]) -> Vec<(String, u32)> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("192.0.2.{}:80", 10 + i), *w))
-            .collect()
+        weights.iter().enumerate().map(|(i, w)| (format!("192.0.2.{}:80", 10 + i), *w)).collect()
     }
 
     fn table(spec: &[(String, u32)], size: u32) -> Vec<u32> {
@@ -170,11 +166,7 @@ mod tests {
         let before = table(&all, 65537);
         let fewer: Vec<_> = all.iter().take(n - 1).cloned().collect();
         let after = table(&fewer, 65537);
-        let moved = before
-            .iter()
-            .zip(&after)
-            .filter(|(b, a)| b != a && **b != n as u32)
-            .count();
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a && **b != n as u32).count();
         // Slots of surviving backends that changed owner: Maglev keeps this small.
         let frac = moved as f64 / before.len() as f64;
         assert!(frac < 0.03, "{:.3} of slots of surviving backends moved", frac);

@@ -28,7 +28,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config, socket, xdp_mode } => {
             init_logging();
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             rt.block_on(agent::run(RunOptions { config, socket, xdp_mode }))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -21,3 +21,31 @@ pub fn private_netns() {
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
 }
+
+/// Removes capabilities from the calling thread's effective set (capabilities are per thread), e.g.
+/// to load BPF the way an agent without CAP_PERFMON would.
+pub fn drop_effective_caps(caps: &[u32]) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut hdr = Header { version: V3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header read/write two data structs.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()), 0, "capget");
+        for &c in caps {
+            data[(c / 32) as usize].effective &= !(1 << (c % 32));
+        }
+        assert_eq!(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()), 0, "capset");
+    }
+}

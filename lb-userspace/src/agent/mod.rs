@@ -107,7 +107,9 @@ fn wanted_neighbours(config: &Config, facts: &HostFacts) -> Vec<(u32, String, Ip
         .virtual_servers
         .iter()
         .filter_map(|vs| facts.interfaces.get(&vs.interface).map(|i| (vs, i)))
-        .flat_map(|(vs, i)| vs.real_servers.iter().map(move |rs| (i.ifindex, i.name.clone(), rs.address)))
+        .flat_map(|(vs, i)| {
+            vs.real_servers.iter().map(move |rs| (i.ifindex, i.name.clone(), rs.address))
+        })
         .collect()
 }
 

@@ -51,34 +51,6 @@ pub enum Command {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory as _;
-
-    use super::*;
-
-    #[test]
-    fn cli_contract() {
-        Cli::command().debug_assert();
-        // Scenario table: argv → parses?
-        let cases: &[(&[&str], bool)] = &[
-            (&["lb", "run", "-c", "x.toml"], true),
-            (&["lb", "run", "--config", "x.toml", "--socket", "/tmp/s", "--xdp-mode", "generic"], true),
-            (&["lb", "run", "-c", "x.toml", "--xdp-mode", "native"], true),
-            (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
-            (&["lb", "run"], false),
-            (&["lb", "check", "-c", "x.toml"], true),
-            (&["lb", "backends"], true),
-            (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
-            (&["lb", "status", "--json"], true),
-            (&["lb", "frobnicate"], false),
-        ];
-        for (argv, ok) in cases {
-            assert_eq!(Cli::try_parse_from(*argv).is_ok(), *ok, "{argv:?}");
-        }
-    }
-}
-
 /// Notices `lb check` prints for a valid config: things that work, but not as the words suggest.
 pub fn check_notices(config: &crate::config::Config) -> Vec<String> {
     config
@@ -97,4 +69,35 @@ pub fn check_notices(config: &crate::config::Config) -> Vec<String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_contract() {
+        Cli::command().debug_assert();
+        // Scenario table: argv → parses?
+        let cases: &[(&[&str], bool)] = &[
+            (&["lb", "run", "-c", "x.toml"], true),
+            (
+                &["lb", "run", "--config", "x.toml", "--socket", "/tmp/s", "--xdp-mode", "generic"],
+                true,
+            ),
+            (&["lb", "run", "-c", "x.toml", "--xdp-mode", "native"], true),
+            (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
+            (&["lb", "run"], false),
+            (&["lb", "check", "-c", "x.toml"], true),
+            (&["lb", "backends"], true),
+            (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
+            (&["lb", "status", "--json"], true),
+            (&["lb", "frobnicate"], false),
+        ];
+        for (argv, ok) in cases {
+            assert_eq!(Cli::try_parse_from(*argv).is_ok(), *ok, "{argv:?}");
+        }
+    }
 }

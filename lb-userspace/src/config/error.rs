@@ -99,9 +99,8 @@ pub(crate) struct LineIndex<'t> {
 
 impl<'t> LineIndex<'t> {
     pub(crate) fn new(text: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts =
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         LineIndex { text, line_starts }
     }
 
@@ -136,9 +135,7 @@ pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
 
 /// `; did you mean `x`?` when a candidate is close, else nothing — appended to "unknown" errors.
 pub(crate) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
-    closest(word, candidates)
-        .map(|c| format!("; did you mean `{c}`?"))
-        .unwrap_or_default()
+    closest(word, candidates).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
 }
 
 /// Optimal string alignment distance: Levenshtein plus adjacent transpositions, the most common
@@ -157,9 +154,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -201,11 +196,7 @@ mod tests {
             (text.len() + 10, (4, 1)),
         ];
         for (offset, (line, col)) in cases {
-            assert_eq!(
-                index.location(offset),
-                Location::new(line, col),
-                "offset {offset}"
-            );
+            assert_eq!(index.location(offset), Location::new(line, col), "offset {offset}");
         }
     }
 

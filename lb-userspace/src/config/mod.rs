@@ -28,11 +28,7 @@ pub use validate::validate;
 /// Every problem found; an unreadable file is one error at 1:1.
 pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|e| {
-        ConfigError::new(
-            path,
-            Location::new(1, 1),
-            format!("cannot read configuration file: {e}"),
-        )
+        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         // Point at the first bad byte: everything before it is valid text we can count in.
@@ -91,11 +87,7 @@ mod test_support {
             Ok(config) => panic!("{name}: expected an error, got {config:#?}"),
             Err(errors) => errors,
         };
-        assert_eq!(
-            errors.len(),
-            1,
-            "{name}: expected one error, got:\n{errors}"
-        );
+        assert_eq!(errors.len(), 1, "{name}: expected one error, got:\n{errors}");
         let error = &errors.0[0];
         assert!(
             error.message.contains(expected),
@@ -153,11 +145,7 @@ mod tests {
                 Ok(1),
             ),
             ("empty.toml", b"", Ok(0)),
-            (
-                "latin1.toml",
-                b"# ok\n# caf\xe9\n",
-                Err("latin1.toml:2:6: file is not valid UTF-8"),
-            ),
+            ("latin1.toml", b"# ok\n# caf\xe9\n", Err("latin1.toml:2:6: file is not valid UTF-8")),
             (
                 "syntax.toml",
                 b"[[virtual_server]\n",
@@ -176,10 +164,7 @@ mod tests {
                 (Err(errors), Err(prefix)) => {
                     let shown = errors.to_string();
                     let shown = shown.strip_prefix(&format!("{}/", dir.display()));
-                    assert!(
-                        shown.is_some_and(|s| s.starts_with(prefix)),
-                        "{name}: {errors}"
-                    );
+                    assert!(shown.is_some_and(|s| s.starts_with(prefix)), "{name}: {errors}");
                 }
                 (result, _) => panic!("{name}: unexpected {result:?}"),
             }

@@ -116,12 +116,7 @@ pub struct VirtualServerKey {
 impl fmt::Display for VirtualServerKey {
     /// `192.0.2.100:80/tcp`, `[2001:db8::1]:53/udp`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            SocketAddr::new(self.vip, self.port),
-            self.protocol
-        )
+        write!(f, "{}/{}", SocketAddr::new(self.vip, self.port), self.protocol)
     }
 }
 
@@ -146,11 +141,7 @@ pub struct VirtualServer {
 
 impl VirtualServer {
     pub fn key(&self) -> VirtualServerKey {
-        VirtualServerKey {
-            vip: self.vip,
-            port: self.port,
-            protocol: self.protocol,
-        }
+        VirtualServerKey { vip: self.vip, port: self.port, protocol: self.protocol }
     }
 }
 
@@ -223,11 +214,7 @@ pub struct RealServerLocations {
 impl RealServerLocations {
     /// Every value located at the section itself; front ends then overwrite what they saw.
     pub fn all_at(location: Location) -> Self {
-        RealServerLocations {
-            address: location,
-            port: location,
-            weight: location,
-        }
+        RealServerLocations { address: location, port: location, weight: location }
     }
 }
 
@@ -237,11 +224,8 @@ mod tests {
 
     #[test]
     fn protocol_names_and_numbers() {
-        let cases = [
-            ("tcp", Protocol::Tcp, 6),
-            ("TCP", Protocol::Tcp, 6),
-            ("Udp", Protocol::Udp, 17),
-        ];
+        let cases =
+            [("tcp", Protocol::Tcp, 6), ("TCP", Protocol::Tcp, 6), ("Udp", Protocol::Udp, 17)];
         for (name, proto, number) in cases {
             assert_eq!(name.parse::<Protocol>(), Ok(proto), "{name}");
             assert_eq!(proto.ip_proto(), number);
@@ -260,11 +244,7 @@ mod tests {
             ("2001:db8::1", 53, Protocol::Udp, "[2001:db8::1]:53/udp"),
         ];
         for (vip, port, protocol, expected) in cases {
-            let key = VirtualServerKey {
-                vip: vip.parse().unwrap(),
-                port,
-                protocol,
-            };
+            let key = VirtualServerKey { vip: vip.parse().unwrap(), port, protocol };
             assert_eq!(key.to_string(), expected);
         }
     }

@@ -22,15 +22,8 @@ use super::model::{
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["virtual_server"];
-const VIRTUAL_SERVER_KEYS: &[&str] = &[
-    "vip",
-    "port",
-    "protocol",
-    "interface",
-    "lb_algo",
-    "lvs_sched",
-    "real_server",
-];
+const VIRTUAL_SERVER_KEYS: &[&str] =
+    &["vip", "port", "protocol", "interface", "lb_algo", "lvs_sched", "real_server"];
 const REAL_SERVER_KEYS: &[&str] = &["address", "port", "weight"];
 
 const VIRTUAL_SERVER: &str = "[[virtual_server]]";
@@ -40,11 +33,7 @@ const REAL_SERVER: &str = "[[virtual_server.real_server]]";
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
-    let mut parser = Parser {
-        source,
-        lines: LineIndex::new(text),
-        errors: Vec::new(),
-    };
+    let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     let virtual_servers = if syntax_errors.is_empty() {
         parser.document(document.get_ref())
@@ -53,9 +42,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
             let span = error.span().unwrap_or(0..0);
             let mut message = format!("TOML syntax error: {}", error.message());
             // The parser does not say which key; the operator needs it when keys are far apart.
-            if let Some(key) = text
-                .get(span.clone())
-                .filter(|_| error.message() == "duplicate key")
+            if let Some(key) = text.get(span.clone()).filter(|_| error.message() == "duplicate key")
             {
                 message = format!("{message} `{key}`");
             }
@@ -63,10 +50,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
         }
         Vec::new()
     };
-    let config = Config {
-        source: source.to_path_buf(),
-        virtual_servers,
-    };
+    let config = Config { source: source.to_path_buf(), virtual_servers };
     (config, parser.errors)
 }
 
@@ -86,8 +70,7 @@ impl Parser<'_> {
 
     fn error_at(&mut self, offset: usize, message: impl Into<String>) {
         let location = self.lines.location(offset);
-        self.errors
-            .push(ConfigError::new(self.source, location, message));
+        self.errors.push(ConfigError::new(self.source, location, message));
     }
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -110,15 +93,12 @@ impl Parser<'_> {
         let mut at = VirtualServerLocations::all_at(location);
         self.unknown_keys(table, VIRTUAL_SERVER_KEYS, &format!("in {VIRTUAL_SERVER}"));
 
-        let vip = self
-            .required(table, "vip", location, VIRTUAL_SERVER)
-            .and_then(|(key, value)| {
-                at.vip = self.at(value.span());
-                self.ip_address(key, value)
-            });
-        let port = self
-            .required(table, "port", location, VIRTUAL_SERVER)
-            .and_then(|(key, value)| {
+        let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(|(key, value)| {
+            at.vip = self.at(value.span());
+            self.ip_address(key, value)
+        });
+        let port =
+            self.required(table, "port", location, VIRTUAL_SERVER).and_then(|(key, value)| {
                 at.port = self.at(value.span());
                 self.port(key, value)
             });
@@ -126,19 +106,17 @@ impl Parser<'_> {
             None => Some(Protocol::Tcp),
             Some((key, value)) => {
                 at.protocol = self.at(value.span());
-                self.string(key, value)
-                    .and_then(|name| match name.parse::<Protocol>() {
-                        Ok(protocol) => Some(protocol),
-                        Err(error) => {
-                            self.error(value.span(), error.to_string());
-                            None
-                        }
-                    })
+                self.string(key, value).and_then(|name| match name.parse::<Protocol>() {
+                    Ok(protocol) => Some(protocol),
+                    Err(error) => {
+                        self.error(value.span(), error.to_string());
+                        None
+                    }
+                })
             }
         };
-        let interface = self
-            .required(table, "interface", location, VIRTUAL_SERVER)
-            .and_then(|(key, value)| {
+        let interface =
+            self.required(table, "interface", location, VIRTUAL_SERVER).and_then(|(key, value)| {
                 at.interface = self.at(value.span());
                 self.string(key, value).map(str::to_owned)
             });
@@ -167,18 +145,12 @@ impl Parser<'_> {
 
     /// `lb_algo`, or keepalived's other spelling `lvs_sched`; giving both is ambiguous.
     fn lb_algo(&mut self, table: &DeTable<'_>, at: &mut VirtualServerLocations) -> Option<String> {
-        let given = match (
-            table.get_key_value("lb_algo"),
-            table.get_key_value("lvs_sched"),
-        ) {
+        let given = match (table.get_key_value("lb_algo"), table.get_key_value("lvs_sched")) {
             (None, None) => return Some(DEFAULT_LB_ALGO.to_owned()),
             (Some(one), None) | (None, Some(one)) => one,
             (Some(a), Some(b)) => {
-                let (first, second) = if a.0.span().start < b.0.span().start {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
+                let (first, second) =
+                    if a.0.span().start < b.0.span().start { (a, b) } else { (b, a) };
                 let message = format!(
                     "`{}` and `{}` are the same setting (keepalived spells it both ways); keep only one",
                     second.0.get_ref(),
@@ -204,9 +176,8 @@ impl Parser<'_> {
         let mut at = RealServerLocations::all_at(location);
         self.unknown_keys(table, REAL_SERVER_KEYS, &format!("in {REAL_SERVER}"));
 
-        let address = self
-            .required(table, "address", location, REAL_SERVER)
-            .and_then(|(key, value)| {
+        let address =
+            self.required(table, "address", location, REAL_SERVER).and_then(|(key, value)| {
                 at.address = self.at(value.span());
                 self.ip_address(key, value)
             });
@@ -221,8 +192,7 @@ impl Parser<'_> {
             None => Some(DEFAULT_WEIGHT),
             Some((key, value)) => {
                 at.weight = self.at(value.span());
-                self.integer(key, value, 0, MAX_WEIGHT.into())
-                    .and_then(|w| u32::try_from(w).ok())
+                self.integer(key, value, 0, MAX_WEIGHT.into()).and_then(|w| u32::try_from(w).ok())
             }
         };
 
@@ -303,11 +273,8 @@ impl Parser<'_> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.as_ref()),
             other => {
-                let message = format!(
-                    "`{}` must be a string, found {}",
-                    key.get_ref(),
-                    describe(other)
-                );
+                let message =
+                    format!("`{}` must be a string, found {}", key.get_ref(), describe(other));
                 self.error(value.span(), message);
                 None
             }
@@ -331,8 +298,7 @@ impl Parser<'_> {
     }
 
     fn port(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<u16> {
-        self.integer(key, value, 1, u16::MAX.into())
-            .and_then(|p| u16::try_from(p).ok())
+        self.integer(key, value, 1, u16::MAX.into()).and_then(|p| u16::try_from(p).ok())
     }
 
     /// An integer within `min..=max`.
@@ -349,10 +315,8 @@ impl Parser<'_> {
         match i64::from_str_radix(integer.as_str(), integer.radix()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                let message = format!(
-                    "`{}` must be between {min} and {max}, found {integer}",
-                    key.get_ref()
-                );
+                let message =
+                    format!("`{}` must be between {min} and {max}, found {integer}", key.get_ref());
                 self.error(value.span(), message);
                 None
             }
@@ -383,12 +347,7 @@ mod tests {
     const SCENARIOS: &[(&str, &[&str], &str, &str)] = &[
         (
             "unquoted string (keepalived.conf habit)",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "port = 80",
-                "interface = eth0",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 80", "interface = eth0"],
             "TOML syntax error: string values must be quoted",
             "4:13",
         ),
@@ -400,12 +359,7 @@ mod tests {
         ),
         (
             "duplicate key",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "port = 80",
-                "port = 81",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 80", "port = 81"],
             "TOML syntax error: duplicate key `port`",
             "4:1",
         ),
@@ -467,34 +421,19 @@ mod tests {
         ),
         (
             "quoted port",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "port = \"80\"",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = \"80\"", "interface = 'eth0'"],
             "`port` must be an integer, found string \"80\"",
             "3:8",
         ),
         (
             "port 0",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "port = 0",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 0", "interface = 'eth0'"],
             "`port` must be between 1 and 65535, found 0",
             "3:8",
         ),
         (
             "port too large",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "port = 70000",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 70000", "interface = 'eth0'"],
             "`port` must be between 1 and 65535, found 70000",
             "3:8",
         ),
@@ -548,11 +487,7 @@ mod tests {
         ),
         (
             "missing port",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.100'",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "interface = 'eth0'"],
             "missing required key `port` in [[virtual_server]]",
             "1:1",
         ),
@@ -577,23 +512,13 @@ mod tests {
         ),
         (
             "vip out of range",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.300'",
-                "port = 80",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.300'", "port = 80", "interface = 'eth0'"],
             "`vip` must be an IP address, found \"192.0.2.300\"",
             "2:7",
         ),
         (
             "vip is a host name",
-            &[
-                "[[virtual_server]]",
-                "vip = 'example.com'",
-                "port = 80",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = 'example.com'", "port = 80", "interface = 'eth0'"],
             "`vip` must be an IP address, found \"example.com\"",
             "2:7",
         ),
@@ -850,11 +775,8 @@ weight = 2
             "port = 80",
             "interface = 'eth0'",
         ]);
-        let vips: Vec<String> = parse_ok(&text)
-            .virtual_servers
-            .iter()
-            .map(|vs| vs.vip.to_string())
-            .collect();
+        let vips: Vec<String> =
+            parse_ok(&text).virtual_servers.iter().map(|vs| vs.vip.to_string()).collect();
         assert_eq!(vips, ["192.0.2.2", "192.0.2.1"]);
     }
 

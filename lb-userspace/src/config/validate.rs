@@ -23,10 +23,7 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         if let Some(first) = first_definition.get(&vs.key()) {
             error(
                 vs.location,
-                format!(
-                    "duplicate virtual server {vs}: already defined at line {}",
-                    first.line
-                ),
+                format!("duplicate virtual server {vs}: already defined at line {}", first.line),
             );
         } else {
             first_definition.insert(vs.key(), vs.location);
@@ -61,10 +58,7 @@ fn unknown_scheduler(name: &str) -> String {
         Some(close) => format!("did you mean `{close}`? "),
         None => String::new(),
     };
-    format!(
-        "unknown scheduler `{name}`: {hint}expected one of {}",
-        SCHEDULERS.join(", ")
-    )
+    format!("unknown scheduler `{name}`: {hint}expected one of {}", SCHEDULERS.join(", "))
 }
 
 fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
@@ -120,12 +114,8 @@ mod tests {
     use super::*;
 
     /// Base lines 1-4: a valid IPv4 virtual server on eth0.
-    const VS: &[&str] = &[
-        "[[virtual_server]]",
-        "vip = '192.0.2.100'",
-        "port = 80",
-        "interface = 'eth0'",
-    ];
+    const VS: &[&str] =
+        &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 80", "interface = 'eth0'"];
 
     /// (name, lines after the base virtual server, expected message part, expected line:col)
     const SCENARIOS: &[(&str, &[&str], &str, &str)] = &[
@@ -161,11 +151,7 @@ mod tests {
         ),
         (
             "real port differs in DR mode",
-            &[
-                "[[virtual_server.real_server]]",
-                "address = '192.0.2.11'",
-                "port = 8080",
-            ],
+            &["[[virtual_server.real_server]]", "address = '192.0.2.11'", "port = 8080"],
             "real server port 8080 differs from virtual server port 80: direct routing forwards packets unchanged, so the port cannot be changed",
             "7:8",
         ),
@@ -183,23 +169,13 @@ mod tests {
         ),
         (
             "interface missing on the host",
-            &[
-                "[[virtual_server]]",
-                "vip = '192.0.2.101'",
-                "port = 80",
-                "interface = 'eth9'",
-            ],
+            &["[[virtual_server]]", "vip = '192.0.2.101'", "port = 80", "interface = 'eth9'"],
             "interface `eth9` does not exist on this host",
             "8:13",
         ),
         (
             "IPv6 virtual server",
-            &[
-                "[[virtual_server]]",
-                "vip = '2001:db8::100'",
-                "port = 80",
-                "interface = 'eth0'",
-            ],
+            &["[[virtual_server]]", "vip = '2001:db8::100'", "port = 80", "interface = 'eth0'"],
             "IPv6 virtual servers are not supported yet",
             "6:7",
         ),
@@ -234,10 +210,8 @@ mod tests {
                 },
             }],
         };
-        let shown: Vec<String> = validate(&config, &FakeHost)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let shown: Vec<String> =
+            validate(&config, &FakeHost).iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [

@@ -94,10 +94,8 @@ pub async fn resolve(
     let mut provoked = false;
     loop {
         let table = dump(handle).await?;
-        let missing: Vec<_> = wanted
-            .iter()
-            .filter(|(idx, _, a)| table.get(*idx, *a).is_none())
-            .collect();
+        let missing: Vec<_> =
+            wanted.iter().filter(|(idx, _, a)| table.get(*idx, *a).is_none()).collect();
         if missing.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(table);
         }

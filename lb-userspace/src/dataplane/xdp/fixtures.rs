@@ -71,7 +71,11 @@ fn desired() -> Desired {
             driver: String::new(),
         }],
         services: vec![
-            service(80, Protocol::Tcp, vec![real(11, 1, RealState::Up), real(12, 2, RealState::Up)]),
+            service(
+                80,
+                Protocol::Tcp,
+                vec![real(11, 1, RealState::Up), real(12, 2, RealState::Up)],
+            ),
             service(53, Protocol::Udp, vec![real(13, 1, RealState::Up)]),
             service(81, Protocol::Tcp, vec![real(14, 0, RealState::Drain)]),
             service(82, Protocol::Tcp, vec![real(15, 1, RealState::Unresolved)]),
@@ -103,7 +107,8 @@ fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ihl: u8, frag: u16, l4: &
 }
 
 fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut s: u32 =
+        b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -165,7 +170,8 @@ fn setup() -> Option<(XdpDataplane, Desired)> {
         return None;
     }
     private_netns();
-    let limits = XdpLimits { max_services: 16, max_reals: 64, ring_entries: 16 * maglev::DEFAULT_SIZE };
+    let limits =
+        XdpLimits { max_services: 16, max_reals: 64, ring_entries: 16 * maglev::DEFAULT_SIZE };
     let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load XDP program");
     let d = desired();
     dp.apply(&d).expect("apply");
@@ -175,7 +181,12 @@ fn setup() -> Option<(XdpDataplane, Desired)> {
 /// Expected outcome of one fixture.
 enum Want {
     /// Forwarded to the real the flow hashes to (service index in `desired()`).
-    Tx { svc: usize, sport: u16, dport: u16, proto: u8 },
+    Tx {
+        svc: usize,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+    },
     /// Left untouched for the kernel.
     Pass,
     Drop,
@@ -197,12 +208,31 @@ fn fixtures() {
 
     let cases: Vec<(&str, Vec<u8>, Want)> = vec![
         ("tcp hit", tcp_frame.clone(), Want::Tx { svc: 0, sport: 40000, dport: 80, proto: 6 }),
-        ("tcp hit, other flow", ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40001, 80)), Want::Tx { svc: 0, sport: 40001, dport: 80, proto: 6 }),
-        ("udp hit", ipv4_frame(CLIENT, VIP, 17, 5, 0, &udp(5353, 53)), Want::Tx { svc: 1, sport: 5353, dport: 53, proto: 17 }),
+        (
+            "tcp hit, other flow",
+            ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40001, 80)),
+            Want::Tx { svc: 0, sport: 40001, dport: 80, proto: 6 },
+        ),
+        (
+            "udp hit",
+            ipv4_frame(CLIENT, VIP, 17, 5, 0, &udp(5353, 53)),
+            Want::Tx { svc: 1, sport: 5353, dport: 53, proto: 17 },
+        ),
         ("miss: port", ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40000, 8080)), Want::Pass),
         ("miss: protocol", ipv4_frame(CLIENT, VIP, 17, 5, 0, &udp(40000, 80)), Want::Pass),
         ("miss: address", ipv4_frame(CLIENT, other, 6, 5, 0, &tcp(40000, 80)), Want::Pass),
-        ("vrrp", ipv4_frame(other, Ipv4Addr::new(224, 0, 0, 18), 112, 5, 0, &[0x21, 51, 100, 1, 0, 1, 0, 0, 192, 0, 2, 100]), Want::Pass),
+        (
+            "vrrp",
+            ipv4_frame(
+                other,
+                Ipv4Addr::new(224, 0, 0, 18),
+                112,
+                5,
+                0,
+                &[0x21, 51, 100, 1, 0, 1, 0, 0, 192, 0, 2, 100],
+            ),
+            Want::Pass,
+        ),
         ("icmp to vip", ipv4_frame(CLIENT, VIP, 1, 5, 0, &[8, 0, 0, 0, 0, 1, 0, 1]), Want::Pass),
         ("non-ip: arp", arp, Want::Pass),
         ("non-ip: ipv6", ipv6, Want::Pass),
@@ -210,11 +240,35 @@ fn fixtures() {
         ("truncated: ip header", tcp_frame[..14 + 12].to_vec(), Want::Pass),
         ("truncated: no ports", tcp_frame[..14 + 20 + 2].to_vec(), Want::Pass),
         ("truncated: tcp header to vip", tcp_frame[..14 + 20 + 8].to_vec(), Want::Drop),
-        ("truncated: udp header to vip", ipv4_frame(CLIENT, VIP, 17, 5, 0, &udp(1, 53))[..14 + 20 + 6].to_vec(), Want::Drop),
-        ("bad version", { let mut f = tcp_frame.clone(); f[14] = 0x65; f }, Want::Pass),
-        ("bad ihl", { let mut f = tcp_frame.clone(); f[14] = 0x44; f }, Want::Pass),
+        (
+            "truncated: udp header to vip",
+            ipv4_frame(CLIENT, VIP, 17, 5, 0, &udp(1, 53))[..14 + 20 + 6].to_vec(),
+            Want::Drop,
+        ),
+        (
+            "bad version",
+            {
+                let mut f = tcp_frame.clone();
+                f[14] = 0x65;
+                f
+            },
+            Want::Pass,
+        ),
+        (
+            "bad ihl",
+            {
+                let mut f = tcp_frame.clone();
+                f[14] = 0x44;
+                f
+            },
+            Want::Pass,
+        ),
         ("ip options to vip", ipv4_frame(CLIENT, VIP, 6, 6, 0, &tcp(40000, 80)), Want::Pass),
-        ("first fragment to vip", ipv4_frame(CLIENT, VIP, 6, 5, 0x2000, &tcp(40000, 80)), Want::Pass),
+        (
+            "first fragment to vip",
+            ipv4_frame(CLIENT, VIP, 6, 5, 0x2000, &tcp(40000, 80)),
+            Want::Pass,
+        ),
         ("later fragment to vip", ipv4_frame(CLIENT, VIP, 6, 5, 185, &tcp(40000, 80)), Want::Pass),
         ("drained only real", ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40000, 81)), Want::Drop),
         ("unresolved only real", ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40000, 82)), Want::Drop),
@@ -288,4 +342,27 @@ fn table_change_and_removal_take_effect() {
     d.services.remove(0);
     dp.apply(&d).expect("apply removal");
     assert_eq!(run(&mut dp, &frame).0, XDP_PASS);
+}
+
+/// The program must pass the verifier when the agent lacks CAP_PERFMON (and CAP_SYS_ADMIN): the
+/// verifier then rejects variable packet offsets and adds Spectre barriers.
+#[test]
+fn loads_and_forwards_without_cap_perfmon() {
+    if !require_root("xdp without CAP_PERFMON") {
+        return;
+    }
+    private_netns();
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    crate::testutil::drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON]);
+    let limits =
+        XdpLimits { max_services: 16, max_reals: 64, ring_entries: 16 * maglev::DEFAULT_SIZE };
+    let mut dp =
+        XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load without CAP_PERFMON");
+    let d = desired();
+    dp.apply(&d).expect("apply");
+    let frame = ipv4_frame(CLIENT, VIP, 6, 5, 0, &tcp(40000, 80));
+    let (verdict, out) = run(&mut dp, &frame);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(&out[0..6], &expected_real(&d, 0, CLIENT, 40000, 80, 6).0);
 }

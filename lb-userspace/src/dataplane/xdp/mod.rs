@@ -148,7 +148,6 @@ impl XdpDataplane {
         program(&mut self.ebpf)
     }
 
-
     fn sync_ifaces(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         let want: BTreeMap<u32, IfaceValue> = desired
             .interfaces
@@ -159,7 +158,8 @@ impl XdpDataplane {
             return Ok(());
         }
         let mut map: BpfHashMap<_, u32, IfaceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?).map_err(map_err(map_names::IFACES))?;
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?)
+                .map_err(map_err(map_names::IFACES))?;
         for (idx, v) in &want {
             if self.ifaces.get(idx) != Some(v) {
                 map.insert(idx, v, 0).map_err(map_err(map_names::IFACES))?;
@@ -179,8 +179,7 @@ impl XdpDataplane {
             }
             let (link, mode) = self.attach(iface)?;
             tracing::info!(interface = %iface.name, mode, driver = %iface.driver, "XDP attached");
-            self.attached
-                .insert(iface.ifindex, Attached { name: iface.name.clone(), link, mode });
+            self.attached.insert(iface.ifindex, Attached { name: iface.name.clone(), link, mode });
         }
         Ok(())
     }
@@ -189,10 +188,8 @@ impl XdpDataplane {
         let setting = self.mode;
         let prog = self.program()?;
         let attach = |prog: &mut Xdp, mode| {
-            prog.attach(&iface.name, mode).map_err(|source| DataplaneError::Attach {
-                interface: iface.name.clone(),
-                source,
-            })
+            prog.attach(&iface.name, mode)
+                .map_err(|source| DataplaneError::Attach { interface: iface.name.clone(), source })
         };
         match setting {
             XdpModeSetting::Native => Ok((attach(prog, XdpMode::Driver)?, "native")),
@@ -250,7 +247,8 @@ impl XdpDataplane {
 
     fn write_real(&mut self, id: u32, value: RealValue) -> Result<(), DataplaneError> {
         let mut map: Array<_, RealValue> =
-            Array::try_from(map_mut(&mut self.ebpf, map_names::REALS)?).map_err(map_err(map_names::REALS))?;
+            Array::try_from(map_mut(&mut self.ebpf, map_names::REALS)?)
+                .map_err(map_err(map_names::REALS))?;
         map.set(id, value, 0).map_err(map_err(map_names::REALS))
     }
 
@@ -273,7 +271,8 @@ impl XdpDataplane {
                 ifindex,
             };
             let rkey = (real.address, real.port);
-            let existing = self.services.get(&key).and_then(|s| s.reals.get(&rkey)).map(|r| (r.id, r.value));
+            let existing =
+                self.services.get(&key).and_then(|s| s.reals.get(&rkey)).map(|r| (r.id, r.value));
             let id = match existing {
                 Some((id, old)) => {
                     if old != value {
@@ -367,7 +366,8 @@ impl XdpDataplane {
             let old = slot.halves[half].clone();
             let offset = base + half as u32 * size;
             let mut rings: Array<_, u32> =
-                Array::try_from(map_mut(&mut self.ebpf, map_names::RINGS)?).map_err(map_err(map_names::RINGS))?;
+                Array::try_from(map_mut(&mut self.ebpf, map_names::RINGS)?)
+                    .map_err(map_err(map_names::RINGS))?;
             for (i, &real) in table.iter().enumerate() {
                 if old.get(i) != Some(&real) {
                     rings.set(offset + i as u32, real, 0).map_err(map_err(map_names::RINGS))?;
@@ -386,8 +386,10 @@ impl XdpDataplane {
         }
         let skey = service_key(&key);
         let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?).map_err(map_err(map_names::SERVICES))?;
-        let installed = self.services.get(&key).is_some_and(|s| s.active.is_some() || s.value.ring_size > 0);
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
+                .map_err(map_err(map_names::SERVICES))?;
+        let installed =
+            self.services.get(&key).is_some_and(|s| s.active.is_some() || s.value.ring_size > 0);
         if !installed || self.services.get(&key).map(|s| s.value) != Some(value) {
             map.insert(skey, value, 0).map_err(map_err(map_names::SERVICES))?;
         }
@@ -401,7 +403,8 @@ impl XdpDataplane {
 
     fn remove_service(&mut self, key: VirtualServerKey) -> Result<(), DataplaneError> {
         let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?).map_err(map_err(map_names::SERVICES))?;
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
+                .map_err(map_err(map_names::SERVICES))?;
         match map.remove(&service_key(&key)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(map_names::SERVICES)(e)),
@@ -468,7 +471,10 @@ impl Dataplane for XdpDataplane {
         for (key, slot) in &self.services {
             out.services.insert(*key, self.read_counter(map_names::SERVICE_STATS, slot.id)?);
             for ((addr, port), real) in &slot.reals {
-                out.reals.insert((*key, *addr, *port), self.read_counter(map_names::REAL_STATS, real.id)?);
+                out.reals.insert(
+                    (*key, *addr, *port),
+                    self.read_counter(map_names::REAL_STATS, real.id)?,
+                );
             }
         }
         Ok(out)
