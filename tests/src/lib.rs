@@ -1,1 +1,121 @@
+//! Network-namespace harness for the director's integration tests and `cargo xtask demo`.
+//!
+//! Every topology gets a unique namespace prefix ([`unique_prefix`]), lives entirely inside
+//! namespaces it creates (the bridge too, in a `switch` namespace), and is torn down by RAII guards
+//! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
+//! `/work/shared/docs/testing.md` for the measured facts this follows.
 
+mod icmp;
+pub mod netns;
+pub mod process;
+pub mod topology;
+
+pub use netns::{Netns, cleanup_orphans, cleanup_stale, list_netns, unique_prefix};
+pub use process::{Process, run_command};
+pub use topology::{
+    BRIDGE, BridgeMode, DR_HTTP_PORT, DR_TCP_ECHO_PORT, DR_UDP_PORT, DrTopology, HOST_IFNAME, Host,
+    Topology, format_mac, spawn_testpeer,
+};
+
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Whether a root-only test can run. Not root (or no `ip`): in CI (`CI=true`) this panics, because
+/// such tests must fail loudly there; elsewhere it prints `SKIP: ...` to stderr and returns false.
+pub fn require_root(test_name: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let have_ip = std::process::Command::new("ip")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if root && have_ip {
+        return true;
+    }
+    let why = if root { "iproute2 `ip` is not available" } else { "not running as root" };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "!!! {test_name}: needs root and iproute2 for network namespaces, but {why}. \
+             CI=true, so this is a failure, not a skip. !!!"
+        );
+    }
+    // Straight to fd 2, not eprintln!: libtest captures the macros, and a skip must stay visible.
+    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test_name}: {why} (network-namespace test)");
+    false
+}
+
+/// Polls `cond` every 20 ms until it is true (→ true) or `timeout` passes (→ false); checks once
+/// more at the deadline.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20).min(deadline - now));
+    }
+}
+
+/// `curl -sS --max-time 2 URL` inside `ns`; the body on success, an error quoting curl otherwise.
+/// Proxies are disabled: test traffic must never leave the namespaces.
+pub fn http_get(ns: &Netns, url: &str) -> Result<String> {
+    let out = ns
+        .exec(&["curl", "-sS", "--noproxy", "*", "--max-time", "2", url])
+        .with_context(|| format!("[{}] GET {url}", ns.name()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Sends one UDP datagram from `ns` (ephemeral port) to `target` and returns the first reply that
+/// comes from `target`.
+pub fn udp_request(
+    ns: &Netns,
+    target: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    ns.run_in(move || -> Result<Vec<u8>> {
+        let bind: SocketAddr =
+            if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+        let sock = UdpSocket::bind(bind)?;
+        sock.send_to(&payload, target)?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("no UDP reply from {target} within {timeout:?}");
+            }
+            sock.set_read_timeout(Some(left))?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == target => return Ok(buf[..n].to_vec()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!("no UDP reply from {target} within {timeout:?}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })?
+    .with_context(|| format!("[{}] UDP to {target}", ns.name()))
+}
+
+/// Opens a TCP connection from inside `ns`; the stream can then be used from any thread (for
+/// long-lived connection tests).
+pub fn tcp_connect(ns: &Netns, target: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    ns.run_in(move || TcpStream::connect_timeout(&target, timeout))?
+        .with_context(|| format!("[{}] TCP connect to {target}", ns.name()))
+}
