@@ -5,11 +5,13 @@
 //! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
 //! `/work/shared/docs/testing.md` for the measured facts this follows.
 
+pub mod director;
 mod icmp;
 pub mod netns;
 pub mod process;
 pub mod topology;
 
+pub use director::{LbAgent, count_http, lb_bin};
 pub use netns::{Netns, cleanup_orphans, cleanup_stale, list_netns, unique_prefix};
 pub use process::{Process, run_command};
 pub use topology::{

@@ -134,6 +134,28 @@ impl Process {
         }
     }
 
+    /// Waits until the child's stderr so far has a line matching `pred` (stderr is not consumed).
+    pub fn wait_for_stderr_line(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr_so_far().lines().find(|l| pred(l)) {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: no expected stderr line within {timeout:?}; stderr: {:?}",
+                    self.label,
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `sig` to the child's whole process group.
     pub fn signal(&self, sig: i32) -> Result<()> {
         if self.status.is_some() {
