@@ -1,1 +1,69 @@
-fn main(){}
+//! Developer and CI tasks. `cargo xtask demo` and `cargo xtask test` are the README's two commands.
+
+mod bootstrap;
+mod demo;
+mod test;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine needs to build (Debian packages, bpf-linker). Idempotent.
+    Bootstrap,
+    /// Build, start a throw-away DR topology in network namespaces, send requests through the VIP.
+    Demo {
+        /// Requests to send through the VIP.
+        #[arg(long, default_value_t = 30)]
+        requests: u32,
+    },
+    /// Run every check and test: fmt, clippy -D warnings, unit, BPF_PROG_TEST_RUN, netns integration.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Bootstrap => bootstrap::bootstrap(),
+        Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
+        Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().map(PathBuf::from).context("xtask has no parent directory")
+}
+
+/// Runs a command, inheriting stdio, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! `cargo xtask demo`: the director on a throw-away DR topology. Client, director and three real
+//! servers (each serving a page that names itself) on one bridge, in network namespaces; the reals
+//! hold the VIP on `lo` with arp_ignore/arp_announce, exactly as LVS-DR real servers do.
+//! Everything is torn down at the end, on failure and on Ctrl-C.
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use lb_tests::{DrTopology, LbAgent, count_http, http_get};
+
+use crate::{run, workspace_root};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const REALS: usize = 3;
+
+pub fn demo(requests: u32) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the demo creates network namespaces and attaches XDP: run it as root");
+    }
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))?;
+    let target = root.join("target").join("debug");
+    let (lb, testpeer) = (target.join("lb"), target.join("lb-testpeer"));
+    let config = root.join("examples").join("demo.toml");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+
+    println!("== building the topology: client, director, {REALS} real servers on one bridge");
+    let dr = DrTopology::build("demo", REALS, VIP, &testpeer)?;
+    // The director answers ARP for the VIP (in production: VRRP or the operator puts it there).
+    dr.director.add_addr(&format!("{VIP}/32"))?;
+    println!("   namespaces: {}", dr.topo.namespaces().join(" "));
+    for (i, r) in dr.reals.iter().enumerate() {
+        println!(
+            "   {} {} (VIP {VIP} on lo), page: {}",
+            r.name,
+            DrTopology::real_ip(i),
+            http_get(&dr.client.ns, &format!("http://{}/", DrTopology::real_ip(i)))?.trim()
+        );
+    }
+    if stop.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+
+    println!("== lb run -c {} (in {})", config.display(), dr.director.ns.name());
+    let agent = LbAgent::start(&dr.director.ns, &lb, &config, &[])?;
+    agent.wait_all_backends("up", Duration::from_secs(10))?;
+
+    println!("== {requests} HTTP requests from the client to http://{VIP}/");
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..requests {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        for (who, n) in count_http(&dr.client.ns, &format!("http://{VIP}/"), 1) {
+            *counts.entry(who).or_insert(0u32) += n;
+        }
+    }
+    for (who, n) in &counts {
+        println!("   {who:<10} {n:>4} requests");
+    }
+
+    println!("== lb backends");
+    print!("{}", agent.cli(&["backends"])?);
+    println!("== lb status");
+    print!("{}", agent.cli(&["status"])?);
+
+    let answered: Vec<&String> = counts.keys().filter(|k| k.starts_with("rs")).collect();
+    let failed = counts.get("(failed)").copied().unwrap_or(0);
+    agent.stop()?;
+    println!("== tearing down (agent stopped cleanly; namespaces removed on exit)");
+    if answered.len() != REALS || failed > 0 {
+        bail!("expected all {REALS} reals to answer and no failures, got {counts:?}");
+    }
+    println!("== demo ok: all {REALS} real servers answered through the VIP");
+    Ok(())
+}
