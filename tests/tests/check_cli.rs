@@ -1,0 +1,144 @@
+//! `lb check -c FILE` as operators and scripts use it: exit 0 and a summary for a valid file; exit 1
+//! and one `FILE:LINE:COL: message` line per error otherwise.
+
+use std::{path::PathBuf, process::Command};
+
+use lb_tests::lb_bin;
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn check(path: &PathBuf) -> (i32, String) {
+    let out =
+        Command::new(lb_bin()).args(["check", "-c"]).arg(path).output().expect("run lb check");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const GOOD_VS: &str = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nprotocol = \"tcp\"\ninterface = \"lo\"\n";
+
+#[test]
+fn bad_input_is_rejected_with_a_located_message() {
+    // (case, file text, expected "LINE:COL: message" fragment)
+    let cases: &[(&str, String, &str)] = &[
+        ("unknown key", format!("{GOOD_VS}weigth = 1\n"), "6:1: unknown key `weigth`"),
+        (
+            "unknown key in real",
+            format!(
+                "{GOOD_VS}[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\nwieght = 2\n"
+            ),
+            "8:1: unknown key `wieght`",
+        ),
+        (
+            "wrong type",
+            GOOD_VS.replace("port = 80", "port = \"80\""),
+            "3:8: `port` must be an integer",
+        ),
+        (
+            "port out of range",
+            GOOD_VS.replace("port = 80", "port = 70000"),
+            "3:8: `port` must be between 1 and 65535",
+        ),
+        (
+            "weight out of range",
+            format!(
+                "{GOOD_VS}[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\nweight = -1\n"
+            ),
+            "8:10: `weight` must be between 0 and 65535",
+        ),
+        (
+            "duplicate service",
+            format!("{GOOD_VS}{GOOD_VS}"),
+            "6:1: duplicate virtual server 192.0.2.100:80/tcp",
+        ),
+        (
+            "vip not an address",
+            GOOD_VS.replace("192.0.2.100", "192.0.2.300"),
+            "2:7: `vip` must be an IP address",
+        ),
+        (
+            "vip is a name",
+            GOOD_VS.replace("\"192.0.2.100\"", "\"www.example.com\""),
+            "2:7: `vip` must be an IP address",
+        ),
+        (
+            "interface does not exist",
+            GOOD_VS.replace("\"lo\"", "\"lbnosuch0\""),
+            "5:13: interface `lbnosuch0` does not exist on this host",
+        ),
+        ("syntax error", "[[virtual_server]\n".to_owned(), "1:"),
+    ];
+    for (i, (name, text, want)) in cases.iter().enumerate() {
+        let path = write(&format!("bad{i}.toml"), text);
+        let (code, stdout) = check(&path);
+        assert_eq!(code, 1, "{name}: exit code; stdout: {stdout}");
+        let expected = format!("{}:{want}", path.display());
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&expected)),
+            "{name}: want line starting {expected:?}, got:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported() {
+    let text = format!(
+        "{}{}",
+        GOOD_VS.replace("port = 80", "port = 0"),
+        "[[virtual_server]]\nvip = \"nope\"\nport = 81\ninterface = \"lo\"\n\
+         [[virtual_server]]\nvip = \"192.0.2.101\"\nport = 81\ninterface = \"lbnosuch1\"\n"
+    );
+    let path = write("many.toml", &text);
+    let (code, stdout) = check(&path);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "three errors, one line each:\n{stdout}");
+    for l in lines {
+        assert!(l.starts_with(&path.display().to_string()), "{l}");
+    }
+}
+
+#[test]
+fn valid_files_pass_with_a_summary_and_notices() {
+    let text = format!(
+        "{GOOD_VS}lb_algo = \"wrr\"\n[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\nweight = 2\n"
+    );
+    let path = write("good.toml", &text);
+    let (code, stdout) = check(&path);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("ok (1 virtual servers, 1 real servers)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("6:11: notice: 192.0.2.100:80/tcp: scheduler `wrr` runs as weighted Maglev"),
+        "{stdout}"
+    );
+
+    let missing = std::env::temp_dir().join("lb-check-no-such-file.toml");
+    let (code, stdout) = check(&missing);
+    assert_eq!(code, 1);
+    assert!(stdout.contains(":1:1: cannot read configuration file"), "{stdout}");
+}
+
+#[test]
+fn shipped_examples_are_valid_apart_from_their_interface() {
+    // The examples name eth0, which may not exist here: every other check must pass.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).expect("read example").replace("\"eth0\"", "\"lo\"");
+        let copy = write(
+            &format!("example-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")),
+            &text,
+        );
+        let (code, stdout) = check(&copy);
+        assert_eq!(code, 0, "{}: {stdout}", path.display());
+    }
+}
