@@ -62,7 +62,7 @@ fn dr_forwarding_spreads_flows_and_replies_bypass_the_director() {
     let dr = DrTopology::build("dr", 3, VIP, testpeer()).expect("topology");
     // The director owns the VIP (what VRRP or an operator does), so the client ARPs to it.
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = tempdir(&dr.topo.prefix().to_owned());
+    let dir = tempdir(dr.topo.prefix());
     let agent =
         LbAgent::start(&dr.director.ns, &lb_bin(), &config(&dir), &["--xdp-mode", "generic"])
             .expect("lb run");

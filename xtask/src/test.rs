@@ -1,6 +1,11 @@
 //! `cargo xtask test`: every check CI runs, in the order that fails fastest.
 
-use std::process::Command;
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
 
 use crate::{run, workspace_root};
 
@@ -11,22 +16,74 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
         c.current_dir(&root);
         c
     };
+    // The eBPF crate only builds for the bpf target (from lb-userspace's build script).
+    let all = ["--workspace", "--exclude", "lb-ebpf"];
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "lb-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(cargo().arg("clippy").args(all).args(["--all-targets", "--", "-D", "warnings"]))?;
     // Integration tests drive the real binaries.
-    run(cargo().args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]))?;
+    run(cargo().arg("build").args(all).arg("--bins"))?;
     let lb = root.join("target").join("debug").join("lb");
-    run(cargo()
-        .args(["test", "--workspace", "--exclude", "lb-ebpf"])
-        .args(extra)
-        .env("LB_BIN", &lb))
+    let mut test = cargo();
+    test.arg("test").args(all).arg("--all-targets").args(extra).env("LB_BIN", &lb);
+    let (passed, failed) = run_counting(&mut test)?;
+    println!("{passed} passed, {failed} failed");
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and adds up its "test result" lines.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test failed ({passed} passed, {failed} failed)");
+    }
+    Ok((passed, failed))
+}
+
+/// The number before `label` in "ok. 9 passed; 0 failed; ...".
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label.trim_start_matches(' '))
+                .map(str::trim)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        let cases = [
+            (
+                "ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+                9,
+                0,
+            ),
+            ("FAILED. 36 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out", 36, 2),
+        ];
+        for (line, p, f) in cases {
+            assert_eq!((count(line, " passed"), count(line, " failed")), (p, f), "{line}");
+        }
+    }
 }
