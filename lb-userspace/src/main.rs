@@ -66,6 +66,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload { socket } => {
+            let data = client::call(&socket, &Request::Reload {})?;
+            println!(
+                "reloaded {} ({} services, {} real servers)",
+                data["config"].as_str().unwrap_or("?"),
+                data["services"],
+                data["reals"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { socket, json } => {
             let data = client::call(&socket, &Request::Status {})?;
             if json {

@@ -87,6 +87,11 @@ impl LbAgent {
         Ok(serde_json::from_str(&self.cli(&["backends", "--json"])?)?)
     }
 
+    /// `lb reload`: the agent re-reads its config file. Fails when the agent refuses the file.
+    pub fn reload(&self) -> Result<String> {
+        self.cli(&["reload"])
+    }
+
     /// Waits until every backend of every service reports `state`.
     pub fn wait_all_backends(&self, state: &str, timeout: Duration) -> Result<()> {
         let all = || {

@@ -44,6 +44,8 @@ pub struct RunOptions {
 
 /// Everything the reconciler and the control socket share.
 struct Shared {
+    /// The file given to `lb run -c`, re-read on reload.
+    config_path: PathBuf,
     config: Config,
     facts: HostFacts,
     desired: Desired,
@@ -62,6 +64,12 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 impl Handler for AgentHandler {
     fn handle(&self, request: Request) -> Response {
         let mut s = lock(&self.0);
+        if let Request::Reload {} = request {
+            return match s.reload() {
+                Ok(summary) => Response::ok(summary),
+                Err(e) => Response::error(format!("{e:#}")),
+            };
+        }
         let counters = match s.dataplane.counters() {
             Ok(c) => c,
             Err(e) => return Response::error(format!("reading counters: {e}")),
@@ -71,6 +79,7 @@ impl Handler for AgentHandler {
                 let kind = s.dataplane.status().kind;
                 serde_json::to_value(view::backends(&s.desired, &counters, kind))
             }
+            Request::Reload {} => return Response::error("internal error: reload not handled"),
             Request::Status {} => serde_json::to_value(StatusView {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 config: s.config.source.display().to_string(),
@@ -86,6 +95,50 @@ impl Handler for AgentHandler {
             Ok(d) => Response::ok(d),
             Err(e) => Response::error(format!("internal error: {e}")),
         }
+    }
+}
+
+impl Shared {
+    /// Re-reads the config file and applies it. A config that fails to load or apply changes
+    /// nothing: the running state stays as it was.
+    fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
+        let config = config::load(&self.config_path, &SystemHost).map_err(|e| anyhow!("{e}"))?;
+        let mut facts = self.facts.clone();
+        for vs in &config.virtual_servers {
+            if !facts.interfaces.contains_key(&vs.interface) {
+                let i = iface::lookup(&vs.interface)
+                    .with_context(|| format!("interface {} of {}", vs.interface, vs.key()))?;
+                facts.interfaces.insert(i.name.clone(), i);
+            }
+        }
+        facts
+            .interfaces
+            .retain(|name, _| config.virtual_servers.iter().any(|v| &v.interface == name));
+        let desired = desired_state(&config, &facts);
+        if let Err(e) = self.dataplane.apply(&desired) {
+            // Put back what was running; the old state was applied before, so this succeeds
+            // unless the kernel refuses map updates altogether.
+            if let Err(again) = self.dataplane.apply(&self.desired) {
+                tracing::error!(error = %again, "restoring the previous state after a failed reload");
+            }
+            return Err(e).context("applying the new configuration (previous one kept)");
+        }
+        // New reals: start resolving their MACs now rather than at the next re-probe.
+        for (idx, name, addr) in wanted_neighbours(&config, &facts) {
+            if facts.neighbours.get(idx, addr).is_none() {
+                let _ = neigh::provoke(&name, addr);
+            }
+        }
+        let services = desired.services.len();
+        let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
+        tracing::info!(config = %self.config_path.display(), services, reals, "configuration reloaded");
+        log_desired(&desired);
+        self.config = config;
+        self.facts = facts;
+        self.desired = desired;
+        Ok(
+            serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
+        )
     }
 }
 
@@ -161,6 +214,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
 
     let shared = Arc::new(Mutex::new(Shared {
+        config_path: opts.config.clone(),
         config,
         facts,
         desired,
@@ -182,12 +236,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(NEIGH_REFRESH);
     let mut last_probe = Instant::now();
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = hup.recv() => {
+                let s = shared.clone();
+                // Reload does blocking syscalls; keep the event loop responsive.
+                let result = tokio::task::spawn_blocking(move || lock(&s).reload()).await;
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed, previous configuration kept"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+                }
+            }
             _ = tick.tick() => {
                 let neighbours = match neigh::dump(handle).await {
                     Ok(n) => n,

@@ -42,6 +42,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the running agent's configuration file and apply it (same as SIGHUP). A config
+    /// with errors is refused and the running one kept.
+    Reload {
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
     Status {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
@@ -94,6 +100,8 @@ mod tests {
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "status", "--json"], true),
+            (&["lb", "reload"], true),
+            (&["lb", "reload", "--socket", "/tmp/s"], true),
             (&["lb", "frobnicate"], false),
         ];
         for (argv, ok) in cases {

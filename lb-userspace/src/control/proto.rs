@@ -14,6 +14,8 @@ pub enum Request {
     Backends {},
     /// Agent and dataplane status (`lb status`).
     Status {},
+    /// Re-read the configuration file and apply it (`lb reload`, like SIGHUP).
+    Reload {},
 }
 
 /// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
@@ -127,6 +129,7 @@ mod tests {
         let cases: &[(&str, Option<Request>)] = &[
             (r#"{"command":"backends"}"#, Some(Request::Backends {})),
             (r#"{"command":"status"}"#, Some(Request::Status {})),
+            (r#"{"command":"reload"}"#, Some(Request::Reload {})),
             (r#"{"command":"reboot"}"#, None),
             (r#"{"command":"backends","x":1}"#, None),
             ("not json", None),
