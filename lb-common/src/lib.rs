@@ -58,12 +58,7 @@ impl ServiceKey {
         a[1] = addr[1];
         a[2] = addr[2];
         a[3] = addr[3];
-        Self {
-            addr: a,
-            port_be: port.to_be(),
-            proto,
-            family: FAMILY_V4,
-        }
+        Self { addr: a, port_be: port.to_be(), proto, family: FAMILY_V4 }
     }
 }
 
