@@ -58,23 +58,9 @@ pub enum Command {
 }
 
 /// Notices `lb check` prints for a valid config: things that work, but not as the words suggest.
+/// The rules live with the config ([`crate::config::notices`]); this renders them as lines.
 pub fn check_notices(config: &crate::config::Config) -> Vec<String> {
-    config
-        .virtual_servers
-        .iter()
-        .filter(|vs| vs.lb_algo != "mh")
-        .map(|vs| {
-            let at = vs.key_locations.lb_algo;
-            format!(
-                "{}:{}:{}: notice: {}: scheduler `{}` runs as weighted Maglev (`mh`) on the XDP dataplane",
-                config.source.display(),
-                at.line,
-                at.col,
-                vs.key(),
-                vs.lb_algo
-            )
-        })
-        .collect()
+    crate::config::notices(config).iter().map(ToString::to_string).collect()
 }
 
 #[cfg(test)]

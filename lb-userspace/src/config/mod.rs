@@ -3,11 +3,13 @@
 //! Operators know keepalived, so the native format is TOML using keepalived's vocabulary. A front
 //! end turns text into the [`Config`] model (reporting syntax, unknown-key and type errors), then
 //! [`validate`] applies the front-end independent rules. Every error found is reported at once,
-//! each as `FILE:LINE:COL: message` pointing at the offending key or value.
+//! each as `FILE:LINE:COL: message` pointing at the offending key or value. A valid configuration
+//! may still get [`notices`]: settings that work, but not as their words suggest.
 
 mod error;
 mod host;
 mod model;
+mod notice;
 mod toml;
 mod validate;
 
@@ -16,10 +18,14 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostView, SystemHost};
 pub use model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, Location, MAX_WEIGHT, Protocol, RealServer,
-    RealServerLocations, SCHEDULERS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations,
+    Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
+    DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT, DataplaneLocations,
+    DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location, MAX_PERSISTENCE_TIMEOUT_SECS,
+    MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealServer, RealServerLocations,
+    SCHEDULERS, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    VirtualServerLocations, host_prefix_len,
 };
+pub use notice::{Notice, notices};
 pub use validate::validate;
 
 /// Reads, parses and validates the native (TOML) configuration file at `path`.
@@ -132,6 +138,23 @@ mod tests {
             ]
             .join("\n")
         );
+    }
+
+    /// The reference's examples are what operators copy: each must be valid as written.
+    #[test]
+    fn examples_in_the_reference_are_valid() {
+        let reference = include_str!("../../../docs/config.md");
+        let blocks: Vec<&str> = reference
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .collect();
+        assert!(!blocks.is_empty(), "no TOML examples found in docs/config.md");
+        for block in blocks {
+            if let Err(errors) = parse_toml(block, Path::new("docs/config.md"), &FakeHost) {
+                panic!("{errors}\nin:\n{block}");
+            }
+        }
     }
 
     #[test]

@@ -6,8 +6,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -25,13 +27,101 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Highest weight accepted, as in keepalived.
 pub const MAX_WEIGHT: u32 = 65535;
 
+/// Entries of the XDP flow table when `flow_table_size` is not given.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+
+/// Accepted `flow_table_size`: below 1024 the LRU evicts live flows on any real load; above 64 Mi
+/// entries the map alone needs gigabytes of locked memory.
+pub const FLOW_TABLE_SIZE_LIMITS: RangeInclusive<u32> = 1024..=(64 << 20);
+
+/// New flows per second per CPU above which new flows are no longer inserted into the flow table:
+/// roughly a busy CPU's worth of genuine connections, far below a SYN flood.
+pub const DEFAULT_SYN_FLOOD_THRESHOLD: u32 = 125_000;
+
+/// Idle time after which a UDP flow-table entry is no longer used (UDP has no FIN to end a flow).
+pub const DEFAULT_UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepted `udp_flow_timeout`, in seconds: up to one day.
+pub const UDP_FLOW_TIMEOUT_LIMITS_SECS: RangeInclusive<u32> = 1..=86_400;
+
+/// Service slots in the dataplane maps when `max_services` is not given.
+pub const DEFAULT_MAX_SERVICES: u32 = 1024;
+
+/// Accepted `max_services`.
+pub const MAX_SERVICES_LIMITS: RangeInclusive<u32> = 1..=65_536;
+
+/// Real-server slots in the dataplane maps when `max_reals` is not given.
+pub const DEFAULT_MAX_REALS: u32 = 4096;
+
+/// Accepted `max_reals`.
+pub const MAX_REALS_LIMITS: RangeInclusive<u32> = 1..=1_048_576;
+
+/// Longest `persistence_timeout`, in seconds: one year, as keepalived.
+pub const MAX_PERSISTENCE_TIMEOUT_SECS: u32 = 31_536_000;
+
 /// A whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     /// The file it was read from; errors found later (e.g. at apply time) can still name it.
     pub source: PathBuf,
+    /// Director-wide dataplane settings (`[dataplane]`); all defaults when the table is absent.
+    pub dataplane: DataplaneSettings,
     /// In file order. Empty is valid: a director with nothing to do.
     pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// Director-wide settings of the XDP dataplane, sizing its maps and guards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataplaneSettings {
+    /// Entries in the XDP flow table (an LRU map), within [`FLOW_TABLE_SIZE_LIMITS`].
+    pub flow_table_size: u32,
+    /// Seed of the flow hash and of the Maglev permutations: directors that pair up must use the
+    /// same one, or a flow moved between them lands on another real.
+    pub hash_seed: u32,
+    /// New flows per second per CPU above which new flows are no longer inserted into the flow
+    /// table (they are still forwarded by Maglev); 0 disables the guard.
+    pub syn_flood_threshold: u32,
+    /// Idle time after which a UDP flow-table entry is no longer used.
+    pub udp_flow_timeout: Duration,
+    /// Answer ICMP/ICMPv6 echo requests addressed to VIPs.
+    pub icmp_echo: bool,
+    /// Service slots in the dataplane maps: the number of virtual servers may not exceed it.
+    pub max_services: u32,
+    /// Real-server slots in the dataplane maps: real servers plus sorry servers, over all virtual
+    /// servers, may not exceed it.
+    pub max_reals: u32,
+    /// Where each setting was written, for errors about one specific value.
+    #[serde(skip)]
+    pub key_locations: DataplaneLocations,
+}
+
+impl Default for DataplaneSettings {
+    fn default() -> Self {
+        DataplaneSettings {
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            hash_seed: lb_common::DEFAULT_HASH_SEED,
+            syn_flood_threshold: DEFAULT_SYN_FLOOD_THRESHOLD,
+            udp_flow_timeout: DEFAULT_UDP_FLOW_TIMEOUT,
+            icmp_echo: true,
+            max_services: DEFAULT_MAX_SERVICES,
+            max_reals: DEFAULT_MAX_REALS,
+            key_locations: DataplaneLocations::default(),
+        }
+    }
+}
+
+/// Locations of the `[dataplane]` values; `None` for a setting that was not written. Unlike a
+/// virtual server's, the table itself is optional, so there is no section to fall back on: errors
+/// about an omitted limit point at what exceeds it instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataplaneLocations {
+    pub flow_table_size: Option<Location>,
+    pub hash_seed: Option<Location>,
+    pub syn_flood_threshold: Option<Location>,
+    pub udp_flow_timeout: Option<Location>,
+    pub icmp_echo: Option<Location>,
+    pub max_services: Option<Location>,
+    pub max_reals: Option<Location>,
 }
 
 /// Transport protocol of a virtual server.
@@ -125,13 +215,26 @@ impl fmt::Display for VirtualServerKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VirtualServer {
     pub vip: IpAddr,
+    /// 0 makes an all-ports service: it matches any destination port of its protocol on the VIP
+    /// when no exact-port service does.
     pub port: u16,
     pub protocol: Protocol,
     /// The NIC the VIP traffic arrives on, where the XDP program attaches.
     pub interface: String,
     /// Scheduler name (one of [`SCHEDULERS`]); keepalived also calls it `lvs_sched`.
     pub lb_algo: String,
+    /// Maglev lookup table size, one of [`crate::maglev::PRIMES`]; more than 100 × the real
+    /// servers keeps every real's share within 1 % of its weight.
+    pub table_size: u32,
+    /// A client sticks to one real server until it has been idle this long (keepalived's
+    /// persistence); `None` when absent or 0: every flow is scheduled on its own.
+    pub persistence_timeout: Option<Duration>,
+    /// Clients whose addresses share this many leading bits count as one for persistence
+    /// (keepalived's `persistence_granularity`); 32 for IPv4 and 128 for IPv6 by default.
+    pub persistence_prefix: u8,
     pub real_servers: Vec<RealServer>,
+    /// Receives the traffic only when no real server can take it; its weight is irrelevant (1).
+    pub sorry_server: Option<RealServer>,
     /// Where the section starts (the `[[virtual_server]]` header).
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
@@ -160,6 +263,11 @@ pub struct VirtualServerLocations {
     pub protocol: Location,
     pub interface: Location,
     pub lb_algo: Location,
+    pub table_size: Location,
+    pub persistence_timeout: Location,
+    /// `None` when omitted: unlike the others, whether it was written matters (a notice says it
+    /// does nothing without `persistence_timeout`).
+    pub persistence_granularity: Option<Location>,
 }
 
 impl VirtualServerLocations {
@@ -171,11 +279,24 @@ impl VirtualServerLocations {
             protocol: location,
             interface: location,
             lb_algo: location,
+            table_size: location,
+            persistence_timeout: location,
+            persistence_granularity: None,
         }
     }
 }
 
+/// Length of a host prefix in `address`'s family (32 or 128): the default persistence granularity
+/// (each client on its own) and the longest one allowed.
+pub fn host_prefix_len(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
 /// A backend that receives a virtual server's traffic by direct routing (same port, MAC rewrite).
+/// Also a virtual server's sorry server, which has no weight of its own (1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RealServer {
     pub address: IpAddr,

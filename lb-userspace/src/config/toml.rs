@@ -8,26 +8,54 @@
 //!
 //! Adding a key: add it to the section's `*_KEYS` list and read it in the section's function.
 
-use std::net::IpAddr;
-use std::ops::Range;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
+use std::time::Duration;
 
 use ::toml::Spanned;
-use ::toml::de::{DeString, DeTable, DeValue};
+use ::toml::de::{DeInteger, DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, LineIndex, did_you_mean};
 use super::model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, Location, MAX_WEIGHT, Protocol, RealServer,
-    RealServerLocations, VirtualServer, VirtualServerLocations,
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
+    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
+    RealServer, RealServerLocations, UDP_FLOW_TIMEOUT_LIMITS_SECS, VirtualServer,
+    VirtualServerLocations, host_prefix_len,
 };
+use crate::maglev;
 
-const TOP_LEVEL_KEYS: &[&str] = &["virtual_server"];
-const VIRTUAL_SERVER_KEYS: &[&str] =
-    &["vip", "port", "protocol", "interface", "lb_algo", "lvs_sched", "real_server"];
+const TOP_LEVEL_KEYS: &[&str] = &["virtual_server", "dataplane"];
+const DATAPLANE_KEYS: &[&str] = &[
+    "flow_table_size",
+    "hash_seed",
+    "syn_flood_threshold",
+    "udp_flow_timeout",
+    "icmp_echo",
+    "max_services",
+    "max_reals",
+];
+const VIRTUAL_SERVER_KEYS: &[&str] = &[
+    "vip",
+    "port",
+    "protocol",
+    "interface",
+    "lb_algo",
+    "lvs_sched",
+    "table_size",
+    "persistence_timeout",
+    "persistence_granularity",
+    "real_server",
+    "sorry_server",
+];
 const REAL_SERVER_KEYS: &[&str] = &["address", "port", "weight"];
+/// A sorry server has no weight: it only ever takes the traffic alone.
+const SORRY_SERVER_KEYS: &[&str] = &["address", "port"];
 
+const DATAPLANE: &str = "[dataplane]";
 const VIRTUAL_SERVER: &str = "[[virtual_server]]";
 const REAL_SERVER: &str = "[[virtual_server.real_server]]";
+const SORRY_SERVER: &str = "[virtual_server.sorry_server]";
 
 /// Parses `text` into the model. Sections with errors are left out of the returned config, so
 /// that validation can still run on the rest without reporting consequences of the same mistake.
@@ -35,7 +63,7 @@ const REAL_SERVER: &str = "[[virtual_server.real_server]]";
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    let virtual_servers = if syntax_errors.is_empty() {
+    let (dataplane, virtual_servers) = if syntax_errors.is_empty() {
         parser.document(document.get_ref())
     } else {
         for error in syntax_errors {
@@ -48,9 +76,9 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
             }
             parser.error(span, message);
         }
-        Vec::new()
+        (DataplaneSettings::default(), Vec::new())
     };
-    let config = Config { source: source.to_path_buf(), virtual_servers };
+    let config = Config { source: source.to_path_buf(), dataplane, virtual_servers };
     (config, parser.errors)
 }
 
@@ -77,15 +105,75 @@ impl Parser<'_> {
         self.error_at(span.start, message);
     }
 
-    fn document(&mut self, root: &DeTable<'_>) -> Vec<VirtualServer> {
+    fn document(&mut self, root: &DeTable<'_>) -> (DataplaneSettings, Vec<VirtualServer>) {
         self.unknown_keys(root, TOP_LEVEL_KEYS, "at top level");
-        let Some((key, value)) = root.get_key_value("virtual_server") else {
-            return Vec::new();
+        let dataplane = match root.get_key_value("dataplane") {
+            None => DataplaneSettings::default(),
+            Some((key, value)) => match self.table(key, value, DATAPLANE) {
+                Some((table, _)) => self.dataplane(table),
+                None => DataplaneSettings::default(),
+            },
         };
-        self.tables(key, value, VIRTUAL_SERVER)
+        let Some((key, value)) = root.get_key_value("virtual_server") else {
+            return (dataplane, Vec::new());
+        };
+        let virtual_servers = self
+            .tables(key, value, VIRTUAL_SERVER)
             .into_iter()
             .filter_map(|(table, span)| self.virtual_server(table, span))
-            .collect()
+            .collect();
+        (dataplane, virtual_servers)
+    }
+
+    /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
+    /// except the limits, which take their largest value so that validation does not also report
+    /// virtual or real servers over a limit the operator is already told to fix.
+    fn dataplane(&mut self, table: &DeTable<'_>) -> DataplaneSettings {
+        self.unknown_keys(table, DATAPLANE_KEYS, &format!("in {DATAPLANE}"));
+        let mut settings = DataplaneSettings::default();
+        let at = &mut settings.key_locations;
+        if let Some((key, value)) = table.get_key_value("flow_table_size") {
+            at.flow_table_size = Some(self.at(value.span()));
+            if let Some(size) = self.integer_in(key, value, FLOW_TABLE_SIZE_LIMITS) {
+                settings.flow_table_size = size;
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("hash_seed") {
+            at.hash_seed = Some(self.at(value.span()));
+            if let Some(seed) = self.integer_in(key, value, 0..=u32::MAX) {
+                settings.hash_seed = seed;
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("syn_flood_threshold") {
+            at.syn_flood_threshold = Some(self.at(value.span()));
+            if let Some(threshold) = self.integer_in(key, value, 0..=u32::MAX) {
+                settings.syn_flood_threshold = threshold;
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("udp_flow_timeout") {
+            at.udp_flow_timeout = Some(self.at(value.span()));
+            if let Some(timeout) = self.seconds(key, value, UDP_FLOW_TIMEOUT_LIMITS_SECS) {
+                settings.udp_flow_timeout = timeout;
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("icmp_echo") {
+            at.icmp_echo = Some(self.at(value.span()));
+            if let Some(answer) = self.boolean(key, value) {
+                settings.icmp_echo = answer;
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("max_services") {
+            at.max_services = Some(self.at(value.span()));
+            settings.max_services = self
+                .integer_in(key, value, MAX_SERVICES_LIMITS)
+                .unwrap_or(*MAX_SERVICES_LIMITS.end());
+        }
+        if let Some((key, value)) = table.get_key_value("max_reals") {
+            at.max_reals = Some(self.at(value.span()));
+            settings.max_reals =
+                self.integer_in(key, value, MAX_REALS_LIMITS).unwrap_or(*MAX_REALS_LIMITS.end());
+        }
+        settings
     }
 
     fn virtual_server(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<VirtualServer> {
@@ -121,15 +209,44 @@ impl Parser<'_> {
                 self.string(key, value).map(str::to_owned)
             });
         let lb_algo = self.lb_algo(table, &mut at);
+        let table_size = match table.get_key_value("table_size") {
+            None => Some(maglev::DEFAULT_SIZE),
+            Some((key, value)) => {
+                at.table_size = self.at(value.span());
+                self.table_size(key, value)
+            }
+        };
+        let persistence_timeout = match table.get_key_value("persistence_timeout") {
+            None => Some(None),
+            Some((key, value)) => {
+                at.persistence_timeout = self.at(value.span());
+                self.seconds(key, value, 0..=MAX_PERSISTENCE_TIMEOUT_SECS)
+                    .map(|timeout| Some(timeout).filter(|t| !t.is_zero()))
+            }
+        };
+        let persistence_prefix = match table.get_key_value("persistence_granularity") {
+            None => vip.map(host_prefix_len),
+            Some((key, value)) => {
+                at.persistence_granularity = Some(self.at(value.span()));
+                self.persistence_granularity(key, value, vip)
+            }
+        };
 
         let real_servers = match table.get_key_value("real_server") {
             None => Vec::new(),
             Some((key, value)) => self
                 .tables(key, value, REAL_SERVER)
                 .into_iter()
-                .filter_map(|(table, span)| self.real_server(table, span, port))
+                .filter_map(|(table, span)| {
+                    self.real_server(table, span, port, REAL_SERVER_KEYS, REAL_SERVER)
+                })
                 .collect(),
         };
+        // Like a real server with an error, a sorry server with one is left out on its own.
+        let sorry_server = table.get_key_value("sorry_server").and_then(|(key, value)| {
+            let (table, span) = self.table(key, value, SORRY_SERVER)?;
+            self.real_server(table, span, port, SORRY_SERVER_KEYS, SORRY_SERVER)
+        });
 
         Some(VirtualServer {
             vip: vip?,
@@ -137,10 +254,93 @@ impl Parser<'_> {
             protocol: protocol?,
             interface: interface?,
             lb_algo: lb_algo?,
+            table_size: table_size?,
+            persistence_timeout: persistence_timeout?,
+            persistence_prefix: persistence_prefix?,
             real_servers,
+            sorry_server,
             location,
             key_locations: at,
         })
+    }
+
+    /// A Maglev table size: only the primes the table builder is made for; a near miss (65536)
+    /// is most likely meant as the nearest of them.
+    fn table_size(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<u32> {
+        let integer = self.integer_literal(key, value)?;
+        // Beyond i64 is beyond every size: the nearest is the largest.
+        let n = i128::from_str_radix(integer.as_str(), integer.radix()).unwrap_or(i128::MAX);
+        if let Some(&size) = maglev::PRIMES.iter().find(|&&p| i128::from(p) == n) {
+            return Some(size);
+        }
+        let nearest = maglev::PRIMES.iter().min_by_key(|&&p| (i128::from(p) - n).unsigned_abs());
+        let allowed: Vec<String> = maglev::PRIMES.iter().map(u32::to_string).collect();
+        let hint = nearest.map(|p| format!("; the nearest is {p}")).unwrap_or_default();
+        let message = format!(
+            "`{}` must be one of {} (primes, as Maglev needs), found {integer}{hint}",
+            key.get_ref(),
+            allowed.join(", ")
+        );
+        self.error(value.span(), message);
+        None
+    }
+
+    /// keepalived's `persistence_granularity` as a prefix length: a dotted netmask (IPv4 only,
+    /// since keepalived writes it so) or the prefix length itself. `vip` is `None` when it was
+    /// invalid: the value is then still checked as far as it can be. That a prefix fits the VIP's
+    /// family is validation's rule; only the dotted form is checked here, as only here is it seen.
+    fn persistence_granularity(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        vip: Option<IpAddr>,
+    ) -> Option<u8> {
+        let text = match value.get_ref() {
+            // Up to the longest prefix of any family; whether it fits the VIP's is validation's.
+            DeValue::Integer(_) => {
+                let longest = host_prefix_len(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                return self
+                    .integer(key, value, 0, longest.into())
+                    .and_then(|n| u8::try_from(n).ok());
+            }
+            DeValue::String(text) => text,
+            other => {
+                let message = format!(
+                    "`{}` must be a netmask string or a prefix length, found {}",
+                    key.get_ref(),
+                    describe(other)
+                );
+                self.error(value.span(), message);
+                return None;
+            }
+        };
+        let message = if vip.is_some_and(|vip| vip.is_ipv6()) {
+            format!(
+                "`{}` of an IPv6 virtual server must be a prefix length (0 to 128), found string \
+                 \"{}\"",
+                key.get_ref(),
+                text.escape_debug()
+            )
+        } else {
+            match text.parse::<Ipv4Addr>() {
+                Ok(mask) => match netmask_prefix(mask) {
+                    Some(prefix) => return Some(prefix),
+                    None => format!(
+                        "`{}` netmask {mask} is not contiguous: it must be ones then zeros, like \
+                         255.255.255.0",
+                        key.get_ref()
+                    ),
+                },
+                Err(_) => format!(
+                    "`{}` must be a netmask like \"255.255.255.0\" or a prefix length, found \
+                     string \"{}\"",
+                    key.get_ref(),
+                    text.escape_debug()
+                ),
+            }
+        };
+        self.error(value.span(), message);
+        None
     }
 
     /// `lb_algo`, or keepalived's other spelling `lvs_sched`; giving both is ambiguous.
@@ -164,20 +364,23 @@ impl Parser<'_> {
         self.string(given.0, given.1).map(str::to_owned)
     }
 
-    /// `virtual_port` is the virtual server's port, used as the default; `None` when it was
-    /// itself invalid, in which case this server is still checked but not built.
+    /// A real server, or a sorry server (`keys` without `weight`) which then gets the default
+    /// weight. `virtual_port` is the virtual server's port, used as the default; `None` when it
+    /// was itself invalid, in which case this server is still checked but not built.
     fn real_server(
         &mut self,
         table: &DeTable<'_>,
         span: Range<usize>,
         virtual_port: Option<u16>,
+        keys: &[&str],
+        section: &str,
     ) -> Option<RealServer> {
         let location = self.at(span);
         let mut at = RealServerLocations::all_at(location);
-        self.unknown_keys(table, REAL_SERVER_KEYS, &format!("in {REAL_SERVER}"));
+        self.unknown_keys(table, keys, &format!("in {section}"));
 
         let address =
-            self.required(table, "address", location, REAL_SERVER).and_then(|(key, value)| {
+            self.required(table, "address", location, section).and_then(|(key, value)| {
                 at.address = self.at(value.span());
                 self.ip_address(key, value)
             });
@@ -188,7 +391,7 @@ impl Parser<'_> {
                 self.port(key, value)
             }
         };
-        let weight = match table.get_key_value("weight") {
+        let weight = match table.get_key_value("weight").filter(|_| keys.contains(&"weight")) {
             None => Some(DEFAULT_WEIGHT),
             Some((key, value)) => {
                 at.weight = self.at(value.span());
@@ -205,12 +408,20 @@ impl Parser<'_> {
         })
     }
 
-    /// Reports every key of `table` not in `known`, suggesting the closest known one.
+    /// Reports every key of `table` not in `known`, suggesting the closest known one — or the top
+    /// level for `dataplane`, which TOML puts in the table above it when written inline after a
+    /// `[[virtual_server]]` (an easy slip).
     fn unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
         for key in table.keys() {
             let name = key.get_ref();
             if !known.contains(&name.as_ref()) {
-                let hint = did_you_mean(name, known);
+                let mut hint = did_you_mean(name, known);
+                if hint.is_empty() && name == "dataplane" {
+                    hint = format!(
+                        "; `{name}` belongs at top level: write [{name}], or `{name} = {{ ... }}` \
+                         before the first table"
+                    );
+                }
                 self.error(key.span(), format!("unknown key `{name}` {context}{hint}"));
             }
         }
@@ -269,6 +480,28 @@ impl Parser<'_> {
         tables
     }
 
+    /// A single table (`[name]`, or an inline table) with the span it starts at.
+    fn table<'a, 'i>(
+        &mut self,
+        key: &Key<'_>,
+        value: &'a Value<'i>,
+        header: &str,
+    ) -> Option<(&'a DeTable<'i>, Range<usize>)> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some((table, value.span())),
+            other => {
+                let message = format!(
+                    "`{}` must be a single table: write {header} once, or `{} = {{ ... }}`; found {}",
+                    key.get_ref(),
+                    key.get_ref(),
+                    describe(other)
+                );
+                self.error(value.span(), message);
+                None
+            }
+        }
+    }
+
     fn string<'a>(&mut self, key: &Key<'_>, value: &'a Value<'_>) -> Option<&'a str> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.as_ref()),
@@ -297,21 +530,101 @@ impl Parser<'_> {
         }
     }
 
+    /// 0 is valid everywhere: an all-ports virtual server, whose reals then have port 0 too (any
+    /// other mismatch is validation's to report).
     fn port(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<u16> {
-        self.integer(key, value, 1, u16::MAX.into()).and_then(|p| u16::try_from(p).ok())
+        self.integer(key, value, 0, u16::MAX.into()).and_then(|p| u16::try_from(p).ok())
+    }
+
+    fn boolean(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                let message =
+                    format!("`{}` must be true or false, found {}", key.get_ref(), describe(other));
+                self.error(value.span(), message);
+                None
+            }
+        }
+    }
+
+    /// A duration in seconds within `limits`: an integer, or a float for fractions (`0.5`).
+    fn seconds(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        limits: RangeInclusive<u32>,
+    ) -> Option<Duration> {
+        let (min, max) = (*limits.start(), *limits.end());
+        let duration = match value.get_ref() {
+            DeValue::Integer(integer) => i64::from_str_radix(integer.as_str(), integer.radix())
+                .ok()
+                .filter(|n| (i64::from(min)..=i64::from(max)).contains(n))
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Duration::from_secs),
+            DeValue::Float(float) => float
+                .as_str()
+                .parse::<f64>()
+                .ok()
+                // Also keeps out NaN, which no range contains.
+                .filter(|s| (f64::from(min)..=f64::from(max)).contains(s))
+                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+            other => {
+                let message = format!(
+                    "`{}` must be a number of seconds, found {}",
+                    key.get_ref(),
+                    describe(other)
+                );
+                self.error(value.span(), message);
+                return None;
+            }
+        };
+        if duration.is_none() {
+            let found = match value.get_ref() {
+                DeValue::Integer(integer) => integer.to_string(),
+                DeValue::Float(float) => float.to_string(),
+                other => describe(other),
+            };
+            let message = format!(
+                "`{}` must be between {min} and {max} seconds, found {found}",
+                key.get_ref()
+            );
+            self.error(value.span(), message);
+        }
+        duration
+    }
+
+    /// An integer within `limits`, for settings the dataplane keeps as `u32`.
+    fn integer_in(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        limits: RangeInclusive<u32>,
+    ) -> Option<u32> {
+        self.integer(key, value, (*limits.start()).into(), (*limits.end()).into())
+            .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// The integer literal of `value`, or an error saying it is not one.
+    fn integer_literal<'a>(
+        &mut self,
+        key: &Key<'_>,
+        value: &'a Value<'_>,
+    ) -> Option<&'a DeInteger<'a>> {
+        match value.get_ref() {
+            DeValue::Integer(integer) => Some(integer),
+            other => {
+                let message =
+                    format!("`{}` must be an integer, found {}", key.get_ref(), describe(other));
+                self.error(value.span(), message);
+                None
+            }
+        }
     }
 
     /// An integer within `min..=max`.
     fn integer(&mut self, key: &Key<'_>, value: &Value<'_>, min: i64, max: i64) -> Option<i64> {
-        let DeValue::Integer(integer) = value.get_ref() else {
-            let message = format!(
-                "`{}` must be an integer, found {}",
-                key.get_ref(),
-                describe(value.get_ref())
-            );
-            self.error(value.span(), message);
-            return None;
-        };
+        let integer = self.integer_literal(key, value)?;
         match i64::from_str_radix(integer.as_str(), integer.radix()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
@@ -322,6 +635,15 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// The prefix length of a contiguous netmask (`255.255.255.0` → 24); `None` when its ones and
+/// zeros are mixed, which no client grouping can mean.
+fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let bits = u32::from(mask);
+    let prefix = bits.leading_ones();
+    // Shifting the ones out must leave nothing; a shift by 32 overflows and means "all ones".
+    (bits.checked_shl(prefix).unwrap_or(0) == 0).then(|| u8::try_from(prefix).ok()).flatten()
 }
 
 /// A value as an operator would recognise it in a "found ..." message.
@@ -339,6 +661,7 @@ fn describe(value: &DeValue<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::DataplaneLocations;
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::*;
@@ -376,9 +699,9 @@ mod tests {
                 "vip = '192.0.2.100'",
                 "port = 80",
                 "interface = 'eth0'",
-                "  persistence_timeout = 300",
+                "  ha_suspend = true",
             ],
-            "unknown key `persistence_timeout` in [[virtual_server]]",
+            "unknown key `ha_suspend` in [[virtual_server]]",
             "5:3",
         ),
         (
@@ -426,15 +749,15 @@ mod tests {
             "3:8",
         ),
         (
-            "port 0",
-            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 0", "interface = 'eth0'"],
-            "`port` must be between 1 and 65535, found 0",
+            "negative port",
+            &["[[virtual_server]]", "vip = '192.0.2.100'", "port = -1", "interface = 'eth0'"],
+            "`port` must be between 0 and 65535, found -1",
             "3:8",
         ),
         (
             "port too large",
             &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 70000", "interface = 'eth0'"],
-            "`port` must be between 1 and 65535, found 70000",
+            "`port` must be between 0 and 65535, found 70000",
             "3:8",
         ),
         (
@@ -607,6 +930,386 @@ mod tests {
         }
     }
 
+    /// Base lines 1-4: a valid IPv4 virtual server on eth0.
+    const VS: &[&str] =
+        &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 80", "interface = 'eth0'"];
+
+    /// Base lines 1-4: a valid IPv6 virtual server on eth0.
+    const VS6: &[&str] =
+        &["[[virtual_server]]", "vip = '2001:db8::100'", "port = 80", "interface = 'eth0'"];
+
+    /// (name, base document, lines after it, expected message part, expected line:col).
+    type SettingScenario = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
+
+    /// The `[dataplane]` settings and the newer virtual server keys. Each must be the only error.
+    const SETTING_SCENARIOS: &[SettingScenario] = &[
+        (
+            "misspelled dataplane table",
+            VS,
+            &["[data_plane]"],
+            "unknown key `data_plane` at top level; did you mean `dataplane`?",
+            "5:2",
+        ),
+        (
+            "dataplane as an array of tables",
+            VS,
+            &["[[dataplane]]"],
+            "`dataplane` must be a single table: write [dataplane] once, or `dataplane = { ... }`; \
+             found an array",
+            "5:1",
+        ),
+        (
+            "dataplane as a value",
+            &[],
+            &["dataplane = true"],
+            "`dataplane` must be a single table: write [dataplane] once, or `dataplane = { ... }`; \
+             found boolean true",
+            "1:13",
+        ),
+        (
+            "misspelled dataplane key",
+            VS,
+            &["[dataplane]", "flow_table_sise = 2048"],
+            "unknown key `flow_table_sise` in [dataplane]; did you mean `flow_table_size`?",
+            "6:1",
+        ),
+        (
+            "flow table too small",
+            VS,
+            &["[dataplane]", "flow_table_size = 512"],
+            "`flow_table_size` must be between 1024 and 67108864, found 512",
+            "6:19",
+        ),
+        (
+            "flow table too large",
+            VS,
+            &["[dataplane]", "flow_table_size = 67108865"],
+            "`flow_table_size` must be between 1024 and 67108864, found 67108865",
+            "6:19",
+        ),
+        (
+            "flow table size with a unit",
+            VS,
+            &["[dataplane]", "flow_table_size = '1M'"],
+            "`flow_table_size` must be an integer, found string \"1M\"",
+            "6:19",
+        ),
+        (
+            "negative hash seed",
+            VS,
+            &["[dataplane]", "hash_seed = -1"],
+            "`hash_seed` must be between 0 and 4294967295, found -1",
+            "6:13",
+        ),
+        (
+            "hash seed wider than 32 bits",
+            VS,
+            &["[dataplane]", "hash_seed = 0x1_0000_0000"],
+            "`hash_seed` must be between 0 and 4294967295, found 0x100000000",
+            "6:13",
+        ),
+        (
+            "syn flood threshold wider than 32 bits",
+            VS,
+            &["[dataplane]", "syn_flood_threshold = 4294967296"],
+            "`syn_flood_threshold` must be between 0 and 4294967295, found 4294967296",
+            "6:23",
+        ),
+        (
+            "udp flow timeout below a second",
+            VS,
+            &["[dataplane]", "udp_flow_timeout = 0.5"],
+            "`udp_flow_timeout` must be between 1 and 86400 seconds, found 0.5",
+            "6:20",
+        ),
+        (
+            "udp flow timeout 0",
+            VS,
+            &["[dataplane]", "udp_flow_timeout = 0"],
+            "`udp_flow_timeout` must be between 1 and 86400 seconds, found 0",
+            "6:20",
+        ),
+        (
+            "udp flow timeout over a day",
+            VS,
+            &["[dataplane]", "udp_flow_timeout = 86400.5"],
+            "`udp_flow_timeout` must be between 1 and 86400 seconds, found 86400.5",
+            "6:20",
+        ),
+        (
+            "udp flow timeout nan",
+            VS,
+            &["[dataplane]", "udp_flow_timeout = nan"],
+            "`udp_flow_timeout` must be between 1 and 86400 seconds, found nan",
+            "6:20",
+        ),
+        (
+            "udp flow timeout with a unit",
+            VS,
+            &["[dataplane]", "udp_flow_timeout = '30s'"],
+            "`udp_flow_timeout` must be a number of seconds, found string \"30s\"",
+            "6:20",
+        ),
+        (
+            "icmp echo as a string",
+            VS,
+            &["[dataplane]", "icmp_echo = 'yes'"],
+            "`icmp_echo` must be true or false, found string \"yes\"",
+            "6:13",
+        ),
+        (
+            "icmp echo as a number",
+            &[],
+            &["dataplane = { icmp_echo = 1 }"],
+            "`icmp_echo` must be true or false, found integer 1",
+            "1:27",
+        ),
+        (
+            "inline dataplane table after a virtual server",
+            VS,
+            &["dataplane = { icmp_echo = false }"],
+            "unknown key `dataplane` in [[virtual_server]]; `dataplane` belongs at top level: \
+             write [dataplane], or `dataplane = { ... }` before the first table",
+            "5:1",
+        ),
+        (
+            "max services 0",
+            VS,
+            &["[dataplane]", "max_services = 0"],
+            "`max_services` must be between 1 and 65536, found 0",
+            "6:16",
+        ),
+        (
+            "max reals too large",
+            VS,
+            &["[dataplane]", "max_reals = 1048577"],
+            "`max_reals` must be between 1 and 1048576, found 1048577",
+            "6:13",
+        ),
+        (
+            "table size not a prime offered",
+            VS,
+            &["table_size = 65536"],
+            "`table_size` must be one of 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, \
+             131071 (primes, as Maglev needs), found 65536; the nearest is 65537",
+            "5:14",
+        ),
+        (
+            "table size below the smallest",
+            VS,
+            &["table_size = 100"],
+            "found 100; the nearest is 251",
+            "5:14",
+        ),
+        (
+            "table size between two",
+            VS,
+            &["table_size = 1000"],
+            "found 1000; the nearest is 1021",
+            "5:14",
+        ),
+        (
+            "table size above the largest",
+            VS,
+            &["table_size = 0x7fff_ffff_ffff_ffff"],
+            "found 0x7fffffffffffffff; the nearest is 131071",
+            "5:14",
+        ),
+        ("negative table size", VS, &["table_size = -5"], "found -5; the nearest is 251", "5:14"),
+        (
+            "quoted table size",
+            VS,
+            &["table_size = '65537'"],
+            "`table_size` must be an integer, found string \"65537\"",
+            "5:14",
+        ),
+        (
+            "misspelled table size",
+            VS,
+            &["table-size = 251"],
+            "unknown key `table-size` in [[virtual_server]]; did you mean `table_size`?",
+            "5:1",
+        ),
+        (
+            "negative persistence timeout",
+            VS,
+            &["persistence_timeout = -1"],
+            "`persistence_timeout` must be between 0 and 31536000 seconds, found -1",
+            "5:23",
+        ),
+        (
+            "negative fractional persistence timeout",
+            VS,
+            &["persistence_timeout = -0.5"],
+            "`persistence_timeout` must be between 0 and 31536000 seconds, found -0.5",
+            "5:23",
+        ),
+        (
+            "persistence timeout over a year",
+            VS,
+            &["persistence_timeout = 31536001"],
+            "`persistence_timeout` must be between 0 and 31536000 seconds, found 31536001",
+            "5:23",
+        ),
+        (
+            "infinite persistence timeout",
+            VS,
+            &["persistence_timeout = inf"],
+            "`persistence_timeout` must be between 0 and 31536000 seconds, found inf",
+            "5:23",
+        ),
+        (
+            "persistence timeout with a unit",
+            VS,
+            &["persistence_timeout = '5m'"],
+            "`persistence_timeout` must be a number of seconds, found string \"5m\"",
+            "5:23",
+        ),
+        (
+            "misspelled persistence timeout",
+            VS,
+            &["persistance_timeout = 300"],
+            "unknown key `persistance_timeout` in [[virtual_server]]; did you mean \
+             `persistence_timeout`?",
+            "5:1",
+        ),
+        (
+            "non-contiguous netmask",
+            VS,
+            &["persistence_timeout = 300", "persistence_granularity = '255.0.255.0'"],
+            "`persistence_granularity` netmask 255.0.255.0 is not contiguous: it must be ones then \
+             zeros, like 255.255.255.0",
+            "6:27",
+        ),
+        (
+            "netmask out of range",
+            VS,
+            &["persistence_timeout = 300", "persistence_granularity = '255.255.255.256'"],
+            "`persistence_granularity` must be a netmask like \"255.255.255.0\" or a prefix \
+             length, found string \"255.255.255.256\"",
+            "6:27",
+        ),
+        (
+            "prefix length as a string",
+            VS,
+            &["persistence_timeout = 300", "persistence_granularity = '/24'"],
+            "`persistence_granularity` must be a netmask like \"255.255.255.0\" or a prefix \
+             length, found string \"/24\"",
+            "6:27",
+        ),
+        (
+            "prefix length too long for any family",
+            VS6,
+            &["persistence_timeout = 300", "persistence_granularity = 129"],
+            "`persistence_granularity` must be between 0 and 128, found 129",
+            "6:27",
+        ),
+        (
+            "negative prefix length",
+            VS,
+            &["persistence_timeout = 300", "persistence_granularity = -1"],
+            "`persistence_granularity` must be between 0 and 128, found -1",
+            "6:27",
+        ),
+        (
+            "prefix length as a float",
+            VS,
+            &["persistence_timeout = 300", "persistence_granularity = 24.0"],
+            "`persistence_granularity` must be a netmask string or a prefix length, found float \
+             24.0",
+            "6:27",
+        ),
+        (
+            "dotted netmask on an IPv6 virtual server",
+            VS6,
+            &["persistence_timeout = 300", "persistence_granularity = '255.255.255.0'"],
+            "`persistence_granularity` of an IPv6 virtual server must be a prefix length (0 to \
+             128), found string \"255.255.255.0\"",
+            "6:27",
+        ),
+        (
+            "IPv6 mask on an IPv6 virtual server",
+            VS6,
+            &["persistence_timeout = 300", "persistence_granularity = 'ffff:ffff::'"],
+            "`persistence_granularity` of an IPv6 virtual server must be a prefix length (0 to \
+             128), found string \"ffff:ffff::\"",
+            "6:27",
+        ),
+        (
+            "sorry server as an address",
+            VS,
+            &["sorry_server = '192.0.2.200'"],
+            "`sorry_server` must be a single table: write [virtual_server.sorry_server] once, or \
+             `sorry_server = { ... }`; found string \"192.0.2.200\"",
+            "5:16",
+        ),
+        (
+            "sorry server as an array of tables",
+            VS,
+            &["[[virtual_server.sorry_server]]", "address = '192.0.2.200'"],
+            "`sorry_server` must be a single table: write [virtual_server.sorry_server] once, or \
+             `sorry_server = { ... }`; found an array",
+            "5:1",
+        ),
+        (
+            "sorry server with a weight",
+            VS,
+            &["sorry_server = { address = '192.0.2.200', weight = 1 }"],
+            "unknown key `weight` in [virtual_server.sorry_server]",
+            "5:43",
+        ),
+        (
+            "misspelled sorry server key",
+            VS,
+            &["[virtual_server.sorry_server]", "address = '192.0.2.200'", "prot = 80"],
+            "unknown key `prot` in [virtual_server.sorry_server]; did you mean `port`?",
+            "7:1",
+        ),
+        (
+            "sorry server without an address",
+            VS,
+            &["sorry_server = { port = 80 }"],
+            "missing required key `address` in [virtual_server.sorry_server]",
+            "5:16",
+        ),
+        (
+            "sorry server address is a host name",
+            VS,
+            &["[virtual_server.sorry_server]", "address = 'sorry.example.com'"],
+            "`address` must be an IP address, found \"sorry.example.com\"",
+            "6:11",
+        ),
+        (
+            "sorry server port too large",
+            VS,
+            &["sorry_server = { address = '192.0.2.200', port = 65536 }"],
+            "`port` must be between 0 and 65535, found 65536",
+            "5:50",
+        ),
+        (
+            "misspelled sorry server",
+            VS,
+            &["sorry_sever = { address = '192.0.2.200' }"],
+            "unknown key `sorry_sever` in [[virtual_server]]; did you mean `sorry_server`?",
+            "5:1",
+        ),
+    ];
+
+    #[test]
+    fn setting_scenarios() {
+        for &(name, base, extra, expected, at) in SETTING_SCENARIOS {
+            let text = doc(&[base, extra].concat());
+            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
+            assert_single_error(name, result, expected, at);
+        }
+    }
+
     fn parse_ok(text: &str) -> Config {
         let (config, errors) = parse(text, Path::new("test.toml"));
         assert!(errors.is_empty(), "unexpected errors: {errors:#?}");
@@ -645,13 +1348,18 @@ weight = 2
         };
         let expected = Config {
             source: "test.toml".into(),
+            dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
                 protocol: Protocol::Tcp,
                 interface: "eth0".to_owned(),
                 lb_algo: "mh".to_owned(),
+                table_size: 65537,
+                persistence_timeout: None,
+                persistence_prefix: 32,
                 real_servers: vec![real("192.0.2.11", 7, 1), real("192.0.2.12", 12, 2)],
+                sorry_server: None,
                 location: Location::new(1, 1),
                 key_locations: VirtualServerLocations {
                     vip: Location::new(2, 7),
@@ -659,6 +1367,9 @@ weight = 2
                     protocol: Location::new(4, 12),
                     interface: Location::new(5, 13),
                     lb_algo: Location::new(1, 1),
+                    table_size: Location::new(1, 1),
+                    persistence_timeout: Location::new(1, 1),
+                    persistence_granularity: None,
                 },
             }],
         };
@@ -734,7 +1445,7 @@ weight = 2
                 },
             ),
             (
-                "IPv6 is a model matter (the dataplane limit is validation's)",
+                "IPv6",
                 &[
                     "[[virtual_server]]",
                     "vip = '2001:db8::100'",
@@ -754,6 +1465,427 @@ weight = 2
             assert_eq!(config.virtual_servers.len(), 1, "{name}");
             check(&config.virtual_servers[0]);
         }
+    }
+
+    /// A file using every key added after the contract file, into exactly this model.
+    #[test]
+    fn every_setting_parses_into_the_model() {
+        let text = r#"[dataplane]
+flow_table_size = 4194304
+hash_seed = 0xdeadbeef
+syn_flood_threshold = 0
+udp_flow_timeout = 2.5
+icmp_echo = false
+max_services = 16
+max_reals = 64
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 0
+protocol = "udp"
+interface = "eth0"
+table_size = 251
+persistence_timeout = 300
+persistence_granularity = "255.255.255.0"
+sorry_server = { address = "192.0.2.200" }
+
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+
+[[virtual_server]]
+vip = "2001:db8::100"
+port = 443
+interface = "eth1"
+persistence_timeout = 0.5
+persistence_granularity = 64
+
+[virtual_server.sorry_server]
+address = "2001:db8::200"
+port = 443
+"#;
+        let at = Location::new;
+        let expected = Config {
+            source: "test.toml".into(),
+            dataplane: DataplaneSettings {
+                flow_table_size: 4 << 20,
+                hash_seed: 0xdead_beef,
+                syn_flood_threshold: 0,
+                udp_flow_timeout: Duration::from_millis(2500),
+                icmp_echo: false,
+                max_services: 16,
+                max_reals: 64,
+                key_locations: DataplaneLocations {
+                    flow_table_size: Some(at(2, 19)),
+                    hash_seed: Some(at(3, 13)),
+                    syn_flood_threshold: Some(at(4, 23)),
+                    udp_flow_timeout: Some(at(5, 20)),
+                    icmp_echo: Some(at(6, 13)),
+                    max_services: Some(at(7, 16)),
+                    max_reals: Some(at(8, 13)),
+                },
+            },
+            virtual_servers: vec![
+                VirtualServer {
+                    vip: "192.0.2.100".parse().unwrap(),
+                    port: 0,
+                    protocol: Protocol::Udp,
+                    interface: "eth0".to_owned(),
+                    lb_algo: "mh".to_owned(),
+                    table_size: 251,
+                    persistence_timeout: Some(Duration::from_secs(300)),
+                    persistence_prefix: 24,
+                    real_servers: vec![RealServer {
+                        address: "192.0.2.11".parse().unwrap(),
+                        port: 0,
+                        weight: 1,
+                        location: at(20, 1),
+                        key_locations: RealServerLocations {
+                            address: at(21, 11),
+                            ..RealServerLocations::all_at(at(20, 1))
+                        },
+                    }],
+                    sorry_server: Some(RealServer {
+                        address: "192.0.2.200".parse().unwrap(),
+                        port: 0,
+                        weight: 1,
+                        location: at(18, 16),
+                        key_locations: RealServerLocations {
+                            address: at(18, 28),
+                            ..RealServerLocations::all_at(at(18, 16))
+                        },
+                    }),
+                    location: at(10, 1),
+                    key_locations: VirtualServerLocations {
+                        vip: at(11, 7),
+                        port: at(12, 8),
+                        protocol: at(13, 12),
+                        interface: at(14, 13),
+                        lb_algo: at(10, 1),
+                        table_size: at(15, 14),
+                        persistence_timeout: at(16, 23),
+                        persistence_granularity: Some(at(17, 27)),
+                    },
+                },
+                VirtualServer {
+                    vip: "2001:db8::100".parse().unwrap(),
+                    port: 443,
+                    protocol: Protocol::Tcp,
+                    interface: "eth1".to_owned(),
+                    lb_algo: "mh".to_owned(),
+                    table_size: 65537,
+                    persistence_timeout: Some(Duration::from_millis(500)),
+                    persistence_prefix: 64,
+                    real_servers: Vec::new(),
+                    sorry_server: Some(RealServer {
+                        address: "2001:db8::200".parse().unwrap(),
+                        port: 443,
+                        weight: 1,
+                        location: at(30, 1),
+                        key_locations: RealServerLocations {
+                            address: at(31, 11),
+                            port: at(32, 8),
+                            weight: at(30, 1),
+                        },
+                    }),
+                    location: at(23, 1),
+                    key_locations: VirtualServerLocations {
+                        vip: at(24, 7),
+                        port: at(25, 8),
+                        interface: at(26, 13),
+                        persistence_timeout: at(27, 23),
+                        persistence_granularity: Some(at(28, 27)),
+                        ..VirtualServerLocations::all_at(at(23, 1))
+                    },
+                },
+            ],
+        };
+        assert_eq!(parse_ok(text), expected);
+        assert!(super::super::validate(&expected, &FakeHost).is_empty());
+    }
+
+    #[test]
+    fn dataplane_values() {
+        // (name, document, check on the settings)
+        type Check = fn(&DataplaneSettings);
+        let cases: &[(&str, &[&str], Check)] = &[
+            ("absent: all defaults", &[], |dp| {
+                assert_eq!(*dp, DataplaneSettings::default());
+                assert_eq!(dp.flow_table_size, 1_048_576);
+                assert_eq!(dp.hash_seed, 0x4c42_5331);
+                assert_eq!(dp.syn_flood_threshold, 125_000);
+                assert_eq!(dp.udp_flow_timeout, Duration::from_secs(30));
+                assert!(dp.icmp_echo);
+                assert_eq!(dp.max_services, 1024);
+                assert_eq!(dp.max_reals, 4096);
+            }),
+            ("empty table: all defaults", &["[dataplane]"], |dp| {
+                assert_eq!(*dp, DataplaneSettings::default());
+            }),
+            (
+                "lowest values",
+                &[
+                    "[dataplane]",
+                    "flow_table_size = 1024",
+                    "hash_seed = 0",
+                    "syn_flood_threshold = 0",
+                    "udp_flow_timeout = 1",
+                    "max_services = 1",
+                    "max_reals = 1",
+                ],
+                |dp| {
+                    assert_eq!(
+                        (dp.flow_table_size, dp.hash_seed, dp.syn_flood_threshold),
+                        (1024, 0, 0)
+                    );
+                    assert_eq!(dp.udp_flow_timeout, Duration::from_secs(1));
+                    assert_eq!((dp.max_services, dp.max_reals), (1, 1));
+                },
+            ),
+            (
+                "highest values, other integer spellings",
+                &[
+                    "[dataplane]",
+                    "flow_table_size = 67_108_864",
+                    "hash_seed = 0xffffffff",
+                    "syn_flood_threshold = 4294967295",
+                    "udp_flow_timeout = 86400.0",
+                    "max_services = 0o200000",
+                    "max_reals = 1048576",
+                ],
+                |dp| {
+                    assert_eq!(dp.flow_table_size, 64 << 20);
+                    assert_eq!((dp.hash_seed, dp.syn_flood_threshold), (u32::MAX, u32::MAX));
+                    assert_eq!(dp.udp_flow_timeout, Duration::from_secs(86400));
+                    assert_eq!((dp.max_services, dp.max_reals), (65536, 1 << 20));
+                },
+            ),
+            (
+                "inline table, fractional timeout",
+                &["dataplane = { udp_flow_timeout = 1.25, icmp_echo = true }"],
+                |dp| {
+                    assert_eq!(dp.udp_flow_timeout, Duration::from_millis(1250));
+                    assert!(dp.icmp_echo);
+                    assert_eq!(dp.key_locations.udp_flow_timeout, Some(Location::new(1, 34)));
+                    assert_eq!(dp.key_locations.icmp_echo, Some(Location::new(1, 52)));
+                    assert_eq!(dp.key_locations.max_services, None);
+                },
+            ),
+            (
+                "after the virtual servers",
+                &[
+                    "[[virtual_server]]",
+                    "vip = '192.0.2.100'",
+                    "port = 80",
+                    "interface = 'eth0'",
+                    "[dataplane]",
+                    "icmp_echo = false",
+                ],
+                |dp| {
+                    assert!(!dp.icmp_echo);
+                    assert_eq!(dp.key_locations.icmp_echo, Some(Location::new(6, 13)));
+                },
+            ),
+        ];
+        for (name, lines, check) in cases {
+            let config = parse_toml(&doc(lines), Path::new("test.toml"), &FakeHost)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            check(&config.dataplane);
+        }
+    }
+
+    #[test]
+    fn virtual_server_values() {
+        // (name, lines after the base virtual server, check on the single virtual server)
+        type Check = fn(&VirtualServer);
+        let cases: &[(&str, &[&str], &[&str], Check)] = &[
+            ("IPv4 defaults", VS, &[], |vs| {
+                assert_eq!(vs.table_size, 65537);
+                assert_eq!(vs.persistence_timeout, None);
+                assert_eq!(vs.persistence_prefix, 32);
+                assert_eq!(vs.sorry_server, None);
+                assert_eq!(vs.key_locations.table_size, Location::new(1, 1));
+                assert_eq!(vs.key_locations.persistence_granularity, None);
+            }),
+            ("IPv6 defaults", VS6, &[], |vs| {
+                assert_eq!(vs.persistence_prefix, 128);
+                assert_eq!(vs.persistence_timeout, None);
+            }),
+            ("smallest table", VS, &["table_size = 251"], |vs| {
+                assert_eq!(vs.table_size, 251);
+                assert_eq!(vs.key_locations.table_size, Location::new(5, 14));
+            }),
+            ("largest table", VS, &["table_size = 131071"], |vs| {
+                assert_eq!(vs.table_size, 131_071);
+            }),
+            ("persistence in whole seconds", VS, &["persistence_timeout = 300"], |vs| {
+                assert_eq!(vs.persistence_timeout, Some(Duration::from_secs(300)));
+                assert_eq!(vs.key_locations.persistence_timeout, Location::new(5, 23));
+            }),
+            ("persistence in fractions", VS, &["persistence_timeout = 1.5"], |vs| {
+                assert_eq!(vs.persistence_timeout, Some(Duration::from_millis(1500)));
+            }),
+            ("persistence up to a year", VS, &["persistence_timeout = 31536000"], |vs| {
+                assert_eq!(vs.persistence_timeout, Some(Duration::from_secs(31_536_000)));
+            }),
+            ("persistence 0 is none", VS, &["persistence_timeout = 0"], |vs| {
+                assert_eq!(vs.persistence_timeout, None);
+            }),
+            ("persistence 0.0 is none", VS, &["persistence_timeout = 0.0"], |vs| {
+                assert_eq!(vs.persistence_timeout, None);
+            }),
+            (
+                "netmask",
+                VS,
+                &["persistence_timeout = 60", "persistence_granularity = '255.255.255.0'"],
+                |vs| {
+                    assert_eq!(vs.persistence_prefix, 24);
+                    assert_eq!(
+                        vs.key_locations.persistence_granularity,
+                        Some(Location::new(6, 27))
+                    );
+                },
+            ),
+            ("host netmask", VS, &["persistence_granularity = '255.255.255.255'"], |vs| {
+                assert_eq!(vs.persistence_prefix, 32);
+            }),
+            ("odd netmask", VS, &["persistence_granularity = '255.255.128.0'"], |vs| {
+                assert_eq!(vs.persistence_prefix, 17);
+            }),
+            ("empty netmask", VS, &["persistence_granularity = '0.0.0.0'"], |vs| {
+                assert_eq!(vs.persistence_prefix, 0);
+            }),
+            ("IPv4 prefix length", VS, &["persistence_granularity = 24"], |vs| {
+                assert_eq!(vs.persistence_prefix, 24);
+            }),
+            ("IPv4 prefix length 0", VS, &["persistence_granularity = 0"], |vs| {
+                assert_eq!(vs.persistence_prefix, 0);
+            }),
+            ("IPv6 prefix length", VS6, &["persistence_granularity = 64"], |vs| {
+                assert_eq!(vs.persistence_prefix, 64);
+            }),
+            ("IPv6 host prefix length", VS6, &["persistence_granularity = 128"], |vs| {
+                assert_eq!(vs.persistence_prefix, 128);
+            }),
+            (
+                "inline sorry server with a port",
+                VS,
+                &["sorry_server = { address = '192.0.2.200', port = 80 }"],
+                |vs| {
+                    let sorry = vs.sorry_server.as_ref().unwrap();
+                    assert_eq!(sorry.to_string(), "192.0.2.200:80");
+                    assert_eq!(sorry.weight, 1);
+                    assert_eq!(sorry.location, Location::new(5, 16));
+                    assert_eq!(sorry.key_locations.address, Location::new(5, 28));
+                    assert_eq!(sorry.key_locations.port, Location::new(5, 50));
+                },
+            ),
+            (
+                "inline sorry server without a port",
+                VS,
+                &["sorry_server = { address = '192.0.2.200' }"],
+                |vs| {
+                    let sorry = vs.sorry_server.as_ref().unwrap();
+                    assert_eq!(sorry.port, 80);
+                    assert_eq!(sorry.key_locations.port, Location::new(5, 16));
+                },
+            ),
+            (
+                "sorry server as a standard table, after the real servers",
+                VS,
+                &[
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "[virtual_server.sorry_server]",
+                    "address = '192.0.2.200'",
+                ],
+                |vs| {
+                    assert_eq!(vs.real_servers.len(), 1);
+                    let sorry = vs.sorry_server.as_ref().unwrap();
+                    assert_eq!(sorry.to_string(), "192.0.2.200:80");
+                    assert_eq!(sorry.location, Location::new(7, 1));
+                    assert_eq!(sorry.key_locations.address, Location::new(8, 11));
+                },
+            ),
+            ("IPv6 sorry server", VS6, &["sorry_server = { address = '2001:db8::200' }"], |vs| {
+                assert_eq!(vs.sorry_server.as_ref().unwrap().to_string(), "[2001:db8::200]:80");
+            }),
+            (
+                "all ports, the real's port omitted or 0",
+                &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 0", "interface = 'eth0'"],
+                &[
+                    "sorry_server = { address = '192.0.2.200' }",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.12'",
+                    "port = 0",
+                ],
+                |vs| {
+                    assert_eq!(vs.to_string(), "192.0.2.100:0/tcp");
+                    let ports: Vec<u16> = vs.real_servers.iter().map(|rs| rs.port).collect();
+                    assert_eq!(ports, [0, 0]);
+                    assert_eq!(vs.sorry_server.as_ref().unwrap().port, 0);
+                },
+            ),
+        ];
+        for (name, base, extra, check) in cases {
+            let text = doc(&[*base, *extra].concat());
+            let config = parse_toml(&text, Path::new("test.toml"), &FakeHost)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.virtual_servers.len(), 1, "{name}");
+            check(&config.virtual_servers[0]);
+        }
+    }
+
+    #[test]
+    fn every_table_size_offered_is_accepted() {
+        for size in maglev::PRIMES {
+            let text = doc(&[VS, &[format!("table_size = {size}").as_str()]].concat());
+            assert_eq!(parse_ok(&text).virtual_servers[0].table_size, size);
+        }
+    }
+
+    #[test]
+    fn netmask_prefixes() {
+        let cases = [
+            ("0.0.0.0", Some(0)),
+            ("128.0.0.0", Some(1)),
+            ("255.255.255.0", Some(24)),
+            ("255.255.255.254", Some(31)),
+            ("255.255.255.255", Some(32)),
+            ("255.0.255.0", None),
+            ("0.0.0.255", None),
+            ("255.255.255.253", None),
+        ];
+        for (mask, expected) in cases {
+            assert_eq!(netmask_prefix(mask.parse().unwrap()), expected, "{mask}");
+        }
+    }
+
+    /// A limit with an error is reported once, not again as virtual or real servers over the
+    /// default.
+    #[test]
+    fn invalid_limits_report_only_themselves() {
+        let mut lines: Vec<String> =
+            ["[dataplane]", "max_reals = 'many'", "max_services = 0"].map(String::from).to_vec();
+        for port in 1..=1025 {
+            lines.extend(["[[virtual_server]]".into(), "vip = '192.0.2.100'".into()]);
+            lines.extend([format!("port = {port}"), "interface = 'eth0'".into()]);
+        }
+        for i in 0..4097 {
+            lines.push("[[virtual_server.real_server]]".into());
+            lines.push(format!("address = '10.0.{}.{}'", i / 256, i % 256));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let errors = parse_toml(&doc(&lines), Path::new("test.toml"), &FakeHost).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "test.toml:2:13: `max_reals` must be an integer, found string \"many\"",
+                "test.toml:3:16: `max_services` must be between 1 and 65536, found 0",
+            ]
+        );
     }
 
     #[test]

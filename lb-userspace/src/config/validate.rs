@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::error::{ConfigError, closest};
 use super::host::HostView;
-use super::model::{Config, Location, SCHEDULERS, VirtualServer, VirtualServerKey};
+use super::model::{
+    Config, Location, RealServer, SCHEDULERS, VirtualServer, VirtualServerKey, host_prefix_len,
+};
 
 /// Every semantic error in `config`, in file order.
 pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
@@ -17,9 +19,6 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
 
     let mut first_definition: HashMap<VirtualServerKey, Location> = HashMap::new();
     for vs in &config.virtual_servers {
-        if let Some(message) = dataplane_unsupported(vs) {
-            error(vs.key_locations.vip, message);
-        }
         if let Some(first) = first_definition.get(&vs.key()) {
             error(
                 vs.location,
@@ -37,19 +36,77 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
                 format!("interface `{}` does not exist on this host", vs.interface),
             );
         }
+        persistence_granularity(vs, &mut error);
         real_servers(vs, &mut error);
+        if let Some(sorry) = &vs.sorry_server {
+            backend(vs, sorry, "sorry server", &mut error);
+        }
     }
+    dataplane_limits(config, &mut error);
 
     errors.sort_by_key(ConfigError::location);
     errors
 }
 
-/// What the XDP dataplane cannot do yet although the model can express it. The one place to
-/// lift such limits.
-fn dataplane_unsupported(vs: &VirtualServer) -> Option<String> {
-    match vs.vip {
-        IpAddr::V4(_) => None,
-        IpAddr::V6(_) => Some("IPv6 virtual servers are not supported yet".to_owned()),
+/// The dataplane's maps are sized by `max_services` and `max_reals`: what does not fit could not
+/// be forwarded. Reported once per limit, at the limit when it was written, else at the first
+/// virtual server that does not fit (where the operator sees the list outgrow the default).
+fn dataplane_limits(config: &Config, error: &mut impl FnMut(Location, String)) {
+    let settings = &config.dataplane;
+    let default = |written: Option<Location>| if written.is_some() { "" } else { " (the default)" };
+    let limit = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+
+    let services = config.virtual_servers.len();
+    if services > limit(settings.max_services) {
+        let first_over = config.virtual_servers.get(limit(settings.max_services));
+        let written = settings.key_locations.max_services;
+        error(
+            written.or(first_over.map(|vs| vs.location)).unwrap_or_default(),
+            format!(
+                "{services} virtual servers exceed `max_services` = {}{}: set `max_services` in \
+                 [dataplane] to at least {services}",
+                settings.max_services,
+                default(written)
+            ),
+        );
+    }
+
+    let mut reals = 0usize;
+    let mut first_over = None;
+    for vs in &config.virtual_servers {
+        reals += vs.real_servers.len() + usize::from(vs.sorry_server.is_some());
+        if reals > limit(settings.max_reals) && first_over.is_none() {
+            first_over = Some(vs.location);
+        }
+    }
+    if let Some(first_over) = first_over {
+        let written = settings.key_locations.max_reals;
+        error(
+            written.unwrap_or(first_over),
+            format!(
+                "{reals} real servers (sorry servers included) exceed `max_reals` = {}{}: set \
+                 `max_reals` in [dataplane] to at least {reals}",
+                settings.max_reals,
+                default(written)
+            ),
+        );
+    }
+}
+
+/// A persistence prefix longer than the VIP's addresses (`/64` on IPv4) cannot group clients.
+fn persistence_granularity(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
+    let bits = host_prefix_len(vs.vip);
+    if vs.persistence_prefix > bits {
+        let netmask = if vs.vip.is_ipv4() { " or a netmask like \"255.255.255.0\"" } else { "" };
+        error(
+            vs.key_locations.persistence_granularity.unwrap_or(vs.location),
+            format!(
+                "`persistence_granularity` /{} does not fit {} virtual server {vs}: give a prefix \
+                 length 0 to {bits}{netmask}",
+                vs.persistence_prefix,
+                family(vs.vip)
+            ),
+        );
     }
 }
 
@@ -64,27 +121,7 @@ fn unknown_scheduler(name: &str) -> String {
 fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     let mut first_definition: HashMap<SocketAddr, Location> = HashMap::new();
     for rs in &vs.real_servers {
-        if rs.address.is_ipv4() != vs.vip.is_ipv4() {
-            error(
-                rs.key_locations.address,
-                format!(
-                    "real server {} is {} but virtual server {vs} is {}: direct routing needs both in the same address family",
-                    rs.address,
-                    family(rs.address),
-                    family(vs.vip)
-                ),
-            );
-        }
-        if rs.port != vs.port {
-            error(
-                rs.key_locations.port,
-                format!(
-                    "real server port {} differs from virtual server port {}: direct routing \
-                     forwards packets unchanged, so the port cannot be changed",
-                    rs.port, vs.port
-                ),
-            );
-        }
+        backend(vs, rs, "real server", error);
         if let Some(first) = first_definition.get(&rs.socket_addr()) {
             error(
                 rs.location,
@@ -99,6 +136,40 @@ fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     }
 }
 
+/// The direct-routing rules any backend of `vs` (`role`: real or sorry server) must follow.
+fn backend(
+    vs: &VirtualServer,
+    rs: &RealServer,
+    role: &str,
+    error: &mut impl FnMut(Location, String),
+) {
+    if rs.address.is_ipv4() != vs.vip.is_ipv4() {
+        error(
+            rs.key_locations.address,
+            format!(
+                "{role} {} is {} but virtual server {vs} is {}: direct routing needs both in the same address family",
+                rs.address,
+                family(rs.address),
+                family(vs.vip)
+            ),
+        );
+    }
+    if rs.port != vs.port {
+        let why = if vs.port == 0 {
+            format!(
+                "an all-ports virtual server forwards every port unchanged, so give its {role}s \
+                 port 0 or no port"
+            )
+        } else {
+            "direct routing forwards packets unchanged, so the port cannot be changed".to_owned()
+        };
+        error(
+            rs.key_locations.port,
+            format!("{role} port {} differs from virtual server port {}: {why}", rs.port, vs.port),
+        );
+    }
+}
+
 fn family(address: IpAddr) -> &'static str {
     match address {
         IpAddr::V4(_) => "IPv4",
@@ -108,7 +179,9 @@ fn family(address: IpAddr) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Protocol, VirtualServerLocations};
+    use super::super::model::{
+        DataplaneSettings, Protocol, RealServerLocations, VirtualServerLocations,
+    };
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::*;
@@ -174,10 +247,115 @@ mod tests {
             "8:13",
         ),
         (
-            "IPv6 virtual server",
-            &["[[virtual_server]]", "vip = '2001:db8::100'", "port = 80", "interface = 'eth0'"],
-            "IPv6 virtual servers are not supported yet",
-            "6:7",
+            "IPv6 virtual server with an IPv4 real server",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+            ],
+            "real server 192.0.2.11 is IPv4 but virtual server [2001:db8::100]:80/tcp is IPv6: \
+             direct routing needs both in the same address family",
+            "10:11",
+        ),
+        (
+            "real port 0 on a single-port virtual server",
+            &["[[virtual_server.real_server]]", "address = '192.0.2.11'", "port = 0"],
+            "real server port 0 differs from virtual server port 80: direct routing forwards \
+             packets unchanged, so the port cannot be changed",
+            "7:8",
+        ),
+        (
+            "real port on an all-ports virtual server",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "port = 80",
+            ],
+            "real server port 80 differs from virtual server port 0: an all-ports virtual server \
+             forwards every port unchanged, so give its real servers port 0 or no port",
+            "11:8",
+        ),
+        (
+            "duplicate all-ports virtual server",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth1'",
+            ],
+            "duplicate virtual server 192.0.2.100:0/tcp: already defined at line 5",
+            "9:1",
+        ),
+        (
+            "sorry server in another address family",
+            &["sorry_server = { address = '2001:db8::200' }"],
+            "sorry server 2001:db8::200 is IPv6 but virtual server 192.0.2.100:80/tcp is IPv4: \
+             direct routing needs both in the same address family",
+            "5:28",
+        ),
+        (
+            "sorry port differs in DR mode",
+            &["[virtual_server.sorry_server]", "address = '192.0.2.200'", "port = 8080"],
+            "sorry server port 8080 differs from virtual server port 80: direct routing forwards \
+             packets unchanged, so the port cannot be changed",
+            "7:8",
+        ),
+        (
+            "sorry port on an all-ports virtual server",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "sorry_server = { address = '192.0.2.200', port = 443 }",
+            ],
+            "sorry server port 443 differs from virtual server port 0: an all-ports virtual \
+             server forwards every port unchanged, so give its sorry servers port 0 or no port",
+            "9:50",
+        ),
+        (
+            "IPv4 prefix length too long",
+            &["persistence_timeout = 300", "persistence_granularity = 33"],
+            "`persistence_granularity` /33 does not fit IPv4 virtual server 192.0.2.100:80/tcp: \
+             give a prefix length 0 to 32 or a netmask like \"255.255.255.0\"",
+            "6:27",
+        ),
+        (
+            "more virtual servers than max_services",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.101'",
+                "port = 80",
+                "interface = 'eth0'",
+                "[dataplane]",
+                "max_services = 1",
+            ],
+            "2 virtual servers exceed `max_services` = 1: set `max_services` in [dataplane] to at \
+             least 2",
+            "10:16",
+        ),
+        (
+            "more real servers than max_reals, counting the sorry server",
+            &[
+                "sorry_server = { address = '192.0.2.200' }",
+                "real_server = [{ address = '192.0.2.11' }, { address = '192.0.2.12' }]",
+                "[dataplane]",
+                "max_reals = 2",
+            ],
+            "3 real servers (sorry servers included) exceed `max_reals` = 2: set `max_reals` in \
+             [dataplane] to at least 3",
+            "8:13",
         ),
     ];
 
@@ -190,35 +368,135 @@ mod tests {
         }
     }
 
+    /// A virtual server as another front end might build it, at line `line`, column 3.
+    fn hand_built(vip: &str, port: u16, line: u32) -> VirtualServer {
+        let at = Location::new(line, 3);
+        VirtualServer {
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            interface: "eth0".to_owned(),
+            lb_algo: "mh".to_owned(),
+            table_size: crate::maglev::DEFAULT_SIZE,
+            persistence_timeout: None,
+            persistence_prefix: host_prefix_len(vip.parse().unwrap()),
+            real_servers: Vec::new(),
+            sorry_server: None,
+            location: at,
+            key_locations: VirtualServerLocations::all_at(at),
+        }
+    }
+
+    fn hand_built_real(address: &str, port: u16, line: u32) -> RealServer {
+        let at = Location::new(line, 3);
+        RealServer {
+            address: address.parse().unwrap(),
+            port,
+            weight: 1,
+            location: at,
+            key_locations: RealServerLocations::all_at(at),
+        }
+    }
+
+    fn shown(config: &Config) -> Vec<String> {
+        validate(config, &FakeHost).iter().map(ToString::to_string).collect()
+    }
+
     /// Validation works on any front end's model: errors go where its key locations say.
     #[test]
     fn uses_the_models_locations_whatever_the_front_end() {
-        let at = |line| Location::new(line, 3);
+        let mut vs = hand_built("2001:db8::100", 80, 1);
+        vs.interface = "eth9".to_owned();
+        vs.key_locations.interface = Location::new(4, 3);
+        vs.persistence_prefix = 129;
+        vs.real_servers.push(hand_built_real("2001:db8::11", 80, 6));
+        vs.sorry_server = Some(hand_built_real("192.0.2.200", 80, 9));
         let config = Config {
             source: "/etc/keepalived/keepalived.conf".into(),
-            virtual_servers: vec![VirtualServer {
-                vip: "2001:db8::100".parse().unwrap(),
-                port: 80,
-                protocol: Protocol::Tcp,
-                interface: "eth9".to_owned(),
-                lb_algo: "mh".to_owned(),
-                real_servers: Vec::new(),
-                location: at(1),
-                key_locations: VirtualServerLocations {
-                    interface: at(4),
-                    ..VirtualServerLocations::all_at(at(1))
-                },
-            }],
+            dataplane: DataplaneSettings::default(),
+            virtual_servers: vec![vs],
         };
-        let shown: Vec<String> =
-            validate(&config, &FakeHost).iter().map(ToString::to_string).collect();
         assert_eq!(
-            shown,
+            shown(&config),
             [
-                "/etc/keepalived/keepalived.conf:1:3: IPv6 virtual servers are not supported yet",
+                "/etc/keepalived/keepalived.conf:1:3: `persistence_granularity` /129 does not fit \
+                 IPv6 virtual server [2001:db8::100]:80/tcp: give a prefix length 0 to 128",
                 "/etc/keepalived/keepalived.conf:4:3: interface `eth9` does not exist on this host",
+                "/etc/keepalived/keepalived.conf:9:3: sorry server 192.0.2.200 is IPv4 but virtual \
+                 server [2001:db8::100]:80/tcp is IPv6: direct routing needs both in the same \
+                 address family",
             ]
         );
+    }
+
+    /// Limits that were not written are reported at the first virtual server over them, once.
+    #[test]
+    fn default_limits_are_reported_at_the_first_virtual_server_over_them() {
+        let services = |n: u16| -> Vec<VirtualServer> {
+            (1..=n).map(|port| hand_built("192.0.2.100", port, u32::from(port))).collect()
+        };
+        let mut config = Config {
+            source: "lb.toml".into(),
+            dataplane: DataplaneSettings::default(),
+            virtual_servers: services(1024),
+        };
+        assert_eq!(shown(&config), Vec::<String>::new(), "exactly at the limit");
+
+        config.virtual_servers = services(1026);
+        assert_eq!(
+            shown(&config),
+            ["lb.toml:1025:3: 1026 virtual servers exceed `max_services` = 1024 (the default): \
+              set `max_services` in [dataplane] to at least 1026"]
+        );
+
+        // 4096 reals over two services: exactly at the limit; one sorry server more is over.
+        config.virtual_servers = services(3);
+        let reals = |vs_port: u16| -> Vec<RealServer> {
+            (0..2048u32)
+                .map(|i| hand_built_real(&format!("10.0.{}.{}", i / 256, i % 256), vs_port, 9))
+                .collect()
+        };
+        config.virtual_servers[0].real_servers = reals(1);
+        config.virtual_servers[2].real_servers = reals(3);
+        assert_eq!(shown(&config), Vec::<String>::new(), "exactly at the limit");
+        config.virtual_servers[2].sorry_server = Some(hand_built_real("192.0.2.200", 3, 9));
+        config.virtual_servers.push(hand_built("192.0.2.100", 4, 4));
+        config.virtual_servers[3].real_servers = reals(4);
+        assert_eq!(
+            shown(&config),
+            ["lb.toml:3:3: 6145 real servers (sorry servers included) exceed `max_reals` = 4096 \
+              (the default): set `max_reals` in [dataplane] to at least 6145"]
+        );
+    }
+
+    /// What the XDP dataplane once rejected and now forwards.
+    #[test]
+    fn all_ports_and_ipv6_are_valid() {
+        let text = doc(&[
+            VS,
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "sorry_server = { address = '192.0.2.200' }",
+                "real_server = [{ address = '192.0.2.11' }, { address = '192.0.2.12', port = 0 }]",
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 443",
+                "interface = 'eth0'",
+                "persistence_timeout = 60",
+                "persistence_granularity = 64",
+                "sorry_server = { address = '2001:db8::200', port = 443 }",
+                "real_server = [{ address = '2001:db8::11' }]",
+                "[dataplane]",
+                "max_services = 3",
+                "max_reals = 5",
+            ],
+        ]
+        .concat());
+        let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
+        assert_eq!(config.virtual_servers.len(), 3);
     }
 
     #[test]
