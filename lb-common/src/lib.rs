@@ -1,15 +1,24 @@
 //! Types shared by the XDP program (`lb-ebpf`) and the agent (`lb`): map names, keys, values and
 //! counter indexes. Everything here is `repr(C)` without implicit padding so both sides agree on the
-//! byte layout; multi-byte fields that come straight from packets stay in network byte order.
+//! byte layout; addresses and ports that come straight from packets stay in network byte order
+//! ("raw" words: the packet's bytes read as a native `u32`/`u16`).
 #![no_std]
 
 /// Map names as they appear in the eBPF object (the agent looks maps up by these).
 pub mod map_names {
     pub const SERVICES: &str = "LB_SERVICES";
+    pub const VIPS: &str = "LB_VIPS";
     pub const RINGS: &str = "LB_RINGS";
     pub const REALS: &str = "LB_REALS";
     pub const IFACES: &str = "LB_IFACES";
+    pub const TX_PORTS: &str = "LB_TX_PORTS";
+    pub const FLOWS: &str = "LB_FLOWS";
+    pub const PERSIST: &str = "LB_PERSIST";
+    pub const FRAGS: &str = "LB_FRAGS";
+    pub const CONFIG: &str = "LB_CONFIG";
+    pub const SYN_GUARD: &str = "LB_SYN_GUARD";
     pub const GLOBAL_STATS: &str = "LB_GLOBAL_STATS";
+    pub const EVENTS: &str = "LB_EVENTS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
 }
@@ -17,7 +26,7 @@ pub mod map_names {
 /// Name of the XDP program function in the object.
 pub const XDP_PROGRAM: &str = "lb_xdp";
 
-/// Compile-time map sizes; the agent resizes them at load time from its config where it matters.
+/// Compile-time map sizes; the agent resizes them at load time from its config.
 pub mod sizes {
     /// Virtual services (VIP, port, protocol).
     pub const MAX_SERVICES: u32 = 1024;
@@ -25,42 +34,46 @@ pub mod sizes {
     pub const MAX_REALS: u32 = 4096;
     /// Total Maglev table entries across all services (both halves of every double buffer).
     pub const MAX_RING_ENTRIES: u32 = 1 << 20;
-    /// Interfaces the program may be attached to.
+    /// Interfaces the program may be attached to or redirect to.
     pub const MAX_IFACES: u32 = 64;
+    /// Established flows remembered (LRU).
+    pub const FLOWS: u32 = 1 << 20;
+    /// Clients remembered for persistence (LRU).
+    pub const PERSIST: u32 = 1 << 16;
+    /// Fragmented datagrams in flight (LRU).
+    pub const FRAGS: u32 = 1 << 14;
 }
 
-/// Address families in [`ServiceKey::family`].
+/// Address families in keys.
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
 /// IP protocol numbers the fast path knows.
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// Key of the services map: one entry per (VIP, port, protocol).
+/// An address as four raw words; IPv4 uses the first word, the rest stay zero.
+pub type Addr = [u32; 4];
+
+/// Key of the services map: one entry per (VIP, port, protocol). Port 0 is an all-ports service,
+/// looked up when no exact-port service matches.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ServiceKey {
-    /// VIP in network byte order; IPv4 uses the first 4 bytes, the rest stay zero.
-    pub addr: [u8; 16],
+    pub addr: Addr,
     /// Destination port, network byte order (as read from the packet).
     pub port_be: u16,
     pub proto: u8,
     pub family: u8,
 }
 
-impl ServiceKey {
-    /// Key for an IPv4 VIP given as network-order octets and a host-order port.
-    pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
-        Self { addr: a, port_be: port.to_be(), proto, family: FAMILY_V4 }
-    }
-}
+/// Service flag: hash new flows on the (masked) client address only, so all of a client's
+/// connections pick the same real (`sh`, persistence).
+pub const SVC_F_SRC_HASH: u32 = 1;
 
 /// Value of the services map. The agent replaces the whole value to switch a service to a freshly
 /// written ring half; a hash-map update is atomic for readers, so a packet sees either table.
@@ -68,14 +81,43 @@ impl ServiceKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ServiceValue {
-    /// Index into the per-service counters.
+    /// Index into the per-service counters and part of persistence keys.
     pub id: u32,
-    /// Reserved for service flags; zero today.
+    /// Bits of `SVC_F_*`.
     pub flags: u32,
     /// First entry of the active Maglev table in the rings map.
     pub ring_offset: u32,
-    /// Entries in the table (a Maglev prime); 0 means no real can take traffic: drop.
+    /// Entries in the table (a Maglev prime); 0 means no real takes new flows.
     pub ring_size: u32,
+    /// Real id taking new flows when `ring_size` is 0 (the sorry server); 0 = drop.
+    pub sorry_real: u32,
+    /// Persistence timeout in seconds; 0 = no persistence.
+    pub persist_timeout: u32,
+    /// Mask applied to the client address for persistence and source hashing (raw words).
+    pub persist_mask: Addr,
+}
+
+/// Key of the VIPs map: every address that has at least one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct VipKey {
+    pub addr: Addr,
+    pub family: u8,
+    // Padding as integers, not byte arrays: zeroing a byte array compiles to a memset call that
+    // the verifier rejects without CAP_PERFMON.
+    pub _pad1: u8,
+    pub _pad2: u16,
+}
+
+/// VIP flag: answer ICMP/ICMPv6 echo requests to this VIP from the fast path.
+pub const VIP_F_ICMP_ECHO: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct VipValue {
+    pub flags: u32,
 }
 
 /// Ring entry value meaning "no real" (never written into a live table, checked defensively).
@@ -90,14 +132,18 @@ pub struct RealValue {
     pub mac: [u8; 6],
     /// Bits of `REAL_F_*`.
     pub flags: u16,
-    /// Interface the real is reachable on; equal to the ingress interface for XDP_TX.
+    /// Interface the real is reachable on: XDP_TX when it is the ingress one, else a redirect.
     pub ifindex: u32,
+    /// Changes whenever the slot is given to another real, so flow and persistence entries that
+    /// name a recycled slot are recognised as stale.
+    pub generation: u32,
 }
 
-/// The real may receive packets. Cleared entries are skipped defensively.
+/// The real may receive packets (existing flows; new ones only via the ring). Cleared for reals
+/// that are down or unresolved: their flows are re-picked.
 pub const REAL_F_UP: u16 = 1;
 
-/// Value of the interfaces map, keyed by ifindex: what the program needs to forward out of it.
+/// Value of the interfaces map, keyed by ifindex: what the program needs to send out of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -107,35 +153,126 @@ pub struct IfaceValue {
     pub _pad: [u8; 2],
 }
 
-/// A packet and byte counter pair (per CPU in the maps; the agent sums CPUs).
+/// Key of the flow table: the client → VIP 5-tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Source and destination ports as they lie in the packet (raw word).
+    pub ports: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: u16,
+}
+
+/// Where an established flow (or a persistent client, or a fragmented datagram) goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Binding {
+    pub real: u32,
+    /// The real's generation when the binding was made.
+    pub generation: u32,
+    /// Last use, in seconds of the kernel's monotonic clock.
+    pub atime: u32,
+    pub _pad: u32,
+}
+
+/// Key of the persistence table: (service, masked client address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct PersistKey {
+    pub service: u32,
+    pub family: u8,
+    pub _pad1: u8,
+    pub _pad2: u16,
+    pub src: Addr,
+}
+
+/// Key of the fragment table: one fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// IP identification (IPv4: 16 bits; IPv6 fragment header: 32 bits), raw.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: u16,
+}
+
+/// Settings for the whole program (one entry in the config map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GlobalConfig {
+    pub hash_seed: u32,
+    /// Seconds after which an idle UDP flow entry is not used any more.
+    pub udp_timeout: u32,
+    /// New flows per second per CPU above which no flow entries are inserted; 0 = no limit.
+    pub syn_threshold: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU new-flow rate state of the SYN-flood guard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SynGuard {
+    pub second: u64,
+    pub new_flows: u64,
+}
+
+/// Packets, bytes and new flows (per CPU in the maps; the agent sums CPUs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+    /// Flows that started here (per-real and per-service counters; 0 in the global ones).
+    pub new_flows: u64,
 }
 
-/// Why the program returned what it returned: indexes into the global counters.
+/// Why the program returned what it returned: indexes into the global counters. Every frame is
+/// counted under exactly one reason.
 pub mod reason {
     /// Not IPv4/IPv6 (ARP, LLDP, ...): left to the kernel.
     pub const PASS_NOT_IP: u32 = 0;
     /// IP, but not addressed to a configured service (includes VRRP and the director's own traffic).
     pub const PASS_NOT_SERVICE: u32 = 1;
-    /// Addressed to a VIP but in a form this path does not handle yet (IPv4 options, fragments, IPv6).
+    /// Addressed to a VIP in a form this path hands to the kernel (IPv4 options, IPv6 extension
+    /// headers other than Fragment).
     pub const PASS_UNSUPPORTED: u32 = 2;
     /// Too short or inconsistent to tell whether it is service traffic: left to the kernel to drop.
     pub const PASS_MALFORMED: u32 = 3;
     /// Service traffic arriving on an interface the agent did not provision.
     pub const PASS_NO_IFACE: u32 = 4;
-    /// Rewritten and sent back out (XDP_TX) towards a real.
-    pub const TX: u32 = 5;
-    /// Service traffic with no real able to take it.
-    pub const DROP_NO_REAL: u32 = 6;
+    /// ICMP to a VIP that is not an echo request (when answered) or a "too big" error: the kernel's.
+    pub const PASS_ICMP: u32 = 5;
+    /// Rewritten and sent back out of the ingress interface (XDP_TX) towards a real.
+    pub const TX: u32 = 6;
+    /// Rewritten and redirected to another interface towards a real.
+    pub const REDIRECT: u32 = 7;
+    /// ICMP/ICMPv6 echo request to a VIP, answered from the fast path.
+    pub const TX_ICMP_ECHO: u32 = 8;
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" for a flow, sent to its real.
+    pub const TX_ICMP_TOO_BIG: u32 = 9;
+    /// Service traffic with no real able to take it (and no sorry server).
+    pub const DROP_NO_REAL: u32 = 10;
     /// Service traffic whose transport header is truncated.
-    pub const DROP_MALFORMED: u32 = 7;
+    pub const DROP_MALFORMED: u32 = 11;
+    /// A non-first fragment of a datagram whose first fragment was not seen.
+    pub const DROP_FRAG_UNKNOWN: u32 = 12;
+    /// Forwarding failed (redirect refused by the target interface).
+    pub const DROP_TX_ERROR: u32 = 13;
     /// Number of reasons (size of the global counters map).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 14;
 
     /// Stable names for the counters (JSON keys and `lb status` rows).
     pub const NAMES: [&str; COUNT as usize] = [
@@ -144,9 +281,53 @@ pub mod reason {
         "pass_unsupported",
         "pass_malformed",
         "pass_no_iface",
+        "pass_icmp",
         "tx",
+        "redirect",
+        "tx_icmp_echo",
+        "tx_icmp_too_big",
         "drop_no_real",
         "drop_malformed",
+        "drop_frag_unknown",
+        "drop_tx_error",
+    ];
+}
+
+/// Things that happen to frames besides their verdict: indexes into the events counters.
+pub mod event {
+    /// A frame matched an established flow.
+    pub const FLOW_HIT: u32 = 0;
+    /// A new flow was bound to a real.
+    pub const FLOW_NEW: u32 = 1;
+    /// A flow's real was down or gone: the flow was bound to another one.
+    pub const FLOW_REPICK: u32 = 2;
+    /// A UDP flow entry idle past the timeout was replaced.
+    pub const FLOW_EXPIRED: u32 = 3;
+    /// The SYN-flood guard kept a new flow out of the flow table.
+    pub const FLOW_GUARD_SKIP: u32 = 4;
+    /// A TCP RST without an entry was forwarded without creating one.
+    pub const FLOW_RST_UNTRACKED: u32 = 5;
+    /// A new flow followed its client's persistence entry.
+    pub const PERSIST_HIT: u32 = 6;
+    /// A new flow went to the sorry server.
+    pub const SORRY: u32 = 7;
+    /// A fragmented datagram's first fragment was tracked.
+    pub const FRAG_TRACKED: u32 = 8;
+    /// A later fragment followed its datagram's first fragment.
+    pub const FRAG_HIT: u32 = 9;
+    pub const COUNT: u32 = 10;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "flow_hit",
+        "flow_new",
+        "flow_repick",
+        "flow_expired",
+        "flow_guard_skip",
+        "flow_rst_untracked",
+        "persist_hit",
+        "sorry",
+        "frag_tracked",
+        "frag_hit",
     ];
 }
 
@@ -155,20 +336,35 @@ mod user {
     // SAFETY: all types are repr(C), Copy, and bytemuck's derive proves there is no padding.
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipValue {}
     unsafe impl aya::Pod for super::RealValue {}
     unsafe impl aya::Pod for super::IfaceValue {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::PersistKey {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::GlobalConfig {}
+    unsafe impl aya::Pod for super::SynGuard {}
     unsafe impl aya::Pod for super::Counter {}
 }
 
 /// Flow hash used to pick a Maglev slot. It lives here so the agent and tests can predict the real
-/// the XDP program picks for a packet. Inputs are the raw network-order words from the packet.
+/// the XDP program picks for a packet. Inputs are raw words from the packet; IPv4 addresses use
+/// the first word only.
 #[inline(always)]
-pub fn flow_hash_v4(saddr: u32, daddr: u32, ports: u32, proto: u8, seed: u32) -> u32 {
+pub fn flow_hash(src: &Addr, dst: &Addr, ports: u32, proto: u8, seed: u32) -> u32 {
     let mut h = seed ^ (proto as u32).wrapping_mul(0x9e37_79b9);
-    h = mix(h, saddr);
-    h = mix(h, daddr);
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
+    h = mix(h, dst[0]);
+    h = mix(h, dst[1]);
+    h = mix(h, dst[2]);
+    h = mix(h, dst[3]);
     h = mix(h, ports);
-    fmix32(h ^ 12)
+    fmix32(h ^ 36)
 }
 
 /// One murmur3 body round: mixes a 32-bit word into the state.
@@ -190,3 +386,64 @@ const fn fmix32(mut h: u32) -> u32 {
 
 /// Default seed for the flow hash; directors that pair up must use the same one.
 pub const DEFAULT_HASH_SEED: u32 = 0x4c42_5331;
+
+/// Raw words of an IPv4 address given as octets.
+pub const fn addr_v4(octets: [u8; 4]) -> Addr {
+    [u32::from_ne_bytes(octets), 0, 0, 0]
+}
+
+/// Raw words of an IPv6 address given as octets.
+pub const fn addr_v6(o: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// Raw-word mask keeping the first `prefix` bits of an address of `bits` bits (32 or 128).
+pub const fn prefix_mask(prefix: u8, bits: u8) -> Addr {
+    let mut out = [0u32; 4];
+    let p = if prefix > bits { bits } else { prefix };
+    let mut i = 0;
+    while i < 4 {
+        let start = (i as u32) * 32;
+        let word_bits: u32 =
+            if (p as u32) >= start + 32 { 32 } else { (p as u32).saturating_sub(start) };
+        let be: u32 = if word_bits == 0 { 0 } else { u32::MAX << (32 - word_bits) };
+        out[i] = u32::from_ne_bytes(be.to_be_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// The raw ports word for a flow given host-order ports.
+pub const fn ports_word(sport: u16, dport: u16) -> u32 {
+    let s = sport.to_be_bytes();
+    let d = dport.to_be_bytes();
+    u32::from_ne_bytes([s[0], s[1], d[0], d[1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_the_prefix() {
+        assert_eq!(prefix_mask(24, 32), addr_v4([255, 255, 255, 0]));
+        assert_eq!(prefix_mask(32, 32), addr_v4([255; 4]));
+        assert_eq!(prefix_mask(0, 32), [0; 4]);
+        let mut m = [0u8; 16];
+        m[..8].copy_from_slice(&[0xff; 8]);
+        assert_eq!(prefix_mask(64, 128), addr_v6(m));
+        m[8] = 0x80;
+        assert_eq!(prefix_mask(65, 128), addr_v6(m));
+        assert_eq!(prefix_mask(128, 128), addr_v6([0xff; 16]));
+    }
+
+    #[test]
+    fn ports_word_is_the_wire_layout() {
+        assert_eq!(ports_word(0x1234, 0x0050).to_ne_bytes(), [0x12, 0x34, 0x00, 0x50]);
+    }
+}

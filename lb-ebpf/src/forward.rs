@@ -1,20 +1,26 @@
-//! Forwarding decisions: is this frame service traffic, which real takes it, and the DR rewrite
-//! (destination MAC = real, source MAC = this interface; the IP packet is untouched so the real,
-//! holding the VIP on its loopback, answers the client directly).
+//! Forwarding decisions: is this frame service traffic, which real takes it (flow table,
+//! persistence, Maglev, sorry server) and the DR rewrite (destination MAC = real, source MAC =
+//! the outgoing interface; the IP packet is untouched so the real, holding the VIP on its loopback,
+//! answers the client directly).
 
-use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    DEFAULT_HASH_SEED, FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, REAL_F_UP, RING_NONE, ServiceKey,
-    flow_hash_v4, reason,
+    Addr, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, IPPROTO_UDP, PersistKey, REAL_F_UP, RING_NONE, RealValue, SVC_F_SRC_HASH,
+    ServiceValue, VipValue, event, flow_hash, reason,
 };
 
-use crate::maps::{IFACES, REALS, RINGS, SERVICES};
-use crate::parse::{
-    ETH_HLEN, ETH_P_IP, EthHdr, IPV4_HLEN, Ipv4Hdr, TCP_HLEN, UDP_HLEN, frame_len, has_bytes,
-    ptr_at,
+use crate::{
+    icmp, keys,
+    maps::{
+        CONFIG, FLOWS, FRAGS, IFACES, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS, VIPS,
+    },
+    parse::{
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6,
+        L4_V6_FRAG, TCP_HLEN, UDP_HLEN, frame_len, has_bytes, now_secs, ptr_at,
+    },
+    stats,
 };
-use crate::stats;
 
 /// What to do with a frame and why (the reason indexes the global counters).
 pub struct Verdict {
@@ -23,14 +29,16 @@ pub struct Verdict {
 }
 
 #[inline(always)]
-const fn pass(reason: u32) -> Verdict {
+pub const fn pass(reason: u32) -> Verdict {
     Verdict { action: xdp_action::XDP_PASS, reason }
 }
 
 #[inline(always)]
-const fn drop(reason: u32) -> Verdict {
+pub const fn drop(reason: u32) -> Verdict {
     Verdict { action: xdp_action::XDP_DROP, reason }
 }
+
+const TCP_FLAG_RST: u8 = 0x04;
 
 /// Classifies and, for service traffic, forwards one frame.
 #[inline(always)]
@@ -39,12 +47,12 @@ pub fn process(ctx: &XdpContext) -> Verdict {
         return pass(reason::PASS_MALFORMED);
     };
     // SAFETY: `ptr_at` checked the header is inside the frame.
-    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    if ether_type != ETH_P_IP {
-        // ARP, IPv6 (no IPv6 service can be configured yet), LLDP...: the kernel's business.
-        return pass(reason::PASS_NOT_IP);
+    match u16::from_be(unsafe { (*eth).ether_type }) {
+        ETH_P_IP => process_v4(ctx, eth),
+        ETH_P_IPV6 => process_v6(ctx, eth),
+        // ARP, LLDP, VLAN-tagged frames...: the kernel's business.
+        _ => pass(reason::PASS_NOT_IP),
     }
-    process_v4(ctx, eth)
 }
 
 #[inline(always)]
@@ -53,80 +61,366 @@ fn process_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
         return pass(reason::PASS_MALFORMED);
     };
     // SAFETY: bounds checked by `ptr_at`.
-    let (version_ihl, proto, frag_off, saddr, daddr) = unsafe {
-        ((*ip).version_ihl, (*ip).protocol, u16::from_be((*ip).frag_off), (*ip).saddr, (*ip).daddr)
+    let (version_ihl, proto, frag_off, id, saddr, daddr) = unsafe {
+        (
+            (*ip).version_ihl,
+            (*ip).protocol,
+            u16::from_be((*ip).frag_off),
+            (*ip).id,
+            (*ip).saddr,
+            (*ip).daddr,
+        )
     };
     if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
         return pass(reason::PASS_MALFORMED);
     }
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return pass(reason::PASS_NOT_SERVICE);
+    let src: Addr = [saddr, 0, 0, 0];
+    let dst: Addr = [daddr, 0, 0, 0];
+    if version_ihl & 0x0f != 5 {
+        // IPv4 options: handed to the kernel (a variable L4 offset would also make the program
+        // unverifiable without CAP_PERFMON). Rare in practice.
+        return not_handled(&dst, FAMILY_V4);
     }
-    // Options (variable header length) and fragments are left to the kernel for now: a constant
-    // L4 offset also keeps the program verifiable without CAP_PERFMON.
-    if version_ihl & 0x0f != 5 || frag_off & 0x3fff != 0 {
-        return pass(reason::PASS_UNSUPPORTED);
+    let more = frag_off & 0x2000 != 0;
+    let offset = frag_off & 0x1fff;
+    if offset != 0 {
+        return later_fragment(ctx, eth, src, dst, u32::from(id), proto, FAMILY_V4);
     }
-    let l4 = ETH_HLEN + IPV4_HLEN;
-    let Some(ports) = ptr_at::<u32>(ctx, l4) else {
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let frag = more.then(|| keys::frag(&src, &dst, u32::from(id), proto, FAMILY_V4));
+            service::<L4_V4>(ctx, eth, src, dst, proto, FAMILY_V4, frag)
+        }
+        IPPROTO_ICMP if !more => icmp::v4(ctx, eth, ip, dst),
+        _ => pass(reason::PASS_NOT_SERVICE),
+    }
+}
+
+#[inline(always)]
+fn process_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
         return pass(reason::PASS_MALFORMED);
     };
-    // SAFETY: bounds checked by `ptr_at`. Source port in the low half on the wire's byte order.
-    let ports = unsafe { ports.read_unaligned() };
-    let dport_be = (ports >> 16) as u16;
+    // SAFETY: bounds checked by `ptr_at`.
+    let (vtc, nexthdr, src, dst) =
+        unsafe { ((*ip).vtc_flow, (*ip).nexthdr, (*ip).saddr, (*ip).daddr) };
+    // The version is the top nibble of the first byte on the wire.
+    if vtc.to_ne_bytes()[0] >> 4 != 6 {
+        return pass(reason::PASS_MALFORMED);
+    }
+    match nexthdr {
+        IPPROTO_TCP | IPPROTO_UDP => service::<L4_V6>(ctx, eth, src, dst, nexthdr, FAMILY_V6, None),
+        IPPROTO_ICMPV6 => icmp::v6(ctx, eth, ip, dst),
+        IPPROTO_FRAGMENT => {
+            let Some(fh) = ptr_at::<FragHdr>(ctx, L4_V6) else {
+                return pass(reason::PASS_MALFORMED);
+            };
+            // SAFETY: bounds checked by `ptr_at`.
+            let (inner, frag_off, id) =
+                unsafe { ((*fh).nexthdr, u16::from_be((*fh).frag_off), (*fh).id) };
+            if frag_off & 0xfff8 != 0 {
+                return later_fragment(ctx, eth, src, dst, id, inner, FAMILY_V6);
+            }
+            if inner != IPPROTO_TCP && inner != IPPROTO_UDP {
+                return not_handled(&dst, FAMILY_V6);
+            }
+            let frag = keys::frag(&src, &dst, id, inner, FAMILY_V6);
+            service::<L4_V6_FRAG>(ctx, eth, src, dst, inner, FAMILY_V6, Some(frag))
+        }
+        // Hop-by-hop, routing, destination options...: the kernel handles them.
+        _ => not_handled(&dst, FAMILY_V6),
+    }
+}
 
-    // Built from words: zeroing a byte array compiles to a memset loop the verifier rejects for
-    // agents without CAP_PERFMON.
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and no invalid bit patterns.
-    let addr: [u8; 16] = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([daddr, 0, 0, 0]) };
-    let key = ServiceKey { addr, port_be: dport_be, proto, family: FAMILY_V4 };
-    // SAFETY: the value is only read, and hash-map values are replaced, never modified in place.
-    let Some(svc) = (unsafe { SERVICES.get(&key) }) else {
+/// Looks `addr` up among the VIPs.
+#[inline(always)]
+pub fn vip(addr: &Addr, family: u8) -> Option<&'static VipValue> {
+    // SAFETY: read-only use of a value the agent replaces whole.
+    unsafe { VIPS.get(&keys::vip(addr, family)) }
+}
+
+/// A form this path hands to the kernel: counted as unsupported when it was for a VIP.
+#[inline(always)]
+fn not_handled(dst: &Addr, family: u8) -> Verdict {
+    if vip(dst, family).is_some() {
+        pass(reason::PASS_UNSUPPORTED)
+    } else {
+        pass(reason::PASS_NOT_SERVICE)
+    }
+}
+
+/// Exact-port service, else the VIP's all-ports service.
+#[inline(always)]
+pub fn lookup_service(
+    dst: &Addr,
+    port_be: u16,
+    proto: u8,
+    family: u8,
+) -> Option<&'static ServiceValue> {
+    // SAFETY: read-only use of values the agent replaces whole.
+    unsafe {
+        match SERVICES.get(&keys::service(dst, port_be, proto, family)) {
+            Some(s) => Some(s),
+            None => SERVICES.get(&keys::service(dst, 0, proto, family)),
+        }
+    }
+}
+
+/// TCP or UDP to a possible service, transport header at the constant offset `L4`.
+#[inline(always)]
+fn service<const L4: usize>(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    family: u8,
+    frag: Option<FragKey>,
+) -> Verdict {
+    let Some(ports) = ptr_at::<u32>(ctx, L4) else {
+        return pass(reason::PASS_MALFORMED);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ports = unsafe { ports.read_unaligned() };
+    // Destination port: the second 16-bit field on the wire.
+    let Some(svc) = lookup_service(&dst, (ports >> 16) as u16, proto, family) else {
         return pass(reason::PASS_NOT_SERVICE);
     };
-    let (svc_id, ring_offset, ring_size) = (svc.id, svc.ring_offset, svc.ring_size);
 
     // From here on the frame is service traffic: it is forwarded or dropped, never passed up.
     // Two constant-size checks, not one with a selected length: a pointer added to a selected
     // scalar is rejected by the verifier for agents without CAP_PERFMON.
-    let complete = if proto == IPPROTO_TCP {
-        has_bytes::<TCP_HLEN>(ctx, l4)
+    let rst = if proto == IPPROTO_TCP {
+        match ptr_at::<[u8; TCP_HLEN]>(ctx, L4) {
+            // SAFETY: bounds checked by `ptr_at`; byte 13 holds the TCP flags.
+            Some(h) => unsafe { (*h)[13] & TCP_FLAG_RST != 0 },
+            None => return drop(reason::DROP_MALFORMED),
+        }
     } else {
-        has_bytes::<UDP_HLEN>(ctx, l4)
+        if !has_bytes::<UDP_HLEN>(ctx, L4) {
+            return drop(reason::DROP_MALFORMED);
+        }
+        false
     };
-    if !complete {
-        return drop(reason::DROP_MALFORMED);
+    let len = frame_len(ctx);
+    let flow = keys::flow(&src, &dst, ports, proto, family);
+    let Some((real_id, real, new_flow)) = choose(svc, &flow, rst) else {
+        stats::count_service(svc.id, len, false);
+        return drop(reason::DROP_NO_REAL);
+    };
+    stats::count_service(svc.id, len, new_flow);
+    if let Some(key) = frag {
+        let b = keys::binding(real_id, real.generation, now_secs());
+        let _ = FRAGS.insert(&key, &b, 0);
+        stats::event(event::FRAG_TRACKED);
     }
-    let frame_len = frame_len(ctx);
-    stats::count_service(svc_id, frame_len);
+    send(ctx, eth, real_id, real, len, new_flow, reason::TX)
+}
 
-    let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: read-only use of a map value the agent replaces whole.
-    let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
+/// A non-first fragment: it carries no ports, so it follows its datagram's first fragment.
+#[inline(always)]
+fn later_fragment(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    src: Addr,
+    dst: Addr,
+    id: u32,
+    proto: u8,
+    family: u8,
+) -> Verdict {
+    if vip(&dst, family).is_none() {
+        return pass(reason::PASS_NOT_SERVICE);
+    }
+    let key = keys::frag(&src, &dst, id, proto, family);
+    // SAFETY: read-only use; the entry is replaced whole by a first fragment.
+    let Some(b) = (unsafe { FRAGS.get(&key) }) else {
+        return drop(reason::DROP_FRAG_UNKNOWN);
+    };
+    let Some(real) = usable_real(b.real, b.generation) else {
+        return drop(reason::DROP_FRAG_UNKNOWN);
+    };
+    stats::event(event::FRAG_HIT);
+    send(ctx, eth, b.real, real, frame_len(ctx), false, reason::TX)
+}
+
+/// The real `id` when it may receive packets and still is the real `generation` named.
+#[inline(always)]
+pub fn usable_real(id: u32, generation: u32) -> Option<&'static RealValue> {
+    let real = REALS.get(id)?;
+    (real.flags & REAL_F_UP != 0 && real.generation == generation).then_some(real)
+}
+
+/// The real for a frame of `flow`: its established binding if still valid, else a new pick that
+/// is remembered (unless it is a RST or the SYN-flood guard says no). Returns (id, real, new flow).
+#[inline(always)]
+fn choose(
+    svc: &ServiceValue,
+    flow: &FlowKey,
+    rst: bool,
+) -> Option<(u32, &'static RealValue, bool)> {
+    let cfg = CONFIG.get(0)?;
+    if let Some(b) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
+        let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
+        match usable_real(real_id, generation) {
+            Some(real) => {
+                let now = now_secs();
+                if flow.proto == IPPROTO_UDP && now.wrapping_sub(atime) > cfg.udp_timeout {
+                    stats::event(event::FLOW_EXPIRED);
+                } else {
+                    if atime != now {
+                        // SAFETY: as above.
+                        unsafe { (*b).atime = now };
+                        if svc.persist_timeout != 0 {
+                            touch_persist(svc, flow, now);
+                        }
+                    }
+                    stats::event(event::FLOW_HIT);
+                    return Some((real_id, real, false));
+                }
+            }
+            None => stats::event(event::FLOW_REPICK),
+        }
+    }
+    let now = now_secs();
+    let (real_id, real) = pick_new(svc, flow, cfg.hash_seed, now)?;
+    if rst {
+        stats::event(event::FLOW_RST_UNTRACKED);
+    } else if guard_allows(cfg.syn_threshold, now) {
+        let b = keys::binding(real_id, real.generation, now);
+        let _ = FLOWS.insert(flow, &b, 0);
+    } else {
+        stats::event(event::FLOW_GUARD_SKIP);
+    }
+    stats::event(event::FLOW_NEW);
+    Some((real_id, real, true))
+}
+
+/// True while this CPU's new flows in the current second stay under `threshold` (0 = no limit).
+#[inline(always)]
+fn guard_allows(threshold: u32, now: u32) -> bool {
+    if threshold == 0 {
+        return true;
+    }
+    let Some(g) = SYN_GUARD.get_ptr_mut(0) else { return true };
+    // SAFETY: per-CPU value.
+    unsafe {
+        if (*g).second != u64::from(now) {
+            (*g).second = u64::from(now);
+            (*g).new_flows = 0;
+        }
+        (*g).new_flows += 1;
+        (*g).new_flows <= u64::from(threshold)
+    }
+}
+
+#[inline(always)]
+fn masked(src: &Addr, mask: &Addr) -> Addr {
+    [src[0] & mask[0], src[1] & mask[1], src[2] & mask[2], src[3] & mask[3]]
+}
+
+#[inline(always)]
+fn persist_key(svc: &ServiceValue, flow: &FlowKey) -> PersistKey {
+    keys::persist(svc.id, flow.family, &masked(&flow.src, &svc.persist_mask))
+}
+
+/// Keeps a persistent client's entry alive while its connections carry traffic.
+#[inline(always)]
+fn touch_persist(svc: &ServiceValue, flow: &FlowKey, now: u32) {
+    if let Some(b) = PERSIST.get_ptr_mut(&persist_key(svc, flow)) {
+        // SAFETY: LRU map value, plain store.
+        unsafe { (*b).atime = now };
+    }
+}
+
+/// A real for a new flow: the client's persistence entry, else the Maglev table, else the sorry
+/// server when no real takes new flows.
+#[inline(always)]
+pub fn pick_new(
+    svc: &ServiceValue,
+    flow: &FlowKey,
+    seed: u32,
+    now: u32,
+) -> Option<(u32, &'static RealValue)> {
+    if svc.ring_size == 0 {
+        let real = usable_real_any(svc.sorry_real)?;
+        stats::event(event::SORRY);
+        return Some((svc.sorry_real, real));
+    }
+    if svc.persist_timeout != 0 {
+        let key = persist_key(svc, flow);
+        if let Some(b) = PERSIST.get_ptr_mut(&key) {
+            // SAFETY: LRU map value.
+            let (id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
+            if now.wrapping_sub(atime) <= svc.persist_timeout
+                && let Some(real) = usable_real(id, generation)
+            {
+                // SAFETY: as above.
+                unsafe { (*b).atime = now };
+                stats::event(event::PERSIST_HIT);
+                return Some((id, real));
+            }
+        }
+        let (id, real) = ring_pick(svc, flow_hash(&key.src, &[0; 4], 0, flow.proto, seed))?;
+        let b = keys::binding(id, real.generation, now);
+        let _ = PERSIST.insert(&key, &b, 0);
+        return Some((id, real));
+    }
+    let hash = if svc.flags & SVC_F_SRC_HASH != 0 {
+        flow_hash(&masked(&flow.src, &svc.persist_mask), &[0; 4], 0, flow.proto, seed)
+    } else {
+        flow_hash(&flow.src, &flow.dst, flow.ports, flow.proto, seed)
+    };
+    ring_pick(svc, hash)
+}
+
+/// The real id `id` when it may receive packets, whatever its generation.
+#[inline(always)]
+fn usable_real_any(id: u32) -> Option<&'static RealValue> {
+    if id == RING_NONE {
+        return None;
+    }
+    let real = REALS.get(id)?;
+    (real.flags & REAL_F_UP != 0).then_some(real)
+}
+
+/// The real in the service's Maglev slot for `hash`.
+#[inline(always)]
+fn ring_pick(svc: &ServiceValue, hash: u32) -> Option<(u32, &'static RealValue)> {
+    let slot = hash.checked_rem(svc.ring_size)?;
+    let id = *RINGS.get(svc.ring_offset.wrapping_add(slot))?;
+    Some((id, usable_real_any(id)?))
+}
+
+/// The DR rewrite and the way out: XDP_TX on the ingress interface, else a redirect.
+#[inline(always)]
+pub fn send(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    real_id: u32,
+    real: &RealValue,
+    len: usize,
+    new_flow: bool,
+    tx_reason: u32,
+) -> Verdict {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let out = if real.ifindex == 0 { ingress } else { real.ifindex };
+    // SAFETY: read-only use of a value the agent replaces whole.
+    let Some(iface) = (unsafe { IFACES.get(&out) }) else {
         return pass(reason::PASS_NO_IFACE);
     };
-    if ring_size == 0 {
-        return drop(reason::DROP_NO_REAL);
-    }
-    let slot = flow_hash_v4(saddr, daddr, ports, proto, DEFAULT_HASH_SEED) % ring_size;
-    let Some(&real_id) = RINGS.get(ring_offset.wrapping_add(slot)) else {
-        return drop(reason::DROP_NO_REAL);
-    };
-    if real_id == RING_NONE {
-        return drop(reason::DROP_NO_REAL);
-    }
-    let Some(real) = REALS.get(real_id) else {
-        return drop(reason::DROP_NO_REAL);
-    };
-    if real.flags & REAL_F_UP == 0 {
-        return drop(reason::DROP_NO_REAL);
-    }
-    // SAFETY: the Ethernet header was bounds-checked above; byte copies avoid a memmove call the
-    // verifier would reject.
+    // SAFETY: the Ethernet header was bounds-checked by the caller's parse; byte copies avoid a
+    // memmove call the verifier would reject.
     unsafe {
         core::ptr::copy_nonoverlapping(real.mac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
         core::ptr::copy_nonoverlapping(iface.mac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
     }
-    stats::count_real(real_id, frame_len);
-    Verdict { action: xdp_action::XDP_TX, reason: reason::TX }
+    stats::count_real(real_id, len, new_flow);
+    if out == ingress {
+        return Verdict { action: xdp_action::XDP_TX, reason: tx_reason };
+    }
+    match TX_PORTS.redirect(out, 0) {
+        Ok(action) => Verdict { action, reason: reason::REDIRECT },
+        Err(_) => drop(reason::DROP_TX_ERROR),
+    }
 }

@@ -4,6 +4,8 @@
 #![no_main]
 
 mod forward;
+mod icmp;
+mod keys;
 mod maps;
 mod parse;
 mod stats;

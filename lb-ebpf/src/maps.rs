@@ -1,38 +1,75 @@
 //! Maps shared with the agent. Names and value types come from `lb-common`; sizes are defaults the
-//! agent may override at load time.
+//! agent overrides at load time from its config.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
-use lb_common::{Counter, IfaceValue, RealValue, ServiceKey, ServiceValue, reason, sizes};
+use lb_common::{
+    Binding, Counter, FlowKey, FragKey, GlobalConfig, IfaceValue, PersistKey, RealValue,
+    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
+};
 
-/// (VIP, port, protocol) → service: the only lookup every IP packet pays for.
+/// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
 #[map(name = "LB_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
     HashMap::with_max_entries(sizes::MAX_SERVICES, 0);
+
+/// Addresses that are VIPs (ICMP and later fragments carry no port).
+#[map(name = "LB_VIPS")]
+pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(sizes::MAX_SERVICES, 0);
 
 /// Maglev tables of all services, back to back; entries are real ids.
 #[map(name = "LB_RINGS")]
 pub static RINGS: Array<u32> = Array::with_max_entries(sizes::MAX_RING_ENTRIES, 0);
 
-/// Real id → where to send (MAC, interface, up flag).
+/// Real id → where to send (MAC, interface, up flag, generation).
 #[map(name = "LB_REALS")]
 pub static REALS: Array<RealValue> = Array::with_max_entries(sizes::MAX_REALS, 0);
 
-/// Ingress ifindex → this director's MAC on it (the new source MAC).
+/// Ifindex → this director's MAC on it (the new source MAC).
 #[map(name = "LB_IFACES")]
 pub static IFACES: HashMap<u32, IfaceValue> = HashMap::with_max_entries(sizes::MAX_IFACES, 0);
+
+/// Interfaces frames may be redirected to (reals on another interface than the ingress one).
+#[map(name = "LB_TX_PORTS")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(sizes::MAX_IFACES, 0);
+
+/// Established flows → real. A common LRU: with per-CPU lists (BPF_F_NO_COMMON_LRU) each CPU
+/// could only use its share of the entries.
+#[map(name = "LB_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, Binding> = LruHashMap::with_max_entries(sizes::FLOWS, 0);
+
+/// (service, masked client) → real, for persistent services.
+#[map(name = "LB_PERSIST")]
+pub static PERSIST: LruHashMap<PersistKey, Binding> =
+    LruHashMap::with_max_entries(sizes::PERSIST, 0);
+
+/// Fragmented datagrams in flight → the real their first fragment went to.
+#[map(name = "LB_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, Binding> = LruHashMap::with_max_entries(sizes::FRAGS, 0);
+
+/// Program-wide settings written by the agent (entry 0).
+#[map(name = "LB_CONFIG")]
+pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// New-flow rate per CPU, for the SYN-flood guard.
+#[map(name = "LB_SYN_GUARD")]
+pub static SYN_GUARD: PerCpuArray<SynGuard> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters by verdict reason (`lb_common::reason`).
 #[map(name = "LB_GLOBAL_STATS")]
 pub static GLOBAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(reason::COUNT, 0);
 
-/// Counters by real id: packets and bytes forwarded to it.
+/// Event counters (`lb_common::event`).
+#[map(name = "LB_EVENTS")]
+pub static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event::COUNT, 0);
+
+/// Counters by real id.
 #[map(name = "LB_REAL_STATS")]
 pub static REAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(sizes::MAX_REALS, 0);
 
-/// Counters by service id: packets and bytes that hit the service.
+/// Counters by service id.
 #[map(name = "LB_SERVICE_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(sizes::MAX_SERVICES, 0);

@@ -1,13 +1,25 @@
 //! Packet headers and bounds-checked access. Every read goes through `ptr_at`, which proves to the
-//! verifier that the header lies inside the frame.
+//! verifier that the header lies inside the frame. Offsets are compile-time constants on every
+//! path (IPv4 without options, IPv6 with at most a Fragment header): variable packet offsets are
+//! rejected by the verifier for agents without CAP_PERFMON.
 
 use aya_ebpf::programs::XdpContext;
+use lb_common::Addr;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const FRAG_HLEN: usize = 8;
+pub const ICMP_HLEN: usize = 8;
 pub const TCP_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
+
+/// Where the transport header starts on each path.
+pub const L4_V4: usize = ETH_HLEN + IPV4_HLEN;
+pub const L4_V6: usize = ETH_HLEN + IPV6_HLEN;
+pub const L4_V6_FRAG: usize = L4_V6 + FRAG_HLEN;
 
 #[repr(C)]
 pub struct EthHdr {
@@ -17,7 +29,7 @@ pub struct EthHdr {
     pub ether_type: u16,
 }
 
-/// IPv4 header without options (options are handed to the kernel, see `forward`).
+/// IPv4 header without options.
 #[repr(C)]
 pub struct Ipv4Hdr {
     pub version_ihl: u8,
@@ -29,9 +41,36 @@ pub struct Ipv4Hdr {
     pub ttl: u8,
     pub protocol: u8,
     pub check: u16,
-    /// Addresses as raw network-order words (what `lb_common::flow_hash_v4` takes).
     pub saddr: u32,
     pub daddr: u32,
+}
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub vtc_flow: u32,
+    pub payload_len: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: Addr,
+    pub daddr: Addr,
+}
+
+/// IPv6 Fragment extension header.
+#[repr(C)]
+pub struct FragHdr {
+    pub nexthdr: u8,
+    pub reserved: u8,
+    /// Offset (13 bits) and M flag, network byte order.
+    pub frag_off: u16,
+    pub id: u32,
+}
+
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub checksum: u16,
+    pub rest: u32,
 }
 
 /// A pointer to a `T` at `offset` from the start of the frame, or `None` if it would run past the end.
@@ -57,4 +96,27 @@ pub fn has_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> bool {
 pub fn frame_len(ctx: &XdpContext) -> usize {
     // SAFETY: `ctx.ctx` is the kernel-provided context of this invocation.
     unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) as usize }
+}
+
+/// Seconds of the kernel's monotonic clock (flow-table ages).
+#[inline(always)]
+pub fn now_secs() -> u32 {
+    // SAFETY: no preconditions.
+    (unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() } / 1_000_000_000) as u32
+}
+
+/// Folds a 32-bit one's-complement sum into 16 bits.
+#[inline(always)]
+pub fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// RFC 1624 incremental update of a checksum when one 16-bit word changes from `old` to `new`
+/// (all values as they lie in the packet).
+#[inline(always)]
+pub fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
+    let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    !csum_fold(sum)
 }

@@ -3,7 +3,7 @@
 //! goes through `desired_state` and `Dataplane::apply`, so there is one path to get right.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -11,24 +11,45 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    config::{Config, VirtualServerKey},
+    config::{Config, RealServer, VirtualServerKey},
     maglev,
-    net::{Mac, iface::Interface, neigh::Neighbours},
+    net::{Mac, iface::Interface, neigh::Neighbours, route::Egress},
 };
 
 /// What the host looked like when the state was computed.
 #[derive(Clone, Debug, Default)]
 pub struct HostFacts {
-    /// Interfaces named by the config that exist, by name.
+    /// Interfaces by name: the services' and those the reals are reached through.
     pub interfaces: BTreeMap<String, Interface>,
+    /// How each real (and sorry server) address is reached, from the routing table.
+    pub routes: HashMap<IpAddr, Egress>,
     pub neighbours: Neighbours,
+}
+
+impl HostFacts {
+    pub fn interface_by_index(&self, ifindex: u32) -> Option<&Interface> {
+        self.interfaces.values().find(|i| i.ifindex == ifindex)
+    }
+}
+
+/// Program-wide dataplane settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Globals {
+    pub hash_seed: u32,
+    /// Seconds.
+    pub udp_timeout: u32,
+    pub syn_threshold: u32,
+    pub icmp_echo: bool,
 }
 
 /// Everything a dataplane needs to forward exactly as configured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    /// Interfaces to attach to, in name order.
+    pub globals: Globals,
+    /// Interfaces VIP traffic arrives on (XDP attaches here), in name order.
     pub interfaces: Vec<Interface>,
+    /// Further interfaces reals are reached through (frames are redirected there).
+    pub tx_interfaces: Vec<Interface>,
     /// Services in config order.
     pub services: Vec<ServiceDesired>,
 }
@@ -41,7 +62,15 @@ pub struct ServiceDesired {
     pub interface: String,
     /// `None` when the interface has disappeared: nothing can be forwarded.
     pub ifindex: Option<u32>,
+    /// Maglev table size (a prime).
+    pub table_size: u32,
+    /// Hash new flows on the client address only (`sh`).
+    pub source_hash: bool,
+    /// (timeout in seconds, client prefix length) when persistent.
+    pub persistence: Option<(u32, u8)>,
     pub reals: Vec<RealDesired>,
+    /// Takes new flows when no real can.
+    pub sorry: Option<RealDesired>,
     /// Maglev table: indexes into `reals`; empty when no real can take new flows.
     pub ring: Arc<Vec<u32>>,
 }
@@ -53,6 +82,8 @@ pub struct RealDesired {
     pub weight: u32,
     pub state: RealState,
     pub mac: Option<Mac>,
+    /// Interface the real is reached through.
+    pub ifindex: Option<u32>,
 }
 
 /// A real's state as operators see it in `lb backends`.
@@ -61,9 +92,10 @@ pub struct RealDesired {
 pub enum RealState {
     /// Takes new flows.
     Up,
-    /// Weight 0: no new flows.
+    /// Weight 0: no new flows; established ones continue.
     Drain,
-    /// Its MAC is not known (not on the service's link, or not answering ARP/ND): gets nothing.
+    /// Its MAC is not known (not on a directly connected link, or not answering ARP/ND): gets
+    /// nothing, and its flows move to other reals.
     Unresolved,
 }
 
@@ -77,9 +109,37 @@ impl RealState {
     }
 }
 
+/// The interface index a real is reached through: its route's, when the route is direct; else
+/// the service interface (resolution then fails and says so).
+pub fn real_ifindex(host: &HostFacts, addr: IpAddr, service_ifindex: Option<u32>) -> Option<u32> {
+    match host.routes.get(&addr) {
+        Some(e) if !e.via_gateway => Some(e.ifindex),
+        _ => service_ifindex,
+    }
+}
+
+fn real_desired(host: &HostFacts, rs: &RealServer, service_ifindex: Option<u32>) -> RealDesired {
+    let ifindex = real_ifindex(host, rs.address, service_ifindex);
+    let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
+    let state = match (mac, rs.weight) {
+        (None, _) => RealState::Unresolved,
+        (Some(_), 0) => RealState::Drain,
+        (Some(_), _) => RealState::Up,
+    };
+    RealDesired { address: rs.address, port: rs.port, weight: rs.weight, state, mac, ifindex }
+}
+
 /// Computes the desired state. Pure: same inputs, same output.
 pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
+    let settings = &config.dataplane;
+    let globals = Globals {
+        hash_seed: settings.hash_seed,
+        udp_timeout: settings.udp_flow_timeout.as_secs().max(1).try_into().unwrap_or(u32::MAX),
+        syn_threshold: settings.syn_flood_threshold,
+        icmp_echo: settings.icmp_echo,
+    };
     let mut interfaces = BTreeMap::new();
+    let mut tx = BTreeMap::new();
     let services = config
         .virtual_servers
         .iter()
@@ -89,41 +149,42 @@ pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
                 interfaces.insert(i.name.clone(), i.clone());
             }
             let ifindex = iface.map(|i| i.ifindex);
-            let reals: Vec<RealDesired> = vs
-                .real_servers
-                .iter()
-                .map(|rs| {
-                    let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
-                    let state = match (mac, rs.weight) {
-                        (None, _) => RealState::Unresolved,
-                        (Some(_), 0) => RealState::Drain,
-                        (Some(_), _) => RealState::Up,
-                    };
-                    RealDesired {
-                        address: rs.address,
-                        port: rs.port,
-                        weight: rs.weight,
-                        state,
-                        mac,
-                    }
-                })
-                .collect();
-            let ring = Arc::new(ring_for(&reals));
+            let reals: Vec<RealDesired> =
+                vs.real_servers.iter().map(|rs| real_desired(host, rs, ifindex)).collect();
+            let sorry = vs.sorry_server.as_ref().map(|rs| real_desired(host, rs, ifindex));
+            for r in reals.iter().chain(sorry.as_ref()) {
+                if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx)) {
+                    tx.insert(i.name.clone(), i.clone());
+                }
+            }
+            let ring = Arc::new(ring_for(&reals, vs.table_size, settings.hash_seed));
             ServiceDesired {
                 key: vs.key(),
                 scheduler: vs.lb_algo.clone(),
                 interface: vs.interface.clone(),
                 ifindex,
+                table_size: vs.table_size,
+                source_hash: vs.lb_algo == "sh",
+                persistence: vs.persistence_timeout.map(|t| {
+                    (t.as_secs().max(1).try_into().unwrap_or(u32::MAX), vs.persistence_prefix)
+                }),
                 reals,
+                sorry,
                 ring,
             }
         })
         .collect();
-    Desired { interfaces: interfaces.into_values().collect(), services }
+    tx.retain(|name, _| !interfaces.contains_key(name));
+    Desired {
+        globals,
+        interfaces: interfaces.into_values().collect(),
+        tx_interfaces: tx.into_values().collect(),
+        services,
+    }
 }
 
 /// Weighted Maglev over the reals that take new flows; entries index `reals`.
-fn ring_for(reals: &[RealDesired]) -> Vec<u32> {
+fn ring_for(reals: &[RealDesired], size: u32, seed: u32) -> Vec<u32> {
     let names: Vec<String> =
         reals.iter().map(|r| SocketAddr::new(r.address, r.port).to_string()).collect();
     let backends: Vec<maglev::Backend<'_>> = reals
@@ -133,7 +194,7 @@ fn ring_for(reals: &[RealDesired]) -> Vec<u32> {
         .filter(|(_, (r, _))| r.state == RealState::Up)
         .map(|(i, (r, name))| maglev::Backend { name, weight: r.weight, id: i as u32 })
         .collect();
-    maglev::build(&backends, maglev::DEFAULT_SIZE, 0)
+    maglev::build(&backends, size, u64::from(seed))
 }
 
 #[cfg(test)]
@@ -210,7 +271,7 @@ weight = 2
         assert_eq!(d.interfaces.len(), 1);
         assert_eq!(d.services[0].ifindex, Some(7));
         let ring = &d.services[0].ring;
-        assert_eq!(ring.len() as u32, maglev::DEFAULT_SIZE);
+        assert_eq!(ring.len() as u32, maglev::DEFAULT_SIZE, "default table size");
         let twos = ring.iter().filter(|&&i| i == 2).count() as f64 / ring.len() as f64;
         assert!((twos - 2.0 / 3.0).abs() < 0.01, "weight-2 real has share {twos}");
     }

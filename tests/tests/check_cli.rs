@@ -41,7 +41,7 @@ fn bad_input_is_rejected_with_a_located_message() {
         (
             "port out of range",
             GOOD_VS.replace("port = 80", "port = 70000"),
-            "3:8: `port` must be between 1 and 65535",
+            "3:8: `port` must be between 0 and 65535",
         ),
         (
             "weight out of range",
@@ -88,7 +88,7 @@ fn bad_input_is_rejected_with_a_located_message() {
 fn all_errors_of_a_file_are_reported() {
     let text = format!(
         "{}{}",
-        GOOD_VS.replace("port = 80", "port = 0"),
+        GOOD_VS.replace("port = 80", "port = 70000"),
         "[[virtual_server]]\nvip = \"nope\"\nport = 81\ninterface = \"lo\"\n\
          [[virtual_server]]\nvip = \"192.0.2.101\"\nport = 81\ninterface = \"lbnosuch1\"\n"
     );

@@ -24,9 +24,8 @@ use crate::{
         Dataplane,
         xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
     },
-    desired::{Desired, HostFacts, RealState, desired_state},
-    maglev,
-    net::{iface, neigh},
+    desired::{Desired, HostFacts, RealState, desired_state, real_ifindex},
+    net::{iface, neigh, route},
 };
 
 /// How long start-up waits for real-server MACs before going live with what it has.
@@ -51,6 +50,9 @@ struct Shared {
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
     started: Instant,
+    /// For the netlink queries a reload makes from the blocking control thread.
+    rt: tokio::runtime::Handle,
+    netlink: rtnetlink::Handle,
 }
 
 struct AgentHandler(Arc<Mutex<Shared>>);
@@ -103,17 +105,7 @@ impl Shared {
     /// nothing: the running state stays as it was.
     fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
         let config = config::load(&self.config_path, &SystemHost).map_err(|e| anyhow!("{e}"))?;
-        let mut facts = self.facts.clone();
-        for vs in &config.virtual_servers {
-            if !facts.interfaces.contains_key(&vs.interface) {
-                let i = iface::lookup(&vs.interface)
-                    .with_context(|| format!("interface {} of {}", vs.interface, vs.key()))?;
-                facts.interfaces.insert(i.name.clone(), i);
-            }
-        }
-        facts
-            .interfaces
-            .retain(|name, _| config.virtual_servers.iter().any(|v| &v.interface == name));
+        let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
         let desired = desired_state(&config, &facts);
         if let Err(e) = self.dataplane.apply(&desired) {
             // Put back what was running; the old state was applied before, so this succeeds
@@ -144,26 +136,70 @@ impl Shared {
 
 /// Map sizes large enough for `config` (never below the compiled defaults).
 fn limits_for(config: &Config) -> XdpLimits {
-    let d = XdpLimits::default();
-    let services = config.virtual_servers.len() as u32;
-    let reals: u32 = config.virtual_servers.iter().map(|v| v.real_servers.len() as u32).sum();
+    let settings = &config.dataplane;
+    let tables: u32 = config.virtual_servers.iter().map(|v| 2 * v.table_size).sum();
     XdpLimits {
-        max_services: d.max_services.max(services),
-        max_reals: d.max_reals.max(reals + 1),
-        ring_entries: d.ring_entries.max(2 * maglev::DEFAULT_SIZE * services),
+        max_services: settings.max_services,
+        // Slot 0 is never used.
+        max_reals: settings.max_reals.saturating_add(1),
+        // Room for every table twice over, so reloads can move tables and add services.
+        ring_entries: XdpLimits::default().ring_entries.max(2 * tables),
+        flows: settings.flow_table_size,
     }
 }
 
 /// (ifindex, ifname, address) of every real whose MAC the dataplane needs.
 fn wanted_neighbours(config: &Config, facts: &HostFacts) -> Vec<(u32, String, IpAddr)> {
-    config
-        .virtual_servers
-        .iter()
-        .filter_map(|vs| facts.interfaces.get(&vs.interface).map(|i| (vs, i)))
-        .flat_map(|(vs, i)| {
-            vs.real_servers.iter().map(move |rs| (i.ifindex, i.name.clone(), rs.address))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for vs in &config.virtual_servers {
+        let service_ifindex = facts.interfaces.get(&vs.interface).map(|i| i.ifindex);
+        for rs in vs.real_servers.iter().chain(&vs.sorry_server) {
+            let Some(idx) = real_ifindex(facts, rs.address, service_ifindex) else { continue };
+            if let Some(i) = facts.interface_by_index(idx) {
+                out.push((idx, i.name.clone(), rs.address));
+            }
+        }
+    }
+    out
+}
+
+/// Interfaces and routes for `config`, keeping `neighbours` as last read. Fails when a service's
+/// interface does not exist.
+async fn host_facts(
+    netlink: &rtnetlink::Handle,
+    config: &Config,
+    neighbours: &neigh::Neighbours,
+) -> anyhow::Result<HostFacts> {
+    let mut facts = HostFacts { neighbours: neighbours.clone(), ..Default::default() };
+    for vs in &config.virtual_servers {
+        if !facts.interfaces.contains_key(&vs.interface) {
+            let i = iface::lookup(&vs.interface)
+                .with_context(|| format!("interface {} of {}", vs.interface, vs.key()))?;
+            facts.interfaces.insert(i.name.clone(), i);
+        }
+    }
+    let reals =
+        config.virtual_servers.iter().flat_map(|vs| vs.real_servers.iter().chain(&vs.sorry_server));
+    for rs in reals {
+        if facts.routes.contains_key(&rs.address) {
+            continue;
+        }
+        match route::egress(netlink, rs.address).await.context("querying the routing table")? {
+            Some(e) => {
+                if e.via_gateway {
+                    tracing::warn!(real = %rs.address, "real server is behind a gateway: direct routing needs it on a directly connected link");
+                }
+                if facts.interface_by_index(e.ifindex).is_none()
+                    && let Ok(i) = iface::lookup_index(e.ifindex)
+                {
+                    facts.interfaces.insert(i.name.clone(), i);
+                }
+                facts.routes.insert(rs.address, e);
+            }
+            None => tracing::warn!(real = %rs.address, "no route to real server"),
+        }
+    }
+    Ok(facts)
 }
 
 fn log_desired(d: &Desired) {
@@ -186,12 +222,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(conn);
-    let mut facts = HostFacts::default();
-    for vs in &config.virtual_servers {
-        let i = iface::lookup(&vs.interface)
-            .with_context(|| format!("interface {} of {}", vs.interface, vs.key()))?;
-        facts.interfaces.insert(i.name.clone(), i);
-    }
+    let mut facts = host_facts(&handle, &config, &neigh::Neighbours::default()).await?;
     let wanted = wanted_neighbours(&config, &facts);
     facts.neighbours = neigh::resolve(&handle, &wanted, RESOLVE_TIMEOUT)
         .await
@@ -220,6 +251,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         desired,
         dataplane: Box::new(dataplane),
         started: Instant::now(),
+        rt: tokio::runtime::Handle::current(),
+        netlink: handle.clone(),
     }));
     let server = tokio::spawn(socket.serve(Arc::new(AgentHandler(shared.clone()))));
 
@@ -258,10 +291,28 @@ async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> 
                     Ok(n) => n,
                     Err(e) => { tracing::warn!(error = %e, "reading the neighbour table"); continue; }
                 };
-                let mut s = lock(shared);
-                let wanted = wanted_neighbours(&s.config, &s.facts);
-                if last_probe.elapsed() >= REPROBE {
+                // Unresolved reals: look at their routes again (a link may have come up) and
+                // provoke resolution, every few seconds.
+                let reprobe = last_probe.elapsed() >= REPROBE && {
+                    let s = lock(shared);
+                    wanted_neighbours(&s.config, &s.facts).iter().any(|(i, _, a)| neighbours.get(*i, *a).is_none())
+                };
+                let mut routes = None;
+                if reprobe {
                     last_probe = Instant::now();
+                    let config = lock(shared).config.clone();
+                    match host_facts(handle, &config, &neighbours).await {
+                        Ok(f) => routes = Some(f),
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "refreshing routes"),
+                    }
+                }
+                let mut s = lock(shared);
+                if let Some(f) = routes {
+                    s.facts.interfaces = f.interfaces;
+                    s.facts.routes = f.routes;
+                }
+                let wanted = wanted_neighbours(&s.config, &s.facts);
+                if reprobe {
                     for (idx, name, addr) in &wanted {
                         if neighbours.get(*idx, *addr).is_none() {
                             let _ = neigh::provoke(name, *addr);
@@ -272,14 +323,17 @@ async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> 
                 let relevant = |n: &neigh::Neighbours| -> BTreeMap<(u32, IpAddr), String> {
                     wanted.iter().filter_map(|(i, _, a)| n.get(*i, *a).map(|m| ((*i, *a), m.to_string()))).collect()
                 };
-                if relevant(&neighbours) == relevant(&s.facts.neighbours) {
+                if !reprobe && relevant(&neighbours) == relevant(&s.facts.neighbours) {
                     continue;
                 }
                 s.facts.neighbours = neighbours;
                 let desired = desired_state(&s.config, &s.facts);
+                if desired == s.desired {
+                    continue;
+                }
                 match s.dataplane.apply(&desired) {
                     Ok(()) => {
-                        tracing::info!("neighbour table changed: dataplane updated");
+                        tracing::info!("neighbours or routes changed: dataplane updated");
                         log_desired(&desired);
                         s.desired = desired;
                     }

@@ -14,6 +14,9 @@ use crate::{config::VirtualServerKey, desired::Desired};
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+    /// Flows that started here (reals and services).
+    #[serde(default)]
+    pub new_flows: u64,
 }
 
 /// Counters as of one read.
@@ -21,6 +24,8 @@ pub struct Counter {
 pub struct Counters {
     /// By verdict reason, in a stable order (`lb_common::reason::NAMES`).
     pub global: Vec<(&'static str, Counter)>,
+    /// Events (flow-table hits, re-picks, guard skips...), in `lb_common::event::NAMES` order.
+    pub events: Vec<(&'static str, u64)>,
     pub services: HashMap<VirtualServerKey, Counter>,
     /// By (service, real address, real port).
     pub reals: HashMap<(VirtualServerKey, IpAddr, u16), Counter>,

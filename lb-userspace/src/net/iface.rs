@@ -24,6 +24,19 @@ pub fn lookup(name: &str) -> io::Result<Interface> {
     Ok(Interface { name: name.to_owned(), ifindex, mac, driver })
 }
 
+/// Looks an interface up by index.
+pub fn lookup_index(ifindex: u32) -> io::Result<Interface> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    lookup(&name)
+}
+
 /// Interface index, or NotFound.
 pub fn index(name: &str) -> io::Result<u32> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

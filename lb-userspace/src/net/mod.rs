@@ -2,6 +2,7 @@
 
 pub mod iface;
 pub mod neigh;
+pub mod route;
 
 /// A MAC address; formatted the way `ip link` prints it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

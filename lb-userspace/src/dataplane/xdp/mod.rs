@@ -15,20 +15,19 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap as BpfHashMap, Map, PerCpuArray, PerCpuValues},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    self as common, IfaceValue, REAL_F_UP, RealValue, ServiceKey, ServiceValue, map_names, reason,
-    sizes,
+    self as common, GlobalConfig, IfaceValue, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey,
+    ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
 use self::alloc::{IdAlloc, RegionAlloc};
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, Status};
 use crate::{
     config::VirtualServerKey,
-    desired::{Desired, RealState, ServiceDesired},
-    maglev,
+    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
     net::iface::Interface,
 };
 
@@ -50,6 +49,7 @@ pub struct XdpLimits {
     pub max_services: u32,
     pub max_reals: u32,
     pub ring_entries: u32,
+    pub flows: u32,
 }
 
 impl Default for XdpLimits {
@@ -58,6 +58,7 @@ impl Default for XdpLimits {
             max_services: sizes::MAX_SERVICES,
             max_reals: sizes::MAX_REALS,
             ring_entries: sizes::MAX_RING_ENTRIES,
+            flows: sizes::FLOWS,
         }
     }
 }
@@ -80,8 +81,11 @@ struct ServiceSlot {
     halves: [Vec<u32>; 2],
     /// Half the service value points at, if any table is live.
     active: Option<usize>,
+    /// A ring region given up by a table-size change, freed once the new table is live.
+    retired: Option<(u32, u32)>,
     value: ServiceValue,
     reals: HashMap<(IpAddr, u16), RealSlot>,
+    sorry: Option<((IpAddr, u16), RealSlot)>,
 }
 
 #[derive(Debug)]
@@ -100,6 +104,10 @@ pub struct XdpDataplane {
     rings: RegionAlloc,
     services: HashMap<VirtualServerKey, ServiceSlot>,
     ifaces: BTreeMap<u32, IfaceValue>,
+    vips: HashMap<VipKey, VipValue>,
+    globals: Option<Globals>,
+    /// Bumped for every real slot handed out, so stale flow entries are recognised.
+    next_generation: u32,
     attached: BTreeMap<u32, Attached>,
     nr_cpus: usize,
 }
@@ -120,6 +128,8 @@ impl XdpDataplane {
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
             .map_max_entries(map_names::RINGS, limits.ring_entries)
+            .map_max_entries(map_names::VIPS, limits.max_services)
+            .map_max_entries(map_names::FLOWS, limits.flows)
             .load(PROGRAM)?;
         let prog = program(&mut ebpf)?;
         prog.load()?;
@@ -138,6 +148,9 @@ impl XdpDataplane {
             rings: RegionAlloc::new(limits.ring_entries),
             services: HashMap::new(),
             ifaces: BTreeMap::new(),
+            vips: HashMap::new(),
+            globals: None,
+            next_generation: 1,
             attached: BTreeMap::new(),
             nr_cpus,
         })
@@ -148,10 +161,30 @@ impl XdpDataplane {
         program(&mut self.ebpf)
     }
 
+    fn sync_globals(&mut self, g: &Globals) -> Result<(), DataplaneError> {
+        if self.globals.as_ref() == Some(g) {
+            return Ok(());
+        }
+        let value = GlobalConfig {
+            hash_seed: g.hash_seed,
+            udp_timeout: g.udp_timeout,
+            syn_threshold: g.syn_threshold,
+            _pad: 0,
+        };
+        let mut map: Array<_, GlobalConfig> =
+            Array::try_from(map_mut(&mut self.ebpf, map_names::CONFIG)?)
+                .map_err(map_err(map_names::CONFIG))?;
+        map.set(0, value, 0).map_err(map_err(map_names::CONFIG))?;
+        self.globals = Some(*g);
+        Ok(())
+    }
+
+    /// Interfaces frames may leave through: their MACs, and the devmap for redirects.
     fn sync_ifaces(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         let want: BTreeMap<u32, IfaceValue> = desired
             .interfaces
             .iter()
+            .chain(&desired.tx_interfaces)
             .map(|i| (i.ifindex, IfaceValue { mac: i.mac.0, _pad: [0; 2] }))
             .collect();
         if want == self.ifaces {
@@ -168,7 +201,49 @@ impl XdpDataplane {
         for idx in self.ifaces.keys().filter(|k| !want.contains_key(k)) {
             map.remove(idx).map_err(map_err(map_names::IFACES))?;
         }
+        let mut ports = DevMapHash::try_from(map_mut(&mut self.ebpf, map_names::TX_PORTS)?)
+            .map_err(map_err(map_names::TX_PORTS))?;
+        for idx in want.keys().filter(|k| !self.ifaces.contains_key(k)) {
+            ports.insert(*idx, *idx, None, 0).map_err(|e| match e {
+                aya::maps::xdp::XdpMapError::MapError(e) => map_err(map_names::TX_PORTS)(e),
+                other => {
+                    DataplaneError::Exhausted { what: "redirect ports", detail: other.to_string() }
+                }
+            })?;
+        }
+        for idx in self.ifaces.keys().filter(|k| !want.contains_key(k)) {
+            match ports.remove(*idx) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::TX_PORTS)(e)),
+            }
+        }
         self.ifaces = want;
+        Ok(())
+    }
+
+    /// Every address that has a service, with its ICMP echo setting.
+    fn sync_vips(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        let flags = if desired.globals.icmp_echo { VIP_F_ICMP_ECHO } else { 0 };
+        let want: HashMap<VipKey, VipValue> =
+            desired.services.iter().map(|s| (vip_key(s.key.vip), VipValue { flags })).collect();
+        if want == self.vips {
+            return Ok(());
+        }
+        let mut map: BpfHashMap<_, VipKey, VipValue> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::VIPS)?)
+                .map_err(map_err(map_names::VIPS))?;
+        for (k, v) in &want {
+            if self.vips.get(k) != Some(v) {
+                map.insert(k, v, 0).map_err(map_err(map_names::VIPS))?;
+            }
+        }
+        for k in self.vips.keys().filter(|k| !want.contains_key(k)) {
+            match map.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::VIPS)(e)),
+            }
+        }
+        self.vips = want;
         Ok(())
     }
 
@@ -242,6 +317,7 @@ impl XdpDataplane {
         Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
+            new_flows: acc.new_flows + c.new_flows,
         }))
     }
 
@@ -252,51 +328,107 @@ impl XdpDataplane {
         map.set(id, value, 0).map_err(map_err(map_names::REALS))
     }
 
-    /// Installs or updates one service; returns its key.
+    /// Writes a real's slot, allocating one (with a fresh generation) for a new real.
+    fn sync_real(
+        &mut self,
+        existing: Option<(u32, RealValue)>,
+        real: &RealDesired,
+        key: VirtualServerKey,
+    ) -> Result<RealSlot, DataplaneError> {
+        let mut value = RealValue {
+            mac: real.mac.map(|m| m.0).unwrap_or_default(),
+            // Drained reals stay usable for the flows already on them.
+            flags: if real.state == RealState::Unresolved { 0 } else { REAL_F_UP },
+            ifindex: real.ifindex.unwrap_or(0),
+            generation: 0,
+        };
+        match existing {
+            Some((id, old)) => {
+                value.generation = old.generation;
+                if old != value {
+                    self.write_real(id, value)?;
+                }
+                Ok(RealSlot { id, value })
+            }
+            None => {
+                let id = self.real_ids.alloc().ok_or_else(|| DataplaneError::Exhausted {
+                    what: "real-server slots",
+                    detail: format!("raise [dataplane] max_reals (service {key})"),
+                })?;
+                value.generation = self.next_generation;
+                self.next_generation = self.next_generation.wrapping_add(1).max(1);
+                self.reset_counter(map_names::REAL_STATS, id)?;
+                self.write_real(id, value)?;
+                Ok(RealSlot { id, value })
+            }
+        }
+    }
+
+    /// Installs or updates one service.
     fn sync_service(&mut self, svc: &ServiceDesired) -> Result<(), DataplaneError> {
         let key = svc.key;
         if !self.services.contains_key(&key) {
             let slot = self.new_service_slot(svc)?;
             self.services.insert(key, slot);
         }
+        self.resize_ring(key, svc.table_size)?;
 
         // Reals first: every id the new table uses must be valid before the table goes live.
         let mut ring_ids = Vec::with_capacity(svc.reals.len());
         for real in &svc.reals {
-            let ifindex = svc.ifindex.unwrap_or(0);
-            let value = RealValue {
-                mac: real.mac.map(|m| m.0).unwrap_or_default(),
-                // Drained reals stay usable for flows already on them (flow table, later).
-                flags: if real.state == RealState::Unresolved { 0 } else { REAL_F_UP },
-                ifindex,
-            };
             let rkey = (real.address, real.port);
             let existing =
                 self.services.get(&key).and_then(|s| s.reals.get(&rkey)).map(|r| (r.id, r.value));
-            let id = match existing {
-                Some((id, old)) => {
-                    if old != value {
-                        self.write_real(id, value)?;
-                    }
-                    id
-                }
-                None => {
-                    let id = self.real_ids.alloc().ok_or_else(|| DataplaneError::Exhausted {
-                        what: "real-server slots",
-                        detail: format!("raise the reals limit (service {key})"),
-                    })?;
-                    self.reset_counter(map_names::REAL_STATS, id)?;
-                    self.write_real(id, value)?;
-                    id
-                }
-            };
+            let slot = self.sync_real(existing, real, key)?;
+            ring_ids.push(slot.id);
             if let Some(s) = self.services.get_mut(&key) {
-                s.reals.insert(rkey, RealSlot { id, value });
+                s.reals.insert(rkey, slot);
             }
-            ring_ids.push(id);
         }
+        let sorry_id = match &svc.sorry {
+            Some(real) => {
+                let rkey = (real.address, real.port);
+                let existing = self
+                    .services
+                    .get(&key)
+                    .and_then(|s| s.sorry.as_ref())
+                    .filter(|(k, _)| *k == rkey)
+                    .map(|(_, r)| (r.id, r.value));
+                let slot = self.sync_real(existing, real, key)?;
+                let id = slot.id;
+                let old = self.services.get_mut(&key).and_then(|s| s.sorry.replace((rkey, slot)));
+                if let Some((_, old)) = old.filter(|(_, o)| o.id != id) {
+                    self.free_real(old.id)?;
+                }
+                id
+            }
+            None => {
+                if let Some((_, old)) = self.services.get_mut(&key).and_then(|s| s.sorry.take()) {
+                    self.free_real(old.id)?;
+                }
+                0
+            }
+        };
         let table: Vec<u32> = svc.ring.iter().map(|&i| ring_ids[i as usize]).collect();
-        self.swap_table(key, table)?;
+        let mut flags = 0;
+        let mut persist_timeout = 0;
+        let mut prefix = if svc.key.vip.is_ipv4() { 32 } else { 128 };
+        if svc.source_hash {
+            flags |= SVC_F_SRC_HASH;
+        }
+        if let Some((timeout, p)) = svc.persistence {
+            persist_timeout = timeout;
+            prefix = p;
+        }
+        let bits = if svc.key.vip.is_ipv4() { 32 } else { 128 };
+        let template = ServiceValue {
+            flags,
+            sorry_real: sorry_id,
+            persist_timeout,
+            persist_mask: common::prefix_mask(prefix, bits),
+            ..Default::default()
+        };
+        self.swap_table(key, table, template)?;
 
         // Reals no longer configured: the live table no longer names them, so free their ids.
         let gone: Vec<((IpAddr, u16), u32)> = match self.services.get(&key) {
@@ -309,8 +441,7 @@ impl XdpDataplane {
             None => Vec::new(),
         };
         for (rk, id) in gone {
-            self.write_real(id, RealValue::default())?;
-            self.real_ids.release(id);
+            self.free_real(id)?;
             if let Some(s) = self.services.get_mut(&key) {
                 s.reals.remove(&rk);
             }
@@ -318,8 +449,40 @@ impl XdpDataplane {
         Ok(())
     }
 
+    fn free_real(&mut self, id: u32) -> Result<(), DataplaneError> {
+        self.write_real(id, RealValue::default())?;
+        self.real_ids.release(id);
+        Ok(())
+    }
+
+    /// Moves a service to a ring region of the new size when its table size changed. The new
+    /// table goes live in `swap_table`; until then the old region stays in use.
+    fn resize_ring(&mut self, key: VirtualServerKey, size: u32) -> Result<(), DataplaneError> {
+        let Some(slot) = self.services.get(&key) else { return Ok(()) };
+        if slot.table_size == size {
+            return Ok(());
+        }
+        let Some(base) = self.rings.alloc(2 * size) else {
+            return Err(DataplaneError::Exhausted {
+                what: "Maglev table space",
+                detail: format!("{key} needs {} entries, {} free", 2 * size, self.rings.largest()),
+            });
+        };
+        if let Some(s) = self.services.get_mut(&key) {
+            let (old_base, old_size) = (s.ring_base, s.table_size);
+            s.ring_base = base;
+            s.table_size = size;
+            s.halves = [Vec::new(), Vec::new()];
+            s.active = None;
+            // Packets keep using the old region until the service value is replaced, which
+            // happens right after in the same apply; only then may it be reused.
+            s.retired = Some((old_base, old_size));
+        }
+        Ok(())
+    }
+
     fn new_service_slot(&mut self, svc: &ServiceDesired) -> Result<ServiceSlot, DataplaneError> {
-        let table_size = maglev::DEFAULT_SIZE;
+        let table_size = svc.table_size;
         let id = self.service_ids.alloc().ok_or_else(|| DataplaneError::Exhausted {
             what: "service slots",
             detail: format!("cannot install {}", svc.key),
@@ -343,17 +506,25 @@ impl XdpDataplane {
             table_size,
             halves: [Vec::new(), Vec::new()],
             active: None,
-            value: ServiceValue { id, flags: 0, ring_offset: ring_base, ring_size: 0 },
+            retired: None,
+            value: ServiceValue { id, ring_offset: ring_base, ..Default::default() },
             reals: HashMap::new(),
+            sorry: None,
         })
     }
 
     /// Makes `table` live for `key`: writes it into the inactive half (only the entries that
     /// differ) and then points the service at it with one map update.
-    fn swap_table(&mut self, key: VirtualServerKey, table: Vec<u32>) -> Result<(), DataplaneError> {
+    fn swap_table(
+        &mut self,
+        key: VirtualServerKey,
+        table: Vec<u32>,
+        template: ServiceValue,
+    ) -> Result<(), DataplaneError> {
         let Some(slot) = self.services.get(&key) else { return Ok(()) };
         let (id, base, size) = (slot.id, slot.ring_base, slot.table_size);
-        let mut value = slot.value;
+        let mut value =
+            ServiceValue { id, ring_offset: slot.value.ring_offset, ring_size: 0, ..template };
         let target = match slot.active {
             Some(a) if slot.halves[a] == table => Some(a),
             _ if table.is_empty() => None,
@@ -393,10 +564,16 @@ impl XdpDataplane {
         if !installed || self.services.get(&key).map(|s| s.value) != Some(value) {
             map.insert(skey, value, 0).map_err(map_err(map_names::SERVICES))?;
         }
-        if let Some(s) = self.services.get_mut(&key) {
-            s.value = value;
-            s.active = target;
-            debug_assert_eq!(s.id, id);
+        let retired = match self.services.get_mut(&key) {
+            Some(s) => {
+                s.value = value;
+                s.active = target;
+                s.retired.take()
+            }
+            None => None,
+        };
+        if let Some((base, size)) = retired {
+            self.rings.release(base, 2 * size);
         }
         Ok(())
     }
@@ -410,11 +587,13 @@ impl XdpDataplane {
             Err(e) => return Err(map_err(map_names::SERVICES)(e)),
         }
         let Some(slot) = self.services.remove(&key) else { return Ok(()) };
-        for real in slot.reals.values() {
-            self.write_real(real.id, RealValue::default())?;
-            self.real_ids.release(real.id);
+        for id in slot.reals.values().chain(slot.sorry.as_ref().map(|(_, r)| r)).map(|r| r.id) {
+            self.free_real(id)?;
         }
         self.rings.release(slot.ring_base, 2 * slot.table_size);
+        if let Some((base, size)) = slot.retired {
+            self.rings.release(base, 2 * size);
+        }
         self.service_ids.release(slot.id);
         Ok(())
     }
@@ -433,20 +612,28 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 
 /// The map key for a service.
 pub fn service_key(key: &VirtualServerKey) -> ServiceKey {
-    match key.vip {
-        IpAddr::V4(a) => ServiceKey::v4(a.octets(), key.port, key.protocol.ip_proto()),
-        IpAddr::V6(a) => ServiceKey {
-            addr: a.octets(),
-            port_be: key.port.to_be(),
-            proto: key.protocol.ip_proto(),
-            family: common::FAMILY_V6,
-        },
+    let (addr, family) = addr_words(key.vip);
+    ServiceKey { addr, port_be: key.port.to_be(), proto: key.protocol.ip_proto(), family }
+}
+
+/// Raw address words and family of an address, as the program reads them from packets.
+pub fn addr_words(ip: IpAddr) -> (common::Addr, u8) {
+    match ip {
+        IpAddr::V4(a) => (common::addr_v4(a.octets()), common::FAMILY_V4),
+        IpAddr::V6(a) => (common::addr_v6(a.octets()), common::FAMILY_V6),
     }
+}
+
+fn vip_key(ip: IpAddr) -> VipKey {
+    let (addr, family) = addr_words(ip);
+    VipKey { addr, family, _pad1: 0, _pad2: 0 }
 }
 
 impl Dataplane for XdpDataplane {
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        self.sync_globals(&desired.globals)?;
         self.sync_ifaces(desired)?;
+        self.sync_vips(desired)?;
         for svc in &desired.services {
             self.sync_service(svc)?;
         }
@@ -468,9 +655,20 @@ impl Dataplane for XdpDataplane {
         for (i, name) in reason::NAMES.iter().enumerate() {
             out.global.push((name, self.read_counter(map_names::GLOBAL_STATS, i as u32)?));
         }
+        let events = self
+            .ebpf
+            .map(map_names::EVENTS)
+            .ok_or(DataplaneError::MissingMap(map_names::EVENTS))?;
+        let events: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(events).map_err(map_err(map_names::EVENTS))?;
+        for (i, name) in event::NAMES.iter().enumerate() {
+            let v = events.get(&(i as u32), 0).map_err(map_err(map_names::EVENTS))?;
+            out.events.push((name, v.iter().sum()));
+        }
         for (key, slot) in &self.services {
             out.services.insert(*key, self.read_counter(map_names::SERVICE_STATS, slot.id)?);
-            for ((addr, port), real) in &slot.reals {
+            let sorry = slot.sorry.as_ref().map(|(k, r)| (k, r));
+            for ((addr, port), real) in slot.reals.iter().chain(sorry) {
                 out.reals.insert(
                     (*key, *addr, *port),
                     self.read_counter(map_names::REAL_STATS, real.id)?,
