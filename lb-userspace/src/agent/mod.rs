@@ -89,6 +89,7 @@ impl Handler for AgentHandler {
                 uptime_secs: s.started.elapsed().as_secs(),
                 dataplane: s.dataplane.status().into(),
                 counters: counters.global.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 services: s.desired.services.len(),
                 reals: s.desired.services.iter().map(|x| x.reals.len()).sum(),
             }),

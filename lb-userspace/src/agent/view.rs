@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::{
     control::proto::{BackendView, BackendsView, ServiceView},
     dataplane::Counters,
-    desired::Desired,
+    desired::{Desired, RealDesired},
 };
 
 pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> BackendsView {
@@ -16,6 +16,23 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
             .iter()
             .map(|s| {
                 let svc = counters.services.get(&s.key).copied().unwrap_or_default();
+                let backend = |r: &RealDesired| {
+                    let c = counters
+                        .reals
+                        .get(&(s.key, r.address, r.port))
+                        .copied()
+                        .unwrap_or_default();
+                    BackendView {
+                        address: r.address.to_string(),
+                        port: r.port,
+                        weight: r.weight,
+                        state: r.state.as_str().to_owned(),
+                        mac: r.mac.map(|m| m.to_string()),
+                        packets: c.packets,
+                        bytes: c.bytes,
+                        new_flows: c.new_flows,
+                    }
+                };
                 ServiceView {
                     vip: s.key.vip.to_string(),
                     port: s.key.port,
@@ -25,26 +42,9 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
                     interface: s.interface.clone(),
                     packets: svc.packets,
                     bytes: svc.bytes,
-                    backends: s
-                        .reals
-                        .iter()
-                        .map(|r| {
-                            let c = counters
-                                .reals
-                                .get(&(s.key, r.address, r.port))
-                                .copied()
-                                .unwrap_or_default();
-                            BackendView {
-                                address: r.address.to_string(),
-                                port: r.port,
-                                weight: r.weight,
-                                state: r.state.as_str().to_owned(),
-                                mac: r.mac.map(|m| m.to_string()),
-                                packets: c.packets,
-                                bytes: c.bytes,
-                            }
-                        })
-                        .collect(),
+                    new_flows: svc.new_flows,
+                    backends: s.reals.iter().map(backend).collect(),
+                    sorry_server: s.sorry.as_ref().map(backend),
                 }
             })
             .collect(),

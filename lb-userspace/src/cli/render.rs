@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::{
     agent::view::endpoint,
-    control::proto::{BackendsView, StatusView},
+    control::proto::{BackendView, BackendsView, StatusView},
 };
 
 pub fn backends(v: &BackendsView) -> String {
@@ -13,7 +13,7 @@ pub fn backends(v: &BackendsView) -> String {
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
     let _ = writeln!(
         out,
-        "  -> RemoteAddress:Port           Forward Weight State      Packets    Bytes"
+        "  -> RemoteAddress:Port           Forward Weight State      Flows      Packets    Bytes"
     );
     for s in &v.services {
         let _ = writeln!(
@@ -26,19 +26,27 @@ pub fn backends(v: &BackendsView) -> String {
             s.interface
         );
         for b in &s.backends {
-            let _ = writeln!(
-                out,
-                "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {}",
-                endpoint(&b.address, b.port),
-                "Route",
-                b.weight,
-                b.state,
-                b.packets,
-                b.bytes
-            );
+            backend_line(&mut out, b, &b.state);
+        }
+        if let Some(b) = &s.sorry_server {
+            backend_line(&mut out, b, &format!("sorry/{}", b.state));
         }
     }
     out
+}
+
+fn backend_line(out: &mut String, b: &BackendView, state: &str) {
+    let _ = writeln!(
+        out,
+        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {:<10} {}",
+        endpoint(&b.address, b.port),
+        "Route",
+        b.weight,
+        state,
+        b.new_flows,
+        b.packets,
+        b.bytes
+    );
 }
 
 pub fn status(v: &StatusView) -> String {
@@ -58,13 +66,17 @@ pub fn status(v: &StatusView) -> String {
     for (name, c) in &v.counters {
         let _ = writeln!(out, "  {:<18} {:>12} pkts {:>14} bytes", name, c.packets, c.bytes);
     }
+    let _ = writeln!(out, "events:");
+    for (name, n) in &v.events {
+        let _ = writeln!(out, "  {name:<18} {n:>12}");
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::{BackendView, ServiceView};
+    use crate::control::proto::ServiceView;
 
     #[test]
     fn backends_table_reads_like_ipvsadm() {
@@ -78,6 +90,8 @@ mod tests {
                 interface: "eth0".into(),
                 packets: 3,
                 bytes: 300,
+                new_flows: 2,
+                sorry_server: None,
                 backends: vec![BackendView {
                     address: "2001:db8::11".into(),
                     port: 80,
@@ -86,6 +100,7 @@ mod tests {
                     mac: None,
                     packets: 7,
                     bytes: 700,
+                    new_flows: 2,
                 }],
             }],
         };
@@ -95,6 +110,6 @@ mod tests {
         assert_eq!(lines[2], "TCP  192.0.2.100:80 mh (xdp on eth0)");
         assert!(lines[3].starts_with("  -> [2001:db8::11]:80"), "{}", lines[3]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(cols[2..], ["Route", "2", "drain", "7", "700"]);
+        assert_eq!(cols[2..], ["Route", "2", "drain", "2", "7", "700"]);
     }
 }

@@ -57,7 +57,13 @@ pub struct ServiceView {
     /// Frames that hit the service (forwarded or dropped).
     pub packets: u64,
     pub bytes: u64,
+    /// Flows started on the service.
+    #[serde(default)]
+    pub new_flows: u64,
     pub backends: Vec<BackendView>,
+    /// Takes new flows only when no real server can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<BackendView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +78,9 @@ pub struct BackendView {
     pub mac: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// Flows started on this real.
+    #[serde(default)]
+    pub new_flows: u64,
 }
 
 /// `lb status --json`.
@@ -84,6 +93,9 @@ pub struct StatusView {
     pub dataplane: DataplaneView,
     /// Global counters by reason (`pass_not_ip`, `tx`, `drop_no_real`, ...).
     pub counters: BTreeMap<String, Counter>,
+    /// Flow-table and other events (`flow_hit`, `flow_new`, `flow_repick`, ...).
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
     pub services: usize,
     pub reals: usize,
 }
@@ -153,6 +165,7 @@ mod tests {
                 interface: "eth0".into(),
                 packets: 3,
                 bytes: 300,
+                new_flows: 1,
                 backends: vec![BackendView {
                     address: "192.0.2.11".into(),
                     port: 80,
@@ -161,7 +174,9 @@ mod tests {
                     mac: None,
                     packets: 3,
                     bytes: 300,
+                    new_flows: 1,
                 }],
+                sorry_server: None,
             }],
         };
         let j = serde_json::to_value(&v).expect("serialise");
