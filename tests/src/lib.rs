@@ -7,11 +7,15 @@
 
 pub mod director;
 mod icmp;
+pub mod longlived;
 pub mod netns;
 pub mod process;
 pub mod topology;
 
 pub use director::{LbAgent, count_http, lb_bin};
+pub use longlived::{
+    ConnError, ConnErrorKind, ConnReport, LongLived, LongLivedOptions, Report as LongLivedReport,
+};
 pub use netns::{Netns, cleanup_orphans, cleanup_stale, list_netns, unique_prefix};
 pub use process::{Process, run_command};
 pub use topology::{

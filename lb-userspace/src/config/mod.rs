@@ -7,6 +7,7 @@
 //! may still get [`notices`]: settings that work, but not as their words suggest.
 
 mod error;
+pub mod health;
 mod host;
 mod model;
 mod notice;
