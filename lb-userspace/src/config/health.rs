@@ -122,6 +122,48 @@ impl CheckKind {
             CheckKind::Ping => "PING_CHECK",
         }
     }
+
+    /// The checker's table in the native config (`tcp_check`).
+    pub fn native_key(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp_check",
+            CheckKind::Http(_) => "http_get",
+            CheckKind::Ssl(_) => "ssl_get",
+            CheckKind::Misc(_) => "misc_check",
+            CheckKind::Dns(_) => "dns_check",
+            CheckKind::Udp(_) => "udp_check",
+            CheckKind::Ping => "ping_check",
+        }
+    }
+
+    /// Whether the checker connects to a port: all but the script and ping.
+    pub fn uses_port(&self) -> bool {
+        !matches!(self, CheckKind::Misc(_) | CheckKind::Ping)
+    }
+}
+
+impl HealthCheck {
+    /// The address checked: `connect_ip`, else the real's.
+    pub fn target(&self, real: IpAddr) -> IpAddr {
+        self.connect_ip.unwrap_or(real)
+    }
+
+    /// How long one attempt may take: `misc_timeout` for a script, else `connect_timeout`.
+    pub fn attempt_timeout(&self) -> Duration {
+        match &self.kind {
+            CheckKind::Misc(misc) => misc.timeout,
+            _ => self.connect_timeout,
+        }
+    }
+
+    /// Longest time from the first failed attempt until the real is declared down: every attempt
+    /// timing out, `delay_before_retry` apart.
+    pub fn time_to_down(&self) -> Duration {
+        let attempts = self.retry.saturating_add(1);
+        self.attempt_timeout()
+            .saturating_mul(attempts)
+            .saturating_add(self.delay_before_retry.saturating_mul(self.retry))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -19,12 +19,12 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostView, SystemHost};
 pub use model::{
-    Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
-    DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT, DataplaneLocations,
-    DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location, MAX_PERSISTENCE_TIMEOUT_SECS,
-    MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealServer, RealServerLocations,
-    SCHEDULERS, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations, host_prefix_len,
+    CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
+    DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
+    DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
+    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
+    RealServer, RealServerLocations, SCHEDULERS, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol,
+    VirtualServer, VirtualServerKey, VirtualServerLocations, host_prefix_len,
 };
 pub use notice::{Notice, notices};
 pub use validate::validate;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::health::{RealHealth, ServiceHealth};
+
 /// IPVS scheduler names keepalived accepts for `lb_algo` / `lvs_sched`.
 pub const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
@@ -235,6 +237,9 @@ pub struct VirtualServer {
     pub real_servers: Vec<RealServer>,
     /// Receives the traffic only when no real server can take it; its weight is irrelevant (1).
     pub sorry_server: Option<RealServer>,
+    /// How the real servers are checked and when the service counts as down (keepalived's
+    /// `delay_loop`, `alpha`, `quorum`, ...).
+    pub health: ServiceHealth,
     /// Where the section starts (the `[[virtual_server]]` header).
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
@@ -268,6 +273,8 @@ pub struct VirtualServerLocations {
     /// `None` when omitted: unlike the others, whether it was written matters (a notice says it
     /// does nothing without `persistence_timeout`).
     pub persistence_granularity: Option<Location>,
+    pub delay_loop: Location,
+    pub alpha: Location,
 }
 
 impl VirtualServerLocations {
@@ -282,6 +289,8 @@ impl VirtualServerLocations {
             table_size: location,
             persistence_timeout: location,
             persistence_granularity: None,
+            delay_loop: location,
+            alpha: location,
         }
     }
 }
@@ -304,6 +313,9 @@ pub struct RealServer {
     pub port: u16,
     /// 0..=[`MAX_WEIGHT`]; 0 drains the server (no new connections).
     pub weight: u32,
+    /// Its checkers and what happens when they fail; a sorry server is never checked (as in
+    /// keepalived) and has the default: no checks.
+    pub health: RealHealth,
     /// Where the section starts (the `[[virtual_server.real_server]]` header).
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
@@ -325,17 +337,40 @@ impl fmt::Display for RealServer {
 }
 
 /// Locations of a real server's values; omitted settings are located at the section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RealServerLocations {
     pub address: Location,
     pub port: Location,
     pub weight: Location,
+    /// One per entry of `health.checks`, in the same order.
+    pub checks: Vec<CheckLocations>,
 }
 
 impl RealServerLocations {
     /// Every value located at the section itself; front ends then overwrite what they saw.
     pub fn all_at(location: Location) -> Self {
-        RealServerLocations { address: location, port: location, weight: location }
+        RealServerLocations {
+            address: location,
+            port: location,
+            weight: location,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// Locations of one checker's values; omitted settings are located at the checker's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckLocations {
+    pub connect_ip: Location,
+    pub bindto: Location,
+    /// `retry`, or its old name `nb_get_retry`.
+    pub retry: Location,
+}
+
+impl CheckLocations {
+    /// Every value located at the checker's table; front ends then overwrite what they saw.
+    pub fn all_at(location: Location) -> Self {
+        CheckLocations { connect_ip: location, bindto: location, retry: location }
     }
 }
 
@@ -376,6 +411,7 @@ mod tests {
             address: "192.0.2.11".parse().unwrap(),
             port: 80,
             weight: 1,
+            health: RealHealth::default(),
             location: Location::new(6, 1),
             key_locations: RealServerLocations::all_at(Location::new(6, 1)),
         };
@@ -384,6 +420,10 @@ mod tests {
             json,
             serde_json::json!({
                 "address": "192.0.2.11", "port": 80, "weight": 1,
+                "health": {
+                    "checks": [], "inhibit_on_failure": false,
+                    "notify_up": null, "notify_down": null
+                },
                 "location": {"line": 6, "col": 1}
             })
         );

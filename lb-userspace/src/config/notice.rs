@@ -64,6 +64,8 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         if let Some(message) = small_table(vs) {
             notice(vs.key_locations.table_size, message);
         }
+        slow_retries(vs, &mut notice);
+        alpha_without_checks(vs, &mut notice);
     }
     // Stable: notices at the same place keep the order above.
     notices.sort_by_key(Notice::location);
@@ -81,6 +83,60 @@ fn small_table(vs: &VirtualServer) -> Option<String> {
             vs.table_size
         )
     })
+}
+
+/// Checkers whose retries outlast `delay_loop`: a failure is noticed later than the words say.
+fn slow_retries(vs: &VirtualServer, notice: &mut impl FnMut(Location, String)) {
+    let delay_loop = vs.health.delay_loop;
+    for rs in &vs.real_servers {
+        for (i, check) in rs.health.checks.iter().enumerate() {
+            let retries = check.delay_before_retry.saturating_mul(check.retry);
+            if check.retry == 0 || retries < delay_loop {
+                continue;
+            }
+            let at = rs.key_locations.checks.get(i).map_or(check.location, |at| at.retry);
+            notice(
+                at,
+                format!(
+                    "{} of real server {rs}: retry {} × delay_before_retry {:?} is not below \
+                     delay_loop {delay_loop:?}: a down real is detected only after up to {:?} ({} \
+                     attempts of up to {:?}, {:?} apart), longer than delay_loop",
+                    check.kind.native_key(),
+                    check.retry,
+                    check.delay_before_retry,
+                    check.time_to_down(),
+                    u64::from(check.retry) + 1,
+                    check.attempt_timeout(),
+                    check.delay_before_retry,
+                ),
+            );
+        }
+    }
+}
+
+/// `alpha` makes reals start down until their checks pass: a real without checks is always up.
+fn alpha_without_checks(vs: &VirtualServer, notice: &mut impl FnMut(Location, String)) {
+    if !vs.health.alpha {
+        return;
+    }
+    let unchecked: Vec<_> =
+        vs.real_servers.iter().filter(|rs| rs.health.checks.is_empty()).collect();
+    if unchecked.len() == vs.real_servers.len() {
+        notice(
+            vs.key_locations.alpha,
+            "alpha has no effect without checks: no real server of this service has one".into(),
+        );
+        return;
+    }
+    for rs in unchecked {
+        notice(
+            rs.location,
+            format!(
+                "alpha has no effect without checks: real server {rs} has none, so it is up from \
+                 the start"
+            ),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +210,108 @@ mod tests {
                      Maglev (`mh`) on the XDP dataplane",
                 ],
             ),
+            (
+                "retries as long as delay_loop",
+                vec![
+                    "delay_loop = 60",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "[virtual_server.real_server.tcp_check]",
+                    "retry = 3",
+                    "delay_before_retry = 20",
+                ],
+                &["t.toml:9:9: notice: 192.0.2.100:80/tcp: tcp_check of real server \
+                     192.0.2.11:80: retry 3 × delay_before_retry 20s is not below delay_loop 60s: \
+                     a down real is detected only after up to 80s (4 attempts of up to 5s, 20s \
+                     apart), longer than delay_loop"],
+            ),
+            (
+                "retries within delay_loop",
+                vec![
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "tcp_check = { retry = 3, delay_before_retry = 19.5 }",
+                ],
+                &[],
+            ),
+            (
+                "no retries",
+                vec![
+                    "delay_loop = 1",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "tcp_check = { retry = 0, delay_before_retry = 100 }",
+                ],
+                &[],
+            ),
+            (
+                "defaults with a short delay_loop: at the checker",
+                vec![
+                    "delay_loop = 1",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "ping_check = {}",
+                ],
+                &["t.toml:8:14: notice: 192.0.2.100:80/tcp: ping_check of real server \
+                     192.0.2.11:80: retry 1 × delay_before_retry 1s is not below delay_loop 1s: a \
+                     down real is detected only after up to 11s (2 attempts of up to 5s, 1s \
+                     apart), longer than delay_loop"],
+            ),
+            (
+                "script retries, by the old name",
+                vec![
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "[virtual_server.real_server.misc_check]",
+                    "misc_path = '/bin/true'",
+                    "misc_timeout = 2",
+                    "nb_get_retry = 2",
+                    "delay_before_retry = 30",
+                ],
+                &["t.toml:10:16: notice: 192.0.2.100:80/tcp: misc_check of real server \
+                     192.0.2.11:80: retry 2 × delay_before_retry 30s is not below delay_loop 60s: \
+                     a down real is detected only after up to 66s (3 attempts of up to 2s, 30s \
+                     apart), longer than delay_loop"],
+            ),
+            (
+                "alpha without any checks",
+                vec!["alpha = true", "[[virtual_server.real_server]]", "address = '192.0.2.11'"],
+                &[
+                    "t.toml:5:9: notice: 192.0.2.100:80/tcp: alpha has no effect without checks: no \
+                     real server of this service has one",
+                ],
+            ),
+            (
+                "alpha without real servers",
+                vec!["alpha = true"],
+                &[
+                    "t.toml:5:9: notice: 192.0.2.100:80/tcp: alpha has no effect without checks: no \
+                     real server of this service has one",
+                ],
+            ),
+            (
+                "alpha with a real server unchecked",
+                vec![
+                    "alpha = true",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.11'",
+                    "tcp_check = {}",
+                    "[[virtual_server.real_server]]",
+                    "address = '192.0.2.12'",
+                ],
+                &["t.toml:9:1: notice: 192.0.2.100:80/tcp: alpha has no effect without checks: \
+                     real server 192.0.2.12:80 has none, so it is up from the start"],
+            ),
+            (
+                "alpha with every real server checked",
+                vec!["alpha = true", "real_server = [{ address = '192.0.2.11', tcp_check = {} }]"],
+                &[],
+            ),
+            (
+                "no alpha, no checks",
+                vec!["alpha = false", "real_server = [{ address = '192.0.2.11' }]"],
+                &[],
+            ),
         ];
         for (name, extra, expected) in cases {
             let text = doc(&[VS, extra].concat());
@@ -164,6 +322,50 @@ mod tests {
             let shown: Vec<String> = notices(&config).iter().map(ToString::to_string).collect();
             assert_eq!(shown, *expected, "{name}");
         }
+    }
+
+    /// The example of the issue that asked for health checks checks every second, as often as
+    /// its checkers retry.
+    #[test]
+    fn health_check_example_gets_retry_notices() {
+        let text = doc(&[
+            "[[virtual_server]]",
+            "vip = '192.0.2.100'",
+            "port = 80",
+            "protocol = 'tcp'",
+            "interface = 'eth0'",
+            "delay_loop = 1",
+            "",
+            "[[virtual_server.real_server]]",
+            "address = '192.0.2.11'",
+            "port = 80",
+            "[virtual_server.real_server.tcp_check]",
+            "connect_timeout = 1",
+            "retry = 1",
+            "delay_before_retry = 1",
+            "",
+            "[[virtual_server.real_server]]",
+            "address = '192.0.2.12'",
+            "port = 80",
+            "[virtual_server.real_server.http_get]",
+            "connect_timeout = 1",
+            "url = [{ path = '/', status_code = 200 }]",
+        ]);
+        let config = parse_toml(&text, Path::new("t.toml"), &FakeHost).unwrap();
+        let shown: Vec<String> = notices(&config).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "t.toml:13:9: notice: 192.0.2.100:80/tcp: tcp_check of real server 192.0.2.11:80: \
+                 retry 1 × delay_before_retry 1s is not below delay_loop 1s: a down real is \
+                 detected only after up to 3s (2 attempts of up to 1s, 1s apart), longer than \
+                 delay_loop",
+                "t.toml:19:1: notice: 192.0.2.100:80/tcp: http_get of real server 192.0.2.12:80: \
+                 retry 1 × delay_before_retry 1s is not below delay_loop 1s: a down real is \
+                 detected only after up to 3s (2 attempts of up to 1s, 1s apart), longer than \
+                 delay_loop",
+            ]
+        );
     }
 
     #[test]

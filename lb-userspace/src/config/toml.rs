@@ -7,6 +7,9 @@
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
 //! Adding a key: add it to the section's `*_KEYS` list and read it in the section's function.
+//! The health-check settings (keepalived's checkers) are read in the `health` submodule.
+
+mod health;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
@@ -17,6 +20,7 @@ use ::toml::Spanned;
 use ::toml::de::{DeInteger, DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, LineIndex, did_you_mean};
+use super::health::RealHealth;
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
@@ -47,9 +51,33 @@ const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "persistence_granularity",
     "real_server",
     "sorry_server",
+    // Health checking, read in `health`.
+    "delay_loop",
+    "alpha",
+    "omega",
+    "quorum",
+    "hysteresis",
+    "quorum_up",
+    "quorum_down",
+    "inhibit_on_failure",
 ];
-const REAL_SERVER_KEYS: &[&str] = &["address", "port", "weight"];
-/// A sorry server has no weight: it only ever takes the traffic alone.
+const REAL_SERVER_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "weight",
+    // Health checking, read in `health`.
+    "inhibit_on_failure",
+    "notify_up",
+    "notify_down",
+    "tcp_check",
+    "http_get",
+    "ssl_get",
+    "misc_check",
+    "dns_check",
+    "udp_check",
+    "ping_check",
+];
+/// A sorry server has no weight: it only ever takes the traffic alone. Nor is it checked.
 const SORRY_SERVER_KEYS: &[&str] = &["address", "port"];
 
 const DATAPLANE: &str = "[dataplane]";
@@ -179,7 +207,12 @@ impl Parser<'_> {
     fn virtual_server(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<VirtualServer> {
         let location = self.at(span);
         let mut at = VirtualServerLocations::all_at(location);
-        self.unknown_keys(table, VIRTUAL_SERVER_KEYS, &format!("in {VIRTUAL_SERVER}"));
+        self.unknown_keys_with(
+            table,
+            VIRTUAL_SERVER_KEYS,
+            &format!("in {VIRTUAL_SERVER}"),
+            health::misplaced_in_virtual_server,
+        );
 
         let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(|(key, value)| {
             at.vip = self.at(value.span());
@@ -231,21 +264,25 @@ impl Parser<'_> {
                 self.persistence_granularity(key, value, vip)
             }
         };
+        let health = self.service_health(table, &mut at);
 
+        // The reals' default; when the service's health settings are invalid (the service is left
+        // out), the reals are still read, with keepalived's default.
+        let inhibit_on_failure = health.as_ref().is_some_and(|h| h.inhibit_on_failure);
         let real_servers = match table.get_key_value("real_server") {
             None => Vec::new(),
             Some((key, value)) => self
                 .tables(key, value, REAL_SERVER)
                 .into_iter()
                 .filter_map(|(table, span)| {
-                    self.real_server(table, span, port, REAL_SERVER_KEYS, REAL_SERVER)
+                    self.real_server(table, span, port, Backend::Real { inhibit_on_failure })
                 })
                 .collect(),
         };
         // Like a real server with an error, a sorry server with one is left out on its own.
         let sorry_server = table.get_key_value("sorry_server").and_then(|(key, value)| {
             let (table, span) = self.table(key, value, SORRY_SERVER)?;
-            self.real_server(table, span, port, SORRY_SERVER_KEYS, SORRY_SERVER)
+            self.real_server(table, span, port, Backend::Sorry)
         });
 
         Some(VirtualServer {
@@ -259,6 +296,7 @@ impl Parser<'_> {
             persistence_prefix: persistence_prefix?,
             real_servers,
             sorry_server,
+            health: health?,
             location,
             key_locations: at,
         })
@@ -345,39 +383,60 @@ impl Parser<'_> {
 
     /// `lb_algo`, or keepalived's other spelling `lvs_sched`; giving both is ambiguous.
     fn lb_algo(&mut self, table: &DeTable<'_>, at: &mut VirtualServerLocations) -> Option<String> {
-        let given = match (table.get_key_value("lb_algo"), table.get_key_value("lvs_sched")) {
-            (None, None) => return Some(DEFAULT_LB_ALGO.to_owned()),
-            (Some(one), None) | (None, Some(one)) => one,
+        let given = self.either(
+            table,
+            ["lb_algo", "lvs_sched"],
+            "are the same setting (keepalived spells it both ways); keep only one",
+        )?;
+        let Some((key, value)) = given else {
+            return Some(DEFAULT_LB_ALGO.to_owned());
+        };
+        at.lb_algo = self.at(value.span());
+        self.string(key, value).map(str::to_owned)
+    }
+
+    /// The one of two keys that set the same thing that was given, if any; `None` after reporting
+    /// both given, at the later one: "`b` and `a` {conflict}".
+    fn either<'a, 'i>(
+        &mut self,
+        table: &'a DeTable<'i>,
+        names: [&str; 2],
+        conflict: &str,
+    ) -> Option<Option<(&'a Key<'i>, &'a Value<'i>)>> {
+        match (table.get_key_value(names[0]), table.get_key_value(names[1])) {
+            (None, None) => Some(None),
+            (Some(one), None) | (None, Some(one)) => Some(Some(one)),
             (Some(a), Some(b)) => {
                 let (first, second) =
                     if a.0.span().start < b.0.span().start { (a, b) } else { (b, a) };
-                let message = format!(
-                    "`{}` and `{}` are the same setting (keepalived spells it both ways); keep only one",
-                    second.0.get_ref(),
-                    first.0.get_ref()
-                );
+                let message =
+                    format!("`{}` and `{}` {conflict}", second.0.get_ref(), first.0.get_ref());
                 self.error(second.0.span(), message);
-                return None;
+                None
             }
-        };
-        at.lb_algo = self.at(given.1.span());
-        self.string(given.0, given.1).map(str::to_owned)
+        }
     }
 
-    /// A real server, or a sorry server (`keys` without `weight`) which then gets the default
-    /// weight. `virtual_port` is the virtual server's port, used as the default; `None` when it
-    /// was itself invalid, in which case this server is still checked but not built.
+    /// A real server, or a sorry server, which then gets the default weight and no checks.
+    /// `virtual_port` is the virtual server's port, used as the default; `None` when it was itself
+    /// invalid, in which case this server is still checked but not built.
     fn real_server(
         &mut self,
         table: &DeTable<'_>,
         span: Range<usize>,
         virtual_port: Option<u16>,
-        keys: &[&str],
-        section: &str,
+        backend: Backend,
     ) -> Option<RealServer> {
         let location = self.at(span);
         let mut at = RealServerLocations::all_at(location);
-        self.unknown_keys(table, keys, &format!("in {section}"));
+        let (keys, section) = match backend {
+            Backend::Real { .. } => (REAL_SERVER_KEYS, REAL_SERVER),
+            Backend::Sorry => (SORRY_SERVER_KEYS, SORRY_SERVER),
+        };
+        self.unknown_keys_with(table, keys, &format!("in {section}"), |name| match backend {
+            Backend::Real { .. } => health::misplaced_in_real_server(name),
+            Backend::Sorry => health::misplaced_in_sorry_server(name),
+        });
 
         let address =
             self.required(table, "address", location, section).and_then(|(key, value)| {
@@ -398,11 +457,19 @@ impl Parser<'_> {
                 self.integer(key, value, 0, MAX_WEIGHT.into()).and_then(|w| u32::try_from(w).ok())
             }
         };
+        let health = match backend {
+            Backend::Real { inhibit_on_failure } => {
+                self.real_health(table, section, inhibit_on_failure, &mut at)
+            }
+            // keepalived does not check sorry servers; checker keys were reported above.
+            Backend::Sorry => Some(RealHealth::default()),
+        };
 
         Some(RealServer {
             address: address?,
             port: port?,
             weight: weight?,
+            health: health?,
             location,
             key_locations: at,
         })
@@ -412,9 +479,24 @@ impl Parser<'_> {
     /// level for `dataplane`, which TOML puts in the table above it when written inline after a
     /// `[[virtual_server]]` (an easy slip).
     fn unknown_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+        self.unknown_keys_with(table, known, context, |_| None);
+    }
+
+    /// [`Self::unknown_keys`], with `misplaced` giving the whole message for a key that is known,
+    /// but belongs elsewhere (`delay_loop` in a real server).
+    fn unknown_keys_with(
+        &mut self,
+        table: &DeTable<'_>,
+        known: &[&str],
+        context: &str,
+        misplaced: impl Fn(&str) -> Option<String>,
+    ) {
         for key in table.keys() {
             let name = key.get_ref();
-            if !known.contains(&name.as_ref()) {
+            if known.contains(&name.as_ref()) {
+                continue;
+            }
+            let message = misplaced(name).unwrap_or_else(|| {
                 let mut hint = did_you_mean(name, known);
                 if hint.is_empty() && name == "dataplane" {
                     hint = format!(
@@ -422,8 +504,9 @@ impl Parser<'_> {
                          before the first table"
                     );
                 }
-                self.error(key.span(), format!("unknown key `{name}` {context}{hint}"));
-            }
+                format!("unknown key `{name}` {context}{hint}")
+            });
+            self.error(key.span(), message);
         }
     }
 
@@ -555,11 +638,31 @@ impl Parser<'_> {
         value: &Value<'_>,
         limits: RangeInclusive<u32>,
     ) -> Option<Duration> {
-        let (min, max) = (*limits.start(), *limits.end());
+        self.seconds_from(key, value, (*limits.start(), true), *limits.end())
+    }
+
+    /// A duration in seconds, more than 0 and at most `max`.
+    fn positive_seconds(&mut self, key: &Key<'_>, value: &Value<'_>, max: u32) -> Option<Duration> {
+        self.seconds_from(key, value, (0, false), max)
+    }
+
+    /// A duration in seconds from `min` (included or not) to `max`.
+    fn seconds_from(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        (min, min_included): (u32, bool),
+        max: u32,
+    ) -> Option<Duration> {
+        let above_min =
+            |s: f64| if min_included { s >= f64::from(min) } else { s > f64::from(min) };
         let duration = match value.get_ref() {
             DeValue::Integer(integer) => i64::from_str_radix(integer.as_str(), integer.radix())
                 .ok()
-                .filter(|n| (i64::from(min)..=i64::from(max)).contains(n))
+                .filter(|&n| {
+                    let min = i64::from(min) + i64::from(!min_included);
+                    (min..=i64::from(max)).contains(&n)
+                })
                 .and_then(|n| u64::try_from(n).ok())
                 .map(Duration::from_secs),
             DeValue::Float(float) => float
@@ -567,8 +670,10 @@ impl Parser<'_> {
                 .parse::<f64>()
                 .ok()
                 // Also keeps out NaN, which no range contains.
-                .filter(|s| (f64::from(min)..=f64::from(max)).contains(s))
-                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+                .filter(|&s| above_min(s) && s <= f64::from(max))
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                // Too small to be told from 0.
+                .filter(|d| min_included || !d.is_zero()),
             other => {
                 let message = format!(
                     "`{}` must be a number of seconds, found {}",
@@ -585,10 +690,12 @@ impl Parser<'_> {
                 DeValue::Float(float) => float.to_string(),
                 other => describe(other),
             };
-            let message = format!(
-                "`{}` must be between {min} and {max} seconds, found {found}",
-                key.get_ref()
-            );
+            let range = if min_included {
+                format!("between {min} and {max}")
+            } else {
+                format!("more than {min} and at most {max}")
+            };
+            let message = format!("`{}` must be {range} seconds, found {found}", key.get_ref());
             self.error(value.span(), message);
         }
         duration
@@ -637,6 +744,15 @@ impl Parser<'_> {
     }
 }
 
+/// Which kind of backend [`Parser::real_server`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// `inhibit_on_failure` is the virtual server's, the default of its reals.
+    Real { inhibit_on_failure: bool },
+    /// Never checked, so it takes no health settings, and no weight.
+    Sorry,
+}
+
 /// The prefix length of a contiguous netmask (`255.255.255.0` → 24); `None` when its ones and
 /// zeros are mixed, which no client grouping can mean.
 fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
@@ -661,6 +777,7 @@ fn describe(value: &DeValue<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::health::ServiceHealth;
     use super::super::model::DataplaneLocations;
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
@@ -1339,11 +1456,13 @@ weight = 2
             address: address.parse().unwrap(),
             port: 80,
             weight,
+            health: RealHealth::default(),
             location: Location::new(line, 1),
             key_locations: RealServerLocations {
                 address: Location::new(line + 1, 11),
                 port: Location::new(line + 2, 8),
                 weight: Location::new(line + 3, 10),
+                checks: Vec::new(),
             },
         };
         let expected = Config {
@@ -1360,6 +1479,7 @@ weight = 2
                 persistence_prefix: 32,
                 real_servers: vec![real("192.0.2.11", 7, 1), real("192.0.2.12", 12, 2)],
                 sorry_server: None,
+                health: ServiceHealth::default(),
                 location: Location::new(1, 1),
                 key_locations: VirtualServerLocations {
                     vip: Location::new(2, 7),
@@ -1370,6 +1490,8 @@ weight = 2
                     table_size: Location::new(1, 1),
                     persistence_timeout: Location::new(1, 1),
                     persistence_granularity: None,
+                    delay_loop: Location::new(1, 1),
+                    alpha: Location::new(1, 1),
                 },
             }],
         };
@@ -1538,6 +1660,7 @@ port = 443
                         address: "192.0.2.11".parse().unwrap(),
                         port: 0,
                         weight: 1,
+                        health: RealHealth::default(),
                         location: at(20, 1),
                         key_locations: RealServerLocations {
                             address: at(21, 11),
@@ -1548,12 +1671,14 @@ port = 443
                         address: "192.0.2.200".parse().unwrap(),
                         port: 0,
                         weight: 1,
+                        health: RealHealth::default(),
                         location: at(18, 16),
                         key_locations: RealServerLocations {
                             address: at(18, 28),
                             ..RealServerLocations::all_at(at(18, 16))
                         },
                     }),
+                    health: ServiceHealth::default(),
                     location: at(10, 1),
                     key_locations: VirtualServerLocations {
                         vip: at(11, 7),
@@ -1564,6 +1689,7 @@ port = 443
                         table_size: at(15, 14),
                         persistence_timeout: at(16, 23),
                         persistence_granularity: Some(at(17, 27)),
+                        ..VirtualServerLocations::all_at(at(10, 1))
                     },
                 },
                 VirtualServer {
@@ -1580,13 +1706,16 @@ port = 443
                         address: "2001:db8::200".parse().unwrap(),
                         port: 443,
                         weight: 1,
+                        health: RealHealth::default(),
                         location: at(30, 1),
                         key_locations: RealServerLocations {
                             address: at(31, 11),
                             port: at(32, 8),
                             weight: at(30, 1),
+                            checks: Vec::new(),
                         },
                     }),
+                    health: ServiceHealth::default(),
                     location: at(23, 1),
                     key_locations: VirtualServerLocations {
                         vip: at(24, 7),

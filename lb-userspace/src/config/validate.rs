@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use super::error::{ConfigError, closest};
 use super::host::HostView;
 use super::model::{
-    Config, Location, RealServer, SCHEDULERS, VirtualServer, VirtualServerKey, host_prefix_len,
+    CheckLocations, Config, Location, RealServer, SCHEDULERS, VirtualServer, VirtualServerKey,
+    host_prefix_len,
 };
 
 /// Every semantic error in `config`, in file order.
@@ -122,6 +123,7 @@ fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     let mut first_definition: HashMap<SocketAddr, Location> = HashMap::new();
     for rs in &vs.real_servers {
         backend(vs, rs, "real server", error);
+        checks(rs, error);
         if let Some(first) = first_definition.get(&rs.socket_addr()) {
             error(
                 rs.location,
@@ -170,6 +172,52 @@ fn backend(
     }
 }
 
+/// What a real's checkers connect to and from must make sense for the real.
+fn checks(rs: &RealServer, error: &mut impl FnMut(Location, String)) {
+    for (i, check) in rs.health.checks.iter().enumerate() {
+        // Another front end may not locate each value: then they are at the checker.
+        let at = rs.key_locations.checks.get(i).copied();
+        let at = at.unwrap_or_else(|| CheckLocations::all_at(check.location));
+        let kind = check.kind.native_key();
+        if let Some(ip) = check.connect_ip
+            && ip.is_ipv4() != rs.address.is_ipv4()
+        {
+            error(
+                at.connect_ip,
+                format!(
+                    "`connect_ip` {ip} of the {kind} of real server {rs} is {}, the real server \
+                     {}: give an address of the real in its own family",
+                    family(ip),
+                    family(rs.address)
+                ),
+            );
+        }
+        let target = check.target(rs.address);
+        if let Some(source) = check.bindto
+            && source.is_ipv4() != target.is_ipv4()
+        {
+            error(
+                at.bindto,
+                format!(
+                    "`bindto` {source} is {} but the {kind} of real server {rs} connects to \
+                     {target} ({}): the source address must be in the same family",
+                    family(source),
+                    family(target)
+                ),
+            );
+        }
+        if check.kind.uses_port() && rs.port == 0 && check.connect_port.is_none() {
+            error(
+                check.location,
+                format!(
+                    "the {kind} of real server {rs} has no port to connect to: the reals of an \
+                     all-ports virtual server have port 0, so give `connect_port`"
+                ),
+            );
+        }
+    }
+}
+
 fn family(address: IpAddr) -> &'static str {
     match address {
         IpAddr::V4(_) => "IPv4",
@@ -179,6 +227,10 @@ fn family(address: IpAddr) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::health::{
+        CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_RETRY, HealthCheck,
+        RealHealth, ServiceHealth,
+    };
     use super::super::model::{
         DataplaneSettings, Protocol, RealServerLocations, VirtualServerLocations,
     };
@@ -357,6 +409,75 @@ mod tests {
              [dataplane] to at least 3",
             "8:13",
         ),
+        (
+            "checking another address family than the real's",
+            &[
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "tcp_check = { connect_ip = '2001:db8::11' }",
+            ],
+            "`connect_ip` 2001:db8::11 of the tcp_check of real server 192.0.2.11:80 is IPv6, the \
+             real server IPv4: give an address of the real in its own family",
+            "7:28",
+        ),
+        (
+            "checking from another address family",
+            &[
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "http_get = { url = [{ path = '/' }], bindto = '2001:db8::1' }",
+            ],
+            "`bindto` 2001:db8::1 is IPv6 but the http_get of real server 192.0.2.11:80 connects \
+             to 192.0.2.11 (IPv4): the source address must be in the same family",
+            "7:47",
+        ),
+        (
+            "checking an IPv6 real from IPv4",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 53",
+                "protocol = 'udp'",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '2001:db8::11'",
+                "[[virtual_server.real_server.udp_check]]",
+                "bindto = '192.0.2.1'",
+            ],
+            "`bindto` 192.0.2.1 is IPv4 but the udp_check of real server [2001:db8::11]:53 \
+             connects to 2001:db8::11 (IPv6): the source address must be in the same family",
+            "13:10",
+        ),
+        (
+            "checking a port-0 real without connect_port",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "ping_check = {}",
+                "[virtual_server.real_server.tcp_check]",
+                "connect_timeout = 2",
+            ],
+            "the tcp_check of real server 192.0.2.11:0 has no port to connect to: the reals of an \
+             all-ports virtual server have port 0, so give `connect_port`",
+            "12:1",
+        ),
+        (
+            "DNS check of a port-0 real without connect_port",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "protocol = 'udp'",
+                "interface = 'eth0'",
+                "real_server = [{ address = '192.0.2.11', dns_check = {} }]",
+            ],
+            "the dns_check of real server 192.0.2.11:0 has no port to connect to",
+            "10:54",
+        ),
     ];
 
     #[test]
@@ -382,6 +503,7 @@ mod tests {
             persistence_prefix: host_prefix_len(vip.parse().unwrap()),
             real_servers: Vec::new(),
             sorry_server: None,
+            health: ServiceHealth::default(),
             location: at,
             key_locations: VirtualServerLocations::all_at(at),
         }
@@ -393,6 +515,7 @@ mod tests {
             address: address.parse().unwrap(),
             port,
             weight: 1,
+            health: RealHealth::default(),
             location: at,
             key_locations: RealServerLocations::all_at(at),
         }
@@ -410,6 +533,20 @@ mod tests {
         vs.key_locations.interface = Location::new(4, 3);
         vs.persistence_prefix = 129;
         vs.real_servers.push(hand_built_real("2001:db8::11", 80, 6));
+        // A checker without locations of its values: its errors are located at the checker.
+        let check = HealthCheck {
+            kind: CheckKind::Tcp,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_ip: Some("192.0.2.11".parse().unwrap()),
+            connect_port: None,
+            bindto: None,
+            retry: DEFAULT_RETRY,
+            delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
+            warmup: None,
+            rise: 1,
+            location: Location::new(7, 5),
+        };
+        vs.real_servers[0].health.checks.push(check);
         vs.sorry_server = Some(hand_built_real("192.0.2.200", 80, 9));
         let config = Config {
             source: "/etc/keepalived/keepalived.conf".into(),
@@ -422,6 +559,9 @@ mod tests {
                 "/etc/keepalived/keepalived.conf:1:3: `persistence_granularity` /129 does not fit \
                  IPv6 virtual server [2001:db8::100]:80/tcp: give a prefix length 0 to 128",
                 "/etc/keepalived/keepalived.conf:4:3: interface `eth9` does not exist on this host",
+                "/etc/keepalived/keepalived.conf:7:5: `connect_ip` 192.0.2.11 of the tcp_check of \
+                 real server [2001:db8::11]:80 is IPv4, the real server IPv6: give an address of \
+                 the real in its own family",
                 "/etc/keepalived/keepalived.conf:9:3: sorry server 192.0.2.200 is IPv4 but virtual \
                  server [2001:db8::100]:80/tcp is IPv6: direct routing needs both in the same \
                  address family",
@@ -467,6 +607,42 @@ mod tests {
             ["lb.toml:3:3: 6145 real servers (sorry servers included) exceed `max_reals` = 4096 \
               (the default): set `max_reals` in [dataplane] to at least 6145"]
         );
+    }
+
+    #[test]
+    fn checks_that_fit_their_real() {
+        let text = doc(&[
+            VS,
+            &[
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "tcp_check = { connect_ip = '192.0.2.111', bindto = '192.0.2.1' }",
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 0",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.12'",
+                "ping_check = {}",
+                "misc_check = { misc_path = '/bin/true' }",
+                "tcp_check = { connect_port = 22 }",
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 443",
+                "interface = 'eth0'",
+                "[[virtual_server.real_server]]",
+                "address = '2001:db8::11'",
+                "ssl_get = { url = [{ path = '/' }], bindto = '2001:db8::1' }",
+            ],
+        ]
+        .concat());
+        let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
+        let checks: Vec<usize> = config
+            .virtual_servers
+            .iter()
+            .map(|vs| vs.real_servers[0].health.checks.len())
+            .collect();
+        assert_eq!(checks, [1, 3, 1]);
     }
 
     /// What the XDP dataplane once rejected and now forwards.

@@ -1,0 +1,1974 @@
+//! Health-check settings in the native front end: keepalived's checker vocabulary, lower case.
+//!
+//! A virtual server sets how often its reals are checked and when it counts as down
+//! (`delay_loop`, `alpha`, `quorum`, ...); each real server lists its checkers as tables named
+//! after keepalived's (`TCP_CHECK` is `tcp_check`), a single table or an array of tables each, all
+//! of which must pass. Keys written in the wrong one of these tables get a message saying where
+//! they belong.
+
+use std::ops::Range;
+
+use ::toml::de::{DeTable, DeValue};
+
+use super::super::health::{
+    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
+    DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck, RealHealth, ServiceHealth,
+    UdpCheck, UrlCheck,
+};
+use super::super::model::{CheckLocations, Location, RealServerLocations, VirtualServerLocations};
+use super::{Key, Parser, Value, describe};
+
+/// The checker tables of a real server: keepalived's checkers, in lower case.
+const CHECKERS: &[&str] =
+    &["tcp_check", "http_get", "ssl_get", "misc_check", "dns_check", "udp_check", "ping_check"];
+
+/// Health settings of a virtual server (keepalived sets `delay_loop` and `alpha` per checker too;
+/// here they are the service's, for all its checkers).
+const SERVICE_KEYS: &[&str] = &[
+    "delay_loop",
+    "alpha",
+    "omega",
+    "quorum",
+    "hysteresis",
+    "quorum_up",
+    "quorum_down",
+    "inhibit_on_failure",
+];
+
+/// Health settings of a real server besides its checkers.
+const REAL_KEYS: &[&str] = &["inhibit_on_failure", "notify_up", "notify_down"];
+
+/// keepalived's connection keys: every checker but `misc_check`, which connects to nothing.
+const CONNECTION_KEYS: &[&str] = &["connect_timeout", "connect_ip", "connect_port", "bindto"];
+
+/// Keys of every checker.
+const COMMON_KEYS: &[&str] = &["retry", "nb_get_retry", "delay_before_retry", "warmup", "rise"];
+
+/// Keys of one kind of checker (or two: `http_get` and `ssl_get`), with the kinds that take them.
+const KIND_KEYS: &[(&[&str], &[&str])] = &[
+    (&["url", "virtualhost"], &["http_get", "ssl_get"]),
+    (&["sni", "enable_sni"], &["ssl_get"]),
+    (&["misc_path", "misc_timeout", "misc_dynamic"], &["misc_check"]),
+    (&["name", "dns_name", "type", "dns_type"], &["dns_check"]),
+    (&["payload", "require_reply"], &["udp_check"]),
+];
+
+const URL_KEYS: &[&str] = &["path", "status_code", "digest"];
+
+/// Query types `dns_check` sends.
+const DNS_TYPES: &[&str] = &["A", "AAAA", "NS", "SOA", "MX", "TXT", "CNAME", "PTR"];
+
+/// Longest duration of any health setting, in seconds: one day.
+const MAX_SECONDS: u32 = 86_400;
+
+/// Largest UDP payload an IPv4 datagram carries.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Every key a checker of `kind` takes.
+fn checker_keys(kind: &str) -> Vec<&'static str> {
+    let connection = if kind == "misc_check" { &[][..] } else { CONNECTION_KEYS };
+    let specific = KIND_KEYS.iter().filter(|(_, kinds)| kinds.contains(&kind));
+    let mut keys = [connection, COMMON_KEYS].concat();
+    keys.extend(specific.flat_map(|(keys, _)| keys.iter().copied()));
+    keys
+}
+
+/// The message for a health key written in a `[[virtual_server]]`, where it does not belong.
+pub(super) fn misplaced_in_virtual_server(name: &str) -> Option<String> {
+    if CHECKERS.contains(&name) {
+        Some(format!(
+            "`{name}` is checked per real server: write [virtual_server.real_server.{name}] after \
+             the real's [[virtual_server.real_server]]"
+        ))
+    } else if REAL_KEYS.contains(&name) {
+        Some(format!("`{name}` is set per real server: move it to [[virtual_server.real_server]]"))
+    } else {
+        checker_setting(name, "each real server's")
+    }
+}
+
+/// The message for a key written in a `[[virtual_server.real_server]]` that belongs elsewhere.
+pub(super) fn misplaced_in_real_server(name: &str) -> Option<String> {
+    service_setting(name).or_else(|| checker_setting(name, "the real server's"))
+}
+
+/// The message for a health key under a sorry server, which keepalived never checks.
+pub(super) fn misplaced_in_sorry_server(name: &str) -> Option<String> {
+    (CHECKERS.contains(&name) || REAL_KEYS.contains(&name)).then(|| {
+        format!(
+            "`{name}` in [virtual_server.sorry_server]: keepalived does not check sorry servers \
+             (the sorry server takes the traffic only when no real server can), so it takes no \
+             health settings"
+        )
+    })
+}
+
+/// The message for a key written in a checker of `kind` that belongs elsewhere.
+fn misplaced_in_checker(kind: &str, name: &str) -> Option<String> {
+    if kind == "misc_check" && CONNECTION_KEYS.contains(&name) {
+        return Some(format!(
+            "`{name}` does not apply to misc_check: it runs a script and connects to nothing (as \
+             keepalived's MISC_CHECK); the script's time limit is `misc_timeout`"
+        ));
+    }
+    if let Some((_, kinds)) = KIND_KEYS.iter().find(|(keys, _)| keys.contains(&name)) {
+        return Some(format!("`{name}` does not apply to {kind}: only to {}", kinds.join(" and ")));
+    }
+    if REAL_KEYS.contains(&name) {
+        return Some(format!(
+            "`{name}` is set per real server, not per checker: move it to \
+             [[virtual_server.real_server]]"
+        ));
+    }
+    service_setting(name)
+}
+
+fn service_setting(name: &str) -> Option<String> {
+    (SERVICE_KEYS.contains(&name) && !REAL_KEYS.contains(&name))
+        .then(|| format!("`{name}` is set per virtual server: move it to [[virtual_server]]"))
+}
+
+/// `whose`: whose checker table the setting belongs in.
+fn checker_setting(name: &str, whose: &str) -> Option<String> {
+    (CONNECTION_KEYS.contains(&name) || COMMON_KEYS.contains(&name)).then(|| {
+        format!(
+            "`{name}` is a checker setting: put it in {whose} checker table, like \
+             [virtual_server.real_server.tcp_check]"
+        )
+    })
+}
+
+/// The dotted path of a section's header: `a.b` for `[[a.b]]`.
+fn section_path(section: &str) -> &str {
+    section.trim_matches(|c| c == '[' || c == ']')
+}
+
+/// `value` when parsed, else `ok` cleared: for settings with a default already in place.
+fn keep<T>(ok: &mut bool, slot: &mut T, parsed: Option<T>) {
+    match parsed {
+        Some(value) => *slot = value,
+        None => *ok = false,
+    }
+}
+
+/// keepalived's UDP_CHECK payload: `0x` and an even number of hex digits is bytes in hex;
+/// anything else is sent as its UTF-8 bytes.
+fn udp_payload(text: &str) -> Vec<u8> {
+    let hex = text.strip_prefix("0x").filter(|hex| !hex.is_empty() && hex.len() % 2 == 0).and_then(
+        |hex| {
+            hex.as_bytes()
+                .chunks_exact(2)
+                .map(|pair| match pair {
+                    [high, low] => {
+                        let digit = |c: &u8| char::from(*c).to_digit(16);
+                        u8::try_from(digit(high)? * 16 + digit(low)?).ok()
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<u8>>>()
+        },
+    );
+    hex.unwrap_or_else(|| text.as_bytes().to_vec())
+}
+
+impl Parser<'_> {
+    /// The health settings of a virtual server; `None` after an error in one of them.
+    pub(super) fn service_health(
+        &mut self,
+        table: &DeTable<'_>,
+        at: &mut VirtualServerLocations,
+    ) -> Option<ServiceHealth> {
+        let mut ok = true;
+        let mut health = ServiceHealth::default();
+        if let Some((key, value)) = table.get_key_value("delay_loop") {
+            at.delay_loop = self.at(value.span());
+            keep(&mut ok, &mut health.delay_loop, self.positive_seconds(key, value, MAX_SECONDS));
+        }
+        if let Some((key, value)) = table.get_key_value("alpha") {
+            at.alpha = self.at(value.span());
+            keep(&mut ok, &mut health.alpha, self.boolean(key, value));
+        }
+        if let Some((key, value)) = table.get_key_value("omega") {
+            keep(&mut ok, &mut health.omega, self.boolean(key, value));
+        }
+        if let Some((key, value)) = table.get_key_value("quorum") {
+            keep(&mut ok, &mut health.quorum, self.integer_in(key, value, 0..=u32::MAX));
+        }
+        if let Some((key, value)) = table.get_key_value("hysteresis") {
+            keep(&mut ok, &mut health.hysteresis, self.integer_in(key, value, 0..=u32::MAX));
+        }
+        if let Some((key, value)) = table.get_key_value("quorum_up") {
+            keep(&mut ok, &mut health.quorum_up, self.command(key, value).map(Some));
+        }
+        if let Some((key, value)) = table.get_key_value("quorum_down") {
+            keep(&mut ok, &mut health.quorum_down, self.command(key, value).map(Some));
+        }
+        if let Some((key, value)) = table.get_key_value("inhibit_on_failure") {
+            keep(&mut ok, &mut health.inhibit_on_failure, self.boolean(key, value));
+        }
+        ok.then_some(health)
+    }
+
+    /// The health settings and checkers of a real server (`section`); `None` after an error in
+    /// any of them. `inhibit_on_failure` is the virtual server's, the default.
+    pub(super) fn real_health(
+        &mut self,
+        table: &DeTable<'_>,
+        section: &str,
+        inhibit_on_failure: bool,
+        at: &mut RealServerLocations,
+    ) -> Option<RealHealth> {
+        let mut ok = true;
+        let mut health = RealHealth { inhibit_on_failure, ..RealHealth::default() };
+        if let Some((key, value)) = table.get_key_value("inhibit_on_failure") {
+            keep(&mut ok, &mut health.inhibit_on_failure, self.boolean(key, value));
+        }
+        if let Some((key, value)) = table.get_key_value("notify_up") {
+            keep(&mut ok, &mut health.notify_up, self.command(key, value).map(Some));
+        }
+        if let Some((key, value)) = table.get_key_value("notify_down") {
+            keep(&mut ok, &mut health.notify_down, self.command(key, value).map(Some));
+        }
+
+        // Every checker table, whatever its kind, in file order.
+        let mut checkers = Vec::new();
+        for &kind in CHECKERS {
+            let Some((key, value)) = table.get_key_value(kind) else {
+                continue;
+            };
+            let single = format!("[{}.{kind}]", section_path(section));
+            let several = format!("[{single}]");
+            match value.get_ref() {
+                DeValue::Table(checker) => checkers.push((kind, checker, value.span(), single)),
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::Table(checker) => {
+                                checkers.push((kind, checker, item.span(), several.clone()));
+                            }
+                            other => {
+                                let message = format!(
+                                    "each `{kind}` entry must be a table, found {}",
+                                    describe(other)
+                                );
+                                self.error(item.span(), message);
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let message = format!(
+                        "`{}` must be a table: write {single}, or {several} once per checker to \
+                         have several; found {}",
+                        key.get_ref(),
+                        describe(other)
+                    );
+                    self.error(value.span(), message);
+                    ok = false;
+                }
+            }
+        }
+        checkers.sort_by_key(|(_, _, span, _)| span.start);
+        for (kind, checker, span, section) in checkers {
+            match self.check(kind, checker, span, &section) {
+                Some((check, locations)) => {
+                    health.checks.push(check);
+                    at.checks.push(locations);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(health)
+    }
+
+    /// One checker table of `kind` (its key, `tcp_check`), written as `section`.
+    fn check(
+        &mut self,
+        kind: &str,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        section: &str,
+    ) -> Option<(HealthCheck, CheckLocations)> {
+        let errors_before = self.errors.len();
+        let location = self.at(span);
+        let mut at = CheckLocations::all_at(location);
+        let known = checker_keys(kind);
+        self.unknown_keys_with(table, &known, &format!("in {section}"), |name| {
+            misplaced_in_checker(kind, name)
+        });
+
+        let mut ok = true;
+        let mut check = HealthCheck {
+            kind: CheckKind::Tcp,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            retry: DEFAULT_RETRY,
+            delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
+            warmup: None,
+            rise: 1,
+            location,
+        };
+        // misc_check's connection keys were reported as misplaced above.
+        if kind != "misc_check" {
+            if let Some((key, value)) = table.get_key_value("connect_timeout") {
+                let timeout = self.positive_seconds(key, value, MAX_SECONDS);
+                keep(&mut ok, &mut check.connect_timeout, timeout);
+            }
+            if let Some((key, value)) = table.get_key_value("connect_ip") {
+                at.connect_ip = self.at(value.span());
+                keep(&mut ok, &mut check.connect_ip, self.ip_address(key, value).map(Some));
+            }
+            if let Some((key, value)) = table.get_key_value("connect_port") {
+                let port = self.integer(key, value, 1, u16::MAX.into());
+                let port = port.and_then(|p| u16::try_from(p).ok()).map(Some);
+                keep(&mut ok, &mut check.connect_port, port);
+            }
+            if let Some((key, value)) = table.get_key_value("bindto") {
+                at.bindto = self.at(value.span());
+                keep(&mut ok, &mut check.bindto, self.ip_address(key, value).map(Some));
+            }
+        }
+        let conflict = "are the same setting (`nb_get_retry` is keepalived's old name for \
+                        `retry`); keep only one";
+        match self.either(table, ["retry", "nb_get_retry"], conflict) {
+            None => ok = false,
+            Some(None) => {}
+            Some(Some((key, value))) => {
+                at.retry = self.at(value.span());
+                keep(&mut ok, &mut check.retry, self.integer_in(key, value, 0..=u32::MAX));
+            }
+        }
+        if let Some((key, value)) = table.get_key_value("delay_before_retry") {
+            let delay = self.seconds(key, value, 0..=MAX_SECONDS);
+            keep(&mut ok, &mut check.delay_before_retry, delay);
+        }
+        if let Some((key, value)) = table.get_key_value("warmup") {
+            let warmup = self.seconds(key, value, 0..=MAX_SECONDS);
+            keep(&mut ok, &mut check.warmup, warmup.map(|w| Some(w).filter(|w| !w.is_zero())));
+        }
+        if let Some((key, value)) = table.get_key_value("rise") {
+            keep(&mut ok, &mut check.rise, self.integer_in(key, value, 1..=u32::MAX));
+        }
+
+        let kind = match kind {
+            "http_get" => self.http(table, location, section, false).map(CheckKind::Http),
+            "ssl_get" => self.http(table, location, section, true).map(CheckKind::Ssl),
+            "misc_check" => self.misc(table, location, section).map(CheckKind::Misc),
+            "dns_check" => self.dns(table).map(CheckKind::Dns),
+            "udp_check" => self.udp(table).map(CheckKind::Udp),
+            "ping_check" => Some(CheckKind::Ping),
+            // "tcp_check", the only other one in CHECKERS.
+            _ => Some(CheckKind::Tcp),
+        };
+        // Unknown keys leave the checker out too: it is not what the operator meant.
+        let ok = ok && self.errors.len() == errors_before;
+        Some((HealthCheck { kind: kind?, ..check }, at)).filter(|_| ok)
+    }
+
+    /// `http_get`, or `ssl_get` when `tls`.
+    fn http(
+        &mut self,
+        table: &DeTable<'_>,
+        location: Location,
+        section: &str,
+        tls: bool,
+    ) -> Option<HttpCheck> {
+        let errors_before = self.errors.len();
+        let urls = self.required(table, "url", location, section).map(|(key, value)| {
+            let header = format!("[[{}.url]]", section_path(section));
+            self.urls(key, value, &header)
+        });
+        let virtualhost = match table.get_key_value("virtualhost") {
+            None => None,
+            Some((key, value)) => self.command(key, value),
+        };
+        let mut sni = None;
+        if tls {
+            let conflict = "both set the TLS server name (`enable_sni` = true sends \
+                            `virtualhost`); keep only one";
+            let chosen = self.either(table, ["sni", "enable_sni"], conflict).flatten();
+            if let Some((key, value)) = chosen {
+                if key.get_ref() == "sni" {
+                    sni = self.command(key, value);
+                } else if self.boolean(key, value) == Some(true) {
+                    sni = virtualhost.clone();
+                    if !table.contains_key("virtualhost") {
+                        let message = format!(
+                            "`{}` sends `virtualhost` as the TLS server name, but there is no \
+                             `virtualhost`: add one, or give the name as `sni`",
+                            key.get_ref()
+                        );
+                        self.error(value.span(), message);
+                    }
+                }
+            }
+        }
+        let urls = urls.flatten()?;
+        (self.errors.len() == errors_before).then_some(HttpCheck { urls, virtualhost, sni })
+    }
+
+    /// The URLs of an HTTP checker: at least one.
+    fn urls(&mut self, key: &Key<'_>, value: &Value<'_>, header: &str) -> Option<Vec<UrlCheck>> {
+        let errors_before = self.errors.len();
+        let tables = self.tables(key, value, header);
+        if tables.is_empty() && self.errors.len() == errors_before {
+            let message = format!(
+                "`{}` needs at least one entry, like `{} = [{{ path = \"/\" }}]`",
+                key.get_ref(),
+                key.get_ref()
+            );
+            self.error(value.span(), message);
+        }
+        let urls: Vec<UrlCheck> =
+            tables.into_iter().filter_map(|(table, span)| self.url(table, span, header)).collect();
+        (self.errors.len() == errors_before).then_some(urls)
+    }
+
+    fn url(&mut self, table: &DeTable<'_>, span: Range<usize>, header: &str) -> Option<UrlCheck> {
+        let location = self.at(span);
+        self.unknown_keys(table, URL_KEYS, &format!("in {header}"));
+        let path = self.required(table, "path", location, header).and_then(|(key, value)| {
+            let path = self.string(key, value)?;
+            if path.starts_with('/') {
+                Some(path.to_owned())
+            } else {
+                let message = format!(
+                    "`{}` must start with \"/\", found \"{}\"",
+                    key.get_ref(),
+                    path.escape_debug()
+                );
+                self.error(value.span(), message);
+                None
+            }
+        });
+        let status_code = match table.get_key_value("status_code") {
+            None => Some(None),
+            Some((key, value)) => {
+                self.integer(key, value, 100, 599).and_then(|c| u16::try_from(c).ok()).map(Some)
+            }
+        };
+        let digest = match table.get_key_value("digest") {
+            None => Some(None),
+            Some((key, value)) => self.string(key, value).and_then(|digest| {
+                if digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Some(Some(digest.to_ascii_lowercase()))
+                } else {
+                    let message = format!(
+                        "`{}` must be an MD5 digest, 32 hex digits as genhash prints it, found \
+                         \"{}\"",
+                        key.get_ref(),
+                        digest.escape_debug()
+                    );
+                    self.error(value.span(), message);
+                    None
+                }
+            }),
+        };
+        Some(UrlCheck { path: path?, status_code: status_code?, digest: digest? })
+    }
+
+    fn misc(
+        &mut self,
+        table: &DeTable<'_>,
+        location: Location,
+        section: &str,
+    ) -> Option<MiscCheck> {
+        let path = self
+            .required(table, "misc_path", location, section)
+            .and_then(|(key, value)| self.command(key, value));
+        let timeout = match table.get_key_value("misc_timeout") {
+            None => Some(DEFAULT_MISC_TIMEOUT),
+            Some((key, value)) => self.positive_seconds(key, value, MAX_SECONDS),
+        };
+        let dynamic = match table.get_key_value("misc_dynamic") {
+            None => Some(false),
+            Some((key, value)) => self.boolean(key, value),
+        };
+        Some(MiscCheck { path: path?, timeout: timeout?, dynamic: dynamic? })
+    }
+
+    fn dns(&mut self, table: &DeTable<'_>) -> Option<DnsCheck> {
+        let same = "are the same setting; keep only one";
+        let name = match self.either(table, ["name", "dns_name"], same)? {
+            None => Some(".".to_owned()),
+            Some((key, value)) => self.command(key, value),
+        };
+        let qtype = match self.either(table, ["type", "dns_type"], same)? {
+            None => Some("SOA".to_owned()),
+            Some((key, value)) => self.string(key, value).and_then(|qtype| {
+                let upper = qtype.to_ascii_uppercase();
+                if DNS_TYPES.contains(&upper.as_str()) {
+                    Some(upper)
+                } else {
+                    let message = format!(
+                        "`{}` must be one of {}, found \"{}\"",
+                        key.get_ref(),
+                        DNS_TYPES.join(", "),
+                        qtype.escape_debug()
+                    );
+                    self.error(value.span(), message);
+                    None
+                }
+            }),
+        };
+        Some(DnsCheck { name: name?, qtype: qtype? })
+    }
+
+    fn udp(&mut self, table: &DeTable<'_>) -> Option<UdpCheck> {
+        let payload = match table.get_key_value("payload") {
+            None => Some(Vec::new()),
+            Some((key, value)) => self.string(key, value).map(udp_payload).and_then(|payload| {
+                if payload.len() <= MAX_UDP_PAYLOAD {
+                    Some(payload)
+                } else {
+                    let message = format!(
+                        "`{}` is {} bytes, more than a UDP datagram holds ({MAX_UDP_PAYLOAD})",
+                        key.get_ref(),
+                        payload.len()
+                    );
+                    self.error(value.span(), message);
+                    None
+                }
+            }),
+        };
+        let require_reply = match table.get_key_value("require_reply") {
+            None => Some(false),
+            Some((key, value)) => self.boolean(key, value),
+        };
+        Some(UdpCheck { payload: payload?, require_reply: require_reply? })
+    }
+
+    /// A non-empty string: a command line, a host or a name.
+    fn command(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
+        let text = self.string(key, value)?;
+        if text.trim().is_empty() {
+            let message = format!("`{}` must not be empty: leave it out instead", key.get_ref());
+            self.error(value.span(), message);
+            return None;
+        }
+        Some(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::super::super::model::{
+        Config, DataplaneSettings, Protocol, RealServer, VirtualServer,
+    };
+    use super::super::super::parse_toml;
+    use super::super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::*;
+
+    /// Base lines 1-4: a valid IPv4 virtual server on eth0.
+    const VS: &[&str] =
+        &["[[virtual_server]]", "vip = '192.0.2.100'", "port = 80", "interface = 'eth0'"];
+
+    /// Base lines 1-6: [`VS`] with one real server.
+    const REAL: &[&str] = &[
+        "[[virtual_server]]",
+        "vip = '192.0.2.100'",
+        "port = 80",
+        "interface = 'eth0'",
+        "[[virtual_server.real_server]]",
+        "address = '192.0.2.11'",
+    ];
+
+    /// Base lines 1-7: [`REAL`] with a TCP checker table on line 7, its keys from line 8.
+    const TCP: &[&str] = &[
+        "[[virtual_server]]",
+        "vip = '192.0.2.100'",
+        "port = 80",
+        "interface = 'eth0'",
+        "[[virtual_server.real_server]]",
+        "address = '192.0.2.11'",
+        "[virtual_server.real_server.tcp_check]",
+    ];
+
+    /// (name, base document, lines after it, expected message part, expected line:col).
+    type Scenario = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
+
+    /// Each must be the only error.
+    const SCENARIOS: &[Scenario] = &[
+        // The virtual server's settings.
+        (
+            "delay_loop 0",
+            VS,
+            &["delay_loop = 0"],
+            "`delay_loop` must be more than 0 and at most 86400 seconds, found 0",
+            "5:14",
+        ),
+        (
+            "delay_loop 0.0",
+            VS,
+            &["delay_loop = 0.0"],
+            "`delay_loop` must be more than 0 and at most 86400 seconds, found 0.0",
+            "5:14",
+        ),
+        (
+            "delay_loop too small to be told from 0",
+            VS,
+            &["delay_loop = 1e-12"],
+            "`delay_loop` must be more than 0 and at most 86400 seconds, found 1e-12",
+            "5:14",
+        ),
+        (
+            "negative delay_loop",
+            VS,
+            &["delay_loop = -5"],
+            "`delay_loop` must be more than 0 and at most 86400 seconds, found -5",
+            "5:14",
+        ),
+        (
+            "delay_loop over a day",
+            VS,
+            &["delay_loop = 86401"],
+            "`delay_loop` must be more than 0 and at most 86400 seconds, found 86401",
+            "5:14",
+        ),
+        (
+            "delay_loop with a unit",
+            VS,
+            &["delay_loop = '60s'"],
+            "`delay_loop` must be a number of seconds, found string \"60s\"",
+            "5:14",
+        ),
+        (
+            "misspelled delay_loop",
+            VS,
+            &["delay_lop = 6"],
+            "unknown key `delay_lop` in [[virtual_server]]; did you mean `delay_loop`?",
+            "5:1",
+        ),
+        (
+            "alpha as a string",
+            VS,
+            &["alpha = 'yes'"],
+            "`alpha` must be true or false, found string \"yes\"",
+            "5:9",
+        ),
+        (
+            "omega as a number",
+            VS,
+            &["omega = 1"],
+            "`omega` must be true or false, found integer 1",
+            "5:9",
+        ),
+        (
+            "negative quorum",
+            VS,
+            &["quorum = -1"],
+            "`quorum` must be between 0 and 4294967295, found -1",
+            "5:10",
+        ),
+        (
+            "fractional quorum",
+            VS,
+            &["quorum = 1.5"],
+            "`quorum` must be an integer, found float 1.5",
+            "5:10",
+        ),
+        (
+            "negative hysteresis",
+            VS,
+            &["hysteresis = -1"],
+            "`hysteresis` must be between 0 and 4294967295, found -1",
+            "5:14",
+        ),
+        (
+            "quorum_up as a number",
+            VS,
+            &["quorum_up = 1"],
+            "`quorum_up` must be a string, found integer 1",
+            "5:13",
+        ),
+        (
+            "empty quorum_down",
+            VS,
+            &["quorum_down = ' '"],
+            "`quorum_down` must not be empty: leave it out instead",
+            "5:15",
+        ),
+        (
+            "inhibit_on_failure as a string",
+            VS,
+            &["inhibit_on_failure = 'true'"],
+            "`inhibit_on_failure` must be true or false, found string \"true\"",
+            "5:22",
+        ),
+        (
+            "checker under the virtual server",
+            VS,
+            &["[virtual_server.tcp_check]", "connect_timeout = 3"],
+            "`tcp_check` is checked per real server: write [virtual_server.real_server.tcp_check] \
+             after the real's [[virtual_server.real_server]]",
+            "5:17",
+        ),
+        (
+            "notify_up on the virtual server",
+            VS,
+            &["notify_up = '/bin/true'"],
+            "`notify_up` is set per real server: move it to [[virtual_server.real_server]]",
+            "5:1",
+        ),
+        (
+            "checker setting on the virtual server",
+            VS,
+            &["connect_timeout = 3"],
+            "`connect_timeout` is a checker setting: put it in each real server's checker table, \
+             like [virtual_server.real_server.tcp_check]",
+            "5:1",
+        ),
+        // The real server's settings.
+        (
+            "real inhibit_on_failure as a number",
+            REAL,
+            &["inhibit_on_failure = 0"],
+            "`inhibit_on_failure` must be true or false, found integer 0",
+            "7:22",
+        ),
+        (
+            "empty notify_up",
+            REAL,
+            &["notify_up = ''"],
+            "`notify_up` must not be empty: leave it out instead",
+            "7:13",
+        ),
+        (
+            "notify_down as an array",
+            REAL,
+            &["notify_down = ['/bin/echo', 'down']"],
+            "`notify_down` must be a string, found an array",
+            "7:15",
+        ),
+        (
+            "delay_loop on a real server",
+            REAL,
+            &["delay_loop = 6"],
+            "`delay_loop` is set per virtual server: move it to [[virtual_server]]",
+            "7:1",
+        ),
+        (
+            "checker setting on a real server",
+            REAL,
+            &["nb_get_retry = 3"],
+            "`nb_get_retry` is a checker setting: put it in the real server's checker table, like \
+             [virtual_server.real_server.tcp_check]",
+            "7:1",
+        ),
+        (
+            "keepalived's upper-case checker name",
+            REAL,
+            &["[virtual_server.real_server.TCP_CHECK]"],
+            "unknown key `TCP_CHECK` in [[virtual_server.real_server]]; did you mean `tcp_check`?",
+            "7:29",
+        ),
+        (
+            "misspelled checker",
+            REAL,
+            &["[virtual_server.real_server.http_gte]"],
+            "unknown key `http_gte` in [[virtual_server.real_server]]; did you mean `http_get`?",
+            "7:29",
+        ),
+        (
+            "checker as a value",
+            REAL,
+            &["tcp_check = true"],
+            "`tcp_check` must be a table: write [virtual_server.real_server.tcp_check], or \
+             [[virtual_server.real_server.tcp_check]] once per checker to have several; found \
+             boolean true",
+            "7:13",
+        ),
+        (
+            "checker array entry not a table",
+            REAL,
+            &["ping_check = [{}, 'again']"],
+            "each `ping_check` entry must be a table, found string \"again\"",
+            "7:19",
+        ),
+        // The common checker settings.
+        (
+            "connect_timeout 0",
+            TCP,
+            &["connect_timeout = 0"],
+            "`connect_timeout` must be more than 0 and at most 86400 seconds, found 0",
+            "8:19",
+        ),
+        (
+            "negative connect_timeout",
+            TCP,
+            &["connect_timeout = -1.5"],
+            "`connect_timeout` must be more than 0 and at most 86400 seconds, found -1.5",
+            "8:19",
+        ),
+        (
+            "connect_timeout as a string",
+            TCP,
+            &["connect_timeout = '5'"],
+            "`connect_timeout` must be a number of seconds, found string \"5\"",
+            "8:19",
+        ),
+        (
+            "connect_ip not an address",
+            TCP,
+            &["connect_ip = '192.0.2.256'"],
+            "`connect_ip` must be an IP address, found \"192.0.2.256\"",
+            "8:14",
+        ),
+        (
+            "connect_port 0",
+            TCP,
+            &["connect_port = 0"],
+            "`connect_port` must be between 1 and 65535, found 0",
+            "8:16",
+        ),
+        (
+            "connect_port too large",
+            TCP,
+            &["connect_port = 65536"],
+            "`connect_port` must be between 1 and 65535, found 65536",
+            "8:16",
+        ),
+        (
+            "connect_port as a service name",
+            TCP,
+            &["connect_port = 'http'"],
+            "`connect_port` must be an integer, found string \"http\"",
+            "8:16",
+        ),
+        (
+            "bindto an interface",
+            TCP,
+            &["bindto = 'eth0'"],
+            "`bindto` must be an IP address, found \"eth0\"",
+            "8:10",
+        ),
+        (
+            "negative retry",
+            TCP,
+            &["retry = -1"],
+            "`retry` must be between 0 and 4294967295, found -1",
+            "8:9",
+        ),
+        (
+            "nb_get_retry as a string",
+            TCP,
+            &["nb_get_retry = 'three'"],
+            "`nb_get_retry` must be an integer, found string \"three\"",
+            "8:16",
+        ),
+        (
+            "retry and nb_get_retry",
+            TCP,
+            &["retry = 3", "nb_get_retry = 3"],
+            "`nb_get_retry` and `retry` are the same setting (`nb_get_retry` is keepalived's old \
+             name for `retry`); keep only one",
+            "9:1",
+        ),
+        (
+            "nb_get_retry and retry",
+            TCP,
+            &["nb_get_retry = 3", "retry = 3"],
+            "`retry` and `nb_get_retry` are the same setting",
+            "9:1",
+        ),
+        (
+            "negative delay_before_retry",
+            TCP,
+            &["delay_before_retry = -1"],
+            "`delay_before_retry` must be between 0 and 86400 seconds, found -1",
+            "8:22",
+        ),
+        (
+            "warmup over a day",
+            TCP,
+            &["warmup = 86400.5"],
+            "`warmup` must be between 0 and 86400 seconds, found 86400.5",
+            "8:10",
+        ),
+        ("rise 0", TCP, &["rise = 0"], "`rise` must be between 1 and 4294967295, found 0", "8:8"),
+        (
+            "misspelled checker key",
+            TCP,
+            &["conect_timeout = 3"],
+            "unknown key `conect_timeout` in [virtual_server.real_server.tcp_check]; did you mean \
+             `connect_timeout`?",
+            "8:1",
+        ),
+        (
+            "misspelled key of an array checker",
+            REAL,
+            &["[[virtual_server.real_server.tcp_check]]", "retyr = 3"],
+            "unknown key `retyr` in [[virtual_server.real_server.tcp_check]]; did you mean \
+             `retry`?",
+            "8:1",
+        ),
+        (
+            "an HTTP key in a TCP checker",
+            TCP,
+            &["url = [{ path = '/' }]"],
+            "`url` does not apply to tcp_check: only to http_get and ssl_get",
+            "8:1",
+        ),
+        (
+            "delay_loop in a checker (keepalived allows it there)",
+            TCP,
+            &["delay_loop = 6"],
+            "`delay_loop` is set per virtual server: move it to [[virtual_server]]",
+            "8:1",
+        ),
+        (
+            "inhibit_on_failure in a checker",
+            TCP,
+            &["inhibit_on_failure = true"],
+            "`inhibit_on_failure` is set per real server, not per checker: move it to \
+             [[virtual_server.real_server]]",
+            "8:1",
+        ),
+        (
+            "bad value in the second checker of an array",
+            REAL,
+            &[
+                "[[virtual_server.real_server.tcp_check]]",
+                "[[virtual_server.real_server.tcp_check]]",
+                "connect_port = -80",
+            ],
+            "`connect_port` must be between 1 and 65535, found -80",
+            "9:16",
+        ),
+        // http_get and ssl_get.
+        (
+            "http_get without url",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "virtualhost = 'www.example.com'"],
+            "missing required key `url` in [virtual_server.real_server.http_get]",
+            "7:1",
+        ),
+        (
+            "inline http_get without url",
+            REAL,
+            &["http_get = { connect_timeout = 2 }"],
+            "missing required key `url` in [virtual_server.real_server.http_get]",
+            "7:12",
+        ),
+        (
+            "no url",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = []"],
+            "`url` needs at least one entry, like `url = [{ path = \"/\" }]`",
+            "8:7",
+        ),
+        (
+            "url as a string",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = '/health'"],
+            "`url` must be an array of tables: write [[virtual_server.real_server.http_get.url]] \
+             once per entry",
+            "8:7",
+        ),
+        (
+            "url as a single table",
+            REAL,
+            &["[virtual_server.real_server.ssl_get]", "url = { path = '/' }"],
+            "`url` must be an array of tables: write [[virtual_server.real_server.ssl_get.url]] \
+             once per entry",
+            "8:7",
+        ),
+        (
+            "url entry not a table",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = ['/health']"],
+            "each `url` entry must be a table, found string \"/health\"",
+            "8:8",
+        ),
+        (
+            "url without path",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ status_code = 200 }]"],
+            "missing required key `path` in [[virtual_server.real_server.http_get.url]]",
+            "8:8",
+        ),
+        (
+            "url table without path",
+            REAL,
+            &[
+                "[[virtual_server.real_server.http_get]]",
+                "[[virtual_server.real_server.http_get.url]]",
+                "status_code = 200",
+            ],
+            "missing required key `path` in [[virtual_server.real_server.http_get.url]]",
+            "8:1",
+        ),
+        (
+            "relative path",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = 'health' }]"],
+            "`path` must start with \"/\", found \"health\"",
+            "8:17",
+        ),
+        (
+            "full URL as path",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = 'http://x/' }]"],
+            "`path` must start with \"/\", found \"http://x/\"",
+            "8:17",
+        ),
+        (
+            "status code below 100",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = '/', status_code = 99 }]"],
+            "`status_code` must be between 100 and 599, found 99",
+            "8:36",
+        ),
+        (
+            "status code 600",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = '/', status_code = 600 }]"],
+            "`status_code` must be between 100 and 599, found 600",
+            "8:36",
+        ),
+        (
+            "status code as a string",
+            REAL,
+            &[
+                "[virtual_server.real_server.http_get]",
+                "url = [{ path = '/', status_code = '200' }]",
+            ],
+            "`status_code` must be an integer, found string \"200\"",
+            "8:36",
+        ),
+        (
+            "short digest",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = '/', digest = 'abc' }]"],
+            "`digest` must be an MD5 digest, 32 hex digits as genhash prints it, found \"abc\"",
+            "8:31",
+        ),
+        (
+            "digest with a non-hex digit",
+            REAL,
+            &[
+                "[virtual_server.real_server.http_get]",
+                "url = [{ path = '/', digest = '9b3a0c85a887a256d6939da88aabd8cg' }]",
+            ],
+            "`digest` must be an MD5 digest, 32 hex digits as genhash prints it, found \
+             \"9b3a0c85a887a256d6939da88aabd8cg\"",
+            "8:31",
+        ),
+        (
+            "misspelled url key",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = '/', statuscode = 200 }]"],
+            "unknown key `statuscode` in [[virtual_server.real_server.http_get.url]]; did you mean \
+             `status_code`?",
+            "8:22",
+        ),
+        (
+            "empty virtualhost",
+            REAL,
+            &[
+                "[virtual_server.real_server.http_get]",
+                "url = [{ path = '/' }]",
+                "virtualhost = ''",
+            ],
+            "`virtualhost` must not be empty: leave it out instead",
+            "9:15",
+        ),
+        (
+            "sni on http_get",
+            REAL,
+            &["[virtual_server.real_server.http_get]", "url = [{ path = '/' }]", "sni = 'x'"],
+            "`sni` does not apply to http_get: only to ssl_get",
+            "9:1",
+        ),
+        (
+            "enable_sni without virtualhost",
+            REAL,
+            &[
+                "[virtual_server.real_server.ssl_get]",
+                "url = [{ path = '/' }]",
+                "enable_sni = true",
+            ],
+            "`enable_sni` sends `virtualhost` as the TLS server name, but there is no \
+             `virtualhost`: add one, or give the name as `sni`",
+            "9:14",
+        ),
+        (
+            "sni and enable_sni",
+            REAL,
+            &[
+                "[virtual_server.real_server.ssl_get]",
+                "url = [{ path = '/' }]",
+                "virtualhost = 'www.example.com'",
+                "sni = 'www.example.com'",
+                "enable_sni = true",
+            ],
+            "`enable_sni` and `sni` both set the TLS server name (`enable_sni` = true sends \
+             `virtualhost`); keep only one",
+            "11:1",
+        ),
+        (
+            "enable_sni as a string",
+            REAL,
+            &[
+                "[virtual_server.real_server.ssl_get]",
+                "url = [{ path = '/' }]",
+                "virtualhost = 'www.example.com'",
+                "enable_sni = 'yes'",
+            ],
+            "`enable_sni` must be true or false, found string \"yes\"",
+            "10:14",
+        ),
+        (
+            "sni as a number",
+            REAL,
+            &["[virtual_server.real_server.ssl_get]", "url = [{ path = '/' }]", "sni = 1"],
+            "`sni` must be a string, found integer 1",
+            "9:7",
+        ),
+        // misc_check.
+        (
+            "misc_check without misc_path",
+            REAL,
+            &["[virtual_server.real_server.misc_check]", "misc_timeout = 3"],
+            "missing required key `misc_path` in [virtual_server.real_server.misc_check]",
+            "7:1",
+        ),
+        (
+            "empty misc_path",
+            REAL,
+            &["misc_check = { misc_path = '' }"],
+            "`misc_path` must not be empty: leave it out instead",
+            "7:28",
+        ),
+        (
+            "misc_timeout 0",
+            REAL,
+            &["misc_check = { misc_path = '/bin/true', misc_timeout = 0 }"],
+            "`misc_timeout` must be more than 0 and at most 86400 seconds, found 0",
+            "7:56",
+        ),
+        (
+            "misc_dynamic as a string",
+            REAL,
+            &["misc_check = { misc_path = '/bin/true', misc_dynamic = 'yes' }"],
+            "`misc_dynamic` must be true or false, found string \"yes\"",
+            "7:56",
+        ),
+        (
+            "connect_timeout on misc_check",
+            REAL,
+            &[
+                "[virtual_server.real_server.misc_check]",
+                "misc_path = '/bin/true'",
+                "connect_timeout = 3",
+            ],
+            "`connect_timeout` does not apply to misc_check: it runs a script and connects to \
+             nothing (as keepalived's MISC_CHECK); the script's time limit is `misc_timeout`",
+            "9:1",
+        ),
+        (
+            "connect_ip on misc_check",
+            REAL,
+            &["misc_check = { misc_path = '/bin/true', connect_ip = '192.0.2.11' }"],
+            "`connect_ip` does not apply to misc_check",
+            "7:41",
+        ),
+        // dns_check.
+        (
+            "unknown query type",
+            REAL,
+            &["dns_check = { type = 'SRV' }"],
+            "`type` must be one of A, AAAA, NS, SOA, MX, TXT, CNAME, PTR, found \"SRV\"",
+            "7:22",
+        ),
+        (
+            "query type as a number",
+            REAL,
+            &["dns_check = { dns_type = 6 }"],
+            "`dns_type` must be a string, found integer 6",
+            "7:26",
+        ),
+        (
+            "name and dns_name",
+            REAL,
+            &["dns_check = { dns_name = 'example.com', name = 'example.com' }"],
+            "`name` and `dns_name` are the same setting; keep only one",
+            "7:41",
+        ),
+        (
+            "type and dns_type",
+            REAL,
+            &["[virtual_server.real_server.dns_check]", "type = 'A'", "dns_type = 'A'"],
+            "`dns_type` and `type` are the same setting; keep only one",
+            "9:1",
+        ),
+        (
+            "empty query name",
+            REAL,
+            &["dns_check = { name = '' }"],
+            "`name` must not be empty: leave it out instead",
+            "7:22",
+        ),
+        // udp_check.
+        (
+            "payload as a number",
+            REAL,
+            &["udp_check = { payload = 0x0a }"],
+            "`payload` must be a string, found integer 0x0a",
+            "7:25",
+        ),
+        (
+            "require_reply as a string",
+            REAL,
+            &["udp_check = { require_reply = 'no' }"],
+            "`require_reply` must be true or false, found string \"no\"",
+            "7:31",
+        ),
+        // ping_check.
+        (
+            "payload on ping_check",
+            REAL,
+            &["ping_check = { payload = 'x' }"],
+            "`payload` does not apply to ping_check: only to udp_check",
+            "7:16",
+        ),
+        // Sorry servers are not checked.
+        (
+            "checker under the sorry server",
+            VS,
+            &[
+                "[virtual_server.sorry_server]",
+                "address = '192.0.2.200'",
+                "[virtual_server.sorry_server.tcp_check]",
+            ],
+            "`tcp_check` in [virtual_server.sorry_server]: keepalived does not check sorry servers \
+             (the sorry server takes the traffic only when no real server can), so it takes no \
+             health settings",
+            "7:30",
+        ),
+        (
+            "notify_up on the sorry server",
+            VS,
+            &["sorry_server = { address = '192.0.2.200', notify_up = '/bin/true' }"],
+            "`notify_up` in [virtual_server.sorry_server]: keepalived does not check sorry servers",
+            "5:43",
+        ),
+    ];
+
+    #[test]
+    fn scenarios() {
+        for &(name, base, extra, expected, at) in SCENARIOS {
+            let text = doc(&[base, extra].concat());
+            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
+            assert_single_error(name, result, expected, at);
+        }
+    }
+
+    /// A payload too large for any datagram: built, as no scenario line could hold it.
+    #[test]
+    fn udp_payload_fits_a_datagram() {
+        for (size, error) in [(65_507, None), (65_508, Some("7:25"))] {
+            let payload = format!("udp_check = {{ payload = '{}' }}", "x".repeat(size));
+            let text = doc(&[REAL, &[payload.as_str()]].concat());
+            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
+            match error {
+                None => assert!(result.is_ok(), "{size}: {result:?}"),
+                Some(at) => assert_single_error(
+                    "payload",
+                    result,
+                    "`payload` is 65508 bytes, more than a UDP datagram holds (65507)",
+                    at,
+                ),
+            }
+        }
+    }
+
+    fn parse_ok(lines: &[&str]) -> Config {
+        parse_toml(&doc(lines), Path::new("test.toml"), &FakeHost)
+            .unwrap_or_else(|e| panic!("{e}\nin:\n{}", doc(lines)))
+    }
+
+    /// A checker of `kind` with every common setting at its default, at `line`:`col`.
+    fn default_check(kind: CheckKind, line: u32, col: u32) -> HealthCheck {
+        HealthCheck {
+            kind,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            retry: DEFAULT_RETRY,
+            delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
+            warmup: None,
+            rise: 1,
+            location: Location::new(line, col),
+        }
+    }
+
+    fn url(path: &str) -> UrlCheck {
+        UrlCheck { path: path.to_owned(), status_code: None, digest: None }
+    }
+
+    #[test]
+    fn service_values() {
+        // (name, lines after the base virtual server and a real, check on the virtual server)
+        type Check = fn(&VirtualServer);
+        let cases: &[(&str, &[&str], Check)] = &[
+            ("defaults", &[], |vs| {
+                assert_eq!(vs.health, ServiceHealth::default());
+                assert_eq!(vs.health.delay_loop, Duration::from_secs(60));
+                assert_eq!(vs.health.quorum, 1);
+                assert_eq!(vs.real_servers[0].health, RealHealth::default());
+                assert_eq!(vs.key_locations.delay_loop, Location::new(1, 1));
+            }),
+            ("fractional delay_loop", &["delay_loop = 0.5"], |vs| {
+                assert_eq!(vs.health.delay_loop, Duration::from_millis(500));
+                assert_eq!(vs.key_locations.delay_loop, Location::new(5, 14));
+            }),
+            ("longest delay_loop", &["delay_loop = 86400"], |vs| {
+                assert_eq!(vs.health.delay_loop, Duration::from_secs(86_400));
+            }),
+            (
+                "every setting",
+                &[
+                    "delay_loop = 6",
+                    "alpha = true",
+                    "omega = true",
+                    "quorum = 0",
+                    "hysteresis = 2",
+                    "quorum_up = '/usr/local/bin/up 192.0.2.100'",
+                    "quorum_down = '/usr/local/bin/down'",
+                    "inhibit_on_failure = true",
+                ],
+                |vs| {
+                    assert_eq!(
+                        vs.health,
+                        ServiceHealth {
+                            delay_loop: Duration::from_secs(6),
+                            alpha: true,
+                            omega: true,
+                            quorum: 0,
+                            hysteresis: 2,
+                            quorum_up: Some("/usr/local/bin/up 192.0.2.100".to_owned()),
+                            quorum_down: Some("/usr/local/bin/down".to_owned()),
+                            inhibit_on_failure: true,
+                        }
+                    );
+                    assert_eq!(vs.key_locations.alpha, Location::new(6, 9));
+                    // The real inherits inhibit_on_failure.
+                    assert!(vs.real_servers[0].health.inhibit_on_failure);
+                },
+            ),
+            ("largest quorum", &["quorum = 4294967295"], |vs| {
+                assert_eq!(vs.health.quorum, u32::MAX);
+            }),
+        ];
+        for (name, extra, check) in cases {
+            // The virtual server's keys must come before its real server's table.
+            let lines = [VS, extra, &REAL[4..]].concat();
+            let config = parse_ok(&lines);
+            assert_eq!(config.virtual_servers.len(), 1, "{name}");
+            check(&config.virtual_servers[0]);
+        }
+    }
+
+    #[test]
+    fn real_values() {
+        // (name, lines after the base real server, check on that real server)
+        type Check = fn(&RealServer);
+        let cases: &[(&str, &[&str], Check)] = &[
+            (
+                "notify scripts and inhibit_on_failure",
+                &[
+                    "inhibit_on_failure = true",
+                    "notify_up = '/bin/up'",
+                    "notify_down = '/bin/down'",
+                ],
+                |rs| {
+                    assert_eq!(
+                        rs.health,
+                        RealHealth {
+                            checks: Vec::new(),
+                            inhibit_on_failure: true,
+                            notify_up: Some("/bin/up".to_owned()),
+                            notify_down: Some("/bin/down".to_owned()),
+                        }
+                    );
+                },
+            ),
+            ("empty checker: all defaults", &["tcp_check = {}"], |rs| {
+                assert_eq!(rs.health.checks, [default_check(CheckKind::Tcp, 7, 13)]);
+                assert_eq!(rs.key_locations.checks, [CheckLocations::all_at(Location::new(7, 13))]);
+            }),
+            ("checker written as a table", &["[virtual_server.real_server.ping_check]"], |rs| {
+                assert_eq!(rs.health.checks, [default_check(CheckKind::Ping, 7, 1)]);
+            }),
+            (
+                "every common setting",
+                &[
+                    "[virtual_server.real_server.tcp_check]",
+                    "connect_timeout = 2.5",
+                    "connect_ip = '192.0.2.21'",
+                    "connect_port = 8080",
+                    "bindto = '192.0.2.1'",
+                    "retry = 0",
+                    "delay_before_retry = 0",
+                    "warmup = 30",
+                    "rise = 3",
+                ],
+                |rs| {
+                    let expected = HealthCheck {
+                        connect_timeout: Duration::from_millis(2500),
+                        connect_ip: Some("192.0.2.21".parse().unwrap()),
+                        connect_port: Some(8080),
+                        bindto: Some("192.0.2.1".parse().unwrap()),
+                        retry: 0,
+                        delay_before_retry: Duration::ZERO,
+                        warmup: Some(Duration::from_secs(30)),
+                        rise: 3,
+                        ..default_check(CheckKind::Tcp, 7, 1)
+                    };
+                    assert_eq!(rs.health.checks, [expected]);
+                    assert_eq!(
+                        rs.key_locations.checks,
+                        [CheckLocations {
+                            connect_ip: Location::new(9, 14),
+                            bindto: Location::new(11, 10),
+                            retry: Location::new(12, 9),
+                        }]
+                    );
+                },
+            ),
+            (
+                "old name nb_get_retry, warmup 0",
+                &["tcp_check = { nb_get_retry = 4, warmup = 0 }"],
+                |rs| {
+                    assert_eq!(rs.health.checks[0].retry, 4);
+                    assert_eq!(rs.health.checks[0].warmup, None);
+                    assert_eq!(rs.key_locations.checks[0].retry, Location::new(7, 30));
+                },
+            ),
+            (
+                "largest values",
+                &["tcp_check = { connect_port = 65535, connect_timeout = 86400 }"],
+                |rs| {
+                    assert_eq!(rs.health.checks[0].connect_port, Some(65535));
+                    assert_eq!(rs.health.checks[0].connect_timeout, Duration::from_secs(86_400));
+                },
+            ),
+            (
+                "several checkers of one kind, and of several kinds, in file order",
+                &[
+                    "[[virtual_server.real_server.tcp_check]]",
+                    "connect_port = 80",
+                    "[virtual_server.real_server.ping_check]",
+                    "[[virtual_server.real_server.tcp_check]]",
+                    "connect_port = 443",
+                ],
+                |rs| {
+                    let ports: Vec<_> = rs.health.checks.iter().map(|c| c.connect_port).collect();
+                    assert_eq!(ports, [Some(80), None, Some(443)]);
+                    let kinds: Vec<_> = rs.health.checks.iter().map(|c| c.kind.name()).collect();
+                    assert_eq!(kinds, ["TCP_CHECK", "PING_CHECK", "TCP_CHECK"]);
+                    let lines: Vec<_> = rs.health.checks.iter().map(|c| c.location.line).collect();
+                    assert_eq!(lines, [7, 9, 10]);
+                },
+            ),
+            ("an empty array: no checkers", &["tcp_check = []"], |rs| {
+                assert!(rs.health.checks.is_empty());
+            }),
+            (
+                "http_get: URL tables, digest in lower case",
+                &[
+                    "[virtual_server.real_server.http_get]",
+                    "virtualhost = 'www.example.com'",
+                    "[[virtual_server.real_server.http_get.url]]",
+                    "path = '/'",
+                    "[[virtual_server.real_server.http_get.url]]",
+                    "path = '/health?full=1'",
+                    "status_code = 204",
+                    "digest = '9B3A0C85A887A256D6939DA88AABD8CD'",
+                ],
+                |rs| {
+                    let expected = HttpCheck {
+                        urls: vec![
+                            url("/"),
+                            UrlCheck {
+                                path: "/health?full=1".to_owned(),
+                                status_code: Some(204),
+                                digest: Some("9b3a0c85a887a256d6939da88aabd8cd".to_owned()),
+                            },
+                        ],
+                        virtualhost: Some("www.example.com".to_owned()),
+                        sni: None,
+                    };
+                    assert_eq!(rs.health.checks, [default_check(CheckKind::Http(expected), 7, 1)]);
+                },
+            ),
+            (
+                "ssl_get: enable_sni sends virtualhost",
+                &[
+                    "ssl_get = { url = [{ path = '/' }], virtualhost = 'a.example', enable_sni = true }",
+                ],
+                |rs| {
+                    let CheckKind::Ssl(ssl) = &rs.health.checks[0].kind else { panic!() };
+                    assert_eq!(ssl.sni.as_deref(), Some("a.example"));
+                },
+            ),
+            (
+                "ssl_get: enable_sni false sends none",
+                &[
+                    "ssl_get = { url = [{ path = '/' }], virtualhost = 'a.example', enable_sni = false }",
+                ],
+                |rs| {
+                    let CheckKind::Ssl(ssl) = &rs.health.checks[0].kind else { panic!() };
+                    assert_eq!(ssl.sni, None);
+                },
+            ),
+            (
+                "ssl_get: explicit sni",
+                &["ssl_get = { url = [{ path = '/', status_code = 100 }], sni = 'b.example' }"],
+                |rs| {
+                    let CheckKind::Ssl(ssl) = &rs.health.checks[0].kind else { panic!() };
+                    assert_eq!(ssl.sni.as_deref(), Some("b.example"));
+                    assert_eq!(ssl.virtualhost, None);
+                    assert_eq!(ssl.urls[0].status_code, Some(100));
+                },
+            ),
+            ("misc_check defaults", &["misc_check = { misc_path = '/bin/true' }"], |rs| {
+                let expected = MiscCheck {
+                    path: "/bin/true".to_owned(),
+                    timeout: DEFAULT_MISC_TIMEOUT,
+                    dynamic: false,
+                };
+                assert_eq!(rs.health.checks, [default_check(CheckKind::Misc(expected), 7, 14)]);
+            }),
+            (
+                "misc_check with every setting",
+                &[
+                    "[virtual_server.real_server.misc_check]",
+                    "misc_path = '/usr/local/bin/check --host 192.0.2.11'",
+                    "misc_timeout = 0.5",
+                    "misc_dynamic = true",
+                    "retry = 2",
+                ],
+                |rs| {
+                    let CheckKind::Misc(misc) = &rs.health.checks[0].kind else { panic!() };
+                    assert_eq!(misc.path, "/usr/local/bin/check --host 192.0.2.11");
+                    assert_eq!(misc.timeout, Duration::from_millis(500));
+                    assert!(misc.dynamic);
+                    assert_eq!(rs.health.checks[0].retry, 2);
+                },
+            ),
+            ("dns_check defaults", &["dns_check = {}"], |rs| {
+                let expected = DnsCheck { name: ".".to_owned(), qtype: "SOA".to_owned() };
+                assert_eq!(rs.health.checks[0].kind, CheckKind::Dns(expected));
+            }),
+            (
+                "dns_check, lower-case type",
+                &["dns_check = { name = 'example.com', type = 'aaaa' }"],
+                |rs| {
+                    let expected =
+                        DnsCheck { name: "example.com".to_owned(), qtype: "AAAA".to_owned() };
+                    assert_eq!(rs.health.checks[0].kind, CheckKind::Dns(expected));
+                },
+            ),
+            (
+                "dns_check, other spellings",
+                &["dns_check = { dns_name = 'example.org', dns_type = 'Mx' }"],
+                |rs| {
+                    let expected =
+                        DnsCheck { name: "example.org".to_owned(), qtype: "MX".to_owned() };
+                    assert_eq!(rs.health.checks[0].kind, CheckKind::Dns(expected));
+                },
+            ),
+            ("udp_check defaults", &["udp_check = {}"], |rs| {
+                let expected = UdpCheck { payload: Vec::new(), require_reply: false };
+                assert_eq!(rs.health.checks[0].kind, CheckKind::Udp(expected));
+            }),
+            (
+                "udp_check hex payload",
+                &["udp_check = { payload = '0x0a0B', require_reply = true }"],
+                |rs| {
+                    let expected = UdpCheck { payload: vec![0x0a, 0x0b], require_reply: true };
+                    assert_eq!(rs.health.checks[0].kind, CheckKind::Udp(expected));
+                },
+            ),
+            ("udp_check text payload", &["udp_check = { payload = \"ping\\n\" }"], |rs| {
+                let expected = UdpCheck { payload: b"ping\n".to_vec(), require_reply: false };
+                assert_eq!(rs.health.checks[0].kind, CheckKind::Udp(expected));
+            }),
+        ];
+        for (name, extra, check) in cases {
+            let config = parse_ok(&[REAL, extra].concat());
+            assert_eq!(config.virtual_servers[0].real_servers.len(), 1, "{name}");
+            check(&config.virtual_servers[0].real_servers[0]);
+        }
+    }
+
+    #[test]
+    fn real_servers_take_the_virtual_servers_inhibit_on_failure_unless_their_own() {
+        let lines = [
+            VS,
+            &[
+                "inhibit_on_failure = true",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.12'",
+                "inhibit_on_failure = false",
+            ],
+        ]
+        .concat();
+        let config = parse_ok(&lines);
+        let inhibit: Vec<bool> = config.virtual_servers[0]
+            .real_servers
+            .iter()
+            .map(|rs| rs.health.inhibit_on_failure)
+            .collect();
+        assert_eq!(inhibit, [true, false]);
+    }
+
+    #[test]
+    fn udp_payloads() {
+        let cases: &[(&str, &[u8])] = &[
+            ("", b""),
+            ("0x00ff", &[0, 255]),
+            ("0xDEADbeef", &[0xde, 0xad, 0xbe, 0xef]),
+            // Not hex: sent as written.
+            ("0x", b"0x"),
+            ("0xabc", b"0xabc"),
+            ("0xzz", b"0xzz"),
+            ("0X0a", b"0X0a"),
+            ("00ff", b"00ff"),
+            ("é", "é".as_bytes()),
+        ];
+        for &(text, bytes) in cases {
+            assert_eq!(udp_payload(text), bytes, "{text:?}");
+        }
+    }
+
+    /// The section key lists of the parent name every key read here.
+    #[test]
+    fn sections_know_the_health_keys() {
+        for key in SERVICE_KEYS {
+            assert!(super::super::VIRTUAL_SERVER_KEYS.contains(key), "{key}");
+        }
+        for key in [REAL_KEYS, CHECKERS].concat() {
+            assert!(super::super::REAL_SERVER_KEYS.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn checker_keys_per_kind() {
+        assert_eq!(
+            checker_keys("misc_check"),
+            [
+                "retry",
+                "nb_get_retry",
+                "delay_before_retry",
+                "warmup",
+                "rise",
+                "misc_path",
+                "misc_timeout",
+                "misc_dynamic"
+            ]
+        );
+        assert_eq!(checker_keys("ping_check"), [CONNECTION_KEYS, COMMON_KEYS].concat());
+        assert!(
+            checker_keys("ssl_get").contains(&"url") && checker_keys("ssl_get").contains(&"sni")
+        );
+        assert!(!checker_keys("http_get").contains(&"sni"));
+    }
+
+    /// The example of the issue that asked for health checks: must parse as-is, into this model.
+    #[test]
+    fn contract_example_parses_into_the_model() {
+        let text = r#"[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+protocol = "tcp"
+interface = "eth0"
+delay_loop = 1
+
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+port = 80
+[virtual_server.real_server.tcp_check]
+connect_timeout = 1
+retry = 1
+delay_before_retry = 1
+
+[[virtual_server.real_server]]
+address = "192.0.2.12"
+port = 80
+[virtual_server.real_server.http_get]
+connect_timeout = 1
+url = [{ path = "/", status_code = 200 }]
+"#;
+        let at = Location::new;
+        let real =
+            |address: &str, line: u32, check: HealthCheck, checked: CheckLocations| RealServer {
+                address: address.parse().unwrap(),
+                port: 80,
+                weight: 1,
+                health: RealHealth { checks: vec![check], ..RealHealth::default() },
+                location: at(line, 1),
+                key_locations: RealServerLocations {
+                    address: at(line + 1, 11),
+                    port: at(line + 2, 8),
+                    weight: at(line, 1),
+                    checks: vec![checked],
+                },
+            };
+        let tcp = HealthCheck {
+            connect_timeout: Duration::from_secs(1),
+            retry: 1,
+            delay_before_retry: Duration::from_secs(1),
+            ..default_check(CheckKind::Tcp, 11, 1)
+        };
+        let http = HealthCheck {
+            connect_timeout: Duration::from_secs(1),
+            ..default_check(
+                CheckKind::Http(HttpCheck {
+                    urls: vec![UrlCheck {
+                        path: "/".to_owned(),
+                        status_code: Some(200),
+                        digest: None,
+                    }],
+                    virtualhost: None,
+                    sni: None,
+                }),
+                19,
+                1,
+            )
+        };
+        let expected = Config {
+            source: "test.toml".into(),
+            dataplane: DataplaneSettings::default(),
+            virtual_servers: vec![VirtualServer {
+                vip: "192.0.2.100".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+                interface: "eth0".to_owned(),
+                lb_algo: "mh".to_owned(),
+                table_size: 65537,
+                persistence_timeout: None,
+                persistence_prefix: 32,
+                real_servers: vec![
+                    real(
+                        "192.0.2.11",
+                        8,
+                        tcp,
+                        CheckLocations { retry: at(13, 9), ..CheckLocations::all_at(at(11, 1)) },
+                    ),
+                    real("192.0.2.12", 16, http, CheckLocations::all_at(at(19, 1))),
+                ],
+                sorry_server: None,
+                health: ServiceHealth {
+                    delay_loop: Duration::from_secs(1),
+                    ..ServiceHealth::default()
+                },
+                location: at(1, 1),
+                key_locations: VirtualServerLocations {
+                    vip: at(2, 7),
+                    port: at(3, 8),
+                    protocol: at(4, 12),
+                    interface: at(5, 13),
+                    delay_loop: at(6, 14),
+                    ..VirtualServerLocations::all_at(at(1, 1))
+                },
+            }],
+        };
+        let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
+        assert_eq!(config, expected);
+    }
+
+    /// One checker of each kind on one real server, into exactly these checkers.
+    #[test]
+    fn one_checker_of_each_kind() {
+        let text = r#"[[virtual_server]]
+vip = "2001:db8::100"
+port = 53
+protocol = "udp"
+interface = "eth0"
+delay_loop = 10
+alpha = true
+quorum = 2
+hysteresis = 1
+
+[[virtual_server.real_server]]
+address = "2001:db8::11"
+weight = 2
+notify_down = "/usr/local/bin/page-oncall dns1"
+
+[virtual_server.real_server.tcp_check]
+connect_port = 53
+connect_ip = "2001:db8::111"
+
+[virtual_server.real_server.http_get]
+connect_port = 8080
+url = [{ path = "/healthz", status_code = 200 }]
+
+[virtual_server.real_server.ssl_get]
+connect_port = 8443
+virtualhost = "dns1.example.com"
+enable_sni = true
+url = [{ path = "/", digest = "9b3a0c85a887a256d6939da88aabd8cd" }]
+
+[virtual_server.real_server.misc_check]
+misc_path = "/usr/local/bin/check-dns dns1"
+misc_dynamic = true
+
+[virtual_server.real_server.dns_check]
+name = "example.com"
+type = "A"
+retry = 2
+
+[virtual_server.real_server.udp_check]
+payload = "0x00"
+require_reply = true
+bindto = "2001:db8::1"
+
+[virtual_server.real_server.ping_check]
+connect_timeout = 0.5
+rise = 2
+"#;
+        let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
+        let vs = &config.virtual_servers[0];
+        assert_eq!(
+            vs.health,
+            ServiceHealth {
+                delay_loop: Duration::from_secs(10),
+                alpha: true,
+                quorum: 2,
+                hysteresis: 1,
+                ..ServiceHealth::default()
+            }
+        );
+        let rs = &vs.real_servers[0];
+        assert_eq!(rs.health.notify_down.as_deref(), Some("/usr/local/bin/page-oncall dns1"));
+        let http = |urls: Vec<UrlCheck>, virtualhost: Option<&str>, sni: Option<&str>| HttpCheck {
+            urls,
+            virtualhost: virtualhost.map(str::to_owned),
+            sni: sni.map(str::to_owned),
+        };
+        let expected = vec![
+            HealthCheck {
+                connect_port: Some(53),
+                connect_ip: Some("2001:db8::111".parse().unwrap()),
+                ..default_check(CheckKind::Tcp, 16, 1)
+            },
+            HealthCheck {
+                connect_port: Some(8080),
+                ..default_check(
+                    CheckKind::Http(http(
+                        vec![UrlCheck { status_code: Some(200), ..url("/healthz") }],
+                        None,
+                        None,
+                    )),
+                    20,
+                    1,
+                )
+            },
+            HealthCheck {
+                connect_port: Some(8443),
+                ..default_check(
+                    CheckKind::Ssl(http(
+                        vec![UrlCheck {
+                            digest: Some("9b3a0c85a887a256d6939da88aabd8cd".to_owned()),
+                            ..url("/")
+                        }],
+                        Some("dns1.example.com"),
+                        Some("dns1.example.com"),
+                    )),
+                    24,
+                    1,
+                )
+            },
+            default_check(
+                CheckKind::Misc(MiscCheck {
+                    path: "/usr/local/bin/check-dns dns1".to_owned(),
+                    timeout: DEFAULT_MISC_TIMEOUT,
+                    dynamic: true,
+                }),
+                30,
+                1,
+            ),
+            HealthCheck {
+                retry: 2,
+                ..default_check(
+                    CheckKind::Dns(DnsCheck {
+                        name: "example.com".to_owned(),
+                        qtype: "A".to_owned(),
+                    }),
+                    34,
+                    1,
+                )
+            },
+            HealthCheck {
+                bindto: Some("2001:db8::1".parse().unwrap()),
+                ..default_check(
+                    CheckKind::Udp(UdpCheck { payload: vec![0], require_reply: true }),
+                    39,
+                    1,
+                )
+            },
+            HealthCheck {
+                connect_timeout: Duration::from_millis(500),
+                rise: 2,
+                ..default_check(CheckKind::Ping, 44, 1)
+            },
+        ];
+        assert_eq!(rs.health.checks, expected);
+        let located: Vec<CheckLocations> = rs.key_locations.checks.clone();
+        assert_eq!(located.len(), 7);
+        assert_eq!(located[0].connect_ip, Location::new(18, 14));
+        assert_eq!(located[4].retry, Location::new(37, 9));
+        assert_eq!(located[5].bindto, Location::new(42, 10));
+    }
+
+    /// Every error in checkers is reported, and a real with one is left out of the model.
+    #[test]
+    fn all_checker_errors_are_reported_and_the_real_left_out() {
+        let text = doc(&[
+            REAL,
+            &[
+                "[virtual_server.real_server.tcp_check]",
+                "connect_port = 0",
+                "retry = -1",
+                "[virtual_server.real_server.http_get]",
+                "url = [{ path = 'x' }, { path = '/', status_code = 0 }]",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.12'",
+                "ping_check = {}",
+            ],
+        ]
+        .concat());
+        let (config, errors) = super::super::parse(&text, Path::new("test.toml"));
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "test.toml:8:16: `connect_port` must be between 1 and 65535, found 0",
+                "test.toml:9:9: `retry` must be between 0 and 4294967295, found -1",
+                "test.toml:11:17: `path` must start with \"/\", found \"x\"",
+                "test.toml:11:52: `status_code` must be between 100 and 599, found 0",
+            ]
+        );
+        let reals: Vec<String> =
+            config.virtual_servers[0].real_servers.iter().map(ToString::to_string).collect();
+        assert_eq!(reals, ["192.0.2.12:80"]);
+    }
+}
