@@ -12,9 +12,20 @@ use serde::Serialize;
 
 use crate::{
     config::{Config, RealServer, VirtualServerKey},
+    health::state::HealthSnapshot,
     maglev,
     net::{Mac, iface::Interface, neigh::Neighbours, route::Egress},
+    overrides::{Override, Overrides},
 };
+
+/// Everything the desired state depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub host: &'a HostFacts,
+    pub health: &'a HealthSnapshot,
+    pub overrides: &'a Overrides,
+}
 
 /// What the host looked like when the state was computed.
 #[derive(Clone, Debug, Default)]
@@ -79,11 +90,22 @@ pub struct ServiceDesired {
 pub struct RealDesired {
     pub address: IpAddr,
     pub port: u16,
+    /// Effective weight: configured, or set by a `misc_dynamic` check or `lb weight`/`lb drain`.
     pub weight: u32,
+    /// The weight in the config file.
+    pub config_weight: u32,
     pub state: RealState,
     pub mac: Option<Mac>,
     /// Interface the real is reached through.
     pub ifindex: Option<u32>,
+    /// Established flows may continue on it (up, drained, or down with `inhibit_on_failure`).
+    pub keeps_flows: bool,
+    /// A runtime change in force (until the next reload).
+    pub override_: Option<Override>,
+    /// The health checks' last word on it.
+    pub health_message: Option<String>,
+    /// Latency of its last successful check.
+    pub check_latency: Option<std::time::Duration>,
 }
 
 /// A real's state as operators see it in `lb backends`.
@@ -94,6 +116,9 @@ pub enum RealState {
     Up,
     /// Weight 0: no new flows; established ones continue.
     Drain,
+    /// Its health checks fail: no new flows; established ones move to other reals (or continue
+    /// with `inhibit_on_failure`).
+    Down,
     /// Its MAC is not known (not on a directly connected link, or not answering ARP/ND): gets
     /// nothing, and its flows move to other reals.
     Unresolved,
@@ -104,6 +129,7 @@ impl RealState {
         match self {
             RealState::Up => "up",
             RealState::Drain => "drain",
+            RealState::Down => "down",
             RealState::Unresolved => "unresolved",
         }
     }
@@ -118,19 +144,53 @@ pub fn real_ifindex(host: &HostFacts, addr: IpAddr, service_ifindex: Option<u32>
     }
 }
 
-fn real_desired(host: &HostFacts, rs: &RealServer, service_ifindex: Option<u32>) -> RealDesired {
+fn real_desired(
+    inputs: &Inputs<'_>,
+    key: VirtualServerKey,
+    rs: &RealServer,
+    service_ifindex: Option<u32>,
+) -> RealDesired {
+    let host = inputs.host;
     let ifindex = real_ifindex(host, rs.address, service_ifindex);
     let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
-    let state = match (mac, rs.weight) {
-        (None, _) => RealState::Unresolved,
-        (Some(_), 0) => RealState::Drain,
-        (Some(_), _) => RealState::Up,
+    let id = (key, rs.address, rs.port);
+    let health = inputs.health.real(&id);
+    let override_ = inputs.overrides.0.get(&id).copied();
+    let weight = match override_ {
+        Some(Override::Drain) => 0,
+        Some(Override::Weight(w)) => w,
+        None => health.and_then(|h| h.weight).unwrap_or(rs.weight),
     };
-    RealDesired { address: rs.address, port: rs.port, weight: rs.weight, state, mac, ifindex }
+    let healthy = health.is_none_or(|h| h.up);
+    let state = match (mac, healthy, weight) {
+        (None, _, _) => RealState::Unresolved,
+        (Some(_), false, _) => RealState::Down,
+        (Some(_), true, 0) => RealState::Drain,
+        (Some(_), true, _) => RealState::Up,
+    };
+    let keeps_flows = match state {
+        RealState::Up | RealState::Drain => true,
+        RealState::Down => rs.health.inhibit_on_failure,
+        RealState::Unresolved => false,
+    };
+    RealDesired {
+        address: rs.address,
+        port: rs.port,
+        weight,
+        config_weight: rs.weight,
+        state,
+        mac,
+        ifindex,
+        keeps_flows,
+        override_,
+        health_message: health.map(|h| h.message.clone()),
+        check_latency: health.and_then(|h| h.latency),
+    }
 }
 
 /// Computes the desired state. Pure: same inputs, same output.
-pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
+pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
+    let (config, host) = (inputs.config, inputs.host);
     let settings = &config.dataplane;
     let globals = Globals {
         hash_seed: settings.hash_seed,
@@ -144,22 +204,28 @@ pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
         .virtual_servers
         .iter()
         .map(|vs| {
+            let key = vs.key();
             let iface = host.interfaces.get(&vs.interface);
             if let Some(i) = iface {
                 interfaces.insert(i.name.clone(), i.clone());
             }
             let ifindex = iface.map(|i| i.ifindex);
             let reals: Vec<RealDesired> =
-                vs.real_servers.iter().map(|rs| real_desired(host, rs, ifindex)).collect();
-            let sorry = vs.sorry_server.as_ref().map(|rs| real_desired(host, rs, ifindex));
+                vs.real_servers.iter().map(|rs| real_desired(inputs, key, rs, ifindex)).collect();
+            let sorry = vs.sorry_server.as_ref().map(|rs| real_desired(inputs, key, rs, ifindex));
             for r in reals.iter().chain(sorry.as_ref()) {
                 if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx)) {
                     tx.insert(i.name.clone(), i.clone());
                 }
             }
-            let ring = Arc::new(ring_for(&reals, vs.table_size, settings.hash_seed));
+            // Quorum lost: no real takes new flows (the sorry server does, if any).
+            let ring = if inputs.health.quorum_lost.contains(&key) {
+                Vec::new()
+            } else {
+                ring_for(&reals, vs.table_size, settings.hash_seed)
+            };
             ServiceDesired {
-                key: vs.key(),
+                key,
                 scheduler: vs.lb_algo.clone(),
                 interface: vs.interface.clone(),
                 ifindex,
@@ -170,7 +236,7 @@ pub fn desired_state(config: &Config, host: &HostFacts) -> Desired {
                 }),
                 reals,
                 sorry,
-                ring,
+                ring: Arc::new(ring),
             }
         })
         .collect();
@@ -227,6 +293,15 @@ address = "192.0.2.13"
 weight = 2
 "#;
 
+    static NO_HEALTH: std::sync::LazyLock<HealthSnapshot> =
+        std::sync::LazyLock::new(HealthSnapshot::default);
+    static NO_OVERRIDES: std::sync::LazyLock<Overrides> =
+        std::sync::LazyLock::new(Overrides::default);
+
+    fn inputs<'a>(config: &'a Config, host: &'a HostFacts) -> Inputs<'a> {
+        Inputs { config, host, health: &NO_HEALTH, overrides: &NO_OVERRIDES }
+    }
+
     fn host(with_macs: &[&str]) -> HostFacts {
         let eth0 =
             Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
@@ -252,7 +327,7 @@ weight = 2
             (&[], [RealState::Unresolved; 3]),
         ];
         for (macs, want) in cases {
-            let d = desired_state(&cfg, &host(macs));
+            let d = desired_state(&inputs(&cfg, &host(macs)));
             let got: Vec<RealState> = d.services[0].reals.iter().map(|r| r.state).collect();
             assert_eq!(got, want, "macs {macs:?}");
             // Only Up reals appear in the table.
@@ -267,7 +342,7 @@ weight = 2
     #[test]
     fn table_splits_by_weight_and_interfaces_are_collected() {
         let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
-        let d = desired_state(&cfg, &host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]));
+        let d = desired_state(&inputs(&cfg, &host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"])));
         assert_eq!(d.interfaces.len(), 1);
         assert_eq!(d.services[0].ifindex, Some(7));
         let ring = &d.services[0].ring;
@@ -279,7 +354,7 @@ weight = 2
     #[test]
     fn missing_interface_leaves_service_unforwarded() {
         let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
-        let d = desired_state(&cfg, &HostFacts::default());
+        let d = desired_state(&inputs(&cfg, &HostFacts::default()));
         assert!(d.interfaces.is_empty());
         assert_eq!(d.services[0].ifindex, None);
         assert!(d.services[0].ring.is_empty());

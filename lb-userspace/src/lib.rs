@@ -6,7 +6,10 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod desired;
+pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod net;
+pub mod overrides;
 #[cfg(test)]
 mod testutil;

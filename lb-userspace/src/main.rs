@@ -9,8 +9,9 @@ use lb::{
     config::{self, SystemHost},
     control::{
         client,
-        proto::{BackendsView, Request, StatusView},
+        proto::{BackendsView, ChangedView, Request, StatusView},
     },
+    overrides::ServiceSelector,
 };
 
 fn main() -> ExitCode {
@@ -26,13 +27,13 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, socket, xdp_mode } => {
+        Command::Run { config, socket, xdp_mode, metrics } => {
             init_logging();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(agent::run(RunOptions { config, socket, xdp_mode }))?;
+            rt.block_on(agent::run(RunOptions { config, socket, xdp_mode, metrics }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config: path } => match config::load(&path, &SystemHost) {
@@ -76,6 +77,28 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Drain { service, real, socket } => {
+            let req = Request::Drain { service: selector(&service), real: real.to_string() };
+            print_changed(&client::call(&socket, &req)?)
+        }
+        Command::Undrain { service, real, socket } => {
+            let req = Request::Undrain { service: selector(&service), real: real.to_string() };
+            print_changed(&client::call(&socket, &req)?)
+        }
+        Command::Weight { service, real, weight, socket } => {
+            let req = Request::Weight {
+                service: selector(&service),
+                real: real.to_string(),
+                weight: u64::from(weight),
+            };
+            print_changed(&client::call(&socket, &req)?)
+        }
+        Command::Man { dir } => {
+            for page in lb::cli::write_man_pages(&dir)? {
+                println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { socket, json } => {
             let data = client::call(&socket, &Request::Status {})?;
             if json {
@@ -87,6 +110,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The selector as the agent parses it back.
+fn selector(s: &ServiceSelector) -> String {
+    match s.protocol {
+        Some(p) => format!("{}/{p}", s.addr),
+        None => s.addr.to_string(),
+    }
+}
+
+/// Prints what `lb drain/undrain/weight` changed, one real per line.
+fn print_changed(data: &serde_json::Value) -> anyhow::Result<ExitCode> {
+    let changed: Vec<ChangedView> = serde_json::from_value(data["changed"].clone())?;
+    for c in changed {
+        println!("{} -> {}: {} (weight {})", c.service, c.real, c.state, c.weight);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info`.

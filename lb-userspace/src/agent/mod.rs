@@ -16,16 +16,20 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{self, Config, SystemHost},
+    control::proto::ChangedView,
     control::{
-        proto::{Request, Response, StatusView},
+        proto::{BackendsView, Request, Response, StatusView},
         server::{ControlSocket, Handler},
     },
     dataplane::{
         Dataplane,
         xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
     },
-    desired::{Desired, HostFacts, RealState, desired_state, real_ifindex},
+    desired::{Desired, HostFacts, Inputs, RealState, desired_state, real_ifindex},
+    health::state::HealthSnapshot,
+    metrics,
     net::{iface, neigh, route},
+    overrides::{self, Override, Overrides, ServiceSelector},
 };
 
 /// How long start-up waits for real-server MACs before going live with what it has.
@@ -39,6 +43,8 @@ pub struct RunOptions {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub xdp_mode: XdpModeSetting,
+    /// Where to serve Prometheus metrics, if at all.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Everything the reconciler and the control socket share.
@@ -47,6 +53,9 @@ struct Shared {
     config_path: PathBuf,
     config: Config,
     facts: HostFacts,
+    /// `lb drain/undrain/weight` changes, cleared by a reload.
+    overrides: Overrides,
+    health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
     started: Instant,
@@ -66,33 +75,31 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 impl Handler for AgentHandler {
     fn handle(&self, request: Request) -> Response {
         let mut s = lock(&self.0);
-        if let Request::Reload {} = request {
-            return match s.reload() {
-                Ok(summary) => Response::ok(summary),
+        let change = match &request {
+            Request::Reload {} => Some(s.reload()),
+            Request::Drain { service, real } => Some(s.change(service, real, Change::Drain)),
+            Request::Undrain { service, real } => Some(s.change(service, real, Change::Undrain)),
+            Request::Weight { service, real, weight } => Some(
+                overrides::weight(*weight)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|w| s.change(service, real, Change::Weight(w))),
+            ),
+            Request::Backends {} | Request::Status {} => None,
+        };
+        if let Some(result) = change {
+            return match result {
+                Ok(data) => Response::ok(data),
                 Err(e) => Response::error(format!("{e:#}")),
             };
         }
-        let counters = match s.dataplane.counters() {
-            Ok(c) => c,
-            Err(e) => return Response::error(format!("reading counters: {e}")),
+        let (backends, status) = match s.views() {
+            Ok(v) => v,
+            Err(e) => return Response::error(e),
         };
         let data = match request {
-            Request::Backends {} => {
-                let kind = s.dataplane.status().kind;
-                serde_json::to_value(view::backends(&s.desired, &counters, kind))
-            }
-            Request::Reload {} => return Response::error("internal error: reload not handled"),
-            Request::Status {} => serde_json::to_value(StatusView {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                config: s.config.source.display().to_string(),
-                pid: std::process::id(),
-                uptime_secs: s.started.elapsed().as_secs(),
-                dataplane: s.dataplane.status().into(),
-                counters: counters.global.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-                events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-                services: s.desired.services.len(),
-                reals: s.desired.services.iter().map(|x| x.reals.len()).sum(),
-            }),
+            Request::Backends {} => serde_json::to_value(backends),
+            Request::Status {} => serde_json::to_value(status),
+            _ => return Response::error("internal error: request not handled"),
         };
         match data {
             Ok(d) => Response::ok(d),
@@ -101,13 +108,121 @@ impl Handler for AgentHandler {
     }
 }
 
+impl metrics::Source for AgentHandler {
+    fn views(&self) -> Result<(BackendsView, StatusView), String> {
+        lock(&self.0).views()
+    }
+}
+
+/// A runtime change requested over the control socket.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    Drain,
+    Undrain,
+    Weight(u32),
+}
+
 impl Shared {
+    /// What `lb backends` and `lb status` (and the metrics) show.
+    fn views(&mut self) -> Result<(BackendsView, StatusView), String> {
+        let counters = self.dataplane.counters().map_err(|e| format!("reading counters: {e}"))?;
+        let status = self.dataplane.status();
+        let backends = view::backends(&self.desired, &counters, status.kind);
+        let status = StatusView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: self.config.source.display().to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            dataplane: status.into(),
+            counters: counters.global.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            services: self.desired.services.len(),
+            reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
+        };
+        Ok((backends, status))
+    }
+
+    /// The desired state for the current inputs.
+    fn compute(&self) -> Desired {
+        desired_state(&Inputs {
+            config: &self.config,
+            host: &self.facts,
+            health: &self.health,
+            overrides: &self.overrides,
+        })
+    }
+
+    /// Recomputes and applies the desired state if anything changed.
+    fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
+        let desired = self.compute();
+        if desired == self.desired {
+            return Ok(());
+        }
+        self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
+        tracing::info!("{why}: dataplane updated");
+        log_desired(&desired);
+        self.desired = desired;
+        Ok(())
+    }
+
+    /// `lb drain` / `lb undrain` / `lb weight`: validated against the running config, applied
+    /// at once, kept until the next reload.
+    fn change(
+        &mut self,
+        service: &str,
+        real: &str,
+        change: Change,
+    ) -> anyhow::Result<serde_json::Value> {
+        let selector: ServiceSelector = service.parse()?;
+        let ids = overrides::select(&self.config, &selector, overrides::parse_real(real)?)?;
+        let before = self.overrides.clone();
+        for id in &ids {
+            match change {
+                Change::Drain => {
+                    self.overrides.0.insert(*id, Override::Drain);
+                }
+                Change::Undrain => {
+                    if self.overrides.0.get(id) == Some(&Override::Drain) {
+                        self.overrides.0.remove(id);
+                    }
+                }
+                Change::Weight(w) => {
+                    self.overrides.0.insert(*id, Override::Weight(w));
+                }
+            }
+        }
+        if let Err(e) = self.reconcile(&format!("{change:?} {real} in {service}")) {
+            self.overrides = before;
+            return Err(e);
+        }
+        let changed: Vec<ChangedView> = ids
+            .iter()
+            .filter_map(|(key, addr, port)| {
+                let svc = self.desired.services.iter().find(|s| s.key == *key)?;
+                let r = svc.reals.iter().find(|r| r.address == *addr && r.port == *port)?;
+                Some(ChangedView {
+                    service: key.to_string(),
+                    real: std::net::SocketAddr::new(*addr, *port).to_string(),
+                    state: r.state.as_str().to_owned(),
+                    weight: r.weight,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "changed": changed }))
+    }
+
     /// Re-reads the config file and applies it. A config that fails to load or apply changes
     /// nothing: the running state stays as it was.
     fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
         let config = config::load(&self.config_path, &SystemHost).map_err(|e| anyhow!("{e}"))?;
         let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
-        let desired = desired_state(&config, &facts);
+        let overrides = Overrides::default();
+        let desired = desired_state(&Inputs {
+            config: &config,
+            host: &facts,
+            health: &self.health,
+            overrides: &overrides,
+        });
         if let Err(e) = self.dataplane.apply(&desired) {
             // Put back what was running; the old state was applied before, so this succeeds
             // unless the kernel refuses map updates altogether.
@@ -129,6 +244,8 @@ impl Shared {
         self.config = config;
         self.facts = facts;
         self.desired = desired;
+        // Runtime changes last until a reload.
+        self.overrides = overrides;
         Ok(
             serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
         )
@@ -220,6 +337,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = config::load(&opts.config, &SystemHost).map_err(|e| anyhow!("{e}"))?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
     let socket = ControlSocket::bind(&opts.socket)?;
+    let metrics_listener = match opts.metrics {
+        Some(addr) => {
+            Some(metrics::bind(addr).await.with_context(|| format!("metrics address {addr}"))?)
+        }
+        None => None,
+    };
 
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(conn);
@@ -231,7 +354,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let mut dataplane = XdpDataplane::load(opts.xdp_mode, limits_for(&config))
         .context("loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")?;
-    let desired = desired_state(&config, &facts);
+    let health = HealthSnapshot::default();
+    let overrides = Overrides::default();
+    let desired = desired_state(&Inputs {
+        config: &config,
+        host: &facts,
+        health: &health,
+        overrides: &overrides,
+    });
     if let Err(e) = dataplane.apply(&desired) {
         // Never run half-configured: undo what was attached.
         let _ = dataplane.shutdown();
@@ -249,6 +379,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         config_path: opts.config.clone(),
         config,
         facts,
+        overrides,
+        health,
         desired,
         dataplane: Box::new(dataplane),
         started: Instant::now(),
@@ -256,11 +388,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         netlink: handle.clone(),
     }));
     let server = tokio::spawn(socket.serve(Arc::new(AgentHandler(shared.clone()))));
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics");
+        tokio::spawn(metrics::serve(l, Arc::new(AgentHandler(shared.clone()))))
+    });
 
     let result = event_loop(&shared, &handle).await;
 
     server.abort();
     let _ = server.await; // drops the socket, removing its file
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let shutdown = lock(&shared).dataplane.shutdown();
     tracing::info!("director stopped");
     result.and(shutdown.map_err(Into::into))
@@ -328,17 +467,8 @@ async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> 
                     continue;
                 }
                 s.facts.neighbours = neighbours;
-                let desired = desired_state(&s.config, &s.facts);
-                if desired == s.desired {
-                    continue;
-                }
-                match s.dataplane.apply(&desired) {
-                    Ok(()) => {
-                        tracing::info!("neighbours or routes changed: dataplane updated");
-                        log_desired(&desired);
-                        s.desired = desired;
-                    }
-                    Err(e) => tracing::error!(error = %e, "applying neighbour change"),
+                if let Err(e) = s.reconcile("neighbour or route change") {
+                    tracing::error!(error = %format!("{e:#}"), "reconcile failed");
                 }
             }
         }

@@ -31,6 +31,10 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
                         packets: c.packets,
                         bytes: c.bytes,
                         new_flows: c.new_flows,
+                        config_weight: r.config_weight,
+                        override_: r.override_.map(|o| o.to_string()),
+                        health: r.health_message.clone(),
+                        check_latency: r.check_latency.map(|d| d.as_secs_f64()),
                     }
                 };
                 ServiceView {

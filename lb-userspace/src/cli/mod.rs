@@ -6,7 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{control::DEFAULT_SOCKET, dataplane::xdp::XdpModeSetting};
+use std::net::SocketAddr;
+
+use crate::{
+    control::DEFAULT_SOCKET,
+    dataplane::xdp::XdpModeSetting,
+    overrides::{ServiceSelector, parse_real},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "lb", version, about = "eBPF/XDP direct-routing load balancer director")]
@@ -28,14 +34,19 @@ pub enum Command {
         /// XDP attach mode: `auto` uses native mode where the driver supports it properly.
         #[arg(long, value_enum, default_value_t = XdpModeSetting::Auto)]
         xdp_mode: XdpModeSetting,
+        /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9100).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error.
     Check {
+        /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
     /// List services and their real servers, like `ipvsadm -Ln`.
     Backends {
+        /// Control socket of the running agent.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Print JSON instead of the table.
@@ -45,13 +56,59 @@ pub enum Command {
     /// Re-read the running agent's configuration file and apply it (same as SIGHUP). A config
     /// with errors is refused and the running one kept.
     Reload {
+        /// Control socket of the running agent.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
-    Status {
+    /// Stop sending new flows to a real (weight 0, state `drain`); established flows continue.
+    /// Lasts until `lb undrain` or the next reload.
+    Drain {
+        /// VIP:PORT, or VIP:PORT/tcp|udp when both protocols are served ([VIP]:PORT for IPv6).
+        service: ServiceSelector,
+        /// REAL:PORT ([REAL]:PORT for IPv6).
+        #[arg(value_parser = parse_real)]
+        real: SocketAddr,
+        /// Control socket of the running agent.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+    },
+    /// Undo `lb drain`.
+    Undrain {
+        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6).
+        service: ServiceSelector,
+        /// REAL:PORT ([REAL]:PORT for IPv6).
+        #[arg(value_parser = parse_real)]
+        real: SocketAddr,
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Set a real's weight (0-65535) until the next reload.
+    Weight {
+        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6).
+        service: ServiceSelector,
+        /// REAL:PORT ([REAL]:PORT for IPv6).
+        #[arg(value_parser = parse_real)]
+        real: SocketAddr,
+        /// New weight, 0-65535 (0 drains).
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=65535))]
+        weight: u32,
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Write man pages for lb and every subcommand into DIR (used by packaging).
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
+    Status {
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +118,27 @@ pub enum Command {
 /// The rules live with the config ([`crate::config::notices`]); this renders them as lines.
 pub fn check_notices(config: &crate::config::Config) -> Vec<String> {
     crate::config::notices(config).iter().map(ToString::to_string).collect()
+}
+
+/// Renders `lb.1` and `lb-SUBCOMMAND.1` for every visible subcommand into `dir`.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut written = Vec::new();
+    let mut render = |name: String, cmd: clap::Command| -> std::io::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.name(name.clone())).render(&mut buf)?;
+        std::fs::write(&path, buf)?;
+        written.push(path);
+        Ok(())
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        render(format!("lb-{}", sub.get_name()), sub.clone())?;
+    }
+    render("lb".to_owned(), cmd)?;
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -80,6 +158,8 @@ mod tests {
                 true,
             ),
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "native"], true),
+            (&["lb", "run", "-c", "x.toml", "--metrics", "127.0.0.1:9100"], true),
+            (&["lb", "run", "-c", "x.toml", "--metrics", "localhost"], false),
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
             (&["lb", "run"], false),
             (&["lb", "check", "-c", "x.toml"], true),
@@ -87,11 +167,48 @@ mod tests {
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "status", "--json"], true),
             (&["lb", "reload"], true),
+            (&["lb", "drain", "192.0.2.100:80", "192.0.2.11:80"], true),
+            (&["lb", "drain", "192.0.2.100:80/udp", "192.0.2.11:80"], true),
+            (&["lb", "undrain", "[2001:db8::1]:80", "[2001:db8::11]:80"], true),
+            (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "5"], true),
+            (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "70000"], false),
+            (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "-1"], false),
+            (&["lb", "drain", "192.0.2.100", "192.0.2.11:80"], false),
+            (&["lb", "drain", "192.0.2.100:80", "192.0.2.11"], false),
+            (&["lb", "drain", "192.0.2.100:80"], false),
             (&["lb", "reload", "--socket", "/tmp/s"], true),
             (&["lb", "frobnicate"], false),
+            (&["lb", "man", "--dir", "/tmp/x"], true),
         ];
         for (argv, ok) in cases {
             assert_eq!(Cli::try_parse_from(*argv).is_ok(), *ok, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn every_subcommand_has_help_and_a_man_page() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            assert!(sub.get_about().is_some(), "{} has no help text", sub.get_name());
+            for arg in sub.get_arguments().filter(|a| a.get_id() != "help") {
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} {} has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("lb-man-{}", std::process::id()));
+        let pages = write_man_pages(&dir).expect("man pages");
+        let names: Vec<String> =
+            pages.iter().filter_map(|p| p.file_name()?.to_str().map(str::to_owned)).collect();
+        for want in ["lb.1", "lb-run.1", "lb-check.1", "lb-backends.1", "lb-drain.1", "lb-weight.1"]
+        {
+            assert!(names.iter().any(|n| n == want), "missing {want} in {names:?}");
+        }
+        let run = std::fs::read_to_string(dir.join("lb-run.1")).expect("lb-run.1");
+        assert!(run.contains("xdp\\-mode") || run.contains("xdp-mode"), "options documented");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,11 +26,18 @@ pub fn backends(v: &BackendsView) -> String {
             s.interface
         );
         for b in &s.backends {
-            backend_line(&mut out, b, &b.state);
+            let state =
+                if b.override_.is_some() { format!("{}*", b.state) } else { b.state.clone() };
+            backend_line(&mut out, b, &state);
         }
         if let Some(b) = &s.sorry_server {
             backend_line(&mut out, b, &format!("sorry/{}", b.state));
         }
+    }
+    let changed = v.services.iter().flat_map(|s| &s.backends).any(|b| b.override_.is_some());
+    if changed {
+        let _ =
+            writeln!(out, "* changed at runtime (lb drain/undrain/weight) until the next reload");
     }
     out
 }
@@ -101,6 +108,10 @@ mod tests {
                     packets: 7,
                     bytes: 700,
                     new_flows: 2,
+                    config_weight: 2,
+                    override_: None,
+                    health: None,
+                    check_latency: None,
                 }],
             }],
         };

@@ -16,6 +16,12 @@ pub enum Request {
     Status {},
     /// Re-read the configuration file and apply it (`lb reload`, like SIGHUP).
     Reload {},
+    /// No new flows to a real until undrained or reloaded (`lb drain`).
+    Drain { service: String, real: String },
+    /// Undo `drain` (`lb undrain`).
+    Undrain { service: String, real: String },
+    /// Set a real's weight until the next reload (`lb weight`).
+    Weight { service: String, real: String, weight: u64 },
 }
 
 /// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
@@ -39,12 +45,12 @@ impl Response {
 }
 
 /// `lb backends --json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendsView {
     pub services: Vec<ServiceView>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceView {
     pub vip: String,
     pub port: u16,
@@ -66,7 +72,7 @@ pub struct ServiceView {
     pub sorry_server: Option<BackendView>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
     pub address: String,
     pub port: u16,
@@ -81,6 +87,27 @@ pub struct BackendView {
     /// Flows started on this real.
     #[serde(default)]
     pub new_flows: u64,
+    /// The weight in the config file (`weight` is the effective one).
+    #[serde(default)]
+    pub config_weight: u32,
+    /// A runtime change in force until the next reload: "drain" or "weight N".
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_: Option<String>,
+    /// The health checks' last word (why it is down, or the last check's outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Latency of the last successful health check, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_latency: Option<f64>,
+}
+
+/// One real changed by `lb drain` / `lb undrain` / `lb weight`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedView {
+    pub service: String,
+    pub real: String,
+    pub state: String,
+    pub weight: u32,
 }
 
 /// `lb status --json`.
@@ -142,6 +169,16 @@ mod tests {
             (r#"{"command":"backends"}"#, Some(Request::Backends {})),
             (r#"{"command":"status"}"#, Some(Request::Status {})),
             (r#"{"command":"reload"}"#, Some(Request::Reload {})),
+            (
+                r#"{"command":"weight","service":"192.0.2.1:80","real":"192.0.2.11:80","weight":3}"#,
+                Some(Request::Weight {
+                    service: "192.0.2.1:80".into(),
+                    real: "192.0.2.11:80".into(),
+                    weight: 3,
+                }),
+            ),
+            (r#"{"command":"drain","service":"192.0.2.1:80"}"#, None),
+            (r#"{"command":"weight","service":"a","real":"b","weight":-1}"#, None),
             (r#"{"command":"reboot"}"#, None),
             (r#"{"command":"backends","x":1}"#, None),
             ("not json", None),
@@ -175,6 +212,10 @@ mod tests {
                     packets: 3,
                     bytes: 300,
                     new_flows: 1,
+                    config_weight: 1,
+                    override_: None,
+                    health: None,
+                    check_latency: None,
                 }],
                 sorry_server: None,
             }],

@@ -49,9 +49,14 @@ fn real(ip: IpAddr, weight: u32, state: RealState) -> RealDesired {
         address: ip,
         port: 0,
         weight,
+        config_weight: weight,
         state,
         mac: (state != RealState::Unresolved).then_some(Mac([0x52, 0x54, 0, 0, 0, last])),
         ifindex: Some(1),
+        keeps_flows: state != RealState::Unresolved,
+        override_: None,
+        health_message: None,
+        check_latency: None,
     }
 }
 
@@ -123,6 +128,7 @@ fn desired() -> Desired {
     let mut unresolved = r4(15, 1);
     unresolved.state = RealState::Unresolved;
     unresolved.mac = None;
+    unresolved.keeps_flows = false;
     Desired {
         globals: Globals { hash_seed: SEED, udp_timeout: 30, syn_threshold: 0, icmp_echo: true },
         interfaces: vec![Interface {
@@ -609,6 +615,7 @@ fn flow_table_keeps_established_flows() {
     // .11 goes down (unresolved): its flows are re-picked onto live reals.
     d.services[0].reals[0].state = RealState::Unresolved;
     d.services[0].reals[0].mac = None;
+    d.services[0].reals[0].keeps_flows = false;
     dp.apply(&d).expect("apply down");
     let repick_before = event_count(&dp, event::FLOW_REPICK);
     for p in 20000..20400u16 {

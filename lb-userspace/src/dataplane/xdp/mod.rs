@@ -27,7 +27,7 @@ use self::alloc::{IdAlloc, RegionAlloc};
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, Status};
 use crate::{
     config::VirtualServerKey,
-    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
+    desired::{Desired, Globals, RealDesired, ServiceDesired},
     net::iface::Interface,
 };
 
@@ -337,8 +337,8 @@ impl XdpDataplane {
     ) -> Result<RealSlot, DataplaneError> {
         let mut value = RealValue {
             mac: real.mac.map(|m| m.0).unwrap_or_default(),
-            // Drained reals stay usable for the flows already on them.
-            flags: if real.state == RealState::Unresolved { 0 } else { REAL_F_UP },
+            // Drained (and inhibited) reals stay usable for the flows already on them.
+            flags: if real.keeps_flows { REAL_F_UP } else { 0 },
             ifindex: real.ifindex.unwrap_or(0),
             generation: 0,
         };

@@ -1,0 +1,200 @@
+//! Prometheus text endpoint (`lb run --metrics ADDR`). Every scrape renders the same views the
+//! control socket serves, so metrics and `lb backends` never disagree.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+use crate::control::proto::{BackendsView, StatusView};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    vip: String,
+    port: u16,
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RealLabels {
+    vip: String,
+    port: u16,
+    protocol: String,
+    real: String,
+    real_port: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    vip: String,
+    port: u16,
+    protocol: String,
+    real: String,
+    real_port: u16,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttachLabels {
+    interface: String,
+    mode: String,
+    program_id: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    dataplane: String,
+}
+
+const STATES: [&str; 4] = ["up", "drain", "down", "unresolved"];
+
+/// Renders the Prometheus text exposition of the agent's state.
+pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("lb");
+    let info = Family::<InfoLabels, Gauge>::default();
+    info.get_or_create(&InfoLabels {
+        version: status.version.clone(),
+        dataplane: status.dataplane.kind.clone(),
+    })
+    .set(1);
+    reg.register("info", "Agent version and dataplane", info);
+    let uptime = Gauge::<i64>::default();
+    uptime.set(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX));
+    reg.register("uptime_seconds", "Seconds since the agent started", uptime);
+    let attached = Family::<AttachLabels, Gauge>::default();
+    for a in &status.dataplane.attachments {
+        attached
+            .get_or_create(&AttachLabels {
+                interface: a.interface.clone(),
+                mode: a.mode.clone(),
+                program_id: a.program_id,
+            })
+            .set(1);
+    }
+    reg.register("xdp_attached", "Interfaces the XDP program is attached to", attached);
+
+    let reasons_p = Family::<NameLabel, Counter>::default();
+    let reasons_b = Family::<NameLabel, Counter>::default();
+    for (name, c) in &status.counters {
+        let l = NameLabel { name: name.clone() };
+        reasons_p.get_or_create(&l).inc_by(c.packets);
+        reasons_b.get_or_create(&l).inc_by(c.bytes);
+    }
+    reg.register("dataplane_packets", "Frames by verdict reason", reasons_p);
+    reg.register("dataplane_bytes", "Bytes by verdict reason", reasons_b);
+    let events = Family::<NameLabel, Counter>::default();
+    for (name, n) in &status.events {
+        events.get_or_create(&NameLabel { name: name.clone() }).inc_by(*n);
+    }
+    reg.register("dataplane_events", "Flow-table and other events", events);
+
+    let sp = Family::<ServiceLabels, Counter>::default();
+    let sb = Family::<ServiceLabels, Counter>::default();
+    let sf = Family::<ServiceLabels, Counter>::default();
+    let rp = Family::<RealLabels, Counter>::default();
+    let rb = Family::<RealLabels, Counter>::default();
+    let rf = Family::<RealLabels, Counter>::default();
+    let rw = Family::<RealLabels, Gauge>::default();
+    let rl = Family::<RealLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let rs = Family::<StateLabels, Gauge>::default();
+    for s in &backends.services {
+        let sl = ServiceLabels { vip: s.vip.clone(), port: s.port, protocol: s.protocol.clone() };
+        sp.get_or_create(&sl).inc_by(s.packets);
+        sb.get_or_create(&sl).inc_by(s.bytes);
+        sf.get_or_create(&sl).inc_by(s.new_flows);
+        for b in s.backends.iter().chain(&s.sorry_server) {
+            let l = RealLabels {
+                vip: s.vip.clone(),
+                port: s.port,
+                protocol: s.protocol.clone(),
+                real: b.address.clone(),
+                real_port: b.port,
+            };
+            rp.get_or_create(&l).inc_by(b.packets);
+            rb.get_or_create(&l).inc_by(b.bytes);
+            rf.get_or_create(&l).inc_by(b.new_flows);
+            rw.get_or_create(&l).set(i64::from(b.weight));
+            if let Some(lat) = b.check_latency {
+                rl.get_or_create(&l).set(lat);
+            }
+            for st in STATES {
+                let labels = StateLabels {
+                    vip: l.vip.clone(),
+                    port: l.port,
+                    protocol: l.protocol.clone(),
+                    real: l.real.clone(),
+                    real_port: l.real_port,
+                    state: st.to_owned(),
+                };
+                rs.get_or_create(&labels).set(i64::from(b.state == st));
+            }
+        }
+    }
+    reg.register("service_packets", "Frames that hit the service", sp);
+    reg.register("service_bytes", "Bytes that hit the service", sb);
+    reg.register("service_new_flows", "Flows started on the service", sf);
+    reg.register("real_packets", "Frames forwarded to the real", rp);
+    reg.register("real_bytes", "Bytes forwarded to the real", rb);
+    reg.register("real_new_flows", "Flows started on the real", rf);
+    reg.register("real_weight", "Effective weight of the real", rw);
+    reg.register("real_check_latency_seconds", "Latency of the last successful health check", rl);
+    reg.register("real_state", "1 for the real's current state (up, drain, down, unresolved)", rs);
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// Produces the views for one scrape.
+pub trait Source: Send + Sync + 'static {
+    fn views(&self) -> Result<(BackendsView, StatusView), String>;
+}
+
+/// Serves `GET /metrics` (any path, really) until the task is dropped.
+pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            // Read the request head (we answer every request the same way).
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let views = tokio::task::spawn_blocking(move || source.views()).await;
+            let (status, body) = match views {
+                Ok(Ok((b, s))) => match render(&b, &s) {
+                    Ok(text) => ("200 OK", text),
+                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                },
+                Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
+                Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics listener (failing early, before the dataplane is touched).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
