@@ -1,0 +1,215 @@
+//! keepalived's checkers, one attempt each. Every checker bounds itself in time and turns every
+//! failure into a down [`Outcome`] with a message an operator can act on; none panics or returns
+//! an error to the caller.
+
+pub mod dns;
+pub mod http;
+pub mod misc;
+pub mod ping;
+pub mod tcp;
+mod tls;
+pub mod udp;
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use crate::config::health::{CheckKind, HealthCheck};
+
+/// The result of one check attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    /// A weight the check asks for (MISC_CHECK with `misc_dynamic`); `None` leaves it unchanged.
+    pub weight: Option<u32>,
+    /// What happened, for `lb backends` and logs. Stable across identical attempts (no timings),
+    /// so that an unchanged real does not look changed.
+    pub message: String,
+    /// How long the attempt took.
+    pub latency: Duration,
+}
+
+impl Outcome {
+    pub fn up(message: impl Into<String>, started: Instant) -> Self {
+        Outcome { ok: true, weight: None, message: message.into(), latency: started.elapsed() }
+    }
+
+    pub fn down(message: impl Into<String>, started: Instant) -> Self {
+        Outcome { ok: false, weight: None, message: message.into(), latency: started.elapsed() }
+    }
+
+    /// Up with the success message, or down with the error's.
+    pub fn from_result<E: fmt::Display>(result: Result<String, E>, started: Instant) -> Self {
+        match result {
+            Ok(message) => Outcome::up(message, started),
+            Err(e) => Outcome::down(e.to_string(), started),
+        }
+    }
+}
+
+/// Port used by DNS_CHECK when neither the check nor the real names one.
+pub const DNS_PORT: u16 = 53;
+
+/// Extra time given to a checker beyond its own timeout before the runner gives up on it: the
+/// checkers bound themselves, this only guards against a bug hanging a check forever.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
+/// A check that cannot say where to go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "no port to check: the real has port 0 (all-ports service) and the check has no connect_port"
+    )]
+    NoPort,
+}
+
+/// Where a check connects: `connect_ip` / `connect_port` when set, else the real's address and
+/// port. DNS_CHECK falls back to port 53 for a real without one; PING_CHECK and MISC_CHECK ignore
+/// the port.
+pub fn target(
+    check: &HealthCheck,
+    real: IpAddr,
+    real_port: u16,
+) -> Result<SocketAddr, TargetError> {
+    let ip = check.connect_ip.unwrap_or(real);
+    let port = match (check.connect_port, &check.kind) {
+        (Some(port), _) if port != 0 => port,
+        (_, CheckKind::Ping | CheckKind::Misc(_)) => real_port,
+        (_, CheckKind::Dns(_)) if real_port == 0 => DNS_PORT,
+        (_, _) if real_port == 0 => return Err(TargetError::NoPort),
+        (_, _) => real_port,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// How long one attempt of `check` may take.
+pub fn attempt_timeout(check: &HealthCheck) -> Duration {
+    match &check.kind {
+        CheckKind::Misc(misc) => misc.timeout,
+        _ => check.connect_timeout,
+    }
+}
+
+/// Runs one attempt of `check` against the real `real`:`real_port`.
+pub async fn run(check: &HealthCheck, real: IpAddr, real_port: u16) -> Outcome {
+    let started = Instant::now();
+    let addr = match target(check, real, real_port) {
+        Ok(addr) => addr,
+        Err(e) => return Outcome::down(e.to_string(), started),
+    };
+    let timeout = check.connect_timeout;
+    match &check.kind {
+        CheckKind::Tcp => tcp::run(addr, check.bindto, timeout).await,
+        CheckKind::Http(params) => http::run(addr, params, false, check.bindto, timeout).await,
+        CheckKind::Ssl(params) => http::run(addr, params, true, check.bindto, timeout).await,
+        CheckKind::Misc(params) => misc::run(params).await,
+        CheckKind::Dns(params) => dns::run(addr, params, check.bindto, timeout).await,
+        CheckKind::Udp(params) => udp::run(addr, params, check.bindto, timeout).await,
+        CheckKind::Ping => ping::run(addr.ip(), check.bindto, timeout).await,
+    }
+}
+
+/// The address to bind a check's socket to: `bindto`, or the unspecified address of the target's
+/// family. A `bindto` of the other family cannot work; it is reported rather than ignored.
+pub(crate) fn bind_addr(target: IpAddr, bindto: Option<IpAddr>) -> Result<SocketAddr, BindError> {
+    match bindto {
+        Some(ip) if ip.is_ipv4() != target.is_ipv4() => Err(BindError { bindto: ip, target }),
+        Some(ip) => Ok(SocketAddr::new(ip, 0)),
+        None if target.is_ipv4() => Ok(SocketAddr::new(IpAddr::from([0u8; 4]), 0)),
+        None => Ok(SocketAddr::new(IpAddr::from([0u16; 8]), 0)),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bindto {bindto} and target {target} are of different address families")]
+pub struct BindError {
+    bindto: IpAddr,
+    target: IpAddr,
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use crate::config::{
+        Location,
+        health::{CheckKind, HealthCheck},
+    };
+
+    /// A check with short timings for tests.
+    pub fn check(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            connect_timeout: Duration::from_secs(2),
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            retry: 0,
+            delay_before_retry: Duration::from_millis(100),
+            warmup: None,
+            rise: 1,
+            location: Location::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::health::{DnsCheck, MiscCheck, UdpCheck};
+
+    #[test]
+    fn targets() {
+        let real: IpAddr = "192.0.2.11".parse().unwrap();
+        let other: IpAddr = "198.51.100.1".parse().unwrap();
+        let dns = CheckKind::Dns(DnsCheck { name: ".".into(), qtype: "SOA".into() });
+        let misc = CheckKind::Misc(MiscCheck {
+            path: "true".into(),
+            timeout: Duration::from_secs(1),
+            dynamic: false,
+        });
+        let udp = CheckKind::Udp(UdpCheck { payload: vec![], require_reply: false });
+        // (kind, connect_ip, connect_port, real port, expected)
+        type Case =
+            (CheckKind, Option<IpAddr>, Option<u16>, u16, Result<(IpAddr, u16), TargetError>);
+        let table: Vec<Case> = vec![
+            (CheckKind::Tcp, None, None, 80, Ok((real, 80))),
+            (CheckKind::Tcp, Some(other), Some(8080), 80, Ok((other, 8080))),
+            (CheckKind::Tcp, None, Some(8080), 0, Ok((real, 8080))),
+            (CheckKind::Tcp, None, None, 0, Err(TargetError::NoPort)),
+            (CheckKind::Tcp, None, Some(0), 0, Err(TargetError::NoPort)),
+            (udp, None, None, 0, Err(TargetError::NoPort)),
+            (dns.clone(), None, None, 0, Ok((real, 53))),
+            (dns.clone(), None, None, 5353, Ok((real, 5353))),
+            (dns, None, Some(54), 5353, Ok((real, 54))),
+            (CheckKind::Ping, Some(other), None, 0, Ok((other, 0))),
+            (misc, None, None, 0, Ok((real, 0))),
+        ];
+        for (kind, ip, port, real_port, want) in table {
+            let mut c = testing::check(kind);
+            c.connect_ip = ip;
+            c.connect_port = port;
+            let got = target(&c, real, real_port);
+            assert_eq!(got, want.map(|(ip, port)| SocketAddr::new(ip, port)), "{:?}", c.kind);
+        }
+    }
+
+    #[test]
+    fn bind_addresses() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(bind_addr(v4, None).unwrap().to_string(), "0.0.0.0:0");
+        assert_eq!(bind_addr(v6, None).unwrap().to_string(), "[::]:0");
+        assert_eq!(bind_addr(v4, Some(v4)).unwrap().to_string(), "127.0.0.1:0");
+        assert!(bind_addr(v4, Some(v6)).is_err());
+    }
+
+    #[tokio::test]
+    async fn port_zero_fails_with_a_clear_message() {
+        let out = run(&testing::check(CheckKind::Tcp), "127.0.0.1".parse().unwrap(), 0).await;
+        assert!(!out.ok);
+        assert!(out.message.contains("connect_port"), "{}", out.message);
+    }
+}
