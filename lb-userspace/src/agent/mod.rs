@@ -26,7 +26,7 @@ use crate::{
         xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
     },
     desired::{Desired, HostFacts, Inputs, RealState, desired_state, real_ifindex},
-    health::state::HealthSnapshot,
+    health::{DEFAULT_CONCURRENCY, HealthMonitor, monitored_reals, state::HealthSnapshot},
     metrics,
     net::{iface, neigh, route},
     overrides::{self, Override, Overrides, ServiceSelector},
@@ -62,6 +62,7 @@ struct Shared {
     /// For the netlink queries a reload makes from the blocking control thread.
     rt: tokio::runtime::Handle,
     netlink: rtnetlink::Handle,
+    monitor: Arc<HealthMonitor>,
 }
 
 struct AgentHandler(Arc<Mutex<Shared>>);
@@ -241,6 +242,8 @@ impl Shared {
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
         tracing::info!(config = %self.config_path.display(), services, reals, "configuration reloaded");
         log_desired(&desired);
+        // Unchanged reals keep their health state and running checks.
+        self.monitor.update(monitored_reals(&config));
         self.config = config;
         self.facts = facts;
         self.desired = desired;
@@ -354,7 +357,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let mut dataplane = XdpDataplane::load(opts.xdp_mode, limits_for(&config))
         .context("loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")?;
-    let health = HealthSnapshot::default();
+    let monitor = Arc::new(
+        HealthMonitor::start(monitored_reals(&config), DEFAULT_CONCURRENCY)
+            .context("starting health checks")?,
+    );
+    // Subscribe before reading: a transition between the two must still wake the event loop.
+    let mut health_rx = monitor.subscribe();
+    // Reals start as the checkers say (`alpha`: down until their checks pass).
+    let health = health_rx.borrow_and_update().clone();
     let overrides = Overrides::default();
     let desired = desired_state(&Inputs {
         config: &config,
@@ -386,6 +396,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         rt: tokio::runtime::Handle::current(),
         netlink: handle.clone(),
+        monitor: monitor.clone(),
     }));
     let server = tokio::spawn(socket.serve(Arc::new(AgentHandler(shared.clone()))));
     let metrics_task = metrics_listener.map(|l| {
@@ -393,7 +404,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(l, Arc::new(AgentHandler(shared.clone()))))
     });
 
-    let result = event_loop(&shared, &handle).await;
+    let result = event_loop(&shared, &handle, health_rx).await;
+    monitor.stop().await;
 
     server.abort();
     let _ = server.await; // drops the socket, removing its file
@@ -406,7 +418,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Waits for a stop signal while keeping real-server MACs current.
-async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> anyhow::Result<()> {
+async fn event_loop(
+    shared: &Arc<Mutex<Shared>>,
+    handle: &rtnetlink::Handle,
+    mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -416,6 +432,28 @@ async fn event_loop(shared: &Arc<Mutex<Shared>>, handle: &rtnetlink::Handle) -> 
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            changed = health.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let snapshot = health.borrow_and_update().clone();
+                let s = shared.clone();
+                let started = Instant::now();
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut s = lock(&s);
+                    s.health = snapshot;
+                    s.reconcile("health change")
+                })
+                .await;
+                match result {
+                    Ok(Ok(())) => tracing::info!(
+                        apply_us = started.elapsed().as_micros() as u64,
+                        "health change in the dataplane"
+                    ),
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a health change"),
+                    Err(e) => tracing::error!(error = %e, "health task failed"),
+                }
+            }
             _ = hup.recv() => {
                 let s = shared.clone();
                 // Reload does blocking syscalls; keep the event loop responsive.
