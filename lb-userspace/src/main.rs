@@ -57,13 +57,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Backends { socket, json } => {
+        Command::Backends { socket, json, stats } => {
             let data = client::call(&socket, &Request::Backends {})?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
                 let v: BackendsView = serde_json::from_value(data)?;
-                print!("{}", render::backends(&v));
+                let text = if stats { render::backends_stats(&v) } else { render::backends(&v) };
+                print!("{text}");
             }
             Ok(ExitCode::SUCCESS)
         }

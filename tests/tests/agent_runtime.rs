@@ -57,8 +57,8 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("lb.toml");
     std::fs::write(&cfg, config([1, 1, 1])).expect("config");
-    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
-        .expect("lb run");
+    let args = ["--xdp-mode", "generic", "--metrics", "127.0.0.1:9100"];
+    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &args).expect("lb run");
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("up");
 
     // Drain rs1: no new flow reaches it; shown as drain, weight 0, override.
@@ -76,6 +76,37 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
     assert_eq!(real(&agent, 12), ("up".into(), 50, Some("weight 50".into())));
     let counts = served(&dr, 100);
     assert!(counts.get("rs2").copied().unwrap_or(0) >= 85, "weight 50 vs 1: {counts:?}");
+
+    // The same state in the Prometheus endpoint and in `lb status`.
+    let metrics = dr
+        .director
+        .ns
+        .run_ok(&[
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:9100/metrics",
+        ])
+        .expect("metrics");
+    let rs1 = r#"vip="192.0.2.100",port="80",protocol="tcp",real="192.0.2.11",real_port="80""#;
+    assert!(metrics.contains(&format!("lb_real_state{{{rs1},state=\"drain\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("lb_real_weight{{{rs1}}} 0")), "{metrics}");
+    let rs2_packets = metrics
+        .lines()
+        .find(|l| l.starts_with("lb_real_packets_total{") && l.contains(r#"real="192.0.2.12""#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("rs2 packet counter");
+    assert!(rs2_packets > 0, "{metrics}");
+    assert!(metrics.contains("lb_dataplane_packets_total{name=\"tx\"}"), "{metrics}");
+    let status: serde_json::Value =
+        serde_json::from_str(&agent.cli(&["status", "--json"]).expect("status")).expect("json");
+    let maps = status["dataplane"]["maps"].as_array().expect("map usage");
+    assert!(maps.iter().any(|m| m["name"] == "reals" && m["used"] == 3), "{status}");
+    assert!(status["events"]["flow_new"].as_u64().unwrap_or(0) >= 160, "{status}");
 
     // Undrain rs1: it takes new flows again.
     agent.cli(&["undrain", "192.0.2.100:80", "192.0.2.11:80"]).expect("lb undrain");

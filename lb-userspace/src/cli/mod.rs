@@ -52,6 +52,9 @@ pub enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Counters in ipvsadm's `-Ln --stats` layout.
+        #[arg(long, conflicts_with = "json")]
+        stats: bool,
     },
     /// Re-read the running agent's configuration file and apply it (same as SIGHUP). A config
     /// with errors is refused and the running one kept.
@@ -165,6 +168,8 @@ mod tests {
             (&["lb", "check", "-c", "x.toml"], true),
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
+            (&["lb", "backends", "--stats"], true),
+            (&["lb", "backends", "--stats", "--json"], false),
             (&["lb", "status", "--json"], true),
             (&["lb", "reload"], true),
             (&["lb", "drain", "192.0.2.100:80", "192.0.2.11:80"], true),

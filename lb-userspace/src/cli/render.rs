@@ -42,6 +42,43 @@ pub fn backends(v: &BackendsView) -> String {
     out
 }
 
+/// `lb backends --stats`: ipvsadm's `-Ln --stats` layout. Conns are new flows; in direct routing
+/// replies bypass the director, so the outgoing columns are always 0 (as ipvsadm shows for DR).
+pub fn backends_stats(v: &BackendsView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
+    );
+    let _ = writeln!(out, "  -> RemoteAddress:Port");
+    for s in &v.services {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            s.protocol.to_uppercase(),
+            endpoint(&s.vip, s.port),
+            s.new_flows,
+            s.packets,
+            0,
+            s.bytes,
+            0
+        );
+        for b in s.backends.iter().chain(&s.sorry_server) {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                endpoint(&b.address, b.port),
+                b.new_flows,
+                b.packets,
+                0,
+                b.bytes,
+                0
+            );
+        }
+    }
+    out
+}
+
 fn backend_line(out: &mut String, b: &BackendView, state: &str) {
     let _ = writeln!(
         out,
@@ -68,6 +105,11 @@ pub fn status(v: &StatusView) -> String {
             "  {} (ifindex {}): {} mode, program id {}",
             a.interface, a.ifindex, a.mode, a.program_id
         );
+    }
+    let _ = writeln!(out, "maps:");
+    for m in &v.dataplane.maps {
+        let used = m.used.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "  {:<18} {:>12} used of {}", m.name, used, m.max);
     }
     let _ = writeln!(out, "counters:");
     for (name, c) in &v.counters {
@@ -122,5 +164,12 @@ mod tests {
         assert!(lines[3].starts_with("  -> [2001:db8::11]:80"), "{}", lines[3]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(cols[2..], ["Route", "2", "drain", "2", "7", "700"]);
+        let stats = backends_stats(&v);
+        let lines: Vec<&str> = stats.lines().collect();
+        assert!(lines[0].starts_with("Prot LocalAddress:Port") && lines[0].ends_with("OutBytes"));
+        let svc: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(svc, ["TCP", "192.0.2.100:80", "2", "3", "0", "300", "0"]);
+        let real: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(real, ["->", "[2001:db8::11]:80", "2", "7", "0", "700", "0"]);
     }
 }

@@ -131,6 +131,9 @@ pub struct StatusView {
 pub struct DataplaneView {
     pub kind: String,
     pub attachments: Vec<AttachmentView>,
+    /// Table use (`used` is absent for the flow table: counting it would cost too much).
+    #[serde(default)]
+    pub maps: Vec<crate::dataplane::MapUsage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +158,7 @@ impl From<Status> for DataplaneView {
                     program_id: a.program_id,
                 })
                 .collect(),
+            maps: s.maps,
         }
     }
 }

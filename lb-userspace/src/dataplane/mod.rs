@@ -46,6 +46,16 @@ pub struct Attachment {
 pub struct Status {
     pub kind: &'static str,
     pub attachments: Vec<Attachment>,
+    /// How full the dataplane's tables are.
+    pub maps: Vec<MapUsage>,
+}
+
+/// One table's use: `used` is `None` where counting would cost too much (the flow table).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MapUsage {
+    pub name: String,
+    pub used: Option<u64>,
+    pub max: u64,
 }
 
 /// Errors a dataplane reports; the agent adds context at its edge.

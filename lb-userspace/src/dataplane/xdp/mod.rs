@@ -24,7 +24,7 @@ use lb_common::{
 };
 
 use self::alloc::{IdAlloc, RegionAlloc};
-use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, Status};
+use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
     config::VirtualServerKey,
     desired::{Desired, Globals, RealDesired, ServiceDesired},
@@ -110,6 +110,7 @@ pub struct XdpDataplane {
     next_generation: u32,
     attached: BTreeMap<u32, Attached>,
     nr_cpus: usize,
+    limits: XdpLimits,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -153,6 +154,7 @@ impl XdpDataplane {
             next_generation: 1,
             attached: BTreeMap::new(),
             nr_cpus,
+            limits,
         })
     }
 
@@ -578,6 +580,32 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Slots in use against the sizes fixed at load time.
+    fn map_usage(&self) -> Vec<MapUsage> {
+        let reals: usize =
+            self.services.values().map(|s| s.reals.len() + usize::from(s.sorry.is_some())).sum();
+        let rings: u64 = self.services.values().map(|s| 2 * u64::from(s.table_size)).sum();
+        let l = self.limits;
+        vec![
+            MapUsage {
+                name: "services".into(),
+                used: Some(self.services.len() as u64),
+                max: l.max_services.into(),
+            },
+            MapUsage {
+                name: "reals".into(),
+                used: Some(reals as u64),
+                max: u64::from(l.max_reals).saturating_sub(1),
+            },
+            MapUsage {
+                name: "maglev_entries".into(),
+                used: Some(rings),
+                max: l.ring_entries.into(),
+            },
+            MapUsage { name: "flows".into(), used: None, max: l.flows.into() },
+        ]
+    }
+
     fn remove_service(&mut self, key: VirtualServerKey) -> Result<(), DataplaneError> {
         let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
@@ -691,6 +719,7 @@ impl Dataplane for XdpDataplane {
                     program_id: self.program_id,
                 })
                 .collect(),
+            maps: self.map_usage(),
         }
     }
 

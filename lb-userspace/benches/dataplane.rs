@@ -1,0 +1,905 @@
+//! `cargo xtask bench`: what the XDP fast path costs per packet, and how long a Maglev table takes
+//! to build. Not a test: it measures, checks that it measured the intended path (verdicts, output
+//! MACs, flow-table event counters) and fails loudly otherwise.
+//!
+//! XDP rows run the real program with maps programmed by `XdpDataplane::apply`, through
+//! BPF_PROG_TEST_RUN, inside a private network namespace (test runs see ingress ifindex 1, its
+//! `lo`), on a thread pinned to one CPU. Two methods, because `repeat` does not restore the input
+//! frame (see BENCHMARKS.md):
+//! - `repeat`: one call with `repeat = REPEAT`; the value is the kernel's per-repetition average.
+//!   Used only where every repetition takes the path the row is named after (floor, non-VIP pass,
+//!   hit on one flow), which the event and verdict counters confirm.
+//! - `per-call`: one call per packet (`repeat = 1`), wall clock per call over chunks of `CHUNK`
+//!   calls, minus the per-call wall clock of the trivial XDP_PASS program on the same frames
+//!   (measured right before and after each chunk). Median over chunks, then over rounds.
+//!   The kernel's own per-run `duration` gives a second estimate, reported alongside.
+//!
+//! Arguments: `--json PATH` writes the rows as JSON; `--bench` (added by cargo) is ignored.
+//! Prints a Markdown table on stdout.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use lb::{
+    config::{Protocol, VirtualServerKey},
+    dataplane::{
+        Dataplane as _,
+        xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
+    },
+    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
+    maglev,
+    net::{Mac, iface::Interface},
+};
+use serde_json::{Value, json};
+
+/// The trivial program (lb-ebpf/src/bin/pass.rs), built next to `lb-xdp` by build.rs.
+const PASS_OBJECT: &str = concat!(env!("OUT_DIR"), "/lb-xdp-pass");
+const PASS_PROGRAM: &str = "lb_xdp_pass";
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// Rounds per row; each row reports the median.
+const ROUNDS: usize = 7;
+/// Repetitions per `repeat` call.
+const REPEAT: u32 = 2_000_000;
+/// Distinct packets (one call each) per round of a `per-call` row.
+const CALLS: usize = 20_000;
+/// Calls timed together; rows take the median over chunks, so a preempted chunk does not count.
+const CHUNK: usize = 250;
+/// Flow-table size: every flow a run creates (a warm-up round plus `ROUNDS`, v4 and v6) fits
+/// with room to spare, so nothing is evicted (checked: a second pass over a round's packets must
+/// hit the table for every one of them).
+const FLOWS: u32 = 1 << 20;
+const TABLE_SIZE: u32 = maglev::DEFAULT_SIZE;
+const MAGLEV_RUNS: usize = 15;
+
+const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd1];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+/// Reals get MACs 52:54:00:00:00:xx.
+const REAL_MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0, 0, 0];
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const NON_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const PORT: u16 = 80;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+
+/// One result line.
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    method: String,
+    /// Per-round values the median was taken over.
+    samples: Vec<f64>,
+    /// Extra fields for the JSON (wall-clock cross-checks, subtracted overheads).
+    extra: Vec<(&'static str, Value)>,
+    /// Name of the floor row this row is compared with.
+    floor: Option<String>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut json_path = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => {
+                json_path = Some(PathBuf::from(args.next().context("--json needs a path")?))
+            }
+            "--bench" => {}
+            other => bail!("unknown argument {other:?} (expected --json PATH)"),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the dataplane benchmark needs root (BPF, CAP_PERFMON, network namespaces)");
+    }
+    ensure!(
+        std::fs::metadata(PASS_OBJECT).is_ok_and(|m| m.len() > 0),
+        "{PASS_OBJECT} is missing or empty (built with AYA_BUILD_SKIP?)"
+    );
+
+    let mut rows = Vec::new();
+    for caps in [Caps::Perfmon, Caps::NoPerfmon] {
+        eprintln!("bench: XDP rows, {}", caps.describe());
+        let thread = std::thread::Builder::new()
+            .name(format!("xdp-{}", caps.suffix()))
+            .spawn(move || xdp_rows(caps))
+            .context("spawning the XDP benchmark thread")?;
+        let r = thread.join().map_err(|_| anyhow::anyhow!("XDP benchmark thread panicked"))?;
+        rows.extend(r.with_context(|| format!("XDP rows ({})", caps.describe()))?);
+    }
+    eprintln!("bench: Maglev table builds");
+    rows.extend(maglev_rows()?);
+
+    print_table(&rows);
+    let json = to_json(&rows);
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&json)?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+// ---- capabilities and namespaces --------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caps {
+    /// Plain root: the verifier trusts the loader (no Spectre barriers).
+    Perfmon,
+    /// CAP_PERFMON and CAP_SYS_ADMIN dropped from the thread's effective set before loading.
+    NoPerfmon,
+}
+
+impl Caps {
+    fn suffix(self) -> &'static str {
+        match self {
+            Caps::Perfmon => "",
+            Caps::NoPerfmon => "_noperfmon",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Caps::Perfmon => "root with CAP_PERFMON",
+            Caps::NoPerfmon => "without CAP_PERFMON and CAP_SYS_ADMIN",
+        }
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+fn capget() -> anyhow::Result<[CapData; 2]> {
+    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget with a v3 header writes two data structs.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    ensure!(rc == 0, "capget: {}", std::io::Error::last_os_error());
+    Ok(data)
+}
+
+fn has_effective(data: &[CapData; 2], cap: u32) -> bool {
+    data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
+}
+
+/// Removes capabilities from the calling thread's effective set (capabilities are per thread).
+fn drop_effective_caps(caps: &[u32]) -> anyhow::Result<()> {
+    let mut data = capget()?;
+    for &c in caps {
+        data[(c / 32) as usize].effective &= !(1 << (c % 32));
+    }
+    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    // SAFETY: capset with a v3 header reads two data structs.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    ensure!(rc == 0, "capset: {}", std::io::Error::last_os_error());
+    let now = capget()?;
+    for &c in caps {
+        ensure!(!has_effective(&now, c), "capability {c} is still effective after capset");
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into a fresh network namespace (its `lo` is ifindex 1) and pins it to
+/// one CPU, so per-CPU state (LRU free lists, counters) and caches stay put between calls.
+fn isolate_thread() -> anyhow::Result<()> {
+    // SAFETY: unshare only affects the calling thread's network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    ensure!(rc == 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) applies to the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus - 1, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!(
+                "bench: warning: cannot pin to CPU {}: {}",
+                cpus - 1,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---- the desired state and packets ------------------------------------------------------------
+
+fn real(address: IpAddr, last: u8) -> RealDesired {
+    let mut mac = [0; 6];
+    mac[..5].copy_from_slice(&REAL_MAC_PREFIX);
+    mac[5] = last;
+    RealDesired {
+        address,
+        port: PORT,
+        weight: 1,
+        config_weight: 1,
+        state: RealState::Up,
+        mac: Some(Mac(mac)),
+        ifindex: Some(1),
+        keeps_flows: true,
+        override_: None,
+        health_message: None,
+        check_latency: None,
+    }
+}
+
+/// A TCP service with `reals` and its Maglev table, as `desired_state` builds it.
+fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
+    let names: Vec<String> =
+        reals.iter().map(|r| std::net::SocketAddr::new(r.address, r.port).to_string()).collect();
+    let backends: Vec<maglev::Backend<'_>> = reals
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
+        .collect();
+    let ring = maglev::build(&backends, TABLE_SIZE, u64::from(lb_common::DEFAULT_HASH_SEED));
+    ServiceDesired {
+        key: VirtualServerKey { vip, port: PORT, protocol: Protocol::Tcp },
+        scheduler: "mh".into(),
+        interface: "lo".into(),
+        ifindex: Some(1),
+        table_size: TABLE_SIZE,
+        source_hash: false,
+        persistence: None,
+        reals,
+        sorry: None,
+        ring: Arc::new(ring),
+    }
+}
+
+/// One v4 and one v6 TCP service on port 80, four reals each, default table size.
+fn desired() -> Desired {
+    let v4 = (1..=4).map(|i| real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + i)), 10 + i)).collect();
+    let v6 = (1..=4)
+        .map(|i| {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(i));
+            real(IpAddr::V6(a), 0x60 + i)
+        })
+        .collect();
+    Desired {
+        globals: Globals {
+            hash_seed: lb_common::DEFAULT_HASH_SEED,
+            udp_timeout: 30,
+            syn_threshold: 0,
+            icmp_echo: true,
+        },
+        interfaces: vec![Interface {
+            name: "lo".into(),
+            ifindex: 1,
+            mac: Mac(IFACE_MAC),
+            driver: String::new(),
+        }],
+        tx_interfaces: vec![],
+        services: vec![service(IpAddr::V4(VIP), v4), service(IpAddr::V6(VIP6), v6)],
+    }
+}
+
+fn eth(ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&IFACE_MAC);
+    f.extend_from_slice(&ROUTER_MAC);
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// A TCP SYN header with a few payload bytes (the frame comes to 60 bytes for v4).
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    let mut h = Vec::with_capacity(26);
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(b"bench!");
+    h
+}
+
+fn v4_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let payload = tcp_syn(sport, PORT);
+    let mut f = eth(0x0800);
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(20 + payload.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, lb_common::IPPROTO_TCP, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&payload);
+    f
+}
+
+fn v6_syn(src: Ipv6Addr, dst: Ipv6Addr, sport: u16) -> Vec<u8> {
+    let payload = tcp_syn(sport, PORT);
+    let mut f = eth(0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[lb_common::IPPROTO_TCP, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&payload);
+    f
+}
+
+/// Distinct clients for new flows: packet `n` of the whole run (over rounds and families) gets
+/// its own (source address, source port).
+fn client_v4(n: usize) -> (Ipv4Addr, u16) {
+    let host = (n / 50_000) as u32;
+    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + host);
+    (addr, 10_000 + (n % 50_000) as u16)
+}
+
+fn client_v6(n: usize) -> (Ipv6Addr, u16) {
+    let host = (n / 50_000) as u16;
+    (Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 1 + host), 10_000 + (n % 50_000) as u16)
+}
+
+// ---- running the programs ---------------------------------------------------------------------
+
+/// Result of one `repeat` call: verdict of the last repetition, kernel ns per repetition, wall ns
+/// per repetition (the latter includes the syscall and any preemption).
+struct Repeated {
+    verdict: u32,
+    kernel_ns: f64,
+    wall_ns: f64,
+}
+
+fn repeat_run(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<Repeated> {
+    let mut out = [0u8; 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let start = Instant::now();
+    let res = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    let wall = start.elapsed();
+    Ok(Repeated {
+        verdict: res.return_value,
+        kernel_ns: res.duration.as_nanos() as f64,
+        wall_ns: wall.as_nanos() as f64 / f64::from(repeat),
+    })
+}
+
+/// One frame through the program, returning the verdict and the output frame.
+fn run_once(prog: &Xdp, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let res = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    out.truncate(res.data_size_out as usize);
+    Ok((res.return_value, out))
+}
+
+/// Result of a `per-call` loop: wall ns per call and the mean of the kernel's own per-run
+/// duration.
+#[derive(Clone, Copy)]
+struct PerCall {
+    wall_ns: f64,
+    kernel_ns: f64,
+}
+
+/// One call (repeat = 1) per frame. Every call must return `verdict` and leave a frame whose
+/// destination MAC starts with `dst_prefix`; the same loop runs for the trivial program, so the
+/// checks cost the same on both sides of the subtraction.
+fn per_call(
+    prog: &Xdp,
+    frames: &[Vec<u8>],
+    verdict: u32,
+    dst_prefix: [u8; 5],
+) -> anyhow::Result<PerCall> {
+    let mut out = [0u8; 256];
+    let mut kernel = Duration::ZERO;
+    let mut wrong = 0usize;
+    let start = Instant::now();
+    for frame in frames {
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let res = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        kernel += res.duration;
+        wrong += usize::from(res.return_value != verdict || out[..5] != dst_prefix);
+    }
+    let wall = start.elapsed();
+    ensure!(
+        wrong == 0,
+        "{wrong} of {} calls did not return verdict {verdict} with a frame to {dst_prefix:02x?}",
+        frames.len()
+    );
+    let n = frames.len() as f64;
+    Ok(PerCall { wall_ns: wall.as_nanos() as f64 / n, kernel_ns: kernel.as_nanos() as f64 / n })
+}
+
+/// Reads every byte of `frames`, so the copy into the kernel does not pay for cache misses that
+/// the other side of a subtraction would not pay.
+fn touch(frames: &[Vec<u8>]) {
+    let sum = frames.iter().flatten().fold(0u8, |a, &b| a.wrapping_add(b));
+    std::hint::black_box(sum);
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Flow-table events and verdict reasons, to prove which path a measurement took.
+struct Snapshot {
+    flow_hit: u64,
+    flow_new: u64,
+    tx: u64,
+    pass_not_service: u64,
+}
+
+fn snapshot(dp: &mut XdpDataplane) -> anyhow::Result<Snapshot> {
+    let c = dp.counters().context("reading counters")?;
+    let event = |name: &str| -> anyhow::Result<u64> {
+        c.events
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .with_context(|| format!("no event counter {name}"))
+    };
+    let reason = |name: &str| -> anyhow::Result<u64> {
+        c.global
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.packets)
+            .with_context(|| format!("no reason counter {name}"))
+    };
+    Ok(Snapshot {
+        flow_hit: event("flow_hit")?,
+        flow_new: event("flow_new")?,
+        tx: reason("tx")?,
+        pass_not_service: reason("pass_not_service")?,
+    })
+}
+
+fn load_pass_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PASS_PROGRAM)
+        .with_context(|| format!("no program {PASS_PROGRAM} in {PASS_OBJECT}"))?
+        .try_into()
+        .context("the pass program is not XDP")?;
+    prog.load().context("loading the pass program")?;
+    Ok(prog)
+}
+
+// ---- the XDP rows -----------------------------------------------------------------------------
+
+fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
+    isolate_thread()?;
+    if caps == Caps::NoPerfmon {
+        drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON])?;
+    } else {
+        ensure!(
+            has_effective(&capget()?, CAP_PERFMON),
+            "root without CAP_PERFMON in its effective set: the rows would not measure the \
+             privileged program"
+        );
+    }
+    let sfx = caps.suffix();
+    let floor_name = format!("xdp_pass_floor{sfx}");
+
+    let mut pass_obj =
+        Ebpf::load_file(PASS_OBJECT).with_context(|| format!("opening {PASS_OBJECT}"))?;
+    let pass = load_pass_program(&mut pass_obj)?;
+    let limits =
+        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 8 * TABLE_SIZE, flows: FLOWS };
+    let mut dp =
+        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
+    let d = desired();
+    dp.apply(&d).context("programming the maps")?;
+
+    let iface_prefix: [u8; 5] = IFACE_MAC[..5].try_into().context("MAC prefix")?;
+    let mut rows = Vec::new();
+
+    // Floor: the trivial program on a v4 TCP frame.
+    let frame = v4_syn(CLIENT, NON_VIP, 40000);
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let r = repeat_run(pass, &frame, REPEAT)?;
+        ensure!(r.verdict == XDP_PASS, "pass program returned {}", r.verdict);
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    rows.push(repeat_row(&floor_name, kernel, wall, None));
+
+    // Non-VIP: the lb program hands a frame to an address without a service to the kernel.
+    let lb = dp.program().context("lb program")?;
+    let (v, out) = run_once(lb, &frame)?;
+    ensure!(v == XDP_PASS && out == frame, "non-VIP frame: verdict {v} (want XDP_PASS, untouched)");
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = snapshot(&mut dp)?;
+        let r = repeat_run(dp.program()?, &frame, REPEAT)?;
+        let after = snapshot(&mut dp)?;
+        ensure!(r.verdict == XDP_PASS, "non-VIP frame: verdict {} (want XDP_PASS)", r.verdict);
+        let passed = after.pass_not_service - before.pass_not_service;
+        ensure!(
+            passed == u64::from(REPEAT),
+            "non-VIP: {passed} pass_not_service verdicts for {REPEAT} repetitions"
+        );
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    rows.push(repeat_row(&format!("v4_non_vip_pass{sfx}"), kernel, wall, Some(&floor_name)));
+
+    // Flow hit: a SYN creates the flow once; every repetition after that finds it.
+    let frame = v4_syn(CLIENT, VIP, 40000);
+    let before = snapshot(&mut dp)?;
+    let (v, out) = run_once(dp.program()?, &frame)?;
+    let after = snapshot(&mut dp)?;
+    ensure!(v == XDP_TX, "SYN to the VIP: verdict {v} (want XDP_TX)");
+    ensure!(
+        out[..5] == REAL_MAC_PREFIX && out[6..12] == IFACE_MAC,
+        "SYN to the VIP left with MACs {:02x?} -> {:02x?}",
+        &out[6..12],
+        &out[..6]
+    );
+    ensure!(after.flow_new - before.flow_new == 1, "the first SYN did not create a flow");
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = snapshot(&mut dp)?;
+        let r = repeat_run(dp.program()?, &frame, REPEAT)?;
+        let after = snapshot(&mut dp)?;
+        ensure!(r.verdict == XDP_TX, "flow hit: verdict {} (want XDP_TX)", r.verdict);
+        let (hits, new, tx) = (
+            after.flow_hit - before.flow_hit,
+            after.flow_new - before.flow_new,
+            after.tx - before.tx,
+        );
+        ensure!(
+            hits == u64::from(REPEAT) && new == 0 && tx == u64::from(REPEAT),
+            "flow hit: {hits} hits, {new} new flows, {tx} XDP_TX for {REPEAT} repetitions"
+        );
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    rows.push(repeat_row(&format!("v4_flow_hit{sfx}"), kernel, wall, Some(&floor_name)));
+
+    // The same flow per call: the hit path with the flow entry hot in cache, as in `repeat`.
+    let frames = vec![frame; CHUNK];
+    let mut hit = Series::default();
+    for _ in 0..ROUNDS {
+        let s0 = snapshot(&mut dp)?;
+        let mut chunks = Chunks::default();
+        for _ in 0..CALLS / CHUNK {
+            let p1 = per_call(pass, &frames, XDP_PASS, iface_prefix)?;
+            let h = per_call(dp.program()?, &frames, XDP_TX, REAL_MAC_PREFIX)?;
+            let p2 = per_call(pass, &frames, XDP_PASS, iface_prefix)?;
+            chunks.add(h, p1, p2);
+        }
+        let s1 = snapshot(&mut dp)?;
+        let calls = ((CALLS / CHUNK) * CHUNK) as u64;
+        ensure!(
+            s1.flow_hit - s0.flow_hit == calls && s1.flow_new == s0.flow_new,
+            "one-flow hits: {} hits, {} new flows for {calls} calls",
+            s1.flow_hit - s0.flow_hit,
+            s1.flow_new - s0.flow_new
+        );
+        hit.push(&chunks);
+    }
+    rows.push(per_call_row(
+        format!("v4_flow_hit_one_flow_percall{sfx}"),
+        "the same packet every call (one flow, hot in cache)",
+        hit,
+        &floor_name,
+    ));
+
+    // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
+    // CALLS flows and replays the CALLS flows of round r - 1 (created one round earlier, so other
+    // flows have been touched since, as for a real established flow).
+    type Family = (&'static str, fn(usize) -> Vec<u8>);
+    let families: [Family; 2] = [
+        ("v4", |n| {
+            let (src, sport) = client_v4(n);
+            v4_syn(src, VIP, sport)
+        }),
+        ("v6", |n| {
+            let (src, sport) = client_v6(n);
+            v6_syn(src, VIP6, sport)
+        }),
+    ];
+    for (family, make) in families {
+        let mut next = 0usize;
+        let mut batch = || {
+            let frames: Vec<Vec<u8>> = (next..next + CALLS).map(make).collect();
+            next += CALLS;
+            frames
+        };
+        // Warm-up round (not reported): its flows are the first round's hits.
+        let mut previous = batch();
+        per_call(pass, &previous, XDP_PASS, iface_prefix)?;
+        per_call(dp.program()?, &previous, XDP_TX, REAL_MAC_PREFIX)?;
+
+        let (mut new, mut hit) = (Series::default(), Series::default());
+        for _ in 0..ROUNDS {
+            let frames = batch();
+            let s0 = snapshot(&mut dp)?;
+            let (mut n_chunks, mut h_chunks) = (Chunks::default(), Chunks::default());
+            for (fresh, old) in frames.chunks(CHUNK).zip(previous.chunks(CHUNK)) {
+                // Both sides of each subtraction copy frames that are already in cache.
+                touch(fresh);
+                touch(old);
+                let p1 = per_call(pass, fresh, XDP_PASS, iface_prefix)?;
+                let n = per_call(dp.program()?, fresh, XDP_TX, REAL_MAC_PREFIX)?;
+                let h = per_call(dp.program()?, old, XDP_TX, REAL_MAC_PREFIX)?;
+                let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
+                n_chunks.add(n, p1, p2);
+                h_chunks.add(h, p1, p2);
+            }
+            let s1 = snapshot(&mut dp)?;
+            let calls = CALLS as u64;
+            // Every fresh packet made a flow and every replayed one found its flow: nothing was
+            // evicted, and each call took the path its row is named after.
+            ensure!(
+                s1.flow_new - s0.flow_new == calls && s1.flow_hit - s0.flow_hit == calls,
+                "{family}: {} new flows and {} hits for {CALLS} new and {CALLS} replayed packets",
+                s1.flow_new - s0.flow_new,
+                s1.flow_hit - s0.flow_hit
+            );
+            new.push(&n_chunks);
+            hit.push(&h_chunks);
+            previous = frames;
+        }
+        rows.push(per_call_row(
+            format!("{family}_new_flow{sfx}"),
+            "a new flow (TCP SYN from a new client address:port) every call",
+            new,
+            &floor_name,
+        ));
+        rows.push(per_call_row(
+            format!("{family}_flow_hit_percall{sfx}"),
+            "the previous round's packets replayed: a hit on a different established flow \
+             every call",
+            hit,
+            &floor_name,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Per-chunk results of a per-call row: the program's cost above the pass program, in wall clock
+/// and in the kernel's own duration, for each chunk of `CHUNK` calls. The medians over chunks
+/// ignore chunks in which the thread was preempted.
+#[derive(Default)]
+struct Chunks {
+    wall: Vec<f64>,
+    kernel: Vec<f64>,
+    overhead: Vec<f64>,
+    overhead_kernel: Vec<f64>,
+    raw_wall: Vec<f64>,
+}
+
+impl Chunks {
+    /// `prog` measured between two runs of the pass program (`p1`, `p2`) on frames of the same
+    /// size; their mean is the per-call overhead subtracted.
+    fn add(&mut self, prog: PerCall, p1: PerCall, p2: PerCall) {
+        let floor_wall = (p1.wall_ns + p2.wall_ns) / 2.0;
+        let floor_kernel = (p1.kernel_ns + p2.kernel_ns) / 2.0;
+        self.wall.push(prog.wall_ns - floor_wall);
+        self.kernel.push(prog.kernel_ns - floor_kernel);
+        self.overhead.push(floor_wall);
+        self.overhead_kernel.push(floor_kernel);
+        self.raw_wall.push(prog.wall_ns);
+    }
+}
+
+/// Per-round medians of a per-call row.
+#[derive(Default)]
+struct Series(Chunks);
+
+impl Series {
+    fn push(&mut self, c: &Chunks) {
+        self.0.wall.push(median(&c.wall));
+        self.0.kernel.push(median(&c.kernel));
+        self.0.overhead.push(median(&c.overhead));
+        self.0.overhead_kernel.push(median(&c.overhead_kernel));
+        self.0.raw_wall.push(median(&c.raw_wall));
+    }
+}
+
+fn per_call_row(name: String, what: &str, series: Series, floor: &str) -> Row {
+    let Series(c) = series;
+    let rounded = |v: &[f64]| v.iter().map(|&x| round1(x)).collect::<Vec<_>>();
+    let extra = vec![
+        ("wall_ns_per_call", json!(round1(median(&c.raw_wall)))),
+        ("per_call_overhead_ns", json!(round1(median(&c.overhead)))),
+        ("kernel_duration_minus_pass_ns", json!(round1(median(&c.kernel)))),
+        ("kernel_duration_minus_pass_samples", json!(rounded(&c.kernel))),
+        ("pass_kernel_duration_ns", json!(round1(median(&c.overhead_kernel)))),
+    ];
+    Row {
+        name,
+        value: median(&c.wall),
+        unit: "ns",
+        method: format!(
+            "per-call: {what}; repeat=1, wall clock per call in chunks of {CHUNK} calls, minus \
+             the pass program's per-call wall clock on the same frames (chunks before and \
+             after); median over chunks, then over rounds"
+        ),
+        samples: c.wall,
+        extra,
+        floor: Some(floor.to_owned()),
+    }
+}
+
+fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>) -> Row {
+    Row {
+        name: name.to_owned(),
+        value: median(&kernel),
+        unit: "ns",
+        method: format!(
+            "repeat={REPEAT}: kernel per-repetition average (whole ns), every repetition \
+             checked by counters"
+        ),
+        samples: kernel,
+        extra: vec![("wall_ns_per_repetition", json!(round1(median(&wall))))],
+        floor: floor.map(str::to_owned),
+    }
+}
+
+// ---- Maglev -----------------------------------------------------------------------------------
+
+fn maglev_rows() -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for n in [10u32, 100, 1000] {
+        let names: Vec<String> =
+            (0..n).map(|i| format!("10.1.{}.{}:80", i / 256, i % 256)).collect();
+        let backends: Vec<maglev::Backend<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| maglev::Backend { name, weight: 1, id: i as u32 + 1 })
+            .collect();
+        let seed = u64::from(lb_common::DEFAULT_HASH_SEED);
+        let table = maglev::build(&backends, TABLE_SIZE, seed);
+        ensure!(
+            table.len() == TABLE_SIZE as usize && table.iter().all(|&id| id >= 1 && id <= n),
+            "Maglev table for {n} backends is incomplete"
+        );
+        let (mut samples, mut wall) = (Vec::new(), Vec::new());
+        for _ in 0..MAGLEV_RUNS {
+            let (cpu0, start) = (thread_cpu_ns()?, Instant::now());
+            let t = maglev::build(std::hint::black_box(&backends), TABLE_SIZE, seed);
+            let (cpu1, elapsed) = (thread_cpu_ns()?, start.elapsed());
+            std::hint::black_box(t);
+            samples.push((cpu1 - cpu0) as f64 / 1000.0);
+            wall.push(elapsed.as_nanos() as f64 / 1000.0);
+        }
+        rows.push(Row {
+            name: format!("maglev_build_{n}"),
+            value: median(&samples),
+            unit: "µs",
+            method: format!(
+                "lb::maglev::build, {n} reals of weight 1, M = {TABLE_SIZE}: CPU time of the \
+                 building thread (time other processes run on its CPU does not count), one \
+                 warm-up then median of {MAGLEV_RUNS} runs"
+            ),
+            samples,
+            extra: vec![("wall_us", json!(round1(median(&wall))))],
+            floor: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// CPU time the calling thread has used, in ns.
+fn thread_cpu_ns() -> anyhow::Result<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ensure!(rc == 0, "clock_gettime: {}", std::io::Error::last_os_error());
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+// ---- output -----------------------------------------------------------------------------------
+
+fn ratio(rows: &[Row], row: &Row) -> Option<f64> {
+    let floor = rows.iter().find(|r| Some(&r.name) == row.floor.as_ref())?;
+    (floor.value > 0.0).then(|| row.value / floor.value)
+}
+
+fn to_json(rows: &[Row]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                let mut o = serde_json::Map::new();
+                o.insert("name".into(), json!(r.name));
+                o.insert("value".into(), json!(round1(r.value)));
+                o.insert("unit".into(), json!(r.unit));
+                o.insert("method".into(), json!(r.method));
+                if let Some(x) = ratio(rows, r) {
+                    o.insert("ratio_to_floor".into(), json!((x * 100.0).round() / 100.0));
+                }
+                o.insert("rounds".into(), json!(r.samples.len()));
+                let samples: Vec<f64> = r.samples.iter().map(|&s| round1(s)).collect();
+                o.insert("samples".into(), json!(samples));
+                for (k, v) in &r.extra {
+                    o.insert((*k).into(), v.clone());
+                }
+                Value::Object(o)
+            })
+            .collect(),
+    )
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| row | value | unit | × floor | method |");
+    println!("|---|---:|---|---:|---|");
+    for r in rows {
+        let x = ratio(rows, r).map_or_else(|| "—".to_owned(), |x| format!("{x:.1}"));
+        let method = if r.method.starts_with("repeat") {
+            format!("repeat={REPEAT}")
+        } else if r.method.starts_with("per-call") {
+            "per-call − pass per-call".to_owned()
+        } else {
+            "thread CPU time".to_owned()
+        };
+        println!("| `{}` | {:.1} | {} | {x} | {method} |", r.name, r.value, r.unit);
+    }
+    let v4 = rows.iter().find(|r| r.name == "v4_new_flow");
+    if let Some(v4) = v4 {
+        let met = if v4.value <= 50.0 { "met" } else { "NOT met" };
+        println!("\ngoal v4_new_flow ≤ 50 ns (with CAP_PERFMON): {met} ({:.1} ns)", v4.value);
+    }
+}
