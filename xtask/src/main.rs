@@ -1,5 +1,6 @@
 //! Developer and CI tasks. `cargo xtask demo` and `cargo xtask test` are the README's two commands.
 
+mod bench;
 mod bootstrap;
 mod demo;
 mod test;
@@ -35,6 +36,9 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Measure the XDP fast path (ns/packet, BPF_PROG_TEST_RUN) and Maglev table builds; needs root.
+    /// Prints a Markdown table and writes target/bench.json (see BENCHMARKS.md).
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Task::Bootstrap => bootstrap::bootstrap(),
         Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
+        Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
