@@ -41,7 +41,8 @@ pub fn build(backends: &[Backend<'_>], size: u32, seed: u64) -> Vec<u32> {
             (offset, skip)
         })
         .collect();
-    let mut next = vec![0u64; live.len()];
+    // Each backend's current candidate slot, advanced by `skip` (mod M) without a division.
+    let mut pos: Vec<u64> = perms.iter().map(|&(offset, _)| offset).collect();
     let mut credit = vec![0u64; live.len()];
     let mut table = vec![u32::MAX; size as usize];
     let mut filled = 0u64;
@@ -50,15 +51,19 @@ pub fn build(backends: &[Backend<'_>], size: u32, seed: u64) -> Vec<u32> {
             credit[i] += u64::from(backend.weight);
             while credit[i] >= max_weight {
                 credit[i] -= max_weight;
-                let (offset, skip) = perms[i];
+                let skip = perms[i].1;
                 // Find this backend's next preferred slot that is still free.
-                let mut slot = (offset + next[i] * skip) % m;
-                while table[slot as usize] != u32::MAX {
-                    next[i] += 1;
-                    slot = (offset + next[i] * skip) % m;
+                while table[pos[i] as usize] != u32::MAX {
+                    pos[i] += skip;
+                    if pos[i] >= m {
+                        pos[i] -= m;
+                    }
                 }
-                table[slot as usize] = backend.id;
-                next[i] += 1;
+                table[pos[i] as usize] = backend.id;
+                pos[i] += skip;
+                if pos[i] >= m {
+                    pos[i] -= m;
+                }
                 filled += 1;
                 if filled == m {
                     break 'rounds;
