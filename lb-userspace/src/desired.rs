@@ -359,4 +359,112 @@ weight = 2
         assert_eq!(d.services[0].ifindex, None);
         assert!(d.services[0].ring.is_empty());
     }
+
+    /// Health, `inhibit_on_failure`, `misc_dynamic` weights, runtime overrides and quorum, each
+    /// with what it does to a real's state, weight, flows and the table.
+    #[test]
+    fn health_and_overrides_shape_the_state() {
+        use crate::health::state::RealHealth;
+
+        let conf = format!(
+            "{CONF}[[virtual_server.real_server]]\naddress = \"192.0.2.14\"\ninhibit_on_failure = true\n"
+        );
+        let cfg = config::parse_toml(&conf, Path::new("t.toml"), &AnyHost).expect("valid");
+        let all = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"];
+        let h = host(&all);
+        let key = cfg.virtual_servers[0].key();
+        let id = |last: u8| (key, IpAddr::from([192, 0, 2, last]), 80);
+        let down =
+            |msg: &str| RealHealth { up: false, weight: None, latency: None, message: msg.into() };
+        let up_w = |w: u32| RealHealth {
+            up: true,
+            weight: Some(w),
+            latency: None,
+            message: String::new(),
+        };
+
+        // (case, health, overrides, quorum lost, expected (state, weight, keeps_flows) for .11-.14)
+        type Want = [(RealState, u32, bool); 4];
+        let base: Want = [
+            (RealState::Up, 1, true),
+            (RealState::Drain, 0, true),
+            (RealState::Up, 2, true),
+            (RealState::Up, 1, true),
+        ];
+        let mut cases: Vec<(&str, Vec<(u8, RealHealth)>, Vec<(u8, Override)>, bool, Want)> =
+            vec![("nothing", vec![], vec![], false, base)];
+        let mut w = base;
+        w[0] = (RealState::Down, 1, false);
+        cases.push((
+            "failed check: flows move",
+            vec![(11, down("TCP_CHECK: refused"))],
+            vec![],
+            false,
+            w,
+        ));
+        let mut w = base;
+        w[3] = (RealState::Down, 1, true);
+        cases.push(("inhibit_on_failure: flows stay", vec![(14, down("x"))], vec![], false, w));
+        let mut w = base;
+        w[2] = (RealState::Up, 7, true);
+        cases.push(("misc_dynamic weight", vec![(13, up_w(7))], vec![], false, w));
+        let mut w = base;
+        w[0] = (RealState::Drain, 0, true);
+        w[1] = (RealState::Up, 5, true);
+        cases.push((
+            "lb drain / lb weight",
+            vec![],
+            vec![(11, Override::Drain), (12, Override::Weight(5))],
+            false,
+            w,
+        ));
+        let mut w = base;
+        w[2] = (RealState::Up, 3, true);
+        cases.push((
+            "lb weight beats misc_dynamic",
+            vec![(13, up_w(7))],
+            vec![(13, Override::Weight(3))],
+            false,
+            w,
+        ));
+        let mut w = base;
+        w[0] = (RealState::Down, 0, false);
+        cases.push((
+            "drained and failed is down",
+            vec![(11, down("x"))],
+            vec![(11, Override::Drain)],
+            false,
+            w,
+        ));
+        cases.push(("quorum lost: table empty", vec![], vec![], true, base));
+
+        for (name, health, overrides, quorum_lost, want) in cases {
+            let mut hs = HealthSnapshot::default();
+            for (last, rh) in health {
+                hs.reals.insert(id(last), rh);
+            }
+            if quorum_lost {
+                hs.quorum_lost.insert(key);
+            }
+            let mut ov = Overrides::default();
+            for (last, o) in overrides {
+                ov.0.insert(id(last), o);
+            }
+            let d = desired_state(&Inputs { config: &cfg, host: &h, health: &hs, overrides: &ov });
+            let s = &d.services[0];
+            let got: Vec<(RealState, u32, bool)> =
+                s.reals.iter().map(|r| (r.state, r.weight, r.keeps_flows)).collect();
+            assert_eq!(got, want, "{name}");
+            // The table holds exactly the reals that take new flows (none without quorum).
+            let mut in_ring: Vec<u32> = s.ring.iter().copied().collect();
+            in_ring.sort_unstable();
+            in_ring.dedup();
+            let expect: Vec<u32> = if quorum_lost {
+                vec![]
+            } else {
+                (0..4).filter(|&i| want[i as usize].0 == RealState::Up).collect()
+            };
+            assert_eq!(in_ring, expect, "{name}: table members");
+        }
+    }
 }
