@@ -391,8 +391,8 @@ weight = 2
             (RealState::Up, 2, true),
             (RealState::Up, 1, true),
         ];
-        let mut cases: Vec<(&str, Vec<(u8, RealHealth)>, Vec<(u8, Override)>, bool, Want)> =
-            vec![("nothing", vec![], vec![], false, base)];
+        type Case = (&'static str, Vec<(u8, RealHealth)>, Vec<(u8, Override)>, bool, Want);
+        let mut cases: Vec<Case> = vec![("nothing", vec![], vec![], false, base)];
         let mut w = base;
         w[0] = (RealState::Down, 1, false);
         cases.push((
