@@ -27,6 +27,9 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "tcpdump",
     "curl",
+    // VRRP interoperability tests run Debian's keepalived as the peer and tshark as the oracle.
+    "keepalived",
+    "tshark",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
