@@ -11,6 +11,6 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
-pub mod vrrp;
 #[cfg(test)]
 mod testutil;
+pub mod vrrp;
