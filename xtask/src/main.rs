@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod test;
+mod vm;
 
 use std::{
     path::PathBuf,
@@ -39,6 +40,9 @@ enum Task {
     /// Measure the XDP fast path (ns/packet, BPF_PROG_TEST_RUN) and Maglev table builds; needs root.
     /// Prints a Markdown table and writes target/bench.json (see BENCHMARKS.md).
     Bench,
+    /// Boot a Debian 12 kernel under qemu for what this kernel lacks (IPVS); cached in .cache/vm.
+    #[command(subcommand)]
+    Vm(vm::Vm),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
         Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
+        Task::Vm(cmd) => vm::vm(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The one seam for forwarding: a `Dataplane` applies a `Desired` state idempotently and reports
 //! counters. The XDP implementation is the fast path; an IPVS one serves what XDP cannot.
 
+pub mod ipvs;
 pub mod xdp;
 
 use std::{collections::HashMap, net::IpAddr};
