@@ -6,7 +6,7 @@ use clap::Parser as _;
 use lb::{
     agent::{self, RunOptions},
     cli::{Cli, Command, render},
-    config::{self, SystemHost},
+    config::SystemHost,
     control::{
         client,
         proto::{BackendsView, ChangedView, Request, StatusView},
@@ -27,36 +27,51 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, socket, xdp_mode, metrics } => {
+        Command::Run { config, socket, xdp_mode, metrics, format, strict } => {
             init_logging();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(agent::run(RunOptions { config, socket, xdp_mode, metrics }))?;
+            rt.block_on(agent::run(RunOptions {
+                config,
+                socket,
+                xdp_mode,
+                metrics,
+                format,
+                strict,
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config: path } => match config::load(&path, &SystemHost) {
-            Ok(cfg) => {
-                for notice in lb::cli::check_notices(&cfg) {
-                    println!("{notice}");
+        Command::Check { config: path, format, strict } => {
+            match lb::cli::load::load(&path, &SystemHost, format, strict) {
+                Ok(loaded) => {
+                    for w in &loaded.warnings {
+                        println!("{w}");
+                    }
+                    for n in &loaded.notices {
+                        println!("{n}");
+                    }
+                    let cfg = &loaded.config;
+                    let reals: usize =
+                        cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
+                    println!(
+                        "{}: ok ({}, {} virtual servers, {} real servers)",
+                        path.display(),
+                        loaded.format,
+                        cfg.virtual_servers.len(),
+                        reals
+                    );
+                    Ok(ExitCode::SUCCESS)
                 }
-                let reals: usize = cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
-                println!(
-                    "{}: ok ({} virtual servers, {} real servers)",
-                    path.display(),
-                    cfg.virtual_servers.len(),
-                    reals
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(errors) => {
-                for e in errors.iter() {
-                    println!("{e}");
+                Err(errors) => {
+                    for e in errors.iter() {
+                        println!("{e}");
+                    }
+                    Ok(ExitCode::FAILURE)
                 }
-                Ok(ExitCode::FAILURE)
             }
-        },
+        }
         Command::Backends { socket, json, stats } => {
             let data = client::call(&socket, &Request::Backends {})?;
             if json {

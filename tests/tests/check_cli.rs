@@ -110,7 +110,7 @@ fn valid_files_pass_with_a_summary_and_notices() {
     let path = write("good.toml", &text);
     let (code, stdout) = check(&path);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("ok (1 virtual servers, 1 real servers)"), "{stdout}");
+    assert!(stdout.contains("ok (TOML, 1 virtual servers, 1 real servers)"), "{stdout}");
     assert!(
         stdout
             .contains("6:11: notice: 192.0.2.100:80/tcp: scheduler `wrr` runs as weighted Maglev"),
@@ -141,4 +141,30 @@ fn shipped_examples_are_valid_apart_from_their_interface() {
         let (code, stdout) = check(&copy);
         assert_eq!(code, 0, "{}: {stdout}", path.display());
     }
+}
+
+#[test]
+fn keepalived_conf_is_read_as_is_and_strict_turns_warnings_into_errors() {
+    let text = "! Configuration File for keepalived\nglobal_defs {\n   router_id LVS_DEVEL\n   notification_email {\n     ops@example.com\n   }\n}\n\nvirtual_server 192.0.2.100 80 {\n    delay_loop 6\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    lb_interface lo\n\n    real_server 192.0.2.11 80 {\n        weight 1\n        TCP_CHECK {\n            connect_timeout 3\n        }\n    }\n}\n";
+    let path = write("keepalived.conf", text);
+    let (code, stdout) = check(&path);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("ok (keepalived.conf, 1 virtual servers, 1 real servers)"), "{stdout}");
+    assert!(
+        stdout.contains(": warning: "),
+        "notification_email is accepted, not acted on: {stdout}"
+    );
+    let out = Command::new(lb_bin())
+        .args(["check", "--strict", "-c"])
+        .arg(&path)
+        .output()
+        .expect("lb check");
+    assert_eq!(out.status.code(), Some(1), "--strict refuses warnings");
+    let misspelled = write("typo.conf", &text.replace("delay_loop", "delay_lop"));
+    let (code, stdout) = check(&misspelled);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("typo.conf:10:5:") && stdout.contains("delay_loop"),
+        "located, with a suggestion: {stdout}"
+    );
 }

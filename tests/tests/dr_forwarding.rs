@@ -152,3 +152,35 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// A keepalived.conf as operators have it (plus the interface) runs unchanged.
+#[test]
+fn lb_runs_a_keepalived_conf_unchanged() {
+    if !require_root("keepalived.conf") {
+        return;
+    }
+    let dr = DrTopology::build("kc", 3, VIP, testpeer()).expect("topology");
+    dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
+    let dir = tempdir(dr.topo.prefix());
+    let conf = dir.join("keepalived.conf");
+    let mut text = format!(
+        "! keepalived.conf\nglobal_defs {{\n    router_id LVS_TEST\n}}\n\nvirtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    lb_interface eth0\n"
+    );
+    for i in 0..3 {
+        text.push_str(&format!(
+            "    real_server 192.0.2.{} 80 {{\n        weight 1\n        TCP_CHECK {{\n            connect_timeout 1\n            nb_get_retry 1\n        }}\n    }}\n",
+            11 + i
+        ));
+    }
+    text.push_str("}\n");
+    std::fs::write(&conf, text).expect("write keepalived.conf");
+    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &conf, &["--xdp-mode", "generic"])
+        .expect("lb run -c keepalived.conf");
+    agent.wait_all_backends("up", Duration::from_secs(10)).expect("all reals up");
+    let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 30);
+    assert_eq!(counts.get("(failed)"), None, "{counts:?}");
+    assert_eq!(counts.len(), 3, "all three reals answer: {counts:?}");
+    let v = agent.backends().expect("backends");
+    assert_eq!(v["services"][0]["scheduler"], "wrr", "the configured scheduler is shown");
+    let _ = std::fs::remove_dir_all(dir);
+}

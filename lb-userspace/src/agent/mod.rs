@@ -15,7 +15,8 @@ use anyhow::{Context as _, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    config::{self, Config, SystemHost},
+    cli::load::{self, FormatChoice},
+    config::{Config, SystemHost},
     control::proto::ChangedView,
     control::{
         proto::{BackendsView, Request, Response, StatusView},
@@ -45,12 +46,16 @@ pub struct RunOptions {
     pub xdp_mode: XdpModeSetting,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<std::net::SocketAddr>,
+    pub format: FormatChoice,
+    pub strict: bool,
 }
 
 /// Everything the reconciler and the control socket share.
 struct Shared {
-    /// The file given to `lb run -c`, re-read on reload.
+    /// The file given to `lb run -c`, re-read on reload (same format and strictness).
     config_path: PathBuf,
+    format: FormatChoice,
+    strict: bool,
     config: Config,
     facts: HostFacts,
     /// `lb drain/undrain/weight` changes, cleared by a reload.
@@ -215,7 +220,7 @@ impl Shared {
     /// Re-reads the config file and applies it. A config that fails to load or apply changes
     /// nothing: the running state stays as it was.
     fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
-        let config = config::load(&self.config_path, &SystemHost).map_err(|e| anyhow!("{e}"))?;
+        let config = load_config(&self.config_path, self.format, self.strict)?;
         let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
         let overrides = Overrides::default();
         let desired = desired_state(&Inputs {
@@ -253,6 +258,19 @@ impl Shared {
             serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
         )
     }
+}
+
+/// Loads the config, logging keepalived.conf warnings (they were accepted, not acted on).
+fn load_config(
+    path: &std::path::Path,
+    format: FormatChoice,
+    strict: bool,
+) -> anyhow::Result<Config> {
+    let loaded = load::load(path, &SystemHost, format, strict).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.config)
 }
 
 /// Map sizes large enough for `config` (never below the compiled defaults).
@@ -337,7 +355,7 @@ fn log_desired(d: &Desired) {
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let config = config::load(&opts.config, &SystemHost).map_err(|e| anyhow!("{e}"))?;
+    let config = load_config(&opts.config, opts.format, opts.strict)?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
     let socket = ControlSocket::bind(&opts.socket)?;
     let metrics_listener = match opts.metrics {
@@ -387,6 +405,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let shared = Arc::new(Mutex::new(Shared {
         config_path: opts.config.clone(),
+        format: opts.format,
+        strict: opts.strict,
         config,
         facts,
         overrides,

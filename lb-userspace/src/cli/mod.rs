@@ -1,5 +1,6 @@
 //! The `lb` command line. Subcommand and flag names are a contract with operators and scripts.
 
+pub mod load;
 pub mod render;
 
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use std::net::SocketAddr;
 
+use self::load::FormatChoice;
 use crate::{
     control::DEFAULT_SOCKET,
     dataplane::xdp::XdpModeSetting,
@@ -25,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the director in the foreground (logs to stderr; SIGTERM/SIGINT detach cleanly).
     Run {
-        /// Configuration file (TOML).
+        /// Configuration file (TOML or keepalived.conf).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// Control socket to listen on.
@@ -37,12 +39,24 @@ pub enum Command {
         /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9100).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Config format: detected from the content by default.
+        #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
+        format: FormatChoice,
+        /// Refuse a keepalived.conf that has warnings (keywords accepted but not acted on).
+        #[arg(long)]
+        strict: bool,
     },
     /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error.
     Check {
-        /// Configuration file (TOML).
+        /// Configuration file (TOML or keepalived.conf).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Config format: detected from the content by default.
+        #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
+        format: FormatChoice,
+        /// Treat warnings (keepalived keywords accepted but not acted on) as errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// List services and their real servers, like `ipvsadm -Ln`.
     Backends {
@@ -166,6 +180,9 @@ mod tests {
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
             (&["lb", "run"], false),
             (&["lb", "check", "-c", "x.toml"], true),
+            (&["lb", "check", "-c", "k.conf", "--format", "keepalived", "--strict"], true),
+            (&["lb", "check", "-c", "k.conf", "--format", "yaml"], false),
+            (&["lb", "run", "-c", "k.conf", "--format", "keepalived"], true),
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "backends", "--stats"], true),

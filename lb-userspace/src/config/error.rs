@@ -123,11 +123,12 @@ fn saturating_u32(n: usize) -> u32 {
 }
 
 /// The closest of `candidates` to a misspelled `word`, if close enough to be a plausible typo.
+/// Case does not count: neither in keys (`Port`) nor in names (`vi_1` for `VI_1`).
 pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let word = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|&c| (edit_distance(&word, c), c))
+        .map(|&c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
         .filter(|&(d, c)| d <= (c.chars().count() / 3).max(1))
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
@@ -216,6 +217,11 @@ mod tests {
             assert_eq!(closest(word, &keys), expected, "{word}");
         }
         assert_eq!(did_you_mean("weigth", &keys), "; did you mean `weight`?");
+        // Names keep their case; a word in another case still matches them.
+        let names = ["VI_1", "chk_nginx"];
+        assert_eq!(closest("vi_1", &names), Some("VI_1"));
+        assert_eq!(closest("VI_2", &names), Some("VI_1"));
+        assert_eq!(closest("CHK_NGINX", &names), Some("chk_nginx"));
         assert_eq!(did_you_mean("bogus", &keys), "");
     }
 }

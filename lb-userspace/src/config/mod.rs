@@ -9,22 +9,26 @@
 mod error;
 pub mod health;
 mod host;
+pub mod keepalived;
 mod model;
 mod notice;
 mod toml;
 mod validate;
+pub mod vrrp;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostView, SystemHost};
+pub use keepalived::{Format, Loaded, Warning};
 pub use model::{
     CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
     DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
     DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealServer, RealServerLocations, SCHEDULERS, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol,
-    VirtualServer, VirtualServerKey, VirtualServerLocations, host_prefix_len,
+    VirtualServer, VirtualServerKey, VirtualServerLocations, VrrpInstanceLocations, VrrpLocations,
+    host_prefix_len,
 };
 pub use notice::{Notice, notices};
 pub use validate::validate;
@@ -45,6 +49,25 @@ pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
         ConfigError::new(path, at, "file is not valid UTF-8")
     })?;
     parse_toml(&text, path, host)
+}
+
+/// Reads and validates the configuration file at `path` in either format, native TOML or
+/// keepalived.conf, told apart by content (or, when that says nothing, a `.conf` name); see
+/// [`keepalived::detect`]. The keepalived front end's warnings come with the model; `lb check`
+/// prints them with the notices.
+///
+/// # Errors
+/// Every problem found.
+pub fn load_any(path: &Path, host: &dyn HostView) -> Result<Loaded, ConfigErrors> {
+    keepalived::load_any(path, host, false)
+}
+
+/// [`load_any`], with every warning an error (`--strict`).
+///
+/// # Errors
+/// Every problem found, warnings included.
+pub fn load_any_strict(path: &Path, host: &dyn HostView) -> Result<Loaded, ConfigErrors> {
+    keepalived::load_any(path, host, true)
 }
 
 /// Parses and validates native configuration `text`; `source` names it in errors.

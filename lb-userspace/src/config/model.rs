@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::health::{RealHealth, ServiceHealth};
+use super::vrrp::VrrpConfig;
 
 /// IPVS scheduler names keepalived accepts for `lb_algo` / `lvs_sched`.
 pub const SCHEDULERS: &[&str] = &[
@@ -70,6 +71,15 @@ pub struct Config {
     pub dataplane: DataplaneSettings,
     /// In file order. Empty is valid: a director with nothing to do.
     pub virtual_servers: Vec<VirtualServer>,
+    /// keepalived's `vrrp_instance`, `vrrp_script` and `vrrp_sync_group`s. A virtual server
+    /// belongs to the instance whose `virtual_ipaddress` holds its VIP and forwards only while
+    /// that instance is MASTER; with no instance at all (or none holding its VIP) it always
+    /// forwards.
+    pub vrrp: VrrpConfig,
+    /// Where the VRRP settings were written, for errors about one specific value. A front end
+    /// that does not locate them leaves this empty: errors are then located at each section.
+    #[serde(skip)]
+    pub vrrp_locations: VrrpLocations,
 }
 
 /// Director-wide settings of the XDP dataplane, sizing its maps and guards.
@@ -301,6 +311,81 @@ pub fn host_prefix_len(address: IpAddr) -> u8 {
     match address {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
+    }
+}
+
+/// Locations of the VRRP settings' values, beside [`VrrpConfig`] (whose sections only know where
+/// they start).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VrrpLocations {
+    /// One per entry of `VrrpConfig::instances`, in the same order; missing entries (or missing
+    /// list items in one) are located at the instance's section.
+    pub instances: Vec<VrrpInstanceLocations>,
+}
+
+impl VrrpLocations {
+    /// The locations of instance `index`, or all at `section` when the front end gave none.
+    pub fn instance(&self, index: usize, section: Location) -> VrrpInstanceLocations {
+        self.instances.get(index).cloned().unwrap_or_else(|| VrrpInstanceLocations::all_at(section))
+    }
+}
+
+/// Locations of a VRRP instance's values. A setting that was omitted (default applied) is located
+/// at its section, since that is where the operator would add it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VrrpInstanceLocations {
+    /// Where the section starts: the fallback of the list items.
+    pub section: Location,
+    pub name: Location,
+    pub state: Location,
+    pub interface: Location,
+    pub virtual_router_id: Location,
+    pub priority: Location,
+    pub advert_int: Location,
+    pub version: Location,
+    /// One per address of `virtual_ipaddress`, in the same order.
+    pub virtual_ipaddress: Vec<Location>,
+    pub unicast_src_ip: Location,
+    /// One per `unicast_peer`, in the same order.
+    pub unicast_peer: Vec<Location>,
+    pub authentication: Location,
+    /// One per `track_interface` entry (its name), in the same order.
+    pub track_interface: Vec<Location>,
+}
+
+impl VrrpInstanceLocations {
+    /// Every value located at the section itself; front ends then overwrite what they saw.
+    pub fn all_at(location: Location) -> Self {
+        VrrpInstanceLocations {
+            section: location,
+            name: location,
+            state: location,
+            interface: location,
+            virtual_router_id: location,
+            priority: location,
+            advert_int: location,
+            version: location,
+            virtual_ipaddress: Vec::new(),
+            unicast_src_ip: location,
+            unicast_peer: Vec::new(),
+            authentication: location,
+            track_interface: Vec::new(),
+        }
+    }
+
+    /// Where address `index` of `virtual_ipaddress` was written.
+    pub fn virtual_ipaddress(&self, index: usize) -> Location {
+        self.virtual_ipaddress.get(index).copied().unwrap_or(self.section)
+    }
+
+    /// Where `unicast_peer` `index` was written.
+    pub fn unicast_peer(&self, index: usize) -> Location {
+        self.unicast_peer.get(index).copied().unwrap_or(self.section)
+    }
+
+    /// Where the name of `track_interface` entry `index` was written.
+    pub fn track_interface(&self, index: usize) -> Location {
+        self.track_interface.get(index).copied().unwrap_or(self.section)
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::model::{Config, Location, VirtualServer};
+use super::vrrp::OWNER_PRIORITY;
 
 /// Maglev keeps every real's share within 1 % of its weight while the table has at least this many
 /// slots per real server.
@@ -66,10 +67,44 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         }
         slow_retries(vs, &mut notice);
         alpha_without_checks(vs, &mut notice);
+        if !config.vrrp.instances.is_empty() && config.vrrp.instance_for(vs.vip).is_none() {
+            notice(
+                vs.key_locations.vip,
+                "its VIP is in no vrrp_instance's virtual_ipaddress, so it forwards always, \
+                 whatever the VRRP state"
+                    .into(),
+            );
+        }
     }
+    vrrp(config, &mut notices);
     // Stable: notices at the same place keep the order above.
     notices.sort_by_key(Notice::location);
     notices
+}
+
+/// VRRP settings that do not do what they say.
+fn vrrp(config: &Config, notices: &mut Vec<Notice>) {
+    for (i, instance) in config.vrrp.instances.iter().enumerate() {
+        let at = config.vrrp_locations.instance(i, instance.location);
+        let mut notice = |at: Location, message: &str| {
+            let message = format!("vrrp_instance `{}`: {message}", instance.name);
+            notices.push(Notice::new(config, at, message));
+        };
+        if instance.unicast_src_ip.is_some() && instance.unicast_peer.is_empty() {
+            notice(
+                at.unicast_src_ip,
+                "unicast_src_ip without unicast_peer: the adverts are still multicast, only sent \
+                 from this address",
+            );
+        }
+        if instance.priority == OWNER_PRIORITY && !instance.initial_master {
+            notice(
+                at.priority,
+                "priority 255 makes it the address owner, which always starts as MASTER: state \
+                 BACKUP has no effect",
+            );
+        }
+    }
 }
 
 /// A Maglev table too small for an even spread over the real servers.
@@ -315,6 +350,87 @@ mod tests {
         ];
         for (name, extra, expected) in cases {
             let text = doc(&[VS, extra].concat());
+            let config = match parse_toml(&text, Path::new("t.toml"), &FakeHost) {
+                Ok(config) => config,
+                Err(errors) => panic!("{name}: {errors}"),
+            };
+            let shown: Vec<String> = notices(&config).iter().map(ToString::to_string).collect();
+            assert_eq!(shown, *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn vrrp_scenarios() {
+        /// Lines 5-9 after the base virtual server: an instance holding its VIP.
+        const HOLDER: &[&str] = &[
+            "[[vrrp_instance]]",
+            "name = 'VI_1'",
+            "interface = 'eth0'",
+            "virtual_router_id = 51",
+            "virtual_ipaddress = ['192.0.2.100/24']",
+        ];
+        /// Lines 5-9 after the base virtual server: an instance holding another address.
+        const OTHER: &[&str] = &[
+            "[[vrrp_instance]]",
+            "name = 'VI_2'",
+            "interface = 'eth0'",
+            "virtual_router_id = 52",
+            "virtual_ipaddress = ['192.0.2.200/24']",
+        ];
+        /// (name, blocks of lines after the base virtual server, expected notices)
+        type Case = (&'static str, &'static [&'static [&'static str]], &'static [&'static str]);
+        let cases: &[Case] = &[
+            ("no instance: forwards always, nothing to say", &[], &[]),
+            ("the VIP in an instance", &[HOLDER], &[]),
+            (
+                "the VIP in no instance",
+                &[OTHER],
+                &["t.toml:2:7: notice: 192.0.2.100:80/tcp: its VIP is in no vrrp_instance's \
+                   virtual_ipaddress, so it forwards always, whatever the VRRP state"],
+            ),
+            (
+                "source address without peers",
+                &[HOLDER, &["unicast_src_ip = '192.0.2.1'"]],
+                &["t.toml:10:18: notice: vrrp_instance `VI_1`: unicast_src_ip without \
+                   unicast_peer: the adverts are still multicast, only sent from this address"],
+            ),
+            (
+                "source address with peers",
+                &[HOLDER, &["unicast_src_ip = '192.0.2.1'", "unicast_peer = ['192.0.2.2']"]],
+                &[],
+            ),
+            (
+                "address owner in state BACKUP",
+                &[HOLDER, &["state = 'BACKUP'", "priority = 255"]],
+                &["t.toml:11:12: notice: vrrp_instance `VI_1`: priority 255 makes it the address \
+                   owner, which always starts as MASTER: state BACKUP has no effect"],
+            ),
+            (
+                "address owner without a state (BACKUP)",
+                &[HOLDER, &["priority = 255"]],
+                &["t.toml:10:12: notice: vrrp_instance `VI_1`: priority 255 makes it the address \
+                   owner, which always starts as MASTER: state BACKUP has no effect"],
+            ),
+            (
+                "address owner in state MASTER",
+                &[HOLDER, &["state = 'MASTER'", "priority = 255"]],
+                &[],
+            ),
+            (
+                "in file order",
+                &[OTHER, &["unicast_src_ip = '192.0.2.1'", "priority = 255"]],
+                &[
+                    "t.toml:2:7: notice: 192.0.2.100:80/tcp: its VIP is in no vrrp_instance's \
+                     virtual_ipaddress, so it forwards always, whatever the VRRP state",
+                    "t.toml:10:18: notice: vrrp_instance `VI_2`: unicast_src_ip without \
+                     unicast_peer: the adverts are still multicast, only sent from this address",
+                    "t.toml:11:12: notice: vrrp_instance `VI_2`: priority 255 makes it the \
+                     address owner, which always starts as MASTER: state BACKUP has no effect",
+                ],
+            ),
+        ];
+        for (name, extra, expected) in cases {
+            let text = doc(&[&[VS], *extra].concat().concat());
             let config = match parse_toml(&text, Path::new("t.toml"), &FakeHost) {
                 Ok(config) => config,
                 Err(errors) => panic!("{name}: {errors}"),

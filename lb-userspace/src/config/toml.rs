@@ -7,9 +7,11 @@
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
 //! Adding a key: add it to the section's `*_KEYS` list and read it in the section's function.
-//! The health-check settings (keepalived's checkers) are read in the `health` submodule.
+//! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
+//! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`.
 
 mod health;
+mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
@@ -25,11 +27,13 @@ use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealServer, RealServerLocations, UDP_FLOW_TIMEOUT_LIMITS_SECS, VirtualServer,
-    VirtualServerLocations, host_prefix_len,
+    VirtualServerLocations, VrrpLocations, host_prefix_len,
 };
+use super::vrrp::VrrpConfig;
 use crate::maglev;
 
-const TOP_LEVEL_KEYS: &[&str] = &["virtual_server", "dataplane"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group"];
 const DATAPLANE_KEYS: &[&str] = &[
     "flow_table_size",
     "hash_seed",
@@ -90,9 +94,16 @@ const SORRY_SERVER: &str = "[virtual_server.sorry_server]";
 /// When the text is not valid TOML, only the syntax errors are returned.
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
+    let mut config = Config {
+        source: source.to_path_buf(),
+        dataplane: DataplaneSettings::default(),
+        virtual_servers: Vec::new(),
+        vrrp: VrrpConfig::default(),
+        vrrp_locations: VrrpLocations::default(),
+    };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    let (dataplane, virtual_servers) = if syntax_errors.is_empty() {
-        parser.document(document.get_ref())
+    if syntax_errors.is_empty() {
+        parser.document(document.get_ref(), &mut config);
     } else {
         for error in syntax_errors {
             let span = error.span().unwrap_or(0..0);
@@ -104,9 +115,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
             }
             parser.error(span, message);
         }
-        (DataplaneSettings::default(), Vec::new())
-    };
-    let config = Config { source: source.to_path_buf(), dataplane, virtual_servers };
+    }
     (config, parser.errors)
 }
 
@@ -133,24 +142,22 @@ impl Parser<'_> {
         self.error_at(span.start, message);
     }
 
-    fn document(&mut self, root: &DeTable<'_>) -> (DataplaneSettings, Vec<VirtualServer>) {
+    /// Fills `config` (its defaults in place) from the document's tables.
+    fn document(&mut self, root: &DeTable<'_>, config: &mut Config) {
         self.unknown_keys(root, TOP_LEVEL_KEYS, "at top level");
-        let dataplane = match root.get_key_value("dataplane") {
-            None => DataplaneSettings::default(),
-            Some((key, value)) => match self.table(key, value, DATAPLANE) {
-                Some((table, _)) => self.dataplane(table),
-                None => DataplaneSettings::default(),
-            },
-        };
-        let Some((key, value)) = root.get_key_value("virtual_server") else {
-            return (dataplane, Vec::new());
-        };
-        let virtual_servers = self
-            .tables(key, value, VIRTUAL_SERVER)
-            .into_iter()
-            .filter_map(|(table, span)| self.virtual_server(table, span))
-            .collect();
-        (dataplane, virtual_servers)
+        if let Some((key, value)) = root.get_key_value("dataplane")
+            && let Some((table, _)) = self.table(key, value, DATAPLANE)
+        {
+            config.dataplane = self.dataplane(table);
+        }
+        if let Some((key, value)) = root.get_key_value("virtual_server") {
+            config.virtual_servers = self
+                .tables(key, value, VIRTUAL_SERVER)
+                .into_iter()
+                .filter_map(|(table, span)| self.virtual_server(table, span))
+                .collect();
+        }
+        (config.vrrp, config.vrrp_locations) = self.vrrp(root);
     }
 
     /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
@@ -1467,6 +1474,8 @@ weight = 2
         };
         let expected = Config {
             source: "test.toml".into(),
+            vrrp: Default::default(),
+            vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 vip: "192.0.2.100".parse().unwrap(),
@@ -1628,6 +1637,8 @@ port = 443
         let at = Location::new;
         let expected = Config {
             source: "test.toml".into(),
+            vrrp: Default::default(),
+            vrrp_locations: Default::default(),
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use super::error::{ConfigError, closest};
 use super::host::HostView;
 use super::model::{
     CheckLocations, Config, Location, RealServer, SCHEDULERS, VirtualServer, VirtualServerKey,
-    host_prefix_len,
+    VrrpInstanceLocations, host_prefix_len,
 };
+use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
 /// Every semantic error in `config`, in file order.
 pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
@@ -44,6 +46,7 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         }
     }
     dataplane_limits(config, &mut error);
+    vrrp(config, host, &mut error);
 
     errors.sort_by_key(ConfigError::location);
     errors
@@ -218,6 +221,206 @@ fn checks(rs: &RealServer, error: &mut impl FnMut(Location, String)) {
     }
 }
 
+/// The VRRP rules between values: what each instance's version carries, one address family per
+/// instance, the host's interfaces, and instances that would fight over a router id or an address.
+/// Names and the references between sections are the front ends' to check (they also know the
+/// sections left out for their errors).
+fn vrrp(config: &Config, host: &dyn HostView, error: &mut impl FnMut(Location, String)) {
+    // (interface, virtual_router_id, IPv6) → the instance using it.
+    let mut routers: HashMap<(&str, u8, bool), &VrrpInstance> = HashMap::new();
+    // Address → the instance holding it.
+    let mut holders: HashMap<IpAddr, &VrrpInstance> = HashMap::new();
+    for (i, instance) in config.vrrp.instances.iter().enumerate() {
+        let at = config.vrrp_locations.instance(i, instance.location);
+        let name = &instance.name;
+        if !host.interface_exists(&instance.interface) {
+            error(
+                at.interface,
+                format!("interface `{}` does not exist on this host", instance.interface),
+            );
+        }
+        for (j, track) in instance.track_interface.iter().enumerate() {
+            if !host.interface_exists(&track.name) {
+                error(
+                    at.track_interface(j),
+                    format!("tracked interface `{}` does not exist on this host", track.name),
+                );
+            }
+        }
+        vrrp_version(instance, &at, error);
+        vrrp_families(instance, &at, error);
+
+        let router = (instance.interface.as_str(), instance.virtual_router_id, instance.is_ipv6());
+        if let Some(first) = routers.get(&router) {
+            error(
+                at.virtual_router_id,
+                format!(
+                    "virtual_router_id {} on {} is already used by vrrp_instance `{}` at line {} \
+                     ({}): the instances of one family on one interface need different \
+                     virtual_router_ids",
+                    instance.virtual_router_id,
+                    instance.interface,
+                    first.name,
+                    first.location.line,
+                    if instance.is_ipv6() { "IPv6" } else { "IPv4" },
+                ),
+            );
+        } else {
+            routers.insert(router, instance);
+        }
+
+        for (j, vip) in instance.virtual_ipaddress.iter().enumerate() {
+            match holders.get(&vip.address) {
+                Some(holder) if std::ptr::eq(*holder, instance) => error(
+                    at.virtual_ipaddress(j),
+                    format!(
+                        "{} is listed twice in the virtual_ipaddress of vrrp_instance `{name}`",
+                        vip.address
+                    ),
+                ),
+                Some(holder) => error(
+                    at.virtual_ipaddress(j),
+                    format!(
+                        "{} is already in the virtual_ipaddress of vrrp_instance `{}` at line {}: \
+                         an address can belong to one instance only",
+                        vip.address, holder.name, holder.location.line
+                    ),
+                ),
+                None => {
+                    holders.insert(vip.address, instance);
+                }
+            }
+        }
+    }
+}
+
+/// What the instance's VRRP version carries: the interval of its adverts, authentication, IPv6.
+fn vrrp_version(
+    instance: &VrrpInstance,
+    at: &VrrpInstanceLocations,
+    error: &mut impl FnMut(Location, String),
+) {
+    let name = &instance.name;
+    let interval = instance.advert_int;
+    let secs = interval.as_secs_f64();
+    let nanos = interval.as_nanos();
+    match instance.version {
+        2 => {
+            if instance.is_ipv6() {
+                error(
+                    at.version,
+                    format!(
+                        "version 2 cannot carry the IPv6 addresses of vrrp_instance `{name}`: \
+                         VRRPv2 is IPv4 only; use version 3 (the default for IPv6 addresses)"
+                    ),
+                );
+            }
+            if interval.is_zero() || interval > MAX_ADVERT_INT_V2 {
+                error(
+                    at.advert_int,
+                    format!(
+                        "`advert_int` must be 1 to {} seconds with version 2, found {secs}",
+                        MAX_ADVERT_INT_V2.as_secs()
+                    ),
+                );
+            } else if !nanos.is_multiple_of(1_000_000_000) {
+                // keepalived rounds to the nearest second, at least 1.
+                let rounded = ((nanos + 500_000_000) / 1_000_000_000).max(1);
+                error(
+                    at.advert_int,
+                    format!(
+                        "`advert_int` {secs} is not whole seconds, which VRRPv2 adverts carry: \
+                         keepalived would round it to {rounded}; write whole seconds, or use \
+                         version 3 for fractions"
+                    ),
+                );
+            }
+        }
+        3 => {
+            if instance.auth_pass.is_some() {
+                error(
+                    at.authentication,
+                    format!(
+                        "`authentication` is VRRPv2's, and vrrp_instance `{name}` runs version 3, \
+                         which has none (keepalived ignores it): remove it, or use version 2"
+                    ),
+                );
+            }
+            let centi = 10_000_000;
+            if interval.is_zero() || interval > MAX_ADVERT_INT_V3 {
+                error(
+                    at.advert_int,
+                    format!(
+                        "`advert_int` must be 0.01 to {} seconds with version 3 (its adverts carry \
+                         hundredths of a second in 12 bits), found {secs}",
+                        MAX_ADVERT_INT_V3.as_secs_f64()
+                    ),
+                );
+            } else if !nanos.is_multiple_of(centi) {
+                // keepalived rounds to the nearest hundredth, within 0.01..=40.95.
+                let rounded = ((nanos + centi / 2) / centi).max(1) * centi;
+                let rounded = Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+                    .min(MAX_ADVERT_INT_V3);
+                error(
+                    at.advert_int,
+                    format!(
+                        "`advert_int` {secs} is not in hundredths of a second, which VRRPv3 adverts \
+                         carry: keepalived would round it to {}",
+                        rounded.as_secs_f64()
+                    ),
+                );
+            }
+        }
+        // Front ends accept only 2 and 3.
+        _ => {}
+    }
+}
+
+/// One address family per instance: its addresses, unicast peers and source address.
+fn vrrp_families(
+    instance: &VrrpInstance,
+    at: &VrrpInstanceLocations,
+    error: &mut impl FnMut(Location, String),
+) {
+    let name = &instance.name;
+    let Some(first) = instance.virtual_ipaddress.first() else {
+        return;
+    };
+    let family_of_first = family(first.address);
+    for (j, vip) in instance.virtual_ipaddress.iter().enumerate().skip(1) {
+        if vip.address.is_ipv4() != first.address.is_ipv4() {
+            error(
+                at.virtual_ipaddress(j),
+                format!(
+                    "{} is {} but {} before it is {family_of_first}: the addresses of one \
+                     instance are all in one family; put the {} ones in another vrrp_instance",
+                    vip.address,
+                    family(vip.address),
+                    first.address,
+                    family(vip.address)
+                ),
+            );
+        }
+    }
+    let mismatch = |what: &str, address: IpAddr| {
+        format!(
+            "{what} {address} is {} but the virtual_ipaddress of vrrp_instance `{name}` is \
+             {family_of_first}: VRRP adverts are exchanged in the family of the addresses",
+            family(address)
+        )
+    };
+    if let Some(source) = instance.unicast_src_ip
+        && source.is_ipv4() != first.address.is_ipv4()
+    {
+        error(at.unicast_src_ip, mismatch("unicast_src_ip", source));
+    }
+    for (j, &peer) in instance.unicast_peer.iter().enumerate() {
+        if peer.is_ipv4() != first.address.is_ipv4() {
+            error(at.unicast_peer(j), mismatch("unicast_peer", peer));
+        }
+    }
+}
+
 fn family(address: IpAddr) -> &'static str {
     match address {
         IpAddr::V4(_) => "IPv4",
@@ -236,6 +439,7 @@ mod tests {
     };
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::super::vrrp::TrackInterface;
     use super::*;
 
     /// Base lines 1-4: a valid IPv4 virtual server on eth0.
@@ -550,6 +754,8 @@ mod tests {
         vs.sorry_server = Some(hand_built_real("192.0.2.200", 80, 9));
         let config = Config {
             source: "/etc/keepalived/keepalived.conf".into(),
+            vrrp: Default::default(),
+            vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![vs],
         };
@@ -577,6 +783,8 @@ mod tests {
         };
         let mut config = Config {
             source: "lb.toml".into(),
+            vrrp: Default::default(),
+            vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: services(1024),
         };
@@ -694,5 +902,280 @@ mod tests {
         .concat());
         let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
         assert_eq!(config.virtual_servers.len(), 3);
+    }
+
+    /// Base lines 1-5: a valid IPv4 VRRP instance on eth0.
+    const VI: &[&str] = &[
+        "[[vrrp_instance]]",
+        "name = 'VI_1'",
+        "interface = 'eth0'",
+        "virtual_router_id = 51",
+        "virtual_ipaddress = ['192.0.2.100/24']",
+    ];
+
+    /// Base lines 1-5: a valid IPv6 VRRP instance on eth0.
+    const VI6: &[&str] = &[
+        "[[vrrp_instance]]",
+        "name = 'VI_6'",
+        "interface = 'eth0'",
+        "virtual_router_id = 51",
+        "virtual_ipaddress = ['2001:db8::100/64']",
+    ];
+
+    /// (name, base document, lines after it, expected message part, expected line:col).
+    type VrrpScenario = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
+
+    /// The VRRP rules, each the only error of its document.
+    const VRRP_SCENARIOS: &[VrrpScenario] = &[
+        (
+            "instance interface missing on the host",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth9'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100/24']",
+            ],
+            "interface `eth9` does not exist on this host",
+            "3:13",
+        ),
+        (
+            "tracked interface missing on the host",
+            VI,
+            &["track_interface = ['eth1', { name = 'eth9', weight = -10 }]"],
+            "tracked interface `eth9` does not exist on this host",
+            "6:37",
+        ),
+        (
+            "VRRPv2 advert interval in fractions",
+            VI,
+            &["advert_int = 1.5"],
+            "`advert_int` 1.5 is not whole seconds, which VRRPv2 adverts carry: keepalived would \
+             round it to 2; write whole seconds, or use version 3 for fractions",
+            "6:14",
+        ),
+        (
+            "VRRPv2 advert interval below a second",
+            VI,
+            &["version = 2", "advert_int = 0.3"],
+            "`advert_int` 0.3 is not whole seconds, which VRRPv2 adverts carry: keepalived would \
+             round it to 1;",
+            "7:14",
+        ),
+        (
+            "VRRPv3 advert interval too long",
+            VI,
+            &["version = 3", "advert_int = 41"],
+            "`advert_int` must be 0.01 to 40.95 seconds with version 3 (its adverts carry \
+             hundredths of a second in 12 bits), found 41",
+            "7:14",
+        ),
+        (
+            "VRRPv3 advert interval finer than hundredths",
+            VI,
+            &["version = 3", "advert_int = 0.015"],
+            "`advert_int` 0.015 is not in hundredths of a second, which VRRPv3 adverts carry: \
+             keepalived would round it to 0.02",
+            "7:14",
+        ),
+        (
+            "VRRPv3 advert interval rounded to the longest",
+            VI6,
+            &["advert_int = 40.949"],
+            "`advert_int` 40.949 is not in hundredths of a second, which VRRPv3 adverts carry: \
+             keepalived would round it to 40.95",
+            "6:14",
+        ),
+        (
+            "IPv6 with version 2",
+            VI6,
+            &["version = 2"],
+            "version 2 cannot carry the IPv6 addresses of vrrp_instance `VI_6`: VRRPv2 is IPv4 \
+             only; use version 3 (the default for IPv6 addresses)",
+            "6:11",
+        ),
+        (
+            "authentication with version 3",
+            VI,
+            &["version = 3", "authentication = { auth_type = 'PASS', auth_pass = 'secret' }"],
+            "`authentication` is VRRPv2's, and vrrp_instance `VI_1` runs version 3, which has none \
+             (keepalived ignores it): remove it, or use version 2",
+            "7:18",
+        ),
+        (
+            "authentication of an IPv6 instance",
+            VI6,
+            &["[vrrp_instance.authentication]", "auth_type = 'PASS'", "auth_pass = 'secret'"],
+            "`authentication` is VRRPv2's, and vrrp_instance `VI_6` runs version 3",
+            "6:1",
+        ),
+        (
+            "addresses of two families",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100', '2001:db8::100']",
+            ],
+            "2001:db8::100 is IPv6 but 192.0.2.100 before it is IPv4: the addresses of one \
+             instance are all in one family; put the IPv6 ones in another vrrp_instance",
+            "5:37",
+        ),
+        (
+            "unicast peer of another family",
+            VI,
+            &["unicast_peer = ['192.0.2.2', '2001:db8::2']"],
+            "unicast_peer 2001:db8::2 is IPv6 but the virtual_ipaddress of vrrp_instance `VI_1` is \
+             IPv4: VRRP adverts are exchanged in the family of the addresses",
+            "6:30",
+        ),
+        (
+            "unicast source of another family",
+            VI6,
+            &["unicast_src_ip = '192.0.2.1'", "unicast_peer = ['2001:db8::2']"],
+            "unicast_src_ip 192.0.2.1 is IPv4 but the virtual_ipaddress of vrrp_instance `VI_6` is \
+             IPv6",
+            "6:18",
+        ),
+        (
+            "router id used twice on one interface",
+            VI,
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_2'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.101/24']",
+            ],
+            "virtual_router_id 51 on eth0 is already used by vrrp_instance `VI_1` at line 1 \
+             (IPv4): the instances of one family on one interface need different \
+             virtual_router_ids",
+            "9:21",
+        ),
+        (
+            "address in two instances",
+            VI,
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_2'",
+                "interface = 'eth1'",
+                "virtual_router_id = 52",
+                "virtual_ipaddress = ['192.0.2.200/24', '192.0.2.100/32']",
+            ],
+            "192.0.2.100 is already in the virtual_ipaddress of vrrp_instance `VI_1` at line 1: \
+             an address can belong to one instance only",
+            "10:40",
+        ),
+        (
+            "address twice in one instance",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100/24', '192.0.2.100/32']",
+            ],
+            "192.0.2.100 is listed twice in the virtual_ipaddress of vrrp_instance `VI_1`",
+            "5:40",
+        ),
+    ];
+
+    #[test]
+    fn vrrp_scenarios() {
+        for &(name, base, extra, expected, at) in VRRP_SCENARIOS {
+            let text = doc(&[base, extra].concat());
+            let result = parse_toml(&text, "test.toml".as_ref(), &FakeHost);
+            assert_single_error(name, result, expected, at);
+        }
+    }
+
+    /// What the VRRP rules let through.
+    #[test]
+    fn vrrp_instances_that_do_not_collide() {
+        let text = doc(&[
+            VI,
+            &["advert_int = 255"],
+            // The same router id on another interface, and in the other family on the same one.
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_2'",
+                "interface = 'eth1'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.200/24']",
+                "[[vrrp_instance]]",
+                "name = 'VI_6'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['2001:db8::100/64', '2001:db8::101/64']",
+                "advert_int = 0.01",
+                "unicast_src_ip = '2001:db8::1'",
+                "unicast_peer = ['2001:db8::2']",
+            ],
+            // VRRPv3 over IPv4, with the longest interval.
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_3'",
+                "interface = 'eth0'",
+                "virtual_router_id = 53",
+                "version = 3",
+                "advert_int = 40.95",
+                "virtual_ipaddress = ['192.0.2.150']",
+            ],
+        ]
+        .concat());
+        let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
+        assert_eq!(config.vrrp.instances.len(), 4);
+    }
+
+    /// A VRRP model without value locations (another front end's): errors at each section.
+    #[test]
+    fn vrrp_errors_without_value_locations_are_at_the_section() {
+        let config = parse_toml(
+            &doc(&[
+                VI,
+                &[
+                    "[[vrrp_instance]]",
+                    "name = 'VI_2'",
+                    "interface = 'eth1'",
+                    "virtual_router_id = 52",
+                    "virtual_ipaddress = ['192.0.2.200']",
+                ],
+            ]
+            .concat()),
+            "test.toml".as_ref(),
+            &FakeHost,
+        )
+        .unwrap();
+        let mut config = Config { vrrp_locations: Default::default(), ..config };
+        config.source = "keepalived.conf".into();
+        let held = config.vrrp.instances[0].virtual_ipaddress[0];
+        let second = &mut config.vrrp.instances[1];
+        second.location = Location::new(20, 1);
+        second.interface = "eth9".to_owned();
+        second.advert_int = Duration::from_millis(1500);
+        second.virtual_ipaddress.push(held);
+        second.track_interface.push(TrackInterface { name: "eth8".to_owned(), weight: 0 });
+        assert_eq!(
+            shown(&config),
+            [
+                "keepalived.conf:20:1: interface `eth9` does not exist on this host",
+                "keepalived.conf:20:1: tracked interface `eth8` does not exist on this host",
+                "keepalived.conf:20:1: `advert_int` 1.5 is not whole seconds, which VRRPv2 adverts \
+                 carry: keepalived would round it to 2; write whole seconds, or use version 3 for \
+                 fractions",
+                "keepalived.conf:20:1: 192.0.2.100 is already in the virtual_ipaddress of \
+                 vrrp_instance `VI_1` at line 1: an address can belong to one instance only",
+            ]
+        );
     }
 }

@@ -542,7 +542,7 @@ impl Parser<'_> {
     }
 
     /// A non-empty string: a command line, a host or a name.
-    fn command(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
+    pub(super) fn command(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
         let text = self.string(key, value)?;
         if text.trim().is_empty() {
             let message = format!("`{}` must not be empty: leave it out instead", key.get_ref());
@@ -1756,6 +1756,8 @@ url = [{ path = "/", status_code = 200 }]
         };
         let expected = Config {
             source: "test.toml".into(),
+            vrrp: Default::default(),
+            vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 vip: "192.0.2.100".parse().unwrap(),

@@ -1,0 +1,1595 @@
+//! Scenario tests of the keepalived front end: a corpus of realistic files (fixtures/), every
+//! error class at its exact `FILE:LINE:COL`, includes, warnings and format detection.
+
+use std::path::{Path, PathBuf};
+
+use super::super::{ConfigErrors, HostView};
+use super::*;
+
+/// A host with the interfaces the fixtures use.
+struct Host;
+
+impl HostView for Host {
+    fn interface_exists(&self, name: &str) -> bool {
+        matches!(name, "eth0" | "eth1" | "bond0.20")
+    }
+}
+
+const SOURCE: &str = "keepalived.conf";
+
+fn run(text: &str) -> Result<Loaded, ConfigErrors> {
+    parse(text, Path::new(SOURCE), &Host, false)
+}
+
+/// A document from its lines, so that line `n` is `lines[n - 1]`.
+fn doc(lines: &[&str]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn shown<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match run(text) {
+        Ok(loaded) => panic!("expected errors, got {:#?}", loaded.config),
+        Err(errors) => shown(&errors.0),
+    }
+}
+
+fn loaded(text: &str) -> Loaded {
+    run(text).unwrap_or_else(|errors| panic!("{errors}\nin:\n{text}"))
+}
+
+/// One line per virtual server, real server and checker: what the model says, compactly.
+fn summary(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for vs in &config.virtual_servers {
+        let persistence = vs.persistence_timeout.map(|t| t.as_secs());
+        let h = &vs.health;
+        out.push(format!(
+            "{vs} on {} {} persistence {persistence:?}/{} delay_loop {:?} alpha {} omega {} \
+             quorum {}±{} up {:?} down {:?} inhibit {}",
+            vs.interface,
+            vs.lb_algo,
+            vs.persistence_prefix,
+            h.delay_loop,
+            h.alpha,
+            h.omega,
+            h.quorum,
+            h.hysteresis,
+            h.quorum_up,
+            h.quorum_down,
+            h.inhibit_on_failure,
+        ));
+        for rs in &vs.real_servers {
+            let h = &rs.health;
+            out.push(format!(
+                "  -> {rs} weight {} inhibit {} up {:?} down {:?}",
+                rs.weight, h.inhibit_on_failure, h.notify_up, h.notify_down
+            ));
+            for check in &h.checks {
+                out.push(format!(
+                    "     {} {:?} timeout {:?} ip {:?} port {:?} bindto {:?} retry {} after {:?} \
+                     warmup {:?}",
+                    check.kind.name(),
+                    check.kind,
+                    check.connect_timeout,
+                    check.connect_ip,
+                    check.connect_port,
+                    check.bindto,
+                    check.retry,
+                    check.delay_before_retry,
+                    check.warmup,
+                ));
+            }
+        }
+        if let Some(sorry) = &vs.sorry_server {
+            out.push(format!("  sorry {sorry}"));
+        }
+    }
+    out
+}
+
+/// A scratch directory for files that include each other; removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("lb-kconf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, lines: &[&str]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, doc(lines)).unwrap();
+        path
+    }
+
+    /// `shown` with this directory's prefix cut, so expectations read `main.conf:3:1: ...`.
+    fn strip(&self, lines: Vec<String>) -> Vec<String> {
+        let prefix = format!("{}/", self.0.display());
+        lines.into_iter().map(|l| l.replace(&prefix, "")).collect()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn at(line: u32, col: u32) -> Location {
+    Location::new(line, col)
+}
+
+/// The classic two-VIP DR file, to the last location: the whole model.
+#[test]
+fn classic_dr_file_parses_into_the_model() {
+    use super::super::health::{
+        CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
+    };
+    use super::super::model::{
+        CheckLocations, DataplaneSettings, Protocol, RealServer, RealServerLocations,
+        VirtualServer, VirtualServerLocations,
+    };
+    use std::time::Duration;
+
+    let source = Path::new("/etc/keepalived/keepalived.conf");
+    let loaded = parse(include_str!("fixtures/classic-dr.conf"), source, &Host, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let secs = Duration::from_secs;
+    let url = |path: &str, status_code, digest: Option<&str>| UrlCheck {
+        path: path.to_owned(),
+        status_code,
+        digest: digest.map(str::to_owned),
+    };
+    let digest = Some("9b3a0c85a887a256d6939da88aabd8cd");
+    let check = |kind, timeout, port, retry, delay_before_retry, warmup, location| HealthCheck {
+        kind,
+        connect_timeout: secs(timeout),
+        connect_ip: None,
+        connect_port: port,
+        bindto: None,
+        retry,
+        delay_before_retry: secs(delay_before_retry),
+        warmup: Some(secs(warmup)),
+        rise: 1,
+        location,
+    };
+    let real = |address: &str, port, weight, line, checks: Vec<(HealthCheck, Location)>| {
+        let (checks, retry_at): (Vec<_>, Vec<_>) = checks.into_iter().unzip();
+        RealServer {
+            address: address.parse().unwrap(),
+            port,
+            weight,
+            location: at(line, 5),
+            key_locations: RealServerLocations {
+                address: at(line, 17),
+                port: at(line, 28),
+                weight: at(line + 1, 16),
+                checks: checks
+                    .iter()
+                    .zip(retry_at)
+                    .map(|(c, retry)| CheckLocations {
+                        retry,
+                        ..CheckLocations::all_at(c.location)
+                    })
+                    .collect(),
+            },
+            health: RealHealth { checks, ..RealHealth::default() },
+        }
+    };
+    let http = |urls| CheckKind::Http(HttpCheck { urls, virtualhost: None, sni: None });
+    let expected = vec![
+        VirtualServer {
+            vip: "192.0.2.100".parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            interface: "eth0".to_owned(),
+            lb_algo: "wrr".to_owned(),
+            table_size: crate::maglev::DEFAULT_SIZE,
+            persistence_timeout: Some(secs(50)),
+            persistence_prefix: 32,
+            real_servers: vec![
+                real(
+                    "192.0.2.11",
+                    80,
+                    3,
+                    38,
+                    vec![(
+                        check(
+                            http(vec![
+                                url("/healthz", None, digest),
+                                url("/status", Some(200), None),
+                            ]),
+                            3,
+                            None,
+                            3,
+                            3,
+                            6,
+                            at(40, 9),
+                        ),
+                        at(50, 19),
+                    )],
+                ),
+                real(
+                    "192.0.2.12",
+                    80,
+                    1,
+                    54,
+                    vec![(
+                        check(
+                            http(vec![url("/healthz", None, digest)]),
+                            3,
+                            None,
+                            1,
+                            3,
+                            6,
+                            at(56, 9),
+                        ),
+                        at(56, 9),
+                    )],
+                ),
+            ],
+            sorry_server: None,
+            health: ServiceHealth { delay_loop: secs(6), ..ServiceHealth::default() },
+            location: at(31, 1),
+            key_locations: VirtualServerLocations {
+                vip: at(31, 16),
+                port: at(31, 28),
+                protocol: at(36, 14),
+                // The `dev` of the VIP in VI_WEB's virtual_ipaddress.
+                interface: at(26, 28),
+                lb_algo: at(33, 13),
+                persistence_timeout: at(35, 25),
+                delay_loop: at(32, 16),
+                ..VirtualServerLocations::all_at(at(31, 1))
+            },
+        },
+        VirtualServer {
+            vip: "192.0.2.101".parse().unwrap(),
+            port: 443,
+            protocol: Protocol::Tcp,
+            interface: "eth0".to_owned(),
+            lb_algo: "rr".to_owned(),
+            table_size: crate::maglev::DEFAULT_SIZE,
+            persistence_timeout: None,
+            persistence_prefix: 32,
+            real_servers: vec![
+                real(
+                    "192.0.2.21",
+                    443,
+                    1,
+                    73,
+                    vec![(check(CheckKind::Tcp, 2, Some(443), 1, 1, 10, at(75, 9)), at(75, 9))],
+                ),
+                real(
+                    "192.0.2.22",
+                    443,
+                    1,
+                    80,
+                    vec![(check(CheckKind::Tcp, 2, None, 1, 1, 10, at(82, 9)), at(82, 9))],
+                ),
+            ],
+            sorry_server: Some(RealServer {
+                address: "192.0.2.200".parse().unwrap(),
+                port: 443,
+                weight: 1,
+                health: RealHealth::default(),
+                location: at(71, 5),
+                key_locations: RealServerLocations {
+                    address: at(71, 18),
+                    port: at(71, 30),
+                    ..RealServerLocations::all_at(at(71, 5))
+                },
+            }),
+            health: ServiceHealth { delay_loop: secs(10), ..ServiceHealth::default() },
+            location: at(66, 1),
+            key_locations: VirtualServerLocations {
+                vip: at(66, 16),
+                port: at(66, 28),
+                protocol: at(70, 14),
+                // VI_WEB's `interface`: this VIP has no `dev`.
+                interface: at(17, 15),
+                lb_algo: at(68, 13),
+                delay_loop: at(67, 16),
+                ..VirtualServerLocations::all_at(at(66, 1))
+            },
+        },
+    ];
+    // Field by field: the model has sections a keepalived.conf does not fill.
+    assert_eq!(loaded.config.virtual_servers, expected);
+    assert_eq!(loaded.config.source, source);
+    assert_eq!(loaded.config.dataplane, DataplaneSettings::default());
+    assert_eq!(loaded.format, Format::Keepalived);
+    let file = "/etc/keepalived/keepalived.conf";
+    let warnings: Vec<String> = [
+        "5:4: warning: `notification_email`: accepted, not acted on (lb sends no e-mail)",
+        "9:4: warning: `notification_email_from`: accepted, not acted on (lb sends no e-mail)",
+        "10:4: warning: `smtp_server`: accepted, not acted on (lb sends no e-mail)",
+        "11:4: warning: `smtp_connect_timeout`: accepted, not acted on (lb sends no e-mail)",
+        "12:4: warning: `router_id`: accepted, not acted on (it names this director only in \
+         keepalived's e-mail and SNMP)",
+        "15:1: warning: vrrp_instance `VI_WEB`: accepted, VRRP is not implemented yet (lb neither \
+         adds its virtual_ipaddress addresses nor fails them over)",
+    ]
+    .iter()
+    .map(|w| format!("{file}:{w}"))
+    .collect();
+    assert_eq!(shown(&loaded.warnings), warnings);
+    let notices: Vec<String> = [
+        "33:13: notice: 192.0.2.100:80/tcp: scheduler `wrr` runs as weighted Maglev (`mh`) on the \
+         XDP dataplane",
+        "50:19: notice: 192.0.2.100:80/tcp: http_get of real server 192.0.2.11:80: retry 3 × \
+         delay_before_retry 3s is not below delay_loop 6s: a down real is detected only after up \
+         to 21s (4 attempts of up to 3s, 3s apart), longer than delay_loop",
+        "68:13: notice: 192.0.2.101:443/tcp: scheduler `rr` runs as weighted Maglev (`mh`) on the \
+         XDP dataplane",
+    ]
+    .iter()
+    .map(|n| format!("{file}:{n}"))
+    .collect();
+    assert_eq!(shown(&loaded.notices), notices);
+}
+
+/// The rest of the corpus: each file's model in summary, and exactly its warnings and notices.
+#[test]
+fn corpus_files_parse_into_the_model() {
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            "misc-dynamic.conf",
+            include_str!("fixtures/misc-dynamic.conf"),
+            &[
+                "10.20.0.10:8080/tcp on bond0.20 wlc persistence None/32 delay_loop 15s alpha true \
+                 omega false quorum 2±1 up Some(\"/usr/local/bin/notify quorum up\") down \
+                 Some(\"/usr/local/bin/notify quorum down\") inhibit true",
+                "  -> 10.20.0.11:8080 weight 10 inhibit true up None down \
+                 Some(\"/usr/local/bin/notify 10.20.0.11 down\")",
+                // misc_timeout as written; keepalived's MISC_CHECK retry default is 0.
+                "     MISC_CHECK Misc(MiscCheck { path: \"/usr/local/bin/check_app.sh 10.20.0.11 \
+                 8080\", timeout: 5s, dynamic: true }) timeout 5s ip None port None bindto None \
+                 retry 0 after 1s warmup Some(15s)",
+                "  -> 10.20.0.12:8080 weight 10 inhibit true up None down None",
+                // No misc_timeout: keepalived uses delay_loop.
+                "     MISC_CHECK Misc(MiscCheck { path: \"/usr/local/bin/check_app.sh\", timeout: \
+                 15s, dynamic: true }) timeout 5s ip None port None bindto None retry 2 after 2s \
+                 warmup Some(15s)",
+            ],
+            &[],
+            &["5:15: notice: 10.20.0.10:8080/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) \
+               on the XDP dataplane"],
+        ),
+        (
+            "nbsp.conf",
+            include_str!("fixtures/nbsp.conf"),
+            &[
+                "192.0.2.50:53/udp on eth1 sh persistence None/32 delay_loop 60s alpha false omega \
+                 false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.51:53 weight 2 inhibit false up None down None",
+                // keepalived's DNS_CHECK: 3 retries, delay_loop apart.
+                "     DNS_CHECK Dns(DnsCheck { name: \"example.org\", qtype: \"A\" }) timeout 5s ip \
+                 None port None bindto None retry 3 after 60s warmup Some(60s)",
+            ],
+            &["3:17: warning: unusual space character U+00A0 (and 3 more in this file) read as a \
+               space: keepalived would read it as part of a word; retype it as a plain space"],
+            &[
+                "6:13: notice: 192.0.2.50:53/udp: scheduler `sh` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "10:9: notice: 192.0.2.50:53/udp: dns_check of real server 192.0.2.51:53: retry 3 × \
+                 delay_before_retry 60s is not below delay_loop 60s: a down real is detected only \
+                 after up to 200s (4 attempts of up to 5s, 60s apart), longer than delay_loop",
+            ],
+        ),
+        (
+            "old-keywords.conf",
+            include_str!("fixtures/old-keywords.conf"),
+            &[
+                "192.168.200.100:443/tcp on eth0 rr persistence Some(50)/32 delay_loop 6s alpha \
+                 false omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.168.201.100:443 weight 1 inhibit false up None down None",
+                "     SSL_GET Ssl(HttpCheck { urls: [UrlCheck { path: \"/\", status_code: None, \
+                 digest: Some(\"ff20ad2481f97b1754ef3e12ecd3a9cc\") }, UrlCheck { path: \
+                 \"/mrtg/\", status_code: None, digest: \
+                 Some(\"9b3a0c85a887a256d6939da88aabd8cd\") }], virtualhost: None, sni: None }) \
+                 timeout 3s ip None port None bindto None retry 3 after 3s warmup Some(6s)",
+                "10.10.10.2:1358/tcp on eth1 rr persistence Some(50)/32 delay_loop 6s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.168.200.2:1358 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 3s ip None port Some(1358) bindto \
+                 Some(192.168.200.1) retry 1 after 1s warmup Some(6s)",
+                "  sorry 192.168.200.200:1358",
+            ],
+            &[
+                "3:4: warning: `lvs_id`: accepted, not acted on (it names this director only in \
+                 keepalived's e-mail and SNMP)",
+                "6:1: warning: vrrp_sync_group `VG1`: accepted, VRRP is not implemented yet (its \
+                 instances are not run)",
+                "12:1: warning: vrrp_instance `VI_1`: accepted, VRRP is not implemented yet (lb \
+                 neither adds its virtual_ipaddress addresses nor fails them over)",
+            ],
+            &[
+                "34:13: notice: 192.168.200.100:443/tcp: scheduler `rr` runs as weighted Maglev \
+                 (`mh`) on the XDP dataplane",
+                "51:26: notice: 192.168.200.100:443/tcp: ssl_get of real server \
+                 192.168.201.100:443: retry 3 × delay_before_retry 3s is not below delay_loop 6s: \
+                 a down real is detected only after up to 21s (4 attempts of up to 3s, 3s apart), \
+                 longer than delay_loop",
+                "59:15: notice: 10.10.10.2:1358/tcp: scheduler `rr` runs as weighted Maglev (`mh`) \
+                 on the XDP dataplane",
+            ],
+        ),
+        (
+            "vrrp-blocks.conf",
+            include_str!("fixtures/vrrp-blocks.conf"),
+            &[
+                "198.51.100.10:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 198.51.100.21:80 weight 1 inhibit false up None down None",
+                "     PING_CHECK Ping timeout 5s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "[2001:db8::10]:80/tcp on eth1 wlc persistence None/128 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> [2001:db8::21]:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 5s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+            ],
+            &[
+                "1:1: warning: vrrp_script `chk_haproxy`: accepted, VRRP is not implemented yet (lb \
+                 does not run it)",
+                "9:1: warning: vrrp_sync_group `VG_1`: accepted, VRRP is not implemented yet (its \
+                 instances are not run)",
+                "17:1: warning: vrrp_instance `VI_EXT`: accepted, VRRP is not implemented yet (lb \
+                 neither adds its virtual_ipaddress addresses nor fails them over)",
+                "32:1: warning: vrrp_instance `VI_INT`: accepted, VRRP is not implemented yet (lb \
+                 neither adds its virtual_ipaddress addresses nor fails them over)",
+            ],
+            // No lb_algo: keepalived's default, wlc, said once per service.
+            &[
+                "47:1: notice: 198.51.100.10:80/tcp: scheduler `wlc` runs as weighted Maglev \
+                 (`mh`) on the XDP dataplane",
+                "56:1: notice: [2001:db8::10]:80/tcp: scheduler `wlc` runs as weighted Maglev \
+                 (`mh`) on the XDP dataplane",
+            ],
+        ),
+        (
+            "groups.conf",
+            include_str!("fixtures/groups.conf"),
+            &[
+                "192.0.2.100:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "192.0.2.110:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "192.0.2.111:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "192.0.2.112:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "192.0.2.120:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "192.0.2.121:80/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 2s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+            ],
+            &[],
+            &[
+                "8:1: notice: 192.0.2.100:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "8:1: notice: 192.0.2.110:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "8:1: notice: 192.0.2.111:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "8:1: notice: 192.0.2.112:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "8:1: notice: 192.0.2.120:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+                "8:1: notice: 192.0.2.121:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
+                 the XDP dataplane",
+            ],
+        ),
+    ];
+    for &(name, text, expected, warnings, notices) in cases {
+        let loaded =
+            parse(text, Path::new(name), &Host, false).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert_eq!(summary(&loaded.config), expected, "{name}: model");
+        let prefixed = |lines: &[&str]| -> Vec<String> {
+            lines.iter().map(|l| format!("{name}:{l}")).collect()
+        };
+        assert_eq!(shown(&loaded.warnings), prefixed(warnings), "{name}: warnings");
+        assert_eq!(shown(&loaded.notices), prefixed(notices), "{name}: notices");
+    }
+}
+
+/// Lines 1-4 of most scenarios: a virtual server's header, lines 5- its rest.
+const HEAD: &[&str] = &[
+    "virtual_server 192.0.2.100 80 {",
+    "    lb_interface eth0",
+    "    lb_kind DR",
+    "    protocol TCP",
+];
+
+/// The rest of a valid virtual server from line 5.
+const TAIL: &[&str] = &["    real_server 192.0.2.11 80 {", "        weight 1", "    }", "}"];
+
+/// (name, whole document, every error expected, as `LINE:COL: message`).
+type ErrorScenario = (&'static str, Vec<&'static str>, &'static [&'static str]);
+
+fn with_head(rest: &[&'static str]) -> Vec<&'static str> {
+    [HEAD, rest].concat()
+}
+
+#[test]
+fn every_error_class_at_its_place() {
+    let scenarios: Vec<ErrorScenario> = vec![
+        // Braces and strings.
+        (
+            "a `}` too many",
+            with_head(&[TAIL, &["}"]].concat()),
+            &["9:1: unbalanced `}`: there is no open block to close"],
+        ),
+        (
+            "a block never closed",
+            with_head(&["    real_server 192.0.2.11 80 {", "        weight 1", "}"]),
+            &["1:31: unbalanced `{`: this block is never closed (a `}` is missing)"],
+        ),
+        (
+            "a block without keyword",
+            vec!["{", "}"],
+            &[
+                "1:1: `{` without a keyword: a block follows the keyword it belongs to, on its line \
+               or the next",
+            ],
+        ),
+        (
+            "an unterminated quoted string",
+            with_head(&[&["    quorum_up \"/usr/local/bin/up.sh"], TAIL].concat()),
+            &["5:15: unterminated quoted string: the closing `\"` is missing on this line"],
+        ),
+        // Keywords in the wrong place, misspelled.
+        (
+            "real_server at the top level",
+            vec!["real_server 192.0.2.11 80 {", "}"],
+            &["1:1: `real_server` belongs in virtual_server, not at the top level"],
+        ),
+        (
+            "virtual_server inside a real_server: a `}` missing",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        weight 1",
+                "    virtual_server 192.0.2.101 80 {",
+                "    }",
+                "    }",
+                "}",
+            ]),
+            &["7:5: `virtual_server` belongs at the top level, not in real_server (is a `}` \
+               missing above?)"],
+        ),
+        (
+            "a checker in the virtual server",
+            with_head(&[&["    TCP_CHECK {", "    }"], TAIL].concat()),
+            &["5:5: `TCP_CHECK` belongs in real_server, not in virtual_server"],
+        ),
+        (
+            "url in TCP_CHECK",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        TCP_CHECK {",
+                "            url {",
+                "                path /",
+                "            }",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &["7:13: `url` belongs in HTTP_GET or SSL_GET, not in TCP_CHECK"],
+        ),
+        (
+            "a VRRP keyword in a virtual server",
+            with_head(&[&["    priority 100"], TAIL].concat()),
+            &["5:5: `priority` belongs in vrrp_instance, not in virtual_server"],
+        ),
+        (
+            "misspelled keywords, all of them",
+            with_head(&[
+                "    delay_lop 10",
+                "    lb_algoo rr",
+                "    real_server 192.0.2.11 80 {",
+                "        weigth 2",
+                "        TCP_CHEK {",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "5:5: unknown keyword `delay_lop` in virtual_server; did you mean `delay_loop`?",
+                "6:5: unknown keyword `lb_algoo` in virtual_server; did you mean `lb_algo`?",
+                "8:9: unknown keyword `weigth` in real_server; did you mean `weight`?",
+                "9:9: unknown keyword `TCP_CHEK` in real_server; did you mean `TCP_CHECK`?",
+            ],
+        ),
+        (
+            "misspelled top-level block",
+            vec!["virtual_servr 192.0.2.100 80 {", "}"],
+            &["1:1: unknown keyword `virtual_servr` at the top level; did you mean \
+               `virtual_server`?"],
+        ),
+        (
+            "misspelled keyword without a close one",
+            with_head(&[&["    frobnicate yes"], TAIL].concat()),
+            &["5:5: unknown keyword `frobnicate` in virtual_server"],
+        ),
+        // Values of the wrong type or out of range.
+        (
+            "priority 300",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 51",
+                "    priority 300",
+                "}",
+            ],
+            &["4:14: `priority` must be between 1 and 255, found 300"],
+        ),
+        (
+            "bad virtual IP",
+            vec!["virtual_server 192.0.2.300 80 {", "    lb_kind DR", "}"],
+            &["1:16: the virtual_server address must be an IP address, found \"192.0.2.300\""],
+        ),
+        (
+            "virtual port out of range",
+            vec!["virtual_server 192.0.2.100 70000 {", "    lb_kind DR", "}"],
+            &["1:28: the port must be between 0 and 65535, found 70000"],
+        ),
+        (
+            "real server address and port",
+            with_head(&["    real_server 192.0.2.1111 -80 {", "    }", "}"]),
+            &[
+                "5:17: the real_server address must be an IP address, found \"192.0.2.1111\"",
+                "5:30: the real_server port must be between 0 and 65535, found -80",
+            ],
+        ),
+        (
+            "fractional weight",
+            with_head(&["    real_server 192.0.2.11 80 {", "        weight 1.5", "    }", "}"]),
+            &["6:16: `weight` must be an integer, found \"1.5\""],
+        ),
+        (
+            "weight too large",
+            with_head(&["    real_server 192.0.2.11 80 {", "        weight 65536", "    }", "}"]),
+            &["6:16: `weight` must be between 0 and 65535, found 65536"],
+        ),
+        (
+            "delay_loop with a unit, delay_loop 0",
+            with_head(&[&["    delay_loop 6s", "    delay_loop 0"], TAIL].concat()),
+            &[
+                "5:16: `delay_loop` must be a number of seconds, found \"6s\"",
+                "6:16: `delay_loop` must be more than 0 and at most 86400 seconds, found 0",
+            ],
+        ),
+        (
+            "not a boolean",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        inhibit_on_failure maybe",
+                "    }",
+                "}",
+            ]),
+            &["6:28: `inhibit_on_failure` must be one of on, off, true, false, yes, no; found \
+               \"maybe\""],
+        ),
+        (
+            "unknown scheduler",
+            with_head(&[&["    lb_algo wrrr"], TAIL].concat()),
+            &["5:13: unknown scheduler `wrrr`: did you mean `wrr`? expected one of rr, wrr, lc, \
+               wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos"],
+        ),
+        (
+            "unknown protocol, SCTP",
+            vec![
+                "virtual_server 192.0.2.100 80 {",
+                "    protocol ICMP",
+                "}",
+                "virtual_server 192.0.2.100 81 {",
+                "    protocol SCTP",
+                "}",
+            ],
+            &[
+                "2:14: unknown protocol `ICMP`: expected TCP, UDP or SCTP",
+                "5:14: `protocol SCTP` is not supported by the XDP dataplane yet: TCP or UDP",
+            ],
+        ),
+        (
+            "bad digest, several status codes",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        HTTP_GET {",
+                "            url {",
+                "                path /",
+                "                digest 12345",
+                "                status_code 200 301",
+                "            }",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "9:24: `digest` must be an MD5 digest, 32 hex digits as genhash prints it, found \
+                 \"12345\"",
+                "10:33: several status codes are not supported yet: give one code, or 200-299 (the \
+                 default)",
+            ],
+        ),
+        (
+            "HTTP_GET without url, MISC_CHECK without misc_path",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        HTTP_GET {",
+                "        }",
+                "        MISC_CHECK {",
+                "            connect_port 80",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "6:9: `HTTP_GET` needs at least one `url { path / }`",
+                "9:13: `connect_port` does not apply to MISC_CHECK: it runs a script and connects \
+                 to nothing",
+            ],
+        ),
+        (
+            "a value missing, one too many",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        weight",
+                "        notify_up /bin/up.sh root wheel extra",
+                "    }",
+                "}",
+            ]),
+            &[
+                "6:9: `weight` needs one value",
+                "7:41: `notify_up` takes at most 3 values, found 4: `extra` is one too many",
+            ],
+        ),
+        (
+            "a block where none belongs, none where one must be",
+            with_head(&["    real_server 192.0.2.11 80", "    weight 1 {", "    }", "}"]),
+            &[
+                "5:28: `real_server` needs a block: real_server ADDRESS PORT { ... }",
+                "6:14: `weight` takes no block",
+            ],
+        ),
+        // What the XDP dataplane cannot do (yet).
+        (
+            "NAT",
+            vec!["virtual_server 192.0.2.100 80 {", "    lb_kind NAT", "}"],
+            &[
+                "2:13: `lb_kind NAT` needs the IPVS dataplane (not available yet): the XDP dataplane \
+               forwards by direct routing only (`lb_kind DR`)",
+            ],
+        ),
+        (
+            "TUN on one real server",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        lvs_method TUN type gue port 6080",
+                "    }",
+                "}",
+            ]),
+            &["6:20: `lvs_method TUN` needs the IPVS dataplane (not available yet): the XDP \
+               dataplane forwards by direct routing only (`lvs_method DR`)"],
+        ),
+        (
+            "no lb_kind: keepalived's NAT",
+            vec![
+                "virtual_server 192.0.2.100 80 {",
+                "    lb_interface eth0",
+                "    protocol TCP",
+                "    real_server 192.0.2.11 80 {",
+                "    }",
+                "}",
+            ],
+            &["1:1: no `lb_kind` (or `lvs_method`) for this virtual_server or one of its real \
+               servers: keepalived then uses NAT, which needs the IPVS dataplane (not available \
+               yet); add `lb_kind DR` for direct routing"],
+        ),
+        (
+            "fwmark virtual server",
+            vec!["virtual_server fwmark 1 {", "    lb_kind DR", "}"],
+            &["1:16: `virtual_server fwmark` is not supported by the XDP dataplane yet: give the \
+               address and port, or a virtual_server_group of them"],
+        ),
+        (
+            "unknown group, group with a fwmark",
+            vec![
+                "virtual_server_group WEB {",
+                "    192.0.2.100 80",
+                "    fwmark 7",
+                "}",
+                "virtual_server group WEBB {",
+                "    lb_kind DR",
+                "}",
+                "virtual_server group WEB {",
+                "    lb_kind DR",
+                "}",
+            ],
+            &[
+                "5:22: no virtual_server_group `WEBB`; did you mean `WEB`?",
+                "8:22: virtual_server_group `WEB` has fwmark entries (at line 3), which the XDP \
+                 dataplane does not support yet",
+            ],
+        ),
+        (
+            "bad group entries",
+            vec![
+                "virtual_server_group WEB {",
+                "    192.0.2.10-5 80",
+                "    192.0.2.1/24 80",
+                "    10.0.0.0/8 80",
+                "    192.0.2.20 80 extra",
+                "}",
+            ],
+            &[
+                "2:5: \"192.0.2.10-5\" is not an address or address range: the range must end after \
+                 it starts",
+                "3:5: \"192.0.2.1/24\" is not an address or address range: the address has bits set \
+                 after the prefix",
+                "4:5: 10.0.0.0/8 has 16777216 addresses, more than 65536 virtual servers can use",
+                "5:19: unexpected `extra`: a group entry is ADDRESS [PORT]",
+            ],
+        ),
+        (
+            "keepalived's advanced parser features",
+            vec!["@lb1 global_defs {", "}", "$IF=eth0"],
+            &[
+                "1:1: keepalived's conditional configuration (`@ID` lines) is not supported yet: \
+                 write the lines out in full",
+                "3:1: keepalived's parameter substitution (`$NAME=value` definitions) is not \
+                 supported yet: write the lines out in full",
+            ],
+        ),
+        // The interface of a virtual IP.
+        (
+            "no interface for the VIP",
+            vec![
+                "virtual_server 192.0.2.100 80 {",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    real_server 192.0.2.11 80 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "1:16: no interface for virtual IP 192.0.2.100: keepalived's virtual_server does not \
+               name one; add `lb_interface IFNAME` to this virtual_server, or list 192.0.2.100 in \
+               the virtual_ipaddress of a vrrp_instance (its `interface` is used)",
+            ],
+        ),
+        (
+            "the VIP on two interfaces",
+            vec![
+                "vrrp_instance A {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100/24",
+                "    }",
+                "}",
+                "vrrp_instance B {",
+                "    interface eth0",
+                "    virtual_router_id 2",
+                "    virtual_ipaddress {",
+                "        192.0.2.100/24 dev eth1",
+                "    }",
+                "}",
+                "virtual_server 192.0.2.100 80 {",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    real_server 192.0.2.11 80 {",
+                "    }",
+                "}",
+            ],
+            &["15:16: virtual IP 192.0.2.100 is on several interfaces (`eth0` in vrrp_instance \
+               `A`, `eth1` in vrrp_instance `B`): add `lb_interface IFNAME` to this \
+               virtual_server to say which one its traffic arrives on"],
+        ),
+        (
+            "the VRRP interface is not on this host",
+            vec![
+                "vrrp_instance A {",
+                "    interface eth7",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100/24",
+                "    }",
+                "}",
+                "virtual_server 192.0.2.100 80 {",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    real_server 192.0.2.11 80 {",
+                "    }",
+                "}",
+            ],
+            &["2:15: interface `eth7` does not exist on this host"],
+        ),
+        // VRRP blocks.
+        (
+            "VRRP syntax",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    state MASTR",
+                "    interface eth0",
+                "    virtual_ipaddress {",
+                "        192.0.2.300/24",
+                "        192.0.2.10/24 dve eth1",
+                "    }",
+                "    track_script {",
+                "        chk_nginx",
+                "    }",
+                "}",
+                "vrrp_sync_group G {",
+                "    group {",
+                "        VI_1 VI_2",
+                "    }",
+                "}",
+            ],
+            &[
+                "2:11: `state` must be MASTER or BACKUP, found \"MASTR\"",
+                "5:9: a virtual address must be an IP address with an optional /PREFIX, found \
+                 \"192.0.2.300/24\"",
+                "6:23: unknown option `dve` of a virtual address; did you mean `dev`?",
+                "9:9: no vrrp_script `chk_nginx`",
+                "14:14: no vrrp_instance `VI_2`; did you mean `VI_1`?",
+            ],
+        ),
+        (
+            "what VRRP blocks need",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "}",
+                "vrrp_script chk {",
+                "    interval 2",
+                "}",
+                "vrrp_sync_group G {",
+                "}",
+                "vrrp_instance {",
+                "}",
+            ],
+            &[
+                "1:15: vrrp_instance `VI_1` needs a `virtual_router_id` (1 to 255)",
+                "4:13: vrrp_script `chk` needs a `script`",
+                "7:17: vrrp_sync_group `G` needs a `group { INSTANCE ... }`",
+                "9:1: `vrrp_instance` needs a name: vrrp_instance NAME { ... }",
+            ],
+        ),
+        // The rules shared with the native format.
+        (
+            "real port differs (validation)",
+            with_head(&["    real_server 192.0.2.11 8080 {", "    }", "}"]),
+            &["5:28: real server port 8080 differs from virtual server port 80: direct routing \
+               forwards packets unchanged, so the port cannot be changed"],
+        ),
+        (
+            "duplicate virtual server (validation)",
+            [HEAD, TAIL, HEAD, TAIL].concat(),
+            &["9:1: duplicate virtual server 192.0.2.100:80/tcp: already defined at line 1"],
+        ),
+    ];
+    for (name, lines, expected) in scenarios {
+        let text = doc(&lines);
+        let expected: Vec<String> = expected.iter().map(|e| format!("{SOURCE}:{e}")).collect();
+        assert_eq!(errors_of(&text), expected, "{name}:\n{text}");
+    }
+}
+
+/// (name, document, every warning expected as `LINE:COL: message`).
+#[test]
+fn warnings_for_what_is_accepted_but_not_acted_on() {
+    let scenarios: Vec<(&str, Vec<&str>, &[&str])> = vec![
+        ("a valid service: none", [HEAD, TAIL].concat(), &[]),
+        (
+            "keepalived's defaults lb follows: UDP, port 0 persistent",
+            vec![
+                "virtual_server 192.0.2.100 0 {",
+                "    lb_interface eth0",
+                "    lb_kind DR",
+                "    real_server 192.0.2.11 0 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "1:1: no `protocol`: keepalived uses UDP, and so does lb; add `protocol TCP` for a \
+                 TCP service",
+                "1:28: port 0 without `persistence_timeout`: keepalived makes the service \
+                 persistent (360 seconds), and so does lb",
+            ],
+        ),
+        (
+            "no real server",
+            [HEAD, &["}"]].concat(),
+            &["1:1: this virtual_server has no real_server: keepalived ignores it, and so does lb"],
+        ),
+        (
+            "IPVS and e-mail knobs",
+            with_head(&[
+                "    ha_suspend",
+                "    ops",
+                "    smtp_alert",
+                "    real_server 192.0.2.11 80 {",
+                "        uthreshold 100",
+                "        SMTP_CHECK {",
+                "            helo_name lb.example.com",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "5:5: `ha_suspend`: accepted, not acted on (it tunes IPVS, which the XDP dataplane \
+                 replaces)",
+                "6:5: `ops`: accepted, not acted on (it tunes IPVS, which the XDP dataplane \
+                 replaces)",
+                "7:5: `smtp_alert`: accepted, not acted on (lb sends no e-mail)",
+                "9:9: `uthreshold`: accepted, not acted on (lb keeps no connection counts per real \
+                 server)",
+                "10:9: `SMTP_CHECK`: accepted, not acted on (lb has no such checker): this real \
+                 server is not checked by it",
+            ],
+        ),
+        (
+            "a setting given twice",
+            with_head(
+                &[
+                    &[
+                        "    delay_loop 5",
+                        "    delay_loop 10",
+                        "    lvs_sched rr",
+                        "    lb_algo wrr",
+                    ],
+                    TAIL,
+                ]
+                .concat(),
+            ),
+            &[
+                "6:5: `delay_loop` sets delay_loop again (first set at line 5): the last one \
+                 counts, as in keepalived",
+                "8:5: `lb_algo` sets the scheduler again (first set at line 7): the last one \
+                 counts, as in keepalived",
+            ],
+        ),
+        (
+            "per-real settings lb has per service",
+            with_head(&[
+                "    delay_loop 10",
+                "    real_server 192.0.2.11 80 {",
+                "        delay_loop 10",
+                "        alpha",
+                "        TCP_CHECK {",
+                "            delay_loop 3",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "8:9: `alpha` here: accepted, not acted on (lb sets alpha per virtual_server, where \
+                 it is off)",
+                "10:24: `delay_loop` 3s here: accepted, not acted on (lb checks all the real \
+                 servers of a virtual server every delay_loop of the virtual_server, here 10s)",
+            ],
+        ),
+        (
+            "a script's user, reply data",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        notify_up /usr/local/bin/up.sh nobody",
+                "        UDP_CHECK {",
+                "            payload 0a 0b",
+                "            require_reply 0a",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &[
+                "6:40: `notify_up` runs as `nobody`: accepted, not acted on (lb runs scripts as \
+                 its own user); quote a command that has arguments",
+                "9:27: the reply data of `require_reply`: accepted, not acted on (lb accepts any \
+                 reply)",
+            ],
+        ),
+        (
+            "a command with unquoted arguments",
+            with_head(&[
+                "    real_server 192.0.2.11 80 {",
+                "        MISC_CHECK {",
+                "            misc_path /usr/local/bin/check.sh 192.0.2.11",
+                "        }",
+                "    }",
+                "}",
+            ]),
+            &["7:47: `misc_path` runs `/usr/local/bin/check.sh` alone: the words after it are \
+               accepted, not acted on (as in keepalived); quote a command that has arguments"],
+        ),
+        (
+            "blocks lb does not implement",
+            vec!["static_ipaddress {", "    192.0.2.1/24 dev eth0", "}", "use_pid_dir"],
+            &[
+                "1:1: `static_ipaddress`: accepted, not acted on (lb does not implement it)",
+                "4:1: `use_pid_dir`: accepted, not acted on (lb does not implement it)",
+            ],
+        ),
+        (
+            "an include matching no file",
+            vec!["include /nonexistent-lb-test/*.conf"],
+            &["1:9: `include /nonexistent-lb-test/*.conf` matches no file"],
+        ),
+    ];
+    for (name, lines, expected) in scenarios {
+        let text = doc(&lines);
+        let warnings: Vec<String> = loaded(&text)
+            .warnings
+            .iter()
+            .map(|w| format!("{}:{}: {}", w.line, w.col, w.message))
+            .collect();
+        assert_eq!(warnings, *expected, "{name}:\n{text}");
+    }
+}
+
+#[test]
+fn strict_makes_warnings_errors() {
+    let text = doc(&[&["global_defs {", "    router_id lb1", "}"], HEAD, TAIL].concat());
+    assert_eq!(loaded(&text).warnings.len(), 1);
+    let errors = parse(&text, Path::new(SOURCE), &Host, true).unwrap_err();
+    assert_eq!(
+        shown(&errors.0),
+        ["keepalived.conf:2:5: warning: `router_id`: accepted, not acted on (it names this \
+          director only in keepalived's e-mail and SNMP) (an error with --strict)"]
+    );
+    // With errors too, all of them, in file order.
+    let text =
+        doc(&[&["global_defs {", "    router_id lb1", "    bogus", "}"], HEAD, TAIL].concat());
+    let errors = parse(&text, Path::new(SOURCE), &Host, true).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors}");
+    assert!(errors.0[1].message.starts_with("unknown keyword `bogus`"), "{errors}");
+}
+
+/// keepalived's lexical rules, and what lb adds for messy files.
+#[test]
+fn lexical_rules() {
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "comments anywhere, `\\#` and quoted `#` kept",
+            doc(&[
+                "! a comment",
+                "# another",
+                "virtual_server 192.0.2.100 80 { # trailing",
+                "    lb_interface eth0 ! trailing too",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    quorum_up \"/bin/echo up # not a comment\"",
+                "    quorum_down /bin/echo\\#down",
+                "    real_server 192.0.2.11 80 {",
+                "    }",
+                "}",
+            ]),
+        ),
+        (
+            "braces without spaces, blocks on one line, `{` on the next line",
+            doc(&[
+                "virtual_server 192.0.2.100 80",
+                "{",
+                "    lb_interface eth0",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    quorum_up \"/bin/echo up\"",
+                "    quorum_down /bin/echo#down",
+                "    real_server 192.0.2.11 80{weight 1}",
+                "}",
+            ]),
+        ),
+        (
+            "line continuation, tabs, CRLF, byte order mark",
+            "\u{feff}virtual_server 192.0.2.100 \\\r\n\t80 {\r\n\tlb_interface eth0\r\n\tlb_kind DR\r\n\tprotocol TCP\r\n\tquorum_up \"/bin/echo up\"\r\n\tquorum_down /bin/echo\r\n\treal_server 192.0.2.11 80 { }\r\n}\r\n"
+                .to_owned(),
+        ),
+    ];
+    for (name, text) in cases {
+        let loaded = loaded(&text);
+        assert!(loaded.warnings.is_empty(), "{name}: {:?}", shown(&loaded.warnings));
+        let vs = &loaded.config.virtual_servers;
+        assert_eq!(vs.len(), 1, "{name}");
+        assert_eq!(vs[0].to_string(), "192.0.2.100:80/tcp", "{name}");
+        assert_eq!(vs[0].real_servers.len(), 1, "{name}");
+        let up = vs[0].health.quorum_up.as_deref().unwrap();
+        assert!(up == "/bin/echo up # not a comment" || up == "/bin/echo up", "{name}: {up}");
+        let down = vs[0].health.quorum_down.as_deref().unwrap();
+        assert!(down == "/bin/echo#down" || down == "/bin/echo", "{name}: {down}");
+    }
+    // After the continuation, the port is on line 2, column 2 (after the tab).
+    let text = "virtual_server 192.0.2.100 \\\n\t70000 {\n}\n";
+    assert_eq!(
+        errors_of(text),
+        ["keepalived.conf:2:2: the port must be between 0 and 65535, found 70000"]
+    );
+}
+
+/// Invalid UTF-8 in a comment is harmless; in a value, an error.
+#[test]
+fn invalid_utf8_only_matters_in_values() {
+    let dir = TempDir::new("utf8");
+    let path = dir.0.join("latin1.conf");
+    let mut bytes = doc(&[HEAD, TAIL].concat()).into_bytes();
+    bytes.extend(b"! caf\xe9 au lait\n");
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(load(&path, &Host, false).is_ok());
+    bytes.extend(b"global_defs {\n    router_id caf\xe9\n}\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let errors = dir.strip(shown(&load(&path, &Host, false).unwrap_err().0));
+    assert_eq!(
+        errors,
+        ["latin1.conf:11:15: this value is not valid UTF-8 text (the file may use another \
+          encoding, like Latin-1): retype it"]
+    );
+}
+
+/// Includes: globs and alternatives relative to the including file, an include inside a
+/// block, warnings and locations in the file that has them.
+#[test]
+fn includes_are_read_where_they_stand() {
+    let dir = TempDir::new("includes");
+    let main = dir.write(
+        "keepalived.conf",
+        &[
+            "global_defs {",
+            "    router_id lb1",
+            "}",
+            "include vrrp/*.conf",
+            "include services/{web,dns}.conf",
+        ],
+    );
+    dir.write(
+        "vrrp/10-vi.conf",
+        &[
+            "vrrp_instance VI_1 {",
+            "    interface eth1",
+            "    virtual_router_id 10",
+            "    virtual_ipaddress {",
+            "        192.0.2.100/24",
+            "        192.0.2.53/24",
+            "    }",
+            "}",
+        ],
+    );
+    dir.write("vrrp/README", &["not a .conf: not included"]);
+    dir.write(
+        "services/web.conf",
+        &[
+            "virtual_server 192.0.2.100 80 {",
+            "    lb_kind DR",
+            "    protocol TCP",
+            "    lb_algo mh",
+            "    include reals/web-*.conf",
+            "}",
+        ],
+    );
+    dir.write("services/reals/web-1.conf", &["real_server 192.0.2.11 80 {", "    weight 2", "}"]);
+    dir.write(
+        "services/reals/web-2.conf",
+        &["real_server 192.0.2.12 80 {", "    weight 1", "    snmp_name web2", "}"],
+    );
+    dir.write(
+        "services/dns.conf",
+        &[
+            "virtual_server 192.0.2.53 53 {",
+            "    lb_kind DR",
+            "    protocol UDP",
+            "    lb_algo mh",
+            "    real_server 192.0.2.21 53 {",
+            "        DNS_CHECK {",
+            "            name example.org",
+            "        }",
+            "    }",
+            "}",
+        ],
+    );
+    let loaded = load(&main, &Host, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary(&loaded.config),
+        [
+            "192.0.2.100:80/tcp on eth1 mh persistence None/32 delay_loop 60s alpha false omega \
+             false quorum 1±0 up None down None inhibit false",
+            "  -> 192.0.2.11:80 weight 2 inhibit false up None down None",
+            "  -> 192.0.2.12:80 weight 1 inhibit false up None down None",
+            "192.0.2.53:53/udp on eth1 mh persistence None/32 delay_loop 60s alpha false omega \
+             false quorum 1±0 up None down None inhibit false",
+            "  -> 192.0.2.21:53 weight 1 inhibit false up None down None",
+            "     DNS_CHECK Dns(DnsCheck { name: \"example.org\", qtype: \"SOA\" }) timeout 5s ip \
+             None port None bindto None retry 3 after 60s warmup Some(60s)",
+        ]
+    );
+    assert_eq!(
+        dir.strip(shown(&loaded.warnings)),
+        [
+            "keepalived.conf:2:5: warning: `router_id`: accepted, not acted on (it names this \
+             director only in keepalived's e-mail and SNMP)",
+            "vrrp/10-vi.conf:1:1: warning: vrrp_instance `VI_1`: accepted, VRRP is not \
+             implemented yet (lb neither adds its virtual_ipaddress addresses nor fails them over)",
+            "services/reals/web-2.conf:3:5: warning: `snmp_name`: accepted, not acted on (lb has \
+             no SNMP agent; see `lb backends` and its metrics)",
+        ]
+    );
+    assert_eq!(
+        dir.strip(shown(&loaded.notices)),
+        ["services/dns.conf:6:9: notice: 192.0.2.53:53/udp: dns_check of real server \
+          192.0.2.21:53: retry 3 × delay_before_retry 60s is not below delay_loop 60s: a down real \
+          is detected only after up to 200s (4 attempts of up to 5s, 60s apart), longer than \
+          delay_loop"]
+    );
+    // The model's locations are lines of the files that define them.
+    let web = &loaded.config.virtual_servers[0];
+    assert_eq!(web.location, at(1, 1));
+    assert_eq!(web.key_locations.interface, at(2, 15));
+    assert_eq!(web.real_servers[1].location, at(1, 1));
+    assert_eq!(web.real_servers[1].key_locations.weight, at(2, 12));
+    assert_eq!(loaded.config.source, main);
+}
+
+#[test]
+fn include_errors_name_the_file_that_has_them() {
+    // (name, files (the first is read), every error expected)
+    type Files = &'static [(&'static str, &'static [&'static str])];
+    let cases: &[(&str, Files, &[&str])] = &[
+        (
+            "missing file",
+            &[("main.conf", &["global_defs {", "}", "include missing.conf"])],
+            &["main.conf:3:9: cannot read included file `missing.conf`: No such file or \
+               directory (os error 2)"],
+        ),
+        (
+            "cycle",
+            &[("a.conf", &["include b.conf"]), ("b.conf", &["! b includes a", "include a.conf"])],
+            &["b.conf:2:9: include cycle: `a.conf` includes `b.conf` includes `a.conf`"],
+        ),
+        (
+            "including itself",
+            &[("a.conf", &["include ./a.conf"])],
+            &["a.conf:1:9: include cycle: `a.conf` includes `./a.conf`"],
+        ),
+        (
+            "errors inside included files, and in the includer, in file order",
+            &[
+                ("main.conf", &["include lvs.conf", "include vrrp.conf", "bogus_block {", "}"]),
+                (
+                    "lvs.conf",
+                    &[
+                        "virtual_server 192.0.2.100 80 {",
+                        "    lb_kind DR",
+                        "    protocol TCP",
+                        "    real_server 192.0.2.11 80 {",
+                        "        weigth 1",
+                        "    }",
+                        "}",
+                        "virtual_server 192.0.2.100 80 {",
+                        "    lb_kind DR",
+                        "    protocol TCP",
+                        "    real_server 192.0.2.12 80 {",
+                        "    }",
+                        "}",
+                    ],
+                ),
+                (
+                    "vrrp.conf",
+                    &[
+                        "vrrp_instance VI_1 {",
+                        "    interface eth9",
+                        "    virtual_router_id 300",
+                        "    virtual_ipaddress {",
+                        "        192.0.2.100",
+                        "    }",
+                        "}",
+                    ],
+                ),
+            ],
+            &[
+                "main.conf:3:1: unknown keyword `bogus_block` at the top level",
+                "lvs.conf:5:9: unknown keyword `weigth` in real_server; did you mean `weight`?",
+                "lvs.conf:8:1: duplicate virtual server 192.0.2.100:80/tcp: already defined at \
+                 line 1",
+                "vrrp.conf:2:15: interface `eth9` does not exist on this host",
+                "vrrp.conf:3:23: `virtual_router_id` must be between 1 and 255, found 300",
+            ],
+        ),
+        (
+            "a duplicate in another file",
+            &[
+                ("main.conf", &["include web.conf", "include web-again.conf"]),
+                (
+                    "web.conf",
+                    &[
+                        "virtual_server 192.0.2.100 80 {",
+                        "    lb_interface eth0",
+                        "    lb_kind DR",
+                        "    protocol TCP",
+                        "    real_server 192.0.2.11 80 {",
+                        "    }",
+                        "}",
+                    ],
+                ),
+                (
+                    "web-again.conf",
+                    &[
+                        "",
+                        "virtual_server 192.0.2.100 80 {",
+                        "    lb_interface eth0",
+                        "    lb_kind DR",
+                        "    protocol TCP",
+                        "    real_server 192.0.2.11 80 {",
+                        "    }",
+                        "}",
+                    ],
+                ),
+            ],
+            &[
+                "web-again.conf:2:1: duplicate virtual server 192.0.2.100:80/tcp: already defined at \
+               line 1 of {DIR}/web.conf",
+            ],
+        ),
+        (
+            "include syntax",
+            &[(
+                "main.conf",
+                &["include", "include a.conf b.conf", "global_defs { include x.conf }"],
+            )],
+            &[
+                "main.conf:1:1: `include` needs a file name or pattern: include FILE",
+                // keepalived takes the rest of the line as the name.
+                "main.conf:2:9: cannot read included file `a.conf b.conf`: No such file or \
+                 directory (os error 2)",
+                "main.conf:3:15: `include` must be the first word of its line",
+            ],
+        ),
+    ];
+    for (name, files, expected) in cases {
+        let dir = TempDir::new("include-errors");
+        let paths: Vec<PathBuf> =
+            files.iter().map(|(file, lines)| dir.write(file, lines)).collect();
+        let errors = load(&paths[0], &Host, false).unwrap_err();
+        let expected: Vec<String> =
+            expected.iter().map(|e| e.replace("{DIR}", &dir.0.display().to_string())).collect();
+        let expected = dir.strip(expected);
+        assert_eq!(dir.strip(shown(&errors.0)), expected, "{name}");
+    }
+}
+
+#[test]
+fn includes_nested_too_deep_are_not_followed() {
+    let dir = TempDir::new("deep");
+    let depth = reader::MAX_INCLUDE_DEPTH + 2;
+    for i in 0..depth {
+        let include = format!("include f{}.conf", i + 1);
+        dir.write(&format!("f{i}.conf"), &[&include]);
+    }
+    dir.write(&format!("f{depth}.conf"), &["global_defs {", "}"]);
+    let errors = load(&dir.0.join("f0.conf"), &Host, false).unwrap_err();
+    let deepest = reader::MAX_INCLUDE_DEPTH;
+    assert_eq!(
+        dir.strip(shown(&errors.0)),
+        [format!(
+            "f{deepest}.conf:1:9: includes are nested more than {deepest} deep here: `f{}.conf` is \
+             not read",
+            deepest + 1
+        )]
+    );
+}
+
+#[test]
+fn format_is_told_by_content_then_name() {
+    let cases = [
+        ("lb.toml", "[[virtual_server]]\nvip = '192.0.2.1'\n", Format::Toml),
+        ("lb.conf", "# native, whatever the name\nvip = '192.0.2.1'\n", Format::Toml),
+        ("lb.conf", "dataplane.icmp_echo = false\n", Format::Toml),
+        ("keepalived.conf", "! Configuration File for keepalived\n", Format::Keepalived),
+        ("lb.toml", "global_defs {\n}\n", Format::Keepalived),
+        ("lb", "\n# a comment\nvirtual_server 192.0.2.1 80 {\n", Format::Keepalived),
+        ("lb", "virtual_server 192.0.2.1 80\n{\n", Format::Keepalived),
+        ("lb", "include /etc/keepalived/conf.d/*.conf\n", Format::Keepalived),
+        ("keepalived.conf", "", Format::Keepalived),
+        ("keepalived.conf", "# only comments\n", Format::Keepalived),
+        ("lb.toml", "", Format::Toml),
+        ("lb", "", Format::Toml),
+    ];
+    for (name, text, expected) in cases {
+        assert_eq!(detect(Path::new(name), text), expected, "{name}: {text:?}");
+    }
+}
+
+#[test]
+fn load_any_reads_either_format() {
+    let dir = TempDir::new("load-any");
+    let toml = dir.write(
+        "lb.conf",
+        &[
+            "[[virtual_server]]",
+            "vip = '192.0.2.1'",
+            "port = 80",
+            "interface = 'eth0'",
+            "lb_algo = 'rr'",
+        ],
+    );
+    let keepalived = dir.write(
+        "keepalived.conf",
+        &[&["global_defs {", "    router_id x", "}"], HEAD, TAIL].concat(),
+    );
+    let broken = dir.write("broken.conf", &["virtual_server 192.0.2.1 80 {"]);
+
+    let loaded = super::super::load_any(&toml, &Host).unwrap();
+    assert_eq!(loaded.format, Format::Toml);
+    assert_eq!(loaded.config.virtual_servers.len(), 1);
+    assert!(loaded.warnings.is_empty());
+    assert_eq!(loaded.notices.len(), 1, "the scheduler notice");
+
+    let loaded = super::super::load_any(&keepalived, &Host).unwrap();
+    assert_eq!(loaded.format, Format::Keepalived);
+    assert_eq!(loaded.config.virtual_servers.len(), 1);
+    assert_eq!(
+        dir.strip(shown(&loaded.warnings)),
+        [
+            "keepalived.conf:2:5: warning: `router_id`: accepted, not acted on (it names this director only in keepalived's e-mail and SNMP)"
+        ]
+    );
+    assert_eq!(super::super::load_any_strict(&keepalived, &Host).unwrap_err().len(), 1);
+    assert_eq!(super::super::load_any_strict(&toml, &Host).unwrap().format, Format::Toml);
+
+    assert_eq!(
+        dir.strip(shown(&super::super::load_any(&broken, &Host).unwrap_err().0)),
+        ["broken.conf:1:29: unbalanced `{`: this block is never closed (a `}` is missing)"]
+    );
+    let missing = dir.0.join("missing.conf");
+    let errors = super::super::load_any(&missing, &Host).unwrap_err();
+    assert!(
+        dir.strip(shown(&errors.0))[0]
+            .starts_with("missing.conf:1:1: cannot read configuration file: ")
+    );
+}
+
+/// The documentation's examples are what operators copy: each must be valid as written.
+#[test]
+fn examples_in_the_documentation_are_valid() {
+    let reference = include_str!("../../../../docs/keepalived.md");
+    let blocks: Vec<&str> = reference
+        .split("```keepalived\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .collect();
+    assert!(!blocks.is_empty(), "no keepalived examples found in docs/keepalived.md");
+    for block in blocks {
+        if let Err(errors) = parse(block, Path::new("docs/keepalived.md"), &Host, false) {
+            panic!("{errors}\nin:\n{block}");
+        }
+    }
+}

@@ -1,0 +1,2171 @@
+//! VRRP settings in the native front end: keepalived's `vrrp_instance`, `vrrp_script` and
+//! `vrrp_sync_group` blocks as the arrays of tables `[[vrrp_instance]]`, `[[vrrp_script]]` and
+//! `[[vrrp_sync_group]]`, with keepalived's keywords; the block's name is the `name` key.
+//!
+//! Checked here: each value on its own, names (unique per kind of section) and the references by
+//! name between sections (a `track_script` names a `vrrp_script`, a sync group its instances),
+//! since only the front end still knows the names of sections left out for their errors. Rules
+//! between values (versions, address families, the host's interfaces, instances sharing a router
+//! id or an address) are `validate`'s, shared with other front ends.
+
+use std::net::IpAddr;
+use std::ops::{Range, RangeInclusive};
+use std::time::Duration;
+
+use ::toml::de::{DeTable, DeValue};
+
+use super::super::error::did_you_mean;
+use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::vrrp::{
+    DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
+    DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_ADVERT_INT_V2,
+    MAX_AUTH_PASS_LEN, MAX_PREEMPT_DELAY_SECS, MAX_TRACK_WEIGHT, PRIORITY_LIMITS, TrackInterface,
+    TrackScript, VIRTUAL_ROUTER_ID_LIMITS, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
+    VrrpSyncGroup,
+};
+use super::{Key, Parser, Value, describe};
+
+const INSTANCE_KEYS: &[&str] = &[
+    "name",
+    "state",
+    "interface",
+    "virtual_router_id",
+    "priority",
+    "advert_int",
+    "version",
+    "virtual_ipaddress",
+    "nopreempt",
+    "preempt_delay",
+    "unicast_src_ip",
+    "unicast_peer",
+    "authentication",
+    "track_interface",
+    "track_script",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+    "notify",
+    "garp_master_repeat",
+    "garp_master_refresh_delay",
+    // keepalived's name of `garp_master_refresh_delay`.
+    "garp_master_delay",
+];
+const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
+/// Keys of a `track_interface` or `track_script` entry written as a table.
+const TRACK_KEYS: &[&str] = &["name", "weight"];
+const SCRIPT_KEYS: &[&str] = &["name", "script", "interval", "timeout", "weight", "rise", "fall"];
+const SYNC_GROUP_KEYS: &[&str] =
+    &["name", "group", "notify_master", "notify_backup", "notify_fault"];
+
+/// keepalived `vrrp_instance` keywords lb does not take: an unknown-key suggestion for them
+/// (`garp_master_refresh` → `garp_master_refresh_delay`) would mislead.
+const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
+    "accept",
+    "check_unicast_src",
+    "debug",
+    "dont_track_primary",
+    "garp_lower_prio_delay",
+    "garp_lower_prio_repeat",
+    "garp_master_refresh_repeat",
+    "higher_prio_send_advert",
+    "kernel_rx_buf_size",
+    "linkbeat_use_polling",
+    "lower_prio_no_advert",
+    "mcast_dst_ip",
+    "native_ipv6",
+    "no_accept",
+    "notify_deleted",
+    "notify_master_rx_lower_pri",
+    "notify_priority_changes",
+    "owner_ignore_adverts",
+    "promote_secondaries",
+    "skip_check_adv_addr",
+    "smtp_alert",
+    "strict_mode",
+    "track_bfd",
+    "track_file",
+    "track_process",
+    "track_src_ip",
+    "unicast_fault_no_peer",
+    "unicast_ttl",
+    "use_vmac",
+    "virtual_ipaddress_excluded",
+    "virtual_routes",
+    "virtual_rules",
+    "vmac_xmit_base",
+];
+
+const VRRP_INSTANCE: &str = "[[vrrp_instance]]";
+const VRRP_SCRIPT: &str = "[[vrrp_script]]";
+const VRRP_SYNC_GROUP: &str = "[[vrrp_sync_group]]";
+const AUTHENTICATION: &str = "[vrrp_instance.authentication]";
+
+/// Longest `interval`/`timeout` of a script and `garp_master_refresh_delay`, in seconds: a day.
+const MAX_SECONDS: u32 = 86_400;
+
+/// The message for a key written in a `[[vrrp_instance]]` that belongs elsewhere or that lb does
+/// not take.
+fn misplaced_in_instance(name: &str) -> Option<String> {
+    let message = match name {
+        "auth_type" | "auth_pass" => format!(
+            "`{name}` belongs in the instance's `authentication` table: `authentication = {{ \
+             auth_type = \"PASS\", auth_pass = \"...\" }}`"
+        ),
+        "weight" => "`weight` is set per tracked script or interface, `track_script = [{ name = \
+                     \"...\", weight = -20 }]`, or in the [[vrrp_script]]"
+            .to_owned(),
+        "script" | "interval" | "timeout" | "rise" | "fall" => format!(
+            "`{name}` is a vrrp_script setting: move it to a [[vrrp_script]] and name that script \
+             in the instance's `track_script`"
+        ),
+        "group" => {
+            "`group` is a vrrp_sync_group setting: move it to a [[vrrp_sync_group]]".to_owned()
+        }
+        "preempt" => {
+            "`preempt` is the default: write `nopreempt = true` to turn it off (as in keepalived)"
+                .to_owned()
+        }
+        "garp_master_refresh" => "keepalived's `garp_master_refresh` (gratuitous ARPs repeated \
+                                  while MASTER) is not supported: lb sends them \
+                                  `garp_master_repeat` times on becoming MASTER, and again after \
+                                  `garp_master_refresh_delay`"
+            .to_owned(),
+        _ if UNSUPPORTED_INSTANCE_KEYWORDS.contains(&name) => {
+            format!("keepalived's `{name}` is not supported in {VRRP_INSTANCE}")
+        }
+        _ => return None,
+    };
+    Some(message)
+}
+
+/// The message for an instance key written in a `[[vrrp_script]]`.
+fn misplaced_in_script(name: &str) -> Option<String> {
+    INSTANCE_KEYS
+        .contains(&name)
+        .then(|| format!("`{name}` is a vrrp_instance setting: move it to a {VRRP_INSTANCE}"))
+}
+
+/// The message for an instance or script key written in a `[[vrrp_sync_group]]`.
+fn misplaced_in_sync_group(name: &str) -> Option<String> {
+    if INSTANCE_KEYS.contains(&name) {
+        Some(format!(
+            "`{name}` is set per vrrp_instance, not per sync group: move it to the instances' \
+             {VRRP_INSTANCE}"
+        ))
+    } else {
+        misplaced_in_instance(name)
+    }
+}
+
+/// The names defined by one kind of section, in file order, with where each was written; kept
+/// also for sections left out for their errors, so references to them are not reported too.
+#[derive(Default)]
+struct Names(Vec<(String, Location)>);
+
+impl Names {
+    fn first(&self, name: &str) -> Option<Location> {
+        self.0.iter().find(|(n, _)| n == name).map(|&(_, at)| at)
+    }
+
+    fn all(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// A `track_interface` or `track_script` entry: a name, or a `{ name, weight }` table.
+struct Tracked {
+    name: String,
+    weight: Option<i32>,
+    /// Where the name was written.
+    span: Range<usize>,
+}
+
+/// An instance already in a sync group, and which group (where its section starts).
+struct Member {
+    instance: String,
+    group: Location,
+}
+
+impl Parser<'_> {
+    /// The VRRP sections of the document, and where their values were written. Sections with
+    /// errors are left out.
+    pub(super) fn vrrp(&mut self, root: &DeTable<'_>) -> (VrrpConfig, VrrpLocations) {
+        let mut config = VrrpConfig::default();
+        let mut locations = VrrpLocations::default();
+
+        let mut scripts = Names::default();
+        for (table, span) in self.sections(root, "vrrp_script", VRRP_SCRIPT) {
+            config.scripts.extend(self.vrrp_script(table, span, &mut scripts));
+        }
+        let scripts = scripts.all();
+
+        let mut instances = Names::default();
+        for (table, span) in self.sections(root, "vrrp_instance", VRRP_INSTANCE) {
+            if let Some((instance, at)) = self.vrrp_instance(table, span, &mut instances, &scripts)
+            {
+                config.instances.push(instance);
+                locations.instances.push(at);
+            }
+        }
+        let instances = instances.all();
+
+        let mut groups = Names::default();
+        let mut members = Vec::new();
+        for (table, span) in self.sections(root, "vrrp_sync_group", VRRP_SYNC_GROUP) {
+            let group = self.vrrp_sync_group(table, span, &mut groups, &instances, &mut members);
+            config.sync_groups.extend(group);
+        }
+        (config, locations)
+    }
+
+    /// The tables of the top-level array of tables `name`, if any.
+    fn sections<'a, 'i>(
+        &mut self,
+        root: &'a DeTable<'i>,
+        name: &str,
+        header: &str,
+    ) -> Vec<(&'a DeTable<'i>, Range<usize>)> {
+        match root.get_key_value(name) {
+            Some((key, value)) => self.tables(key, value, header),
+            None => Vec::new(),
+        }
+    }
+
+    /// `read` of the value of key `name`, `default` when it is absent. `at`, when given, is set
+    /// to where the value was written.
+    fn setting<'a, 'i, T>(
+        &mut self,
+        table: &'a DeTable<'i>,
+        name: &str,
+        at: Option<&mut Location>,
+        default: T,
+        read: impl FnOnce(&mut Self, &'a Key<'i>, &'a Value<'i>) -> Option<T>,
+    ) -> Option<T> {
+        match table.get_key_value(name) {
+            None => Some(default),
+            Some((key, value)) => {
+                if let Some(at) = at {
+                    *at = self.at(value.span());
+                }
+                read(self, key, value)
+            }
+        }
+    }
+
+    /// The `name` of a section of `kind` (`vrrp_instance`): required, not empty, not already
+    /// defined by another section of the kind. `None` after an error; a name defined twice stays
+    /// in `names` (the first time), so that references to it are not errors as well.
+    fn section_name(
+        &mut self,
+        table: &DeTable<'_>,
+        section_at: Location,
+        kind: &str,
+        names: &mut Names,
+        at: &mut Location,
+    ) -> Option<String> {
+        let header = format!("[[{kind}]]");
+        let (key, value) = self.required(table, "name", section_at, &header)?;
+        *at = self.at(value.span());
+        let name = self.name(key, value)?;
+        if let Some(first) = names.first(&name) {
+            let message = format!("{kind} `{name}` is already defined at line {}", first.line);
+            self.error(value.span(), message);
+            return None;
+        }
+        names.0.push((name.clone(), *at));
+        Some(name)
+    }
+
+    /// A string that names something: not empty.
+    fn name(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
+        let text = self.string(key, value)?;
+        if text.trim().is_empty() {
+            self.error(value.span(), format!("`{}` must not be empty", key.get_ref()));
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    /// An integer within `limits`, for the settings VRRP carries in a byte.
+    fn byte(&mut self, key: &Key<'_>, value: &Value<'_>, limits: RangeInclusive<u8>) -> Option<u8> {
+        let (min, max) = limits.into_inner();
+        self.integer(key, value, min.into(), max.into()).and_then(|n| u8::try_from(n).ok())
+    }
+
+    /// A tracking weight: -254 to 254.
+    fn track_weight(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<i32> {
+        let max = i64::from(MAX_TRACK_WEIGHT);
+        self.integer(key, value, -max, max).and_then(|n| i32::try_from(n).ok())
+    }
+
+    /// The array `value` of `key`, whose items are `of` (for the message when it is not one).
+    fn array<'a, 'i>(
+        &mut self,
+        key: &Key<'_>,
+        value: &'a Value<'i>,
+        of: &str,
+    ) -> Option<&'a [Value<'i>]> {
+        match value.get_ref() {
+            DeValue::Array(items) => Some(items),
+            other => {
+                let message = format!(
+                    "`{}` must be an array of {of}, found {}",
+                    key.get_ref(),
+                    describe(other)
+                );
+                self.error(value.span(), message);
+                None
+            }
+        }
+    }
+
+    fn vrrp_script(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        names: &mut Names,
+    ) -> Option<VrrpScript> {
+        let location = self.at(span);
+        let context = format!("in {VRRP_SCRIPT}");
+        self.unknown_keys_with(table, SCRIPT_KEYS, &context, misplaced_in_script);
+
+        let name =
+            self.section_name(table, location, "vrrp_script", names, &mut Location::default());
+        let script = self
+            .required(table, "script", location, VRRP_SCRIPT)
+            .and_then(|(key, value)| self.command(key, value));
+        let interval =
+            self.setting(table, "interval", None, DEFAULT_SCRIPT_INTERVAL, |p, key, value| {
+                p.positive_seconds(key, value, MAX_SECONDS)
+            });
+        // keepalived's default timeout is the interval.
+        let timeout = self.setting(table, "timeout", None, None, |p, key, value| {
+            p.positive_seconds(key, value, MAX_SECONDS).map(Some)
+        });
+        let weight = self.setting(table, "weight", None, 0, Self::track_weight);
+        let rise = self.setting(table, "rise", None, 1, |p, key, value| {
+            p.integer_in(key, value, 1..=u32::MAX)
+        });
+        let fall = self.setting(table, "fall", None, 1, |p, key, value| {
+            p.integer_in(key, value, 1..=u32::MAX)
+        });
+
+        let interval = interval?;
+        Some(VrrpScript {
+            name: name?,
+            script: script?,
+            interval,
+            timeout: timeout?.unwrap_or(interval),
+            weight: weight?,
+            rise: rise?,
+            fall: fall?,
+            location,
+        })
+    }
+
+    fn vrrp_instance(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        names: &mut Names,
+        scripts: &[&str],
+    ) -> Option<(VrrpInstance, VrrpInstanceLocations)> {
+        let location = self.at(span);
+        let mut at = VrrpInstanceLocations::all_at(location);
+        let context = format!("in {VRRP_INSTANCE}");
+        self.unknown_keys_with(table, INSTANCE_KEYS, &context, misplaced_in_instance);
+
+        let name = self.section_name(table, location, "vrrp_instance", names, &mut at.name);
+        let initial_master =
+            self.setting(table, "state", Some(&mut at.state), false, Self::initial_state);
+        let interface =
+            self.required(table, "interface", location, VRRP_INSTANCE).and_then(|(key, value)| {
+                at.interface = self.at(value.span());
+                self.name(key, value)
+            });
+        let virtual_router_id = self
+            .required(table, "virtual_router_id", location, VRRP_INSTANCE)
+            .and_then(|(key, value)| {
+                at.virtual_router_id = self.at(value.span());
+                self.byte(key, value, VIRTUAL_ROUTER_ID_LIMITS)
+            });
+        let priority =
+            self.setting(table, "priority", Some(&mut at.priority), DEFAULT_PRIORITY, |p, k, v| {
+                p.byte(k, v, PRIORITY_LIMITS)
+            });
+        // Up to the longest of either version; what fits the version is validation's.
+        let advert_int = self.setting(
+            table,
+            "advert_int",
+            Some(&mut at.advert_int),
+            DEFAULT_ADVERT_INT,
+            |p, k, v| {
+                let max = u32::try_from(MAX_ADVERT_INT_V2.as_secs()).unwrap_or(u32::MAX);
+                p.positive_seconds(k, v, max)
+            },
+        );
+        let version = self.setting(table, "version", Some(&mut at.version), None, |p, k, v| {
+            p.version(k, v).map(Some)
+        });
+        let virtual_ipaddress = self
+            .required(table, "virtual_ipaddress", location, VRRP_INSTANCE)
+            .and_then(|(key, value)| self.virtual_addresses(key, value, &mut at.virtual_ipaddress));
+        let nopreempt = self.setting(table, "nopreempt", None, false, Self::boolean);
+        let preempt_delay =
+            self.setting(table, "preempt_delay", None, Duration::ZERO, |p, key, value| {
+                p.seconds(key, value, 0..=MAX_PREEMPT_DELAY_SECS)
+            });
+        let unicast_src_ip =
+            self.setting(table, "unicast_src_ip", Some(&mut at.unicast_src_ip), None, |p, k, v| {
+                p.ip_address(k, v).map(Some)
+            });
+        let unicast_peer =
+            self.setting(table, "unicast_peer", None, Vec::new(), |p, key, value| {
+                p.unicast_peers(key, value, &mut at.unicast_peer)
+            });
+        let auth_pass =
+            self.setting(table, "authentication", Some(&mut at.authentication), None, |p, k, v| {
+                p.authentication(k, v).map(Some)
+            });
+        let track_interface =
+            self.setting(table, "track_interface", None, Vec::new(), |p, key, value| {
+                let tracked = p.tracked(key, value)?;
+                at.track_interface = tracked.iter().map(|t| p.at(t.span.clone())).collect();
+                let weight = |t: &Tracked| t.weight.unwrap_or(0);
+                let entries = tracked
+                    .iter()
+                    .map(|t| TrackInterface { name: t.name.clone(), weight: weight(t) });
+                Some(entries.collect())
+            });
+        let track_script =
+            self.setting(table, "track_script", None, Vec::new(), |p, key, value| {
+                p.track_scripts(key, value, scripts)
+            });
+        let mut notify = |name: &str| {
+            self.setting(table, name, None, None, |p, key, value| p.command(key, value).map(Some))
+        };
+        let notify_master = notify("notify_master");
+        let notify_backup = notify("notify_backup");
+        let notify_fault = notify("notify_fault");
+        let notify_stop = notify("notify_stop");
+        let notify_any = notify("notify");
+        let garp_master_repeat = self.setting(
+            table,
+            "garp_master_repeat",
+            None,
+            DEFAULT_GARP_REPEAT,
+            |p, key, value| p.integer_in(key, value, GARP_REPEAT_LIMITS),
+        );
+        let garp_master_refresh_delay = self.garp_refresh_delay(table);
+
+        let virtual_ipaddress = virtual_ipaddress?;
+        // As keepalived: IPv6 instances default to the only version that carries IPv6.
+        let ipv6 = virtual_ipaddress.first().is_some_and(|v| v.address.is_ipv6());
+        let version = version?.unwrap_or(if ipv6 { 3 } else { DEFAULT_VERSION });
+        let instance = VrrpInstance {
+            name: name?,
+            initial_master: initial_master?,
+            interface: interface?,
+            virtual_router_id: virtual_router_id?,
+            priority: priority?,
+            advert_int: advert_int?,
+            version,
+            virtual_ipaddress,
+            preempt: !nopreempt?,
+            preempt_delay: preempt_delay?,
+            unicast_peer: unicast_peer?,
+            unicast_src_ip: unicast_src_ip?,
+            auth_pass: auth_pass?,
+            track_interface: track_interface?,
+            track_script: track_script?,
+            notify_master: notify_master?,
+            notify_backup: notify_backup?,
+            notify_fault: notify_fault?,
+            notify_stop: notify_stop?,
+            notify: notify_any?,
+            garp_master_repeat: garp_master_repeat?,
+            garp_master_refresh_delay: garp_master_refresh_delay?,
+            location,
+        };
+        Some((instance, at))
+    }
+
+    /// `state`: `MASTER` (true) or `BACKUP`, in any case.
+    fn initial_state(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<bool> {
+        let text = self.string(key, value)?;
+        if text.eq_ignore_ascii_case("MASTER") {
+            Some(true)
+        } else if text.eq_ignore_ascii_case("BACKUP") {
+            Some(false)
+        } else {
+            let message = format!(
+                "`{}` must be \"MASTER\" or \"BACKUP\", found \"{}\"",
+                key.get_ref(),
+                text.escape_debug()
+            );
+            self.error(value.span(), message);
+            None
+        }
+    }
+
+    fn version(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<u8> {
+        let integer = self.integer_literal(key, value)?;
+        match i64::from_str_radix(integer.as_str(), integer.radix()) {
+            Ok(2) => Some(2),
+            Ok(3) => Some(3),
+            _ => {
+                let message = format!(
+                    "`{}` must be 2 or 3 (VRRPv2 or VRRPv3), found {integer}",
+                    key.get_ref()
+                );
+                self.error(value.span(), message);
+                None
+            }
+        }
+    }
+
+    /// `garp_master_refresh_delay`, or keepalived's name for it, `garp_master_delay`.
+    fn garp_refresh_delay(&mut self, table: &DeTable<'_>) -> Option<Duration> {
+        let given = self.either(
+            table,
+            ["garp_master_refresh_delay", "garp_master_delay"],
+            "are the same setting (keepalived calls it `garp_master_delay`); keep only one",
+        )?;
+        match given {
+            None => Some(DEFAULT_GARP_REFRESH_DELAY),
+            Some((key, value)) => self.seconds(key, value, 0..=MAX_SECONDS),
+        }
+    }
+
+    /// `virtual_ipaddress`: at least one `ADDRESS[/PREFIX]`; `at` gets where each was written.
+    fn virtual_addresses(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        at: &mut Vec<Location>,
+    ) -> Option<Vec<VirtualAddress>> {
+        let items = self.array(key, value, "addresses, like [\"192.0.2.100/24\"]")?;
+        if items.is_empty() {
+            let message = format!("`{}` must list at least one address", key.get_ref());
+            self.error(value.span(), message);
+            return None;
+        }
+        let mut addresses = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            match self.virtual_address(key, item) {
+                Some(address) => {
+                    addresses.push(address);
+                    at.push(self.at(item.span()));
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(addresses)
+    }
+
+    /// One `virtual_ipaddress` entry: `192.0.2.100/24`, or without a prefix a host address.
+    fn virtual_address(&mut self, key: &Key<'_>, item: &Value<'_>) -> Option<VirtualAddress> {
+        let key = key.get_ref();
+        let text = match item.get_ref() {
+            DeValue::String(text) => text,
+            other => {
+                let message = format!(
+                    "each `{key}` entry must be an address string like \"192.0.2.100/24\", found {}",
+                    describe(other)
+                );
+                self.error(item.span(), message);
+                return None;
+            }
+        };
+        let message = if text.contains(char::is_whitespace) {
+            format!(
+                "`{key}` entries are an address with an optional /PREFIX only: keepalived's \
+                 options after it (`dev`, `label`, `scope`, ...) are not supported, found \"{}\"",
+                text.escape_debug()
+            )
+        } else {
+            let (address, prefix) = match text.split_once('/') {
+                Some((address, prefix)) => (address, Some(prefix)),
+                None => (text.as_ref(), None),
+            };
+            match address.parse() {
+                Ok(address) => {
+                    let longest = host_prefix_len(address);
+                    match prefix.map(str::parse::<u8>) {
+                        None => return Some(VirtualAddress { address, prefix: longest }),
+                        Some(Ok(prefix)) if prefix <= longest => {
+                            return Some(VirtualAddress { address, prefix });
+                        }
+                        Some(_) => format!(
+                            "the prefix length of {address} in `{key}` must be 0 to {longest}, \
+                             found \"{}\"",
+                            prefix.unwrap_or_default().escape_debug()
+                        ),
+                    }
+                }
+                Err(_) => format!(
+                    "each `{key}` entry must be an IP address with an optional /PREFIX, like \
+                     \"192.0.2.100/24\", found \"{}\"",
+                    text.escape_debug()
+                ),
+            }
+        };
+        self.error(item.span(), message);
+        None
+    }
+
+    /// `unicast_peer`: IP addresses; `at` gets where each was written.
+    fn unicast_peers(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        at: &mut Vec<Location>,
+    ) -> Option<Vec<IpAddr>> {
+        let items = self.array(key, value, "IP addresses")?;
+        let mut peers = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let text = match item.get_ref() {
+                DeValue::String(text) => text.as_ref(),
+                other => {
+                    let message = format!(
+                        "each `{}` entry must be an IP address string, found {}",
+                        key.get_ref(),
+                        describe(other)
+                    );
+                    self.error(item.span(), message);
+                    ok = false;
+                    continue;
+                }
+            };
+            match text.parse() {
+                Ok(peer) => {
+                    peers.push(peer);
+                    at.push(self.at(item.span()));
+                }
+                Err(_) => {
+                    let message = format!(
+                        "each `{}` entry must be an IP address, found \"{}\"",
+                        key.get_ref(),
+                        text.escape_debug()
+                    );
+                    self.error(item.span(), message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(peers)
+    }
+
+    /// `authentication = { auth_type = "PASS", auth_pass = "..." }`: the password.
+    fn authentication(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
+        let (table, span) = self.table(key, value, AUTHENTICATION)?;
+        let location = self.at(span);
+        self.unknown_keys(table, AUTHENTICATION_KEYS, &format!("in {AUTHENTICATION}"));
+        let auth_type = self
+            .required(table, "auth_type", location, AUTHENTICATION)
+            .and_then(|(key, value)| self.auth_type(key, value));
+        let auth_pass = self
+            .required(table, "auth_pass", location, AUTHENTICATION)
+            .and_then(|(key, value)| self.auth_pass(key, value));
+        auth_type?;
+        auth_pass
+    }
+
+    /// `auth_type`: only `PASS` (any case); keepalived's `AH` is not supported.
+    fn auth_type(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<()> {
+        let text = self.string(key, value)?;
+        if text.eq_ignore_ascii_case("PASS") {
+            return Some(());
+        }
+        let message = if text.eq_ignore_ascii_case("AH") {
+            format!(
+                "`{}` \"AH\" (IPsec authentication header) is not supported: use \"PASS\", or no \
+                 `authentication`",
+                key.get_ref()
+            )
+        } else {
+            format!("`{}` must be \"PASS\", found \"{}\"", key.get_ref(), text.escape_debug())
+        };
+        self.error(value.span(), message);
+        None
+    }
+
+    /// `auth_pass`: 1 to 8 bytes. The password itself is never repeated in a message.
+    fn auth_pass(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
+        let text = self.string(key, value)?;
+        let message = if text.is_empty() {
+            format!("`{}` must not be empty: leave `authentication` out instead", key.get_ref())
+        } else if text.len() > MAX_AUTH_PASS_LEN {
+            format!(
+                "`{}` must be at most {MAX_AUTH_PASS_LEN} bytes, found {}: VRRPv2 carries \
+                 {MAX_AUTH_PASS_LEN}, and keepalived would silently use only the first \
+                 {MAX_AUTH_PASS_LEN}; shorten it to those",
+                key.get_ref(),
+                text.len()
+            )
+        } else {
+            return Some(text.to_owned());
+        };
+        self.error(value.span(), message);
+        None
+    }
+
+    /// `track_script`: entries that each name a `vrrp_script` of `scripts`.
+    fn track_scripts(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        scripts: &[&str],
+    ) -> Option<Vec<TrackScript>> {
+        let tracked = self.tracked(key, value)?;
+        let mut ok = true;
+        for entry in &tracked {
+            if !scripts.contains(&entry.name.as_str()) {
+                let hint = did_you_mean(&entry.name, scripts);
+                let message = format!("no vrrp_script is named `{}`{hint}", entry.name);
+                self.error(entry.span.clone(), message);
+                ok = false;
+            }
+        }
+        let tracked = tracked.into_iter();
+        ok.then(|| tracked.map(|t| TrackScript { script: t.name, weight: t.weight }).collect())
+    }
+
+    /// The entries of `track_interface` or `track_script`: names, or `{ name, weight }` tables.
+    fn tracked(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<Vec<Tracked>> {
+        let what = key.get_ref();
+        let items = self.array(key, value, "names, or of { name = \"...\", weight = N } tables")?;
+        let mut entries = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let entry = match item.get_ref() {
+                DeValue::String(_) => self.name(key, item).map(|name| Tracked {
+                    name,
+                    weight: None,
+                    span: item.span(),
+                }),
+                DeValue::Table(table) => self.tracked_table(what, table, item.span()),
+                other => {
+                    let message = format!(
+                        "each `{what}` entry must be a name or a {{ name = \"...\", weight = N }} \
+                         table, found {}",
+                        describe(other)
+                    );
+                    self.error(item.span(), message);
+                    None
+                }
+            };
+            match entry {
+                Some(entry) => entries.push(entry),
+                None => ok = false,
+            }
+        }
+        ok.then_some(entries)
+    }
+
+    /// A `{ name, weight }` entry of `what` (`track_script`).
+    fn tracked_table(
+        &mut self,
+        what: &str,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+    ) -> Option<Tracked> {
+        let location = self.at(span.clone());
+        let section = format!("a `{what}` entry");
+        self.unknown_keys(table, TRACK_KEYS, &format!("in {section}"));
+        let mut at = span;
+        let name = self.required(table, "name", location, &section).and_then(|(key, value)| {
+            at = value.span();
+            self.name(key, value)
+        });
+        let weight =
+            self.setting(table, "weight", None, None, |p, k, v| p.track_weight(k, v).map(Some));
+        Some(Tracked { name: name?, weight: weight?, span: at })
+    }
+
+    fn vrrp_sync_group(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        names: &mut Names,
+        instances: &[&str],
+        members: &mut Vec<Member>,
+    ) -> Option<VrrpSyncGroup> {
+        let location = self.at(span);
+        let context = format!("in {VRRP_SYNC_GROUP}");
+        self.unknown_keys_with(table, SYNC_GROUP_KEYS, &context, misplaced_in_sync_group);
+
+        let name =
+            self.section_name(table, location, "vrrp_sync_group", names, &mut Location::default());
+        let group = self
+            .required(table, "group", location, VRRP_SYNC_GROUP)
+            .and_then(|(key, value)| self.group(key, value, location, instances, members));
+        let mut notify = |name: &str| {
+            self.setting(table, name, None, None, |p, key, value| p.command(key, value).map(Some))
+        };
+        let notify_master = notify("notify_master");
+        let notify_backup = notify("notify_backup");
+        let notify_fault = notify("notify_fault");
+        Some(VrrpSyncGroup {
+            name: name?,
+            group: group?,
+            notify_master: notify_master?,
+            notify_backup: notify_backup?,
+            notify_fault: notify_fault?,
+            location,
+        })
+    }
+
+    /// A sync group's `group`: at least one of `instances`, each in no other group (`members`,
+    /// which this group's are added to; `section` is where this group starts).
+    fn group(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        section: Location,
+        instances: &[&str],
+        members: &mut Vec<Member>,
+    ) -> Option<Vec<String>> {
+        let items = self.array(key, value, "vrrp_instance names")?;
+        if items.is_empty() {
+            let message = format!("`{}` must list at least one vrrp_instance", key.get_ref());
+            self.error(value.span(), message);
+            return None;
+        }
+        let mut group = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let Some(name) = self.name(key, item) else {
+                ok = false;
+                continue;
+            };
+            let message = if !instances.contains(&name.as_str()) {
+                Some(format!(
+                    "no vrrp_instance is named `{name}`{}",
+                    did_you_mean(&name, instances)
+                ))
+            } else {
+                match members.iter().find(|m| m.instance == name) {
+                    Some(m) if m.group == section => {
+                        Some(format!("vrrp_instance `{name}` is listed twice in this group"))
+                    }
+                    Some(m) => Some(format!(
+                        "vrrp_instance `{name}` is already in the vrrp_sync_group at line {}: an \
+                         instance can be in one sync group only",
+                        m.group.line
+                    )),
+                    None => None,
+                }
+            };
+            match message {
+                Some(message) => {
+                    self.error(item.span(), message);
+                    ok = false;
+                }
+                None => {
+                    members.push(Member { instance: name.clone(), group: section });
+                    group.push(name);
+                }
+            }
+        }
+        ok.then_some(group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::super::model::{Config, DataplaneSettings};
+    use super::super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::super::super::{notices, parse_toml};
+    use super::*;
+
+    /// Base lines 1-5: a valid IPv4 instance on eth0.
+    const VI: &[&str] = &[
+        "[[vrrp_instance]]",
+        "name = 'VI_1'",
+        "interface = 'eth0'",
+        "virtual_router_id = 51",
+        "virtual_ipaddress = ['192.0.2.100/24']",
+    ];
+
+    /// Base lines 1-3: a valid script.
+    const SCRIPT: &[&str] = &["[[vrrp_script]]", "name = 'chk'", "script = '/bin/true'"];
+
+    /// Base lines 1-10: [`VI`], then a second valid instance on eth1 (lines 6-10).
+    const TWO: &[&str] = &[
+        "[[vrrp_instance]]",
+        "name = 'VI_1'",
+        "interface = 'eth0'",
+        "virtual_router_id = 51",
+        "virtual_ipaddress = ['192.0.2.100/24']",
+        "[[vrrp_instance]]",
+        "name = 'VI_2'",
+        "interface = 'eth1'",
+        "virtual_router_id = 52",
+        "virtual_ipaddress = ['192.0.2.200/24']",
+    ];
+
+    /// (name, base document, lines after it, expected message part, expected line:col).
+    type Scenario = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
+
+    /// What the front end reports, each the only error of its document.
+    const SCENARIOS: &[Scenario] = &[
+        // Sections and keys.
+        (
+            "misspelled top-level section",
+            &[],
+            &["[[vrrp_instances]]"],
+            "unknown key `vrrp_instances` at top level; did you mean `vrrp_instance`?",
+            "1:3",
+        ),
+        (
+            "instance as a plain table",
+            &[],
+            &["[vrrp_instance]", "name = 'VI_1'"],
+            "`vrrp_instance` must be an array of tables: write [[vrrp_instance]] once per entry",
+            "1:1",
+        ),
+        (
+            "script as a plain table",
+            &[],
+            &["vrrp_script = { name = 'chk', script = '/bin/true' }"],
+            "`vrrp_script` must be an array of tables: write [[vrrp_script]] once per entry",
+            "1:15",
+        ),
+        (
+            "misspelled instance key",
+            VI,
+            &["priorty = 90"],
+            "unknown key `priorty` in [[vrrp_instance]]; did you mean `priority`?",
+            "6:1",
+        ),
+        (
+            "unknown instance key without a close match",
+            VI,
+            &["  lvs_sync_daemon_interface = 'eth0'"],
+            "unknown key `lvs_sync_daemon_interface` in [[vrrp_instance]]",
+            "6:3",
+        ),
+        (
+            "keepalived keyword lb does not take",
+            VI,
+            &["use_vmac = true"],
+            "keepalived's `use_vmac` is not supported in [[vrrp_instance]]",
+            "6:1",
+        ),
+        (
+            "keepalived's periodic gratuitous ARPs",
+            VI,
+            &["garp_master_refresh = 60"],
+            "keepalived's `garp_master_refresh` (gratuitous ARPs repeated while MASTER) is not \
+             supported: lb sends them `garp_master_repeat` times on becoming MASTER, and again \
+             after `garp_master_refresh_delay`",
+            "6:1",
+        ),
+        (
+            "preempt written out",
+            VI,
+            &["preempt = true"],
+            "`preempt` is the default: write `nopreempt = true` to turn it off (as in keepalived)",
+            "6:1",
+        ),
+        (
+            "password outside the authentication table",
+            VI,
+            &["auth_pass = 'secret'"],
+            "`auth_pass` belongs in the instance's `authentication` table: `authentication = { \
+             auth_type = \"PASS\", auth_pass = \"...\" }`",
+            "6:1",
+        ),
+        (
+            "script setting in an instance",
+            VI,
+            &["interval = 2"],
+            "`interval` is a vrrp_script setting: move it to a [[vrrp_script]] and name that \
+             script in the instance's `track_script`",
+            "6:1",
+        ),
+        (
+            "weight in an instance",
+            VI,
+            &["weight = -20"],
+            "`weight` is set per tracked script or interface, `track_script = [{ name = \"...\", \
+             weight = -20 }]`, or in the [[vrrp_script]]",
+            "6:1",
+        ),
+        (
+            "sync group setting in an instance",
+            VI,
+            &["group = ['VI_1']"],
+            "`group` is a vrrp_sync_group setting: move it to a [[vrrp_sync_group]]",
+            "6:1",
+        ),
+        // The instance's values.
+        (
+            "missing name",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "missing required key `name` in [[vrrp_instance]]",
+            "1:1",
+        ),
+        (
+            "missing interface",
+            &[],
+            &[
+                "",
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "missing required key `interface` in [[vrrp_instance]]",
+            "2:1",
+        ),
+        (
+            "missing virtual_router_id",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "missing required key `virtual_router_id` in [[vrrp_instance]]",
+            "1:1",
+        ),
+        (
+            "missing virtual_ipaddress",
+            &[],
+            &["[[vrrp_instance]]", "name = 'VI_1'", "interface = 'eth0'", "virtual_router_id = 51"],
+            "missing required key `virtual_ipaddress` in [[vrrp_instance]]",
+            "1:1",
+        ),
+        (
+            "empty name",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = ''",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "`name` must not be empty",
+            "2:8",
+        ),
+        (
+            "name as a number",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 1",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "`name` must be a string, found integer 1",
+            "2:8",
+        ),
+        (
+            "instance name defined twice",
+            VI,
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth1'",
+                "virtual_router_id = 52",
+                "virtual_ipaddress = ['192.0.2.200']",
+            ],
+            "vrrp_instance `VI_1` is already defined at line 2",
+            "7:8",
+        ),
+        (
+            "unknown state",
+            VI,
+            &["state = 'primary'"],
+            "`state` must be \"MASTER\" or \"BACKUP\", found \"primary\"",
+            "6:9",
+        ),
+        (
+            "state as a boolean",
+            VI,
+            &["state = true"],
+            "`state` must be a string, found boolean true",
+            "6:9",
+        ),
+        (
+            "empty interface",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = ''",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "`interface` must not be empty",
+            "3:13",
+        ),
+        (
+            "virtual_router_id 0",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 0",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "`virtual_router_id` must be between 1 and 255, found 0",
+            "4:21",
+        ),
+        (
+            "virtual_router_id 256",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 256",
+                "virtual_ipaddress = ['192.0.2.100']",
+            ],
+            "`virtual_router_id` must be between 1 and 255, found 256",
+            "4:21",
+        ),
+        (
+            "priority 0",
+            VI,
+            &["priority = 0"],
+            "`priority` must be between 1 and 255, found 0",
+            "6:12",
+        ),
+        (
+            "priority 256",
+            VI,
+            &["priority = 256"],
+            "`priority` must be between 1 and 255, found 256",
+            "6:12",
+        ),
+        (
+            "quoted priority",
+            VI,
+            &["priority = '100'"],
+            "`priority` must be an integer, found string \"100\"",
+            "6:12",
+        ),
+        (
+            "version 4",
+            VI,
+            &["version = 4"],
+            "`version` must be 2 or 3 (VRRPv2 or VRRPv3), found 4",
+            "6:11",
+        ),
+        (
+            "version as a string",
+            VI,
+            &["version = 'v3'"],
+            "`version` must be an integer, found string \"v3\"",
+            "6:11",
+        ),
+        (
+            "advert_int 0",
+            VI,
+            &["advert_int = 0"],
+            "`advert_int` must be more than 0 and at most 255 seconds, found 0",
+            "6:14",
+        ),
+        (
+            "advert_int above any version's",
+            VI,
+            &["advert_int = 256"],
+            "`advert_int` must be more than 0 and at most 255 seconds, found 256",
+            "6:14",
+        ),
+        (
+            "advert_int with a unit",
+            VI,
+            &["advert_int = '1s'"],
+            "`advert_int` must be a number of seconds, found string \"1s\"",
+            "6:14",
+        ),
+        (
+            "virtual_ipaddress as a string",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = '192.0.2.100/24'",
+            ],
+            "`virtual_ipaddress` must be an array of addresses, like [\"192.0.2.100/24\"], found \
+             string \"192.0.2.100/24\"",
+            "5:21",
+        ),
+        (
+            "no virtual address",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = []",
+            ],
+            "`virtual_ipaddress` must list at least one address",
+            "5:21",
+        ),
+        (
+            "virtual address out of range",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100', '192.0.2.300/24']",
+            ],
+            "each `virtual_ipaddress` entry must be an IP address with an optional /PREFIX, like \
+             \"192.0.2.100/24\", found \"192.0.2.300/24\"",
+            "5:37",
+        ),
+        (
+            "virtual address prefix too long",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100/33']",
+            ],
+            "the prefix length of 192.0.2.100 in `virtual_ipaddress` must be 0 to 32, found \"33\"",
+            "5:22",
+        ),
+        (
+            "virtual address with an empty prefix",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['2001:db8::100/']",
+            ],
+            "the prefix length of 2001:db8::100 in `virtual_ipaddress` must be 0 to 128, found \"\"",
+            "5:22",
+        ),
+        (
+            "virtual address with keepalived's options",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100/24 dev eth1']",
+            ],
+            "`virtual_ipaddress` entries are an address with an optional /PREFIX only: \
+             keepalived's options after it (`dev`, `label`, `scope`, ...) are not supported, \
+             found \"192.0.2.100/24 dev eth1\"",
+            "5:22",
+        ),
+        (
+            "virtual address as a number",
+            &[],
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = [3221226084]",
+            ],
+            "each `virtual_ipaddress` entry must be an address string like \"192.0.2.100/24\", \
+             found integer 3221226084",
+            "5:22",
+        ),
+        (
+            "nopreempt as a string",
+            VI,
+            &["nopreempt = 'yes'"],
+            "`nopreempt` must be true or false, found string \"yes\"",
+            "6:13",
+        ),
+        (
+            "preempt_delay too long",
+            VI,
+            &["preempt_delay = 1001"],
+            "`preempt_delay` must be between 0 and 1000 seconds, found 1001",
+            "6:17",
+        ),
+        (
+            "unicast_src_ip a host name",
+            VI,
+            &["unicast_src_ip = 'lb1'", "unicast_peer = ['192.0.2.2']"],
+            "`unicast_src_ip` must be an IP address, found \"lb1\"",
+            "6:18",
+        ),
+        (
+            "unicast_peer a single address",
+            VI,
+            &["unicast_peer = '192.0.2.2'"],
+            "`unicast_peer` must be an array of IP addresses, found string \"192.0.2.2\"",
+            "6:16",
+        ),
+        (
+            "unicast_peer a host name",
+            VI,
+            &["unicast_peer = ['192.0.2.2', 'lb2']"],
+            "each `unicast_peer` entry must be an IP address, found \"lb2\"",
+            "6:30",
+        ),
+        (
+            "unicast_peer a number",
+            VI,
+            &["unicast_peer = [2]"],
+            "each `unicast_peer` entry must be an IP address string, found integer 2",
+            "6:17",
+        ),
+        (
+            "AH authentication",
+            VI,
+            &["authentication = { auth_type = 'AH', auth_pass = 'secret' }"],
+            "`auth_type` \"AH\" (IPsec authentication header) is not supported: use \"PASS\", or \
+             no `authentication`",
+            "6:32",
+        ),
+        (
+            "unknown auth_type",
+            VI,
+            &["authentication = { auth_type = 'MD5', auth_pass = 'secret' }"],
+            "`auth_type` must be \"PASS\", found \"MD5\"",
+            "6:32",
+        ),
+        (
+            "password longer than 8 bytes",
+            VI,
+            &["[vrrp_instance.authentication]", "auth_type = 'PASS'", "auth_pass = 'secret123'"],
+            "`auth_pass` must be at most 8 bytes, found 9: VRRPv2 carries 8, and keepalived would \
+             silently use only the first 8; shorten it to those",
+            "8:13",
+        ),
+        (
+            "password of 8 characters but more bytes",
+            VI,
+            &["authentication = { auth_type = 'PASS', auth_pass = 'pässwort' }"],
+            "`auth_pass` must be at most 8 bytes, found 9",
+            "6:52",
+        ),
+        (
+            "empty password",
+            VI,
+            &["authentication = { auth_type = 'PASS', auth_pass = '' }"],
+            "`auth_pass` must not be empty: leave `authentication` out instead",
+            "6:52",
+        ),
+        (
+            "authentication without a password",
+            VI,
+            &["authentication = { auth_type = 'PASS' }"],
+            "missing required key `auth_pass` in [vrrp_instance.authentication]",
+            "6:18",
+        ),
+        (
+            "authentication without a type",
+            VI,
+            &["", "[vrrp_instance.authentication]", "auth_pass = 'secret'"],
+            "missing required key `auth_type` in [vrrp_instance.authentication]",
+            "7:1",
+        ),
+        (
+            "misspelled authentication key",
+            VI,
+            &["authentication = { auth_type = 'PASS', auth_pass = 'x', auth_passwd = 'y' }"],
+            "unknown key `auth_passwd` in [vrrp_instance.authentication]; did you mean \
+             `auth_pass`?",
+            "6:57",
+        ),
+        (
+            "authentication as a password",
+            VI,
+            &["authentication = 'secret'"],
+            "`authentication` must be a single table: write [vrrp_instance.authentication] once, \
+             or `authentication = { ... }`; found string \"secret\"",
+            "6:18",
+        ),
+        (
+            "tracked interface weight too large",
+            VI,
+            &["track_interface = [{ name = 'eth1', weight = 255 }]"],
+            "`weight` must be between -254 and 254, found 255",
+            "6:46",
+        ),
+        (
+            "tracked interface without a name",
+            VI,
+            &["track_interface = ['eth1', { weight = -10 }]"],
+            "missing required key `name` in a `track_interface` entry",
+            "6:28",
+        ),
+        (
+            "tracked interface as a number",
+            VI,
+            &["track_interface = [1]"],
+            "each `track_interface` entry must be a name or a { name = \"...\", weight = N } \
+             table, found integer 1",
+            "6:20",
+        ),
+        (
+            "track_interface a single name",
+            VI,
+            &["track_interface = 'eth1'"],
+            "`track_interface` must be an array of names, or of { name = \"...\", weight = N } \
+             tables, found string \"eth1\"",
+            "6:19",
+        ),
+        (
+            "empty tracked interface name",
+            VI,
+            &["track_interface = ['']"],
+            "`track_interface` must not be empty",
+            "6:20",
+        ),
+        (
+            "tracked script that does not exist, close to one that does",
+            SCRIPT,
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+                "track_script = ['chk', { name = 'chk2', weight = 5 }]",
+            ],
+            "no vrrp_script is named `chk2`; did you mean `chk`?",
+            "9:33",
+        ),
+        (
+            "tracked script without any script",
+            VI,
+            &["track_script = ['chk_nginx']"],
+            "no vrrp_script is named `chk_nginx`",
+            "6:17",
+        ),
+        (
+            "misspelled key of a tracked script",
+            SCRIPT,
+            &[
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.100']",
+                "[[vrrp_instance.track_script]]",
+                "name = 'chk'",
+                "wieght = 5",
+            ],
+            "unknown key `wieght` in a `track_script` entry; did you mean `weight`?",
+            "11:1",
+        ),
+        (
+            "empty notify command",
+            VI,
+            &["notify_master = ' '"],
+            "`notify_master` must not be empty: leave it out instead",
+            "6:17",
+        ),
+        (
+            "notify as an array",
+            VI,
+            &["notify = ['/bin/true']"],
+            "`notify` must be a string, found an array",
+            "6:10",
+        ),
+        (
+            "garp_master_repeat 0",
+            VI,
+            &["garp_master_repeat = 0"],
+            "`garp_master_repeat` must be between 1 and 100, found 0",
+            "6:22",
+        ),
+        (
+            "garp_master_refresh_delay negative",
+            VI,
+            &["garp_master_refresh_delay = -1"],
+            "`garp_master_refresh_delay` must be between 0 and 86400 seconds, found -1",
+            "6:29",
+        ),
+        (
+            "both spellings of the gratuitous ARP delay",
+            VI,
+            &["garp_master_refresh_delay = 5", "garp_master_delay = 5"],
+            "`garp_master_delay` and `garp_master_refresh_delay` are the same setting \
+             (keepalived calls it `garp_master_delay`); keep only one",
+            "7:1",
+        ),
+        // Scripts.
+        (
+            "script without a command",
+            &[],
+            &["[[vrrp_script]]", "name = 'chk'", "interval = 2"],
+            "missing required key `script` in [[vrrp_script]]",
+            "1:1",
+        ),
+        (
+            "script without a name",
+            &[],
+            &["[[vrrp_script]]", "script = '/bin/true'"],
+            "missing required key `name` in [[vrrp_script]]",
+            "1:1",
+        ),
+        (
+            "empty script command",
+            &[],
+            &["[[vrrp_script]]", "name = 'chk'", "script = ''"],
+            "`script` must not be empty: leave it out instead",
+            "3:10",
+        ),
+        (
+            "script name defined twice",
+            SCRIPT,
+            &["[[vrrp_script]]", "name = 'chk'", "script = '/bin/false'"],
+            "vrrp_script `chk` is already defined at line 2",
+            "5:8",
+        ),
+        (
+            "script interval 0",
+            SCRIPT,
+            &["interval = 0"],
+            "`interval` must be more than 0 and at most 86400 seconds, found 0",
+            "4:12",
+        ),
+        (
+            "script timeout with a unit",
+            SCRIPT,
+            &["timeout = '2s'"],
+            "`timeout` must be a number of seconds, found string \"2s\"",
+            "4:11",
+        ),
+        (
+            "script weight too small",
+            SCRIPT,
+            &["weight = -255"],
+            "`weight` must be between -254 and 254, found -255",
+            "4:10",
+        ),
+        (
+            "script rise 0",
+            SCRIPT,
+            &["rise = 0"],
+            "`rise` must be between 1 and 4294967295, found 0",
+            "4:8",
+        ),
+        (
+            "script fall negative",
+            SCRIPT,
+            &["fall = -1"],
+            "`fall` must be between 1 and 4294967295, found -1",
+            "4:8",
+        ),
+        (
+            "misspelled script key",
+            SCRIPT,
+            &["intervall = 2"],
+            "unknown key `intervall` in [[vrrp_script]]; did you mean `interval`?",
+            "4:1",
+        ),
+        (
+            "instance setting in a script",
+            SCRIPT,
+            &["priority = 100"],
+            "`priority` is a vrrp_instance setting: move it to a [[vrrp_instance]]",
+            "4:1",
+        ),
+        // Sync groups.
+        (
+            "sync group without a group",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'"],
+            "missing required key `group` in [[vrrp_sync_group]]",
+            "11:1",
+        ),
+        (
+            "sync group without a name",
+            TWO,
+            &["[[vrrp_sync_group]]", "group = ['VI_1']"],
+            "missing required key `name` in [[vrrp_sync_group]]",
+            "11:1",
+        ),
+        (
+            "empty sync group",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = []"],
+            "`group` must list at least one vrrp_instance",
+            "13:9",
+        ),
+        (
+            "sync group of one name",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = 'VI_1'"],
+            "`group` must be an array of vrrp_instance names, found string \"VI_1\"",
+            "13:9",
+        ),
+        (
+            "sync group naming no instance",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = ['VI_1', 'VI_3']"],
+            "no vrrp_instance is named `VI_3`; did you mean `VI_1`?",
+            "13:18",
+        ),
+        (
+            "instance in two sync groups",
+            TWO,
+            &[
+                "[[vrrp_sync_group]]",
+                "name = 'G1'",
+                "group = ['VI_1', 'VI_2']",
+                "[[vrrp_sync_group]]",
+                "name = 'G2'",
+                "group = ['VI_2']",
+            ],
+            "vrrp_instance `VI_2` is already in the vrrp_sync_group at line 11: an instance can \
+             be in one sync group only",
+            "16:10",
+        ),
+        (
+            "instance twice in one sync group",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = ['VI_1', 'VI_2', 'VI_1']"],
+            "vrrp_instance `VI_1` is listed twice in this group",
+            "13:26",
+        ),
+        (
+            "sync group name defined twice",
+            TWO,
+            &[
+                "[[vrrp_sync_group]]",
+                "name = 'G1'",
+                "group = ['VI_1']",
+                "[[vrrp_sync_group]]",
+                "name = 'G1'",
+                "group = ['VI_2']",
+            ],
+            "vrrp_sync_group `G1` is already defined at line 12",
+            "15:8",
+        ),
+        (
+            "instance setting in a sync group",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = ['VI_1']", "priority = 100"],
+            "`priority` is set per vrrp_instance, not per sync group: move it to the instances' \
+             [[vrrp_instance]]",
+            "14:1",
+        ),
+        (
+            "misspelled sync group key",
+            TWO,
+            &["[[vrrp_sync_group]]", "name = 'G1'", "group = ['VI_1']", "notify_mastr = 'x'"],
+            "unknown key `notify_mastr` in [[vrrp_sync_group]]; did you mean `notify_master`?",
+            "14:1",
+        ),
+    ];
+
+    #[test]
+    fn scenarios() {
+        for &(name, base, extra, expected, at) in SCENARIOS {
+            let text = doc(&[base, extra].concat());
+            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
+            assert_single_error(name, result, expected, at);
+        }
+    }
+
+    /// A password is a secret: no message repeats it, whatever is wrong with it.
+    #[test]
+    fn passwords_are_not_repeated() {
+        for pass in ["secret123", "pässwort", "a-very-long-password"] {
+            let line = format!("authentication = {{ auth_type = 'PASS', auth_pass = '{pass}' }}");
+            let text = doc(&[VI, &[line.as_str()]].concat());
+            let errors = parse_toml(&text, Path::new("test.toml"), &FakeHost).unwrap_err();
+            assert!(!errors.to_string().contains(&pass[..8]), "{errors}");
+        }
+    }
+
+    fn parse_ok(lines: &[&str]) -> Config {
+        let text = doc(lines);
+        parse_toml(&text, Path::new("test.toml"), &FakeHost).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Valid documents, each checked on the model.
+    #[test]
+    fn values() {
+        type Check = fn(&VrrpConfig);
+        let cases: &[(&str, &[&str], &[&str], Check)] = &[
+            ("defaults", VI, &[], |vrrp| {
+                let vi = &vrrp.instances[0];
+                assert!(!vi.initial_master);
+                assert_eq!(vi.priority, 100);
+                assert_eq!(vi.advert_int, Duration::from_secs(1));
+                assert_eq!(vi.version, 2);
+                assert_eq!(vi.virtual_ipaddress[0].to_string(), "192.0.2.100/24");
+                assert!(vi.preempt);
+                assert_eq!(vi.preempt_delay, Duration::ZERO);
+                assert_eq!((&vi.unicast_peer, vi.unicast_src_ip), (&Vec::new(), None));
+                assert_eq!(vi.auth_pass, None);
+                assert!(vi.track_interface.is_empty() && vi.track_script.is_empty());
+                assert_eq!((&vi.notify, &vi.notify_master, &vi.notify_stop), (&None, &None, &None));
+                assert_eq!(vi.garp_master_repeat, 5);
+                assert_eq!(vi.garp_master_refresh_delay, Duration::from_secs(5));
+                assert!(vrrp.scripts.is_empty() && vrrp.sync_groups.is_empty());
+            }),
+            (
+                "IPv6: version 3 by default, host prefix",
+                &[
+                    "[[vrrp_instance]]",
+                    "name = 'VI_6'",
+                    "interface = 'eth0'",
+                    "virtual_router_id = 51",
+                    "virtual_ipaddress = ['2001:db8::100', '2001:db8::101/64']",
+                    "unicast_peer = ['2001:db8::2']",
+                ],
+                &[],
+                |vrrp| {
+                    let vi = &vrrp.instances[0];
+                    assert_eq!(vi.version, 3);
+                    let vips: Vec<String> =
+                        vi.virtual_ipaddress.iter().map(ToString::to_string).collect();
+                    assert_eq!(vips, ["2001:db8::100/128", "2001:db8::101/64"]);
+                },
+            ),
+            ("IPv4 host address", VI, &[], |vrrp| {
+                assert_eq!(vrrp.instances[0].virtual_ipaddress[0].prefix, 24);
+            }),
+            ("state in lower case", VI, &["state = 'master'"], |vrrp| {
+                assert!(vrrp.instances[0].initial_master);
+            }),
+            ("state in mixed case", VI, &["state = 'Backup'"], |vrrp| {
+                assert!(!vrrp.instances[0].initial_master);
+            }),
+            ("owner", VI, &["state = 'MASTER'", "priority = 255"], |vrrp| {
+                assert_eq!(vrrp.instances[0].priority, 255);
+            }),
+            ("VRRPv3 hundredths", VI, &["version = 3", "advert_int = 0.05"], |vrrp| {
+                assert_eq!(vrrp.instances[0].advert_int, Duration::from_millis(50));
+            }),
+            ("VRRPv3 longest", VI, &["version = 3", "advert_int = 40.95"], |vrrp| {
+                assert_eq!(vrrp.instances[0].advert_int, Duration::from_millis(40_950));
+            }),
+            ("VRRPv2 longest", VI, &["advert_int = 255"], |vrrp| {
+                assert_eq!(vrrp.instances[0].advert_int, Duration::from_secs(255));
+            }),
+            ("VRRPv2 whole seconds as a float", VI, &["advert_int = 3.0"], |vrrp| {
+                assert_eq!(vrrp.instances[0].advert_int, Duration::from_secs(3));
+            }),
+            ("nopreempt", VI, &["nopreempt = true", "preempt_delay = 0.5"], |vrrp| {
+                assert!(!vrrp.instances[0].preempt);
+                assert_eq!(vrrp.instances[0].preempt_delay, Duration::from_millis(500));
+            }),
+            ("keepalived's name of the GARP delay", VI, &["garp_master_delay = 0"], |vrrp| {
+                assert_eq!(vrrp.instances[0].garp_master_refresh_delay, Duration::ZERO);
+            }),
+            (
+                "tracked interfaces by name and with a weight",
+                VI,
+                &["track_interface = ['eth1', { name = 'eth0', weight = -254 }]"],
+                |vrrp| {
+                    let tracked = &vrrp.instances[0].track_interface;
+                    assert_eq!(
+                        *tracked,
+                        [
+                            TrackInterface { name: "eth1".into(), weight: 0 },
+                            TrackInterface { name: "eth0".into(), weight: -254 },
+                        ]
+                    );
+                },
+            ),
+            (
+                "tracked scripts as an array of tables",
+                SCRIPT,
+                &[
+                    "[[vrrp_instance]]",
+                    "name = 'VI_1'",
+                    "interface = 'eth0'",
+                    "virtual_router_id = 51",
+                    "virtual_ipaddress = ['192.0.2.100']",
+                    "[[vrrp_instance.track_script]]",
+                    "name = 'chk'",
+                    "weight = 254",
+                    "[[vrrp_instance.track_script]]",
+                    "name = 'chk'",
+                ],
+                |vrrp| {
+                    assert_eq!(
+                        vrrp.instances[0].track_script,
+                        [
+                            TrackScript { script: "chk".into(), weight: Some(254) },
+                            TrackScript { script: "chk".into(), weight: None },
+                        ]
+                    );
+                },
+            ),
+            (
+                "script defined after the instance tracking it",
+                VI,
+                &["track_script = ['chk']", "[[vrrp_script]]", "name = 'chk'", "script = 'true'"],
+                |vrrp| {
+                    assert_eq!(vrrp.instances[0].track_script[0].script, "chk");
+                    assert_eq!(vrrp.scripts[0].location, Location::new(7, 1));
+                },
+            ),
+            (
+                "authentication as a standard table, type in lower case",
+                VI,
+                &["[vrrp_instance.authentication]", "auth_type = 'pass'", "auth_pass = '12345678'"],
+                |vrrp| {
+                    assert_eq!(vrrp.instances[0].auth_pass.as_deref(), Some("12345678"));
+                },
+            ),
+            ("script defaults", SCRIPT, &[], |vrrp| {
+                let script = &vrrp.scripts[0];
+                assert_eq!(script.script, "/bin/true");
+                assert_eq!(
+                    (script.interval, script.timeout),
+                    (Duration::from_secs(1), Duration::from_secs(1))
+                );
+                assert_eq!((script.weight, script.rise, script.fall), (0, 1, 1));
+            }),
+            ("script timeout follows its interval", SCRIPT, &["interval = 2.5"], |vrrp| {
+                assert_eq!(vrrp.scripts[0].timeout, Duration::from_millis(2500));
+            }),
+            (
+                "inline arrays of tables",
+                &[],
+                &[
+                    "vrrp_script = [{ name = 'chk', script = 'true', weight = 2 }]",
+                    "vrrp_instance = [{ name = 'VI_1', interface = 'eth0', virtual_router_id = 1,",
+                    "  virtual_ipaddress = ['192.0.2.100'], track_script = ['chk'] }]",
+                    "vrrp_sync_group = [{ name = 'G', group = ['VI_1'] }]",
+                ],
+                |vrrp| {
+                    assert_eq!(vrrp.scripts[0].location, Location::new(1, 16));
+                    assert_eq!(vrrp.instances[0].location, Location::new(2, 18));
+                    assert_eq!(vrrp.sync_groups[0].group, ["VI_1"]);
+                },
+            ),
+        ];
+        for (name, base, extra, check) in cases {
+            let config = parse_ok(&[*base, *extra].concat());
+            assert!(!config.vrrp.instances.is_empty() || !config.vrrp.scripts.is_empty(), "{name}");
+            check(&config.vrrp);
+        }
+    }
+
+    /// The example of the issue that asked for VRRP: must parse as-is, into exactly this model.
+    #[test]
+    fn contract_example_parses_into_the_model() {
+        let text = r#"[[vrrp_instance]]
+name = "VI_1"
+state = "BACKUP"
+interface = "eth0"
+virtual_router_id = 51
+priority = 90
+advert_int = 1
+version = 2
+virtual_ipaddress = ["192.0.2.100/24"]
+"#;
+        let at = Location::new;
+        let expected = Config {
+            source: "test.toml".into(),
+            dataplane: DataplaneSettings::default(),
+            virtual_servers: Vec::new(),
+            vrrp: VrrpConfig {
+                instances: vec![VrrpInstance {
+                    name: "VI_1".to_owned(),
+                    initial_master: false,
+                    interface: "eth0".to_owned(),
+                    virtual_router_id: 51,
+                    priority: 90,
+                    advert_int: Duration::from_secs(1),
+                    version: 2,
+                    virtual_ipaddress: vec![VirtualAddress {
+                        address: "192.0.2.100".parse().unwrap(),
+                        prefix: 24,
+                    }],
+                    preempt: true,
+                    preempt_delay: Duration::ZERO,
+                    unicast_peer: Vec::new(),
+                    unicast_src_ip: None,
+                    auth_pass: None,
+                    track_interface: Vec::new(),
+                    track_script: Vec::new(),
+                    notify_master: None,
+                    notify_backup: None,
+                    notify_fault: None,
+                    notify_stop: None,
+                    notify: None,
+                    garp_master_repeat: 5,
+                    garp_master_refresh_delay: Duration::from_secs(5),
+                    location: at(1, 1),
+                }],
+                scripts: Vec::new(),
+                sync_groups: Vec::new(),
+            },
+            vrrp_locations: VrrpLocations {
+                instances: vec![VrrpInstanceLocations {
+                    name: at(2, 8),
+                    state: at(3, 9),
+                    interface: at(4, 13),
+                    virtual_router_id: at(5, 21),
+                    priority: at(6, 12),
+                    advert_int: at(7, 14),
+                    version: at(8, 11),
+                    virtual_ipaddress: vec![at(9, 22)],
+                    ..VrrpInstanceLocations::all_at(at(1, 1))
+                }],
+            },
+        };
+        let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
+        assert_eq!(config, expected);
+        assert_eq!(notices(&config), Vec::new());
+    }
+
+    /// A file using every VRRP key, into exactly this model.
+    #[test]
+    fn every_setting_parses_into_the_model() {
+        let text = r#"[[vrrp_script]]
+name = "chk_nginx"
+script = "/usr/bin/pgrep nginx"
+interval = 2
+timeout = 1.5
+weight = -20
+rise = 2
+fall = 3
+
+[[vrrp_instance]]
+name = "VI_1"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_int = 0.5
+version = 3
+virtual_ipaddress = ["192.0.2.100/24", "192.0.2.101"]
+nopreempt = true
+preempt_delay = 30
+unicast_src_ip = "192.0.2.1"
+unicast_peer = ["192.0.2.2", "192.0.2.3"]
+track_interface = ["eth1", { name = "eth0", weight = -50 }]
+track_script = [{ name = "chk_nginx", weight = 10 }]
+notify_master = "/etc/lb/notify.sh master"
+notify_backup = "/etc/lb/notify.sh backup"
+notify_fault = "/etc/lb/notify.sh fault"
+notify_stop = "/etc/lb/notify.sh stop"
+notify = "/etc/lb/notify.sh"
+garp_master_repeat = 3
+garp_master_refresh_delay = 10
+
+[[vrrp_instance]]
+name = "VI_2"
+interface = "eth1"
+virtual_router_id = 52
+virtual_ipaddress = ["192.0.2.200/24"]
+authentication = { auth_type = "PASS", auth_pass = "s3cret" }
+track_script = ["chk_nginx"]
+
+[[vrrp_sync_group]]
+name = "G1"
+group = ["VI_1", "VI_2"]
+notify_master = "/etc/lb/group.sh master"
+notify_backup = "/etc/lb/group.sh backup"
+notify_fault = "/etc/lb/group.sh fault"
+"#;
+        let at = Location::new;
+        let ip = |text: &str| -> IpAddr { text.parse().unwrap() };
+        let vip = |text: &str, prefix| VirtualAddress { address: ip(text), prefix };
+        let command = |text: &str| Some(text.to_owned());
+        let script = VrrpScript {
+            name: "chk_nginx".to_owned(),
+            script: "/usr/bin/pgrep nginx".to_owned(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(1500),
+            weight: -20,
+            rise: 2,
+            fall: 3,
+            location: at(1, 1),
+        };
+        let first = VrrpInstance {
+            name: "VI_1".to_owned(),
+            initial_master: true,
+            interface: "eth0".to_owned(),
+            virtual_router_id: 51,
+            priority: 150,
+            advert_int: Duration::from_millis(500),
+            version: 3,
+            virtual_ipaddress: vec![vip("192.0.2.100", 24), vip("192.0.2.101", 32)],
+            preempt: false,
+            preempt_delay: Duration::from_secs(30),
+            unicast_peer: vec![ip("192.0.2.2"), ip("192.0.2.3")],
+            unicast_src_ip: Some(ip("192.0.2.1")),
+            auth_pass: None,
+            track_interface: vec![
+                TrackInterface { name: "eth1".to_owned(), weight: 0 },
+                TrackInterface { name: "eth0".to_owned(), weight: -50 },
+            ],
+            track_script: vec![TrackScript { script: "chk_nginx".to_owned(), weight: Some(10) }],
+            notify_master: command("/etc/lb/notify.sh master"),
+            notify_backup: command("/etc/lb/notify.sh backup"),
+            notify_fault: command("/etc/lb/notify.sh fault"),
+            notify_stop: command("/etc/lb/notify.sh stop"),
+            notify: command("/etc/lb/notify.sh"),
+            garp_master_repeat: 3,
+            garp_master_refresh_delay: Duration::from_secs(10),
+            location: at(10, 1),
+        };
+        let second = VrrpInstance {
+            name: "VI_2".to_owned(),
+            initial_master: false,
+            interface: "eth1".to_owned(),
+            virtual_router_id: 52,
+            priority: 100,
+            advert_int: Duration::from_secs(1),
+            version: 2,
+            virtual_ipaddress: vec![vip("192.0.2.200", 24)],
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            unicast_peer: Vec::new(),
+            unicast_src_ip: None,
+            auth_pass: Some("s3cret".to_owned()),
+            track_interface: Vec::new(),
+            track_script: vec![TrackScript { script: "chk_nginx".to_owned(), weight: None }],
+            notify_master: None,
+            notify_backup: None,
+            notify_fault: None,
+            notify_stop: None,
+            notify: None,
+            garp_master_repeat: 5,
+            garp_master_refresh_delay: Duration::from_secs(5),
+            location: at(33, 1),
+        };
+        let group = VrrpSyncGroup {
+            name: "G1".to_owned(),
+            group: vec!["VI_1".to_owned(), "VI_2".to_owned()],
+            notify_master: command("/etc/lb/group.sh master"),
+            notify_backup: command("/etc/lb/group.sh backup"),
+            notify_fault: command("/etc/lb/group.sh fault"),
+            location: at(41, 1),
+        };
+        let locations = VrrpLocations {
+            instances: vec![
+                VrrpInstanceLocations {
+                    section: at(10, 1),
+                    name: at(11, 8),
+                    state: at(12, 9),
+                    interface: at(13, 13),
+                    virtual_router_id: at(14, 21),
+                    priority: at(15, 12),
+                    advert_int: at(16, 14),
+                    version: at(17, 11),
+                    virtual_ipaddress: vec![at(18, 22), at(18, 40)],
+                    unicast_src_ip: at(21, 18),
+                    unicast_peer: vec![at(22, 17), at(22, 30)],
+                    authentication: at(10, 1),
+                    track_interface: vec![at(23, 20), at(23, 37)],
+                },
+                VrrpInstanceLocations {
+                    name: at(34, 8),
+                    interface: at(35, 13),
+                    virtual_router_id: at(36, 21),
+                    virtual_ipaddress: vec![at(37, 22)],
+                    authentication: at(38, 18),
+                    ..VrrpInstanceLocations::all_at(at(33, 1))
+                },
+            ],
+        };
+        let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
+        assert_eq!(
+            config.vrrp,
+            VrrpConfig {
+                instances: vec![first, second],
+                scripts: vec![script],
+                sync_groups: vec![group]
+            }
+        );
+        assert_eq!(config.vrrp_locations, locations);
+    }
+
+    /// Every error is reported, and a section with one is left out of the model; the names of
+    /// sections left out still count, so references to them are not errors too.
+    #[test]
+    fn all_errors_are_reported_and_sections_left_out() {
+        let text = doc(&[
+            "[[vrrp_script]]",
+            "name = 'chk'",
+            "script = '/bin/true'",
+            "rise = 0",
+            "[[vrrp_instance]]",
+            "name = 'VI_1'",
+            "interface = 'eth0'",
+            "virtual_router_id = 51",
+            "priority = 300",
+            "virtual_ipaddress = ['192.0.2.100']",
+            "track_script = ['chk']",
+            "[[vrrp_instance]]",
+            "name = 'VI_2'",
+            "interface = 'eth1'",
+            "virtual_router_id = 52",
+            "virtual_ipaddress = ['192.0.2.200']",
+            "[[vrrp_sync_group]]",
+            "name = 'G1'",
+            "group = ['VI_1', 'VI_2', 'VI_9']",
+        ]);
+        let (config, errors) = super::super::parse(&text, Path::new("test.toml"));
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "test.toml:4:8: `rise` must be between 1 and 4294967295, found 0",
+                "test.toml:9:12: `priority` must be between 1 and 255, found 300",
+                "test.toml:19:26: no vrrp_instance is named `VI_9`; did you mean `VI_1`?",
+            ]
+        );
+        assert!(config.vrrp.scripts.is_empty());
+        let names: Vec<&str> = config.vrrp.instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["VI_2"]);
+        assert_eq!(config.vrrp_locations.instances.len(), 1);
+        assert_eq!(config.vrrp_locations.instances[0].name, Location::new(13, 8));
+        assert!(config.vrrp.sync_groups.is_empty());
+    }
+
+    #[test]
+    fn misplaced_keys() {
+        // Every key of one section that another takes gets a message saying where it belongs.
+        for &key in SCRIPT_KEYS.iter().filter(|k| !INSTANCE_KEYS.contains(k)) {
+            assert!(misplaced_in_instance(key).is_some(), "{key}");
+        }
+        for &key in INSTANCE_KEYS.iter().filter(|k| !SCRIPT_KEYS.contains(k)) {
+            assert!(misplaced_in_script(key).is_some(), "{key}");
+        }
+        for &key in INSTANCE_KEYS.iter().filter(|k| !SYNC_GROUP_KEYS.contains(k)) {
+            assert!(misplaced_in_sync_group(key).is_some(), "{key}");
+        }
+        // An unsupported keyword is never one lb takes.
+        for key in UNSUPPORTED_INSTANCE_KEYWORDS {
+            assert!(!INSTANCE_KEYS.contains(key), "{key}");
+        }
+    }
+}
