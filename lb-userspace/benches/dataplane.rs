@@ -285,6 +285,8 @@ fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
         .collect();
     let ring = maglev::build(&backends, TABLE_SIZE, u64::from(lb_common::DEFAULT_HASH_SEED));
     ServiceDesired {
+        active: true,
+        vrrp_instance: None,
         key: VirtualServerKey { vip, port: PORT, protocol: Protocol::Tcp },
         scheduler: "mh".into(),
         interface: "lo".into(),
@@ -912,11 +914,13 @@ fn reconcile_rows() -> anyhow::Result<Vec<Row>> {
             RealHealth { up: round % 2 == 0, weight: None, latency: None, message: String::new() },
         );
         let start = Instant::now();
+        let vrrp = lb::desired::VrrpStates::default();
         let desired = desired_state(&Inputs {
             config: &config,
             host: &host,
             health: &health,
             overrides: &overrides,
+            vrrp: &vrrp,
         });
         dp.apply(&desired).context("apply")?;
         if round > 0 {

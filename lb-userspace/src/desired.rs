@@ -25,6 +25,14 @@ pub struct Inputs<'a> {
     pub host: &'a HostFacts,
     pub health: &'a HealthSnapshot,
     pub overrides: &'a Overrides,
+    pub vrrp: &'a VrrpStates,
+}
+
+/// Which VRRP instances are MASTER here. A service whose VIP belongs to an instance forwards only
+/// while that instance is MASTER; a director with no instance forwards always.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VrrpStates {
+    pub masters: std::collections::HashSet<String>,
 }
 
 /// What the host looked like when the state was computed.
@@ -68,6 +76,11 @@ pub struct Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceDesired {
     pub key: VirtualServerKey,
+    /// False while the VRRP instance owning the VIP is not MASTER: the dataplane leaves the
+    /// service out (and detaches from interfaces with no active service).
+    pub active: bool,
+    /// The VRRP instance whose `virtual_ipaddress` holds the VIP, if any.
+    pub vrrp_instance: Option<String>,
     /// Scheduler as configured (`mh`, `wrr`, ...); the XDP path always uses weighted Maglev.
     pub scheduler: String,
     pub interface: String,
@@ -205,15 +218,17 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
         .iter()
         .map(|vs| {
             let key = vs.key();
+            let vrrp_instance = config.vrrp.instance_for(vs.vip).map(|i| i.name.clone());
+            let active = vrrp_instance.as_ref().is_none_or(|n| inputs.vrrp.masters.contains(n));
             let iface = host.interfaces.get(&vs.interface);
-            if let Some(i) = iface {
+            if let Some(i) = iface.filter(|_| active) {
                 interfaces.insert(i.name.clone(), i.clone());
             }
             let ifindex = iface.map(|i| i.ifindex);
             let reals: Vec<RealDesired> =
                 vs.real_servers.iter().map(|rs| real_desired(inputs, key, rs, ifindex)).collect();
             let sorry = vs.sorry_server.as_ref().map(|rs| real_desired(inputs, key, rs, ifindex));
-            for r in reals.iter().chain(sorry.as_ref()) {
+            for r in reals.iter().chain(sorry.as_ref()).filter(|_| active) {
                 if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx)) {
                     tx.insert(i.name.clone(), i.clone());
                 }
@@ -226,6 +241,8 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
             };
             ServiceDesired {
                 key,
+                active,
+                vrrp_instance,
                 scheduler: vs.lb_algo.clone(),
                 interface: vs.interface.clone(),
                 ifindex,
@@ -298,8 +315,10 @@ weight = 2
     static NO_OVERRIDES: std::sync::LazyLock<Overrides> =
         std::sync::LazyLock::new(Overrides::default);
 
+    static NO_VRRP: std::sync::LazyLock<VrrpStates> = std::sync::LazyLock::new(VrrpStates::default);
+
     fn inputs<'a>(config: &'a Config, host: &'a HostFacts) -> Inputs<'a> {
-        Inputs { config, host, health: &NO_HEALTH, overrides: &NO_OVERRIDES }
+        Inputs { config, host, health: &NO_HEALTH, overrides: &NO_OVERRIDES, vrrp: &NO_VRRP }
     }
 
     fn host(with_macs: &[&str]) -> HostFacts {
@@ -450,7 +469,13 @@ weight = 2
             for (last, o) in overrides {
                 ov.0.insert(id(last), o);
             }
-            let d = desired_state(&Inputs { config: &cfg, host: &h, health: &hs, overrides: &ov });
+            let d = desired_state(&Inputs {
+                config: &cfg,
+                host: &h,
+                health: &hs,
+                overrides: &ov,
+                vrrp: &NO_VRRP,
+            });
             let s = &d.services[0];
             let got: Vec<(RealState, u32, bool)> =
                 s.reals.iter().map(|r| (r.state, r.weight, r.keeps_flows)).collect();
@@ -466,5 +491,36 @@ weight = 2
             };
             assert_eq!(in_ring, expect, "{name}: table members");
         }
+    }
+
+    #[test]
+    fn services_forward_only_while_their_vrrp_instance_is_master() {
+        let conf = format!(
+            "{CONF}[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"192.0.2.100/24\"]\n\
+             [[virtual_server]]\nvip = \"192.0.2.200\"\nport = 80\ninterface = \"eth0\"\n\
+             [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"
+        );
+        let cfg = config::parse_toml(&conf, Path::new("t.toml"), &AnyHost).expect("valid");
+        let h = host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]);
+        // (masters, service 0 active, service 1 active (no instance), interfaces attached)
+        let cases: &[(&[&str], bool, bool, usize)] =
+            &[(&[], false, true, 1), (&["VI_1"], true, true, 1), (&["VI_2"], false, true, 1)];
+        for (masters, a0, a1, ifaces) in cases {
+            let vrrp = VrrpStates { masters: masters.iter().map(|m| (*m).to_owned()).collect() };
+            let d = desired_state(&Inputs { vrrp: &vrrp, ..inputs(&cfg, &h) });
+            assert_eq!(d.services[0].vrrp_instance.as_deref(), Some("VI_1"));
+            assert_eq!((d.services[0].active, d.services[1].active), (*a0, *a1), "{masters:?}");
+            assert_eq!(d.interfaces.len(), *ifaces);
+        }
+        // Only a service of a non-master instance: nothing to attach.
+        let only = format!(
+            "{CONF}[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"192.0.2.100/24\"]\n"
+        );
+        let cfg = config::parse_toml(&only, Path::new("t.toml"), &AnyHost).expect("valid");
+        let d = desired_state(&inputs(&cfg, &h));
+        assert!(
+            d.interfaces.is_empty() && d.tx_interfaces.is_empty(),
+            "backup director attaches nothing"
+        );
     }
 }

@@ -26,7 +26,7 @@ use crate::{
         Dataplane,
         xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
     },
-    desired::{Desired, HostFacts, Inputs, RealState, desired_state, real_ifindex},
+    desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
     health::{DEFAULT_CONCURRENCY, HealthMonitor, monitored_reals, state::HealthSnapshot},
     metrics,
     net::{iface, neigh, route},
@@ -60,6 +60,8 @@ struct Shared {
     facts: HostFacts,
     /// `lb drain/undrain/weight` changes, cleared by a reload.
     overrides: Overrides,
+    /// VRRP instances that are MASTER here.
+    vrrp: VrrpStates,
     health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
@@ -155,6 +157,7 @@ impl Shared {
             host: &self.facts,
             health: &self.health,
             overrides: &self.overrides,
+            vrrp: &self.vrrp,
         })
     }
 
@@ -228,6 +231,7 @@ impl Shared {
             host: &facts,
             health: &self.health,
             overrides: &overrides,
+            vrrp: &self.vrrp,
         });
         if let Err(e) = self.dataplane.apply(&desired) {
             // Put back what was running; the old state was applied before, so this succeeds
@@ -384,11 +388,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Reals start as the checkers say (`alpha`: down until their checks pass).
     let health = health_rx.borrow_and_update().clone();
     let overrides = Overrides::default();
+    // VRRP-owned services start inactive: the instances start in BACKUP.
+    let vrrp = VrrpStates::default();
     let desired = desired_state(&Inputs {
         config: &config,
         host: &facts,
         health: &health,
         overrides: &overrides,
+        vrrp: &vrrp,
     });
     if let Err(e) = dataplane.apply(&desired) {
         // Never run half-configured: undo what was attached.
@@ -410,6 +417,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         config,
         facts,
         overrides,
+        vrrp,
         health,
         desired,
         dataplane: Box::new(dataplane),

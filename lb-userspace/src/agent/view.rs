@@ -49,6 +49,8 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
                     new_flows: svc.new_flows,
                     backends: s.reals.iter().map(backend).collect(),
                     sorry_server: s.sorry.as_ref().map(backend),
+                    active: s.active,
+                    vrrp_instance: s.vrrp_instance.clone(),
                 }
             })
             .collect(),

@@ -16,9 +16,13 @@ pub fn backends(v: &BackendsView) -> String {
         "  -> RemoteAddress:Port           Forward Weight State      Flows      Packets    Bytes"
     );
     for s in &v.services {
+        let standby = match (&s.vrrp_instance, s.active) {
+            (Some(i), false) => format!(", standby: {i} is not MASTER"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{:<4} {} {} ({} on {})",
+            "{:<4} {} {} ({} on {}{standby})",
             s.protocol.to_uppercase(),
             endpoint(&s.vip, s.port),
             s.scheduler,
@@ -141,6 +145,8 @@ mod tests {
                 bytes: 300,
                 new_flows: 2,
                 sorry_server: None,
+                active: true,
+                vrrp_instance: None,
                 backends: vec![BackendView {
                     address: "2001:db8::11".into(),
                     port: 80,

@@ -70,6 +70,16 @@ pub struct ServiceView {
     /// Takes new flows only when no real server can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sorry_server: Option<BackendView>,
+    /// False while the VRRP instance holding the VIP is not MASTER here (not forwarding).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// The VRRP instance whose virtual_ipaddress holds the VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_instance: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -222,6 +232,8 @@ mod tests {
                     check_latency: None,
                 }],
                 sorry_server: None,
+                active: true,
+                vrrp_instance: None,
             }],
         };
         let j = serde_json::to_value(&v).expect("serialise");

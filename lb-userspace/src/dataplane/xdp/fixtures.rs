@@ -84,6 +84,8 @@ fn service(
     }
     let mut s = ServiceDesired {
         key: VirtualServerKey { vip, port, protocol },
+        active: true,
+        vrrp_instance: None,
         scheduler: "mh".into(),
         interface: "lo".into(),
         ifindex: Some(1),

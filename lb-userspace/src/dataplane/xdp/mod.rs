@@ -662,13 +662,14 @@ impl Dataplane for XdpDataplane {
         self.sync_globals(&desired.globals)?;
         self.sync_ifaces(desired)?;
         self.sync_vips(desired)?;
-        for svc in &desired.services {
+        // Inactive services (their VRRP instance is not MASTER) are left out entirely.
+        for svc in desired.services.iter().filter(|s| s.active) {
             self.sync_service(svc)?;
         }
         let stale: Vec<VirtualServerKey> = self
             .services
             .keys()
-            .filter(|k| !desired.services.iter().any(|s| s.key == **k))
+            .filter(|k| !desired.services.iter().any(|s| s.active && s.key == **k))
             .copied()
             .collect();
         for key in stale {
