@@ -27,12 +27,21 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, socket, xdp_mode, metrics, format, strict } => {
+        Command::Run { config, socket, xdp_mode, metrics, format, strict, pin_dir, state_file } => {
             init_logging();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            let pinning = pin_dir.map(|dir| lb::dataplane::xdp::Pinning {
+                dir,
+                state_file: state_file.unwrap_or_else(|| {
+                    socket
+                        .parent()
+                        .unwrap_or(std::path::Path::new("/run/lb"))
+                        .join("dataplane.json")
+                }),
+            });
             rt.block_on(agent::run(RunOptions {
                 config,
                 socket,
@@ -40,6 +49,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 metrics,
                 format,
                 strict,
+                pinning,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -112,6 +122,28 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Man { dir } => {
             for page in lb::cli::write_man_pages(&dir)? {
                 println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert { config: path, format } => {
+            match lb::cli::convert::convert(&path, format) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in errors.iter() {
+                        println!("{e}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Realserver { action, vips, dev, state } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let options = lb::net::realserver::Options { vips, dev, state };
+            for line in rt.block_on(lb::net::realserver::run(action, &options))? {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

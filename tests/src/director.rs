@@ -111,6 +111,27 @@ impl LbAgent {
         Ok(())
     }
 
+    /// SIGKILL: the agent dies without cleaning up (a crash).
+    pub fn kill(mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
+    /// `lb status --json`, parsed.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.cli(&["status", "--json"])?)?)
+    }
+
+    /// The state of VRRP instance `name` ("MASTER", "BACKUP", ...), if the agent reports it.
+    pub fn vrrp_state(&self, name: &str) -> Option<String> {
+        let v = self.status().ok()?;
+        v["vrrp"]["instances"].as_array()?.iter().find_map(|i| {
+            (i["name"] == name).then(|| i["state"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+
     /// SIGTERM and wait: the agent must exit 0 (it detaches XDP and removes its socket).
     pub fn stop(mut self) -> Result<String> {
         let Some(mut p) = self.process.take() else { bail!("agent already stopped") };

@@ -5,13 +5,16 @@
 //! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
 //! `/work/shared/docs/testing.md` for the measured facts this follows.
 
+pub mod bpffs;
 pub mod director;
 mod icmp;
+pub mod keepalived;
 pub mod longlived;
 pub mod netns;
 pub mod process;
 pub mod topology;
 
+pub use bpffs::BpfFs;
 pub use director::{LbAgent, count_http, lb_bin};
 pub use longlived::{
     ConnError, ConnErrorKind, ConnReport, LongLived, LongLivedOptions, Report as LongLivedReport,

@@ -24,13 +24,14 @@ use crate::{
     },
     dataplane::{
         Dataplane,
-        xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
+        xdp::{Pinning, XdpDataplane, XdpLimits, XdpModeSetting},
     },
     desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
     health::{DEFAULT_CONCURRENCY, HealthMonitor, monitored_reals, state::HealthSnapshot},
     metrics,
     net::{iface, neigh, route},
     overrides::{self, Override, Overrides, ServiceSelector},
+    vrrp::{self as vrrp_engine, State as VrrpState, VrrpEngine, VrrpStatus},
 };
 
 /// How long start-up waits for real-server MACs before going live with what it has.
@@ -48,6 +49,8 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     pub format: FormatChoice,
     pub strict: bool,
+    /// Pin the dataplane (and adopt a previous agent's) for hitless restarts.
+    pub pinning: Option<Pinning>,
 }
 
 /// Everything the reconciler and the control socket share.
@@ -62,6 +65,8 @@ struct Shared {
     overrides: Overrides,
     /// VRRP instances that are MASTER here.
     vrrp: VrrpStates,
+    /// The engine's last report, for `lb status`.
+    vrrp_status: Option<VrrpStatus>,
     health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
@@ -70,6 +75,8 @@ struct Shared {
     rt: tokio::runtime::Handle,
     netlink: rtnetlink::Handle,
     monitor: Arc<HealthMonitor>,
+    /// The dataplane is pinned (`--pin-dir`): SIGQUIT hands it over instead of stopping it.
+    pinned: bool,
 }
 
 struct AgentHandler(Arc<Mutex<Shared>>);
@@ -146,6 +153,7 @@ impl Shared {
             events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             services: self.desired.services.len(),
             reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
+            vrrp: self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
         };
         Ok((backends, status))
     }
@@ -224,6 +232,11 @@ impl Shared {
     /// nothing: the running state stays as it was.
     fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
         let config = load_config(&self.config_path, self.format, self.strict)?;
+        if config.vrrp != self.config.vrrp {
+            // Restarting instances would give up mastership mid-reload; keepalived users expect
+            // VRRP changes to need a restart too.
+            anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
+        }
         let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
         let overrides = Overrides::default();
         let desired = desired_state(&Inputs {
@@ -377,8 +390,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .context("reading the neighbour table")?;
 
-    let mut dataplane = XdpDataplane::load(opts.xdp_mode, limits_for(&config))
-        .context("loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")?;
+    let mut dataplane =
+        XdpDataplane::load_pinned(opts.xdp_mode, limits_for(&config), opts.pinning.clone())
+            .context(
+                "loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)",
+            )?;
     let monitor = Arc::new(
         HealthMonitor::start(monitored_reals(&config), DEFAULT_CONCURRENCY)
             .context("starting health checks")?,
@@ -418,6 +434,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         facts,
         overrides,
         vrrp,
+        vrrp_status: None,
         health,
         desired,
         dataplane: Box::new(dataplane),
@@ -425,6 +442,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rt: tokio::runtime::Handle::current(),
         netlink: handle.clone(),
         monitor: monitor.clone(),
+        pinned: opts.pinning.is_some(),
     }));
     let server = tokio::spawn(socket.serve(Arc::new(AgentHandler(shared.clone()))));
     let metrics_task = metrics_listener.map(|l| {
@@ -432,7 +450,59 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(l, Arc::new(AgentHandler(shared.clone()))))
     });
 
-    let result = event_loop(&shared, &handle, health_rx).await;
+    // VRRP last: the dataplane is ready before an instance can become MASTER.
+    let engine = if lock(&shared).config.vrrp.instances.is_empty() {
+        None
+    } else {
+        let vrrp = lock(&shared).config.vrrp.clone();
+        // Becoming MASTER: the services go live *before* the engine adds the VIPs and sends
+        // gratuitous ARPs, so no packet for the VIP reaches this host's kernel (which would
+        // answer with a reset). Leaving MASTER goes through the status channel, after the VIPs
+        // are gone, so forwarding continues until then.
+        let s = shared.clone();
+        let on_state: vrrp_engine::OnState = Arc::new(move |change: &vrrp_engine::StateChange| {
+            if change.to != VrrpState::Master {
+                return;
+            }
+            let started = Instant::now();
+            let mut s = lock(&s);
+            if s.vrrp.masters.insert(change.instance.clone()) {
+                match s.reconcile("becoming VRRP master") {
+                    Ok(()) => tracing::info!(
+                        instance = %change.instance,
+                        apply_us = started.elapsed().as_micros() as u64,
+                        "dataplane up before the VIPs"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "bringing the dataplane up")
+                    }
+                }
+            }
+        });
+        let hooks =
+            vrrp_engine::Hooks { on_state: Some(on_state), ..vrrp_engine::Hooks::default() };
+        match VrrpEngine::start(&vrrp, hooks).await {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting VRRP");
+            }
+        }
+    };
+    let vrrp_rx = engine.as_ref().map(VrrpEngine::status);
+    let result = event_loop(&shared, &handle, health_rx, vrrp_rx).await;
+    if matches!(result, Ok(Exit::Handover)) {
+        // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt.
+        server.abort();
+        let _ = server.await;
+        tracing::info!("SIGQUIT: exiting with the dataplane left running for the next agent");
+        return Ok(());
+    }
+    let result = result.map(|_| ());
+    if let Some(e) = engine {
+        // Hand over first (priority-0 adverts, VIPs removed), then stop forwarding.
+        e.stop().await;
+    }
     monitor.stop().await;
 
     server.abort();
@@ -446,11 +516,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Waits for a stop signal while keeping real-server MACs current.
+/// Why the event loop ended.
+enum Exit {
+    /// SIGTERM/SIGINT: stop forwarding and clean up.
+    Stop,
+    /// SIGQUIT with a pinned dataplane: exit, leaving forwarding to the next agent.
+    Handover,
+}
+
 async fn event_loop(
     shared: &Arc<Mutex<Shared>>,
     handle: &rtnetlink::Handle,
     mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
-) -> anyhow::Result<()> {
+    mut vrrp: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
+) -> anyhow::Result<Exit> {
+    let mut quit = signal(SignalKind::quit())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -458,8 +538,53 @@ async fn event_loop(
     let mut last_probe = Instant::now();
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(Exit::Stop); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(Exit::Stop); }
+            _ = quit.recv() => {
+                if lock(shared).pinned {
+                    return Ok(Exit::Handover);
+                }
+                tracing::warn!("SIGQUIT without --pin-dir: stopping (nothing could be handed over)");
+                return Ok(Exit::Stop);
+            }
+            changed = async {
+                match vrrp.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(rx) = vrrp.as_mut() else { continue };
+                if changed.is_err() {
+                    vrrp = None;
+                    continue;
+                }
+                let status = rx.borrow_and_update().clone();
+                let masters: std::collections::HashSet<String> = status
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == VrrpState::Master)
+                    .map(|i| i.name.clone())
+                    .collect();
+                let s = shared.clone();
+                let started = Instant::now();
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut s = lock(&s);
+                    let changed = s.vrrp.masters != masters;
+                    s.vrrp = VrrpStates { masters };
+                    s.vrrp_status = Some(status);
+                    if changed { s.reconcile("VRRP state change").map(|()| true) } else { Ok(false) }
+                })
+                .await;
+                match result {
+                    Ok(Ok(true)) => tracing::info!(
+                        apply_us = started.elapsed().as_micros() as u64,
+                        "VRRP state change in the dataplane"
+                    ),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a VRRP change"),
+                    Err(e) => tracing::error!(error = %e, "VRRP task failed"),
+                }
+            }
             changed = health.changed() => {
                 if changed.is_err() {
                     continue;

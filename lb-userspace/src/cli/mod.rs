@@ -1,5 +1,6 @@
 //! The `lb` command line. Subcommand and flag names are a contract with operators and scripts.
 
+pub mod convert;
 pub mod load;
 pub mod render;
 
@@ -7,12 +8,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use self::load::FormatChoice;
 use crate::{
     control::DEFAULT_SOCKET,
     dataplane::xdp::XdpModeSetting,
+    net::realserver::{self, Action as RealserverAction},
     overrides::{ServiceSelector, parse_real},
 };
 
@@ -45,6 +47,14 @@ pub enum Command {
         /// Refuse a keepalived.conf that has warnings (keywords accepted but not acted on).
         #[arg(long)]
         strict: bool,
+        /// Pin the XDP program's maps and links in this bpffs folder (e.g. /sys/fs/bpf/lb), so a
+        /// killed or restarted agent leaves forwarding running and the next one adopts it.
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// Where the agent keeps its bookkeeping for adoption (default: dataplane.json next to
+        /// the control socket).
+        #[arg(long, value_name = "FILE", requires = "pin_dir")]
+        state_file: Option<PathBuf>,
     },
     /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error.
     Check {
@@ -120,6 +130,33 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Print a configuration file (TOML or keepalived.conf) as native TOML, with a note for each
+    /// warning; exit 1 with every error, located, if it is invalid.
+    Convert {
+        /// Configuration file (TOML or keepalived.conf).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Config format: detected from the content by default.
+        #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
+        format: FormatChoice,
+    },
+    /// Make this host a real server of a DR director, or undo it: `up` adds the VIPs to `lo` and
+    /// keeps the host from answering ARP for them (saving the settings it changes), `down`
+    /// removes them and restores the settings. Running either twice changes nothing more.
+    Realserver {
+        /// `up` or `down`.
+        #[arg(value_enum)]
+        action: RealserverAction,
+        /// A virtual IP, IPv4 or IPv6; repeat the option for several.
+        #[arg(long = "vip", value_name = "ADDR", required = true)]
+        vips: Vec<IpAddr>,
+        /// The interface that holds the VIPs.
+        #[arg(long, value_name = "IFNAME", default_value = realserver::DEFAULT_DEV)]
+        dev: String,
+        /// Where `up` saves what `down` restores.
+        #[arg(long, value_name = "PATH", default_value = realserver::DEFAULT_STATE)]
+        state: PathBuf,
+    },
     /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
     Status {
         /// Control socket of the running agent.
@@ -183,6 +220,8 @@ mod tests {
             (&["lb", "check", "-c", "k.conf", "--format", "keepalived", "--strict"], true),
             (&["lb", "check", "-c", "k.conf", "--format", "yaml"], false),
             (&["lb", "run", "-c", "k.conf", "--format", "keepalived"], true),
+            (&["lb", "run", "-c", "x.toml", "--pin-dir", "/sys/fs/bpf/lb"], true),
+            (&["lb", "run", "-c", "x.toml", "--state-file", "/run/lb/s.json"], false),
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "backends", "--stats"], true),
@@ -201,6 +240,18 @@ mod tests {
             (&["lb", "reload", "--socket", "/tmp/s"], true),
             (&["lb", "frobnicate"], false),
             (&["lb", "man", "--dir", "/tmp/x"], true),
+            (&["lb", "convert", "-c", "/etc/keepalived/keepalived.conf"], true),
+            (&["lb", "convert", "--config", "k.conf", "--format", "keepalived"], true),
+            (&["lb", "convert", "-c", "k.conf", "--format", "yaml"], false),
+            (&["lb", "convert"], false),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100"], true),
+            (&["lb", "realserver", "down", "--vip", "192.0.2.100", "--vip", "2001:db8::100"], true),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--dev", "dummy0"], true),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--state", "/tmp/rs.json"], true),
+            (&["lb", "realserver", "up"], false),
+            (&["lb", "realserver", "sideways", "--vip", "192.0.2.100"], false),
+            (&["lb", "realserver", "up", "--vip", "nonsense"], false),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100/32"], false),
         ];
         for (argv, ok) in cases {
             assert_eq!(Cli::try_parse_from(*argv).is_ok(), *ok, "{argv:?}");

@@ -110,6 +110,31 @@ pub fn status(v: &StatusView) -> String {
             a.interface, a.ifindex, a.mode, a.program_id
         );
     }
+    if let Some(vrrp) = &v.vrrp {
+        let _ = writeln!(out, "vrrp:");
+        for i in vrrp["instances"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  {} (vrid {}, v{}, {}): {} prio {} (base {}), master {} (prio {}), advert {}s, down {}s, sent {} received {} rejected {}",
+                i["name"].as_str().unwrap_or("?"),
+                i["vrid"],
+                i["version"],
+                i["interface"].as_str().unwrap_or("?"),
+                i["state"].as_str().unwrap_or("?"),
+                i["effective_priority"],
+                i["base_priority"],
+                i["master"].as_str().unwrap_or("-"),
+                i["master_priority"],
+                i["advert_int"],
+                i["master_down_interval"],
+                i["counters"]["adverts_sent"],
+                i["counters"]["adverts_received"],
+                i["counters"]["rejected"]
+                    .as_object()
+                    .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()),
+            );
+        }
+    }
     let _ = writeln!(out, "maps:");
     for m in &v.dataplane.maps {
         let used = m.used.map(|u| u.to_string()).unwrap_or_else(|| "-".into());

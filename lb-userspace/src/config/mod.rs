@@ -6,6 +6,7 @@
 //! each as `FILE:LINE:COL: message` pointing at the offending key or value. A valid configuration
 //! may still get [`notices`]: settings that work, but not as their words suggest.
 
+mod emit;
 mod error;
 pub mod health;
 mod host;
@@ -18,6 +19,7 @@ pub mod vrrp;
 
 use std::path::Path;
 
+pub use emit::emit;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostView, SystemHost};
 pub use keepalived::{Format, Loaded, Warning};

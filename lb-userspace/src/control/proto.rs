@@ -135,6 +135,9 @@ pub struct StatusView {
     pub events: BTreeMap<String, u64>,
     pub services: usize,
     pub reals: usize,
+    /// VRRP instances: state, priorities, master, timers, counters (absent without instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,13 @@ pub enum DataplaneError {
     Exhausted { what: &'static str, detail: String },
     #[error("this lb binary was built with AYA_BUILD_SKIP and embeds no XDP program")]
     NoProgram,
+    #[error(
+        "pinned dataplane in {dir} does not match this build ({detail}); stop the agent that \
+         owns it with SIGTERM, or remove {dir}, before starting this one"
+    )]
+    PinnedLayout { dir: std::path::PathBuf, detail: String },
+    #[error("pinned dataplane: {0}")]
+    Pin(String),
 }
 
 /// A forwarding backend.

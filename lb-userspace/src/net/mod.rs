@@ -2,6 +2,7 @@
 
 pub mod iface;
 pub mod neigh;
+pub mod realserver;
 pub mod route;
 
 /// A MAC address; formatted the way `ip link` prints it.

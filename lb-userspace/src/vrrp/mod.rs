@@ -1,13 +1,26 @@
 //! An embedded VRRP engine, wire-compatible with keepalived, so a pair of directors can fail over
 //! without running keepalived next to `lb`.
 //!
-//! This is the pure core: [`packet`] encodes and validates adverts, [`machine`] is the RFC 5798
-//! state machine driven by events and a caller-supplied clock, and [`frame`] unwraps captured
-//! frames. Sockets, timers and address/netlink changes live in the layer that wraps these.
+//! The pure core: [`packet`] encodes and validates adverts, [`machine`] is the RFC 5798 state
+//! machine driven by events and a caller-supplied clock, and [`frame`] unwraps captured frames.
+//!
+//! The I/O layer around it: [`runner::VrrpEngine`] runs one task per instance, with raw VRRP
+//! sockets ([`socket`]), VIPs on the interface ([`vip`]), gratuitous ARPs / unsolicited NAs
+//! ([`announce`]), tracked interfaces and scripts ([`track`]) and notify scripts ([`notify`]),
+//! publishing a [`status::VrrpStatus`] watch.
 
+pub mod announce;
 pub mod frame;
 pub mod machine;
+#[cfg(test)]
+mod netns_tests;
+pub mod notify;
 pub mod packet;
+pub mod runner;
+pub mod socket;
+pub mod status;
+pub mod track;
+pub mod vip;
 
 pub use machine::{
     Action, Event, Garp, IgnoreReason, Instance, MasterInfo, OWNER_PRIORITY, Settings,
@@ -17,3 +30,5 @@ pub use packet::{
     Advert, Auth, ChecksumForm, EncodeError, Expect, Family, IpMeta, Kind, Note, PacketError,
     Received, Version,
 };
+pub use runner::{Hooks, OnState, StateChange, VrrpEngine};
+pub use status::{Counters, InstanceStatus, VrrpStatus};

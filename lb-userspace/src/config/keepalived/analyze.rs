@@ -42,10 +42,13 @@ pub(super) fn analyze(statements: &[Stmt], source: &Path, diags: &mut Diags) -> 
         }
     }
     vrrp::check_references(&mut cx, &vrrp_data);
+    let (vrrp_config, vrrp_locations) = vrrp::model(&mut cx, &vrrp_data);
     let virtual_servers = lvs::build(&mut cx, &specs, &groups, &vrrp_data);
     // Every other section of the model at its default, whatever sections the model has: what
     // the native front end makes of an empty file.
     let (mut config, _) = super::super::toml::parse("", source);
     config.virtual_servers = virtual_servers;
+    config.vrrp = vrrp_config;
+    config.vrrp_locations = vrrp_locations;
     config
 }

@@ -400,8 +400,11 @@ pub(super) fn check_model(
         });
     // keepalived spreads the first checks over delay_loop unless told otherwise.
     let warmup = levels.iter().find_map(|d| d.warmup).unwrap_or(delay_loop);
-    let connect_timeout =
-        levels.iter().find_map(|d| d.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    // MISC_CHECK connects to nothing: its time limit is `misc_timeout`.
+    let connect_timeout = match spec.checker {
+        Checker::Misc => DEFAULT_CONNECT_TIMEOUT,
+        _ => levels.iter().find_map(|d| d.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    };
     let virtualhost =
         spec.virtualhost.clone().or_else(|| levels.iter().find_map(|d| d.virtualhost.clone()));
     if let Some((_, written)) = spec.connect_ip {

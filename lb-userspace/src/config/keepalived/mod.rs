@@ -9,8 +9,8 @@
 //!    are tokens wherever they are, non-breaking and full-width spaces counted as spaces.
 //! 2. [`tree`] groups the tokens into statements (a keyword, its values, optionally a block).
 //! 3. [`analyze`] walks the statements with keepalived's keyword lists ([`keywords`]): the LVS part
-//!    ([`lvs`], [`checkers`]) becomes the model, `global_defs` and the VRRP blocks ([`vrrp`]) are
-//!    checked and kept only as far as they tell which interface a virtual IP arrives on.
+//!    ([`lvs`], [`checkers`]) and the VRRP blocks with `global_defs` ([`vrrp`]) become the model;
+//!    the VRRP instances also tell which interface a virtual IP arrives on.
 //! 4. The shared [`validate`] rules run on the model, and [`notices`] are gathered.
 //!
 //! Every location is a line in one *virtual* line space in which each file read gets its own
@@ -64,7 +64,8 @@ impl fmt::Display for Format {
 }
 
 /// Something in a valid keepalived.conf that lb accepts but does not act on as keepalived would
-/// (a keyword it does not implement, a VRRP block), located like an error. `lb check` prints
+/// (a keyword it does not implement, a keepalived default that may surprise), located like an
+/// error. `lb check` prints
 /// them; `--strict` makes them errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -341,6 +342,40 @@ impl Sources {
 
 /// Applies `place` to every location of `config`.
 fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
+    let vrrp = &mut config.vrrp;
+    for instance in &mut vrrp.instances {
+        instance.location = place(instance.location);
+    }
+    for script in &mut vrrp.scripts {
+        script.location = place(script.location);
+    }
+    for group in &mut vrrp.sync_groups {
+        group.location = place(group.location);
+    }
+    for at in &mut config.vrrp_locations.instances {
+        for location in [
+            &mut at.section,
+            &mut at.name,
+            &mut at.state,
+            &mut at.interface,
+            &mut at.virtual_router_id,
+            &mut at.priority,
+            &mut at.advert_int,
+            &mut at.version,
+            &mut at.unicast_src_ip,
+            &mut at.authentication,
+        ] {
+            *location = place(*location);
+        }
+        for location in at
+            .virtual_ipaddress
+            .iter_mut()
+            .chain(&mut at.unicast_peer)
+            .chain(&mut at.track_interface)
+        {
+            *location = place(*location);
+        }
+    }
     for vs in &mut config.virtual_servers {
         vs.location = place(vs.location);
         let at = &mut vs.key_locations;

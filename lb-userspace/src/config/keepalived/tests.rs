@@ -314,8 +314,8 @@ fn classic_dr_file_parses_into_the_model() {
         "11:4: warning: `smtp_connect_timeout`: accepted, not acted on (lb sends no e-mail)",
         "12:4: warning: `router_id`: accepted, not acted on (it names this director only in \
          keepalived's e-mail and SNMP)",
-        "15:1: warning: vrrp_instance `VI_WEB`: accepted, VRRP is not implemented yet (lb neither \
-         adds its virtual_ipaddress addresses nor fails them over)",
+        "26:33: warning: `label eth0:1` of virtual address 192.0.2.100/24: accepted, not acted \
+         on (lb adds virtual addresses with the kernel's defaults)",
     ]
     .iter()
     .map(|w| format!("{file}:{w}"))
@@ -334,6 +334,174 @@ fn classic_dr_file_parses_into_the_model() {
     .map(|n| format!("{file}:{n}"))
     .collect();
     assert_eq!(shown(&loaded.notices), notices);
+}
+
+/// Every VRRP setting lb acts on, with keepalived's defaults from `global_defs`: the whole VRRP
+/// part of the model, and where validation would point.
+#[test]
+fn vrrp_file_parses_into_the_model() {
+    use super::super::vrrp::{
+        TrackInterface, TrackScript, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
+        VrrpSyncGroup,
+    };
+    use std::time::Duration;
+
+    let loaded = parse(include_str!("fixtures/vrrp-full.conf"), Path::new(SOURCE), &Host, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let secs = Duration::from_secs;
+    let vip = |text: &str, prefix| VirtualAddress { address: text.parse().unwrap(), prefix };
+    let command = |text: &str| Some(text.to_owned());
+    let web = VrrpInstance {
+        name: "VI_WEB".to_owned(),
+        initial_master: true,
+        interface: "eth0".to_owned(),
+        virtual_router_id: 51,
+        priority: 150,
+        advert_int: Duration::from_millis(500),
+        // global_defs' vrrp_version.
+        version: 3,
+        // virtual_ipaddress_excluded's too.
+        virtual_ipaddress: vec![
+            vip("192.0.2.100", 24),
+            vip("192.0.2.101", 32),
+            vip("192.0.2.102", 24),
+        ],
+        preempt: false,
+        preempt_delay: secs(30),
+        unicast_peer: vec!["192.0.2.2".parse().unwrap()],
+        unicast_src_ip: Some("192.0.2.1".parse().unwrap()),
+        auth_pass: None,
+        track_interface: vec![
+            TrackInterface { name: "eth1".to_owned(), weight: -30 },
+            TrackInterface { name: "bond0.20".to_owned(), weight: 0 },
+        ],
+        track_script: vec![
+            TrackScript { script: "chk_nginx".to_owned(), weight: None },
+            TrackScript { script: "chk_disk".to_owned(), weight: Some(10) },
+        ],
+        notify_master: command("/etc/keepalived/notify.sh master"),
+        notify_backup: command("/etc/keepalived/backup.sh"),
+        notify_fault: command("/etc/keepalived/fault.sh"),
+        notify_stop: command("/etc/keepalived/stop.sh"),
+        notify: command("/etc/keepalived/notify.sh"),
+        garp_master_repeat: 10,
+        garp_master_refresh_delay: secs(2),
+        location: at(23, 1),
+    };
+    let v2 = VrrpInstance {
+        name: "VI_V2".to_owned(),
+        initial_master: false,
+        // global_defs' default_interface.
+        interface: "eth1".to_owned(),
+        virtual_router_id: 52,
+        priority: 100,
+        advert_int: secs(1),
+        version: 2,
+        virtual_ipaddress: vec![vip("198.51.100.10", 32)],
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        unicast_peer: vec![],
+        unicast_src_ip: None,
+        // The first 8 bytes, as keepalived.
+        auth_pass: command("longpass"),
+        track_interface: vec![],
+        track_script: vec![],
+        notify_master: None,
+        notify_backup: None,
+        notify_fault: None,
+        notify_stop: None,
+        notify: None,
+        // global_defs' vrrp_garp_master_repeat and vrrp_garp_master_delay.
+        garp_master_repeat: 3,
+        garp_master_refresh_delay: secs(10),
+        location: at(59, 1),
+    };
+    let v6 = VrrpInstance {
+        name: "VI_6".to_owned(),
+        initial_master: true,
+        interface: "eth0".to_owned(),
+        virtual_router_id: 51,
+        // keepalived: `state MASTER` without a priority is the address owner.
+        priority: 255,
+        version: 3,
+        virtual_ipaddress: vec![vip("2001:db8::100", 64)],
+        auth_pass: None,
+        location: at(71, 1),
+        ..v2.clone()
+    };
+    let expected = VrrpConfig {
+        instances: vec![web, v2, v6],
+        scripts: vec![
+            VrrpScript {
+                name: "chk_nginx".to_owned(),
+                script: "/usr/bin/pgrep -x nginx".to_owned(),
+                interval: secs(2),
+                timeout: secs(1),
+                weight: -20,
+                rise: 2,
+                fall: 3,
+                location: at(10, 1),
+            },
+            VrrpScript {
+                name: "chk_disk".to_owned(),
+                script: "/usr/local/bin/chk_disk".to_owned(),
+                interval: secs(1),
+                timeout: secs(1),
+                weight: 0,
+                rise: 1,
+                fall: 1,
+                location: at(19, 1),
+            },
+        ],
+        sync_groups: vec![VrrpSyncGroup {
+            name: "VG".to_owned(),
+            group: vec!["VI_WEB".to_owned(), "VI_6".to_owned()],
+            notify_master: command("/etc/keepalived/group.sh master"),
+            notify_backup: command("/etc/keepalived/group.sh backup"),
+            notify_fault: command("/etc/keepalived/group.sh fault"),
+            location: at(80, 1),
+        }],
+    };
+    assert_eq!(loaded.config.vrrp, expected);
+
+    let web = loaded.config.vrrp_locations.instance(0, at(23, 1));
+    assert_eq!(
+        (web.name, web.state, web.interface, web.virtual_router_id, web.priority),
+        (at(23, 15), at(24, 11), at(25, 15), at(26, 23), at(27, 14))
+    );
+    assert_eq!(
+        (web.advert_int, web.version, web.unicast_src_ip),
+        (at(28, 16), at(5, 18), at(33, 20))
+    );
+    assert_eq!(web.virtual_ipaddress, [at(38, 9), at(39, 9), at(42, 9)]);
+    assert_eq!(web.unicast_peer, [at(35, 9)]);
+    assert_eq!(web.track_interface, [at(45, 9), at(46, 9)]);
+    let v2 = loaded.config.vrrp_locations.instance(1, at(59, 1));
+    // Where the defaults were written: `default_interface`, the `authentication` block.
+    assert_eq!((v2.interface, v2.version, v2.authentication), (at(4, 23), at(61, 13), at(62, 5)));
+    let v6 = loaded.config.vrrp_locations.instance(2, at(71, 1));
+    // IPv6 runs version 3 whatever `vrrp_version` says; the owner's priority comes from `state`.
+    assert_eq!((v6.version, v6.priority), (at(71, 1), at(72, 11)));
+
+    assert_eq!(
+        shown(&loaded.warnings),
+        [
+            "3:5: warning: `router_id`: accepted, not acted on (it names this director only in \
+             keepalived's e-mail and SNMP)",
+            "38:33: warning: `label eth0:1` of virtual address 192.0.2.100/24: accepted, not acted \
+             on (lb adds virtual addresses with the kernel's defaults)",
+            "41:5: warning: `virtual_ipaddress_excluded`: its addresses are held like those of \
+             virtual_ipaddress, and also listed in the adverts (lb has no excluded addresses; a \
+             keepalived peer may reject adverts whose address list differs from its own)",
+            "64:19: warning: `auth_pass` is 12 bytes: VRRPv2 carries 8, and keepalived uses only \
+             the first 8; so does lb",
+            "72:11: warning: vrrp_instance `VI_6`: `state MASTER` without `priority`: priority \
+             255, the address owner, as in keepalived; add `priority` for another",
+        ]
+        .map(|w| format!("{SOURCE}:{w}"))
+    );
+    assert_eq!(shown(&loaded.notices), Vec::<String>::new());
+    assert_eq!(loaded.config.virtual_servers[0].interface, "eth0");
 }
 
 /// The rest of the corpus: each file's model in summary, and exactly its warnings and notices.
@@ -413,12 +581,16 @@ fn corpus_files_parse_into_the_model() {
             &[
                 "3:4: warning: `lvs_id`: accepted, not acted on (it names this director only in \
                  keepalived's e-mail and SNMP)",
-                "6:1: warning: vrrp_sync_group `VG1`: accepted, VRRP is not implemented yet (its \
-                 instances are not run)",
-                "12:1: warning: vrrp_instance `VI_1`: accepted, VRRP is not implemented yet (lb \
-                 neither adds its virtual_ipaddress addresses nor fails them over)",
+                "15:5: warning: `lvs_sync_daemon_interface`: accepted, not acted on (lb has no \
+                 IPVS connection synchronisation)",
+                "28:27: warning: `dev eth1`: accepted, not acted on (lb adds every address of \
+                 vrrp_instance `VI_1` on its interface `eth0` and sends its gratuitous ARPs there; \
+                 write a vrrp_instance on eth1 for the addresses on eth1)",
             ],
             &[
+                // keepalived's `mcast_src_ip` is lb's `unicast_src_ip`.
+                "17:18: notice: vrrp_instance `VI_1`: unicast_src_ip without unicast_peer: the \
+                 adverts are still multicast, only sent from this address",
                 "34:13: notice: 192.168.200.100:443/tcp: scheduler `rr` runs as weighted Maglev \
                  (`mh`) on the XDP dataplane",
                 "51:26: notice: 192.168.200.100:443/tcp: ssl_get of real server \
@@ -445,20 +617,16 @@ fn corpus_files_parse_into_the_model() {
                  warmup Some(60s)",
             ],
             &[
-                "1:1: warning: vrrp_script `chk_haproxy`: accepted, VRRP is not implemented yet (lb \
-                 does not run it)",
-                "9:1: warning: vrrp_sync_group `VG_1`: accepted, VRRP is not implemented yet (its \
-                 instances are not run)",
-                "17:1: warning: vrrp_instance `VI_EXT`: accepted, VRRP is not implemented yet (lb \
-                 neither adds its virtual_ipaddress addresses nor fails them over)",
-                "32:1: warning: vrrp_instance `VI_INT`: accepted, VRRP is not implemented yet (lb \
-                 neither adds its virtual_ipaddress addresses nor fails them over)",
+                // keepalived does not track weighted scripts in a sync group by default.
+                "25:9: warning: tracked script `chk_haproxy` has a weight, so it is not tracked, as \
+                 keepalived does not track it: vrrp_instance `VI_EXT` is in vrrp_sync_group \
+                 `VG_1`, which has no `sync_group_tracking_weight`",
             ],
             // No lb_algo: keepalived's default, wlc, said once per service.
             &[
-                "47:1: notice: 198.51.100.10:80/tcp: scheduler `wlc` runs as weighted Maglev \
+                "56:1: notice: 198.51.100.10:80/tcp: scheduler `wlc` runs as weighted Maglev \
                  (`mh`) on the XDP dataplane",
-                "56:1: notice: [2001:db8::10]:80/tcp: scheduler `wlc` runs as weighted Maglev \
+                "65:1: notice: [2001:db8::10]:80/tcp: scheduler `wlc` runs as weighted Maglev \
                  (`mh`) on the XDP dataplane",
             ],
         ),
@@ -915,9 +1083,13 @@ fn every_error_class_at_its_place() {
                 "    }",
                 "}",
             ],
-            &["15:16: virtual IP 192.0.2.100 is on several interfaces (`eth0` in vrrp_instance \
-               `A`, `eth1` in vrrp_instance `B`): add `lb_interface IFNAME` to this \
-               virtual_server to say which one its traffic arrives on"],
+            &[
+                "12:9: 192.0.2.100 is already in the virtual_ipaddress of vrrp_instance `A` at line \
+                 1: an address can belong to one instance only",
+                "15:16: virtual IP 192.0.2.100 is on several interfaces (`eth0` in vrrp_instance \
+                 `A`, `eth1` in vrrp_instance `B`): add `lb_interface IFNAME` to this \
+                 virtual_server to say which one its traffic arrives on",
+            ],
         ),
         (
             "the VRRP interface is not on this host",
@@ -987,6 +1159,189 @@ fn every_error_class_at_its_place() {
                 "4:13: vrrp_script `chk` needs a `script`",
                 "7:17: vrrp_sync_group `G` needs a `group { INSTANCE ... }`",
                 "9:1: `vrrp_instance` needs a name: vrrp_instance NAME { ... }",
+            ],
+        ),
+        (
+            "a weight in reverse",
+            vec![
+                "vrrp_script chk {",
+                "    script /bin/true",
+                "    weight 10 reverse",
+                "}",
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "    track_interface {",
+                "        eth1 weight -10 reverse",
+                "        eth0 weight -10 noreverse",
+                "    }",
+                "}",
+            ],
+            &[
+                "3:15: `reverse` is not supported: lb adds a positive weight while the tracked \
+                 object is up and a negative one while it is down, as keepalived does without \
+                 `reverse`; change the weights and priorities to say the same without it",
+                "12:25: `reverse` is not supported: lb adds a positive weight while the tracked \
+                 object is up and a negative one while it is down, as keepalived does without \
+                 `reverse`; change the weights and priorities to say the same without it",
+            ],
+        ),
+        (
+            "authentication lb cannot do",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "    authentication {",
+                "        auth_type AH",
+                "        auth_pass secret",
+                "    }",
+                "}",
+                "vrrp_instance VI_2 {",
+                "    interface eth0",
+                "    virtual_router_id 2",
+                "    virtual_ipaddress {",
+                "        192.0.2.101",
+                "    }",
+                "    authentication {",
+                "        auth_pass secret",
+                "    }",
+                "}",
+            ],
+            &[
+                "8:19: `auth_type AH` (IPsec authentication header) is not supported: use PASS, \
+                 or no `authentication`",
+                "18:5: `authentication` needs both `auth_type PASS` and `auth_pass SECRET`",
+            ],
+        ),
+        (
+            "what an instance needs: an interface, an address",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "}",
+                "vrrp_instance VI_2 {",
+                "    interface eth0",
+                "    virtual_router_id 2",
+                "    no_virtual_ipaddress",
+                "}",
+            ],
+            &[
+                "1:15: vrrp_instance `VI_1` has no `interface`, and global_defs no \
+                 `default_interface`: add `interface IFNAME`",
+                "7:15: vrrp_instance `VI_2` has no `virtual_ipaddress`: lb needs at least one \
+                 address per instance (the addresses it holds while MASTER)",
+            ],
+        ),
+        (
+            "empty names",
+            vec![
+                "vrrp_instance \"\" {",
+                "}",
+                "vrrp_instance VI_1 {",
+                "    interface \"\"",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "}",
+            ],
+            &[
+                "1:15: the name of a `vrrp_instance` must not be empty",
+                "4:15: \"\" is not an interface name: 1 to 15 characters, no `/` or space",
+            ],
+        ),
+        (
+            "an instance in a sync group once",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "}",
+                "vrrp_sync_group G1 {",
+                "    group {",
+                "        VI_1 VI_1",
+                "    }",
+                "}",
+                "vrrp_sync_group G2 {",
+                "    group {",
+                "        VI_1",
+                "    }",
+                "}",
+                "vrrp_sync_group G1 {",
+                "    group {",
+                "    }",
+                "}",
+            ],
+            &[
+                "10:14: vrrp_instance `VI_1` is listed twice in this group",
+                "15:9: vrrp_instance `VI_1` is already in vrrp_sync_group `G1` at line 8: an \
+                 instance can be in one sync group only",
+                "18:17: vrrp_sync_group `G1` is already defined at line 8",
+                "18:17: vrrp_sync_group `G1` lists no instance in its `group`",
+            ],
+        ),
+        (
+            "VRRP values out of range",
+            vec![
+                "global_defs {",
+                "    vrrp_version 4",
+                "    vrrp_garp_master_repeat 0",
+                "}",
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    preempt_delay 2000",
+                "    garp_master_delay 100000",
+                "    garp_master_repeat 101",
+                "    advert_int 256",
+                "    virtual_ipaddress {",
+                "        192.0.2.100/33",
+                "    }",
+                "}",
+            ],
+            &[
+                "2:18: `vrrp_version` must be between 2 and 3, found 4",
+                "3:29: `vrrp_garp_master_repeat` must be between 1 and 100, found 0",
+                "8:19: `preempt_delay` must be between 0 and 1000 seconds, found 2000",
+                "9:23: `garp_master_delay` must be between 0 and 86400, found 100000",
+                "10:24: `garp_master_repeat` must be between 1 and 100, found 101",
+                "11:16: `advert_int` must be more than 0 and at most 255 seconds, found 256",
+                "13:9: the prefix length of 192.0.2.100 must be 0 to 32, found \"33\"",
+            ],
+        ),
+        (
+            "one family per instance, an interval the version carries (validation)",
+            vec![
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    version 2",
+                "    advert_int 1.5",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "        2001:db8::100",
+                "    }",
+                "}",
+            ],
+            &[
+                "5:16: `advert_int` 1.5 is not whole seconds, which VRRPv2 adverts carry: \
+                 keepalived would round it to 2; write whole seconds, or use version 3 for \
+                 fractions",
+                "8:9: 2001:db8::100 is IPv6 but 192.0.2.100 before it is IPv4: the addresses of \
+                 one instance are all in one family; put the IPv6 ones in another vrrp_instance",
             ],
         ),
         // The rules shared with the native format.
@@ -1141,6 +1496,109 @@ fn warnings_for_what_is_accepted_but_not_acted_on() {
             &[
                 "1:1: `static_ipaddress`: accepted, not acted on (lb does not implement it)",
                 "4:1: `use_pid_dir`: accepted, not acted on (lb does not implement it)",
+            ],
+        ),
+        (
+            "VRRP keywords lb does not act on",
+            vec![
+                "global_defs {",
+                "    vrrp_strict",
+                "    vrrp_mcast_group4 224.0.0.19",
+                "    vrrp_garp_master_refresh 60",
+                "}",
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    use_vmac",
+                "    smtp_alert",
+                "    garp_master_refresh 60",
+                "    track_file {",
+                "        /run/lb-weight",
+                "    }",
+                "    virtual_routes {",
+                "        192.0.2.0/24 via 192.0.2.254",
+                "    }",
+                "    unicast_peer {",
+                "        192.0.2.2 min_ttl 1",
+                "    }",
+                "    virtual_ipaddress {",
+                "        192.0.2.100/24 dev eth0 brd 192.0.2.255 scope global",
+                "    }",
+                "}",
+                "vrrp_sync_group G {",
+                "    group {",
+                "        VI_1",
+                "    }",
+                "    notify /usr/local/bin/notify.sh",
+                "    track_script {",
+                "        chk",
+                "    }",
+                "}",
+            ],
+            &[
+                "2:5: `vrrp_strict`: accepted, not acted on (lb's VRRP does not implement it)",
+                "3:5: `vrrp_mcast_group4`: accepted, not acted on (lb sends its multicast adverts to \
+                 224.0.0.18 and ff02::12, VRRP's groups)",
+                "4:5: `vrrp_garp_master_refresh`: accepted, not acted on (lb sends \
+                 `garp_master_repeat` gratuitous ARPs on becoming MASTER, and again after \
+                 `garp_master_delay`)",
+                "9:5: `use_vmac`: accepted, not acted on (lb adds the addresses on the instance's \
+                 `interface`, with its own MAC address)",
+                "10:5: `smtp_alert`: accepted, not acted on (lb sends no e-mail)",
+                "11:5: `garp_master_refresh`: accepted, not acted on (lb sends \
+                 `garp_master_repeat` gratuitous ARPs on becoming MASTER, and again after \
+                 `garp_master_delay`)",
+                "12:5: `track_file`: accepted, not acted on (lb tracks interfaces \
+                 (`track_interface`) and scripts (`track_script`) only)",
+                "15:5: `virtual_routes`: accepted, not acted on (lb adds no routes or rules on \
+                 becoming MASTER)",
+                "19:19: `min_ttl` after unicast peer 192.0.2.2: accepted, not acted on (lb checks \
+                 neither the TTL nor the source of the adverts per peer)",
+                "22:33: `brd 192.0.2.255` of virtual address 192.0.2.100/24: accepted, not acted \
+                 on (lb adds virtual addresses with the kernel's defaults)",
+                "22:49: `scope global` of virtual address 192.0.2.100/24: accepted, not acted on \
+                 (lb adds virtual addresses with the kernel's defaults)",
+                "29:5: `notify`: accepted, not acted on (lb runs a sync group's notify_master, \
+                 notify_backup and notify_fault only; its instances' own notify scripts run as \
+                 usual)",
+                "30:5: `track_script`: accepted, not acted on (lb tracks interfaces and scripts \
+                 per vrrp_instance: track them in each instance of the group)",
+            ],
+        ),
+        (
+            "tracking weights in a sync group: ignored, as keepalived",
+            vec![
+                "vrrp_script chk {",
+                "    script /bin/true",
+                "    weight -20",
+                "}",
+                "vrrp_instance VI_1 {",
+                "    interface eth0",
+                "    virtual_router_id 1",
+                "    virtual_ipaddress {",
+                "        192.0.2.100",
+                "    }",
+                "    track_interface {",
+                "        eth1 weight -10",
+                "    }",
+                "    track_script {",
+                "        chk",
+                "        chk weight 0",
+                "    }",
+                "}",
+                "vrrp_sync_group G {",
+                "    group {",
+                "        VI_1",
+                "    }",
+                "}",
+            ],
+            &[
+                "12:9: the weight of tracked interface `eth1` is ignored, as keepalived ignores \
+                 it: vrrp_instance `VI_1` is in vrrp_sync_group `G`, which has no \
+                 `sync_group_tracking_weight`; the instance goes to FAULT while the link is down",
+                "15:9: tracked script `chk` has a weight, so it is not tracked, as keepalived does \
+                 not track it: vrrp_instance `VI_1` is in vrrp_sync_group `G`, which has no \
+                 `sync_group_tracking_weight`",
             ],
         ),
         (
@@ -1337,8 +1795,6 @@ fn includes_are_read_where_they_stand() {
         [
             "keepalived.conf:2:5: warning: `router_id`: accepted, not acted on (it names this \
              director only in keepalived's e-mail and SNMP)",
-            "vrrp/10-vi.conf:1:1: warning: vrrp_instance `VI_1`: accepted, VRRP is not \
-             implemented yet (lb neither adds its virtual_ipaddress addresses nor fails them over)",
             "services/reals/web-2.conf:3:5: warning: `snmp_name`: accepted, not acted on (lb has \
              no SNMP agent; see `lb backends` and its metrics)",
         ]

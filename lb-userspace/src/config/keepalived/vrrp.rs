@@ -1,18 +1,37 @@
-//! `global_defs` and the VRRP blocks (`vrrp_instance`, `vrrp_script`, `vrrp_sync_group`). lb does
-//! not run VRRP yet, so these are checked (keywords, value types and ranges, references between
-//! them) and otherwise accepted with one warning per block. What is kept is what the LVS part
-//! needs: which interface each instance's virtual addresses are on, since keepalived's
-//! `virtual_server` does not say which interface its traffic arrives on.
+//! `global_defs` and the VRRP blocks (`vrrp_instance`, `vrrp_script`, `vrrp_sync_group`): each
+//! block is read (keywords, value types and ranges, references between blocks) into the VRRP part
+//! of the model, with keepalived's defaults, once the whole file is known ([`model`]): an
+//! instance's `interface` may come from `global_defs`' `default_interface`, its version from
+//! `vrrp_version`, and whether its tracking weights count from the sync group it is in. Keywords
+//! lb does not act on are accepted with a warning naming each.
+//!
+//! What the LVS part needs is kept apart ([`Vrrp::instances`]): which interface each instance's
+//! virtual addresses are on, since keepalived's `virtual_server` does not say which interface its
+//! traffic arrives on.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use super::super::model::Location;
+use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::vrrp::{
+    DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
+    DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_AUTH_PASS_LEN,
+    MAX_PREEMPT_DELAY_SECS, OWNER_PRIORITY, TrackInterface, TrackScript, VirtualAddress,
+    VrrpConfig, VrrpInstance as InstanceModel, VrrpScript, VrrpSyncGroup,
+};
 use super::keywords::{self, GLOBAL_DEFS, Section};
 use super::tree::{Block, Stmt, Word};
 use super::values::{Cx, Seen};
 
 /// Longest interface name Linux accepts (IFNAMSIZ − 1).
 pub(super) const MAX_IFNAME_LEN: usize = 15;
+
+/// Longest `garp_master_delay` and script `interval`/`timeout`, in seconds: a day (the native
+/// format's limit).
+const MAX_SECONDS: u32 = 86_400;
+
+/// keepalived's tracking weights: −253 to 253.
+const MAX_TRACKING_WEIGHT: i64 = 253;
 
 /// A name and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,25 +46,77 @@ impl Named {
     }
 }
 
-/// What lb keeps of a `vrrp_instance`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A value and where it was written.
+type At<T> = (T, Location);
+
+/// What is read of a `vrrp_instance`: what the LVS part and the references between blocks need,
+/// and the rest of its settings when the block had no errors.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct VrrpInstance {
     pub name: String,
+    /// Where the block starts.
     pub at: Location,
+    /// Where its name is.
+    pub name_at: Location,
     pub interface: Option<Named>,
     /// `virtual_ipaddress` and `virtual_ipaddress_excluded`.
     pub addresses: Vec<VrrpAddress>,
     /// The `vrrp_script`s of its `track_script`.
     pub scripts: Vec<Named>,
+    settings: Option<InstanceSettings>,
 }
 
 /// One address of a `virtual_ipaddress` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct VrrpAddress {
     pub address: IpAddr,
+    /// The prefix written, else the host prefix (/32, /128).
+    pub prefix: u8,
     pub at: Location,
     /// `dev IFNAME`: the interface it is on, when not the instance's.
     pub dev: Option<Named>,
+}
+
+/// The settings of a `vrrp_instance` beyond those every reader needs; `None` when not written.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct InstanceSettings {
+    /// `state`: MASTER (true) or BACKUP.
+    state: Option<At<bool>>,
+    virtual_router_id: Option<At<u8>>,
+    priority: Option<At<u8>>,
+    advert_int: Option<At<Duration>>,
+    version: Option<At<u8>>,
+    /// `nopreempt` (false) or `preempt`, the last one written.
+    preempt: Option<bool>,
+    preempt_delay: Option<Duration>,
+    unicast_src_ip: Option<At<IpAddr>>,
+    unicast_peer: Vec<At<IpAddr>>,
+    /// The password of `authentication` (the location of the keyword).
+    auth_pass: Option<At<String>>,
+    /// Each with where its name was written.
+    track_interface: Vec<At<TrackInterface>>,
+    track_script: Vec<At<TrackScript>>,
+    notify_master: Option<String>,
+    notify_backup: Option<String>,
+    notify_fault: Option<String>,
+    notify_stop: Option<String>,
+    notify: Option<String>,
+    garp_master_repeat: Option<u32>,
+    garp_master_delay: Option<Duration>,
+}
+
+/// What is read of a `vrrp_sync_group`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct SyncGroup {
+    pub name: Named,
+    /// Where the block starts.
+    pub at: Location,
+    pub members: Vec<Named>,
+    /// `sync_group_tracking_weight` (or its old name `global_tracking`): the members' tracking
+    /// weights count. Without it keepalived ignores them.
+    tracking_weight: bool,
+    /// `notify_master`, `notify_backup`, `notify_fault`, when the block had no errors.
+    notify: Option<[Option<String>; 3]>,
 }
 
 /// Everything read from `global_defs` and the VRRP blocks.
@@ -54,10 +125,17 @@ pub(super) struct Vrrp {
     /// `global_defs`' `default_interface`: where an instance without `interface` puts its
     /// addresses.
     pub default_interface: Option<Named>,
+    /// `global_defs`' `vrrp_version`, `vrrp_garp_master_delay` and `vrrp_garp_master_repeat`:
+    /// the instances' defaults.
+    version: Option<At<u8>>,
+    garp_master_delay: Option<Duration>,
+    garp_master_repeat: Option<u32>,
     pub instances: Vec<VrrpInstance>,
+    /// Every `vrrp_script`'s name, also of those with errors.
     pub scripts: Vec<Named>,
-    /// Each `vrrp_sync_group`'s `group` members.
-    pub sync_members: Vec<Named>,
+    /// The `vrrp_script`s without errors.
+    script_models: Vec<VrrpScript>,
+    pub sync_groups: Vec<SyncGroup>,
 }
 
 impl Vrrp {
@@ -73,9 +151,12 @@ impl Vrrp {
 }
 
 const EMAIL: &str = "lb sends no e-mail";
-const NOT_VRRP: &str = "VRRP is not implemented yet";
+const NOT_IN_LB: &str = "lb's VRRP does not implement it";
 const SCRIPTS: &str =
     "lb runs scripts as its own user, without keepalived's script security checks";
+const GARP: &str = "lb sends `garp_master_repeat` gratuitous ARPs on becoming MASTER, and again \
+                    after `garp_master_delay`";
+const MULTICAST: &str = "lb sends its multicast adverts to 224.0.0.18 and ff02::12, VRRP's groups";
 
 /// `global_defs { ... }`.
 pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
@@ -139,10 +220,23 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                 }
             }
             "vrrp_version" => {
+                seen.note(cx, "vrrp_version", s);
                 if let Some(word) = cx.value(s)
-                    && cx.uint("`vrrp_version`", word, 2, 3).is_some()
+                    && let Some(version) = cx.uint("`vrrp_version`", word, 2, 3)
                 {
-                    cx.unimplemented(s, NOT_VRRP);
+                    vrrp.version = u8::try_from(version).ok().map(|v| (v, word.at));
+                }
+            }
+            "vrrp_garp_master_delay" => {
+                seen.note(cx, "vrrp_garp_master_delay", s);
+                if let Some(delay) = garp_delay(cx, s) {
+                    vrrp.garp_master_delay = Some(delay);
+                }
+            }
+            "vrrp_garp_master_repeat" => {
+                seen.note(cx, "vrrp_garp_master_repeat", s);
+                if let Some(repeat) = garp_repeat(cx, s) {
+                    vrrp.garp_master_repeat = Some(repeat);
                 }
             }
             "vrrp_mcast_group4" | "vrrp_mcast_group6" => {
@@ -151,7 +245,7 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                     && let Some(address) = cx.ip(&format!("`{name}`"), word)
                 {
                     if address.is_ipv4() == v4 {
-                        cx.unimplemented(s, NOT_VRRP);
+                        cx.unimplemented(s, MULTICAST);
                     } else {
                         let family = if v4 { "IPv4" } else { "IPv6" };
                         cx.error(
@@ -161,9 +255,7 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                     }
                 }
             }
-            "vrrp_garp_master_delay"
-            | "vrrp_garp_master_repeat"
-            | "vrrp_garp_master_refresh"
+            "vrrp_garp_master_refresh"
             | "vrrp_garp_master_refresh_repeat"
             | "vrrp_garp_lower_prio_delay"
             | "vrrp_garp_lower_prio_repeat"
@@ -171,14 +263,15 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                 if let Some(word) = cx.value(s)
                     && cx.uint(&format!("`{name}`"), word, 0, u32::MAX.into()).is_some()
                 {
-                    cx.unimplemented(s, NOT_VRRP);
+                    let why = if name.contains("garp") { GARP } else { NOT_IN_LB };
+                    cx.unimplemented(s, why);
                 }
             }
             "vrrp_garp_interval" | "vrrp_gna_interval" => {
                 if let Some(word) = cx.value(s)
                     && cx.seconds(&format!("`{name}`"), word, false, 4294).is_some()
                 {
-                    cx.unimplemented(s, NOT_VRRP);
+                    cx.unimplemented(s, GARP);
                 }
             }
             "script_user" => {
@@ -193,7 +286,7 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             }
             _ if GLOBAL_DEFS.contains(&name) => {
                 let why = if name.starts_with("vrrp_") {
-                    NOT_VRRP
+                    NOT_IN_LB
                 } else if name.contains("smtp") || name.contains("email") {
                     EMAIL
                 } else {
@@ -206,10 +299,29 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
     }
 }
 
+/// `garp_master_delay N` (whole seconds, as keepalived reads it), up to a day.
+fn garp_delay(cx: &mut Cx<'_>, s: &Stmt) -> Option<Duration> {
+    let word = cx.value(s)?;
+    let secs = cx.uint(&format!("`{}`", s.name()), word, 0, MAX_SECONDS.into())?;
+    Some(Duration::from_secs(secs))
+}
+
+/// `garp_master_repeat N`, 1 to 100.
+fn garp_repeat(cx: &mut Cx<'_>, s: &Stmt) -> Option<u32> {
+    let word = cx.value(s)?;
+    let (min, max) = GARP_REPEAT_LIMITS.into_inner();
+    let repeat = cx.uint(&format!("`{}`", s.name()), word, min.into(), max.into())?;
+    u32::try_from(repeat).ok()
+}
+
 /// The header of a named block (`vrrp_instance NAME`): its name.
 fn block_name<'s>(cx: &mut Cx<'_>, stmt: &'s Stmt) -> Option<&'s Word> {
     match stmt.values() {
-        [name] => Some(name),
+        [name] if !name.text.trim().is_empty() => Some(name),
+        [name] => {
+            cx.error(name.at, format!("the name of a `{}` must not be empty", stmt.name()));
+            None
+        }
         [] => {
             cx.error(
                 stmt.at(),
@@ -227,12 +339,30 @@ fn block_name<'s>(cx: &mut Cx<'_>, stmt: &'s Stmt) -> Option<&'s Word> {
     }
 }
 
-/// The one warning of a VRRP block.
-fn not_implemented(cx: &mut Cx<'_>, stmt: &Stmt, name: &str, what: &str) {
-    cx.warning(
-        stmt.at(),
-        format!("{} `{name}`: accepted, VRRP is not implemented yet ({what})", stmt.name()),
-    );
+/// Why lb does not act on a `vrrp_instance` keyword it accepts.
+fn instance_unimplemented(keyword: &str) -> &'static str {
+    match keyword {
+        "use_vmac" | "use_vmac_addr" | "vmac_xmit_base" | "use_ipvlan" | "vmac_garp_intvl" => {
+            "lb adds the addresses on the instance's `interface`, with its own MAC address"
+        }
+        "virtual_routes" | "virtual_rules" => "lb adds no routes or rules on becoming MASTER",
+        "track_file" | "track_process" | "track_bfd" => {
+            "lb tracks interfaces (`track_interface`) and scripts (`track_script`) only"
+        }
+        "dont_track_primary" => "lb always tracks the instance's `interface`",
+        "smtp_alert" => EMAIL,
+        "notify_deleted" | "notify_master_rx_lower_pri" | "notify_priority_changes" => {
+            "lb runs notify_master, notify_backup, notify_fault, notify_stop and notify only"
+        }
+        "mcast_dst_ip" => MULTICAST,
+        "garp_master_refresh"
+        | "garp_master_refresh_repeat"
+        | "garp_lower_prio_delay"
+        | "garp_lower_prio_repeat"
+        | "garp_extra_if" => GARP,
+        "lvs_sync_daemon_interface" => "lb has no IPVS connection synchronisation",
+        _ => NOT_IN_LB,
+    }
 }
 
 /// `vrrp_instance NAME { ... }`.
@@ -248,67 +378,110 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
     let mut instance = VrrpInstance {
         name: name.text.clone(),
         at: stmt.at(),
+        name_at: name.at,
         interface: None,
         addresses: Vec::new(),
         scripts: Vec::new(),
+        settings: None,
     };
+    let mut settings = InstanceSettings::default();
     let errors = cx.errors();
-    let mut has_vrid = false;
     let mut seen = Seen::default();
     for s in &block.stmts {
         let keyword = s.name();
+        // Settings with one value: given again, the last one counts.
+        let scalar = match keyword {
+            "mcast_src_ip" => Some("unicast_src_ip"),
+            "nopreempt" | "preempt" => Some("nopreempt"),
+            "state" | "interface" | "virtual_router_id" | "priority" | "advert_int" | "version"
+            | "preempt_delay" | "garp_master_delay" | "garp_master_repeat" | "unicast_src_ip"
+            | "authentication" | "notify_master" | "notify_backup" | "notify_fault"
+            | "notify_stop" | "notify" => {
+                keywords::VRRP_INSTANCE.iter().find(|k| **k == keyword).copied()
+            }
+            _ => None,
+        };
+        if let Some(setting) = scalar {
+            seen.note(cx, setting, s);
+        }
         match keyword {
             "state" => {
-                seen.note(cx, "state", s);
-                if let Some(word) = cx.value(s)
-                    && !matches!(word.text.as_str(), "MASTER" | "BACKUP")
-                {
-                    let message =
-                        format!("`state` must be MASTER or BACKUP, found \"{}\"", word.text);
-                    cx.error(word.at, message);
+                if let Some(word) = cx.value(s) {
+                    match word.text.as_str() {
+                        "MASTER" => settings.state = Some((true, word.at)),
+                        "BACKUP" => settings.state = Some((false, word.at)),
+                        other => cx.error(
+                            word.at,
+                            format!("`state` must be MASTER or BACKUP, found \"{other}\""),
+                        ),
+                    }
                 }
             }
             "interface" => {
-                seen.note(cx, "interface", s);
                 if let Some(word) = cx.value(s) {
                     interface_name(cx, word);
                     instance.interface = Some(Named::of(word));
                 }
             }
             "virtual_router_id" => {
-                has_vrid = true;
-                if let Some(word) = cx.value(s) {
-                    cx.uint("`virtual_router_id`", word, 1, 255);
+                if let Some(word) = cx.value(s)
+                    && let Some(id) = cx.uint("`virtual_router_id`", word, 1, 255)
+                {
+                    settings.virtual_router_id = u8::try_from(id).ok().map(|id| (id, word.at));
                 }
             }
             "priority" => {
-                if let Some(word) = cx.value(s) {
-                    cx.uint("`priority`", word, 1, 255);
+                if let Some(word) = cx.value(s)
+                    && let Some(priority) = cx.uint("`priority`", word, 1, 255)
+                {
+                    settings.priority = u8::try_from(priority).ok().map(|p| (p, word.at));
                 }
             }
             "advert_int" => {
-                if let Some(word) = cx.value(s) {
-                    cx.seconds("`advert_int`", word, false, 255);
+                if let Some(word) = cx.value(s)
+                    && let Some(interval) = cx.seconds("`advert_int`", word, false, 255)
+                {
+                    settings.advert_int = Some((interval, word.at));
                 }
             }
             "version" => {
-                if let Some(word) = cx.value(s) {
-                    cx.uint("`version`", word, 2, 3);
+                if let Some(word) = cx.value(s)
+                    && let Some(version) = cx.uint("`version`", word, 2, 3)
+                {
+                    settings.version = u8::try_from(version).ok().map(|v| (v, word.at));
+                }
+            }
+            "nopreempt" | "preempt" => {
+                if let Some(on) = cx.flag(s) {
+                    settings.preempt = Some(on == (keyword == "preempt"));
                 }
             }
             "preempt_delay" => {
-                if let Some(word) = cx.value(s) {
-                    cx.seconds("`preempt_delay`", word, true, 1000);
+                if let Some(word) = cx.value(s)
+                    && let Some(delay) =
+                        cx.seconds("`preempt_delay`", word, true, MAX_PREEMPT_DELAY_SECS)
+                {
+                    settings.preempt_delay = Some(delay);
                 }
             }
-            "garp_master_delay"
-            | "garp_master_repeat"
-            | "garp_master_refresh"
+            "garp_master_delay" => {
+                if let Some(delay) = garp_delay(cx, s) {
+                    settings.garp_master_delay = Some(delay);
+                }
+            }
+            "garp_master_repeat" => {
+                if let Some(repeat) = garp_repeat(cx, s) {
+                    settings.garp_master_repeat = Some(repeat);
+                }
+            }
+            "garp_master_refresh"
             | "garp_master_refresh_repeat"
             | "garp_lower_prio_delay"
             | "garp_lower_prio_repeat" => {
-                if let Some(word) = cx.value(s) {
-                    cx.uint(&format!("`{keyword}`"), word, 0, u32::MAX.into());
+                if let Some(word) = cx.value(s)
+                    && cx.uint(&format!("`{keyword}`"), word, 0, u32::MAX.into()).is_some()
+                {
+                    cx.unimplemented(s, GARP);
                 }
             }
             "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
@@ -319,6 +492,15 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                     cx.block(s, &format!("{keyword} {{ ADDRESS[/PREFIX] [dev IFNAME] ... }}"))
                 {
                     addresses(cx, block, &mut instance.addresses);
+                    if keyword == "virtual_ipaddress_excluded" && !block.stmts.is_empty() {
+                        cx.warning(
+                            s.at(),
+                            "`virtual_ipaddress_excluded`: its addresses are held like those of \
+                             virtual_ipaddress, and also listed in the adverts (lb has no \
+                             excluded addresses; a keepalived peer may reject adverts whose \
+                             address list differs from its own)",
+                        );
+                    }
                 }
             }
             "track_interface" => {
@@ -326,7 +508,14 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                     for line in &block.stmts {
                         if cx.no_block(line) {
                             interface_name(cx, line.keyword());
-                            tracking_weight(cx, line);
+                            if let Some(weight) = tracking_weight(cx, line) {
+                                let name = line.keyword();
+                                let track = TrackInterface {
+                                    name: name.text.clone(),
+                                    weight: weight.unwrap_or(0),
+                                };
+                                settings.track_interface.push((track, name.at));
+                            }
                         }
                     }
                 }
@@ -334,8 +523,13 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             "track_script" => {
                 if let Some(block) = cx.block(s, "track_script { SCRIPT [weight N] ... }") {
                     for line in &block.stmts {
-                        if cx.no_block(line) && tracking_weight(cx, line) {
-                            instance.scripts.push(Named::of(line.keyword()));
+                        if cx.no_block(line)
+                            && let Some(weight) = tracking_weight(cx, line)
+                        {
+                            let name = line.keyword();
+                            instance.scripts.push(Named::of(name));
+                            let track = TrackScript { script: name.text.clone(), weight };
+                            settings.track_script.push((track, name.at));
                         }
                     }
                 }
@@ -343,36 +537,52 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             "unicast_peer" => {
                 if let Some(block) = cx.block(s, "unicast_peer { ADDRESS ... }") {
                     for line in &block.stmts {
-                        if cx.no_block(line) {
-                            cx.ip("a `unicast_peer`", line.keyword());
+                        if !cx.no_block(line) {
+                            continue;
+                        }
+                        let word = line.keyword();
+                        if let Some(peer) = cx.ip("a `unicast_peer`", word) {
+                            settings.unicast_peer.push((peer, word.at));
+                        }
+                        if let Some(option) = line.values().first() {
+                            cx.warning(
+                                option.at,
+                                format!(
+                                    "`{}` after unicast peer {}: accepted, not acted on (lb \
+                                     checks neither the TTL nor the source of the adverts per \
+                                     peer)",
+                                    option.text, word.text
+                                ),
+                            );
                         }
                     }
                 }
             }
             "unicast_src_ip" | "mcast_src_ip" => {
-                if let Some(word) = cx.value(s) {
-                    cx.ip(&format!("`{keyword}`"), word);
+                if let Some(word) = cx.value(s)
+                    && let Some(source) = cx.ip(&format!("`{keyword}`"), word)
+                {
+                    settings.unicast_src_ip = Some((source, word.at));
                 }
             }
             "authentication" => {
                 if let Some(block) =
                     cx.block(s, "authentication { auth_type PASS auth_pass SECRET }")
                 {
-                    authentication(cx, block);
+                    settings.auth_pass = authentication(cx, s, block).map(|pass| (pass, s.at()));
                 }
             }
-            "notify_master"
-            | "notify_backup"
-            | "notify_fault"
-            | "notify_stop"
-            | "notify"
-            | "notify_deleted"
-            | "notify_master_rx_lower_pri" => {
-                cx.script(s);
+            "notify_master" => settings.notify_master = cx.script(s),
+            "notify_backup" => settings.notify_backup = cx.script(s),
+            "notify_fault" => settings.notify_fault = cx.script(s),
+            "notify_stop" => settings.notify_stop = cx.script(s),
+            "notify" => settings.notify = cx.script(s),
+            "notify_deleted" | "notify_master_rx_lower_pri" => {
+                if cx.script(s).is_some() {
+                    cx.unimplemented(s, instance_unimplemented(keyword));
+                }
             }
             "smtp_alert"
-            | "nopreempt"
-            | "preempt"
             | "dont_track_primary"
             | "native_ipv6"
             | "use_vmac_addr"
@@ -389,61 +599,88 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             | "unicast_fault_no_peer"
             | "linkbeat_use_polling"
             | "notify_priority_changes" => {
-                cx.flag(s);
+                if cx.flag(s).is_some() {
+                    cx.unimplemented(s, instance_unimplemented(keyword));
+                }
             }
-            _ if keywords::VRRP_INSTANCE.contains(&keyword) => {}
+            _ if keywords::VRRP_INSTANCE.contains(&keyword) => {
+                cx.unimplemented(s, instance_unimplemented(keyword));
+            }
             _ => cx.unknown(s, Section::VrrpInstance),
         }
     }
-    if !has_vrid && cx.clean_since(errors) {
+    if settings.virtual_router_id.is_none() && cx.clean_since(errors) {
         cx.error(
             name.at,
             format!("vrrp_instance `{}` needs a `virtual_router_id` (1 to 255)", name.text),
         );
     }
-    not_implemented(
-        cx,
-        stmt,
-        &name.text,
-        "lb neither adds its virtual_ipaddress addresses nor fails them over",
-    );
+    if cx.clean_since(errors) {
+        instance.settings = Some(settings);
+    }
     vrrp.instances.push(instance);
 }
 
 /// An interface name as Linux accepts it.
 fn interface_name(cx: &mut Cx<'_>, word: &Word) {
-    if word.text.chars().count() > MAX_IFNAME_LEN || word.text.contains(['/', ' ']) {
+    if word.text.is_empty()
+        || word.text.chars().count() > MAX_IFNAME_LEN
+        || word.text.contains(['/', ' '])
+    {
         cx.error(
             word.at,
             format!(
-                "\"{}\" is not an interface name: at most {MAX_IFNAME_LEN} characters, no `/` or space",
+                "\"{}\" is not an interface name: 1 to {MAX_IFNAME_LEN} characters, no `/` or space",
                 word.text.escape_debug()
             ),
         );
     }
 }
 
-/// `NAME [weight N [reverse|noreverse]]` in `track_interface` / `track_script`; `true` if fine.
-fn tracking_weight(cx: &mut Cx<'_>, line: &Stmt) -> bool {
-    let errors = cx.errors();
+/// `NAME [weight N [reverse|noreverse]]` in `track_interface` / `track_script`: the weight, if
+/// written; `None` after an error.
+fn tracking_weight(cx: &mut Cx<'_>, line: &Stmt) -> Option<Option<i32>> {
     match line.values() {
-        [] => {}
+        [] => Some(None),
         [weight, value, rest @ ..] if weight.text == "weight" => {
-            cx.int("the tracking `weight`", value, -253, 253);
-            match rest {
-                [] => {}
-                [direction] if matches!(direction.text.as_str(), "reverse" | "noreverse") => {}
-                [other, ..] => cx.error(
-                    other.at,
-                    format!("unexpected `{}`: expected reverse or noreverse", other.text),
-                ),
-            }
+            let weight =
+                cx.int("the tracking `weight`", value, -MAX_TRACKING_WEIGHT, MAX_TRACKING_WEIGHT);
+            let direction = match rest {
+                [] => true,
+                [direction] => no_reverse(cx, direction),
+                [_, other, ..] => {
+                    cx.error(other.at, format!("unexpected `{}` after the weight", other.text));
+                    false
+                }
+            };
+            let weight = i32::try_from(weight?).ok()?;
+            direction.then_some(Some(weight))
         }
         [first, ..] => {
-            cx.error(first.at, format!("unexpected `{}`: expected `weight N`", first.text))
+            cx.error(first.at, format!("unexpected `{}`: expected `weight N`", first.text));
+            None
         }
     }
-    cx.clean_since(errors)
+}
+
+/// `noreverse` (the default) after a weight; `reverse` is an error: lb cannot invert a weight.
+fn no_reverse(cx: &mut Cx<'_>, word: &Word) -> bool {
+    match word.text.as_str() {
+        "noreverse" => true,
+        "reverse" => {
+            cx.error(
+                word.at,
+                "`reverse` is not supported: lb adds a positive weight while the tracked object \
+                 is up and a negative one while it is down, as keepalived does without `reverse`; \
+                 change the weights and priorities to say the same without it",
+            );
+            false
+        }
+        other => {
+            cx.error(word.at, format!("unexpected `{other}`: expected reverse or noreverse"));
+            false
+        }
+    }
 }
 
 /// keepalived's options after a virtual address, and whether each takes a value.
@@ -464,7 +701,9 @@ const ADDRESS_OPTIONS: &[(&str, bool)] = &[
     ("use_vmac", false),
 ];
 
-/// The lines of a `virtual_ipaddress` block: `ADDRESS[/PREFIX] [dev IFNAME] [options]`.
+/// The lines of a `virtual_ipaddress` block: `ADDRESS[/PREFIX] [dev IFNAME] [options]`. The
+/// options other than `dev` are accepted with a warning each; `dev` is weighed once the
+/// instance's interface is known ([`model`]).
 fn addresses(cx: &mut Cx<'_>, block: &Block, out: &mut Vec<VrrpAddress>) {
     for line in &block.stmts {
         if !cx.no_block(line) {
@@ -480,14 +719,23 @@ fn addresses(cx: &mut Cx<'_>, block: &Block, out: &mut Vec<VrrpAddress>) {
             cx.error(first.at, message);
             continue;
         };
-        let longest = if address.is_ipv4() { 32 } else { 128 };
-        if !prefix.is_empty() && prefix.parse::<u8>().ok().is_none_or(|p| p > longest) {
-            cx.error(
-                first.at,
-                format!("the prefix length of {text} must be 0 to {longest}, found \"{prefix}\""),
-            );
-            continue;
-        }
+        let longest = host_prefix_len(address);
+        let prefix = if prefix.is_empty() {
+            longest
+        } else {
+            match prefix.parse::<u8>() {
+                Ok(p) if p <= longest => p,
+                _ => {
+                    cx.error(
+                        first.at,
+                        format!(
+                            "the prefix length of {text} must be 0 to {longest}, found \"{prefix}\""
+                        ),
+                    );
+                    continue;
+                }
+            }
+        };
         let mut dev = None;
         let mut words = line.values().iter();
         while let Some(option) = words.next() {
@@ -498,10 +746,25 @@ fn addresses(cx: &mut Cx<'_>, block: &Block, out: &mut Vec<VrrpAddress>) {
                         interface_name(cx, value);
                         dev = Some(Named::of(value));
                     }
-                    Some(_) => {}
+                    Some(value) => cx.warning(
+                        option.at,
+                        format!(
+                            "`{name} {}` of virtual address {}: accepted, not acted on (lb adds \
+                             virtual addresses with the kernel's defaults)",
+                            value.text, first.text
+                        ),
+                    ),
                     None => cx.error(option.at, format!("`{name}` needs a value")),
                 },
-                Some((_, false)) => {}
+                Some((name, false)) => cx.warning(
+                    option.at,
+                    format!(
+                        "`{name}` of virtual address {}: accepted, not acted on (lb adds virtual \
+                         addresses with the kernel's defaults, IPv6 ones without duplicate \
+                         address detection)",
+                        first.text
+                    ),
+                ),
                 None => {
                     let hint = keywords::suggest(&option.text, &names)
                         .map(|s| format!("; did you mean `{s}`?"))
@@ -515,29 +778,78 @@ fn addresses(cx: &mut Cx<'_>, block: &Block, out: &mut Vec<VrrpAddress>) {
                 }
             }
         }
-        out.push(VrrpAddress { address, at: first.at, dev });
+        out.push(VrrpAddress { address, prefix, at: first.at, dev });
     }
 }
 
-fn authentication(cx: &mut Cx<'_>, block: &Block) {
+/// `authentication { auth_type PASS auth_pass SECRET }`: the password, at most 8 bytes. The
+/// password itself is never repeated in a message.
+fn authentication(cx: &mut Cx<'_>, stmt: &Stmt, block: &Block) -> Option<String> {
+    let errors = cx.errors();
+    let mut auth_type = None;
+    let mut pass: Option<&Word> = None;
+    let mut seen = Seen::default();
     for s in &block.stmts {
         match s.name() {
             "auth_type" => {
-                if let Some(word) = cx.value(s)
-                    && !matches!(word.text.as_str(), "PASS" | "AH")
-                {
-                    cx.error(
-                        word.at,
-                        format!("`auth_type` must be PASS or AH, found \"{}\"", word.text),
-                    );
+                seen.note(cx, "auth_type", s);
+                if let Some(word) = cx.value(s) {
+                    match word.text.as_str() {
+                        "PASS" => auth_type = Some(word),
+                        "AH" => cx.error(
+                            word.at,
+                            "`auth_type AH` (IPsec authentication header) is not supported: use \
+                             PASS, or no `authentication`",
+                        ),
+                        other => cx.error(
+                            word.at,
+                            format!("`auth_type` must be PASS or AH, found \"{other}\""),
+                        ),
+                    }
                 }
             }
             "auth_pass" => {
-                cx.value(s);
+                seen.note(cx, "auth_pass", s);
+                pass = cx.value(s);
             }
             _ => cx.unknown(s, Section::Authentication),
         }
     }
+    if !cx.clean_since(errors) {
+        return None;
+    }
+    let (Some(_), Some(pass)) = (auth_type, pass) else {
+        cx.error(stmt.at(), "`authentication` needs both `auth_type PASS` and `auth_pass SECRET`");
+        return None;
+    };
+    let text = pass.text.as_str();
+    if text.is_empty() {
+        cx.error(pass.at, "`auth_pass` must not be empty: leave `authentication` out instead");
+        return None;
+    }
+    if text.len() <= MAX_AUTH_PASS_LEN {
+        return Some(text.to_owned());
+    }
+    if !text.is_char_boundary(MAX_AUTH_PASS_LEN) {
+        cx.error(
+            pass.at,
+            format!(
+                "`auth_pass` is {} bytes, and its first {MAX_AUTH_PASS_LEN}, all VRRPv2 carries, \
+                 end inside a character: shorten it to {MAX_AUTH_PASS_LEN} bytes",
+                text.len()
+            ),
+        );
+        return None;
+    }
+    cx.warning(
+        pass.at,
+        format!(
+            "`auth_pass` is {} bytes: VRRPv2 carries {MAX_AUTH_PASS_LEN}, and keepalived uses only \
+             the first {MAX_AUTH_PASS_LEN}; so does lb",
+            text.len()
+        ),
+    );
+    Some(text[..MAX_AUTH_PASS_LEN].to_owned())
 }
 
 /// `vrrp_script NAME { ... }`.
@@ -552,7 +864,12 @@ pub(super) fn script(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
         );
     }
     let errors = cx.errors();
-    let mut has_script = false;
+    let mut command = None;
+    let mut interval = None;
+    let mut timeout = None;
+    let mut weight = 0;
+    let mut rise = 1;
+    let mut fall = 1;
     let mut seen = Seen::default();
     for s in &block.stmts {
         let keyword = s.name();
@@ -562,44 +879,77 @@ pub(super) fn script(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             seen.note(cx, setting, s);
         }
         match keyword {
-            "script" => {
-                has_script = true;
-                cx.script(s);
-            }
+            "script" => command = cx.script(s).or(command),
             "interval" | "timeout" => {
-                if let Some(word) = cx.value(s) {
-                    cx.seconds(&format!("`{keyword}`"), word, false, 86_400);
+                if let Some(word) = cx.value(s)
+                    && let Some(seconds) =
+                        cx.seconds(&format!("`{keyword}`"), word, false, MAX_SECONDS)
+                {
+                    if keyword == "interval" {
+                        interval = Some(seconds);
+                    } else {
+                        timeout = Some(seconds);
+                    }
                 }
             }
             "weight" => {
                 if let Some(values) = cx.values(s, 1, 2) {
-                    cx.int("`weight`", &values[0], -253, 253);
-                    if let Some(extra) = values.get(1).filter(|w| w.text != "reverse") {
-                        cx.error(
-                            extra.at,
-                            format!("unexpected `{}`: expected reverse", extra.text),
-                        );
+                    let value =
+                        cx.int("`weight`", &values[0], -MAX_TRACKING_WEIGHT, MAX_TRACKING_WEIGHT);
+                    let direction = values.get(1).is_none_or(|word| no_reverse(cx, word));
+                    if let Some(value) = value.and_then(|v| i32::try_from(v).ok())
+                        && direction
+                    {
+                        weight = value;
                     }
                 }
             }
             "rise" | "fall" => {
-                if let Some(word) = cx.value(s) {
-                    cx.uint(&format!("`{keyword}`"), word, 1, u32::MAX.into());
+                if let Some(word) = cx.value(s)
+                    && let Some(n) = cx.uint(&format!("`{keyword}`"), word, 1, u32::MAX.into())
+                    && let Ok(n) = u32::try_from(n)
+                {
+                    if keyword == "rise" {
+                        rise = n;
+                    } else {
+                        fall = n;
+                    }
                 }
             }
             "user" => {
-                cx.values(s, 1, 2);
+                if cx.values(s, 1, 2).is_some() {
+                    cx.unimplemented(s, "lb runs scripts as its own user");
+                }
             }
             "init_fail" => {
-                cx.bare_flag(s);
+                if cx.bare_flag(s).is_some() {
+                    cx.unimplemented(s, "lb counts a script as failed or not once it has run");
+                }
             }
             _ => cx.unknown(s, Section::VrrpScript),
         }
     }
-    if !has_script && cx.clean_since(errors) {
-        cx.error(name.at, format!("vrrp_script `{}` needs a `script`", name.text));
+    let clean = cx.clean_since(errors);
+    match command {
+        Some(script) if clean => {
+            let interval = interval.unwrap_or(DEFAULT_SCRIPT_INTERVAL);
+            vrrp.script_models.push(VrrpScript {
+                name: name.text.clone(),
+                script,
+                interval,
+                // keepalived: no timeout is the interval.
+                timeout: timeout.unwrap_or(interval),
+                weight,
+                rise,
+                fall,
+                location: stmt.at(),
+            });
+        }
+        None if clean => {
+            cx.error(name.at, format!("vrrp_script `{}` needs a `script`", name.text));
+        }
+        _ => {}
     }
-    not_implemented(cx, stmt, &name.text, "lb does not run it");
     vrrp.scripts.push(Named::of(name));
 }
 
@@ -610,32 +960,72 @@ pub(super) fn sync_group(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
         return;
     };
     let Some(name) = name else { return };
+    if let Some(first) = vrrp.sync_groups.iter().find(|g| g.name.name == name.text) {
+        cx.error(
+            name.at,
+            format!("vrrp_sync_group `{}` is already defined at line {}", name.text, first.at.line),
+        );
+    }
     let errors = cx.errors();
+    let mut group = SyncGroup {
+        name: Named::of(name),
+        at: stmt.at(),
+        members: Vec::new(),
+        tracking_weight: false,
+        notify: None,
+    };
     let mut has_group = false;
+    let mut notify: [Option<String>; 3] = [None, None, None];
+    let mut seen = Seen::default();
     for s in &block.stmts {
         let keyword = s.name();
+        if let Some(setting) =
+            ["notify_master", "notify_backup", "notify_fault"].into_iter().find(|k| *k == keyword)
+        {
+            seen.note(cx, setting, s);
+        }
         match keyword {
             "group" => {
                 has_group = true;
                 if let Some(block) = cx.block(s, "group { INSTANCE ... }") {
                     for line in &block.stmts {
                         if cx.no_block(line) {
-                            vrrp.sync_members.extend(line.words.iter().map(Named::of));
+                            group.members.extend(line.words.iter().map(Named::of));
                         }
                     }
                 }
             }
             "track_interface" | "track_script" | "track_file" | "track_process" | "track_bfd" => {
-                cx.block(s, &format!("{keyword} {{ NAME ... }}"));
+                if cx.block(s, &format!("{keyword} {{ NAME ... }}")).is_some() {
+                    cx.unimplemented(
+                        s,
+                        "lb tracks interfaces and scripts per vrrp_instance: track them in each \
+                         instance of the group",
+                    );
+                }
             }
-            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
-                cx.script(s);
+            "notify_master" => notify[0] = cx.script(s),
+            "notify_backup" => notify[1] = cx.script(s),
+            "notify_fault" => notify[2] = cx.script(s),
+            "notify_stop" | "notify" => {
+                if cx.script(s).is_some() {
+                    cx.unimplemented(
+                        s,
+                        "lb runs a sync group's notify_master, notify_backup and notify_fault \
+                         only; its instances' own notify scripts run as usual",
+                    );
+                }
             }
-            "smtp_alert"
-            | "global_tracking"
-            | "sync_group_tracking_weight"
-            | "notify_priority_changes" => {
-                cx.flag(s);
+            "sync_group_tracking_weight" | "global_tracking" => {
+                if let Some(on) = cx.flag(s) {
+                    group.tracking_weight = on;
+                }
+            }
+            "smtp_alert" | "notify_priority_changes" => {
+                if cx.flag(s).is_some() {
+                    let why = if keyword == "smtp_alert" { EMAIL } else { NOT_IN_LB };
+                    cx.unimplemented(s, why);
+                }
             }
             _ => cx.unknown(s, Section::VrrpSyncGroup),
         }
@@ -646,18 +1036,48 @@ pub(super) fn sync_group(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             format!("vrrp_sync_group `{}` needs a `group {{ INSTANCE ... }}`", name.text),
         );
     }
-    not_implemented(cx, stmt, &name.text, "its instances are not run");
+    if has_group && group.members.is_empty() && cx.clean_since(errors) {
+        cx.error(
+            name.at,
+            format!("vrrp_sync_group `{}` lists no instance in its `group`", name.text),
+        );
+    }
+    if cx.clean_since(errors) {
+        group.notify = Some(notify);
+    }
+    vrrp.sync_groups.push(group);
 }
 
-/// What the VRRP blocks name must exist: sync group members, tracked scripts.
+/// What the VRRP blocks name must exist: sync group members (each in one group, once), tracked
+/// scripts.
 pub(super) fn check_references(cx: &mut Cx<'_>, vrrp: &Vrrp) {
     let instances: Vec<&str> = vrrp.instances.iter().map(|i| i.name.as_str()).collect();
-    for member in &vrrp.sync_members {
-        if !instances.contains(&member.name.as_str()) {
-            let hint = keywords::suggest(&member.name, &instances)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            cx.error(member.at, format!("no vrrp_instance `{}`{hint}", member.name));
+    // Instance → the group it is in (where its name is, and the group).
+    let mut placed: Vec<(&str, &SyncGroup)> = Vec::new();
+    for group in &vrrp.sync_groups {
+        for member in &group.members {
+            if !instances.contains(&member.name.as_str()) {
+                let hint = keywords::suggest(&member.name, &instances)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.error(member.at, format!("no vrrp_instance `{}`{hint}", member.name));
+                continue;
+            }
+            match placed.iter().find(|(name, _)| *name == member.name) {
+                Some((_, first)) if std::ptr::eq(*first, group) => cx.error(
+                    member.at,
+                    format!("vrrp_instance `{}` is listed twice in this group", member.name),
+                ),
+                Some((_, first)) => cx.error(
+                    member.at,
+                    format!(
+                        "vrrp_instance `{}` is already in vrrp_sync_group `{}` at line {}: an \
+                         instance can be in one sync group only",
+                        member.name, first.name.name, first.at.line
+                    ),
+                ),
+                None => placed.push((&member.name, group)),
+            }
         }
     }
     let scripts: Vec<&str> = vrrp.scripts.iter().map(|s| s.name.as_str()).collect();
@@ -669,4 +1089,233 @@ pub(super) fn check_references(cx: &mut Cx<'_>, vrrp: &Vrrp) {
             cx.error(script.at, format!("no vrrp_script `{}`{hint}", script.name));
         }
     }
+}
+
+/// The VRRP part of the model, from the blocks without errors, with keepalived's defaults: each
+/// instance's `interface` (else `default_interface`), version (else `vrrp_version`, else 3 for
+/// IPv6 addresses and 2 otherwise), priority (255 for `state MASTER`, else 100), and the
+/// tracking weights of the instances of a sync group without `sync_group_tracking_weight`, which
+/// keepalived ignores.
+pub(super) fn model(cx: &mut Cx<'_>, vrrp: &Vrrp) -> (VrrpConfig, VrrpLocations) {
+    let mut config = VrrpConfig { scripts: vrrp.script_models.clone(), ..VrrpConfig::default() };
+    let mut locations = VrrpLocations::default();
+    for instance in &vrrp.instances {
+        if let Some((model, at)) = instance_model(cx, vrrp, instance) {
+            config.instances.push(model);
+            locations.instances.push(at);
+        }
+    }
+    for group in &vrrp.sync_groups {
+        if let Some([notify_master, notify_backup, notify_fault]) = group.notify.clone() {
+            config.sync_groups.push(VrrpSyncGroup {
+                name: group.name.name.clone(),
+                group: group.members.iter().map(|m| m.name.clone()).collect(),
+                notify_master,
+                notify_backup,
+                notify_fault,
+                location: group.at,
+            });
+        }
+    }
+    (config, locations)
+}
+
+fn instance_model(
+    cx: &mut Cx<'_>,
+    vrrp: &Vrrp,
+    instance: &VrrpInstance,
+) -> Option<(InstanceModel, VrrpInstanceLocations)> {
+    let settings = instance.settings.as_ref()?;
+    let name = &instance.name;
+    let (virtual_router_id, vrid_at) = settings.virtual_router_id?;
+    let Some(interface) = instance.interface.as_ref().or(vrrp.default_interface.as_ref()) else {
+        cx.error(
+            instance.name_at,
+            format!(
+                "vrrp_instance `{name}` has no `interface`, and global_defs no \
+                 `default_interface`: add `interface IFNAME`"
+            ),
+        );
+        return None;
+    };
+    let Some(first) = instance.addresses.first() else {
+        cx.error(
+            instance.name_at,
+            format!(
+                "vrrp_instance `{name}` has no `virtual_ipaddress`: lb needs at least one address \
+                 per instance (the addresses it holds while MASTER)"
+            ),
+        );
+        return None;
+    };
+    for dev in instance.addresses.iter().filter_map(|a| a.dev.as_ref()) {
+        if dev.name != interface.name {
+            cx.warning(
+                dev.at,
+                format!(
+                    "`dev {}`: accepted, not acted on (lb adds every address of vrrp_instance \
+                     `{name}` on its interface `{}` and sends its gratuitous ARPs there; write a \
+                     vrrp_instance on {} for the addresses on {})",
+                    dev.name, interface.name, dev.name, dev.name
+                ),
+            );
+        }
+    }
+
+    let mut at = VrrpInstanceLocations::all_at(instance.at);
+    at.name = instance.name_at;
+    at.interface = interface.at;
+    at.virtual_router_id = vrid_at;
+    at.virtual_ipaddress = instance.addresses.iter().map(|a| a.at).collect();
+
+    let ipv6 = first.address.is_ipv6();
+    let version = match (settings.version, vrrp.version) {
+        (Some((version, written)), _) => {
+            at.version = written;
+            version
+        }
+        // As keepalived: IPv6 runs the only version that carries it.
+        _ if ipv6 => 3,
+        (None, Some((version, written))) => {
+            at.version = written;
+            version
+        }
+        (None, None) => DEFAULT_VERSION,
+    };
+    let priority = match (settings.priority, settings.state) {
+        (Some((priority, written)), _) => {
+            at.priority = written;
+            priority
+        }
+        (None, Some((true, written))) => {
+            cx.warning(
+                written,
+                format!(
+                    "vrrp_instance `{name}`: `state MASTER` without `priority`: priority \
+                     {OWNER_PRIORITY}, the address owner, as in keepalived; add `priority` for \
+                     another"
+                ),
+            );
+            at.priority = written;
+            OWNER_PRIORITY
+        }
+        (None, _) => DEFAULT_PRIORITY,
+    };
+    // As keepalived: no `state` is MASTER for the address owner, BACKUP otherwise.
+    let initial_master = match settings.state {
+        Some((master, written)) => {
+            at.state = written;
+            master
+        }
+        None => priority == OWNER_PRIORITY,
+    };
+    let advert_int = match settings.advert_int {
+        Some((interval, written)) => {
+            at.advert_int = written;
+            interval
+        }
+        None => DEFAULT_ADVERT_INT,
+    };
+    if let Some((_, written)) = settings.unicast_src_ip {
+        at.unicast_src_ip = written;
+    }
+    at.unicast_peer = settings.unicast_peer.iter().map(|&(_, written)| written).collect();
+    if let Some((_, written)) = &settings.auth_pass {
+        at.authentication = *written;
+    }
+    let (track_interface, track_script) = tracking(cx, vrrp, instance, settings);
+    at.track_interface = track_interface.iter().map(|&(_, written)| written).collect();
+
+    let model = InstanceModel {
+        name: name.clone(),
+        initial_master,
+        interface: interface.name.clone(),
+        virtual_router_id,
+        priority,
+        advert_int,
+        version,
+        virtual_ipaddress: instance
+            .addresses
+            .iter()
+            .map(|a| VirtualAddress { address: a.address, prefix: a.prefix })
+            .collect(),
+        preempt: settings.preempt.unwrap_or(true),
+        preempt_delay: settings.preempt_delay.unwrap_or(Duration::ZERO),
+        unicast_peer: settings.unicast_peer.iter().map(|&(peer, _)| peer).collect(),
+        unicast_src_ip: settings.unicast_src_ip.map(|(source, _)| source),
+        auth_pass: settings.auth_pass.as_ref().map(|(pass, _)| pass.clone()),
+        track_interface: track_interface.into_iter().map(|(track, _)| track).collect(),
+        track_script,
+        notify_master: settings.notify_master.clone(),
+        notify_backup: settings.notify_backup.clone(),
+        notify_fault: settings.notify_fault.clone(),
+        notify_stop: settings.notify_stop.clone(),
+        notify: settings.notify.clone(),
+        garp_master_repeat: settings
+            .garp_master_repeat
+            .or(vrrp.garp_master_repeat)
+            .unwrap_or(DEFAULT_GARP_REPEAT),
+        garp_master_refresh_delay: settings
+            .garp_master_delay
+            .or(vrrp.garp_master_delay)
+            .unwrap_or(DEFAULT_GARP_REFRESH_DELAY),
+        location: instance.at,
+    };
+    Some((model, at))
+}
+
+/// The instance's tracked interfaces (with where each name is) and scripts, as keepalived runs
+/// them: in a sync group without `sync_group_tracking_weight`, interface weights are ignored (a
+/// link down is FAULT) and weighted scripts are not tracked at all.
+fn tracking(
+    cx: &mut Cx<'_>,
+    vrrp: &Vrrp,
+    instance: &VrrpInstance,
+    settings: &InstanceSettings,
+) -> (Vec<At<TrackInterface>>, Vec<TrackScript>) {
+    let mut interfaces = settings.track_interface.clone();
+    let mut scripts: Vec<TrackScript> =
+        settings.track_script.iter().map(|(track, _)| track.clone()).collect();
+    let group = vrrp
+        .sync_groups
+        .iter()
+        .find(|g| g.members.iter().any(|m| m.name == instance.name))
+        .filter(|g| !g.tracking_weight);
+    let Some(group) = group else { return (interfaces, scripts) };
+    let name = &instance.name;
+    let why = format!(
+        "vrrp_instance `{name}` is in vrrp_sync_group `{}`, which has no \
+         `sync_group_tracking_weight`",
+        group.name.name
+    );
+    for (track, written) in &mut interfaces {
+        if track.weight != 0 {
+            cx.warning(
+                *written,
+                format!(
+                    "the weight of tracked interface `{}` is ignored, as keepalived ignores it: \
+                     {why}; the instance goes to FAULT while the link is down",
+                    track.name
+                ),
+            );
+            track.weight = 0;
+        }
+    }
+    scripts.clear();
+    for (track, written) in &settings.track_script {
+        let own = vrrp.script_models.iter().find(|s| s.name == track.script).map(|s| s.weight);
+        if track.weight.or(own).unwrap_or(0) == 0 {
+            scripts.push(track.clone());
+        } else {
+            cx.warning(
+                *written,
+                format!(
+                    "tracked script `{}` has a weight, so it is not tracked, as keepalived does \
+                     not track it: {why}",
+                    track.script
+                ),
+            );
+        }
+    }
+    (interfaces, scripts)
 }

@@ -14,6 +14,13 @@ impl IdAlloc {
         Self { next: first, limit, free: Vec::new() }
     }
 
+    /// The allocator as it was when exactly `used` were handed out (adopting pinned state).
+    pub fn from_used(first: u32, limit: u32, used: &[u32]) -> Self {
+        let next = used.iter().map(|u| u + 1).max().unwrap_or(first).max(first);
+        let free = (first..next).filter(|i| !used.contains(i)).collect();
+        Self { next, limit, free }
+    }
+
     pub fn alloc(&mut self) -> Option<u32> {
         if let Some(id) = self.free.pop() {
             return Some(id);
@@ -40,6 +47,26 @@ pub struct RegionAlloc {
 impl RegionAlloc {
     pub fn new(capacity: u32) -> Self {
         Self { free: vec![(0, capacity)] }
+    }
+
+    /// The allocator with the regions `used` (start, len) taken (adopting pinned state).
+    pub fn from_used(capacity: u32, used: &[(u32, u32)]) -> Self {
+        let mut r = Self::new(capacity);
+        let mut sorted = used.to_vec();
+        sorted.sort_unstable();
+        let mut free = Vec::new();
+        let mut at = 0;
+        for (start, len) in sorted {
+            if start > at {
+                free.push((at, start - at));
+            }
+            at = at.max(start + len);
+        }
+        if at < capacity {
+            free.push((at, capacity - at));
+        }
+        r.free = free;
+        r
     }
 
     pub fn alloc(&mut self, len: u32) -> Option<u32> {
@@ -84,6 +111,19 @@ mod tests {
         a.release(2);
         assert_eq!(a.alloc(), Some(2));
         assert_eq!(a.alloc(), None);
+    }
+
+    #[test]
+    fn allocators_rebuilt_from_what_is_in_use() {
+        let mut a = IdAlloc::from_used(1, 10, &[1, 2, 5]);
+        let mut got: Vec<u32> = (0..6).filter_map(|_| a.alloc()).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![3, 4, 6, 7, 8, 9]);
+        let mut r = RegionAlloc::from_used(100, &[(10, 20), (50, 10)]);
+        assert_eq!(r.alloc(10), Some(0));
+        assert_eq!(r.alloc(20), Some(30));
+        assert_eq!(r.alloc(40), Some(60));
+        assert_eq!(r.alloc(1), None);
     }
 
     #[test]

@@ -841,3 +841,105 @@ fn loads_and_forwards_without_cap_perfmon() {
 fn _unused(_: Addr) -> Addr {
     addr_v6([0; 16])
 }
+
+/// A bpf filesystem mounted on a temporary folder for the test, unmounted on drop.
+struct BpfFs {
+    dir: std::path::PathBuf,
+}
+
+impl BpfFs {
+    fn mount(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lb-bpffs-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bpffs dir");
+        let c = |s: &str| std::ffi::CString::new(s).expect("cstring");
+        let target = c(dir.to_str().expect("utf-8 path"));
+        // SAFETY: plain mount(2) with valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(c("bpf").as_ptr(), target.as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null())
+        };
+        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
+        Self { dir }
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.dir.to_string_lossy().as_bytes()) {
+            // SAFETY: umount2 with a valid path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn xdp_on_lo() -> String {
+    let out =
+        std::process::Command::new("ip").args(["-d", "link", "show", "lo"]).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Hitless restart: an agent that dies leaves its pinned program, maps and link forwarding; the
+/// next one takes them over — flows stay on their reals, counters continue — and a clean stop
+/// removes everything. State of another layout is refused.
+#[test]
+fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
+    if !require_root("pinned adoption") {
+        return;
+    }
+    private_netns();
+    let fs = BpfFs::mount("adopt");
+    let pinning =
+        super::Pinning { dir: fs.dir.join("lb"), state_file: fs.dir.with_extension("state.json") };
+    let limits =
+        XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * SMALL_TABLE, flows: 16384 };
+    let d = desired();
+    let mut dp1 = XdpDataplane::load_pinned(XdpModeSetting::Generic, limits, Some(pinning.clone()))
+        .expect("first agent");
+    dp1.apply(&d).expect("apply");
+    let before: Vec<u8> = (20000..20300u16).map(|p| sent_to(&mut dp1, &v4_tcp(p, 80))).collect();
+    let first_prog = dp1.program_id;
+    drop(dp1); // SIGKILL: nothing is detached or unpinned
+    assert!(
+        xdp_on_lo().contains(&format!("prog/xdp id {first_prog}")),
+        "still attached: {}",
+        xdp_on_lo()
+    );
+
+    // The successor runs a changed config: the table moves, established flows must not.
+    let mut d2 = desired();
+    d2.services[0].reals = vec![r4(11, 5), r4(12, 1), r4(19, 1)];
+    for r in &mut d2.services[0].reals {
+        r.port = 80;
+    }
+    rebuild_ring(&mut d2.services[0]);
+    let mut dp2 = XdpDataplane::load_pinned(XdpModeSetting::Generic, limits, Some(pinning.clone()))
+        .expect("second agent adopts");
+    dp2.apply(&d2).expect("apply after adoption");
+    assert_ne!(dp2.program_id, first_prog);
+    assert!(xdp_on_lo().contains(&format!("prog/xdp id {}", dp2.program_id)), "{}", xdp_on_lo());
+    for (i, p) in (20000..20300u16).enumerate() {
+        assert_eq!(
+            sent_to(&mut dp2, &v4_tcp(p, 80)),
+            before[i],
+            "flow {p} moved across the restart"
+        );
+    }
+    let c = dp2.counters().expect("counters");
+    assert_eq!(
+        c.services[&d2.services[0].key].packets, 600,
+        "counters continue across the restart"
+    );
+
+    // A build with another layout (here: another flow-table size) refuses the pinned state.
+    let other = XdpLimits { flows: 8192, ..limits };
+    let err = XdpDataplane::load_pinned(XdpModeSetting::Generic, other, Some(pinning.clone()))
+        .err()
+        .expect("mismatched layout must be refused");
+    assert!(err.to_string().contains("does not match this build"), "{err}");
+
+    // A clean stop detaches and unpins everything.
+    dp2.shutdown().expect("shutdown");
+    assert!(!xdp_on_lo().contains("prog/xdp"), "{}", xdp_on_lo());
+    assert!(!pinning.dir.exists(), "pins removed");
+    assert!(!pinning.state_file.exists(), "state removed");
+}

@@ -7,6 +7,7 @@
 mod alloc;
 #[cfg(test)]
 mod fixtures;
+mod pin;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,7 +24,11 @@ use lb_common::{
     ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
-use self::alloc::{IdAlloc, RegionAlloc};
+pub use self::pin::Pinning;
+use self::{
+    alloc::{IdAlloc, RegionAlloc},
+    pin::{RealRecord, ServiceRecord, StateFile},
+};
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
     config::VirtualServerKey,
@@ -91,8 +96,15 @@ struct ServiceSlot {
 #[derive(Debug)]
 struct Attached {
     name: String,
-    link: XdpLinkId,
+    link: LinkRef,
     mode: &'static str,
+}
+
+/// An attachment owned by the program (detached when dropped) or pinned (survives the agent).
+#[derive(Debug)]
+enum LinkRef {
+    Owned(XdpLinkId),
+    Pinned(aya::programs::links::PinnedLink),
 }
 
 pub struct XdpDataplane {
@@ -111,6 +123,9 @@ pub struct XdpDataplane {
     attached: BTreeMap<u32, Attached>,
     nr_cpus: usize,
     limits: XdpLimits,
+    pinning: Option<Pinning>,
+    /// Interfaces adopted from a previous agent: the mode it attached them with.
+    adopted_links: BTreeMap<String, &'static str>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -120,18 +135,56 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 impl XdpDataplane {
     /// Loads the program and its maps into the kernel; nothing is attached until `apply`.
     pub fn load(mode: XdpModeSetting, limits: XdpLimits) -> Result<Self, DataplaneError> {
+        Self::load_pinned(mode, limits, None)
+    }
+
+    /// Loads with maps and links pinned under `pinning`; adopts what a previous agent left there
+    /// (its flows, slots and attachments), refusing state of another layout.
+    pub fn load_pinned(
+        mode: XdpModeSetting,
+        limits: XdpLimits,
+        pinning: Option<Pinning>,
+    ) -> Result<Self, DataplaneError> {
         if PROGRAM.is_empty() {
             return Err(DataplaneError::NoProgram);
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(map_names::SERVICES, limits.max_services)
             .map_max_entries(map_names::SERVICE_STATS, limits.max_services)
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
             .map_max_entries(map_names::RINGS, limits.ring_entries)
             .map_max_entries(map_names::VIPS, limits.max_services)
-            .map_max_entries(map_names::FLOWS, limits.flows)
-            .load(PROGRAM)?;
+            .map_max_entries(map_names::FLOWS, limits.flows);
+        let mut state = None;
+        if let Some(p) = &pinning {
+            std::fs::create_dir_all(&p.dir)
+                .map_err(|e| DataplaneError::Pin(format!("{}: {e}", p.dir.display())))?;
+            if pin::check_pinned(p, &limits)? {
+                let s = pin::read_state(&p.state_file)
+                    .map_err(|e| DataplaneError::Pin(format!("{}: {e}", p.state_file.display())))?
+                    .ok_or_else(|| DataplaneError::PinnedLayout {
+                        dir: p.dir.clone(),
+                        detail: format!("no agent state in {}", p.state_file.display()),
+                    })?;
+                if s.layout != pin::LAYOUT {
+                    return Err(DataplaneError::PinnedLayout {
+                        dir: p.dir.clone(),
+                        detail: format!(
+                            "layout {} pinned, this build has {}",
+                            s.layout,
+                            pin::LAYOUT
+                        ),
+                    });
+                }
+                state = Some(s);
+            }
+            for (name, ..) in pin::expected_maps(&limits) {
+                loader.map_pin_path(name, p.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(PROGRAM)?;
         let prog = program(&mut ebpf)?;
         prog.load()?;
         let program_id = prog.info()?.id();
@@ -139,7 +192,7 @@ impl XdpDataplane {
             what: "CPU count",
             detail: e.to_string(),
         })?;
-        Ok(Self {
+        Self {
             ebpf,
             mode,
             program_id,
@@ -155,7 +208,143 @@ impl XdpDataplane {
             attached: BTreeMap::new(),
             nr_cpus,
             limits,
-        })
+            pinning,
+            adopted_links: BTreeMap::new(),
+        }
+        .adopt(state)
+    }
+
+    /// Takes over the bookkeeping of the agent that pinned the maps.
+    fn adopt(mut self, state: Option<StateFile>) -> Result<Self, DataplaneError> {
+        let Some(state) = state else { return Ok(self) };
+        let mut service_ids = Vec::new();
+        let mut real_ids = Vec::new();
+        let mut regions = Vec::new();
+        let services: BpfHashMap<_, ServiceKey, ServiceValue> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
+                .map_err(map_err(map_names::SERVICES))?;
+        let mut slots = HashMap::new();
+        for rec in &state.services {
+            let protocol = rec.protocol.parse().map_err(|e| DataplaneError::Pin(format!("{e}")))?;
+            let key = VirtualServerKey { vip: rec.vip, port: rec.port, protocol };
+            let value = services.get(&service_key(&key), 0).ok();
+            service_ids.push(rec.id);
+            regions.push((rec.ring_base, 2 * rec.table_size));
+            let slot_of = |r: &RealRecord| RealSlot { id: r.id, value: r.value() };
+            real_ids.extend(rec.reals.iter().chain(&rec.sorry).map(|r| r.id));
+            slots.insert(
+                key,
+                ServiceSlot {
+                    id: rec.id,
+                    ring_base: rec.ring_base,
+                    table_size: rec.table_size,
+                    // Unknown contents: the next table is written in full, then swapped in.
+                    halves: [Vec::new(), Vec::new()],
+                    active: value.and(rec.active),
+                    retired: None,
+                    value: value.unwrap_or_default(),
+                    reals: rec.reals.iter().map(|r| ((r.address, r.port), slot_of(r))).collect(),
+                    sorry: rec.sorry.as_ref().map(|r| ((r.address, r.port), slot_of(r))),
+                },
+            );
+        }
+        // Services the state does not know (a crash between two writes) must not linger.
+        let unknown: Vec<ServiceKey> = services
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !slots.keys().any(|s| service_key(s) == *k))
+            .collect();
+        let mut services: BpfHashMap<_, ServiceKey, ServiceValue> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
+                .map_err(map_err(map_names::SERVICES))?;
+        for k in unknown {
+            let _ = services.remove(&k);
+        }
+        self.service_ids = IdAlloc::from_used(0, self.limits.max_services, &service_ids);
+        self.real_ids = IdAlloc::from_used(1, self.limits.max_reals, &real_ids);
+        self.rings = RegionAlloc::from_used(self.limits.ring_entries, &regions);
+        self.next_generation = state.next_generation.max(1);
+        self.services = slots;
+        let ifaces: BpfHashMap<_, u32, IfaceValue> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?)
+                .map_err(map_err(map_names::IFACES))?;
+        self.ifaces = ifaces.iter().filter_map(Result::ok).collect();
+        let vips: BpfHashMap<_, VipKey, VipValue> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::VIPS)?)
+                .map_err(map_err(map_names::VIPS))?;
+        self.vips = vips.iter().filter_map(Result::ok).collect();
+        // Ports in the devmap are re-added as needed; start from what the interfaces say.
+        self.adopted_links = state
+            .links
+            .iter()
+            .map(|(_, name, mode)| {
+                (name.clone(), if mode == "native" { "native" } else { "generic" })
+            })
+            .collect();
+        tracing::info!(
+            services = self.services.len(),
+            reals = real_ids.len(),
+            links = self.adopted_links.len(),
+            "adopted the pinned dataplane of a previous agent"
+        );
+        Ok(self)
+    }
+
+    /// What the previous agent left, as `lb status` reports it after adoption.
+    pub fn adopted(&self) -> Vec<String> {
+        self.adopted_links.keys().cloned().collect()
+    }
+
+    /// Writes the bookkeeping next to the pins, so a successor can adopt them.
+    fn save_state(&self) -> Result<(), DataplaneError> {
+        let Some(p) = &self.pinning else { return Ok(()) };
+        let record = |(addr, port): &(IpAddr, u16), r: &RealSlot| RealRecord {
+            address: *addr,
+            port: *port,
+            id: r.id,
+            mac: r.value.mac,
+            flags: r.value.flags,
+            ifindex: r.value.ifindex,
+            generation: r.value.generation,
+        };
+        let state = StateFile {
+            layout: pin::LAYOUT,
+            next_generation: self.next_generation,
+            services: self
+                .services
+                .iter()
+                .map(|(k, s)| ServiceRecord {
+                    vip: k.vip,
+                    port: k.port,
+                    protocol: k.protocol.as_str().to_owned(),
+                    id: s.id,
+                    ring_base: s.ring_base,
+                    table_size: s.table_size,
+                    active: s.active,
+                    reals: s.reals.iter().map(|(a, r)| record(a, r)).collect(),
+                    sorry: s.sorry.as_ref().map(|(a, r)| record(a, r)),
+                })
+                .collect(),
+            links: self
+                .attached
+                .iter()
+                .map(|(idx, a)| (*idx, a.name.clone(), a.mode.to_owned()))
+                .collect(),
+        };
+        pin::write_state(&p.state_file, &state)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", p.state_file.display())))
+    }
+
+    fn detach_link(&mut self, a: Attached) -> Result<(), DataplaneError> {
+        match a.link {
+            LinkRef::Owned(id) => self.program()?.detach(id)?,
+            LinkRef::Pinned(pinned) => {
+                // Unpinning drops the last reference once our fd closes: the link detaches.
+                drop(pinned.unpin().map_err(|e| DataplaneError::Pin(format!("unpinning: {e}")))?);
+            }
+        }
+        tracing::info!(interface = %a.name, "XDP detached");
+        Ok(())
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
@@ -254,11 +443,45 @@ impl XdpDataplane {
             if self.attached.contains_key(&iface.ifindex) {
                 continue;
             }
-            let (link, mode) = self.attach(iface)?;
+            let (link, mode) = match self.pinning.clone() {
+                None => {
+                    let (id, mode) = self.attach(iface)?;
+                    (LinkRef::Owned(id), mode)
+                }
+                Some(p) => self.attach_pinned(iface, &p)?,
+            };
             tracing::info!(interface = %iface.name, mode, driver = %iface.driver, "XDP attached");
             self.attached.insert(iface.ifindex, Attached { name: iface.name.clone(), link, mode });
         }
         Ok(())
+    }
+
+    /// Attaches through a pinned link: the previous agent's link is taken over with an atomic
+    /// program replacement (no packet sees no program), else a new link is made and pinned.
+    fn attach_pinned(
+        &mut self,
+        iface: &Interface,
+        p: &Pinning,
+    ) -> Result<(LinkRef, &'static str), DataplaneError> {
+        use aya::programs::links::{FdLink, PinnedLink};
+        let path = p.link_path(&iface.name);
+        let pin_err =
+            |e: &dyn std::fmt::Display| DataplaneError::Pin(format!("{}: {e}", path.display()));
+        let (id, mode) = if path.exists() {
+            let old = PinnedLink::from_pin(&path).map_err(|e| pin_err(&e))?;
+            let fd: FdLink = old.unpin().map_err(|e| pin_err(&e))?;
+            let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| pin_err(&e))?;
+            let id = self.program()?.attach_to_link(link)?;
+            let mode = self.adopted_links.get(&iface.name).copied().unwrap_or("generic");
+            tracing::info!(interface = %iface.name, "took over the pinned XDP link (program replaced atomically)");
+            (id, mode)
+        } else {
+            self.attach(iface)?
+        };
+        let link = self.program()?.take_link(id)?;
+        let fd = FdLink::try_from(link).map_err(|e| pin_err(&e))?;
+        let pinned = fd.pin(&path).map_err(|e| pin_err(&e))?;
+        Ok((LinkRef::Pinned(pinned), mode))
     }
 
     fn attach(&mut self, iface: &Interface) -> Result<(XdpLinkId, &'static str), DataplaneError> {
@@ -295,8 +518,27 @@ impl XdpDataplane {
             .collect();
         for idx in stale {
             if let Some(a) = self.attached.remove(&idx) {
-                self.program()?.detach(a.link)?;
-                tracing::info!(interface = %a.name, "XDP detached");
+                self.detach_link(a)?;
+            }
+        }
+        // Links a previous agent pinned for interfaces no longer served.
+        if let Some(p) = self.pinning.clone() {
+            let gone: Vec<String> = self
+                .adopted_links
+                .keys()
+                .filter(|n| !desired.interfaces.iter().any(|i| &i.name == *n))
+                .cloned()
+                .collect();
+            for name in gone {
+                self.adopted_links.remove(&name);
+                let path = p.link_path(&name);
+                if let Ok(old) = aya::programs::links::PinnedLink::from_pin(&path) {
+                    drop(
+                        old.unpin()
+                            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", path.display())))?,
+                    );
+                    tracing::info!(interface = %name, "XDP detached (left by a previous agent)");
+                }
             }
         }
         Ok(())
@@ -676,7 +918,8 @@ impl Dataplane for XdpDataplane {
             self.remove_service(key)?;
         }
         self.attach_missing(desired)?;
-        self.detach_unwanted(desired)
+        self.detach_unwanted(desired)?;
+        self.save_state()
     }
 
     fn counters(&mut self) -> Result<Counters, DataplaneError> {
@@ -727,8 +970,11 @@ impl Dataplane for XdpDataplane {
     fn shutdown(&mut self) -> Result<(), DataplaneError> {
         let links: Vec<Attached> = std::mem::take(&mut self.attached).into_values().collect();
         for a in links {
-            self.program()?.detach(a.link)?;
-            tracing::info!(interface = %a.name, "XDP detached");
+            self.detach_link(a)?;
+        }
+        if let Some(p) = &self.pinning {
+            // A clean stop leaves nothing behind: the next agent starts fresh.
+            pin::remove_all(p, &self.limits);
         }
         Ok(())
     }

@@ -1,0 +1,674 @@
+//! The native TOML text of a model: what `lb convert` prints. Every setting that differs from its
+//! default is written, with the native key names (docs/config.md), in the reference's order:
+//! `[dataplane]`, the virtual servers with their real servers and checkers, then the VRRP
+//! instances, scripts and sync groups. Nothing else is written (no comments), and the same model
+//! always gives the same text; reading the text back gives the same model (but for where things
+//! were written).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::health::{
+    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
+    DEFAULT_RETRY, HealthCheck, ServiceHealth,
+};
+use super::model::{
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Protocol, RealServer,
+    VirtualServer, host_prefix_len,
+};
+use super::vrrp::{
+    DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
+    DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
+};
+use crate::maglev;
+
+/// The native configuration text of `config`; empty for a director with nothing to do.
+pub fn emit(config: &Config) -> String {
+    let mut out = Out::default();
+    dataplane(&mut out, &config.dataplane);
+    for vs in &config.virtual_servers {
+        virtual_server(&mut out, vs);
+    }
+    for instance in &config.vrrp.instances {
+        vrrp_instance(&mut out, instance);
+    }
+    for script in &config.vrrp.scripts {
+        vrrp_script(&mut out, script);
+    }
+    for group in &config.vrrp.sync_groups {
+        vrrp_sync_group(&mut out, group);
+    }
+    out.text
+}
+
+/// The text being written: sections separated by a blank line, `key = value` lines.
+#[derive(Default)]
+struct Out {
+    text: String,
+}
+
+impl Out {
+    /// Starts a section (`[dataplane]`, `[[virtual_server]]`).
+    fn section(&mut self, header: &str) {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(header);
+        self.text.push('\n');
+    }
+
+    fn key(&mut self, name: &str, value: impl AsRef<str>) {
+        let _ = writeln!(self.text, "{name} = {}", value.as_ref());
+    }
+
+    /// `key` when `value` differs from `default`.
+    fn key_unless<T: PartialEq + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+        default: &T,
+        show: fn(&T) -> String,
+    ) {
+        if value != default {
+            self.key(name, show(value));
+        }
+    }
+
+    /// `key` when there is a value.
+    fn optional<T: ?Sized>(&mut self, name: &str, value: Option<&T>, show: fn(&T) -> String) {
+        if let Some(value) = value {
+            self.key(name, show(value));
+        }
+    }
+}
+
+/// A TOML basic string: double quotes, with `"`, `\` and control characters escaped.
+fn string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn integer<T: ToString>(n: &T) -> String {
+    n.to_string()
+}
+
+fn boolean(b: &bool) -> String {
+    b.to_string()
+}
+
+fn address(a: &IpAddr) -> String {
+    string(&a.to_string())
+}
+
+/// Seconds: an integer when whole, else a float with as many decimals as needed (nanoseconds at
+/// most), which reads back to the same duration.
+fn seconds(d: &Duration) -> String {
+    match d.subsec_nanos() {
+        0 => d.as_secs().to_string(),
+        nanos => {
+            let fraction = format!("{nanos:09}");
+            format!("{}.{}", d.as_secs(), fraction.trim_end_matches('0'))
+        }
+    }
+}
+
+/// `[a, b]`.
+fn array<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let items: Vec<String> = items.iter().map(show).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// `{ a = 1, b = "x" }`.
+fn inline_table(pairs: &[(&str, String)]) -> String {
+    let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", pairs.join(", "))
+}
+
+fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
+    let default = DataplaneSettings::default();
+    let mut table = Out::default();
+    table.key_unless(
+        "flow_table_size",
+        &settings.flow_table_size,
+        &default.flow_table_size,
+        integer,
+    );
+    table.key_unless("hash_seed", &settings.hash_seed, &default.hash_seed, integer);
+    table.key_unless(
+        "syn_flood_threshold",
+        &settings.syn_flood_threshold,
+        &default.syn_flood_threshold,
+        integer,
+    );
+    table.key_unless(
+        "udp_flow_timeout",
+        &settings.udp_flow_timeout,
+        &default.udp_flow_timeout,
+        seconds,
+    );
+    table.key_unless("icmp_echo", &settings.icmp_echo, &default.icmp_echo, boolean);
+    table.key_unless("max_services", &settings.max_services, &default.max_services, integer);
+    table.key_unless("max_reals", &settings.max_reals, &default.max_reals, integer);
+    if !table.text.is_empty() {
+        out.section("[dataplane]");
+        out.text.push_str(&table.text);
+    }
+}
+
+fn virtual_server(out: &mut Out, vs: &VirtualServer) {
+    out.section("[[virtual_server]]");
+    out.key("vip", address(&vs.vip));
+    out.key("port", vs.port.to_string());
+    if vs.protocol != Protocol::Tcp {
+        out.key("protocol", string(vs.protocol.as_str()));
+    }
+    out.key("interface", string(&vs.interface));
+    out.key_unless("lb_algo", vs.lb_algo.as_str(), DEFAULT_LB_ALGO, string);
+    out.key_unless("table_size", &vs.table_size, &maglev::DEFAULT_SIZE, integer);
+    out.optional("persistence_timeout", vs.persistence_timeout.as_ref(), seconds);
+    if vs.persistence_prefix != host_prefix_len(vs.vip) {
+        out.key("persistence_granularity", granularity(vs.vip, vs.persistence_prefix));
+    }
+    service_health(out, &vs.health);
+    if let Some(sorry) = &vs.sorry_server {
+        let mut pairs = vec![("address", address(&sorry.address))];
+        if sorry.port != vs.port {
+            pairs.push(("port", sorry.port.to_string()));
+        }
+        out.key("sorry_server", inline_table(&pairs));
+    }
+    for rs in &vs.real_servers {
+        real_server(out, vs, rs);
+    }
+}
+
+/// A persistence granularity as keepalived writes it: a netmask for IPv4, a prefix length for
+/// IPv6.
+fn granularity(vip: IpAddr, prefix: u8) -> String {
+    match vip {
+        IpAddr::V4(_) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            string(&std::net::Ipv4Addr::from(mask).to_string())
+        }
+        IpAddr::V6(_) => prefix.to_string(),
+    }
+}
+
+fn service_health(out: &mut Out, health: &ServiceHealth) {
+    let default = ServiceHealth::default();
+    out.key_unless("delay_loop", &health.delay_loop, &default.delay_loop, seconds);
+    out.key_unless("alpha", &health.alpha, &default.alpha, boolean);
+    out.key_unless("omega", &health.omega, &default.omega, boolean);
+    out.key_unless("quorum", &health.quorum, &default.quorum, integer);
+    out.key_unless("hysteresis", &health.hysteresis, &default.hysteresis, integer);
+    out.optional("quorum_up", health.quorum_up.as_deref(), string);
+    out.optional("quorum_down", health.quorum_down.as_deref(), string);
+    out.key_unless(
+        "inhibit_on_failure",
+        &health.inhibit_on_failure,
+        &default.inhibit_on_failure,
+        boolean,
+    );
+}
+
+fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
+    out.section("[[virtual_server.real_server]]");
+    out.key("address", address(&rs.address));
+    out.key_unless("port", &rs.port, &vs.port, integer);
+    out.key_unless("weight", &rs.weight, &DEFAULT_WEIGHT, integer);
+    // The virtual server's is the default.
+    out.key_unless(
+        "inhibit_on_failure",
+        &rs.health.inhibit_on_failure,
+        &vs.health.inhibit_on_failure,
+        boolean,
+    );
+    out.optional("notify_up", rs.health.notify_up.as_deref(), string);
+    out.optional("notify_down", rs.health.notify_down.as_deref(), string);
+    for check in &rs.health.checks {
+        checker(out, check);
+    }
+}
+
+fn checker(out: &mut Out, check: &HealthCheck) {
+    out.section(&format!("[[virtual_server.real_server.{}]]", check.kind.native_key()));
+    // MISC_CHECK connects to nothing: it takes none of the connection keys.
+    if !matches!(check.kind, CheckKind::Misc(_)) {
+        out.key_unless(
+            "connect_timeout",
+            &check.connect_timeout,
+            &DEFAULT_CONNECT_TIMEOUT,
+            seconds,
+        );
+        out.optional("connect_ip", check.connect_ip.as_ref(), address);
+        out.optional("connect_port", check.connect_port.as_ref(), integer);
+        out.optional("bindto", check.bindto.as_ref(), address);
+    }
+    out.key_unless("retry", &check.retry, &DEFAULT_RETRY, integer);
+    out.key_unless(
+        "delay_before_retry",
+        &check.delay_before_retry,
+        &DEFAULT_DELAY_BEFORE_RETRY,
+        seconds,
+    );
+    out.optional("warmup", check.warmup.as_ref(), seconds);
+    out.key_unless("rise", &check.rise, &1, integer);
+    match &check.kind {
+        CheckKind::Http(http) | CheckKind::Ssl(http) => {
+            out.optional("virtualhost", http.virtualhost.as_deref(), string);
+            if matches!(check.kind, CheckKind::Ssl(_)) {
+                out.optional("sni", http.sni.as_deref(), string);
+            }
+            let urls = array(&http.urls, |url| {
+                let mut pairs = vec![("path", string(&url.path))];
+                if let Some(code) = url.status_code {
+                    pairs.push(("status_code", code.to_string()));
+                }
+                if let Some(digest) = &url.digest {
+                    pairs.push(("digest", string(digest)));
+                }
+                inline_table(&pairs)
+            });
+            out.key("url", urls);
+        }
+        CheckKind::Misc(misc) => {
+            out.key("misc_path", string(&misc.path));
+            out.key_unless("misc_timeout", &misc.timeout, &DEFAULT_MISC_TIMEOUT, seconds);
+            out.key_unless("misc_dynamic", &misc.dynamic, &false, boolean);
+        }
+        CheckKind::Dns(dns) => {
+            out.key_unless("name", dns.name.as_str(), ".", string);
+            out.key_unless("type", dns.qtype.as_str(), "SOA", string);
+        }
+        CheckKind::Udp(udp) => {
+            if !udp.payload.is_empty() {
+                let hex: String = udp.payload.iter().map(|b| format!("{b:02x}")).collect();
+                out.key("payload", string(&format!("0x{hex}")));
+            }
+            out.key_unless("require_reply", &udp.require_reply, &false, boolean);
+        }
+        CheckKind::Tcp | CheckKind::Ping => {}
+    }
+}
+
+fn vrrp_instance(out: &mut Out, instance: &VrrpInstance) {
+    out.section("[[vrrp_instance]]");
+    out.key("name", string(&instance.name));
+    if instance.initial_master {
+        out.key("state", string("MASTER"));
+    }
+    out.key("interface", string(&instance.interface));
+    out.key("virtual_router_id", instance.virtual_router_id.to_string());
+    out.key_unless("priority", &instance.priority, &DEFAULT_PRIORITY, integer);
+    out.key_unless("advert_int", &instance.advert_int, &DEFAULT_ADVERT_INT, seconds);
+    // The default follows the addresses' family.
+    let default_version = if instance.is_ipv6() { 3 } else { DEFAULT_VERSION };
+    out.key_unless("version", &instance.version, &default_version, integer);
+    out.key(
+        "virtual_ipaddress",
+        array(&instance.virtual_ipaddress, |vip| string(&vip.to_string())),
+    );
+    if !instance.preempt {
+        out.key("nopreempt", "true");
+    }
+    out.key_unless("preempt_delay", &instance.preempt_delay, &Duration::ZERO, seconds);
+    out.optional("unicast_src_ip", instance.unicast_src_ip.as_ref(), address);
+    if !instance.unicast_peer.is_empty() {
+        out.key("unicast_peer", array(&instance.unicast_peer, address));
+    }
+    if let Some(pass) = &instance.auth_pass {
+        out.key(
+            "authentication",
+            inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]),
+        );
+    }
+    if !instance.track_interface.is_empty() {
+        let tracked = array(&instance.track_interface, |t| match t.weight {
+            0 => string(&t.name),
+            weight => inline_table(&[("name", string(&t.name)), ("weight", weight.to_string())]),
+        });
+        out.key("track_interface", tracked);
+    }
+    if !instance.track_script.is_empty() {
+        let tracked = array(&instance.track_script, |t| match t.weight {
+            None => string(&t.script),
+            Some(weight) => {
+                inline_table(&[("name", string(&t.script)), ("weight", weight.to_string())])
+            }
+        });
+        out.key("track_script", tracked);
+    }
+    out.optional("notify_master", instance.notify_master.as_deref(), string);
+    out.optional("notify_backup", instance.notify_backup.as_deref(), string);
+    out.optional("notify_fault", instance.notify_fault.as_deref(), string);
+    out.optional("notify_stop", instance.notify_stop.as_deref(), string);
+    out.optional("notify", instance.notify.as_deref(), string);
+    out.key_unless(
+        "garp_master_repeat",
+        &instance.garp_master_repeat,
+        &DEFAULT_GARP_REPEAT,
+        integer,
+    );
+    out.key_unless(
+        "garp_master_refresh_delay",
+        &instance.garp_master_refresh_delay,
+        &DEFAULT_GARP_REFRESH_DELAY,
+        seconds,
+    );
+}
+
+fn vrrp_script(out: &mut Out, script: &VrrpScript) {
+    out.section("[[vrrp_script]]");
+    out.key("name", string(&script.name));
+    out.key("script", string(&script.script));
+    out.key_unless("interval", &script.interval, &DEFAULT_SCRIPT_INTERVAL, seconds);
+    // The default is the interval.
+    out.key_unless("timeout", &script.timeout, &script.interval, seconds);
+    out.key_unless("weight", &script.weight, &0, integer);
+    out.key_unless("rise", &script.rise, &1, integer);
+    out.key_unless("fall", &script.fall, &1, integer);
+}
+
+fn vrrp_sync_group(out: &mut Out, group: &VrrpSyncGroup) {
+    out.section("[[vrrp_sync_group]]");
+    out.key("name", string(&group.name));
+    out.key("group", array(&group.group, |name| string(name)));
+    out.optional("notify_master", group.notify_master.as_deref(), string);
+    out.optional("notify_backup", group.notify_backup.as_deref(), string);
+    out.optional("notify_fault", group.notify_fault.as_deref(), string);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::keepalived::{self, Format};
+    use super::super::{Config, HostView, parse_toml};
+    use super::*;
+
+    /// Every interface exists: the files are for other hosts.
+    struct AnyHost;
+
+    impl HostView for AnyHost {
+        fn interface_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// The model as JSON without what says where it was read: `source` and every `location`
+    /// (the other locations are not serialised).
+    fn without_locations(config: &Config) -> serde_json::Value {
+        fn strip(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    map.remove("location");
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut json = serde_json::to_value(config).unwrap();
+        if let serde_json::Value::Object(map) = &mut json {
+            map.remove("source");
+        }
+        strip(&mut json);
+        json
+    }
+
+    /// `parse(emit(model))` is the model, and emitting is stable.
+    fn assert_round_trip(name: &str, config: &Config) {
+        let text = emit(config);
+        let again = parse_toml(&text, Path::new("emitted.toml"), &AnyHost)
+            .unwrap_or_else(|e| panic!("{name}: the emitted text is invalid:\n{e}\n{text}"));
+        assert_eq!(
+            without_locations(&again),
+            without_locations(config),
+            "{name}: the emitted text means something else:\n{text}"
+        );
+        assert_eq!(emit(&again), text, "{name}: emitting is not stable");
+    }
+
+    /// The code blocks of `lang` in a Markdown document.
+    fn blocks<'d>(doc: &'d str, lang: &str) -> Vec<&'d str> {
+        doc.split(&format!("```{lang}\n"))
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .collect()
+    }
+
+    #[test]
+    fn keepalived_corpus_round_trips() {
+        let mut files: Vec<(String, &str)> = [
+            ("classic-dr.conf", include_str!("keepalived/fixtures/classic-dr.conf")),
+            ("groups.conf", include_str!("keepalived/fixtures/groups.conf")),
+            ("misc-dynamic.conf", include_str!("keepalived/fixtures/misc-dynamic.conf")),
+            ("nbsp.conf", include_str!("keepalived/fixtures/nbsp.conf")),
+            ("old-keywords.conf", include_str!("keepalived/fixtures/old-keywords.conf")),
+            ("vrrp-blocks.conf", include_str!("keepalived/fixtures/vrrp-blocks.conf")),
+            ("vrrp-full.conf", include_str!("keepalived/fixtures/vrrp-full.conf")),
+        ]
+        .into_iter()
+        .map(|(name, text)| (name.to_owned(), text))
+        .collect();
+        let docs = blocks(include_str!("../../../docs/keepalived.md"), "keepalived");
+        assert!(!docs.is_empty());
+        files.extend(docs.into_iter().enumerate().map(|(i, b)| (format!("keepalived.md #{i}"), b)));
+        for (name, text) in files {
+            let loaded = keepalived::parse(text, Path::new(&name), &AnyHost, false)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            assert_eq!(loaded.format, Format::Keepalived);
+            assert!(
+                !loaded.config.virtual_servers.is_empty()
+                    || !loaded.config.vrrp.instances.is_empty()
+            );
+            assert_round_trip(&name, &loaded.config);
+        }
+    }
+
+    #[test]
+    fn toml_examples_round_trip() {
+        let mut files: Vec<(String, &str)> = vec![
+            ("demo.toml".to_owned(), include_str!("../../../examples/demo.toml")),
+            ("two-reals.toml".to_owned(), include_str!("../../../examples/two-reals.toml")),
+        ];
+        let docs = blocks(include_str!("../../../docs/config.md"), "toml");
+        assert!(docs.len() > 3);
+        files.extend(docs.into_iter().enumerate().map(|(i, b)| (format!("config.md #{i}"), b)));
+        for (name, text) in files {
+            let config = parse_toml(text, Path::new(&name), &AnyHost)
+                .unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            assert_round_trip(&name, &config);
+        }
+    }
+
+    #[test]
+    fn nothing_to_do_is_an_empty_file() {
+        let config = parse_toml("", Path::new("empty.toml"), &AnyHost).unwrap();
+        assert_eq!(emit(&config), "");
+    }
+
+    #[test]
+    fn values_are_written_as_toml_reads_them() {
+        let cases: &[(&str, String)] = &[
+            ("plain", string("/usr/bin/pgrep -x nginx")),
+            ("quote and backslash", string(r#"say "hi" \ bye"#)),
+            ("control characters", string("a\tb\nc\u{1}")),
+        ];
+        let expected =
+            [r#""/usr/bin/pgrep -x nginx""#, r#""say \"hi\" \\ bye""#, r#""a\tb\nc\u0001""#];
+        for ((name, got), want) in cases.iter().zip(expected) {
+            assert_eq!(got, want, "{name}");
+        }
+        let durations = [
+            (Duration::from_secs(5), "5"),
+            (Duration::from_millis(500), "0.5"),
+            (Duration::from_micros(1), "0.000001"),
+            (Duration::new(86_399, 999_999_999), "86399.999999999"),
+        ];
+        for (duration, text) in durations {
+            assert_eq!(seconds(&duration), text);
+            // As the TOML front end reads a float.
+            let read = Duration::try_from_secs_f64(text.parse::<f64>().unwrap()).unwrap();
+            assert_eq!(read, duration, "{text}");
+        }
+        assert_eq!(granularity("192.0.2.1".parse().unwrap(), 24), "\"255.255.255.0\"");
+        assert_eq!(granularity("192.0.2.1".parse().unwrap(), 0), "\"0.0.0.0\"");
+        assert_eq!(granularity("2001:db8::1".parse().unwrap(), 64), "64");
+    }
+
+    /// A keepalived.conf with VRRP and every kind of checker, as `lb convert` writes it.
+    #[test]
+    fn a_converted_file_reads_like_the_reference() {
+        let text = "\
+global_defs {
+    vrrp_version 3
+}
+vrrp_script chk_nginx {
+    script \"/usr/bin/pgrep -x nginx\"
+    interval 2
+    weight -20
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    advert_int 0.5
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+    track_script {
+        chk_nginx
+    }
+}
+virtual_server 192.0.2.100 443 {
+    delay_loop 10
+    lb_algo wrr
+    lb_kind DR
+    protocol TCP
+    persistence_timeout 300
+    persistence_granularity 255.255.255.0
+    sorry_server 192.0.2.200 443
+    real_server 192.0.2.11 443 {
+        weight 2
+        SSL_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            virtualhost www.example.com
+            enable_sni
+            connect_timeout 3
+        }
+        MISC_CHECK {
+            misc_path \"/usr/local/bin/check 192.0.2.11\"
+            misc_dynamic
+        }
+    }
+}
+virtual_server 192.0.2.100 53 {
+    lb_kind DR
+    protocol UDP
+    real_server 192.0.2.21 53 {
+        DNS_CHECK {
+            type A
+            name example.org
+        }
+        UDP_CHECK {
+            payload 0a0b
+            require_reply
+        }
+    }
+}
+";
+        let loaded = keepalived::parse(text, Path::new("keepalived.conf"), &AnyHost, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let expected = r#"[[virtual_server]]
+vip = "192.0.2.100"
+port = 443
+interface = "eth0"
+lb_algo = "wrr"
+persistence_timeout = 300
+persistence_granularity = "255.255.255.0"
+delay_loop = 10
+sorry_server = { address = "192.0.2.200" }
+
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+weight = 2
+
+[[virtual_server.real_server.ssl_get]]
+connect_timeout = 3
+delay_before_retry = 3
+warmup = 10
+virtualhost = "www.example.com"
+sni = "www.example.com"
+url = [{ path = "/healthz", status_code = 200 }]
+
+[[virtual_server.real_server.misc_check]]
+retry = 0
+warmup = 10
+misc_path = "/usr/local/bin/check 192.0.2.11"
+misc_timeout = 10
+misc_dynamic = true
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 53
+protocol = "udp"
+interface = "eth0"
+lb_algo = "wlc"
+
+[[virtual_server.real_server]]
+address = "192.0.2.21"
+
+[[virtual_server.real_server.dns_check]]
+retry = 3
+delay_before_retry = 60
+warmup = 60
+name = "example.org"
+type = "A"
+
+[[virtual_server.real_server.udp_check]]
+warmup = 60
+payload = "0x0a0b"
+require_reply = true
+
+[[vrrp_instance]]
+name = "VI_1"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_int = 0.5
+version = 3
+virtual_ipaddress = ["192.0.2.100/24"]
+track_script = ["chk_nginx"]
+
+[[vrrp_script]]
+name = "chk_nginx"
+script = "/usr/bin/pgrep -x nginx"
+interval = 2
+weight = -20
+"#;
+        assert_eq!(emit(&loaded.config), expected);
+        assert_round_trip("converted", &loaded.config);
+    }
+}

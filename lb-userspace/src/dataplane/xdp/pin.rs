@@ -1,0 +1,166 @@
+//! Pinned dataplane state, so an agent that exits or is killed leaves forwarding running and the
+//! next agent adopts it without dropping flows: maps and XDP links are pinned in a bpffs folder,
+//! and the agent's bookkeeping (which slot is which real) lives in a JSON state file next to its
+//! socket. A layout change between versions is detected and refused, never mixed.
+
+use std::{
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::MapData;
+use lb_common::{
+    Binding, Counter, FlowKey, FragKey, GlobalConfig, IfaceValue, PersistKey, RealValue,
+    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{DataplaneError, XdpLimits};
+
+/// Bumped whenever a map's key or value layout changes: pinned state of another layout is
+/// refused.
+pub const LAYOUT: u32 = 1;
+
+/// Where pinned state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pinning {
+    /// A folder on a bpf filesystem (e.g. /sys/fs/bpf/lb).
+    pub dir: PathBuf,
+    /// The agent's bookkeeping (a regular file, e.g. /run/lb/dataplane.json).
+    pub state_file: PathBuf,
+}
+
+impl Pinning {
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn link_path(&self, ifname: &str) -> PathBuf {
+        self.dir.join(format!("link_{ifname}"))
+    }
+}
+
+/// (name, key size, value size, max entries) of every map, as this build creates them.
+pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
+    use core::mem::size_of;
+    use lb_common::sizes;
+    vec![
+        (map_names::SERVICES, size_of::<ServiceKey>(), size_of::<ServiceValue>(), l.max_services),
+        (map_names::VIPS, size_of::<VipKey>(), size_of::<VipValue>(), l.max_services),
+        (map_names::RINGS, 4, 4, l.ring_entries),
+        (map_names::REALS, 4, size_of::<RealValue>(), l.max_reals),
+        (map_names::IFACES, 4, size_of::<IfaceValue>(), sizes::MAX_IFACES),
+        // struct bpf_devmap_val: ifindex and a program fd.
+        (map_names::TX_PORTS, 4, 8, sizes::MAX_IFACES),
+        (map_names::FLOWS, size_of::<FlowKey>(), size_of::<Binding>(), l.flows),
+        (map_names::PERSIST, size_of::<PersistKey>(), size_of::<Binding>(), sizes::PERSIST),
+        (map_names::FRAGS, size_of::<FragKey>(), size_of::<Binding>(), sizes::FRAGS),
+        (map_names::CONFIG, 4, size_of::<GlobalConfig>(), 1),
+        (map_names::SYN_GUARD, 4, size_of::<SynGuard>(), 1),
+        (map_names::GLOBAL_STATS, 4, size_of::<Counter>(), reason::COUNT),
+        (map_names::EVENTS, 4, 8, event::COUNT),
+        (map_names::REAL_STATS, 4, size_of::<Counter>(), l.max_reals),
+        (map_names::SERVICE_STATS, 4, size_of::<Counter>(), l.max_services),
+    ]
+}
+
+/// Checks maps already pinned in the folder against this build; returns whether any exist.
+pub fn check_pinned(p: &Pinning, l: &XdpLimits) -> Result<bool, DataplaneError> {
+    let mut any = false;
+    for (name, key, value, max) in expected_maps(l) {
+        let path = p.map_path(name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let refuse = |what: String| DataplaneError::PinnedLayout {
+            dir: p.dir.clone(),
+            detail: format!("map {name}: {what}"),
+        };
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|e| refuse(format!("cannot open the pinned map: {e}")))?;
+        let got = (info.key_size() as usize, info.value_size() as usize, info.max_entries());
+        // Per-CPU arrays report the per-CPU value size.
+        if got != (key, value, max) {
+            return Err(refuse(format!(
+                "pinned with key/value/entries {got:?}, this build needs {:?}",
+                (key, value, max)
+            )));
+        }
+    }
+    Ok(any)
+}
+
+/// Removes the pinned maps and the state file (a clean stop: the next start is fresh).
+pub fn remove_all(p: &Pinning, l: &XdpLimits) {
+    for (name, ..) in expected_maps(l) {
+        let _ = std::fs::remove_file(p.map_path(name));
+    }
+    let _ = std::fs::remove_file(&p.state_file);
+    let _ = std::fs::remove_dir(&p.dir);
+}
+
+/// The agent's bookkeeping, written after every successful apply.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateFile {
+    pub layout: u32,
+    pub next_generation: u32,
+    pub services: Vec<ServiceRecord>,
+    /// Attached interfaces: (ifindex, name, mode).
+    pub links: Vec<(u32, String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub id: u32,
+    pub ring_base: u32,
+    pub table_size: u32,
+    pub active: Option<usize>,
+    pub reals: Vec<RealRecord>,
+    pub sorry: Option<RealRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RealRecord {
+    pub address: IpAddr,
+    pub port: u16,
+    pub id: u32,
+    pub mac: [u8; 6],
+    pub flags: u16,
+    pub ifindex: u32,
+    pub generation: u32,
+}
+
+impl RealRecord {
+    pub fn value(&self) -> RealValue {
+        RealValue {
+            mac: self.mac,
+            flags: self.flags,
+            ifindex: self.ifindex,
+            generation: self.generation,
+        }
+    }
+}
+
+pub fn read_state(path: &Path) -> io::Result<Option<StateFile>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the state atomically (temp file + rename), so a crash never leaves half a file.
+pub fn write_state(path: &Path, state: &StateFile) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}

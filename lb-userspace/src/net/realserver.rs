@@ -1,0 +1,755 @@
+//! `lb realserver up|down`: what every LVS-DR guide's `realserver.sh` does to a real server, done
+//! so that it can be run again and undone.
+//!
+//! `up` puts each VIP on `lo` (or `--dev`) as a host address (/32, /128; IPv6 without duplicate
+//! address detection) so that the real accepts the packets the director forwards to it unchanged,
+//! and makes sure it never answers ARP for an IPv4 VIP: otherwise it would pull the VIP's traffic
+//! away from the director. For that, the kernel takes, for each interface an ARP request arrives
+//! on, the larger of `net.ipv4.conf.all.X` and `net.ipv4.conf.IFACE.X` (for `arp_ignore` and
+//! `arp_announce` alike), so:
+//!
+//! - `all.arp_ignore = 1` (answer only for addresses of the interface the request came in on) is
+//!   enough for every interface, present and future, unless an interface has a larger value that
+//!   answers again (3 and the reserved 4-7): that interface's own value is then set too. Values
+//!   1, 2 and 8 (never answer) are left as they are. Setting it on `lo`, as many guides do, does
+//!   nothing: ARP requests never arrive on `lo`.
+//! - `all.arp_announce = 2` (never use a VIP as the source of our own ARP requests), the largest
+//!   value, is enough everywhere.
+//!
+//! IPv6 needs no setting: Linux answers a neighbour solicitation only for an address of the
+//! interface it arrives on, so a VIP on `lo` is never advertised on the NIC (the integration test
+//! checks both).
+//!
+//! Each sysctl is read first and written only if it must change; the first `up` saves the values
+//! it changes in a state file (`/run/lb/realserver.json`), before changing them. `down` removes the
+//! VIPs and, once no VIP of `up` is left, restores those values and removes the state file.
+//! Everything is checked before anything changes: a bad VIP or a missing interface changes nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use futures::TryStreamExt as _;
+use rtnetlink::AddressMessageBuilder;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
+use rtnetlink::packet_route::link::LinkAttribute;
+use serde::{Deserialize, Serialize};
+
+/// Where `up` saves what it changed, for `down`.
+pub const DEFAULT_STATE: &str = "/run/lb/realserver.json";
+/// The interface that holds the VIPs.
+pub const DEFAULT_DEV: &str = "lo";
+/// Where the kernel shows its sysctls.
+const PROC_SYS: &str = "/proc/sys";
+
+/// `arp_ignore` values that never answer for an address on another interface: 1 (only for the
+/// interface's own addresses), 2 (and only from its subnet), 8 (never).
+const QUIET_ARP_IGNORE: &[u32] = &[1, 2, 8];
+const ARP_IGNORE: u32 = 1;
+/// `arp_announce`: always use the outgoing interface's own address in ARP requests.
+const ARP_ANNOUNCE: u32 = 2;
+
+/// What `lb realserver` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    /// Add the VIPs and the ARP settings (saving the previous values).
+    Up,
+    /// Remove the VIPs and restore the ARP settings.
+    Down,
+}
+
+/// What to do it to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub vips: Vec<IpAddr>,
+    /// The interface that holds the VIPs ([`DEFAULT_DEV`]).
+    pub dev: String,
+    /// The state file ([`DEFAULT_STATE`]).
+    pub state: PathBuf,
+}
+
+/// Runs `action` on this host (its network namespace): rtnetlink for the addresses, `/proc/sys`
+/// for the sysctls. Needs a tokio runtime. Returns what was done, a line each.
+///
+/// # Errors
+/// A bad VIP or interface (before anything changed), or a failed change (the state file then
+/// holds what `down` needs to undo the rest).
+pub async fn run(action: Action, options: &Options) -> Result<Vec<String>> {
+    let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    let connection = tokio::spawn(connection);
+    let links = Netlink { handle };
+    let sysctls = Sysctls { root: PathBuf::from(PROC_SYS) };
+    let result = match action {
+        Action::Up => up(&links, &sysctls, options).await,
+        Action::Down => down(&links, &sysctls, options).await,
+    };
+    connection.abort();
+    result
+}
+
+/// An address on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Present {
+    ifindex: u32,
+    address: IpAddr,
+    prefix: u8,
+}
+
+/// The host's interfaces and addresses: rtnetlink, or a fake in tests.
+trait Links {
+    /// Every interface: index and name.
+    async fn links(&self) -> Result<Vec<(u32, String)>>;
+    /// Every address of every interface.
+    async fn addresses(&self) -> Result<Vec<Present>>;
+    async fn add(&self, address: &Present) -> Result<()>;
+    async fn remove(&self, address: &Present) -> Result<()>;
+}
+
+/// [`Links`] over rtnetlink.
+struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Links for Netlink {
+    async fn links(&self) -> Result<Vec<(u32, String)>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.link().get().execute();
+        while let Some(msg) = stream.try_next().await.context("listing interfaces")? {
+            let name = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            });
+            if let Some(name) = name {
+                out.push((msg.header.index, name));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn addresses(&self) -> Result<Vec<Present>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.address().get().execute();
+        while let Some(msg) = stream.try_next().await.context("listing addresses")? {
+            // IPv4 point-to-point links have the peer in IFA_ADDRESS: IFA_LOCAL is ours.
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let address = local.or_else(|| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(address) = address {
+                out.push(Present {
+                    ifindex: msg.header.index,
+                    address,
+                    prefix: msg.header.prefix_len,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn add(&self, a: &Present) -> Result<()> {
+        let mut request = self.handle.address().add(a.ifindex, a.address, a.prefix);
+        if a.address.is_ipv6() {
+            // Usable at once: nothing else may hold the VIP on this link anyway.
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        request.execute().await.with_context(|| format!("adding {}/{}", a.address, a.prefix))
+    }
+
+    async fn remove(&self, a: &Present) -> Result<()> {
+        let message = match a.address {
+            IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(a.ifindex)
+                .address(v4, a.prefix)
+                .build(),
+            IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(a.ifindex)
+                .address(v6, a.prefix)
+                .build(),
+        };
+        let removing = || format!("removing {}/{}", a.address, a.prefix);
+        self.handle.address().del(message).execute().await.with_context(removing)
+    }
+}
+
+/// The sysctls under `root` (`/proc/sys`), by path relative to it (`net/ipv4/conf/all/arp_ignore`).
+struct Sysctls {
+    root: PathBuf,
+}
+
+impl Sysctls {
+    fn read(&self, key: &str) -> Result<String> {
+        let path = self.root.join(key);
+        let value = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(value.trim().to_owned())
+    }
+
+    fn read_number(&self, key: &str) -> Result<u32> {
+        let value = self.read(key)?;
+        value.parse().with_context(|| format!("{} is \"{value}\", not a number", show_key(key)))
+    }
+
+    fn write(&self, key: &str, value: &str) -> Result<()> {
+        let path = self.root.join(key);
+        std::fs::write(&path, value)
+            .with_context(|| format!("writing {value} to {}", path.display()))
+    }
+
+    /// The interfaces with IPv4 settings, but `all`, `default` and `lo`, in name order.
+    fn ipv4_interfaces(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("net/ipv4/conf");
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !matches!(name.as_str(), "all" | "default" | "lo") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// `net/ipv4/conf/all/arp_ignore` as sysctl(8) writes it, `net.ipv4.conf.all.arp_ignore` (with
+/// slashes when an interface name has a dot, as sysctl(8) then does).
+fn show_key(key: &str) -> String {
+    if key.split('/').any(|part| part.contains('.')) {
+        key.to_owned()
+    } else {
+        key.replace('/', ".")
+    }
+}
+
+fn conf_key(interface: &str, setting: &str) -> String {
+    format!("net/ipv4/conf/{interface}/{setting}")
+}
+
+/// The state file: what `up` did that `down` undoes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    /// The VIPs of `up`, on their interfaces.
+    vips: Vec<StateVip>,
+    /// The sysctls `up` changed (path under /proc/sys) and their values before.
+    sysctls: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StateVip {
+    address: IpAddr,
+    dev: String,
+}
+
+impl State {
+    /// The state file's content; `None` when there is none.
+    fn load(path: &Path) -> Result<Option<State>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!("{} is not a state file of lb realserver (remove it?)", path.display())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the state file whole (a temporary file renamed over it).
+    fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut text = serde_json::to_string_pretty(self).context("encoding the state")?;
+        text.push('\n');
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".new");
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, text)
+            .with_context(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// A VIP as it goes on the interface: a host address.
+fn host_address(address: IpAddr) -> u8 {
+    if address.is_ipv4() { 32 } else { 128 }
+}
+
+/// Why `address` cannot be a VIP, if it cannot.
+fn not_a_vip(address: IpAddr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("the unspecified address")
+    } else if address.is_loopback() {
+        Some("a loopback address")
+    } else if address.is_multicast() {
+        Some("a multicast address")
+    } else if address == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The interface's index; the VIPs, checked and without repeats.
+async fn checked(links: &impl Links, options: &Options) -> Result<(u32, Vec<IpAddr>)> {
+    let mut vips: Vec<IpAddr> = Vec::new();
+    for &vip in &options.vips {
+        if let Some(why) = not_a_vip(vip) {
+            bail!("--vip {vip}: a virtual IP cannot be {why}; nothing was changed");
+        }
+        if !vips.contains(&vip) {
+            vips.push(vip);
+        }
+    }
+    if vips.is_empty() {
+        bail!("no --vip given; nothing was changed");
+    }
+    let all = links.links().await?;
+    let Some(&(ifindex, _)) = all.iter().find(|(_, name)| *name == options.dev) else {
+        bail!(
+            "--dev {}: interface `{}` does not exist; nothing was changed",
+            options.dev,
+            options.dev
+        );
+    };
+    Ok((ifindex, vips))
+}
+
+/// A sysctl change: the key, its value now and the value it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Change {
+    key: String,
+    from: String,
+    to: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "set {} = {} (was {})", show_key(&self.key), self.to, self.from)
+    }
+}
+
+/// The sysctl changes that keep this host from answering ARP for addresses on other interfaces
+/// (see the module's documentation); what is fine already is reported in `report`.
+fn arp_changes(sysctls: &Sysctls, report: &mut Vec<String>) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    let ignore_key = conf_key("all", "arp_ignore");
+    let current = sysctls.read_number(&ignore_key)?;
+    let ignore = if QUIET_ARP_IGNORE.contains(&current) {
+        report.push(format!("{} is already {current}", show_key(&ignore_key)));
+        current
+    } else {
+        changes.push(Change {
+            key: ignore_key,
+            from: current.to_string(),
+            to: ARP_IGNORE.to_string(),
+        });
+        ARP_IGNORE
+    };
+    // The kernel uses the larger of `all` and the interface's own value.
+    for interface in sysctls.ipv4_interfaces()? {
+        let key = conf_key(&interface, "arp_ignore");
+        let own = sysctls.read_number(&key)?;
+        if !QUIET_ARP_IGNORE.contains(&own.max(ignore)) {
+            changes.push(Change { key, from: own.to_string(), to: ignore.to_string() });
+        }
+    }
+    let announce_key = conf_key("all", "arp_announce");
+    let current = sysctls.read_number(&announce_key)?;
+    if current == ARP_ANNOUNCE {
+        report.push(format!("{} is already {current}", show_key(&announce_key)));
+    } else {
+        let to = ARP_ANNOUNCE.to_string();
+        changes.push(Change { key: announce_key, from: current.to_string(), to });
+    }
+    Ok(changes)
+}
+
+async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<Vec<String>> {
+    let (ifindex, vips) = checked(links, options).await?;
+    let dev = &options.dev;
+    let mut report = Vec::new();
+    let state_path = &options.state;
+    let before = State::load(state_path)?;
+    let mut state = before.clone().unwrap_or_default();
+
+    let changes = if vips.iter().any(IpAddr::is_ipv4) {
+        arp_changes(sysctls, &mut report)?
+    } else {
+        Vec::new()
+    };
+    let present = links.addresses().await?;
+    let names = links.links().await?;
+    let missing: Vec<Present> = vips
+        .iter()
+        .filter(|vip| !present.iter().any(|p| p.ifindex == ifindex && p.address == **vip))
+        .map(|&address| Present { ifindex, address, prefix: host_address(address) })
+        .collect();
+    for vip in &vips {
+        if let Some(p) = present.iter().find(|p| p.ifindex == ifindex && p.address == *vip) {
+            report.push(format!("{}/{} is already on {dev}", p.address, p.prefix));
+        }
+        for other in present.iter().filter(|p| p.ifindex != ifindex && p.address == *vip) {
+            let name = names.iter().find(|(i, _)| *i == other.ifindex).map_or("?", |(_, n)| n);
+            report.push(format!(
+                "warning: {vip} is also on {name}: this host answers ARP (or neighbour \
+                 solicitations) for it there, which DR cannot have; remove it from {name}"
+            ));
+        }
+    }
+
+    // Saved before anything changes, so that `down` can always restore what was.
+    for change in &changes {
+        state.sysctls.entry(change.key.clone()).or_insert_with(|| change.from.clone());
+    }
+    for &address in &vips {
+        let entry = StateVip { address, dev: dev.clone() };
+        if !state.vips.contains(&entry) {
+            state.vips.push(entry);
+        }
+    }
+    if before.as_ref() != Some(&state) {
+        state.save(state_path)?;
+        report.push(format!("saved what `down` undoes in {}", state_path.display()));
+    }
+    // The ARP settings first: the VIP must never be answered for, not even for a moment.
+    for change in &changes {
+        sysctls.write(&change.key, &change.to)?;
+        report.push(change.to_string());
+    }
+    for address in &missing {
+        links.add(address).await?;
+        report.push(format!("added {}/{} to {dev}", address.address, address.prefix));
+    }
+    if changes.is_empty() && missing.is_empty() {
+        report.push("nothing to change".to_owned());
+    }
+    Ok(report)
+}
+
+async fn down(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<Vec<String>> {
+    let (ifindex, vips) = checked(links, options).await?;
+    let dev = &options.dev;
+    let state_path = &options.state;
+    let before = State::load(state_path)?;
+    let mut report = Vec::new();
+    let present = links.addresses().await?;
+    let mut changed = false;
+    for vip in &vips {
+        match present.iter().find(|p| p.ifindex == ifindex && p.address == *vip) {
+            Some(address) => {
+                links.remove(address).await?;
+                report.push(format!("removed {}/{} from {dev}", address.address, address.prefix));
+                changed = true;
+            }
+            None => report.push(format!("{vip} is not on {dev}")),
+        }
+    }
+    match before {
+        None => report.push(format!(
+            "no state file {}: the sysctls are left as they are",
+            state_path.display()
+        )),
+        Some(mut state) => {
+            state.vips.retain(|v| !(v.dev == *dev && vips.contains(&v.address)));
+            if state.vips.is_empty() {
+                for (key, value) in &state.sysctls {
+                    let now = sysctls.read(key)?;
+                    if now == *value {
+                        report.push(format!("{} is already {value}", show_key(key)));
+                    } else {
+                        sysctls.write(key, value)?;
+                        let change = Change { key: key.clone(), from: now, to: value.clone() };
+                        report.push(format!("{change}, restored"));
+                    }
+                }
+                std::fs::remove_file(state_path)
+                    .with_context(|| format!("removing {}", state_path.display()))?;
+                report.push(format!("removed {}", state_path.display()));
+            } else {
+                state.save(state_path)?;
+                let left: Vec<String> =
+                    state.vips.iter().map(|v| format!("{} on {}", v.address, v.dev)).collect();
+                report.push(format!(
+                    "the ARP settings stay for the other VIPs of lb realserver up ({}); updated {}",
+                    left.join(", "),
+                    state_path.display()
+                ));
+            }
+            changed = true;
+        }
+    }
+    if !changed {
+        report.push("nothing to change".to_owned());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// An in-memory host: `lo` (1) and `eth0` (2).
+    #[derive(Default)]
+    struct FakeLinks {
+        addresses: RefCell<Vec<Present>>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Links for FakeLinks {
+        async fn links(&self) -> Result<Vec<(u32, String)>> {
+            Ok(vec![(1, "lo".to_owned()), (2, "eth0".to_owned())])
+        }
+
+        async fn addresses(&self) -> Result<Vec<Present>> {
+            Ok(self.addresses.borrow().clone())
+        }
+
+        async fn add(&self, a: &Present) -> Result<()> {
+            self.calls.borrow_mut().push(format!("add {}/{} {}", a.address, a.prefix, a.ifindex));
+            self.addresses.borrow_mut().push(a.clone());
+            Ok(())
+        }
+
+        async fn remove(&self, a: &Present) -> Result<()> {
+            self.calls.borrow_mut().push(format!("del {}/{} {}", a.address, a.prefix, a.ifindex));
+            self.addresses.borrow_mut().retain(|p| p != a);
+            Ok(())
+        }
+    }
+
+    /// A `/proc/sys` of `all`, `default`, `lo`, `eth0` and `eth1` in a scratch directory, and a
+    /// state file next to it; removed when dropped.
+    struct Scratch {
+        dir: PathBuf,
+        sysctls: Sysctls,
+    }
+
+    impl Scratch {
+        fn new(name: &str, eth1_arp_ignore: u32) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("lb-realserver-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let root = dir.join("sys");
+            for interface in ["all", "default", "lo", "eth0", "eth1"] {
+                let conf = root.join("net/ipv4/conf").join(interface);
+                std::fs::create_dir_all(&conf).unwrap();
+                let ignore = if interface == "eth1" { eth1_arp_ignore } else { 0 };
+                std::fs::write(conf.join("arp_ignore"), format!("{ignore}\n")).unwrap();
+                std::fs::write(conf.join("arp_announce"), "0\n").unwrap();
+            }
+            Scratch { dir, sysctls: Sysctls { root } }
+        }
+
+        fn options(&self, vips: &[&str]) -> Options {
+            Options {
+                vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+                dev: "lo".to_owned(),
+                state: self.dir.join("run/realserver.json"),
+            }
+        }
+
+        /// `interface.setting=value` for every sysctl, in order.
+        fn values(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            for interface in ["all", "default", "lo", "eth0", "eth1"] {
+                for setting in ["arp_ignore", "arp_announce"] {
+                    let value = self.sysctls.read(&conf_key(interface, setting)).unwrap();
+                    out.push(format!("{interface}.{setting}={value}"));
+                }
+            }
+            out
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    const UNTOUCHED: [&str; 10] = [
+        "all.arp_ignore=0",
+        "all.arp_announce=0",
+        "default.arp_ignore=0",
+        "default.arp_announce=0",
+        "lo.arp_ignore=0",
+        "lo.arp_announce=0",
+        "eth0.arp_ignore=0",
+        "eth0.arp_announce=0",
+        "eth1.arp_ignore=3",
+        "eth1.arp_announce=0",
+    ];
+
+    #[test]
+    fn up_twice_then_down_restores_everything() {
+        let scratch = Scratch::new("cycle", 3);
+        let links = FakeLinks::default();
+        let options = scratch.options(&["192.0.2.100", "2001:db8::100", "192.0.2.100"]);
+        let state = options.state.display().to_string();
+
+        let report = block_on(up(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                format!("saved what `down` undoes in {state}"),
+                "set net.ipv4.conf.all.arp_ignore = 1 (was 0)".to_owned(),
+                // 3 answers for addresses on other interfaces, and it is larger than `all`'s.
+                "set net.ipv4.conf.eth1.arp_ignore = 1 (was 3)".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 2 (was 0)".to_owned(),
+                "added 192.0.2.100/32 to lo".to_owned(),
+                "added 2001:db8::100/128 to lo".to_owned(),
+            ]
+        );
+        let mut after_up = UNTOUCHED.map(str::to_owned).to_vec();
+        after_up[0] = "all.arp_ignore=1".to_owned();
+        after_up[1] = "all.arp_announce=2".to_owned();
+        after_up[8] = "eth1.arp_ignore=1".to_owned();
+        assert_eq!(scratch.values(), after_up);
+        let saved = std::fs::read_to_string(&options.state).unwrap();
+
+        // Again: nothing changes, not even the state file.
+        let report = block_on(up(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                "net.ipv4.conf.all.arp_ignore is already 1",
+                "net.ipv4.conf.all.arp_announce is already 2",
+                "192.0.2.100/32 is already on lo",
+                "2001:db8::100/128 is already on lo",
+                "nothing to change",
+            ]
+        );
+        assert_eq!(scratch.values(), after_up);
+        assert_eq!(std::fs::read_to_string(&options.state).unwrap(), saved);
+        assert_eq!(links.calls.borrow().len(), 2);
+
+        let report = block_on(down(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                "removed 192.0.2.100/32 from lo".to_owned(),
+                "removed 2001:db8::100/128 from lo".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 0 (was 2), restored".to_owned(),
+                "set net.ipv4.conf.all.arp_ignore = 0 (was 1), restored".to_owned(),
+                "set net.ipv4.conf.eth1.arp_ignore = 3 (was 1), restored".to_owned(),
+                format!("removed {state}"),
+            ]
+        );
+        assert_eq!(scratch.values(), UNTOUCHED);
+        assert!(links.addresses.borrow().is_empty());
+        assert!(!options.state.exists());
+
+        // And down again: nothing left to do.
+        let report = block_on(down(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                "192.0.2.100 is not on lo".to_owned(),
+                "2001:db8::100 is not on lo".to_owned(),
+                format!("no state file {state}: the sysctls are left as they are"),
+                "nothing to change".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_arp_settings_stay_while_a_vip_of_up_is_left() {
+        let scratch = Scratch::new("partial", 0);
+        let links = FakeLinks::default();
+        let both = scratch.options(&["192.0.2.100", "192.0.2.101"]);
+        block_on(up(&links, &scratch.sysctls, &both)).unwrap();
+        let one = scratch.options(&["192.0.2.100"]);
+        let report = block_on(down(&links, &scratch.sysctls, &one)).unwrap();
+        assert_eq!(report[0], "removed 192.0.2.100/32 from lo");
+        assert!(
+            report[1].starts_with(
+                "the ARP settings stay for the other VIPs of lb realserver up (192.0.2.101 on lo)"
+            ),
+            "{report:?}"
+        );
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/all/arp_ignore").unwrap(), "1");
+        let other = scratch.options(&["192.0.2.101"]);
+        block_on(down(&links, &scratch.sysctls, &other)).unwrap();
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/all/arp_ignore").unwrap(), "0");
+        assert!(!other.state.exists());
+    }
+
+    #[test]
+    fn what_is_right_already_is_left_alone() {
+        let scratch = Scratch::new("quiet", 8);
+        scratch.sysctls.write("net/ipv4/conf/all/arp_ignore", "2").unwrap();
+        let links = FakeLinks::default();
+        // An IPv6 VIP alone needs no ARP settings.
+        let report =
+            block_on(up(&links, &scratch.sysctls, &scratch.options(&["2001:db8::1"]))).unwrap();
+        assert_eq!(report[1], "added 2001:db8::1/128 to lo");
+        let report =
+            block_on(up(&links, &scratch.sysctls, &scratch.options(&["192.0.2.1"]))).unwrap();
+        assert_eq!(report[0], "net.ipv4.conf.all.arp_ignore is already 2");
+        assert_eq!(report[2], "set net.ipv4.conf.all.arp_announce = 2 (was 0)");
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/eth1/arp_ignore").unwrap(), "8");
+    }
+
+    #[test]
+    fn bad_input_changes_nothing() {
+        let scratch = Scratch::new("bad", 0);
+        let links = FakeLinks::default();
+        let cases: &[(Options, &str)] = &[
+            (
+                scratch.options(&["192.0.2.100", "127.0.0.1"]),
+                "--vip 127.0.0.1: a virtual IP cannot be a loopback address; nothing was changed",
+            ),
+            (
+                scratch.options(&["0.0.0.0"]),
+                "--vip 0.0.0.0: a virtual IP cannot be the unspecified address; nothing was changed",
+            ),
+            (
+                scratch.options(&["ff02::1"]),
+                "--vip ff02::1: a virtual IP cannot be a multicast address; nothing was changed",
+            ),
+            (
+                Options { dev: "eth9".to_owned(), ..scratch.options(&["192.0.2.100"]) },
+                "--dev eth9: interface `eth9` does not exist; nothing was changed",
+            ),
+        ];
+        for (options, message) in cases {
+            for result in [
+                block_on(up(&links, &scratch.sysctls, options)),
+                block_on(down(&links, &scratch.sysctls, options)),
+            ] {
+                assert_eq!(result.unwrap_err().to_string(), *message);
+            }
+            assert!(!options.state.exists());
+        }
+        assert_eq!(scratch.values()[0], "all.arp_ignore=0");
+        assert!(links.calls.borrow().is_empty());
+
+        let options = scratch.options(&["192.0.2.100"]);
+        std::fs::create_dir_all(options.state.parent().unwrap()).unwrap();
+        std::fs::write(&options.state, "not json").unwrap();
+        let error = block_on(up(&links, &scratch.sysctls, &options)).unwrap_err();
+        assert!(format!("{error:#}").contains("is not a state file of lb realserver"), "{error:#}");
+        assert!(links.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn keys_read_like_sysctl() {
+        assert_eq!(show_key("net/ipv4/conf/all/arp_ignore"), "net.ipv4.conf.all.arp_ignore");
+        assert_eq!(show_key("net/ipv4/conf/eth0.5/arp_ignore"), "net/ipv4/conf/eth0.5/arp_ignore");
+    }
+}

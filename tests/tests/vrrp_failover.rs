@@ -1,0 +1,88 @@
+//! Two `lb` directors form an active/backup pair with the embedded VRRP engine: the master
+//! forwards, the backup does not; when the master dies the backup takes the VIP and forwards.
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{DrTopology, LbAgent, count_http, http_get, lb_bin, require_root, wait_until};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const ADVERT: f64 = 0.2;
+
+fn testpeer() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
+}
+
+fn config(priority: u8) -> String {
+    let mut text = format!(
+        "[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
+         virtual_router_id = 51\npriority = {priority}\nadvert_int = {ADVERT}\nversion = 3\n\
+         virtual_ipaddress = [\"{VIP}/24\"]\n\n\
+         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\ninterface = \"eth0\"\n"
+    );
+    for i in 0..3 {
+        text.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"192.0.2.{}\"\n",
+            11 + i
+        ));
+    }
+    text
+}
+
+#[test]
+fn backup_director_takes_over_when_the_master_dies() {
+    if !require_root("vrrp failover") {
+        return;
+    }
+    let mut dr = DrTopology::build("vf", 3, VIP, testpeer()).expect("topology");
+    let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
+    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (c1, c2) = (dir.join("dir1.toml"), dir.join("dir2.toml"));
+    std::fs::write(&c1, config(150)).expect("config");
+    std::fs::write(&c2, config(100)).expect("config");
+    let a1 =
+        LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &["--xdp-mode", "generic"]).expect("dir1");
+    let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
+
+    let settled = wait_until(Duration::from_secs(10), || {
+        a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
+            && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
+    });
+    assert!(
+        settled,
+        "dir1 MASTER, dir2 BACKUP: {:?} / {:?}",
+        a1.vrrp_state("VI_1"),
+        a2.vrrp_state("VI_1")
+    );
+    a1.wait_all_backends("up", Duration::from_secs(10)).expect("reals up on dir1");
+    let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 20);
+    assert_eq!(counts.get("(failed)"), None, "master forwards: {counts:?}");
+    let b2 = a2.backends().expect("dir2 backends");
+    assert_eq!(b2["services"][0]["active"], false, "the backup does not forward: {b2}");
+
+    // The master crashes: the backup must take the VIP and forward.
+    a1.kill().expect("SIGKILL dir1");
+    let killed = Instant::now();
+    let url = format!("http://{VIP}/");
+    let back = wait_until(Duration::from_secs(10), || {
+        http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs"))
+    });
+    let failover = killed.elapsed();
+    assert!(back, "no traffic through dir2 after the master died");
+    assert_eq!(a2.vrrp_state("VI_1").as_deref(), Some("MASTER"));
+    // Master_Down_Interval = 3 × advert + skew (< 4 × advert) plus the GARP and the first request.
+    eprintln!("failover: {failover:?} (advert {ADVERT} s)");
+    assert!(failover < Duration::from_secs_f64(4.0 * ADVERT + 2.0), "failover took {failover:?}");
+    let counts = count_http(&dr.client.ns, &url, 20);
+    assert_eq!(counts.get("(failed)"), None, "dir2 forwards: {counts:?}");
+    let log = a2.stderr();
+    // Brought up by the state-change hook (before the VIPs) or by the status update.
+    let up = log.contains("dataplane up before the VIPs")
+        || log.contains("VRRP state change in the dataplane");
+    assert!(up, "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
