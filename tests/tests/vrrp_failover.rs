@@ -86,3 +86,46 @@ fn backup_director_takes_over_when_the_master_dies() {
     assert!(up, "{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
+    if !require_root("vrrp graceful stop") {
+        return;
+    }
+    let mut dr = DrTopology::build("vg", 3, VIP, testpeer()).expect("topology");
+    let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
+    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (c1, c2) = (dir.join("dir1.toml"), dir.join("dir2.toml"));
+    std::fs::write(&c1, config(150)).expect("config");
+    std::fs::write(&c2, config(100)).expect("config");
+    let a1 =
+        LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &["--xdp-mode", "generic"]).expect("dir1");
+    let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
+    assert!(
+        wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
+    );
+    a1.wait_all_backends("up", Duration::from_secs(10)).expect("up");
+    let url = format!("http://{VIP}/");
+    assert!(http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs")), "master forwards");
+
+    // SIGTERM: priority-0 advert, VIP removed, XDP detached; the backup takes over at once.
+    let stopped = Instant::now();
+    a1.stop().expect("clean stop");
+    assert!(
+        wait_until(Duration::from_secs(5), || a2.vrrp_state("VI_1").as_deref() == Some("MASTER"))
+    );
+    let takeover = stopped.elapsed();
+    let back = wait_until(Duration::from_secs(5), || {
+        http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs"))
+    });
+    assert!(back, "no traffic through dir2 after the hand-over");
+    eprintln!("graceful hand-over: dir2 MASTER after {takeover:?} (advert {ADVERT} s)");
+    // Skew_Time at priority 100 is (256 - 100) / 256 × advert ≈ 0.12 s; allow scheduling slack.
+    assert!(takeover < Duration::from_secs_f64(ADVERT + 1.0), "hand-over took {takeover:?}");
+    let addrs = dr.director.ns.run_ok(&["ip", "addr", "show", "eth0"]).expect("ip addr");
+    assert!(!addrs.contains(&VIP.to_string()), "old master still holds the VIP: {addrs}");
+    let link = dr.director.ns.run_ok(&["ip", "link", "show", "eth0"]).expect("ip link");
+    assert!(!link.contains("xdp"), "old master still has XDP attached: {link}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,6 +1,7 @@
-//! `cargo xtask demo`: the director on a throw-away DR topology. Client, director and three real
-//! servers (each serving a page that names itself) on one bridge, in network namespaces; the reals
-//! hold the VIP on `lo` with arp_ignore/arp_announce, exactly as LVS-DR real servers do.
+//! `cargo xtask demo`: the director on a throw-away DR topology. Client, two directors (a VRRP
+//! pair) and three real servers (each serving a page that names itself) on one bridge, in network
+//! namespaces; the reals hold the VIP on `lo` with arp_ignore/arp_announce, exactly as LVS-DR real
+//! servers do. After the requests, the master is stopped and the backup takes over.
 //! Everything is torn down at the end, on failure and on Ctrl-C.
 
 use std::{
@@ -14,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lb_tests::{DrTopology, LbAgent, count_http, http_get};
+use lb_tests::{DrTopology, LbAgent, count_http, http_get, wait_until};
 
 use crate::{run, workspace_root};
 
@@ -39,16 +40,16 @@ pub fn demo(requests: u32) -> anyhow::Result<()> {
     let target = root.join("target").join("debug");
     let (lb, testpeer) = (target.join("lb"), target.join("lb-testpeer"));
     let config = root.join("examples").join("demo.toml");
+    let backup_config = root.join("examples").join("demo-backup.toml");
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
 
-    println!("== building the topology: client, director, {REALS} real servers on one bridge");
-    let dr = DrTopology::build("demo", REALS, VIP, &testpeer)?;
-    // The director answers ARP for the VIP (in production: VRRP or the operator puts it there).
-    dr.director.add_addr(&format!("{VIP}/32"))?;
+    println!("== building the topology: client, two directors, {REALS} real servers on one bridge");
+    let mut dr = DrTopology::build("demo", REALS, VIP, &testpeer)?;
+    let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"])?;
     println!("   namespaces: {}", dr.topo.namespaces().join(" "));
     for (i, r) in dr.reals.iter().enumerate() {
         println!(
@@ -64,6 +65,20 @@ pub fn demo(requests: u32) -> anyhow::Result<()> {
 
     println!("== lb run -c {} (in {})", config.display(), dr.director.ns.name());
     let agent = LbAgent::start(&dr.director.ns, &lb, &config, &[])?;
+    println!("== lb run -c {} (in {})", backup_config.display(), dir2.ns.name());
+    let backup = LbAgent::start(&dir2.ns, &lb, &backup_config, &[])?;
+    let elected = wait_until(Duration::from_secs(10), || {
+        agent.vrrp_state("VI_DEMO").as_deref() == Some("MASTER")
+            && backup.vrrp_state("VI_DEMO").as_deref() == Some("BACKUP")
+    });
+    if !elected {
+        bail!(
+            "VRRP did not elect dir1: {:?} / {:?}",
+            agent.vrrp_state("VI_DEMO"),
+            backup.vrrp_state("VI_DEMO")
+        );
+    }
+    println!("   VRRP: dir1 MASTER (priority 150), dir2 BACKUP (priority 100)");
     agent.wait_all_backends("up", Duration::from_secs(10))?;
 
     println!("== {requests} HTTP requests from the client to http://{VIP}/");
@@ -87,11 +102,35 @@ pub fn demo(requests: u32) -> anyhow::Result<()> {
 
     let answered: Vec<&String> = counts.keys().filter(|k| k.starts_with("rs")).collect();
     let failed = counts.get("(failed)").copied().unwrap_or(0);
-    agent.stop()?;
-    println!("== tearing down (agent stopped cleanly; namespaces removed on exit)");
     if answered.len() != REALS || failed > 0 {
         bail!("expected all {REALS} reals to answer and no failures, got {counts:?}");
     }
-    println!("== demo ok: all {REALS} real servers answered through the VIP");
+
+    println!("== failover: stopping dir1's agent (SIGTERM: priority-0 advert, VIP released)");
+    let stopped = std::time::Instant::now();
+    agent.stop()?;
+    let url = format!("http://{VIP}/");
+    if !wait_until(Duration::from_secs(10), || http_get(&dr.client.ns, &url).is_ok()) {
+        bail!("the backup did not take over");
+    }
+    println!(
+        "   dir2 is {} and answering after {:.0} ms",
+        backup.vrrp_state("VI_DEMO").unwrap_or_default(),
+        stopped.elapsed().as_secs_f64() * 1000.0
+    );
+    let counts = count_http(&dr.client.ns, &url, 10);
+    for (who, n) in &counts {
+        println!("   {who:<10} {n:>4} requests through dir2");
+    }
+    println!("== lb status (dir2)");
+    print!("{}", backup.cli(&["status"])?);
+    backup.stop()?;
+    println!("== tearing down (agents stopped cleanly; namespaces removed on exit)");
+    if counts.contains_key("(failed)") {
+        bail!("requests failed after the failover: {counts:?}");
+    }
+    println!(
+        "== demo ok: all {REALS} real servers answered through the VIP, before and after the failover"
+    );
     Ok(())
 }

@@ -65,8 +65,10 @@ struct Shared {
     overrides: Overrides,
     /// VRRP instances that are MASTER here.
     vrrp: VrrpStates,
-    /// The engine's last report, for `lb status`.
+    /// The engine's last report (state changes).
     vrrp_status: Option<VrrpStatus>,
+    /// The engine's live status, whose counters move without waking anyone: read for `lb status`.
+    vrrp_live: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
     health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
@@ -153,7 +155,10 @@ impl Shared {
             events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             services: self.desired.services.len(),
             reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
-            vrrp: self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
+            vrrp: match &self.vrrp_live {
+                Some(rx) => serde_json::to_value(&*rx.borrow()).ok(),
+                None => self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
+            },
         };
         Ok((backends, status))
     }
@@ -435,6 +440,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         overrides,
         vrrp,
         vrrp_status: None,
+        vrrp_live: None,
         health,
         desired,
         dataplane: Box::new(dataplane),
@@ -490,6 +496,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     let vrrp_rx = engine.as_ref().map(VrrpEngine::status);
+    lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let result = event_loop(&shared, &handle, health_rx, vrrp_rx).await;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt.

@@ -20,6 +20,8 @@ pub mod runner;
 pub mod socket;
 pub mod status;
 pub mod track;
+#[cfg(test)]
+mod tshark_oracle;
 pub mod vip;
 
 pub use machine::{
