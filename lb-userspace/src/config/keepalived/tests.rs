@@ -2049,3 +2049,40 @@ fn examples_in_the_documentation_are_valid() {
         }
     }
 }
+
+/// Files saved on Windows (CRLF line ends) and tab/space mixes read exactly like the original
+/// (locations aside: a tab is one column).
+#[test]
+fn crlf_and_tab_indented_files_give_the_same_model() {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("location");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let model = |text: &str| {
+        let loaded = parse(text, Path::new("/etc/keepalived/keepalived.conf"), &Host, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut v = serde_json::to_value(&loaded.config).expect("serialise");
+        strip(&mut v);
+        v
+    };
+    let original = include_str!("fixtures/classic-dr.conf");
+    let plain = model(original);
+    let crlf = parse(&original.replace('\n', "\r\n"), Path::new("k.conf"), &Host, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lf = parse(original, Path::new("k.conf"), &Host, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        crlf.config.virtual_servers, lf.config.virtual_servers,
+        "CRLF: same model, same places"
+    );
+    for text in
+        [original.replace("    ", "\t"), original.replace("    ", " \t ").replace('\n', "\r\n")]
+    {
+        assert_eq!(model(&text), plain);
+    }
+}
