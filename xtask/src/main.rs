@@ -3,6 +3,7 @@
 mod bench;
 mod bootstrap;
 mod demo;
+mod fuzz;
 mod test;
 mod vm;
 
@@ -40,6 +41,16 @@ enum Task {
     /// Measure the XDP fast path (ns/packet, BPF_PROG_TEST_RUN) and Maglev table builds; needs root.
     /// Prints a Markdown table and writes target/bench.json (see BENCHMARKS.md).
     Bench,
+    /// Run the cargo-fuzz targets in fuzz/ (nightly), each for --time seconds; fails on any crash
+    /// and prints the input. Targets: config_toml, config_keepalived, vrrp_packet, vrrp_frame,
+    /// control_request, xdp (needs root). See fuzz/README.md.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        time: u64,
+        /// Targets to run (all when none).
+        targets: Vec<String>,
+    },
     /// Boot a Debian 12 kernel under qemu for what this kernel lacks (IPVS); cached in .cache/vm.
     #[command(subcommand)]
     Vm(vm::Vm),
@@ -52,6 +63,9 @@ fn main() -> ExitCode {
         Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
         Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
+        Task::Fuzz { time, targets } => {
+            bootstrap::bootstrap().and_then(|()| fuzz::fuzz(time, &targets))
+        }
         Task::Vm(cmd) => vm::vm(cmd),
     };
     match result {

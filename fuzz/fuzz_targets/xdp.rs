@@ -1,0 +1,394 @@
+//! The XDP program's packet parsing and forwarding, run in the kernel through BPF_PROG_TEST_RUN:
+//! the real `lb-xdp` object that lb-userspace's build embeds, loaded by
+//! `lb::dataplane::xdp::XdpDataplane::load` and programmed by `apply` with the services of the
+//! BPF_PROG_TEST_RUN fixtures (lb-userspace/src/dataplane/xdp/fixtures.rs), plus one real behind
+//! another interface (a veth) for the redirect path. Needs root; the first input moves the fuzzing
+//! thread into a private network namespace (its `lo`, ifindex 1, is the ingress of test runs).
+//!
+//! Input: one Ethernet frame (14..=2048 bytes; shorter ones are refused by the kernel).
+//!
+//! Properties, per frame:
+//! - the verdict is XDP_PASS, XDP_DROP, XDP_TX or XDP_REDIRECT, and agrees with the one reason
+//!   counter (`lb_common::reason`) the program bumped, by one packet of the frame's length;
+//! - a frame passed to the kernel is unchanged;
+//! - a forwarded frame (XDP_TX/XDP_REDIRECT) has the same length and the same bytes from offset 12
+//!   on (DR rewrites only the MACs), a real's MAC as destination and the outgoing interface's as
+//!   source;
+//! - an ICMP echo reply (the one rewrite allowed beyond the MACs) swaps the MACs and IP addresses
+//!   of the request, has a correct IPv4 header checksum, and a correct ICMP checksum whenever the
+//!   request had one.
+//!
+//! The program runs in the kernel, where libFuzzer sees no coverage; what it decided (reason,
+//! flow-table events, verdict) is fed back as libFuzzer "extra counters", so inputs that reach a new
+//! decision are kept. The flow tables persist across inputs (as in a running director), so a
+//! crash may depend on earlier inputs; the reproducer is the last input.
+//!
+//! `LB_FUZZ_TRACE=1` prints each frame's verdict and reason (e.g. replaying a corpus).
+#![no_main]
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb::config::{Protocol, VirtualServerKey};
+use lb::dataplane::Dataplane as _;
+use lb::dataplane::xdp::{XdpDataplane, XdpLimits, XdpModeSetting};
+use lb::desired::{Desired, Globals, RealDesired, RealState, ServiceDesired};
+use lb::maglev;
+use lb::net::{Mac, iface::Interface};
+use lb_common::{event, reason};
+use lb_fuzz::internet_checksum;
+use libfuzzer_sys::fuzz_target;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd1];
+/// Reals get MACs 52:54:00:00:00:xx.
+const REAL_MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0, 0, 0];
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const TABLE: u32 = 251;
+const MAX_FRAME: usize = 2048;
+const VETH: &str = "lbfz0";
+
+/// Decisions of the kernel program as coverage: libFuzzer clears these before every input and
+/// treats each non-zero one as a feature (its `__libfuzzer_extra_counters` section).
+#[used]
+#[unsafe(link_section = "__libfuzzer_extra_counters")]
+static EXTRA_COUNTERS: [AtomicU8; 512] = [const { AtomicU8::new(0) }; 512];
+
+fn feature(index: usize) {
+    let c = &EXTRA_COUNTERS[index % EXTRA_COUNTERS.len()];
+    c.store(c.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
+}
+
+fn real(address: IpAddr, port: u16, weight: u32, state: RealState, ifindex: u32) -> RealDesired {
+    let last = match address {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
+    let mut mac = [0; 6];
+    mac[..5].copy_from_slice(&REAL_MAC_PREFIX);
+    mac[5] = last;
+    RealDesired {
+        address,
+        port,
+        weight,
+        config_weight: weight,
+        state,
+        mac: (state != RealState::Unresolved).then_some(Mac(mac)),
+        ifindex: Some(ifindex),
+        keeps_flows: state != RealState::Unresolved,
+        override_: None,
+        health_message: None,
+        check_latency: None,
+    }
+}
+
+fn r4(last: u8, port: u16, weight: u32) -> RealDesired {
+    let state = if weight == 0 { RealState::Drain } else { RealState::Up };
+    real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)), port, weight, state, 1)
+}
+
+fn r6(last: u16, port: u16, weight: u32) -> RealDesired {
+    let address = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
+    real(address, port, weight, RealState::Up, 1)
+}
+
+fn service(vip: IpAddr, port: u16, protocol: Protocol, reals: Vec<RealDesired>) -> ServiceDesired {
+    let names: Vec<String> =
+        reals.iter().map(|r| std::net::SocketAddr::new(r.address, r.port).to_string()).collect();
+    let backends: Vec<maglev::Backend<'_>> = reals
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .filter(|(_, (r, _))| r.state == RealState::Up)
+        .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
+        .collect();
+    let ring = maglev::build(&backends, TABLE, u64::from(lb_common::DEFAULT_HASH_SEED));
+    ServiceDesired {
+        key: VirtualServerKey { vip, port, protocol },
+        active: true,
+        vrrp_instance: None,
+        scheduler: "mh".into(),
+        interface: "lo".into(),
+        ifindex: Some(1),
+        table_size: TABLE,
+        source_hash: false,
+        persistence: None,
+        reals,
+        sorry: None,
+        ring: Arc::new(ring),
+    }
+}
+
+/// The fixtures' services: v4 TCP/80 (two reals), UDP/53, TCP/81 drained, TCP/82 unresolved,
+/// TCP/83 sorry server only, TCP/84 nothing, TCP/0 all ports, v6 TCP/80 and UDP/53, TCP/85
+/// persistent; plus v4 UDP/54 and v6 TCP/443 source-hashed, whose reals are behind `tx` (a veth).
+fn desired(tx: Option<&Interface>) -> Desired {
+    let v4 = IpAddr::V4(VIP);
+    let v6 = IpAddr::V6(VIP6);
+    let mut sorry = service(v4, 83, Protocol::Tcp, vec![]);
+    sorry.sorry = Some(r4(16, 83, 1));
+    let mut persistent =
+        service(v4, 85, Protocol::Tcp, vec![r4(21, 85, 1), r4(22, 85, 1), r4(23, 85, 1)]);
+    persistent.persistence = Some((300, 24));
+    let mut unresolved = r4(15, 82, 1);
+    unresolved.state = RealState::Unresolved;
+    unresolved.mac = None;
+    unresolved.keeps_flows = false;
+    let mut services = vec![
+        service(v4, 80, Protocol::Tcp, vec![r4(11, 80, 1), r4(12, 80, 2)]),
+        service(v4, 53, Protocol::Udp, vec![r4(13, 53, 1)]),
+        service(v4, 81, Protocol::Tcp, vec![r4(14, 81, 0)]),
+        service(v4, 82, Protocol::Tcp, vec![unresolved]),
+        sorry,
+        service(v4, 84, Protocol::Tcp, vec![]),
+        service(v4, 0, Protocol::Tcp, vec![r4(17, 0, 1)]),
+        service(v6, 80, Protocol::Tcp, vec![r6(0x11, 80, 1), r6(0x12, 80, 1)]),
+        service(v6, 53, Protocol::Udp, vec![r6(0x13, 53, 1)]),
+        persistent,
+    ];
+    let mut tx_interfaces = Vec::new();
+    if let Some(tx) = tx {
+        let mut far = r4(31, 54, 1);
+        far.ifindex = Some(tx.ifindex);
+        services.push(service(v4, 54, Protocol::Udp, vec![far]));
+        let mut far6 = r6(0x31, 443, 1);
+        far6.ifindex = Some(tx.ifindex);
+        let mut hashed = service(v6, 443, Protocol::Tcp, vec![far6, r6(0x32, 443, 1)]);
+        hashed.source_hash = true;
+        services.push(hashed);
+        tx_interfaces.push(tx.clone());
+    }
+    Desired {
+        globals: Globals {
+            hash_seed: lb_common::DEFAULT_HASH_SEED,
+            udp_timeout: 30,
+            syn_threshold: 0,
+            icmp_echo: true,
+        },
+        interfaces: vec![Interface {
+            name: "lo".into(),
+            ifindex: 1,
+            mac: Mac(IFACE_MAC),
+            driver: String::new(),
+        }],
+        tx_interfaces,
+        services,
+    }
+}
+
+struct State {
+    dp: XdpDataplane,
+    /// Global counters (packets, bytes) by reason and event counts after the last run.
+    last: (Vec<(u64, u64)>, Vec<u64>),
+    /// Source MAC of frames leaving through each ifindex.
+    iface_macs: Vec<(u32, [u8; 6])>,
+    /// `LB_FUZZ_TRACE=1`: print what happened to each frame.
+    trace: bool,
+}
+
+impl State {
+    fn new() -> State {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("the xdp fuzz target needs root (BPF_PROG_TEST_RUN, network namespaces)");
+            std::process::exit(2);
+        }
+        // SAFETY: unshare only changes the calling thread's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        // Children forked from this thread inherit its namespace.
+        let veth = std::process::Command::new("ip")
+            .args(["link", "add", VETH, "type", "veth", "peer", "name", "lbfz1"])
+            .status()
+            .is_ok_and(|s| s.success());
+        let tx = if veth { lb::net::iface::lookup(VETH).ok() } else { None };
+        if tx.is_none() {
+            eprintln!(
+                "xdp fuzz: no veth in the private namespace; the redirect path is not fuzzed"
+            );
+        }
+        let d = desired(tx.as_ref());
+        let limits =
+            XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * TABLE, flows: 4096 };
+        let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).unwrap_or_else(|e| {
+            panic!("loading the XDP program (built with AYA_BUILD_SKIP?): {e}")
+        });
+        dp.apply(&d).expect("programming the maps");
+        let iface_macs =
+            d.interfaces.iter().chain(&d.tx_interfaces).map(|i| (i.ifindex, i.mac.0)).collect();
+        let trace = std::env::var("LB_FUZZ_TRACE").is_ok_and(|v| v == "1");
+        let mut state = State { dp, last: (Vec::new(), Vec::new()), iface_macs, trace };
+        state.last = state.read_counters();
+        state
+    }
+
+    fn read_counters(&mut self) -> (Vec<(u64, u64)>, Vec<u64>) {
+        let c = self.dp.counters().expect("reading the counters");
+        (
+            c.global.iter().map(|(_, c)| (c.packets, c.bytes)).collect(),
+            c.events.iter().map(|(_, n)| *n).collect(),
+        )
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.dp.program().expect("the XDP program");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let res = prog.test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+/// What ICMP echo a frame carries, if any: (IPv6, offset of the IP header).
+fn echo_kind(f: &[u8], request: bool) -> Option<bool> {
+    let v4_type = if request { 8 } else { 0 };
+    let v6_type = if request { 128 } else { 129 };
+    match f.get(12..14)? {
+        [0x08, 0x00] => {
+            let ihl = usize::from(f.get(14)? & 0x0f) * 4;
+            (f[14] >> 4 == 4 && *f.get(23)? == 1 && *f.get(14 + ihl)? == v4_type).then_some(false)
+        }
+        [0x86, 0xdd] => (*f.get(20)? == 58 && *f.get(54)? == v6_type).then_some(true),
+        _ => None,
+    }
+}
+
+/// Whether the ICMP (v4) or ICMPv6 checksum of an echo frame verifies, over the message the IP
+/// length fields delimit; `None` when they point outside the frame.
+fn icmp_checksum_ok(f: &[u8], v6: bool) -> Option<bool> {
+    if v6 {
+        let len = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        let msg = f.get(54..54 + len)?;
+        let mut pseudo = Vec::with_capacity(40 + len);
+        pseudo.extend_from_slice(&f[22..54]);
+        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        pseudo.extend_from_slice(msg);
+        Some(internet_checksum(&pseudo) == 0)
+    } else {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        Some(internet_checksum(f.get(14 + ihl..14 + total)?) == 0)
+    }
+}
+
+fn check_echo_reply(input: &[u8], out: &[u8]) {
+    let v6 = echo_kind(input, true).expect("an echo reply answers an echo request");
+    assert_eq!(echo_kind(out, false), Some(v6), "the reply is an echo reply");
+    assert_eq!(out.len(), input.len(), "echo reply length");
+    assert_eq!(out[0..6], input[6..12], "reply goes back to the sender's MAC");
+    assert_eq!(out[6..12], input[0..6], "reply comes from the MAC the request was sent to");
+    let (src, dst) = if v6 { (22..38, 38..54) } else { (26..30, 30..34) };
+    assert_eq!(out[src.clone()], input[dst.clone()], "reply source is the request destination");
+    assert_eq!(out[dst], input[src], "reply destination is the request source");
+    if !v6 {
+        assert_eq!(internet_checksum(&out[14..34]), 0, "IPv4 header checksum of the echo reply");
+    }
+    if icmp_checksum_ok(input, v6) == Some(true) {
+        assert_eq!(icmp_checksum_ok(out, v6), Some(true), "ICMP checksum of the echo reply");
+    }
+}
+
+fn l4_class(f: &[u8]) -> usize {
+    let proto = match f.get(12..14) {
+        Some([0x08, 0x00]) => f.get(23).copied(),
+        Some([0x86, 0xdd]) => f.get(20).copied(),
+        _ => return 0,
+    };
+    match proto {
+        Some(6) => 1,
+        Some(17) => 2,
+        Some(1 | 58) => 3,
+        Some(44) => 4,
+        Some(_) => 5,
+        None => 6,
+    }
+}
+
+fn one(state: &mut State, frame: &[u8]) {
+    let (verdict, out) = state.run(frame);
+    let now = state.read_counters();
+    let (before, before_events) = std::mem::replace(&mut state.last, now.clone());
+    let (after, after_events) = now;
+
+    let bumped: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+    let [r] = bumped[..] else {
+        panic!("verdict {verdict}: expected exactly one reason counter to move, got {bumped:?}");
+    };
+    let (packets, bytes) = (after[r].0 - before[r].0, after[r].1 - before[r].1);
+    assert_eq!((packets, bytes), (1, frame.len() as u64), "reason {r}: packets and bytes counted");
+
+    feature(r);
+    feature(16 + verdict.min(7) as usize);
+    feature(32 + r * 8 + l4_class(frame));
+    for e in 0..after_events.len() {
+        if after_events[e] != before_events[e] {
+            feature(160 + e);
+            feature(176 + r * event::COUNT as usize + e);
+        }
+    }
+
+    let r = r as u32;
+    if state.trace {
+        eprintln!("xdp: {} bytes: verdict {verdict}, {}", frame.len(), reason::NAMES[r as usize]);
+    }
+    let expected = match r {
+        reason::PASS_NOT_IP..=reason::PASS_ICMP => XDP_PASS,
+        reason::TX | reason::TX_ICMP_ECHO | reason::TX_ICMP_TOO_BIG => XDP_TX,
+        reason::REDIRECT => XDP_REDIRECT,
+        reason::DROP_NO_REAL..=reason::DROP_TX_ERROR => XDP_DROP,
+        other => panic!("unknown reason {other}"),
+    };
+    assert!(
+        matches!(verdict, XDP_PASS | XDP_DROP | XDP_TX | XDP_REDIRECT),
+        "verdict {verdict} (reason {r})"
+    );
+    assert_eq!(verdict, expected, "verdict {verdict} for reason {}", reason::NAMES[r as usize]);
+    match verdict {
+        XDP_PASS => assert_eq!(out, frame, "a frame passed to the kernel was changed"),
+        XDP_TX | XDP_REDIRECT if r == reason::TX_ICMP_ECHO => check_echo_reply(frame, &out),
+        XDP_TX | XDP_REDIRECT => {
+            assert_eq!(out.len(), frame.len(), "forwarded frame length");
+            assert_eq!(out[12..], frame[12..], "forwarded frame changed beyond the MACs");
+            assert_eq!(
+                out[..5],
+                REAL_MAC_PREFIX,
+                "destination MAC {:02x?} is no real's",
+                &out[..6]
+            );
+            assert!(
+                state.iface_macs.iter().any(|(_, mac)| out[6..12] == *mac),
+                "source MAC {:02x?} is no interface's",
+                &out[6..12]
+            );
+        }
+        _ => {}
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    // BPF_PROG_TEST_RUN refuses XDP frames shorter than an Ethernet header.
+    if data.len() < 14 || data.len() > MAX_FRAME {
+        return;
+    }
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let state = s.get_or_insert_with(State::new);
+        one(state, data);
+    });
+});
