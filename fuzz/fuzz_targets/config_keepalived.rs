@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 fn source() -> &'static Path {
     static SOURCE: OnceLock<PathBuf> = OnceLock::new();
     SOURCE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("lb-fuzz-keepalived-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("lb-fuzz-keepalived-empty");
         std::fs::create_dir_all(&dir).expect("creating an empty directory for the fuzzed file");
         dir.join("keepalived.conf")
     })

@@ -118,5 +118,10 @@ pub fn csum_fold(mut sum: u32) -> u16 {
 #[inline(always)]
 pub fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
     let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
-    !csum_fold(sum)
+    // Eqn. 3 yields 0x0000 (-0) when the covered data is all zero (an all-zero ICMP echo), where
+    // only 0xffff verifies; 0xffff verifies in every other case that gives 0 too.
+    match !csum_fold(sum) {
+        0 => 0xffff,
+        c => c,
+    }
 }

@@ -1,6 +1,8 @@
 //! The one seam for forwarding: a `Dataplane` applies a `Desired` state idempotently and reports
 //! counters. The XDP implementation is the fast path; an IPVS one serves what XDP cannot.
 
+#[cfg(test)]
+mod fuzz_regressions;
 pub mod ipvs;
 pub mod xdp;
 
