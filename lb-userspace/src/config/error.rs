@@ -126,8 +126,12 @@ fn saturating_u32(n: usize) -> u32 {
 /// Case does not count: neither in keys (`Port`) nor in names (`vi_1` for `VI_1`).
 pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let word = word.to_ascii_lowercase();
+    let len = word.chars().count();
     candidates
         .iter()
+        // The distance is at least the length difference: skip hopeless candidates before
+        // building a table (a 100 KB unknown word would otherwise cost seconds).
+        .filter(|c| len.abs_diff(c.chars().count()) <= (c.chars().count() / 3).max(1))
         .map(|&c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
         .filter(|&(d, c)| d <= (c.chars().count() / 3).max(1))
         .min_by_key(|&(d, _)| d)
