@@ -32,12 +32,10 @@ fn config(priority: u8) -> String {
     text
 }
 
-#[test]
-fn backup_director_takes_over_when_the_master_dies() {
-    if !require_root("vrrp failover") {
-        return;
-    }
-    let mut dr = DrTopology::build("vf", 3, VIP, testpeer()).expect("topology");
+/// The DR topology with two directors running `lb` as a VRRP pair (dir1 priority 150, dir2 100),
+/// and the folder holding their configs.
+fn pair(label: &str) -> (DrTopology, LbAgent, LbAgent, std::path::PathBuf) {
+    let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
     let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -47,6 +45,15 @@ fn backup_director_takes_over_when_the_master_dies() {
     let a1 =
         LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &["--xdp-mode", "generic"]).expect("dir1");
     let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
+    (dr, a1, a2, dir)
+}
+
+#[test]
+fn backup_director_takes_over_when_the_master_dies() {
+    if !require_root("vrrp failover") {
+        return;
+    }
+    let (dr, a1, a2, dir) = pair("vf");
 
     let settled = wait_until(Duration::from_secs(10), || {
         a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
@@ -92,16 +99,7 @@ fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
     if !require_root("vrrp graceful stop") {
         return;
     }
-    let mut dr = DrTopology::build("vg", 3, VIP, testpeer()).expect("topology");
-    let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (c1, c2) = (dir.join("dir1.toml"), dir.join("dir2.toml"));
-    std::fs::write(&c1, config(150)).expect("config");
-    std::fs::write(&c2, config(100)).expect("config");
-    let a1 =
-        LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &["--xdp-mode", "generic"]).expect("dir1");
-    let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
+    let (dr, a1, a2, dir) = pair("vg");
     assert!(
         wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
     );
