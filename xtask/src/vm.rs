@@ -6,12 +6,15 @@
 //! once into `.cache/vm/` (git-ignored) and reused; each stage leaves a marker when complete.
 //!
 //! The guest: the stock kernel booted as an uncompressed `vmlinux` (PVH, no BIOS boot: ~2 s), an
-//! initramfs with busybox, `ipvsadm` and its libraries, the IPVS/veth/bridge module closure and
-//! `tests/vm/init.sh` as `/init`. A run appends a second cpio with the payload and `/payload.sh`;
-//! the payload's output and exit code come back on the second serial port.
+//! initramfs with busybox, `ipvsadm`, iproute2's `ip` and their libraries, the
+//! IPVS/veth/bridge/ipip module closure and `tests/vm/init.sh` as `/init`. A run appends a second
+//! cpio with the payload and `/payload.sh`; the payload's output and exit code come back on the
+//! second serial port.
 //!
 //! In-guest tests are `#[ignore]`d unit tests of the `lb` library whose path contains `::vm_`;
-//! `cargo xtask vm test` builds that harness statically and runs them in the guest.
+//! `cargo xtask vm test` builds that harness and the `lb` binary statically (into
+//! `$LB_VM_TARGET_DIR`, default `target/vm`) and runs them in the guest, with `lb` as `/bin/lb`
+//! and `LB_BIN` naming it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,17 +33,55 @@ use clap::Subcommand;
 use crate::{run, workspace_root};
 
 /// Bump to rebuild every cached stage after changing how it is made.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// Loaded at boot, in this order; other IPVS schedulers load on demand (`request_module`).
+/// `ipip` makes every namespace's `tunl0`, which decapsulates IPVS tunnel traffic on a real.
 const BOOT_MODULES: &[&str] =
-    &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge"];
+    &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge", "ipip"];
 /// Put into the initramfs with their dependencies; `ip_vs*` means every IPVS module.
-const GUEST_MODULES: &[&str] = &["ip_vs*", "veth", "bridge", "crc32c_generic"];
-/// The guest's userland besides busybox: `ipvsadm` and what it links against.
-const GUEST_PACKAGES: &[&str] =
-    &["busybox-static", "ipvsadm", "libc6", "libnl-3-200", "libnl-genl-3-200", "libpopt0"];
+const GUEST_MODULES: &[&str] = &["ip_vs*", "veth", "bridge", "crc32c_generic", "ipip"];
+/// The guest's userland besides busybox: `ipvsadm`, iproute2's `ip` (busybox's has no `netns`)
+/// and what they link against (`ldd` on a Debian 12 host; the packages' own lists name more, for
+/// tools the guest does not carry, see [`skipped`]).
+const GUEST_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "ipvsadm",
+    "libc6",
+    "libnl-3-200",
+    "libnl-genl-3-200",
+    "libpopt0",
+    "iproute2",
+    "libbpf1",
+    "libelf1",
+    "libmnl0",
+    "libbsd0",
+    "libcap2",
+    "libmd0",
+    "zlib1g",
+];
+/// iproute2's tools besides `ip`, left out of the guest.
+const SKIPPED_TOOLS: &[&str] = &[
+    "bin/ss",
+    "sbin/bridge",
+    "sbin/dcb",
+    "sbin/devlink",
+    "sbin/rtacct",
+    "sbin/rtmon",
+    "sbin/tc",
+    "sbin/tipc",
+    "sbin/vdpa",
+    "usr/bin/lnstat",
+    "usr/bin/nstat",
+    "usr/bin/rdma",
+    "usr/bin/routel",
+    "usr/sbin/arpd",
+    "usr/sbin/genl",
+    "usr/bin/ctstat",
+    "usr/bin/rtstat",
+    "usr/lib/x86_64-linux-gnu/tc",
+];
 /// qemu itself; the libraries it needs that the host lacks are added by asking apt.
 const QEMU_PACKAGES: &[&str] =
     &["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"];
@@ -67,6 +108,8 @@ pub enum Vm {
         /// Seconds before qemu is killed.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Run only the in-guest tests whose path contains this (default: all, `::vm_`).
+        filter: Option<String>,
     },
 }
 
@@ -80,7 +123,8 @@ pub fn vm(cmd: Vm) -> anyhow::Result<()> {
         }
         Vm::Run { timeout, binary, args } => {
             let assets = Assets::ensure(&cache)?;
-            let outcome = boot(&assets, &binary, &args, Duration::from_secs(timeout))?;
+            let outcome =
+                boot(&assets, &binary, &args, &Payload::default(), Duration::from_secs(timeout))?;
             eprintln!(
                 "vm: exit code {} after {:.2} s in qemu",
                 outcome.code,
@@ -88,7 +132,9 @@ pub fn vm(cmd: Vm) -> anyhow::Result<()> {
             );
             std::process::exit(outcome.code);
         }
-        Vm::Test { timeout } => test(&cache, Duration::from_secs(timeout)),
+        Vm::Test { timeout, filter } => {
+            run_tests_in(&cache, filter.as_deref(), Duration::from_secs(timeout)).map(|_| ())
+        }
     }
 }
 
@@ -108,13 +154,11 @@ impl Assets {
         let kernel = stage(cache, "kernel", |dir| build_kernel(cache, dir))?;
         let guest = stage(cache, "guest", |dir| build_guest(cache, dir))?;
         let kernel_version = fs::read_to_string(kernel.join("version"))?.trim().to_owned();
-        let base_cpio = cache.join("base.cpio");
-        let stamp = cache.join("base.cpio.stamp");
-        let want = base_stamp(&kernel_version);
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) || !base_cpio.exists()
-        {
+        // Named after what it is made of: checkouts with different recipes can share the cache.
+        let base_cpio = cache.join(format!("base-{}.cpio", base_stamp(&kernel_version)));
+        if !base_cpio.exists() {
             build_base_cpio(&guest, &kernel, &kernel_version, &base_cpio)?;
-            fs::write(&stamp, &want)?;
+            remove_stale_bases(cache, &base_cpio);
         }
         Ok(Assets { qemu_root, vmlinux: kernel.join("vmlinux"), base_cpio, kernel_version })
     }
@@ -411,17 +455,37 @@ fn build_guest(cache: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Part of the cache stamp: what the base initramfs is made of, so edits rebuild it.
+/// The base initramfs's name: what it is made of, so edits rebuild it.
 fn base_stamp(kernel_version: &str) -> String {
     let mut h = std::hash::DefaultHasher::new();
-    (RECIPE, INIT, BOOT_MODULES, kernel_version).hash(&mut h);
-    format!("{:016x}\n", h.finish())
+    (RECIPE, INIT, BOOT_MODULES, SKIPPED_TOOLS, kernel_version).hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Removes other base initramfs files not written for a day (a boot reads its base at once, so
+/// an old one is in nobody's way).
+fn remove_stale_bases(cache: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else { return };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let base =
+            name.starts_with("base") && (name.ends_with(".cpio") || name.ends_with(".stamp"));
+        let old = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(86_400)));
+        if base && old && path != keep {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// Parts of the guest packages the guest never reads: documentation, locales, charset converters.
 fn skipped(rel: &Path) -> bool {
     let s = rel.to_string_lossy();
-    s.starts_with("usr/share") || s.contains("/gconv") || s.starts_with("etc/init.d")
+    s.starts_with("usr/share")
+        || s.contains("/gconv")
+        || s.starts_with("etc/init.d")
+        || SKIPPED_TOOLS.iter().any(|t| s == *t)
 }
 
 fn build_base_cpio(guest: &Path, kernel: &Path, version: &str, to: &Path) -> anyhow::Result<()> {
@@ -555,18 +619,37 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// What a boot runs besides the base initramfs.
+#[derive(Default)]
+pub struct Payload<'a> {
+    /// More static binaries: (path in the guest without the leading `/`, path on the host).
+    pub files: Vec<(&'a str, &'a Path)>,
+    /// Environment of the payload binary.
+    pub env: Vec<(&'a str, &'a str)>,
+}
+
+fn read_elf(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(bytes.starts_with(b"\x7fELF"), "{} is not an ELF binary", path.display());
+    Ok(bytes)
+}
+
 /// Boots the guest with `binary` in `/payload/` and waits for its end marker.
 pub fn boot(
     assets: &Assets,
     binary: &Path,
     args: &[String],
+    more: &Payload<'_>,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    let payload = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    ensure!(payload.starts_with(b"\x7fELF"), "{} is not an ELF binary", binary.display());
+    let payload = read_elf(binary)?;
     // Under its own file name, so argv[0] stays meaningful (busybox and test harnesses use it).
     let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or("payload");
-    let mut script = format!("exec {}", sh_quote(&format!("/payload/{name}")));
+    let mut script = String::new();
+    for (key, value) in &more.env {
+        script.push_str(&format!("export {key}={}\n", sh_quote(value)));
+    }
+    script.push_str(&format!("exec {}", sh_quote(&format!("/payload/{name}"))));
     for a in args {
         script.push(' ');
         script.push_str(&sh_quote(a));
@@ -575,6 +658,9 @@ pub fn boot(
     let mut extra = Cpio::default();
     extra.dir("payload", 0o755);
     extra.file(&format!("payload/{name}"), 0o755, &payload);
+    for (guest, host) in &more.files {
+        extra.file(guest, 0o755, &read_elf(host)?);
+    }
     extra.file("payload.sh", 0o644, script.as_bytes());
 
     let runs = assets.base_cpio.with_file_name("runs");
@@ -682,15 +768,47 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Builds the `lb` library's unit-test harness as a static binary (its own target dir, so the
-/// normal build cache is untouched) and returns its path.
-fn build_static_harness(root: &Path) -> anyhow::Result<PathBuf> {
+/// Where the static guest builds go: `$LB_VM_TARGET_DIR`, else `target/vm` (their own target
+/// dir, so the normal build cache is untouched).
+fn static_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("LB_VM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join("vm"))
+}
+
+/// The static binaries an in-guest test run needs.
+struct StaticBuild {
+    /// The `lb` library's unit-test harness.
+    harness: PathBuf,
+    /// The `lb` binary (without its BPF object: the guest tests drive IPVS), `/bin/lb` there.
+    lb: PathBuf,
+}
+
+/// Where the guest finds the `lb` binary; the tests read it from `$LB_BIN`, like on the host.
+const GUEST_LB: &str = "bin/lb";
+
+fn build_static(root: &Path) -> anyhow::Result<StaticBuild> {
+    let harness = static_executable(
+        root,
+        &["test", "-p", "lb-userspace", "--lib", "--no-run"],
+        r#""test":true"#,
+    )
+    .context("building the static test harness")?;
+    let lb =
+        static_executable(root, &["build", "-p", "lb-userspace", "--bin", "lb"], r#""test":false"#)
+            .context("building the static lb binary")?;
+    Ok(StaticBuild { harness, lb })
+}
+
+/// Runs `cargo ARGS` for a static x86_64 build and returns the path of the executable named `lb`
+/// whose artifact line contains `filter`.
+fn static_executable(root: &Path, args: &[&str], filter: &str) -> anyhow::Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
     let out = Command::new("cargo")
         .current_dir(root)
-        .args(["test", "-p", "lb-userspace", "--lib", "--no-run", "--message-format=json"])
-        .args(["--target", target])
-        .env("CARGO_TARGET_DIR", root.join("target").join("vm"))
+        .args(args)
+        .args(["--message-format=json", "--target", target])
+        .env("CARGO_TARGET_DIR", static_target_dir(root))
         // With --target, these flags reach only target code, not build scripts or proc macros.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
@@ -698,41 +816,44 @@ fn build_static_harness(root: &Path) -> anyhow::Result<PathBuf> {
         .env("AYA_BUILD_SKIP", "1")
         .stderr(Stdio::inherit())
         .output()
-        .context("starting cargo test --no-run")?;
-    ensure!(out.status.success(), "building the static test harness failed");
+        .with_context(|| format!("starting cargo {}", args.join(" ")))?;
+    ensure!(out.status.success(), "cargo {} failed", args.join(" "));
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""test":true"#))
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(filter))
         .filter(|l| l.contains(r#""name":"lb""#))
         .find_map(|l| l.split(r#""executable":""#).nth(1)?.split('"').next().map(PathBuf::from))
-        .context("cargo reported no test executable for the lb library")
-}
-
-fn test(cache: &Path, timeout: Duration) -> anyhow::Result<()> {
-    run_tests_in(cache, timeout).map(|_| ())
+        .with_context(|| format!("cargo {} reported no lb executable", args.join(" ")))
 }
 
 /// Runs the in-guest tests (for `cargo xtask test`): (passed, failed), failing when any failed.
 pub fn run_tests(timeout: Duration) -> anyhow::Result<(u64, u64)> {
-    run_tests_in(&workspace_root()?.join(".cache").join("vm"), timeout)
+    run_tests_in(&workspace_root()?.join(".cache").join("vm"), None, timeout)
 }
 
-fn run_tests_in(cache: &Path, timeout: Duration) -> anyhow::Result<(u64, u64)> {
+fn run_tests_in(
+    cache: &Path,
+    filter: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let root = workspace_root()?;
     let assets = Assets::ensure(cache)?;
     let started = Instant::now();
-    let harness = build_static_harness(&root)?;
+    let build = build_static(&root)?;
     println!(
-        "vm: static harness built in {:.1} s: {}",
+        "vm: static harness and lb built in {:.1} s: {}",
         started.elapsed().as_secs_f64(),
-        harness.display()
+        build.harness.display()
     );
-    let args: Vec<String> = ["::vm_", "--ignored", "--test-threads=1", "--nocapture"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let outcome = boot(&assets, &harness, &args, timeout)?;
+    let args: Vec<String> =
+        [filter.unwrap_or("::vm_"), "--ignored", "--test-threads=1", "--nocapture"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let lb_path = format!("/{GUEST_LB}");
+    let more = Payload { files: vec![(GUEST_LB, &build.lb)], env: vec![("LB_BIN", &lb_path)] };
+    let outcome = boot(&assets, &build.harness, &args, &more, timeout)?;
     let (mut passed, mut failed) = (0, 0);
     for line in outcome.output.lines() {
         if let Some(summary) = line.strip_prefix("test result: ") {
