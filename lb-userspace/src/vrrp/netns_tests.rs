@@ -1011,3 +1011,81 @@ fn tracking_and_sync_group() {
         us(fault_after)
     ));
 }
+
+/// The director's interface is deleted and created again under the same name (new ifindex):
+/// the instance is in FAULT while it is missing, then opens its socket again (with the
+/// multicast membership) on the new interface: it hears keepalived's adverts again and stays
+/// BACKUP (with the old socket it would hear nothing and take over), and after keepalived
+/// crashes it takes over, its adverts on the wire and the VIP on the new interface.
+#[test]
+fn recreated_interface_gets_its_socket_back() {
+    if !require("vrrp recreated interface") {
+        return;
+    }
+    init_logs();
+    let lab = Lab::new();
+    let cap = Capture::start(&lab);
+    let advert = Duration::from_millis(100);
+    let ka_conf =
+        KaConf { version: 3, priority: 100, advert: "0.1", vip: "192.0.2.200/32", unicast: None };
+    let mut ka = Keepalived::start(&lab, &ka_conf);
+    wait_for(Duration::from_secs(3), || ka.states().contains(&"MASTER".to_string()).then_some(()))
+        .unwrap_or_else(|| panic!("keepalived never became MASTER:\n{}", ka.log_text()));
+    let mut lb = EngineHost::start(&lab, lb_instance(&lab, 3, 90, advert, VIP_V4));
+    let lb_mdi = mdi(3, 90, advert);
+    lb.wait_state(State::Backup, Duration::from_secs(2));
+    let ka_src: IpAddr = KA_V4.parse().unwrap();
+    let listening =
+        wait_for(Duration::from_secs(2), || (lb.instance().master == Some(ka_src)).then_some(()));
+    assert!(listening.is_some(), "not listening to keepalived: {:#?}", lb.instance());
+
+    // Delete the director's veth (its bridge port goes with it).
+    let (lbns, sw) = (lab.name("l"), lab.name("s"));
+    let mac = lab.mac("l");
+    let deleted = Instant::now();
+    ip_in(&lbns, &["link", "del", "eth0"]);
+    let fault = lb.wait_state(State::Fault, Duration::from_secs(3));
+    std::thread::sleep(lb_mdi * 2);
+    assert_eq!(lb.state(), State::Fault, "must stay in FAULT while eth0 is missing");
+
+    // The same name, MAC and addresses again.
+    let mac_s = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    ip_in(
+        &sw,
+        &[
+            "link", "add", "portl", "type", "veth", "peer", "name", "eth0", "address", &mac_s,
+            "netns", &lbns,
+        ],
+    );
+    ip_in(&sw, &["link", "set", "portl", "master", "br0"]);
+    ip_in(&sw, &["link", "set", "portl", "up"]);
+    ip_in(&lbns, &["addr", "add", &format!("{LB_V4}/24"), "dev", "eth0"]);
+    ip_in(&lbns, &["addr", "add", "2001:db8::12/64", "dev", "eth0", "nodad"]);
+    let created = Instant::now();
+    ip_in(&lbns, &["link", "set", "eth0", "up"]);
+    let backup = lb.wait_state(State::Backup, Duration::from_secs(3));
+    let heard_before = lb.instance().counters.adverts_received;
+    // Longer than Master_Down_Interval: only keepalived's adverts keep us BACKUP.
+    std::thread::sleep(lb_mdi * 3);
+    let st = lb.instance();
+    assert_eq!(st.state, State::Backup, "deaf after the interface came back: {st:#?}");
+    assert_eq!(st.master, Some(ka_src), "{st:#?}");
+    assert!(st.counters.adverts_received >= heard_before + 5, "{st:#?}");
+
+    // And the send path: keepalived crashes, we take over on the new interface.
+    let killed = Instant::now();
+    ka.crash();
+    lb.wait_state(State::Master, lb_mdi + Duration::from_secs(2));
+    let lb_src: IpAddr = LB_V4.parse().unwrap();
+    let ours = wait_for(Duration::from_secs(1), || {
+        cap.adverts(lb_src, Some(90)).into_iter().find(|t| *t > killed)
+    });
+    assert!(ours.is_some(), "no advert from us on the recreated interface");
+    assert!(wait_for(Duration::from_secs(1), || lab.has_addr("l", VIP_V4).then_some(())).is_some());
+    lb.stop();
+    report(&format!(
+        "MEASURED vrrp interface recreated: deleted -> FAULT {}, up again -> BACKUP {}",
+        ms(fault.saturating_duration_since(deleted)),
+        ms(backup.saturating_duration_since(created)),
+    ));
+}

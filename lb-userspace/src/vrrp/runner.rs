@@ -13,6 +13,13 @@
 //! is carried out: the agent can switch the dataplane for the VIPs while the advert goes out and
 //! the VIPs are being added. The order on the wire and host is keepalived's: advert, VIPs,
 //! gratuitous ARPs, notify scripts.
+//!
+//! An interface deleted and created again under the same name gets a new index, and a raw
+//! socket bound to the old one hears nothing more. The tracker's link dumps give every
+//! interface's index; a rebind task closes the sockets of an interface that is gone (its
+//! instances are in FAULT meanwhile: their own interface is tracked) and opens them again,
+//! with the multicast membership, when it is back ([`rebind`] decides). The primary address is
+//! the one read at start: the recreated interface is expected to carry the same addresses.
 
 use std::{
     collections::HashMap,
@@ -34,7 +41,7 @@ use super::{
     packet::{self, Auth, Expect, Family, IpMeta, PacketError, Received, Version},
     socket::{RECV_BUFFER, VrrpSocket},
     status::{Counters, InstanceStatus, VrrpStatus, ignore_reason},
-    track::{InstanceTracking, TrackStatus, Tracker},
+    track::{self, InstanceTracking, TrackStatus, Tracker},
     vip::{self, AddressOps as _},
 };
 use crate::{
@@ -46,6 +53,32 @@ use crate::{
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Adverts queued per instance before new ones are dropped (and counted).
 const INBOUND_QUEUE: usize = 1024;
+/// A socket that could not be opened again is retried this often.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// The current socket of one (interface, family): `None` while the interface is missing.
+type SocketSlot = watch::Receiver<Option<Arc<VrrpSocket>>>;
+
+/// What to do with the socket of an interface, from the index it is bound to (`None`: no
+/// socket) and the index the interface has now (`None`: it does not exist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebind {
+    Keep,
+    /// The interface is gone: close the socket.
+    Close,
+    /// The interface is (back) with this index: open the socket on it.
+    Open(u32),
+}
+
+/// See [`Rebind`].
+pub fn rebind(bound: Option<u32>, now: Option<u32>) -> Rebind {
+    match (bound, now) {
+        (Some(b), Some(n)) if b == n => Rebind::Keep,
+        (_, Some(n)) => Rebind::Open(n),
+        (Some(_), None) => Rebind::Close,
+        (None, None) => Rebind::Keep,
+    }
+}
 
 /// A callback on every state change (see [`Hooks::on_state`]).
 pub type OnState = Arc<dyn Fn(&StateChange) + Send + Sync>;
@@ -340,21 +373,29 @@ impl VrrpEngine {
         }
 
         // One socket per (interface, family), shared by its instances.
-        let mut sockets: HashMap<(u32, Family), Arc<VrrpSocket>> = HashMap::new();
+        let mut sockets: HashMap<(String, Family), SocketSlot> = HashMap::new();
+        let mut bound = Vec::new();
         for (p, r) in plans.iter().zip(&ready) {
-            let key = (r.ifindex, p.family);
+            let key = (p.cfg.interface.clone(), p.family);
             if sockets.contains_key(&key) {
                 continue;
             }
-            let multicast = plans
-                .iter()
-                .zip(&ready)
-                .any(|(q, s)| (s.ifindex, q.family) == key && q.cfg.unicast_peer.is_empty());
+            let multicast = plans.iter().any(|q| {
+                (&q.cfg.interface, q.family) == (&key.0, key.1) && q.cfg.unicast_peer.is_empty()
+            });
             let sock = VrrpSocket::open(&p.cfg.interface, r.ifindex, p.family, multicast)
                 .with_context(|| {
                     format!("opening the {} VRRP socket on {}", p.family, p.cfg.interface)
                 })?;
-            sockets.insert(key, Arc::new(sock));
+            let (tx, rx) = watch::channel(Some(Arc::new(sock)));
+            bound.push(Bound {
+                ifname: key.0.clone(),
+                family: p.family,
+                multicast,
+                index: Some(r.ifindex),
+                tx,
+            });
+            sockets.insert(key, rx);
         }
 
         let tracker =
@@ -362,6 +403,7 @@ impl VrrpEngine {
                 .await
                 .context("starting interface/script tracking")?;
         background.extend(tracker.tasks);
+        background.push(tokio::spawn(rebind_loop(bound, tracker.links)));
 
         let status = Arc::new(watch::Sender::new(VrrpStatus {
             instances: plans
@@ -402,14 +444,15 @@ impl VrrpEngine {
         }
 
         // Receive loops: VRID → instance, per socket.
-        for (&(ifindex, family), sock) in &sockets {
+        for ((ifname, family), sock) in &sockets {
             let mut routes = HashMap::new();
-            for (i, (p, r)) in plans.iter().zip(&ready).enumerate() {
-                if (r.ifindex, p.family) == (ifindex, family) {
+            for (i, p) in plans.iter().enumerate() {
+                if (&p.cfg.interface, p.family) == (ifname, *family) {
                     routes.insert(p.cfg.virtual_router_id, (i, in_txs[i].clone()));
                 }
             }
-            background.push(tokio::spawn(receive_loop(sock.clone(), routes, status.clone())));
+            let task = receive_loop(ifname.clone(), sock.clone(), routes, status.clone());
+            background.push(tokio::spawn(task));
         }
         drop(in_txs);
 
@@ -431,7 +474,6 @@ impl VrrpEngine {
                 idx,
                 name: c.name.clone(),
                 ifname: c.interface.clone(),
-                ifindex: r.ifindex,
                 primary: r.primary,
                 machine: r.machine,
                 expect,
@@ -439,7 +481,7 @@ impl VrrpEngine {
                 addrs,
                 vips: c.virtual_ipaddress.clone(),
                 destinations,
-                socket: sockets[&(r.ifindex, p.family)].clone(),
+                socket: sockets[&(c.interface.clone(), p.family)].clone(),
                 ops: ops.clone(),
                 hooks: hooks.clone(),
                 status: status.clone(),
@@ -582,7 +624,6 @@ struct InstanceTask {
     idx: usize,
     name: String,
     ifname: String,
-    ifindex: u32,
     primary: IpAddr,
     machine: Instance,
     expect: Expect,
@@ -590,7 +631,8 @@ struct InstanceTask {
     addrs: Vec<IpAddr>,
     vips: Vec<VirtualAddress>,
     destinations: Vec<IpAddr>,
-    socket: Arc<VrrpSocket>,
+    /// The interface's socket, `None` while the interface is missing.
+    socket: SocketSlot,
     ops: vip::Netlink,
     hooks: Hooks,
     status: Arc<watch::Sender<VrrpStatus>>,
@@ -772,7 +814,10 @@ impl InstanceTask {
             return;
         }
         self.held = true;
-        let res = vip::add_all(&self.ops, self.ifindex, &self.vips).await;
+        let res = match iface::index(&self.ifname) {
+            Ok(ifindex) => vip::add_all(&self.ops, ifindex, &self.vips).await,
+            Err(e) => Err(e.into()),
+        };
         let took = at.elapsed();
         match res {
             Ok(()) => tracing::info!(instance = %self.name, interface = %self.ifname,
@@ -790,10 +835,15 @@ impl InstanceTask {
             return;
         }
         self.held = false;
-        match vip::remove_present(&self.ops, self.ifindex, &self.vips).await {
-            Ok(removed) => tracing::info!(instance = %self.name, interface = %self.ifname,
-                vips = removed.len(), "VIPs removed"),
-            Err(e) => tracing::error!(instance = %self.name, "removing VIPs: {e:#}"),
+        // The index is read each time: the interface may have been created again since.
+        match iface::index(&self.ifname) {
+            Ok(ifindex) => match vip::remove_present(&self.ops, ifindex, &self.vips).await {
+                Ok(removed) => tracing::info!(instance = %self.name, interface = %self.ifname,
+                    vips = removed.len(), "VIPs removed"),
+                Err(e) => tracing::error!(instance = %self.name, "removing VIPs: {e:#}"),
+            },
+            // Deleting the interface deleted its addresses.
+            Err(e) => tracing::info!(instance = %self.name, "VIPs gone with the interface: {e}"),
         }
         self.status.send_if_modified(|s| {
             s.instances[self.idx].vips_held = false;
@@ -843,13 +893,15 @@ impl InstanceTask {
 
     async fn send_advert(&mut self, priority: u8) {
         let advert = self.machine.advert(priority, self.addrs.clone(), self.auth.clone());
+        let socket = self.socket.borrow().clone();
         for i in 0..self.destinations.len() {
             let dst = self.destinations[i];
-            let result = match advert.encode(self.primary, dst) {
-                Ok(msg) => {
-                    self.socket.send(self.primary, dst, &msg).await.map_err(|e| e.to_string())
+            let result = match (advert.encode(self.primary, dst), &socket) {
+                (Ok(msg), Some(sock)) => {
+                    sock.send(self.primary, dst, &msg).await.map_err(|e| e.to_string())
                 }
-                Err(e) => Err(e.to_string()),
+                (Ok(_), None) => Err(format!("interface {} is missing", self.ifname)),
+                (Err(e), _) => Err(e.to_string()),
             };
             match result {
                 Ok(()) => self.count(|c| {
@@ -951,24 +1003,92 @@ impl InstanceTask {
     }
 }
 
-/// Reads one socket and hands each advert to the instance its VRID names.
+/// One socket the rebind task keeps bound to its interface.
+struct Bound {
+    ifname: String,
+    family: Family,
+    multicast: bool,
+    /// The ifindex the current socket is bound to (`None`: no socket).
+    index: Option<u32>,
+    tx: watch::Sender<Option<Arc<VrrpSocket>>>,
+}
+
+/// Follows the interfaces' indexes and opens each socket again when its interface is created
+/// again (or closes it while the interface is missing). A failed open is retried every
+/// [`REOPEN_RETRY`].
+async fn rebind_loop(mut bound: Vec<Bound>, mut links: watch::Receiver<track::LinkIndexes>) {
+    loop {
+        let indexes = links.borrow_and_update().clone();
+        let mut retry = false;
+        for b in &mut bound {
+            let now = indexes.get(&b.ifname).copied();
+            match rebind(b.index, now) {
+                Rebind::Keep => {}
+                Rebind::Close => {
+                    tracing::warn!(interface = %b.ifname, family = %b.family,
+                        "interface gone: VRRP socket closed until it is back");
+                    b.index = None;
+                    b.tx.send_replace(None);
+                }
+                Rebind::Open(ifindex) => {
+                    match VrrpSocket::open(&b.ifname, ifindex, b.family, b.multicast) {
+                        Ok(sock) => {
+                            tracing::info!(interface = %b.ifname, family = %b.family, ifindex,
+                                "interface (re)created: VRRP socket opened again");
+                            b.index = Some(ifindex);
+                            b.tx.send_replace(Some(Arc::new(sock)));
+                        }
+                        Err(e) => {
+                            tracing::warn!(interface = %b.ifname, family = %b.family, ifindex,
+                                "opening the VRRP socket again: {e} (retrying)");
+                            b.index = None;
+                            b.tx.send_replace(None);
+                            retry = true;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = links.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(REOPEN_RETRY), if retry => {}
+        }
+    }
+}
+
+/// Reads one interface's socket (switching when it is opened again) and hands each advert to
+/// the instance its VRID names.
 async fn receive_loop(
-    socket: Arc<VrrpSocket>,
+    ifname: String,
+    mut slot: SocketSlot,
     routes: HashMap<u8, (usize, mpsc::Sender<Inbound>)>,
     status: Arc<watch::Sender<VrrpStatus>>,
 ) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut logs = RateLimit::new(LOG_EVERY);
+    // Without the rebind task (it only ends with the engine) the last socket stays in use.
+    let mut watching = true;
     loop {
-        let got = match socket.recv(&mut buf).await {
+        let current = slot.borrow_and_update().clone();
+        let Some(socket) = current else {
+            // The interface is missing: wait for its new socket.
+            if !watching || slot.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let got = tokio::select! {
+            changed = slot.changed(), if watching => {
+                watching = changed.is_ok();
+                continue;
+            }
+            got = socket.recv(&mut buf) => got,
+        };
+        let got = match got {
             Ok(got) => got,
             Err(e) => {
                 if let Some(held) = logs.allow("recv", Instant::now()) {
-                    tracing::warn!(
-                        interface = socket.ifname(),
-                        held_back = held,
-                        "receiving VRRP: {e}"
-                    );
+                    tracing::warn!(interface = %ifname, held_back = held, "receiving VRRP: {e}");
                 }
                 // Do not spin on a persistent error.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -983,11 +1103,8 @@ async fn receive_loop(
                     false
                 });
                 if let Some(held) = logs.allow("malformed", Instant::now()) {
-                    tracing::debug!(
-                        interface = socket.ifname(),
-                        held_back = held,
-                        "malformed VRRP packet: {e}"
-                    );
+                    tracing::debug!(interface = %ifname, held_back = held,
+                        "malformed VRRP packet: {e}");
                 }
                 continue;
             }
@@ -1232,6 +1349,22 @@ mod tests {
         let engine = VrrpEngine::start(&VrrpConfig::default(), Hooks::default()).await.unwrap();
         assert!(engine.snapshot().instances.is_empty());
         engine.stop().await;
+    }
+
+    #[test]
+    fn rebind_follows_the_interface_index() {
+        use Rebind::{Close, Keep, Open};
+        // (bound to, index now, what to do)
+        let cases = [
+            (Some(4), Some(4), Keep),    // unchanged
+            (Some(4), None, Close),      // deleted
+            (None, None, Keep),          // still missing
+            (None, Some(9), Open(9)),    // created again (or a failed open retried)
+            (Some(4), Some(9), Open(9)), // deleted and created again between two dumps
+        ];
+        for (bound, now, want) in cases {
+            assert_eq!(rebind(bound, now), want, "bound {bound:?}, now {now:?}");
+        }
     }
 
     #[test]

@@ -143,10 +143,17 @@ impl Inputs {
     }
 }
 
+/// The interfaces of the namespace by name, with their current ifindex. An interface deleted and
+/// created again under the same name shows up with a new index: the VRRP sockets bound to it
+/// must be opened again.
+pub type LinkIndexes = HashMap<String, u32>;
+
 /// The running tracker: one watch per instance, plus its tasks.
 pub struct Tracker {
     /// Per instance, in the order given to [`Tracker::start`].
     pub status: Vec<watch::Receiver<TrackStatus>>,
+    /// Every interface's index, updated on the same link events and polls as the link states.
+    pub links: watch::Receiver<LinkIndexes>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -161,8 +168,9 @@ impl Tracker {
         // dumps (one dump at a time per netlink socket).
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let mut tasks = vec![tokio::spawn(conn)];
-        let mut inputs =
-            Inputs { links: link_states(&handle).await?, scripts: vec![None; scripts.len()] };
+        let (links, indexes) = link_states(&handle).await?;
+        let mut inputs = Inputs { links, scripts: vec![None; scripts.len()] };
+        let (index_tx, index_rx) = watch::channel(indexes);
         let mut senders = Vec::new();
         let mut status = Vec::new();
         for t in &instances {
@@ -211,7 +219,14 @@ impl Tracker {
                     },
                 }
                 match link_states(&handle).await {
-                    Ok(links) => inputs.links = links,
+                    Ok((links, indexes)) => {
+                        inputs.links = links;
+                        index_tx.send_if_modified(|cur| {
+                            let changed = *cur != indexes;
+                            *cur = indexes;
+                            changed
+                        });
+                    }
                     Err(e) => {
                         tracing::warn!("reading link states: {e:#}");
                         continue;
@@ -220,7 +235,7 @@ impl Tracker {
                 publish(&inputs, &instances, &senders);
             }
         }));
-        Ok(Tracker { status, tasks })
+        Ok(Tracker { status, links: index_rx, tasks })
     }
 }
 
@@ -239,9 +254,12 @@ fn publish(
     }
 }
 
-/// Every interface of the namespace: name → up.
-async fn link_states(handle: &rtnetlink::Handle) -> anyhow::Result<HashMap<String, bool>> {
+/// Every interface of the namespace: name → up, and name → ifindex.
+async fn link_states(
+    handle: &rtnetlink::Handle,
+) -> anyhow::Result<(HashMap<String, bool>, LinkIndexes)> {
     let mut out = HashMap::new();
+    let mut indexes = HashMap::new();
     let mut links = handle.link().get().execute();
     while let Some(msg) = links.try_next().await? {
         let name = msg.attributes.iter().find_map(|a| match a {
@@ -249,10 +267,11 @@ async fn link_states(handle: &rtnetlink::Handle) -> anyhow::Result<HashMap<Strin
             _ => None,
         });
         if let Some(name) = name {
+            indexes.insert(name.clone(), msg.header.index);
             out.insert(name, link_is_up(msg.header.flags));
         }
     }
-    Ok(out)
+    Ok((out, indexes))
 }
 
 /// Runs one `vrrp_script` every `interval` (each run bounded by `timeout`) and reports its state
