@@ -17,6 +17,10 @@ mod uapi;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod vm_forwarding;
+#[cfg(test)]
+mod vm_net;
+#[cfg(test)]
 mod vm_smoke;
 
 use std::time::Duration;

@@ -1,0 +1,424 @@
+//! Test support for the in-guest IPVS tests (`cargo xtask vm test`): a director/real-server
+//! topology in the guest's namespaces, TCP servers that answer with their real's name, a client
+//! that counts the answers, and guards that undo what a test set up, also when it panics.
+//!
+//! The guest's root namespace is the director (IPVS lives there). A bridge [`BRIDGE`] connects it
+//! (`10.77.0.1/24`, and the VIP as a /32) to a client namespace (`10.77.0.2`) and N real-server
+//! namespaces (`10.77.0.11`, `.12`, ...), each through a veth whose inner end is `eth0`. How a
+//! real is set up depends on the forwarding method ([`RealMode`]): the VIP on `lo` with the
+//! ARP sysctls of `lb realserver` for direct routing, plus `tunl0` up for IP-in-IP, or a route back
+//! to the client through the director for NAT.
+//!
+//! Names are fixed (`lbvc`, `lbvr1`...): tests run one at a time in a fresh guest, and a name that
+//! is already taken means an earlier test leaked, which [`Lab::new`] reports.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd as _, RawFd},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use super::{Destination, Ipvs, Service, ServiceKey};
+
+/// The bridge in the guest's root namespace.
+pub const BRIDGE: &str = "lbvbr";
+/// The director's address on the bridge.
+pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The VIP, a /32 on the director's bridge (so the director answers ARP for it).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+const CLIENT_NS: &str = "lbvc";
+/// How long one client connection may take (TCG is slow, but not this slow).
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a real server receives the director's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealMode {
+    /// Direct routing: the VIP on `lo`, `arp_ignore=1`, `arp_announce=2`; replies go straight to
+    /// the client.
+    Direct,
+    /// Like [`RealMode::Direct`], plus `tunl0` up (with `rp_filter` off) to decapsulate IP-in-IP.
+    Tunnel,
+    /// NAT: no VIP; replies to the client go back through the director, which un-NATs them.
+    Nat,
+}
+
+/// One real server of a [`Lab`].
+#[derive(Clone, Debug)]
+pub struct Real {
+    /// `r1`, `r2`...: what its server answers.
+    pub name: String,
+    /// Its namespace (`lbvr1`...).
+    pub ns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// The topology, its servers and the director sysctls it changed; [`Drop`] undoes all of it.
+pub struct Lab {
+    pub reals: Vec<Real>,
+    servers: Vec<Server>,
+    /// Director sysctls with the values to restore.
+    saved_sysctls: Vec<(String, String)>,
+}
+
+impl Lab {
+    /// Builds the bridge, the client and `reals` real servers set up for `mode`.
+    pub fn new(reals: usize, mode: RealMode) -> Lab {
+        assert!((1..=50).contains(&reals), "1 to 50 reals");
+        let reals: Vec<Real> = (1..=reals)
+            .map(|i| Real {
+                name: format!("r{i}"),
+                ns: format!("lbvr{i}"),
+                addr: Ipv4Addr::new(10, 77, 0, 10 + i as u8),
+            })
+            .collect();
+        for ns in std::iter::once(CLIENT_NS).chain(reals.iter().map(|r| r.ns.as_str())) {
+            assert!(
+                !std::path::Path::new("/run/netns").join(ns).exists(),
+                "netns {ns} exists: an earlier test did not clean up"
+            );
+        }
+        // From here on, Drop cleans up whatever of this got made.
+        let mut lab = Lab { reals, servers: Vec::new(), saved_sysctls: Vec::new() };
+
+        let mut root = String::new();
+        for ns in lab.namespaces() {
+            root.push_str(&format!("netns add {ns}\n"));
+        }
+        root.push_str(&format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"));
+        root.push_str(&format!("addr add {DIRECTOR}/24 dev {BRIDGE}\n"));
+        root.push_str(&format!("addr add {VIP}/32 dev {BRIDGE}\n"));
+        for ns in lab.namespaces() {
+            // The root end is named after the namespace: unique, and deleted by name on drop.
+            root.push_str(&format!("link add {ns} type veth peer name eth0 netns {ns}\n"));
+            root.push_str(&format!("link set {ns} master {BRIDGE} up\n"));
+        }
+        ip_batch(None, &root);
+        if mode == RealMode::Nat {
+            // The director routes the reals' replies back to the client on the same bridge:
+            // no redirects, or the reals would learn to bypass it.
+            for (key, value) in [
+                ("net/ipv4/ip_forward".to_owned(), "1"),
+                ("net/ipv4/conf/all/send_redirects".to_owned(), "0"),
+                (format!("net/ipv4/conf/{BRIDGE}/send_redirects"), "0"),
+            ] {
+                let old = read_sysctl(&key);
+                write_sysctl(&key, value);
+                lab.saved_sysctls.push((key, old));
+            }
+        }
+
+        ip_batch(
+            Some(CLIENT_NS),
+            &format!("link set lo up\nlink set eth0 up\naddr add {CLIENT}/24 dev eth0\n"),
+        );
+        for real in &lab.reals {
+            let mut batch =
+                format!("link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\n", real.addr);
+            match mode {
+                RealMode::Direct | RealMode::Tunnel => {
+                    // Before the VIP exists, so no ARP answer ever leaks.
+                    in_netns(&real.ns, || {
+                        for scope in ["all", "eth0"] {
+                            write_sysctl(&format!("net/ipv4/conf/{scope}/arp_ignore"), "1");
+                            write_sysctl(&format!("net/ipv4/conf/{scope}/arp_announce"), "2");
+                        }
+                        if mode == RealMode::Tunnel {
+                            for scope in ["all", "tunl0"] {
+                                write_sysctl(&format!("net/ipv4/conf/{scope}/rp_filter"), "0");
+                            }
+                        }
+                    });
+                    batch.push_str(&format!("addr add {VIP}/32 dev lo\n"));
+                    if mode == RealMode::Tunnel {
+                        batch.push_str("link set tunl0 up\n");
+                    }
+                }
+                RealMode::Nat => batch.push_str(&format!("route add {CLIENT}/32 via {DIRECTOR}\n")),
+            }
+            ip_batch(Some(&real.ns), &batch);
+        }
+        lab
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        std::iter::once(CLIENT_NS.to_owned())
+            .chain(self.reals.iter().map(|r| r.ns.clone()))
+            .collect()
+    }
+
+    /// Starts a TCP server on `port` in every real (all addresses, so the VIP too).
+    pub fn serve(&mut self, port: u16) {
+        for real in &self.reals {
+            self.servers.push(Server::start(real, port));
+        }
+    }
+
+    /// `count` short connections from the client to `vip`, one after the other; every answer is
+    /// counted by the real that gave it.
+    pub fn requests(&self, vip: SocketAddr, count: usize) -> Tally {
+        in_netns(CLIENT_NS, || {
+            let mut tally = Tally::default();
+            for _ in 0..count {
+                match request(vip) {
+                    Ok(answer) => tally.add(&answer),
+                    Err(e) => tally.errors.push(e),
+                }
+            }
+            tally
+        })
+    }
+
+    /// Packets `ifname` in `real`'s namespace has received (`ip -s link`).
+    pub fn rx_packets(&self, real: &Real, ifname: &str) -> u64 {
+        let out = ip(Some(&real.ns), &["-j", "-s", "link", "show", "dev", ifname]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+        v[0]["stats64"]["rx"]["packets"].as_u64().expect("rx packets in ip -j -s link")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            server.stop();
+        }
+        for (key, value) in self.saved_sysctls.drain(..).rev() {
+            write_sysctl(&key, &value);
+        }
+        // Veths by their root end (synchronous, unlike a namespace's teardown), then the rest.
+        let mut batch = String::new();
+        for ns in self.namespaces() {
+            batch.push_str(&format!("link del {ns}\n"));
+        }
+        batch.push_str(&format!("link del {BRIDGE}\n"));
+        for ns in self.namespaces() {
+            batch.push_str(&format!("netns del {ns}\n"));
+        }
+        // -force: go on past what was never made (a test that failed half-way).
+        let _ = Command::new("ip")
+            .args(["-force", "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().expect("stdin").write_all(batch.as_bytes())?;
+                child.wait()
+            });
+    }
+}
+
+/// What the client got back.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Answers per real name.
+    pub per_real: BTreeMap<String, usize>,
+    /// Per real: the addresses its server saw as (local, peer).
+    pub seen: BTreeMap<String, std::collections::BTreeSet<(SocketAddr, IpAddr)>>,
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, answer: &str) {
+        let mut words = answer.split_whitespace();
+        let (Some(name), Some(local), Some(peer)) = (words.next(), words.next(), words.next())
+        else {
+            self.errors.push(format!("garbled answer {answer:?}"));
+            return;
+        };
+        let (Ok(local), Ok(peer)) = (local.parse(), peer.parse::<SocketAddr>()) else {
+            self.errors.push(format!("garbled answer {answer:?}"));
+            return;
+        };
+        *self.per_real.entry(name.to_owned()).or_default() += 1;
+        self.seen.entry(name.to_owned()).or_default().insert((local, peer.ip()));
+    }
+
+    pub fn total(&self) -> usize {
+        self.per_real.values().sum()
+    }
+
+    /// Panics unless every real's share of the answers is within `tolerance` (relative, 0.1 is
+    /// ±10 %) of its share of the weights, and nothing failed.
+    pub fn assert_split(&self, weights: &[(&str, u32)], tolerance: f64) {
+        assert!(self.errors.is_empty(), "failed requests: {:?}", self.errors);
+        let total = self.total() as f64;
+        let weight_sum: u32 = weights.iter().map(|(_, w)| w).sum();
+        for (name, weight) in weights {
+            let want = f64::from(*weight) / f64::from(weight_sum);
+            let got = self.per_real.get(*name).copied().unwrap_or(0) as f64 / total;
+            assert!(
+                (got - want).abs() <= want * tolerance,
+                "{name}: {:.1} % of the answers, weight share {:.1} % (±{:.0} %): {:?}",
+                got * 100.0,
+                want * 100.0,
+                tolerance * 100.0,
+                self.per_real
+            );
+        }
+        let unknown: Vec<_> =
+            self.per_real.keys().filter(|n| !weights.iter().any(|(w, _)| w == n)).collect();
+        assert!(unknown.is_empty(), "answers from reals without weight: {unknown:?}");
+    }
+}
+
+fn request(vip: SocketAddr) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&vip, IO_TIMEOUT).map_err(|e| format!("connect {vip}: {e}"))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| format!("reading from {vip}: {e}"))?;
+    Ok(answer.trim().to_owned())
+}
+
+/// A thread in a real's namespace answering each connection with `NAME LOCAL PEER` and closing.
+struct Server {
+    thread: Option<JoinHandle<()>>,
+    fd: RawFd,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(real: &Real, port: u16) -> Server {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ns, name, stopped) = (real.ns.clone(), real.name.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            enter_netns(&ns);
+            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+                .unwrap_or_else(|e| panic!("{ns}: binding port {port}: {e}"));
+            tx.send(listener.as_raw_fd()).expect("handing over the listener");
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let (Ok(local), Ok(peer)) = (conn.local_addr(), conn.peer_addr()) else {
+                    continue;
+                };
+                let _ = conn.write_all(format!("{name} {local} {peer}\n").as_bytes());
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+        });
+        let fd = rx.recv_timeout(IO_TIMEOUT).expect("server thread did not start");
+        Server { thread: Some(thread), fd, stop }
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else { return };
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocked accept (Linux returns EINVAL on a shut-down listener).
+        // SAFETY: the listener stays open until the thread ends, which we wait for below.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        let _ = thread.join();
+    }
+}
+
+/// Moves the calling thread into the named network namespace (`/run/netns/NAME`).
+pub fn enter_netns(ns: &str) {
+    let file = File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+    // SAFETY: setns on a namespace file; it changes only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread inside namespace `ns` and returns its result (a panic propagates).
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(ns);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Writes `/proc/sys/KEY` in the calling thread's namespace (`/proc/sys/net` is per namespace).
+pub fn write_sysctl(key: &str, value: &str) {
+    std::fs::write(format!("/proc/sys/{key}"), value)
+        .unwrap_or_else(|e| panic!("sysctl {key}={value}: {e}"));
+}
+
+pub fn read_sysctl(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .unwrap_or_else(|e| panic!("sysctl {key}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// `ip [-n NS] ARGS` (iproute2: busybox's `ip` has no namespaces); its stdout.
+pub fn ip(ns: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd.args(args).output().expect("running ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ip [-n NS] -batch -` with `commands`, one per line: one process for many changes (process
+/// starts are slow under TCG).
+pub fn ip_batch(ns: Option<&str>, commands: &str) {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ip -batch");
+    child.stdin.take().expect("stdin").write_all(commands.as_bytes()).expect("ip -batch input");
+    let out = child.wait_with_output().expect("ip -batch");
+    assert!(
+        out.status.success(),
+        "ip {}-batch failed: {}\ncommands:\n{commands}",
+        ns.map(|n| format!("-n {n} ")).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ipvsadm ARGS`' stdout.
+pub fn ipvsadm(args: &[&str]) -> String {
+    let out = Command::new("ipvsadm").args(args).output().expect("running ipvsadm");
+    assert!(out.status.success(), "ipvsadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An IPVS service with its destinations, deleted on drop (with them).
+pub struct ServiceGuard {
+    pub key: ServiceKey,
+}
+
+impl ServiceGuard {
+    pub fn add(ipvs: &mut Ipvs, service: &Service, destinations: &[Destination]) -> ServiceGuard {
+        ipvs.add_service(service).unwrap_or_else(|e| panic!("adding {}: {e}", service.key));
+        let guard = ServiceGuard { key: service.key };
+        for d in destinations {
+            ipvs.add_destination(&service.key, d)
+                .unwrap_or_else(|e| panic!("adding {} to {}: {e}", d.socket_addr(), service.key));
+        }
+        guard
+    }
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        if let Ok(mut ipvs) = Ipvs::open() {
+            let _ = ipvs.delete_service(&self.key);
+        }
+    }
+}
