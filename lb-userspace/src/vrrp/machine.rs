@@ -175,6 +175,22 @@ pub enum SettingsError {
 pub enum Event {
     /// Start (RFC "Startup"): from `Initialize` or `Stop`.
     Startup,
+    /// Start as the MASTER the previous process was (a hitless agent restart: the pinned
+    /// dataplane is adopted and the VIPs are still on the interface), from `Initialize` or `Stop`.
+    ///
+    /// The instance is MASTER at once (VIPs kept, dataplane forwarding) but stays quiet for one
+    /// Master_Adver_Interval plus Skew_Time, listening: a master that took over while we were
+    /// away would be heard by then. Hearing one, it steps down to BACKUP and takes that advert
+    /// as a fresh BACKUP would (preempting only where a fresh start would); hearing none, it
+    /// sends its first advert and goes on as MASTER, sending no gratuitous ARP (the neighbours
+    /// still point at us). So a resume never claims more than a fresh start would — no split
+    /// brain against a peer that outranks us or that `nopreempt` protects, and no gratuitous ARP
+    /// pulling traffic from a live master — at the price of a narrower window: the peers' backups
+    /// take over unless we advertise again within their Master_Down_Interval (3 × the interval
+    /// plus their skew) of the previous process's last advert, so the restart must take under
+    /// about 2 intervals. Longer, the peer has taken over and the resume ends as a fresh start.
+    /// The owner (priority 255) and an instance in FAULT start as after [`Event::Startup`].
+    Resume,
     /// Stop (RFC "Shutdown"): a master hands over with a priority-0 advert.
     Shutdown,
     /// A valid advert for our VRID (see [`Event::advert`]), already checked by the packet layer.
@@ -347,6 +363,8 @@ pub struct Instance {
     preempt_after: Option<Instant>,
     /// The master we listen to (backup).
     master: Option<MasterInfo>,
+    /// MASTER after [`Event::Resume`], still listening before its first advert.
+    resuming: bool,
 }
 
 impl Instance {
@@ -393,6 +411,7 @@ impl Instance {
             advert_at: None,
             preempt_after: None,
             master: None,
+            resuming: false,
         })
     }
 
@@ -485,6 +504,11 @@ impl Instance {
                     self.start_running(now, &mut out);
                 }
             }
+            Event::Resume => {
+                if !self.state.running() {
+                    self.resume(now, &mut out);
+                }
+            }
             Event::Shutdown => self.shutdown(&mut out),
             Event::Timer => self.timer(now, &mut out),
             Event::AdvertReceived { from, priority, max_advert_interval, addresses } => {
@@ -516,6 +540,7 @@ impl Instance {
         self.master_adver_interval_cs = self.settings.advert_interval_cs;
         self.preempt_after = None;
         self.master = None;
+        self.resuming = false;
         if self.faulty() {
             self.enter_fault(out);
         } else if self.settings.priority == OWNER_PRIORITY {
@@ -523,6 +548,24 @@ impl Instance {
         } else {
             self.enter_backup(now, out);
         }
+    }
+
+    /// [`Event::Resume`]: MASTER without an advert or gratuitous ARPs yet; the first advert
+    /// goes out after Master_Adver_Interval plus Skew_Time unless another master is heard first.
+    fn resume(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.faulty() || self.settings.priority == OWNER_PRIORITY {
+            self.start_running(now, out);
+            return;
+        }
+        self.master_adver_interval_cs = self.settings.advert_interval_cs;
+        self.preempt_after = None;
+        self.master = None;
+        self.master_down_at = None;
+        self.state = State::Master;
+        self.resuming = true;
+        self.advert_at = Some(now + centis(self.settings.advert_interval_cs) + self.skew_time());
+        out.push(Action::BecomeMaster);
+        out.push(Action::Notify { state: State::Master });
     }
 
     fn enter_master(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -549,6 +592,7 @@ impl Instance {
             out.push(Action::StopSending);
         }
         self.state = State::Backup;
+        self.resuming = false;
         self.advert_at = None;
         self.master_down_at = Some(now + self.master_down_interval());
         out.push(Action::BecomeBackup);
@@ -562,6 +606,7 @@ impl Instance {
             out.push(Action::StopSending);
         }
         self.state = State::Fault;
+        self.resuming = false;
         self.master_down_at = None;
         self.advert_at = None;
         self.master = None;
@@ -579,6 +624,7 @@ impl Instance {
             State::Backup | State::Fault => {}
         }
         self.state = State::Stop;
+        self.resuming = false;
         self.master_down_at = None;
         self.advert_at = None;
         self.preempt_after = None;
@@ -593,6 +639,8 @@ impl Instance {
                 self.enter_master(now, out);
             }
             State::Master if self.advert_at.is_some_and(|t| t <= now) => {
+                // A resumed master heard nobody: it is the master, as before the restart.
+                self.resuming = false;
                 out.push(Action::SendAdvert { priority: self.effective_priority() });
                 self.advert_at = Some(now + centis(self.settings.advert_interval_cs));
             }
@@ -661,6 +709,13 @@ impl Instance {
     /// RFC 5798 6.4.3 "If an ADVERTISEMENT is received", plus keepalived's answer to
     /// lower-priority adverts.
     fn master_received(&mut self, seen: MasterInfo, now: Instant, out: &mut Vec<Action>) {
+        if self.resuming && seen.priority != 0 {
+            // Another router became master while we were away: we are a fresh start after all.
+            self.enter_backup(now, out);
+            self.backup_received(seen, now, out);
+            return;
+        }
+        self.resuming = false;
         let ours = self.effective_priority();
         if seen.priority == 0 {
             // Another master is leaving: assert ourselves at once so backups do not take over.
@@ -757,5 +812,7 @@ impl Instance {
     }
 }
 
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;
