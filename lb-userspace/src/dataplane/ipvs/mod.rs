@@ -17,6 +17,8 @@ mod uapi;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod vm_agent;
+#[cfg(test)]
 mod vm_forwarding;
 #[cfg(test)]
 mod vm_net;

@@ -422,3 +422,45 @@ impl Drop for ServiceGuard {
         }
     }
 }
+
+/// Our namespaces and links still in the guest (none once every [`Lab`] is dropped).
+pub fn leftovers() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()))
+        .into_iter()
+        .flatten()
+        .filter(|n| n.starts_with("lbv"))
+        .map(|n| format!("netns {n}"))
+        .collect();
+    let links = ip(None, &["-o", "link", "show"]);
+    found.extend(
+        links
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n))
+            .filter(|n| n.starts_with("lbv"))
+            .map(|n| format!("link {n}")),
+    );
+    found
+}
+
+#[test]
+#[ignore = "needs root and iproute2 in the guest: `cargo xtask vm test` runs it in a VM"]
+fn vm_lab_leaves_nothing_behind_even_after_a_panic() {
+    let forward = read_sysctl("net/ipv4/ip_forward");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    // Quiet: the panic is the point (the guest runs one test at a time, so the hook is ours).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        let mut lab = Lab::new(2, RealMode::Nat);
+        lab.serve(8080);
+        assert!(!leftovers().is_empty());
+        assert_eq!(read_sysctl("net/ipv4/ip_forward"), "1");
+        panic!("on purpose");
+    });
+    std::panic::set_hook(hook);
+    assert!(result.is_err());
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert_eq!(read_sysctl("net/ipv4/ip_forward"), forward);
+}

@@ -1,0 +1,345 @@
+//! The real `lb` binary in the guest (`cargo xtask vm test` puts a static build at `$LB_BIN`):
+//! start `lb run` on a config, talk to it through its control socket, kill it the hard way and
+//! start it again on the same files, the way the kill/reconcile tests need.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{
+    Destination, Forward, Ipvs, Service, ServiceKey,
+    vm_net::{Lab, ServiceGuard, VIP, ipvsadm},
+};
+
+/// How long `lb run` may take to answer on its socket (a debug build under TCG).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The guest's `lb` binary.
+pub fn lb_bin() -> PathBuf {
+    let bin = std::env::var_os("LB_BIN")
+        .map(PathBuf::from)
+        .expect("LB_BIN is not set: run the in-guest tests with `cargo xtask vm test`");
+    assert!(bin.is_file(), "LB_BIN {} is not a file", bin.display());
+    bin
+}
+
+/// Polls `done` every 50 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `lb run` in the guest's root namespace (the director) with its config, control socket and log
+/// in a folder of its own. Drop stops it (SIGTERM, then SIGKILL) and removes the folder.
+pub struct GuestAgent {
+    child: Option<Child>,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl GuestAgent {
+    /// Writes `config` (TOML) to a fresh folder named after `name` and starts
+    /// `lb run -c CONFIG --socket SOCKET EXTRA...`, waiting until it answers.
+    pub fn start(name: &str, config: &str, extra: &[&str]) -> GuestAgent {
+        let dir = std::env::temp_dir().join(format!("lb-agent-{name}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("agent folder");
+        fs::write(dir.join("lb.toml"), config).expect("writing the agent's config");
+        let mut agent =
+            GuestAgent { child: None, dir, args: extra.iter().map(|s| s.to_string()).collect() };
+        agent.restart();
+        agent
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("lb.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("lb.sock")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    /// Everything every `lb run` of this agent wrote to stdout and stderr.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts `lb run` (again) on the same config and socket; the old one must be gone.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        let _ = fs::remove_file(self.socket());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
+        let child = Command::new(lb_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(self.config_path())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("agent log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting lb run");
+        self.child = Some(child);
+        let up = wait_until(START_TIMEOUT, || !self.running() || self.cli(&["backends"]).is_ok());
+        assert!(self.running(), "lb run exited at start; its log:\n{}", self.log());
+        assert!(up, "lb run did not answer within {START_TIMEOUT:?}; its log:\n{}", self.log());
+    }
+
+    /// Whether `lb run` is still alive (reaps it if not).
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
+    }
+
+    /// `lb ARGS --socket SOCKET`: stdout, or stderr as the error.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(lb_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// SIGKILL: the agent dies without cleaning up, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (SIGKILL after `timeout`); `None` if it was not running.
+    pub fn stop(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GuestAgent {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+        if std::thread::panicking() {
+            eprintln!("lb run log ({}):\n{}", self.dir.display(), self.log());
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TOML config with one TCP service on the [`Lab`]'s VIP per `(port, weights)`: reals `r1`,
+/// `r2`... with those weights (the first `weights.len()` reals) on the same port, forwarded by
+/// `forward` (`lb_kind` DR, NAT or TUN), wrr, no health checks.
+pub fn lab_config(lab: &Lab, services: &[(u16, &[u32])], forward: Forward) -> String {
+    let mut toml = String::new();
+    for (port, weights) in services {
+        assert!(weights.len() <= lab.reals.len(), "more weights than reals");
+        toml.push_str(&format!(
+            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\n\
+             interface = \"{}\"\nlb_algo = \"wrr\"\n",
+            super::vm_net::BRIDGE
+        ));
+        // DR is the default.
+        match forward {
+            Forward::Route => {}
+            Forward::Masquerade => toml.push_str("lb_kind = \"NAT\"\n"),
+            Forward::Tunnel { .. } => toml.push_str("lb_kind = \"TUN\"\n"),
+            Forward::Local => panic!("no lb_kind for local destinations"),
+        }
+        for (real, weight) in lab.reals.iter().zip(*weights) {
+            toml.push_str(&format!(
+                "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {port}\n\
+                 weight = {weight}\n",
+                real.addr
+            ));
+        }
+        toml.push('\n');
+    }
+    toml
+}
+
+/// `lb check -c FILE` on `config`: the binary runs in the guest and reads what we write.
+fn check(config: &str) -> Result<String, String> {
+    let dir = std::env::temp_dir().join("lb-check");
+    fs::create_dir_all(&dir).expect("check folder");
+    let path: &Path = &dir.join("lb.toml");
+    fs::write(path, config).expect("writing the config");
+    let out = Command::new(lb_bin()).arg("check").arg("-c").arg(path).output().expect("lb check");
+    let _ = fs::remove_dir_all(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() { Ok(text) } else { Err(text) }
+}
+
+#[test]
+#[ignore = "needs the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_lb_binary_checks_a_lab_config() {
+    let lab = Lab::new(2, super::vm_net::RealMode::Direct);
+    let config = lab_config(&lab, &[(80, &[1, 2]), (8080, &[1])], Forward::Route);
+    let out = check(&config).unwrap_or_else(|e| panic!("lb check refused\n{config}\n{e}"));
+    println!("lb check: {}", out.trim());
+}
+
+/// `ipvsadm -Ln` as rules without its headers and connection counters: `TCP VIP:PORT SCHED
+/// [FLAGS]` per service, `-> ADDR:PORT METHOD WEIGHT` per destination; services sorted, and
+/// destinations within theirs.
+pub fn ipvs_rules() -> Vec<String> {
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    for line in ipvsadm(&["-Ln"]).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            None | Some(&"IP") | Some(&"Prot") => {}
+            Some(&"->") if words.get(1) == Some(&"RemoteAddress:Port") => {}
+            Some(&"->") => blocks
+                .last_mut()
+                .expect("a destination before any service")
+                .push(words[..4.min(words.len())].join(" ")),
+            Some(_) => blocks.push(vec![words.join(" ")]),
+        }
+    }
+    for block in &mut blocks {
+        block[1..].sort();
+    }
+    blocks.sort();
+    blocks.concat()
+}
+
+/// The rules `lab_config(lab, services, Route)` should make, next to `others`.
+fn expected_rules(lab: &Lab, services: &[(u16, &[u32])], others: &[&str]) -> Vec<String> {
+    let mut blocks: Vec<Vec<String>> = services
+        .iter()
+        .map(|(port, weights)| {
+            let mut block = vec![format!("TCP {VIP}:{port} wrr")];
+            let mut dests: Vec<String> = lab
+                .reals
+                .iter()
+                .zip(*weights)
+                .map(|(r, w)| format!("-> {}:{port} Route {w}", r.addr))
+                .collect();
+            dests.sort();
+            block.extend(dests);
+            block
+        })
+        .collect();
+    let mut other = Vec::new();
+    for line in others {
+        if line.starts_with("->") {
+            other.push(line.to_string());
+        } else {
+            if !other.is_empty() {
+                blocks.push(std::mem::take(&mut other));
+            }
+            other.push(line.to_string());
+        }
+    }
+    if !other.is_empty() {
+        blocks.push(other);
+    }
+    blocks.sort();
+    blocks.concat()
+}
+
+/// Waits until `ipvsadm -Ln` shows `want`; panics with both and the agent's log otherwise.
+fn wait_for_rules(agent: &GuestAgent, want: &[String], what: &str) {
+    if !wait_until(Duration::from_secs(20), || ipvs_rules() == want) {
+        panic!(
+            "{what}: ipvsadm -Ln shows\n{:#?}\nwanted\n{want:#?}\nlb run log:\n{}",
+            ipvs_rules(),
+            agent.log()
+        );
+    }
+}
+
+/// Whether this `lb` has `lb run --dataplane` yet.
+fn has_dataplane_flag() -> bool {
+    let out = Command::new(lb_bin()).args(["run", "--help"]).output().expect("lb run --help");
+    String::from_utf8_lossy(&out.stdout).contains("--dataplane")
+}
+
+#[test]
+#[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_agent_reconciles_ipvs_after_sigkill() {
+    if !has_dataplane_flag() {
+        println!("SKIP: lb run has no --dataplane yet");
+        return;
+    }
+    let mut lab = Lab::new(3, super::vm_net::RealMode::Direct);
+    lab.serve(80);
+    let vip = SocketAddr::new(VIP.into(), 80);
+    let mut ipvs = Ipvs::open().expect("opening IPVS");
+    // Somebody else's service, which the agent must never touch.
+    let foreign_key = ServiceKey::tcp(SocketAddr::new(VIP.into(), 9999));
+    let _foreign = ServiceGuard::add(
+        &mut ipvs,
+        &Service::new(foreign_key, "rr"),
+        &[Destination::route(SocketAddr::new(lab.reals[0].addr.into(), 9999), 1)],
+    );
+    let foreign = [format!("TCP {VIP}:9999 rr"), format!("-> {}:9999 Route 1", lab.reals[0].addr)];
+    let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
+
+    let first: &[(u16, &[u32])] = &[(80, &[1, 2, 3]), (8080, &[1, 1])];
+    let mut agent = GuestAgent::start(
+        "reconcile",
+        &lab_config(&lab, first, Forward::Route),
+        &["--dataplane", "ipvs"],
+    );
+    wait_for_rules(&agent, &expected_rules(&lab, first, &foreign), "after the first start");
+    lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 2), ("r3", 3)], 0.1);
+
+    // SIGKILL: the kernel keeps the rules and keeps forwarding without the agent.
+    agent.kill();
+    assert_eq!(ipvs_rules(), expected_rules(&lab, first, &foreign), "right after SIGKILL");
+    let tally = lab.requests(vip, 30);
+    assert!(tally.errors.is_empty() && tally.total() == 30, "without the agent: {tally:?}");
+
+    // Restarted on a changed config: r3 gone, r1 reweighted, the 8080 service dropped. Its own
+    // leftovers go, the foreign service stays.
+    let second: &[(u16, &[u32])] = &[(80, &[2, 2])];
+    fs::write(agent.config_path(), lab_config(&lab, second, Forward::Route)).expect("new config");
+    agent.restart();
+    wait_for_rules(&agent, &expected_rules(&lab, second, &foreign), "after the restart");
+    lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
+
+    // A clean stop removes what the agent made, and only that.
+    let status = agent.stop(Duration::from_secs(20)).expect("the agent was running");
+    assert!(status.success(), "lb run exited with {status}; log:\n{}", agent.log());
+    wait_for_rules(&agent, &expected_rules(&lab, &[], &foreign), "after SIGTERM");
+}
