@@ -165,36 +165,60 @@ impl Drop for GuestAgent {
     }
 }
 
-/// A TOML config with one TCP service on the [`Lab`]'s VIP per `(port, weights)`: reals `r1`,
-/// `r2`... with those weights (the first `weights.len()` reals) on the same port, forwarded by
-/// `forward` (`lb_kind` DR, NAT or TUN), wrr, no health checks.
-pub fn lab_config(lab: &Lab, services: &[(u16, &[u32])], forward: Forward) -> String {
+/// One service of a [`lab_config`].
+#[derive(Clone, Copy)]
+pub struct LabService<'a> {
+    pub port: u16,
+    /// Reals `r1`, `r2`... get these weights (the first `weights.len()` reals).
+    pub weights: &'a [u32],
+    pub forward: Forward,
+    /// More keys of the `[[virtual_server]]` table (`delay_loop = 1`...).
+    pub service_toml: &'a str,
+    /// Appended to each `[[virtual_server.real_server]]` table (may open a checker table).
+    pub real_toml: &'a str,
+}
+
+impl<'a> LabService<'a> {
+    /// A plain DR service: wrr, no health checks.
+    pub const fn dr(port: u16, weights: &'a [u32]) -> Self {
+        LabService { port, weights, forward: Forward::Route, service_toml: "", real_toml: "" }
+    }
+}
+
+/// A TOML config with the given TCP services on the [`Lab`]'s VIP, wrr, reals on the service's
+/// port.
+pub fn lab_config(lab: &Lab, services: &[LabService<'_>]) -> String {
     let mut toml = String::new();
-    for (port, weights) in services {
-        assert!(weights.len() <= lab.reals.len(), "more weights than reals");
+    for s in services {
+        assert!(s.weights.len() <= lab.reals.len(), "more weights than reals");
         toml.push_str(&format!(
-            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\n\
+            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {}\nprotocol = \"tcp\"\n\
              interface = \"{}\"\nlb_algo = \"wrr\"\n",
+            s.port,
             super::vm_net::BRIDGE
         ));
         // DR is the default.
-        match forward {
+        match s.forward {
             Forward::Route => {}
             Forward::Masquerade => toml.push_str("lb_kind = \"NAT\"\n"),
             Forward::Tunnel { .. } => toml.push_str("lb_kind = \"TUN\"\n"),
             Forward::Local => panic!("no lb_kind for local destinations"),
         }
-        for (real, weight) in lab.reals.iter().zip(*weights) {
+        toml.push_str(s.service_toml);
+        for (real, weight) in lab.reals.iter().zip(s.weights) {
             toml.push_str(&format!(
-                "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {port}\n\
-                 weight = {weight}\n",
-                real.addr
+                "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {}\n\
+                 weight = {weight}\n{}\n",
+                real.addr, s.port, s.real_toml
             ));
         }
         toml.push('\n');
     }
     toml
 }
+
+/// A TCP check that fails at the first refused connection.
+const TCP_CHECK: &str = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0";
 
 /// `lb check -c FILE` on `config`: the binary runs in the guest and reads what we write.
 fn check(config: &str) -> Result<String, String> {
@@ -213,7 +237,12 @@ fn check(config: &str) -> Result<String, String> {
 #[ignore = "needs the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
 fn vm_lb_binary_checks_a_lab_config() {
     let lab = Lab::new(2, super::vm_net::RealMode::Direct);
-    let config = lab_config(&lab, &[(80, &[1, 2]), (8080, &[1])], Forward::Route);
+    let checked = LabService {
+        service_toml: "delay_loop = 1\n",
+        real_toml: TCP_CHECK,
+        ..LabService::dr(8080, &[1])
+    };
+    let config = lab_config(&lab, &[LabService::dr(80, &[1, 2]), checked]);
     let out = check(&config).unwrap_or_else(|e| panic!("lb check refused\n{config}\n{e}"));
     println!("lb check: {}", out.trim());
 }
@@ -242,17 +271,19 @@ pub fn ipvs_rules() -> Vec<String> {
     blocks.concat()
 }
 
-/// The rules `lab_config(lab, services, Route)` should make, next to `others`.
-fn expected_rules(lab: &Lab, services: &[(u16, &[u32])], others: &[&str]) -> Vec<String> {
+/// The rules `lab_config(lab, services)` should make, next to `others`.
+fn expected_rules(lab: &Lab, services: &[LabService<'_>], others: &[&str]) -> Vec<String> {
     let mut blocks: Vec<Vec<String>> = services
         .iter()
-        .map(|(port, weights)| {
+        .map(|s| {
+            let port = s.port;
             let mut block = vec![format!("TCP {VIP}:{port} wrr")];
+            let method = s.forward.ipvsadm_name();
             let mut dests: Vec<String> = lab
                 .reals
                 .iter()
-                .zip(*weights)
-                .map(|(r, w)| format!("-> {}:{port} Route {w}", r.addr))
+                .zip(s.weights)
+                .map(|(r, w)| format!("-> {}:{port} {method} {w}", r.addr))
                 .collect();
             dests.sort();
             block.extend(dests);
@@ -315,12 +346,9 @@ fn vm_agent_reconciles_ipvs_after_sigkill() {
     let foreign = [format!("TCP {VIP}:9999 rr"), format!("-> {}:9999 Route 1", lab.reals[0].addr)];
     let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
 
-    let first: &[(u16, &[u32])] = &[(80, &[1, 2, 3]), (8080, &[1, 1])];
-    let mut agent = GuestAgent::start(
-        "reconcile",
-        &lab_config(&lab, first, Forward::Route),
-        &["--dataplane", "ipvs"],
-    );
+    let first = &[LabService::dr(80, &[1, 2, 3]), LabService::dr(8080, &[1, 1])];
+    let mut agent =
+        GuestAgent::start("reconcile", &lab_config(&lab, first), &["--dataplane", "ipvs"]);
     wait_for_rules(&agent, &expected_rules(&lab, first, &foreign), "after the first start");
     lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 2), ("r3", 3)], 0.1);
 
@@ -332,8 +360,8 @@ fn vm_agent_reconciles_ipvs_after_sigkill() {
 
     // Restarted on a changed config: r3 gone, r1 reweighted, the 8080 service dropped. Its own
     // leftovers go, the foreign service stays.
-    let second: &[(u16, &[u32])] = &[(80, &[2, 2])];
-    fs::write(agent.config_path(), lab_config(&lab, second, Forward::Route)).expect("new config");
+    let second = &[LabService::dr(80, &[2, 2])];
+    fs::write(agent.config_path(), lab_config(&lab, second)).expect("new config");
     agent.restart();
     wait_for_rules(&agent, &expected_rules(&lab, second, &foreign), "after the restart");
     lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
@@ -342,4 +370,53 @@ fn vm_agent_reconciles_ipvs_after_sigkill() {
     let status = agent.stop(Duration::from_secs(20)).expect("the agent was running");
     assert!(status.success(), "lb run exited with {status}; log:\n{}", agent.log());
     wait_for_rules(&agent, &expected_rules(&lab, &[], &foreign), "after SIGTERM");
+}
+
+/// How a real whose health check fails shows in IPVS.
+struct HealthScenario {
+    name: &'static str,
+    service_toml: &'static str,
+    /// The weights while `r2` is down: without it, or with weight 0.
+    down: &'static [u32],
+}
+
+const HEALTH: &[HealthScenario] = &[
+    HealthScenario { name: "removed", service_toml: "delay_loop = 1\n", down: &[1] },
+    HealthScenario {
+        name: "inhibit_on_failure: weight 0",
+        service_toml: "delay_loop = 1\ninhibit_on_failure = true\n",
+        down: &[1, 0],
+    },
+];
+
+#[test]
+#[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_agent_health_checks_change_ipvs_destinations() {
+    if !has_dataplane_flag() {
+        println!("SKIP: lb run has no --dataplane yet");
+        return;
+    }
+    for s in HEALTH {
+        println!("--- {}", s.name);
+        let mut lab = Lab::new(2, super::vm_net::RealMode::Direct);
+        lab.serve(80);
+        let vip = SocketAddr::new(VIP.into(), 80);
+        let up = LabService {
+            service_toml: s.service_toml,
+            real_toml: TCP_CHECK,
+            ..LabService::dr(80, &[1, 1])
+        };
+        let down = LabService { weights: s.down, ..up };
+        let agent = GuestAgent::start("health", &lab_config(&lab, &[up]), &["--dataplane", "ipvs"]);
+        wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
+
+        lab.stop_serving("r2");
+        wait_for_rules(&agent, &expected_rules(&lab, &[down], &[]), s.name);
+        let tally = lab.requests(vip, 20);
+        assert_eq!(tally.per_real.get("r1"), Some(&20), "{}: {tally:?}", s.name);
+
+        lab.serve_on("r2", 80);
+        wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
+        lab.requests(vip, 20).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
+    }
 }

@@ -164,6 +164,23 @@ impl Lab {
         }
     }
 
+    /// Stops `real`'s servers: connections to it are refused, so its health checks fail.
+    pub fn stop_serving(&mut self, real: &str) {
+        let mut found = false;
+        for server in self.servers.iter_mut().filter(|s| s.real == real) {
+            server.stop();
+            found = true;
+        }
+        assert!(found, "{real} serves nothing");
+        self.servers.retain(|s| s.real != real);
+    }
+
+    /// Starts a server on `port` in `real` alone (again, after [`Lab::stop_serving`]).
+    pub fn serve_on(&mut self, real: &str, port: u16) {
+        let real = self.reals.iter().find(|r| r.name == real).expect("no such real");
+        self.servers.push(Server::start(real, port));
+    }
+
     /// `count` short connections from the client to `vip`, one after the other; every answer is
     /// counted by the real that gave it.
     pub fn requests(&self, vip: SocketAddr, count: usize) -> Tally {
@@ -282,6 +299,7 @@ fn request(vip: SocketAddr) -> Result<String, String> {
 
 /// A thread in a real's namespace answering each connection with `NAME LOCAL PEER` and closing.
 struct Server {
+    real: String,
     thread: Option<JoinHandle<()>>,
     fd: RawFd,
     stop: Arc<AtomicBool>,
@@ -310,7 +328,7 @@ impl Server {
             }
         });
         let fd = rx.recv_timeout(IO_TIMEOUT).expect("server thread did not start");
-        Server { thread: Some(thread), fd, stop }
+        Server { real: real.name.clone(), thread: Some(thread), fd, stop }
     }
 
     fn stop(&mut self) {
