@@ -14,8 +14,8 @@ use super::health::{
     DEFAULT_RETRY, HealthCheck, ServiceHealth,
 };
 use super::model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Protocol, RealServer,
-    VirtualServer, host_prefix_len,
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, LbKind, Protocol, RealServer,
+    Tunnel, VirtualServer, host_prefix_len,
 };
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
@@ -185,11 +185,16 @@ fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     if vs.persistence_prefix != host_prefix_len(vs.vip) {
         out.key("persistence_granularity", granularity(vs.vip, vs.persistence_prefix));
     }
+    lb_kind(out, Some(vs.forwarding.lb_kind).filter(|k| *k != LbKind::Dr));
+    out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
     service_health(out, &vs.health);
     if let Some(sorry) = &vs.sorry_server {
         let mut pairs = vec![("address", address(&sorry.address))];
         if sorry.port != vs.port {
             pairs.push(("port", sorry.port.to_string()));
+        }
+        if let Some(kind) = sorry.forwarding.lb_kind {
+            pairs.extend(lb_kind_pairs(kind));
         }
         out.key("sorry_server", inline_table(&pairs));
     }
@@ -227,11 +232,34 @@ fn service_health(out: &mut Out, health: &ServiceHealth) {
     );
 }
 
+/// `lb_kind` and the tunnel keys, as key/value pairs.
+fn lb_kind_pairs(kind: LbKind) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![("lb_kind", string(kind.name()))];
+    match kind {
+        LbKind::Tun(Tunnel::Gre) => pairs.push(("tun_type", string("gre"))),
+        LbKind::Tun(Tunnel::Gue { port }) => {
+            pairs.push(("tun_type", string("gue")));
+            pairs.push(("tun_port", port.to_string()));
+        }
+        _ => {}
+    }
+    pairs
+}
+
+fn lb_kind(out: &mut Out, kind: Option<LbKind>) {
+    for (key, value) in kind.map(lb_kind_pairs).unwrap_or_default() {
+        out.key(key, value);
+    }
+}
+
 fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
     out.section("[[virtual_server.real_server]]");
     out.key("address", address(&rs.address));
     out.key_unless("port", &rs.port, &vs.port, integer);
     out.key_unless("weight", &rs.weight, &DEFAULT_WEIGHT, integer);
+    lb_kind(out, rs.forwarding.lb_kind);
+    out.key_unless("uthreshold", &rs.forwarding.uthreshold, &0, integer);
+    out.key_unless("lthreshold", &rs.forwarding.lthreshold, &0, integer);
     // The virtual server's is the default.
     out.key_unless(
         "inhibit_on_failure",

@@ -26,9 +26,9 @@ pub use keepalived::{Format, Loaded, Warning};
 pub use model::{
     CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
     DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
-    DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
+    DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
-    RealServer, RealServerLocations, SCHEDULERS, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol,
+    RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol,
     VirtualServer, VirtualServerKey, VirtualServerLocations, VrrpInstanceLocations, VrrpLocations,
     host_prefix_len,
 };
@@ -90,11 +90,11 @@ pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Conf
 
 /// Helpers shared by the scenario tests of the submodules.
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use super::{Config, ConfigErrors, HostView};
 
     /// A host with `eth0` and `eth1` only.
-    pub(super) struct FakeHost;
+    pub(crate) struct FakeHost;
 
     impl HostView for FakeHost {
         fn interface_exists(&self, name: &str) -> bool {

@@ -250,6 +250,9 @@ pub struct VirtualServer {
     /// How the real servers are checked and when the service counts as down (keepalived's
     /// `delay_loop`, `alpha`, `quorum`, ...).
     pub health: ServiceHealth,
+    /// How packets reach the reals and IPVS-only scheduling knobs; the defaults (DR) are what
+    /// the XDP dataplane does, anything else needs IPVS.
+    pub forwarding: ServiceForwarding,
     /// Where the section starts (the `[[virtual_server]]` header).
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
@@ -401,6 +404,8 @@ pub struct RealServer {
     /// Its checkers and what happens when they fail; a sorry server is never checked (as in
     /// keepalived) and has the default: no checks.
     pub health: RealHealth,
+    /// Its own forwarding method and IPVS connection thresholds; defaults follow the service.
+    pub forwarding: RealForwarding,
     /// Where the section starts (the `[[virtual_server.real_server]]` header).
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
@@ -440,6 +445,100 @@ impl RealServerLocations {
             weight: location,
             checks: Vec::new(),
         }
+    }
+}
+
+/// How the director hands a packet to a real server (keepalived's `lb_kind` / `lvs_method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LbKind {
+    /// Direct routing: the frame goes to the real's MAC unchanged; replies bypass the director.
+    #[default]
+    Dr,
+    /// Masquerading: the destination is rewritten; replies must route back through the director.
+    Nat,
+    /// IP tunnelling to the real, which decapsulates and answers the client directly.
+    Tun(Tunnel),
+}
+
+impl LbKind {
+    /// keepalived's and `ipvsadm`'s names.
+    pub fn name(self) -> &'static str {
+        match self {
+            LbKind::Dr => "DR",
+            LbKind::Nat => "NAT",
+            LbKind::Tun(_) => "TUN",
+        }
+    }
+}
+
+impl fmt::Display for LbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LbKind::Tun(t) if *t != Tunnel::Ipip => write!(f, "TUN ({t})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// The encapsulation of [`LbKind::Tun`] (keepalived's `tun_type`, `tun_port`, `tun_flags`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tunnel {
+    #[default]
+    Ipip,
+    /// Generic UDP encapsulation to this UDP port.
+    Gue { port: u16 },
+    Gre,
+}
+
+impl fmt::Display for Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tunnel::Ipip => f.write_str("ipip"),
+            Tunnel::Gue { port } => write!(f, "gue port {port}"),
+            Tunnel::Gre => f.write_str("gre"),
+        }
+    }
+}
+
+/// A virtual server's forwarding settings beyond the XDP path's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceForwarding {
+    /// For every real that does not say otherwise.
+    pub lb_kind: LbKind,
+    /// Schedule each UDP datagram on its own (keepalived's `ops`).
+    pub one_packet: bool,
+    #[serde(skip)]
+    pub lb_kind_at: Option<Location>,
+    #[serde(skip)]
+    pub one_packet_at: Option<Location>,
+}
+
+/// A real server's forwarding settings beyond the XDP path's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RealForwarding {
+    /// Overrides the service's `lb_kind` for this real.
+    pub lb_kind: Option<LbKind>,
+    /// IPVS stops sending new connections above this many (0: no limit).
+    pub uthreshold: u32,
+    /// ... and resumes below this many (0: no limit).
+    pub lthreshold: u32,
+    #[serde(skip)]
+    pub lb_kind_at: Option<Location>,
+    #[serde(skip)]
+    pub thresholds_at: Option<Location>,
+}
+
+impl VirtualServer {
+    /// How packets reach `real`: its own method, else the service's.
+    pub fn lb_kind_of(&self, real: &RealServer) -> LbKind {
+        real.forwarding.lb_kind.unwrap_or(self.forwarding.lb_kind)
+    }
+
+    /// The reals and the sorry server.
+    pub fn all_reals(&self) -> impl Iterator<Item = &RealServer> {
+        self.real_servers.iter().chain(self.sorry_server.as_ref())
     }
 }
 
@@ -493,6 +592,7 @@ mod tests {
     #[test]
     fn serializes_without_key_locations() {
         let rs = RealServer {
+            forwarding: Default::default(),
             address: "192.0.2.11".parse().unwrap(),
             port: 80,
             weight: 1,
@@ -505,6 +605,7 @@ mod tests {
             json,
             serde_json::json!({
                 "address": "192.0.2.11", "port": 80, "weight": 1,
+                "forwarding": {"lb_kind": null, "uthreshold": 0, "lthreshold": 0},
                 "health": {
                     "checks": [], "inhibit_on_failure": false,
                     "notify_up": null, "notify_down": null

@@ -10,6 +10,7 @@
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
 //! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`.
 
+mod forwarding;
 mod health;
 mod vrrp;
 
@@ -55,6 +56,12 @@ const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "persistence_granularity",
     "real_server",
     "sorry_server",
+    // Forwarding (IPVS beyond DR), read in `forwarding`.
+    "lb_kind",
+    "lvs_method",
+    "tun_type",
+    "tun_port",
+    "ops",
     // Health checking, read in `health`.
     "delay_loop",
     "alpha",
@@ -69,6 +76,12 @@ const REAL_SERVER_KEYS: &[&str] = &[
     "address",
     "port",
     "weight",
+    "lb_kind",
+    "lvs_method",
+    "tun_type",
+    "tun_port",
+    "uthreshold",
+    "lthreshold",
     // Health checking, read in `health`.
     "inhibit_on_failure",
     "notify_up",
@@ -82,7 +95,8 @@ const REAL_SERVER_KEYS: &[&str] = &[
     "ping_check",
 ];
 /// A sorry server has no weight: it only ever takes the traffic alone. Nor is it checked.
-const SORRY_SERVER_KEYS: &[&str] = &["address", "port"];
+const SORRY_SERVER_KEYS: &[&str] =
+    &["address", "port", "lb_kind", "lvs_method", "tun_type", "tun_port"];
 
 const DATAPLANE: &str = "[dataplane]";
 const VIRTUAL_SERVER: &str = "[[virtual_server]]";
@@ -272,6 +286,7 @@ impl Parser<'_> {
             }
         };
         let health = self.service_health(table, &mut at);
+        let forwarding = self.service_forwarding(table);
 
         // The reals' default; when the service's health settings are invalid (the service is left
         // out), the reals are still read, with keepalived's default.
@@ -293,6 +308,7 @@ impl Parser<'_> {
         });
 
         Some(VirtualServer {
+            forwarding: forwarding?,
             vip: vip?,
             port: port?,
             protocol: protocol?,
@@ -472,7 +488,9 @@ impl Parser<'_> {
             Backend::Sorry => Some(RealHealth::default()),
         };
 
+        let forwarding = self.real_forwarding(table, backend);
         Some(RealServer {
+            forwarding: forwarding?,
             address: address?,
             port: port?,
             weight: weight?,
@@ -1460,6 +1478,7 @@ port = 80
 weight = 2
 "#;
         let real = |address: &str, line: u32, weight: u32| RealServer {
+            forwarding: Default::default(),
             address: address.parse().unwrap(),
             port: 80,
             weight,
@@ -1478,6 +1497,7 @@ weight = 2
             vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
+                forwarding: Default::default(),
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
                 protocol: Protocol::Tcp,
@@ -1659,6 +1679,7 @@ port = 443
             },
             virtual_servers: vec![
                 VirtualServer {
+                    forwarding: Default::default(),
                     vip: "192.0.2.100".parse().unwrap(),
                     port: 0,
                     protocol: Protocol::Udp,
@@ -1668,6 +1689,7 @@ port = 443
                     persistence_timeout: Some(Duration::from_secs(300)),
                     persistence_prefix: 24,
                     real_servers: vec![RealServer {
+                        forwarding: Default::default(),
                         address: "192.0.2.11".parse().unwrap(),
                         port: 0,
                         weight: 1,
@@ -1679,6 +1701,7 @@ port = 443
                         },
                     }],
                     sorry_server: Some(RealServer {
+                        forwarding: Default::default(),
                         address: "192.0.2.200".parse().unwrap(),
                         port: 0,
                         weight: 1,
@@ -1704,6 +1727,7 @@ port = 443
                     },
                 },
                 VirtualServer {
+                    forwarding: Default::default(),
                     vip: "2001:db8::100".parse().unwrap(),
                     port: 443,
                     protocol: Protocol::Tcp,
@@ -1714,6 +1738,7 @@ port = 443
                     persistence_prefix: 64,
                     real_servers: Vec::new(),
                     sorry_server: Some(RealServer {
+                        forwarding: Default::default(),
                         address: "2001:db8::200".parse().unwrap(),
                         port: 443,
                         weight: 1,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::error::{ConfigError, closest};
 use super::host::HostView;
 use super::model::{
-    CheckLocations, Config, Location, RealServer, SCHEDULERS, VirtualServer, VirtualServerKey,
-    VrrpInstanceLocations, host_prefix_len,
+    CheckLocations, Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, VirtualServer,
+    VirtualServerKey, VrrpInstanceLocations, host_prefix_len,
 };
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
@@ -40,6 +40,15 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
             );
         }
         persistence_granularity(vs, &mut error);
+        if vs.forwarding.one_packet && vs.protocol != Protocol::Udp {
+            error(
+                vs.forwarding.one_packet_at.unwrap_or(vs.location),
+                format!(
+                    "`ops` (one-packet scheduling) is for UDP services; {vs} is {}",
+                    vs.protocol
+                ),
+            );
+        }
         real_servers(vs, &mut error);
         if let Some(sorry) = &vs.sorry_server {
             backend(vs, sorry, "sorry server", &mut error);
@@ -141,36 +150,57 @@ fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     }
 }
 
-/// The direct-routing rules any backend of `vs` (`role`: real or sorry server) must follow.
+/// The forwarding rules any backend of `vs` (`role`: real or sorry server) must follow.
 fn backend(
     vs: &VirtualServer,
     rs: &RealServer,
     role: &str,
     error: &mut impl FnMut(Location, String),
 ) {
+    let kind = vs.lb_kind_of(rs);
+    let method = match kind {
+        LbKind::Dr => "direct routing",
+        LbKind::Nat => "NAT",
+        LbKind::Tun(_) => "tunnelling",
+    };
     if rs.address.is_ipv4() != vs.vip.is_ipv4() {
         error(
             rs.key_locations.address,
             format!(
-                "{role} {} is {} but virtual server {vs} is {}: direct routing needs both in the same address family",
+                "{role} {} is {} but virtual server {vs} is {}: {method} needs both in the same address family",
                 rs.address,
                 family(rs.address),
                 family(vs.vip)
             ),
         );
     }
-    if rs.port != vs.port {
+    // NAT rewrites the destination port; the other methods deliver the packet as sent.
+    if rs.port != vs.port && (kind != LbKind::Nat || vs.port == 0) {
         let why = if vs.port == 0 {
             format!(
                 "an all-ports virtual server forwards every port unchanged, so give its {role}s \
                  port 0 or no port"
             )
         } else {
-            "direct routing forwards packets unchanged, so the port cannot be changed".to_owned()
+            format!(
+                "{method} forwards packets unchanged, so the port cannot be changed (only NAT \
+                 can)"
+            )
         };
         error(
             rs.key_locations.port,
             format!("{role} port {} differs from virtual server port {}: {why}", rs.port, vs.port),
+        );
+    }
+    let f = &rs.forwarding;
+    if f.uthreshold != 0 && f.lthreshold > f.uthreshold {
+        error(
+            f.thresholds_at.unwrap_or(rs.location),
+            format!(
+                "`lthreshold` {} of {role} {rs} is above its `uthreshold` {}: new connections \
+                 resume below lthreshold after stopping at uthreshold",
+                f.lthreshold, f.uthreshold
+            ),
         );
     }
 }
@@ -449,6 +479,35 @@ mod tests {
     /// (name, lines after the base virtual server, expected message part, expected line:col)
     const SCENARIOS: &[(&str, &[&str], &str, &str)] = &[
         (
+            "ops on a TCP service",
+            &["ops = true"],
+            "`ops` (one-packet scheduling) is for UDP services; 192.0.2.100:80/tcp is tcp",
+            "5:7",
+        ),
+        (
+            "lthreshold above uthreshold",
+            &[
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "uthreshold = 10",
+                "lthreshold = 20",
+            ],
+            "`lthreshold` 20 of real server 192.0.2.11:80 is above its `uthreshold` 10",
+            "7:14",
+        ),
+        (
+            "real port differs with TUN",
+            &[
+                "lb_kind = 'TUN'",
+                "[[virtual_server.real_server]]",
+                "address = '192.0.2.11'",
+                "port = 8080",
+            ],
+            "real server port 8080 differs from virtual server port 80: tunnelling forwards \
+             packets unchanged, so the port cannot be changed (only NAT can)",
+            "8:8",
+        ),
+        (
             "duplicate virtual server",
             &[
                 "[[virtual_server]]",
@@ -481,7 +540,7 @@ mod tests {
         (
             "real port differs in DR mode",
             &["[[virtual_server.real_server]]", "address = '192.0.2.11'", "port = 8080"],
-            "real server port 8080 differs from virtual server port 80: direct routing forwards packets unchanged, so the port cannot be changed",
+            "real server port 8080 differs from virtual server port 80: direct routing forwards packets unchanged, so the port cannot be changed (only NAT can",
             "7:8",
         ),
         (
@@ -520,7 +579,7 @@ mod tests {
             "real port 0 on a single-port virtual server",
             &["[[virtual_server.real_server]]", "address = '192.0.2.11'", "port = 0"],
             "real server port 0 differs from virtual server port 80: direct routing forwards \
-             packets unchanged, so the port cannot be changed",
+             packets unchanged, so the port cannot be changed (only NAT can",
             "7:8",
         ),
         (
@@ -697,6 +756,7 @@ mod tests {
     fn hand_built(vip: &str, port: u16, line: u32) -> VirtualServer {
         let at = Location::new(line, 3);
         VirtualServer {
+            forwarding: Default::default(),
             vip: vip.parse().unwrap(),
             port,
             protocol: Protocol::Tcp,
@@ -716,6 +776,7 @@ mod tests {
     fn hand_built_real(address: &str, port: u16, line: u32) -> RealServer {
         let at = Location::new(line, 3);
         RealServer {
+            forwarding: Default::default(),
             address: address.parse().unwrap(),
             port,
             weight: 1,
@@ -881,6 +942,29 @@ mod tests {
         .concat());
         let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
         assert_eq!(config.virtual_servers.len(), 3);
+    }
+
+    /// What only IPVS can do is valid in the model; which dataplane runs it is decided later.
+    #[test]
+    fn nat_port_mapping_and_udp_ops_are_valid() {
+        let text = doc(&[
+            VS,
+            &[
+                "lb_kind = 'NAT'",
+                "real_server = [{ address = '192.0.2.11', port = 8080, uthreshold = 5 }]",
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 53",
+                "protocol = 'udp'",
+                "ops = true",
+                "interface = 'eth0'",
+                "real_server = [{ address = '192.0.2.11' }]",
+            ],
+        ]
+        .concat());
+        let config = parse_toml(&text, "test.toml".as_ref(), &FakeHost).unwrap();
+        assert_eq!(config.virtual_servers[0].real_servers[0].port, 8080);
+        assert!(config.virtual_servers[1].forwarding.one_packet);
     }
 
     #[test]

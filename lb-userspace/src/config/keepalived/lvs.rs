@@ -4,8 +4,8 @@
 //! group, and the interface of a virtual IP comes from the VRRP blocks.
 //!
 //! keepalived's defaults are kept where they differ from the native format's: no `lb_algo` is
-//! `wlc`, no `protocol` is UDP, no forwarding method is NAT (an error here: only DR is
-//! forwarded), a checker's `warmup` is its `delay_loop`, `retry`, `delay_before_retry` and
+//! `wlc`, no `protocol` is UDP, no forwarding method is NAT (served by IPVS, with a warning), a
+//! checker's `warmup` is its `delay_loop`, `retry`, `delay_before_retry` and
 //! `misc_timeout` depend on the checker, and a setting of a virtual server is the default of its
 //! real servers, whose settings are the defaults of their checkers.
 
@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use super::super::health::{DEFAULT_DELAY_LOOP, RealHealth, ServiceHealth};
 use super::super::model::{
-    DEFAULT_WEIGHT, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS, MAX_WEIGHT,
-    Protocol, RealServer, RealServerLocations, SCHEDULERS, VirtualServer, VirtualServerLocations,
-    host_prefix_len,
+    DEFAULT_WEIGHT, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS,
+    MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations, SCHEDULERS,
+    ServiceForwarding, Tunnel, VirtualServer, VirtualServerLocations, host_prefix_len,
 };
 use super::checkers::{self, CheckSpec};
 use super::keywords::{self, Checker, Section, UNIMPLEMENTED_CHECKERS};
@@ -88,8 +88,10 @@ pub(super) struct VirtualSpec {
     target: Target,
     protocol: Option<(Protocol, Location)>,
     lb_algo: Option<(String, Location)>,
-    /// `lb_kind DR` (or `lvs_method DR`) given; NAT and TUN are errors.
-    direct_routing: bool,
+    /// `lb_kind` (or `lvs_method`) as given; keepalived's default is NAT.
+    lb_kind: Option<(LbKind, Location)>,
+    /// `ops`: one-packet scheduling.
+    ops: Option<Location>,
     delay_loop: Option<(Duration, Location)>,
     /// `persistence_timeout`, `None` inside when given without a value.
     persistence: Option<(Option<Duration>, Location)>,
@@ -118,8 +120,8 @@ struct Sorry {
     address_at: Location,
     port: Option<(u16, Location)>,
     at: Location,
-    /// `sorry_server_lvs_method DR` given (else the virtual server's).
-    direct_routing: Option<bool>,
+    /// `sorry_server_lvs_method` given (else the virtual server's).
+    lb_kind: Option<(LbKind, Location)>,
 }
 
 #[derive(Debug)]
@@ -129,8 +131,10 @@ struct RealSpec {
     address_at: Location,
     port: Option<(u16, Location)>,
     weight: Option<(u32, Location)>,
-    /// `lvs_method DR` given (else the virtual server's).
-    direct_routing: Option<bool>,
+    /// `lvs_method` given (else the virtual server's).
+    lb_kind: Option<(LbKind, Location)>,
+    /// `uthreshold`, `lthreshold` and where the first was written.
+    thresholds: (u32, u32, Option<Location>),
     inhibit: Option<bool>,
     notify_up: Option<String>,
     notify_down: Option<String>,
@@ -356,7 +360,8 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
         target: target.unwrap_or(Target::Group(Named { name: String::new(), at: stmt.at() })),
         protocol: None,
         lb_algo: None,
-        direct_routing: false,
+        lb_kind: None,
+        ops: None,
         delay_loop: None,
         persistence: None,
         granularity: None,
@@ -376,7 +381,7 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
         ok: true,
     };
     let mut own_errors = cx.errors() - errors;
-    let mut sorry_method: Option<bool> = None;
+    let mut sorry_method: Option<(LbKind, Location)> = None;
     let mut seen = Seen::default();
     for s in block.map(|b| b.stmts.as_slice()).unwrap_or_default() {
         let before = cx.errors();
@@ -417,9 +422,9 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
             }
             "lb_kind" | "lvs_method" => {
                 seen.note(cx, "the forwarding method", s);
-                spec.direct_routing = forwarding(cx, s).unwrap_or(true);
+                spec.lb_kind = forwarding(cx, s);
             }
-            "sorry_server_lvs_method" => sorry_method = Some(forwarding(cx, s).unwrap_or(true)),
+            "sorry_server_lvs_method" => sorry_method = forwarding(cx, s),
             "protocol" => {
                 seen.note(cx, "protocol", s);
                 if let Some(word) = cx.value(s) {
@@ -471,7 +476,7 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
                             address_at: values[0].at,
                             port,
                             at: s.at(),
-                            direct_routing: None,
+                            lb_kind: None,
                         });
                     }
                 }
@@ -514,7 +519,8 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
             "retry" | "delay_before_retry" | "warmup" | "connect_timeout" | "virtualhost" => {
                 default_setting(cx, s, &mut spec.defaults, 1);
             }
-            "ha_suspend" | "hashed" | "ops" | "flag-1" | "flag-2" | "flag-3" | "sh-port"
+            "ops" => spec.ops = cx.flag(s).unwrap_or(false).then_some(s.at()),
+            "ha_suspend" | "hashed" | "flag-1" | "flag-2" | "flag-3" | "sh-port"
             | "sh-fallback" | "mh-port" | "mh-fallback" | "persistence_engine" | "ip_family"
             | "nat_mask" => {
                 cx.unimplemented(s, NOT_IPVS);
@@ -531,45 +537,100 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
         own_errors += cx.errors() - before;
     }
     if let Some(sorry) = spec.sorry.as_mut() {
-        sorry.direct_routing = sorry_method;
+        sorry.lb_kind = sorry_method;
     }
     spec.ok = own_errors == 0 && has_target;
     has_target.then_some(spec)
 }
 
-/// `lb_kind` / `lvs_method` / `sorry_server_lvs_method`: `Some(true)` for DR; NAT and TUN are
-/// reported, as what lb cannot do.
-fn forwarding(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<bool> {
+/// `lb_kind` / `lvs_method` / `sorry_server_lvs_method`: `DR`, `NAT`, or keepalived's
+/// `TUN [type ipip|gue|gre] [port PORT] [nocsum|csum|remcsum]` (GUE needs the port).
+fn forwarding(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<(LbKind, Location)> {
     let values = cx.values(stmt, 1, 8)?;
     let method = &values[0];
-    match method.text.as_str() {
-        "DR" => {
-            if let Some(extra) = values.get(1) {
-                cx.error(
-                    extra.at,
-                    format!("`{} DR` takes no options, found `{}`", stmt.name(), extra.text),
-                );
-            }
-            Some(true)
-        }
-        "NAT" | "TUN" => {
+    let no_options = |cx: &mut Cx<'_>| {
+        if let Some(extra) = values.get(1) {
             cx.error(
-                method.at,
+                extra.at,
                 format!(
-                    "`{} {}` needs the IPVS dataplane (not available yet): the XDP dataplane \
-                     forwards by direct routing only (`{} DR`)",
+                    "`{} {}` takes no options, found `{}`",
                     stmt.name(),
                     method.text,
-                    stmt.name()
+                    extra.text
                 ),
             );
-            None
+            return false;
         }
+        true
+    };
+    let kind = match method.text.as_str() {
+        "DR" => no_options(cx).then_some(LbKind::Dr)?,
+        "NAT" => no_options(cx).then_some(LbKind::Nat)?,
+        "TUN" => LbKind::Tun(tunnel(cx, &values[1..])?),
         other => {
             cx.error(
                 method.at,
                 format!("unknown forwarding method `{other}`: expected DR, NAT or TUN"),
             );
+            return None;
+        }
+    };
+    Some((kind, method.at))
+}
+
+/// The options after `TUN`.
+fn tunnel(cx: &mut Cx<'_>, options: &[Word]) -> Option<Tunnel> {
+    let mut kind: Option<&Word> = None;
+    let mut port: Option<(u16, &Word)> = None;
+    let mut words = options.iter();
+    while let Some(word) = words.next() {
+        match word.text.as_str() {
+            "type" | "port" => {
+                let Some(value) = words.next() else {
+                    cx.error(word.at, format!("`TUN {}` needs a value", word.text));
+                    return None;
+                };
+                if word.text == "type" {
+                    kind = Some(value);
+                } else {
+                    port = Some((cx.port("the tunnel port", value)?, value));
+                }
+            }
+            "nocsum" => {}
+            "csum" | "remcsum" => cx.warning(
+                word.at,
+                format!("`{}`: accepted, not acted on (GUE checksums are left off)", word.text),
+            ),
+            other => {
+                cx.error(
+                    word.at,
+                    format!(
+                        "unknown `TUN` option `{other}`: expected type, port or a checksum flag"
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    match (kind.map(|k| k.text.as_str()).unwrap_or("ipip"), port) {
+        ("gue", Some((0, at))) => {
+            cx.error(at.at, "the tunnel port must be 1 to 65535");
+            None
+        }
+        ("gue", Some((port, _))) => Some(Tunnel::Gue { port }),
+        ("gue", None) => {
+            cx.error(kind.map_or(options[0].at, |k| k.at), "`TUN type gue` needs `port PORT`");
+            None
+        }
+        (other @ ("ipip" | "gre"), Some((_, at))) => {
+            cx.error(at.at, format!("a tunnel port is for `type gue`, not `{other}`"));
+            None
+        }
+        ("ipip", None) => Some(Tunnel::Ipip),
+        ("gre", None) => Some(Tunnel::Gre),
+        (other, _) => {
+            let at = kind.map_or(options[0].at, |k| k.at);
+            cx.error(at, format!("unknown tunnel type `{other}`: expected ipip, gue or gre"));
             None
         }
     }
@@ -700,7 +761,8 @@ fn real_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<RealSpec> {
         address_at: address.map_or(stmt.at(), |a| a.1),
         port: port.flatten(),
         weight: None,
-        direct_routing: None,
+        lb_kind: None,
+        thresholds: (0, 0, None),
         inhibit: None,
         notify_up: None,
         notify_down: None,
@@ -727,7 +789,7 @@ fn real_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<RealSpec> {
             }
             "lvs_method" => {
                 seen.note(cx, "the forwarding method", s);
-                real.direct_routing = Some(forwarding(cx, s).unwrap_or(true));
+                real.lb_kind = forwarding(cx, s);
             }
             "inhibit_on_failure" => real.inhibit = cx.flag(s),
             "notify_up" => real.notify_up = cx.script(s),
@@ -735,7 +797,18 @@ fn real_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<RealSpec> {
             "retry" | "delay_before_retry" | "warmup" | "connect_timeout" | "delay_loop"
             | "alpha" | "virtualhost" => default_setting(cx, s, &mut real.defaults, 2),
             "uthreshold" | "lthreshold" => {
-                cx.unimplemented(s, "lb keeps no connection counts per real server")
+                seen.note(cx, if name == "uthreshold" { "uthreshold" } else { "lthreshold" }, s);
+                if let Some(word) = cx.value(s)
+                    && let Some(n) = cx.uint(&format!("`{name}`"), word, 0, u32::MAX.into())
+                {
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    if name == "uthreshold" {
+                        real.thresholds.0 = n;
+                    } else {
+                        real.thresholds.1 = n;
+                    }
+                    real.thresholds.2.get_or_insert(word.at);
+                }
             }
             "smtp_alert" => cx.unimplemented(s, "lb sends no e-mail"),
             "snmp_name" => {
@@ -777,17 +850,17 @@ pub(super) fn build(
             );
             continue;
         }
-        let implied_nat = |given: Option<bool>| given.is_none() && !spec.direct_routing;
-        let uses_nat = spec.reals.iter().any(|r| implied_nat(r.direct_routing))
-            || spec.sorry.as_ref().is_some_and(|s| implied_nat(s.direct_routing));
+        let implied_nat =
+            |given: &Option<(LbKind, Location)>| given.is_none() && spec.lb_kind.is_none();
+        let uses_nat = spec.reals.iter().any(|r| implied_nat(&r.lb_kind))
+            || spec.sorry.as_ref().is_some_and(|s| implied_nat(&s.lb_kind));
         if uses_nat {
-            cx.error(
+            cx.warning(
                 spec.at,
                 "no `lb_kind` (or `lvs_method`) for this virtual_server or one of its real \
-                 servers: keepalived then uses NAT, which needs the IPVS dataplane (not \
-                 available yet); add `lb_kind DR` for direct routing",
+                 servers: keepalived then uses NAT, and so does lb, on the IPVS dataplane; add \
+                 `lb_kind DR` for direct routing (which XDP serves)",
             );
-            continue;
         }
         let protocol = match spec.protocol {
             Some(protocol) => protocol,
@@ -1050,6 +1123,11 @@ fn virtual_server_model(
             key_locations.port = port_at;
         }
         RealServer {
+            forwarding: RealForwarding {
+                lb_kind: sorry.lb_kind.map(|k| k.0),
+                lb_kind_at: sorry.lb_kind.map(|k| k.1),
+                ..RealForwarding::default()
+            },
             address: sorry.address,
             port: sorry.port.map_or(target.port, |p| p.0),
             weight: DEFAULT_WEIGHT,
@@ -1059,6 +1137,12 @@ fn virtual_server_model(
         }
     });
     Some(VirtualServer {
+        forwarding: ServiceForwarding {
+            lb_kind: spec.lb_kind.map_or(LbKind::Nat, |k| k.0),
+            lb_kind_at: spec.lb_kind.map(|k| k.1),
+            one_packet: spec.ops.is_some(),
+            one_packet_at: spec.ops,
+        },
         vip: target.vip,
         port: target.port,
         protocol: protocol.0,
@@ -1106,6 +1190,13 @@ fn real_model(
         at.checks.push(locations);
     }
     RealServer {
+        forwarding: RealForwarding {
+            lb_kind: real.lb_kind.map(|k| k.0),
+            lb_kind_at: real.lb_kind.map(|k| k.1),
+            uthreshold: real.thresholds.0,
+            lthreshold: real.thresholds.1,
+            thresholds_at: real.thresholds.2,
+        },
         address: real.address,
         port,
         weight,

@@ -126,6 +126,56 @@ fn at(line: u32, col: u32) -> Location {
     Location::new(line, col)
 }
 
+/// NAT, TUN and keepalived's implied NAT fill the model (IPVS serves them); thresholds and `ops`
+/// too.
+#[test]
+fn ipvs_forwarding_methods_fill_the_model() {
+    use super::super::model::{LbKind, Tunnel};
+    let text = [
+        "virtual_server 192.0.2.100 80 {",
+        "    lb_interface eth0",
+        "    protocol TCP",
+        "    real_server 192.0.2.11 8080 {",
+        "        uthreshold 100",
+        "        lthreshold 10",
+        "    }",
+        "    real_server 192.0.2.12 80 {",
+        "        lvs_method TUN type gue port 6080",
+        "    }",
+        "}",
+        "virtual_server 192.0.2.100 53 {",
+        "    lb_interface eth0",
+        "    protocol UDP",
+        "    lb_kind TUN type gre",
+        "    ops",
+        "    real_server 192.0.2.11 53 {",
+        "    }",
+        "}",
+    ]
+    .map(|l| format!("{l}\n"))
+    .concat();
+    let loaded = loaded(&text);
+    let [tcp, udp] = &loaded.config.virtual_servers[..] else { panic!("two services") };
+    assert_eq!(tcp.forwarding.lb_kind, LbKind::Nat, "keepalived's default");
+    assert_eq!(tcp.real_servers[0].port, 8080, "NAT may change the port");
+    let f = tcp.real_servers[0].forwarding;
+    assert_eq!((f.uthreshold, f.lthreshold), (100, 10));
+    assert_eq!(
+        tcp.real_servers[1].forwarding.lb_kind,
+        Some(LbKind::Tun(Tunnel::Gue { port: 6080 }))
+    );
+    assert_eq!(udp.forwarding.lb_kind, LbKind::Tun(Tunnel::Gre));
+    assert!(udp.forwarding.one_packet);
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains(
+            "1:1: warning: no `lb_kind` (or `lvs_method`) for this virtual_server or one of its \
+             real servers: keepalived then uses NAT, and so does lb, on the IPVS dataplane"
+        )),
+        "{warnings:#?}"
+    );
+}
+
 /// The classic two-VIP DR file, to the last location: the whole model.
 #[test]
 fn classic_dr_file_parses_into_the_model() {
@@ -133,8 +183,8 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        CheckLocations, DataplaneSettings, Protocol, RealServer, RealServerLocations,
-        VirtualServer, VirtualServerLocations,
+        CheckLocations, DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations,
+        ServiceForwarding, VirtualServer, VirtualServerLocations,
     };
     use std::time::Duration;
 
@@ -163,6 +213,7 @@ fn classic_dr_file_parses_into_the_model() {
     let real = |address: &str, port, weight, line, checks: Vec<(HealthCheck, Location)>| {
         let (checks, retry_at): (Vec<_>, Vec<_>) = checks.into_iter().unzip();
         RealServer {
+            forwarding: Default::default(),
             address: address.parse().unwrap(),
             port,
             weight,
@@ -186,6 +237,11 @@ fn classic_dr_file_parses_into_the_model() {
     let http = |urls| CheckKind::Http(HttpCheck { urls, virtualhost: None, sni: None });
     let expected = vec![
         VirtualServer {
+            forwarding: ServiceForwarding {
+                lb_kind: LbKind::Dr,
+                lb_kind_at: Some(Location::new(34, 13)),
+                ..Default::default()
+            },
             vip: "192.0.2.100".parse().unwrap(),
             port: 80,
             protocol: Protocol::Tcp,
@@ -251,6 +307,11 @@ fn classic_dr_file_parses_into_the_model() {
             },
         },
         VirtualServer {
+            forwarding: ServiceForwarding {
+                lb_kind: LbKind::Dr,
+                lb_kind_at: Some(Location::new(69, 13)),
+                ..Default::default()
+            },
             vip: "192.0.2.101".parse().unwrap(),
             port: 443,
             protocol: Protocol::Tcp,
@@ -276,6 +337,7 @@ fn classic_dr_file_parses_into_the_model() {
                 ),
             ],
             sorry_server: Some(RealServer {
+                forwarding: Default::default(),
                 address: "192.0.2.200".parse().unwrap(),
                 port: 443,
                 weight: 1,
@@ -953,39 +1015,29 @@ fn every_error_class_at_its_place() {
                 "6:14: `weight` takes no block",
             ],
         ),
-        // What the XDP dataplane cannot do (yet).
         (
-            "NAT",
-            vec!["virtual_server 192.0.2.100 80 {", "    lb_kind NAT", "}"],
-            &[
-                "2:13: `lb_kind NAT` needs the IPVS dataplane (not available yet): the XDP dataplane \
-               forwards by direct routing only (`lb_kind DR`)",
-            ],
-        ),
-        (
-            "TUN on one real server",
+            "TUN options",
             with_head(&[
                 "    real_server 192.0.2.11 80 {",
-                "        lvs_method TUN type gue port 6080",
+                "        lvs_method TUN type gue",
+                "    }",
+                "    real_server 192.0.2.12 80 {",
+                "        lvs_method TUN type vxlan",
+                "    }",
+                "    real_server 192.0.2.13 80 {",
+                "        lvs_method TUN type ipip port 5",
+                "    }",
+                "    real_server 192.0.2.14 80 {",
+                "        lvs_method NAT fast",
                 "    }",
                 "}",
             ]),
-            &["6:20: `lvs_method TUN` needs the IPVS dataplane (not available yet): the XDP \
-               dataplane forwards by direct routing only (`lvs_method DR`)"],
-        ),
-        (
-            "no lb_kind: keepalived's NAT",
-            vec![
-                "virtual_server 192.0.2.100 80 {",
-                "    lb_interface eth0",
-                "    protocol TCP",
-                "    real_server 192.0.2.11 80 {",
-                "    }",
-                "}",
+            &[
+                "6:29: `TUN type gue` needs `port PORT`",
+                "9:29: unknown tunnel type `vxlan`: expected ipip, gue or gre",
+                "12:39: a tunnel port is for `type gue`, not `ipip`",
+                "15:24: `lvs_method NAT` takes no options, found `fast`",
             ],
-            &["1:1: no `lb_kind` (or `lvs_method`) for this virtual_server or one of its real \
-               servers: keepalived then uses NAT, which needs the IPVS dataplane (not available \
-               yet); add `lb_kind DR` for direct routing"],
         ),
         (
             "fwmark virtual server",
@@ -1349,7 +1401,7 @@ fn every_error_class_at_its_place() {
             "real port differs (validation)",
             with_head(&["    real_server 192.0.2.11 8080 {", "    }", "}"]),
             &["5:28: real server port 8080 differs from virtual server port 80: direct routing \
-               forwards packets unchanged, so the port cannot be changed"],
+               forwards packets unchanged, so the port cannot be changed (only NAT can)"],
         ),
         (
             "duplicate virtual server (validation)",
@@ -1395,7 +1447,6 @@ fn warnings_for_what_is_accepted_but_not_acted_on() {
             "IPVS and e-mail knobs",
             with_head(&[
                 "    ha_suspend",
-                "    ops",
                 "    smtp_alert",
                 "    real_server 192.0.2.11 80 {",
                 "        uthreshold 100",
@@ -1408,12 +1459,8 @@ fn warnings_for_what_is_accepted_but_not_acted_on() {
             &[
                 "5:5: `ha_suspend`: accepted, not acted on (it tunes IPVS, which the XDP dataplane \
                  replaces)",
-                "6:5: `ops`: accepted, not acted on (it tunes IPVS, which the XDP dataplane \
-                 replaces)",
-                "7:5: `smtp_alert`: accepted, not acted on (lb sends no e-mail)",
-                "9:9: `uthreshold`: accepted, not acted on (lb keeps no connection counts per real \
-                 server)",
-                "10:9: `SMTP_CHECK`: accepted, not acted on (lb has no such checker): this real \
+                "6:5: `smtp_alert`: accepted, not acted on (lb sends no e-mail)",
+                "9:9: `SMTP_CHECK`: accepted, not acted on (lb has no such checker): this real \
                  server is not checked by it",
             ],
         ),

@@ -1720,6 +1720,7 @@ url = [{ path = "/", status_code = 200 }]
         let at = Location::new;
         let real =
             |address: &str, line: u32, check: HealthCheck, checked: CheckLocations| RealServer {
+                forwarding: Default::default(),
                 address: address.parse().unwrap(),
                 port: 80,
                 weight: 1,
@@ -1760,6 +1761,7 @@ url = [{ path = "/", status_code = 200 }]
             vrrp_locations: Default::default(),
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
+                forwarding: Default::default(),
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
                 protocol: Protocol::Tcp,
