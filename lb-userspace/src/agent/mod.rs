@@ -1,6 +1,7 @@
 //! `lb run`: wires the pure cores to the world. Inputs (config, interfaces, neighbour table) feed
 //! `desired_state`; the dataplane applies the result; the control socket shows it.
 
+mod resume;
 pub mod view;
 
 use std::{
@@ -409,8 +410,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Reals start as the checkers say (`alpha`: down until their checks pass).
     let health = health_rx.borrow_and_update().clone();
     let overrides = Overrides::default();
-    // VRRP-owned services start inactive: the instances start in BACKUP.
-    let vrrp = VrrpStates::default();
+    // VRRP-owned services start inactive (the instances start in BACKUP), except those of the
+    // instances resumed as MASTER after adopting a previous agent's dataplane (resume.rs).
+    let resume = resume::instances(&config, &dataplane.adopted_services(), &handle).await;
+    let vrrp = VrrpStates { masters: resume.iter().cloned().collect() };
     let desired = desired_state(&Inputs {
         config: &config,
         host: &facts,
@@ -485,8 +488,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
         });
-        let hooks =
-            vrrp_engine::Hooks { on_state: Some(on_state), ..vrrp_engine::Hooks::default() };
+        let hooks = vrrp_engine::Hooks {
+            on_state: Some(on_state),
+            resume,
+            ..vrrp_engine::Hooks::default()
+        };
         match VrrpEngine::start(&vrrp, hooks).await {
             Ok(e) => Some(e),
             Err(e) => {
@@ -495,7 +501,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     };
-    let vrrp_rx = engine.as_ref().map(VrrpEngine::status);
+    // Marked changed: a state published before this subscription (a resumed instance in FAULT)
+    // still reaches the dataplane.
+    let vrrp_rx = engine.as_ref().map(|e| {
+        let mut rx = e.status();
+        rx.mark_changed();
+        rx
+    });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let result = event_loop(&shared, &handle, health_rx, vrrp_rx).await;
     if matches!(result, Ok(Exit::Handover)) {
@@ -566,16 +578,18 @@ async fn event_loop(
                     continue;
                 }
                 let status = rx.borrow_and_update().clone();
-                let masters: std::collections::HashSet<String> = status
-                    .instances
-                    .iter()
-                    .filter(|i| i.state == VrrpState::Master)
-                    .map(|i| i.name.clone())
-                    .collect();
+                let named = |state: VrrpState| -> Vec<String> {
+                    status.instances.iter().filter(|i| i.state == state).map(|i| i.name.clone()).collect()
+                };
+                let mut masters: std::collections::HashSet<String> =
+                    named(VrrpState::Master).into_iter().collect();
+                let unknown = named(VrrpState::Initialize);
                 let s = shared.clone();
                 let started = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut s = lock(&s);
+                    // Not started yet: a resumed instance stays MASTER until it says otherwise.
+                    masters.extend(unknown.into_iter().filter(|n| s.vrrp.masters.contains(n)));
                     let changed = s.vrrp.masters != masters;
                     s.vrrp = VrrpStates { masters };
                     s.vrrp_status = Some(status);

@@ -3,7 +3,9 @@
 
 #[cfg(test)]
 mod fuzz_regressions;
+pub mod hybrid;
 pub mod ipvs;
+pub mod select;
 pub mod xdp;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -104,4 +106,9 @@ pub trait Dataplane: Send {
     fn status(&self) -> Status;
     /// Stops forwarding (detaches programs); the director then behaves as if the agent never ran.
     fn shutdown(&mut self) -> Result<(), DataplaneError>;
+    /// Services a previous agent left forwarding and this one adopted (a hitless restart), as
+    /// they were before the first `apply`; empty when nothing was adopted.
+    fn adopted_services(&self) -> Vec<VirtualServerKey> {
+        Vec::new()
+    }
 }

@@ -95,11 +95,20 @@ pub struct Hooks {
     /// Add and remove the VIPs on the interfaces (keepalived's job). Off, the engine only
     /// reports the states.
     pub manage_vips: bool,
+    /// Instances the previous agent was MASTER of, whose VIPs it left on the interface (a
+    /// hitless restart with an adopted dataplane): they start with [`Event::Resume`] instead of
+    /// [`Event::Startup`], and their VIPs are not removed as stale.
+    pub resume: Vec<String>,
 }
 
 impl Default for Hooks {
     fn default() -> Hooks {
-        Hooks { on_state: None, notify_timeout: notify::DEFAULT_NOTIFY_TIMEOUT, manage_vips: true }
+        Hooks {
+            on_state: None,
+            notify_timeout: notify::DEFAULT_NOTIFY_TIMEOUT,
+            manage_vips: true,
+            resume: Vec::new(),
+        }
     }
 }
 
@@ -109,6 +118,7 @@ impl std::fmt::Debug for Hooks {
             .field("on_state", &self.on_state.as_ref().map(|_| "Fn"))
             .field("notify_timeout", &self.notify_timeout)
             .field("manage_vips", &self.manage_vips)
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -341,7 +351,7 @@ impl VrrpEngine {
             let name = &p.cfg.name;
             let ifindex =
                 iface::index(&p.cfg.interface).with_context(|| format!("vrrp_instance {name}"))?;
-            if hooks.manage_vips {
+            if hooks.manage_vips && !hooks.resume.contains(name) {
                 let removed = vip::remove_present(&ops, ifindex, &p.cfg.virtual_ipaddress)
                     .await
                     .with_context(|| format!("vrrp_instance {name}: removing stale VIPs"))?;
@@ -662,7 +672,9 @@ impl InstanceTask {
         self.track = t;
         self.feed(Event::TrackChanged { fault: t.fault, priority_delta: t.priority_delta }, false)
             .await;
-        self.feed(Event::Startup, false).await;
+        let start =
+            if self.hooks.resume.contains(&self.name) { Event::Resume } else { Event::Startup };
+        self.feed(start, false).await;
         let (mut track_open, mut inbound_open) = (true, true);
         loop {
             let deadline = self.machine.next_deadline();

@@ -126,6 +126,8 @@ pub struct XdpDataplane {
     pinning: Option<Pinning>,
     /// Interfaces adopted from a previous agent: the mode it attached them with.
     adopted_links: BTreeMap<String, &'static str>,
+    /// Services the previous agent left forwarding (a live table), sorted.
+    adopted_services: Vec<VirtualServerKey>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -210,6 +212,7 @@ impl XdpDataplane {
             limits,
             pinning,
             adopted_links: BTreeMap::new(),
+            adopted_services: Vec::new(),
         }
         .adopt(state)
     }
@@ -264,6 +267,9 @@ impl XdpDataplane {
         self.real_ids = IdAlloc::from_used(1, self.limits.max_reals, &real_ids);
         self.rings = RegionAlloc::from_used(self.limits.ring_entries, &regions);
         self.next_generation = state.next_generation.max(1);
+        self.adopted_services =
+            slots.iter().filter(|(_, s)| s.active.is_some()).map(|(k, _)| *k).collect();
+        self.adopted_services.sort();
         self.services = slots;
         let ifaces: BpfHashMap<_, u32, IfaceValue> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?)
@@ -900,6 +906,10 @@ fn vip_key(ip: IpAddr) -> VipKey {
 }
 
 impl Dataplane for XdpDataplane {
+    fn adopted_services(&self) -> Vec<VirtualServerKey> {
+        self.adopted_services.clone()
+    }
+
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         self.sync_globals(&desired.globals)?;
         self.sync_ifaces(desired)?;
