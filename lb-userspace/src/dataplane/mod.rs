@@ -3,9 +3,7 @@
 
 #[cfg(test)]
 mod fuzz_regressions;
-pub mod hybrid;
 pub mod ipvs;
-pub mod select;
 pub mod xdp;
 
 use std::{collections::HashMap, net::IpAddr};
