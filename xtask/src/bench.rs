@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: builds the `dataplane` benchmark of lb-userspace with the release profile,
 //! runs it (it prints a Markdown table) and leaves the rows in `target/bench.json`. Needs root:
 //! the XDP rows run the real program through BPF_PROG_TEST_RUN in a private network namespace.
+//! Then the VRRP failover benchmark (`tests/tests/vrrp_failover_bench.rs`: lb pairs and
+//! keepalived pairs in network namespaces, the release `lb`) appends its rows to the same file.
 //! BENCHMARKS.md explains each row's method.
 
-use std::{fs, io, process::Command};
+use std::{fs, io, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -31,6 +33,29 @@ pub fn bench() -> anyhow::Result<()> {
         .arg(&json))?;
     if !json.is_file() {
         bail!("the benchmark finished without writing {}", json.display());
+    }
+    // VRRP failover with the release agent. CI=true: a missing keepalived or kernel feature
+    // fails instead of skipping.
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "--bin",
+        "lb",
+    ]))?;
+    let cargo_target = std::env::var_os("CARGO_TARGET_DIR").map_or(target.clone(), PathBuf::from);
+    let lb = cargo_target.join("release").join("lb");
+    let rows_before = fs::read_to_string(&json)?.matches("\"name\"").count();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--release", "-p", "lb-tests", "--test", "vrrp_failover_bench", "--"])
+        .args(["--ignored", "--nocapture", "--test-threads", "1"])
+        .env("CI", "true")
+        .env("LB_BIN", &lb)
+        .env("LB_BENCH_JSON", &json))?;
+    if fs::read_to_string(&json)?.matches("\"name\"").count() <= rows_before {
+        bail!("the VRRP failover benchmark added no rows to {}", json.display());
     }
     println!("\nrows written to {}", json.display());
     Ok(())
