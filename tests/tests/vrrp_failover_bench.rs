@@ -330,6 +330,14 @@ fn lb_pair(s: Setting, rounds: usize) -> Vec<Sample> {
         assert!(!xdp_attached(&d1), "the killed master still has XDP: it may have answered");
         assert_eq!(backup.vrrp_state("VI_1").as_deref(), Some("MASTER"));
         log(&format!("lb pair {} round {round}: {sample:?}", s.tag));
+        // The new master's own account of the steps (state change, dataplane, VIPs, GARPs).
+        let steps = ["Entering MASTER", "dataplane up before", "VIPs added", "gratuitous ARPs"];
+        let text = backup.stderr();
+        for step in steps {
+            if let Some(line) = text.lines().rev().find(|l| l.contains(step)) {
+                log(&format!("  {line}"));
+            }
+        }
         out.push(sample);
     }
     out
