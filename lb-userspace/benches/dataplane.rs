@@ -266,6 +266,8 @@ fn real(address: IpAddr, last: u8) -> RealDesired {
         state: RealState::Up,
         mac: Some(Mac(mac)),
         ifindex: Some(1),
+        lb_kind: Default::default(),
+        thresholds: (0, 0),
         keeps_flows: true,
         override_: None,
         health_message: None,
@@ -288,6 +290,9 @@ fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
         active: true,
         vrrp_instance: None,
         key: VirtualServerKey { vip, port: PORT, protocol: Protocol::Tcp },
+        backend: Default::default(),
+        backend_reason: String::new(),
+        one_packet: false,
         scheduler: "mh".into(),
         interface: "lo".into(),
         ifindex: Some(1),
@@ -915,12 +920,14 @@ fn reconcile_rows() -> anyhow::Result<Vec<Row>> {
         );
         let start = Instant::now();
         let vrrp = lb::desired::VrrpStates::default();
+        let plan = lb::dataplane::select::Plan::default();
         let desired = desired_state(&Inputs {
             config: &config,
             host: &host,
             health: &health,
             overrides: &overrides,
             vrrp: &vrrp,
+            plan: &plan,
         });
         dp.apply(&desired).context("apply")?;
         if round > 0 {

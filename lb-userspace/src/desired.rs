@@ -11,7 +11,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    config::{Config, RealServer, VirtualServerKey},
+    config::{Config, LbKind, RealServer, VirtualServer, VirtualServerKey},
+    dataplane::select::{Backend, Plan},
     health::state::HealthSnapshot,
     maglev,
     net::{Mac, iface::Interface, neigh::Neighbours, route::Egress},
@@ -26,6 +27,8 @@ pub struct Inputs<'a> {
     pub health: &'a HealthSnapshot,
     pub overrides: &'a Overrides,
     pub vrrp: &'a VrrpStates,
+    /// Which dataplane serves each service (XDP when not in it).
+    pub plan: &'a Plan,
 }
 
 /// Which VRRP instances are MASTER here. A service whose VIP belongs to an instance forwards only
@@ -81,8 +84,14 @@ pub struct ServiceDesired {
     pub active: bool,
     /// The VRRP instance whose `virtual_ipaddress` holds the VIP, if any.
     pub vrrp_instance: Option<String>,
+    /// The dataplane that serves it.
+    pub backend: Backend,
+    /// Why that one, when there is something to say (`lb status`).
+    pub backend_reason: String,
     /// Scheduler as configured (`mh`, `wrr`, ...); the XDP path always uses weighted Maglev.
     pub scheduler: String,
+    /// Schedule each datagram on its own (IPVS `ops`).
+    pub one_packet: bool,
     pub interface: String,
     /// `None` when the interface has disappeared: nothing can be forwarded.
     pub ifindex: Option<u32>,
@@ -111,6 +120,10 @@ pub struct RealDesired {
     pub mac: Option<Mac>,
     /// Interface the real is reached through.
     pub ifindex: Option<u32>,
+    /// How packets reach it (always DR on XDP).
+    pub lb_kind: LbKind,
+    /// IPVS connection thresholds (upper, lower); 0 is none.
+    pub thresholds: (u32, u32),
     /// Established flows may continue on it (up, drained, or down with `inhibit_on_failure`).
     pub keeps_flows: bool,
     /// A runtime change in force (until the next reload).
@@ -157,15 +170,20 @@ pub fn real_ifindex(host: &HostFacts, addr: IpAddr, service_ifindex: Option<u32>
     }
 }
 
+/// A real as the dataplane should treat it; `backend` decides whether its MAC matters (IPVS
+/// leaves resolution to the kernel).
 fn real_desired(
     inputs: &Inputs<'_>,
-    key: VirtualServerKey,
+    vs: &VirtualServer,
     rs: &RealServer,
     service_ifindex: Option<u32>,
+    backend: Backend,
 ) -> RealDesired {
     let host = inputs.host;
+    let key = vs.key();
     let ifindex = real_ifindex(host, rs.address, service_ifindex);
     let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
+    let resolved = mac.is_some() || backend == Backend::Ipvs;
     let id = (key, rs.address, rs.port);
     let health = inputs.health.real(&id);
     let override_ = inputs.overrides.0.get(&id).copied();
@@ -175,11 +193,11 @@ fn real_desired(
         None => health.and_then(|h| h.weight).unwrap_or(rs.weight),
     };
     let healthy = health.is_none_or(|h| h.up);
-    let state = match (mac, healthy, weight) {
-        (None, _, _) => RealState::Unresolved,
-        (Some(_), false, _) => RealState::Down,
-        (Some(_), true, 0) => RealState::Drain,
-        (Some(_), true, _) => RealState::Up,
+    let state = match (resolved, healthy, weight) {
+        (false, _, _) => RealState::Unresolved,
+        (true, false, _) => RealState::Down,
+        (true, true, 0) => RealState::Drain,
+        (true, true, _) => RealState::Up,
     };
     let keeps_flows = match state {
         RealState::Up | RealState::Drain => true,
@@ -194,6 +212,8 @@ fn real_desired(
         state,
         mac,
         ifindex,
+        lb_kind: vs.lb_kind_of(rs),
+        thresholds: (rs.forwarding.uthreshold, rs.forwarding.lthreshold),
         keeps_flows,
         override_,
         health_message: health.map(|h| h.message.clone()),
@@ -220,15 +240,18 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
             let key = vs.key();
             let vrrp_instance = config.vrrp.instance_for(vs.vip).map(|i| i.name.clone());
             let active = vrrp_instance.as_ref().is_none_or(|n| inputs.vrrp.masters.contains(n));
+            let backend = inputs.plan.backend(&key);
+            // XDP attaches to (and redirects through) only the interfaces of its services.
+            let on_xdp = active && backend == Backend::Xdp;
             let iface = host.interfaces.get(&vs.interface);
-            if let Some(i) = iface.filter(|_| active) {
+            if let Some(i) = iface.filter(|_| on_xdp) {
                 interfaces.insert(i.name.clone(), i.clone());
             }
             let ifindex = iface.map(|i| i.ifindex);
-            let reals: Vec<RealDesired> =
-                vs.real_servers.iter().map(|rs| real_desired(inputs, key, rs, ifindex)).collect();
-            let sorry = vs.sorry_server.as_ref().map(|rs| real_desired(inputs, key, rs, ifindex));
-            for r in reals.iter().chain(sorry.as_ref()).filter(|_| active) {
+            let real = |rs| real_desired(inputs, vs, rs, ifindex, backend);
+            let reals: Vec<RealDesired> = vs.real_servers.iter().map(real).collect();
+            let sorry = vs.sorry_server.as_ref().map(real);
+            for r in reals.iter().chain(sorry.as_ref()).filter(|_| on_xdp) {
                 if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx)) {
                     tx.insert(i.name.clone(), i.clone());
                 }
@@ -243,7 +266,15 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 key,
                 active,
                 vrrp_instance,
+                backend,
+                backend_reason: inputs
+                    .plan
+                    .0
+                    .get(&key)
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default(),
                 scheduler: vs.lb_algo.clone(),
+                one_packet: vs.forwarding.one_packet,
                 interface: vs.interface.clone(),
                 ifindex,
                 table_size: vs.table_size,
@@ -316,9 +347,17 @@ weight = 2
         std::sync::LazyLock::new(Overrides::default);
 
     static NO_VRRP: std::sync::LazyLock<VrrpStates> = std::sync::LazyLock::new(VrrpStates::default);
+    static NO_PLAN: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
 
     fn inputs<'a>(config: &'a Config, host: &'a HostFacts) -> Inputs<'a> {
-        Inputs { config, host, health: &NO_HEALTH, overrides: &NO_OVERRIDES, vrrp: &NO_VRRP }
+        Inputs {
+            config,
+            host,
+            health: &NO_HEALTH,
+            overrides: &NO_OVERRIDES,
+            vrrp: &NO_VRRP,
+            plan: &NO_PLAN,
+        }
     }
 
     fn host(with_macs: &[&str]) -> HostFacts {
@@ -368,6 +407,27 @@ weight = 2
         assert_eq!(ring.len() as u32, maglev::DEFAULT_SIZE, "default table size");
         let twos = ring.iter().filter(|&&i| i == 2).count() as f64 / ring.len() as f64;
         assert!((twos - 2.0 / 3.0).abs() < 0.01, "weight-2 real has share {twos}");
+    }
+
+    /// An IPVS service needs no MACs (the kernel resolves them) and claims no XDP interface.
+    #[test]
+    fn ipvs_services_need_no_macs_and_no_xdp_interface() {
+        use crate::dataplane::select::Choice;
+        let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
+        let key = cfg.virtual_servers[0].key();
+        let plan =
+            Plan(HashMap::from([(key, Choice { backend: Backend::Ipvs, reason: "test".into() })]));
+        let h = host(&[]);
+        let d = desired_state(&Inputs { plan: &plan, ..inputs(&cfg, &h) });
+        let s = &d.services[0];
+        assert_eq!(s.backend, Backend::Ipvs);
+        let states: Vec<RealState> = s.reals.iter().map(|r| r.state).collect();
+        assert_eq!(states, [RealState::Up, RealState::Drain, RealState::Up]);
+        assert!(d.interfaces.is_empty() && d.tx_interfaces.is_empty(), "{d:?}");
+        // The same service on XDP waits for the MACs.
+        let d = desired_state(&inputs(&cfg, &h));
+        assert!(d.services[0].reals.iter().all(|r| r.state == RealState::Unresolved));
+        assert_eq!(d.interfaces.len(), 1);
     }
 
     #[test]
@@ -475,6 +535,7 @@ weight = 2
                 health: &hs,
                 overrides: &ov,
                 vrrp: &NO_VRRP,
+                plan: &NO_PLAN,
             });
             let s = &d.services[0];
             let got: Vec<(RealState, u32, bool)> =

@@ -27,7 +27,18 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, socket, xdp_mode, metrics, format, strict, pin_dir, state_file } => {
+        Command::Run {
+            config,
+            socket,
+            xdp_mode,
+            metrics,
+            format,
+            strict,
+            pin_dir,
+            state_file,
+            dataplane,
+            keep_ipvs_on_stop,
+        } => {
             init_logging();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -42,9 +53,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         .join("dataplane.json")
                 }),
             });
+            let ipvs_state = socket
+                .parent()
+                .unwrap_or(std::path::Path::new("/run/lb"))
+                .join("ipvs-services.json");
             rt.block_on(agent::run(RunOptions {
                 config,
                 socket,
+                dataplane,
+                ipvs_state,
+                keep_ipvs_on_stop,
                 xdp_mode,
                 metrics,
                 format,

@@ -24,7 +24,10 @@ use crate::{
         server::{ControlSocket, Handler},
     },
     dataplane::{
-        Dataplane,
+        Dataplane, DataplaneError,
+        hybrid::Hybrid,
+        ipvs::IpvsDataplane,
+        select::{self, Capabilities, Mode, Plan},
         xdp::{Pinning, XdpDataplane, XdpLimits, XdpModeSetting},
     },
     desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
@@ -52,6 +55,12 @@ pub struct RunOptions {
     pub strict: bool,
     /// Pin the dataplane (and adopt a previous agent's) for hitless restarts.
     pub pinning: Option<Pinning>,
+    /// `--dataplane`: XDP, IPVS, or each service where it fits.
+    pub dataplane: Mode,
+    /// Which IPVS services this agent created, for the next one.
+    pub ipvs_state: PathBuf,
+    /// Leave our IPVS services in the kernel at stop.
+    pub keep_ipvs_on_stop: bool,
 }
 
 /// Everything the reconciler and the control socket share.
@@ -73,6 +82,10 @@ struct Shared {
     health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
+    /// `--dataplane` and what this host can do: each reload plans again with them.
+    mode: Mode,
+    caps: Capabilities,
+    plan: Plan,
     started: Instant,
     /// For the netlink queries a reload makes from the blocking control thread.
     rt: tokio::runtime::Handle,
@@ -145,7 +158,7 @@ impl Shared {
     fn views(&mut self) -> Result<(BackendsView, StatusView), String> {
         let counters = self.dataplane.counters().map_err(|e| format!("reading counters: {e}"))?;
         let status = self.dataplane.status();
-        let backends = view::backends(&self.desired, &counters, status.kind);
+        let backends = view::backends(&self.desired, &counters);
         let status = StatusView {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             config: self.config.source.display().to_string(),
@@ -156,6 +169,7 @@ impl Shared {
             events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             services: self.desired.services.len(),
             reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
+            service_dataplanes: view::service_dataplanes(&self.desired),
             vrrp: match &self.vrrp_live {
                 Some(rx) => serde_json::to_value(&*rx.borrow()).ok(),
                 None => self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
@@ -172,6 +186,7 @@ impl Shared {
             health: &self.health,
             overrides: &self.overrides,
             vrrp: &self.vrrp,
+            plan: &self.plan,
         })
     }
 
@@ -243,6 +258,7 @@ impl Shared {
             // VRRP changes to need a restart too.
             anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
         }
+        let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
         let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
         let overrides = Overrides::default();
         let desired = desired_state(&Inputs {
@@ -251,6 +267,7 @@ impl Shared {
             health: &self.health,
             overrides: &overrides,
             vrrp: &self.vrrp,
+            plan: &plan,
         });
         if let Err(e) = self.dataplane.apply(&desired) {
             // Put back what was running; the old state was applied before, so this succeeds
@@ -275,6 +292,7 @@ impl Shared {
         self.config = config;
         self.facts = facts;
         self.desired = desired;
+        self.plan = plan;
         // Runtime changes last until a reload.
         self.overrides = overrides;
         Ok(
@@ -294,6 +312,67 @@ fn load_config(
         tracing::warn!("{w}");
     }
     Ok(loaded.config)
+}
+
+/// Starts the dataplanes `--dataplane` allows and this host supports, and says what it supports.
+/// In `auto`, an XDP program the kernel refuses (or a build without one) leaves IPVS; a pinned
+/// dataplane of another layout is never silently replaced.
+fn start_dataplanes(
+    opts: &RunOptions,
+    config: &Config,
+) -> anyhow::Result<(Option<XdpDataplane>, Option<IpvsDataplane>, Capabilities)> {
+    let ipvs = match opts.dataplane {
+        Mode::Xdp => Err("not used with --dataplane xdp".to_owned()),
+        Mode::Auto | Mode::Ipvs => {
+            IpvsDataplane::open(Some(opts.ipvs_state.clone()), !opts.keep_ipvs_on_stop)
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let (Mode::Ipvs, Err(e)) = (opts.dataplane, &ipvs) {
+        anyhow::bail!("--dataplane ipvs: {e}");
+    }
+    let xdp = match opts.dataplane {
+        Mode::Ipvs => Err("not used with --dataplane ipvs".to_owned()),
+        mode => {
+            match XdpDataplane::load_pinned(opts.xdp_mode, limits_for(config), opts.pinning.clone())
+            {
+                Ok(xdp) => Ok(xdp),
+                Err(
+                    e @ (DataplaneError::NoProgram
+                    | DataplaneError::Load(_)
+                    | DataplaneError::Program(_)),
+                ) if mode == Mode::Auto => {
+                    tracing::warn!(error = %e, "XDP dataplane not usable; IPVS serves what it can");
+                    Err(e.to_string())
+                }
+                Err(e) => {
+                    return Err(e).context(
+                        "loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, \
+                         CAP_PERFMON)",
+                    );
+                }
+            }
+        }
+    };
+    let caps = Capabilities {
+        xdp: xdp.as_ref().map(drop).map_err(Clone::clone),
+        ipvs: ipvs.as_ref().map(drop).map_err(Clone::clone),
+    };
+    Ok((xdp.ok(), ipvs.ok(), caps))
+}
+
+/// Which dataplane serves each service; an error names every service that cannot run here.
+fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::Result<Plan> {
+    let plan = select::plan(config, mode, caps).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow!("no dataplane can serve these virtual servers:\n{}", lines.join("\n"))
+    })?;
+    for vs in &config.virtual_servers {
+        if let Some(choice) = plan.0.get(&vs.key()).filter(|c| !c.reason.is_empty()) {
+            tracing::info!(service = %vs.key(), dataplane = %choice.backend, "{}", choice.reason);
+        }
+    }
+    Ok(plan)
 }
 
 /// Map sizes large enough for `config` (never below the compiled defaults).
@@ -396,11 +475,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .context("reading the neighbour table")?;
 
-    let mut dataplane =
-        XdpDataplane::load_pinned(opts.xdp_mode, limits_for(&config), opts.pinning.clone())
-            .context(
-                "loading the XDP dataplane (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)",
-            )?;
+    let (xdp, ipvs, caps) = start_dataplanes(&opts, &config)?;
+    let plan = plan_dataplanes(&config, opts.dataplane, &caps)?;
+    let adopted = xdp.as_ref().map(XdpDataplane::adopted_services).unwrap_or_default();
+    let mut dataplane = Hybrid { xdp, ipvs };
     let monitor = Arc::new(
         HealthMonitor::start(monitored_reals(&config), DEFAULT_CONCURRENCY)
             .context("starting health checks")?,
@@ -412,7 +490,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let overrides = Overrides::default();
     // VRRP-owned services start inactive (the instances start in BACKUP), except those of the
     // instances resumed as MASTER after adopting a previous agent's dataplane (resume.rs).
-    let resume = resume::instances(&config, &dataplane.adopted_services(), &handle).await;
+    let resume = resume::instances(&config, &adopted, &handle).await;
     let vrrp = VrrpStates { masters: resume.iter().cloned().collect() };
     let desired = desired_state(&Inputs {
         config: &config,
@@ -420,11 +498,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         health: &health,
         overrides: &overrides,
         vrrp: &vrrp,
+        plan: &plan,
     });
     if let Err(e) = dataplane.apply(&desired) {
         // Never run half-configured: undo what was attached.
         let _ = dataplane.shutdown();
-        return Err(e).context("programming the XDP dataplane");
+        return Err(e).context("programming the dataplane");
     }
     log_desired(&desired);
     tracing::info!(
@@ -447,6 +526,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         health,
         desired,
         dataplane: Box::new(dataplane),
+        mode: opts.dataplane,
+        caps,
+        plan,
         started: Instant::now(),
         rt: tokio::runtime::Handle::current(),
         netlink: handle.clone(),

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 
 use crate::{
-    control::proto::{BackendView, BackendsView, ServiceView},
+    config::LbKind,
+    control::proto::{BackendView, BackendsView, ServiceDataplaneView, ServiceView},
     dataplane::Counters,
     desired::{Desired, RealDesired},
 };
 
-pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> BackendsView {
+pub fn backends(desired: &Desired, counters: &Counters) -> BackendsView {
     BackendsView {
         services: desired
             .services
@@ -17,11 +18,9 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
             .map(|s| {
                 let svc = counters.services.get(&s.key).copied().unwrap_or_default();
                 let backend = |r: &RealDesired| {
-                    let c = counters
-                        .reals
-                        .get(&(s.key, r.address, r.port))
-                        .copied()
-                        .unwrap_or_default();
+                    let id = (s.key, r.address, r.port);
+                    let c = counters.reals.get(&id).copied().unwrap_or_default();
+                    let conns = counters.connections.get(&id);
                     BackendView {
                         address: r.address.to_string(),
                         port: r.port,
@@ -35,6 +34,9 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
                         override_: r.override_.map(|o| o.to_string()),
                         health: r.health_message.clone(),
                         check_latency: r.check_latency.map(|d| d.as_secs_f64()),
+                        forward: forward_name(r.lb_kind).to_owned(),
+                        active_conns: conns.map(|c| c.active),
+                        inactive_conns: conns.map(|c| c.inactive),
                     }
                 };
                 ServiceView {
@@ -42,7 +44,8 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
                     port: s.key.port,
                     protocol: s.key.protocol.as_str().to_owned(),
                     scheduler: s.scheduler.clone(),
-                    dataplane: dataplane.to_owned(),
+                    dataplane: s.backend.as_str().to_owned(),
+                    dataplane_reason: Some(s.backend_reason.clone()).filter(|r| !r.is_empty()),
                     interface: s.interface.clone(),
                     packets: svc.packets,
                     bytes: svc.bytes,
@@ -55,6 +58,28 @@ pub fn backends(desired: &Desired, counters: &Counters, dataplane: &str) -> Back
             })
             .collect(),
     }
+}
+
+/// ipvsadm's name for a forwarding method.
+pub fn forward_name(kind: LbKind) -> &'static str {
+    match kind {
+        LbKind::Dr => "Route",
+        LbKind::Nat => "Masq",
+        LbKind::Tun(_) => "Tunnel",
+    }
+}
+
+/// Which dataplane serves each service, for `lb status`.
+pub fn service_dataplanes(desired: &Desired) -> Vec<ServiceDataplaneView> {
+    desired
+        .services
+        .iter()
+        .map(|s| ServiceDataplaneView {
+            service: s.key.to_string(),
+            dataplane: s.backend.as_str().to_owned(),
+            reason: Some(s.backend_reason.clone()).filter(|r| !r.is_empty()),
+        })
+        .collect()
 }
 
 /// `192.0.2.11:80` or `[2001:db8::11]:80`, as ipvsadm prints them.

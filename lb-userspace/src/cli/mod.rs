@@ -35,6 +35,15 @@ pub enum Command {
         /// Control socket to listen on.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Which dataplane forwards: `auto` runs on XDP what it serves and gives kernel IPVS the
+        /// rest (NAT, tunnels, connection-counting schedulers), or everything when XDP cannot
+        /// load; `xdp` and `ipvs` use only one.
+        #[arg(long, value_enum, default_value_t = crate::dataplane::select::Mode::Auto)]
+        dataplane: crate::dataplane::select::Mode,
+        /// Leave this agent's IPVS services in the kernel when it stops (by default they are
+        /// removed, as keepalived does; other IPVS rules are never touched).
+        #[arg(long)]
+        keep_ipvs_on_stop: bool,
         /// XDP attach mode: `auto` uses native mode where the driver supports it properly.
         #[arg(long, value_enum, default_value_t = XdpModeSetting::Auto)]
         xdp_mode: XdpModeSetting,

@@ -13,7 +13,8 @@ pub fn backends(v: &BackendsView) -> String {
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
     let _ = writeln!(
         out,
-        "  -> RemoteAddress:Port           Forward Weight State      Flows      Packets    Bytes"
+        "  -> RemoteAddress:Port           Forward Weight State      Flows      Packets    Bytes      \
+         ActiveConn InActConn"
     );
     for s in &v.services {
         let standby = match (&s.vrrp_instance, s.active) {
@@ -84,16 +85,20 @@ pub fn backends_stats(v: &BackendsView) -> String {
 }
 
 fn backend_line(out: &mut String, b: &BackendView, state: &str) {
+    // XDP keeps no connection counts per real: "-", as the table must keep its columns.
+    let conns = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
     let _ = writeln!(
         out,
-        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {:<10} {}",
+        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {:<10} {:<10} {:<10} {}",
         endpoint(&b.address, b.port),
-        "Route",
+        b.forward,
         b.weight,
         state,
         b.new_flows,
         b.packets,
-        b.bytes
+        b.bytes,
+        conns(b.active_conns),
+        conns(b.inactive_conns)
     );
 }
 
@@ -103,6 +108,10 @@ pub fn status(v: &StatusView) -> String {
     let _ = writeln!(out, "config:    {}", v.config);
     let _ = writeln!(out, "services:  {} ({} real servers)", v.services, v.reals);
     let _ = writeln!(out, "dataplane: {}", v.dataplane.kind);
+    for d in &v.service_dataplanes {
+        let reason = d.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let _ = writeln!(out, "  {} on {}{reason}", d.service, d.dataplane);
+    }
     for a in &v.dataplane.attachments {
         let _ = writeln!(
             out,
@@ -165,6 +174,7 @@ mod tests {
                 protocol: "tcp".into(),
                 scheduler: "mh".into(),
                 dataplane: "xdp".into(),
+                dataplane_reason: None,
                 interface: "eth0".into(),
                 packets: 3,
                 bytes: 300,
@@ -185,6 +195,9 @@ mod tests {
                     override_: None,
                     health: None,
                     check_latency: None,
+                    forward: "Route".into(),
+                    active_conns: None,
+                    inactive_conns: None,
                 }],
             }],
         };
@@ -194,7 +207,7 @@ mod tests {
         assert_eq!(lines[2], "TCP  192.0.2.100:80 mh (xdp on eth0)");
         assert!(lines[3].starts_with("  -> [2001:db8::11]:80"), "{}", lines[3]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(cols[2..], ["Route", "2", "drain", "2", "7", "700"]);
+        assert_eq!(cols[2..], ["Route", "2", "drain", "2", "7", "700", "-", "-"]);
         let stats = backends_stats(&v);
         let lines: Vec<&str> = stats.lines().collect();
         assert!(lines[0].starts_with("Prot LocalAddress:Port") && lines[0].ends_with("OutBytes"));

@@ -57,8 +57,11 @@ pub struct ServiceView {
     /// "tcp" or "udp".
     pub protocol: String,
     pub scheduler: String,
-    /// Where the service is forwarded ("xdp").
+    /// Where the service is forwarded: "xdp" or "ipvs".
     pub dataplane: String,
+    /// Why that dataplane, when there is something to say (a scheduler XDP approximates...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane_reason: Option<String>,
     pub interface: String,
     /// Frames that hit the service (forwarded or dropped).
     pub packets: u64,
@@ -109,6 +112,18 @@ pub struct BackendView {
     /// Latency of the last successful health check, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_latency: Option<f64>,
+    /// How packets reach it, in ipvsadm's words: "Route", "Masq" or "Tunnel".
+    #[serde(default = "route")]
+    pub forward: String,
+    /// IPVS's ActiveConn and InActConn (absent on XDP, which counts no connections per real).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_conns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_conns: Option<u32>,
+}
+
+fn route() -> String {
+    "Route".to_owned()
 }
 
 /// One real changed by `lb drain` / `lb undrain` / `lb weight`.
@@ -135,9 +150,23 @@ pub struct StatusView {
     pub events: BTreeMap<String, u64>,
     pub services: usize,
     pub reals: usize,
+    /// Which dataplane serves each service, and why when not obvious.
+    #[serde(default)]
+    pub service_dataplanes: Vec<ServiceDataplaneView>,
     /// VRRP instances: state, priorities, master, timers, counters (absent without instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<serde_json::Value>,
+}
+
+/// One service's dataplane in `lb status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDataplaneView {
+    /// `192.0.2.100:80/tcp`.
+    pub service: String,
+    /// "xdp" or "ipvs".
+    pub dataplane: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +244,8 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "mh".into(),
-                dataplane: "xdp".into(),
+                dataplane: "ipvs".into(),
+                dataplane_reason: Some("`lb_kind NAT`".into()),
                 interface: "eth0".into(),
                 packets: 3,
                 bytes: 300,
@@ -233,6 +263,9 @@ mod tests {
                     override_: None,
                     health: None,
                     check_latency: None,
+                    forward: "Masq".into(),
+                    active_conns: Some(2),
+                    inactive_conns: Some(0),
                 }],
                 sorry_server: None,
                 active: true,
@@ -244,8 +277,11 @@ mod tests {
         for k in ["vip", "port", "protocol", "scheduler", "backends"] {
             assert!(s.get(k).is_some(), "service field {k}");
         }
-        for k in ["address", "port", "weight", "state", "packets", "bytes"] {
+        for k in ["address", "port", "weight", "state", "packets", "bytes", "forward"] {
             assert!(s["backends"][0].get(k).is_some(), "backend field {k}");
         }
+        assert_eq!(s["dataplane"], "ipvs");
+        assert_eq!(s["backends"][0]["active_conns"], 2);
+        assert_eq!(s["backends"][0]["inactive_conns"], 0);
     }
 }

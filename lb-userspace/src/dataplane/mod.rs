@@ -3,7 +3,9 @@
 
 #[cfg(test)]
 mod fuzz_regressions;
+pub mod hybrid;
 pub mod ipvs;
+pub mod select;
 pub mod xdp;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -32,6 +34,15 @@ pub struct Counters {
     pub services: HashMap<VirtualServerKey, Counter>,
     /// By (service, real address, real port).
     pub reals: HashMap<(VirtualServerKey, IpAddr, u16), Counter>,
+    /// Connection counts kept by the kernel (IPVS services only; XDP keeps none per real).
+    pub connections: HashMap<(VirtualServerKey, IpAddr, u16), Connections>,
+}
+
+/// `ipvsadm -Ln`'s ActiveConn and InActConn of one destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Connections {
+    pub active: u32,
+    pub inactive: u32,
 }
 
 /// One interface the dataplane forwards on.
@@ -93,6 +104,11 @@ pub enum DataplaneError {
     PinnedLayout { dir: std::path::PathBuf, detail: String },
     #[error("pinned dataplane: {0}")]
     Pin(String),
+    #[error("IPVS: {0}")]
+    Ipvs(String),
+    /// A service was given to a dataplane this agent did not start.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A forwarding backend.

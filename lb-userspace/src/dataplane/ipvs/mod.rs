@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod dataplane;
 pub mod model;
 mod uapi;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 pub use client::Ipvs;
 pub use codec::Request;
+pub use dataplane::IpvsDataplane;
 pub use model::{
     Destination, DestinationEntry, Family, Forward, Info, Protocol, Service, ServiceEntry,
     ServiceFlags, ServiceKey, Stats, TunnelEncap,

@@ -9,7 +9,7 @@ use std::{
 use super::uapi;
 
 /// An address family as IPVS carries it (`AF_INET`/`AF_INET6` in a `u16`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     Inet,
     Inet6,
@@ -45,7 +45,7 @@ impl Family {
 }
 
 /// The transport protocol of an address-based service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -83,7 +83,7 @@ impl fmt::Display for Protocol {
 }
 
 /// What identifies a service: either protocol + VIP + port, or a firewall mark.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKey {
     Addr { protocol: Protocol, addr: IpAddr, port: u16 },
     Fwmark { family: Family, mark: u32 },

@@ -11,11 +11,13 @@ use std::{
 
 use super::{
     Destination, Forward, Ipvs, Service, ServiceKey, TunnelEncap,
-    vm_net::{CLIENT, Lab, RealMode, ServiceGuard, VIP, ipvsadm},
+    vm_net::{Lab, RealMode, ServiceGuard, VIP, VIP6, client_like, ipvsadm},
 };
 
 struct Scenario {
     name: &'static str,
+    /// [`VIP`] or [`VIP6`]: the family of everything.
+    vip: IpAddr,
     mode: RealMode,
     forward: Forward,
     /// One real per weight, `r1`, `r2`...
@@ -33,6 +35,7 @@ const IPIP: Forward = Forward::Tunnel { encap: TunnelEncap::Ipip, csum: false, r
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "direct routing, wrr 1:2:3",
+        vip: IpAddr::V4(VIP),
         mode: RealMode::Direct,
         forward: Forward::Route,
         weights: &[1, 2, 3],
@@ -42,6 +45,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "NAT to another port, wrr 1:1:2",
+        vip: IpAddr::V4(VIP),
         mode: RealMode::Nat,
         forward: Forward::Masquerade,
         weights: &[1, 1, 2],
@@ -51,12 +55,33 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "IP-in-IP tunnel, wrr 2:1",
+        vip: IpAddr::V4(VIP),
         mode: RealMode::Tunnel,
         forward: IPIP,
         weights: &[2, 1],
         vip_port: 80,
         real_port: 80,
         connections: 120,
+    },
+    Scenario {
+        name: "IPv6 direct routing, wrr 1:1:2",
+        vip: IpAddr::V6(VIP6),
+        mode: RealMode::Direct,
+        forward: Forward::Route,
+        weights: &[1, 1, 2],
+        vip_port: 80,
+        real_port: 80,
+        connections: 120,
+    },
+    Scenario {
+        name: "IPv6 NAT to another port, wrr 1:2",
+        vip: IpAddr::V6(VIP6),
+        mode: RealMode::Nat,
+        forward: Forward::Masquerade,
+        weights: &[1, 2],
+        vip_port: 443,
+        real_port: 8443,
+        connections: 90,
     },
 ];
 const TOLERANCE: f64 = 0.10;
@@ -76,14 +101,14 @@ fn forward(s: &Scenario) {
     lab.serve(s.real_port);
     let built = started.elapsed();
 
-    let vip = SocketAddr::new(VIP.into(), s.vip_port);
+    let vip = SocketAddr::new(s.vip, s.vip_port);
     let destinations: Vec<Destination> = lab
         .reals
         .iter()
         .zip(s.weights)
         .map(|(real, &weight)| Destination {
             forward: s.forward,
-            ..Destination::route(SocketAddr::new(real.addr.into(), s.real_port), weight)
+            ..Destination::route(SocketAddr::new(real.addr_like(s.vip), s.real_port), weight)
         })
         .collect();
     let mut ipvs = Ipvs::open().expect("opening IPVS");
@@ -110,8 +135,8 @@ fn forward(s: &Scenario) {
     let tally = lab.requests(vip, s.connections);
     let took = sent.elapsed();
     println!(
-        "{}: {:?} ({} connections in {took:.2?}, topology in {built:.2?})",
-        s.name, tally.per_real, s.connections
+        "{}: {:?} ({} connections in {took:.2?}, slowest {:.2?}; topology in {built:.2?})",
+        s.name, tally.per_real, s.connections, tally.slowest
     );
     let weights: Vec<(&str, u32)> =
         lab.reals.iter().zip(s.weights).map(|(r, &w)| (r.name.as_str(), w)).collect();
@@ -122,10 +147,10 @@ fn forward(s: &Scenario) {
     // rewrites it); the VIP as destination unless NAT rewrote it to the real.
     for real in &lab.reals {
         let local = match s.mode {
-            RealMode::Nat => SocketAddr::new(real.addr.into(), s.real_port),
+            RealMode::Nat => SocketAddr::new(real.addr_like(s.vip), s.real_port),
             RealMode::Direct | RealMode::Tunnel => vip,
         };
-        let want = std::iter::once((local, IpAddr::from(CLIENT))).collect();
+        let want = std::iter::once((local, client_like(s.vip))).collect();
         assert_eq!(tally.seen[&real.name], want, "{}: {} saw", s.name, real.name);
     }
     for (real, before) in lab.reals.iter().zip(&tunl0_before) {

@@ -3,11 +3,12 @@
 //! that counts the answers, and guards that undo what a test set up, also when it panics.
 //!
 //! The guest's root namespace is the director (IPVS lives there). A bridge [`BRIDGE`] connects it
-//! (`10.77.0.1/24`, and the VIP as a /32) to a client namespace (`10.77.0.2`) and N real-server
-//! namespaces (`10.77.0.11`, `.12`, ...), each through a veth whose inner end is `eth0`. How a
-//! real is set up depends on the forwarding method ([`RealMode`]): the VIP on `lo` with the
-//! ARP sysctls of `lb realserver` for direct routing, plus `tunl0` up for IP-in-IP, or a route back
-//! to the client through the director for NAT.
+//! (`10.77.0.1/24`, `fd77::1/64`, and the VIPs as host routes) to a client namespace (`10.77.0.2`,
+//! `fd77::2`) and N real-server namespaces (`10.77.0.11`, `fd77::11`, `.12`, ...), each through a
+//! veth whose inner end is `eth0`. How a real is set up depends on the forwarding method
+//! ([`RealMode`]): the VIPs on `lo` with the ARP sysctls of `lb realserver` for direct routing
+//! (IPv6 neighbour discovery answers only for addresses of the asking interface), plus `tunl0` up
+//! for IP-in-IP, or routes back to the client through the director for NAT.
 //!
 //! Names are fixed (`lbvc`, `lbvr1`...): tests run one at a time in a fresh guest, and a name that
 //! is already taken means an earlier test leaked, which [`Lab::new`] reports.
@@ -16,7 +17,7 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, RawFd},
     process::{Command, Stdio},
     sync::{
@@ -37,9 +38,15 @@ pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The VIP, a /32 on the director's bridge (so the director answers ARP for it).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub const DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+/// The IPv6 VIP, a /128 on the director's bridge.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
 const CLIENT_NS: &str = "lbvc";
 /// How long one client connection may take (TCG is slow, but not this slow).
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failed requests after which [`Lab::requests`] gives up.
+const MAX_ERRORS: usize = 5;
 
 /// How a real server receives the director's packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +68,20 @@ pub struct Real {
     /// Its namespace (`lbvr1`...).
     pub ns: String,
     pub addr: Ipv4Addr,
+    /// `fd77::11` for `10.77.0.11`.
+    pub addr6: Ipv6Addr,
+}
+
+impl Real {
+    /// Its address of the family of `like`.
+    pub fn addr_like(&self, like: IpAddr) -> IpAddr {
+        if like.is_ipv4() { self.addr.into() } else { self.addr6.into() }
+    }
+}
+
+/// The client's address of the family of `like`.
+pub fn client_like(like: IpAddr) -> IpAddr {
+    if like.is_ipv4() { CLIENT.into() } else { CLIENT6.into() }
 }
 
 /// The topology, its servers and the director sysctls it changed; [`Drop`] undoes all of it.
@@ -80,6 +101,17 @@ impl Lab {
                 name: format!("r{i}"),
                 ns: format!("lbvr{i}"),
                 addr: Ipv4Addr::new(10, 77, 0, 10 + i as u8),
+                // Written like the IPv4 one: fd77::11 is 10.77.0.11.
+                addr6: Ipv6Addr::new(
+                    0xfd77,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from_str_radix(&(10 + i).to_string(), 16).expect("decimal digits"),
+                ),
             })
             .collect();
         for ns in std::iter::once(CLIENT_NS).chain(reals.iter().map(|r| r.ns.as_str())) {
@@ -95,9 +127,14 @@ impl Lab {
         for ns in lab.namespaces() {
             root.push_str(&format!("netns add {ns}\n"));
         }
-        root.push_str(&format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"));
+        // No multicast snooping: IPv6 neighbour solicitations must reach every port at once.
+        root.push_str(&format!(
+            "link add {BRIDGE} type bridge mcast_snooping 0\nlink set {BRIDGE} up\n"
+        ));
         root.push_str(&format!("addr add {DIRECTOR}/24 dev {BRIDGE}\n"));
         root.push_str(&format!("addr add {VIP}/32 dev {BRIDGE}\n"));
+        root.push_str(&format!("addr add {DIRECTOR6}/64 dev {BRIDGE} nodad\n"));
+        root.push_str(&format!("addr add {VIP6}/128 dev {BRIDGE} nodad\n"));
         for ns in lab.namespaces() {
             // The root end is named after the namespace: unique, and deleted by name on drop.
             root.push_str(&format!("link add {ns} type veth peer name eth0 netns {ns}\n"));
@@ -106,11 +143,13 @@ impl Lab {
         ip_batch(None, &root);
         if mode == RealMode::Nat {
             // The director routes the reals' replies back to the client on the same bridge:
-            // no redirects, or the reals would learn to bypass it.
+            // no redirects, or the reals would learn to bypass it (IPv6 cannot stop sending
+            // them: the reals ignore them instead).
             for (key, value) in [
                 ("net/ipv4/ip_forward".to_owned(), "1"),
                 ("net/ipv4/conf/all/send_redirects".to_owned(), "0"),
                 (format!("net/ipv4/conf/{BRIDGE}/send_redirects"), "0"),
+                ("net/ipv6/conf/all/forwarding".to_owned(), "1"),
             ] {
                 let old = read_sysctl(&key);
                 write_sysctl(&key, value);
@@ -118,13 +157,24 @@ impl Lab {
             }
         }
 
+        for ns in lab.namespaces() {
+            // No duplicate address detection on the link-local address either: while it runs,
+            // the first IPv6 connection stalls for about two seconds.
+            in_netns(&ns, || write_sysctl("net/ipv6/conf/eth0/accept_dad", "0"));
+        }
         ip_batch(
             Some(CLIENT_NS),
-            &format!("link set lo up\nlink set eth0 up\naddr add {CLIENT}/24 dev eth0\n"),
+            &format!(
+                "link set lo up\nlink set eth0 up\naddr add {CLIENT}/24 dev eth0\n\
+                 addr add {CLIENT6}/64 dev eth0 nodad\n"
+            ),
         );
         for real in &lab.reals {
-            let mut batch =
-                format!("link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\n", real.addr);
+            let mut batch = format!(
+                "link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\n\
+                 addr add {}/64 dev eth0 nodad\n",
+                real.addr, real.addr6
+            );
             match mode {
                 RealMode::Direct | RealMode::Tunnel => {
                     // Before the VIP exists, so no ARP answer ever leaks.
@@ -139,12 +189,23 @@ impl Lab {
                             }
                         }
                     });
-                    batch.push_str(&format!("addr add {VIP}/32 dev lo\n"));
+                    batch.push_str(&format!(
+                        "addr add {VIP}/32 dev lo\naddr add {VIP6}/128 dev lo\n"
+                    ));
                     if mode == RealMode::Tunnel {
                         batch.push_str("link set tunl0 up\n");
                     }
                 }
-                RealMode::Nat => batch.push_str(&format!("route add {CLIENT}/32 via {DIRECTOR}\n")),
+                RealMode::Nat => {
+                    in_netns(&real.ns, || {
+                        for scope in ["all", "default", "eth0"] {
+                            write_sysctl(&format!("net/ipv6/conf/{scope}/accept_redirects"), "0");
+                        }
+                    });
+                    batch.push_str(&format!(
+                        "route add {CLIENT}/32 via {DIRECTOR}\nroute add {CLIENT6}/128 via {DIRECTOR6}\n"
+                    ));
+                }
             }
             ip_batch(Some(&real.ns), &batch);
         }
@@ -187,9 +248,17 @@ impl Lab {
         in_netns(CLIENT_NS, || {
             let mut tally = Tally::default();
             for _ in 0..count {
-                match request(vip) {
+                let started = std::time::Instant::now();
+                let result = request(vip);
+                tally.slowest = tally.slowest.max(started.elapsed());
+                match result {
                     Ok(answer) => tally.add(&answer),
                     Err(e) => tally.errors.push(e),
+                }
+                // Broken beyond counting: fail now rather than after `count` time-outs.
+                if tally.errors.len() >= MAX_ERRORS {
+                    tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
+                    break;
                 }
             }
             tally
@@ -242,6 +311,8 @@ pub struct Tally {
     /// Per real: the addresses its server saw as (local, peer).
     pub seen: BTreeMap<String, std::collections::BTreeSet<(SocketAddr, IpAddr)>>,
     pub errors: Vec<String>,
+    /// The longest a request took.
+    pub slowest: Duration,
 }
 
 impl Tally {
@@ -312,7 +383,8 @@ impl Server {
         let (ns, name, stopped) = (real.ns.clone(), real.name.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             enter_netns(&ns);
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            // Dual-stack: IPv4 connections arrive as v4-mapped, answered canonically below.
+            let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
                 .unwrap_or_else(|e| panic!("{ns}: binding port {port}: {e}"));
             tx.send(listener.as_raw_fd()).expect("handing over the listener");
             for conn in listener.incoming() {
@@ -323,6 +395,8 @@ impl Server {
                 let (Ok(local), Ok(peer)) = (conn.local_addr(), conn.peer_addr()) else {
                     continue;
                 };
+                let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+                let (local, peer) = (canonical(local), canonical(peer));
                 let _ = conn.write_all(format!("{name} {local} {peer}\n").as_bytes());
                 let _ = conn.shutdown(Shutdown::Both);
             }
