@@ -92,13 +92,12 @@ impl Parser<'_> {
                 return None;
             }
         };
-        if !matches!(kind, LbKind::Tun(_)) {
-            for (tkey, tvalue) in tunnel_keys.into_iter().flatten() {
-                let message =
-                    format!("`{}` needs `lb_kind = \"TUN\"`, not \"{name}\"", tkey.get_ref());
-                self.error(tvalue.span(), message);
-                return None;
-            }
+        if !matches!(kind, LbKind::Tun(_))
+            && let Some((tkey, tvalue)) = tunnel_keys.into_iter().flatten().next()
+        {
+            let message = format!("`{}` needs `lb_kind = \"TUN\"`, not \"{name}\"", tkey.get_ref());
+            self.error(tvalue.span(), message);
+            return None;
         }
         Some((Some(kind), Some(at)))
     }
@@ -119,7 +118,7 @@ impl Parser<'_> {
         };
         let _ = table;
         match (kind.to_ascii_lowercase().as_str(), port) {
-            ("gue", Some((port, key, value))) if port == 0 => {
+            ("gue", Some((0, key, value))) => {
                 self.error(value.span(), format!("`{}` must be 1 to 65535", key.get_ref()));
                 None
             }
