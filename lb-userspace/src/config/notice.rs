@@ -48,7 +48,19 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         let mut notice = |at: Location, message: String| {
             notices.push(Notice::new(config, at, format!("{key}: {message}")));
         };
-        if vs.lb_algo != "mh" {
+        if let Some(reason) = crate::dataplane::select::needs_ipvs(vs) {
+            let at = vs.forwarding.lb_kind_at.unwrap_or(vs.location);
+            notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
+        } else if crate::dataplane::select::prefers_ipvs(vs).is_some() {
+            notice(
+                vs.key_locations.lb_algo,
+                format!(
+                    "scheduler `{}` runs on kernel IPVS where it is available (`lb run \
+                     --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                    vs.lb_algo
+                ),
+            );
+        } else if vs.lb_algo != "mh" {
             notice(
                 vs.key_locations.lb_algo,
                 format!(

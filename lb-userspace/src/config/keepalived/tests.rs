@@ -597,8 +597,10 @@ fn corpus_files_parse_into_the_model() {
                  warmup Some(15s)",
             ],
             &[],
-            &["5:15: notice: 10.20.0.10:8080/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) \
-               on the XDP dataplane"],
+            &[
+                "5:15: notice: 10.20.0.10:8080/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+            ],
         ),
         (
             "nbsp.conf",
@@ -686,10 +688,10 @@ fn corpus_files_parse_into_the_model() {
             ],
             // No lb_algo: keepalived's default, wlc, said once per service.
             &[
-                "56:1: notice: 198.51.100.10:80/tcp: scheduler `wlc` runs as weighted Maglev \
-                 (`mh`) on the XDP dataplane",
-                "65:1: notice: [2001:db8::10]:80/tcp: scheduler `wlc` runs as weighted Maglev \
-                 (`mh`) on the XDP dataplane",
+                "56:1: notice: 198.51.100.10:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "65:1: notice: [2001:db8::10]:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
             ],
         ),
         (
@@ -729,18 +731,18 @@ fn corpus_files_parse_into_the_model() {
             ],
             &[],
             &[
-                "8:1: notice: 192.0.2.100:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
-                "8:1: notice: 192.0.2.110:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
-                "8:1: notice: 192.0.2.111:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
-                "8:1: notice: 192.0.2.112:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
-                "8:1: notice: 192.0.2.120:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
-                "8:1: notice: 192.0.2.121:80/tcp: scheduler `wlc` runs as weighted Maglev (`mh`) on \
-                 the XDP dataplane",
+                "8:1: notice: 192.0.2.100:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "8:1: notice: 192.0.2.110:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "8:1: notice: 192.0.2.111:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "8:1: notice: 192.0.2.112:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "8:1: notice: 192.0.2.120:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+                "8:1: notice: 192.0.2.121:80/tcp: scheduler `wlc` runs on kernel IPVS where it is available (`lb run \
+                 --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
             ],
         ),
     ];
