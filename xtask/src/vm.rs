@@ -807,7 +807,8 @@ fn static_executable(root: &Path, args: &[&str], filter: &str) -> anyhow::Result
     let out = Command::new("cargo")
         .current_dir(root)
         .args(args)
-        .args(["--message-format=json", "--target", target])
+        // JSON artifacts on stdout, compiler errors rendered on stderr (plain `json` hid them).
+        .args(["--message-format=json-render-diagnostics", "--target", target])
         .env("CARGO_TARGET_DIR", static_target_dir(root))
         // With --target, these flags reach only target code, not build scripts or proc macros.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
