@@ -64,3 +64,51 @@ fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
     assert_eq!(v["services"][0]["vip"], "192.0.2.100");
     assert!(first.stop().is_ok());
 }
+
+/// A service only kernel IPVS can serve (NAT) starts on IPVS where the kernel has it, and is
+/// refused at start, by name and place, where it has not (this machine's kernel has no IP_VS;
+/// the in-VM tests cover the other side). `--dataplane ipvs` without IPVS is refused too.
+#[test]
+fn services_needing_ipvs_are_refused_by_name_without_it() {
+    if !require_root("services_needing_ipvs") {
+        return;
+    }
+    let ns = Netns::create(&format!("{}-ipvs", unique_prefix())).expect("netns");
+    let cfg = temp(
+        "nat.toml",
+        "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
+         lb_kind = \"NAT\"\nreal_server = [{ address = \"10.0.0.11\", port = 8080 }]\n",
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[],
+            ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing runs on \
+             XDP) needs the IPVS dataplane, which is not usable here",
+        ),
+        (&["--dataplane", "ipvs"], "--dataplane ipvs: IPVS"),
+        (
+            &["--dataplane", "xdp"],
+            "`lb_kind NAT` (only direct routing runs on XDP): it cannot run with --dataplane xdp",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let socket = cfg.with_extension(format!("{}.sock", extra.len()));
+        // `timeout`: were IPVS there after all, the agent would run; it must not hang the test.
+        let lb = lb_bin();
+        let out = ns
+            .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "-c"])
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--xdp-mode", "generic"])
+            .args(*extra)
+            .output()
+            .expect("run lb");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("director running") {
+            panic!("{extra:?}: lb started although this host has no IPVS?\n{stderr}");
+        }
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!socket.exists(), "{extra:?}: no control socket for an agent that did not start");
+    }
+}
