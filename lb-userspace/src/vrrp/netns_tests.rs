@@ -1012,11 +1012,12 @@ fn tracking_and_sync_group() {
     ));
 }
 
-/// The director's interface is deleted and created again under the same name (new ifindex):
+/// The director's interface is deleted and created again under the same name (and index):
 /// the instance is in FAULT while it is missing, then opens its socket again (with the
 /// multicast membership) on the new interface: it hears keepalived's adverts again and stays
-/// BACKUP (with the old socket it would hear nothing and take over), and after keepalived
-/// crashes it takes over, its adverts on the wire and the VIP on the new interface.
+/// BACKUP (with the old socket it would hear nothing and take over). The same when the
+/// interface is deleted and created again at once. After keepalived crashes it takes over, its
+/// adverts on the wire and the VIP on the new interface.
 #[test]
 fn recreated_interface_gets_its_socket_back() {
     if !require("vrrp recreated interface") {
@@ -1039,38 +1040,57 @@ fn recreated_interface_gets_its_socket_back() {
         wait_for(Duration::from_secs(2), || (lb.instance().master == Some(ka_src)).then_some(()));
     assert!(listening.is_some(), "not listening to keepalived: {:#?}", lb.instance());
 
-    // Delete the director's veth (its bridge port goes with it).
+    // Delete the director's veth (its bridge port goes with it) and create it again: same
+    // name, MAC, addresses and even index (the kernel's own choice would be a new one).
     let (lbns, sw) = (lab.name("l"), lab.name("s"));
     let mac = lab.mac("l");
+    let mac_s = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let ifindex = ip_in(&lbns, &["-o", "link", "show", "dev", "eth0"])
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let recreate = || {
+        ip_in(
+            &lbns,
+            &[
+                "link", "add", "eth0", "index", &ifindex, "address", &mac_s, "type", "veth",
+                "peer", "name", "portl", "netns", &sw,
+            ],
+        );
+        ip_in(&sw, &["link", "set", "portl", "master", "br0"]);
+        ip_in(&sw, &["link", "set", "portl", "up"]);
+        ip_in(&lbns, &["addr", "add", &format!("{LB_V4}/24"), "dev", "eth0"]);
+        ip_in(&lbns, &["addr", "add", "2001:db8::12/64", "dev", "eth0", "nodad"]);
+        ip_in(&lbns, &["link", "set", "eth0", "up"]);
+        let now = ip_in(&lbns, &["-o", "link", "show", "dev", "eth0"]);
+        assert!(now.starts_with(&format!("{ifindex}:")), "index not kept: {now}");
+    };
+    // Longer than Master_Down_Interval: only keepalived's adverts keep us BACKUP.
+    let listening = |what: &str| {
+        let heard_before = lb.instance().counters.adverts_received;
+        std::thread::sleep(lb_mdi * 3);
+        let st = lb.instance();
+        assert_eq!(st.state, State::Backup, "{what}: deaf on the new interface: {st:#?}");
+        assert_eq!(st.master, Some(ka_src), "{what}: {st:#?}");
+        assert!(st.counters.adverts_received >= heard_before + 5, "{what}: {st:#?}");
+    };
     let deleted = Instant::now();
     ip_in(&lbns, &["link", "del", "eth0"]);
     let fault = lb.wait_state(State::Fault, Duration::from_secs(3));
     std::thread::sleep(lb_mdi * 2);
     assert_eq!(lb.state(), State::Fault, "must stay in FAULT while eth0 is missing");
-
-    // The same name, MAC and addresses again.
-    let mac_s = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-    ip_in(
-        &sw,
-        &[
-            "link", "add", "portl", "type", "veth", "peer", "name", "eth0", "address", &mac_s,
-            "netns", &lbns,
-        ],
-    );
-    ip_in(&sw, &["link", "set", "portl", "master", "br0"]);
-    ip_in(&sw, &["link", "set", "portl", "up"]);
-    ip_in(&lbns, &["addr", "add", &format!("{LB_V4}/24"), "dev", "eth0"]);
-    ip_in(&lbns, &["addr", "add", "2001:db8::12/64", "dev", "eth0", "nodad"]);
     let created = Instant::now();
-    ip_in(&lbns, &["link", "set", "eth0", "up"]);
+    recreate();
     let backup = lb.wait_state(State::Backup, Duration::from_secs(3));
-    let heard_before = lb.instance().counters.adverts_received;
-    // Longer than Master_Down_Interval: only keepalived's adverts keep us BACKUP.
-    std::thread::sleep(lb_mdi * 3);
-    let st = lb.instance();
-    assert_eq!(st.state, State::Backup, "deaf after the interface came back: {st:#?}");
-    assert_eq!(st.master, Some(ka_src), "{st:#?}");
-    assert!(st.counters.adverts_received >= heard_before + 5, "{st:#?}");
+    listening("after a while without eth0");
+    // Deleted and created again at once: the link dump may never see it missing.
+    ip_in(&lbns, &["link", "del", "eth0"]);
+    recreate();
+    wait_for(Duration::from_secs(3), || (lb.state() == State::Backup).then_some(()))
+        .expect("BACKUP again");
+    listening("deleted and created again at once");
 
     // And the send path: keepalived crashes, we take over on the new interface.
     let killed = Instant::now();

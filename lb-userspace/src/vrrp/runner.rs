@@ -14,12 +14,14 @@
 //! the VIPs are being added. The order on the wire and host is keepalived's: advert, VIPs,
 //! gratuitous ARPs, notify scripts.
 //!
-//! An interface deleted and created again under the same name gets a new index, and a raw
-//! socket bound to the old one hears nothing more. The tracker's link dumps give every
-//! interface's index; a rebind task closes the sockets of an interface that is gone (its
-//! instances are in FAULT meanwhile: their own interface is tracked) and opens them again,
-//! with the multicast membership, when it is back ([`rebind`] decides). The primary address is
-//! the one read at start: the recreated interface is expected to carry the same addresses.
+//! An interface deleted and created again under the same name is another interface: a raw
+//! socket bound to the old one lost its multicast membership (and, with a new index, hears
+//! nothing at all). The tracker identifies every interface by index and the deletions seen of
+//! its name ([`LinkId`]: the kernel may give the new one the same index); a rebind task closes
+//! the sockets of an interface that is gone (its instances are in FAULT meanwhile: their own
+//! interface is tracked) and opens them again, with the multicast membership, when it is back
+//! ([`rebind`] decides). The primary address is the one read at start: the recreated interface
+//! is expected to carry the same addresses.
 
 use std::{
     collections::HashMap,
@@ -41,7 +43,7 @@ use super::{
     packet::{self, Auth, Expect, Family, IpMeta, PacketError, Received, Version},
     socket::{RECV_BUFFER, VrrpSocket},
     status::{Counters, InstanceStatus, VrrpStatus, ignore_reason},
-    track::{self, InstanceTracking, TrackStatus, Tracker},
+    track::{self, InstanceTracking, LinkId, TrackStatus, Tracker},
     vip::{self, AddressOps as _},
 };
 use crate::{
@@ -59,19 +61,19 @@ const REOPEN_RETRY: Duration = Duration::from_secs(1);
 /// The current socket of one (interface, family): `None` while the interface is missing.
 type SocketSlot = watch::Receiver<Option<Arc<VrrpSocket>>>;
 
-/// What to do with the socket of an interface, from the index it is bound to (`None`: no
-/// socket) and the index the interface has now (`None`: it does not exist).
+/// What to do with the socket of an interface, from the interface it is bound to (`None`: no
+/// socket) and the one of that name now (`None`: it does not exist).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rebind {
     Keep,
     /// The interface is gone: close the socket.
     Close,
-    /// The interface is (back) with this index: open the socket on it.
-    Open(u32),
+    /// The interface is (back): open the socket on it.
+    Open(LinkId),
 }
 
 /// See [`Rebind`].
-pub fn rebind(bound: Option<u32>, now: Option<u32>) -> Rebind {
+pub fn rebind(bound: Option<LinkId>, now: Option<LinkId>) -> Rebind {
     match (bound, now) {
         (Some(b), Some(n)) if b == n => Rebind::Keep,
         (_, Some(n)) => Rebind::Open(n),
@@ -402,7 +404,7 @@ impl VrrpEngine {
                 ifname: key.0.clone(),
                 family: p.family,
                 multicast,
-                index: Some(r.ifindex),
+                link: Some(LinkId { index: r.ifindex, generation: 0 }),
                 tx,
             });
             sockets.insert(key, rx);
@@ -1020,13 +1022,13 @@ struct Bound {
     ifname: String,
     family: Family,
     multicast: bool,
-    /// The ifindex the current socket is bound to (`None`: no socket).
-    index: Option<u32>,
+    /// The interface the current socket is bound to (`None`: no socket).
+    link: Option<LinkId>,
     tx: watch::Sender<Option<Arc<VrrpSocket>>>,
 }
 
-/// Follows the interfaces' indexes and opens each socket again when its interface is created
-/// again (or closes it while the interface is missing). A failed open is retried every
+/// Follows the interfaces and opens each socket again when its interface is created again (or
+/// closes it while the interface is missing). A failed open is retried every
 /// [`REOPEN_RETRY`].
 async fn rebind_loop(mut bound: Vec<Bound>, mut links: watch::Receiver<track::LinkIndexes>) {
     loop {
@@ -1034,26 +1036,27 @@ async fn rebind_loop(mut bound: Vec<Bound>, mut links: watch::Receiver<track::Li
         let mut retry = false;
         for b in &mut bound {
             let now = indexes.get(&b.ifname).copied();
-            match rebind(b.index, now) {
+            match rebind(b.link, now) {
                 Rebind::Keep => {}
                 Rebind::Close => {
                     tracing::warn!(interface = %b.ifname, family = %b.family,
                         "interface gone: VRRP socket closed until it is back");
-                    b.index = None;
+                    b.link = None;
                     b.tx.send_replace(None);
                 }
-                Rebind::Open(ifindex) => {
+                Rebind::Open(link) => {
+                    let ifindex = link.index;
                     match VrrpSocket::open(&b.ifname, ifindex, b.family, b.multicast) {
                         Ok(sock) => {
                             tracing::info!(interface = %b.ifname, family = %b.family, ifindex,
                                 "interface (re)created: VRRP socket opened again");
-                            b.index = Some(ifindex);
+                            b.link = Some(link);
                             b.tx.send_replace(Some(Arc::new(sock)));
                         }
                         Err(e) => {
                             tracing::warn!(interface = %b.ifname, family = %b.family, ifindex,
                                 "opening the VRRP socket again: {e} (retrying)");
-                            b.index = None;
+                            b.link = None;
                             b.tx.send_replace(None);
                             retry = true;
                         }
@@ -1364,15 +1367,21 @@ mod tests {
     }
 
     #[test]
-    fn rebind_follows_the_interface_index() {
+    fn rebind_follows_the_interface() {
         use Rebind::{Close, Keep, Open};
-        // (bound to, index now, what to do)
+        let (a, b, c) = (
+            LinkId { index: 4, generation: 0 },
+            LinkId { index: 9, generation: 1 },
+            LinkId { index: 4, generation: 1 },
+        );
+        // (bound to, interface now, what to do)
         let cases = [
-            (Some(4), Some(4), Keep),    // unchanged
-            (Some(4), None, Close),      // deleted
+            (Some(a), Some(a), Keep),    // unchanged
+            (Some(a), None, Close),      // deleted
             (None, None, Keep),          // still missing
-            (None, Some(9), Open(9)),    // created again (or a failed open retried)
-            (Some(4), Some(9), Open(9)), // deleted and created again between two dumps
+            (None, Some(b), Open(b)),    // created again (or a failed open retried)
+            (Some(a), Some(b), Open(b)), // deleted and created again between two dumps
+            (Some(a), Some(c), Open(c)), // ... and given the same index again
         ];
         for (bound, now, want) in cases {
             assert_eq!(rebind(bound, now), want, "bound {bound:?}, now {now:?}");

@@ -16,7 +16,11 @@ use std::{collections::HashMap, time::Duration};
 use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
     MulticastGroup,
-    packet_route::link::{LinkAttribute, LinkFlags},
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        RouteNetlinkMessage,
+        link::{LinkAttribute, LinkFlags},
+    },
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -143,16 +147,25 @@ impl Inputs {
     }
 }
 
-/// The interfaces of the namespace by name, with their current ifindex. An interface deleted and
-/// created again under the same name shows up with a new index: the VRRP sockets bound to it
-/// must be opened again.
-pub type LinkIndexes = HashMap<String, u32>;
+/// Which interface a name stands for: its index, and how many times an interface of that name
+/// was seen deleted. An interface deleted and created again is another interface even when the
+/// kernel gives it the same index again (it does, in a namespace): the VRRP sockets bound to it
+/// lost their multicast membership and must be opened again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// The interfaces of the namespace by name.
+pub type LinkIndexes = HashMap<String, LinkId>;
 
 /// The running tracker: one watch per instance, plus its tasks.
 pub struct Tracker {
     /// Per instance, in the order given to [`Tracker::start`].
     pub status: Vec<watch::Receiver<TrackStatus>>,
-    /// Every interface's index, updated on the same link events and polls as the link states.
+    /// Every interface's identity, updated on the same link events and polls as the link
+    /// states.
     pub links: watch::Receiver<LinkIndexes>,
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -170,7 +183,9 @@ impl Tracker {
         let mut tasks = vec![tokio::spawn(conn)];
         let (links, indexes) = link_states(&handle).await?;
         let mut inputs = Inputs { links, scripts: vec![None; scripts.len()] };
-        let (index_tx, index_rx) = watch::channel(indexes);
+        // Deletions seen per name (from RTM_DELLINK events, or a name missing from a dump).
+        let mut deleted: HashMap<String, u32> = HashMap::new();
+        let (index_tx, index_rx) = watch::channel(identify(&indexes, &deleted));
         let mut senders = Vec::new();
         let mut status = Vec::new();
         for t in &instances {
@@ -205,8 +220,13 @@ impl Tracker {
                 tokio::select! {
                     _ = poll.tick() => {}
                     ev = async { events.as_mut()?.next().await }, if events.is_some() => {
-                        if ev.is_none() {
-                            events = None;
+                        match ev {
+                            Some((msg, _)) => {
+                                if let Some(name) = deleted_link(&msg) {
+                                    *deleted.entry(name).or_default() += 1;
+                                }
+                            }
+                            None => events = None,
                         }
                     }
                     msg = script_rx.recv(), if scripts_open => match msg {
@@ -222,8 +242,13 @@ impl Tracker {
                     Ok((links, indexes)) => {
                         inputs.links = links;
                         index_tx.send_if_modified(|cur| {
-                            let changed = *cur != indexes;
-                            *cur = indexes;
+                            // A name gone from a dump was deleted, event or not.
+                            for name in cur.keys().filter(|n| !indexes.contains_key(*n)) {
+                                *deleted.entry(name.clone()).or_default() += 1;
+                            }
+                            let new = identify(&indexes, &deleted);
+                            let changed = *cur != new;
+                            *cur = new;
                             changed
                         });
                     }
@@ -254,10 +279,32 @@ fn publish(
     }
 }
 
+/// Names an interface's identity: its index and the deletions seen of its name.
+fn identify(indexes: &HashMap<String, u32>, deleted: &HashMap<String, u32>) -> LinkIndexes {
+    indexes
+        .iter()
+        .map(|(name, &index)| {
+            let generation = deleted.get(name).copied().unwrap_or(0);
+            (name.clone(), LinkId { index, generation })
+        })
+        .collect()
+}
+
+/// The interface name of an RTM_DELLINK event.
+fn deleted_link(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Option<String> {
+    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = &msg.payload else {
+        return None;
+    };
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
 /// Every interface of the namespace: name → up, and name → ifindex.
 async fn link_states(
     handle: &rtnetlink::Handle,
-) -> anyhow::Result<(HashMap<String, bool>, LinkIndexes)> {
+) -> anyhow::Result<(HashMap<String, bool>, HashMap<String, u32>)> {
     let mut out = HashMap::new();
     let mut indexes = HashMap::new();
     let mut links = handle.link().get().execute();
@@ -360,6 +407,25 @@ mod tests {
             scripts: vec![(0, -15), (1, 0)],
         };
         assert_eq!(inputs.status(&weighted), TrackStatus { fault: false, priority_delta: -45 });
+    }
+
+    #[test]
+    fn a_deleted_name_is_another_interface_even_with_the_same_index() {
+        let indexes: HashMap<String, u32> = [("eth0".to_string(), 3)].into();
+        let id = |deleted: &HashMap<String, u32>| identify(&indexes, deleted)["eth0"];
+        let before = id(&HashMap::new());
+        assert_eq!(before, LinkId { index: 3, generation: 0 });
+        let after = id(&[("eth0".to_string(), 1)].into());
+        assert_ne!(before, after, "deleted and created again with index 3");
+        // Deletions of other names change nothing.
+        assert_eq!(id(&[("eth1".to_string(), 4)].into()), before);
+
+        let mut del = rtnetlink::packet_route::link::LinkMessage::default();
+        del.attributes.push(LinkAttribute::IfName("eth0".into()));
+        let msg = NetlinkMessage::from(RouteNetlinkMessage::DelLink(del.clone()));
+        assert_eq!(deleted_link(&msg).as_deref(), Some("eth0"));
+        let msg = NetlinkMessage::from(RouteNetlinkMessage::NewLink(del));
+        assert_eq!(deleted_link(&msg), None);
     }
 
     #[test]
