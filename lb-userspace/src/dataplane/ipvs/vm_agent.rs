@@ -80,6 +80,12 @@ impl GuestAgent {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Starts `lb run` again on the same config and socket with other extra arguments.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Starts `lb run` (again) on the same config and socket; the old one must be gone.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the agent is still running");
@@ -217,6 +223,9 @@ pub fn lab_config(lab: &Lab, services: &[LabService<'_>]) -> String {
     toml
 }
 
+/// `lb run` arguments for kernel IPVS only.
+const IPVS: &[&str] = &["--dataplane", "ipvs"];
+
 /// A TCP check that fails at the first refused connection.
 const TCP_CHECK: &str = "[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0";
 
@@ -319,19 +328,9 @@ fn wait_for_rules(agent: &GuestAgent, want: &[String], what: &str) {
     }
 }
 
-/// Whether this `lb` has `lb run --dataplane` yet.
-fn has_dataplane_flag() -> bool {
-    let out = Command::new(lb_bin()).args(["run", "--help"]).output().expect("lb run --help");
-    String::from_utf8_lossy(&out.stdout).contains("--dataplane")
-}
-
 #[test]
 #[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
 fn vm_agent_reconciles_ipvs_after_sigkill() {
-    if !has_dataplane_flag() {
-        println!("SKIP: lb run has no --dataplane yet");
-        return;
-    }
     let mut lab = Lab::new(3, super::vm_net::RealMode::Direct);
     lab.serve(80);
     let vip = SocketAddr::new(VIP.into(), 80);
@@ -347,9 +346,10 @@ fn vm_agent_reconciles_ipvs_after_sigkill() {
     let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
 
     let first = &[LabService::dr(80, &[1, 2, 3]), LabService::dr(8080, &[1, 1])];
-    let mut agent =
-        GuestAgent::start("reconcile", &lab_config(&lab, first), &["--dataplane", "ipvs"]);
+    let started = Instant::now();
+    let mut agent = GuestAgent::start("reconcile", &lab_config(&lab, first), IPVS);
     wait_for_rules(&agent, &expected_rules(&lab, first, &foreign), "after the first start");
+    println!("rules in place {:.2?} after lb run started", started.elapsed());
     lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 2), ("r3", 3)], 0.1);
 
     // SIGKILL: the kernel keeps the rules and keeps forwarding without the agent.
@@ -362,11 +362,22 @@ fn vm_agent_reconciles_ipvs_after_sigkill() {
     // leftovers go, the foreign service stays.
     let second = &[LabService::dr(80, &[2, 2])];
     fs::write(agent.config_path(), lab_config(&lab, second)).expect("new config");
-    agent.restart();
+    let restarted = Instant::now();
+    agent.restart_with(&[IPVS, &["--keep-ipvs-on-stop"]].concat());
     wait_for_rules(&agent, &expected_rules(&lab, second, &foreign), "after the restart");
+    println!("reconciled {:.2?} after the restart", restarted.elapsed());
     lab.requests(vip, 60).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
 
-    // A clean stop removes what the agent made, and only that.
+    // --keep-ipvs-on-stop: a clean stop leaves the rules, and the next agent adopts them.
+    let status = agent.stop(Duration::from_secs(20)).expect("the agent was running");
+    assert!(status.success(), "lb run exited with {status}; log:\n{}", agent.log());
+    assert_eq!(ipvs_rules(), expected_rules(&lab, second, &foreign), "kept on stop");
+    agent.restart_with(IPVS);
+    wait_for_rules(&agent, &expected_rules(&lab, second, &foreign), "adopted");
+    let tally = lab.requests(vip, 30);
+    assert!(tally.errors.is_empty() && tally.total() == 30, "after adoption: {tally:?}");
+
+    // A clean stop without it removes what the agent made, and only that.
     let status = agent.stop(Duration::from_secs(20)).expect("the agent was running");
     assert!(status.success(), "lb run exited with {status}; log:\n{}", agent.log());
     wait_for_rules(&agent, &expected_rules(&lab, &[], &foreign), "after SIGTERM");
@@ -392,10 +403,6 @@ const HEALTH: &[HealthScenario] = &[
 #[test]
 #[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
 fn vm_agent_health_checks_change_ipvs_destinations() {
-    if !has_dataplane_flag() {
-        println!("SKIP: lb run has no --dataplane yet");
-        return;
-    }
     for s in HEALTH {
         println!("--- {}", s.name);
         let mut lab = Lab::new(2, super::vm_net::RealMode::Direct);
@@ -407,7 +414,7 @@ fn vm_agent_health_checks_change_ipvs_destinations() {
             ..LabService::dr(80, &[1, 1])
         };
         let down = LabService { weights: s.down, ..up };
-        let agent = GuestAgent::start("health", &lab_config(&lab, &[up]), &["--dataplane", "ipvs"]);
+        let agent = GuestAgent::start("health", &lab_config(&lab, &[up]), IPVS);
         wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
 
         lab.stop_serving("r2");
@@ -418,5 +425,57 @@ fn vm_agent_health_checks_change_ipvs_destinations() {
         lab.serve_on("r2", 80);
         wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
         lab.requests(vip, 20).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
+    }
+}
+
+/// `lb run` serving each `lb_kind` through kernel IPVS.
+struct KindScenario {
+    name: &'static str,
+    mode: super::vm_net::RealMode,
+    forward: Forward,
+    args: &'static [&'static str],
+}
+
+const KINDS: &[KindScenario] = &[
+    KindScenario {
+        name: "DR, --dataplane ipvs",
+        mode: super::vm_net::RealMode::Direct,
+        forward: Forward::Route,
+        args: IPVS,
+    },
+    KindScenario {
+        name: "NAT, --dataplane auto",
+        mode: super::vm_net::RealMode::Nat,
+        forward: Forward::Masquerade,
+        args: &["--dataplane", "auto"],
+    },
+    KindScenario {
+        name: "TUN (ipip), --dataplane auto",
+        mode: super::vm_net::RealMode::Tunnel,
+        forward: Forward::Tunnel {
+            encap: super::TunnelEncap::Ipip,
+            csum: false,
+            remote_csum: false,
+        },
+        args: &["--dataplane", "auto"],
+    },
+];
+
+#[test]
+#[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_agent_forwards_each_lb_kind_through_ipvs() {
+    for k in KINDS {
+        println!("--- {}", k.name);
+        let mut lab = Lab::new(2, k.mode);
+        lab.serve(80);
+        let service = LabService { forward: k.forward, ..LabService::dr(80, &[1, 2]) };
+        let agent = GuestAgent::start("kinds", &lab_config(&lab, &[service]), k.args);
+        wait_for_rules(&agent, &expected_rules(&lab, &[service], &[]), k.name);
+        let backends: serde_json::Value =
+            serde_json::from_str(&agent.cli(&["backends", "--json"]).expect("lb backends"))
+                .expect("lb backends --json");
+        assert_eq!(backends["services"][0]["dataplane"], "ipvs", "{}: {backends:#}", k.name);
+        lab.requests(SocketAddr::new(VIP.into(), 80), 60)
+            .assert_split(&[("r1", 1), ("r2", 2)], 0.1);
     }
 }
