@@ -127,3 +127,83 @@ fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
     assert!(!link.contains("xdp"), "old master still has XDP attached: {link}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The master's interface is deleted and created again (same name, MAC and address, new
+/// ifindex): the backup takes over meanwhile; the old master comes back through FAULT and
+/// BACKUP, preempts with its higher priority and forwards again on the new interface.
+#[test]
+fn master_interface_recreated_forwards_again() {
+    if !require_root("vrrp interface recreated") {
+        return;
+    }
+    let (dr, a1, a2, dir) = pair("vr");
+    assert!(
+        wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
+    );
+    a1.wait_all_backends("up", Duration::from_secs(10)).expect("up");
+    let url = format!("http://{VIP}/");
+    assert!(http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs")), "master forwards");
+
+    let (d1, sw) = (&dr.director, dr.topo.switch());
+    d1.ns.ip(&["link", "del", "eth0"]).expect("delete eth0");
+    let fault = wait_until(Duration::from_secs(5), || {
+        a1.vrrp_state("VI_1").as_deref() == Some("FAULT")
+            && a2.vrrp_state("VI_1").as_deref() == Some("MASTER")
+    });
+    assert!(
+        fault,
+        "dir1 FAULT, dir2 MASTER: {:?} / {:?}",
+        a1.vrrp_state("VI_1"),
+        a2.vrrp_state("VI_1")
+    );
+    let through_dir2 = wait_until(Duration::from_secs(5), || {
+        http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs"))
+    });
+    assert!(through_dir2, "no traffic through dir2 while dir1's interface is missing");
+
+    let mac = d1.mac_string();
+    let port = d1.bridge_port.as_str();
+    sw.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        &mac,
+        "netns",
+        d1.ns.name(),
+    ])
+    .expect("recreate the veth");
+    sw.ip(&["link", "set", port, "master", "br0", "up"]).expect("bridge port");
+    d1.ns.ip(&["addr", "add", &d1.addrs[0], "dev", "eth0"]).expect("address");
+    d1.ns.ip(&["link", "set", "eth0", "up"]).expect("up");
+    let back = wait_until(Duration::from_secs(10), || {
+        a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
+            && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
+    });
+    assert!(
+        back,
+        "dir1 did not preempt back: {:?} / {:?}\n{}",
+        a1.vrrp_state("VI_1"),
+        a2.vrrp_state("VI_1"),
+        a1.stderr()
+    );
+    let up = Instant::now();
+    let xdp = wait_until(Duration::from_secs(3), || {
+        d1.ns.ip(&["link", "show", "eth0"]).is_ok_and(|l| l.contains("xdp"))
+    });
+    assert!(xdp, "no XDP on the recreated interface\n{}", a1.stderr());
+    eprintln!("recreated interface: dir1 MASTER again, XDP attached {:?} later", up.elapsed());
+    let counts = count_http(&dr.client.ns, &url, 20);
+    assert_eq!(
+        counts.get("(failed)"),
+        None,
+        "dir1 forwards on the new interface: {counts:?}\n{}",
+        a1.stderr()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

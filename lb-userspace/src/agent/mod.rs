@@ -637,6 +637,8 @@ async fn event_loop(
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(NEIGH_REFRESH);
     let mut last_probe = Instant::now();
+    // VRRP instances in FAULT, last we heard.
+    let mut faulted = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(Exit::Stop); }
@@ -663,6 +665,15 @@ async fn event_loop(
                 let named = |state: VrrpState| -> Vec<String> {
                     status.instances.iter().filter(|i| i.state == state).map(|i| i.name.clone()).collect()
                 };
+                // An instance out of FAULT: its interface may be a new one (deleted and created
+                // again), so re-read interfaces and routes and resolve the reals now, not at
+                // the next periodic probe.
+                let in_fault: std::collections::HashSet<String> = named(VrrpState::Fault).into_iter().collect();
+                if faulted.iter().any(|n| !in_fault.contains(n)) {
+                    last_probe = Instant::now().checked_sub(REPROBE).unwrap_or(last_probe);
+                    tick.reset_immediately();
+                }
+                faulted = in_fault;
                 let mut masters: std::collections::HashSet<String> =
                     named(VrrpState::Master).into_iter().collect();
                 let unknown = named(VrrpState::Initialize);

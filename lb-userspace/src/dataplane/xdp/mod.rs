@@ -33,7 +33,7 @@ use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, 
 use crate::{
     config::VirtualServerKey,
     desired::{Desired, Globals, RealDesired, ServiceDesired},
-    net::iface::Interface,
+    net::iface::{self, Interface},
 };
 
 /// The compiled XDP program, built by build.rs.
@@ -128,6 +128,16 @@ pub struct XdpDataplane {
     adopted_links: BTreeMap<String, &'static str>,
     /// Services the previous agent left forwarding (a live table), sorted.
     adopted_services: Vec<VirtualServerKey>,
+}
+
+/// A key that is not there: aya reports it as `KeyNotFound` for hash maps, as the syscall's
+/// ENOENT for devmaps.
+fn absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -396,7 +406,11 @@ impl XdpDataplane {
             }
         }
         for idx in self.ifaces.keys().filter(|k| !want.contains_key(k)) {
-            map.remove(idx).map_err(map_err(map_names::IFACES))?;
+            match map.remove(idx) {
+                Ok(()) => {}
+                Err(e) if absent(&e) => {}
+                Err(e) => return Err(map_err(map_names::IFACES)(e)),
+            }
         }
         let mut ports = DevMapHash::try_from(map_mut(&mut self.ebpf, map_names::TX_PORTS)?)
             .map_err(map_err(map_names::TX_PORTS))?;
@@ -409,8 +423,10 @@ impl XdpDataplane {
             })?;
         }
         for idx in self.ifaces.keys().filter(|k| !want.contains_key(k)) {
+            // The kernel removes a deleted interface from the devmap itself.
             match ports.remove(*idx) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if absent(&e) => {}
                 Err(e) => return Err(map_err(map_names::TX_PORTS)(e)),
             }
         }
@@ -524,7 +540,16 @@ impl XdpDataplane {
             .collect();
         for idx in stale {
             if let Some(a) = self.attached.remove(&idx) {
-                self.detach_link(a)?;
+                let name = a.name.clone();
+                if let Err(e) = self.detach_link(a) {
+                    // A deleted interface took its XDP link with it (it may exist again under
+                    // another index: that one is attached as a new interface).
+                    if iface::index(&name).is_ok_and(|now| now == idx) {
+                        return Err(e);
+                    }
+                    tracing::info!(interface = %name, ifindex = idx,
+                        "XDP link of a deleted interface dropped: {e}");
+                }
             }
         }
         // Links a previous agent pinned for interfaces no longer served.
