@@ -60,6 +60,17 @@ impl Host {
         add_addr(&self.ns, &self.ifname, cidr)
     }
 
+    /// Whether `addr` is configured on `eth0` (any prefix length): a VIP held by VRRP.
+    pub fn has_addr(&self, addr: IpAddr) -> bool {
+        let needle = format!(" {addr}/");
+        self.ns.ip(&["-o", "addr", "show", "dev", &self.ifname]).is_ok_and(|o| o.contains(&needle))
+    }
+
+    /// Whether an XDP program is attached to `eth0`.
+    pub fn xdp_attached(&self) -> bool {
+        self.ns.ip(&["link", "show", "dev", &self.ifname]).is_ok_and(|o| o.contains("xdp"))
+    }
+
     /// Puts `vip` on `lo` as a host route (/32 or /128), as a DR real server needs.
     pub fn add_vip_on_lo(&self, vip: IpAddr) -> Result<()> {
         let cidr = match vip {

@@ -149,16 +149,6 @@ impl Drop for Lab {
     }
 }
 
-fn holds_vip(host: &Host) -> bool {
-    host.ns
-        .ip(&["-o", "addr", "show", "dev", "eth0"])
-        .is_ok_and(|out| out.contains(&format!(" {VIP}/")))
-}
-
-fn xdp_attached(host: &Host) -> bool {
-    host.ns.ip(&["link", "show", "dev", "eth0"]).is_ok_and(|out| out.contains("xdp"))
-}
-
 fn wait_lb_state(lb: &LbAgent, state: &str, timeout: Duration) {
     let ok = wait_until(timeout, || lb.vrrp_state("VI_1").as_deref() == Some(state));
     assert!(ok, "lb not {state} within {timeout:?}: {:?}\n{}", lb.vrrp_state("VI_1"), lb.stderr());
@@ -189,7 +179,10 @@ fn lb_backup_takes_over_from_a_crashed_keepalived_master() {
         // Several Master_Down intervals: lb hears keepalived and stays BACKUP.
         std::thread::sleep(vrrp.master_down() * 2);
         assert_eq!(lb.vrrp_state("VI_1").as_deref(), Some("BACKUP"), "{case}");
-        assert!(holds_vip(&lab.ka) && !holds_vip(&lab.dr.director), "{case}: VIP on keepalived");
+        assert!(
+            lab.ka.has_addr(VIP.into()) && !lab.dr.director.has_addr(VIP.into()),
+            "{case}: VIP on keepalived"
+        );
         assert!(!service_active(&lb), "{case}: the backup forwards nothing");
         assert!(!lab.served_by_reals(), "{case}: keepalived forwards nothing");
 
@@ -205,7 +198,7 @@ fn lb_backup_takes_over_from_a_crashed_keepalived_master() {
         );
         log(&format!("MEASURED {case}: keepalived SIGKILL -> first request through lb {took:?}"));
         assert_eq!(lb.vrrp_state("VI_1").as_deref(), Some("MASTER"), "{case}");
-        assert!(holds_vip(&lab.dr.director) && xdp_attached(&lab.dr.director), "{case}");
+        assert!(lab.dr.director.has_addr(VIP.into()) && lab.dr.director.xdp_attached(), "{case}");
         assert!(service_active(&lb), "{case}");
         lab.assert_forwarding(case);
         assert!(
@@ -257,23 +250,24 @@ fn keepalived_backup_takes_over_from_a_stopped_or_crashed_lb_master() {
             .expect("keepalived MASTER");
         let took = master.duration_since(gone).unwrap_or_default();
         log(&format!("MEASURED {case}: lb gone -> keepalived MASTER {took:?}"));
-        assert!(wait_until(Duration::from_secs(2), || holds_vip(&lab.ka)), "{case}: VIP");
+        assert!(wait_until(Duration::from_secs(2), || lab.ka.has_addr(VIP.into())), "{case}: VIP");
         assert!(
             wait_until(Duration::from_secs(2), || lab.client_arp_names(&lab.ka)),
             "{case}: the client's ARP entry for the VIP does not name keepalived's host"
         );
-        assert!(!xdp_attached(&lab.dr.director), "{case}: XDP left attached on the old master");
+        assert!(!lab.dr.director.xdp_attached(), "{case}: XDP left attached on the old master");
         match kill {
-            Kill::Term => assert!(!holds_vip(&lab.dr.director), "{case}: VIP left behind"),
+            Kill::Term => assert!(!lab.dr.director.has_addr(VIP.into()), "{case}: VIP left behind"),
             Kill::Kill => {
                 // Nobody removed it (keepalived leaves it too); the next start does, and a
                 // lower priority keeps the restarted lb BACKUP.
                 let again = lab.start_lb("again", vrrp, 50, "", "");
-                let removed = wait_until(Duration::from_secs(2), || !holds_vip(&lab.dr.director));
+                let removed =
+                    wait_until(Duration::from_secs(2), || !lab.dr.director.has_addr(VIP.into()));
                 assert!(removed, "{case}: stale VIP kept by the new lb");
                 wait_lb_state(&again, "BACKUP", Duration::from_secs(5));
                 std::thread::sleep(vrrp.master_down());
-                assert!(!holds_vip(&lab.dr.director) && !service_active(&again), "{case}");
+                assert!(!lab.dr.director.has_addr(VIP.into()) && !service_active(&again), "{case}");
                 assert_eq!(ka.state().as_deref(), Some("MASTER"), "{case}");
             }
         }
@@ -297,7 +291,7 @@ fn nopreempt_lb_waits_for_the_keepalived_master_to_go() {
     std::thread::sleep(vrrp.master_down() * 3);
     assert_eq!(lb.vrrp_state("VI_1").as_deref(), Some("BACKUP"), "nopreempt lb took over");
     assert_eq!(ka.states(), ["BACKUP", "MASTER"], "{}", ka.log());
-    assert!(holds_vip(&lab.ka) && !holds_vip(&lab.dr.director));
+    assert!(lab.ka.has_addr(VIP.into()) && !lab.dr.director.has_addr(VIP.into()));
 
     let stopping = Instant::now();
     ka.stop(Duration::from_secs(5)).expect("SIGTERM keepalived");
@@ -350,9 +344,8 @@ fn track_script_hands_the_vip_to_keepalived_and_back() {
     let status = lb.status().expect("status");
     let inst = &status["vrrp"]["instances"][0];
     assert_eq!(inst["effective_priority"], 90, "{inst}");
-    assert!(
-        wait_until(Duration::from_secs(2), || holds_vip(&lab.ka) && !holds_vip(&lab.dr.director))
-    );
+    assert!(wait_until(Duration::from_secs(2), || lab.ka.has_addr(VIP.into())
+        && !lab.dr.director.has_addr(VIP.into())));
     assert!(wait_until(Duration::from_secs(2), || !service_active(&lb)), "lb still forwards");
     assert!(wait_until(Duration::from_secs(2), || lab.client_arp_names(&lab.ka)));
 

@@ -193,9 +193,7 @@ fn master_interface_recreated_forwards_again() {
         a1.stderr()
     );
     let up = Instant::now();
-    let xdp = wait_until(Duration::from_secs(3), || {
-        d1.ns.ip(&["link", "show", "eth0"]).is_ok_and(|l| l.contains("xdp"))
-    });
+    let xdp = wait_until(Duration::from_secs(3), || d1.xdp_attached());
     assert!(xdp, "no XDP on the recreated interface\n{}", a1.stderr());
     eprintln!("recreated interface: dir1 MASTER again, XDP attached {:?} later", up.elapsed());
     let counts = count_http(&dr.client.ns, &url, 20);

@@ -242,16 +242,6 @@ fn median(samples: &mut [f64]) -> f64 {
     if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 }
 }
 
-fn holds_vip(host: &Host) -> bool {
-    host.ns
-        .ip(&["-o", "addr", "show", "dev", "eth0"])
-        .is_ok_and(|out| out.contains(&format!(" {VIP}/")))
-}
-
-fn xdp_attached(host: &Host) -> bool {
-    host.ns.ip(&["link", "show", "dev", "eth0"]).is_ok_and(|out| out.contains("xdp"))
-}
-
 struct Lab {
     dr: DrTopology,
     dir2: Host,
@@ -316,8 +306,8 @@ fn lb_pair(s: Setting, rounds: usize) -> Vec<Sample> {
         let ready = wait_until(settle, || {
             master.vrrp_state("VI_1").as_deref() == Some("MASTER")
                 && backup.vrrp_state("VI_1").as_deref() == Some("BACKUP")
-                && holds_vip(&d1)
-                && !holds_vip(&d2)
+                && d1.has_addr(VIP.into())
+                && !d2.has_addr(VIP.into())
         });
         assert!(ready, "round {round}: dir1 MASTER, dir2 BACKUP\n{}", master.stderr());
         master.wait_all_backends("up", Duration::from_secs(10)).expect("reals up");
@@ -327,7 +317,7 @@ fn lb_pair(s: Setting, rounds: usize) -> Vec<Sample> {
 
         let kill = || master.kill().expect("SIGKILL");
         let sample = measure(&lab, s, round, rounds, &watch, Want::Reals, kill);
-        assert!(!xdp_attached(&d1), "the killed master still has XDP: it may have answered");
+        assert!(!d1.xdp_attached(), "the killed master still has XDP: it may have answered");
         assert_eq!(backup.vrrp_state("VI_1").as_deref(), Some("MASTER"));
         log(&format!("lb pair {} round {round}: {sample:?}", s.tag));
         // The new master's own account of the steps (state change, dataplane, VIPs, GARPs).
@@ -359,7 +349,9 @@ fn keepalived_pair(s: Setting, rounds: usize) -> Vec<Sample> {
         let m = master.wait_state("MASTER", master.started, settle).expect("dir1 MASTER");
         backup.wait_state("BACKUP", m, settle).ok();
         let ready = wait_until(settle, || {
-            backup.state().as_deref() == Some("BACKUP") && holds_vip(&d1) && !holds_vip(&d2)
+            backup.state().as_deref() == Some("BACKUP")
+                && d1.has_addr(VIP.into())
+                && !d2.has_addr(VIP.into())
         });
         assert!(ready, "round {round}: dir1 MASTER, dir2 BACKUP: {:?}", backup.states());
         // The client resolves the VIP to dir1 first (refused there: no responder), as the

@@ -23,9 +23,7 @@ fn since(a: SystemTime, b: SystemTime) -> Duration {
 }
 
 fn has_vip(host: &lb_tests::Host) -> bool {
-    host.ns
-        .ip(&["-o", "addr", "show", "dev", "eth0"])
-        .is_ok_and(|out| out.contains(&format!("{VIP}/32")))
+    host.has_addr(VIP.parse().expect("VIP"))
 }
 
 #[test]
