@@ -276,6 +276,13 @@ impl IpvsDataplane {
         self.leftovers
     }
 
+    /// The requests an [`Dataplane::apply`] of `desired` would make now (none when the kernel
+    /// already matches).
+    pub fn pending(&mut self, desired: &Desired) -> Result<Vec<Op>, DataplaneError> {
+        let current = self.current()?;
+        Ok(diff(&current, &wanted(desired), &self.owned))
+    }
+
     fn current(&mut self) -> Result<BTreeMap<ServiceKey, Current>, DataplaneError> {
         let services = self.ipvs.services().map_err(|e| ipvs_error("listing IPVS services", e))?;
         let mut out = BTreeMap::new();

@@ -20,6 +20,8 @@ mod tests;
 #[cfg(test)]
 mod vm_agent;
 #[cfg(test)]
+mod vm_dataplane;
+#[cfg(test)]
 mod vm_forwarding;
 #[cfg(test)]
 mod vm_net;
