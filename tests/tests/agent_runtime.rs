@@ -107,6 +107,25 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
     let maps = status["dataplane"]["maps"].as_array().expect("map usage");
     assert!(maps.iter().any(|m| m["name"] == "reals" && m["used"] == 3), "{status}");
     assert!(status["events"]["flow_new"].as_u64().unwrap_or(0) >= 160, "{status}");
+    // Which dataplane serves the service, in both views; XDP counts no connections per real.
+    assert_eq!(
+        status["service_dataplanes"],
+        serde_json::json!([{ "service": "192.0.2.100:80/tcp", "dataplane": "xdp" }]),
+        "{status}"
+    );
+    let backends = agent.backends().expect("backends");
+    let service = &backends["services"][0];
+    assert_eq!(service["dataplane"], "xdp", "{backends}");
+    assert_eq!(service["backends"][0]["forward"], "Route", "{backends}");
+    assert!(service["backends"][0].get("active_conns").is_none(), "{backends}");
+    // A reload that would need IPVS (absent here) is refused and changes nothing.
+    std::fs::write(
+        &cfg,
+        config([1, 1, 1]).replace("port = 80\n", "port = 80\nlb_kind = \"NAT\"\n"),
+    )
+    .expect("NAT config");
+    let err = agent.cli(&["reload"]).expect_err("NAT without IPVS must be refused");
+    assert!(err.to_string().contains("needs the IPVS dataplane"), "{err}");
 
     // Undrain rs1: it takes new flows again.
     agent.cli(&["undrain", "192.0.2.100:80", "192.0.2.11:80"]).expect("lb undrain");
