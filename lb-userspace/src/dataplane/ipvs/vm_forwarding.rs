@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     Destination, Forward, Ipvs, Service, ServiceKey, TunnelEncap,
-    vm_net::{Lab, RealMode, ServiceGuard, VIP, VIP6, client_like, ipvsadm},
+    vm_net::{Lab, RealMode, ServiceGuard, VIP, VIP6, ipvsadm},
 };
 
 struct Scenario {
@@ -150,7 +150,7 @@ fn forward(s: &Scenario) {
             RealMode::Nat => SocketAddr::new(real.addr_like(s.vip), s.real_port),
             RealMode::Direct | RealMode::Tunnel => vip,
         };
-        let want = std::iter::once((local, client_like(s.vip))).collect();
+        let want = std::iter::once((local, lab.client_like(s.vip))).collect();
         assert_eq!(tally.seen[&real.name], want, "{}: {} saw", s.name, real.name);
     }
     for (real, before) in lab.reals.iter().zip(&tunl0_before) {

@@ -3,9 +3,9 @@
 //! that counts the answers, and guards that undo what a test set up, also when it panics.
 //!
 //! The guest's root namespace is the director (IPVS lives there). A bridge [`BRIDGE`] connects it
-//! (`10.77.0.1/24`, `fd77::1/64`, and the VIPs as host routes) to a client namespace (`10.77.0.2`,
-//! `fd77::2`) and N real-server namespaces (`10.77.0.11`, `fd77::11`, `.12`, ...), each through a
-//! veth whose inner end is `eth0`. How a real is set up depends on the forwarding method
+//! (`10.77.0.1/24`, `fd77::1/64`, and the VIPs as host routes) to a client namespace (a new
+//! address per lab, see [`Lab::client`]) and N real-server namespaces (`10.77.0.11`, `fd77::11`,
+//! `.12`, ...), each through a veth whose inner end is `eth0`. How a real is set up depends on the forwarding method
 //! ([`RealMode`]): the VIPs on `lo` with the ARP sysctls of `lb realserver` for direct routing
 //! (IPv6 neighbour discovery answers only for addresses of the asking interface), plus `tunl0` up
 //! for IP-in-IP, or routes back to the client through the director for NAT.
@@ -34,12 +34,9 @@ use super::{Destination, Ipvs, Service, ServiceKey};
 pub const BRIDGE: &str = "lbvbr";
 /// The director's address on the bridge.
 pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-/// The client's address.
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The VIP, a /32 on the director's bridge (so the director answers ARP for it).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
-pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
 /// The IPv6 VIP, a /128 on the director's bridge.
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
 const CLIENT_NS: &str = "lbvc";
@@ -79,14 +76,17 @@ impl Real {
     }
 }
 
-/// The client's address of the family of `like`.
-pub fn client_like(like: IpAddr) -> IpAddr {
-    if like.is_ipv4() { CLIENT.into() } else { CLIENT6.into() }
-}
+/// Labs made so far in this guest: each gets a client address of its own.
+static LABS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The topology, its servers and the director sysctls it changed; [`Drop`] undoes all of it.
 pub struct Lab {
     pub reals: Vec<Real>,
+    /// The client's addresses: `10.77.0.150` and up, `fd77::1:150` and up, new in every lab.
+    /// IPVS keeps connection entries for minutes after a service is gone; a later lab's client
+    /// reusing an earlier one's address and port would be sent where that entry says.
+    pub client: Ipv4Addr,
+    pub client6: Ipv6Addr,
     servers: Vec<Server>,
     /// Director sysctls with the values to restore.
     saved_sysctls: Vec<(String, String)>,
@@ -121,16 +121,24 @@ impl Lab {
             );
         }
         // From here on, Drop cleans up whatever of this got made.
-        let mut lab = Lab { reals, servers: Vec::new(), saved_sysctls: Vec::new() };
+        let n = LABS.fetch_add(1, Ordering::SeqCst) % 100;
+        let client = Ipv4Addr::new(10, 77, 0, 150 + n);
+        let client6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 1, 0x150 + u16::from(n));
+        let mut lab =
+            Lab { reals, client, client6, servers: Vec::new(), saved_sysctls: Vec::new() };
 
         let mut root = String::new();
         for ns in lab.namespaces() {
             root.push_str(&format!("netns add {ns}\n"));
         }
         // No multicast snooping: IPv6 neighbour solicitations must reach every port at once.
-        root.push_str(&format!(
-            "link add {BRIDGE} type bridge mcast_snooping 0\nlink set {BRIDGE} up\n"
-        ));
+        root.push_str(&format!("link add {BRIDGE} type bridge mcast_snooping 0\n"));
+        ip_batch(None, &root);
+        // Nor duplicate address detection on its link-local address: the director solicits the
+        // reals' IPv6 addresses for forwarded packets from that address, and sends nothing while
+        // it is tentative (the first IPv6 connection stalled for a second or two).
+        write_sysctl(&format!("net/ipv6/conf/{BRIDGE}/accept_dad"), "0");
+        let mut root = format!("link set {BRIDGE} up\n");
         root.push_str(&format!("addr add {DIRECTOR}/24 dev {BRIDGE}\n"));
         root.push_str(&format!("addr add {VIP}/32 dev {BRIDGE}\n"));
         root.push_str(&format!("addr add {DIRECTOR6}/64 dev {BRIDGE} nodad\n"));
@@ -158,15 +166,15 @@ impl Lab {
         }
 
         for ns in lab.namespaces() {
-            // No duplicate address detection on the link-local address either: while it runs,
-            // the first IPv6 connection stalls for about two seconds.
+            // No duplicate address detection on the link-local address either: a real solicits
+            // the client from it when it answers from the VIP on `lo` (as the director does).
             in_netns(&ns, || write_sysctl("net/ipv6/conf/eth0/accept_dad", "0"));
         }
         ip_batch(
             Some(CLIENT_NS),
             &format!(
-                "link set lo up\nlink set eth0 up\naddr add {CLIENT}/24 dev eth0\n\
-                 addr add {CLIENT6}/64 dev eth0 nodad\n"
+                "link set lo up\nlink set eth0 up\naddr add {client}/24 dev eth0\n\
+                 addr add {client6}/64 dev eth0 nodad\n"
             ),
         );
         for real in &lab.reals {
@@ -203,7 +211,7 @@ impl Lab {
                         }
                     });
                     batch.push_str(&format!(
-                        "route add {CLIENT}/32 via {DIRECTOR}\nroute add {CLIENT6}/128 via {DIRECTOR6}\n"
+                        "route add {client}/32 via {DIRECTOR}\nroute add {client6}/128 via {DIRECTOR6}\n"
                     ));
                 }
             }
@@ -216,6 +224,11 @@ impl Lab {
         std::iter::once(CLIENT_NS.to_owned())
             .chain(self.reals.iter().map(|r| r.ns.clone()))
             .collect()
+    }
+
+    /// The client's address of the family of `like`.
+    pub fn client_like(&self, like: IpAddr) -> IpAddr {
+        if like.is_ipv4() { self.client.into() } else { self.client6.into() }
     }
 
     /// Starts a TCP server on `port` in every real (all addresses, so the VIP too).
