@@ -12,6 +12,9 @@
 //!   drops off the segment (`director_failover_machine_gone`); the backup has no flow entries but
 //!   the same Maglev table, so connections continue to the same reals; at least 90 % must survive,
 //!   and what was lost is printed.
+//! - hitless restart of the VRRP master's agent (`vrrp_master_agent_restart`, `--pin-dir`): the
+//!   new agent resumes the mastership with the adopted dataplane; nothing may be disturbed, the VIP
+//!   and the XDP program stay on the master and the backup never takes over.
 //!
 //! Every scenario prints a `ZERO-DISRUPTION <name>:` line (run with `--nocapture`).
 
@@ -65,6 +68,8 @@ impl Drop for TempDir {
 struct Extras {
     /// A `[[vrrp_instance]]` with this priority, owning the VIP (/24).
     vrrp_priority: Option<u8>,
+    /// Its `advert_int` (default 0.2 s).
+    advert_int: Option<&'static str>,
     /// `tcp_check`s (delay_loop 0.2, connect_timeout 0.5, retry 0) on every real; rs3's probes
     /// [`CHECK_PORT`].
     health: bool,
@@ -74,9 +79,10 @@ struct Extras {
 fn config(reals: &[(usize, u32)], extras: Extras) -> String {
     let mut text = String::new();
     if let Some(priority) = extras.vrrp_priority {
+        let advert_int = extras.advert_int.unwrap_or("0.2");
         text.push_str(&format!(
             "[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
-             virtual_router_id = 51\npriority = {priority}\nadvert_int = 0.2\nversion = 3\n\
+             virtual_router_id = 51\npriority = {priority}\nadvert_int = {advert_int}\nversion = 3\n\
              virtual_ipaddress = [\"{VIP}/24\"]\n\n"
         ));
     }
@@ -646,4 +652,128 @@ fn director_failover_machine_gone() {
         return;
     }
     failover("director_failover_machine_gone", "zdcable", Failure::PullCable);
+}
+
+/// dir1's VRRP instance: `became_master` from `lb status`.
+fn became_master(agent: &LbAgent) -> Option<u64> {
+    let v = agent.status().ok()?;
+    let i = v["vrrp"]["instances"].as_array()?.iter().find(|i| i["name"] == "VI_1")?;
+    i["counters"]["became_master"].as_u64()
+}
+
+/// Whether the director in `ns` has (an XDP program on eth0, the VIP on eth0).
+fn holds(ns: &lb_tests::Netns) -> (bool, bool) {
+    let out = |args: &[&str]| {
+        ns.exec(args).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let xdp = out(&["ip", "-d", "link", "show", "eth0"]).contains("xdp");
+    let vip = out(&["ip", "-4", "addr", "show", "eth0"]).contains(&format!("{VIP}/"));
+    (xdp, vip)
+}
+
+/// The VRRP master's agent is SIGKILLed and started again at once with the same `--pin-dir` (a
+/// crash and a supervisor's restart) while dir2 listens as BACKUP. The new agent adopts the pinned
+/// dataplane and resumes the mastership (lb-userspace/src/agent/resume.rs) instead of starting in
+/// BACKUP: the VIP and the XDP program never leave dir1, dir2 never becomes MASTER, and no
+/// connection sees an error. Adverts every 1 s: dir2 would take over after 3.6 s of silence, and
+/// the restart plus the resumed master's quiet time (1.4 s) fit well within that.
+#[test]
+fn vrrp_master_agent_restart() {
+    if !require_root("vrrp_master_agent_restart") {
+        return;
+    }
+    let all = [(0, 1), (1, 1), (2, 1)];
+    let mut dr = DrTopology::build("zdvrrprst", 3, VIP, testpeer()).expect("topology");
+    let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
+    let dir = TempDir::new(dr.topo.prefix());
+    let (c1, c2) = (dir.0.join("dir1.toml"), dir.0.join("dir2.toml"));
+    let vrrp = |p| Extras { vrrp_priority: Some(p), advert_int: Some("1"), ..Default::default() };
+    std::fs::write(&c1, config(&all, vrrp(150))).expect("config");
+    std::fs::write(&c2, config(&all, vrrp(100))).expect("config");
+    let bpf = lb_tests::BpfFs::mount(dir.0.join("bpf")).expect("bpffs");
+    let pin = bpf.dir.join("lb").to_string_lossy().into_owned();
+    let state = dir.0.join("dir1-dataplane.json").to_string_lossy().into_owned();
+    let args = ["--xdp-mode", "generic", "--pin-dir", &pin, "--state-file", &state];
+    let a1 = LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &args).expect("dir1");
+    let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
+    let settled = wait_until(Duration::from_secs(15), || {
+        a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
+            && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
+    });
+    assert!(
+        settled,
+        "dir1 MASTER, dir2 BACKUP: {:?} / {:?}",
+        a1.vrrp_state("VI_1"),
+        a2.vrrp_state("VI_1")
+    );
+    a1.wait_all_backends("up", Duration::from_secs(10)).expect("reals up on dir1");
+    let dir2_masters = became_master(&a2).expect("dir2's VRRP counters");
+    let ll = open_connections(&dr);
+
+    let mut restarted: Option<LbAgent> = None;
+    let mut gap = Duration::ZERO;
+    // (samples, without XDP, without the VIP) of dir1 from the kill to the end.
+    let mut samples = (0u32, 0u32, 0u32);
+    let (outcome, stalls) = with_stall_meter(&ll, || -> Result<(), String> {
+        let done = AtomicBool::new(false);
+        let dir1 = &dr.director.ns;
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut n = (0, 0, 0);
+                while !done.load(Ordering::SeqCst) {
+                    let (xdp, vip) = holds(dir1);
+                    n = (n.0 + 1, n.1 + u32::from(!xdp), n.2 + u32::from(!vip));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                n
+            });
+            let result = (|| {
+                let _raise = Raise(&done);
+                a1.kill().map_err(|e| format!("SIGKILL dir1's agent: {e:#}"))?;
+                let killed = Instant::now();
+                let again = LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &args)
+                    .map_err(|e| format!("restarting dir1's agent: {e:#}"))?;
+                gap = killed.elapsed();
+                restarted = Some(again);
+                // Past the resumed master's quiet time and dir2's Master_Down_Interval, and
+                // AFTER more round trips for every connection.
+                let at = ll.snapshot();
+                ll.wait_progress(&at, AFTER, Duration::from_secs(15))
+                    .map_err(|e| format!("{e:#}"))?;
+                std::thread::sleep(Duration::from_secs(6).saturating_sub(killed.elapsed()));
+                Ok(())
+            })();
+            samples = watcher.join().expect("dir1 watcher");
+            result
+        })
+    });
+    let report = ll.stop();
+    let line = print_result("vrrp_master_agent_restart", &report, &stalls);
+    let a1 = restarted
+        .unwrap_or_else(|| panic!("{}\n{line}", outcome.clone().err().unwrap_or_default()));
+    let dir2_now = became_master(&a2);
+    let summary = format!(
+        "dir1's agent back {} ms after the SIGKILL; dir1 {:?}, dir2 {:?} (became MASTER {} times \
+         before, {dir2_now:?} now); {} samples of dir1: {} without XDP, {} without the VIP",
+        gap.as_millis(),
+        a1.vrrp_state("VI_1"),
+        a2.vrrp_state("VI_1"),
+        dir2_masters,
+        samples.0,
+        samples.1,
+        samples.2
+    );
+    eprintln!("  {summary}");
+    outcome.unwrap_or_else(|e| panic!("{e}\n{line}\n{summary}"));
+    assert!(report.is_clean(), "the restart disturbed connections: {line}\n{summary}\n{report}");
+    assert_eq!(report.alive(), CONNECTIONS, "{report}");
+    assert!(samples.0 > 0 && samples.1 == 0 && samples.2 == 0, "dir1 let go: {summary}");
+    assert_eq!(dir2_now, Some(dir2_masters), "dir2 took over: {summary}");
+    assert_eq!(a1.vrrp_state("VI_1").as_deref(), Some("MASTER"), "{summary}");
+    let log = a1.stderr();
+    assert!(log.contains("adopted the pinned dataplane"), "{log}");
+    assert!(log.contains("resuming VRRP mastership"), "{log}");
+    assert!(!log.contains("removed stale VIP"), "{log}");
+    a1.stop().expect("clean stop of dir1");
+    a2.stop().expect("clean stop of dir2");
 }
