@@ -392,10 +392,10 @@ struct HealthScenario {
 }
 
 const HEALTH: &[HealthScenario] = &[
-    HealthScenario { name: "removed", service_toml: "delay_loop = 1\n", down: &[1] },
+    HealthScenario { name: "removed", service_toml: "delay_loop = 0.25\n", down: &[1] },
     HealthScenario {
         name: "inhibit_on_failure: weight 0",
-        service_toml: "delay_loop = 1\ninhibit_on_failure = true\n",
+        service_toml: "delay_loop = 0.25\ninhibit_on_failure = true\n",
         down: &[1, 0],
     },
 ];
@@ -414,17 +414,31 @@ fn vm_agent_health_checks_change_ipvs_destinations() {
             ..LabService::dr(80, &[1, 1])
         };
         let down = LabService { weights: s.down, ..up };
-        let agent = GuestAgent::start("health", &lab_config(&lab, &[up]), IPVS);
+        let started = Instant::now();
+        let mut agent = GuestAgent::start("health", &lab_config(&lab, &[up]), IPVS);
         wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
+        let running = started.elapsed();
 
         lab.stop_serving("r2");
+        let failed = Instant::now();
         wait_for_rules(&agent, &expected_rules(&lab, &[down], &[]), s.name);
+        let failed = failed.elapsed();
         let tally = lab.requests(vip, 20);
         assert_eq!(tally.per_real.get("r1"), Some(&20), "{}: {tally:?}", s.name);
 
         lab.serve_on("r2", 80);
+        let back = Instant::now();
         wait_for_rules(&agent, &expected_rules(&lab, &[up], &[]), s.name);
+        let back = back.elapsed();
         lab.requests(vip, 20).assert_split(&[("r1", 1), ("r2", 1)], 0.1);
+        let stopping = Instant::now();
+        agent.stop(Duration::from_secs(20));
+        println!(
+            "{}: rules {running:.2?} after the start, r2 out {failed:.2?} after its server \
+             stopped, back {back:.2?} after it restarted; stop took {:.2?}",
+            s.name,
+            stopping.elapsed()
+        );
     }
 }
 
