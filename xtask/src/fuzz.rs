@@ -13,6 +13,8 @@
 //!   it fails when `CI=true` and is skipped (with a note) otherwise.
 //! - A crash input is kept in `fuzz/artifacts/TARGET/`; `cargo fuzz run TARGET PATH` (with
 //!   `RUSTUP_TOOLCHAIN=nightly` and `.tools/bin` on PATH) replays it, `cargo fuzz tmin` minimizes it.
+//! - `cargo xtask test` (CI) runs every target for [`CI_SECONDS`] through [`ci`]: one build for
+//!   all of them, libFuzzer's progress lines kept back (a failing target's last lines are shown).
 
 use std::{
     ffi::OsString,
@@ -38,6 +40,24 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// 4 KiB unknown keyword takes seconds (the "did you mean" suggestions).
 const INPUT_TIMEOUT_SECS: u32 = 30;
 
+/// Seconds per target in `cargo xtask test`. The build dominates the step (about 7 min cold on
+/// 2 cores, once for all targets); 20 s each adds 2 min and reaches tens of thousands of inputs
+/// even for the slowest targets (config_keepalived, xdp). `LB_FUZZ_SECS` overrides it.
+pub const CI_SECONDS: u64 = 20;
+
+/// Lines of a failing target's output shown when its progress is kept back: from the first line
+/// of libFuzzer's or a sanitizer's report (the panic message, the stack, the input's path) at
+/// most [`REPORT_LINES`], else the last [`TAIL_LINES`].
+const TAIL_LINES: usize = 60;
+const REPORT_LINES: usize = 400;
+
+/// Where a failure report starts in a target's output.
+fn starts_report(line: &str) -> bool {
+    ["panicked at", "==ERROR:", "ERROR: libFuzzer", "deadly signal", "SUMMARY: "]
+        .iter()
+        .any(|m| line.contains(m))
+}
+
 /// What one target's run came to.
 struct Outcome {
     target: &'static str,
@@ -52,6 +72,70 @@ struct Stats {
 }
 
 pub fn fuzz(seconds: u64, names: &[String]) -> anyhow::Result<()> {
+    let outcomes = run_all(seconds, names, false)?;
+    let crashed = table(&outcomes);
+    if !crashed.is_empty() {
+        bail!(
+            "fuzz target(s) failed: {}; see fuzz/artifacts/ and fuzz/README.md to reproduce",
+            crashed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The fuzz step of `cargo xtask test`: every target for `LB_FUZZ_SECS` (default
+/// [`CI_SECONDS`]) seconds, quietly; `0` skips the step. Returns the targets that ran clean and
+/// those that failed (their crash inputs are printed).
+pub fn ci() -> anyhow::Result<(u64, u64)> {
+    let seconds = match std::env::var("LB_FUZZ_SECS") {
+        Ok(v) => v.trim().parse().with_context(|| format!("LB_FUZZ_SECS={v:?}: not a number"))?,
+        Err(_) => CI_SECONDS,
+    };
+    if seconds == 0 {
+        eprintln!("xtask: SKIP the fuzz targets (LB_FUZZ_SECS=0)");
+        return Ok((0, 0));
+    }
+    let started = std::time::Instant::now();
+    let outcomes = run_all(seconds, &[], true)?;
+    let crashed = table(&outcomes);
+    let ok = outcomes.len() - crashed.len();
+    println!(
+        "fuzzing: {} targets for {seconds} s each, build included {} s; {ok} clean, {} failed",
+        outcomes.len(),
+        started.elapsed().as_secs(),
+        crashed.len()
+    );
+    if !crashed.is_empty() {
+        eprintln!(
+            "xtask: fuzz target(s) failed: {}; fuzz/README.md says how to reproduce and minimize",
+            crashed.join(", ")
+        );
+    }
+    Ok((ok as u64, crashed.len() as u64))
+}
+
+/// Prints the summary table; returns the targets that failed.
+fn table(outcomes: &[Outcome]) -> Vec<&'static str> {
+    println!("\n{:<18} {:>10} {:>8} {:>7}  result", "target", "runs", "exec/s", "corpus");
+    let mut crashed = Vec::new();
+    for o in outcomes {
+        match &o.result {
+            Ok(s) => println!(
+                "{:<18} {:>10} {:>8} {:>7}  ok",
+                o.target, s.runs, s.execs_per_sec, s.corpus
+            ),
+            Err(e) => {
+                println!("{:<18} {:>10} {:>8} {:>7}  FAILED: {e}", o.target, "-", "-", "-");
+                crashed.push(o.target);
+            }
+        }
+    }
+    crashed
+}
+
+/// Builds the targets once and runs each for `seconds`. `quiet` keeps libFuzzer's progress
+/// lines back.
+fn run_all(seconds: u64, names: &[String], quiet: bool) -> anyhow::Result<Vec<Outcome>> {
     let root = workspace_root()?;
     let targets = select(names)?;
     let is_root = {
@@ -75,31 +159,10 @@ pub fn fuzz(seconds: u64, names: &[String]) -> anyhow::Result<()> {
         }
         let corpus = seed_corpus(&root, target)?;
         eprintln!("xtask: fuzzing {target} for {seconds} s (corpus {})", corpus.display());
-        let result = run_target(&root, &cargo_fuzz, target, &corpus, seconds)?;
+        let result = run_target(&root, &cargo_fuzz, target, &corpus, seconds, quiet)?;
         outcomes.push(Outcome { target, result });
     }
-
-    println!("\n{:<18} {:>10} {:>8} {:>7}  result", "target", "runs", "exec/s", "corpus");
-    let mut crashed = Vec::new();
-    for o in &outcomes {
-        match &o.result {
-            Ok(s) => println!(
-                "{:<18} {:>10} {:>8} {:>7}  ok",
-                o.target, s.runs, s.execs_per_sec, s.corpus
-            ),
-            Err(e) => {
-                println!("{:<18} {:>10} {:>8} {:>7}  FAILED: {e}", o.target, "-", "-", "-");
-                crashed.push(o.target);
-            }
-        }
-    }
-    if !crashed.is_empty() {
-        bail!(
-            "fuzz target(s) failed: {}; see fuzz/artifacts/ and fuzz/README.md to reproduce",
-            crashed.join(", ")
-        );
-    }
-    Ok(())
+    Ok(outcomes)
 }
 
 /// The named targets (all when none), checked against [`TARGETS`].
@@ -270,6 +333,7 @@ fn run_target(
     target: &str,
     corpus: &Path,
     seconds: u64,
+    quiet: bool,
 ) -> anyhow::Result<Result<Stats, String>> {
     let artifacts = root.join("fuzz").join("artifacts").join(target);
     let started = SystemTime::now();
@@ -290,9 +354,21 @@ fn run_target(
     let stderr = child.stderr.take().context("cargo fuzz stderr")?;
     let mut stats = Stats::default();
     let mut written = Vec::new();
+    let mut tail = std::collections::VecDeque::new();
+    let mut report: Vec<String> = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line?;
-        eprintln!("{line}");
+        if quiet {
+            if (!report.is_empty() || starts_report(&line)) && report.len() < REPORT_LINES {
+                report.push(line.clone());
+            }
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+        } else {
+            eprintln!("{line}");
+        }
         let number = |prefix: &str| line.strip_prefix(prefix).and_then(|n| n.trim().parse().ok());
         if let Some(n) = number("stat::number_of_executed_units:") {
             stats.runs = n;
@@ -309,6 +385,14 @@ fn run_target(
     stats.corpus = files(corpus, |_| true)?.len();
     if status.success() {
         return Ok(Ok(stats));
+    }
+    if quiet {
+        eprintln!("xtask: what fuzz target {target} printed about the failure:");
+        let shown: Vec<&String> =
+            if report.is_empty() { tail.iter().collect() } else { report.iter().collect() };
+        for line in shown {
+            eprintln!("{line}");
+        }
     }
     // Inputs libFuzzer kept for this failure: the ones it announced, else any new artifact.
     let mut inputs: Vec<PathBuf> = written.iter().map(|p| absolute(root, p)).collect();

@@ -50,6 +50,10 @@ enum Task {
         time: u64,
         /// Targets to run (all when none).
         targets: Vec<String>,
+        /// Run exactly the fuzz step of `cargo xtask test`: every target for LB_FUZZ_SECS
+        /// (default 20) seconds, libFuzzer's progress kept back.
+        #[arg(long, conflicts_with_all = ["time", "targets"])]
+        ci: bool,
     },
     /// Boot a Debian 12 kernel under qemu for what this kernel lacks (IPVS); cached in .cache/vm.
     #[command(subcommand)]
@@ -63,7 +67,11 @@ fn main() -> ExitCode {
         Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
         Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
-        Task::Fuzz { time, targets } => {
+        Task::Fuzz { ci: true, .. } => bootstrap::bootstrap().and_then(|()| match fuzz::ci()? {
+            (_, 0) => Ok(()),
+            (_, failed) => bail!("{failed} fuzz target(s) crashed (inputs above)"),
+        }),
+        Task::Fuzz { time, targets, .. } => {
             bootstrap::bootstrap().and_then(|()| fuzz::fuzz(time, &targets))
         }
         Task::Vm(cmd) => vm::vm(cmd),

@@ -30,9 +30,17 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     let (vm_passed, vm_failed) = crate::vm::run_tests(std::time::Duration::from_secs(600))?;
     passed += vm_passed;
     failed += vm_failed;
+    // Last: the nightly sanitizer build of fuzz/ is the slowest step. Each target counts as a
+    // test; a crash fails the run, its input's path printed.
+    let (fuzz_passed, fuzz_failed) = crate::fuzz::ci()?;
+    passed += fuzz_passed;
+    failed += fuzz_failed;
     println!("{passed} passed, {failed} failed");
     if passed == 0 {
         bail!("no test ran");
+    }
+    if fuzz_failed > 0 {
+        bail!("{fuzz_failed} fuzz target(s) crashed (inputs above)");
     }
     Ok(())
 }
