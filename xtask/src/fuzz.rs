@@ -3,7 +3,10 @@
 //! printing the input that did it.
 //!
 //! - cargo-fuzz is installed into the project's `.tools/` when missing; the targets build with the
-//!   nightly toolchain (installed when missing), in `fuzz/target/`. The build includes the eBPF
+//!   nightly toolchain, in `fuzz/target/`. Without a nightly toolchain (it cannot be downloaded on
+//!   the project's machines, where only package registries are reachable) they build with the
+//!   toolchain `cargo xtask` runs with and `RUSTC_BOOTSTRAP=1`, which accepts the same sanitizer
+//!   flags (its `rust-std` ships the sanitizer runtimes). The build includes the eBPF
 //!   object (lb-userspace's build script builds it as for any other build).
 //! - Corpora live in `fuzz/corpus/TARGET/` and grow from run to run. Every run first copies in the
 //!   seeds: `fuzz/seeds/TARGET/` (captured VRRP frames, control requests, XDP frames) and the
@@ -146,9 +149,13 @@ fn run_all(seconds: u64, names: &[String], quiet: bool) -> anyhow::Result<Vec<Ou
     if targets.contains(&"xdp") && !is_root && ci {
         bail!("the xdp fuzz target needs root (BPF_PROG_TEST_RUN); CI must run as root");
     }
-    nightly()?;
-    let cargo_fuzz = install_cargo_fuzz(&root)?;
-    eprintln!("xtask: building the fuzz targets (nightly, cargo-fuzz {CARGO_FUZZ_VERSION})");
+    let cargo_fuzz = CargoFuzz { bin: install_cargo_fuzz(&root)?, nightly: has_nightly() };
+    let toolchain = if cargo_fuzz.nightly {
+        "nightly"
+    } else {
+        "no nightly toolchain: the default one with RUSTC_BOOTSTRAP=1"
+    };
+    eprintln!("xtask: building the fuzz targets ({toolchain}, cargo-fuzz {CARGO_FUZZ_VERSION})");
     run(cargo_fuzz_cmd(&root, &cargo_fuzz).arg("build"))?;
 
     let mut outcomes = Vec::new();
@@ -180,25 +187,22 @@ fn select(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
         .collect()
 }
 
-/// cargo-fuzz needs a nightly compiler (sanitizers, SanitizerCoverage).
-fn nightly() -> anyhow::Result<()> {
-    let ok = Command::new("rustup")
+/// cargo-fuzz and how to run it.
+struct CargoFuzz {
+    bin: PathBuf,
+    /// A nightly toolchain is installed; else the sanitizer flags need `RUSTC_BOOTSTRAP=1`.
+    nightly: bool,
+}
+
+/// cargo-fuzz wants nightly's unstable flags (sanitizers, SanitizerCoverage). Nothing is
+/// installed: toolchains cannot be downloaded here.
+fn has_nightly() -> bool {
+    Command::new("rustup")
         .args(["run", "nightly", "rustc", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("xtask: installing the nightly toolchain (for cargo-fuzz)");
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    Ok(())
+        .is_ok_and(|s| s.success())
 }
 
 fn install_cargo_fuzz(root: &Path) -> anyhow::Result<PathBuf> {
@@ -215,12 +219,16 @@ fn install_cargo_fuzz(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `cargo fuzz` on the nightly toolchain, from the workspace root (cargo-fuzz finds `fuzz/`).
-fn cargo_fuzz_cmd(root: &Path, cargo_fuzz: &Path) -> Command {
-    let mut cmd = Command::new(cargo_fuzz);
+fn cargo_fuzz_cmd(root: &Path, cargo_fuzz: &CargoFuzz) -> Command {
+    let mut cmd = Command::new(&cargo_fuzz.bin);
     cmd.arg("fuzz").current_dir(root);
     // cargo-fuzz runs `cargo` from PATH: make that rustup's proxy on nightly, whatever toolchain
     // (and target dir) `cargo xtask` itself runs with.
-    cmd.env("RUSTUP_TOOLCHAIN", "nightly");
+    if cargo_fuzz.nightly {
+        cmd.env("RUSTUP_TOOLCHAIN", "nightly");
+    } else {
+        cmd.env("RUSTC_BOOTSTRAP", "1");
+    }
     for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO", "CARGO_TARGET_DIR"] {
         cmd.env_remove(var);
     }
@@ -329,7 +337,7 @@ fn doc_blocks(root: &Path, langs: &[&str]) -> anyhow::Result<Vec<(String, Vec<u8
 /// Runs one target; `Err` describes a crash (with the path of the input that caused it).
 fn run_target(
     root: &Path,
-    cargo_fuzz: &Path,
+    cargo_fuzz: &CargoFuzz,
     target: &str,
     corpus: &Path,
     seconds: u64,
