@@ -1,6 +1,6 @@
-//! Kernel IPVS forwarding real TCP connections in the guest (`cargo xtask vm test`): a service
-//! programmed through our client, a client namespace making short connections to the VIP and
-//! real-server namespaces answering, for each forwarding method. Checks the split by weight, what
+//! Kernel IPVS forwarding real traffic in the guest (`cargo xtask vm test`): a service programmed
+//! through our client, a client namespace making short TCP connections (or sending UDP datagrams)
+//! to the VIP and real-server namespaces answering, for each forwarding method and family. Checks the split by weight, what
 //! each real saw (the VIP or its own address as destination, the client as source), that
 //! `ipvsadm -Ln` names the method, and for IP-in-IP that the reals' `tunl0` carried the traffic.
 
@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    Destination, Forward, Ipvs, Service, ServiceKey, TunnelEncap,
+    Destination, Forward, Ipvs, Protocol, Service, ServiceKey, TunnelEncap,
     vm_net::{Lab, RealMode, ServiceGuard, VIP, VIP6, ipvsadm},
 };
 
@@ -18,6 +18,8 @@ struct Scenario {
     name: &'static str,
     /// [`VIP`] or [`VIP6`]: the family of everything.
     vip: IpAddr,
+    /// TCP: one connection per request; UDP: one datagram from a new port.
+    protocol: Protocol,
     mode: RealMode,
     forward: Forward,
     /// One real per weight, `r1`, `r2`...
@@ -36,6 +38,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "direct routing, wrr 1:2:3",
         vip: IpAddr::V4(VIP),
+        protocol: Protocol::Tcp,
         mode: RealMode::Direct,
         forward: Forward::Route,
         weights: &[1, 2, 3],
@@ -46,6 +49,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "NAT to another port, wrr 1:1:2",
         vip: IpAddr::V4(VIP),
+        protocol: Protocol::Tcp,
         mode: RealMode::Nat,
         forward: Forward::Masquerade,
         weights: &[1, 1, 2],
@@ -56,6 +60,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "IP-in-IP tunnel, wrr 2:1",
         vip: IpAddr::V4(VIP),
+        protocol: Protocol::Tcp,
         mode: RealMode::Tunnel,
         forward: IPIP,
         weights: &[2, 1],
@@ -66,6 +71,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "IPv6 direct routing, wrr 1:1:2",
         vip: IpAddr::V6(VIP6),
+        protocol: Protocol::Tcp,
         mode: RealMode::Direct,
         forward: Forward::Route,
         weights: &[1, 1, 2],
@@ -76,12 +82,35 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "IPv6 NAT to another port, wrr 1:2",
         vip: IpAddr::V6(VIP6),
+        protocol: Protocol::Tcp,
         mode: RealMode::Nat,
         forward: Forward::Masquerade,
         weights: &[1, 2],
         vip_port: 443,
         real_port: 8443,
         connections: 90,
+    },
+    Scenario {
+        name: "UDP direct routing, wrr 1:3",
+        vip: IpAddr::V4(VIP),
+        protocol: Protocol::Udp,
+        mode: RealMode::Direct,
+        forward: Forward::Route,
+        weights: &[1, 3],
+        vip_port: 53,
+        real_port: 53,
+        connections: 80,
+    },
+    Scenario {
+        name: "UDP IPv6 NAT to another port, wrr 1:1",
+        vip: IpAddr::V6(VIP6),
+        protocol: Protocol::Udp,
+        mode: RealMode::Nat,
+        forward: Forward::Masquerade,
+        weights: &[1, 1],
+        vip_port: 53,
+        real_port: 5353,
+        connections: 60,
     },
 ];
 const TOLERANCE: f64 = 0.10;
@@ -98,7 +127,10 @@ fn vm_forwarding_splits_by_weight_per_method() {
 fn forward(s: &Scenario) {
     let started = Instant::now();
     let mut lab = Lab::new(s.weights.len(), s.mode);
-    lab.serve(s.real_port);
+    match s.protocol {
+        Protocol::Udp => lab.serve_udp(s.real_port),
+        _ => lab.serve(s.real_port),
+    }
     let built = started.elapsed();
 
     let vip = SocketAddr::new(s.vip, s.vip_port);
@@ -112,8 +144,8 @@ fn forward(s: &Scenario) {
         })
         .collect();
     let mut ipvs = Ipvs::open().expect("opening IPVS");
-    let _service =
-        ServiceGuard::add(&mut ipvs, &Service::new(ServiceKey::tcp(vip), "wrr"), &destinations);
+    let key = ServiceKey::Addr { protocol: s.protocol, addr: s.vip, port: s.vip_port };
+    let _service = ServiceGuard::add(&mut ipvs, &Service::new(key, "wrr"), &destinations);
 
     // ipvsadm reads back each destination with the method's name and its weight.
     let listing = ipvsadm(&["-Ln"]);
@@ -132,10 +164,13 @@ fn forward(s: &Scenario) {
         _ => Vec::new(),
     };
     let sent = Instant::now();
-    let tally = lab.requests(vip, s.connections);
+    let tally = match s.protocol {
+        Protocol::Udp => lab.udp_requests(vip, s.connections),
+        _ => lab.requests(vip, s.connections),
+    };
     let took = sent.elapsed();
     println!(
-        "{}: {:?} ({} connections in {took:.2?}, slowest {:.2?}; topology in {built:.2?})",
+        "{}: {:?} ({} requests in {took:.2?}, slowest {:.2?}; topology in {built:.2?})",
         s.name, tally.per_real, s.connections, tally.slowest
     );
     let weights: Vec<(&str, u32)> =
@@ -165,8 +200,9 @@ fn forward(s: &Scenario) {
         );
     }
 
-    // IPVS accounted every connection to a destination (as active or, once closed, inactive).
-    let entries = ipvs.destinations(&ServiceKey::tcp(vip)).expect("listing destinations");
+    // IPVS accounted every connection to a destination (as active or, once closed or for UDP,
+    // inactive).
+    let entries = ipvs.destinations(&key).expect("listing destinations");
     for e in &entries {
         assert!(
             e.active_conns + e.inactive_conns > 0,

@@ -17,7 +17,7 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd as _, RawFd},
     process::{Command, Stdio},
     sync::{
@@ -44,6 +44,8 @@ const CLIENT_NS: &str = "lbvc";
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Failed requests after which [`Lab::requests`] gives up.
 const MAX_ERRORS: usize = 5;
+/// How long a UDP request waits for its answer.
+const UDP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a real server receives the director's packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,7 @@ static LABS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 /// The topology, its servers and the director sysctls it changed; [`Drop`] undoes all of it.
 pub struct Lab {
     pub reals: Vec<Real>,
+    pub mode: RealMode,
     /// The client's addresses: `10.77.0.150` and up, `fd77::1:150` and up, new in every lab.
     /// IPVS keeps connection entries for minutes after a service is gone; a later lab's client
     /// reusing an earlier one's address and port would be sent where that entry says.
@@ -125,7 +128,7 @@ impl Lab {
         let client = Ipv4Addr::new(10, 77, 0, 150 + n);
         let client6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 1, 0x150 + u16::from(n));
         let mut lab =
-            Lab { reals, client, client6, servers: Vec::new(), saved_sysctls: Vec::new() };
+            Lab { reals, mode, client, client6, servers: Vec::new(), saved_sysctls: Vec::new() };
 
         let mut root = String::new();
         for ns in lab.namespaces() {
@@ -249,6 +252,22 @@ impl Lab {
         self.servers.retain(|s| s.real != real);
     }
 
+    /// Starts a UDP server on `port` in every real, answering each datagram. It binds the
+    /// addresses the director's packets arrive for (the VIPs, or for NAT the real's own), so its
+    /// answers leave from the right address.
+    pub fn serve_udp(&mut self, port: u16) {
+        for real in &self.reals {
+            let addrs: Vec<SocketAddr> = match self.mode {
+                RealMode::Direct | RealMode::Tunnel => vec![VIP.into(), VIP6.into()],
+                RealMode::Nat => vec![real.addr.into(), real.addr6.into()],
+            }
+            .into_iter()
+            .map(|ip: IpAddr| SocketAddr::new(ip, port))
+            .collect();
+            self.servers.push(Server::start_udp(real, &addrs));
+        }
+    }
+
     /// Starts a server on `port` in `real` alone (again, after [`Lab::stop_serving`]).
     pub fn serve_on(&mut self, real: &str, port: u16) {
         let real = self.reals.iter().find(|r| r.name == real).expect("no such real");
@@ -269,6 +288,29 @@ impl Lab {
                     Err(e) => tally.errors.push(e),
                 }
                 // Broken beyond counting: fail now rather than after `count` time-outs.
+                if tally.errors.len() >= MAX_ERRORS {
+                    tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
+                    break;
+                }
+            }
+            tally
+        })
+    }
+
+    /// `count` datagrams from the client to `vip`, each from a socket (and port) of its own, so
+    /// IPVS schedules each; every answer is counted by the real that gave it. The sockets are
+    /// connected to `vip`: an answer from any other address does not count.
+    pub fn udp_requests(&self, vip: SocketAddr, count: usize) -> Tally {
+        in_netns(CLIENT_NS, || {
+            let mut tally = Tally::default();
+            for _ in 0..count {
+                let started = std::time::Instant::now();
+                let result = udp_request(vip);
+                tally.slowest = tally.slowest.max(started.elapsed());
+                match result {
+                    Ok(answer) => tally.add(&answer),
+                    Err(e) => tally.errors.push(e),
+                }
                 if tally.errors.len() >= MAX_ERRORS {
                     tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
                     break;
@@ -381,15 +423,58 @@ fn request(vip: SocketAddr) -> Result<String, String> {
     Ok(answer.trim().to_owned())
 }
 
-/// A thread in a real's namespace answering each connection with `NAME LOCAL PEER` and closing.
+fn udp_request(vip: SocketAddr) -> Result<String, String> {
+    let any: SocketAddr = match vip {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any).map_err(|e| format!("binding: {e}"))?;
+    socket.connect(vip).map_err(|e| format!("connect {vip}: {e}"))?;
+    socket.set_read_timeout(Some(UDP_TIMEOUT)).map_err(|e| e.to_string())?;
+    socket.send(b"?").map_err(|e| format!("sending to {vip}: {e}"))?;
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).map_err(|e| format!("no answer from {vip}: {e}"))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
+}
+
+/// Threads in a real's namespace answering each TCP connection or UDP datagram with
+/// `NAME LOCAL PEER` (and closing the connection).
 struct Server {
     real: String,
-    thread: Option<JoinHandle<()>>,
-    fd: RawFd,
+    threads: Vec<JoinHandle<()>>,
+    fds: Vec<RawFd>,
     stop: Arc<AtomicBool>,
 }
 
 impl Server {
+    fn start_udp(real: &Real, addrs: &[SocketAddr]) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server =
+            Server { real: real.name.clone(), threads: Vec::new(), fds: Vec::new(), stop };
+        for &addr in addrs {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (ns, name, stopped) = (real.ns.clone(), real.name.clone(), server.stop.clone());
+            server.threads.push(std::thread::spawn(move || {
+                enter_netns(&ns);
+                let socket =
+                    UdpSocket::bind(addr).unwrap_or_else(|e| panic!("{ns}: binding {addr}: {e}"));
+                tx.send(socket.as_raw_fd()).expect("handing over the socket");
+                let mut buf = [0u8; 512];
+                loop {
+                    let received = socket.recv_from(&mut buf);
+                    // A shut-down socket returns at once (with 0 bytes).
+                    if stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok((_, peer)) = received else { continue };
+                    let _ = socket.send_to(format!("{name} {addr} {peer}\n").as_bytes(), peer);
+                }
+            }));
+            server.fds.push(rx.recv_timeout(IO_TIMEOUT).expect("server thread did not start"));
+        }
+        server
+    }
+
     fn start(real: &Real, port: u16) -> Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -415,16 +500,23 @@ impl Server {
             }
         });
         let fd = rx.recv_timeout(IO_TIMEOUT).expect("server thread did not start");
-        Server { real: real.name.clone(), thread: Some(thread), fd, stop }
+        Server { real: real.name.clone(), threads: vec![thread], fds: vec![fd], stop }
     }
 
     fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else { return };
+        if self.threads.is_empty() {
+            return;
+        }
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocked accept (Linux returns EINVAL on a shut-down listener).
-        // SAFETY: the listener stays open until the thread ends, which we wait for below.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
-        let _ = thread.join();
+        for &fd in &self.fds {
+            // Wakes the blocked accept or receive (Linux returns EINVAL from accept on a shut-down
+            // listener, 0 bytes from a shut-down UDP socket).
+            // SAFETY: the sockets stay open until their threads end, which we wait for below.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
