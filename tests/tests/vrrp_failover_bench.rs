@@ -428,7 +428,6 @@ fn vrrp_failover_bench() {
             }));
         }
     }
-    println!("{table}");
     log(&table);
     if let Some(path) = std::env::var_os("LB_BENCH_JSON") {
         let path = PathBuf::from(path);
