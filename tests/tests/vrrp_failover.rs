@@ -1,5 +1,6 @@
 //! Two `lb` directors form an active/backup pair with the embedded VRRP engine: the master
-//! forwards, the backup does not; when the master dies the backup takes the VIP and forwards.
+//! forwards, the backup does not; when the master dies the backup takes the VIP and forwards
+//! (adverts by multicast, and by unicast between `unicast_src_ip` and `unicast_peer`).
 
 use std::{
     net::Ipv4Addr,
@@ -16,11 +17,15 @@ fn testpeer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
 }
 
-fn config(priority: u8) -> String {
+/// A director's config; `unicast` = (its own address, the peer's).
+fn config(priority: u8, unicast: Option<(&str, &str)>) -> String {
+    let unicast = unicast.map_or(String::new(), |(src, peer)| {
+        format!("unicast_src_ip = \"{src}\"\nunicast_peer = [\"{peer}\"]\n")
+    });
     let mut text = format!(
         "[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
          virtual_router_id = 51\npriority = {priority}\nadvert_int = {ADVERT}\nversion = 3\n\
-         virtual_ipaddress = [\"{VIP}/24\"]\n\n\
+         virtual_ipaddress = [\"{VIP}/24\"]\n{unicast}\n\
          [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\ninterface = \"eth0\"\n"
     );
     for i in 0..3 {
@@ -33,15 +38,17 @@ fn config(priority: u8) -> String {
 }
 
 /// The DR topology with two directors running `lb` as a VRRP pair (dir1 priority 150, dir2 100),
-/// and the folder holding their configs.
-fn pair(label: &str) -> (DrTopology, LbAgent, LbAgent, std::path::PathBuf) {
+/// and the folder holding their configs. Multicast adverts unless `unicast`.
+fn pair(label: &str, unicast: bool) -> (DrTopology, LbAgent, LbAgent, std::path::PathBuf) {
     let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
     let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (c1, c2) = (dir.join("dir1.toml"), dir.join("dir2.toml"));
-    std::fs::write(&c1, config(150)).expect("config");
-    std::fs::write(&c2, config(100)).expect("config");
+    let (ip1, ip2) = ("192.0.2.2", "192.0.2.3");
+    let (u1, u2) = if unicast { (Some((ip1, ip2)), Some((ip2, ip1))) } else { (None, None) };
+    std::fs::write(&c1, config(150, u1)).expect("config");
+    std::fs::write(&c2, config(100, u2)).expect("config");
     let a1 =
         LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &["--xdp-mode", "generic"]).expect("dir1");
     let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
@@ -53,45 +60,48 @@ fn backup_director_takes_over_when_the_master_dies() {
     if !require_root("vrrp failover") {
         return;
     }
-    let (dr, a1, a2, dir) = pair("vf");
+    for (case, unicast) in [("multicast", false), ("unicast", true)] {
+        let (dr, a1, a2, dir) = pair("vf", unicast);
+        let settled = wait_until(Duration::from_secs(10), || {
+            a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
+                && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
+        });
+        assert!(
+            settled,
+            "{case}: dir1 MASTER, dir2 BACKUP: {:?} / {:?}",
+            a1.vrrp_state("VI_1"),
+            a2.vrrp_state("VI_1")
+        );
+        a1.wait_all_backends("up", Duration::from_secs(10)).expect("reals up on dir1");
+        let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 20);
+        assert_eq!(counts.get("(failed)"), None, "{case}: master forwards: {counts:?}");
+        let b2 = a2.backends().expect("dir2 backends");
+        assert_eq!(b2["services"][0]["active"], false, "{case}: the backup forwards: {b2}");
 
-    let settled = wait_until(Duration::from_secs(10), || {
-        a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
-            && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
-    });
-    assert!(
-        settled,
-        "dir1 MASTER, dir2 BACKUP: {:?} / {:?}",
-        a1.vrrp_state("VI_1"),
-        a2.vrrp_state("VI_1")
-    );
-    a1.wait_all_backends("up", Duration::from_secs(10)).expect("reals up on dir1");
-    let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 20);
-    assert_eq!(counts.get("(failed)"), None, "master forwards: {counts:?}");
-    let b2 = a2.backends().expect("dir2 backends");
-    assert_eq!(b2["services"][0]["active"], false, "the backup does not forward: {b2}");
-
-    // The master crashes: the backup must take the VIP and forward.
-    a1.kill().expect("SIGKILL dir1");
-    let killed = Instant::now();
-    let url = format!("http://{VIP}/");
-    let back = wait_until(Duration::from_secs(10), || {
-        http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs"))
-    });
-    let failover = killed.elapsed();
-    assert!(back, "no traffic through dir2 after the master died");
-    assert_eq!(a2.vrrp_state("VI_1").as_deref(), Some("MASTER"));
-    // Master_Down_Interval = 3 × advert + skew (< 4 × advert) plus the GARP and the first request.
-    eprintln!("failover: {failover:?} (advert {ADVERT} s)");
-    assert!(failover < Duration::from_secs_f64(4.0 * ADVERT + 2.0), "failover took {failover:?}");
-    let counts = count_http(&dr.client.ns, &url, 20);
-    assert_eq!(counts.get("(failed)"), None, "dir2 forwards: {counts:?}");
-    let log = a2.stderr();
-    // Brought up by the state-change hook (before the VIPs) or by the status update.
-    let up = log.contains("dataplane up before the VIPs")
-        || log.contains("VRRP state change in the dataplane");
-    assert!(up, "{log}");
-    let _ = std::fs::remove_dir_all(dir);
+        // The master crashes: the backup must take the VIP and forward.
+        a1.kill().expect("SIGKILL dir1");
+        let killed = Instant::now();
+        let url = format!("http://{VIP}/");
+        let back = wait_until(Duration::from_secs(10), || {
+            http_get(&dr.client.ns, &url).is_ok_and(|b| b.starts_with("rs"))
+        });
+        let failover = killed.elapsed();
+        assert!(back, "{case}: no traffic through dir2 after the master died");
+        assert_eq!(a2.vrrp_state("VI_1").as_deref(), Some("MASTER"), "{case}");
+        // Master_Down_Interval = 3 × advert + skew (< 4 × advert) plus the GARP and the first
+        // request.
+        eprintln!("{case} failover: {failover:?} (advert {ADVERT} s)");
+        let limit = Duration::from_secs_f64(4.0 * ADVERT + 2.0);
+        assert!(failover < limit, "{case}: failover took {failover:?}");
+        let counts = count_http(&dr.client.ns, &url, 20);
+        assert_eq!(counts.get("(failed)"), None, "{case}: dir2 forwards: {counts:?}");
+        let log = a2.stderr();
+        // Brought up by the state-change hook (before the VIPs) or by the status update.
+        let up = log.contains("dataplane up before the VIPs")
+            || log.contains("VRRP state change in the dataplane");
+        assert!(up, "{log}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]
@@ -99,7 +109,7 @@ fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
     if !require_root("vrrp graceful stop") {
         return;
     }
-    let (dr, a1, a2, dir) = pair("vg");
+    let (dr, a1, a2, dir) = pair("vg", false);
     assert!(
         wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
     );
@@ -136,7 +146,7 @@ fn master_interface_recreated_forwards_again() {
     if !require_root("vrrp interface recreated") {
         return;
     }
-    let (dr, a1, a2, dir) = pair("vr");
+    let (dr, a1, a2, dir) = pair("vr", false);
     assert!(
         wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
     );
