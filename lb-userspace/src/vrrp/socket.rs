@@ -314,12 +314,19 @@ mod tests {
                         kind: Kind::V3 { max_advert_int_cs: 100 },
                     };
                     let msg = adv.encode(src, dst).unwrap();
-                    a.send(src, dst, &msg).await.unwrap();
                     let mut buf = vec![0u8; RECV_BUFFER];
-                    let got = tokio::time::timeout(Duration::from_secs(2), b.recv(&mut buf))
-                        .await
-                        .expect("advert not received")
-                        .unwrap();
+                    // Sent again every 100 ms for 5 s: right after `ip link set up` (and on a
+                    // busy machine) the first frames can be dropped before the pair carries.
+                    let mut got = None;
+                    for _ in 0..50 {
+                        a.send(src, dst, &msg).await.unwrap();
+                        let wait = Duration::from_millis(100);
+                        if let Ok(r) = tokio::time::timeout(wait, b.recv(&mut buf)).await {
+                            got = Some(r.unwrap());
+                            break;
+                        }
+                    }
+                    let got = got.expect("advert not received");
                     let (meta, range) = got.unwrap();
                     assert_eq!(meta.src, src, "{family}");
                     assert_eq!(meta.dst, dst, "{family}");
