@@ -488,7 +488,9 @@ pub enum Tunnel {
     #[default]
     Ipip,
     /// Generic UDP encapsulation to this UDP port.
-    Gue { port: u16 },
+    Gue {
+        port: u16,
+    },
     Gre,
 }
 
