@@ -119,6 +119,20 @@ impl LbAgent {
         Ok(())
     }
 
+    /// SIGQUIT and wait: with `--pin-dir` the agent exits 0 leaving the dataplane (and its VRRP
+    /// masterships) to the next agent. Returns its log.
+    pub fn quit(mut self) -> Result<String> {
+        let Some(mut p) = self.process.take() else { bail!("agent already stopped") };
+        p.signal(libc::SIGQUIT)?;
+        let status = p.wait_timeout(Duration::from_secs(10))?;
+        let log = p.stderr_so_far();
+        match status {
+            Some(s) if s.success() => Ok(log),
+            Some(s) => bail!("lb run exited with {s} after SIGQUIT; stderr:\n{log}"),
+            None => bail!("lb run did not exit within 10 s of SIGQUIT; stderr:\n{log}"),
+        }
+    }
+
     /// `lb status --json`, parsed.
     pub fn status(&self) -> Result<serde_json::Value> {
         Ok(serde_json::from_str(&self.cli(&["status", "--json"])?)?)

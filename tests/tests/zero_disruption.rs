@@ -671,6 +671,15 @@ fn holds(ns: &lb_tests::Netns) -> (bool, bool) {
     (xdp, vip)
 }
 
+/// How the VRRP master's agent ends before its restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGQUIT: an upgrade's hand-over to the next agent.
+    Quit,
+}
+
 /// The VRRP master's agent is SIGKILLed and started again at once with the same `--pin-dir` (a
 /// crash and a supervisor's restart) while dir2 listens as BACKUP. The new agent adopts the pinned
 /// dataplane and resumes the mastership (lb-userspace/src/agent/resume.rs) instead of starting in
@@ -682,8 +691,22 @@ fn vrrp_master_agent_restart() {
     if !require_root("vrrp_master_agent_restart") {
         return;
     }
+    master_agent_restart("vrrp_master_agent_restart", "zdvrrprst", Exit::Kill);
+}
+
+/// The same with SIGQUIT (the documented hand-over for upgrades): the old agent leaves the VIP and
+/// the mastership to the next one instead of handing over to the backup.
+#[test]
+fn vrrp_master_agent_handover() {
+    if !require_root("vrrp_master_agent_handover") {
+        return;
+    }
+    master_agent_restart("vrrp_master_agent_handover", "zdvrrpquit", Exit::Quit);
+}
+
+fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
     let all = [(0, 1), (1, 1), (2, 1)];
-    let mut dr = DrTopology::build("zdvrrprst", 3, VIP, testpeer()).expect("topology");
+    let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
     let dir = TempDir::new(dr.topo.prefix());
     let (c1, c2) = (dir.0.join("dir1.toml"), dir.0.join("dir2.toml"));
@@ -729,7 +752,12 @@ fn vrrp_master_agent_restart() {
             });
             let result = (|| {
                 let _raise = Raise(&done);
-                a1.kill().map_err(|e| format!("SIGKILL dir1's agent: {e:#}"))?;
+                match exit {
+                    Exit::Kill => a1.kill().map_err(|e| format!("SIGKILL dir1's agent: {e:#}"))?,
+                    Exit::Quit => {
+                        a1.quit().map_err(|e| format!("SIGQUIT dir1's agent: {e:#}"))?;
+                    }
+                }
                 let killed = Instant::now();
                 let again = LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &args)
                     .map_err(|e| format!("restarting dir1's agent: {e:#}"))?;
@@ -748,12 +776,12 @@ fn vrrp_master_agent_restart() {
         })
     });
     let report = ll.stop();
-    let line = print_result("vrrp_master_agent_restart", &report, &stalls);
+    let line = print_result(scenario, &report, &stalls);
     let a1 = restarted
         .unwrap_or_else(|| panic!("{}\n{line}", outcome.clone().err().unwrap_or_default()));
     let dir2_now = became_master(&a2);
     let summary = format!(
-        "dir1's agent back {} ms after the SIGKILL; dir1 {:?}, dir2 {:?} (became MASTER {} times \
+        "{exit:?}: dir1's agent back {} ms after the signal; dir1 {:?}, dir2 {:?} (became MASTER {} times \
          before, {dir2_now:?} now); {} samples of dir1: {} without XDP, {} without the VIP",
         gap.as_millis(),
         a1.vrrp_state("VI_1"),

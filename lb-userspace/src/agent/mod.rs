@@ -593,7 +593,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let result = event_loop(&shared, &handle, health_rx, vrrp_rx).await;
     if matches!(result, Ok(Exit::Handover)) {
-        // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt.
+        // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
+        // VRRP masterships (VIPs held, no priority-0 advert) for it to resume.
+        if let Some(e) = engine {
+            e.abandon().await;
+        }
         server.abort();
         let _ = server.await;
         tracing::info!("SIGQUIT: exiting with the dataplane left running for the next agent");

@@ -550,6 +550,27 @@ impl VrrpEngine {
     }
 }
 
+impl VrrpEngine {
+    /// Ends the engine leaving every instance as it is: a MASTER keeps its VIPs and sends no
+    /// priority-0 advert, so its backups wait out their Master_Down_Interval. SIGQUIT's
+    /// hand-over to the next agent, which resumes the masterships (agent/resume.rs).
+    pub async fn abandon(mut self) {
+        let instances = std::mem::take(&mut self.instances);
+        for (_, task) in &instances {
+            task.abort();
+        }
+        // The command channels stay open until the tasks are gone: a closed one would make a
+        // task that is running right now shut down (advert with priority 0, VIPs removed).
+        for (tx, task) in instances {
+            let _ = task.await;
+            drop(tx);
+        }
+        for t in self.background.drain(..).rev() {
+            t.abort();
+        }
+    }
+}
+
 impl Drop for VrrpEngine {
     fn drop(&mut self) {
         // Instance tasks see their command channel close and shut down gracefully on their own.
