@@ -12,9 +12,10 @@
 //!   drops off the segment (`director_failover_machine_gone`); the backup has no flow entries but
 //!   the same Maglev table, so connections continue to the same reals; at least 90 % must survive,
 //!   and what was lost is printed.
-//! - hitless restart of the VRRP master's agent (`vrrp_master_agent_restart`, `--pin-dir`): the
-//!   new agent resumes the mastership with the adopted dataplane; nothing may be disturbed, the VIP
-//!   and the XDP program stay on the master and the backup never takes over.
+//! - hitless restart of the VRRP master's agent, `--pin-dir`, after a SIGKILL
+//!   (`vrrp_master_agent_restart`) or a SIGQUIT hand-over (`vrrp_master_agent_handover`): the new
+//!   agent resumes the mastership with the adopted dataplane; nothing may be disturbed, the VIP and
+//!   the XDP program stay on the master and the backup never takes over.
 //!
 //! Every scenario prints a `ZERO-DISRUPTION <name>:` line (run with `--nocapture`).
 
