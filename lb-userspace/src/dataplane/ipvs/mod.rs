@@ -20,6 +20,8 @@ mod tests;
 #[cfg(test)]
 mod vm_agent;
 #[cfg(test)]
+mod vm_bench;
+#[cfg(test)]
 mod vm_dataplane;
 #[cfg(test)]
 mod vm_forwarding;
@@ -27,6 +29,8 @@ mod vm_forwarding;
 mod vm_net;
 #[cfg(test)]
 mod vm_smoke;
+#[cfg(test)]
+mod vm_vrrp;
 
 use std::time::Duration;
 
