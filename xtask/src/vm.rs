@@ -15,6 +15,9 @@
 //! `cargo xtask vm test` builds that harness and the `lb` binary statically (into
 //! `$LB_VM_TARGET_DIR`, default `target/vm`) and runs them in the guest, with `lb` as `/bin/lb`
 //! and `LB_BIN` naming it.
+//!
+//! `cargo xtask vm bench` runs the in-guest benchmark (`::vm_bench::`, which `vm test` skips):
+//! the same harness, and an `lb` built with its XDP program (in `$LB_VM_TARGET_DIR/xdp`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -111,6 +114,25 @@ pub enum Vm {
         /// Run only the in-guest tests whose path contains this (default: all, `::vm_`).
         filter: Option<String>,
     },
+    /// XDP (generic mode) against kernel IPVS forwarding the same traffic in the guest: medians
+    /// and ratios, rows in target/vm-bench.json (see BENCHMARKS.md). Not part of `vm test`.
+    Bench {
+        /// Seconds before qemu is killed.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        /// Rounds, each an IPVS and an XDP phase (alternating which goes first).
+        #[arg(long, default_value_t = 7)]
+        rounds: u32,
+        /// Sequential TCP connections per phase.
+        #[arg(long, default_value_t = 1000)]
+        tcp: u32,
+        /// Sequential UDP requests (a new socket each) per phase.
+        #[arg(long, default_value_t = 1000)]
+        udp: u32,
+        /// Datagrams of the one-flow UDP blast per phase.
+        #[arg(long, default_value_t = 50_000)]
+        blast: u32,
+    },
 }
 
 pub fn vm(cmd: Vm) -> anyhow::Result<()> {
@@ -134,6 +156,15 @@ pub fn vm(cmd: Vm) -> anyhow::Result<()> {
         }
         Vm::Test { timeout, filter } => {
             run_tests_in(&cache, filter.as_deref(), Duration::from_secs(timeout)).map(|_| ())
+        }
+        Vm::Bench { timeout, rounds, tcp, udp, blast } => {
+            let counts = [
+                ("LB_BENCH_ROUNDS", rounds),
+                ("LB_BENCH_TCP", tcp),
+                ("LB_BENCH_UDP", udp),
+                ("LB_BENCH_BLAST", blast),
+            ];
+            run_bench(&cache, &counts, Duration::from_secs(timeout))
         }
     }
 }
@@ -780,41 +811,75 @@ fn static_target_dir(root: &Path) -> PathBuf {
 struct StaticBuild {
     /// The `lb` library's unit-test harness.
     harness: PathBuf,
-    /// The `lb` binary (without its BPF object: the guest tests drive IPVS), `/bin/lb` there.
+    /// The `lb` binary, `/bin/lb` there: without its BPF object for the tests (they drive IPVS),
+    /// with it for the benchmark.
     lb: PathBuf,
 }
 
 /// Where the guest finds the `lb` binary; the tests read it from `$LB_BIN`, like on the host.
 const GUEST_LB: &str = "bin/lb";
 
-fn build_static(root: &Path) -> anyhow::Result<StaticBuild> {
+/// Which `lb` goes into the guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lb {
+    /// Without its BPF object (`AYA_BUILD_SKIP=1`): the guest tests drive IPVS.
+    IpvsOnly,
+    /// With the XDP program, for `vm bench`.
+    WithXdp,
+}
+
+fn build_static(root: &Path, lb: Lb) -> anyhow::Result<StaticBuild> {
+    let dir = static_target_dir(root);
     let harness = static_executable(
         root,
+        &dir,
+        Lb::IpvsOnly,
         &["test", "-p", "lb-userspace", "--lib", "--no-run"],
         r#""test":true"#,
     )
     .context("building the static test harness")?;
-    let lb =
-        static_executable(root, &["build", "-p", "lb-userspace", "--bin", "lb"], r#""test":false"#)
-            .context("building the static lb binary")?;
+    // Built with the BPF object in a target dir of its own: in the same one, switching
+    // AYA_BUILD_SKIP would rebuild lb-userspace on every alternation of `vm test` and `vm bench`.
+    let lb_dir = match lb {
+        Lb::IpvsOnly => dir,
+        Lb::WithXdp => dir.join("xdp"),
+    };
+    let lb = static_executable(
+        root,
+        &lb_dir,
+        lb,
+        &["build", "-p", "lb-userspace", "--bin", "lb"],
+        r#""test":false"#,
+    )
+    .context("building the static lb binary")?;
     Ok(StaticBuild { harness, lb })
 }
 
-/// Runs `cargo ARGS` for a static x86_64 build and returns the path of the executable named `lb`
-/// whose artifact line contains `filter`.
-fn static_executable(root: &Path, args: &[&str], filter: &str) -> anyhow::Result<PathBuf> {
+/// Runs `cargo ARGS` for a static x86_64 build in `target_dir` and returns the path of the
+/// executable named `lb` whose artifact line contains `filter`.
+fn static_executable(
+    root: &Path,
+    target_dir: &Path,
+    lb: Lb,
+    args: &[&str],
+    filter: &str,
+) -> anyhow::Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
-    let out = Command::new("cargo")
-        .current_dir(root)
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root)
         .args(args)
         // JSON artifacts on stdout, compiler errors rendered on stderr (plain `json` hid them).
         .args(["--message-format=json-render-diagnostics", "--target", target])
-        .env("CARGO_TARGET_DIR", static_target_dir(root))
-        // With --target, these flags reach only target code, not build scripts or proc macros.
+        .env("CARGO_TARGET_DIR", target_dir)
+        // With --target, these flags reach only target code, not build scripts or proc macros
+        // (nor the nested eBPF build, which aya-build gives CARGO_ENCODED_RUSTFLAGS of its own).
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_DEV_DEBUG", "false")
-        // The guest tests drive IPVS, not XDP: no BPF object needed.
-        .env("AYA_BUILD_SKIP", "1")
+        .env("CARGO_PROFILE_DEV_DEBUG", "false");
+    match lb {
+        Lb::IpvsOnly => cmd.env("AYA_BUILD_SKIP", "1"),
+        Lb::WithXdp => cmd.env_remove("AYA_BUILD_SKIP"),
+    };
+    let out = cmd
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("starting cargo {}", args.join(" ")))?;
@@ -841,17 +906,21 @@ fn run_tests_in(
     let root = workspace_root()?;
     let assets = Assets::ensure(cache)?;
     let started = Instant::now();
-    let build = build_static(&root)?;
+    let build = build_static(&root, Lb::IpvsOnly)?;
     println!(
         "vm: static harness and lb built in {:.1} s: {}",
         started.elapsed().as_secs_f64(),
         build.harness.display()
     );
-    let args: Vec<String> =
+    let mut args: Vec<String> =
         [filter.unwrap_or("::vm_"), "--ignored", "--test-threads=1", "--nocapture"]
             .iter()
             .map(|s| s.to_string())
             .collect();
+    // The benchmark is `vm bench`'s (and needs an lb with its XDP program).
+    if !filter.is_some_and(|f| f.contains(BENCH_TESTS)) {
+        args.extend(["--skip".to_owned(), BENCH_TESTS.to_owned()]);
+    }
     let lb_path = format!("/{GUEST_LB}");
     let more = Payload { files: vec![(GUEST_LB, &build.lb)], env: vec![("LB_BIN", &lb_path)] };
     let outcome = boot(&assets, &build.harness, &args, &more, timeout)?;
@@ -877,6 +946,51 @@ fn run_tests_in(
     ensure!(outcome.code == 0 && failed == 0, "in-guest tests failed");
     ensure!(passed > 0, "no in-guest test ran");
     Ok((passed, failed))
+}
+
+/// The in-guest benchmark's tests (`lb-userspace/src/dataplane/ipvs/vm_bench.rs`).
+const BENCH_TESTS: &str = "::vm_bench::";
+/// How the benchmark hands a result row to the host: `@@BENCH {"name",...}` on a line.
+const BENCH_ROW: &str = "@@BENCH ";
+
+/// `cargo xtask vm bench`: the in-guest benchmark with an XDP-capable `lb`; its rows (JSON
+/// objects, one per line of its output) go to `target/vm-bench.json`.
+fn run_bench(cache: &Path, counts: &[(&str, u32)], timeout: Duration) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    let assets = Assets::ensure(cache)?;
+    let started = Instant::now();
+    let build = build_static(&root, Lb::WithXdp)?;
+    println!(
+        "vm: static harness and XDP-capable lb built in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        build.lb.display()
+    );
+    let args: Vec<String> = [BENCH_TESTS, "--ignored", "--test-threads=1", "--nocapture"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let lb_path = format!("/{GUEST_LB}");
+    let values: Vec<(&str, String)> = counts.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut env = vec![("LB_BIN", lb_path.as_str())];
+    env.extend(values.iter().map(|(k, v)| (*k, v.as_str())));
+    let more = Payload { files: vec![(GUEST_LB, &build.lb)], env };
+    let outcome = boot(&assets, &build.harness, &args, &more, timeout)?;
+    ensure!(outcome.code == 0, "the in-guest benchmark failed (exit {})", outcome.code);
+    let rows: Vec<&str> =
+        outcome.output.lines().filter_map(|l| l.trim().strip_prefix(BENCH_ROW)).collect();
+    ensure!(!rows.is_empty(), "the in-guest benchmark reported no rows");
+    let json = root.join("target").join("vm-bench.json");
+    fs::create_dir_all(json.parent().context("target dir")?)?;
+    fs::write(&json, format!("[\n  {}\n]\n", rows.join(",\n  ")))
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!(
+        "vm bench: {} rows written to {} ({:.0} s in qemu, kernel {})",
+        rows.len(),
+        json.display(),
+        outcome.elapsed.as_secs_f64(),
+        assets.kernel_version
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -114,6 +114,11 @@ impl GuestAgent {
         assert!(up, "lb run did not answer within {START_TIMEOUT:?}; its log:\n{}", self.log());
     }
 
+    /// The process id of `lb run`, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether `lb run` is still alive (reaps it if not).
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))

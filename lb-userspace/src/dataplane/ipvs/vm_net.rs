@@ -39,7 +39,8 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 /// The IPv6 VIP, a /128 on the director's bridge.
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
-const CLIENT_NS: &str = "lbvc";
+/// The client's namespace.
+pub const CLIENT_NS: &str = "lbvc";
 /// How long one client connection may take (TCG is slow, but not this slow).
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Failed requests after which [`Lab::requests`] gives up.
