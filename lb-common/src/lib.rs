@@ -216,8 +216,15 @@ pub struct GlobalConfig {
     pub udp_timeout: u32,
     /// New flows per second per CPU above which no flow entries are inserted; 0 = no limit.
     pub syn_threshold: u32,
-    pub _pad: u32,
+    /// Bits of `CFG_F_*` (0, the value of a fresh map, keeps every lookup).
+    pub flags: u32,
 }
+
+/// No service listens on all ports (port 0): a frame without an exact-port service is not service
+/// traffic, so the program skips the second, all-ports lookup. The agent sets it only while no
+/// all-ports service is in the services map (cleared before one is added, set after the last one
+/// is removed).
+pub const CFG_F_NO_ALL_PORTS: u32 = 1;
 
 /// Per-CPU new-flow rate state of the SYN-flood guard.
 #[repr(C)]

@@ -5,9 +5,9 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    Addr, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_TCP, IPPROTO_UDP, PersistKey, REAL_F_UP, RING_NONE, RealValue, SVC_F_SRC_HASH,
-    ServiceValue, VipValue, event, flow_hash, reason,
+    Addr, CFG_F_NO_ALL_PORTS, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PersistKey, REAL_F_UP, RING_NONE,
+    RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event, flow_hash, reason,
 };
 
 use crate::{
@@ -26,16 +26,18 @@ use crate::{
 pub struct Verdict {
     pub action: u32,
     pub reason: u32,
+    /// The frame's length when the path already asked for it (a helper call), else 0.
+    pub len: usize,
 }
 
 #[inline(always)]
 pub const fn pass(reason: u32) -> Verdict {
-    Verdict { action: xdp_action::XDP_PASS, reason }
+    Verdict { action: xdp_action::XDP_PASS, reason, len: 0 }
 }
 
 #[inline(always)]
 pub const fn drop(reason: u32) -> Verdict {
-    Verdict { action: xdp_action::XDP_DROP, reason }
+    Verdict { action: xdp_action::XDP_DROP, reason, len: 0 }
 }
 
 const TCP_FLAG_RST: u8 = 0x04;
@@ -149,7 +151,8 @@ fn not_handled(dst: &Addr, family: u8) -> Verdict {
     }
 }
 
-/// Exact-port service, else the VIP's all-ports service.
+/// Exact-port service, else the VIP's all-ports service (looked up only while the agent has not
+/// said that there is none: most frames that miss are not for a VIP at all).
 #[inline(always)]
 pub fn lookup_service(
     dst: &Addr,
@@ -161,6 +164,7 @@ pub fn lookup_service(
     unsafe {
         match SERVICES.get(&keys::service(dst, port_be, proto, family)) {
             Some(s) => Some(s),
+            None if CONFIG.get(0).is_some_and(|c| c.flags & CFG_F_NO_ALL_PORTS != 0) => None,
             None => SERVICES.get(&keys::service(dst, 0, proto, family)),
         }
     }
@@ -206,7 +210,7 @@ fn service<const L4: usize>(
     let flow = keys::flow(&src, &dst, ports, proto, family);
     let Some((real_id, real, new_flow)) = choose(svc, &flow, rst) else {
         stats::count_service(svc.id, len, false);
-        return drop(reason::DROP_NO_REAL);
+        return Verdict { len, ..drop(reason::DROP_NO_REAL) };
     };
     stats::count_service(svc.id, len, new_flow);
     if let Some(key) = frag {
@@ -417,10 +421,10 @@ pub fn send(
     }
     stats::count_real(real_id, len, new_flow);
     if out == ingress {
-        return Verdict { action: xdp_action::XDP_TX, reason: tx_reason };
+        return Verdict { action: xdp_action::XDP_TX, reason: tx_reason, len };
     }
     match TX_PORTS.redirect(out, 0) {
-        Ok(action) => Verdict { action, reason: reason::REDIRECT },
-        Err(_) => drop(reason::DROP_TX_ERROR),
+        Ok(action) => Verdict { action, reason: reason::REDIRECT, len },
+        Err(_) => Verdict { len, ..drop(reason::DROP_TX_ERROR) },
     }
 }

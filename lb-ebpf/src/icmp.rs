@@ -113,7 +113,7 @@ fn echo_reply_v4(eth: *mut EthHdr, ip: *mut Ipv4Hdr, icmp: *mut IcmpHdr) -> Verd
         let new = u16::from_ne_bytes([ICMP_ECHO_REPLY, (*icmp).code]);
         (*icmp).checksum = csum_replace((*icmp).checksum, old, new);
     }
-    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO }
+    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len: 0 }
 }
 
 #[inline(always)]
@@ -131,7 +131,7 @@ fn echo_reply_v6(eth: *mut EthHdr, ip: *mut Ipv6Hdr, icmp: *mut IcmpHdr) -> Verd
         let new = u16::from_ne_bytes([ICMPV6_ECHO_REPLY, (*icmp).code]);
         (*icmp).checksum = csum_replace((*icmp).checksum, old, new);
     }
-    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO }
+    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len: 0 }
 }
 
 /// Forwards an ICMP error about the flow `flow` (client → VIP direction) to the flow's real.

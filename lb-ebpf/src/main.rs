@@ -16,7 +16,9 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let verdict = forward::process(&ctx);
-    stats::count_global(verdict.reason, parse::frame_len(&ctx));
+    // Paths that forward already asked for the length (one helper call, not two).
+    let len = if verdict.len != 0 { verdict.len } else { parse::frame_len(&ctx) };
+    stats::count_global(verdict.reason, len);
     verdict.action
 }
 

@@ -98,11 +98,13 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
     unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }
 
-/// Seconds of the kernel's monotonic clock (flow-table ages).
+/// Seconds of the kernel's monotonic clock (flow-table ages). The coarse clock (updated every
+/// tick) is plenty for ages in seconds and is cheaper than reading the clock source, which under
+/// a hypervisor is a paravirtual clock read on every packet.
 #[inline(always)]
 pub fn now_secs() -> u32 {
     // SAFETY: no preconditions.
-    (unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() } / 1_000_000_000) as u32
+    (unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
 }
 
 /// Folds a 32-bit one's-complement sum into 16 bits.

@@ -118,6 +118,8 @@ pub struct XdpDataplane {
     ifaces: BTreeMap<u32, IfaceValue>,
     vips: HashMap<VipKey, VipValue>,
     globals: Option<Globals>,
+    /// `GlobalConfig::flags` as last written.
+    config_flags: Option<u32>,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     attached: BTreeMap<u32, Attached>,
@@ -216,6 +218,7 @@ impl XdpDataplane {
             ifaces: BTreeMap::new(),
             vips: HashMap::new(),
             globals: None,
+            config_flags: None,
             next_generation: 1,
             attached: BTreeMap::new(),
             nr_cpus,
@@ -368,21 +371,25 @@ impl XdpDataplane {
         program(&mut self.ebpf)
     }
 
-    fn sync_globals(&mut self, g: &Globals) -> Result<(), DataplaneError> {
-        if self.globals.as_ref() == Some(g) {
+    /// Writes the program-wide settings. `all_ports`: an all-ports service is (or is about to be)
+    /// in the services map, so the program must look one up when no exact-port service matches.
+    fn sync_globals(&mut self, g: &Globals, all_ports: bool) -> Result<(), DataplaneError> {
+        let flags = if all_ports { 0 } else { common::CFG_F_NO_ALL_PORTS };
+        if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
         }
         let value = GlobalConfig {
             hash_seed: g.hash_seed,
             udp_timeout: g.udp_timeout,
             syn_threshold: g.syn_threshold,
-            _pad: 0,
+            flags,
         };
         let mut map: Array<_, GlobalConfig> =
             Array::try_from(map_mut(&mut self.ebpf, map_names::CONFIG)?)
                 .map_err(map_err(map_names::CONFIG))?;
         map.set(0, value, 0).map_err(map_err(map_names::CONFIG))?;
         self.globals = Some(*g);
+        self.config_flags = Some(flags);
         Ok(())
     }
 
@@ -936,7 +943,11 @@ impl Dataplane for XdpDataplane {
     }
 
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
-        self.sync_globals(&desired.globals)?;
+        // The all-ports lookup is switched on before an all-ports service is added and off only
+        // after the last one is gone, so no frame for one is ever passed up by mistake.
+        let all_ports = desired.services.iter().any(|s| s.active && s.key.port == 0);
+        let had_all_ports = self.services.keys().any(|k| k.port == 0);
+        self.sync_globals(&desired.globals, all_ports || had_all_ports)?;
         self.sync_ifaces(desired)?;
         self.sync_vips(desired)?;
         // Inactive services (their VRRP instance is not MASTER) are left out entirely.
@@ -952,6 +963,7 @@ impl Dataplane for XdpDataplane {
         for key in stale {
             self.remove_service(key)?;
         }
+        self.sync_globals(&desired.globals, all_ports)?;
         self.attach_missing(desired)?;
         self.detach_unwanted(desired)?;
         self.save_state()
