@@ -121,7 +121,7 @@ pub enum Vm {
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
         /// Rounds, each an IPVS and an XDP phase (alternating which goes first).
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 9)]
         rounds: u32,
         /// Sequential TCP connections per phase.
         #[arg(long, default_value_t = 1000)]

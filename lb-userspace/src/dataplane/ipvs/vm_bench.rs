@@ -17,8 +17,8 @@
 //! program and its link live in the kernel, and the agent (a debug build under TCG) competes
 //! with nothing. IPVS needs no process at all.
 //!
-//! A `direct` phase (XDP detached) sends the same TCP and blast traffic to a real's own address,
-//! past the director: what the client, the bridge and the real cost without any director, so the
+//! A `direct` phase (XDP detached) sends the same traffic to a real's own address, past the
+//! director: what the client, the bridge and the real cost without any director, so the
 //! director's own share is the difference.
 //!
 //! Prints one `@@BENCH {json}` line per result row (median over the rounds, the samples beside
@@ -28,7 +28,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -49,14 +49,15 @@ fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(default)
 }
 
-/// The XDP agent's config: the services IPVS gets too, small maps (the guest has 512 MiB).
+/// The XDP agent's config: the services IPVS gets too, small maps (the guest has 512 MiB) and
+/// Maglev tables (the agent writes them entry by entry; a lookup costs the same at any size).
 fn xdp_config(lab: &Lab) -> String {
     let mut toml =
         String::from("[dataplane]\nflow_table_size = 65536\nmax_services = 16\nmax_reals = 64\n\n");
     for (protocol, port) in [("tcp", TCP_PORT), ("udp", UDP_PORT), ("udp", BLAST_PORT)] {
         toml.push_str(&format!(
             "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
-             interface = \"{BRIDGE}\"\n"
+             interface = \"{BRIDGE}\"\ntable_size = 1021\n"
         ));
         for real in &lab.reals {
             toml.push_str(&format!(
@@ -158,68 +159,54 @@ fn micros(d: Duration, per: usize) -> f64 {
     d.as_secs_f64() * 1e6 / per as f64
 }
 
-/// TCP, UDP and the blast through the VIP, whichever dataplane forwards it now.
-fn through_vip(lab: &Lab, counts: &Counts, label: &str, samples: &mut Samples) {
-    let vip = |port| SocketAddr::new(VIP.into(), port);
+/// Each workload through the VIP (whichever dataplane forwards it now), then the same to the
+/// first real's own address, past the director: two neighbouring measurements, so the
+/// difference is the director's share with as little drift of the (shared, emulated) machine
+/// as can be.
+fn measure(lab: &Lab, counts: &Counts, label: &str, by_vip: &mut Samples, direct: &mut Samples) {
+    let (vip, real): (IpAddr, IpAddr) = (VIP.into(), lab.reals[0].addr.into());
     // Warm-up: neighbour entries, IPVS's scheduler module, the sockets' first allocations.
-    let warm = lab.requests(vip(TCP_PORT), 10);
-    assert!(warm.errors.is_empty(), "{label}: warm-up: {:?}", warm.errors);
-    let warm = lab.udp_requests(vip(UDP_PORT), 10);
-    assert!(warm.errors.is_empty(), "{label}: warm-up: {:?}", warm.errors);
-    blast(lab, vip(BLAST_PORT), 200);
-
-    let started = Instant::now();
-    let tally = lab.requests(vip(TCP_PORT), counts.tcp);
-    let tcp = started.elapsed();
-    assert!(tally.errors.is_empty(), "{label}: tcp: {:?}", tally.errors);
-    assert_eq!(tally.total(), counts.tcp, "{label}: tcp answers");
-    assert_eq!(tally.per_real.len(), REALS, "{label}: every real answered: {:?}", tally.per_real);
-
-    let started = Instant::now();
-    let tally = lab.udp_requests(vip(UDP_PORT), counts.udp);
-    let udp = started.elapsed();
-    assert!(tally.errors.is_empty(), "{label}: udp: {:?}", tally.errors);
-    assert_eq!(tally.total(), counts.udp, "{label}: udp answers");
-
-    let (per_datagram, delivered) = blast(lab, vip(BLAST_PORT), counts.blast);
-    assert!(
-        delivered * 10 >= counts.blast as u64 * 9,
-        "{label}: blast: {delivered} of {} datagrams arrived",
-        counts.blast
-    );
-    println!(
-        "{label}: tcp {:.0} us/conn, udp {:.0} us/request, blast {:.1} us/datagram \
-         ({delivered}/{} delivered)",
-        micros(tcp, counts.tcp),
-        micros(udp, counts.udp),
-        per_datagram.as_secs_f64() * 1e6,
-        counts.blast
-    );
-    samples.entry("tcp").or_default().push(micros(tcp, counts.tcp));
-    samples.entry("udp").or_default().push(micros(udp, counts.udp));
-    samples.entry("blast").or_default().push(per_datagram.as_secs_f64() * 1e6);
-}
-
-/// The same TCP connections and blast to the first real's own address: no director at all.
-fn direct(lab: &Lab, counts: &Counts, samples: &mut Samples) {
-    let real = |port| SocketAddr::new(lab.reals[0].addr.into(), port);
-    let warm = lab.requests(real(TCP_PORT), 10);
-    assert!(warm.errors.is_empty(), "direct: warm-up: {:?}", warm.errors);
-    blast(lab, real(BLAST_PORT), 200);
-    let started = Instant::now();
-    let tally = lab.requests(real(TCP_PORT), counts.tcp);
-    let tcp = started.elapsed();
-    assert!(tally.errors.is_empty(), "direct: tcp: {:?}", tally.errors);
-    let (per_datagram, delivered) = blast(lab, real(BLAST_PORT), counts.blast);
-    assert!(delivered * 10 >= counts.blast as u64 * 9, "direct: blast: {delivered} arrived");
-    println!(
-        "direct: tcp {:.0} us/conn, blast {:.1} us/datagram ({delivered}/{} delivered)",
-        micros(tcp, counts.tcp),
-        per_datagram.as_secs_f64() * 1e6,
-        counts.blast
-    );
-    samples.entry("tcp").or_default().push(micros(tcp, counts.tcp));
-    samples.entry("blast").or_default().push(per_datagram.as_secs_f64() * 1e6);
+    for to in [vip, real] {
+        let warm = lab.requests(SocketAddr::new(to, TCP_PORT), 10);
+        assert!(warm.errors.is_empty(), "{label}: warm-up: {:?}", warm.errors);
+        let warm = lab.udp_requests(SocketAddr::new(to, UDP_PORT), 10);
+        assert!(warm.errors.is_empty(), "{label}: warm-up: {:?}", warm.errors);
+        blast(lab, SocketAddr::new(to, BLAST_PORT), 200);
+    }
+    let mut line = format!("{label}:");
+    for (to, name, samples) in [(vip, "vip", &mut *by_vip), (real, "direct", &mut *direct)] {
+        let started = Instant::now();
+        let tally = lab.requests(SocketAddr::new(to, TCP_PORT), counts.tcp);
+        let tcp = micros(started.elapsed(), counts.tcp);
+        assert!(tally.errors.is_empty(), "{label} {name}: tcp: {:?}", tally.errors);
+        assert_eq!(tally.total(), counts.tcp, "{label} {name}: tcp answers");
+        if name == "vip" {
+            assert_eq!(tally.per_real.len(), REALS, "{label}: every real: {:?}", tally.per_real);
+        }
+        samples.entry("tcp").or_default().push(tcp);
+        line.push_str(&format!(" tcp {name} {tcp:.0} us/conn,"));
+    }
+    for (to, name, samples) in [(vip, "vip", &mut *by_vip), (real, "direct", &mut *direct)] {
+        let started = Instant::now();
+        let tally = lab.udp_requests(SocketAddr::new(to, UDP_PORT), counts.udp);
+        let udp = micros(started.elapsed(), counts.udp);
+        assert!(tally.errors.is_empty(), "{label} {name}: udp: {:?}", tally.errors);
+        assert_eq!(tally.total(), counts.udp, "{label} {name}: udp answers");
+        samples.entry("udp").or_default().push(udp);
+        line.push_str(&format!(" udp {name} {udp:.0} us/request,"));
+    }
+    for (to, name, samples) in [(vip, "vip", &mut *by_vip), (real, "direct", &mut *direct)] {
+        let (per_datagram, delivered) = blast(lab, SocketAddr::new(to, BLAST_PORT), counts.blast);
+        assert!(
+            delivered * 10 >= counts.blast as u64 * 9,
+            "{label} {name}: blast: {delivered} of {} datagrams arrived",
+            counts.blast
+        );
+        let us = per_datagram.as_secs_f64() * 1e6;
+        samples.entry("blast").or_default().push(us);
+        line.push_str(&format!(" blast {name} {us:.1} us/datagram ({delivered} arrived),"));
+    }
+    println!("{}", line.trim_end_matches(','));
 }
 
 /// User and system time of process `pid` so far, in clock ticks (`/proc/PID/stat`).
@@ -312,7 +299,7 @@ fn row(name: String, value: f64, unit: &str, samples: Option<&[f64]>) {
 #[test]
 #[ignore = "a benchmark of kernel IPVS and XDP in the guest: `cargo xtask vm bench` runs it"]
 fn vm_bench_xdp_vs_ipvs() {
-    let rounds = env_count("LB_BENCH_ROUNDS", 7);
+    let rounds = env_count("LB_BENCH_ROUNDS", 9);
     let counts = Counts {
         tcp: env_count("LB_BENCH_TCP", 1000),
         udp: env_count("LB_BENCH_UDP", 1000),
@@ -326,6 +313,7 @@ fn vm_bench_xdp_vs_ipvs() {
     let mut lab = Lab::new(REALS, RealMode::Direct);
     lab.serve(TCP_PORT);
     lab.serve_udp(UDP_PORT);
+    lab.serve_udp_own(UDP_PORT);
     let _sinks = blast_sinks(&lab);
     let mut ipvs = Ipvs::open().expect("opening IPVS");
     // IPVS keeps its services throughout: while XDP is attached, the VIP's packets never reach
@@ -333,16 +321,16 @@ fn vm_bench_xdp_vs_ipvs() {
     let _services = ipvs_services(&mut ipvs, &lab);
     let config = xdp_config(&lab);
 
-    let (mut by_ipvs, mut by_xdp, mut by_nothing) =
-        (Samples::new(), Samples::new(), Samples::new());
+    // Per dataplane: through the VIP, and the direct path measured next to it.
+    let (mut by_ipvs, mut by_xdp) = (Samples::new(), Samples::new());
+    let (mut direct_ipvs, mut direct_xdp) = (Samples::new(), Samples::new());
     let (mut starts, mut agent_cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         println!("--- round {} of {rounds}", round + 1);
         for xdp_phase in [round % 2 == 1, round % 2 == 0] {
             if !xdp_phase {
                 assert!(!xdp_attached(), "XDP still attached in an IPVS phase");
-                through_vip(&lab, &counts, "ipvs", &mut by_ipvs);
-                direct(&lab, &counts, &mut by_nothing);
+                measure(&lab, &counts, "ipvs", &mut by_ipvs, &mut direct_ipvs);
                 continue;
             }
             let started = Instant::now();
@@ -357,8 +345,8 @@ fn vm_bench_xdp_vs_ipvs() {
                 agent.log()
             );
             assert!(xdp_attached(), "XDP (generic) not on {BRIDGE}; log:\n{}", agent.log());
-            // Until the agent has written its tables (many map updates from a debug build):
-            // measured while it still worked, XDP came out three times slower than IPVS.
+            // Until the agent has written its tables (map updates from a debug build): measured
+            // while it still worked, XDP came out three times slower than IPVS.
             let pid = agent.pid().expect("the agent runs");
             let idle_share = settle(pid);
             starts.push(started.elapsed().as_secs_f64());
@@ -372,7 +360,7 @@ fn vm_bench_xdp_vs_ipvs() {
             // Stopped while measured: the program and its link live on in the kernel, and the
             // agent's own work (a debug build under TCG) does not compete with the traffic.
             signal(pid, libc::SIGSTOP);
-            through_vip(&lab, &counts, "xdp", &mut by_xdp);
+            measure(&lab, &counts, "xdp", &mut by_xdp, &mut direct_xdp);
             signal(pid, libc::SIGCONT);
             let forwarded = xdp_packets(&agent) - before;
             // At least SYN, ACK and FIN per connection, the request, and most of the blast.
@@ -389,33 +377,35 @@ fn vm_bench_xdp_vs_ipvs() {
          IPVS / XDP |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (workload, unit) in [("tcp", "us/conn"), ("udp", "us/request"), ("blast", "us/datagram")] {
-        let ipvs_m = median(&by_ipvs[workload]);
-        let xdp_m = median(&by_xdp[workload]);
-        row(format!("vm_{workload}_ipvs"), ipvs_m, unit, Some(&by_ipvs[workload]));
-        row(format!("vm_{workload}_xdp"), xdp_m, unit, Some(&by_xdp[workload]));
+        let (ipvs, xdp) = (&by_ipvs[workload], &by_xdp[workload]);
+        let (ipvs_m, xdp_m) = (median(ipvs), median(xdp));
+        row(format!("vm_{workload}_ipvs"), ipvs_m, unit, Some(ipvs));
+        row(format!("vm_{workload}_xdp"), xdp_m, unit, Some(xdp));
         row(format!("vm_{workload}_ipvs_over_xdp"), ipvs_m / xdp_m, "ratio", None);
+        let floor: Vec<f64> =
+            direct_ipvs[workload].iter().chain(&direct_xdp[workload]).copied().collect();
+        let floor_m = median(&floor);
+        row(format!("vm_{workload}_direct"), floor_m, unit, Some(&floor));
+        // The director's share: each measurement minus the direct one made right after it.
+        let share = |phase: &[f64], direct: &[f64]| -> Vec<f64> {
+            phase.iter().zip(direct).map(|(p, d)| p - d).collect()
+        };
+        let ipvs_d = share(ipvs, &direct_ipvs[workload]);
+        let xdp_d = share(xdp, &direct_xdp[workload]);
+        let (ipvs_dm, xdp_dm) = (median(&ipvs_d), median(&xdp_d));
+        row(format!("vm_{workload}_director_ipvs"), ipvs_dm, unit, Some(&ipvs_d));
+        row(format!("vm_{workload}_director_xdp"), xdp_dm, unit, Some(&xdp_d));
+        let ratio = if xdp_dm > 0.0 {
+            row(format!("vm_{workload}_director_ipvs_over_xdp"), ipvs_dm / xdp_dm, "ratio", None);
+            format!("{:.2}", ipvs_dm / xdp_dm)
+        } else {
+            "—".to_owned()
+        };
         table.push_str(&format!(
-            "| {workload} ({unit}) | {ipvs_m:.1} | {xdp_m:.1} | {:.2} |",
+            "| {workload} ({unit}) | {ipvs_m:.1} | {xdp_m:.1} | {:.2} | {floor_m:.1} | \
+             {ipvs_dm:.1} | {xdp_dm:.1} | {ratio} |\n",
             ipvs_m / xdp_m
         ));
-        let Some(floor) = by_nothing.get(workload) else {
-            table.push_str(" — | — | — | — |\n");
-            continue;
-        };
-        let floor_m = median(floor);
-        row(format!("vm_{workload}_direct"), floor_m, unit, Some(floor));
-        // The director's own share: each phase minus the no-director floor of the same round.
-        let share =
-            |phase: &[f64]| -> Vec<f64> { phase.iter().zip(floor).map(|(p, f)| p - f).collect() };
-        let ipvs_d = median(&share(&by_ipvs[workload]));
-        let xdp_d = median(&share(&by_xdp[workload]));
-        row(format!("vm_{workload}_director_ipvs"), ipvs_d, unit, None);
-        row(format!("vm_{workload}_director_xdp"), xdp_d, unit, None);
-        let ratio = if xdp_d > 0.0 { format!("{:.2}", ipvs_d / xdp_d) } else { "—".to_owned() };
-        if xdp_d > 0.0 {
-            row(format!("vm_{workload}_director_ipvs_over_xdp"), ipvs_d / xdp_d, "ratio", None);
-        }
-        table.push_str(&format!(" {floor_m:.1} | {ipvs_d:.1} | {xdp_d:.1} | {ratio} |\n"));
     }
     row("vm_xdp_agent_ready".to_owned(), median(&starts), "s", Some(&starts));
     row("vm_xdp_agent_idle_cpu".to_owned(), median(&agent_cpu), "%", Some(&agent_cpu));

@@ -269,6 +269,16 @@ impl Lab {
         }
     }
 
+    /// Starts a UDP server on `port` in every real bound to the real's own addresses: what a
+    /// client reaches without a director.
+    pub fn serve_udp_own(&mut self, port: u16) {
+        for real in &self.reals {
+            let addrs =
+                [SocketAddr::new(real.addr.into(), port), SocketAddr::new(real.addr6.into(), port)];
+            self.servers.push(Server::start_udp(real, &addrs));
+        }
+    }
+
     /// Starts a server on `port` in `real` alone (again, after [`Lab::stop_serving`]).
     pub fn serve_on(&mut self, real: &str, port: u16) {
         let real = self.reals.iter().find(|r| r.name == real).expect("no such real");
