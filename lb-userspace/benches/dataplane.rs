@@ -8,7 +8,8 @@
 //! frame (see BENCHMARKS.md):
 //! - `repeat`: one call with `repeat = REPEAT`; the value is the kernel's per-repetition average.
 //!   Used only where every repetition takes the path the row is named after (floor, non-VIP pass,
-//!   hit on one flow), which the event and verdict counters confirm.
+//!   hit on one flow, new flow without an insert: an untracked RST), which the event and verdict
+//!   counters confirm.
 //! - `per-call`: one call per packet (`repeat = 1`), wall clock per call over chunks of `CHUNK`
 //!   calls, minus the per-call wall clock of the trivial XDP_PASS program on the same frames
 //!   (measured right before and after each chunk). Median over chunks, then over rounds.
@@ -351,18 +352,29 @@ fn checksum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-/// A TCP SYN header with a few payload bytes (the frame comes to 60 bytes for v4).
-fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// A TCP header with `flags` and a few payload bytes (the frame comes to 60 bytes for v4).
+fn tcp_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut h = Vec::with_capacity(26);
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     h.extend_from_slice(b"bench!");
     h
 }
 
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    tcp_segment(sport, dport, TCP_SYN)
+}
+
 fn v4_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
-    let payload = tcp_syn(sport, PORT);
+    v4_tcp(src, dst, sport, TCP_SYN)
+}
+
+fn v4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
+    let payload = tcp_segment(sport, PORT, flags);
     let mut f = eth(0x0800);
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&(20 + payload.len() as u16).to_be_bytes());
@@ -505,6 +517,7 @@ fn round1(x: f64) -> f64 {
 struct Snapshot {
     flow_hit: u64,
     flow_new: u64,
+    flow_rst_untracked: u64,
     tx: u64,
     pass_not_service: u64,
 }
@@ -528,6 +541,7 @@ fn snapshot(dp: &mut XdpDataplane) -> anyhow::Result<Snapshot> {
     Ok(Snapshot {
         flow_hit: event("flow_hit")?,
         flow_new: event("flow_new")?,
+        flow_rst_untracked: event("flow_rst_untracked")?,
         tx: reason("tx")?,
         pass_not_service: reason("pass_not_service")?,
     })
@@ -664,6 +678,50 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         hit,
         &floor_name,
     ));
+
+    // The new-flow path without the flow-table insert, hot in cache: a TCP RST from a client
+    // without a flow entry misses the flow table, takes a real from the Maglev table and is
+    // forwarded, but creates no entry (as any new flow while the SYN-flood guard is active), so
+    // every repetition takes that same path. Checked: flow_new = flow_rst_untracked = tx =
+    // repetitions, no hit.
+    let frame = v4_tcp(CLIENT, VIP, 40001, TCP_RST);
+    let before = snapshot(&mut dp)?;
+    let (v, out) = run_once(dp.program()?, &frame)?;
+    let after = snapshot(&mut dp)?;
+    ensure!(
+        v == XDP_TX && out[..5] == REAL_MAC_PREFIX && out[6..12] == IFACE_MAC,
+        "RST to the VIP: verdict {v} (want XDP_TX), MACs {:02x?} -> {:02x?}",
+        &out[6..12],
+        &out[..6]
+    );
+    ensure!(
+        after.flow_new - before.flow_new == 1
+            && after.flow_rst_untracked - before.flow_rst_untracked == 1
+            && after.flow_hit == before.flow_hit,
+        "the RST did not take the untracked new-flow path"
+    );
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = snapshot(&mut dp)?;
+        let r = repeat_run(dp.program()?, &frame, REPEAT)?;
+        let after = snapshot(&mut dp)?;
+        ensure!(r.verdict == XDP_TX, "untracked RST: verdict {} (want XDP_TX)", r.verdict);
+        let (new, rst, hits, tx) = (
+            after.flow_new - before.flow_new,
+            after.flow_rst_untracked - before.flow_rst_untracked,
+            after.flow_hit - before.flow_hit,
+            after.tx - before.tx,
+        );
+        let n = u64::from(REPEAT);
+        ensure!(
+            new == n && rst == n && hits == 0 && tx == n,
+            "untracked RST: {new} new flows, {rst} untracked RSTs, {hits} hits, {tx} XDP_TX for \
+             {REPEAT} repetitions"
+        );
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    rows.push(repeat_row(&format!("v4_new_flow_no_insert{sfx}"), kernel, wall, Some(&floor_name)));
 
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
     // CALLS flows and replays the CALLS flows of round r - 1 (created one round earlier, so other

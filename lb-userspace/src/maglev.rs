@@ -101,19 +101,28 @@ struct Turns<'a> {
     max: u64,
     credit: Vec<u64>,
     i: usize,
+    /// All weights equal: every backend claims once per round, in order.
+    uniform: bool,
 }
 
 impl<'a> Turns<'a> {
     fn new(weights: &'a [u64]) -> Self {
         let mut credit = vec![0; weights.len()];
         credit[0] = weights[0];
-        Turns { weights, max: weights.iter().copied().max().unwrap_or(1), credit, i: 0 }
+        let max = weights.iter().copied().max().unwrap_or(1);
+        let uniform = weights.iter().all(|&w| w == max);
+        Turns { weights, max, credit, i: 0, uniform }
     }
 
     /// The backend making the next claim. For each backend in turn, its credit grows by its
     /// weight; it claims once per `max` of credit.
     #[inline(always)]
     fn next(&mut self) -> usize {
+        if self.uniform {
+            let i = self.i;
+            self.i = if i + 1 == self.weights.len() { 0 } else { i + 1 };
+            return i;
+        }
         loop {
             let i = self.i;
             if self.credit[i] >= self.max {
