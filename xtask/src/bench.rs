@@ -3,7 +3,8 @@
 //! the XDP rows run the real program through BPF_PROG_TEST_RUN in a private network namespace.
 //! Then the VRRP failover benchmark (`tests/tests/vrrp_failover_bench.rs`: lb pairs and
 //! keepalived pairs in network namespaces, the release `lb`) appends its rows to the same file.
-//! BENCHMARKS.md explains each row's method.
+//! BENCHMARKS.md explains each row's method. XDP against kernel IPVS (which this kernel lacks)
+//! is `cargo xtask vm bench`, in an emulated guest: minutes of qemu, so not run from here.
 
 use std::{fs, io, path::PathBuf, process::Command};
 
