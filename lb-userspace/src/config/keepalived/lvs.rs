@@ -304,7 +304,7 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
         [kind, _, ..] if kind.text == "fwmark" && !kind.quoted => {
             cx.error(
                 kind.at,
-                "`virtual_server fwmark` is not supported by the XDP dataplane yet: give the \
+                "`virtual_server fwmark` is not supported by lb yet: give the \
                  address and port, or a virtual_server_group of them",
             );
             None
@@ -638,7 +638,7 @@ fn tunnel(cx: &mut Cx<'_>, options: &[Word]) -> Option<Tunnel> {
 
 fn protocol(cx: &mut Cx<'_>, word: &Word) -> Option<Protocol> {
     if word.text.eq_ignore_ascii_case("sctp") {
-        cx.error(word.at, "`protocol SCTP` is not supported by the XDP dataplane yet: TCP or UDP");
+        cx.error(word.at, "`protocol SCTP` is not supported by lb yet: TCP or UDP");
         return None;
     }
     match word.text.parse() {

@@ -953,7 +953,7 @@ fn every_error_class_at_its_place() {
             ],
             &[
                 "2:14: unknown protocol `ICMP`: expected TCP, UDP or SCTP",
-                "5:14: `protocol SCTP` is not supported by the XDP dataplane yet: TCP or UDP",
+                "5:14: `protocol SCTP` is not supported by lb yet: TCP or UDP",
             ],
         ),
         (
@@ -1044,7 +1044,7 @@ fn every_error_class_at_its_place() {
         (
             "fwmark virtual server",
             vec!["virtual_server fwmark 1 {", "    lb_kind DR", "}"],
-            &["1:16: `virtual_server fwmark` is not supported by the XDP dataplane yet: give the \
+            &["1:16: `virtual_server fwmark` is not supported by lb yet: give the \
                address and port, or a virtual_server_group of them"],
         ),
         (
