@@ -129,14 +129,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{self, HostView};
-
-    struct AnyHost;
-    impl HostView for AnyHost {
-        fn interface_exists(&self, _: &str) -> bool {
-            true
-        }
-    }
+    use crate::config::{self, test_support::AnyHost};
 
     const CONF: &str = r#"
 [[virtual_server]]

@@ -111,14 +111,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{self, HostView};
-
-    struct AnyHost;
-    impl HostView for AnyHost {
-        fn interface_exists(&self, _: &str) -> bool {
-            true
-        }
-    }
+    use crate::config::{self, test_support::AnyHost};
 
     fn instance(name: &str, interface: &str, vrid: u8, vips: &[&str]) -> String {
         let vips: Vec<String> = vips.iter().map(|v| format!("\"{v}/24\"")).collect();

@@ -427,17 +427,9 @@ mod tests {
     use std::path::Path;
 
     use super::super::keepalived::{self, Format};
-    use super::super::{Config, HostView, parse_toml};
+    use super::super::test_support::AnyHost;
+    use super::super::{Config, parse_toml};
     use super::*;
-
-    /// Every interface exists: the files are for other hosts.
-    struct AnyHost;
-
-    impl HostView for AnyHost {
-        fn interface_exists(&self, _: &str) -> bool {
-            true
-        }
-    }
 
     /// The model as JSON without what says where it was read: `source` and every `location`
     /// (the other locations are not serialised).

@@ -93,6 +93,15 @@ pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Conf
 pub(crate) mod test_support {
     use super::{Config, ConfigErrors, HostView};
 
+    /// A host where every interface exists: for configs written for other hosts.
+    pub(crate) struct AnyHost;
+
+    impl HostView for AnyHost {
+        fn interface_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
     /// A host with `eth0` and `eth1` only.
     pub(crate) struct FakeHost;
 
