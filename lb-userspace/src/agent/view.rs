@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 
 use crate::{
-    config::LbKind,
     control::proto::{BackendView, BackendsView, ServiceDataplaneView, ServiceView},
-    dataplane::Counters,
+    dataplane::{Counters, ipvs::dataplane::forward},
     desired::{Desired, RealDesired},
 };
 
@@ -34,7 +33,7 @@ pub fn backends(desired: &Desired, counters: &Counters) -> BackendsView {
                         override_: r.override_.map(|o| o.to_string()),
                         health: r.health_message.clone(),
                         check_latency: r.check_latency.map(|d| d.as_secs_f64()),
-                        forward: forward_name(r.lb_kind).to_owned(),
+                        forward: forward(r.lb_kind).ipvsadm_name().to_owned(),
                         active_conns: conns.map(|c| c.active),
                         inactive_conns: conns.map(|c| c.inactive),
                     }
@@ -57,15 +56,6 @@ pub fn backends(desired: &Desired, counters: &Counters) -> BackendsView {
                 }
             })
             .collect(),
-    }
-}
-
-/// ipvsadm's name for a forwarding method.
-pub fn forward_name(kind: LbKind) -> &'static str {
-    match kind {
-        LbKind::Dr => "Route",
-        LbKind::Nat => "Masq",
-        LbKind::Tun(_) => "Tunnel",
     }
 }
 

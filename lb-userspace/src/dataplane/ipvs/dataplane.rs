@@ -49,7 +49,8 @@ pub fn service_key(key: &VirtualServerKey) -> ServiceKey {
     ServiceKey::Addr { protocol, addr: key.vip, port: key.port }
 }
 
-fn forward(kind: LbKind) -> Forward {
+/// How IPVS forwards to a real with this `lb_kind` (ipvsadm names it `Forward::ipvsadm_name`).
+pub fn forward(kind: LbKind) -> Forward {
     match kind {
         LbKind::Dr => Forward::Route,
         LbKind::Nat => Forward::Masquerade,
