@@ -29,7 +29,7 @@ pub use model::{
     DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
-    UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
     VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
 };
 pub use notice::{Notice, notices};

@@ -494,6 +494,34 @@ pub enum Tunnel {
     Gre,
 }
 
+/// Why a tunnel type and port do not make a [`Tunnel`]; front ends word it in their syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelError {
+    /// Not `ipip`, `gue` or `gre`.
+    UnknownType,
+    /// GUE without its port.
+    GueWithoutPort,
+    /// GUE with port 0.
+    ZeroPort,
+    /// A port for a tunnel that has none (ipip, gre).
+    PortWithoutGue,
+}
+
+impl Tunnel {
+    /// The tunnel of keepalived's `type` (`ipip` when not given) and `port` (GUE's, required).
+    pub fn from_parts(kind: Option<&str>, port: Option<u16>) -> Result<Tunnel, TunnelError> {
+        match (kind.unwrap_or("ipip"), port) {
+            ("gue", Some(0)) => Err(TunnelError::ZeroPort),
+            ("gue", Some(port)) => Ok(Tunnel::Gue { port }),
+            ("gue", None) => Err(TunnelError::GueWithoutPort),
+            ("ipip" | "gre", Some(_)) => Err(TunnelError::PortWithoutGue),
+            ("ipip", None) => Ok(Tunnel::Ipip),
+            ("gre", None) => Ok(Tunnel::Gre),
+            _ => Err(TunnelError::UnknownType),
+        }
+    }
+}
+
 impl fmt::Display for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -16,7 +16,7 @@ use super::super::health::{DEFAULT_DELAY_LOOP, RealHealth, ServiceHealth};
 use super::super::model::{
     DEFAULT_WEIGHT, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS,
     MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations, SCHEDULERS,
-    ServiceForwarding, Tunnel, VirtualServer, VirtualServerLocations, host_prefix_len,
+    ServiceForwarding, Tunnel, TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len,
 };
 use super::checkers::{self, CheckSpec};
 use super::keywords::{self, Checker, Section, UNIMPLEMENTED_CHECKERS};
@@ -612,28 +612,23 @@ fn tunnel(cx: &mut Cx<'_>, options: &[Word]) -> Option<Tunnel> {
             }
         }
     }
-    match (kind.map(|k| k.text.as_str()).unwrap_or("ipip"), port) {
-        ("gue", Some((0, at))) => {
-            cx.error(at.at, "the tunnel port must be 1 to 65535");
-            None
+    let error = match Tunnel::from_parts(kind.map(|k| k.text.as_str()), port.map(|p| p.0)) {
+        Ok(tunnel) => return Some(tunnel),
+        Err(error) => error,
+    };
+    let type_at = kind.map_or(options[0].at, |k| k.at);
+    let kind = kind.map_or("ipip", |k| k.text.as_str());
+    match (error, port) {
+        (TunnelError::ZeroPort, Some((_, at))) => {
+            cx.error(at.at, "the tunnel port must be 1 to 65535")
         }
-        ("gue", Some((port, _))) => Some(Tunnel::Gue { port }),
-        ("gue", None) => {
-            cx.error(kind.map_or(options[0].at, |k| k.at), "`TUN type gue` needs `port PORT`");
-            None
+        (TunnelError::PortWithoutGue, Some((_, at))) => {
+            cx.error(at.at, format!("a tunnel port is for `type gue`, not `{kind}`"))
         }
-        (other @ ("ipip" | "gre"), Some((_, at))) => {
-            cx.error(at.at, format!("a tunnel port is for `type gue`, not `{other}`"));
-            None
-        }
-        ("ipip", None) => Some(Tunnel::Ipip),
-        ("gre", None) => Some(Tunnel::Gre),
-        (other, _) => {
-            let at = kind.map_or(options[0].at, |k| k.at);
-            cx.error(at, format!("unknown tunnel type `{other}`: expected ipip, gue or gre"));
-            None
-        }
+        (TunnelError::GueWithoutPort, _) => cx.error(type_at, "`TUN type gue` needs `port PORT`"),
+        _ => cx.error(type_at, format!("unknown tunnel type `{kind}`: expected ipip, gue or gre")),
     }
+    None
 }
 
 fn protocol(cx: &mut Cx<'_>, word: &Word) -> Option<Protocol> {

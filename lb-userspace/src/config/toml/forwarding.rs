@@ -6,7 +6,7 @@
 
 use ::toml::de::DeTable;
 
-use super::super::model::{LbKind, RealForwarding, ServiceForwarding, Tunnel};
+use super::super::model::{LbKind, RealForwarding, ServiceForwarding, Tunnel, TunnelError};
 use super::{Backend, Key, Parser, Value};
 
 const METHODS: &str = "\"DR\", \"NAT\" or \"TUN\"";
@@ -81,7 +81,7 @@ impl Parser<'_> {
         let kind = match name.to_ascii_uppercase().as_str() {
             "DR" => LbKind::Dr,
             "NAT" => LbKind::Nat,
-            "TUN" => LbKind::Tun(self.tunnel(table, tunnel_keys)?),
+            "TUN" => LbKind::Tun(self.tunnel(tunnel_keys)?),
             _ => {
                 let message = format!(
                     "`{}` must be {METHODS}, found \"{}\"",
@@ -105,48 +105,42 @@ impl Parser<'_> {
     /// keepalived's `tun_type ipip|gue|gre` (default ipip) and `tun_port` (GUE's, required).
     fn tunnel(
         &mut self,
-        table: &DeTable<'_>,
         [tun_type, tun_port]: [Option<(&Key<'_>, &Value<'_>)>; 2],
     ) -> Option<Tunnel> {
         let kind = match tun_type {
-            None => "ipip",
-            Some((key, value)) => self.string(key, value)?,
+            None => None,
+            Some((key, value)) => Some(self.string(key, value)?.to_ascii_lowercase()),
         };
         let port = match tun_port {
             None => None,
-            Some((key, value)) => Some((self.port(key, value)?, key, value)),
+            Some((key, value)) => Some(self.port(key, value)?),
         };
-        let _ = table;
-        match (kind.to_ascii_lowercase().as_str(), port) {
-            ("gue", Some((0, key, value))) => {
-                self.error(value.span(), format!("`{}` must be 1 to 65535", key.get_ref()));
-                None
-            }
-            ("gue", Some((port, _, _))) => Some(Tunnel::Gue { port }),
-            ("gue", None) => {
-                let (_, value) = tun_type?;
-                self.error(value.span(), "`tun_type = \"gue\"` needs `tun_port`".to_owned());
-                None
-            }
-            (other @ ("ipip" | "gre"), Some((_, key, value))) => {
-                let message =
-                    format!("`{}` is for `tun_type = \"gue\"`, not \"{other}\"", key.get_ref());
-                self.error(value.span(), message);
-                None
-            }
-            ("ipip", None) => Some(Tunnel::Ipip),
-            ("gre", None) => Some(Tunnel::Gre),
-            (other, _) => {
-                let (key, value) = tun_type?;
-                let message = format!(
-                    "`{}` must be \"ipip\", \"gue\" or \"gre\", found \"{}\"",
-                    key.get_ref(),
-                    other.escape_debug()
-                );
-                self.error(value.span(), message);
-                None
-            }
-        }
+        let error = match Tunnel::from_parts(kind.as_deref(), port) {
+            Ok(tunnel) => return Some(tunnel),
+            Err(error) => error,
+        };
+        // Each error names a key that was given: `from_parts` only fails on what was written.
+        let (key, value) = match error {
+            TunnelError::ZeroPort | TunnelError::PortWithoutGue => tun_port?,
+            TunnelError::GueWithoutPort | TunnelError::UnknownType => tun_type?,
+        };
+        let kind = kind.unwrap_or_default();
+        let message = match error {
+            TunnelError::ZeroPort => format!("`{}` must be 1 to 65535", key.get_ref()),
+            TunnelError::GueWithoutPort => "`tun_type = \"gue\"` needs `tun_port`".to_owned(),
+            TunnelError::PortWithoutGue => format!(
+                "`{}` is for `tun_type = \"gue\"`, not \"{}\"",
+                key.get_ref(),
+                if kind.is_empty() { "ipip" } else { kind.as_str() }
+            ),
+            TunnelError::UnknownType => format!(
+                "`{}` must be \"ipip\", \"gue\" or \"gre\", found \"{}\"",
+                key.get_ref(),
+                kind.escape_debug()
+            ),
+        };
+        self.error(value.span(), message);
+        None
     }
 }
 
