@@ -2,6 +2,8 @@
 //! (`ServiceDesired::backend`), and each dataplane sees only its own services, so neither needs
 //! to know the other exists.
 
+use std::borrow::Cow;
+
 use super::{
     Counters, Dataplane, DataplaneError, Status, ipvs::IpvsDataplane, select::Backend,
     xdp::XdpDataplane,
@@ -14,12 +16,19 @@ pub struct Hybrid {
     pub ipvs: Option<IpvsDataplane>,
 }
 
-/// The part of `desired` that runs on `backend`: its services, and for XDP the interfaces those
-/// services use.
-pub fn split(desired: &Desired, backend: Backend) -> Desired {
-    let services: Vec<_> =
-        desired.services.iter().filter(|s| s.backend == backend).cloned().collect();
-    Desired { services, ..desired.clone() }
+/// The part of `desired` that runs on `backend`: its services (for XDP, `desired_state` already
+/// gathered only the interfaces of XDP services). Borrowed when every service runs there, the
+/// usual case, so an apply copies nothing.
+pub fn split(desired: &Desired, backend: Backend) -> Cow<'_, Desired> {
+    if desired.services.iter().all(|s| s.backend == backend) {
+        return Cow::Borrowed(desired);
+    }
+    Cow::Owned(Desired {
+        globals: desired.globals,
+        interfaces: desired.interfaces.clone(),
+        tx_interfaces: desired.tx_interfaces.clone(),
+        services: desired.services.iter().filter(|s| s.backend == backend).cloned().collect(),
+    })
 }
 
 impl Hybrid {
@@ -130,6 +139,9 @@ mod tests {
         assert_eq!(names, ["eth0"]);
         assert_eq!(ipvs.services.len(), 1);
         assert_eq!(ipvs.services[0].reals[0].state, crate::desired::RealState::Up, "no MAC needed");
+        // All on XDP (the usual case): nothing is copied.
+        let xdp_only = Desired { services: xdp.services.clone(), ..d.clone() };
+        assert!(matches!(split(&xdp_only, Backend::Xdp), Cow::Borrowed(_)));
         let err = Hybrid { xdp: None, ipvs: None }.check(&d).expect_err("no dataplane");
         assert!(err.to_string().contains("needs the xdp dataplane"), "{err}");
     }
