@@ -41,24 +41,37 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `lb run` in the guest's root namespace (the director) with its config, control socket and log
-/// in a folder of its own. Drop stops it (SIGTERM, then SIGKILL) and removes the folder.
+/// `lb run` in the guest's root namespace (the director), or another one, with its config,
+/// control socket and log in a folder of its own. Drop stops it (SIGTERM, then SIGKILL) and
+/// removes the folder.
 pub struct GuestAgent {
     child: Option<Child>,
     dir: PathBuf,
     args: Vec<String>,
+    /// Runs there (`ip netns exec`) instead of the root namespace.
+    netns: Option<String>,
 }
 
 impl GuestAgent {
     /// Writes `config` (TOML) to a fresh folder named after `name` and starts
     /// `lb run -c CONFIG --socket SOCKET EXTRA...`, waiting until it answers.
     pub fn start(name: &str, config: &str, extra: &[&str]) -> GuestAgent {
+        Self::start_in(None, name, config, extra)
+    }
+
+    /// [`GuestAgent::start`] in network namespace `netns` (its control socket is a file, so the
+    /// CLI reaches it from anywhere).
+    pub fn start_in(netns: Option<&str>, name: &str, config: &str, extra: &[&str]) -> GuestAgent {
         let dir = std::env::temp_dir().join(format!("lb-agent-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("agent folder");
         fs::write(dir.join("lb.toml"), config).expect("writing the agent's config");
-        let mut agent =
-            GuestAgent { child: None, dir, args: extra.iter().map(|s| s.to_string()).collect() };
+        let mut agent = GuestAgent {
+            child: None,
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(str::to_owned),
+        };
         agent.restart();
         agent
     }
@@ -95,7 +108,15 @@ impl GuestAgent {
             .append(true)
             .open(self.log_path())
             .expect("agent log");
-        let child = Command::new(lb_bin())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(lb_bin());
+                c
+            }
+            None => Command::new(lb_bin()),
+        };
+        let child = command
             .arg("run")
             .arg("-c")
             .arg(self.config_path())

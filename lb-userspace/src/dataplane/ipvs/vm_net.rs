@@ -288,47 +288,14 @@ impl Lab {
     /// `count` short connections from the client to `vip`, one after the other; every answer is
     /// counted by the real that gave it.
     pub fn requests(&self, vip: SocketAddr, count: usize) -> Tally {
-        in_netns(CLIENT_NS, || {
-            let mut tally = Tally::default();
-            for _ in 0..count {
-                let started = std::time::Instant::now();
-                let result = request(vip);
-                tally.slowest = tally.slowest.max(started.elapsed());
-                match result {
-                    Ok(answer) => tally.add(&answer),
-                    Err(e) => tally.errors.push(e),
-                }
-                // Broken beyond counting: fail now rather than after `count` time-outs.
-                if tally.errors.len() >= MAX_ERRORS {
-                    tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
-                    break;
-                }
-            }
-            tally
-        })
+        tally(count, || request(vip))
     }
 
     /// `count` datagrams from the client to `vip`, each from a socket (and port) of its own, so
     /// IPVS schedules each; every answer is counted by the real that gave it. The sockets are
     /// connected to `vip`: an answer from any other address does not count.
     pub fn udp_requests(&self, vip: SocketAddr, count: usize) -> Tally {
-        in_netns(CLIENT_NS, || {
-            let mut tally = Tally::default();
-            for _ in 0..count {
-                let started = std::time::Instant::now();
-                let result = udp_request(vip);
-                tally.slowest = tally.slowest.max(started.elapsed());
-                match result {
-                    Ok(answer) => tally.add(&answer),
-                    Err(e) => tally.errors.push(e),
-                }
-                if tally.errors.len() >= MAX_ERRORS {
-                    tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
-                    break;
-                }
-            }
-            tally
-        })
+        tally(count, || udp_request(vip))
     }
 
     /// Packets `ifname` in `real`'s namespace has received (`ip -s link`).
@@ -423,6 +390,29 @@ impl Tally {
             self.per_real.keys().filter(|n| !weights.iter().any(|(w, _)| w == n)).collect();
         assert!(unknown.is_empty(), "answers from reals without weight: {unknown:?}");
     }
+}
+
+/// Runs `count` requests from the client namespace, one after the other, and counts the
+/// answers by the real that gave them.
+fn tally(count: usize, request: impl Fn() -> Result<String, String> + Send + Sync) -> Tally {
+    in_netns(CLIENT_NS, || {
+        let mut tally = Tally::default();
+        for _ in 0..count {
+            let started = std::time::Instant::now();
+            let result = request();
+            tally.slowest = tally.slowest.max(started.elapsed());
+            match result {
+                Ok(answer) => tally.add(&answer),
+                Err(e) => tally.errors.push(e),
+            }
+            // Broken beyond counting: fail now rather than after `count` time-outs.
+            if tally.errors.len() >= MAX_ERRORS {
+                tally.errors.push(format!("stopped after {MAX_ERRORS} failures"));
+                break;
+            }
+        }
+        tally
+    })
 }
 
 fn request(vip: SocketAddr) -> Result<String, String> {

@@ -3,14 +3,12 @@
 //! peer is a second `lb run` in the lab's client namespace with a higher priority.
 
 use std::{
-    fs,
     net::{Ipv4Addr, SocketAddr},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use super::{
-    vm_agent::{GuestAgent, ipvs_rules, lb_bin, wait_until},
+    vm_agent::{GuestAgent, ipvs_rules, wait_until},
     vm_net::{BRIDGE, CLIENT_NS, Lab, RealMode, ip},
 };
 
@@ -23,56 +21,6 @@ fn instance(interface: &str, priority: u8) -> String {
          virtual_router_id = 61\npriority = {priority}\nadvert_int = 0.1\nversion = 3\n\
          virtual_ipaddress = [\"{VRRP_VIP}/32\"]\n"
     )
-}
-
-/// A second `lb run` in the client namespace: a VRRP peer with no services.
-struct Peer {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Peer {
-    fn start(priority: u8) -> Peer {
-        let dir = std::env::temp_dir().join("lb-vrrp-peer");
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("peer folder");
-        fs::write(dir.join("lb.toml"), instance("eth0", priority)).expect("peer config");
-        let log = fs::File::create(dir.join("peer.log")).expect("peer log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", CLIENT_NS])
-            .arg(lb_bin())
-            .arg("run")
-            .arg("-c")
-            .arg(dir.join("lb.toml"))
-            .arg("--socket")
-            .arg(dir.join("lb.sock"))
-            .args(["--dataplane", "ipvs"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("peer log"))
-            .stderr(log)
-            .spawn()
-            .expect("starting the peer");
-        Peer { child, dir }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("peer.log")).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-        // The killed peer leaves its VIP behind (as keepalived does); the namespace goes with
-        // the lab.
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn service_installed() -> bool {
@@ -112,7 +60,13 @@ fn vm_vrrp_state_installs_and_withdraws_ipvs_services() {
         .assert_split(&[("r1", 1), ("r2", 1)], 0.2);
 
     // A higher-priority peer takes over: the service leaves IPVS with the VIP.
-    let mut peer = Peer::start(200);
+    // A second `lb run` in the client namespace: a VRRP peer with no services.
+    let mut peer = GuestAgent::start_in(
+        Some(CLIENT_NS),
+        "vrrp-peer",
+        &instance("eth0", 200),
+        &["--dataplane", "ipvs"],
+    );
     if !wait_until(Duration::from_secs(10), || !service_installed() && !vip_here()) {
         panic!(
             "still in IPVS as BACKUP\nipvsadm:\n{:#?}\nlb run log:\n{}\npeer log:\n{}",
