@@ -662,16 +662,6 @@ fn became_master(agent: &LbAgent) -> Option<u64> {
     i["counters"]["became_master"].as_u64()
 }
 
-/// Whether the director in `ns` has (an XDP program on eth0, the VIP on eth0).
-fn holds(ns: &lb_tests::Netns) -> (bool, bool) {
-    let out = |args: &[&str]| {
-        ns.exec(args).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
-    };
-    let xdp = out(&["ip", "-d", "link", "show", "eth0"]).contains("xdp");
-    let vip = out(&["ip", "-4", "addr", "show", "eth0"]).contains(&format!("{VIP}/"));
-    (xdp, vip)
-}
-
 /// How the VRRP master's agent ends before its restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
@@ -740,12 +730,12 @@ fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
     let mut samples = (0u32, 0u32, 0u32);
     let (outcome, stalls) = with_stall_meter(&ll, || -> Result<(), String> {
         let done = AtomicBool::new(false);
-        let dir1 = &dr.director.ns;
+        let dir1 = &dr.director;
         std::thread::scope(|s| {
             let watcher = s.spawn(|| {
                 let mut n = (0, 0, 0);
                 while !done.load(Ordering::SeqCst) {
-                    let (xdp, vip) = holds(dir1);
+                    let (xdp, vip) = (dir1.xdp_attached(), dir1.has_addr(VIP.into()));
                     n = (n.0 + 1, n.1 + u32::from(!xdp), n.2 + u32::from(!vip));
                     std::thread::sleep(Duration::from_millis(50));
                 }
