@@ -280,15 +280,25 @@ impl IpvsDataplane {
     /// The requests an [`Dataplane::apply`] of `desired` would make now (none when the kernel
     /// already matches).
     pub fn pending(&mut self, desired: &Desired) -> Result<Vec<Op>, DataplaneError> {
-        let current = self.current()?;
-        Ok(diff(&current, &wanted(desired), &self.owned))
+        let wanted = wanted(desired);
+        let current = self.current(&wanted)?;
+        Ok(diff(&current, &wanted, &self.owned))
     }
 
-    fn current(&mut self) -> Result<BTreeMap<ServiceKey, Current>, DataplaneError> {
+    /// Every service in the kernel, with the destinations of those in `wanted` (the only ones
+    /// [`diff`] compares; the others are ours to delete whole, or not ours at all).
+    fn current(
+        &mut self,
+        wanted: &BTreeMap<ServiceKey, WantedService>,
+    ) -> Result<BTreeMap<ServiceKey, Current>, DataplaneError> {
         let services = self.ipvs.services().map_err(|e| ipvs_error("listing IPVS services", e))?;
         let mut out = BTreeMap::new();
         for ServiceEntry { service, .. } in services {
             let key = service.key;
+            if !wanted.contains_key(&key) {
+                out.insert(key, Current { service, destinations: BTreeMap::new() });
+                continue;
+            }
             let destinations = self
                 .ipvs
                 .destinations(&key)
@@ -351,7 +361,7 @@ fn describe(op: &Op) -> String {
 impl Dataplane for IpvsDataplane {
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         let wanted = wanted(desired);
-        let current = self.current()?;
+        let current = self.current(&wanted)?;
         for key in wanted.keys() {
             if current.contains_key(key) && !self.owned.contains(key) {
                 tracing::warn!(service = %key, "IPVS: taking over a service this agent did not create");
