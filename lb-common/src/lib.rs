@@ -10,7 +10,6 @@ pub mod map_names {
     pub const VIPS: &str = "LB_VIPS";
     pub const RINGS: &str = "LB_RINGS";
     pub const REALS: &str = "LB_REALS";
-    pub const IFACES: &str = "LB_IFACES";
     pub const TX_PORTS: &str = "LB_TX_PORTS";
     pub const FLOWS: &str = "LB_FLOWS";
     pub const PERSIST: &str = "LB_PERSIST";
@@ -132,7 +131,12 @@ pub struct RealValue {
     pub mac: [u8; 6],
     /// Bits of `REAL_F_*`.
     pub flags: u16,
+    /// This director's MAC on `ifindex`, the frames' new source MAC. Kept here so that forwarding
+    /// needs no interface lookup (a hash-map lookup per packet).
+    pub src_mac: [u8; 6],
+    pub _pad: u16,
     /// Interface the real is reachable on: XDP_TX when it is the ingress one, else a redirect.
+    /// 0 only for a real that is not usable (unresolved).
     pub ifindex: u32,
     /// Changes whenever the slot is given to another real, so flow and persistence entries that
     /// name a recycled slot are recognised as stale.
@@ -142,16 +146,6 @@ pub struct RealValue {
 /// The real may receive packets (existing flows; new ones only via the ring). Cleared for reals
 /// that are down or unresolved: their flows are re-picked.
 pub const REAL_F_UP: u16 = 1;
-
-/// Value of the interfaces map, keyed by ifindex: what the program needs to send out of it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct IfaceValue {
-    /// Source MAC for frames the director sends on this interface.
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
-}
 
 /// Key of the flow table: the client → VIP 5-tuple.
 #[repr(C)]
@@ -258,7 +252,8 @@ pub mod reason {
     pub const PASS_UNSUPPORTED: u32 = 2;
     /// Too short or inconsistent to tell whether it is service traffic: left to the kernel to drop.
     pub const PASS_MALFORMED: u32 = 3;
-    /// Service traffic arriving on an interface the agent did not provision.
+    /// Service traffic for a real without an outgoing interface (a guard: the agent never marks
+    /// such a real usable).
     pub const PASS_NO_IFACE: u32 = 4;
     /// ICMP to a VIP that is not an echo request (when answered) or a "too big" error: the kernel's.
     pub const PASS_ICMP: u32 = 5;
@@ -346,7 +341,6 @@ mod user {
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipValue {}
     unsafe impl aya::Pod for super::RealValue {}
-    unsafe impl aya::Pod for super::IfaceValue {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::PersistKey {}

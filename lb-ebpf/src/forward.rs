@@ -12,9 +12,7 @@ use lb_common::{
 
 use crate::{
     icmp, keys,
-    maps::{
-        CONFIG, FLOWS, FRAGS, IFACES, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS, VIPS,
-    },
+    maps::{CONFIG, FLOWS, FRAGS, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS, VIPS},
     parse::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6,
         L4_V6_FRAG, TCP_HLEN, UDP_HLEN, frame_len, has_bytes, now_secs, ptr_at,
@@ -40,7 +38,9 @@ pub const fn drop(reason: u32) -> Verdict {
     Verdict { action: xdp_action::XDP_DROP, reason, len: 0 }
 }
 
+const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
+const TCP_FLAG_ACK: u8 = 0x10;
 
 /// Classifies and, for service traffic, forwards one frame.
 #[inline(always)]
@@ -194,21 +194,21 @@ fn service<const L4: usize>(
     // From here on the frame is service traffic: it is forwarded or dropped, never passed up.
     // Two constant-size checks, not one with a selected length: a pointer added to a selected
     // scalar is rejected by the verifier for agents without CAP_PERFMON.
-    let rst = if proto == IPPROTO_TCP {
+    let tcp_flags = if proto == IPPROTO_TCP {
         match ptr_at::<[u8; TCP_HLEN]>(ctx, L4) {
             // SAFETY: bounds checked by `ptr_at`; byte 13 holds the TCP flags.
-            Some(h) => unsafe { (*h)[13] & TCP_FLAG_RST != 0 },
+            Some(h) => unsafe { (*h)[13] },
             None => return drop(reason::DROP_MALFORMED),
         }
     } else {
         if !has_bytes::<UDP_HLEN>(ctx, L4) {
             return drop(reason::DROP_MALFORMED);
         }
-        false
+        0
     };
     let len = frame_len(ctx);
     let flow = keys::flow(&src, &dst, ports, proto, family);
-    let Some((real_id, real, new_flow)) = choose(svc, &flow, rst) else {
+    let Some((real_id, real, new_flow)) = choose(svc, &flow, tcp_flags) else {
         stats::count_service(svc.id, len, false);
         return Verdict { len, ..drop(reason::DROP_NO_REAL) };
     };
@@ -256,14 +256,21 @@ pub fn usable_real(id: u32, generation: u32) -> Option<&'static RealValue> {
 
 /// The real for a frame of `flow`: its established binding if still valid, else a new pick that
 /// is remembered (unless it is a RST or the SYN-flood guard says no). Returns (id, real, new flow).
+///
+/// A SYN (without ACK) opens a connection, so it skips the flow-table lookup, as Katran does: a
+/// lookup would almost always miss (a hash of the 40-byte key and a bucket walk for nothing). Its
+/// pick replaces any entry of an earlier connection on the same ports. The cost: a retransmitted
+/// SYN is picked again, so if the reals changed between the two, the connection starts on the new
+/// pick (the first real never completed the handshake with this client).
 #[inline(always)]
 fn choose(
     svc: &ServiceValue,
     flow: &FlowKey,
-    rst: bool,
+    tcp_flags: u8,
 ) -> Option<(u32, &'static RealValue, bool)> {
     let cfg = CONFIG.get(0)?;
-    if let Some(b) = FLOWS.get_ptr_mut(flow) {
+    let opens = tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    if let Some(b) = if opens { None } else { FLOWS.get_ptr_mut(flow) } {
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
         let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
         match usable_real(real_id, generation) {
@@ -288,7 +295,7 @@ fn choose(
     }
     let now = now_secs();
     let (real_id, real) = pick_new(svc, flow, cfg.hash_seed, now)?;
-    if rst {
+    if tcp_flags & TCP_FLAG_RST != 0 {
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
         let b = keys::binding(real_id, real.generation, now);
@@ -407,20 +414,18 @@ pub fn send(
     new_flow: bool,
     tx_reason: u32,
 ) -> Verdict {
-    let ingress = ctx.ingress_ifindex() as u32;
-    let out = if real.ifindex == 0 { ingress } else { real.ifindex };
-    // SAFETY: read-only use of a value the agent replaces whole.
-    let Some(iface) = (unsafe { IFACES.get(&out) }) else {
+    let out = real.ifindex;
+    if out == 0 {
         return pass(reason::PASS_NO_IFACE);
-    };
+    }
     // SAFETY: the Ethernet header was bounds-checked by the caller's parse; byte copies avoid a
     // memmove call the verifier would reject.
     unsafe {
         core::ptr::copy_nonoverlapping(real.mac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
-        core::ptr::copy_nonoverlapping(iface.mac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(real.src_mac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
     }
     stats::count_real(real_id, len, new_flow);
-    if out == ingress {
+    if out == ctx.ingress_ifindex() as u32 {
         return Verdict { action: xdp_action::XDP_TX, reason: tx_reason, len };
     }
     match TX_PORTS.redirect(out, 0) {

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Binding, Counter, FlowKey, FragKey, GlobalConfig, IfaceValue, PersistKey, RealValue,
-    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
+    Binding, Counter, FlowKey, FragKey, GlobalConfig, PersistKey, RealValue, ServiceKey,
+    ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
 };
 
 /// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
@@ -26,10 +26,6 @@ pub static RINGS: Array<u32> = Array::with_max_entries(sizes::MAX_RING_ENTRIES, 
 /// Real id → where to send (MAC, interface, up flag, generation).
 #[map(name = "LB_REALS")]
 pub static REALS: Array<RealValue> = Array::with_max_entries(sizes::MAX_REALS, 0);
-
-/// Ifindex → this director's MAC on it (the new source MAC).
-#[map(name = "LB_IFACES")]
-pub static IFACES: HashMap<u32, IfaceValue> = HashMap::with_max_entries(sizes::MAX_IFACES, 0);
 
 /// Interfaces frames may be redirected to (reals on another interface than the ingress one).
 #[map(name = "LB_TX_PORTS")]

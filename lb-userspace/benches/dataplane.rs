@@ -15,7 +15,9 @@
 //!   (measured right before and after each chunk). Median over chunks, then over rounds.
 //!   The kernel's own per-run `duration` gives a second estimate, reported alongside.
 //!
-//! Arguments: `--json PATH` writes the rows as JSON; `--bench` (added by cargo) is ignored.
+//! Arguments: `--json PATH` writes the rows as JSON; `--only GROUP` runs one group of rows (`xdp`,
+//! `xdp-noperfmon`, `maglev`, `reconcile`, `health`), for quick runs while working on one of them;
+//! `--bench` (added by cargo) is ignored.
 //! Prints a Markdown table on stdout.
 
 use std::{
@@ -73,6 +75,8 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const NON_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// Outside the range `client_v6` hands out.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0xff, 0, 0, 0, 7);
 const PORT: u16 = 80;
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -104,14 +108,16 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let mut json_path = None;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => {
                 json_path = Some(PathBuf::from(args.next().context("--json needs a path")?))
             }
+            "--only" => only = Some(args.next().context("--only needs a group")?),
             "--bench" => {}
-            other => bail!("unknown argument {other:?} (expected --json PATH)"),
+            other => bail!("unknown argument {other:?} (expected --json PATH, --only GROUP)"),
         }
     }
     // SAFETY: geteuid has no preconditions.
@@ -123,8 +129,17 @@ fn run() -> anyhow::Result<()> {
         "{PASS_OBJECT} is missing or empty (built with AYA_BUILD_SKIP?)"
     );
 
+    const GROUPS: [&str; 5] = ["xdp", "xdp-noperfmon", "maglev", "reconcile", "health"];
+    if let Some(g) = &only {
+        ensure!(GROUPS.contains(&g.as_str()), "--only {g:?}: the groups are {}", GROUPS.join(", "));
+    }
+    let wanted = |group: &str| only.as_deref().is_none_or(|g| g == group);
+
     let mut rows = Vec::new();
     for caps in [Caps::Perfmon, Caps::NoPerfmon] {
+        if !wanted(caps.group()) {
+            continue;
+        }
         eprintln!("bench: XDP rows, {}", caps.describe());
         let thread = std::thread::Builder::new()
             .name(format!("xdp-{}", caps.suffix()))
@@ -133,20 +148,26 @@ fn run() -> anyhow::Result<()> {
         let r = thread.join().map_err(|_| anyhow::anyhow!("XDP benchmark thread panicked"))?;
         rows.extend(r.with_context(|| format!("XDP rows ({})", caps.describe()))?);
     }
-    eprintln!("bench: Maglev table builds");
-    rows.extend(maglev_rows()?);
-    eprintln!("bench: health change to dataplane");
-    let t = std::thread::spawn(reconcile_rows);
-    rows.extend(t.join().map_err(|_| anyhow::anyhow!("reconcile benchmark panicked"))??);
-    eprintln!("bench: TCP health checks on one core");
-    let t = std::thread::spawn(|| {
-        // Private namespace (threads spawned from here inherit it), `lo` up for 127.0.0.0/8.
-        isolate_thread()?;
-        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
-        ensure!(up.success(), "ip link set lo up");
-        health_rows()
-    });
-    rows.extend(t.join().map_err(|_| anyhow::anyhow!("health benchmark panicked"))??);
+    if wanted("maglev") {
+        eprintln!("bench: Maglev table builds");
+        rows.extend(maglev_rows()?);
+    }
+    if wanted("reconcile") {
+        eprintln!("bench: health change to dataplane");
+        let t = std::thread::spawn(reconcile_rows);
+        rows.extend(t.join().map_err(|_| anyhow::anyhow!("reconcile benchmark panicked"))??);
+    }
+    if wanted("health") {
+        eprintln!("bench: TCP health checks on one core");
+        let t = std::thread::spawn(|| {
+            // Private namespace (threads spawned from here inherit it), `lo` up for 127.0.0.0/8.
+            isolate_thread()?;
+            let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
+            ensure!(up.success(), "ip link set lo up");
+            health_rows()
+        });
+        rows.extend(t.join().map_err(|_| anyhow::anyhow!("health benchmark panicked"))??);
+    }
 
     print_table(&rows);
     let json = to_json(&rows);
@@ -170,6 +191,14 @@ enum Caps {
 }
 
 impl Caps {
+    /// The `--only` group of its rows.
+    fn group(self) -> &'static str {
+        match self {
+            Caps::Perfmon => "xdp",
+            Caps::NoPerfmon => "xdp-noperfmon",
+        }
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             Caps::Perfmon => "",
@@ -354,6 +383,7 @@ fn checksum(b: &[u8]) -> u16 {
 
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// A TCP header with `flags` and a few payload bytes (the frame comes to 60 bytes for v4).
 fn tcp_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
@@ -363,10 +393,6 @@ fn tcp_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     h.extend_from_slice(b"bench!");
     h
-}
-
-fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
-    tcp_segment(sport, dport, TCP_SYN)
 }
 
 fn v4_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
@@ -389,7 +415,11 @@ fn v4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
 }
 
 fn v6_syn(src: Ipv6Addr, dst: Ipv6Addr, sport: u16) -> Vec<u8> {
-    let payload = tcp_syn(sport, PORT);
+    v6_tcp(src, dst, sport, TCP_SYN)
+}
+
+fn v6_tcp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
+    let payload = tcp_segment(sport, PORT, flags);
     let mut f = eth(0x86dd);
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -518,6 +548,7 @@ struct Snapshot {
     flow_hit: u64,
     flow_new: u64,
     flow_rst_untracked: u64,
+    flow_guard_skip: u64,
     tx: u64,
     pass_not_service: u64,
 }
@@ -542,6 +573,7 @@ fn snapshot(dp: &mut XdpDataplane) -> anyhow::Result<Snapshot> {
         flow_hit: event("flow_hit")?,
         flow_new: event("flow_new")?,
         flow_rst_untracked: event("flow_rst_untracked")?,
+        flow_guard_skip: event("flow_guard_skip")?,
         tx: reason("tx")?,
         pass_not_service: reason("pass_not_service")?,
     })
@@ -617,7 +649,8 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     }
     rows.push(repeat_row(&format!("v4_non_vip_pass{sfx}"), kernel, wall, Some(&floor_name)));
 
-    // Flow hit: a SYN creates the flow once; every repetition after that finds it.
+    // Flow hit: a SYN creates the flow once; then every repetition of an ACK of that connection
+    // finds it (a SYN would not: it skips the flow table).
     let frame = v4_syn(CLIENT, VIP, 40000);
     let before = snapshot(&mut dp)?;
     let (v, out) = run_once(dp.program()?, &frame)?;
@@ -630,6 +663,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         &out[..6]
     );
     ensure!(after.flow_new - before.flow_new == 1, "the first SYN did not create a flow");
+    let frame = v4_tcp(CLIENT, VIP, 40000, TCP_ACK);
     let (mut kernel, mut wall) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let before = snapshot(&mut dp)?;
@@ -723,35 +757,51 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     }
     rows.push(repeat_row(&format!("v4_new_flow_no_insert{sfx}"), kernel, wall, Some(&floor_name)));
 
+    // Katran's method for a new flow: the same SYN repeated. A SYN skips the flow-table lookup, so
+    // every repetition takes a real from the Maglev table and writes the flow's entry (replacing
+    // the previous repetition's), with everything hot in cache.
+    for (family, frame) in
+        [("v4", v4_syn(CLIENT, VIP, 40002)), ("v6", v6_syn(CLIENT6, VIP6, 40002))]
+    {
+        rows.push(new_flow_repeat_row(
+            &mut dp,
+            &frame,
+            &format!("{family}_new_flow_repeat{sfx}"),
+            &floor_name,
+        )?);
+    }
+
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
-    // CALLS flows and replays the CALLS flows of round r - 1 (created one round earlier, so other
-    // flows have been touched since, as for a real established flow).
-    type Family = (&'static str, fn(usize) -> Vec<u8>);
+    // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
+    // earlier, so other flows have been touched since, as for a real established flow).
+    type Family = (&'static str, fn(usize, u8) -> Vec<u8>);
     let families: [Family; 2] = [
-        ("v4", |n| {
+        ("v4", |n, flags| {
             let (src, sport) = client_v4(n);
-            v4_syn(src, VIP, sport)
+            v4_tcp(src, VIP, sport, flags)
         }),
-        ("v6", |n| {
+        ("v6", |n, flags| {
             let (src, sport) = client_v6(n);
-            v6_syn(src, VIP6, sport)
+            v6_tcp(src, VIP6, sport, flags)
         }),
     ];
     for (family, make) in families {
         let mut next = 0usize;
+        // (SYNs of new flows, ACKs of the same flows for the next round's replay)
         let mut batch = || {
-            let frames: Vec<Vec<u8>> = (next..next + CALLS).map(make).collect();
+            let range = next..next + CALLS;
             next += CALLS;
-            frames
+            let syns: Vec<Vec<u8>> = range.clone().map(|n| make(n, TCP_SYN)).collect();
+            (syns, range.map(|n| make(n, TCP_ACK)).collect::<Vec<_>>())
         };
         // Warm-up round (not reported): its flows are the first round's hits.
-        let mut previous = batch();
-        per_call(pass, &previous, XDP_PASS, iface_prefix)?;
-        per_call(dp.program()?, &previous, XDP_TX, REAL_MAC_PREFIX)?;
+        let (warm, mut previous) = batch();
+        per_call(pass, &warm, XDP_PASS, iface_prefix)?;
+        per_call(dp.program()?, &warm, XDP_TX, REAL_MAC_PREFIX)?;
 
         let (mut new, mut hit) = (Series::default(), Series::default());
         for _ in 0..ROUNDS {
-            let frames = batch();
+            let (frames, acks) = batch();
             let s0 = snapshot(&mut dp)?;
             let (mut n_chunks, mut h_chunks) = (Chunks::default(), Chunks::default());
             for (fresh, old) in frames.chunks(CHUNK).zip(previous.chunks(CHUNK)) {
@@ -777,7 +827,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             );
             new.push(&n_chunks);
             hit.push(&h_chunks);
-            previous = frames;
+            previous = acks;
         }
         rows.push(per_call_row(
             format!("{family}_new_flow{sfx}"),
@@ -874,6 +924,38 @@ fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>)
         extra: vec![("wall_ns_per_repetition", json!(round1(median(&wall))))],
         floor: floor.map(str::to_owned),
     }
+}
+
+/// Every repetition of `frame` (a SYN) is a new flow that writes its entry: checked by counters
+/// (flow_new = XDP_TX = repetitions, no hit, no guard skip).
+fn new_flow_repeat_row(
+    dp: &mut XdpDataplane,
+    frame: &[u8],
+    name: &str,
+    floor: &str,
+) -> anyhow::Result<Row> {
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = snapshot(dp)?;
+        let r = repeat_run(dp.program()?, frame, REPEAT)?;
+        let after = snapshot(dp)?;
+        ensure!(r.verdict == XDP_TX, "{name}: verdict {} (want XDP_TX)", r.verdict);
+        let (new, hits, skipped, tx) = (
+            after.flow_new - before.flow_new,
+            after.flow_hit - before.flow_hit,
+            after.flow_guard_skip - before.flow_guard_skip,
+            after.tx - before.tx,
+        );
+        let n = u64::from(REPEAT);
+        ensure!(
+            new == n && hits == 0 && skipped == 0 && tx == n,
+            "{name}: {new} new flows, {hits} hits, {skipped} guard skips, {tx} XDP_TX for \
+             {REPEAT} repetitions"
+        );
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    Ok(repeat_row(name, kernel, wall, Some(floor)))
 }
 
 // ---- Maglev -----------------------------------------------------------------------------------

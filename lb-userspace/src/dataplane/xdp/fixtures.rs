@@ -250,6 +250,11 @@ fn v4_tcp(sport: u16, dport: u16) -> Vec<u8> {
     ipv4(CLIENT, VIP, IPPROTO_TCP, PLAIN, &tcp(sport, dport))
 }
 
+/// A later segment of a connection (ACK): it follows the flow table, where a SYN is picked anew.
+fn v4_ack(sport: u16, dport: u16) -> Vec<u8> {
+    ipv4(CLIENT, VIP, IPPROTO_TCP, PLAIN, &tcp_flags(sport, dport, 0x10))
+}
+
 fn v6_tcp(sport: u16, dport: u16) -> Vec<u8> {
     ipv6(CLIENT6, VIP6, IPPROTO_TCP, &tcp(sport, dport))
 }
@@ -568,7 +573,7 @@ fn weights_split_flows_and_counters_add_up() {
     assert_eq!(tx.packets, u64::from(n));
     // Second packet of every flow: flow-table hits, no new flows.
     for sport in 10000..10000 + n {
-        sent_to(&mut dp, &v4_tcp(sport, 80));
+        sent_to(&mut dp, &v4_ack(sport, 80));
     }
     let c = dp.counters().expect("counters");
     assert_eq!(c.services[&key].new_flows, u64::from(n));
@@ -602,7 +607,7 @@ fn flow_table_keeps_established_flows() {
         "the change must move many slots to test anything ({moved_by_table})"
     );
     for (i, p) in (20000..20400u16).enumerate() {
-        assert_eq!(sent_to(&mut dp, &v4_tcp(p, 80)), before[i], "established flow {p} moved");
+        assert_eq!(sent_to(&mut dp, &v4_ack(p, 80)), before[i], "established flow {p} moved");
     }
     // New flows follow the new table.
     for p in 30000..30200u16 {
@@ -614,7 +619,7 @@ fn flow_table_keeps_established_flows() {
     rebuild_ring(&mut d.services[0]);
     dp.apply(&d).expect("apply drain");
     for (i, p) in (20000..20400u16).enumerate() {
-        assert_eq!(sent_to(&mut dp, &v4_tcp(p, 80)), before[i], "drained real keeps flow {p}");
+        assert_eq!(sent_to(&mut dp, &v4_ack(p, 80)), before[i], "drained real keeps flow {p}");
     }
     for p in 40000..40300u16 {
         assert_ne!(sent_to(&mut dp, &v4_tcp(p, 80)), 11, "new flow {p} on a drained real");
@@ -626,10 +631,39 @@ fn flow_table_keeps_established_flows() {
     dp.apply(&d).expect("apply down");
     let repick_before = event_count(&dp, event::FLOW_REPICK);
     for p in 20000..20400u16 {
-        assert_ne!(sent_to(&mut dp, &v4_tcp(p, 80)), 11, "flow {p} still on a down real");
+        assert_ne!(sent_to(&mut dp, &v4_ack(p, 80)), 11, "flow {p} still on a down real");
     }
     let moved = before.iter().filter(|r| **r == 11).count() as u64;
     assert_eq!(event_count(&dp, event::FLOW_REPICK) - repick_before, moved);
+}
+
+/// A SYN opens a connection: it skips the flow table (no lookup, counted as a new flow, never a
+/// hit) and its pick replaces an entry left on the same ports; later segments follow the entry.
+#[test]
+fn syn_is_picked_anew_and_later_segments_follow_the_entry() {
+    let Some((mut dp, mut d)) = setup() else { return };
+    let c4 = IpAddr::V4(CLIENT);
+    let ports: Vec<u16> = (50000..50400).collect();
+    let first: Vec<u8> = ports.iter().map(|p| sent_to(&mut dp, &v4_tcp(*p, 80))).collect();
+    d.services[0].reals = vec![r4(11, 5), r4(12, 1), r4(19, 1)];
+    for r in &mut d.services[0].reals {
+        r.port = 80;
+    }
+    rebuild_ring(&mut d.services[0]);
+    dp.apply(&d).expect("apply");
+    let pick = |p: u16| maglev_pick(&d, 0, c4, p, 80, IPPROTO_TCP).0[5];
+    let moved: Vec<(u16, u8)> =
+        ports.iter().zip(&first).filter(|(p, r)| pick(**p) != **r).map(|(p, r)| (*p, *r)).collect();
+    assert!(moved.len() > 50, "the change must move slots to test anything ({})", moved.len());
+    let (hits, new) = (event_count(&dp, event::FLOW_HIT), event_count(&dp, event::FLOW_NEW));
+    for (p, old) in &moved {
+        assert_eq!(sent_to(&mut dp, &v4_ack(*p, 80)), *old, "ACK of flow {p} left its entry");
+        assert_eq!(sent_to(&mut dp, &v4_tcp(*p, 80)), pick(*p), "SYN on ports {p} not picked anew");
+        assert_eq!(sent_to(&mut dp, &v4_ack(*p, 80)), pick(*p), "ACK after the new SYN ({p})");
+    }
+    let n = moved.len() as u64;
+    assert_eq!(event_count(&dp, event::FLOW_HIT) - hits, 2 * n, "only the ACKs hit");
+    assert_eq!(event_count(&dp, event::FLOW_NEW) - new, n, "every SYN is a new flow");
 }
 
 #[test]
@@ -924,7 +958,7 @@ fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
     assert!(xdp_on_lo().contains(&format!("prog/xdp id {}", dp2.program_id)), "{}", xdp_on_lo());
     for (i, p) in (20000..20300u16).enumerate() {
         assert_eq!(
-            sent_to(&mut dp2, &v4_tcp(p, 80)),
+            sent_to(&mut dp2, &v4_ack(p, 80)),
             before[i],
             "flow {p} moved across the restart"
         );

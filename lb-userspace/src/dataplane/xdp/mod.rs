@@ -20,8 +20,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    self as common, GlobalConfig, IfaceValue, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey,
-    ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
+    self as common, GlobalConfig, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey, ServiceValue,
+    VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
 pub use self::pin::Pinning;
@@ -115,7 +115,9 @@ pub struct XdpDataplane {
     real_ids: IdAlloc,
     rings: RegionAlloc,
     services: HashMap<VirtualServerKey, ServiceSlot>,
-    ifaces: BTreeMap<u32, IfaceValue>,
+    /// Interfaces frames may leave through (ifindex → this director's MAC on it): the devmap's
+    /// ports, and the source MAC written into each real's slot.
+    ifaces: BTreeMap<u32, [u8; 6]>,
     vips: HashMap<VipKey, VipValue>,
     globals: Option<Globals>,
     /// `GlobalConfig::flags` as last written.
@@ -284,10 +286,10 @@ impl XdpDataplane {
             slots.iter().filter(|(_, s)| s.active.is_some()).map(|(k, _)| *k).collect();
         self.adopted_services.sort();
         self.services = slots;
-        let ifaces: BpfHashMap<_, u32, IfaceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?)
-                .map_err(map_err(map_names::IFACES))?;
-        self.ifaces = ifaces.iter().filter_map(Result::ok).collect();
+        // The devmap's ports; their MACs come with the first apply.
+        let ports = DevMapHash::try_from(map_mut(&mut self.ebpf, map_names::TX_PORTS)?)
+            .map_err(map_err(map_names::TX_PORTS))?;
+        self.ifaces = ports.keys().filter_map(Result::ok).map(|idx| (idx, [0; 6])).collect();
         let vips: BpfHashMap<_, VipKey, VipValue> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::VIPS)?)
                 .map_err(map_err(map_names::VIPS))?;
@@ -323,6 +325,7 @@ impl XdpDataplane {
             id: r.id,
             mac: r.value.mac,
             flags: r.value.flags,
+            src_mac: r.value.src_mac,
             ifindex: r.value.ifindex,
             generation: r.value.generation,
         };
@@ -393,31 +396,17 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// Interfaces frames may leave through: their MACs, and the devmap for redirects.
+    /// Interfaces frames may leave through: the devmap for redirects, and their MACs for the
+    /// reals' slots (synced after this).
     fn sync_ifaces(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
-        let want: BTreeMap<u32, IfaceValue> = desired
+        let want: BTreeMap<u32, [u8; 6]> = desired
             .interfaces
             .iter()
             .chain(&desired.tx_interfaces)
-            .map(|i| (i.ifindex, IfaceValue { mac: i.mac.0, _pad: [0; 2] }))
+            .map(|i| (i.ifindex, i.mac.0))
             .collect();
         if want == self.ifaces {
             return Ok(());
-        }
-        let mut map: BpfHashMap<_, u32, IfaceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::IFACES)?)
-                .map_err(map_err(map_names::IFACES))?;
-        for (idx, v) in &want {
-            if self.ifaces.get(idx) != Some(v) {
-                map.insert(idx, v, 0).map_err(map_err(map_names::IFACES))?;
-            }
-        }
-        for idx in self.ifaces.keys().filter(|k| !want.contains_key(k)) {
-            match map.remove(idx) {
-                Ok(()) => {}
-                Err(e) if absent(&e) => {}
-                Err(e) => return Err(map_err(map_names::IFACES)(e)),
-            }
         }
         let mut ports = DevMapHash::try_from(map_mut(&mut self.ebpf, map_names::TX_PORTS)?)
             .map_err(map_err(map_names::TX_PORTS))?;
@@ -617,11 +606,16 @@ impl XdpDataplane {
         real: &RealDesired,
         key: VirtualServerKey,
     ) -> Result<RealSlot, DataplaneError> {
+        let ifindex = real.ifindex.unwrap_or(0);
+        // The interfaces are synced first; one the agent does not know leaves the real unusable.
+        let src_mac = self.ifaces.get(&ifindex).copied();
         let mut value = RealValue {
             mac: real.mac.map(|m| m.0).unwrap_or_default(),
             // Drained (and inhibited) reals stay usable for the flows already on them.
-            flags: if real.keeps_flows { REAL_F_UP } else { 0 },
-            ifindex: real.ifindex.unwrap_or(0),
+            flags: if real.keeps_flows && src_mac.is_some() { REAL_F_UP } else { 0 },
+            src_mac: src_mac.unwrap_or_default(),
+            _pad: 0,
+            ifindex,
             generation: 0,
         };
         match existing {

@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::MapData;
 use lb_common::{
-    Binding, Counter, FlowKey, FragKey, GlobalConfig, IfaceValue, PersistKey, RealValue,
-    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
+    Binding, Counter, FlowKey, FragKey, GlobalConfig, PersistKey, RealValue, ServiceKey,
+    ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 1;
+pub const LAYOUT: u32 = 2;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,6 @@ pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
         (map_names::VIPS, size_of::<VipKey>(), size_of::<VipValue>(), l.max_services),
         (map_names::RINGS, 4, 4, l.ring_entries),
         (map_names::REALS, 4, size_of::<RealValue>(), l.max_reals),
-        (map_names::IFACES, 4, size_of::<IfaceValue>(), sizes::MAX_IFACES),
         // struct bpf_devmap_val: ifindex and a program fd.
         (map_names::TX_PORTS, 4, 8, sizes::MAX_IFACES),
         (map_names::FLOWS, size_of::<FlowKey>(), size_of::<Binding>(), l.flows),
@@ -132,6 +131,9 @@ pub struct RealRecord {
     pub id: u32,
     pub mac: [u8; 6],
     pub flags: u16,
+    /// Source MAC for frames to this real (layout 2).
+    #[serde(default)]
+    pub src_mac: [u8; 6],
     pub ifindex: u32,
     pub generation: u32,
 }
@@ -141,6 +143,8 @@ impl RealRecord {
         RealValue {
             mac: self.mac,
             flags: self.flags,
+            src_mac: self.src_mac,
+            _pad: 0,
             ifindex: self.ifindex,
             generation: self.generation,
         }
