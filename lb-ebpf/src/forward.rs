@@ -38,9 +38,7 @@ pub const fn drop(reason: u32) -> Verdict {
     Verdict { action: xdp_action::XDP_DROP, reason, len: 0 }
 }
 
-const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
-const TCP_FLAG_ACK: u8 = 0x10;
 
 /// Classifies and, for service traffic, forwards one frame.
 #[inline(always)]
@@ -257,11 +255,10 @@ pub fn usable_real(id: u32, generation: u32) -> Option<&'static RealValue> {
 /// The real for a frame of `flow`: its established binding if still valid, else a new pick that
 /// is remembered (unless it is a RST or the SYN-flood guard says no). Returns (id, real, new flow).
 ///
-/// A SYN (without ACK) opens a connection, so it skips the flow-table lookup, as Katran does: a
-/// lookup would almost always miss (a hash of the 40-byte key and a bucket walk for nothing). Its
-/// pick replaces any entry of an earlier connection on the same ports. The cost: a retransmitted
-/// SYN is picked again, so if the reals changed between the two, the connection starts on the new
-/// pick (the first real never completed the handshake with this client).
+/// SYNs are looked up too (Katran skips the lookup for them): a retransmitted SYN then follows
+/// its entry, and the lookup's miss brings the flow's bucket into cache with a plain load, which
+/// overlaps other misses. Without it the insert's bucket lock takes that miss alone: new flows on
+/// cold memory measured ~90 ns slower (BENCHMARKS.md).
 #[inline(always)]
 fn choose(
     svc: &ServiceValue,
@@ -269,8 +266,7 @@ fn choose(
     tcp_flags: u8,
 ) -> Option<(u32, &'static RealValue, bool)> {
     let cfg = CONFIG.get(0)?;
-    let opens = tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-    if let Some(b) = if opens { None } else { FLOWS.get_ptr_mut(flow) } {
+    if let Some(b) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
         let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
         match usable_real(real_id, generation) {

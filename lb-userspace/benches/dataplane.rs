@@ -75,8 +75,6 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const NON_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-/// Outside the range `client_v6` hands out.
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0xff, 0, 0, 0, 7);
 const PORT: u16 = 80;
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -414,10 +412,6 @@ fn v4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
     f
 }
 
-fn v6_syn(src: Ipv6Addr, dst: Ipv6Addr, sport: u16) -> Vec<u8> {
-    v6_tcp(src, dst, sport, TCP_SYN)
-}
-
 fn v6_tcp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
     let payload = tcp_segment(sport, PORT, flags);
     let mut f = eth(0x86dd);
@@ -548,7 +542,6 @@ struct Snapshot {
     flow_hit: u64,
     flow_new: u64,
     flow_rst_untracked: u64,
-    flow_guard_skip: u64,
     tx: u64,
     pass_not_service: u64,
 }
@@ -573,7 +566,6 @@ fn snapshot(dp: &mut XdpDataplane) -> anyhow::Result<Snapshot> {
         flow_hit: event("flow_hit")?,
         flow_new: event("flow_new")?,
         flow_rst_untracked: event("flow_rst_untracked")?,
-        flow_guard_skip: event("flow_guard_skip")?,
         tx: reason("tx")?,
         pass_not_service: reason("pass_not_service")?,
     })
@@ -650,7 +642,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     rows.push(repeat_row(&format!("v4_non_vip_pass{sfx}"), kernel, wall, Some(&floor_name)));
 
     // Flow hit: a SYN creates the flow once; then every repetition of an ACK of that connection
-    // finds it (a SYN would not: it skips the flow table).
+    // finds it.
     let frame = v4_syn(CLIENT, VIP, 40000);
     let before = snapshot(&mut dp)?;
     let (v, out) = run_once(dp.program()?, &frame)?;
@@ -756,20 +748,6 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         wall.push(r.wall_ns);
     }
     rows.push(repeat_row(&format!("v4_new_flow_no_insert{sfx}"), kernel, wall, Some(&floor_name)));
-
-    // Katran's method for a new flow: the same SYN repeated. A SYN skips the flow-table lookup, so
-    // every repetition takes a real from the Maglev table and writes the flow's entry (replacing
-    // the previous repetition's), with everything hot in cache.
-    for (family, frame) in
-        [("v4", v4_syn(CLIENT, VIP, 40002)), ("v6", v6_syn(CLIENT6, VIP6, 40002))]
-    {
-        rows.push(new_flow_repeat_row(
-            &mut dp,
-            &frame,
-            &format!("{family}_new_flow_repeat{sfx}"),
-            &floor_name,
-        )?);
-    }
 
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
@@ -924,38 +902,6 @@ fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>)
         extra: vec![("wall_ns_per_repetition", json!(round1(median(&wall))))],
         floor: floor.map(str::to_owned),
     }
-}
-
-/// Every repetition of `frame` (a SYN) is a new flow that writes its entry: checked by counters
-/// (flow_new = XDP_TX = repetitions, no hit, no guard skip).
-fn new_flow_repeat_row(
-    dp: &mut XdpDataplane,
-    frame: &[u8],
-    name: &str,
-    floor: &str,
-) -> anyhow::Result<Row> {
-    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let before = snapshot(dp)?;
-        let r = repeat_run(dp.program()?, frame, REPEAT)?;
-        let after = snapshot(dp)?;
-        ensure!(r.verdict == XDP_TX, "{name}: verdict {} (want XDP_TX)", r.verdict);
-        let (new, hits, skipped, tx) = (
-            after.flow_new - before.flow_new,
-            after.flow_hit - before.flow_hit,
-            after.flow_guard_skip - before.flow_guard_skip,
-            after.tx - before.tx,
-        );
-        let n = u64::from(REPEAT);
-        ensure!(
-            new == n && hits == 0 && skipped == 0 && tx == n,
-            "{name}: {new} new flows, {hits} hits, {skipped} guard skips, {tx} XDP_TX for \
-             {REPEAT} repetitions"
-        );
-        kernel.push(r.kernel_ns);
-        wall.push(r.wall_ns);
-    }
-    Ok(repeat_row(name, kernel, wall, Some(floor)))
 }
 
 // ---- Maglev -----------------------------------------------------------------------------------
