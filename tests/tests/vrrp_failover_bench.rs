@@ -383,7 +383,10 @@ fn vrrp_failover_bench() {
         "| row | median | min | max | from the last advert (median) | Master_Down_Interval |\n",
     );
     table.push_str("|---|---:|---:|---:|---:|---:|\n");
-    for s in SETTINGS {
+    // LB_BENCH_SETTINGS=v3_30ms (tags, comma-separated): only those settings, for quick runs.
+    let only = std::env::var("LB_BENCH_SETTINGS").ok();
+    let wanted = |tag: &str| only.as_deref().is_none_or(|o| o.split(',').any(|t| t == tag));
+    for s in SETTINGS.into_iter().filter(|s| wanted(s.tag)) {
         for (who, samples) in
             [("lb", lb_pair(s, rounds)), ("keepalived", keepalived_pair(s, rounds))]
         {

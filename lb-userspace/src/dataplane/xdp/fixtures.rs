@@ -637,6 +637,31 @@ fn flow_table_keeps_established_flows() {
     assert_eq!(event_count(&dp, event::FLOW_REPICK) - repick_before, moved);
 }
 
+/// A standby service (its VRRP instance is BACKUP) gets its reals and Maglev table written but
+/// no services-map entry: its traffic is the kernel's, and taking over writes no table entry.
+#[test]
+fn a_standby_service_is_staged_and_taken_over_without_writing_its_table() {
+    let mut d = desired();
+    d.services.retain(|s| s.key.port != 0);
+    d.services[0].active = false;
+    let Some((mut dp, mut d)) = setup_with(d) else { return };
+    let staged = dp.ring_writes();
+    assert!(staged >= u64::from(SMALL_TABLE), "the standby's table was not written ({staged})");
+    let frame = v4_tcp(40000, 80);
+    assert_eq!(run(&mut dp, &frame), (XDP_PASS, frame.clone()), "standby forwarded");
+
+    d.services[0].active = true;
+    dp.apply(&d).expect("take over");
+    assert_eq!(dp.ring_writes(), staged, "the takeover rewrote table entries");
+    let want = maglev_pick(&d, 0, IpAddr::V4(CLIENT), 40000, 80, IPPROTO_TCP).0[5];
+    assert_eq!(sent_to(&mut dp, &frame), want);
+
+    d.services[0].active = false;
+    dp.apply(&d).expect("back to standby");
+    assert_eq!(run(&mut dp, &frame).0, XDP_PASS, "standby again, still forwarded");
+    assert_eq!(dp.ring_writes(), staged);
+}
+
 /// A retransmitted SYN follows its flow's entry after a table change, as later segments do (Katran
 /// re-picks SYNs; here the lookup is kept, see `choose` in the program).
 #[test]

@@ -86,6 +86,10 @@ struct ServiceSlot {
     halves: [Vec<u32>; 2],
     /// Half the service value points at, if any table is live.
     active: Option<usize>,
+    /// The services map has the entry: packets to the service are forwarded. A standby service
+    /// (its VRRP instance is not MASTER) has its reals and table written but no entry, so taking
+    /// over is one map update instead of a table's worth.
+    published: bool,
     /// A ring region given up by a table-size change, freed once the new table is live.
     retired: Option<(u32, u32)>,
     value: ServiceValue,
@@ -124,6 +128,8 @@ pub struct XdpDataplane {
     config_flags: Option<u32>,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
+    /// Maglev table entries written since load (tests check that a takeover writes none).
+    ring_writes: u64,
     attached: BTreeMap<u32, Attached>,
     nr_cpus: usize,
     limits: XdpLimits,
@@ -222,6 +228,7 @@ impl XdpDataplane {
             globals: None,
             config_flags: None,
             next_generation: 1,
+            ring_writes: 0,
             attached: BTreeMap::new(),
             nr_cpus,
             limits,
@@ -259,6 +266,7 @@ impl XdpDataplane {
                     // Unknown contents: the next table is written in full, then swapped in.
                     halves: [Vec::new(), Vec::new()],
                     active: value.and(rec.active),
+                    published: value.is_some(),
                     retired: None,
                     value: value.unwrap_or_default(),
                     reals: rec.reals.iter().map(|r| ((r.address, r.port), slot_of(r))).collect(),
@@ -369,6 +377,11 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Maglev table entries written since load.
+    pub fn ring_writes(&self) -> u64 {
+        self.ring_writes
+    }
+
     /// The loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
     pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         program(&mut self.ebpf)
@@ -434,7 +447,13 @@ impl XdpDataplane {
     fn sync_vips(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         let flags = if desired.globals.icmp_echo { VIP_F_ICMP_ECHO } else { 0 };
         let want: HashMap<VipKey, VipValue> =
-            desired.services.iter().map(|s| (vip_key(s.key.vip), VipValue { flags })).collect();
+            // A standby's VIP is the master's business (echo replies, fragments).
+            desired
+                .services
+                .iter()
+                .filter(|s| s.active)
+                .map(|s| (vip_key(s.key.vip), VipValue { flags }))
+                .collect();
         if want == self.vips {
             return Ok(());
         }
@@ -704,7 +723,7 @@ impl XdpDataplane {
             persist_mask: common::prefix_mask(prefix, bits),
             ..Default::default()
         };
-        self.swap_table(key, table, template)?;
+        self.swap_table(key, table, template, svc.active)?;
 
         // Reals no longer configured: the live table no longer names them, so free their ids.
         let gone: Vec<((IpAddr, u16), u32)> = match self.services.get(&key) {
@@ -782,6 +801,7 @@ impl XdpDataplane {
             table_size,
             halves: [Vec::new(), Vec::new()],
             active: None,
+            published: false,
             retired: None,
             value: ServiceValue { id, ring_offset: ring_base, ..Default::default() },
             reals: HashMap::new(),
@@ -790,12 +810,14 @@ impl XdpDataplane {
     }
 
     /// Makes `table` live for `key`: writes it into the inactive half (only the entries that
-    /// differ) and then points the service at it with one map update.
+    /// differ) and then points the service at it with one map update. Unless `publish`, the
+    /// service's entry is left out of (or taken out of) the services map: a standby.
     fn swap_table(
         &mut self,
         key: VirtualServerKey,
         table: Vec<u32>,
         template: ServiceValue,
+        publish: bool,
     ) -> Result<(), DataplaneError> {
         let Some(slot) = self.services.get(&key) else { return Ok(()) };
         let (id, base, size) = (slot.id, slot.ring_base, slot.table_size);
@@ -818,6 +840,7 @@ impl XdpDataplane {
             for (i, &real) in table.iter().enumerate() {
                 if old.get(i) != Some(&real) {
                     rings.set(offset + i as u32, real, 0).map_err(map_err(map_names::RINGS))?;
+                    self.ring_writes += 1;
                 }
             }
             if let Some(s) = self.services.get_mut(&key) {
@@ -835,15 +858,20 @@ impl XdpDataplane {
         let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
                 .map_err(map_err(map_names::SERVICES))?;
-        let installed =
-            self.services.get(&key).is_some_and(|s| s.active.is_some() || s.value.ring_size > 0);
-        if !installed || self.services.get(&key).map(|s| s.value) != Some(value) {
+        let published = self.services.get(&key).is_some_and(|s| s.published);
+        if publish && (!published || self.services.get(&key).map(|s| s.value) != Some(value)) {
             map.insert(skey, value, 0).map_err(map_err(map_names::SERVICES))?;
+        } else if !publish && published {
+            match map.remove(&skey) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::SERVICES)(e)),
+            }
         }
         let retired = match self.services.get_mut(&key) {
             Some(s) => {
                 s.value = value;
                 s.active = target;
+                s.published = publish;
                 s.retired.take()
             }
             None => None,
@@ -940,18 +968,19 @@ impl Dataplane for XdpDataplane {
         // The all-ports lookup is switched on before an all-ports service is added and off only
         // after the last one is gone, so no frame for one is ever passed up by mistake.
         let all_ports = desired.services.iter().any(|s| s.active && s.key.port == 0);
-        let had_all_ports = self.services.keys().any(|k| k.port == 0);
+        let had_all_ports = self.services.iter().any(|(k, s)| k.port == 0 && s.published);
         self.sync_globals(&desired.globals, all_ports || had_all_ports)?;
         self.sync_ifaces(desired)?;
         self.sync_vips(desired)?;
-        // Inactive services (their VRRP instance is not MASTER) are left out entirely.
-        for svc in desired.services.iter().filter(|s| s.active) {
+        // Inactive services (their VRRP instance is not MASTER) are staged: reals and table
+        // written, no services-map entry (see `ServiceSlot::published`).
+        for svc in &desired.services {
             self.sync_service(svc)?;
         }
         let stale: Vec<VirtualServerKey> = self
             .services
             .keys()
-            .filter(|k| !desired.services.iter().any(|s| s.active && s.key == **k))
+            .filter(|k| !desired.services.iter().any(|s| s.key == **k))
             .copied()
             .collect();
         for key in stale {
