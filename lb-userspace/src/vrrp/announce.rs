@@ -141,6 +141,7 @@ pub fn send_burst(ifname: &str, vips: &[IpAddr], count: u32) -> io::Result<Burst
         }
     }
     report.took = started.elapsed();
+    close_later(sock);
     if let Some(e) = last_err {
         if report.sent == 0 {
             return Err(e);
@@ -152,6 +153,16 @@ pub fn send_burst(ifname: &str, vips: &[IpAddr], count: u32) -> io::Result<Burst
         );
     }
     Ok(report)
+}
+
+/// Closing an AF_PACKET socket waits for an RCU grace period (`synchronize_net` in the kernel's
+/// `packet_release`), ~15 ms on a busy host: that happens on a blocking thread, so the instance's
+/// next steps after a GARP burst (adverts, notify scripts) are not held up by it.
+fn close_later(sock: PacketSocket) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(sock))),
+        Err(_) => drop(sock),
+    }
 }
 
 /// keepalived sets the NA Router flag when the interface forwards IPv6.
