@@ -851,6 +851,27 @@ fn reals_on_another_interface_are_reached_by_redirect() {
     assert_eq!(out[5], 13);
 }
 
+/// The source MAC is kept in each real's slot: it follows a change of the interface's MAC, and a
+/// real reached through an interface the dataplane was not given is not used.
+#[test]
+fn source_mac_follows_the_interface_and_unknown_interfaces_are_not_used() {
+    let Some((mut dp, mut d)) = setup() else { return };
+    let dns = ipv4(CLIENT, VIP, IPPROTO_UDP, PLAIN, &udp(5353, 53));
+    let (v, out) = run(&mut dp, &dns);
+    assert_eq!((v, &out[6..12]), (XDP_TX, &IFACE_MAC[..]));
+
+    let new_mac = [0x02, 0, 0, 0, 0, 0x77];
+    d.interfaces[0].mac = Mac(new_mac);
+    dp.apply(&d).expect("apply MAC change");
+    let (v, out) = run(&mut dp, &dns);
+    assert_eq!((v, &out[6..12], out[5]), (XDP_TX, &new_mac[..], 13), "after the MAC change");
+
+    // The only real of UDP/53 now says it is reached through an interface nobody provided.
+    d.services[1].reals[0].ifindex = Some(4242);
+    dp.apply(&d).expect("apply unknown interface");
+    assert_eq!(run(&mut dp, &dns).0, XDP_DROP, "a real without a known interface was used");
+}
+
 #[test]
 fn table_change_and_removal_take_effect() {
     let Some((mut dp, mut d)) = setup() else { return };
