@@ -6,7 +6,7 @@
 //! BENCHMARKS.md explains each row's method. XDP against kernel IPVS (which this kernel lacks)
 //! is `cargo xtask vm bench`, in an emulated guest: minutes of qemu, so not run from here.
 
-use std::{fs, io, path::PathBuf, process::Command};
+use std::{fs, io, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -45,7 +45,10 @@ pub fn bench() -> anyhow::Result<()> {
         "--bin",
         "lb",
     ]))?;
-    let cargo_target = std::env::var_os("CARGO_TARGET_DIR").map_or(target.clone(), PathBuf::from);
+    // A relative CARGO_TARGET_DIR is relative to the workspace, where cargo runs; the test runs in
+    // its own crate folder, so it gets the absolute path.
+    let cargo_target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or(target.clone(), |d| root.join(d));
     let lb = cargo_target.join("release").join("lb");
     let rows_before = fs::read_to_string(&json)?.matches("\"name\"").count();
     run(Command::new("cargo")
