@@ -818,7 +818,10 @@ fn graceful_handover(version: u8, advert: Duration, ka_advert: &'static str, uni
     let stopping = Instant::now();
     lb.stop();
     let stopped = stopping.elapsed();
-    let zero = cap.adverts(lb_src, Some(0)).into_iter().find(|t| *t >= stopping);
+    // The capture thread may not have read the frame yet when stop() returns.
+    let zero = wait_for(Duration::from_secs(1), || {
+        cap.adverts(lb_src, Some(0)).into_iter().find(|t| *t >= stopping)
+    });
     let zero = zero.expect("no priority-0 advert on stop");
     let ka_first = wait_for(Duration::from_secs(2), || {
         cap.adverts(ka_src, Some(100)).into_iter().find(|t| *t > zero)
