@@ -854,18 +854,15 @@ impl XdpDataplane {
             }
             None => value.ring_size = 0,
         }
-        let skey = service_key(&key);
-        let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
-                .map_err(map_err(map_names::SERVICES))?;
-        let published = self.services.get(&key).is_some_and(|s| s.published);
-        if publish && (!published || self.services.get(&key).map(|s| s.value) != Some(value)) {
-            map.insert(skey, value, 0).map_err(map_err(map_names::SERVICES))?;
+        let (published, current) =
+            self.services.get(&key).map_or((false, None), |s| (s.published, Some(s.value)));
+        if publish && (!published || current != Some(value)) {
+            let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
+                BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
+                    .map_err(map_err(map_names::SERVICES))?;
+            map.insert(service_key(&key), value, 0).map_err(map_err(map_names::SERVICES))?;
         } else if !publish && published {
-            match map.remove(&skey) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(map_names::SERVICES)(e)),
-            }
+            self.unpublish(&key)?;
         }
         let retired = match self.services.get_mut(&key) {
             Some(s) => {
@@ -908,14 +905,20 @@ impl XdpDataplane {
         ]
     }
 
-    fn remove_service(&mut self, key: VirtualServerKey) -> Result<(), DataplaneError> {
+    /// Takes the service's entry out of the services map (none there is fine).
+    fn unpublish(&mut self, key: &VirtualServerKey) -> Result<(), DataplaneError> {
         let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
                 .map_err(map_err(map_names::SERVICES))?;
-        match map.remove(&service_key(&key)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(map_names::SERVICES)(e)),
+        match map.remove(&service_key(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(map_err(map_names::SERVICES)(e)),
         }
+    }
+
+    fn remove_service(&mut self, key: VirtualServerKey) -> Result<(), DataplaneError> {
+        self.unpublish(&key)?;
         let Some(slot) = self.services.remove(&key) else { return Ok(()) };
         for id in slot.reals.values().chain(slot.sorry.as_ref().map(|(_, r)| r)).map(|r| r.id) {
             self.free_real(id)?;
