@@ -48,6 +48,13 @@ use serde_json::{Value, json};
 /// The trivial program (lb-ebpf/src/bin/pass.rs), built next to `lb-xdp` by build.rs.
 const PASS_OBJECT: &str = concat!(env!("OUT_DIR"), "/lb-xdp-pass");
 const PASS_PROGRAM: &str = "lb_xdp_pass";
+/// The flow table's LRU insert alone (lb-ebpf/src/bin/lru_floor.rs), built by build.rs.
+const LRU_FLOOR_OBJECT: &str = concat!(env!("OUT_DIR"), "/lb-xdp-lru-floor");
+const LRU_INSERT_PROGRAM: &str = "lb_floor_lru_insert";
+const LRU_UPDATE_PROGRAM: &str = "lb_floor_lru_update";
+/// Repetitions per `repeat` call of the LRU-insert row: every repetition adds a key, and all of
+/// a run's keys (`ROUNDS` of these plus the per-call rounds) fit in `FLOWS`, so none is evicted.
+const LRU_REPEAT: u32 = 100_000;
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -145,6 +152,10 @@ fn run() -> anyhow::Result<()> {
             .context("spawning the XDP benchmark thread")?;
         let r = thread.join().map_err(|_| anyhow::anyhow!("XDP benchmark thread panicked"))?;
         rows.extend(r.with_context(|| format!("XDP rows ({})", caps.describe()))?);
+    }
+    if wanted("xdp") {
+        eprintln!("bench: memory latency");
+        rows.push(memory_latency_row()?);
     }
     if wanted("maglev") {
         eprintln!("bench: Maglev table builds");
@@ -749,6 +760,11 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     }
     rows.push(repeat_row(&format!("v4_new_flow_no_insert{sfx}"), kernel, wall, Some(&floor_name)));
 
+    // The map alone, for reading the goal (set with CAP_PERFMON) against it.
+    if caps == Caps::Perfmon {
+        rows.extend(lru_floor_rows(pass, &frame, &floor_name)?);
+    }
+
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
     // earlier, so other flows have been touched since, as for a real established flow).
@@ -821,6 +837,119 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             &floor_name,
         ));
     }
+    Ok(rows)
+}
+
+/// What the kernel's LRU hash map costs by itself for a flow-table write (`FlowKey` → `Binding`,
+/// `FLOWS` entries): a new key per repetition (hot), the same key repeated (Katran's repeated
+/// SYN), and a new key per call (as cold as the `new_flow` rows). Checked: the program's sequence
+/// advanced once per run, and the run's first and last keys are in the map (nothing evicted).
+/// With CAP_PERFMON only, the goal's setting (without it the verifier refuses the program's
+/// stack memset).
+fn lru_floor_rows(pass: &Xdp, frame: &[u8], floor_name: &str) -> anyhow::Result<Vec<Row>> {
+    ensure!(
+        std::fs::metadata(LRU_FLOOR_OBJECT).is_ok_and(|m| m.len() > 0),
+        "{LRU_FLOOR_OBJECT} is missing or empty (built with AYA_BUILD_SKIP?)"
+    );
+    let mut ebpf = aya::EbpfLoader::new()
+        .map_max_entries("LB_FLOOR_FLOWS", FLOWS)
+        .load_file(LRU_FLOOR_OBJECT)
+        .with_context(|| format!("opening {LRU_FLOOR_OBJECT}"))?;
+    for name in [LRU_INSERT_PROGRAM, LRU_UPDATE_PROGRAM] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in {LRU_FLOOR_OBJECT}"))?
+            .try_into()
+            .with_context(|| format!("{name} is not XDP"))?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    let insert: &Xdp = ebpf.program(LRU_INSERT_PROGRAM).context("insert program")?.try_into()?;
+    let update: &Xdp = ebpf.program(LRU_UPDATE_PROGRAM).context("update program")?.try_into()?;
+    let seq_map: aya::maps::PerCpuArray<_, u32> =
+        aya::maps::PerCpuArray::try_from(ebpf.map("LB_FLOOR_SEQ").context("sequence map")?)?;
+    let flows: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Binding> =
+        aya::maps::HashMap::try_from(ebpf.map("LB_FLOOR_FLOWS").context("flows map")?)?;
+    // Keys written so far, over all CPUs (the thread is pinned, but count them all anyway).
+    let seq =
+        || -> anyhow::Result<u64> { Ok(seq_map.get(&0, 0)?.iter().map(|&v| u64::from(v)).sum()) };
+    // Whether key `n` (as the program builds it) is in the map.
+    let has_key = |n: u64| -> bool {
+        let key = lb_common::FlowKey {
+            src: [(n as u32).to_be(), 0, 0, 0],
+            dst: [0x6402_00c0, 0, 0, 0],
+            ports: 0x5000_409c,
+            proto: lb_common::IPPROTO_TCP,
+            family: lb_common::FAMILY_V4,
+            _pad: 0,
+        };
+        flows.get(&key, 0).is_ok()
+    };
+    let mut rows = Vec::new();
+
+    // A new key every repetition, hot.
+    let first = seq()? + 1;
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = seq()?;
+        let r = repeat_run(insert, frame, LRU_REPEAT)?;
+        let after = seq()?;
+        ensure!(r.verdict == XDP_PASS, "LRU insert: verdict {} (want XDP_PASS)", r.verdict);
+        ensure!(
+            after - before == u64::from(LRU_REPEAT) && has_key(before + 1) && has_key(after),
+            "LRU insert: {} keys written for {LRU_REPEAT} repetitions, or a key is missing",
+            after - before
+        );
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    let mut row = repeat_row("lru_insert_new_key", kernel, wall, Some(floor_name));
+    row.method = format!(
+        "repeat={LRU_REPEAT}: kernel per-repetition average (whole ns); one new key per \
+         repetition, counted, none evicted"
+    );
+    rows.push(row);
+
+    // The same key every repetition: the kernel still takes a free element and drops the old one.
+    let (mut kernel, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let r = repeat_run(update, frame, REPEAT)?;
+        ensure!(r.verdict == XDP_PASS, "LRU update: verdict {} (want XDP_PASS)", r.verdict);
+        ensure!(has_key(0), "LRU update: the repeated key is not in the map");
+        kernel.push(r.kernel_ns);
+        wall.push(r.wall_ns);
+    }
+    rows.push(repeat_row("lru_update_same_key", kernel, wall, Some(floor_name)));
+
+    // A new key every call, as cold as the per-call new-flow rows.
+    let frames = vec![frame.to_vec(); CHUNK];
+    let dst_prefix: [u8; 5] = frame[..5].try_into().context("MAC prefix")?;
+    per_call(insert, &frames, XDP_PASS, dst_prefix)?;
+    let mut series = Series::default();
+    for _ in 0..ROUNDS {
+        let before = seq()?;
+        let mut chunks = Chunks::default();
+        for _ in 0..CALLS / CHUNK {
+            let p1 = per_call(pass, &frames, XDP_PASS, dst_prefix)?;
+            let n = per_call(insert, &frames, XDP_PASS, dst_prefix)?;
+            let p2 = per_call(pass, &frames, XDP_PASS, dst_prefix)?;
+            chunks.add(n, p1, p2);
+        }
+        let after = seq()?;
+        let calls = ((CALLS / CHUNK) * CHUNK) as u64;
+        ensure!(
+            after - before == calls && has_key(before + 1) && has_key(after),
+            "LRU insert per call: {} keys written for {calls} calls, or a key is missing",
+            after - before
+        );
+        series.push(&chunks);
+    }
+    ensure!(has_key(first), "LRU insert: the run's first key was evicted");
+    rows.push(per_call_row(
+        "lru_insert_percall".to_owned(),
+        "the flow table's LRU insert alone, a new key every call",
+        series,
+        floor_name,
+    ));
     Ok(rows)
 }
 
@@ -902,6 +1031,59 @@ fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>)
         extra: vec![("wall_ns_per_repetition", json!(round1(median(&wall))))],
         floor: floor.map(str::to_owned),
     }
+}
+
+// ---- memory ------------------------------------------------------------------------------------
+
+/// Bytes the latency probe chases through: far beyond any last-level cache, like the flow table
+/// (1 Mi entries: 8 MiB of bucket heads plus 64 MiB of elements).
+const LATENCY_BYTES: usize = 256 << 20;
+/// Dependent loads timed per round.
+const LATENCY_LOADS: usize = 2_000_000;
+
+/// What one random read from memory costs on this machine: a chain of dependent loads through a
+/// random cyclic permutation of a large buffer on 4 KiB pages (as the kernel's vmalloc'ed map
+/// memory), so every load waits for the previous one. A flow table sized for a million flows
+/// cannot keep a new flow's bucket in cache, so this bounds a new flow from below.
+fn memory_latency_row() -> anyhow::Result<Row> {
+    let n = LATENCY_BYTES / size_of::<usize>();
+    let mut next: Vec<usize> = (0..n).collect();
+    // SAFETY: advice on memory this Vec owns; failure only means huge pages may be used.
+    unsafe {
+        libc::madvise(next.as_mut_ptr().cast(), LATENCY_BYTES, libc::MADV_NOHUGEPAGE);
+    }
+    // Sattolo's algorithm: one cycle through all slots, in a random order (xorshift, fixed seed).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        next.swap(i, j);
+    }
+    let mut samples = Vec::new();
+    let mut at = 0usize;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for _ in 0..LATENCY_LOADS {
+            at = next[at];
+        }
+        samples.push(start.elapsed().as_nanos() as f64 / LATENCY_LOADS as f64);
+    }
+    std::hint::black_box(at);
+    Ok(Row {
+        name: "memory_random_read".to_owned(),
+        value: round1(median(&samples)),
+        unit: "ns",
+        method: format!(
+            "in-process: {LATENCY_LOADS} dependent loads at random through {} MiB on 4 KiB \
+             pages, wall clock per load",
+            LATENCY_BYTES >> 20
+        ),
+        samples,
+        extra: Vec::new(),
+        floor: None,
+    })
 }
 
 // ---- Maglev -----------------------------------------------------------------------------------
@@ -1156,7 +1338,7 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         let x = ratio(rows, r).map_or_else(|| "—".to_owned(), |x| format!("{x:.1}"));
         let method = if r.method.starts_with("repeat") {
-            format!("repeat={REPEAT}")
+            r.method.split(':').next().unwrap_or_default().to_owned()
         } else if r.method.starts_with("per-call") {
             "per-call − pass per-call".to_owned()
         } else if r.name.starts_with("maglev") {

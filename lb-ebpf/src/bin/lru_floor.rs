@@ -1,0 +1,70 @@
+//! Benchmark reference for the flow table: XDP programs that do nothing but write one entry into
+//! an LRU hash map shaped like the flow table (`FlowKey` → `Binding`, sized by the benchmark to
+//! the agent's default), then pass the frame. `cargo xtask bench` times them next to the trivial
+//! program, so BENCHMARKS.md can say what the kernel's LRU map costs per new flow by itself,
+//! whatever the rest of the fast path costs.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{Binding, FAMILY_V4, FlowKey, IPPROTO_TCP};
+
+/// Same key and value as the flow table; the benchmark sets the size at load time.
+#[map(name = "LB_FLOOR_FLOWS")]
+static FLOWS: LruHashMap<FlowKey, Binding> = LruHashMap::with_max_entries(1024, 0);
+
+/// Entry 0: keys this CPU has written, so each repetition of a test run writes a new key.
+#[map(name = "LB_FLOOR_SEQ")]
+static SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn key(n: u32) -> FlowKey {
+    // A v4 flow as the fast path builds it: client address varies, VIP and ports fixed.
+    FlowKey {
+        src: [n.to_be(), 0, 0, 0],
+        dst: [0x6402_00c0, 0, 0, 0],
+        ports: 0x5000_409c,
+        proto: IPPROTO_TCP,
+        family: FAMILY_V4,
+        _pad: 0,
+    }
+}
+
+/// A new key on every run: the insert of a new flow (free-list pop, bucket lock, link).
+#[xdp]
+pub fn lb_floor_lru_insert(_ctx: XdpContext) -> u32 {
+    if let Some(n) = SEQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        let seq = unsafe {
+            *n = (*n).wrapping_add(1);
+            *n
+        };
+        let b = Binding { real: 1, generation: 1, atime: seq, _pad: 0 };
+        let _ = FLOWS.insert(&key(seq), &b, 0);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The same key on every run: what a repeated SYN costs a program that inserts without looking
+/// up first (Katran's benchmark method); the kernel still replaces the element.
+#[xdp]
+pub fn lb_floor_lru_update(_ctx: XdpContext) -> u32 {
+    let b = Binding { real: 1, generation: 1, atime: 0, _pad: 0 };
+    let _ = FLOWS.insert(&key(0), &b, 0);
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
