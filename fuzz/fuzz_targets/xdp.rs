@@ -114,7 +114,7 @@ fn service(vip: IpAddr, port: u16, protocol: Protocol, reals: Vec<RealDesired>) 
         .collect();
     let ring = maglev::build(&backends, TABLE, u64::from(lb_common::DEFAULT_HASH_SEED));
     ServiceDesired {
-        key: VirtualServerKey { vip, port, protocol },
+        key: VirtualServerKey::addr(vip, port, protocol),
         active: true,
         vrrp_instance: None,
         backend: Default::default(),

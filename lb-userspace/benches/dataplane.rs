@@ -328,7 +328,7 @@ fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
     ServiceDesired {
         active: true,
         vrrp_instance: None,
-        key: VirtualServerKey { vip, port: PORT, protocol: Protocol::Tcp },
+        key: VirtualServerKey::addr(vip, PORT, Protocol::Tcp),
         backend: Default::default(),
         backend_reason: String::new(),
         one_packet: false,

@@ -180,10 +180,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 /// The selector as the agent parses it back.
 fn selector(s: &ServiceSelector) -> String {
-    match s.protocol {
-        Some(p) => format!("{}/{p}", s.addr),
-        None => s.addr.to_string(),
-    }
+    s.to_string()
 }
 
 /// Prints what `lb drain/undrain/weight` changed, one real per line.

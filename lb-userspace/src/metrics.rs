@@ -20,6 +20,8 @@ struct ServiceLabels {
     vip: String,
     port: u16,
     protocol: String,
+    /// Empty (which Prometheus reads as no label) except on firewall-mark services.
+    fwmark: Option<u32>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,6 +29,7 @@ struct RealLabels {
     vip: String,
     port: u16,
     protocol: String,
+    fwmark: Option<u32>,
     real: String,
     real_port: u16,
 }
@@ -36,6 +39,7 @@ struct StateLabels {
     vip: String,
     port: u16,
     protocol: String,
+    fwmark: Option<u32>,
     real: String,
     real_port: u16,
     state: String,
@@ -111,7 +115,12 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     let rl = Family::<RealLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let rs = Family::<StateLabels, Gauge>::default();
     for s in &backends.services {
-        let sl = ServiceLabels { vip: s.vip.clone(), port: s.port, protocol: s.protocol.clone() };
+        let sl = ServiceLabels {
+            vip: s.vip.clone(),
+            port: s.port,
+            protocol: s.protocol.clone(),
+            fwmark: s.fwmark,
+        };
         sp.get_or_create(&sl).inc_by(s.packets);
         sb.get_or_create(&sl).inc_by(s.bytes);
         sf.get_or_create(&sl).inc_by(s.new_flows);
@@ -120,6 +129,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
                 vip: s.vip.clone(),
                 port: s.port,
                 protocol: s.protocol.clone(),
+                fwmark: s.fwmark,
                 real: b.address.clone(),
                 real_port: b.port,
             };
@@ -135,6 +145,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
                     vip: l.vip.clone(),
                     port: l.port,
                     protocol: l.protocol.clone(),
+                    fwmark: l.fwmark,
                     real: l.real.clone(),
                     real_port: l.real_port,
                     state: st.to_owned(),

@@ -32,16 +32,33 @@ impl std::fmt::Display for Override {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides(pub HashMap<RealId, Override>);
 
-/// A service as named on the command line: `VIP:PORT` (every protocol) or `VIP:PORT/tcp`.
+/// A service as named on the command line: `VIP:PORT` (every protocol), `VIP:PORT/tcp`, or
+/// `fwmark:N` (the firewall-mark service N, of either family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceSelector {
+    /// Unused (`0.0.0.0:0`) when `fwmark` is set.
     pub addr: SocketAddr,
     pub protocol: Option<Protocol>,
+    pub fwmark: Option<u32>,
+}
+
+impl std::fmt::Display for ServiceSelector {
+    /// As parsed: `fwmark:N`, `VIP:PORT` or `VIP:PORT/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.fwmark, self.protocol) {
+            (Some(mark), _) => write!(f, "fwmark:{mark}"),
+            (None, Some(p)) => write!(f, "{}/{p}", self.addr),
+            (None, None) => write!(f, "{}", self.addr),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
-    #[error("`{0}` is not VIP:PORT (IPv6: [VIP]:PORT), optionally followed by /tcp or /udp")]
+    #[error(
+        "`{0}` is not VIP:PORT (IPv6: [VIP]:PORT), optionally followed by /tcp or /udp, nor \
+         fwmark:N"
+    )]
     BadService(String),
     #[error("`{0}` is not REAL:PORT (IPv6: [REAL]:PORT)")]
     BadReal(String),
@@ -58,11 +75,18 @@ impl std::str::FromStr for ServiceSelector {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || SelectError::BadService(s.to_owned());
+        if let Some((word, mark)) = s.split_once(':')
+            && word.eq_ignore_ascii_case("fwmark")
+        {
+            let mark = mark.parse::<u32>().ok().filter(|m| *m != 0).ok_or_else(bad)?;
+            let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+            return Ok(Self { addr, protocol: None, fwmark: Some(mark) });
+        }
         let (addr, protocol) = match s.rsplit_once('/') {
             Some((a, p)) => (a, Some(p.parse::<Protocol>().map_err(|_| bad())?)),
             None => (s, None),
         };
-        Ok(Self { addr: addr.parse().map_err(|_| bad())?, protocol })
+        Ok(Self { addr: addr.parse().map_err(|_| bad())?, protocol, fwmark: None })
     }
 }
 
@@ -81,18 +105,18 @@ pub fn select(
         .virtual_servers
         .iter()
         .map(|v| v.key())
-        .filter(|k| {
-            k.vip == service.addr.ip()
-                && k.port == service.addr.port()
-                && service.protocol.is_none_or(|p| p == k.protocol)
+        .filter(|k| match service.fwmark {
+            Some(mark) => k.fwmark == Some(mark),
+            None => {
+                k.fwmark.is_none()
+                    && k.vip == service.addr.ip()
+                    && k.port == service.addr.port()
+                    && service.protocol.is_none_or(|p| p == k.protocol)
+            }
         })
         .collect();
     if services.is_empty() {
-        let name = match service.protocol {
-            Some(p) => format!("{}/{p}", service.addr),
-            None => service.addr.to_string(),
-        };
-        return Err(SelectError::NoService(name));
+        return Err(SelectError::NoService(service.to_string()));
     }
     let mut out = Vec::new();
     for key in services {
@@ -152,6 +176,11 @@ protocol = "udp"
 interface = "eth0"
 [[virtual_server.real_server]]
 address = "2001:db8::11"
+[[virtual_server]]
+fwmark = 7
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+port = 443
 "#;
 
     #[test]
@@ -168,6 +197,12 @@ address = "2001:db8::11"
             ("192.0.2.100", "192.0.2.11:80", Err("is not VIP:PORT")),
             ("192.0.2.100:80/sctp", "192.0.2.11:80", Err("is not VIP:PORT")),
             ("192.0.2.100:80", "192.0.2.11", Err("is not REAL:PORT")),
+            ("fwmark:7", "192.0.2.11:443", Ok(1)),
+            ("FWMARK:7", "192.0.2.11:443", Ok(1)),
+            ("fwmark:8", "192.0.2.11:443", Err("no virtual server fwmark:8")),
+            ("fwmark:7", "192.0.2.11:80", Err("real server 192.0.2.11:80 is not part of fwmark 7")),
+            ("fwmark:0", "192.0.2.11:443", Err("nor fwmark:N")),
+            ("0.0.0.0:0", "192.0.2.11:443", Err("no virtual server 0.0.0.0:0")),
         ];
         for (svc, real, want) in cases {
             let got = svc

@@ -74,30 +74,43 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
         return;
     }
     let ns = Netns::create(&format!("{}-ipvs", unique_prefix())).expect("netns");
-    let cfg = temp(
+    let nat = temp(
         "nat.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
          lb_kind = \"NAT\"\nreal_server = [{ address = \"10.0.0.11\", port = 8080 }]\n",
     );
-    let cases: &[(&[&str], &str)] = &[
+    let fwmark = temp(
+        "fwmark.toml",
+        "[[virtual_server]]\nfwmark = 1\nreal_server = [{ address = \"10.0.0.11\", port = 80 }]\n",
+    );
+    let cases: &[(&std::path::Path, &[&str], &str)] = &[
         (
+            &nat,
             &[],
             ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing runs on \
              XDP) needs the IPVS dataplane, which is not usable here",
         ),
-        (&["--dataplane", "ipvs"], "--dataplane ipvs: IPVS"),
+        (&nat, &["--dataplane", "ipvs"], "--dataplane ipvs: IPVS"),
         (
+            &nat,
             &["--dataplane", "xdp"],
             "`lb_kind NAT` (only direct routing runs on XDP): it cannot run with --dataplane xdp",
         ),
+        (
+            &fwmark,
+            &[],
+            ":1:1: virtual server fwmark 1: a firewall-mark service (netfilter marks packets after \
+             XDP has run, so only IPVS can match them) needs the IPVS dataplane, which is not \
+             usable here",
+        ),
     ];
-    for (extra, expected) in cases {
-        let socket = cfg.with_extension(format!("{}.sock", extra.len()));
+    for (i, (cfg, extra, expected)) in cases.iter().enumerate() {
+        let socket = cfg.with_extension(format!("{i}.sock"));
         // `timeout`: were IPVS there after all, the agent would run; it must not hang the test.
         let lb = lb_bin();
         let out = ns
             .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "-c"])
-            .arg(&cfg)
+            .arg(cfg)
             .arg("--socket")
             .arg(&socket)
             .args(["--xdp-mode", "generic"])

@@ -36,17 +36,40 @@ use clap::Subcommand;
 use crate::{run, workspace_root};
 
 /// Bump to rebuild every cached stage after changing how it is made.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// Loaded at boot, in this order; other IPVS schedulers load on demand (`request_module`).
 /// `ipip` makes every namespace's `tunl0`, which decapsulates IPVS tunnel traffic on a real.
-const BOOT_MODULES: &[&str] =
-    &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge", "ipip"];
+/// The netfilter ones let a test mark packets for firewall-mark services (the kernel would ask
+/// for the MARK target by an alias the guest's modprobe cannot resolve).
+const BOOT_MODULES: &[&str] = &[
+    "crc32c_generic",
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "veth",
+    "bridge",
+    "ipip",
+    "ip_tables",
+    "iptable_mangle",
+    "xt_tcpudp",
+    "xt_mark",
+];
 /// Put into the initramfs with their dependencies; `ip_vs*` means every IPVS module.
-const GUEST_MODULES: &[&str] = &["ip_vs*", "veth", "bridge", "crc32c_generic", "ipip"];
-/// The guest's userland besides busybox: `ipvsadm`, iproute2's `ip` (busybox's has no `netns`)
-/// and what they link against (`ldd` on a Debian 12 host; the packages' own lists name more, for
+const GUEST_MODULES: &[&str] = &[
+    "ip_vs*",
+    "veth",
+    "bridge",
+    "crc32c_generic",
+    "ipip",
+    "ip_tables",
+    "iptable_mangle",
+    "xt_tcpudp",
+    "xt_mark",
+];
+/// The guest's userland besides busybox: `ipvsadm`, iproute2's `ip` (busybox's has no `netns`),
+/// `iptables-legacy` (to mark packets for firewall-mark services) and what they link against (`ldd` on a Debian 12 host; the packages' own lists name more, for
 /// tools the guest does not carry, see [`skipped`]).
 const GUEST_PACKAGES: &[&str] = &[
     "busybox-static",
@@ -63,6 +86,10 @@ const GUEST_PACKAGES: &[&str] = &[
     "libcap2",
     "libmd0",
     "zlib1g",
+    "iptables",
+    "libip4tc2",
+    "libip6tc2",
+    "libxtables12",
 ];
 /// iproute2's tools besides `ip`, left out of the guest.
 const SKIPPED_TOOLS: &[&str] = &[

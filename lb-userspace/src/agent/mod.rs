@@ -405,14 +405,15 @@ fn wanted_neighbours(config: &Config, facts: &HostFacts) -> Vec<(u32, String, Ip
 }
 
 /// Interfaces and routes for `config`, keeping `neighbours` as last read. Fails when a service's
-/// interface does not exist.
+/// interface (if it names one) does not exist.
 async fn host_facts(
     netlink: &rtnetlink::Handle,
     config: &Config,
     neighbours: &neigh::Neighbours,
 ) -> anyhow::Result<HostFacts> {
     let mut facts = HostFacts { neighbours: neighbours.clone(), ..Default::default() };
-    for vs in &config.virtual_servers {
+    // A firewall-mark service may name no interface (only IPVS serves it, and needs none).
+    for vs in config.virtual_servers.iter().filter(|vs| !vs.interface.is_empty()) {
         if !facts.interfaces.contains_key(&vs.interface) {
             let i = iface::lookup(&vs.interface)
                 .with_context(|| format!("interface {} of {}", vs.interface, vs.key()))?;

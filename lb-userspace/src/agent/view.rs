@@ -42,6 +42,7 @@ pub fn backends(desired: &Desired, counters: &Counters) -> BackendsView {
                     vip: s.key.vip.to_string(),
                     port: s.key.port,
                     protocol: s.key.protocol.as_str().to_owned(),
+                    fwmark: s.key.fwmark,
                     scheduler: s.scheduler.clone(),
                     dataplane: s.backend.as_str().to_owned(),
                     dataplane_reason: Some(s.backend_reason.clone()).filter(|r| !r.is_empty()),

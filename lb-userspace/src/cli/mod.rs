@@ -99,7 +99,8 @@ pub enum Command {
     /// Stop sending new flows to a real (weight 0, state `drain`); established flows continue.
     /// Lasts until `lb undrain` or the next reload.
     Drain {
-        /// VIP:PORT, or VIP:PORT/tcp|udp when both protocols are served ([VIP]:PORT for IPv6).
+        /// VIP:PORT, or VIP:PORT/tcp|udp when both protocols are served ([VIP]:PORT for IPv6),
+        /// or fwmark:N.
         service: ServiceSelector,
         /// REAL:PORT ([REAL]:PORT for IPv6).
         #[arg(value_parser = parse_real)]
@@ -110,7 +111,7 @@ pub enum Command {
     },
     /// Undo `lb drain`.
     Undrain {
-        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6).
+        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6), or fwmark:N.
         service: ServiceSelector,
         /// REAL:PORT ([REAL]:PORT for IPv6).
         #[arg(value_parser = parse_real)]
@@ -121,7 +122,7 @@ pub enum Command {
     },
     /// Set a real's weight (0-65535) until the next reload.
     Weight {
-        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6).
+        /// VIP:PORT, or VIP:PORT/tcp|udp ([VIP]:PORT for IPv6), or fwmark:N.
         service: ServiceSelector,
         /// REAL:PORT ([REAL]:PORT for IPv6).
         #[arg(value_parser = parse_real)]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::{
     agent::view::endpoint,
-    control::proto::{BackendView, BackendsView, StatusView},
+    control::proto::{BackendView, BackendsView, ServiceView, StatusView},
 };
 
 pub fn backends(v: &BackendsView) -> String {
@@ -21,14 +21,15 @@ pub fn backends(v: &BackendsView) -> String {
             (Some(i), false) => format!(", standby: {i} is not MASTER"),
             _ => String::new(),
         };
+        let on =
+            if s.interface.is_empty() { String::new() } else { format!(" on {}", s.interface) };
         let _ = writeln!(
             out,
-            "{:<4} {} {} ({} on {}{standby})",
-            s.protocol.to_uppercase(),
-            endpoint(&s.vip, s.port),
+            "{:<4} {} {} ({}{on}{standby})",
+            protocol_column(s),
+            local_address(s),
             s.scheduler,
             s.dataplane,
-            s.interface
         );
         for b in &s.backends {
             let state =
@@ -47,6 +48,20 @@ pub fn backends(v: &BackendsView) -> String {
     out
 }
 
+/// ipvsadm's `Prot` column: `TCP`, `UDP`, or `FWM` for a firewall-mark service.
+fn protocol_column(s: &ServiceView) -> String {
+    if s.fwmark.is_some() { "FWM".to_owned() } else { s.protocol.to_uppercase() }
+}
+
+/// ipvsadm's `LocalAddress:Port` column: the endpoint, or the mark (`1`, `1 IPv6`).
+fn local_address(s: &ServiceView) -> String {
+    match s.fwmark {
+        Some(mark) if s.vip.contains(':') => format!("{mark} IPv6"),
+        Some(mark) => mark.to_string(),
+        None => endpoint(&s.vip, s.port),
+    }
+}
+
 /// `lb backends --stats`: ipvsadm's `-Ln --stats` layout. Conns are new flows; in direct routing
 /// replies bypass the director, so the outgoing columns are always 0 (as ipvsadm shows for DR).
 pub fn backends_stats(v: &BackendsView) -> String {
@@ -60,8 +75,8 @@ pub fn backends_stats(v: &BackendsView) -> String {
         let _ = writeln!(
             out,
             "{:<4} {:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            s.protocol.to_uppercase(),
-            endpoint(&s.vip, s.port),
+            protocol_column(s),
+            local_address(s),
             s.new_flows,
             s.packets,
             0,
@@ -163,7 +178,6 @@ pub fn status(v: &StatusView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::ServiceView;
 
     #[test]
     fn backends_table_reads_like_ipvsadm() {
@@ -172,6 +186,7 @@ mod tests {
                 vip: "192.0.2.100".into(),
                 port: 80,
                 protocol: "tcp".into(),
+                fwmark: None,
                 scheduler: "mh".into(),
                 dataplane: "xdp".into(),
                 dataplane_reason: None,
@@ -215,5 +230,26 @@ mod tests {
         assert_eq!(svc, ["TCP", "192.0.2.100:80", "2", "3", "0", "300", "0"]);
         let real: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(real, ["->", "[2001:db8::11]:80", "2", "7", "0", "700", "0"]);
+
+        // Firewall-mark services read as ipvsadm prints them: `FWM  1`, `FWM  2 IPv6`.
+        let mut v = v;
+        let plain = v.services[0].clone();
+        v.services = [("0.0.0.0", 1), ("::", 2)]
+            .map(|(vip, mark)| ServiceView {
+                vip: vip.into(),
+                port: 0,
+                fwmark: Some(mark),
+                dataplane: "ipvs".into(),
+                interface: String::new(),
+                ..plain.clone()
+            })
+            .into();
+        let text = backends(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[2], "FWM  1 mh (ipvs)");
+        assert_eq!(lines[4], "FWM  2 IPv6 mh (ipvs)");
+        let stats = backends_stats(&v);
+        let svc: Vec<&str> = stats.lines().nth(2).unwrap_or_default().split_whitespace().collect();
+        assert_eq!(svc[..2], ["FWM", "1"]);
     }
 }

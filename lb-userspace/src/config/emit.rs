@@ -173,12 +173,26 @@ fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
 
 fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     out.section("[[virtual_server]]");
-    out.key("vip", address(&vs.vip));
-    out.key("port", vs.port.to_string());
+    match vs.fwmark {
+        Some(mark) => {
+            out.key("fwmark", mark.to_string());
+            // Written when the first real server would not tell the family.
+            let inferred = vs.real_servers.first().is_some_and(|r| r.address.is_ipv6());
+            if vs.vip.is_ipv6() != inferred {
+                out.key("ip_family", string(if vs.vip.is_ipv6() { "inet6" } else { "inet" }));
+            }
+        }
+        None => {
+            out.key("vip", address(&vs.vip));
+            out.key("port", vs.port.to_string());
+        }
+    }
     if vs.protocol != Protocol::Tcp {
         out.key("protocol", string(vs.protocol.as_str()));
     }
-    out.key("interface", string(&vs.interface));
+    if !(vs.fwmark.is_some() && vs.interface.is_empty()) {
+        out.key("interface", string(&vs.interface));
+    }
     out.key_unless("lb_algo", vs.lb_algo.as_str(), DEFAULT_LB_ALGO, string);
     out.key_unless("table_size", &vs.table_size, &maglev::DEFAULT_SIZE, integer);
     out.optional("persistence_timeout", vs.persistence_timeout.as_ref(), seconds);
@@ -477,6 +491,7 @@ mod tests {
     fn keepalived_corpus_round_trips() {
         let mut files: Vec<(String, &str)> = [
             ("classic-dr.conf", include_str!("keepalived/fixtures/classic-dr.conf")),
+            ("fwmark.conf", include_str!("keepalived/fixtures/fwmark.conf")),
             ("groups.conf", include_str!("keepalived/fixtures/groups.conf")),
             ("misc-dynamic.conf", include_str!("keepalived/fixtures/misc-dynamic.conf")),
             ("nbsp.conf", include_str!("keepalived/fixtures/nbsp.conf")),

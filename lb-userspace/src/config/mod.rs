@@ -30,7 +30,7 @@ pub use model::{
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
     TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
+    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len, unspecified,
 };
 pub use notice::{Notice, notices};
 pub use validate::validate;

@@ -5,7 +5,7 @@
 //! does not know which front end produced the model — can point errors at the exact place.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -208,17 +208,48 @@ impl fmt::Display for Location {
 }
 
 /// What identifies a virtual server (IPVS service): two definitions with the same key collide.
+/// A firewall-mark service (keepalived's `virtual_server fwmark N`) has `fwmark` set, the
+/// unspecified address of its family as `vip`, port 0 and TCP: IPVS tells those apart by family
+/// and mark only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct VirtualServerKey {
     pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
+}
+
+impl VirtualServerKey {
+    /// The key of the service on `vip:port/protocol`.
+    pub const fn addr(vip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        VirtualServerKey { vip, port, protocol, fwmark: None }
+    }
+
+    /// The key of the firewall-mark service `mark` of `vip`'s family.
+    pub fn fwmark(mark: u32, ipv6: bool) -> Self {
+        VirtualServerKey {
+            vip: unspecified(ipv6),
+            port: 0,
+            protocol: Protocol::Tcp,
+            fwmark: Some(mark),
+        }
+    }
+}
+
+/// `0.0.0.0` or `::`: the address a firewall-mark service stands on, naming only its family.
+pub fn unspecified(ipv6: bool) -> IpAddr {
+    if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() }
 }
 
 impl fmt::Display for VirtualServerKey {
-    /// `192.0.2.100:80/tcp`, `[2001:db8::1]:53/udp`.
+    /// `192.0.2.100:80/tcp`, `[2001:db8::1]:53/udp`, `fwmark 1`, `fwmark 1/inet6`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", SocketAddr::new(self.vip, self.port), self.protocol)
+        match self.fwmark {
+            Some(mark) if self.vip.is_ipv6() => write!(f, "fwmark {mark}/inet6"),
+            Some(mark) => write!(f, "fwmark {mark}"),
+            None => write!(f, "{}/{}", SocketAddr::new(self.vip, self.port), self.protocol),
+        }
     }
 }
 
@@ -226,12 +257,19 @@ impl fmt::Display for VirtualServerKey {
 /// real servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VirtualServer {
+    /// For a firewall-mark service, the unspecified address of its family (`0.0.0.0`, `::`).
     pub vip: IpAddr,
     /// 0 makes an all-ports service: it matches any destination port of its protocol on the VIP
     /// when no exact-port service does.
     pub port: u16,
     pub protocol: Protocol,
-    /// The NIC the VIP traffic arrives on, where the XDP program attaches.
+    /// keepalived's `virtual_server fwmark N`: the service takes the packets netfilter marked N
+    /// (e.g. several ports of one VIP, so persistence spans them). Marks are set after XDP has
+    /// run, so only IPVS serves these; `vip` is then unspecified, `port` 0 and `protocol` TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
+    /// The NIC the VIP traffic arrives on, where the XDP program attaches; empty for a
+    /// firewall-mark service that names none (IPVS needs no interface).
     pub interface: String,
     /// Scheduler name (one of [`SCHEDULERS`]); keepalived also calls it `lvs_sched`.
     pub lb_algo: String,
@@ -262,7 +300,10 @@ pub struct VirtualServer {
 
 impl VirtualServer {
     pub fn key(&self) -> VirtualServerKey {
-        VirtualServerKey { vip: self.vip, port: self.port, protocol: self.protocol }
+        match self.fwmark {
+            Some(mark) => VirtualServerKey::fwmark(mark, self.vip.is_ipv6()),
+            None => VirtualServerKey::addr(self.vip, self.port, self.protocol),
+        }
     }
 }
 
@@ -614,9 +655,11 @@ mod tests {
             ("2001:db8::1", 53, Protocol::Udp, "[2001:db8::1]:53/udp"),
         ];
         for (vip, port, protocol, expected) in cases {
-            let key = VirtualServerKey { vip: vip.parse().unwrap(), port, protocol };
+            let key = VirtualServerKey::addr(vip.parse().unwrap(), port, protocol);
             assert_eq!(key.to_string(), expected);
         }
+        assert_eq!(VirtualServerKey::fwmark(1, false).to_string(), "fwmark 1");
+        assert_eq!(VirtualServerKey::fwmark(7, true).to_string(), "fwmark 7/inet6");
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub fn notices(config: &Config) -> Vec<Notice> {
             notices.push(Notice::new(config, at, format!("{key}: {message}")));
         };
         if let Some(reason) = crate::dataplane::select::needs_ipvs(vs) {
-            let at = vs.forwarding.lb_kind_at.unwrap_or(vs.location);
+            let at = match vs.fwmark {
+                Some(_) => vs.key_locations.vip,
+                None => vs.forwarding.lb_kind_at.unwrap_or(vs.location),
+            };
             notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
         } else if crate::dataplane::select::prefers_ipvs(vs).is_some() {
             notice(
@@ -79,7 +82,16 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         }
         slow_retries(vs, &mut notice);
         alpha_without_checks(vs, &mut notice);
-        if !config.vrrp.instances.is_empty() && config.vrrp.instance_for(vs.vip).is_none() {
+        if let Some(mark) = vs.fwmark.filter(|_| !config.vrrp.instances.is_empty()) {
+            notice(
+                vs.key_locations.vip,
+                format!(
+                    "a firewall-mark service has no VIP for VRRP to follow: it is installed \
+                     whatever the VRRP state (as keepalived does); what reaches it is whatever \
+                     netfilter marks {mark} on this director"
+                ),
+            );
+        } else if !config.vrrp.instances.is_empty() && config.vrrp.instance_for(vs.vip).is_none() {
             notice(
                 vs.key_locations.vip,
                 "its VIP is in no vrrp_instance's virtual_ipaddress, so it forwards always, \

@@ -28,7 +28,7 @@ use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealServer, RealServerLocations, UDP_FLOW_TIMEOUT_LIMITS_SECS, VirtualServer,
-    VirtualServerLocations, VrrpLocations, host_prefix_len,
+    VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -47,6 +47,8 @@ const DATAPLANE_KEYS: &[&str] = &[
 const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "vip",
     "port",
+    "fwmark",
+    "ip_family",
     "protocol",
     "interface",
     "lb_algo",
@@ -235,15 +237,52 @@ impl Parser<'_> {
             health::misplaced_in_virtual_server,
         );
 
-        let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(|(key, value)| {
+        let fwmark = table.get_key_value("fwmark").map(|(key, value)| {
             at.vip = self.at(value.span());
-            self.ip_address(key, value)
+            at.port = at.vip;
+            self.integer_in(key, value, 1..=u32::MAX)
         });
-        let port =
-            self.required(table, "port", location, VIRTUAL_SERVER).and_then(|(key, value)| {
-                at.port = self.at(value.span());
-                self.port(key, value)
-            });
+        let (vip, port) = match fwmark {
+            // A firewall-mark service: the mark picks its packets, the family its addresses.
+            Some(_) => {
+                for name in ["vip", "port"] {
+                    if let Some((_, value)) = table.get_key_value(name) {
+                        self.error(
+                            value.span(),
+                            format!(
+                                "`{name}` does not go with `fwmark`: a firewall-mark service \
+                                 takes the packets netfilter marked, whatever their address and \
+                                 port"
+                            ),
+                        );
+                    }
+                }
+                let ipv6 = self.ip_family(table);
+                (ipv6.map(unspecified), Some(0))
+            }
+            None => {
+                if let Some((_, value)) = table.get_key_value("ip_family") {
+                    self.error(
+                        value.span(),
+                        "`ip_family` is for firewall-mark services (`fwmark`); a virtual server \
+                         with a `vip` has the vip's family",
+                    );
+                }
+                let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(
+                    |(key, value)| {
+                        at.vip = self.at(value.span());
+                        self.ip_address(key, value)
+                    },
+                );
+                let port = self.required(table, "port", location, VIRTUAL_SERVER).and_then(
+                    |(key, value)| {
+                        at.port = self.at(value.span());
+                        self.port(key, value)
+                    },
+                );
+                (vip, port)
+            }
+        };
         let protocol = match table.get_key_value("protocol") {
             None => Some(Protocol::Tcp),
             Some((key, value)) => {
@@ -257,11 +296,16 @@ impl Parser<'_> {
                 })
             }
         };
-        let interface =
-            self.required(table, "interface", location, VIRTUAL_SERVER).and_then(|(key, value)| {
-                at.interface = self.at(value.span());
-                self.string(key, value).map(str::to_owned)
-            });
+        // IPVS, which alone serves firewall-mark services, needs no interface.
+        let interface = match (fwmark.is_some(), table.get_key_value("interface")) {
+            (true, None) => Some(String::new()),
+            _ => self.required(table, "interface", location, VIRTUAL_SERVER).and_then(
+                |(key, value)| {
+                    at.interface = self.at(value.span());
+                    self.string(key, value).map(str::to_owned)
+                },
+            ),
+        };
         let lb_algo = self.lb_algo(table, &mut at);
         let table_size = match table.get_key_value("table_size") {
             None => Some(maglev::DEFAULT_SIZE),
@@ -312,6 +356,7 @@ impl Parser<'_> {
             vip: vip?,
             port: port?,
             protocol: protocol?,
+            fwmark: fwmark.map(|m| m.ok_or(())).transpose().ok()?,
             interface: interface?,
             lb_algo: lb_algo?,
             table_size: table_size?,
@@ -323,6 +368,33 @@ impl Parser<'_> {
             location,
             key_locations: at,
         })
+    }
+
+    /// The family of a firewall-mark service: `ip_family` ("inet" or "inet6"), else that of its
+    /// first real server (as keepalived), else IPv4. `Some(true)` for IPv6; `None` after an error.
+    fn ip_family(&mut self, table: &DeTable<'_>) -> Option<bool> {
+        if let Some((key, value)) = table.get_key_value("ip_family") {
+            return match self.string(key, value)? {
+                "inet" => Some(false),
+                "inet6" => Some(true),
+                other => {
+                    self.error(
+                        value.span(),
+                        format!("`ip_family` is \"inet\" or \"inet6\", found \"{other}\""),
+                    );
+                    None
+                }
+            };
+        }
+        let first_real = table
+            .get("real_server")
+            .and_then(|v| v.get_ref().as_array())
+            .and_then(|reals| reals.first())
+            .and_then(|real| real.get_ref().as_table())
+            .and_then(|real| real.get("address"))
+            .and_then(|address| address.get_ref().as_str())
+            .and_then(|address| address.parse::<IpAddr>().ok());
+        Some(first_real.is_some_and(|a| a.is_ipv6()))
     }
 
     /// A Maglev table size: only the primes the table builder is made for; a near miss (65536)
@@ -1062,7 +1134,89 @@ mod tests {
             "each `virtual_server` entry must be a table, found integer 1",
             "1:19",
         ),
+        (
+            "fwmark with a vip",
+            &["[[virtual_server]]", "fwmark = 1", "vip = '192.0.2.100'"],
+            "`vip` does not go with `fwmark`: a firewall-mark service takes the packets netfilter \
+             marked, whatever their address and port",
+            "3:7",
+        ),
+        (
+            "fwmark 0",
+            &["[[virtual_server]]", "fwmark = 0"],
+            "`fwmark` must be between 1 and 4294967295, found 0",
+            "2:10",
+        ),
+        (
+            "ip_family without fwmark",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "ip_family = 'inet'",
+            ],
+            "`ip_family` is for firewall-mark services (`fwmark`); a virtual server with a `vip` \
+             has the vip's family",
+            "5:13",
+        ),
+        (
+            "unknown ip_family",
+            &["[[virtual_server]]", "fwmark = 1", "ip_family = 'ipv6'"],
+            "`ip_family` is \"inet\" or \"inet6\", found \"ipv6\"",
+            "3:13",
+        ),
     ];
+
+    /// keepalived's `virtual_server fwmark N`: no vip, port or interface; the family from
+    /// `ip_family`, else the first real server; real ports kept (they are for the checks).
+    #[test]
+    fn firewall_mark_services() {
+        let text = doc(&[
+            "[[virtual_server]]",
+            "fwmark = 1",
+            "lb_algo = 'wlc'",
+            "persistence_timeout = 600",
+            "[[virtual_server.real_server]]",
+            "address = '192.0.2.11'",
+            "port = 443",
+            "[[virtual_server]]",
+            "fwmark = 1",
+            "[[virtual_server.real_server]]",
+            "address = '2001:db8::11'",
+            "[[virtual_server]]",
+            "fwmark = 2",
+            "ip_family = 'inet6'",
+            "interface = 'eth0'",
+        ]);
+        let config = parse_toml(&text, Path::new("test.toml"), &FakeHost).expect("valid");
+        let shown: Vec<String> = config
+            .virtual_servers
+            .iter()
+            .map(|vs| format!("{vs} vip {} port {} on {:?}", vs.vip, vs.port, vs.interface))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "fwmark 1 vip 0.0.0.0 port 0 on \"\"",
+                "fwmark 1/inet6 vip :: port 0 on \"\"",
+                "fwmark 2/inet6 vip :: port 0 on \"eth0\"",
+            ]
+        );
+        let vs = &config.virtual_servers[0];
+        assert_eq!(vs.fwmark, Some(1));
+        assert_eq!(vs.key_locations.vip, Location::new(2, 10));
+        assert_eq!(vs.real_servers[0].port, 443);
+        assert_eq!(vs.persistence_prefix, 32);
+        assert_eq!(config.virtual_servers[1].persistence_prefix, 128);
+        // The same mark in the same family twice is one IPVS service.
+        let twice = doc(&["[[virtual_server]]", "fwmark = 5", "[[virtual_server]]", "fwmark = 5"]);
+        let errors = parse_toml(&twice, Path::new("test.toml"), &FakeHost).expect_err("duplicate");
+        assert!(
+            errors.to_string().contains("3:1: duplicate virtual server fwmark 5: already defined"),
+            "{errors}"
+        );
+    }
 
     #[test]
     fn scenarios() {
@@ -1501,6 +1655,7 @@ weight = 2
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
                 protocol: Protocol::Tcp,
+                fwmark: None,
                 interface: "eth0".to_owned(),
                 lb_algo: "mh".to_owned(),
                 table_size: 65537,
@@ -1683,6 +1838,7 @@ port = 443
                     vip: "192.0.2.100".parse().unwrap(),
                     port: 0,
                     protocol: Protocol::Udp,
+                    fwmark: None,
                     interface: "eth0".to_owned(),
                     lb_algo: "mh".to_owned(),
                     table_size: 251,
@@ -1731,6 +1887,7 @@ port = 443
                     vip: "2001:db8::100".parse().unwrap(),
                     port: 443,
                     protocol: Protocol::Tcp,
+                    fwmark: None,
                     interface: "eth1".to_owned(),
                     lb_algo: "mh".to_owned(),
                     table_size: 65537,

@@ -33,7 +33,9 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         if !SCHEDULERS.contains(&vs.lb_algo.as_str()) {
             error(vs.key_locations.lb_algo, unknown_scheduler(&vs.lb_algo));
         }
-        if !host.interface_exists(&vs.interface) {
+        // A firewall-mark service may name no interface (IPVS needs none).
+        let no_interface = vs.fwmark.is_some() && vs.interface.is_empty();
+        if !no_interface && !host.interface_exists(&vs.interface) {
             error(
                 vs.key_locations.interface,
                 format!("interface `{}` does not exist on this host", vs.interface),
@@ -135,7 +137,7 @@ fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     let mut first_definition: HashMap<SocketAddr, Location> = HashMap::new();
     for rs in &vs.real_servers {
         backend(vs, rs, "real server", error);
-        checks(rs, error);
+        checks(vs, rs, error);
         if let Some(first) = first_definition.get(&rs.socket_addr()) {
             error(
                 rs.location,
@@ -174,8 +176,10 @@ fn backend(
             ),
         );
     }
-    // NAT rewrites the destination port; the other methods deliver the packet as sent.
-    if rs.port != vs.port && (kind != LbKind::Nat || vs.port == 0) {
+    // NAT rewrites the destination port; the other methods deliver the packet as sent. A
+    // firewall-mark service has no port of its own: its reals' ports are for health checks (and,
+    // with NAT, the port to rewrite to; 0 keeps the packet's).
+    if vs.fwmark.is_none() && rs.port != vs.port && (kind != LbKind::Nat || vs.port == 0) {
         let why = if vs.port == 0 {
             format!(
                 "an all-ports virtual server forwards every port unchanged, so give its {role}s \
@@ -206,7 +210,7 @@ fn backend(
 }
 
 /// What a real's checkers connect to and from must make sense for the real.
-fn checks(rs: &RealServer, error: &mut impl FnMut(Location, String)) {
+fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, String)) {
     for (i, check) in rs.health.checks.iter().enumerate() {
         // Another front end may not locate each value: then they are at the checker.
         let at = rs.key_locations.checks.get(i).copied();
@@ -240,12 +244,14 @@ fn checks(rs: &RealServer, error: &mut impl FnMut(Location, String)) {
             );
         }
         if check.kind.uses_port() && rs.port == 0 && check.connect_port.is_none() {
+            let why = if vs.fwmark.is_some() {
+                "give the real server a port, or the check `connect_port`"
+            } else {
+                "the reals of an all-ports virtual server have port 0, so give `connect_port`"
+            };
             error(
                 check.location,
-                format!(
-                    "the {kind} of real server {rs} has no port to connect to: the reals of an \
-                     all-ports virtual server have port 0, so give `connect_port`"
-                ),
+                format!("the {kind} of real server {rs} has no port to connect to: {why}"),
             );
         }
     }
@@ -760,6 +766,7 @@ mod tests {
             vip: vip.parse().unwrap(),
             port,
             protocol: Protocol::Tcp,
+            fwmark: None,
             interface: "eth0".to_owned(),
             lb_algo: "mh".to_owned(),
             table_size: crate::maglev::DEFAULT_SIZE,

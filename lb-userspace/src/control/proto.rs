@@ -52,10 +52,14 @@ pub struct BackendsView {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceView {
+    /// `0.0.0.0` or `::` for a firewall-mark service (its family).
     pub vip: String,
     pub port: u16,
     /// "tcp" or "udp".
     pub protocol: String,
+    /// The mark of a firewall-mark service (keepalived's `virtual_server fwmark N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
     pub scheduler: String,
     /// Where the service is forwarded: "xdp" or "ipvs".
     pub dataplane: String,
@@ -243,6 +247,7 @@ mod tests {
                 vip: "192.0.2.100".into(),
                 port: 80,
                 protocol: "tcp".into(),
+                fwmark: None,
                 scheduler: "mh".into(),
                 dataplane: "ipvs".into(),
                 dataplane_reason: Some("`lb_kind NAT`".into()),

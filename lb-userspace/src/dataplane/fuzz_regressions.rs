@@ -67,7 +67,7 @@ fn xdp_run(frame: &[u8]) -> Option<(u32, Vec<u8>)> {
         }],
         tx_interfaces: vec![],
         services: vec![ServiceDesired {
-            key: VirtualServerKey { vip, port: 80, protocol: Protocol::Tcp },
+            key: VirtualServerKey::addr(vip, 80, Protocol::Tcp),
             active: true,
             vrrp_instance: None,
             backend: Default::default(),

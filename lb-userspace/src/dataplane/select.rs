@@ -99,6 +99,13 @@ const XDP_SCHEDULERS: &[&str] = &["mh", "sh", "rr", "wrr"];
 
 /// Why `vs` can only run on IPVS, if it can only.
 pub fn needs_ipvs(vs: &VirtualServer) -> Option<String> {
+    if vs.fwmark.is_some() {
+        return Some(
+            "a firewall-mark service (netfilter marks packets after XDP has run, so only IPVS can \
+             match them)"
+                .to_owned(),
+        );
+    }
     if vs.forwarding.lb_kind != LbKind::Dr {
         return Some(format!(
             "`lb_kind {}` (only direct routing runs on XDP)",
@@ -360,6 +367,26 @@ mod tests {
             needs_ipvs(vs).as_deref(),
             Some("real server 192.0.2.11:80 uses `lb_kind TUN` (only direct routing runs on XDP)")
         );
+    }
+
+    #[test]
+    fn a_firewall_mark_service_runs_on_ipvs_only() {
+        let text = "[[virtual_server]]\nfwmark = 3\n[[virtual_server.real_server]]\n\
+                    address = '192.0.2.11'\nport = 80\n";
+        let config = parse_toml(text, Path::new("lb.toml"), &FakeHost).expect("valid");
+        let key = config.virtual_servers[0].key();
+        for (mode, caps) in [(Mode::Auto, BOTH), (Mode::Ipvs, BOTH), (Mode::Auto, no_xdp())] {
+            let chosen = plan(&config, mode, &caps).expect("IPVS is there");
+            assert_eq!(chosen.backend(&key), Backend::Ipvs, "{mode:?}");
+        }
+        let refused = |mode, caps| plan(&config, mode, &caps).expect_err("refused")[0].to_string();
+        assert_eq!(
+            refused(Mode::Auto, no_ipvs()),
+            "lb.toml:1:1: virtual server fwmark 3: a firewall-mark service (netfilter marks \
+             packets after XDP has run, so only IPVS can match them) needs the IPVS dataplane, \
+             which is not usable here: generic netlink family IPVS not found"
+        );
+        assert!(refused(Mode::Xdp, BOTH).ends_with("it cannot run with --dataplane xdp"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::super::model::{
     DEFAULT_WEIGHT, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS,
     MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations, SCHEDULERS,
     ServiceForwarding, Tunnel, TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len,
+    unspecified,
 };
 use super::checkers::{self, CheckSpec};
 use super::keywords::{self, Checker, Section, UNIMPLEMENTED_CHECKERS};
@@ -42,8 +43,8 @@ const NOT_IPVS: &str = "it tunes IPVS, which the XDP dataplane replaces";
 pub(super) struct Group {
     name: Named,
     entries: Vec<GroupEntry>,
-    /// Where its `fwmark` entries are.
-    fwmarks: Vec<Location>,
+    /// Its `fwmark N [inet|inet6]` entries: mark, family if given (true: IPv6), where.
+    fwmarks: Vec<(u32, Option<bool>, Location)>,
     ok: bool,
 }
 
@@ -58,7 +59,17 @@ struct GroupEntry {
 /// Which addresses a `virtual_server` serves.
 #[derive(Debug)]
 enum Target {
-    Address { vip: IpAddr, vip_at: Location, port: u16, port_at: Location },
+    Address {
+        vip: IpAddr,
+        vip_at: Location,
+        port: u16,
+        port_at: Location,
+    },
+    /// `virtual_server fwmark N`.
+    Fwmark {
+        mark: u32,
+        at: Location,
+    },
     Group(Named),
 }
 
@@ -107,6 +118,8 @@ pub(super) struct VirtualSpec {
     weight: Option<(u32, Location)>,
     defaults: Defaults,
     lb_interface: Option<Named>,
+    /// `ip_family inet|inet6` (true: IPv6): the family of its firewall-mark services.
+    ip_family: Option<(bool, Location)>,
     reals: Vec<RealSpec>,
     /// `real_server` statements written, with or without errors.
     reals_written: usize,
@@ -182,9 +195,15 @@ pub(super) fn group(cx: &mut Cx<'_>, stmt: &Stmt, groups: &mut Vec<Group>) {
         }
         if line.name() == "fwmark" {
             if let Some(values) = cx.values(line, 1, 2) {
-                cx.uint("the fwmark", &values[0], 0, u32::MAX.into());
+                let mark = cx.uint("the fwmark", &values[0], 1, u32::MAX.into());
+                let family = match values.get(1) {
+                    None => Some(None),
+                    Some(word) => family_word(cx, word).map(Some),
+                };
+                if let (Some(mark), Some(family)) = (mark, family) {
+                    group.fwmarks.push((mark as u32, family, values[0].at));
+                }
             }
-            group.fwmarks.push(line.at());
             continue;
         }
         if let Some(entry) = group_entry(cx, line) {
@@ -301,11 +320,13 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
             cx.error(stmt.at(), format!("`virtual_server` needs an address and a port: {usage}"));
             None
         }
-        [kind, _, ..] if kind.text == "fwmark" && !kind.quoted => {
+        [kind, mark] if kind.text == "fwmark" && !kind.quoted => cx
+            .uint("the fwmark", mark, 1, u32::MAX.into())
+            .map(|m| Target::Fwmark { mark: m as u32, at: mark.at }),
+        [kind, _, extra, ..] if kind.text == "fwmark" && !kind.quoted => {
             cx.error(
-                kind.at,
-                "`virtual_server fwmark` is not supported by lb yet: give the \
-                 address and port, or a virtual_server_group of them",
+                extra.at,
+                format!("unexpected `{}`: virtual_server fwmark N {{ ... }}", extra.text),
             );
             None
         }
@@ -376,6 +397,7 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
         weight: None,
         defaults: Defaults::default(),
         lb_interface: None,
+        ip_family: None,
         reals: Vec::new(),
         reals_written: 0,
         ok: true,
@@ -393,6 +415,12 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
                     spec.reals.push(real);
                 }
                 continue;
+            }
+            "ip_family" => {
+                seen.note(cx, "ip_family", s);
+                if let Some(word) = cx.value(s) {
+                    spec.ip_family = family_word(cx, word).map(|v6| (v6, word.at));
+                }
             }
             "lb_interface" => {
                 seen.note(cx, "lb_interface", s);
@@ -521,8 +549,7 @@ pub(super) fn virtual_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<VirtualSpec
             }
             "ops" => spec.ops = cx.flag(s).unwrap_or(false).then_some(s.at()),
             "ha_suspend" | "hashed" | "flag-1" | "flag-2" | "flag-3" | "sh-port"
-            | "sh-fallback" | "mh-port" | "mh-fallback" | "persistence_engine" | "ip_family"
-            | "nat_mask" => {
+            | "sh-fallback" | "mh-port" | "mh-fallback" | "persistence_engine" | "nat_mask" => {
                 cx.unimplemented(s, NOT_IPVS);
             }
             "sorry_server_inhibit" => {
@@ -859,6 +886,8 @@ pub(super) fn build(
         }
         let protocol = match spec.protocol {
             Some(protocol) => protocol,
+            // IPVS tells firewall-mark services apart by mark and family only.
+            None if matches!(spec.target, Target::Fwmark { .. }) => (Protocol::Tcp, spec.at),
             None => {
                 cx.warning(
                     spec.at,
@@ -891,8 +920,10 @@ pub(super) fn build(
     out
 }
 
-/// One virtual IP and port a spec serves.
+/// One virtual IP and port a spec serves, or one firewall mark (then `vip` is the unspecified
+/// address of its family and `port` 0).
 struct TargetAddress {
+    fwmark: Option<u32>,
     vip: IpAddr,
     vip_at: Location,
     port: u16,
@@ -904,12 +935,16 @@ struct TargetAddress {
 fn targets(cx: &mut Cx<'_>, spec: &VirtualSpec, groups: &[Group]) -> Option<Vec<TargetAddress>> {
     match &spec.target {
         Target::Address { vip, vip_at, port, port_at } => Some(vec![TargetAddress {
+            fwmark: None,
             vip: *vip,
             vip_at: *vip_at,
             port: *port,
             port_at: *port_at,
             at: spec.at,
         }]),
+        Target::Fwmark { mark, at } => {
+            Some(vec![fwmark_target(*mark, fwmark_family(spec, None), *at, spec.at)])
+        }
         Target::Group(name) => {
             let Some(group) = groups.iter().find(|g| g.name.name == name.name) else {
                 let names: Vec<&str> = groups.iter().map(|g| g.name.name.as_str()).collect();
@@ -919,33 +954,57 @@ fn targets(cx: &mut Cx<'_>, spec: &VirtualSpec, groups: &[Group]) -> Option<Vec<
                 cx.error(name.at, format!("no virtual_server_group `{}`{hint}", name.name));
                 return None;
             };
-            if let Some(fwmark) = group.fwmarks.first() {
-                cx.error(
-                    name.at,
-                    format!(
-                        "virtual_server_group `{}` has fwmark entries (at line {}), which the XDP \
-                         dataplane does not support yet",
-                        name.name, fwmark.line
-                    ),
-                );
-                return None;
-            }
             // Its own errors were reported where it is defined.
             group.ok.then(|| {
-                group
-                    .entries
-                    .iter()
-                    .flat_map(|entry| {
-                        entry.addresses.iter().map(|&vip| TargetAddress {
-                            vip,
-                            vip_at: entry.at,
-                            port: entry.port,
-                            port_at: entry.port_at,
-                            at: entry.at,
-                        })
+                let addresses = group.entries.iter().flat_map(|entry| {
+                    entry.addresses.iter().map(|&vip| TargetAddress {
+                        fwmark: None,
+                        vip,
+                        vip_at: entry.at,
+                        port: entry.port,
+                        port_at: entry.port_at,
+                        at: entry.at,
                     })
-                    .collect()
+                });
+                let marks = group.fwmarks.iter().map(|&(mark, family, at)| {
+                    fwmark_target(mark, fwmark_family(spec, family), at, at)
+                });
+                addresses.chain(marks).collect()
             })
+        }
+    }
+}
+
+/// The target of firewall mark `mark` (`ipv6`: of the IPv6 family), written at `mark_at`, of the
+/// virtual server (or group entry) at `at`.
+fn fwmark_target(mark: u32, ipv6: bool, mark_at: Location, at: Location) -> TargetAddress {
+    TargetAddress {
+        fwmark: Some(mark),
+        vip: unspecified(ipv6),
+        vip_at: mark_at,
+        port: 0,
+        port_at: mark_at,
+        at,
+    }
+}
+
+/// The family of a firewall-mark service (true: IPv6): the group entry's, else the virtual
+/// server's `ip_family`, else that of its first real server (as keepalived), else IPv4.
+fn fwmark_family(spec: &VirtualSpec, entry: Option<bool>) -> bool {
+    entry
+        .or(spec.ip_family.map(|f| f.0))
+        .or(spec.reals.first().map(|r| r.address.is_ipv6()))
+        .unwrap_or(false)
+}
+
+/// `inet` or `inet6` (true), as keepalived's `ip_family` spells them.
+fn family_word(cx: &mut Cx<'_>, word: &Word) -> Option<bool> {
+    match word.text.as_str() {
+        "inet" => Some(false),
+        "inet6" => Some(true),
+        other => {
+            cx.error(word.at, format!("the address family is `inet` or `inet6`, found `{other}`"));
+            None
         }
     }
 }
@@ -996,6 +1055,10 @@ fn interface_for(
 ) -> Result<(String, Location), String> {
     if let Some(named) = &spec.lb_interface {
         return Ok((named.name.clone(), named.at));
+    }
+    if target.fwmark.is_some() {
+        // Only IPVS serves marks, and it needs no interface.
+        return Ok((String::new(), spec.at));
     }
     let mut found: Vec<(&Named, &str)> = Vec::new();
     for instance in &vrrp.instances {
@@ -1067,7 +1130,7 @@ fn virtual_server_model(
         // keepalived: a granularity makes the service persistent.
         None => spec.granularity.map(|_| DEFAULT_PERSISTENCE),
     };
-    if target.port == 0 && persistence.is_none() {
+    if target.port == 0 && target.fwmark.is_none() && persistence.is_none() {
         cx.warning(
             target.port_at,
             "port 0 without `persistence_timeout`: keepalived makes the service persistent (360 \
@@ -1141,6 +1204,7 @@ fn virtual_server_model(
         vip: target.vip,
         port: target.port,
         protocol: protocol.0,
+        fwmark: target.fwmark,
         interface: interface.0,
         lb_algo,
         table_size: maglev::DEFAULT_SIZE,

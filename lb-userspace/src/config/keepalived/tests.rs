@@ -245,6 +245,7 @@ fn classic_dr_file_parses_into_the_model() {
             vip: "192.0.2.100".parse().unwrap(),
             port: 80,
             protocol: Protocol::Tcp,
+            fwmark: None,
             interface: "eth0".to_owned(),
             lb_algo: "wrr".to_owned(),
             table_size: crate::maglev::DEFAULT_SIZE,
@@ -315,6 +316,7 @@ fn classic_dr_file_parses_into_the_model() {
             vip: "192.0.2.101".parse().unwrap(),
             port: 443,
             protocol: Protocol::Tcp,
+            fwmark: None,
             interface: "eth0".to_owned(),
             lb_algo: "rr".to_owned(),
             table_size: crate::maglev::DEFAULT_SIZE,
@@ -745,6 +747,47 @@ fn corpus_files_parse_into_the_model() {
                  --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
             ],
         ),
+        (
+            "fwmark.conf",
+            include_str!("fixtures/fwmark.conf"),
+            &[
+                "fwmark 1 on  wlc persistence Some(600)/32 delay_loop 10s alpha false omega false \
+                 quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.11:80 weight 2 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 3s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(10s)",
+                "  -> 192.0.2.12:80 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 3s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(10s)",
+                "fwmark 2/inet6 on  rr persistence None/128 delay_loop 60s alpha false omega false \
+                 quorum 1±0 up None down None inhibit false",
+                "  -> [2001:db8::11]:8080 weight 1 inhibit false up None down None",
+                "     HTTP_GET Http(HttpCheck { urls: [UrlCheck { path: \"/health\", status_code: \
+                 Some(200), digest: None }], virtualhost: None, sni: None }) timeout 5s ip None \
+                 port None bindto None retry 1 after 3s warmup Some(60s)",
+                "192.0.2.110:25/tcp on eth0 wlc persistence None/32 delay_loop 60s alpha false \
+                 omega false quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.21:25 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 5s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+                "fwmark 3 on eth0 wlc persistence None/32 delay_loop 60s alpha false omega false \
+                 quorum 1±0 up None down None inhibit false",
+                "  -> 192.0.2.21:25 weight 1 inhibit false up None down None",
+                "     TCP_CHECK Tcp timeout 5s ip None port None bindto None retry 1 after 1s \
+                 warmup Some(60s)",
+            ],
+            &[],
+            &[
+                "4:23: notice: fwmark 1: a firewall-mark service (netfilter marks packets after \
+                 XDP has run, so only IPVS can match them): runs on the kernel IPVS dataplane",
+                "23:23: notice: fwmark 2/inet6: a firewall-mark service (netfilter marks packets \
+                 after XDP has run, so only IPVS can match them): runs on the kernel IPVS dataplane",
+                "40:12: notice: fwmark 3: a firewall-mark service (netfilter marks packets after \
+                 XDP has run, so only IPVS can match them): runs on the kernel IPVS dataplane",
+                "43:1: notice: 192.0.2.110:25/tcp: scheduler `wlc` runs on kernel IPVS where it is \
+                 available (`lb run --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
+            ],
+        ),
     ];
     for &(name, text, expected, warnings, notices) in cases {
         let loaded =
@@ -1042,29 +1085,38 @@ fn every_error_class_at_its_place() {
             ],
         ),
         (
-            "fwmark virtual server",
-            vec!["virtual_server fwmark 1 {", "    lb_kind DR", "}"],
-            &["1:16: `virtual_server fwmark` is not supported by lb yet: give the \
-               address and port, or a virtual_server_group of them"],
+            "fwmark virtual servers",
+            vec![
+                "virtual_server fwmark 0 {",
+                "    lb_kind DR",
+                "}",
+                "virtual_server fwmark 1 2 {",
+                "    lb_kind DR",
+                "}",
+                "virtual_server fwmark 3 {",
+                "    ip_family inet7",
+                "}",
+            ],
+            &[
+                "1:23: the fwmark must be between 1 and 4294967295, found 0",
+                "4:25: unexpected `2`: virtual_server fwmark N { ... }",
+                "8:15: the address family is `inet` or `inet6`, found `inet7`",
+            ],
         ),
         (
-            "unknown group, group with a fwmark",
+            "unknown group, group with a bad fwmark",
             vec![
                 "virtual_server_group WEB {",
                 "    192.0.2.100 80",
-                "    fwmark 7",
+                "    fwmark 7 ipv6",
                 "}",
                 "virtual_server group WEBB {",
                 "    lb_kind DR",
                 "}",
-                "virtual_server group WEB {",
-                "    lb_kind DR",
-                "}",
             ],
             &[
+                "3:14: the address family is `inet` or `inet6`, found `ipv6`",
                 "5:22: no virtual_server_group `WEBB`; did you mean `WEB`?",
-                "8:22: virtual_server_group `WEB` has fwmark entries (at line 3), which the XDP \
-                 dataplane does not support yet",
             ],
         ),
         (

@@ -1765,6 +1765,7 @@ url = [{ path = "/", status_code = 200 }]
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
                 protocol: Protocol::Tcp,
+                fwmark: None,
                 interface: "eth0".to_owned(),
                 lb_algo: "mh".to_owned(),
                 table_size: 65537,

@@ -20,8 +20,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Destination, DestinationEntry, Forward, Ipvs, IpvsError, Protocol, Service, ServiceEntry,
-    ServiceFlags, ServiceKey, TunnelEncap,
+    Destination, DestinationEntry, Family, Forward, Ipvs, IpvsError, Protocol, Service,
+    ServiceEntry, ServiceFlags, ServiceKey, TunnelEncap,
 };
 use crate::{
     config::{self, LbKind, Tunnel, VirtualServerKey},
@@ -42,6 +42,9 @@ pub struct WantedService {
 
 /// The IPVS service key of a configured service.
 pub fn service_key(key: &VirtualServerKey) -> ServiceKey {
+    if let Some(mark) = key.fwmark {
+        return ServiceKey::Fwmark { family: Family::of(key.vip), mark };
+    }
     let protocol = match key.protocol {
         config::Protocol::Tcp => Protocol::Tcp,
         config::Protocol::Udp => Protocol::Udp,
@@ -192,24 +195,39 @@ struct OwnedFile {
     services: Vec<OwnedKey>,
 }
 
+/// One owned service in the state file. A firewall-mark service is written with its family's
+/// unspecified address, protocol TCP, port 0 and `fwmark` (files of older agents have none).
 #[derive(Debug, Serialize, Deserialize)]
 struct OwnedKey {
     protocol: String,
     address: IpAddr,
     port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fwmark: Option<u32>,
 }
 
 impl OwnedKey {
     fn of(key: &ServiceKey) -> Option<Self> {
         match key {
-            ServiceKey::Addr { protocol, addr, port } => {
-                Some(OwnedKey { protocol: protocol.to_string(), address: *addr, port: *port })
-            }
-            ServiceKey::Fwmark { .. } => None,
+            ServiceKey::Addr { protocol, addr, port } => Some(OwnedKey {
+                protocol: protocol.to_string(),
+                address: *addr,
+                port: *port,
+                fwmark: None,
+            }),
+            ServiceKey::Fwmark { family, mark } => Some(OwnedKey {
+                protocol: Protocol::Tcp.to_string(),
+                address: config::unspecified(*family == Family::Inet6),
+                port: 0,
+                fwmark: Some(*mark),
+            }),
         }
     }
 
     fn key(&self) -> Option<ServiceKey> {
+        if let Some(mark) = self.fwmark {
+            return Some(ServiceKey::Fwmark { family: Family::of(self.address), mark });
+        }
         let protocol = match self.protocol.as_str() {
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
@@ -479,11 +497,7 @@ mod tests {
     fn service(reals: Vec<RealDesired>) -> ServiceDesired {
         let up = reals.iter().any(|r| r.state == RealState::Up && r.weight > 0);
         ServiceDesired {
-            key: VirtualServerKey {
-                vip: IpAddr::from([192, 0, 2, 100]),
-                port: 80,
-                protocol: P::Tcp,
-            },
+            key: VirtualServerKey::addr(IpAddr::from([192, 0, 2, 100]), 80, P::Tcp),
             active: true,
             vrrp_instance: None,
             backend: Backend::Ipvs,
@@ -683,11 +697,37 @@ mod tests {
         let keys = [
             ServiceKey::tcp("192.0.2.100:80".parse().unwrap()),
             ServiceKey::udp("[2001:db8::1]:53".parse().unwrap()),
+            ServiceKey::Fwmark { family: Family::Inet, mark: 1 },
+            ServiceKey::Fwmark { family: Family::Inet6, mark: 1 },
         ];
         let file = OwnedFile { services: keys.iter().filter_map(OwnedKey::of).collect() };
         let text = serde_json::to_string(&file).unwrap();
         let back: OwnedFile = serde_json::from_str(&text).unwrap();
         let back: Vec<ServiceKey> = back.services.iter().filter_map(OwnedKey::key).collect();
         assert_eq!(back, keys);
+        // A file written before firewall-mark services existed still reads.
+        let old = r#"{"services":[{"protocol":"TCP","address":"192.0.2.100","port":80}]}"#;
+        let old: OwnedFile = serde_json::from_str(old).unwrap();
+        assert_eq!(old.services[0].key(), Some(keys[0]));
+    }
+
+    /// A firewall-mark service becomes IPVS's `FWM` service of its family, with its reals as
+    /// destinations on their own ports.
+    #[test]
+    fn a_firewall_mark_service_is_an_ipvs_fwmark_service() {
+        let mut reals = vec![real(11, 2, RealState::Up), real(12, 1, RealState::Up)];
+        reals[1].port = 443;
+        let fwm = ServiceDesired { key: VirtualServerKey::fwmark(7, false), ..service(reals) };
+        let mut real6 = real(11, 1, RealState::Up);
+        real6.address = "2001:db8::11".parse().unwrap();
+        let six = ServiceDesired { key: VirtualServerKey::fwmark(7, true), ..service(vec![real6]) };
+        let w = wanted(&Desired { services: vec![fwm, six], ..Desired::default() });
+        let keys: Vec<String> = w.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["FWM  7", "FWM  7 IPv6"]);
+        let v4 = &w[&ServiceKey::Fwmark { family: Family::Inet, mark: 7 }];
+        let dests: Vec<(String, u32)> =
+            v4.destinations.iter().map(|(a, d)| (a.to_string(), d.weight)).collect();
+        assert_eq!(dests, [("192.0.2.11:80".to_owned(), 2), ("192.0.2.12:443".to_owned(), 1)]);
+        assert_eq!(v4.origin, VirtualServerKey::fwmark(7, false));
     }
 }

@@ -519,3 +519,95 @@ fn vm_agent_forwards_each_lb_kind_through_ipvs() {
             .assert_split(&[("r1", 1), ("r2", 2)], 0.1);
     }
 }
+
+/// Marks the lab's traffic with netfilter (iptables' legacy backend, in the guest) while it
+/// lives; the mangle table is flushed on drop, also after a panic.
+struct MarkRules;
+
+impl MarkRules {
+    /// `-d VIP -p tcp --dport PORT -j MARK --set-mark MARK` in mangle PREROUTING, per port.
+    fn add(ports: &[u16], mark: u32) -> MarkRules {
+        let guard = MarkRules;
+        for port in ports {
+            let (port, mark, vip) = (port.to_string(), mark.to_string(), VIP.to_string());
+            iptables(&[
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &vip,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+                "-j",
+                "MARK",
+                "--set-mark",
+                &mark,
+            ]);
+        }
+        guard
+    }
+}
+
+impl Drop for MarkRules {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables-legacy").args(["-t", "mangle", "-F"]).status();
+    }
+}
+
+fn iptables(args: &[&str]) -> String {
+    let out = Command::new("iptables-legacy").args(args).output().expect("running iptables-legacy");
+    assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// keepalived's `virtual_server fwmark N`: netfilter marks the VIP's ports 80 and 8080 alike, and
+/// one IPVS service balances both (the way operators keep a client's HTTP and HTTPS on one real).
+/// The agent installs it as `FWM 1`, forwards both ports through it by weight, shows it as
+/// ipvsadm does, drains a real of it by `fwmark:1`, and removes it at stop.
+#[test]
+#[ignore = "needs kernel IPVS, iptables and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_agent_serves_a_firewall_mark_service_through_ipvs() {
+    let mut lab = Lab::new(2, super::vm_net::RealMode::Direct);
+    lab.serve(80);
+    lab.serve(8080);
+    let _marks = MarkRules::add(&[80, 8080], 1);
+    let mut config = String::from("[[virtual_server]]\nfwmark = 1\nlb_algo = \"wrr\"\n");
+    for (real, weight) in lab.reals.iter().zip([1, 2]) {
+        config.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{}\"\nport = 80\nweight = {weight}\n",
+            real.addr
+        ));
+    }
+    let mut agent = GuestAgent::start("fwmark", &config, &["--dataplane", "auto"]);
+    let (r1, r2) = (lab.reals[0].addr, lab.reals[1].addr);
+    let rules = |w1: u32| {
+        vec![
+            "FWM 1 wrr".to_owned(),
+            format!("-> {r1}:80 Route {w1}"),
+            format!("-> {r2}:80 Route 2"),
+        ]
+    };
+    wait_for_rules(&agent, &rules(1), "fwmark service");
+
+    for port in [80, 8080] {
+        lab.requests(SocketAddr::new(VIP.into(), port), 60)
+            .assert_split(&[("r1", 1), ("r2", 2)], 0.1);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&agent.cli(&["backends", "--json"]).expect("lb backends"))
+            .expect("lb backends --json");
+    assert_eq!(json["services"][0]["fwmark"], 1, "{json:#}");
+    assert_eq!(json["services"][0]["dataplane"], "ipvs", "{json:#}");
+    let text = agent.cli(&["backends"]).expect("lb backends");
+    assert!(text.lines().any(|l| l == "FWM  1 wrr (ipvs)"), "{text}");
+
+    agent.cli(&["drain", "fwmark:1", &format!("{r1}:80")]).expect("lb drain fwmark:1");
+    wait_for_rules(&agent, &rules(0), "r1 drained");
+    lab.requests(SocketAddr::new(VIP.into(), 8080), 20).assert_split(&[("r2", 1)], 0.0);
+
+    agent.stop(Duration::from_secs(20)).expect("lb run stops");
+    assert!(ipvs_rules().is_empty(), "left behind: {:?}", ipvs_rules());
+}

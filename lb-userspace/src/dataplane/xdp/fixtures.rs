@@ -85,7 +85,7 @@ fn service(
         r.port = port;
     }
     let mut s = ServiceDesired {
-        key: VirtualServerKey { vip, port, protocol },
+        key: VirtualServerKey::addr(vip, port, protocol),
         active: true,
         vrrp_instance: None,
         backend: Default::default(),

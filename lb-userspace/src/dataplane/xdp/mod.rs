@@ -251,7 +251,7 @@ impl XdpDataplane {
         let mut slots = HashMap::new();
         for rec in &state.services {
             let protocol = rec.protocol.parse().map_err(|e| DataplaneError::Pin(format!("{e}")))?;
-            let key = VirtualServerKey { vip: rec.vip, port: rec.port, protocol };
+            let key = VirtualServerKey::addr(rec.vip, rec.port, protocol);
             let value = services.get(&service_key(&key), 0).ok();
             service_ids.push(rec.id);
             regions.push((rec.ring_base, 2 * rec.table_size));

@@ -21,7 +21,7 @@ const SLACK: Duration = Duration::from_millis(900);
 const LONG: Duration = Duration::from_secs(10);
 
 fn key(port: u16) -> VirtualServerKey {
-    VirtualServerKey { vip: "192.0.2.100".parse().unwrap(), port, protocol: Protocol::Tcp }
+    VirtualServerKey::addr("192.0.2.100".parse().unwrap(), port, Protocol::Tcp)
 }
 
 fn service() -> ServiceHealth {
