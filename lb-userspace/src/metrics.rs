@@ -15,13 +15,22 @@ use tokio::{
 
 use crate::control::proto::{BackendsView, StatusView};
 
+/// The `fwmark` label: present only on firewall-mark services, so the series of the other
+/// services keep exactly the labels they always had.
+type MarkLabel = Vec<(&'static str, u32)>;
+
+fn mark_label(fwmark: Option<u32>) -> MarkLabel {
+    fwmark.map(|m| ("fwmark", m)).into_iter().collect()
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     vip: String,
     port: u16,
     protocol: String,
-    /// Empty (which Prometheus reads as no label) except on firewall-mark services.
-    fwmark: Option<u32>,
+    /// `fwmark="N"` on firewall-mark services; no label at all on the others.
+    #[prometheus(flatten)]
+    fwmark: MarkLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,7 +38,8 @@ struct RealLabels {
     vip: String,
     port: u16,
     protocol: String,
-    fwmark: Option<u32>,
+    #[prometheus(flatten)]
+    fwmark: MarkLabel,
     real: String,
     real_port: u16,
 }
@@ -39,7 +49,8 @@ struct StateLabels {
     vip: String,
     port: u16,
     protocol: String,
-    fwmark: Option<u32>,
+    #[prometheus(flatten)]
+    fwmark: MarkLabel,
     real: String,
     real_port: u16,
     state: String,
@@ -119,7 +130,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
             vip: s.vip.clone(),
             port: s.port,
             protocol: s.protocol.clone(),
-            fwmark: s.fwmark,
+            fwmark: mark_label(s.fwmark),
         };
         sp.get_or_create(&sl).inc_by(s.packets);
         sb.get_or_create(&sl).inc_by(s.bytes);
@@ -129,7 +140,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
                 vip: s.vip.clone(),
                 port: s.port,
                 protocol: s.protocol.clone(),
-                fwmark: s.fwmark,
+                fwmark: mark_label(s.fwmark),
                 real: b.address.clone(),
                 real_port: b.port,
             };
@@ -145,7 +156,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
                     vip: l.vip.clone(),
                     port: l.port,
                     protocol: l.protocol.clone(),
-                    fwmark: l.fwmark,
+                    fwmark: l.fwmark.clone(),
                     real: l.real.clone(),
                     real_port: l.real_port,
                     state: st.to_owned(),
@@ -208,4 +219,46 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
 /// Binds the metrics listener (failing early, before the dataplane is touched).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A firewall-mark service's series carry `fwmark`; the others keep exactly their labels.
+    #[test]
+    fn only_firewall_mark_services_have_a_fwmark_label() {
+        let backend = json!({
+            "address": "192.0.2.11", "port": 80, "weight": 1, "state": "up", "mac": null,
+            "packets": 5, "bytes": 500, "forward": "Route"
+        });
+        let service = |vip: &str, port: u16, fwmark: Option<u32>| {
+            json!({
+                "vip": vip, "port": port, "protocol": "tcp", "fwmark": fwmark, "scheduler": "mh",
+                "dataplane": "ipvs", "interface": "", "packets": 5, "bytes": 500,
+                "backends": [backend.clone()]
+            })
+        };
+        let backends: BackendsView = serde_json::from_value(json!({
+            "services": [service("192.0.2.100", 80, None), service("0.0.0.0", 0, Some(7))]
+        }))
+        .expect("backends view");
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "ipvs", "attachments": [] },
+            "counters": {}, "services": 2, "reals": 2
+        }))
+        .expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        let plain = r#"lb_service_packets_total{vip="192.0.2.100",port="80",protocol="tcp"} 5"#;
+        let marked =
+            r#"lb_service_packets_total{vip="0.0.0.0",port="0",protocol="tcp",fwmark="7"} 5"#;
+        let real = r#"lb_real_packets_total{vip="0.0.0.0",port="0",protocol="tcp",fwmark="7",real="192.0.2.11",real_port="80"} 5"#;
+        for line in [plain, marked, real] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        assert_eq!(text.matches("fwmark").count(), text.matches(r#"fwmark="7""#).count());
+    }
 }
