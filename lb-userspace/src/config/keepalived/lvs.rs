@@ -887,7 +887,7 @@ pub(super) fn build(
         let protocol = match spec.protocol {
             Some(protocol) => protocol,
             // IPVS tells firewall-mark services apart by mark and family only.
-            None if matches!(spec.target, Target::Fwmark { .. }) => (Protocol::Tcp, spec.at),
+            None if targets.iter().all(|t| t.fwmark.is_some()) => (Protocol::Tcp, spec.at),
             None => {
                 cx.warning(
                     spec.at,

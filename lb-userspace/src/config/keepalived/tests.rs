@@ -176,6 +176,26 @@ fn ipvs_forwarding_methods_fill_the_model() {
     );
 }
 
+/// A group of marks only needs no `protocol` (IPVS tells marks apart by family alone), so no
+/// warning about keepalived's UDP default.
+#[test]
+fn a_group_of_marks_needs_no_protocol() {
+    let text = doc(&[
+        "virtual_server_group MARKS {",
+        "    fwmark 1",
+        "    fwmark 2 inet",
+        "}",
+        "virtual_server group MARKS {",
+        "    lb_kind DR",
+        "    real_server 192.0.2.11 80 {",
+        "    }",
+        "}",
+    ]);
+    let loaded = loaded(&text);
+    assert!(loaded.warnings.is_empty(), "{:?}", shown(&loaded.warnings));
+    assert_eq!(shown(&loaded.config.virtual_servers), ["fwmark 1", "fwmark 2"]);
+}
+
 /// The classic two-VIP DR file, to the last location: the whole model.
 #[test]
 fn classic_dr_file_parses_into_the_model() {
