@@ -865,6 +865,17 @@ pub(super) fn build(
             continue;
         }
         let Some(targets) = targets else { continue };
+        // keepalived's `ip_family` must agree with the addresses it is given next to.
+        if let Some((v6, at)) = spec.ip_family
+            && let Some(t) = targets.iter().find(|t| t.fwmark.is_none() && t.vip.is_ipv6() != v6)
+        {
+            let family = if v6 { "inet6" } else { "inet" };
+            cx.error(
+                at,
+                format!("`ip_family {family}` does not match virtual server address {}", t.vip),
+            );
+            continue;
+        }
         if spec.reals_written == 0 {
             cx.warning(
                 spec.at,

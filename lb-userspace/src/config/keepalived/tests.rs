@@ -1124,6 +1124,11 @@ fn every_error_class_at_its_place() {
             ],
         ),
         (
+            "ip_family against the address",
+            with_head(&["    ip_family inet6", "}"]),
+            &["5:15: `ip_family inet6` does not match virtual server address 192.0.2.100"],
+        ),
+        (
             "unknown group, group with a bad fwmark",
             vec![
                 "virtual_server_group WEB {",
