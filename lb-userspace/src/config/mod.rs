@@ -116,6 +116,25 @@ pub(crate) mod test_support {
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
 
+    /// (name, base document, lines after it, expected message part, expected line:col).
+    pub(super) type Scenario = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
+
+    /// Each scenario's base document and lines, read by the TOML front end on [`FakeHost`], must
+    /// fail with exactly its one error, at its place.
+    pub(super) fn assert_toml_scenarios(scenarios: &[Scenario]) {
+        for &(name, base, extra, expected, at) in scenarios {
+            let text = doc(&[base, extra].concat());
+            let result = super::parse_toml(&text, std::path::Path::new("test.toml"), &FakeHost);
+            assert_single_error(name, result, expected, at);
+        }
+    }
+
     /// Asserts that `result` failed with exactly one error, containing `expected` and located at
     /// `at` ("line:col").
     pub(super) fn assert_single_error(

@@ -877,7 +877,9 @@ mod tests {
     use super::super::health::ServiceHealth;
     use super::super::model::DataplaneLocations;
     use super::super::parse_toml;
-    use super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::super::test_support::{
+        FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
+    };
     use super::*;
 
     /// (name, document, expected message part, expected line:col). Each must be the only error.
@@ -1234,17 +1236,8 @@ mod tests {
     const VS6: &[&str] =
         &["[[virtual_server]]", "vip = '2001:db8::100'", "port = 80", "interface = 'eth0'"];
 
-    /// (name, base document, lines after it, expected message part, expected line:col).
-    type SettingScenario = (
-        &'static str,
-        &'static [&'static str],
-        &'static [&'static str],
-        &'static str,
-        &'static str,
-    );
-
     /// The `[dataplane]` settings and the newer virtual server keys. Each must be the only error.
-    const SETTING_SCENARIOS: &[SettingScenario] = &[
+    const SETTING_SCENARIOS: &[Scenario] = &[
         (
             "misspelled dataplane table",
             VS,
@@ -1599,11 +1592,7 @@ mod tests {
 
     #[test]
     fn setting_scenarios() {
-        for &(name, base, extra, expected, at) in SETTING_SCENARIOS {
-            let text = doc(&[base, extra].concat());
-            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
-            assert_single_error(name, result, expected, at);
-        }
+        assert_toml_scenarios(SETTING_SCENARIOS);
     }
 
     fn parse_ok(text: &str) -> Config {

@@ -562,7 +562,9 @@ mod tests {
         Config, DataplaneSettings, Protocol, RealServer, VirtualServer,
     };
     use super::super::super::parse_toml;
-    use super::super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::super::super::test_support::{
+        FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
+    };
     use super::*;
 
     /// Base lines 1-4: a valid IPv4 virtual server on eth0.
@@ -589,15 +591,6 @@ mod tests {
         "address = '192.0.2.11'",
         "[virtual_server.real_server.tcp_check]",
     ];
-
-    /// (name, base document, lines after it, expected message part, expected line:col).
-    type Scenario = (
-        &'static str,
-        &'static [&'static str],
-        &'static [&'static str],
-        &'static str,
-        &'static str,
-    );
 
     /// Each must be the only error.
     const SCENARIOS: &[Scenario] = &[
@@ -1269,11 +1262,7 @@ mod tests {
 
     #[test]
     fn scenarios() {
-        for &(name, base, extra, expected, at) in SCENARIOS {
-            let text = doc(&[base, extra].concat());
-            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
-            assert_single_error(name, result, expected, at);
-        }
+        assert_toml_scenarios(SCENARIOS);
     }
 
     /// A payload too large for any datagram: built, as no scenario line could hold it.

@@ -880,7 +880,7 @@ mod tests {
     use std::path::Path;
 
     use super::super::super::model::{Config, DataplaneSettings};
-    use super::super::super::test_support::{FakeHost, assert_single_error, doc};
+    use super::super::super::test_support::{FakeHost, Scenario, assert_toml_scenarios, doc};
     use super::super::super::{notices, parse_toml};
     use super::*;
 
@@ -909,15 +909,6 @@ mod tests {
         "virtual_router_id = 52",
         "virtual_ipaddress = ['192.0.2.200/24']",
     ];
-
-    /// (name, base document, lines after it, expected message part, expected line:col).
-    type Scenario = (
-        &'static str,
-        &'static [&'static str],
-        &'static [&'static str],
-        &'static str,
-        &'static str,
-    );
 
     /// What the front end reports, each the only error of its document.
     const SCENARIOS: &[Scenario] = &[
@@ -1688,11 +1679,7 @@ mod tests {
 
     #[test]
     fn scenarios() {
-        for &(name, base, extra, expected, at) in SCENARIOS {
-            let text = doc(&[base, extra].concat());
-            let result = parse_toml(&text, Path::new("test.toml"), &FakeHost);
-            assert_single_error(name, result, expected, at);
-        }
+        assert_toml_scenarios(SCENARIOS);
     }
 
     /// A password is a secret: no message repeats it, whatever is wrong with it.
