@@ -630,7 +630,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    rows.push(repeat_row(&floor_name, kernel, wall, None));
+    rows.push(repeat_row(&floor_name, REPEAT, kernel, wall, None));
 
     // Non-VIP: the lb program hands a frame to an address without a service to the kernel.
     let lb = dp.program().context("lb program")?;
@@ -650,7 +650,13 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    rows.push(repeat_row(&format!("v4_non_vip_pass{sfx}"), kernel, wall, Some(&floor_name)));
+    rows.push(repeat_row(
+        &format!("v4_non_vip_pass{sfx}"),
+        REPEAT,
+        kernel,
+        wall,
+        Some(&floor_name),
+    ));
 
     // Flow hit: a SYN creates the flow once; then every repetition of an ACK of that connection
     // finds it.
@@ -685,7 +691,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    rows.push(repeat_row(&format!("v4_flow_hit{sfx}"), kernel, wall, Some(&floor_name)));
+    rows.push(repeat_row(&format!("v4_flow_hit{sfx}"), REPEAT, kernel, wall, Some(&floor_name)));
 
     // The same flow per call: the hit path with the flow entry hot in cache, as in `repeat`.
     let frames = vec![frame; CHUNK];
@@ -758,7 +764,13 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    rows.push(repeat_row(&format!("v4_new_flow_no_insert{sfx}"), kernel, wall, Some(&floor_name)));
+    rows.push(repeat_row(
+        &format!("v4_new_flow_no_insert{sfx}"),
+        REPEAT,
+        kernel,
+        wall,
+        Some(&floor_name),
+    ));
 
     // The map alone, for reading the goal (set with CAP_PERFMON) against it.
     if caps == Caps::Perfmon {
@@ -902,12 +914,7 @@ fn lru_floor_rows(pass: &Xdp, frame: &[u8], floor_name: &str) -> anyhow::Result<
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    let mut row = repeat_row("lru_insert_new_key", kernel, wall, Some(floor_name));
-    row.method = format!(
-        "repeat={LRU_REPEAT}: kernel per-repetition average (whole ns); one new key per \
-         repetition, counted, none evicted"
-    );
-    rows.push(row);
+    rows.push(repeat_row("lru_insert_new_key", LRU_REPEAT, kernel, wall, Some(floor_name)));
 
     // The same key every repetition: the kernel still takes a free element and drops the old one.
     let (mut kernel, mut wall) = (Vec::new(), Vec::new());
@@ -918,7 +925,7 @@ fn lru_floor_rows(pass: &Xdp, frame: &[u8], floor_name: &str) -> anyhow::Result<
         kernel.push(r.kernel_ns);
         wall.push(r.wall_ns);
     }
-    rows.push(repeat_row("lru_update_same_key", kernel, wall, Some(floor_name)));
+    rows.push(repeat_row("lru_update_same_key", REPEAT, kernel, wall, Some(floor_name)));
 
     // A new key every call, as cold as the per-call new-flow rows.
     let frames = vec![frame.to_vec(); CHUNK];
@@ -1018,13 +1025,20 @@ fn per_call_row(name: String, what: &str, series: Series, floor: &str) -> Row {
     }
 }
 
-fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>) -> Row {
+/// A row measured with one `repeat`-long call per round (`repeat` repetitions each).
+fn repeat_row(
+    name: &str,
+    repeat: u32,
+    kernel: Vec<f64>,
+    wall: Vec<f64>,
+    floor: Option<&str>,
+) -> Row {
     Row {
         name: name.to_owned(),
         value: median(&kernel),
         unit: "ns",
         method: format!(
-            "repeat={REPEAT}: kernel per-repetition average (whole ns), every repetition \
+            "repeat={repeat}: kernel per-repetition average (whole ns), every repetition \
              checked by counters"
         ),
         samples: kernel,
@@ -1036,7 +1050,7 @@ fn repeat_row(name: &str, kernel: Vec<f64>, wall: Vec<f64>, floor: Option<&str>)
 // ---- memory ------------------------------------------------------------------------------------
 
 /// Bytes the latency probe chases through: far beyond any last-level cache, like the flow table
-/// (1 Mi entries: 8 MiB of bucket heads plus 64 MiB of elements).
+/// (1 Mi entries: about 120 MiB of buckets and elements, as bpftool reports its memlock).
 const LATENCY_BYTES: usize = 256 << 20;
 /// Dependent loads timed per round.
 const LATENCY_LOADS: usize = 2_000_000;
