@@ -356,7 +356,11 @@ impl Parser<'_> {
             vip: vip?,
             port: port?,
             protocol: protocol?,
-            fwmark: fwmark.map(|m| m.ok_or(())).transpose().ok()?,
+            // Present but invalid (already reported): the section is left out.
+            fwmark: match fwmark {
+                Some(mark) => Some(mark?),
+                None => None,
+            },
             interface: interface?,
             lb_algo: lb_algo?,
             table_size: table_size?,
