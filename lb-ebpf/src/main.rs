@@ -8,6 +8,7 @@ mod icmp;
 mod keys;
 mod maps;
 mod parse;
+mod rt;
 mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
@@ -21,14 +22,3 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     stats::count_global(verdict.reason, len);
     verdict.action
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-/// The kernel only lets GPL-compatible programs use some helpers.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -6,6 +6,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "../rt.rs"]
+mod rt;
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
@@ -58,13 +61,3 @@ pub fn lb_floor_lru_update(_ctx: XdpContext) -> u32 {
     let _ = FLOWS.insert(&key(0), &b, 0);
     xdp_action::XDP_PASS
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
