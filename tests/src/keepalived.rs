@@ -3,7 +3,7 @@
 //! Runs `keepalived -n -l -D -P -f CONF -p PIDFILE -r VRRP_PIDFILE` (foreground, log to the
 //! console, VRRP only: no `virtual_server` blocks, the host kernel has no IPVS) with one
 //! `vrrp_instance` and a notify script that appends `<unix time> <STATE>` to a file, which is how
-//! tests read keepalived's state. See `/work/shared/docs/testing.md` for its measured behaviour.
+//! tests read keepalived's state. See docs/testing.md for its measured behaviour.
 //!
 //! keepalived is installed by `cargo xtask` bootstrap; tests never install anything. Use
 //! [`require_keepalived`] like [`crate::require_root`]: missing, it fails in CI and skips

@@ -3,7 +3,7 @@
 //! Every topology gets a unique namespace prefix ([`unique_prefix`]), lives entirely inside
 //! namespaces it creates (the bridge too, in a `switch` namespace), and is torn down by RAII guards
 //! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
-//! `/work/shared/docs/testing.md` for the measured facts this follows.
+//! docs/testing.md for the measured facts this follows.
 
 pub mod bpffs;
 pub mod director;

@@ -18,7 +18,7 @@ pub fn bench() -> anyhow::Result<()> {
         bail!("cargo xtask bench needs root (BPF_PROG_TEST_RUN, CAP_PERFMON, network namespaces)");
     }
     let root = workspace_root()?;
-    let target = root.join("target");
+    let target = crate::target_dir(&root);
     fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
     let json = target.join("bench.json");
     // A stale file must not pass for this run's results.
@@ -45,11 +45,8 @@ pub fn bench() -> anyhow::Result<()> {
         "--bin",
         "lb",
     ]))?;
-    // A relative CARGO_TARGET_DIR is relative to the workspace, where cargo runs; the test runs in
-    // its own crate folder, so it gets the absolute path.
-    let cargo_target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or(target.clone(), |d| root.join(d));
-    let lb = cargo_target.join("release").join("lb");
+    // target_dir() is absolute: the test runs in its own crate folder.
+    let lb = target.join("release").join("lb");
     let rows_before = fs::read_to_string(&json)?.matches("\"name\"").count();
     run(Command::new("cargo")
         .current_dir(&root)

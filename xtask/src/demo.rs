@@ -37,7 +37,7 @@ pub fn demo(requests: u32) -> anyhow::Result<()> {
         "lb-tests",
         "--bins",
     ]))?;
-    let target = root.join("target").join("debug");
+    let target = crate::target_dir(&root).join("debug");
     let (lb, testpeer) = (target.join("lb"), target.join("lb-testpeer"));
     let config = root.join("examples").join("demo.toml");
     let backup_config = root.join("examples").join("demo-backup.toml");

@@ -91,6 +91,17 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
     dir.parent().map(PathBuf::from).context("xtask has no parent directory")
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace, where cargo runs it)
+/// or the workspace's `target/`.
+pub fn target_dir(root: &std::path::Path) -> PathBuf {
+    target_dir_from(root, std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+fn target_dir_from(root: &std::path::Path, var: Option<std::ffi::OsString>) -> PathBuf {
+    // An absolute value replaces root in join().
+    var.filter(|d| !d.is_empty()).map_or_else(|| root.join("target"), |d| root.join(d))
+}
+
 /// Runs a command, inheriting stdio, failing on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
@@ -98,4 +109,24 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn target_dir_follows_cargo_target_dir() {
+        let root = Path::new("/src/lb");
+        let cases = [
+            (None, "/src/lb/target"),
+            (Some(""), "/src/lb/target"),
+            (Some("build"), "/src/lb/build"),
+            (Some("/var/cache/cargo"), "/var/cache/cargo"),
+        ];
+        for (var, want) in cases {
+            let got = super::target_dir_from(root, var.map(Into::into));
+            assert_eq!(got, PathBuf::from(want), "{var:?}");
+        }
+    }
 }

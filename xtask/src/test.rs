@@ -22,7 +22,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     run(cargo().arg("clippy").args(all).args(["--all-targets", "--", "-D", "warnings"]))?;
     // Integration tests drive the real binaries.
     run(cargo().arg("build").args(all).arg("--bins"))?;
-    let lb = root.join("target").join("debug").join("lb");
+    let lb = crate::target_dir(&root).join("debug").join("lb");
     let mut test = cargo();
     test.arg("test").args(all).arg("--all-targets").args(extra).env("LB_BIN", &lb);
     let (mut passed, mut failed) = run_counting(&mut test)?;

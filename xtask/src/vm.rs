@@ -826,12 +826,12 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Where the static guest builds go: `$LB_VM_TARGET_DIR`, else `target/vm` (their own target
+/// Where the static guest builds go: `$LB_VM_TARGET_DIR`, else `vm/` in the target directory (their own target
 /// dir, so the normal build cache is untouched).
 fn static_target_dir(root: &Path) -> PathBuf {
     std::env::var_os("LB_VM_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("vm"))
+        .unwrap_or_else(|| crate::target_dir(root).join("vm"))
 }
 
 /// The static binaries an in-guest test run needs.
@@ -1006,7 +1006,7 @@ fn run_bench(cache: &Path, counts: &[(&str, u32)], timeout: Duration) -> anyhow:
     let rows: Vec<&str> =
         outcome.output.lines().filter_map(|l| l.trim().strip_prefix(BENCH_ROW)).collect();
     ensure!(!rows.is_empty(), "the in-guest benchmark reported no rows");
-    let json = root.join("target").join("vm-bench.json");
+    let json = crate::target_dir(&root).join("vm-bench.json");
     fs::create_dir_all(json.parent().context("target dir")?)?;
     fs::write(&json, format!("[\n  {}\n]\n", rows.join(",\n  ")))
         .with_context(|| format!("writing {}", json.display()))?;
