@@ -1114,3 +1114,5 @@ fn recreated_interface_gets_its_socket_back() {
         ms(backup.saturating_duration_since(created)),
     ));
 }
+
+mod forged;
