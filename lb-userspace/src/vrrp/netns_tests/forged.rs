@@ -106,32 +106,42 @@ fn forged_adverts_leave_the_master_in_place() {
     let full: Vec<IpAddr> = (0..=254).map(|i| IpAddr::from([198, 51, 100, i])).collect();
     let zero_byte = tshark_oracle::frame(v4(KA_V4), IpAddr::V4(MULTICAST_V4), &[]);
 
-    // (case, frames, what they add to the counters besides the marker)
-    let cases: Vec<(&str, Vec<Vec<u8>>, &[(&str, u64)])> = vec![
-        (
-            "another VIP, higher priority",
-            vec![advert(KA_V4, 200, vec![v4("192.0.2.99")])],
-            &[("rejected.address_list_mismatch", 1)],
-        ),
-        (
-            "count 0, higher priority",
-            vec![advert(KA_V4, 200, vec![])],
-            &[("rejected.address_count_mismatch", 1)],
-        ),
-        (
-            "255 addresses, higher priority",
-            vec![advert(KA_V4, 200, full)],
-            &[("rejected.address_count_mismatch", 1)],
-        ),
-        (
-            "our VIP and another, priority 0",
-            vec![advert(KA_V4, 0, vec![vip, v4("192.0.2.99")])],
-            &[("rejected.address_count_mismatch", 1)],
-        ),
-        ("0-byte payload", vec![zero_byte], &[("malformed", 1)]),
-        ("from our own address, higher priority", vec![advert(LB_V4, 255, vec![vip])], &[]),
+    struct Case {
+        name: &'static str,
+        frames: Vec<Vec<u8>>,
+        /// What they add to the counters, besides the marker.
+        adds: &'static [(&'static str, u64)],
+    }
+    let other = v4("192.0.2.99");
+    let cases = [
+        Case {
+            name: "another VIP, higher priority",
+            frames: vec![advert(KA_V4, 200, vec![other])],
+            adds: &[("rejected.address_list_mismatch", 1)],
+        },
+        Case {
+            name: "count 0, higher priority",
+            frames: vec![advert(KA_V4, 200, vec![])],
+            adds: &[("rejected.address_count_mismatch", 1)],
+        },
+        Case {
+            name: "255 addresses, higher priority",
+            frames: vec![advert(KA_V4, 200, full)],
+            adds: &[("rejected.address_count_mismatch", 1)],
+        },
+        Case {
+            name: "our VIP and another, priority 0",
+            frames: vec![advert(KA_V4, 0, vec![vip, other])],
+            adds: &[("rejected.address_count_mismatch", 1)],
+        },
+        Case { name: "0-byte payload", frames: vec![zero_byte], adds: &[("malformed", 1)] },
+        Case {
+            name: "from our own address, higher priority",
+            frames: vec![advert(LB_V4, 255, vec![vip])],
+            adds: &[],
+        },
     ];
-    for (name, frames, adds) in cases {
+    for Case { name, frames, adds } in cases {
         let before = counters(&lb);
         let delivered = ip_in_delivers(&lab);
         let n = frames.len() as u64;
