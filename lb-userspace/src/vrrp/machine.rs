@@ -113,7 +113,8 @@ pub struct Settings {
     /// RFC's 3).
     pub down_timer_adverts: u32,
     /// keepalived's `lower_prio_no_advert`: when false (its default) a master that hears a
-    /// lower-priority advert answers at once, so a split brain ends within one round trip.
+    /// lower-priority advert answers at once, so a split brain ends within one round trip (at
+    /// most once per advert interval, unlike keepalived, so a flood is not echoed).
     pub lower_prio_no_advert: bool,
     /// keepalived's `skip_check_adv_addr`: a backup does not compare the virtual addresses of
     /// adverts from the master it already follows with ours (see [`Instance::address_check`]).
