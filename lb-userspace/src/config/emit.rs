@@ -413,6 +413,8 @@ fn vrrp_instance(out: &mut Out, instance: &VrrpInstance) {
         &DEFAULT_GARP_REFRESH_DELAY,
         seconds,
     );
+    out.key_unless("lower_prio_no_advert", &instance.lower_prio_no_advert, &false, boolean);
+    out.key_unless("skip_check_adv_addr", &instance.skip_check_adv_addr, &false, boolean);
 }
 
 fn vrrp_script(out: &mut Out, script: &VrrpScript) {
@@ -574,6 +576,7 @@ mod tests {
         let text = "\
 global_defs {
     vrrp_version 3
+    vrrp_skip_check_adv_addr
 }
 vrrp_script chk_nginx {
     script \"/usr/bin/pgrep -x nginx\"
@@ -592,6 +595,7 @@ vrrp_instance VI_1 {
     track_script {
         chk_nginx
     }
+    lower_prio_no_advert
 }
 virtual_server 192.0.2.100 443 {
     delay_loop 10
@@ -696,6 +700,8 @@ advert_int = 0.5
 version = 3
 virtual_ipaddress = ["192.0.2.100/24"]
 track_script = ["chk_nginx"]
+lower_prio_no_advert = true
+skip_check_adv_addr = true
 
 [[vrrp_script]]
 name = "chk_nginx"

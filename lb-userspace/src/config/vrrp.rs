@@ -70,6 +70,13 @@ pub struct VrrpInstance {
     /// Gratuitous ARPs / unsolicited NAs sent on becoming master, and again after the delay.
     pub garp_master_repeat: u32,
     pub garp_master_refresh_delay: Duration,
+    /// keepalived's `lower_prio_no_advert`: a MASTER hearing a lower priority does not answer
+    /// with an advert of its own (it answers, at most once per advert interval, when false).
+    pub lower_prio_no_advert: bool,
+    /// keepalived's `skip_check_adv_addr`: a BACKUP does not compare the virtual addresses of
+    /// adverts from the master it already follows with its own. Adverts from any other sender,
+    /// and every advert a MASTER hears, must carry exactly the instance's addresses.
+    pub skip_check_adv_addr: bool,
     pub location: Location,
 }
 

@@ -173,13 +173,13 @@ fn forwarding_v6(ifname: &str) -> bool {
 
 /// An `AF_PACKET`/`SOCK_RAW` socket bound to one interface with protocol 0, so it receives
 /// nothing: it only sends whole Ethernet frames.
-struct PacketSocket {
+pub(super) struct PacketSocket {
     fd: OwnedFd,
     ifindex: u32,
 }
 
 impl PacketSocket {
-    fn bind(ifindex: u32) -> io::Result<PacketSocket> {
+    pub(super) fn bind(ifindex: u32) -> io::Result<PacketSocket> {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -202,7 +202,7 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex })
     }
 
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+    pub(super) fn send(&self, frame: &[u8]) -> io::Result<()> {
         let mut dst = [0u8; 6];
         dst.copy_from_slice(&frame[0..6]);
         let proto = u16::from_be_bytes([frame[12], frame[13]]);

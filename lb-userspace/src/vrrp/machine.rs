@@ -14,7 +14,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::packet::{Advert, Auth, Expect, Family, Kind, MAX_V3_INTERVAL_CS, VRRP_TTL, Version};
+use super::packet::{
+    AddressCheck, Advert, Auth, Expect, Family, Kind, MAX_V3_INTERVAL_CS, VRRP_TTL, Version,
+};
 
 /// Priority of the address owner: it starts as master and is never changed by tracking.
 pub const OWNER_PRIORITY: u8 = 255;
@@ -111,8 +113,12 @@ pub struct Settings {
     /// RFC's 3).
     pub down_timer_adverts: u32,
     /// keepalived's `lower_prio_no_advert`: when false (its default) a master that hears a
-    /// lower-priority advert answers at once, so a split brain ends within one round trip.
+    /// lower-priority advert answers at once, so a split brain ends within one round trip (at
+    /// most once per advert interval, unlike keepalived, so a flood is not echoed).
     pub lower_prio_no_advert: bool,
+    /// keepalived's `skip_check_adv_addr`: a backup does not compare the virtual addresses of
+    /// adverts from the master it already follows with ours (see [`Instance::address_check`]).
+    pub skip_check_adv_addr: bool,
 }
 
 impl Settings {
@@ -133,6 +139,7 @@ impl Settings {
             garp: Garp::default(),
             down_timer_adverts: 3,
             lower_prio_no_advert: false,
+            skip_check_adv_addr: false,
         }
     }
 }
@@ -245,8 +252,6 @@ pub enum IgnoreReason {
     NotAPeer,
     /// The sender's address is of the other family.
     WrongFamily,
-    /// Our own advert looped back.
-    OwnAddress,
     /// Lower priority (or equal priority from a lower address) than ours, and we preempt.
     LowerPriority,
 }
@@ -365,6 +370,9 @@ pub struct Instance {
     master: Option<MasterInfo>,
     /// MASTER after [`Event::Resume`], still listening before its first advert.
     resuming: bool,
+    /// When a master last answered a lower-priority or priority-0 advert: at most once per
+    /// Advertisement_Interval, so forged adverts cannot make it send one advert per advert.
+    answered_at: Option<Instant>,
 }
 
 impl Instance {
@@ -412,6 +420,7 @@ impl Instance {
             preempt_after: None,
             master: None,
             resuming: false,
+            answered_at: None,
         })
     }
 
@@ -480,6 +489,19 @@ impl Instance {
             Version::V3 => Kind::V3 { max_advert_int_cs: cs },
         };
         Advert { vrid: self.settings.vrid, priority, addresses, kind }
+    }
+
+    /// How the virtual addresses of an advert from `from` must be checked: against ours,
+    /// except with `skip_check_adv_addr` for the master a backup already follows (keepalived
+    /// checks every advert a master hears, and those from any new sender).
+    pub fn address_check(&self, from: IpAddr) -> AddressCheck {
+        let following =
+            self.state == State::Backup && self.master.as_ref().is_some_and(|m| m.address == from);
+        if self.settings.skip_check_adv_addr && following {
+            AddressCheck::Skip
+        } else {
+            AddressCheck::Enforce
+        }
     }
 
     /// The packet-level receive rules for this instance.
@@ -650,6 +672,11 @@ impl Instance {
     }
 
     fn advert_received(&mut self, seen: MasterInfo, now: Instant, out: &mut Vec<Action>) {
+        if seen.address == self.settings.primary_address {
+            // Our own advert reflected back (a hairpin or a loop): nothing to act on, and
+            // nothing to count.
+            return;
+        }
         let reason = match self.state {
             State::Initialize | State::Stop => Some(IgnoreReason::NotRunning),
             State::Fault => Some(IgnoreReason::Fault),
@@ -657,8 +684,6 @@ impl Instance {
                 let s = &self.settings;
                 if Family::of(seen.address) != s.family {
                     Some(IgnoreReason::WrongFamily)
-                } else if seen.address == s.primary_address {
-                    Some(IgnoreReason::OwnAddress)
                 } else if !s.unicast_peers.is_empty() && !s.unicast_peers.contains(&seen.address) {
                     Some(IgnoreReason::NotAPeer)
                 } else {
@@ -719,8 +744,10 @@ impl Instance {
         let ours = self.effective_priority();
         if seen.priority == 0 {
             // Another master is leaving: assert ourselves at once so backups do not take over.
-            out.push(Action::SendAdvert { priority: ours });
-            self.advert_at = Some(now + centis(self.settings.advert_interval_cs));
+            if self.may_answer(now) {
+                out.push(Action::SendAdvert { priority: ours });
+                self.advert_at = Some(now + centis(self.settings.advert_interval_cs));
+            }
             return;
         }
         let wins = seen.priority > ours
@@ -732,10 +759,21 @@ impl Instance {
             self.master = Some(seen);
         } else {
             out.push(Action::AdvertIgnored { reason: IgnoreReason::LowerPriority });
-            if !self.settings.lower_prio_no_advert {
+            if !self.settings.lower_prio_no_advert && self.may_answer(now) {
                 out.push(Action::SendAdvert { priority: ours });
             }
         }
+    }
+
+    /// Whether a master may answer an advert now: once per Advertisement_Interval. One answer
+    /// ends a split brain (the other master hears a higher priority); more only echo a flood.
+    fn may_answer(&mut self, now: Instant) -> bool {
+        let every = centis(self.settings.advert_interval_cs);
+        if self.answered_at.is_some_and(|t| now.saturating_duration_since(t) < every) {
+            return false;
+        }
+        self.answered_at = Some(now);
+        true
     }
 
     /// VRRPv3 backups adopt the master's interval (RFC 5798 6.4.2); v2 intervals must match.

@@ -623,6 +623,8 @@ fn lb_instance(lab: &Lab, version: u8, priority: u8, advert: Duration, vip: &str
         notify: Some(notify.display().to_string()),
         garp_master_repeat: 5,
         garp_master_refresh_delay: Duration::from_secs(5),
+        lower_prio_no_advert: false,
+        skip_check_adv_addr: false,
         location: Location::default(),
     };
     VrrpConfig { instances: vec![inst], scripts: vec![], sync_groups: vec![] }
@@ -1112,3 +1114,5 @@ fn recreated_interface_gets_its_socket_back() {
         ms(backup.saturating_duration_since(created)),
     ));
 }
+
+mod forged;

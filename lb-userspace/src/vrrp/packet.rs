@@ -4,7 +4,8 @@
 //! Receiving is split in two steps because one socket carries every VRID of an interface:
 //! [`parse`] checks what holds for any advert (length, version, type, checksum, count) so the
 //! caller can find the instance by VRID, then [`Expect::check`] applies that instance's rules
-//! (TTL, version, VRID, authentication, advert interval). [`Expect::decode`] does both.
+//! (TTL, version, VRID, authentication, advert interval, virtual addresses). [`Expect::decode`]
+//! does both.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -405,6 +406,22 @@ pub enum PacketError {
         /// Destination received.
         dst: IpAddr,
     },
+    /// The advert carries another number of virtual addresses than we have: another virtual
+    /// router reusing our VRID (keepalived discards it and counts an address list error).
+    #[error("the advert carries {got} virtual addresses, this instance has {want}")]
+    AddressCountMismatch {
+        /// Count received.
+        got: usize,
+        /// Our count.
+        want: usize,
+    },
+    /// Same count, but one of our virtual addresses is not in the advert (keepalived: "ip
+    /// address associated with VRID not present in advert").
+    #[error("virtual address {missing} of this instance is not in the advert")]
+    AddressListMismatch {
+        /// The first of ours missing.
+        missing: IpAddr,
+    },
 }
 
 impl PacketError {
@@ -429,6 +446,8 @@ impl PacketError {
             PacketError::IntervalMismatch { .. } => "interval_mismatch",
             PacketError::ExpectedUnicast { .. } => "expected_unicast",
             PacketError::ExpectedMulticast { .. } => "expected_multicast",
+            PacketError::AddressCountMismatch { .. } => "address_count_mismatch",
+            PacketError::AddressListMismatch { .. } => "address_list_mismatch",
         }
     }
 }
@@ -463,6 +482,16 @@ pub enum EncodeError {
     IntervalOutOfRange(u32),
 }
 
+/// Whether [`Expect::check_with`] compares the advert's virtual addresses with ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressCheck {
+    /// A differing list rejects the advert (keepalived's default).
+    Enforce,
+    /// A differing list is only a [`Note`]: keepalived's `skip_check_adv_addr` for adverts from
+    /// the master a backup already follows.
+    Skip,
+}
+
 /// Something odd about an accepted advert that keepalived logs but does not act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
@@ -473,14 +502,16 @@ pub enum Note {
         /// Our interval, centiseconds.
         want_cs: u16,
     },
-    /// The advert carries another number of virtual addresses than we have.
+    /// The advert carries another number of virtual addresses than we have (only with
+    /// [`AddressCheck::Skip`]).
     AddressCountMismatch {
         /// Count received.
         got: usize,
         /// Our count.
         want: usize,
     },
-    /// Same count, but some of our virtual addresses are missing from the advert.
+    /// Same count, but some of our virtual addresses are missing from the advert (only with
+    /// [`AddressCheck::Skip`]).
     AddressListMismatch,
 }
 
@@ -578,7 +609,8 @@ pub struct Expect {
     /// Lowest TTL accepted on unicast adverts. 255 is the RFC rule; keepalived skips the check
     /// for unicast so routed unicast peers work, which a lower value allows here.
     pub min_unicast_ttl: u8,
-    /// Our virtual addresses, compared with the advert's for [`Note`]s only.
+    /// Our virtual addresses: an advert must carry exactly these (in any order), unless
+    /// [`AddressCheck::Skip`] makes a difference a [`Note`].
     pub addresses: Vec<IpAddr>,
 }
 
@@ -594,9 +626,19 @@ impl Expect {
         Ok((rx, notes))
     }
 
-    /// Applies this instance's receive rules to a parsed advert. Returns the oddities keepalived
-    /// logs without discarding the advert.
+    /// Applies this instance's receive rules to a parsed advert, the address list included.
+    /// Returns the oddities keepalived logs without discarding the advert.
     pub fn check(&self, rx: &Received, ip: &IpMeta) -> Result<Vec<Note>, PacketError> {
+        self.check_with(rx, ip, AddressCheck::Enforce)
+    }
+
+    /// [`Expect::check`], with the address list compared as `addresses` says.
+    pub fn check_with(
+        &self,
+        rx: &Received,
+        ip: &IpMeta,
+        addresses: AddressCheck,
+    ) -> Result<Vec<Note>, PacketError> {
         let adv = &rx.advert;
         let multicast = ip.dst.is_multicast();
         let min_ttl = if multicast { VRRP_TTL } else { self.min_unicast_ttl };
@@ -651,13 +693,20 @@ impl Expect {
                 }
             }
         }
-        if adv.addresses.len() != self.addresses.len() {
-            notes.push(Note::AddressCountMismatch {
-                got: adv.addresses.len(),
-                want: self.addresses.len(),
-            });
-        } else if !self.addresses.iter().all(|a| adv.addresses.contains(a)) {
-            notes.push(Note::AddressListMismatch);
+        // Our addresses are distinct, so with equal counts "all of ours are in it" means the
+        // lists hold the same addresses.
+        let (got, want) = (adv.addresses.len(), self.addresses.len());
+        let missing = self.addresses.iter().find(|a| !adv.addresses.contains(a));
+        match (addresses, got != want, missing) {
+            (AddressCheck::Enforce, true, _) => {
+                return Err(PacketError::AddressCountMismatch { got, want });
+            }
+            (AddressCheck::Enforce, false, Some(&missing)) => {
+                return Err(PacketError::AddressListMismatch { missing });
+            }
+            (AddressCheck::Skip, true, _) => notes.push(Note::AddressCountMismatch { got, want }),
+            (AddressCheck::Skip, false, Some(_)) => notes.push(Note::AddressListMismatch),
+            (_, false, None) => {}
         }
         Ok(notes)
     }

@@ -278,6 +278,8 @@ fn settings(p: &Plan, primary: IpAddr) -> Settings {
     s.preempt_delay = c.preempt_delay;
     s.unicast_peers = c.unicast_peer.clone();
     s.garp = Garp { repeat: c.garp_master_repeat, delay: c.garp_master_refresh_delay };
+    s.lower_prio_no_advert = c.lower_prio_no_advert;
+    s.skip_check_adv_addr = c.skip_check_adv_addr;
     s
 }
 
@@ -957,28 +959,32 @@ impl InstanceTask {
     }
 
     async fn inbound(&mut self, msg: Inbound) {
-        match msg {
-            Inbound::Advert { rx, ip } => match self.expect.check(&rx, &ip) {
-                Ok(notes) => {
-                    let prio0 = rx.advert.priority == 0;
-                    self.count(|c| {
-                        c.adverts_received += 1;
-                        if prio0 {
-                            c.priority_zero_received += 1;
-                        }
-                    });
-                    if !notes.is_empty()
-                        && let Some(held) = self.logs.allow("note", Instant::now())
-                    {
-                        tracing::info!(instance = %self.name, from = %ip.src, held_back = held,
-                            "advert accepted with differences: {notes:?}");
-                    }
-                    self.feed(Event::advert(ip.src, &rx.advert), false).await;
-                }
-                Err(e) => self.reject(&e, ip.src),
-            },
-            Inbound::Rejected { error, src } => self.reject(&error, src),
+        let (rx, ip) = match msg {
+            // Our own advert reflected back (a hairpin, a loop): dropped, and not counted.
+            Inbound::Advert { ip, .. } if ip.src == self.primary => return,
+            Inbound::Rejected { src, .. } if src == self.primary => return,
+            Inbound::Advert { rx, ip } => (rx, ip),
+            Inbound::Rejected { error, src } => return self.reject(&error, src),
+        };
+        let addresses = self.machine.address_check(ip.src);
+        let notes = match self.expect.check_with(&rx, &ip, addresses) {
+            Ok(notes) => notes,
+            Err(e) => return self.reject(&e, ip.src),
+        };
+        let prio0 = rx.advert.priority == 0;
+        self.count(|c| {
+            c.adverts_received += 1;
+            if prio0 {
+                c.priority_zero_received += 1;
+            }
+        });
+        if !notes.is_empty()
+            && let Some(held) = self.logs.allow("note", Instant::now())
+        {
+            tracing::info!(instance = %self.name, from = %ip.src, held_back = held,
+                "advert accepted with differences: {notes:?}");
         }
+        self.feed(Event::advert(ip.src, &rx.advert), false).await;
     }
 
     /// Counts and (rate-limited) logs a rejected advert; it changes nothing else.
@@ -1146,13 +1152,28 @@ async fn receive_loop(
             }
         };
         let payload = &buf[range];
-        let Some((idx, tx)) = payload.get(1).and_then(|vrid| routes.get(vrid)) else {
-            status.send_if_modified(|s| {
-                s.foreign_adverts += 1;
-                false
-            });
-            continue;
+        let target = match route(payload, |vrid| routes.contains_key(&vrid)) {
+            Route::Instance(vrid) => routes.get(&vrid),
+            Route::Foreign => {
+                status.send_if_modified(|s| {
+                    s.foreign_adverts += 1;
+                    false
+                });
+                None
+            }
+            Route::Malformed => {
+                status.send_if_modified(|s| {
+                    s.malformed += 1;
+                    false
+                });
+                if let Some(held) = logs.allow("malformed", Instant::now()) {
+                    tracing::debug!(interface = %ifname, held_back = held, len = payload.len(),
+                        "VRRP message too short to carry a VRID");
+                }
+                None
+            }
         };
+        let Some((idx, tx)) = target else { continue };
         let msg = match packet::parse(payload, &ip) {
             Ok(rx) => Inbound::Advert { rx, ip },
             Err(error) => Inbound::Rejected { error, src: ip.src },
@@ -1163,6 +1184,26 @@ async fn receive_loop(
                 false
             });
         }
+    }
+}
+
+/// Where the receive loop hands a VRRP message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// To the instance running this VRID (which applies every other check).
+    Instance(u8),
+    /// A VRID no instance on the interface runs: another router's.
+    Foreign,
+    /// Not even a VRID.
+    Malformed,
+}
+
+/// Routes a VRRP message by its VRID byte; `ours` says whether an instance runs a VRID.
+fn route(payload: &[u8], ours: impl Fn(u8) -> bool) -> Route {
+    match payload.get(1) {
+        Some(&vrid) if ours(vrid) => Route::Instance(vrid),
+        Some(_) => Route::Foreign,
+        None => Route::Malformed,
     }
 }
 
@@ -1273,6 +1314,8 @@ mod tests {
             notify: None,
             garp_master_repeat: 5,
             garp_master_refresh_delay: Duration::from_secs(5),
+            lower_prio_no_advert: false,
+            skip_check_adv_addr: false,
             location: Location::default(),
         }
     }
@@ -1385,6 +1428,22 @@ mod tests {
         let engine = VrrpEngine::start(&VrrpConfig::default(), Hooks::default()).await.unwrap();
         assert!(engine.snapshot().instances.is_empty());
         engine.stop().await;
+    }
+
+    /// Only a message long enough to carry a VRID is an advert, ours or another router's.
+    #[test]
+    fn messages_are_routed_by_vrid() {
+        let ours = |vrid: u8| vrid == 51;
+        let cases: [(&str, &[u8], Route); 5] = [
+            ("empty", &[], Route::Malformed),
+            ("version byte only", &[0x31], Route::Malformed),
+            ("truncated, our VRID: the instance rejects it", &[0x31, 51], Route::Instance(51)),
+            ("another VRID", &[0x31, 52, 100, 1, 0, 100, 0, 0], Route::Foreign),
+            ("our VRID", &[0x31, 51, 100, 1, 0, 100, 0, 0], Route::Instance(51)),
+        ];
+        for (name, payload, want) in cases {
+            assert_eq!(route(payload, ours), want, "{name}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ fn ip_checksum(b: &[u8]) -> u16 {
 }
 
 /// An Ethernet frame carrying `payload` as protocol 112 from `src` to `dst`, TTL 255.
-fn frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x01, 0x00, 0x5e, 0x00, 0x00, 0x12, 0x02, 0, 0, 0, 0, 0x0b];
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {

@@ -470,6 +470,8 @@ fn vrrp_file_parses_into_the_model() {
         notify: command("/etc/keepalived/notify.sh"),
         garp_master_repeat: 10,
         garp_master_refresh_delay: secs(2),
+        lower_prio_no_advert: false,
+        skip_check_adv_addr: false,
         location: at(23, 1),
     };
     let v2 = VrrpInstance {
@@ -498,6 +500,8 @@ fn vrrp_file_parses_into_the_model() {
         // global_defs' vrrp_garp_master_repeat and vrrp_garp_master_delay.
         garp_master_repeat: 3,
         garp_master_refresh_delay: secs(10),
+        lower_prio_no_advert: false,
+        skip_check_adv_addr: false,
         location: at(59, 1),
     };
     let v6 = VrrpInstance {
@@ -586,6 +590,86 @@ fn vrrp_file_parses_into_the_model() {
     );
     assert_eq!(shown(&loaded.notices), Vec::<String>::new());
     assert_eq!(loaded.config.virtual_servers[0].interface, "eth0");
+}
+
+/// `lower_prio_no_advert` and `skip_check_adv_addr`, per instance and as `global_defs`
+/// defaults (`vrrp_` prefixed), in keepalived's forms: bare (on) or with a boolean; the
+/// instance's own setting wins. Off when not written.
+#[test]
+fn forged_advert_settings_per_instance_and_as_global_defaults() {
+    struct Case {
+        name: &'static str,
+        global: &'static [&'static str],
+        instance: &'static [&'static str],
+        /// (lower_prio_no_advert, skip_check_adv_addr)
+        want: (bool, bool),
+    }
+    let cases = [
+        Case { name: "not written", global: &[], instance: &[], want: (false, false) },
+        Case {
+            name: "bare, per instance",
+            global: &[],
+            instance: &["lower_prio_no_advert", "skip_check_adv_addr"],
+            want: (true, true),
+        },
+        Case {
+            name: "booleans, per instance",
+            global: &[],
+            instance: &["lower_prio_no_advert on", "skip_check_adv_addr false"],
+            want: (true, false),
+        },
+        Case {
+            name: "global defaults",
+            global: &["vrrp_lower_prio_no_advert", "vrrp_skip_check_adv_addr yes"],
+            instance: &[],
+            want: (true, true),
+        },
+        Case {
+            name: "the instance overrides the default",
+            global: &["vrrp_lower_prio_no_advert true", "vrrp_skip_check_adv_addr"],
+            instance: &["lower_prio_no_advert off", "skip_check_adv_addr no"],
+            want: (false, false),
+        },
+    ];
+    for c in cases {
+        let mut lines = vec!["global_defs {"];
+        lines.extend(c.global.iter().copied());
+        lines.extend([
+            "}",
+            "vrrp_instance VI_1 {",
+            "    interface eth0",
+            "    virtual_router_id 1",
+        ]);
+        lines.extend(c.instance.iter().copied());
+        lines.extend(["    virtual_ipaddress {", "        192.0.2.100", "    }", "}"]);
+        let text = doc(&lines);
+        let loaded = loaded(&text);
+        let vi = &loaded.config.vrrp.instances[0];
+        assert_eq!((vi.lower_prio_no_advert, vi.skip_check_adv_addr), c.want, "{}", c.name);
+        assert_eq!(shown(&loaded.warnings), Vec::<String>::new(), "{}: acted on", c.name);
+    }
+    let text = doc(&[
+        "global_defs {",
+        "    vrrp_skip_check_adv_addr maybe",
+        "}",
+        "vrrp_instance VI_1 {",
+        "    interface eth0",
+        "    virtual_router_id 1",
+        "    lower_prio_no_advert 2",
+        "    virtual_ipaddress {",
+        "        192.0.2.100",
+        "    }",
+        "}",
+    ]);
+    assert_eq!(
+        errors_of(&text),
+        [
+            "keepalived.conf:2:30: `vrrp_skip_check_adv_addr` must be one of on, off, true, \
+             false, yes, no; found \"maybe\"",
+            "keepalived.conf:7:26: `lower_prio_no_advert` must be one of on, off, true, false, \
+             yes, no; found \"2\"",
+        ]
+    );
 }
 
 /// The rest of the corpus: each file's model in summary, and exactly its warnings and notices.

@@ -103,6 +103,8 @@ struct InstanceSettings {
     notify: Option<String>,
     garp_master_repeat: Option<u32>,
     garp_master_delay: Option<Duration>,
+    lower_prio_no_advert: Option<bool>,
+    skip_check_adv_addr: Option<bool>,
 }
 
 /// What is read of a `vrrp_sync_group`.
@@ -125,11 +127,13 @@ pub(super) struct Vrrp {
     /// `global_defs`' `default_interface`: where an instance without `interface` puts its
     /// addresses.
     pub default_interface: Option<Named>,
-    /// `global_defs`' `vrrp_version`, `vrrp_garp_master_delay` and `vrrp_garp_master_repeat`:
-    /// the instances' defaults.
+    /// `global_defs`' `vrrp_version`, `vrrp_garp_master_delay`, `vrrp_garp_master_repeat`,
+    /// `vrrp_lower_prio_no_advert` and `vrrp_skip_check_adv_addr`: the instances' defaults.
     version: Option<At<u8>>,
     garp_master_delay: Option<Duration>,
     garp_master_repeat: Option<u32>,
+    lower_prio_no_advert: Option<bool>,
+    skip_check_adv_addr: Option<bool>,
     pub instances: Vec<VrrpInstance>,
     /// Every `vrrp_script`'s name, also of those with errors.
     pub scripts: Vec<Named>,
@@ -237,6 +241,18 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                 seen.note(cx, "vrrp_garp_master_repeat", s);
                 if let Some(repeat) = garp_repeat(cx, s) {
                     vrrp.garp_master_repeat = Some(repeat);
+                }
+            }
+            "vrrp_lower_prio_no_advert" => {
+                seen.note(cx, "vrrp_lower_prio_no_advert", s);
+                if let Some(on) = cx.flag(s) {
+                    vrrp.lower_prio_no_advert = Some(on);
+                }
+            }
+            "vrrp_skip_check_adv_addr" => {
+                seen.note(cx, "vrrp_skip_check_adv_addr", s);
+                if let Some(on) = cx.flag(s) {
+                    vrrp.skip_check_adv_addr = Some(on);
                 }
             }
             "vrrp_mcast_group4" | "vrrp_mcast_group6" => {
@@ -393,10 +409,24 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
         let scalar = match keyword {
             "mcast_src_ip" => Some("unicast_src_ip"),
             "nopreempt" | "preempt" => Some("nopreempt"),
-            "state" | "interface" | "virtual_router_id" | "priority" | "advert_int" | "version"
-            | "preempt_delay" | "garp_master_delay" | "garp_master_repeat" | "unicast_src_ip"
-            | "authentication" | "notify_master" | "notify_backup" | "notify_fault"
-            | "notify_stop" | "notify" => {
+            "state"
+            | "interface"
+            | "virtual_router_id"
+            | "priority"
+            | "advert_int"
+            | "version"
+            | "preempt_delay"
+            | "garp_master_delay"
+            | "garp_master_repeat"
+            | "unicast_src_ip"
+            | "authentication"
+            | "notify_master"
+            | "notify_backup"
+            | "notify_fault"
+            | "notify_stop"
+            | "notify"
+            | "lower_prio_no_advert"
+            | "skip_check_adv_addr" => {
                 keywords::VRRP_INSTANCE.iter().find(|k| **k == keyword).copied()
             }
             _ => None,
@@ -577,6 +607,8 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             "notify_fault" => settings.notify_fault = cx.script(s),
             "notify_stop" => settings.notify_stop = cx.script(s),
             "notify" => settings.notify = cx.script(s),
+            "lower_prio_no_advert" => settings.lower_prio_no_advert = cx.flag(s),
+            "skip_check_adv_addr" => settings.skip_check_adv_addr = cx.flag(s),
             "notify_deleted" | "notify_master_rx_lower_pri" => {
                 if cx.script(s).is_some() {
                     cx.unimplemented(s, instance_unimplemented(keyword));
@@ -590,9 +622,7 @@ pub(super) fn instance(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             | "promote_secondaries"
             | "accept"
             | "no_accept"
-            | "skip_check_adv_addr"
             | "strict_mode"
-            | "lower_prio_no_advert"
             | "higher_prio_send_advert"
             | "owner_ignore_adverts"
             | "check_unicast_src"
@@ -1259,6 +1289,14 @@ fn instance_model(
             .garp_master_delay
             .or(vrrp.garp_master_delay)
             .unwrap_or(DEFAULT_GARP_REFRESH_DELAY),
+        lower_prio_no_advert: settings
+            .lower_prio_no_advert
+            .or(vrrp.lower_prio_no_advert)
+            .unwrap_or(false),
+        skip_check_adv_addr: settings
+            .skip_check_adv_addr
+            .or(vrrp.skip_check_adv_addr)
+            .unwrap_or(false),
         location: instance.at,
     };
     Some((model, at))

@@ -50,6 +50,8 @@ const INSTANCE_KEYS: &[&str] = &[
     "garp_master_refresh_delay",
     // keepalived's name of `garp_master_refresh_delay`.
     "garp_master_delay",
+    "lower_prio_no_advert",
+    "skip_check_adv_addr",
 ];
 const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
 /// Keys of a `track_interface` or `track_script` entry written as a table.
@@ -71,7 +73,6 @@ const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
     "higher_prio_send_advert",
     "kernel_rx_buf_size",
     "linkbeat_use_polling",
-    "lower_prio_no_advert",
     "mcast_dst_ip",
     "native_ipv6",
     "no_accept",
@@ -80,7 +81,6 @@ const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
     "notify_priority_changes",
     "owner_ignore_adverts",
     "promote_secondaries",
-    "skip_check_adv_addr",
     "smtp_alert",
     "strict_mode",
     "track_bfd",
@@ -458,6 +458,10 @@ impl Parser<'_> {
             |p, key, value| p.integer_in(key, value, GARP_REPEAT_LIMITS),
         );
         let garp_master_refresh_delay = self.garp_refresh_delay(table);
+        let lower_prio_no_advert =
+            self.setting(table, "lower_prio_no_advert", None, false, Self::boolean);
+        let skip_check_adv_addr =
+            self.setting(table, "skip_check_adv_addr", None, false, Self::boolean);
 
         let virtual_ipaddress = virtual_ipaddress?;
         // As keepalived: IPv6 instances default to the only version that carries IPv6.
@@ -486,6 +490,8 @@ impl Parser<'_> {
             notify: notify_any?,
             garp_master_repeat: garp_master_repeat?,
             garp_master_refresh_delay: garp_master_refresh_delay?,
+            lower_prio_no_advert: lower_prio_no_advert?,
+            skip_check_adv_addr: skip_check_adv_addr?,
             location,
         };
         Some((instance, at))
@@ -1299,6 +1305,20 @@ mod tests {
             "6:13",
         ),
         (
+            "lower_prio_no_advert as a string",
+            VI,
+            &["lower_prio_no_advert = 'yes'"],
+            "`lower_prio_no_advert` must be true or false, found string \"yes\"",
+            "6:24",
+        ),
+        (
+            "skip_check_adv_addr as a number",
+            VI,
+            &["skip_check_adv_addr = 1"],
+            "`skip_check_adv_addr` must be true or false, found integer 1",
+            "6:23",
+        ),
+        (
             "preempt_delay too long",
             VI,
             &["preempt_delay = 1001"],
@@ -1770,6 +1790,19 @@ mod tests {
             ("keepalived's name of the GARP delay", VI, &["garp_master_delay = 0"], |vrrp| {
                 assert_eq!(vrrp.instances[0].garp_master_refresh_delay, Duration::ZERO);
             }),
+            ("forged-advert settings off by default", VI, &[], |vrrp| {
+                assert!(!vrrp.instances[0].lower_prio_no_advert);
+                assert!(!vrrp.instances[0].skip_check_adv_addr);
+            }),
+            (
+                "forged-advert settings on",
+                VI,
+                &["lower_prio_no_advert = true", "skip_check_adv_addr = true"],
+                |vrrp| {
+                    assert!(vrrp.instances[0].lower_prio_no_advert);
+                    assert!(vrrp.instances[0].skip_check_adv_addr);
+                },
+            ),
             (
                 "tracked interfaces by name and with a weight",
                 VI,
@@ -1907,6 +1940,8 @@ virtual_ipaddress = ["192.0.2.100/24"]
                     notify: None,
                     garp_master_repeat: 5,
                     garp_master_refresh_delay: Duration::from_secs(5),
+                    lower_prio_no_advert: false,
+                    skip_check_adv_addr: false,
                     location: at(1, 1),
                 }],
                 scripts: Vec::new(),
@@ -1973,6 +2008,8 @@ virtual_router_id = 52
 virtual_ipaddress = ["192.0.2.200/24"]
 authentication = { auth_type = "PASS", auth_pass = "s3cret" }
 track_script = ["chk_nginx"]
+lower_prio_no_advert = true
+skip_check_adv_addr = true
 
 [[vrrp_sync_group]]
 name = "G1"
@@ -2021,6 +2058,8 @@ notify_fault = "/etc/lb/group.sh fault"
             notify: command("/etc/lb/notify.sh"),
             garp_master_repeat: 3,
             garp_master_refresh_delay: Duration::from_secs(10),
+            lower_prio_no_advert: false,
+            skip_check_adv_addr: false,
             location: at(10, 1),
         };
         let second = VrrpInstance {
@@ -2046,6 +2085,8 @@ notify_fault = "/etc/lb/group.sh fault"
             notify: None,
             garp_master_repeat: 5,
             garp_master_refresh_delay: Duration::from_secs(5),
+            lower_prio_no_advert: true,
+            skip_check_adv_addr: true,
             location: at(33, 1),
         };
         let group = VrrpSyncGroup {
@@ -2054,7 +2095,7 @@ notify_fault = "/etc/lb/group.sh fault"
             notify_master: command("/etc/lb/group.sh master"),
             notify_backup: command("/etc/lb/group.sh backup"),
             notify_fault: command("/etc/lb/group.sh fault"),
-            location: at(41, 1),
+            location: at(43, 1),
         };
         let locations = VrrpLocations {
             instances: vec![

@@ -200,6 +200,106 @@ fn scenarios() -> Vec<Scenario> {
             ),
         },
         Scenario {
+            name: "a flood of lower priorities is answered once per advert interval",
+            settings: v3(100),
+            steps: cat(
+                to_master(100),
+                vec![
+                    step(
+                        4_000_000,
+                        adv(12, 90, 100),
+                        vec![
+                            ignored(IgnoreReason::LowerPriority),
+                            Action::SendAdvert { priority: 100 },
+                        ],
+                        State::Master,
+                        Some(MDI_100 + 1_000_000),
+                    ),
+                    step(
+                        4_000_070,
+                        adv(12, 90, 100),
+                        vec![ignored(IgnoreReason::LowerPriority)],
+                        State::Master,
+                        Some(MDI_100 + 1_000_000),
+                    ),
+                    step(
+                        4_999_999,
+                        adv(13, 1, 100),
+                        vec![ignored(IgnoreReason::LowerPriority)],
+                        State::Master,
+                        Some(MDI_100 + 1_000_000),
+                    ),
+                    step(
+                        5_000_000,
+                        adv(12, 90, 100),
+                        vec![
+                            ignored(IgnoreReason::LowerPriority),
+                            Action::SendAdvert { priority: 100 },
+                        ],
+                        State::Master,
+                        Some(MDI_100 + 1_000_000),
+                    ),
+                    // A higher priority still wins at once.
+                    step(
+                        5_000_001,
+                        adv(12, 110, 100),
+                        master_to_backup(),
+                        State::Backup,
+                        Some(5_000_001 + MDI_100),
+                    ),
+                ],
+            ),
+        },
+        Scenario {
+            name: "a flood of priority 0 is answered once per advert interval",
+            settings: v3(100),
+            steps: cat(
+                to_master(100),
+                vec![
+                    step(
+                        4_000_000,
+                        adv(12, 0, 100),
+                        vec![Action::SendAdvert { priority: 100 }],
+                        State::Master,
+                        Some(5_000_000),
+                    ),
+                    step(4_000_070, adv(12, 0, 100), vec![], State::Master, Some(5_000_000)),
+                    step(4_900_000, adv(13, 0, 100), vec![], State::Master, Some(5_000_000)),
+                    step(
+                        5_000_000,
+                        adv(12, 0, 100),
+                        vec![Action::SendAdvert { priority: 100 }],
+                        State::Master,
+                        Some(6_000_000),
+                    ),
+                ],
+            ),
+        },
+        Scenario {
+            name: "our own address is dropped without a trace, in BACKUP and MASTER",
+            settings: v3(100),
+            steps: vec![
+                step(0, Event::Startup, becomes_backup(), State::Backup, Some(MDI_100)),
+                step(1_000_000, adv(11, 200, 100), vec![], State::Backup, Some(MDI_100)),
+                step(
+                    MDI_100,
+                    Event::Timer,
+                    becomes_master(100),
+                    State::Master,
+                    Some(MDI_100 + 1_000_000),
+                ),
+                step(
+                    4_000_000,
+                    adv(11, 200, 100),
+                    vec![],
+                    State::Master,
+                    Some(MDI_100 + 1_000_000),
+                ),
+                step(4_100_000, adv(11, 1, 100), vec![], State::Master, Some(MDI_100 + 1_000_000)),
+                step(4_200_000, adv(11, 0, 100), vec![], State::Master, Some(MDI_100 + 1_000_000)),
+            ],
+        },
+        Scenario {
             name: "equal priority: the higher sender address wins",
             settings: v3(100),
             steps: cat(
@@ -508,7 +608,7 @@ fn scenarios() -> Vec<Scenario> {
             ],
         },
         Scenario {
-            name: "adverts before startup, from ourselves or the other family are ignored",
+            name: "adverts before startup or of the other family are ignored, ours dropped",
             settings: v3(100),
             steps: vec![
                 step(
@@ -519,13 +619,7 @@ fn scenarios() -> Vec<Scenario> {
                     None,
                 ),
                 step(0, Event::Startup, becomes_backup(), State::Backup, Some(MDI_100)),
-                step(
-                    1,
-                    adv(11, 200, 100),
-                    vec![ignored(IgnoreReason::OwnAddress)],
-                    State::Backup,
-                    Some(MDI_100),
-                ),
+                step(1, adv(11, 200, 100), vec![], State::Backup, Some(MDI_100)),
                 step(
                     2,
                     Event::AdvertReceived {
@@ -911,6 +1005,85 @@ fn a_backup_remembers_its_master() {
     assert_eq!(inst.master_adver_interval_cs(), 50);
     inst.handle(adv(12, 0, 50), t0);
     assert_eq!(inst.master(), None);
+}
+
+/// keepalived's `skip_check_adv_addr`: only a backup skips the address check, and only for the
+/// master it already follows; a master and a new sender are always checked.
+#[test]
+fn the_address_check_is_skipped_only_for_the_master_a_backup_follows() {
+    let t0 = Instant::now();
+    struct Case {
+        name: &'static str,
+        skip: bool,
+        /// Events before the check, 1 s apart.
+        events: Vec<Event>,
+        from: u8,
+        want: AddressCheck,
+    }
+    let following = || vec![Event::Startup, adv(12, 150, 100)];
+    let cases = [
+        Case {
+            name: "off",
+            skip: false,
+            events: following(),
+            from: 12,
+            want: AddressCheck::Enforce,
+        },
+        Case {
+            name: "backup, its master",
+            skip: true,
+            events: following(),
+            from: 12,
+            want: AddressCheck::Skip,
+        },
+        Case {
+            name: "backup, another sender",
+            skip: true,
+            events: following(),
+            from: 13,
+            want: AddressCheck::Enforce,
+        },
+        Case {
+            name: "backup, no master yet",
+            skip: true,
+            events: vec![Event::Startup],
+            from: 12,
+            want: AddressCheck::Enforce,
+        },
+        Case {
+            name: "backup, its master left (priority 0)",
+            skip: true,
+            events: vec![Event::Startup, adv(12, 150, 100), adv(12, 0, 100)],
+            from: 12,
+            want: AddressCheck::Enforce,
+        },
+        Case {
+            name: "master",
+            skip: true,
+            events: vec![Event::Startup, adv(12, 150, 100), Event::Timer],
+            from: 12,
+            want: AddressCheck::Enforce,
+        },
+        Case {
+            name: "not started",
+            skip: true,
+            events: vec![],
+            from: 12,
+            want: AddressCheck::Enforce,
+        },
+    ];
+    for c in cases {
+        let mut inst = Instance::new(with(v3(100), |s| s.skip_check_adv_addr = c.skip)).unwrap();
+        for (i, ev) in c.events.into_iter().enumerate() {
+            // Timers fire at the deadline; everything else a second apart.
+            let at = match ev {
+                Event::Timer => inst.next_deadline().expect("a deadline"),
+                _ => t0 + Duration::from_secs(i as u64),
+            };
+            inst.handle(ev, at);
+        }
+        assert_eq!(inst.address_check(ip4(c.from)), c.want, "{}", c.name);
+    }
 }
 
 #[test]

@@ -420,14 +420,99 @@ fn oddities_keepalived_only_logs_are_notes() {
     let got = mutated(V3_V4_MCAST, &expect_v3(51, 100, false, vec![VIP]), |_, _| {});
     let (_, notes) = got.expect("accepted");
     assert_eq!(notes, vec![Note::IntervalMismatch { got_cs: 10, want_cs: 100 }]);
-    // Other VIPs than ours.
+}
+
+/// An advert whose virtual addresses differ from ours comes from another virtual router reusing
+/// our VRID: keepalived discards it ("ip address associated with VRID not present in advert",
+/// an address list error). Only `AddressCheck::Skip` (its `skip_check_adv_addr`, for the master
+/// a backup follows) lets it through, with a note.
+#[test]
+fn foreign_address_lists_are_rejected_unless_skipped() {
     let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
-    let (_, notes) =
-        mutated(V3_V4_MCAST, &expect_v3(51, 10, false, vec![other]), |_, _| {}).expect("accepted");
-    assert_eq!(notes, vec![Note::AddressListMismatch]);
-    let (_, notes) = mutated(V3_V4_MCAST, &expect_v3(51, 10, false, vec![VIP, VIP2]), |_, _| {})
-        .expect("accepted");
-    assert_eq!(notes, vec![Note::AddressCountMismatch { got: 1, want: 2 }]);
+    let v4 = |i: u8| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
+    let full: Vec<IpAddr> = (0..=254).map(v4).collect();
+    struct Case {
+        name: &'static str,
+        ours: Vec<IpAddr>,
+        theirs: Vec<IpAddr>,
+        enforced: Result<(), PacketError>,
+        skipped: Vec<Note>,
+    }
+    let case =
+        |name, ours, theirs, enforced, skipped| Case { name, ours, theirs, enforced, skipped };
+    let count = |got, want| {
+        (
+            Err(PacketError::AddressCountMismatch { got, want }),
+            vec![Note::AddressCountMismatch { got, want }],
+        )
+    };
+    let cases = [
+        case("same list", vec![VIP], vec![VIP], Ok(()), vec![]),
+        case("same list, other order", vec![VIP, VIP2], vec![VIP2, VIP], Ok(()), vec![]),
+        case("no addresses on either side", vec![], vec![], Ok(()), vec![]),
+        case(
+            "another VIP",
+            vec![VIP],
+            vec![other],
+            Err(PacketError::AddressListMismatch { missing: VIP }),
+            vec![Note::AddressListMismatch],
+        ),
+        case(
+            "one of two replaced",
+            vec![VIP, VIP2],
+            vec![VIP, other],
+            Err(PacketError::AddressListMismatch { missing: VIP2 }),
+            vec![Note::AddressListMismatch],
+        ),
+        {
+            let (e, n) = count(0, 1);
+            case("count 0", vec![VIP], vec![], e, n)
+        },
+        {
+            let (e, n) = count(255, 1);
+            case("255 addresses", vec![VIP], full.clone(), e, n)
+        },
+        {
+            // As many as ours, one address differs.
+            let mut ours = full.clone();
+            ours[254] = other;
+            case(
+                "255 addresses, one differs",
+                ours,
+                full.clone(),
+                Err(PacketError::AddressListMismatch { missing: other }),
+                vec![Note::AddressListMismatch],
+            )
+        },
+        {
+            let (e, n) = count(2, 1);
+            case("one more", vec![VIP], vec![VIP, VIP2], e, n)
+        },
+        {
+            let (e, n) = count(1, 2);
+            case("one fewer", vec![VIP, VIP2], vec![VIP], e, n)
+        },
+    ];
+    for c in cases {
+        let advert = Advert {
+            vrid: 51,
+            priority: 200,
+            addresses: c.theirs,
+            kind: Kind::V3 { max_advert_int_cs: 100 },
+        };
+        let payload = advert.encode(SENDER, MCAST).expect("encodes");
+        let ip = IpMeta { src: SENDER, dst: MCAST, ttl: VRRP_TTL };
+        let expect = expect_v3(51, 100, false, c.ours);
+        let rx = parse(&payload, &ip).expect("parses");
+        let enforced = expect.check(&rx, &ip).map(|notes| assert!(notes.is_empty(), "{notes:?}"));
+        assert_eq!(enforced, c.enforced, "{}: enforced", c.name);
+        assert_eq!(expect.decode(&payload, &ip).map(|_| ()), c.enforced, "{}: decode", c.name);
+        let skipped = expect.check_with(&rx, &ip, AddressCheck::Skip);
+        assert_eq!(skipped, Ok(c.skipped), "{}: skipped", c.name);
+        if let Err(e) = enforced {
+            assert!(e.reason().starts_with("address_"), "{}: {}", c.name, e.reason());
+        }
+    }
 }
 
 #[test]
