@@ -252,6 +252,8 @@ pub enum IgnoreReason {
     NotAPeer,
     /// The sender's address is of the other family.
     WrongFamily,
+    /// Our own advert reflected back (a hairpin, a loop, or a forgery with our source).
+    OwnAddress,
     /// Lower priority (or equal priority from a lower address) than ours, and we preempt.
     LowerPriority,
 }
@@ -673,8 +675,8 @@ impl Instance {
 
     fn advert_received(&mut self, seen: MasterInfo, now: Instant, out: &mut Vec<Action>) {
         if seen.address == self.settings.primary_address {
-            // Our own advert reflected back (a hairpin or a loop): nothing to act on, and
-            // nothing to count.
+            // Never acted on, in any state, but counted: a forgery with our source shows.
+            out.push(Action::AdvertIgnored { reason: IgnoreReason::OwnAddress });
             return;
         }
         let reason = match self.state {

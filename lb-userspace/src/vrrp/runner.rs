@@ -38,7 +38,7 @@ use tokio::{
 
 use super::{
     announce,
-    machine::{Action, Event, Garp, Instance, Settings, State},
+    machine::{Action, Event, Garp, IgnoreReason, Instance, Settings, State},
     notify::{self, Notifier},
     packet::{self, Auth, Expect, Family, IpMeta, PacketError, Received, Version},
     socket::{RECV_BUFFER, VrrpSocket},
@@ -960,9 +960,10 @@ impl InstanceTask {
 
     async fn inbound(&mut self, msg: Inbound) {
         let (rx, ip) = match msg {
-            // Our own advert reflected back (a hairpin, a loop): dropped, and not counted.
-            Inbound::Advert { ip, .. } if ip.src == self.primary => return,
-            Inbound::Rejected { src, .. } if src == self.primary => return,
+            // Our own source (a hairpin, a loop, a forgery): never acted on or checked further,
+            // but counted, so a forgery shows.
+            Inbound::Advert { ip, .. } if ip.src == self.primary => return self.own_address(),
+            Inbound::Rejected { src, .. } if src == self.primary => return self.own_address(),
             Inbound::Advert { rx, ip } => (rx, ip),
             Inbound::Rejected { error, src } => return self.reject(&error, src),
         };
@@ -985,6 +986,11 @@ impl InstanceTask {
                 "advert accepted with differences: {notes:?}");
         }
         self.feed(Event::advert(ip.src, &rx.advert), false).await;
+    }
+
+    fn own_address(&mut self) {
+        let label = ignore_reason(IgnoreReason::OwnAddress);
+        self.count(|c| *c.ignored.entry(label).or_default() += 1);
     }
 
     /// Counts and (rate-limited) logs a rejected advert; it changes nothing else.

@@ -123,6 +123,7 @@ pub fn ignore_reason(reason: IgnoreReason) -> &'static str {
         IgnoreReason::Fault => "fault",
         IgnoreReason::NotAPeer => "not_a_peer",
         IgnoreReason::WrongFamily => "wrong_family",
+        IgnoreReason::OwnAddress => "own_address",
         IgnoreReason::LowerPriority => "lower_priority",
     }
 }

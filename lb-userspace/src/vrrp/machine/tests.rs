@@ -46,6 +46,10 @@ fn becomes_master(priority: u8) -> Vec<Action> {
     ]
 }
 
+fn own() -> Vec<Action> {
+    vec![Action::AdvertIgnored { reason: IgnoreReason::OwnAddress }]
+}
+
 fn becomes_backup() -> Vec<Action> {
     vec![Action::BecomeBackup, Action::Notify { state: State::Backup }]
 }
@@ -276,11 +280,11 @@ fn scenarios() -> Vec<Scenario> {
             ),
         },
         Scenario {
-            name: "our own address is dropped without a trace, in BACKUP and MASTER",
+            name: "our own address is dropped and counted, in BACKUP and MASTER",
             settings: v3(100),
             steps: vec![
                 step(0, Event::Startup, becomes_backup(), State::Backup, Some(MDI_100)),
-                step(1_000_000, adv(11, 200, 100), vec![], State::Backup, Some(MDI_100)),
+                step(1_000_000, adv(11, 200, 100), own(), State::Backup, Some(MDI_100)),
                 step(
                     MDI_100,
                     Event::Timer,
@@ -288,15 +292,9 @@ fn scenarios() -> Vec<Scenario> {
                     State::Master,
                     Some(MDI_100 + 1_000_000),
                 ),
-                step(
-                    4_000_000,
-                    adv(11, 200, 100),
-                    vec![],
-                    State::Master,
-                    Some(MDI_100 + 1_000_000),
-                ),
-                step(4_100_000, adv(11, 1, 100), vec![], State::Master, Some(MDI_100 + 1_000_000)),
-                step(4_200_000, adv(11, 0, 100), vec![], State::Master, Some(MDI_100 + 1_000_000)),
+                step(4_000_000, adv(11, 200, 100), own(), State::Master, Some(MDI_100 + 1_000_000)),
+                step(4_100_000, adv(11, 1, 100), own(), State::Master, Some(MDI_100 + 1_000_000)),
+                step(4_200_000, adv(11, 0, 100), own(), State::Master, Some(MDI_100 + 1_000_000)),
             ],
         },
         Scenario {
@@ -608,7 +606,7 @@ fn scenarios() -> Vec<Scenario> {
             ],
         },
         Scenario {
-            name: "adverts before startup or of the other family are ignored, ours dropped",
+            name: "adverts before startup, of the other family or ours are ignored",
             settings: v3(100),
             steps: vec![
                 step(
@@ -619,7 +617,7 @@ fn scenarios() -> Vec<Scenario> {
                     None,
                 ),
                 step(0, Event::Startup, becomes_backup(), State::Backup, Some(MDI_100)),
-                step(1, adv(11, 200, 100), vec![], State::Backup, Some(MDI_100)),
+                step(1, adv(11, 200, 100), own(), State::Backup, Some(MDI_100)),
                 step(
                     2,
                     Event::AdvertReceived {

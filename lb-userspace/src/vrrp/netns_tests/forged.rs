@@ -138,7 +138,7 @@ fn forged_adverts_leave_the_master_in_place() {
         Case {
             name: "from our own address, higher priority",
             frames: vec![advert(LB_V4, 255, vec![vip])],
-            adds: &[],
+            adds: &[("ignored.own_address", 1)],
         },
     ];
     for Case { name, frames, adds } in cases {
