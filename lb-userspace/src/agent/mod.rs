@@ -32,7 +32,8 @@ use crate::{
     },
     desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
     health::{
-        DEFAULT_CONCURRENCY, HealthMonitor, MonitoredReal, monitored_reals, state::HealthSnapshot,
+        DEFAULT_CONCURRENCY, HealthMonitor, MonitoredReal, monitored_reals,
+        state::{HealthSnapshot, RealId},
     },
     metrics,
     net::{iface, neigh, route},
@@ -85,6 +86,9 @@ struct Shared {
     monitor: Arc<HealthMonitor>,
     /// The dataplane is pinned (`--pin-dir`): SIGQUIT hands it over instead of stopping it.
     pinned: bool,
+    /// The agent is stopping or has handed over: a reload still reading must not switch to its
+    /// config afterwards.
+    closed: bool,
 }
 
 /// What a reload needs besides the running state. Reading, parsing, validating and planning a
@@ -286,11 +290,20 @@ impl Shared {
 
     /// Switches to a prepared config: the only step of a reload under the agent lock. A config
     /// that fails to apply changes nothing: the running state stays as it was.
-    fn switch_to(&mut self, new: Prepared) -> anyhow::Result<(usize, usize)> {
+    /// `overrides_before` are the runtime changes when the reload began: it clears those, and
+    /// keeps any made while it read (they came after it) for reals the new config still has.
+    fn switch_to(
+        &mut self,
+        new: Prepared,
+        overrides_before: &Overrides,
+    ) -> anyhow::Result<(usize, usize)> {
+        if self.closed {
+            anyhow::bail!("the agent is stopping: the new configuration was not applied");
+        }
         let Prepared { config, plan, mut facts, monitored } = new;
         // The neighbour table as last read: it may have changed while the file was read.
         facts.neighbours = self.facts.neighbours.clone();
-        let overrides = Overrides::default();
+        let overrides = overrides_after_reload(&self.overrides, overrides_before, &config);
         let desired = desired_state(&Inputs {
             config: &config,
             host: &facts,
@@ -344,10 +357,13 @@ impl Reloader {
         let started = Instant::now();
         tracing::info!(config = %self.config_path.display(), "reloading the configuration");
         // Only reloads change the config, and they run one at a time: this stays current.
-        let running_vrrp = lock(shared).config.vrrp.clone();
+        let (running_vrrp, overrides_before) = {
+            let s = lock(shared);
+            (s.config.vrrp.clone(), s.overrides.clone())
+        };
         let prepared = self.prepare(&running_vrrp)?;
         let prepared_ms = started.elapsed().as_millis() as u64;
-        let (services, reals) = lock(shared).switch_to(prepared)?;
+        let (services, reals) = lock(shared).switch_to(prepared, &overrides_before)?;
         tracing::info!(
             config = %self.config_path.display(),
             services,
@@ -375,6 +391,24 @@ impl Reloader {
         let monitored = monitored_reals(&config);
         Ok(Prepared { config, plan, facts, monitored })
     }
+}
+
+/// The runtime changes a reload keeps: those made while it read its file (`now` but not
+/// `before`, the changes when it began), for reals `config` still has. Older ones it clears.
+fn overrides_after_reload(now: &Overrides, before: &Overrides, config: &Config) -> Overrides {
+    let in_config = |(key, addr, port): &RealId| {
+        config.virtual_servers.iter().any(|vs| {
+            vs.key() == *key
+                && vs.real_servers.iter().any(|r| r.address == *addr && r.port == *port)
+        })
+    };
+    Overrides(
+        now.0
+            .iter()
+            .filter(|(id, o)| before.0.get(id) != Some(o) && in_config(id))
+            .map(|(id, o)| (*id, *o))
+            .collect(),
+    )
 }
 
 /// Loads the config, logging keepalived.conf warnings (they were accepted, not acted on).
@@ -614,6 +648,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         monitor: monitor.clone(),
         pinned: opts.pinning.is_some(),
+        closed: false,
     }));
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
     let server = tokio::spawn(socket.serve(Arc::new(handler())));
@@ -673,6 +708,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let result = event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx).await;
+    lock(&shared).closed = true;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
         // VRRP masterships (VIPs held, no priority-0 advert) for it to resume.
@@ -861,6 +897,74 @@ async fn event_loop(
                     tracing::error!(error = %format!("{e:#}"), "reconcile failed");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse_toml, test_support::FakeHost};
+
+    fn config(reals: &[u8]) -> Config {
+        let mut text =
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n"
+                .to_owned();
+        for r in reals {
+            text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"192.0.2.{r}\"\n"));
+        }
+        parse_toml(&text, Path::new("t.toml"), &FakeHost).expect("valid config")
+    }
+
+    fn overrides(config: &Config, entries: &[(u8, Override)]) -> Overrides {
+        let key = config.virtual_servers[0].key();
+        Overrides(
+            entries.iter().map(|(r, o)| ((key, IpAddr::from([192, 0, 2, *r]), 80), *o)).collect(),
+        )
+    }
+
+    #[test]
+    fn a_reload_keeps_only_the_runtime_changes_made_while_it_read() {
+        use Override::{Drain, Weight};
+        // (case, reals in the new config, changes when the reload began, changes at the
+        // switch, changes kept)
+        type Case = (
+            &'static str,
+            &'static [u8],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+        );
+        let cases: &[Case] = &[
+            ("none", &[11, 12], &[], &[], &[]),
+            ("older ones cleared", &[11, 12], &[(11, Drain)], &[(11, Drain)], &[]),
+            ("made during the read kept", &[11, 12], &[], &[(12, Drain)], &[(12, Drain)]),
+            (
+                "changed during the read kept",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Weight(5))],
+                &[(11, Weight(5))],
+            ),
+            (
+                "mixed",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Drain), (12, Weight(3))],
+                &[(12, Weight(3))],
+            ),
+            ("real gone from the new config", &[11], &[], &[(12, Drain)], &[]),
+        ];
+        for (case, reals, before, now, kept) in cases {
+            let config = config(reals);
+            let got = overrides_after_reload(
+                &overrides(&config, now),
+                &overrides(&config, before),
+                &config,
+            );
+            assert_eq!(got, overrides(&config, kept), "{case}");
         }
     }
 }
