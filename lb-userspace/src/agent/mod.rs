@@ -830,13 +830,16 @@ async fn event_loop(
                 let started = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut s = lock(&s);
+                    // Time to get the agent lock: near zero unless something holds it long.
+                    let waited = started.elapsed();
                     s.health = snapshot;
-                    s.reconcile("health change")
+                    s.reconcile("health change").map(|()| waited)
                 })
                 .await;
                 match result {
-                    Ok(Ok(())) => tracing::info!(
+                    Ok(Ok(waited)) => tracing::info!(
                         apply_us = started.elapsed().as_micros() as u64,
+                        lock_wait_us = waited.as_micros() as u64,
                         "health change in the dataplane"
                     ),
                     Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a health change"),
