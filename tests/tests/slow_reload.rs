@@ -199,5 +199,26 @@ fn a_slow_reload_never_freezes_failover_health_or_the_control_socket() {
         .filter(|l| l.contains("configuration reloaded") || l.contains("health change in"))
         .collect();
     eprintln!("{}", timings.join("\n"));
+
+    // SIGTERM during a reload: the agent stops at once, without waiting for the read to end
+    // or switching to its config afterwards.
+    let started = agent.stderr().matches("reloading the configuration").count();
+    agent.signal(libc::SIGHUP).expect("SIGHUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            agent.stderr().matches("reloading the configuration").count() > started
+        }),
+        "the last reload did not start"
+    );
+    let stopping = Instant::now();
+    let log = agent.stop().expect("clean stop during a reload");
+    let stopped = stopping.elapsed();
+    assert!(stopped < Duration::from_secs(3), "stop waited {stopped:?} for the reload:\n{log}");
+    assert!(
+        !log[log.rfind("reloading the configuration").unwrap_or(0)..]
+            .contains("configuration reloaded"),
+        "{log}"
+    );
+    assert!(!dr.director.xdp_attached(), "XDP still attached after the stop:\n{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
