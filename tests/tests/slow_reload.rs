@@ -2,6 +2,7 @@
 //! whose checks fail meanwhile leaves the forwarding table within its detection time, healthy
 //! reals stay up, `lb backends` answers at once and a second `lb reload` is refused with a clear
 //! message instead of timing out. Both ways of reloading (`lb reload`, SIGHUP) share that path.
+//! SIGTERM during a reload stops the agent at once.
 
 use std::{
     net::Ipv4Addr,
