@@ -57,7 +57,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .parent()
                 .unwrap_or(std::path::Path::new("/run/lb"))
                 .join("ipvs-services.json");
-            rt.block_on(agent::run(RunOptions {
+            let result = rt.block_on(agent::run(RunOptions {
                 config,
                 socket,
                 dataplane,
@@ -68,7 +68,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 format,
                 strict,
                 pinning,
-            }))?;
+            }));
+            // A reload still reading its file would delay the exit until it ends, only to be
+            // discarded (the agent is closed): leave it behind.
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config: path, format, strict } => {

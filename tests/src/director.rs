@@ -63,6 +63,14 @@ impl LbAgent {
         &self.socket
     }
 
+    /// Sends `sig` to the agent (SIGHUP: reload its config file).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        match &self.process {
+            Some(p) => p.signal(sig),
+            None => bail!("agent already stopped"),
+        }
+    }
+
     /// The agent's log so far.
     pub fn stderr(&self) -> String {
         self.process.as_ref().map(Process::stderr_so_far).unwrap_or_default()

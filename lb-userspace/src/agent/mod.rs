@@ -8,7 +8,7 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
 
@@ -31,7 +31,10 @@ use crate::{
         xdp::{Pinning, XdpDataplane, XdpLimits, XdpModeSetting},
     },
     desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
-    health::{DEFAULT_CONCURRENCY, HealthMonitor, monitored_reals, state::HealthSnapshot},
+    health::{
+        DEFAULT_CONCURRENCY, HealthMonitor, MonitoredReal, monitored_reals,
+        state::{HealthSnapshot, RealId},
+    },
     metrics,
     net::{iface, neigh, route},
     overrides::{self, Override, Overrides, ServiceSelector},
@@ -65,10 +68,6 @@ pub struct RunOptions {
 
 /// Everything the reconciler and the control socket share.
 struct Shared {
-    /// The file given to `lb run -c`, re-read on reload (same format and strictness).
-    config_path: PathBuf,
-    format: FormatChoice,
-    strict: bool,
     config: Config,
     facts: HostFacts,
     /// `lb drain/undrain/weight` changes, cleared by a reload.
@@ -82,20 +81,58 @@ struct Shared {
     health: HealthSnapshot,
     desired: Desired,
     dataplane: Box<dyn Dataplane>,
-    /// `--dataplane` and what this host can do: each reload plans again with them.
-    mode: Mode,
-    caps: Capabilities,
     plan: Plan,
     started: Instant,
-    /// For the netlink queries a reload makes from the blocking control thread.
-    rt: tokio::runtime::Handle,
-    netlink: rtnetlink::Handle,
     monitor: Arc<HealthMonitor>,
     /// The dataplane is pinned (`--pin-dir`): SIGQUIT hands it over instead of stopping it.
     pinned: bool,
+    /// The agent is stopping or has handed over: a reload still reading must not switch to its
+    /// config afterwards.
+    closed: bool,
 }
 
-struct AgentHandler(Arc<Mutex<Shared>>);
+/// What a reload needs besides the running state. Reading, parsing, validating and planning a
+/// new config use only this, so they never hold the agent lock: a slow file must not hold up
+/// health transitions, VRRP or the control socket.
+struct Reloader {
+    /// The file given to `lb run -c`, re-read on reload (same format and strictness).
+    config_path: PathBuf,
+    format: FormatChoice,
+    strict: bool,
+    /// `--dataplane` and what this host can do: each reload plans again with them.
+    mode: Mode,
+    caps: Capabilities,
+    /// For the netlink queries a reload makes from a blocking thread.
+    rt: tokio::runtime::Handle,
+    netlink: rtnetlink::Handle,
+    /// Held from reading the file to switching to it: one reload at a time.
+    running: Mutex<()>,
+}
+
+/// What a reload does when another one is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    /// Wait for it (SIGHUP: nobody waits on an answer, and the file may have changed again).
+    Wait,
+    /// Refuse at once (`lb reload`: the client would otherwise time out without a word).
+    Refuse,
+}
+
+/// A new config read and checked without the agent lock, ready to switch to.
+struct Prepared {
+    config: Config,
+    plan: Plan,
+    facts: HostFacts,
+    monitored: Vec<MonitoredReal>,
+}
+
+/// Refused `lb reload` while another reload runs; the text is what the operator sees.
+const RELOAD_BUSY: &str = "a reload is already in progress: try again when it has finished";
+
+struct AgentHandler {
+    shared: Arc<Mutex<Shared>>,
+    reloader: Arc<Reloader>,
+}
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic while holding the lock cannot leave the state half-written in a way that matters
@@ -105,15 +142,17 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 impl Handler for AgentHandler {
     fn handle(&self, request: Request) -> Response {
-        let mut s = lock(&self.0);
+        let apply =
+            |service: &str, real: &str, change| lock(&self.shared).change(service, real, change);
         let change = match &request {
-            Request::Reload {} => Some(s.reload()),
-            Request::Drain { service, real } => Some(s.change(service, real, Change::Drain)),
-            Request::Undrain { service, real } => Some(s.change(service, real, Change::Undrain)),
+            // Takes the agent lock only to switch to the new config.
+            Request::Reload {} => Some(self.reloader.reload(&self.shared, Turn::Refuse)),
+            Request::Drain { service, real } => Some(apply(service, real, Change::Drain)),
+            Request::Undrain { service, real } => Some(apply(service, real, Change::Undrain)),
             Request::Weight { service, real, weight } => Some(
                 overrides::weight(*weight)
                     .map_err(anyhow::Error::from)
-                    .and_then(|w| s.change(service, real, Change::Weight(w))),
+                    .and_then(|w| apply(service, real, Change::Weight(w))),
             ),
             Request::Backends {} | Request::Status {} => None,
         };
@@ -123,7 +162,7 @@ impl Handler for AgentHandler {
                 Err(e) => Response::error(format!("{e:#}")),
             };
         }
-        let (backends, status) = match s.views() {
+        let (backends, status) = match lock(&self.shared).views() {
             Ok(v) => v,
             Err(e) => return Response::error(e),
         };
@@ -141,7 +180,7 @@ impl Handler for AgentHandler {
 
 impl metrics::Source for AgentHandler {
     fn views(&self) -> Result<(BackendsView, StatusView), String> {
-        lock(&self.0).views()
+        lock(&self.shared).views()
     }
 }
 
@@ -249,18 +288,22 @@ impl Shared {
         Ok(serde_json::json!({ "changed": changed }))
     }
 
-    /// Re-reads the config file and applies it. A config that fails to load or apply changes
-    /// nothing: the running state stays as it was.
-    fn reload(&mut self) -> anyhow::Result<serde_json::Value> {
-        let config = load_config(&self.config_path, self.format, self.strict)?;
-        if config.vrrp != self.config.vrrp {
-            // Restarting instances would give up mastership mid-reload; keepalived users expect
-            // VRRP changes to need a restart too.
-            anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
+    /// Switches to a prepared config: the only step of a reload under the agent lock. A config
+    /// that fails to apply changes nothing: the running state stays as it was.
+    /// `overrides_before` are the runtime changes when the reload began: it clears those, and
+    /// keeps any made while it read (they came after it) for reals the new config still has.
+    fn switch_to(
+        &mut self,
+        new: Prepared,
+        overrides_before: &Overrides,
+    ) -> anyhow::Result<(usize, usize)> {
+        if self.closed {
+            anyhow::bail!("the agent is stopping: the new configuration was not applied");
         }
-        let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
-        let facts = self.rt.block_on(host_facts(&self.netlink, &config, &self.facts.neighbours))?;
-        let overrides = Overrides::default();
+        let Prepared { config, plan, mut facts, monitored } = new;
+        // The neighbour table as last read: it may have changed while the file was read.
+        facts.neighbours = self.facts.neighbours.clone();
+        let overrides = overrides_after_reload(&self.overrides, overrides_before, &config);
         let desired = desired_state(&Inputs {
             config: &config,
             host: &facts,
@@ -285,20 +328,87 @@ impl Shared {
         }
         let services = desired.services.len();
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
-        tracing::info!(config = %self.config_path.display(), services, reals, "configuration reloaded");
         log_desired(&desired);
         // Unchanged reals keep their health state and running checks.
-        self.monitor.update(monitored_reals(&config));
+        self.monitor.update(monitored);
         self.config = config;
         self.facts = facts;
         self.desired = desired;
         self.plan = plan;
         // Runtime changes last until a reload.
         self.overrides = overrides;
+        Ok((services, reals))
+    }
+}
+
+impl Reloader {
+    /// Re-reads the config file and applies it: the one reload path of `lb reload` and SIGHUP.
+    /// The agent lock is taken only briefly to read the running VRRP settings, and to switch.
+    fn reload(&self, shared: &Mutex<Shared>, turn: Turn) -> anyhow::Result<serde_json::Value> {
+        let _running = match (turn, self.running.try_lock()) {
+            (_, Ok(g)) => g,
+            (_, Err(TryLockError::Poisoned(e))) => e.into_inner(),
+            (Turn::Refuse, Err(TryLockError::WouldBlock)) => anyhow::bail!(RELOAD_BUSY),
+            (Turn::Wait, Err(TryLockError::WouldBlock)) => {
+                tracing::info!("a reload is already in progress: this one waits its turn");
+                self.running.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
+        let started = Instant::now();
+        tracing::info!(config = %self.config_path.display(), "reloading the configuration");
+        // Only reloads change the config, and they run one at a time: this stays current.
+        let (running_vrrp, overrides_before) = {
+            let s = lock(shared);
+            (s.config.vrrp.clone(), s.overrides.clone())
+        };
+        let prepared = self.prepare(&running_vrrp)?;
+        let prepared_ms = started.elapsed().as_millis() as u64;
+        let (services, reals) = lock(shared).switch_to(prepared, &overrides_before)?;
+        tracing::info!(
+            config = %self.config_path.display(),
+            services,
+            reals,
+            read_ms = prepared_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "configuration reloaded"
+        );
         Ok(
             serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
         )
     }
+
+    /// Reads, parses and validates the file and plans its dataplanes, without the agent lock.
+    fn prepare(&self, running_vrrp: &crate::config::vrrp::VrrpConfig) -> anyhow::Result<Prepared> {
+        let config = load_config(&self.config_path, self.format, self.strict)?;
+        if config.vrrp != *running_vrrp {
+            // Restarting instances would give up mastership mid-reload; keepalived users expect
+            // VRRP changes to need a restart too.
+            anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
+        }
+        let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
+        let facts =
+            self.rt.block_on(host_facts(&self.netlink, &config, &neigh::Neighbours::default()))?;
+        let monitored = monitored_reals(&config);
+        Ok(Prepared { config, plan, facts, monitored })
+    }
+}
+
+/// The runtime changes a reload keeps: those made while it read its file (`now` but not
+/// `before`, the changes when it began), for reals `config` still has. Older ones it clears.
+fn overrides_after_reload(now: &Overrides, before: &Overrides, config: &Config) -> Overrides {
+    let in_config = |(key, addr, port): &RealId| {
+        config.virtual_servers.iter().any(|vs| {
+            vs.key() == *key
+                && vs.real_servers.iter().any(|r| r.address == *addr && r.port == *port)
+        })
+    };
+    Overrides(
+        now.0
+            .iter()
+            .filter(|(id, o)| before.0.get(id) != Some(o) && in_config(id))
+            .map(|(id, o)| (*id, *o))
+            .collect(),
+    )
 }
 
 /// Loads the config, logging keepalived.conf warnings (they were accepted, not acted on).
@@ -514,10 +624,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "director running"
     );
 
-    let shared = Arc::new(Mutex::new(Shared {
+    let reloader = Arc::new(Reloader {
         config_path: opts.config.clone(),
         format: opts.format,
         strict: opts.strict,
+        mode: opts.dataplane,
+        caps,
+        rt: tokio::runtime::Handle::current(),
+        netlink: handle.clone(),
+        running: Mutex::new(()),
+    });
+    let shared = Arc::new(Mutex::new(Shared {
         config,
         facts,
         overrides,
@@ -527,19 +644,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         health,
         desired,
         dataplane: Box::new(dataplane),
-        mode: opts.dataplane,
-        caps,
         plan,
         started: Instant::now(),
-        rt: tokio::runtime::Handle::current(),
-        netlink: handle.clone(),
         monitor: monitor.clone(),
         pinned: opts.pinning.is_some(),
+        closed: false,
     }));
-    let server = tokio::spawn(socket.serve(Arc::new(AgentHandler(shared.clone()))));
+    let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
+    let server = tokio::spawn(socket.serve(Arc::new(handler())));
     let metrics_task = metrics_listener.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics");
-        tokio::spawn(metrics::serve(l, Arc::new(AgentHandler(shared.clone()))))
+        tokio::spawn(metrics::serve(l, Arc::new(handler())))
     });
 
     // VRRP last: the dataplane is ready before an instance can become MASTER.
@@ -592,7 +707,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rx
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
-    let result = event_loop(&shared, &handle, health_rx, vrrp_rx).await;
+    let result = event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx).await;
+    lock(&shared).closed = true;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
         // VRRP masterships (VIPs held, no priority-0 advert) for it to resume.
@@ -632,6 +748,7 @@ enum Exit {
 
 async fn event_loop(
     shared: &Arc<Mutex<Shared>>,
+    reloader: &Arc<Reloader>,
     handle: &rtnetlink::Handle,
     mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
     mut vrrp: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
@@ -713,13 +830,16 @@ async fn event_loop(
                 let started = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut s = lock(&s);
+                    // Time to get the agent lock: near zero unless something holds it long.
+                    let waited = started.elapsed();
                     s.health = snapshot;
-                    s.reconcile("health change")
+                    s.reconcile("health change").map(|()| waited)
                 })
                 .await;
                 match result {
-                    Ok(Ok(())) => tracing::info!(
+                    Ok(Ok(waited)) => tracing::info!(
                         apply_us = started.elapsed().as_micros() as u64,
+                        lock_wait_us = waited.as_micros() as u64,
                         "health change in the dataplane"
                     ),
                     Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a health change"),
@@ -727,14 +847,13 @@ async fn event_loop(
                 }
             }
             _ = hup.recv() => {
-                let s = shared.clone();
-                // Reload does blocking syscalls; keep the event loop responsive.
-                let result = tokio::task::spawn_blocking(move || lock(&s).reload()).await;
-                match result {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed, previous configuration kept"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
-                }
+                let (s, r) = (shared.clone(), reloader.clone());
+                // Not awaited: health and VRRP changes go on while the file is read.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = r.reload(&s, Turn::Wait) {
+                        tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed, previous configuration kept");
+                    }
+                });
             }
             _ = tick.tick() => {
                 let neighbours = match neigh::dump(handle).await {
@@ -781,6 +900,74 @@ async fn event_loop(
                     tracing::error!(error = %format!("{e:#}"), "reconcile failed");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse_toml, test_support::FakeHost};
+
+    fn config(reals: &[u8]) -> Config {
+        let mut text =
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n"
+                .to_owned();
+        for r in reals {
+            text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"192.0.2.{r}\"\n"));
+        }
+        parse_toml(&text, Path::new("t.toml"), &FakeHost).expect("valid config")
+    }
+
+    fn overrides(config: &Config, entries: &[(u8, Override)]) -> Overrides {
+        let key = config.virtual_servers[0].key();
+        Overrides(
+            entries.iter().map(|(r, o)| ((key, IpAddr::from([192, 0, 2, *r]), 80), *o)).collect(),
+        )
+    }
+
+    #[test]
+    fn a_reload_keeps_only_the_runtime_changes_made_while_it_read() {
+        use Override::{Drain, Weight};
+        // (case, reals in the new config, changes when the reload began, changes at the
+        // switch, changes kept)
+        type Case = (
+            &'static str,
+            &'static [u8],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+        );
+        let cases: &[Case] = &[
+            ("none", &[11, 12], &[], &[], &[]),
+            ("older ones cleared", &[11, 12], &[(11, Drain)], &[(11, Drain)], &[]),
+            ("made during the read kept", &[11, 12], &[], &[(12, Drain)], &[(12, Drain)]),
+            (
+                "changed during the read kept",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Weight(5))],
+                &[(11, Weight(5))],
+            ),
+            (
+                "mixed",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Drain), (12, Weight(3))],
+                &[(12, Weight(3))],
+            ),
+            ("real gone from the new config", &[11], &[], &[(12, Drain)], &[]),
+        ];
+        for (case, reals, before, now, kept) in cases {
+            let config = config(reals);
+            let got = overrides_after_reload(
+                &overrides(&config, now),
+                &overrides(&config, before),
+                &config,
+            );
+            assert_eq!(got, overrides(&config, kept), "{case}");
         }
     }
 }
