@@ -280,6 +280,11 @@ impl Diags {
         self.push(Diag { at, message: message.into(), severity: Severity::Warning });
     }
 
+    /// An error kept even when the list is full: a limit reached, which explains the rest.
+    fn limit(&mut self, at: Location, message: impl Into<String>) {
+        self.list.push(Diag { at, message: message.into(), severity: Severity::Error });
+    }
+
     fn push(&mut self, diag: Diag) {
         if self.list.len() < MAX_DIAGS {
             self.list.push(diag);

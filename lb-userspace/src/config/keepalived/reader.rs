@@ -257,7 +257,7 @@ impl Reader<'_> {
 
     /// Reports the limit `message` says was reached, and reads no more includes.
     fn stop(&mut self, at: Location, message: String) {
-        self.diags.error(at, message);
+        self.diags.limit(at, message);
         self.stopped = true;
     }
 }
