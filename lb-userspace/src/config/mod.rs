@@ -238,6 +238,15 @@ mod tests {
             ("table header", format!("[{}]\n", vec!["a"; deep].join("."))),
             ("unclosed arrays", format!("a = {}\n", "[".repeat(deep))),
         ];
+        // 80 deep is read (only the key is unknown), 81 is not.
+        let arrays = |n: usize| format!("a = {}{}\n", "[".repeat(n), "]".repeat(n));
+        let at_limit = parse_toml(&arrays(80), Path::new("deep.toml"), &FakeHost).unwrap_err();
+        assert_eq!(at_limit.to_string(), "deep.toml:1:1: unknown key `a` at top level");
+        let beyond = parse_toml(&arrays(81), Path::new("deep.toml"), &FakeHost).unwrap_err();
+        assert_eq!(
+            beyond.to_string(),
+            "deep.toml:1:85: TOML syntax error: cannot recurse further; max recursion depth met"
+        );
         for (name, text) in cases {
             let errors = parse_toml(&text, Path::new("deep.toml"), &FakeHost).unwrap_err();
             assert!(

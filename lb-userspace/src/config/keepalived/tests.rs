@@ -2336,6 +2336,23 @@ fn includes_are_read_within_limits() {
         let errors = parse_within(&text, &main, &Host, false, limits).unwrap_err();
         assert_eq!(dir.strip(shown(&errors.0)), *expected, "{name}");
     }
+    // A limit reached is reported even after a thousand other errors: it explains what is missing.
+    let mut lines = vec!["}"; 1200];
+    lines.push("include many/f{0,1,2,3,4}.conf");
+    let main = dir.write("main.conf", &lines);
+    let text = std::fs::read_to_string(&main).unwrap();
+    let four = reader::Limits { files: 4, ..reader::Limits::DEFAULT };
+    let errors = dir.strip(shown(&parse_within(&text, &main, &Host, false, &four).unwrap_err().0));
+    // The limit, 999 of the `}`, and how many more there are.
+    assert_eq!(errors.len(), 1001, "{errors:?}");
+    assert!(
+        errors.contains(
+            &"main.conf:1201:9: more than 4 files are included: `many/f4.conf` and \
+                               the files after it are not read"
+                .to_owned()
+        ),
+        "{errors:?}"
+    );
 }
 
 /// The file `lb run -c` names is read under the same rules as its includes.
