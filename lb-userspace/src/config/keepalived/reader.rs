@@ -106,7 +106,10 @@ impl Reader<'_> {
     /// files it names.
     fn splice_includes(&mut self, tokens: Vec<Token>, path: &Path) -> Vec<Token> {
         // Most files include nothing: no copy of their tokens then.
-        let names_include = |t: &Token| matches!(&t.kind, Tok::Word { text, .. } if INCLUDE_KEYWORDS.contains(&text.as_str()));
+        let names_include = |t: &Token| match &t.kind {
+            Tok::Word { text, .. } => INCLUDE_KEYWORDS.contains(&text.as_str()),
+            _ => false,
+        };
         if !tokens.iter().any(names_include) {
             return tokens;
         }
