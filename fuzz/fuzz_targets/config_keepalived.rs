@@ -5,6 +5,9 @@
 //! parse with warnings made errors: it succeeds exactly when the plain parse succeeds without
 //! warnings (then with the same model), and otherwise reports at least the plain parse's errors.
 //!
+//! Nesting: the text is also parsed inside 33 to 10,233 blocks (the first byte says how many):
+//! blocks deeper than 32 are a located error (at the 33rd `{`), never a stack overflow.
+//!
 //! `include` reads files: the text is parsed as if it were a file in an empty directory, and texts
 //! that could name a file elsewhere (an include keyword and a `/`) are skipped, so the fuzzer never
 //! reads (or hangs on) files of the machine.
@@ -77,4 +80,23 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    nested(data, &text, source);
 });
+
+/// `text` inside more blocks than the reader takes: an error at the 33rd `{` (or, when the text
+/// has over a thousand errors of its own, the note that more were found), located.
+fn nested(data: &[u8], text: &str, source: &Path) {
+    let depth = 33 + usize::from(data.first().copied().unwrap_or(0)) * 40;
+    let wrapped = format!("global_defs {}\n{text}\n{}\n", "{ ".repeat(depth), "} ".repeat(depth));
+    let errors = match keepalived::parse(&wrapped, source, &AnyInterface, false) {
+        Ok(_) => panic!("{depth} nested blocks were accepted"),
+        Err(errors) => errors,
+    };
+    assert_errors_located(&errors.0, &wrapped);
+    let shown = errors.to_string();
+    assert!(
+        shown.contains(":1:77: blocks are nested more than 32 deep")
+            || shown.contains(" more errors "),
+        "{depth} nested blocks, no depth error:\n{shown}"
+    );
+}

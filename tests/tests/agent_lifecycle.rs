@@ -125,3 +125,80 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
         assert!(!socket.exists(), "{extra:?}: no control socket for an agent that did not start");
     }
 }
+
+/// A keepalived.conf nesting blocks thousands deep overflowed the reader's stack: `lb run` aborted
+/// (exit 134). It is a located error like any other.
+#[test]
+fn deeply_nested_config_is_refused_with_a_located_error() {
+    let cfg =
+        temp("deep.conf", &format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000)));
+    let socket = cfg.with_extension("sock");
+    let out = Command::new(lb_bin())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .expect("run lb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:1:77: blocks are nested more than 32 deep", cfg.display())),
+        "{stderr}"
+    );
+    assert!(!socket.exists(), "no control socket for an agent that did not start");
+}
+
+/// `lb reload` of a hostile file (blocks nested thousands deep, TOML arrays as deep, a FIFO in
+/// place of the file) is refused with a located error; the agent keeps its old config, keeps
+/// answering, and reloads a good file afterwards.
+#[test]
+fn reload_of_a_hostile_file_keeps_the_agent_and_its_config() {
+    if !require_root("reload_of_a_hostile_file") {
+        return;
+    }
+    let ns = Netns::create(&format!("{}-hostile", unique_prefix())).expect("netns");
+    let good = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
+                [[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n";
+    let cfg = temp("hostile.conf", good);
+    let agent = LbAgent::start(&ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("agent");
+    let deep_keepalived = format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000));
+    let deep_toml = format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    // (case, file content (None: a FIFO), expected error part)
+    let cases: &[(&str, Option<&str>, String)] = &[
+        (
+            "keepalived blocks 7,000 deep",
+            Some(&deep_keepalived),
+            format!("{}:1:77: blocks are nested more than 32 deep", cfg.display()),
+        ),
+        ("TOML arrays 100,000 deep", Some(&deep_toml), format!("{}:1:", cfg.display())),
+        (
+            "a FIFO",
+            None,
+            format!(
+                "{}:1:1: cannot read configuration file: it is a named pipe (FIFO)",
+                cfg.display()
+            ),
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let _ = std::fs::remove_file(&cfg);
+        match content {
+            Some(text) => std::fs::write(&cfg, text).expect("write"),
+            None => {
+                let path = std::ffi::CString::new(cfg.to_str().expect("utf-8")).expect("path");
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+            }
+        }
+        let err = agent.reload().expect_err(name).to_string();
+        assert!(err.contains(expected.as_str()), "{name}: {err}");
+        let v = agent.backends().unwrap_or_else(|e| panic!("{name}: agent answers: {e}"));
+        assert_eq!(v["services"][0]["vip"], "192.0.2.100", "{name}: old config kept");
+    }
+    let _ = std::fs::remove_file(&cfg);
+    std::fs::write(&cfg, good.replace("192.0.2.100", "192.0.2.101")).expect("write");
+    agent.reload().expect("a good file reloads");
+    assert_eq!(agent.backends().expect("backends")["services"][0]["vip"], "192.0.2.101");
+    assert!(agent.stop().is_ok());
+}

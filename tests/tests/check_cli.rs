@@ -168,3 +168,81 @@ fn keepalived_conf_is_read_as_is_and_strict_turns_warnings_into_errors() {
         "located, with a suggestion: {stdout}"
     );
 }
+
+/// `lb check -c FILE` under `timeout`: a file that blocks the reader shows as exit 124, not a
+/// test that hangs.
+fn check_within(path: &std::path::Path, seconds: u32) -> (i32, String) {
+    let out = Command::new("timeout")
+        .arg(seconds.to_string())
+        .arg(lb_bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run timeout lb check");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Hostile or mistaken files are one located error each, never a crash (a stack overflow aborts
+/// with 134), a hang (a FIFO) or memory without end (`/dev/zero`).
+#[test]
+fn hostile_files_are_located_errors_not_crashes() {
+    let fifo = write("placeholder", "").with_file_name("pipe.conf");
+    let _ = std::fs::remove_file(&fifo);
+    let c_fifo = std::ffi::CString::new(fifo.to_str().expect("utf-8 path")).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let deep = |n: usize| format!("global_defs {}{}\n", "{ ".repeat(n), "} ".repeat(n));
+    // (case, file (None: the path given), expected "LINE:COL: message" start after the path)
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "keepalived blocks 7,000 deep",
+            write("deep.conf", &deep(7_000)),
+            "1:77: blocks are nested more than 32 deep here",
+        ),
+        (
+            "keepalived blocks 100,000 deep",
+            write("deeper.conf", &deep(100_000)),
+            "1:77: blocks are nested more than 32 deep here",
+        ),
+        (
+            "TOML arrays 100,000 deep",
+            write("deep.toml", &format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000))),
+            "1:",
+        ),
+        (
+            "-c /dev/zero",
+            PathBuf::from("/dev/zero"),
+            "1:1: cannot read configuration file: it is a character device, not a regular file",
+        ),
+        (
+            "-c a FIFO",
+            fifo.clone(),
+            "1:1: cannot read configuration file: it is a named pipe (FIFO), not a regular file",
+        ),
+        (
+            "include /dev/zero",
+            write("zero.conf", "include /dev/zero\n"),
+            "1:9: cannot read included file `/dev/zero`: it is a character device",
+        ),
+        (
+            "include a FIFO",
+            write("fifo.conf", &format!("include {}\n", fifo.display())),
+            "1:9: cannot read included file",
+        ),
+        (
+            "15 brace groups",
+            write("braces.conf", &format!("include /nonexistent/{}\n", "{a,b}".repeat(15))),
+            "1:9: `include /nonexistent/{a,b}",
+        ),
+    ];
+    for (name, path, want) in cases {
+        let (code, stdout) = check_within(&path, 30);
+        assert_eq!(code, 1, "{name}: exit code; stdout: {stdout}");
+        let expected = format!("{}:{want}", path.display());
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&expected)),
+            "{name}: want a line starting {expected:?}, got:\n{stdout}"
+        );
+    }
+    let _ = std::fs::remove_file(&fifo);
+}

@@ -8,6 +8,7 @@
 
 mod emit;
 mod error;
+mod file;
 pub mod health;
 mod host;
 pub mod keepalived;
@@ -40,9 +41,7 @@ pub use validate::validate;
 /// # Errors
 /// Every problem found; an unreadable file is one error at 1:1.
 pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
-    })?;
+    let bytes = read_file(path)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         // Point at the first bad byte: everything before it is valid text we can count in.
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -51,6 +50,17 @@ pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
         ConfigError::new(path, at, "file is not valid UTF-8")
     })?;
     parse_toml(&text, path, host)
+}
+
+/// The bytes of the configuration file at `path`: a regular file of at most
+/// [`file::MAX_FILE_BYTES`].
+///
+/// # Errors
+/// One error at 1:1 saying why the file was not read.
+fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    file::read(path, file::MAX_FILE_BYTES).map_err(|e| {
+        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
+    })
 }
 
 /// Reads and validates the configuration file at `path` in either format, native TOML or
@@ -209,6 +219,52 @@ mod tests {
                 panic!("{errors}\nin:\n{block}");
             }
         }
+    }
+
+    /// The toml crate recurses into arrays and inline tables; it stops at its own depth limit
+    /// (80), which must hold for every way of nesting, as a located error on a test thread's
+    /// stack (2 MiB, as small as the agent's reload thread).
+    #[test]
+    fn deep_toml_nesting_is_a_located_error() {
+        let deep = 100_000;
+        let cases = [
+            ("arrays", format!("a = {}{}\n", "[".repeat(deep), "]".repeat(deep))),
+            ("inline tables", format!("a = {}1{}\n", "{b = ".repeat(deep), "}".repeat(deep))),
+            (
+                "arrays of inline tables",
+                format!("a = {}{}\n", "[{b = ".repeat(deep), "}]".repeat(deep)),
+            ),
+            ("dotted keys", format!("{} = 1\n", vec!["a"; deep].join("."))),
+            ("table header", format!("[{}]\n", vec!["a"; deep].join("."))),
+            ("unclosed arrays", format!("a = {}\n", "[".repeat(deep))),
+        ];
+        // 80 deep is read (only the key is unknown), 81 is not.
+        let arrays = |n: usize| format!("a = {}{}\n", "[".repeat(n), "]".repeat(n));
+        let at_limit = parse_toml(&arrays(80), Path::new("deep.toml"), &FakeHost).unwrap_err();
+        assert_eq!(at_limit.to_string(), "deep.toml:1:1: unknown key `a` at top level");
+        let beyond = parse_toml(&arrays(81), Path::new("deep.toml"), &FakeHost).unwrap_err();
+        assert_eq!(
+            beyond.to_string(),
+            "deep.toml:1:85: TOML syntax error: cannot recurse further; max recursion depth met"
+        );
+        for (name, text) in cases {
+            let errors = parse_toml(&text, Path::new("deep.toml"), &FakeHost).unwrap_err();
+            assert!(
+                errors.iter().all(|e| e.line == 1 && e.col >= 1 && e.message.starts_with("TOML")),
+                "{name}: {errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_up_to_a_thousand() {
+        let errors = parse_toml(&"]\n".repeat(1500), Path::new("t.toml"), &FakeHost).unwrap_err();
+        assert_eq!(errors.len(), 1001, "{errors}");
+        assert_eq!(
+            errors.0[1000].to_string(),
+            "t.toml:1001:1: 500 more TOML syntax errors from here on are not reported (only the \
+             first 1000 are)"
+        );
     }
 
     #[test]

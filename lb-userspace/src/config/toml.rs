@@ -105,6 +105,10 @@ const VIRTUAL_SERVER: &str = "[[virtual_server]]";
 const REAL_SERVER: &str = "[[virtual_server.real_server]]";
 const SORRY_SERVER: &str = "[virtual_server.sorry_server]";
 
+/// Syntax errors reported: a file repeating one mistake a million times needs its first ones
+/// fixed, not a million lines.
+const MAX_SYNTAX_ERRORS: usize = 1000;
+
 /// Parses `text` into the model. Sections with errors are left out of the returned config, so
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
@@ -121,8 +125,15 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
     if syntax_errors.is_empty() {
         parser.document(document.get_ref(), &mut config);
     } else {
-        for error in syntax_errors {
+        let total = syntax_errors.len();
+        // Where the first error not reported is.
+        let mut dropped = None;
+        for (i, error) in syntax_errors.into_iter().enumerate() {
             let span = error.span().unwrap_or(0..0);
+            if i >= MAX_SYNTAX_ERRORS {
+                dropped.get_or_insert(span.start);
+                continue;
+            }
             let mut message = format!("TOML syntax error: {}", error.message());
             // The parser does not say which key; the operator needs it when keys are far apart.
             if let Some(key) = text.get(span.clone()).filter(|_| error.message() == "duplicate key")
@@ -130,6 +141,16 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
                 message = format!("{message} `{key}`");
             }
             parser.error(span, message);
+        }
+        if let Some(offset) = dropped {
+            let more = total - MAX_SYNTAX_ERRORS;
+            parser.error_at(
+                offset,
+                format!(
+                    "{more} more TOML syntax errors from here on are not reported (only the first \
+                     {MAX_SYNTAX_ERRORS} are)"
+                ),
+            );
         }
     }
     (config, parser.errors)

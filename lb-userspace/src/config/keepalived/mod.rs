@@ -116,9 +116,7 @@ pub struct Loaded {
 /// # Errors
 /// Every problem found; with `strict`, the warnings too.
 pub fn load(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
-    })?;
+    let bytes = super::read_file(path)?;
     parse(&String::from_utf8_lossy(&bytes), path, host, strict)
 }
 
@@ -134,9 +132,20 @@ pub fn parse(
     host: &dyn HostView,
     strict: bool,
 ) -> Result<Loaded, ConfigErrors> {
+    parse_within(text, source, host, strict, &reader::Limits::DEFAULT)
+}
+
+/// [`parse`], reading includes within `limits`.
+fn parse_within(
+    text: &str,
+    source: &Path,
+    host: &dyn HostView,
+    strict: bool,
+    limits: &reader::Limits,
+) -> Result<Loaded, ConfigErrors> {
     let mut sources = Sources::default();
     let mut diags = Diags::default();
-    let tokens = reader::read(text, source, &mut sources, &mut diags);
+    let tokens = reader::read_with(text, source, &mut sources, &mut diags, limits);
     let statements = tree::parse(tokens, &mut diags);
     let mut config = analyze::analyze(&statements, source, &mut diags);
     for error in validate(&config, host) {
@@ -150,6 +159,7 @@ pub fn parse(
         })
         .collect();
 
+    diags.close();
     // File order, then line order; stable, so what was found first at one place stays first.
     // What several virtual servers share (an interface written once) is reported once.
     diags.list.sort_by_key(|diag| diag.at);
@@ -184,9 +194,7 @@ pub fn parse(
 /// # Errors
 /// Every problem found; with `strict`, the keepalived front end's warnings too.
 pub fn load_any(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
-    })?;
+    let bytes = super::read_file(path)?;
     match detect(path, &String::from_utf8_lossy(&bytes)) {
         Format::Keepalived => parse(&String::from_utf8_lossy(&bytes), path, host, strict),
         Format::Toml => {
@@ -251,19 +259,56 @@ struct Diag {
     severity: Severity,
 }
 
-/// Every problem found so far.
+/// Problems kept: a file that repeats one mistake a million times (`}` on every line) needs
+/// its first ones fixed, not a million lines of output and the memory they take.
+const MAX_DIAGS: usize = 1000;
+
+/// Every problem found so far (the first [`MAX_DIAGS`]).
 #[derive(Debug, Default)]
 struct Diags {
     list: Vec<Diag>,
+    /// Errors found after the list was full, and where the first of them is.
+    dropped: Option<(Location, usize)>,
 }
 
 impl Diags {
     fn error(&mut self, at: Location, message: impl Into<String>) {
-        self.list.push(Diag { at, message: message.into(), severity: Severity::Error });
+        self.push(Diag { at, message: message.into(), severity: Severity::Error });
     }
 
     fn warning(&mut self, at: Location, message: impl Into<String>) {
-        self.list.push(Diag { at, message: message.into(), severity: Severity::Warning });
+        self.push(Diag { at, message: message.into(), severity: Severity::Warning });
+    }
+
+    /// An error kept even when the list is full: a limit reached, which explains the rest.
+    fn limit(&mut self, at: Location, message: impl Into<String>) {
+        self.list.push(Diag { at, message: message.into(), severity: Severity::Error });
+    }
+
+    fn push(&mut self, diag: Diag) {
+        if self.list.len() < MAX_DIAGS {
+            self.list.push(diag);
+            return;
+        }
+        // Dropped warnings need no mention: the errors decide.
+        if diag.severity == Severity::Error {
+            let (_, count) = self.dropped.get_or_insert((diag.at, 0));
+            *count += 1;
+        }
+    }
+
+    /// Ends the list with one error saying how many were dropped, if any.
+    fn close(&mut self) {
+        if let Some((at, count)) = self.dropped.take() {
+            self.list.push(Diag {
+                at,
+                message: format!(
+                    "{count} more errors from here on are not reported (only the first \
+                     {MAX_DIAGS} problems are)"
+                ),
+                severity: Severity::Error,
+            });
+        }
     }
 
     fn errors(&self) -> usize {

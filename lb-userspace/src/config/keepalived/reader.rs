@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::super::file;
 use super::super::model::Location;
 use super::keywords::INCLUDE_KEYWORDS;
 use super::{Diags, Sources, glob};
@@ -38,14 +39,41 @@ pub(super) enum Tok {
 /// Nested includes beyond this are reported rather than followed.
 pub(super) const MAX_INCLUDE_DEPTH: usize = 16;
 
-/// The tokens of the main file `text` (read from `path`) with its includes spliced in.
-pub(super) fn read(
+/// What reading a keepalived.conf and its includes may take: generous for real files, small
+/// enough that a wrong pattern (`include /**/*`) or a hostile file is an error, not an agent
+/// that hangs or runs out of memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Bytes of one file.
+    pub file_bytes: u64,
+    /// Bytes of the main file and every file it includes, together.
+    pub total_bytes: u64,
+    /// Files included (the main file not counted).
+    pub files: usize,
+    pub glob: glob::Limits,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        file_bytes: file::MAX_FILE_BYTES,
+        total_bytes: 64 << 20,
+        files: 1024,
+        glob: glob::Limits::DEFAULT,
+    };
+}
+
+/// The tokens of the main file `text` (read from `path`) with its includes spliced in, read
+/// within `limits`.
+pub(super) fn read_with(
     text: &str,
     path: &Path,
     sources: &mut Sources,
     diags: &mut Diags,
+    limits: &Limits,
 ) -> Vec<Token> {
-    let mut reader = Reader { sources, diags, stack: Vec::new() };
+    let total = u64::try_from(text.len()).unwrap_or(u64::MAX);
+    let mut reader =
+        Reader { sources, diags, stack: Vec::new(), limits, files: 0, total, stopped: false };
     reader.file(text, path)
 }
 
@@ -54,6 +82,13 @@ struct Reader<'a> {
     diags: &'a mut Diags,
     /// The files being read, outermost first: (identity, path as named).
     stack: Vec<(PathBuf, PathBuf)>,
+    limits: &'a Limits,
+    /// Files included so far.
+    files: usize,
+    /// Bytes read so far, the main file's included.
+    total: u64,
+    /// A limit on files or bytes was reached: no more includes are read (and reported).
+    stopped: bool,
 }
 
 impl Reader<'_> {
@@ -70,6 +105,14 @@ impl Reader<'_> {
     /// Replaces each include line (an include keyword first on its line) with the tokens of the
     /// files it names.
     fn splice_includes(&mut self, tokens: Vec<Token>, path: &Path) -> Vec<Token> {
+        // Most files include nothing: no copy of their tokens then.
+        let names_include = |t: &Token| match &t.kind {
+            Tok::Word { text, .. } => INCLUDE_KEYWORDS.contains(&text.as_str()),
+            _ => false,
+        };
+        if !tokens.iter().any(names_include) {
+            return tokens;
+        }
         let mut out = Vec::with_capacity(tokens.len());
         let mut tokens = tokens.into_iter().peekable();
         let mut line_start = true;
@@ -112,6 +155,20 @@ impl Reader<'_> {
 
     /// The tokens of the files `pattern` (relative to `including`'s directory) names.
     fn include(&mut self, pattern: &str, at: Location, including: &Path) -> Vec<Token> {
+        if self.stopped {
+            return Vec::new();
+        }
+        if pattern.len() > glob::MAX_PATTERN_BYTES {
+            self.diags.error(
+                at,
+                format!(
+                    "this include pattern is {} bytes long; a path is at most {} (PATH_MAX)",
+                    pattern.len(),
+                    glob::MAX_PATTERN_BYTES
+                ),
+            );
+            return Vec::new();
+        }
         if self.stack.len() > MAX_INCLUDE_DEPTH {
             self.diags.error(
                 at,
@@ -124,11 +181,17 @@ impl Reader<'_> {
         }
         let dir = including.parent().unwrap_or(Path::new(""));
         let paths = if glob::has_magic(pattern) {
-            let paths = glob::expand(pattern, dir);
-            if paths.is_empty() {
-                self.diags.warning(at, format!("`include {pattern}` matches no file"));
+            match glob::expand(pattern, dir, &self.limits.glob) {
+                Ok(paths) if paths.is_empty() => {
+                    self.diags.warning(at, format!("`include {pattern}` matches no file"));
+                    paths
+                }
+                Ok(paths) => paths,
+                Err(e) => {
+                    self.diags.error(at, format!("`include {pattern}`: {e}; nothing is read"));
+                    return Vec::new();
+                }
             }
-            paths
         } else {
             vec![glob::resolve(pattern, dir)]
         };
@@ -154,8 +217,37 @@ impl Reader<'_> {
                 self.diags.error(at, format!("include cycle: {}", chain.join(" includes ")));
                 continue;
             }
-            match std::fs::read(&path) {
-                Ok(bytes) => tokens.extend(self.file(&String::from_utf8_lossy(&bytes), &path)),
+            if self.files >= self.limits.files {
+                self.stop(
+                    at,
+                    format!(
+                        "more than {} files are included: `{}` and the files after it are not \
+                         read",
+                        self.limits.files,
+                        path.display()
+                    ),
+                );
+                break;
+            }
+            self.files += 1;
+            match file::read(&path, self.limits.file_bytes) {
+                Ok(bytes) => {
+                    self.total =
+                        self.total.saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+                    if self.total > self.limits.total_bytes {
+                        self.stop(
+                            at,
+                            format!(
+                                "the included files total more than {} MiB with `{}`: it and the \
+                                 files after it are not read",
+                                self.limits.total_bytes >> 20,
+                                path.display()
+                            ),
+                        );
+                        break;
+                    }
+                    tokens.extend(self.file(&String::from_utf8_lossy(&bytes), &path));
+                }
                 Err(e) => self
                     .diags
                     .error(at, format!("cannot read included file `{}`: {e}", path.display())),
@@ -164,6 +256,12 @@ impl Reader<'_> {
             tokens.push(Token { kind: Tok::Eol, at });
         }
         tokens
+    }
+
+    /// Reports the limit `message` says was reached, and reads no more includes.
+    fn stop(&mut self, at: Location, message: String) {
+        self.diags.limit(at, message);
+        self.stopped = true;
     }
 }
 
@@ -238,6 +336,11 @@ impl Lexer<'_> {
     }
 
     fn push(&mut self, kind: Tok, at: Location) {
+        // One line end stands for a run of them: blank lines end nothing more, and a file of
+        // line ends would otherwise cost a token each.
+        if kind == Tok::Eol && self.tokens.last().is_some_and(|t| t.kind == Tok::Eol) {
+            return;
+        }
         self.tokens.push(Token { kind, at });
     }
 

@@ -2296,3 +2296,188 @@ fn crlf_and_tab_indented_files_give_the_same_model() {
         assert_eq!(model(&text), plain);
     }
 }
+
+/// keepalived's files nest a few blocks deep; one nesting thousands (a typo or an attack) used to
+/// overflow the stack and kill the agent on reload.
+#[test]
+fn blocks_nested_too_deep_are_an_error() {
+    // `global_defs` then `{ ` and `} ` DEPTH times each; the 33rd `{` is at column 13 + 2 * 32.
+    let nested = |opens: usize, closes: usize| {
+        format!("global_defs {}{}\n", "{ ".repeat(opens), "} ".repeat(closes))
+    };
+    let too_deep = "keepalived.conf:1:77: blocks are nested more than 32 deep here: this block and \
+                    what it holds are not read";
+    // (opens, closes, whether the depth error is expected)
+    let cases = [
+        (32, 32, false),
+        (33, 33, true),
+        (2_000, 2_000, true),
+        (100_000, 100_000, true),
+        // Never closed: each open level is reported too, but nothing overflows.
+        (100_000, 0, true),
+    ];
+    for (opens, closes, deep) in cases {
+        let text = nested(opens, closes);
+        let errors = errors_of(&text);
+        let depth_errors = errors.iter().filter(|e| e.contains("nested more than")).count();
+        assert_eq!(depth_errors, usize::from(deep), "{opens}/{closes}: {errors:?}");
+        if deep {
+            assert!(errors.contains(&too_deep.to_owned()), "{opens}/{closes}: {errors:?}");
+        }
+        if opens == closes {
+            assert!(!errors.iter().any(|e| e.contains("unbalanced")), "{opens}: {errors:?}");
+        }
+    }
+}
+
+/// Whatever an include names, reading stays bounded: only regular files, each and all together
+/// within a size, a number of files, patterns that do not explode. Each limit is a located error.
+#[test]
+fn includes_are_read_within_limits() {
+    let dir = TempDir::new("limits");
+    let fifo = dir.0.join("pipe.conf");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    // Sparse: 16 MiB + 1 byte costs no disk.
+    let big = std::fs::File::create(dir.0.join("big.conf")).unwrap();
+    big.set_len((16 << 20) + 1).unwrap();
+    for i in 0..6 {
+        dir.write(&format!("many/f{i}.conf"), &["! 40 bytes of comment ................."]);
+    }
+    let small = reader::Limits {
+        files: 4,
+        total_bytes: 1000,
+        glob: glob::Limits { alternatives: 8, paths: 5, ..glob::Limits::DEFAULT },
+        ..reader::Limits::DEFAULT
+    };
+    let tight = reader::Limits { total_bytes: 100, ..reader::Limits::DEFAULT };
+    let long = format!("include {}", "x/".repeat(2100));
+    // (name, limits, main file, every error expected)
+    let cases: &[(&str, &reader::Limits, &[&str], &[&str])] = &[
+        (
+            "a device",
+            &reader::Limits::DEFAULT,
+            &["include /dev/zero"],
+            &["main.conf:1:9: cannot read included file `/dev/zero`: it is a character device, \
+               not a regular file"],
+        ),
+        (
+            "a FIFO, which must not block",
+            &reader::Limits::DEFAULT,
+            &["include pipe.conf"],
+            &["main.conf:1:9: cannot read included file `pipe.conf`: it is a named pipe (FIFO), \
+               not a regular file"],
+        ),
+        (
+            "a file too large",
+            &reader::Limits::DEFAULT,
+            &["include big.conf"],
+            &[
+                "main.conf:1:9: cannot read included file `big.conf`: it is larger than 16 MiB, the \
+               limit for one configuration file",
+            ],
+        ),
+        (
+            "too many files",
+            &small,
+            &["include many/f{0,1,2,3,4}.conf"],
+            &["main.conf:1:9: more than 4 files are included: `many/f4.conf` and the files after \
+               it are not read"],
+        ),
+        (
+            "too many bytes together (the main file counts)",
+            &tight,
+            &["include many/f{0,1}.conf"],
+            &["main.conf:1:9: the included files total more than 0 MiB with `many/f1.conf`: it \
+               and the files after it are not read"],
+        ),
+        (
+            "too many alternatives",
+            &small,
+            &["include many/f{0,1,2}{0,1,2}.conf"],
+            &["main.conf:1:9: `include many/f{0,1,2}{0,1,2}.conf`: its `{...}` alternatives make \
+               more than 8 patterns; nothing is read"],
+        ),
+        (
+            "too many paths",
+            &small,
+            &["include many/*.conf"],
+            &["main.conf:1:9: `include many/*.conf`: it matches more than 5 paths; nothing is \
+               read"],
+        ),
+        (
+            "a pattern longer than a path",
+            &reader::Limits::DEFAULT,
+            &[&long],
+            &["main.conf:1:9: this include pattern is 4200 bytes long; a path is at most 4096 \
+               (PATH_MAX)"],
+        ),
+    ];
+    for (name, limits, lines, expected) in cases {
+        let main = dir.write("main.conf", lines);
+        let text = std::fs::read_to_string(&main).unwrap();
+        let errors = parse_within(&text, &main, &Host, false, limits).unwrap_err();
+        assert_eq!(dir.strip(shown(&errors.0)), *expected, "{name}");
+    }
+    // A limit reached is reported even after a thousand other errors: it explains what is missing.
+    let mut lines = vec!["}"; 1200];
+    lines.push("include many/f{0,1,2,3,4}.conf");
+    let main = dir.write("main.conf", &lines);
+    let text = std::fs::read_to_string(&main).unwrap();
+    let four = reader::Limits { files: 4, ..reader::Limits::DEFAULT };
+    let errors = dir.strip(shown(&parse_within(&text, &main, &Host, false, &four).unwrap_err().0));
+    // The limit, 999 of the `}`, and how many more there are.
+    assert_eq!(errors.len(), 1001, "{errors:?}");
+    assert!(
+        errors.contains(
+            &"main.conf:1201:9: more than 4 files are included: `many/f4.conf` and \
+                               the files after it are not read"
+                .to_owned()
+        ),
+        "{errors:?}"
+    );
+}
+
+/// The file `lb run -c` names is read under the same rules as its includes.
+#[test]
+fn the_main_file_must_be_a_regular_file_of_bounded_size() {
+    let dir = TempDir::new("main-limits");
+    let big = dir.0.join("big.conf");
+    std::fs::File::create(&big).unwrap().set_len((16 << 20) + 1).unwrap();
+    let cases = [
+        (Path::new("/dev/zero"), "it is a character device, not a regular file"),
+        (big.as_path(), "it is larger than 16 MiB, the limit for one configuration file"),
+        (dir.0.as_path(), "it is a directory, not a regular file"),
+    ];
+    for (path, expected) in cases {
+        let toml = crate::config::load(path, &Host).map(|config| Loaded {
+            config,
+            format: Format::Toml,
+            warnings: Vec::new(),
+            notices: Vec::new(),
+        });
+        for result in [load(path, &Host, false), load_any(path, &Host, false), toml] {
+            let errors = result.unwrap_err();
+            let want =
+                format!("{}:1:1: cannot read configuration file: {expected}", path.display());
+            assert_eq!(shown(&errors.0), [want], "{}", path.display());
+        }
+    }
+}
+
+/// A mistake repeated a million times is reported a thousand times, then counted.
+#[test]
+fn errors_are_reported_up_to_a_thousand() {
+    let errors = errors_of(&"}\n".repeat(1500));
+    assert_eq!(errors.len(), 1001);
+    assert_eq!(
+        errors[999],
+        "keepalived.conf:1000:1: unbalanced `}`: there is no open block to close"
+    );
+    assert_eq!(
+        errors[1000],
+        "keepalived.conf:1001:1: 500 more errors from here on are not reported (only the first \
+         1000 problems are)"
+    );
+}

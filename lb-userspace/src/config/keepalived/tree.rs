@@ -1,6 +1,7 @@
 //! Tokens to statements: a keyword and its values on one line, optionally followed by a block,
 //! whose `{` may also start the next line (keepalived accepts both). Unbalanced braces are
-//! reported where they are, and parsing goes on.
+//! reported where they are, and parsing goes on. Blocks nest at most [`MAX_BLOCK_DEPTH`] deep:
+//! parsing recurses into each, and a deeper block is an error, not a stack overflow.
 
 use super::super::model::Location;
 use super::Diags;
@@ -50,6 +51,10 @@ pub(super) struct Block {
     pub stmts: Vec<Stmt>,
 }
 
+/// How deep blocks may nest. keepalived's deepest (a checker's `url` in a `real_server` of a
+/// `virtual_server`) is 3 levels down.
+pub(super) const MAX_BLOCK_DEPTH: usize = 32;
+
 /// The top-level statements of `tokens`.
 pub(super) fn parse(tokens: Vec<Token>, diags: &mut Diags) -> Vec<Stmt> {
     let mut parser = Parser { tokens: tokens.into_iter().peekable(), diags };
@@ -79,7 +84,7 @@ impl<I: Iterator<Item = Token>> Parser<'_, I> {
                 Tok::Open => {
                     let block = self.block(token.at, depth);
                     match stmts.last_mut() {
-                        Some(last) if awaits_block => last.block = Some(block),
+                        Some(last) if awaits_block => last.block = block,
                         _ => self.diags.error(
                             token.at,
                             "`{` without a keyword: a block follows the keyword it belongs to, on \
@@ -95,11 +100,9 @@ impl<I: Iterator<Item = Token>> Parser<'_, I> {
                     {
                         words.push(Word { text, at, quoted });
                     }
-                    let block = match self.tokens.next_if(|t| t.kind == Tok::Open) {
-                        Some(open) => Some(self.block(open.at, depth)),
-                        None => None,
-                    };
-                    awaits_block = block.is_none();
+                    let open = self.tokens.next_if(|t| t.kind == Tok::Open).map(|t| t.at);
+                    awaits_block = open.is_none();
+                    let block = open.and_then(|open| self.block(open, depth));
                     stmts.push(Stmt { words, block });
                 }
             }
@@ -107,11 +110,44 @@ impl<I: Iterator<Item = Token>> Parser<'_, I> {
         (stmts, false)
     }
 
-    fn block(&mut self, open: Location, depth: usize) -> Block {
+    /// The block whose `{` is at `open`, inside `depth` blocks; none when it is too deep.
+    fn block(&mut self, open: Location, depth: usize) -> Option<Block> {
+        if depth >= MAX_BLOCK_DEPTH {
+            self.diags.error(
+                open,
+                format!(
+                    "blocks are nested more than {MAX_BLOCK_DEPTH} deep here: this block and \
+                     what it holds are not read"
+                ),
+            );
+            self.skip_block(open);
+            return None;
+        }
         let (stmts, closed) = self.items(depth + 1);
         if !closed {
-            self.diags.error(open, "unbalanced `{`: this block is never closed (a `}` is missing)");
+            self.unclosed(open);
         }
-        Block { open, stmts }
+        Some(Block { open, stmts })
+    }
+
+    /// Skips the tokens up to the `}` closing the block opened at `open`, counting (not
+    /// recursing into) the blocks inside.
+    fn skip_block(&mut self, open: Location) {
+        let mut depth = 1usize;
+        for token in self.tokens.by_ref() {
+            match token.kind {
+                Tok::Open => depth += 1,
+                Tok::Close => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                return;
+            }
+        }
+        self.unclosed(open);
+    }
+
+    fn unclosed(&mut self, open: Location) {
+        self.diags.error(open, "unbalanced `{`: this block is never closed (a `}` is missing)");
     }
 }
