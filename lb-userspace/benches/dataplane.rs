@@ -1154,19 +1154,35 @@ fn health_config(n: u32, delay_loop: f64) -> anyhow::Result<lb::config::Config> 
             true
         }
     }
+    // Validation refuses loopback VIPs and reals (no director forwards to them), so the file
+    // says 10.1.x.y and the model is moved onto 127/8 after: the checks need local targets.
     let mut text = format!(
-        "[dataplane]\nmax_reals = {}\n[[virtual_server]]\nvip = \"127.0.0.100\"\nport = 7\ninterface = \"lo\"\ndelay_loop = {delay_loop}\n",
+        "[dataplane]\nmax_reals = {}\n[[virtual_server]]\nvip = \"10.0.0.100\"\nport = 7\ninterface = \"lo\"\ndelay_loop = {delay_loop}\n",
         n + 16
     );
     for i in 0..n {
         text.push_str(&format!(
-            "[[virtual_server.real_server]]\naddress = \"127.1.{}.{}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n",
+            "[[virtual_server.real_server]]\naddress = \"10.1.{}.{}\"\n[virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n",
             i / 250,
             i % 250 + 1
         ));
     }
-    lb::config::parse_toml(&text, std::path::Path::new("bench.toml"), &AnyHost)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let mut config = lb::config::parse_toml(&text, std::path::Path::new("bench.toml"), &AnyHost)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loopback = |address: std::net::IpAddr| match address {
+        std::net::IpAddr::V4(v4) => {
+            let [_, b, c, d] = v4.octets();
+            std::net::IpAddr::from([127, b, c, d])
+        }
+        v6 => v6,
+    };
+    for vs in &mut config.virtual_servers {
+        vs.vip = loopback(vs.vip);
+        for rs in &mut vs.real_servers {
+            rs.address = loopback(rs.address);
+        }
+    }
+    Ok(config)
 }
 
 /// How long a real's health transition takes to reach the maps: `desired_state` (including the

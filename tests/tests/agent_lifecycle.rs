@@ -45,7 +45,7 @@ fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
     let cfg = temp(
         "lo.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
-         [[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n",
+         [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n",
     );
     let first =
         LbAgent::start(&ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("first agent");
@@ -63,6 +63,49 @@ fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
     let v = first.backends().expect("first agent still answers");
     assert_eq!(v["services"][0]["vip"], "192.0.2.100");
     assert!(first.stop().is_ok());
+}
+
+/// A real server that is an address of the director is refused by `lb check` and `lb run` alike,
+/// at its value, before anything is attached.
+#[test]
+fn a_real_that_is_an_address_of_this_host_is_refused() {
+    if !require_root("a_real_that_is_an_address_of_this_host") {
+        return;
+    }
+    let ns = Netns::create(&format!("{}-own", unique_prefix())).expect("netns");
+    ns.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"]).expect("address on lo");
+    let cfg = temp(
+        "own.toml",
+        "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
+         [[virtual_server.real_server]]\naddress = \"192.0.2.1\"\n",
+    );
+    let expected = format!(
+        "{}:6:11: real server 192.0.2.1 is an address of this host: lb forwards to other hosts \
+         only",
+        cfg.display()
+    );
+    let lb = lb_bin();
+    let lb = lb.to_str().expect("utf-8 path");
+    let cfg_s = cfg.to_str().expect("utf-8 path");
+
+    let check = ns.command(&[lb, "check", "-c", cfg_s]).output().expect("lb check");
+    assert_eq!(check.status.code(), Some(1), "lb check: {check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains(&expected), "lb check: {check:?}");
+
+    let socket = cfg.with_extension("sock");
+    let socket_s = socket.to_str().expect("utf-8 path");
+    // `timeout`: were the real accepted, the agent would run; it must not hang the test.
+    let run = ns
+        .command(&["timeout", "20", lb, "run", "-c", cfg_s, "--socket", socket_s])
+        .args(["--xdp-mode", "generic"])
+        .output()
+        .expect("lb run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "lb run: {stderr}");
+    assert!(stderr.contains(&expected), "lb run: {stderr}");
+    assert!(!socket.exists(), "no control socket for an agent that did not start");
+    let link = ns.ip(&["link", "show", "lo"]).expect("ip link");
+    assert!(!link.contains("xdp"), "nothing attached to lo: {link}");
 }
 
 /// A service only kernel IPVS can serve (NAT) starts on IPVS where the kernel has it, and is

@@ -70,6 +70,16 @@ fn bad_input_is_rejected_with_a_located_message() {
             GOOD_VS.replace("\"lo\"", "\"lbnosuch0\""),
             "5:13: interface `lbnosuch0` does not exist on this host",
         ),
+        (
+            "vip no host has",
+            GOOD_VS.replace("192.0.2.100", "0.0.0.0"),
+            "2:7: virtual IP 0.0.0.0 is the unspecified address",
+        ),
+        (
+            "real on the loopback",
+            format!("{GOOD_VS}[[virtual_server.real_server]]\naddress = \"127.0.0.1\"\n"),
+            "7:11: real server 127.0.0.1 is a loopback address",
+        ),
         ("syntax error", "[[virtual_server]\n".to_owned(), "1:"),
     ];
     for (i, (name, text, want)) in cases.iter().enumerate() {

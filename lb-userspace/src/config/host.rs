@@ -2,10 +2,22 @@
 //! the interfaces of whatever host runs them.
 
 use std::ffi::CString;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Facts about the host a configuration is validated against.
 pub trait HostView {
     fn interface_exists(&self, name: &str) -> bool;
+
+    /// The addresses of this host's interfaces, which no real server may have (lb forwards to
+    /// other hosts). A host that does not know them (a config converted for another machine)
+    /// has none.
+    ///
+    /// # Errors
+    /// When the kernel cannot list them.
+    fn own_addresses(&self) -> io::Result<Vec<IpAddr>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The real host, queried through the kernel.
@@ -21,6 +33,54 @@ impl HostView for SystemHost {
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call; the function
         // only reads it.
         unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    }
+
+    fn own_addresses(&self) -> io::Result<Vec<IpAddr>> {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: on success `list` is a linked list the C library allocated; it is read below
+        // and freed exactly once with freeifaddrs.
+        if unsafe { libc::getifaddrs(&raw mut list) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut addresses = Vec::new();
+        let mut node = list;
+        while !node.is_null() {
+            // SAFETY: `node` is a live entry of the list, not freed yet.
+            let entry = unsafe { &*node };
+            // SAFETY: `ifa_addr` is null or points to a sockaddr whose family says which
+            // sockaddr_* it really is.
+            if let Some(address) = unsafe { ip_of(entry.ifa_addr) } {
+                addresses.push(address);
+            }
+            node = entry.ifa_next;
+        }
+        // SAFETY: `list` came from getifaddrs and nothing refers to it any more.
+        unsafe { libc::freeifaddrs(list) };
+        Ok(addresses)
+    }
+}
+
+/// The IP address in `sockaddr`, when it holds one.
+///
+/// # Safety
+/// `sockaddr` is null or points to a valid socket address of the size its family implies.
+unsafe fn ip_of(sockaddr: *const libc::sockaddr) -> Option<IpAddr> {
+    if sockaddr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise; the family decides the cast.
+    unsafe {
+        match i32::from((*sockaddr).sa_family) {
+            libc::AF_INET => {
+                let v4 = &*sockaddr.cast::<libc::sockaddr_in>();
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))))
+            }
+            libc::AF_INET6 => {
+                let v6 = &*sockaddr.cast::<libc::sockaddr_in6>();
+                Some(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -40,5 +100,13 @@ mod tests {
         for (name, exists) in cases {
             assert_eq!(SystemHost.interface_exists(name), exists, "{name:?}");
         }
+    }
+
+    /// The loopback address is on every host, and nothing is listed that is not an address.
+    #[test]
+    fn system_host_lists_its_own_addresses() {
+        let addresses = SystemHost.own_addresses().unwrap();
+        assert!(addresses.contains(&Ipv4Addr::LOCALHOST.into()), "{addresses:?}");
+        assert!(!addresses.iter().any(IpAddr::is_unspecified), "{addresses:?}");
     }
 }

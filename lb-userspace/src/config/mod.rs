@@ -31,7 +31,8 @@ pub use model::{
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
     RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
     TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len, unspecified,
+    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
+    not_a_host_address, unspecified,
 };
 pub use notice::{Notice, notices};
 pub use validate::validate;
@@ -112,12 +113,16 @@ pub(crate) mod test_support {
         }
     }
 
-    /// A host with `eth0` and `eth1` only.
+    /// A host with `eth0` and `eth1` only, whose addresses are `198.51.100.1` and `2001:db8:ffff::1`.
     pub(crate) struct FakeHost;
 
     impl HostView for FakeHost {
         fn interface_exists(&self, name: &str) -> bool {
             matches!(name, "eth0" | "eth1")
+        }
+
+        fn own_addresses(&self) -> std::io::Result<Vec<std::net::IpAddr>> {
+            Ok(vec![[198, 51, 100, 1].into(), [0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1].into()])
         }
     }
 

@@ -242,6 +242,44 @@ pub fn unspecified(ipv6: bool) -> IpAddr {
     if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() }
 }
 
+/// Why `address` is not the unicast address of one host, if it is not: such an address can be
+/// neither a virtual IP clients reach nor a server lb forwards to. Link-local addresses are
+/// unicast, so they pass.
+pub fn not_a_host_address(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() {
+                Some("the unspecified address")
+            } else if v4.octets()[0] == 0 {
+                Some("an address of \"this network\" (0.0.0.0/8), which is a source only")
+            } else if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if v4.is_broadcast() {
+                Some("the broadcast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() {
+                Some("the unspecified address")
+            } else if v6.is_loopback() {
+                Some("a loopback address")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else if v6.to_ipv4_mapped().is_some() {
+                // Mapped addresses stand for IPv4 peers inside one host's sockets; no IPv6 packet
+                // carries one (RFC 4291 2.5.5.2).
+                Some("an IPv4-mapped IPv6 address, which no packet carries")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 impl fmt::Display for VirtualServerKey {
     /// `192.0.2.100:80/tcp`, `[2001:db8::1]:53/udp`, `fwmark 1`, `fwmark 1/inet6`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,7 +1,7 @@
 //! Semantic checks on the model: rules that span several values or need the host. Independent of
 //! the front end, so a keepalived.conf file gets exactly the same checks as a TOML one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use super::error::{ConfigError, closest};
 use super::host::HostView;
 use super::model::{
     CheckLocations, Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, VirtualServer,
-    VirtualServerKey, VrrpInstanceLocations, host_prefix_len,
+    VirtualServerKey, VrrpInstanceLocations, host_prefix_len, not_a_host_address,
 };
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
@@ -20,8 +20,18 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         errors.push(ConfigError::new(&config.source, at, message));
     };
 
+    let addresses =
+        Addresses { held: held_addresses(config), own: own_addresses(config, host, &mut error) };
+    // A group's address range is one value: its bad addresses are reported once.
+    let mut bad_vips_at = HashSet::new();
     let mut first_definition: HashMap<VirtualServerKey, Location> = HashMap::new();
     for vs in &config.virtual_servers {
+        if vs.fwmark.is_none()
+            && let Some(message) = address_class_error(Role::Vip, vs.vip)
+            && bad_vips_at.insert(vs.key_locations.vip)
+        {
+            error(vs.key_locations.vip, message);
+        }
         if let Some(first) = first_definition.get(&vs.key()) {
             error(
                 vs.location,
@@ -51,9 +61,9 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
                 ),
             );
         }
-        real_servers(vs, &mut error);
+        real_servers(vs, &addresses, &mut error);
         if let Some(sorry) = &vs.sorry_server {
-            backend(vs, sorry, "sorry server", &mut error);
+            backend(vs, sorry, Role::Sorry, &addresses, &mut error);
         }
     }
     dataplane_limits(config, &mut error);
@@ -133,10 +143,14 @@ fn unknown_scheduler(name: &str) -> String {
     format!("unknown scheduler `{name}`: {hint}expected one of {}", SCHEDULERS.join(", "))
 }
 
-fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
+fn real_servers(
+    vs: &VirtualServer,
+    addresses: &Addresses,
+    error: &mut impl FnMut(Location, String),
+) {
     let mut first_definition: HashMap<SocketAddr, Location> = HashMap::new();
     for rs in &vs.real_servers {
-        backend(vs, rs, "real server", error);
+        backend(vs, rs, Role::Real, addresses, error);
         checks(vs, rs, error);
         if let Some(first) = first_definition.get(&rs.socket_addr()) {
             error(
@@ -152,13 +166,136 @@ fn real_servers(vs: &VirtualServer, error: &mut impl FnMut(Location, String)) {
     }
 }
 
+/// What a configured address is to the director: it says what an address may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Vip,
+    Real,
+    Sorry,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Vip => "virtual IP",
+            Role::Real => "real server",
+            Role::Sorry => "sorry server",
+        }
+    }
+}
+
+/// The error for an `address` no `role` can have (see [`not_a_host_address`]). It does not name
+/// the virtual server, so the copies a keepalived group makes of one value read the same.
+pub(super) fn address_class_error(role: Role, address: IpAddr) -> Option<String> {
+    let why = not_a_host_address(address)?;
+    let purpose = match role {
+        Role::Vip => "clients can only reach a unicast address",
+        Role::Real | Role::Sorry => "lb forwards only to the unicast address of another host",
+    };
+    let hint = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| format!(" (write {v4})")),
+        IpAddr::V4(_) => None,
+    };
+    Some(format!("{} {address} is {why}: {purpose}{}", role.name(), hint.unwrap_or_default()))
+}
+
+/// The addresses no backend may have.
+struct Addresses {
+    /// Virtual IPs, with what they belong to: this director holds them (on the VRRP master),
+    /// so packets forwarded to one would come back.
+    held: HashMap<IpAddr, String>,
+    /// The host's own, read when the configuration is checked or loaded.
+    own: HashSet<IpAddr>,
+}
+
+/// Every virtual IP of the configuration, with the first thing it belongs to.
+fn held_addresses(config: &Config) -> HashMap<IpAddr, String> {
+    let mut held = HashMap::new();
+    for vs in config.virtual_servers.iter().filter(|vs| vs.fwmark.is_none()) {
+        held.entry(vs.vip).or_insert_with(|| format!("the virtual IP of virtual server {vs}"));
+    }
+    for instance in &config.vrrp.instances {
+        for vip in &instance.virtual_ipaddress {
+            held.entry(vip.address).or_insert_with(|| {
+                format!("in the virtual_ipaddress of vrrp_instance `{}`", instance.name)
+            });
+        }
+    }
+    held
+}
+
+/// The host's addresses; when they cannot be read, one error at the first service with a
+/// backend (a config without backends does not need them).
+fn own_addresses(
+    config: &Config,
+    host: &dyn HostView,
+    error: &mut impl FnMut(Location, String),
+) -> HashSet<IpAddr> {
+    match host.own_addresses() {
+        Ok(addresses) => addresses.into_iter().collect(),
+        Err(e) => {
+            let first = config
+                .virtual_servers
+                .iter()
+                .find(|vs| !vs.real_servers.is_empty() || vs.sorry_server.is_some());
+            if let Some(vs) = first {
+                error(
+                    vs.location,
+                    format!(
+                        "cannot list the addresses of this host, which no real server may have: \
+                         {e}"
+                    ),
+                );
+            }
+            HashSet::new()
+        }
+    }
+}
+
+/// A backend's address must be another host's: not a special address, not a virtual IP, not
+/// one of ours.
+fn backend_address(
+    rs: &RealServer,
+    role: Role,
+    addresses: &Addresses,
+    error: &mut impl FnMut(Location, String),
+) {
+    let at = rs.key_locations.address;
+    let address = rs.address;
+    if let Some(message) = address_class_error(role, address) {
+        error(at, message);
+        return;
+    }
+    let role = role.name();
+    if let Some(holder) = addresses.held.get(&address) {
+        error(
+            at,
+            format!(
+                "{role} {address} is {holder}: the director holds that address, so lb would \
+                 forward the packets to itself"
+            ),
+        );
+    } else if addresses.own.contains(&address) {
+        error(
+            at,
+            format!(
+                "{role} {address} is an address of this host: lb forwards to other hosts only \
+                 (not to the director itself)"
+            ),
+        );
+    }
+}
+
 /// The forwarding rules any backend of `vs` (`role`: real or sorry server) must follow.
 fn backend(
     vs: &VirtualServer,
     rs: &RealServer,
-    role: &str,
+    role: Role,
+    addresses: &Addresses,
     error: &mut impl FnMut(Location, String),
 ) {
+    backend_address(rs, role, addresses, error);
+    let role = role.name();
     let kind = vs.lb_kind_of(rs);
     let method = match kind {
         LbKind::Dr => "direct routing",
@@ -747,6 +884,200 @@ mod tests {
             "the dns_check of real server 192.0.2.11:0 has no port to connect to",
             "10:54",
         ),
+        (
+            "VIP unspecified",
+            &["[[virtual_server]]", "vip = '0.0.0.0'", "port = 80", "interface = 'eth0'"],
+            "virtual IP 0.0.0.0 is the unspecified address: clients can only reach a unicast \
+             address",
+            "6:7",
+        ),
+        (
+            "VIP in 0.0.0.0/8",
+            &["[[virtual_server]]", "vip = '0.1.2.3'", "port = 80", "interface = 'eth0'"],
+            "virtual IP 0.1.2.3 is an address of \"this network\" (0.0.0.0/8), which is a source \
+             only",
+            "6:7",
+        ),
+        (
+            "VIP broadcast",
+            &["[[virtual_server]]", "vip = '255.255.255.255'", "port = 80", "interface = 'eth0'"],
+            "virtual IP 255.255.255.255 is the broadcast address",
+            "6:7",
+        ),
+        (
+            "VIP multicast",
+            &["[[virtual_server]]", "vip = '224.0.0.18'", "port = 80", "interface = 'eth0'"],
+            "virtual IP 224.0.0.18 is a multicast address",
+            "6:7",
+        ),
+        (
+            "VIP loopback",
+            &["[[virtual_server]]", "vip = '127.0.0.1'", "port = 80", "interface = 'eth0'"],
+            "virtual IP 127.0.0.1 is a loopback address",
+            "6:7",
+        ),
+        (
+            "IPv6 VIP unspecified",
+            &["[[virtual_server]]", "vip = '::'", "port = 80", "interface = 'eth0'"],
+            "virtual IP :: is the unspecified address",
+            "6:7",
+        ),
+        (
+            "IPv6 VIP loopback",
+            &["[[virtual_server]]", "vip = '::1'", "port = 80", "interface = 'eth0'"],
+            "virtual IP ::1 is a loopback address",
+            "6:7",
+        ),
+        (
+            "IPv6 VIP multicast",
+            &["[[virtual_server]]", "vip = 'ff02::12'", "port = 80", "interface = 'eth0'"],
+            "virtual IP ff02::12 is a multicast address",
+            "6:7",
+        ),
+        (
+            "IPv4-mapped VIP",
+            &[
+                "[[virtual_server]]",
+                "vip = '::ffff:192.0.2.101'",
+                "port = 80",
+                "interface = 'eth0'",
+            ],
+            "virtual IP ::ffff:192.0.2.101 is an IPv4-mapped IPv6 address, which no packet \
+             carries: clients can only reach a unicast address (write 192.0.2.101)",
+            "6:7",
+        ),
+        (
+            "real loopback",
+            &["[[virtual_server.real_server]]", "address = '127.0.0.1'"],
+            "real server 127.0.0.1 is a loopback address: lb forwards only to the unicast address \
+             of another host",
+            "6:11",
+        ),
+        (
+            "real broadcast",
+            &["[[virtual_server.real_server]]", "address = '255.255.255.255'"],
+            "real server 255.255.255.255 is the broadcast address",
+            "6:11",
+        ),
+        (
+            "real unspecified",
+            &["[[virtual_server.real_server]]", "address = '0.0.0.0'"],
+            "real server 0.0.0.0 is the unspecified address",
+            "6:11",
+        ),
+        (
+            "real multicast",
+            &["[[virtual_server.real_server]]", "address = '239.1.2.3'"],
+            "real server 239.1.2.3 is a multicast address",
+            "6:11",
+        ),
+        (
+            "real equal to the VIP",
+            &["[[virtual_server.real_server]]", "address = '192.0.2.100'"],
+            "real server 192.0.2.100 is the virtual IP of virtual server 192.0.2.100:80/tcp: the \
+             director holds that address, so lb would forward the packets to itself",
+            "6:11",
+        ),
+        (
+            "real equal to another virtual server's VIP",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.101'",
+                "port = 80",
+                "interface = 'eth0'",
+                "real_server = [{ address = '192.0.2.100' }]",
+            ],
+            "real server 192.0.2.100 is the virtual IP of virtual server 192.0.2.100:80/tcp",
+            "9:28",
+        ),
+        (
+            "real equal to an address of a VRRP instance",
+            &[
+                "real_server = [{ address = '192.0.2.150' }]",
+                "[[vrrp_instance]]",
+                "name = 'VI_1'",
+                "interface = 'eth0'",
+                "virtual_router_id = 51",
+                "virtual_ipaddress = ['192.0.2.150/24']",
+            ],
+            "real server 192.0.2.150 is in the virtual_ipaddress of vrrp_instance `VI_1`: the \
+             director holds that address",
+            "5:28",
+        ),
+        (
+            "real equal to an address of this host",
+            &["[[virtual_server.real_server]]", "address = '198.51.100.1'"],
+            "real server 198.51.100.1 is an address of this host: lb forwards to other hosts only",
+            "6:11",
+        ),
+        (
+            "IPv6 real loopback",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "real_server = [{ address = '::1' }]",
+            ],
+            "real server ::1 is a loopback address",
+            "9:28",
+        ),
+        (
+            "IPv6 real multicast",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "real_server = [{ address = 'ff05::2' }]",
+            ],
+            "real server ff05::2 is a multicast address",
+            "9:28",
+        ),
+        (
+            "IPv4-mapped loopback real",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "real_server = [{ address = '::ffff:127.0.0.1' }]",
+            ],
+            "real server ::ffff:127.0.0.1 is an IPv4-mapped IPv6 address, which no packet \
+             carries: lb forwards only to the unicast address of another host (write 127.0.0.1)",
+            "9:28",
+        ),
+        (
+            "IPv6 real equal to an address of this host",
+            &[
+                "[[virtual_server]]",
+                "vip = '2001:db8::100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "real_server = [{ address = '2001:db8:ffff::1' }]",
+            ],
+            "real server 2001:db8:ffff::1 is an address of this host",
+            "9:28",
+        ),
+        (
+            "sorry server equal to the VIP",
+            &["sorry_server = { address = '192.0.2.100' }"],
+            "sorry server 192.0.2.100 is the virtual IP of virtual server 192.0.2.100:80/tcp",
+            "5:28",
+        ),
+        (
+            "sorry server loopback",
+            &["sorry_server = { address = '127.0.0.1' }"],
+            "sorry server 127.0.0.1 is a loopback address: lb forwards only to the unicast \
+             address of another host",
+            "5:28",
+        ),
+        (
+            "sorry server equal to an address of this host",
+            &["sorry_server = { address = '198.51.100.1' }"],
+            "sorry server 198.51.100.1 is an address of this host",
+            "5:28",
+        ),
     ];
 
     #[test]
@@ -756,6 +1087,59 @@ mod tests {
             let result = parse_toml(&text, "test.toml".as_ref(), &FakeHost);
             assert_single_error(name, result, expected, at);
         }
+    }
+
+    /// The issue's example: a multicast VIP with a loopback real, both reported, each at its
+    /// value; and what the address rules let through.
+    #[test]
+    fn addresses_no_host_has_are_refused_together_and_link_local_passes() {
+        let text = doc(&[
+            "[[virtual_server]]",
+            "vip = '224.0.0.18'",
+            "port = 80",
+            "interface = 'eth0'",
+            "real_server = [{ address = '127.0.0.1' }, { address = '198.51.100.1' }]",
+        ]);
+        let errors = parse_toml(&text, "lb.toml".as_ref(), &FakeHost).unwrap_err();
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "lb.toml:2:7: virtual IP 224.0.0.18 is a multicast address: clients can only \
+                 reach a unicast address",
+                "lb.toml:5:28: real server 127.0.0.1 is a loopback address: lb forwards only to \
+                 the unicast address of another host",
+                "lb.toml:5:55: real server 198.51.100.1 is an address of this host: lb forwards \
+                 to other hosts only (not to the director itself)",
+            ]
+        );
+
+        // A VIP that is an address of this host (the VRRP master holds it), link-local reals
+        // (direct routing reaches reals on the VIP's link), and a real that is the VRRP peer.
+        let text = doc(&[
+            "[[virtual_server]]",
+            "vip = '198.51.100.1'",
+            "port = 80",
+            "interface = 'eth0'",
+            "real_server = [{ address = '169.254.0.11' }, { address = '198.51.100.2' }]",
+            "[[virtual_server]]",
+            "vip = '2001:db8:ffff::1'",
+            "port = 80",
+            "interface = 'eth0'",
+            "real_server = [{ address = 'fe80::11' }]",
+            "[[virtual_server]]",
+            "fwmark = 1",
+            "real_server = [{ address = '192.0.2.11', port = 80 }]",
+            "[[vrrp_instance]]",
+            "name = 'VI_1'",
+            "interface = 'eth0'",
+            "virtual_router_id = 51",
+            "virtual_ipaddress = ['198.51.100.1/24']",
+            "unicast_peer = ['198.51.100.2']",
+        ]);
+        let config =
+            parse_toml(&text, "lb.toml".as_ref(), &FakeHost).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.virtual_servers.len(), 3);
     }
 
     /// A virtual server as another front end might build it, at line `line`, column 3.

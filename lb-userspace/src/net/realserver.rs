@@ -283,19 +283,9 @@ fn host_address(address: IpAddr) -> u8 {
     if address.is_ipv4() { 32 } else { 128 }
 }
 
-/// Why `address` cannot be a VIP, if it cannot.
+/// Why `address` cannot be a VIP, if it cannot: the rule the director's configuration follows.
 fn not_a_vip(address: IpAddr) -> Option<&'static str> {
-    if address.is_unspecified() {
-        Some("the unspecified address")
-    } else if address.is_loopback() {
-        Some("a loopback address")
-    } else if address.is_multicast() {
-        Some("a multicast address")
-    } else if address == IpAddr::V4(Ipv4Addr::BROADCAST) {
-        Some("the broadcast address")
-    } else {
-        None
-    }
+    crate::config::not_a_host_address(address)
 }
 
 /// The interface's index; the VIPs, checked and without repeats.

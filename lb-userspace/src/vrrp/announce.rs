@@ -16,6 +16,7 @@ use std::{
 
 use serde::Serialize;
 
+use super::checksum::{finish, sum_words};
 use crate::net::{Mac, iface};
 
 /// Length of a gratuitous ARP frame (Ethernet + ARP, no padding: keepalived sends 42 bytes).
@@ -79,21 +80,11 @@ pub fn unsolicited_na_frame(mac: Mac, vip: Ipv6Addr, router: bool) -> [u8; NA_FR
 
 /// ICMPv6 checksum (RFC 4443 2.3) of `msg` (checksum field zero) with the IPv6 pseudo-header.
 fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut add = |bytes: &[u8]| {
-        for c in bytes.chunks(2) {
-            sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, IPPROTO_ICMPV6]);
-    add(msg);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let acc = sum_words(&src.octets(), 0);
+    let acc = sum_words(&dst.octets(), acc);
+    let acc = sum_words(&(msg.len() as u32).to_be_bytes(), acc);
+    let acc = sum_words(&[0, 0, 0, IPPROTO_ICMPV6], acc);
+    finish(sum_words(msg, acc))
 }
 
 /// The frame announcing `vip` from `mac`.

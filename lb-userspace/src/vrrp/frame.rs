@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::checksum::internet_checksum;
 use super::packet::{IPPROTO_AH, IPPROTO_VRRP, IpMeta};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -160,16 +161,6 @@ fn parse_ipv6(p: &[u8]) -> Result<(IpMeta, u8, &[u8]), FrameError> {
         ttl: p[7],
     };
     Ok((ip, traffic_class, &p[IPV6_HLEN..IPV6_HLEN + payload_len]))
-}
-
-/// RFC 1071 checksum; 0 over a header that includes its correct checksum.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 =
-        data.chunks(2).map(|c| (u32::from(c[0]) << 8) | u32::from(*c.get(1).unwrap_or(&0))).sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Bytes from a hex dump like the captures in the docs ("01 00 5e ..."); whitespace is ignored.

@@ -10,6 +10,7 @@
 //! publishing a [`status::VrrpStatus`] watch.
 
 pub mod announce;
+mod checksum;
 pub mod frame;
 pub mod machine;
 #[cfg(test)]

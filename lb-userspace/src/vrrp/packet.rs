@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::checksum::{finish, sum_words};
+
 /// IP protocol number of VRRP (both versions).
 pub const IPPROTO_VRRP: u8 = 112;
 /// IP protocol number of IPsec AH, which VRRPv2 auth type 2 puts in front of the advert.
@@ -754,12 +756,7 @@ pub fn checksum(msg: &[u8], src: IpAddr, dst: IpAddr, form: ChecksumForm) -> u16
             acc += (len >> 16) + (len & 0xffff) + u64::from(IPPROTO_VRRP);
         }
     }
-    let mut sum = sum_words(msg, acc);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    !(sum as u16)
+    finish(sum_words(msg, acc))
 }
 
 /// Sum of the IPv4 pseudo-header words: src, dst, zero + protocol, VRRP length.
@@ -775,19 +772,6 @@ fn ip_octets(addr: IpAddr) -> Vec<u8> {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     }
-}
-
-/// Adds big-endian 16-bit words (an odd last byte is padded with zero) to an accumulator wide
-/// enough not to overflow for any packet.
-fn sum_words(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let &[last] = chunks.remainder() {
-        acc += u64::from(last) << 8;
-    }
-    acc
 }
 
 #[cfg(test)]

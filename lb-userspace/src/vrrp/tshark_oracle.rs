@@ -4,16 +4,8 @@
 
 use std::{net::IpAddr, process::Command};
 
+use super::checksum::internet_checksum;
 use super::packet::{Advert, Auth, Kind};
-
-fn ip_checksum(b: &[u8]) -> u16 {
-    let mut s: u32 =
-        b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
 
 /// An Ethernet frame carrying `payload` as protocol 112 from `src` to `dst`, TTL 255.
 pub(super) fn frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
@@ -26,7 +18,7 @@ pub(super) fn frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
             ip.extend_from_slice(&[0, 1, 0, 0, 255, 112, 0, 0]);
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
-            let c = ip_checksum(&ip);
+            let c = internet_checksum(&ip);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
             f.extend_from_slice(&ip);
         }

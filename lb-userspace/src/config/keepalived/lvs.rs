@@ -19,6 +19,7 @@ use super::super::model::{
     ServiceForwarding, Tunnel, TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len,
     unspecified,
 };
+use super::super::validate::{Role, address_class_error};
 use super::checkers::{self, CheckSpec};
 use super::keywords::{self, Checker, Section, UNIMPLEMENTED_CHECKERS};
 use super::tree::{Stmt, Word};
@@ -918,6 +919,25 @@ pub(super) fn build(
                     }
                 }
                 Err(message) => unplaced.push((target, message)),
+            }
+        }
+        // A VIP that can be no host's has no interface either: say what is wrong with it, and
+        // with the backends of this virtual server, which validation will not see.
+        let (bad, unplaced): (Vec<_>, Vec<_>) = unplaced
+            .into_iter()
+            .partition(|(target, _)| address_class_error(Role::Vip, target.vip).is_some());
+        for (target, _) in &bad {
+            if let Some(message) = address_class_error(Role::Vip, target.vip) {
+                cx.error(target.vip_at, message);
+            }
+        }
+        if !bad.is_empty() {
+            let reals = spec.reals.iter().map(|r| (Role::Real, r.address, r.address_at));
+            let sorry = spec.sorry.iter().map(|s| (Role::Sorry, s.address, s.address_at));
+            for (role, address, at) in reals.chain(sorry) {
+                if let Some(message) = address_class_error(role, address) {
+                    cx.error(at, message);
+                }
             }
         }
         if let Some(((target, message), rest)) = unplaced.split_first() {

@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 use super::super::{ConfigErrors, HostView};
 use super::*;
 
-/// A host with the interfaces the fixtures use.
+/// A host with the interfaces the fixtures use, whose addresses are `192.0.2.1` and `2001:db8::1`.
 struct Host;
 
 impl HostView for Host {
     fn interface_exists(&self, name: &str) -> bool {
         matches!(name, "eth0" | "eth1" | "bond0.20")
+    }
+
+    fn own_addresses(&self) -> std::io::Result<Vec<std::net::IpAddr>> {
+        Ok(vec![[192, 0, 2, 1].into(), [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1].into()])
     }
 }
 
@@ -1570,6 +1574,101 @@ fn every_error_class_at_its_place() {
             "duplicate virtual server (validation)",
             [HEAD, TAIL, HEAD, TAIL].concat(),
             &["9:1: duplicate virtual server 192.0.2.100:80/tcp: already defined at line 1"],
+        ),
+        // Addresses no host has, and the director's own.
+        (
+            "multicast VIP, broadcast sorry server, loopback real",
+            vec![
+                "virtual_server 224.0.0.18 80 {",
+                "    lb_interface eth0",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    sorry_server 255.255.255.255 80",
+                "    real_server 127.0.0.1 80 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "1:16: virtual IP 224.0.0.18 is a multicast address: clients can only reach a \
+                 unicast address",
+                "5:18: sorry server 255.255.255.255 is the broadcast address: lb forwards only to \
+                 the unicast address of another host",
+                "6:17: real server 127.0.0.1 is a loopback address: lb forwards only to the \
+                 unicast address of another host",
+            ],
+        ),
+        (
+            "unspecified VIP without an interface: what is wrong, not the interface",
+            vec![
+                "virtual_server 0.0.0.0 80 {",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    real_server 127.0.0.1 80 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "1:16: virtual IP 0.0.0.0 is the unspecified address: clients can only reach a \
+                 unicast address",
+                "4:17: real server 127.0.0.1 is a loopback address: lb forwards only to the \
+                 unicast address of another host",
+            ],
+        ),
+        (
+            "group of multicast VIPs, reals that are the director's addresses",
+            vec![
+                "virtual_server_group WEB {",
+                "    192.0.2.100 80",
+                "    224.0.0.1-3 80",
+                "}",
+                "virtual_server group WEB {",
+                "    lb_interface eth0",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    real_server 192.0.2.1 80 {",
+                "    }",
+                "    real_server 192.0.2.100 80 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "3:5: virtual IP 224.0.0.1 is a multicast address: clients can only reach a \
+                 unicast address",
+                "9:17: real server 192.0.2.1 is an address of this host: lb forwards to other \
+                 hosts only (not to the director itself)",
+                "11:17: real server 192.0.2.100 is the virtual IP of virtual server \
+                 192.0.2.100:80/tcp: the director holds that address, so lb would forward the \
+                 packets to itself",
+            ],
+        ),
+        (
+            "IPv4-mapped VIP, IPv6 real of this host, sorry server in a VRRP instance",
+            vec![
+                "vrrp_instance VI_6 {",
+                "    interface eth0",
+                "    virtual_router_id 51",
+                "    virtual_ipaddress {",
+                "        2001:db8::200/64",
+                "    }",
+                "}",
+                "virtual_server ::ffff:192.0.2.100 80 {",
+                "    lb_interface eth0",
+                "    lb_kind DR",
+                "    protocol TCP",
+                "    sorry_server 2001:db8::200 80",
+                "    real_server 2001:db8::1 80 {",
+                "    }",
+                "}",
+            ],
+            &[
+                "8:16: virtual IP ::ffff:192.0.2.100 is an IPv4-mapped IPv6 address, which no \
+                 packet carries: clients can only reach a unicast address (write 192.0.2.100)",
+                "12:18: sorry server 2001:db8::200 is in the virtual_ipaddress of vrrp_instance \
+                 `VI_6`: the director holds that address, so lb would forward the packets to \
+                 itself",
+                "13:17: real server 2001:db8::1 is an address of this host: lb forwards to other \
+                 hosts only (not to the director itself)",
+            ],
         ),
     ];
     for (name, lines, expected) in scenarios {
