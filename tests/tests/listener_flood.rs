@@ -262,3 +262,80 @@ fn checks_that_cannot_get_a_socket_keep_the_reals_state() {
     agent.wait_all_backends("up", Duration::from_secs(5)).expect("all still up");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The numbers behind BENCHMARKS.md ("Idle connection floods"): for 20,000 idle control and
+/// then metrics connections, the agent's RSS and fds, how long a killed real takes to be marked
+/// down, whether a healthy one was, how long `lb backends` takes to answer and the healthy
+/// reals' check latency. Prints, asserts nothing about the agent. Run with `--ignored`; set
+/// `LB_BIN` to compare builds.
+#[test]
+#[ignore = "measurement for BENCHMARKS.md"]
+fn measure_idle_floods() {
+    if !require_root("measure_idle_floods") {
+        return;
+    }
+    println!(
+        "| flood | held | agent fds | RSS before → flooded → after (MiB) | killed real down after | healthy reals down | `lb backends` answers after | check latency of healthy reals |"
+    );
+    for (kind, label) in [("unix", "control"), ("tcp", "metrics")] {
+        let mut dr = DrTopology::build("lm", 3, VIP, testpeer()).expect("topology");
+        let (agent, dir) = start(&dr, &["--metrics", METRICS]);
+        agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up");
+        let pid = agent.pid().expect("pid");
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let rss_before = rss_kib(pid);
+        let since = agent.stderr().len();
+        let target = match kind {
+            "unix" => agent.socket().to_string_lossy().into_owned(),
+            _ => METRICS.to_owned(),
+        };
+        let ns = (kind == "tcp").then_some(&dr.director.ns);
+        let (helpers, held) = flood(ns, kind, &target, 20_000, 2);
+        let fds = open_fds(pid);
+        let rss_flooded = rss_kib(pid);
+        dr.stop_peer(0).expect("stop rs1");
+        let stopped = Instant::now();
+        let down = wait_until(Duration::from_secs(10), || down_logged(&agent, since, "192.0.2.11"));
+        let detected = if down {
+            format!("{:.2} s", stopped.elapsed().as_secs_f64())
+        } else {
+            "not within 10 s".into()
+        };
+        let asked = Instant::now();
+        let backends = if wait_until(Duration::from_secs(15), || agent.backends().is_ok()) {
+            format!("{:.2} s", asked.elapsed().as_secs_f64())
+        } else {
+            "not within 15 s".into()
+        };
+        let latency = agent
+            .backends()
+            .ok()
+            .map(|v| {
+                let ms: Vec<String> = v["services"][0]["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b["address"] != "192.0.2.11")
+                    .map(|b| match b["check_latency"].as_f64() {
+                        Some(s) => format!("{:.2} ms", s * 1000.0),
+                        None => "none".into(),
+                    })
+                    .collect();
+                ms.join(", ")
+            })
+            .unwrap_or_else(|| "n/a".into());
+        let healthy_down =
+            ["192.0.2.12", "192.0.2.13"].iter().filter(|r| down_logged(&agent, since, r)).count();
+        drop(helpers);
+        std::thread::sleep(Duration::from_secs(5));
+        let rss_after = rss_kib(pid);
+        println!(
+            "| {label} | {held} | {fds} | {:.0} → {:.0} → {:.0} | {detected} | {healthy_down} of 2 | {backends} | {latency} |",
+            mib(rss_before),
+            mib(rss_flooded),
+            mib(rss_after)
+        );
+        drop(agent);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
