@@ -317,4 +317,28 @@ mod tests {
         }
         assert_eq!(text.matches("fwmark").count(), text.matches(r#"fwmark="7""#).count());
     }
+
+    /// The listeners' caps and refusals and the checks not run are series of their own.
+    #[test]
+    fn listener_and_not_run_counters() {
+        let backends = BackendsView { services: vec![] };
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 0, "reals": 0, "checks_not_run": 4,
+            "listeners": { "control": { "limit": 128, "open": 3, "accepted": 10, "refused": 7, "timed_out": 2 } }
+        }))
+        .expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        for line in [
+            r#"lb_listener_connections{name="control"} 3"#,
+            r#"lb_listener_connection_limit{name="control"} 128"#,
+            r#"lb_listener_accepted_total{name="control"} 10"#,
+            r#"lb_listener_refused_total{name="control"} 7"#,
+            r#"lb_listener_timeouts_total{name="control"} 2"#,
+            "lb_health_checks_not_run_total 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
 }
