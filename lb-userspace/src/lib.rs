@@ -7,6 +7,7 @@ pub mod control;
 pub mod dataplane;
 pub mod desired;
 pub mod health;
+pub mod listen;
 pub mod maglev;
 pub mod metrics;
 pub mod net;

@@ -39,6 +39,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             dataplane,
             keep_ipvs_on_stop,
         } => {
+            // Before the runtime starts its threads: a stop signal from now on waits for the
+            // agent's handlers instead of killing it half-started.
+            agent::block_start_signals();
             init_logging();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

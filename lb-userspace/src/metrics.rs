@@ -1,7 +1,7 @@
 //! Prometheus text endpoint (`lb run --metrics ADDR`). Every scrape renders the same views the
 //! control socket serves, so metrics and `lb backends` never disagree.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -10,10 +10,13 @@ use prometheus_client::{
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
 };
 
-use crate::control::proto::{BackendsView, StatusView};
+use crate::{
+    control::proto::{BackendsView, StatusView},
+    listen::{ListenerLimit, READ_TIMEOUT, WRITE_TIMEOUT},
+};
 
 /// The `fwmark` label: present only on firewall-mark services, so the series of the other
 /// services keep exactly the labels they always had.
@@ -115,6 +118,35 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         events.get_or_create(&NameLabel { name: name.clone() }).inc_by(*n);
     }
     reg.register("dataplane_events", "Flow-table and other events", events);
+    let open = Family::<NameLabel, Gauge>::default();
+    let cap = Family::<NameLabel, Gauge>::default();
+    let accepted = Family::<NameLabel, Counter>::default();
+    let refused = Family::<NameLabel, Counter>::default();
+    let timed_out = Family::<NameLabel, Counter>::default();
+    for (name, l) in &status.listeners {
+        let label = NameLabel { name: name.clone() };
+        open.get_or_create(&label).set(i64::try_from(l.open).unwrap_or(i64::MAX));
+        cap.get_or_create(&label).set(i64::try_from(l.limit).unwrap_or(i64::MAX));
+        accepted.get_or_create(&label).inc_by(l.accepted);
+        refused.get_or_create(&label).inc_by(l.refused);
+        timed_out.get_or_create(&label).inc_by(l.timed_out);
+    }
+    reg.register("listener_connections", "Connections the listener serves now", open);
+    reg.register("listener_connection_limit", "Connections the listener serves at most", cap);
+    reg.register("listener_accepted", "Connections served", accepted);
+    reg.register("listener_refused", "Connections closed at once: the limit was reached", refused);
+    reg.register(
+        "listener_timeouts",
+        "Connections closed: the client was idle too long",
+        timed_out,
+    );
+    let not_run = Counter::<u64>::default();
+    not_run.inc_by(status.checks_not_run);
+    reg.register(
+        "health_checks_not_run",
+        "Check attempts not run for lack of a resource here (fd, buffer); state kept",
+        not_run,
+    );
 
     let sp = Family::<ServiceLabels, Counter>::default();
     let sb = Family::<ServiceLabels, Counter>::default();
@@ -184,35 +216,59 @@ pub trait Source: Send + Sync + 'static {
     fn views(&self) -> Result<(BackendsView, StatusView), String>;
 }
 
-/// Serves `GET /metrics` (any path, really) until the task is dropped.
-pub async fn serve(listener: TcpListener, source: Arc<dyn Source>) {
+/// Serves `GET /metrics` (any path, really) until the task is dropped; at most `limit`'s cap of
+/// connections at once, the excess answered 503 and closed.
+pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, limit: Arc<ListenerLimit>) {
+    const BUSY: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Some(permit) = limit.admit() else {
+            if let Ok(mut s) = stream.into_std() {
+                let _ = s.write(BUSY);
+            }
+            continue;
+        };
         let source = source.clone();
+        let limit = limit.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            // Read the request head (we answer every request the same way).
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let views = tokio::task::spawn_blocking(move || source.views()).await;
-            let (status, body) = match views {
-                Ok(Ok((b, s))) => match render(&b, &s) {
-                    Ok(text) => ("200 OK", text),
-                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-                },
-                Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
-                Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            scrape(stream, source, &limit).await;
+            drop(permit);
         });
+    }
+}
+
+async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &ListenerLimit) {
+    let mut buf = [0u8; 2048];
+    // Read the request head (we answer every request the same way).
+    if tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await.is_err() {
+        limit.timed_out();
+        return;
+    }
+    let views = tokio::task::spawn_blocking(move || source.views()).await;
+    let (status, body) = match views {
+        Ok(Ok((b, s))) => match render(&b, &s) {
+            Ok(text) => ("200 OK", text),
+            Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+        },
+        Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
+        Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if written.is_err() {
+        limit.timed_out();
     }
 }
 
@@ -260,5 +316,29 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         assert_eq!(text.matches("fwmark").count(), text.matches(r#"fwmark="7""#).count());
+    }
+
+    /// The listeners' caps and refusals and the checks not run are series of their own.
+    #[test]
+    fn listener_and_not_run_counters() {
+        let backends = BackendsView { services: vec![] };
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 0, "reals": 0, "checks_not_run": 4,
+            "listeners": { "control": { "limit": 128, "open": 3, "accepted": 10, "refused": 7, "timed_out": 2 } }
+        }))
+        .expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        for line in [
+            r#"lb_listener_connections{name="control"} 3"#,
+            r#"lb_listener_connection_limit{name="control"} 128"#,
+            r#"lb_listener_accepted_total{name="control"} 10"#,
+            r#"lb_listener_refused_total{name="control"} 7"#,
+            r#"lb_listener_timeouts_total{name="control"} 2"#,
+            "lb_health_checks_not_run_total 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
     }
 }

@@ -71,6 +71,11 @@ impl LbAgent {
         }
     }
 
+    /// The agent's pid (`ip netns exec` execs it, so the spawned pid is the agent's).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// The agent's log so far.
     pub fn stderr(&self) -> String {
         self.process.as_ref().map(Process::stderr_so_far).unwrap_or_default()

@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -68,6 +69,28 @@ impl Netns {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.name()]).args(args);
         cmd
+    }
+
+    /// A `Command` for `program` started directly inside the namespace (`setns` between fork
+    /// and exec, no `ip` in between): its pid is the program's from the first instant, so a
+    /// signal sent right after spawning reaches the program itself.
+    pub fn command_direct(&self, program: &Path) -> Result<Command> {
+        use std::os::unix::process::CommandExt as _;
+        self.check_alive()?;
+        let path = format!("{NETNS_RUN_DIR}/{}", self.name());
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: only async-signal-safe calls (setns) between fork and exec; the fd is
+        // close-on-exec and stays open in the parent while the closure lives.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
     }
 
     /// Runs `args` inside the namespace; errors (quoting stderr) unless it exits 0.

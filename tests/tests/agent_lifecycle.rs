@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use lb_tests::{LbAgent, Netns, lb_bin, require_root, unique_prefix};
+use lb_tests::{LbAgent, Netns, Process, lb_bin, require_root, unique_prefix};
 
 fn temp(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lb-life-{}", std::process::id()));
@@ -244,4 +244,106 @@ fn reload_of_a_hostile_file_keeps_the_agent_and_its_config() {
     agent.reload().expect("a good file reloads");
     assert_eq!(agent.backends().expect("backends")["services"][0]["vip"], "192.0.2.101");
     assert!(agent.stop().is_ok());
+}
+
+/// `--socket` naming a file that is not a socket (a typo naming the config, say) is refused with
+/// a clear error, and the file is left as it was.
+#[test]
+fn socket_path_that_is_not_a_socket_is_left_alone() {
+    // In a namespace of its own: an agent that wrongly started would attach to its `lo` only.
+    if !require_root("socket_path_that_is_not_a_socket") {
+        return;
+    }
+    let ns = Netns::create(&format!("{}-typo", unique_prefix())).expect("netns");
+    let cfg = temp(
+        "typo.toml",
+        "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n",
+    );
+    let before = std::fs::read(&cfg).expect("read");
+    let lb = lb_bin();
+    let out = ns
+        .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "-c"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&cfg)
+        .args(["--xdp-mode", "generic"])
+        .output()
+        .expect("run lb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "control socket {}: refusing to replace it, it is not a socket but a regular file",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&cfg).expect("the config is still there"), before);
+}
+
+/// Whether `pid` blocks or catches SIGTERM (its code runs: the dynamic loader is done).
+fn sigterm_held(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigBlk:") | mask("SigCgt:")) & (1 << (libc::SIGTERM - 1)) != 0
+}
+
+/// SIGTERM at any point of start-up ends it like a SIGTERM later on: exit 0, nothing left
+/// attached, no socket file left behind. Times count from the program's first instructions
+/// (before them the dynamic loader runs, and no program can handle a signal), with a real whose
+/// MAC never resolves (start-up waits for it) and with none (start-up attaches XDP at once).
+#[test]
+fn sigterm_during_start_up_stops_cleanly() {
+    if !require_root("sigterm_during_start_up") {
+        return;
+    }
+    let ns = Netns::create(&format!("{}-early", unique_prefix())).expect("netns");
+    ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    let service = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n";
+    let unresolved = temp(
+        "early-unresolved.toml",
+        &format!("{service}[[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n"),
+    );
+    let attach_at_once = temp("early-attach.toml", service);
+    let mut failures = Vec::new();
+    for cfg in [&unresolved, &attach_at_once] {
+        for delay_ms in [0u64, 20, 50, 100, 200, 300, 500] {
+            let socket = cfg.with_extension(format!("{delay_ms}.sock"));
+            let mut cmd = ns.command_direct(&lb_bin()).expect("command");
+            cmd.args(["run", "-c"]).arg(cfg).arg("--socket").arg(&socket);
+            cmd.args(["--xdp-mode", "generic"]);
+            let mut agent = Process::spawn(cmd, &format!("lb run (SIGTERM at {delay_ms} ms)"))
+                .expect("spawn lb run");
+            // An agent that never holds SIGTERM still gets it, 100 ms late.
+            lb_tests::wait_until(std::time::Duration::from_millis(100), || {
+                sigterm_held(agent.pid())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            agent.signal(libc::SIGTERM).expect("SIGTERM");
+            let status = agent.wait_timeout(std::time::Duration::from_secs(10)).expect("wait");
+            let log = agent.stderr_so_far();
+            let link = ns.ip(&["link", "show", "lo"]).expect("ip link");
+            let wrong = match status {
+                None => Some("no exit within 10 s".to_owned()),
+                Some(s) if !s.success() => Some(format!("exited with {s}")),
+                Some(_) if socket.exists() => Some("socket file left behind".to_owned()),
+                Some(_) if link.contains("xdp") => Some(format!("XDP still attached: {link}")),
+                Some(_) => None,
+            };
+            let what = format!("{}, SIGTERM at {delay_ms} ms", cfg.display());
+            let last = log.lines().last().unwrap_or_default().to_owned();
+            eprintln!("{what}: {}", wrong.as_deref().unwrap_or(&last));
+            if let Some(w) = wrong {
+                failures.push(format!("{what}: {w}; stderr:\n{log}"));
+            }
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::load::{self, FormatChoice},
@@ -35,6 +35,7 @@ use crate::{
         DEFAULT_CONCURRENCY, HealthMonitor, MonitoredReal, monitored_reals,
         state::{HealthSnapshot, RealId},
     },
+    listen::{self, ListenerLimit},
     metrics,
     net::{iface, neigh, route},
     overrides::{self, Override, Overrides, ServiceSelector},
@@ -89,6 +90,8 @@ struct Shared {
     /// The agent is stopping or has handed over: a reload still reading must not switch to its
     /// config afterwards.
     closed: bool,
+    /// The control socket's and the metrics listener's caps and counters.
+    listeners: Vec<Arc<ListenerLimit>>,
 }
 
 /// What a reload needs besides the running state. Reading, parsing, validating and planning a
@@ -213,6 +216,8 @@ impl Shared {
                 Some(rx) => serde_json::to_value(&*rx.borrow()).ok(),
                 None => self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
             },
+            listeners: self.listeners.iter().map(|l| (l.name().to_owned(), l.view())).collect(),
+            checks_not_run: self.monitor.checks_not_run(),
         };
         Ok((backends, status))
     }
@@ -568,6 +573,15 @@ fn log_desired(d: &Desired) {
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Before anything slow: a stop signal during start-up then ends it cleanly (below, or as
+    // soon as the event loop runs) instead of killing the agent with its socket left behind.
+    let mut signals = Signals::new()?;
+    // The listeners are capped, so a higher limit is headroom for checks, VRRP and netlink.
+    match listen::raise_nofile_limit() {
+        Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-files limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let config = load_config(&opts.config, opts.format, opts.strict)?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
     let socket = ControlSocket::bind(&opts.socket)?;
@@ -582,9 +596,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(conn);
     let mut facts = host_facts(&handle, &config, &neigh::Neighbours::default()).await?;
     let wanted = wanted_neighbours(&config, &facts);
-    facts.neighbours = neigh::resolve(&handle, &wanted, RESOLVE_TIMEOUT)
-        .await
-        .context("reading the neighbour table")?;
+    // The one long wait of start-up (nothing is attached yet): a stop signal ends it at once.
+    facts.neighbours = tokio::select! {
+        resolved = neigh::resolve(&handle, &wanted, RESOLVE_TIMEOUT) => {
+            resolved.context("reading the neighbour table")?
+        }
+        name = signals.stop() => {
+            tracing::info!("{name} during start-up: stopping");
+            return Ok(()); // dropping the socket removes its file
+        }
+    };
 
     let (xdp, ipvs, caps) = start_dataplanes(&opts, &config)?;
     let plan = plan_dataplanes(&config, opts.dataplane, &caps)?;
@@ -624,6 +645,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "director running"
     );
 
+    let control_limit = ListenerLimit::new("control", listen::MAX_CONTROL_CONNECTIONS);
+    let metrics_limit = metrics_listener
+        .as_ref()
+        .map(|_| ListenerLimit::new("metrics", listen::MAX_METRICS_CONNECTIONS));
     let reloader = Arc::new(Reloader {
         config_path: opts.config.clone(),
         format: opts.format,
@@ -649,12 +674,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         monitor: monitor.clone(),
         pinned: opts.pinning.is_some(),
         closed: false,
+        listeners: [Some(&control_limit), metrics_limit.as_ref()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
     }));
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
-    let server = tokio::spawn(socket.serve(Arc::new(handler())));
-    let metrics_task = metrics_listener.map(|l| {
+    let server = tokio::spawn(socket.serve(Arc::new(handler()), control_limit));
+    let metrics_task = metrics_listener.zip(metrics_limit).map(|(l, limit)| {
         tracing::info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics");
-        tokio::spawn(metrics::serve(l, Arc::new(handler())))
+        tokio::spawn(metrics::serve(l, Arc::new(handler()), limit))
     });
 
     // VRRP last: the dataplane is ready before an instance can become MASTER.
@@ -707,7 +737,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rx
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
-    let result = event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx).await;
+    let result = event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx, signals).await;
     lock(&shared).closed = true;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
@@ -737,7 +767,68 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     result.and(shutdown.map_err(Into::into))
 }
 
-/// Waits for a stop signal while keeping real-server MACs current.
+/// The signals the agent handles, registered at the start of `lb run`: from then on a signal is
+/// queued for the event loop instead of taking its default action.
+struct Signals {
+    quit: Signal,
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        let signals = Signals {
+            quit: signal(SignalKind::quit())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        };
+        // `main` holds these blocked until now (see `block_start_signals`); a signal that came
+        // meanwhile is delivered to the handlers just installed.
+        unblock_start_signals();
+        Ok(signals)
+    }
+
+    /// The next stop signal's name (SIGQUIT too: during start-up there is nothing to hand over).
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
+
+/// The signals `lb run` handles.
+const START_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+
+fn start_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in START_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Keeps the signals `lb run` handles pending (not fatal) until its handlers are installed.
+/// Call first thing, before any thread is started: threads inherit the mask.
+pub fn block_start_signals() {
+    let set = start_signal_set();
+    // SAFETY: a valid set; changing this thread's mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn unblock_start_signals() {
+    let set = start_signal_set();
+    // SAFETY: a valid set; changing this thread's mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+}
+
 /// Why the event loop ended.
 enum Exit {
     /// SIGTERM/SIGINT: stop forwarding and clean up.
@@ -752,11 +843,9 @@ async fn event_loop(
     handle: &rtnetlink::Handle,
     mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
     mut vrrp: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
+    signals: Signals,
 ) -> anyhow::Result<Exit> {
-    let mut quit = signal(SignalKind::quit())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let Signals { mut quit, mut term, mut int, mut hup } = signals;
     let mut tick = tokio::time::interval(NEIGH_REFRESH);
     let mut last_probe = Instant::now();
     // VRRP instances in FAULT, last we heard.

@@ -19,7 +19,12 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<serde_json::Valu
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    // A busy agent closes the connection at once, after saying so: read its reason.
+    if let Err(e) = stream.write_all(line.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
+    }
     let mut reader = BufReader::new(stream);
     let mut reply = String::new();
     reader.read_line(&mut reply).context("reading the agent's reply")?;

@@ -160,6 +160,27 @@ pub struct StatusView {
     /// VRRP instances: state, priorities, master, timers, counters (absent without instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<serde_json::Value>,
+    /// The agent's own listeners ("control", "metrics"): caps and what they refused.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, ListenerView>,
+    /// Check attempts not run because the agent lacked a resource (no file descriptor, no
+    /// buffer): they leave the real's state as it was.
+    #[serde(default)]
+    pub checks_not_run: u64,
+}
+
+/// One listener in `lb status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerView {
+    /// Connections served at once, at most.
+    pub limit: usize,
+    /// Connections being served now.
+    pub open: usize,
+    pub accepted: u64,
+    /// Closed at once because `limit` were open.
+    pub refused: u64,
+    /// Closed because the client sent or read nothing in time.
+    pub timed_out: u64,
 }
 
 /// One service's dataplane in `lb status`.

@@ -10,7 +10,10 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -39,6 +42,10 @@ pub const DEFAULT_CONCURRENCY: usize = 256;
 /// How long a notify or quorum script may run before it is killed. keepalived has no limit; a
 /// hung script should not pile up processes at every flap.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When an attempt the agent could not make is tried again: `delay_before_retry`, within these.
+const NOT_RUN_RETRY_MIN: Duration = Duration::from_millis(100);
+const NOT_RUN_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Message of a check that has not finished an attempt yet.
 const NOT_CHECKED: &str = "not checked yet";
@@ -110,6 +117,8 @@ struct Shared {
     tx: watch::Sender<HealthSnapshot>,
     permits: Semaphore,
     runtime: Handle,
+    /// Attempts not run for lack of a resource of the agent's own (see [`Outcome::not_run`]).
+    not_run: AtomicU64,
 }
 
 #[derive(Default)]
@@ -136,6 +145,8 @@ struct CheckSlot {
     up: bool,
     /// `NAME: message` of its last attempt.
     message: String,
+    /// Its last attempt could not be made (logged once until one is made again).
+    not_run: bool,
 }
 
 struct ServiceEntry {
@@ -188,7 +199,11 @@ impl Shared {
             .checks
             .checks
             .iter()
-            .map(|c| CheckSlot { up, message: format!("{}: {NOT_CHECKED}", c.kind.name()) })
+            .map(|c| CheckSlot {
+                up,
+                message: format!("{}: {NOT_CHECKED}", c.kind.name()),
+                not_run: false,
+            })
             .collect();
         let tasks = spec
             .checks
@@ -240,6 +255,25 @@ impl Shared {
         Some(up)
     }
 
+    /// Records an attempt of check `index` of real `id` that the agent could not make: counted,
+    /// logged once, and nothing else changes (the real keeps its state and message).
+    fn skipped(&self, id: &RealId, generation: u64, index: usize, outcome: &Outcome) {
+        self.not_run.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        let Some(entry) = inner.reals.get_mut(id).filter(|e| e.generation == generation) else {
+            return;
+        };
+        let addr = entry.spec.addr();
+        let name = entry.spec.checks.checks.get(index).map(|c| c.kind.name());
+        if let Some(slot) = entry.checks.get_mut(index)
+            && !slot.not_run
+        {
+            slot.not_run = true;
+            tracing::warn!(service = %id.0, real = %addr, check = name.unwrap_or_default(),
+                "{}; the real keeps its state until the check runs again", outcome.message);
+        }
+    }
+
     /// Records the result of one attempt of check `index` of real `id`.
     fn report(&self, id: &RealId, generation: u64, index: usize, check_up: bool, outcome: Outcome) {
         let mut guard = self.lock();
@@ -258,7 +292,11 @@ impl Shared {
                 tracing::debug!(service = %id.0, real = %addr, check = name, up = check_up,
                     "check {}: {}", if check_up { "passes" } else { "fails" }, outcome.message);
             }
+            if slot.not_run {
+                tracing::info!(service = %id.0, real = %addr, check = name, "check runs again");
+            }
             slot.up = check_up;
+            slot.not_run = false;
             slot.message = format!("{name}: {}", outcome.message);
         }
         let old_weight = entry.effective_weight();
@@ -336,6 +374,13 @@ async fn check_loop(
                 Err(_) => Outcome::down(format!("no result within {limit:?}"), started),
             }
         };
+        if outcome.not_run {
+            // Nothing learnt about the real: its policy does not move; try again soon.
+            shared.skipped(&id, generation, index, &outcome);
+            next = Instant::now()
+                + check.delay_before_retry.clamp(NOT_RUN_RETRY_MIN, NOT_RUN_RETRY_MAX);
+            continue;
+        }
         let decision = policy.on_result(outcome.ok, Instant::now());
         if !outcome.ok && policy.is_up() {
             // A failure the retries may still absorb: say so, the real is not down (yet).
@@ -360,6 +405,7 @@ impl HealthMonitor {
             tx,
             permits: Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)),
             runtime,
+            not_run: AtomicU64::new(0),
         });
         let monitor = HealthMonitor { shared };
         monitor.update(reals);
@@ -370,6 +416,11 @@ impl HealthMonitor {
     /// the latest latencies are in it too but do not wake receivers by themselves.
     pub fn subscribe(&self) -> watch::Receiver<HealthSnapshot> {
         self.shared.tx.subscribe()
+    }
+
+    /// Check attempts not run so far for lack of a resource here (they changed nothing).
+    pub fn checks_not_run(&self) -> u64 {
+        self.shared.not_run.load(Ordering::Relaxed)
     }
 
     /// The current snapshot.

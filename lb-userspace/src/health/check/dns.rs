@@ -31,7 +31,7 @@ pub enum DnsError {
     #[error(transparent)]
     Family(#[from] BindError),
     #[error("socket: {0}")]
-    Socket(io::Error),
+    Socket(#[source] io::Error),
     #[error("no response within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]

@@ -92,7 +92,9 @@ pub async fn run(
         };
         match result {
             Ok(status) => answers.push(format!("GET {}: {status}", url.path)),
-            Err(e) => return Outcome::down(format!("GET {}: {e}", url.path), started),
+            Err(e) => {
+                return Outcome::from_error(&format_args!("GET {}: {e}", url.path), &e, started);
+            }
         }
     }
     if answers.is_empty() {

@@ -16,7 +16,7 @@ pub async fn run(params: &MiscCheck) -> Outcome {
             out.latency = started.elapsed();
             out
         }
-        Err(e) => Outcome::down(format!("script {e}"), started),
+        Err(e) => Outcome::from_error(&format_args!("script {e}"), &e, started),
     }
 }
 
@@ -27,6 +27,7 @@ fn interpret(status: ExitStatus, dynamic: bool) -> Outcome {
         weight,
         message,
         latency: std::time::Duration::ZERO,
+        not_run: false,
     };
     match status.code() {
         Some(0) => outcome(true, None, "script exited 0".into()),

@@ -11,6 +11,7 @@ mod tls;
 pub mod udp;
 
 use std::{
+    error::Error,
     fmt,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
@@ -29,24 +30,73 @@ pub struct Outcome {
     pub message: String,
     /// How long the attempt took.
     pub latency: Duration,
+    /// The agent lacked a resource (file descriptor, buffer, memory) to try: the attempt says
+    /// nothing about the real, whose state stays as it was.
+    pub not_run: bool,
 }
 
 impl Outcome {
     pub fn up(message: impl Into<String>, started: Instant) -> Self {
-        Outcome { ok: true, weight: None, message: message.into(), latency: started.elapsed() }
+        Outcome {
+            ok: true,
+            weight: None,
+            message: message.into(),
+            latency: started.elapsed(),
+            not_run: false,
+        }
     }
 
     pub fn down(message: impl Into<String>, started: Instant) -> Self {
-        Outcome { ok: false, weight: None, message: message.into(), latency: started.elapsed() }
+        Outcome { ok: false, ..Outcome::up(message, started) }
     }
 
-    /// Up with the success message, or down with the error's.
-    pub fn from_result<E: fmt::Display>(result: Result<String, E>, started: Instant) -> Self {
-        match result {
-            Ok(message) => Outcome::up(message, started),
-            Err(e) => Outcome::down(e.to_string(), started),
+    /// An attempt the agent could not make for lack of a resource of its own.
+    pub fn not_run(message: impl fmt::Display, started: Instant) -> Self {
+        Outcome {
+            not_run: true,
+            ..Outcome::down(format!("internal error: check not run: {message}"), started)
         }
     }
+
+    /// Up with the success message, or down with the error's (not run if the error is the
+    /// agent's own shortage).
+    pub fn from_result<E: Error + 'static>(result: Result<String, E>, started: Instant) -> Self {
+        match result {
+            Ok(message) => Outcome::up(message, started),
+            Err(e) => Outcome::from_error(&e, &e, started),
+        }
+    }
+
+    /// Down with `message`, or not run when `error` (or its cause) is a local shortage.
+    pub fn from_error(
+        message: &dyn fmt::Display,
+        error: &(dyn Error + 'static),
+        started: Instant,
+    ) -> Self {
+        if local_shortage(error) {
+            Outcome::not_run(message, started)
+        } else {
+            Outcome::down(message.to_string(), started)
+        }
+    }
+}
+
+/// Whether `error` or one of its causes says this host ran out of something (file descriptors,
+/// socket buffers, memory) rather than anything about the real.
+pub fn local_shortage(error: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Port used by DNS_CHECK when neither the check nor the real names one.
@@ -211,5 +261,82 @@ mod tests {
         let out = run(&testing::check(CheckKind::Tcp), "127.0.0.1".parse().unwrap(), 0).await;
         assert!(!out.ok);
         assert!(out.message.contains("connect_port"), "{}", out.message);
+    }
+
+    /// The agent's own shortage is "not run", wherever the checker met it; anything else,
+    /// including errors that look alike but are about the real, is down.
+    #[test]
+    fn local_shortages_are_not_failures() {
+        use std::io;
+        let target: SocketAddr = "192.0.2.11:80".parse().unwrap();
+        let started = Instant::now();
+        let os = io::Error::from_raw_os_error;
+        let connect = |e| tcp::ConnectError::Connect { target, source: os(e) };
+        let table: Vec<(Outcome, bool)> = vec![
+            (Outcome::from_result::<tcp::ConnectError>(Err(connect(libc::EMFILE)), started), true),
+            (Outcome::from_result::<tcp::ConnectError>(Err(connect(libc::ENFILE)), started), true),
+            (Outcome::from_result::<tcp::ConnectError>(Err(connect(libc::ENOBUFS)), started), true),
+            (
+                Outcome::from_result::<http::HttpError>(
+                    Err(http::HttpError::Connect(connect(libc::EMFILE))),
+                    started,
+                ),
+                true,
+            ),
+            (
+                Outcome::from_result::<udp::UdpError>(
+                    Err(udp::UdpError::Socket(os(libc::EMFILE))),
+                    started,
+                ),
+                true,
+            ),
+            (
+                Outcome::from_result::<dns::DnsError>(
+                    Err(dns::DnsError::Socket(os(libc::ENFILE))),
+                    started,
+                ),
+                true,
+            ),
+            (
+                Outcome::from_result::<ping::PingError>(
+                    Err(ping::PingError::Socket { dgram: os(libc::EMFILE), raw: os(libc::EMFILE) }),
+                    started,
+                ),
+                true,
+            ),
+            (
+                Outcome::from_result::<tcp::ConnectError>(
+                    Err(connect(libc::ECONNREFUSED)),
+                    started,
+                ),
+                false,
+            ),
+            (
+                Outcome::from_result::<tcp::ConnectError>(
+                    Err(connect(libc::EHOSTUNREACH)),
+                    started,
+                ),
+                false,
+            ),
+            (
+                Outcome::from_result::<udp::UdpError>(
+                    Err(udp::UdpError::Icmp(os(libc::ECONNREFUSED))),
+                    started,
+                ),
+                false,
+            ),
+            (Outcome::from_result::<tcp::ConnectError>(Ok("connected".into()), started), false),
+        ];
+        for (i, (out, not_run)) in table.into_iter().enumerate() {
+            assert_eq!(out.not_run, not_run, "case {i}: {}", out.message);
+            if not_run {
+                assert!(!out.ok, "case {i}");
+                assert!(
+                    out.message.starts_with("internal error: check not run: "),
+                    "{}",
+                    out.message
+                );
+            }
+        }
     }
 }

@@ -25,13 +25,17 @@ const ECHO_REPLY_V6: u8 = 129;
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {
     #[error("cannot open an ICMP socket (datagram: {dgram}; raw: {raw})")]
-    Socket { dgram: io::Error, raw: io::Error },
+    Socket {
+        #[source]
+        dgram: io::Error,
+        raw: io::Error,
+    },
     #[error(transparent)]
     Family(#[from] BindError),
     #[error("socket setup: {0}")]
-    Setup(io::Error),
+    Setup(#[source] io::Error),
     #[error("send: {0}")]
-    Send(io::Error),
+    Send(#[source] io::Error),
     #[error("receive: {0}")]
     Recv(io::Error),
     #[error("no echo reply within {0:?}")]

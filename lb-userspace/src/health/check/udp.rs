@@ -18,9 +18,9 @@ pub enum UdpError {
     #[error(transparent)]
     Family(#[from] BindError),
     #[error("socket: {0}")]
-    Socket(io::Error),
+    Socket(#[source] io::Error),
     #[error("send: {0}")]
-    Send(io::Error),
+    Send(#[source] io::Error),
     #[error("ICMP error: {0}")]
     Icmp(io::Error),
     #[error("no reply within {0:?}")]
