@@ -64,6 +64,12 @@ struct NameLabel {
     name: String,
 }
 
+/// Which listener: `control` or `metrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttachLabels {
     interface: String,
@@ -118,13 +124,13 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         events.get_or_create(&NameLabel { name: name.clone() }).inc_by(*n);
     }
     reg.register("dataplane_events", "Flow-table and other events", events);
-    let open = Family::<NameLabel, Gauge>::default();
-    let cap = Family::<NameLabel, Gauge>::default();
-    let accepted = Family::<NameLabel, Counter>::default();
-    let refused = Family::<NameLabel, Counter>::default();
-    let timed_out = Family::<NameLabel, Counter>::default();
+    let open = Family::<ListenerLabel, Gauge>::default();
+    let cap = Family::<ListenerLabel, Gauge>::default();
+    let accepted = Family::<ListenerLabel, Counter>::default();
+    let refused = Family::<ListenerLabel, Counter>::default();
+    let timed_out = Family::<ListenerLabel, Counter>::default();
     for (name, l) in &status.listeners {
-        let label = NameLabel { name: name.clone() };
+        let label = ListenerLabel { listener: name.clone() };
         open.get_or_create(&label).set(i64::try_from(l.open).unwrap_or(i64::MAX));
         cap.get_or_create(&label).set(i64::try_from(l.limit).unwrap_or(i64::MAX));
         accepted.get_or_create(&label).inc_by(l.accepted);
@@ -331,11 +337,11 @@ mod tests {
         .expect("status view");
         let text = render(&backends, &status).expect("rendered");
         for line in [
-            r#"lb_listener_connections{name="control"} 3"#,
-            r#"lb_listener_connection_limit{name="control"} 128"#,
-            r#"lb_listener_accepted_total{name="control"} 10"#,
-            r#"lb_listener_refused_total{name="control"} 7"#,
-            r#"lb_listener_timeouts_total{name="control"} 2"#,
+            r#"lb_listener_connections{listener="control"} 3"#,
+            r#"lb_listener_connection_limit{listener="control"} 128"#,
+            r#"lb_listener_accepted_total{listener="control"} 10"#,
+            r#"lb_listener_refused_total{listener="control"} 7"#,
+            r#"lb_listener_timeouts_total{listener="control"} 2"#,
             "lb_health_checks_not_run_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");

@@ -211,7 +211,7 @@ fn idle_connection_floods_do_not_take_reals_down() {
     let metrics = scrape(&dr).expect("scrape");
     let refused = metrics
         .lines()
-        .find(|l| l.starts_with("lb_listener_refused_total{name=\"metrics\"}"))
+        .find(|l| l.starts_with("lb_listener_refused_total{listener=\"metrics\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
