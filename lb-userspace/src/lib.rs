@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod health;
 pub mod listen;
+pub mod logging;
 pub mod maglev;
 pub mod metrics;
 pub mod net;

@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lb: {e:#}");
+            // Under journald an error line needs its priority like the log's lines.
+            let prefix = if lb::logging::under_journald() { "<3>" } else { "" };
+            eprintln!("{prefix}lb: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -38,11 +40,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             state_file,
             dataplane,
             keep_ipvs_on_stop,
+            log_format,
+            log_level,
         } => {
             // Before the runtime starts its threads: a stop signal from now on waits for the
             // agent's handlers instead of killing it half-started.
             agent::block_start_signals();
-            init_logging();
+            lb::logging::init(&lb::logging::LogSettings::from_env(log_format, log_level));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -197,11 +201,4 @@ fn print_changed(data: &serde_json::Value) -> anyhow::Result<ExitCode> {
         println!("{} -> {}: {} (weight {})", c.service, c.real, c.state, c.weight);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default `info`.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -1,6 +1,7 @@
 //! `lb run`: wires the pure cores to the world. Inputs (config, interfaces, neighbour table) feed
 //! `desired_state`; the dataplane applies the result; the control socket shows it.
 
+mod changes;
 mod resume;
 pub mod view;
 
@@ -368,11 +369,13 @@ impl Reloader {
         };
         let prepared = self.prepare(&running_vrrp)?;
         let prepared_ms = started.elapsed().as_millis() as u64;
+        let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
         let (services, reals) = lock(shared).switch_to(prepared, &overrides_before)?;
         tracing::info!(
             config = %self.config_path.display(),
             services,
             reals,
+            changed = %changes,
             read_ms = prepared_ms,
             total_ms = started.elapsed().as_millis() as u64,
             "configuration reloaded"

@@ -64,6 +64,13 @@ pub enum Command {
         /// the control socket).
         #[arg(long, value_name = "FILE", requires = "pin_dir")]
         state_file: Option<PathBuf>,
+        /// Log lines as human text or JSON objects (on stderr; under journald text lines carry
+        /// sd-daemon `<N>` priorities and no timestamp).
+        #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+        log_format: crate::logging::LogFormat,
+        /// Least severe level logged; overrides `RUST_LOG` (default: `RUST_LOG`, else `info`).
+        #[arg(long, value_enum, value_name = "LEVEL")]
+        log_level: Option<crate::logging::LogLevel>,
     },
     /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error.
     Check {
