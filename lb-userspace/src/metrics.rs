@@ -222,8 +222,67 @@ pub trait Source: Send + Sync + 'static {
     fn views(&self) -> Result<(BackendsView, StatusView), String>;
 }
 
-/// Serves `GET /metrics` (any path, really) until the task is dropped; at most `limit`'s cap of
-/// connections at once, the excess answered 503 and closed.
+/// What the listener serves at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    /// `/metrics`, and `/` as before paths were told apart.
+    Metrics,
+    /// `/healthz`: the agent answers.
+    Health,
+    /// `/readyz`: the dataplane is live and a service is serving.
+    Ready,
+    NotFound,
+}
+
+/// The page a request head asks for (a head that does not parse gets the 404).
+fn route(head: &[u8]) -> Page {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    // A partial head is fine: only the request line matters.
+    if req.parse(head).is_err() {
+        return Page::NotFound;
+    }
+    let path = req.path.unwrap_or_default();
+    match path.split(['?', '#']).next().unwrap_or_default() {
+        "/metrics" | "/" => Page::Metrics,
+        "/healthz" => Page::Health,
+        "/readyz" => Page::Ready,
+        _ => Page::NotFound,
+    }
+}
+
+/// Ready when the dataplane is live and at least one service is serving (active here, with a
+/// real up at a weight above 0 or a sorry server); else why not.
+pub fn readiness(backends: &BackendsView, status: &StatusView) -> Result<(), String> {
+    let dp = &status.dataplane;
+    if dp.kind == "none" {
+        return Err("no dataplane is running".to_owned());
+    }
+    let on_xdp = backends.services.iter().any(|s| s.dataplane == "xdp");
+    if on_xdp && dp.attachments.is_empty() {
+        return Err("the XDP program is not attached to any interface".to_owned());
+    }
+    if backends.services.is_empty() {
+        return Err("no service is configured".to_owned());
+    }
+    let serving = |s: &crate::control::proto::ServiceView| {
+        s.active
+            && (s.sorry_server.is_some()
+                || s.backends.iter().any(|b| b.state == "up" && b.weight > 0))
+    };
+    if backends.services.iter().any(serving) {
+        return Ok(());
+    }
+    let inactive = backends.services.iter().filter(|s| !s.active).count();
+    Err(format!(
+        "no service is serving: {} services, {inactive} not active here (VRRP), none with a real server up",
+        backends.services.len()
+    ))
+}
+
+/// Serves `/metrics` (and `/`), `/healthz` and `/readyz` until the task is dropped, 404 for
+/// other paths; at most `limit`'s cap of connections at once, the excess answered 503 and
+/// closed.
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, limit: Arc<ListenerLimit>) {
     const BUSY: &[u8] =
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -248,23 +307,51 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, limit: Arc<Li
 }
 
 async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &ListenerLimit) {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let mut buf = [0u8; 2048];
-    // Read the request head (we answer every request the same way).
-    if tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await.is_err() {
-        limit.timed_out();
-        return;
-    }
-    let views = tokio::task::spawn_blocking(move || source.views()).await;
-    let (status, body) = match views {
-        Ok(Ok((b, s))) => match render(&b, &s) {
-            Ok(text) => ("200 OK", text),
-            Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-        },
-        Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
-        Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+    // Read the request head: its first line says which page.
+    let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            limit.timed_out();
+            return;
+        }
+    };
+    let page = route(&buf[..n]);
+    let (status, content_type, body) = match page {
+        Page::Health => ("200 OK", TEXT, "ok\n".to_owned()),
+        Page::NotFound => {
+            ("404 Not Found", TEXT, "not found: try /metrics, /healthz or /readyz\n".to_owned())
+        }
+        Page::Metrics | Page::Ready => {
+            let views = tokio::task::spawn_blocking(move || source.views()).await;
+            match (page, views) {
+                (Page::Metrics, Ok(Ok((b, s)))) => match render(&b, &s) {
+                    Ok(text) => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        text,
+                    ),
+                    Err(e) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
+                },
+                (_, Ok(Ok((b, s)))) => match readiness(&b, &s) {
+                    Ok(()) => ("200 OK", TEXT, "ready\n".to_owned()),
+                    Err(why) => ("503 Service Unavailable", TEXT, format!("not ready: {why}\n")),
+                },
+                (Page::Ready, Ok(Err(e))) => {
+                    ("503 Service Unavailable", TEXT, format!("not ready: {e}\n"))
+                }
+                (Page::Ready, Err(e)) => {
+                    ("503 Service Unavailable", TEXT, format!("not ready: {e}\n"))
+                }
+                (_, Ok(Err(e))) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
+                (_, Err(e)) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
+            }
+        }
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -322,6 +409,99 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         assert_eq!(text.matches("fwmark").count(), text.matches(r#"fwmark="7""#).count());
+    }
+
+    #[test]
+    fn routes_by_path() {
+        let cases: &[(&[u8], Page)] = &[
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", Page::Metrics),
+            (b"GET / HTTP/1.1\r\n\r\n", Page::Metrics),
+            (b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", Page::Metrics),
+            (b"GET /healthz HTTP/1.1\r\n\r\n", Page::Health),
+            (b"GET /readyz HTTP/1.0\r\n", Page::Ready),
+            (b"GET /status HTTP/1.1\r\n\r\n", Page::NotFound),
+            (b"GET /metricsx HTTP/1.1\r\n\r\n", Page::NotFound),
+            (b"\x00\x01garbage", Page::NotFound),
+            (b"", Page::NotFound),
+        ];
+        for (head, want) in cases {
+            assert_eq!(route(head), *want, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn readiness_by_scenario() {
+        let backend = |state: &str, weight: u32| {
+            json!({ "address": "192.0.2.11", "port": 80, "weight": weight, "state": state,
+                    "packets": 0, "bytes": 0 })
+        };
+        let service = |dataplane: &str, active: bool, backends: Vec<serde_json::Value>| {
+            json!({ "vip": "192.0.2.100", "port": 80, "protocol": "tcp", "scheduler": "mh",
+                    "dataplane": dataplane, "interface": "eth0", "packets": 0, "bytes": 0,
+                    "active": active, "backends": backends })
+        };
+        let attached =
+            json!([{ "interface": "eth0", "ifindex": 2, "mode": "generic", "program_id": 7 }]);
+        // (dataplane kind, attachments, services, ready, reason contains)
+        let cases = vec![
+            ("xdp", attached.clone(), vec![service("xdp", true, vec![backend("up", 1)])], true, ""),
+            ("ipvs", json!([]), vec![service("ipvs", true, vec![backend("up", 1)])], true, ""),
+            (
+                "xdp",
+                json!([]),
+                vec![service("xdp", true, vec![backend("up", 1)])],
+                false,
+                "not attached",
+            ),
+            ("none", json!([]), vec![], false, "no dataplane"),
+            ("xdp", attached.clone(), vec![], false, "no service is configured"),
+            (
+                "xdp",
+                attached.clone(),
+                vec![service("xdp", true, vec![backend("down", 1)])],
+                false,
+                "none with a real server up",
+            ),
+            (
+                "xdp",
+                attached.clone(),
+                vec![service("xdp", true, vec![backend("up", 0)])],
+                false,
+                "none with",
+            ),
+            (
+                "xdp",
+                attached.clone(),
+                vec![service("xdp", false, vec![backend("up", 1)])],
+                false,
+                "1 not active",
+            ),
+            (
+                "xdp",
+                attached,
+                vec![
+                    service("xdp", false, vec![backend("up", 1)]),
+                    service("xdp", true, vec![backend("up", 2)]),
+                ],
+                true,
+                "",
+            ),
+        ];
+        for (kind, attachments, services, ready, why) in cases {
+            let backends: BackendsView =
+                serde_json::from_value(json!({ "services": services })).expect("backends view");
+            let status: StatusView = serde_json::from_value(json!({
+                "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+                "dataplane": { "kind": kind, "attachments": attachments },
+                "counters": {}, "services": 0, "reals": 0
+            }))
+            .expect("status view");
+            let got = readiness(&backends, &status);
+            assert_eq!(got.is_ok(), ready, "{kind} {services:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.contains(why), "{e} lacks {why}");
+            }
+        }
     }
 
     /// The listeners' caps and refusals and the checks not run are series of their own.
