@@ -33,6 +33,17 @@ impl LbAgent {
     /// Starts `lb run -c CONFIG` inside `ns` with a private control socket and waits until the
     /// agent answers on it.
     pub fn start(ns: &Netns, bin: &Path, config: &Path, extra: &[&str]) -> Result<LbAgent> {
+        LbAgent::start_with_env(ns, bin, config, extra, &[])
+    }
+
+    /// [`LbAgent::start`] with `env` added to the agent's environment (e.g. `JOURNAL_STREAM`).
+    pub fn start_with_env(
+        ns: &Netns,
+        bin: &Path,
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LbAgent> {
         if !bin.is_file() {
             bail!("lb binary {} not found (build it: cargo build -p lb-userspace)", bin.display());
         }
@@ -42,7 +53,14 @@ impl LbAgent {
         let bin_s = bin.to_string_lossy().into_owned();
         let config_s = config.to_string_lossy().into_owned();
         let socket_s = socket.to_string_lossy().into_owned();
-        let mut args = vec![bin_s.as_str(), "run", "-c", &config_s, "--socket", &socket_s];
+        // `env` execs the agent: the spawned pid stays the agent's.
+        let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args: Vec<&str> = Vec::new();
+        if !assignments.is_empty() {
+            args.push("env");
+            args.extend(assignments.iter().map(String::as_str));
+        }
+        args.extend([bin_s.as_str(), "run", "-c", &config_s, "--socket", &socket_s]);
         args.extend_from_slice(extra);
         let process = ns.spawn(&args)?;
         let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, dir };
@@ -61,6 +79,11 @@ impl LbAgent {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The agent's runtime directory (the control socket's): where its dumps go.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Sends `sig` to the agent (SIGHUP: reload its config file).

@@ -63,6 +63,9 @@ impl Changes {
 
 impl fmt::Display for Changes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing");
+        }
         write!(
             f,
             "services +{} -{} ~{}, reals +{} -{} ~{}",

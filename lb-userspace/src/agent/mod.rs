@@ -8,7 +8,7 @@ pub mod view;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
@@ -740,7 +740,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rx
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
-    let result = event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx, signals).await;
+    let runtime_dir = opts.socket.parent().unwrap_or(Path::new("/run/lb")).to_owned();
+    let result =
+        event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx, signals, &runtime_dir).await;
     lock(&shared).closed = true;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
@@ -777,6 +779,9 @@ struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    /// keepalived's data dump and stats dump: files in the runtime directory.
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -786,6 +791,8 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         };
         // `main` holds these blocked until now (see `block_start_signals`); a signal that came
         // meanwhile is delivered to the handlers just installed.
@@ -804,7 +811,8 @@ impl Signals {
 }
 
 /// The signals `lb run` handles.
-const START_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+const START_SIGNALS: [libc::c_int; 6] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
 
 fn start_signal_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
@@ -832,6 +840,84 @@ fn unblock_start_signals() {
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
 
+/// keepalived's SIGUSR1 and SIGUSR2 dumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dump {
+    /// Configuration, desired state (backends as forwarded) and VRRP.
+    Data,
+    /// Status and counters.
+    Stats,
+}
+
+impl Dump {
+    fn signal(self) -> &'static str {
+        match self {
+            Dump::Data => "SIGUSR1",
+            Dump::Stats => "SIGUSR2",
+        }
+    }
+
+    fn file_name(self) -> &'static str {
+        match self {
+            Dump::Data => "lb.data.json",
+            Dump::Stats => "lb.stats.json",
+        }
+    }
+}
+
+impl Shared {
+    /// The JSON of a dump, from the same views `lb backends` and `lb status` show.
+    fn dump(&mut self, kind: Dump) -> Result<serde_json::Value, String> {
+        let (backends, status) = self.views()?;
+        let written_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let value = match kind {
+            Dump::Data => serde_json::json!({
+                "kind": "data",
+                "pid": std::process::id(),
+                "written_at": written_at,
+                "config": self.config,
+                "backends": backends,
+                "vrrp": status.vrrp,
+            }),
+            Dump::Stats => serde_json::json!({
+                "kind": "stats",
+                "pid": std::process::id(),
+                "written_at": written_at,
+                "status": status,
+                "backends": backends,
+            }),
+        };
+        Ok(value)
+    }
+}
+
+/// Writes `value` to `dir/name` whole: a reader never sees half a dump.
+fn write_dump(dir: &Path, name: &str, value: &serde_json::Value) -> std::io::Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// SIGUSR1/SIGUSR2: writes the dump and logs where; a failure is logged, never fatal.
+async fn dump_on_signal(shared: &Arc<Mutex<Shared>>, dir: &Path, kind: Dump) {
+    let (s, dir) = (shared.clone(), dir.to_owned());
+    let result = tokio::task::spawn_blocking(move || {
+        let value = lock(&s).dump(kind).map_err(std::io::Error::other)?;
+        write_dump(&dir, kind.file_name(), &value)
+    })
+    .await;
+    match result {
+        Ok(Ok(path)) => tracing::info!(path = %path.display(), "{}: dump written", kind.signal()),
+        Ok(Err(e)) => tracing::error!(error = %e, "{}: writing the dump", kind.signal()),
+        Err(e) => tracing::error!(error = %e, "{}: dump task failed", kind.signal()),
+    }
+}
+
 /// Why the event loop ended.
 enum Exit {
     /// SIGTERM/SIGINT: stop forwarding and clean up.
@@ -847,8 +933,9 @@ async fn event_loop(
     mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
     mut vrrp: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
     signals: Signals,
+    runtime_dir: &Path,
 ) -> anyhow::Result<Exit> {
-    let Signals { mut quit, mut term, mut int, mut hup } = signals;
+    let Signals { mut quit, mut term, mut int, mut hup, mut usr1, mut usr2 } = signals;
     let mut tick = tokio::time::interval(NEIGH_REFRESH);
     let mut last_probe = Instant::now();
     // VRRP instances in FAULT, last we heard.
@@ -938,6 +1025,8 @@ async fn event_loop(
                     Err(e) => tracing::error!(error = %e, "health task failed"),
                 }
             }
+            _ = usr1.recv() => dump_on_signal(shared, runtime_dir, Dump::Data).await,
+            _ = usr2.recv() => dump_on_signal(shared, runtime_dir, Dump::Stats).await,
             _ = hup.recv() => {
                 let (s, r) = (shared.clone(), reloader.clone());
                 // Not awaited: health and VRRP changes go on while the file is read.
