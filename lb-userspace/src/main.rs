@@ -82,7 +82,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             result?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config: path, format, strict } => {
+        Command::Check { config: path, format, strict, json } => {
+            if json {
+                let report = lb::cli::check::check(&path, &SystemHost, format, strict);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
             match lb::cli::load::load(&path, &SystemHost, format, strict) {
                 Ok(loaded) => {
                     for w in &loaded.warnings {
@@ -104,8 +109,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
+                    // On stderr: a script capturing stdout still sees why the file failed.
                     for e in errors.iter() {
-                        println!("{e}");
+                        eprintln!("{e}");
                     }
                     Ok(ExitCode::FAILURE)
                 }

@@ -90,7 +90,8 @@ fn a_real_that_is_an_address_of_this_host_is_refused() {
 
     let check = ns.command(&[lb, "check", "-c", cfg_s]).output().expect("lb check");
     assert_eq!(check.status.code(), Some(1), "lb check: {check:?}");
-    assert!(String::from_utf8_lossy(&check.stdout).contains(&expected), "lb check: {check:?}");
+    // Errors are on stderr.
+    assert!(String::from_utf8_lossy(&check.stderr).contains(&expected), "lb check: {check:?}");
 
     let socket = cfg.with_extension("sock");
     let socket_s = socket.to_str().expect("utf-8 path");

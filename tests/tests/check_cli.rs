@@ -1,5 +1,5 @@
 //! `lb check -c FILE` as operators and scripts use it: exit 0 and a summary for a valid file; exit 1
-//! and one `FILE:LINE:COL: message` line per error otherwise.
+//! and one `FILE:LINE:COL: message` line per error on stderr otherwise; `--json` for scripts.
 
 use std::{path::PathBuf, process::Command};
 
@@ -13,10 +13,57 @@ fn write(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// The exit code and everything printed: stdout, then stderr (where the errors go).
+fn printed(out: &std::process::Output) -> (i32, String) {
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 fn check(path: &PathBuf) -> (i32, String) {
-    let out =
-        Command::new(lb_bin()).args(["check", "-c"]).arg(path).output().expect("run lb check");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    printed(&Command::new(lb_bin()).args(["check", "-c"]).arg(path).output().expect("run lb check"))
+}
+
+/// Errors go to stderr (stdout stays for the summary); `--json` puts one document on stdout
+/// with the same exit code.
+#[test]
+fn errors_on_stderr_and_json_on_stdout() {
+    let bad = write("streams-bad.toml", "[[virtual_server]]\nvip = \"nope\"\n");
+    let good = write(
+        "streams-good.toml",
+        &format!("{GOOD_VS}[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"),
+    );
+    let run = |args: &[&str], path: &PathBuf| {
+        Command::new(lb_bin())
+            .arg("check")
+            .args(args)
+            .arg("-c")
+            .arg(path)
+            .output()
+            .expect("lb check")
+    };
+    let out = run(&[], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "errors on stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().all(|l| l.contains("streams-bad.toml:")) && !err.is_empty(), "{err}");
+
+    // (file, exit code, valid, errors non-empty)
+    for (path, code, valid) in [(&bad, 1, false), (&good, 0, true)] {
+        let out = run(&["--json"], path);
+        assert_eq!(out.status.code(), Some(code), "{}", path.display());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(v["valid"], valid, "{v}");
+        assert_eq!(v["errors"].as_array().is_some_and(|e| !e.is_empty()), !valid, "{v}");
+        assert!(v["warnings"].is_array(), "{v}");
+        if valid {
+            assert_eq!(v["summary"]["virtual_servers"], 1, "{v}");
+        } else {
+            let e = &v["errors"][0];
+            assert!(e["file"].is_string() && e["line"].is_u64() && e["col"].is_u64(), "{v}");
+            assert!(e["message"].is_string(), "{v}");
+        }
+    }
 }
 
 const GOOD_VS: &str = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nprotocol = \"tcp\"\ninterface = \"lo\"\n";
@@ -189,7 +236,7 @@ fn check_within(path: &std::path::Path, seconds: u32) -> (i32, String) {
         .arg(path)
         .output()
         .expect("run timeout lb check");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    printed(&out)
 }
 
 /// Hostile or mistaken files are one located error each, never a crash (a stack overflow aborts

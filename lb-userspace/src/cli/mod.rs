@@ -1,5 +1,6 @@
 //! The `lb` command line. Subcommand and flag names are a contract with operators and scripts.
 
+pub mod check;
 pub mod convert;
 pub mod load;
 pub mod render;
@@ -72,7 +73,8 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "LEVEL")]
         log_level: Option<crate::logging::LogLevel>,
     },
-    /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error.
+    /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL: message per error
+    /// (on stderr).
     Check {
         /// Configuration file (TOML or keepalived.conf).
         #[arg(short, long, value_name = "FILE")]
@@ -83,6 +85,10 @@ pub enum Command {
         /// Treat warnings (keepalived keywords accepted but not acted on) as errors.
         #[arg(long)]
         strict: bool,
+        /// Print one JSON document on stdout: `valid`, `errors` and `warnings` (each `file`,
+        /// `line`, `col`, `message`), `notices`, `summary`. The exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// List services and their real servers, like `ipvsadm -Ln`.
     Backends {

@@ -1,0 +1,121 @@
+//! `lb check`: the verdict on a config file, as text lines or as one JSON document.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::load::{FormatChoice, load};
+use crate::config::HostView;
+
+/// One located diagnostic (`FILE:LINE:COL: message` in text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+}
+
+/// What a valid file holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub format: String,
+    pub virtual_servers: usize,
+    pub real_servers: usize,
+    pub vrrp_instances: usize,
+}
+
+/// `lb check --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub valid: bool,
+    pub errors: Vec<Diagnostic>,
+    /// keepalived keywords accepted but not acted on.
+    pub warnings: Vec<Diagnostic>,
+    /// Settings that are valid but probably not what was meant.
+    pub notices: Vec<Diagnostic>,
+    /// Absent (null) when the file is not valid.
+    pub summary: Option<Summary>,
+}
+
+fn diag(file: &Path, line: u32, col: u32, message: &str) -> Diagnostic {
+    Diagnostic { file: file.display().to_string(), line, col, message: message.to_owned() }
+}
+
+/// Checks `path` as `lb check` does.
+pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Report {
+    match load(path, host, format, strict) {
+        Ok(loaded) => {
+            let cfg = &loaded.config;
+            Report {
+                valid: true,
+                errors: Vec::new(),
+                warnings: loaded
+                    .warnings
+                    .iter()
+                    .map(|w| diag(&w.file, w.line, w.col, &w.message))
+                    .collect(),
+                notices: loaded
+                    .notices
+                    .iter()
+                    .map(|n| diag(&n.file, n.line, n.col, &n.message))
+                    .collect(),
+                summary: Some(Summary {
+                    format: loaded.format.to_string(),
+                    virtual_servers: cfg.virtual_servers.len(),
+                    real_servers: cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum(),
+                    vrrp_instances: cfg.vrrp.instances.len(),
+                }),
+            }
+        }
+        Err(errors) => Report {
+            valid: false,
+            errors: errors.iter().map(|e| diag(&e.file, e.line, e.col, &e.message)).collect(),
+            warnings: Vec::new(),
+            notices: Vec::new(),
+            summary: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::AnyHost;
+
+    fn report(text: &str) -> serde_json::Value {
+        let dir = std::env::temp_dir().join(format!("lb-check-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(format!("t{}.toml", text.len()));
+        std::fs::write(&path, text).expect("write");
+        let r = check(&path, &AnyHost, FormatChoice::Auto, false);
+        let _ = std::fs::remove_file(&path);
+        serde_json::to_value(r).expect("json")
+    }
+
+    #[test]
+    fn json_shape_valid_and_invalid() {
+        let ok = report(
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nprotocol = \"tcp\"\ninterface = \"eth0\"\n\
+             [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n",
+        );
+        assert_eq!(ok["valid"], true, "{ok}");
+        assert_eq!(ok["errors"], serde_json::json!([]), "{ok}");
+        assert!(ok["warnings"].is_array(), "{ok}");
+        assert_eq!(ok["summary"]["virtual_servers"], 1, "{ok}");
+        assert_eq!(ok["summary"]["real_servers"], 1, "{ok}");
+        assert_eq!(ok["summary"]["format"], "TOML", "{ok}");
+
+        let bad = report("[[virtual_server]]\nvip = \"nope\"\n");
+        assert_eq!(bad["valid"], false, "{bad}");
+        assert!(bad["summary"].is_null(), "{bad}");
+        let errors = bad["errors"].as_array().expect("errors");
+        assert!(!errors.is_empty(), "{bad}");
+        for e in errors {
+            assert!(e["file"].as_str().is_some_and(|f| f.ends_with(".toml")), "{e}");
+            assert!(e["line"].as_u64().is_some_and(|l| l >= 1), "{e}");
+            assert!(e["col"].as_u64().is_some_and(|c| c >= 1), "{e}");
+            assert!(e["message"].is_string(), "{e}");
+        }
+    }
+}
