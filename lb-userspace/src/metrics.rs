@@ -4,8 +4,8 @@
 use std::{io::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use tokio::{
@@ -85,6 +85,135 @@ struct InfoLabels {
 
 const STATES: [&str; 4] = ["up", "drain", "down", "unresolved"];
 
+/// The VRRP states an instance reports (`lb status`).
+const VRRP_STATES: [&str; 5] = ["INIT", "BACKUP", "MASTER", "FAULT", "STOP"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceStateLabels {
+    instance: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceReasonLabels {
+    instance: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckOutcomeLabels {
+    check: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashLabel {
+    hash: String,
+}
+
+/// A histogram whose buckets were counted elsewhere (the health monitor), encoded as is.
+#[derive(Debug)]
+struct CountedHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, count in this bucket), not cumulative; the last bound is +Inf.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for CountedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// VRRP instances' state, priority, transitions and adverts (from `lb status`'s `vrrp`).
+fn register_vrrp(reg: &mut Registry, vrrp: Option<&serde_json::Value>) {
+    let state = Family::<InstanceStateLabels, Gauge>::default();
+    let priority = Family::<InstanceLabel, Gauge>::default();
+    let transitions = Family::<InstanceLabel, Counter>::default();
+    let sent = Family::<InstanceLabel, Counter>::default();
+    let received = Family::<InstanceLabel, Counter>::default();
+    let rejected = Family::<InstanceReasonLabels, Counter>::default();
+    let instances = vrrp.and_then(|v| v["instances"].as_array()).map(Vec::as_slice).unwrap_or(&[]);
+    for i in instances {
+        let name = i["name"].as_str().unwrap_or_default().to_owned();
+        let l = InstanceLabel { instance: name.clone() };
+        for st in VRRP_STATES {
+            let labels = InstanceStateLabels { instance: name.clone(), state: st.to_owned() };
+            state.get_or_create(&labels).set(i64::from(i["state"] == st));
+        }
+        let prio = i["effective_priority"].as_i64().unwrap_or_default();
+        priority.get_or_create(&l).set(prio);
+        let c = &i["counters"];
+        let n = |k: &str| c[k].as_u64().unwrap_or_default();
+        transitions.get_or_create(&l).inc_by(n("transitions"));
+        sent.get_or_create(&l).inc_by(n("adverts_sent"));
+        received.get_or_create(&l).inc_by(n("adverts_received"));
+        for (reason, v) in c["rejected"].as_object().into_iter().flatten() {
+            let labels = InstanceReasonLabels { instance: name.clone(), reason: reason.clone() };
+            rejected.get_or_create(&labels).inc_by(v.as_u64().unwrap_or_default());
+        }
+    }
+    reg.register("vrrp_state", "1 for the instance's current VRRP state", state);
+    reg.register("vrrp_priority", "The instance's effective priority (with tracking)", priority);
+    reg.register("vrrp_transitions", "VRRP state changes of the instance", transitions);
+    reg.register("vrrp_adverts_sent", "VRRP adverts sent", sent);
+    reg.register("vrrp_adverts_received", "VRRP adverts accepted", received);
+    reg.register("vrrp_adverts_rejected", "VRRP adverts discarded, by reason", rejected);
+}
+
+/// Health-check attempts by check and outcome, their latency, and the reloads.
+fn register_checks_and_reloads(reg: &mut Registry, status: &StatusView) {
+    let hc = &status.health_checks;
+    let attempts = Family::<CheckOutcomeLabels, Counter>::default();
+    for (check, outcomes) in &hc.attempts {
+        for (outcome, n) in outcomes {
+            let l = CheckOutcomeLabels { check: check.clone(), outcome: outcome.clone() };
+            attempts.get_or_create(&l).inc_by(*n);
+        }
+    }
+    reg.register("health_checks", "Health-check attempts, by check and outcome", attempts);
+    let bounds = crate::control::proto::CHECK_LATENCY_BUCKETS_US
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .chain([f64::INFINITY]);
+    let counts = hc.latency_buckets.iter().copied().chain(std::iter::repeat(0));
+    let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+    let latency = CountedHistogram {
+        sum: hc.latency_sum_us as f64 / 1e6,
+        count: hc.latency_buckets.iter().sum(),
+        buckets,
+    };
+    reg.register("health_check_latency_seconds", "How long health-check attempts took", latency);
+
+    let r = &status.reloads;
+    let ok = Counter::<u64>::default();
+    ok.inc_by(r.succeeded);
+    reg.register("reload_success", "Reloads applied", ok);
+    let failed = Counter::<u64>::default();
+    failed.inc_by(r.failed);
+    reg.register("reload_failure", "Reloads refused (the running config was kept)", failed);
+    let last = Gauge::<i64>::default();
+    last.set(r.last_success.and_then(|t| i64::try_from(t).ok()).unwrap_or_default());
+    reg.register(
+        "reload_last_success_timestamp_seconds",
+        "Unix time of the last successful reload (or of the start)",
+        last,
+    );
+    let hash = Family::<HashLabel, Gauge>::default();
+    hash.get_or_create(&HashLabel { hash: r.config_hash.clone() }).set(1);
+    reg.register("reload_config_hash", "Hash of the running configuration, as a label", hash);
+}
+
 /// Renders the Prometheus text exposition of the agent's state.
 pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("lb");
@@ -153,6 +282,8 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         "Check attempts not run for lack of a resource here (fd, buffer); state kept",
         not_run,
     );
+    register_vrrp(&mut reg, status.vrrp.as_ref());
+    register_checks_and_reloads(&mut reg, status);
 
     let sp = Family::<ServiceLabels, Counter>::default();
     let sb = Family::<ServiceLabels, Counter>::default();
@@ -502,6 +633,84 @@ mod tests {
                 assert!(e.contains(why), "{e} lacks {why}");
             }
         }
+    }
+
+    /// Every VRRP, health-check and reload series, with its type and labels.
+    #[test]
+    fn vrrp_health_and_reload_series() {
+        let backends = BackendsView { services: vec![] };
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 0, "reals": 0,
+            "vrrp": { "instances": [{
+                "name": "VI_1", "state": "MASTER", "effective_priority": 150,
+                "counters": { "transitions": 2, "adverts_sent": 40, "adverts_received": 3,
+                              "rejected": { "bad_auth": 5 } }
+            }] },
+            "health_checks": {
+                "attempts": { "TCP_CHECK": { "success": 7, "failure": 2 } },
+                "latency_buckets": [3, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1],
+                "latency_sum_us": 4000000
+            },
+            "reloads": { "succeeded": 3, "failed": 1, "last_success": 1700000000,
+                         "config_hash": "0123456789abcdef" }
+        }))
+        .expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        let types = [
+            ("lb_vrrp_state", "gauge"),
+            ("lb_vrrp_priority", "gauge"),
+            ("lb_vrrp_transitions", "counter"),
+            ("lb_vrrp_adverts_sent", "counter"),
+            ("lb_vrrp_adverts_received", "counter"),
+            ("lb_vrrp_adverts_rejected", "counter"),
+            ("lb_health_checks", "counter"),
+            ("lb_health_check_latency_seconds", "histogram"),
+            ("lb_reload_success", "counter"),
+            ("lb_reload_failure", "counter"),
+            ("lb_reload_last_success_timestamp_seconds", "gauge"),
+            ("lb_reload_config_hash", "gauge"),
+        ];
+        for (name, kind) in types {
+            let line = format!("# TYPE {name} {kind}");
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        for line in [
+            r#"lb_vrrp_state{instance="VI_1",state="MASTER"} 1"#,
+            r#"lb_vrrp_state{instance="VI_1",state="BACKUP"} 0"#,
+            r#"lb_vrrp_priority{instance="VI_1"} 150"#,
+            r#"lb_vrrp_transitions_total{instance="VI_1"} 2"#,
+            r#"lb_vrrp_adverts_sent_total{instance="VI_1"} 40"#,
+            r#"lb_vrrp_adverts_received_total{instance="VI_1"} 3"#,
+            r#"lb_vrrp_adverts_rejected_total{instance="VI_1",reason="bad_auth"} 5"#,
+            r#"lb_health_checks_total{check="TCP_CHECK",outcome="success"} 7"#,
+            r#"lb_health_checks_total{check="TCP_CHECK",outcome="failure"} 2"#,
+            r#"lb_health_check_latency_seconds_bucket{le="0.001"} 3"#,
+            r#"lb_health_check_latency_seconds_bucket{le="5.0"} 8"#,
+            r#"lb_health_check_latency_seconds_bucket{le="+Inf"} 9"#,
+            "lb_health_check_latency_seconds_count 9",
+            "lb_health_check_latency_seconds_sum 4.0",
+            "lb_reload_success_total 3",
+            "lb_reload_failure_total 1",
+            "lb_reload_last_success_timestamp_seconds 1700000000",
+            r#"lb_reload_config_hash{hash="0123456789abcdef"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn check_latency_buckets_count_each_attempt_once() {
+        use crate::control::proto::HealthChecksView;
+        let mut hc = HealthChecksView::default();
+        for ms in [0, 1, 2, 30, 6000] {
+            hc.record("TCP_CHECK", ms < 1000, Duration::from_millis(ms));
+        }
+        assert_eq!(hc.latency_buckets, [2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+        assert_eq!(hc.attempts["TCP_CHECK"]["success"], 4);
+        assert_eq!(hc.attempts["TCP_CHECK"]["failure"], 1);
+        assert_eq!(hc.latency_sum_us, 6_033_000);
     }
 
     /// The listeners' caps and refusals and the checks not run are series of their own.

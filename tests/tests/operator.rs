@@ -103,6 +103,19 @@ fn journald_logs_signal_dumps_and_health_endpoints() {
     let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 10);
     assert_eq!(counts.get("rs1"), Some(&10), "still forwarding: {counts:?}");
 
+    // Reloads: counted, and the log line says what changed.
+    std::fs::write(&cfg, config(2)).expect("config");
+    agent.reload().expect("reload");
+    std::fs::write(&cfg, "not toml [").expect("config");
+    assert!(agent.reload().is_err(), "a broken file is refused");
+    let (_, metrics) = get(ns, "/metrics");
+    for line in ["lb_reload_success_total 1", "lb_reload_failure_total 1"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
+    assert!(metrics.contains("lb_reload_config_hash{hash=\""), "{metrics}");
+    let log = agent.stderr();
+    assert!(log.contains("changed=services +0 -0 ~0, reals +0 -0 ~1"), "{log}");
+
     let log = agent.stop().expect("stops cleanly");
     assert_journald_lines(&log);
 

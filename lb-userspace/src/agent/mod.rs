@@ -93,6 +93,8 @@ struct Shared {
     closed: bool,
     /// The control socket's and the metrics listener's caps and counters.
     listeners: Vec<Arc<ListenerLimit>>,
+    /// Reloads so far and the running config's hash (metrics, `lb status`).
+    reloads: crate::control::proto::ReloadsView,
 }
 
 /// What a reload needs besides the running state. Reading, parsing, validating and planning a
@@ -219,6 +221,8 @@ impl Shared {
             },
             listeners: self.listeners.iter().map(|l| (l.name().to_owned(), l.view())).collect(),
             checks_not_run: self.monitor.checks_not_run(),
+            health_checks: self.monitor.check_stats(),
+            reloads: self.reloads.clone(),
         };
         Ok((backends, status))
     }
@@ -367,10 +371,27 @@ impl Reloader {
             let s = lock(shared);
             (s.config.vrrp.clone(), s.overrides.clone())
         };
-        let prepared = self.prepare(&running_vrrp)?;
-        let prepared_ms = started.elapsed().as_millis() as u64;
-        let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
-        let (services, reals) = lock(shared).switch_to(prepared, &overrides_before)?;
+        let switched = self.prepare(&running_vrrp).and_then(|prepared| {
+            let prepared_ms = started.elapsed().as_millis() as u64;
+            let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
+            let hash = config_hash(&prepared.config);
+            let mut s = lock(shared);
+            let counts = s.switch_to(prepared, &overrides_before)?;
+            s.reloads.config_hash = hash;
+            Ok((counts, prepared_ms, changes))
+        });
+        let ((services, reals), prepared_ms, changes) = match switched {
+            Ok(v) => {
+                let mut s = lock(shared);
+                s.reloads.succeeded += 1;
+                s.reloads.last_success = Some(unix_now());
+                v
+            }
+            Err(e) => {
+                lock(shared).reloads.failed += 1;
+                return Err(e);
+            }
+        };
         tracing::info!(
             config = %self.config_path.display(),
             services,
@@ -662,6 +683,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         netlink: handle.clone(),
         running: Mutex::new(()),
     });
+    let config_for_hash = config.clone();
     let shared = Arc::new(Mutex::new(Shared {
         config,
         facts,
@@ -682,6 +704,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .flatten()
             .cloned()
             .collect(),
+        reloads: crate::control::proto::ReloadsView {
+            last_success: Some(unix_now()),
+            config_hash: config_hash(&config_for_hash),
+            ..Default::default()
+        },
     }));
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
     let server = tokio::spawn(socket.serve(Arc::new(handler()), control_limit));
@@ -891,6 +918,19 @@ impl Shared {
         };
         Ok(value)
     }
+}
+
+/// Seconds since the Unix epoch (0 for a clock before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A short hash of the configuration as the agent runs it (what was read, not the file's bytes).
+fn config_hash(config: &Config) -> String {
+    use md5::{Digest as _, Md5};
+    let bytes = serde_json::to_vec(config).unwrap_or_default();
+    let digest = Md5::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes `value` to `dir/name` whole: a reader never sees half a dump.

@@ -167,6 +167,62 @@ pub struct StatusView {
     /// buffer): they leave the real's state as it was.
     #[serde(default)]
     pub checks_not_run: u64,
+    /// Health-check attempts by check and outcome, and their latencies.
+    #[serde(default)]
+    pub health_checks: HealthChecksView,
+    /// Reloads (SIGHUP, `lb reload`) since the agent started.
+    #[serde(default)]
+    pub reloads: ReloadsView,
+}
+
+/// Upper bounds (µs) of the check latency buckets; one more bucket takes the rest.
+pub const CHECK_LATENCY_BUCKETS_US: [u64; 10] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000];
+
+/// Health-check attempts since the agent started (attempts not run are `checks_not_run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthChecksView {
+    /// Attempts by check (`TCP_CHECK`, `HTTP_GET`, ...) and outcome (`success`, `failure`).
+    pub attempts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Attempts per latency bucket ([`CHECK_LATENCY_BUCKETS_US`], then the rest); not cumulative.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_us: u64,
+}
+
+impl HealthChecksView {
+    /// Counts one attempt.
+    pub fn record(&mut self, check: &str, ok: bool, latency: std::time::Duration) {
+        let outcome = if ok { "success" } else { "failure" };
+        *self
+            .attempts
+            .entry(check.to_owned())
+            .or_default()
+            .entry(outcome.to_owned())
+            .or_default() += 1;
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if self.latency_buckets.len() != CHECK_LATENCY_BUCKETS_US.len() + 1 {
+            self.latency_buckets = vec![0; CHECK_LATENCY_BUCKETS_US.len() + 1];
+        }
+        let i = CHECK_LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(CHECK_LATENCY_BUCKETS_US.len());
+        self.latency_buckets[i] += 1;
+        self.latency_sum_us = self.latency_sum_us.saturating_add(us);
+    }
+}
+
+/// Reloads since the agent started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadsView {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Unix time of the last successful reload (or of the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<u64>,
+    /// Hash of the running configuration (16 hex digits): tells directors' configs apart.
+    #[serde(default)]
+    pub config_hash: String,
 }
 
 /// One listener in `lb status`.

@@ -124,6 +124,8 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     reals: HashMap<RealId, RealEntry>,
+    /// Attempts by check and outcome, and their latencies (the metrics).
+    stats: crate::control::proto::HealthChecksView,
     services: HashMap<VirtualServerKey, ServiceEntry>,
     next_generation: u64,
     stopped: bool,
@@ -286,6 +288,7 @@ impl Shared {
         };
         let Some(check) = entry.spec.checks.checks.get(index) else { return };
         let name = check.kind.name();
+        inner.stats.record(name, outcome.ok, outcome.latency);
         let addr = entry.spec.addr();
         if let Some(slot) = entry.checks.get_mut(index) {
             if slot.up != check_up {
@@ -421,6 +424,11 @@ impl HealthMonitor {
     /// Check attempts not run so far for lack of a resource here (they changed nothing).
     pub fn checks_not_run(&self) -> u64 {
         self.shared.not_run.load(Ordering::Relaxed)
+    }
+
+    /// Attempts by check and outcome, and their latencies, so far.
+    pub fn check_stats(&self) -> crate::control::proto::HealthChecksView {
+        self.shared.lock().stats.clone()
     }
 
     /// The current snapshot.
