@@ -204,16 +204,17 @@ mod tests {
     fn resolve_table() {
         use LogFormat::*;
         // (format, --log-level, RUST_LOG, JOURNAL_STREAM, tty) -> (filter, journald, ansi)
-        let cases: &[(
+        type Case<'a> = (
             LogFormat,
             Option<LogLevel>,
-            Option<&str>,
-            Option<&str>,
+            Option<&'a str>,
+            Option<&'a str>,
             bool,
-            &str,
+            &'a str,
             bool,
             bool,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (Text, None, None, None, true, "info", false, true),
             (Text, None, None, None, false, "info", false, false),
             (Text, None, Some("lb=debug"), None, false, "lb=debug", false, false),

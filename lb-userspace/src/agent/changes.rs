@@ -107,6 +107,9 @@ mod tests {
     use super::*;
     use crate::config::{parse_toml, test_support::AnyHost};
 
+    /// (VIP, [(real, weight)]) per service.
+    type Services<'a> = Vec<(&'a str, &'a [(&'a str, u32)])>;
+
     fn cfg(services: &[(&str, &[(&str, u32)])]) -> Config {
         let mut text = String::new();
         for (vip, reals) in services {
@@ -128,7 +131,7 @@ mod tests {
         let b = "192.0.2.101";
         let base: &[(&str, &[(&str, u32)])] = &[(a, &[("192.0.2.11", 1), ("192.0.2.12", 1)])];
         // (new config, expected (s+, s-, s~, r+, r-, r~))
-        let cases: Vec<(Vec<(&str, &[(&str, u32)])>, [usize; 6])> = vec![
+        let cases: Vec<(Services, [usize; 6])> = vec![
             (base.to_vec(), [0, 0, 0, 0, 0, 0]),
             (vec![(a, &[("192.0.2.11", 1), ("192.0.2.12", 5)])], [0, 0, 0, 0, 0, 1]),
             (vec![(a, &[("192.0.2.11", 1)])], [0, 0, 0, 0, 1, 0]),
