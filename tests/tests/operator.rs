@@ -96,8 +96,10 @@ fn journald_logs_signal_dumps_and_health_endpoints() {
         } else {
             assert!(v["status"]["counters"].is_object(), "{v}");
         }
-        let log = agent.stderr();
-        assert!(log.contains(&path.display().to_string()), "dump path not logged:\n{log}");
+        // Logged once written: wait for the line too.
+        let shown = path.display().to_string();
+        let logged = wait_until(Duration::from_secs(5), || agent.stderr().contains(&shown));
+        assert!(logged, "dump path not logged:\n{}", agent.stderr());
     }
     agent.backends().expect("still answering");
     let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 10);
@@ -113,8 +115,9 @@ fn journald_logs_signal_dumps_and_health_endpoints() {
         assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
     }
     assert!(metrics.contains("lb_reload_config_hash{hash=\""), "{metrics}");
-    let log = agent.stderr();
-    assert!(log.contains("changed=services +0 -0 ~0, reals +0 -0 ~1"), "{log}");
+    let changed = "changed=services +0 -0 ~0, reals +0 -0 ~1";
+    let logged = wait_until(Duration::from_secs(5), || agent.stderr().contains(changed));
+    assert!(logged, "no {changed}:\n{}", agent.stderr());
 
     let log = agent.stop().expect("stops cleanly");
     assert_journald_lines(&log);
