@@ -202,7 +202,7 @@ fn reload_of_a_hostile_file_keeps_the_agent_and_its_config() {
     }
     let ns = Netns::create(&format!("{}-hostile", unique_prefix())).expect("netns");
     let good = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
-                [[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n";
+                [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n";
     let cfg = temp("hostile.conf", good);
     let agent = LbAgent::start(&ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("agent");
     let deep_keepalived = format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000));
@@ -305,10 +305,17 @@ fn sigterm_during_start_up_stops_cleanly() {
     }
     let ns = Netns::create(&format!("{}-early", unique_prefix())).expect("netns");
     ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    // A segment where nobody answers ARP: the real's MAC never resolves.
+    ns.ip(&["link", "add", "e0", "type", "veth", "peer", "name", "e1"]).expect("veth");
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "e0"]).expect("address");
+    for dev in ["e0", "e1"] {
+        ns.ip(&["link", "set", dev, "up"]).expect("link up");
+    }
     let service = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n";
     let unresolved = temp(
         "early-unresolved.toml",
-        &format!("{service}[[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n"),
+        &(service.replace("\"lo\"", "\"e0\"")
+            + "[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"),
     );
     let attach_at_once = temp("early-attach.toml", service);
     let mut failures = Vec::new();
