@@ -332,8 +332,8 @@ const BROADCAST: [u8; 6] = [0xff; 6];
 const MULTICAST: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
 const OTHER_HOST: [u8; 6] = [0x02, 0, 0, 0, 0, 0xe1];
 /// The VRRP virtual router MAC of VRID 51 (IPv4; IPv6 uses 00:00:5e:00:02:VRID). lb's VRRP does
-/// not use virtual MACs (keepalived's `use_vmac` is refused), so frames to one are another
-/// router's.
+/// not use virtual MACs (`use_vmac` is refused in TOML, ignored with a notice in a keepalived
+/// config), so frames to one are another router's.
 const VRRP_VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 51];
 
 fn v6_frag(id: u32, offset_units: u16, more: bool, payload: &[u8]) -> Vec<u8> {
