@@ -49,3 +49,9 @@ pub fn drop_effective_caps(caps: &[u32]) {
         assert_eq!(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()), 0, "capset");
     }
 }
+
+/// A fresh folder `<temp>/<prefix>XXXXXX`, removed with everything in it when the guard drops
+/// (also when the test panics).
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("creating a temporary folder")
+}

@@ -274,8 +274,8 @@ mod tests {
 
     #[test]
     fn load_reads_the_file() {
-        let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::scratch_dir("lb-config-test-");
+        let dir = tmp.path();
         let cases: &[(&str, &[u8], Result<usize, &str>)] = &[
             (
                 "ok.toml",
@@ -317,6 +317,5 @@ mod tests {
             )),
             "{errors}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

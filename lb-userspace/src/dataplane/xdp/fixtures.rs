@@ -1131,12 +1131,14 @@ fn _unused(_: Addr) -> Addr {
 /// A bpf filesystem mounted on a temporary folder for the test, unmounted on drop.
 struct BpfFs {
     dir: std::path::PathBuf,
+    /// Removes the (by then unmounted) folder after `drop` below.
+    _guard: tempfile::TempDir,
 }
 
 impl BpfFs {
     fn mount(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lb-bpffs-{label}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("bpffs dir");
+        let guard = crate::testutil::scratch_dir(&format!("lb-bpffs-{label}-"));
+        let dir = guard.path().to_owned();
         let c = |s: &str| std::ffi::CString::new(s).expect("cstring");
         let target = c(dir.to_str().expect("utf-8 path"));
         // SAFETY: plain mount(2) with valid NUL-terminated strings.
@@ -1144,7 +1146,7 @@ impl BpfFs {
             libc::mount(c("bpf").as_ptr(), target.as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null())
         };
         assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-        Self { dir }
+        Self { dir, _guard: guard }
     }
 }
 
@@ -1154,7 +1156,6 @@ impl Drop for BpfFs {
             // SAFETY: umount2 with a valid path.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
