@@ -11,6 +11,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
+pub mod sync;
 #[cfg(test)]
 mod testutil;
 pub mod vrrp;
