@@ -539,7 +539,8 @@ pub fn max_len_for_mtu(mtu: u16, ipv6: bool) -> usize {
 }
 
 /// Encodes `conns` into as few messages as the kernel would: in order, each message as full as
-/// `max_len` bytes and 255 entries allow. No entries, no messages.
+/// `max_len` bytes and 255 entries allow (the kernel does not check the count itself; with its
+/// default limit a message holds at most 40 entries). No entries, no messages.
 pub fn encode_batch(
     sync_id: u8,
     conns: &[SyncConn],
