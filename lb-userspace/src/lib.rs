@@ -12,6 +12,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
+pub mod sync;
 #[cfg(test)]
 mod testutil;
 pub mod vrrp;
