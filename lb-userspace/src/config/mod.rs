@@ -6,6 +6,7 @@
 //! each as `FILE:LINE:COL: message` pointing at the offending key or value. A valid configuration
 //! may still get [`notices`]: settings that work, but not as their words suggest.
 
+pub mod bgp;
 mod emit;
 mod error;
 mod file;
@@ -112,12 +113,16 @@ pub(crate) mod test_support {
         }
     }
 
-    /// A host with `eth0` and `eth1` only.
+    /// A host with `eth0` and `eth1` only, whose addresses are 198.51.100.2 and 2001:db8::2.
     pub(crate) struct FakeHost;
 
     impl HostView for FakeHost {
         fn interface_exists(&self, name: &str) -> bool {
             matches!(name, "eth0" | "eth1")
+        }
+
+        fn has_address(&self, address: std::net::IpAddr) -> bool {
+            address.to_string() == "198.51.100.2" || address.to_string() == "2001:db8::2"
         }
     }
 

@@ -58,6 +58,9 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
     }
     dataplane_limits(config, &mut error);
     vrrp(config, host, &mut error);
+    if let Some(bgp) = &config.bgp {
+        super::bgp::validate(bgp, host, &mut error);
+    }
 
     errors.sort_by_key(ConfigError::location);
     errors
@@ -824,6 +827,7 @@ mod tests {
             source: "/etc/keepalived/keepalived.conf".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![vs],
         };
@@ -853,6 +857,7 @@ mod tests {
             source: "lb.toml".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: services(1024),
         };
