@@ -69,10 +69,10 @@ impl Parser<'_> {
         if let Some((key, value)) = table.get_key_value("export_table") {
             bgp.export_table = self.export_table(key, value);
         }
-        if let Some((key, value)) = table.get_key_value("hold_time") {
-            if let Some(hold) = self.hold_time(key, value) {
-                bgp.hold_time = hold;
-            }
+        if let Some((key, value)) = table.get_key_value("hold_time")
+            && let Some(hold) = self.hold_time(key, value)
+        {
+            bgp.hold_time = hold;
         }
         if let Some((key, value)) = table.get_key_value("med")
             && let Some(med) = self.integer_in(key, value, 0..=u32::MAX)
