@@ -144,6 +144,9 @@ impl BgpConfig {
 pub struct BgpLocations {
     pub local_as: Option<Location>,
     pub speaker: Option<Location>,
+    pub export_table: Option<Location>,
+    /// Where `neighbor` was written, even if no neighbor in it could be read.
+    pub neighbor: Option<Location>,
 }
 
 /// One `[[bgp.neighbor]]`: a BGP session to a router.
@@ -172,7 +175,7 @@ pub(super) fn validate(
     let speaker_at = bgp.key_locations.speaker.unwrap_or(bgp.location);
     match bgp.speaker {
         Speaker::Bird => {
-            if bgp.neighbors.is_empty() {
+            if bgp.neighbors.is_empty() && bgp.key_locations.neighbor.is_none() {
                 error(
                     bgp.location,
                     "`speaker = \"bird\"` needs at least one [[bgp.neighbor]] to announce to"
@@ -190,7 +193,7 @@ pub(super) fn validate(
             }
         }
         Speaker::External => {
-            if bgp.export_table.is_none() {
+            if bgp.export_table.is_none() && bgp.key_locations.export_table.is_none() {
                 error(
                     speaker_at,
                     "`speaker = \"external\"` needs `export_table`: the kernel routing table \
