@@ -286,7 +286,11 @@ protocol static lb_vips6 {
         let neighbor6 = "[[bgp.neighbor]]\naddress = '2001:db8::1'\nremote_as = 65010\n";
         let variants: &[(&str, String, &[&str])] = &[
             ("v4, bfd", format!("[bgp]\nlocal_as = 65010\n{neighbor4}"), &["192.0.2.10"]),
-            ("v6, bfd", format!("[bgp]\nlocal_as = 65010\n{neighbor6}"), &["2001:db8::10"]),
+            (
+                "v6, bfd",
+                format!("[bgp]\nlocal_as = 65010\nrouter_id = '192.0.2.1'\n{neighbor6}"),
+                &["2001:db8::10"],
+            ),
             (
                 "no bfd, password, communities, 4-byte AS, no keepalives, high MED",
                 format!(

@@ -182,6 +182,15 @@ pub(super) fn validate(
                         .to_owned(),
                 );
             }
+            let v4_neighbor = bgp.neighbors.iter().any(|n| n.address.is_ipv4());
+            if bgp.router_id.is_none() && !v4_neighbor && !bgp.neighbors.is_empty() {
+                error(
+                    bgp.location,
+                    "`router_id` is required when no neighbor is IPv4: the default is this \
+                     host's IPv4 source address toward the first neighbor"
+                        .to_owned(),
+                );
+            }
             if !host.has_program("bird") {
                 error(
                     speaker_at,

@@ -580,6 +580,7 @@ mod bgp_tests {
             "fwmark = 3",
             "[bgp]",
             "local_as = 65010",
+            "router_id = '192.0.2.1'",
             "[[bgp.neighbor]]",
         ];
         let v6_notice = "t.toml:6:7: notice: [2001:db8::100]:80/tcp: IPv6 VIPs are not announced \

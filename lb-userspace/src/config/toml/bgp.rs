@@ -507,6 +507,7 @@ mod tests {
             "duplicate neighbor",
             BGP_BASE,
             &[
+                "router_id = '192.0.2.1'",
                 "[[bgp.neighbor]]",
                 "address = '2001:db8::1'",
                 "remote_as = 1",
@@ -514,8 +515,15 @@ mod tests {
                 "address = '2001:DB8:0::1'",
                 "remote_as = 2",
             ],
-            "duplicate neighbor 2001:db8::1: already defined at line 4",
-            "7:11",
+            "duplicate neighbor 2001:db8::1: already defined at line 5",
+            "8:11",
+        ),
+        (
+            "IPv6 sessions only, no router id",
+            BGP_BASE,
+            &["[[bgp.neighbor]]", "address = '2001:db8::1'", "remote_as = 1"],
+            "`router_id` is required when no neighbor is IPv4",
+            "1:1",
         ),
         (
             "bfd not a boolean",
@@ -648,7 +656,7 @@ password = "secret"
             "[bgp]",
             "local_as = 1",
             "[[bgp.neighbor]]",
-            "address = '2001:db8::1'",
+            "address = '198.51.100.1'",
             "remote_as = 2",
         ]);
         let bgp = parse_toml(&neighbor, Path::new("t.toml"), &FakeHost).unwrap().bgp.unwrap();
