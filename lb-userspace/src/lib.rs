@@ -1,6 +1,7 @@
 //! The `lb` director agent: config model and front ends, XDP dataplane, control socket and CLI.
 
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod control;
