@@ -5,12 +5,16 @@
 //! another interface (a veth) for the redirect path. Needs root; the first input moves the fuzzing
 //! thread into a private network namespace (its `lo`, ifindex 1, is the ingress of test runs).
 //!
-//! Input: one Ethernet frame (14..=2048 bytes; shorter ones are refused by the kernel).
+//! Input: one Ethernet frame (14..=2048 bytes; shorter ones are refused by the kernel). A
+//! destination MAC whose first byte has the two low bits clear (a globally administered unicast
+//! MAC) is replaced by the interface's, so most inputs reach the paths behind the MAC check; the
+//! others (group and locally administered MACs) stay as they are.
 //!
 //! Properties, per frame:
 //! - the verdict is XDP_PASS, XDP_DROP, XDP_TX or XDP_REDIRECT, and agrees with the one reason
 //!   counter (`lb_common::reason`) the program bumped, by one packet of the frame's length;
 //! - a frame passed to the kernel is unchanged;
+//! - only frames to the interface's MAC are acted on (forwarded, answered, dropped);
 //! - a forwarded frame (XDP_TX/XDP_REDIRECT) has the same length and the same bytes from offset 12
 //!   on (DR rewrites only the MACs), a real's MAC as destination and the outgoing interface's as
 //!   source;
@@ -353,7 +357,7 @@ fn one(state: &mut State, frame: &[u8]) {
         eprintln!("xdp: {} bytes: verdict {verdict}, {}", frame.len(), reason::NAMES[r as usize]);
     }
     let expected = match r {
-        reason::PASS_NOT_IP..=reason::PASS_ICMP => XDP_PASS,
+        r if reason::is_pass(r) => XDP_PASS,
         reason::TX | reason::TX_ICMP_ECHO | reason::TX_ICMP_TOO_BIG => XDP_TX,
         reason::REDIRECT => XDP_REDIRECT,
         reason::DROP_NO_REAL..=reason::DROP_TX_ERROR => XDP_DROP,
@@ -364,6 +368,9 @@ fn one(state: &mut State, frame: &[u8]) {
         "verdict {verdict} (reason {r})"
     );
     assert_eq!(verdict, expected, "verdict {verdict} for reason {}", reason::NAMES[r as usize]);
+    if verdict != XDP_PASS {
+        assert_eq!(frame[..6], IFACE_MAC, "acted on a frame to {:02x?}", &frame[..6]);
+    }
     match verdict {
         XDP_PASS => assert_eq!(out, frame, "a frame passed to the kernel was changed"),
         XDP_TX | XDP_REDIRECT if r == reason::TX_ICMP_ECHO => check_echo_reply(frame, &out),
@@ -391,9 +398,13 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 14 || data.len() > MAX_FRAME {
         return;
     }
+    let mut frame = data.to_vec();
+    if frame[0] & 0x03 == 0 {
+        frame[..6].copy_from_slice(&IFACE_MAC);
+    }
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let state = s.get_or_insert_with(State::new);
-        one(state, data);
+        one(state, &frame);
     });
 });

@@ -20,6 +20,7 @@ pub mod map_names {
     pub const EVENTS: &str = "LB_EVENTS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
+    pub const LOCAL_MACS: &str = "LB_LOCAL_MACS";
 }
 
 /// Name of the XDP program function in the object.
@@ -41,6 +42,8 @@ pub mod sizes {
     pub const PERSIST: u32 = 1 << 16;
     /// Fragmented datagrams in flight (LRU).
     pub const FRAGS: u32 = 1 << 14;
+    /// (interface, MAC) pairs frames may be addressed to.
+    pub const LOCAL_MACS: u32 = 256;
 }
 
 /// Address families in keys.
@@ -117,6 +120,34 @@ pub const VIP_F_ICMP_ECHO: u32 = 1;
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct VipValue {
     pub flags: u32,
+}
+
+/// Key of the local-MACs map: a destination MAC the program acts on when a frame arrives on
+/// `ifindex` (the interface's own MAC). Frames to any other MAC (broadcast, multicast, another
+/// host's, flooded by a bridge) are the kernel's: every director on the segment would otherwise
+/// forward them. The MAC is kept as two raw words, so the program builds the key without a byte
+/// copy (which compiles to a memcpy call the verifier rejects).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct LocalMacKey {
+    pub ifindex: u32,
+    /// MAC bytes 0..4 as they lie in the frame (raw word).
+    pub mac_hi: u32,
+    /// MAC bytes 4..6 as they lie in the frame (raw word).
+    pub mac_lo: u16,
+    pub _pad: u16,
+}
+
+impl LocalMacKey {
+    pub const fn new(ifindex: u32, mac: [u8; 6]) -> Self {
+        Self {
+            ifindex,
+            mac_hi: u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            mac_lo: u16::from_ne_bytes([mac[4], mac[5]]),
+            _pad: 0,
+        }
+    }
 }
 
 /// Ring entry value meaning "no real" (never written into a live table, checked defensively).
@@ -267,14 +298,31 @@ pub mod reason {
     pub const TX_ICMP_TOO_BIG: u32 = 9;
     /// Service traffic with no real able to take it (and no sorry server).
     pub const DROP_NO_REAL: u32 = 10;
-    /// Service traffic whose transport header is truncated.
+    /// Service traffic (or an ICMP message the program would act on) whose transport header is
+    /// truncated, or whose IP length disagrees with the frame (longer than the frame, shorter than
+    /// the headers).
     pub const DROP_MALFORMED: u32 = 11;
     /// A non-first fragment of a datagram whose first fragment was not seen.
     pub const DROP_FRAG_UNKNOWN: u32 = 12;
     /// Forwarding failed (redirect refused by the target interface).
     pub const DROP_TX_ERROR: u32 = 13;
+    /// 802.1Q / 802.1ad tagged: VLANs are served by attaching to the VLAN device, never on the
+    /// parent (a forwarded frame would keep its tag, or lose it).
+    pub const PASS_VLAN: u32 = 14;
+    /// Would be acted on, but sent to the broadcast MAC.
+    pub const PASS_MAC_BROADCAST: u32 = 15;
+    /// Would be acted on, but sent to a multicast MAC.
+    pub const PASS_MAC_MULTICAST: u32 = 16;
+    /// Would be acted on, but sent to a unicast MAC that is not the ingress interface's (another
+    /// host's frame, flooded by a bridge or seen in promiscuous mode).
+    pub const PASS_MAC_OTHER_HOST: u32 = 17;
     /// Number of reasons (size of the global counters map).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
+
+    /// True for the reasons whose frames are passed to the kernel.
+    pub const fn is_pass(reason: u32) -> bool {
+        reason <= PASS_ICMP || (reason >= PASS_VLAN && reason <= PASS_MAC_OTHER_HOST)
+    }
 
     /// Stable names for the counters (JSON keys and `lb status` rows).
     pub const NAMES: [&str; COUNT as usize] = [
@@ -292,6 +340,10 @@ pub mod reason {
         "drop_malformed",
         "drop_frag_unknown",
         "drop_tx_error",
+        "pass_vlan",
+        "pass_mac_broadcast",
+        "pass_mac_multicast",
+        "pass_mac_other_host",
     ];
 }
 
@@ -340,6 +392,7 @@ mod user {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipValue {}
+    unsafe impl aya::Pod for super::LocalMacKey {}
     unsafe impl aya::Pod for super::RealValue {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Binding {}

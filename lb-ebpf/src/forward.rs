@@ -6,16 +6,20 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     Addr, CFG_F_NO_ALL_PORTS, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT,
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PersistKey, REAL_F_UP, RING_NONE,
-    RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event, flow_hash, reason,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LocalMacKey, PersistKey, REAL_F_UP,
+    RING_NONE, RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event, flow_hash, reason,
 };
 
 use crate::{
     icmp, keys,
-    maps::{CONFIG, FLOWS, FRAGS, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS, VIPS},
+    maps::{
+        CONFIG, FLOWS, FRAGS, LOCAL_MACS, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS,
+        VIPS,
+    },
     parse::{
-        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6,
-        L4_V6_FRAG, TCP_HLEN, UDP_HLEN, frame_len, has_bytes, now_secs, ptr_at,
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr,
+        Ipv6Hdr, L4_V4, L4_V6, L4_V6_FRAG, TCP_HLEN, UDP_HLEN, frame_len, has_bytes, now_secs,
+        ptr_at,
     },
     stats,
 };
@@ -50,7 +54,10 @@ pub fn process(ctx: &XdpContext) -> Verdict {
     match u16::from_be(unsafe { (*eth).ether_type }) {
         ETH_P_IP => process_v4(ctx, eth),
         ETH_P_IPV6 => process_v6(ctx, eth),
-        // ARP, LLDP, VLAN-tagged frames...: the kernel's business.
+        // A VIP on a VLAN is served by the program attached to the VLAN device, which sees the
+        // frame untagged; a tagged frame here would leave with its tag (or without it).
+        ETH_P_8021Q | ETH_P_8021AD => pass(reason::PASS_VLAN),
+        // ARP, LLDP...: the kernel's business.
         _ => pass(reason::PASS_NOT_IP),
     }
 }
@@ -61,9 +68,10 @@ fn process_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
         return pass(reason::PASS_MALFORMED);
     };
     // SAFETY: bounds checked by `ptr_at`.
-    let (version_ihl, proto, frag_off, id, saddr, daddr) = unsafe {
+    let (version_ihl, tot_len, proto, frag_off, id, saddr, daddr) = unsafe {
         (
             (*ip).version_ihl,
+            usize::from(u16::from_be((*ip).tot_len)),
             (*ip).protocol,
             u16::from_be((*ip).frag_off),
             (*ip).id,
@@ -74,6 +82,11 @@ fn process_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
     if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
         return pass(reason::PASS_MALFORMED);
     }
+    if tot_len < usize::from(version_ihl & 0x0f) * 4 {
+        return pass(reason::PASS_MALFORMED);
+    }
+    // Where the IP packet ends: checked against the frame's length before acting (`admit`).
+    let ip_end = ETH_HLEN + tot_len;
     let src: Addr = [saddr, 0, 0, 0];
     let dst: Addr = [daddr, 0, 0, 0];
     if version_ihl & 0x0f != 5 {
@@ -84,14 +97,14 @@ fn process_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
     let more = frag_off & 0x2000 != 0;
     let offset = frag_off & 0x1fff;
     if offset != 0 {
-        return later_fragment(ctx, eth, src, dst, u32::from(id), proto, FAMILY_V4);
+        return later_fragment(ctx, eth, src, dst, u32::from(id), proto, FAMILY_V4, ip_end, L4_V4);
     }
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             let frag = more.then(|| keys::frag(&src, &dst, u32::from(id), proto, FAMILY_V4));
-            service::<L4_V4>(ctx, eth, src, dst, proto, FAMILY_V4, frag)
+            service::<L4_V4>(ctx, eth, src, dst, proto, FAMILY_V4, frag, ip_end)
         }
-        IPPROTO_ICMP if !more => icmp::v4(ctx, eth, ip, dst),
+        IPPROTO_ICMP if !more => icmp::v4(ctx, eth, ip, dst, ip_end),
         _ => pass(reason::PASS_NOT_SERVICE),
     }
 }
@@ -102,15 +115,25 @@ fn process_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
         return pass(reason::PASS_MALFORMED);
     };
     // SAFETY: bounds checked by `ptr_at`.
-    let (vtc, nexthdr, src, dst) =
-        unsafe { ((*ip).vtc_flow, (*ip).nexthdr, (*ip).saddr, (*ip).daddr) };
+    let (vtc, payload_len, nexthdr, src, dst) = unsafe {
+        (
+            (*ip).vtc_flow,
+            usize::from(u16::from_be((*ip).payload_len)),
+            (*ip).nexthdr,
+            (*ip).saddr,
+            (*ip).daddr,
+        )
+    };
     // The version is the top nibble of the first byte on the wire.
     if vtc.to_ne_bytes()[0] >> 4 != 6 {
         return pass(reason::PASS_MALFORMED);
     }
+    let ip_end = L4_V6 + payload_len;
     match nexthdr {
-        IPPROTO_TCP | IPPROTO_UDP => service::<L4_V6>(ctx, eth, src, dst, nexthdr, FAMILY_V6, None),
-        IPPROTO_ICMPV6 => icmp::v6(ctx, eth, ip, dst),
+        IPPROTO_TCP | IPPROTO_UDP => {
+            service::<L4_V6>(ctx, eth, src, dst, nexthdr, FAMILY_V6, None, ip_end)
+        }
+        IPPROTO_ICMPV6 => icmp::v6(ctx, eth, ip, dst, ip_end),
         IPPROTO_FRAGMENT => {
             let Some(fh) = ptr_at::<FragHdr>(ctx, L4_V6) else {
                 return pass(reason::PASS_MALFORMED);
@@ -119,17 +142,57 @@ fn process_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
             let (inner, frag_off, id) =
                 unsafe { ((*fh).nexthdr, u16::from_be((*fh).frag_off), (*fh).id) };
             if frag_off & 0xfff8 != 0 {
-                return later_fragment(ctx, eth, src, dst, id, inner, FAMILY_V6);
+                return later_fragment(
+                    ctx, eth, src, dst, id, inner, FAMILY_V6, ip_end, L4_V6_FRAG,
+                );
             }
             if inner != IPPROTO_TCP && inner != IPPROTO_UDP {
                 return not_handled(&dst, FAMILY_V6);
             }
             let frag = keys::frag(&src, &dst, id, inner, FAMILY_V6);
-            service::<L4_V6_FRAG>(ctx, eth, src, dst, inner, FAMILY_V6, Some(frag))
+            service::<L4_V6_FRAG>(ctx, eth, src, dst, inner, FAMILY_V6, Some(frag), ip_end)
         }
         // Hop-by-hop, routing, destination options...: the kernel handles them.
         _ => not_handled(&dst, FAMILY_V6),
     }
+}
+
+/// The checks before the program acts on a frame (forwards or answers it): it must be addressed
+/// to the ingress interface's own MAC, and its IP packet (ending at `ip_end`) must lie inside the
+/// frame and hold the `need` bytes from the frame's start the path reads. Frames to other MACs are
+/// the kernel's (a bridge floods them to every director); inconsistent ones are dropped. Returns
+/// the frame's length.
+#[inline(always)]
+pub fn admit(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip_end: usize,
+    need: usize,
+) -> Result<usize, Verdict> {
+    // SAFETY: the caller bounds-checked the Ethernet header; word reads, no byte copy.
+    let (hi, lo) = unsafe {
+        let p = eth as *const u8;
+        ((p as *const u32).read_unaligned(), (p.add(4) as *const u16).read_unaligned())
+    };
+    // The group bit is the lowest bit of the first byte on the wire.
+    if hi.to_ne_bytes()[0] & 1 != 0 {
+        return Err(pass(if hi == u32::MAX && lo == u16::MAX {
+            reason::PASS_MAC_BROADCAST
+        } else {
+            reason::PASS_MAC_MULTICAST
+        }));
+    }
+    let key =
+        LocalMacKey { ifindex: ctx.ingress_ifindex() as u32, mac_hi: hi, mac_lo: lo, _pad: 0 };
+    // SAFETY: read-only lookup.
+    if unsafe { LOCAL_MACS.get(&key) }.is_none() {
+        return Err(pass(reason::PASS_MAC_OTHER_HOST));
+    }
+    let len = frame_len(ctx);
+    if ip_end > len || ip_end < need {
+        return Err(Verdict { len, ..drop(reason::DROP_MALFORMED) });
+    }
+    Ok(len)
 }
 
 /// Looks `addr` up among the VIPs.
@@ -178,6 +241,7 @@ fn service<const L4: usize>(
     proto: u8,
     family: u8,
     frag: Option<FragKey>,
+    ip_end: usize,
 ) -> Verdict {
     let Some(ports) = ptr_at::<u32>(ctx, L4) else {
         return pass(reason::PASS_MALFORMED);
@@ -189,6 +253,11 @@ fn service<const L4: usize>(
         return pass(reason::PASS_NOT_SERVICE);
     };
 
+    let need = L4 + if proto == IPPROTO_TCP { TCP_HLEN } else { UDP_HLEN };
+    let len = match admit(ctx, eth, ip_end, need) {
+        Ok(len) => len,
+        Err(v) => return v,
+    };
     // From here on the frame is service traffic: it is forwarded or dropped, never passed up.
     // Two constant-size checks, not one with a selected length: a pointer added to a selected
     // scalar is rejected by the verifier for agents without CAP_PERFMON.
@@ -204,7 +273,6 @@ fn service<const L4: usize>(
         }
         0
     };
-    let len = frame_len(ctx);
     let flow = keys::flow(&src, &dst, ports, proto, family);
     let Some((real_id, real, new_flow)) = choose(svc, &flow, tcp_flags) else {
         stats::count_service(svc.id, len, false);
@@ -229,20 +297,26 @@ fn later_fragment(
     id: u32,
     proto: u8,
     family: u8,
+    ip_end: usize,
+    need: usize,
 ) -> Verdict {
     if vip(&dst, family).is_none() {
         return pass(reason::PASS_NOT_SERVICE);
     }
+    let len = match admit(ctx, eth, ip_end, need) {
+        Ok(len) => len,
+        Err(v) => return v,
+    };
     let key = keys::frag(&src, &dst, id, proto, family);
     // SAFETY: read-only use; the entry is replaced whole by a first fragment.
     let Some(b) = (unsafe { FRAGS.get(&key) }) else {
-        return drop(reason::DROP_FRAG_UNKNOWN);
+        return Verdict { len, ..drop(reason::DROP_FRAG_UNKNOWN) };
     };
     let Some(real) = usable_real(b.real, b.generation) else {
-        return drop(reason::DROP_FRAG_UNKNOWN);
+        return Verdict { len, ..drop(reason::DROP_FRAG_UNKNOWN) };
     };
     stats::event(event::FRAG_HIT);
-    send(ctx, eth, b.real, real, frame_len(ctx), false, reason::TX)
+    send(ctx, eth, b.real, real, len, false, reason::TX)
 }
 
 /// The real `id` when it may receive packets and still is the real `generation` named.

@@ -8,12 +8,12 @@ use lb_common::{
 };
 
 use crate::{
-    forward::{Verdict, lookup_service, pass, pick_new, send, usable_real, vip},
+    forward::{Verdict, admit, lookup_service, pass, pick_new, send, usable_real, vip},
     keys,
     maps::{CONFIG, FLOWS},
     parse::{
-        EthHdr, ICMP_HLEN, IPV6_HLEN, IcmpHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6, csum_fold,
-        csum_replace, frame_len, now_secs, ptr_at,
+        EthHdr, ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, IcmpHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6,
+        csum_fold, csum_replace, now_secs, ptr_at,
     },
 };
 
@@ -31,7 +31,13 @@ const INNER_V4: usize = L4_V4 + ICMP_HLEN;
 const INNER_V6: usize = L4_V6 + ICMP_HLEN;
 
 #[inline(always)]
-pub fn v4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv4Hdr, dst: Addr) -> Verdict {
+pub fn v4(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    dst: Addr,
+    ip_end: usize,
+) -> Verdict {
     let Some(vip) = vip(&dst, FAMILY_V4) else {
         return pass(reason::PASS_NOT_SERVICE);
     };
@@ -41,14 +47,25 @@ pub fn v4(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv4Hdr, dst: Addr) -> Ve
     // SAFETY: bounds checked by `ptr_at`.
     let (kind, code) = unsafe { ((*icmp).kind, (*icmp).code) };
     match (kind, code) {
-        (ICMP_ECHO, 0) if vip.flags & VIP_F_ICMP_ECHO != 0 => echo_reply_v4(eth, ip, icmp),
-        (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => too_big_v4(ctx, eth),
+        (ICMP_ECHO, 0) if vip.flags & VIP_F_ICMP_ECHO != 0 => {
+            match admit(ctx, eth, ip_end, L4_V4 + ICMP_HLEN) {
+                Ok(len) => echo_reply_v4(eth, ip, icmp, len),
+                Err(v) => v,
+            }
+        }
+        (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => too_big_v4(ctx, eth, ip_end),
         _ => pass(reason::PASS_ICMP),
     }
 }
 
 #[inline(always)]
-pub fn v6(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv6Hdr, dst: Addr) -> Verdict {
+pub fn v6(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv6Hdr,
+    dst: Addr,
+    ip_end: usize,
+) -> Verdict {
     let Some(vip) = vip(&dst, FAMILY_V6) else {
         return pass(reason::PASS_NOT_SERVICE);
     };
@@ -58,8 +75,13 @@ pub fn v6(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv6Hdr, dst: Addr) -> Ve
     // SAFETY: bounds checked by `ptr_at`.
     let kind = unsafe { (*icmp).kind };
     match kind {
-        ICMPV6_ECHO_REQUEST if vip.flags & VIP_F_ICMP_ECHO != 0 => echo_reply_v6(eth, ip, icmp),
-        ICMPV6_PKT_TOOBIG => too_big_v6(ctx, eth),
+        ICMPV6_ECHO_REQUEST if vip.flags & VIP_F_ICMP_ECHO != 0 => {
+            match admit(ctx, eth, ip_end, L4_V6 + ICMP_HLEN) {
+                Ok(len) => echo_reply_v6(eth, ip, icmp, len),
+                Err(v) => v,
+            }
+        }
+        ICMPV6_PKT_TOOBIG => too_big_v6(ctx, eth, ip_end),
         // Neighbour discovery for the VIP and everything else: the kernel's.
         _ => pass(reason::PASS_ICMP),
     }
@@ -84,7 +106,7 @@ fn swap_macs(eth: *mut EthHdr) {
 }
 
 #[inline(always)]
-fn echo_reply_v4(eth: *mut EthHdr, ip: *mut Ipv4Hdr, icmp: *mut IcmpHdr) -> Verdict {
+fn echo_reply_v4(eth: *mut EthHdr, ip: *mut Ipv4Hdr, icmp: *mut IcmpHdr, len: usize) -> Verdict {
     swap_macs(eth);
     // SAFETY: both headers were bounds-checked by the caller.
     unsafe {
@@ -113,11 +135,11 @@ fn echo_reply_v4(eth: *mut EthHdr, ip: *mut Ipv4Hdr, icmp: *mut IcmpHdr) -> Verd
         let new = u16::from_ne_bytes([ICMP_ECHO_REPLY, (*icmp).code]);
         (*icmp).checksum = csum_replace((*icmp).checksum, old, new);
     }
-    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len: 0 }
+    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len }
 }
 
 #[inline(always)]
-fn echo_reply_v6(eth: *mut EthHdr, ip: *mut Ipv6Hdr, icmp: *mut IcmpHdr) -> Verdict {
+fn echo_reply_v6(eth: *mut EthHdr, ip: *mut Ipv6Hdr, icmp: *mut IcmpHdr, len: usize) -> Verdict {
     swap_macs(eth);
     // SAFETY: both headers were bounds-checked by the caller.
     unsafe {
@@ -131,14 +153,25 @@ fn echo_reply_v6(eth: *mut EthHdr, ip: *mut Ipv6Hdr, icmp: *mut IcmpHdr) -> Verd
         let new = u16::from_ne_bytes([ICMPV6_ECHO_REPLY, (*icmp).code]);
         (*icmp).checksum = csum_replace((*icmp).checksum, old, new);
     }
-    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len: 0 }
+    Verdict { action: xdp_action::XDP_TX, reason: reason::TX_ICMP_ECHO, len }
 }
 
 /// Forwards an ICMP error about the flow `flow` (client → VIP direction) to the flow's real.
 #[inline(always)]
-fn to_flow_owner(ctx: &XdpContext, eth: *mut EthHdr, flow: FlowKey, vip_port_be: u16) -> Verdict {
+fn to_flow_owner(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    flow: FlowKey,
+    vip_port_be: u16,
+    ip_end: usize,
+    need: usize,
+) -> Verdict {
     let Some(svc) = lookup_service(&flow.dst, vip_port_be, flow.proto, flow.family) else {
         return pass(reason::PASS_ICMP);
+    };
+    let len = match admit(ctx, eth, ip_end, need) {
+        Ok(len) => len,
+        Err(v) => return v,
     };
     // SAFETY: read-only use of the flow entry.
     let bound = unsafe { FLOWS.get(&flow) }
@@ -148,20 +181,18 @@ fn to_flow_owner(ctx: &XdpContext, eth: *mut EthHdr, flow: FlowKey, vip_port_be:
         None => CONFIG.get(0).and_then(|cfg| pick_new(svc, &flow, cfg.hash_seed, now_secs())),
     };
     match chosen {
-        Some((id, real)) => {
-            send(ctx, eth, id, real, frame_len(ctx), false, reason::TX_ICMP_TOO_BIG)
-        }
-        None => pass(reason::PASS_ICMP),
+        Some((id, real)) => send(ctx, eth, id, real, len, false, reason::TX_ICMP_TOO_BIG),
+        None => Verdict { len, ..pass(reason::PASS_ICMP) },
     }
 }
 
 /// "Fragmentation needed" quoting a packet a real sent from the VIP to a client.
 #[inline(always)]
-fn too_big_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
+fn too_big_v4(ctx: &XdpContext, eth: *mut EthHdr, ip_end: usize) -> Verdict {
     let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, INNER_V4) else {
         return pass(reason::PASS_ICMP);
     };
-    let Some(ports) = ptr_at::<u32>(ctx, INNER_V4 + 20) else {
+    let Some(ports) = ptr_at::<u32>(ctx, INNER_V4 + IPV4_HLEN) else {
         return pass(reason::PASS_ICMP);
     };
     // SAFETY: bounds checked by `ptr_at`.
@@ -180,12 +211,12 @@ fn too_big_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
     // The quoted packet went VIP:port → client:port; the flow is the other way round.
     let flow =
         keys::flow(&[daddr, 0, 0, 0], &[saddr, 0, 0, 0], ports.rotate_left(16), proto, FAMILY_V4);
-    to_flow_owner(ctx, eth, flow, ports as u16)
+    to_flow_owner(ctx, eth, flow, ports as u16, ip_end, INNER_V4 + IPV4_HLEN + 4)
 }
 
 /// "Packet too big" quoting a packet a real sent from the VIP to a client.
 #[inline(always)]
-fn too_big_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
+fn too_big_v6(ctx: &XdpContext, eth: *mut EthHdr, ip_end: usize) -> Verdict {
     let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, INNER_V6) else {
         return pass(reason::PASS_ICMP);
     };
@@ -199,5 +230,5 @@ fn too_big_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
         return pass(reason::PASS_ICMP);
     }
     let flow = keys::flow(&daddr, &saddr, ports.rotate_left(16), proto, FAMILY_V6);
-    to_flow_owner(ctx, eth, flow, ports as u16)
+    to_flow_owner(ctx, eth, flow, ports as u16, ip_end, INNER_V6 + IPV6_HLEN + 4)
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Binding, Counter, FlowKey, FragKey, GlobalConfig, PersistKey, RealValue, ServiceKey,
-    ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
+    Binding, Counter, FlowKey, FragKey, GlobalConfig, LocalMacKey, PersistKey, RealValue,
+    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
 };
 
 /// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
@@ -18,6 +18,10 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
 /// Addresses that are VIPs (ICMP and later fragments carry no port).
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(sizes::MAX_SERVICES, 0);
+
+/// (ingress interface, MAC) pairs of frames the program may act on; the value is unused.
+#[map(name = "LB_LOCAL_MACS")]
+pub static LOCAL_MACS: HashMap<LocalMacKey, u32> = HashMap::with_max_entries(sizes::LOCAL_MACS, 0);
 
 /// Maglev tables of all services, back to back; entries are real ids.
 #[map(name = "LB_RINGS")]

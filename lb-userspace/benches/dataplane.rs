@@ -617,6 +617,12 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
     let d = desired();
     dp.apply(&d).context("programming the maps")?;
+    // `repeat` reruns the rewritten frame, addressed to the real from the second run on.
+    for r in d.services.iter().flat_map(|s| &s.reals) {
+        if let Some(mac) = r.mac {
+            dp.accept_extra_mac(1, mac.0).context("accepting a real's MAC")?;
+        }
+    }
 
     let iface_prefix: [u8; 5] = IFACE_MAC[..5].try_into().context("MAC prefix")?;
     let mut rows = Vec::new();

@@ -1,6 +1,7 @@
 //! The `lb` director agent: config model and front ends, XDP dataplane, control socket and CLI.
 
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -13,6 +14,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
+pub mod sync;
 #[cfg(test)]
 mod testutil;
 pub mod vrrp;

@@ -14,6 +14,21 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// True when `program` is on PATH. Without it the test fails loudly in CI (`CI=true`: CI installs
+/// it through `cargo xtask bootstrap`) and skips elsewhere.
+pub fn require_program(test: &str, program: &str) -> bool {
+    use crate::config::{HostView as _, SystemHost};
+    if SystemHost.has_program(program) {
+        return true;
+    }
+    let msg = format!("{test}: `{program}` is not installed");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("!!! {msg}. CI=true, so this is a failure. !!!");
+    }
+    eprintln!("SKIP: {msg}");
+    false
+}
+
 /// Moves the calling thread into a fresh network namespace, so attaching XDP or adding addresses
 /// touches nothing outside the test. Its `lo` has ifindex 1, which is what BPF_PROG_TEST_RUN uses.
 pub fn private_netns() {
@@ -48,4 +63,10 @@ pub fn drop_effective_caps(caps: &[u32]) {
         }
         assert_eq!(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()), 0, "capset");
     }
+}
+
+/// A fresh folder `<temp>/<prefix>XXXXXX`, removed with everything in it when the guard drops
+/// (also when the test panics).
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("creating a temporary folder")
 }

@@ -25,8 +25,8 @@ pub struct LbAgent {
     process: Option<Process>,
     bin: PathBuf,
     socket: PathBuf,
-    /// Holds the socket; removed on drop.
-    dir: PathBuf,
+    /// Holds the socket; removed on drop (after the agent has stopped: fields drop last).
+    _dir: tempfile::TempDir,
 }
 
 impl LbAgent {
@@ -47,9 +47,8 @@ impl LbAgent {
         if !bin.is_file() {
             bail!("lb binary {} not found (build it: cargo build -p lb-userspace)", bin.display());
         }
-        let dir = std::env::temp_dir().join(format!("lb-agent-{}", ns.name()));
-        std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("lb.sock");
+        let dir = crate::scratch_dir(&format!("lb-agent-{}-", ns.name()))?;
+        let socket = dir.path().join("lb.sock");
         let bin_s = bin.to_string_lossy().into_owned();
         let config_s = config.to_string_lossy().into_owned();
         let socket_s = socket.to_string_lossy().into_owned();
@@ -63,7 +62,7 @@ impl LbAgent {
         args.extend([bin_s.as_str(), "run", "-c", &config_s, "--socket", &socket_s]);
         args.extend_from_slice(extra);
         let process = ns.spawn(&args)?;
-        let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, dir };
+        let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, _dir: dir };
         let up = wait_until(Duration::from_secs(20), || {
             agent.has_exited() || agent.cli(&["backends", "--json"]).is_ok()
         });
@@ -204,7 +203,6 @@ impl Drop for LbAgent {
                 let _ = p.kill();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

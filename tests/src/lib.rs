@@ -31,6 +31,15 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// A fresh folder `<temp>/<prefix>XXXXXX`, removed with everything in it when the guard drops
+/// (also during a panic unwind).
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .with_context(|| format!("creating a temporary folder {prefix}*"))
+}
+
 /// Whether a root-only test can run. Not root (or no `ip`): in CI (`CI=true`) this panics, because
 /// such tests must fail loudly there; elsewhere it prints `SKIP: ...` to stderr and returns false.
 pub fn require_root(test_name: &str) -> bool {

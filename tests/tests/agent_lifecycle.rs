@@ -3,19 +3,20 @@
 
 use std::{path::PathBuf, process::Command};
 
-use lb_tests::{LbAgent, Netns, Process, lb_bin, require_root, unique_prefix};
+use lb_tests::{LbAgent, Netns, Process, lb_bin, require_root, scratch_dir, unique_prefix};
+use tempfile::TempDir;
 
-fn temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lb-life-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let p = dir.join(name);
+fn temp(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(&p, text).expect("write");
     p
 }
 
 #[test]
 fn bad_config_stops_the_agent_before_it_starts() {
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     let cfg = temp(
+        &tmp,
         "bad.toml",
         "[[virtual_server]]\nvip = \"192.0.2.1000\"\nport = 80\ninterface = \"lo\"\n",
     );
@@ -38,11 +39,13 @@ fn bad_config_stops_the_agent_before_it_starts() {
 
 #[test]
 fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     if !require_root("second_agent_on_the_same_socket") {
         return;
     }
     let ns = Netns::create(&format!("{}-life", unique_prefix())).expect("netns");
     let cfg = temp(
+        &tmp,
         "lo.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
          [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n",
@@ -69,12 +72,14 @@ fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
 /// at its value, before anything is attached.
 #[test]
 fn a_real_that_is_an_address_of_this_host_is_refused() {
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     if !require_root("a_real_that_is_an_address_of_this_host") {
         return;
     }
     let ns = Netns::create(&format!("{}-own", unique_prefix())).expect("netns");
     ns.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"]).expect("address on lo");
     let cfg = temp(
+        &tmp,
         "own.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
          [[virtual_server.real_server]]\naddress = \"192.0.2.1\"\n",
@@ -114,16 +119,19 @@ fn a_real_that_is_an_address_of_this_host_is_refused() {
 /// the in-VM tests cover the other side). `--dataplane ipvs` without IPVS is refused too.
 #[test]
 fn services_needing_ipvs_are_refused_by_name_without_it() {
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     if !require_root("services_needing_ipvs") {
         return;
     }
     let ns = Netns::create(&format!("{}-ipvs", unique_prefix())).expect("netns");
     let nat = temp(
+        &tmp,
         "nat.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
          lb_kind = \"NAT\"\nreal_server = [{ address = \"10.0.0.11\", port = 8080 }]\n",
     );
     let fwmark = temp(
+        &tmp,
         "fwmark.toml",
         "[[virtual_server]]\nfwmark = 1\nreal_server = [{ address = \"10.0.0.11\", port = 80 }]\n",
     );
@@ -174,8 +182,12 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
 /// (exit 134). It is a located error like any other.
 #[test]
 fn deeply_nested_config_is_refused_with_a_located_error() {
-    let cfg =
-        temp("deep.conf", &format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000)));
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
+    let cfg = temp(
+        &tmp,
+        "deep.conf",
+        &format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000)),
+    );
     let socket = cfg.with_extension("sock");
     let out = Command::new(lb_bin())
         .args(["run", "-c"])
@@ -198,13 +210,14 @@ fn deeply_nested_config_is_refused_with_a_located_error() {
 /// answering, and reloads a good file afterwards.
 #[test]
 fn reload_of_a_hostile_file_keeps_the_agent_and_its_config() {
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     if !require_root("reload_of_a_hostile_file") {
         return;
     }
     let ns = Netns::create(&format!("{}-hostile", unique_prefix())).expect("netns");
     let good = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n\
-                [[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n";
-    let cfg = temp("hostile.conf", good);
+                [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n";
+    let cfg = temp(&tmp, "hostile.conf", good);
     let agent = LbAgent::start(&ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("agent");
     let deep_keepalived = format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000));
     let deep_toml = format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
@@ -256,7 +269,9 @@ fn socket_path_that_is_not_a_socket_is_left_alone() {
         return;
     }
     let ns = Netns::create(&format!("{}-typo", unique_prefix())).expect("netns");
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     let cfg = temp(
+        &tmp,
         "typo.toml",
         "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n",
     );
@@ -306,12 +321,21 @@ fn sigterm_during_start_up_stops_cleanly() {
     }
     let ns = Netns::create(&format!("{}-early", unique_prefix())).expect("netns");
     ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    // A segment where nobody answers ARP: the real's MAC never resolves.
+    ns.ip(&["link", "add", "e0", "type", "veth", "peer", "name", "e1"]).expect("veth");
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "e0"]).expect("address");
+    for dev in ["e0", "e1"] {
+        ns.ip(&["link", "set", dev, "up"]).expect("link up");
+    }
     let service = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"lo\"\n";
+    let tmp = scratch_dir("lb-life-").expect("temp dir");
     let unresolved = temp(
+        &tmp,
         "early-unresolved.toml",
-        &format!("{service}[[virtual_server.real_server]]\naddress = \"127.0.0.2\"\n"),
+        &(service.replace("\"lo\"", "\"e0\"")
+            + "[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"),
     );
-    let attach_at_once = temp("early-attach.toml", service);
+    let attach_at_once = temp(&tmp, "early-attach.toml", service);
     let mut failures = Vec::new();
     for cfg in [&unresolved, &attach_at_once] {
         for delay_ms in [0u64, 20, 50, 100, 200, 300, 500] {

@@ -18,8 +18,8 @@ fn sigkilled_agent_is_replaced_without_breaking_connections() {
     }
     let dr = DrTopology::build("ar", 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-restart", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = lb_tests::scratch_dir(&format!("{}-restart-", dr.topo.prefix())).expect("dir");
+    let dir = tmp.path();
     let bpf = BpfFs::mount(dir.join("bpf")).expect("bpffs");
     let cfg = dir.join("lb.toml");
     let mut text = format!("[[virtual_server]]\nvip = \"{VIP}\"\nport = 7\ninterface = \"eth0\"\n");
@@ -59,5 +59,4 @@ fn sigkilled_agent_is_replaced_without_breaking_connections() {
     // A clean stop removes the pins.
     second.stop().expect("clean stop");
     assert!(!Path::new(&pin).exists(), "pins left behind after SIGTERM");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,9 +53,8 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
     }
     let dr = DrTopology::build("rt", 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let cfg = dir.path().join("lb.toml");
     std::fs::write(&cfg, config([1, 1, 1])).expect("config");
     let args = ["--xdp-mode", "generic", "--metrics", "127.0.0.1:9100"];
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &args).expect("lb run");
@@ -145,7 +144,6 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
     assert_eq!(real(&agent, 12), ("up".into(), 1, None), "runtime weight cleared by reload");
     let counts = served(&dr, 40);
     assert_eq!(counts.get("rs1"), None, "{counts:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -155,9 +153,8 @@ fn bad_input_to_every_subcommand_is_refused_and_changes_nothing() {
     }
     let dr = DrTopology::build("bad", 1, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let cfg = dir.path().join("lb.toml");
     std::fs::write(
         &cfg,
         format!("[[virtual_server]]\nvip = \"{VIP}\"\nport = 80\ninterface = \"eth0\"\n[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"),
@@ -200,5 +197,4 @@ fn bad_input_to_every_subcommand_is_refused_and_changes_nothing() {
             .contains("cannot reach the lb agent at /nonexistent/lb.sock")
     );
     assert_eq!(agent.backends().expect("backends"), before, "nothing changed");
-    let _ = std::fs::remove_dir_all(&dir);
 }

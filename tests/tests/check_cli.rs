@@ -3,12 +3,11 @@
 
 use std::{path::PathBuf, process::Command};
 
-use lb_tests::lb_bin;
+use lb_tests::{lb_bin, scratch_dir};
+use tempfile::TempDir;
 
-fn write(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lb-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -70,6 +69,7 @@ const GOOD_VS: &str = "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\npro
 
 #[test]
 fn bad_input_is_rejected_with_a_located_message() {
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
     // (case, file text, expected "LINE:COL: message" fragment)
     let cases: &[(&str, String, &str)] = &[
         ("unknown key", format!("{GOOD_VS}weigth = 1\n"), "6:1: unknown key `weigth`"),
@@ -130,7 +130,7 @@ fn bad_input_is_rejected_with_a_located_message() {
         ("syntax error", "[[virtual_server]\n".to_owned(), "1:"),
     ];
     for (i, (name, text, want)) in cases.iter().enumerate() {
-        let path = write(&format!("bad{i}.toml"), text);
+        let path = write(&tmp, &format!("bad{i}.toml"), text);
         let (code, stdout) = check(&path);
         assert_eq!(code, 1, "{name}: exit code; stdout: {stdout}");
         let expected = format!("{}:{want}", path.display());
@@ -143,13 +143,14 @@ fn bad_input_is_rejected_with_a_located_message() {
 
 #[test]
 fn all_errors_of_a_file_are_reported() {
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
     let text = format!(
         "{}{}",
         GOOD_VS.replace("port = 80", "port = 70000"),
         "[[virtual_server]]\nvip = \"nope\"\nport = 81\ninterface = \"lo\"\n\
          [[virtual_server]]\nvip = \"192.0.2.101\"\nport = 81\ninterface = \"lbnosuch1\"\n"
     );
-    let path = write("many.toml", &text);
+    let path = write(&tmp, "many.toml", &text);
     let (code, stdout) = check(&path);
     assert_eq!(code, 1);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -161,10 +162,11 @@ fn all_errors_of_a_file_are_reported() {
 
 #[test]
 fn valid_files_pass_with_a_summary_and_notices() {
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
     let text = format!(
         "{GOOD_VS}lb_algo = \"wrr\"\n[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\nweight = 2\n"
     );
-    let path = write("good.toml", &text);
+    let path = write(&tmp, "good.toml", &text);
     let (code, stdout) = check(&path);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("ok (TOML, 1 virtual servers, 1 real servers)"), "{stdout}");
@@ -182,6 +184,7 @@ fn valid_files_pass_with_a_summary_and_notices() {
 
 #[test]
 fn shipped_examples_are_valid_apart_from_their_interface() {
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
     // The examples name eth0, which may not exist here: every other check must pass.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for entry in std::fs::read_dir(&dir).expect("examples/") {
@@ -192,6 +195,7 @@ fn shipped_examples_are_valid_apart_from_their_interface() {
         let text =
             std::fs::read_to_string(&path).expect("read example").replace("\"eth0\"", "\"lo\"");
         let copy = write(
+            &tmp,
             &format!("example-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")),
             &text,
         );
@@ -202,8 +206,9 @@ fn shipped_examples_are_valid_apart_from_their_interface() {
 
 #[test]
 fn keepalived_conf_is_read_as_is_and_strict_turns_warnings_into_errors() {
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
     let text = "! Configuration File for keepalived\nglobal_defs {\n   router_id LVS_DEVEL\n   notification_email {\n     ops@example.com\n   }\n}\n\nvirtual_server 192.0.2.100 80 {\n    delay_loop 6\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    lb_interface lo\n\n    real_server 192.0.2.11 80 {\n        weight 1\n        TCP_CHECK {\n            connect_timeout 3\n        }\n    }\n}\n";
-    let path = write("keepalived.conf", text);
+    let path = write(&tmp, "keepalived.conf", text);
     let (code, stdout) = check(&path);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("ok (keepalived.conf, 1 virtual servers, 1 real servers)"), "{stdout}");
@@ -217,7 +222,7 @@ fn keepalived_conf_is_read_as_is_and_strict_turns_warnings_into_errors() {
         .output()
         .expect("lb check");
     assert_eq!(out.status.code(), Some(1), "--strict refuses warnings");
-    let misspelled = write("typo.conf", &text.replace("delay_loop", "delay_lop"));
+    let misspelled = write(&tmp, "typo.conf", &text.replace("delay_loop", "delay_lop"));
     let (code, stdout) = check(&misspelled);
     assert_eq!(code, 1);
     assert!(
@@ -243,8 +248,8 @@ fn check_within(path: &std::path::Path, seconds: u32) -> (i32, String) {
 /// with 134), a hang (a FIFO) or memory without end (`/dev/zero`).
 #[test]
 fn hostile_files_are_located_errors_not_crashes() {
-    let fifo = write("placeholder", "").with_file_name("pipe.conf");
-    let _ = std::fs::remove_file(&fifo);
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
+    let fifo = tmp.path().join("pipe.conf");
     let c_fifo = std::ffi::CString::new(fifo.to_str().expect("utf-8 path")).expect("path");
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
@@ -253,17 +258,21 @@ fn hostile_files_are_located_errors_not_crashes() {
     let cases: Vec<(&str, PathBuf, &str)> = vec![
         (
             "keepalived blocks 7,000 deep",
-            write("deep.conf", &deep(7_000)),
+            write(&tmp, "deep.conf", &deep(7_000)),
             "1:77: blocks are nested more than 32 deep here",
         ),
         (
             "keepalived blocks 100,000 deep",
-            write("deeper.conf", &deep(100_000)),
+            write(&tmp, "deeper.conf", &deep(100_000)),
             "1:77: blocks are nested more than 32 deep here",
         ),
         (
             "TOML arrays 100,000 deep",
-            write("deep.toml", &format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000))),
+            write(
+                &tmp,
+                "deep.toml",
+                &format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            ),
             "1:",
         ),
         (
@@ -278,17 +287,17 @@ fn hostile_files_are_located_errors_not_crashes() {
         ),
         (
             "include /dev/zero",
-            write("zero.conf", "include /dev/zero\n"),
+            write(&tmp, "zero.conf", "include /dev/zero\n"),
             "1:9: cannot read included file `/dev/zero`: it is a character device",
         ),
         (
             "include a FIFO",
-            write("fifo.conf", &format!("include {}\n", fifo.display())),
+            write(&tmp, "fifo.conf", &format!("include {}\n", fifo.display())),
             "1:9: cannot read included file",
         ),
         (
             "15 brace groups",
-            write("braces.conf", &format!("include /nonexistent/{}\n", "{a,b}".repeat(15))),
+            write(&tmp, "braces.conf", &format!("include /nonexistent/{}\n", "{a,b}".repeat(15))),
             "1:9: `include /nonexistent/{a,b}",
         ),
     ];
@@ -301,5 +310,4 @@ fn hostile_files_are_located_errors_not_crashes() {
             "{name}: want a line starting {expected:?}, got:\n{stdout}"
         );
     }
-    let _ = std::fs::remove_file(&fifo);
 }

@@ -37,9 +37,8 @@ fn unit_passes_systemd_analyze_verify() {
         panic!("lb binary {} not built", bin.display());
     }
     // Verify needs ExecStart to exist: point it at the built binary.
-    let dir = std::env::temp_dir().join(format!("lb-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("lb.service");
+    let dir = lb_tests::scratch_dir("lb-unit-").expect("temp dir");
+    let path = dir.path().join("lb.service");
     std::fs::write(&path, unit().replace("/usr/local/bin/lb", &bin.to_string_lossy()))
         .expect("write unit");
     let out = Command::new("systemd-analyze")
@@ -47,7 +46,6 @@ fn unit_passes_systemd_analyze_verify() {
         .arg(&path)
         .output()
         .expect("systemd-analyze");
-    let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
 }

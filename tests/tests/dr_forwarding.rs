@@ -64,7 +64,7 @@ fn dr_forwarding_spreads_flows_and_replies_bypass_the_director() {
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
     let dir = tempdir(dr.topo.prefix());
     let agent =
-        LbAgent::start(&dr.director.ns, &lb_bin(), &config(&dir), &["--xdp-mode", "generic"])
+        LbAgent::start(&dr.director.ns, &lb_bin(), &config(dir.path()), &["--xdp-mode", "generic"])
             .expect("lb run");
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all reals resolved");
 
@@ -144,13 +144,10 @@ fn dr_forwarding_spreads_flows_and_replies_bypass_the_director() {
     assert!(!socket.exists(), "control socket removed on stop");
     let link = dr.director.ns.run_ok(&["ip", "link", "show", "eth0"]).expect("ip link");
     assert!(!link.contains("xdp"), "XDP still attached after stop: {link}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn tempdir(prefix: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("{prefix}-cfg"));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    lb_tests::scratch_dir(&format!("{prefix}-cfg-")).expect("temp dir")
 }
 
 /// A keepalived.conf as operators have it (plus the interface) runs unchanged.
@@ -162,7 +159,7 @@ fn lb_runs_a_keepalived_conf_unchanged() {
     let dr = DrTopology::build("kc", 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
     let dir = tempdir(dr.topo.prefix());
-    let conf = dir.join("keepalived.conf");
+    let conf = dir.path().join("keepalived.conf");
     let mut text = format!(
         "! keepalived.conf\nglobal_defs {{\n    router_id LVS_TEST\n}}\n\nvirtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    lb_interface eth0\n"
     );
@@ -182,5 +179,4 @@ fn lb_runs_a_keepalived_conf_unchanged() {
     assert_eq!(counts.len(), 3, "all three reals answer: {counts:?}");
     let v = agent.backends().expect("backends");
     assert_eq!(v["services"][0]["scheduler"], "wrr", "the configured scheduler is shown");
-    let _ = std::fs::remove_dir_all(dir);
 }

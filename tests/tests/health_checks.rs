@@ -30,11 +30,10 @@ fn state_of(agent: &LbAgent, last: u8) -> String {
         .unwrap_or_default()
 }
 
-fn start(dr: &DrTopology, body: &str) -> (LbAgent, std::path::PathBuf) {
+fn start(dr: &DrTopology, body: &str) -> (LbAgent, tempfile::TempDir) {
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let cfg = dir.path().join("lb.toml");
     std::fs::write(&cfg, body).expect("config");
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
         .expect("lb run");
@@ -57,7 +56,7 @@ fn tcp_check_takes_a_dead_real_out_and_puts_it_back() {
             11 + i
         ));
     }
-    let (agent, dir) = start(&dr, &conf);
+    let (agent, _dir) = start(&dr, &conf);
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up");
 
     // delay_loop + retry × delay_before_retry + connect_timeouts, plus slack for scheduling.
@@ -90,7 +89,6 @@ fn tcp_check_takes_a_dead_real_out_and_puts_it_back() {
         log.lines().filter(|l| l.contains("health change in the dataplane")).collect();
     assert!(applies.len() >= 2, "down and up applied: {log}");
     eprintln!("{}", applies.join("\n"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn md5_of(text: &str) -> String {
@@ -123,7 +121,7 @@ fn http_get_with_wrong_status_or_digest_marks_down() {
          [[virtual_server.real_server]]\naddress = \"192.0.2.13\"\n\
          [virtual_server.real_server.http_get]\nconnect_timeout = 1\nretry = 0\nurl = [{{ path = \"/\", digest = \"{good}\" }}]\n"
     );
-    let (agent, dir) = start(&dr, &conf);
+    let (agent, _dir) = start(&dr, &conf);
     let settled = wait_until(Duration::from_secs(10), || {
         state_of(&agent, 11) == "up"
             && state_of(&agent, 12) == "down"
@@ -138,7 +136,6 @@ fn http_get_with_wrong_status_or_digest_marks_down() {
     assert!(health(2).contains("digest"), "{}", health(2));
     let counts = count_http(&dr.client.ns, &format!("http://{VIP}/"), 20);
     assert_eq!(counts.get("rs1"), Some(&20), "only the healthy real serves: {counts:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -152,7 +149,7 @@ fn a_real_that_changes_nic_gets_its_new_mac() {
          [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n\
          [[virtual_server.real_server]]\naddress = \"192.0.2.12\"\n"
     );
-    let (agent, dir) = start(&dr, &conf);
+    let (agent, _dir) = start(&dr, &conf);
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("up");
     let mac_of = |agent: &LbAgent| {
         agent
@@ -181,5 +178,4 @@ fn a_real_that_changes_nic_gets_its_new_mac() {
         counts.get("rs1").copied().unwrap_or(0) > 0,
         "rs1 reachable at its new MAC: {counts:?}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,7 +8,6 @@
 //! advertised on the NIC, with no setting at all.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -76,22 +75,6 @@ fn resolves(client: &Host, target: &str, wait: Duration) -> bool {
 const UNANSWERED: Duration = Duration::from_millis(3500);
 const ANSWERED: Duration = Duration::from_secs(3);
 
-struct StateDir(PathBuf);
-
-impl StateDir {
-    fn new() -> StateDir {
-        let dir = std::env::temp_dir().join(format!("lb-realserver-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        StateDir(dir)
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn up_keeps_the_vip_from_being_answered_for_and_down_restores_everything() {
     if !require_root("up_keeps_the_vip_from_being_answered_for_and_down_restores_everything") {
@@ -100,8 +83,8 @@ fn up_keeps_the_vip_from_being_answered_for_and_down_restores_everything() {
     let mut topo = Topology::new("realsrv").expect("topology");
     let real = topo.add_host("real", &["192.0.2.11/24", "2001:db8::11/64"]).expect("real");
     let client = topo.add_host("client", &["192.0.2.1/24", "2001:db8::1/64"]).expect("client");
-    let dir = StateDir::new();
-    let state = dir.0.join("run/realserver.json");
+    let dir = lb_tests::scratch_dir("lb-realserver-test-").expect("temp dir");
+    let state = dir.path().join("run/realserver.json");
     let state_arg = state.to_string_lossy().into_owned();
     let before = sysctls(&real.ns);
     assert!(before.iter().all(|(_, v)| v == "0"), "fresh namespace: {before:?}");

@@ -89,9 +89,8 @@ fn a_slow_reload_never_freezes_failover_health_or_the_control_socket() {
     }
     let mut dr = DrTopology::build("slowrl", 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let cfg = dir.path().join("lb.toml");
     std::fs::write(&cfg, services()).expect("config");
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
         .expect("lb run");
@@ -221,5 +220,4 @@ fn a_slow_reload_never_freezes_failover_health_or_the_control_socket() {
         "{log}"
     );
     assert!(!dr.director.xdp_attached(), "XDP still attached after the stop:\n{log}");
-    let _ = std::fs::remove_dir_all(dir);
 }

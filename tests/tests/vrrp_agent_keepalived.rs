@@ -19,7 +19,7 @@
 use std::{
     io::Write as _,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -67,15 +67,14 @@ fn testpeer() -> &'static Path {
 struct Lab {
     dr: DrTopology,
     ka: Host,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Lab {
     fn new(label: &str) -> Lab {
         let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
         let ka = dr.topo.add_host("ka", &[&format!("{KA_IP}/24")]).expect("keepalived host");
-        let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-        std::fs::create_dir_all(&dir).expect("config dir");
+        let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
         Lab { dr, ka, dir }
     }
 
@@ -100,7 +99,7 @@ impl Lab {
             let real = DrTopology::real_ip(i);
             text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"{real}\"\n"));
         }
-        let path = self.dir.join(format!("{name}.toml"));
+        let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("lb config");
         LbAgent::start(&self.dr.director.ns, &lb_bin(), &path, &["--xdp-mode", "generic"])
             .expect("lb run")
@@ -115,7 +114,7 @@ impl Lab {
             cfg.unicast_src_ip = Some(KA_IP.to_string());
             cfg.unicast_peer = vec![LB_IP.to_string()];
         }
-        Keepalived::start(&self.ka.ns, &self.dir, &cfg).expect("keepalived")
+        Keepalived::start(&self.ka.ns, self.dir.path(), &cfg).expect("keepalived")
     }
 
     fn url(&self) -> String {
@@ -140,12 +139,6 @@ impl Lab {
         let _ = http_get(&self.dr.client.ns, &self.url());
         let out = self.dr.client.ns.ip(&["neigh", "show", &VIP.to_string()]).unwrap_or_default();
         out.contains(&host.mac_string())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -315,7 +308,7 @@ fn track_script_hands_the_vip_to_keepalived_and_back() {
     }
     let vrrp = V3_MULTICAST;
     let lab = Lab::new("trks");
-    let flag = lab.dir.join("healthy");
+    let flag = lab.dir.path().join("healthy");
     std::fs::write(&flag, "").expect("flag");
     let script = format!(
         "\n[[vrrp_script]]\nname = \"chk\"\nscript = \"test -f {}\"\ninterval = 0.1\n\

@@ -39,12 +39,11 @@ fn config(priority: u8, unicast: Option<(&str, &str)>) -> String {
 
 /// The DR topology with two directors running `lb` as a VRRP pair (dir1 priority 150, dir2 100),
 /// and the folder holding their configs. Multicast adverts unless `unicast`.
-fn pair(label: &str, unicast: bool) -> (DrTopology, LbAgent, LbAgent, std::path::PathBuf) {
+fn pair(label: &str, unicast: bool) -> (DrTopology, LbAgent, LbAgent, tempfile::TempDir) {
     let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (c1, c2) = (dir.join("dir1.toml"), dir.join("dir2.toml"));
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let (c1, c2) = (dir.path().join("dir1.toml"), dir.path().join("dir2.toml"));
     let (ip1, ip2) = ("192.0.2.2", "192.0.2.3");
     let (u1, u2) = if unicast { (Some((ip1, ip2)), Some((ip2, ip1))) } else { (None, None) };
     std::fs::write(&c1, config(150, u1)).expect("config");
@@ -61,7 +60,7 @@ fn backup_director_takes_over_when_the_master_dies() {
         return;
     }
     for (case, unicast) in [("multicast", false), ("unicast", true)] {
-        let (dr, a1, a2, dir) = pair("vf", unicast);
+        let (dr, a1, a2, _dir) = pair("vf", unicast);
         let settled = wait_until(Duration::from_secs(10), || {
             a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
                 && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
@@ -100,7 +99,6 @@ fn backup_director_takes_over_when_the_master_dies() {
         let up = log.contains("dataplane up before the VIPs")
             || log.contains("VRRP state change in the dataplane");
         assert!(up, "{log}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -109,7 +107,7 @@ fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
     if !require_root("vrrp graceful stop") {
         return;
     }
-    let (dr, a1, a2, dir) = pair("vg", false);
+    let (dr, a1, a2, _dir) = pair("vg", false);
     assert!(
         wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
     );
@@ -135,7 +133,6 @@ fn graceful_stop_hands_over_and_leaves_no_vip_or_xdp_behind() {
     assert!(!addrs.contains(&VIP.to_string()), "old master still holds the VIP: {addrs}");
     let link = dr.director.ns.run_ok(&["ip", "link", "show", "eth0"]).expect("ip link");
     assert!(!link.contains("xdp"), "old master still has XDP attached: {link}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The master's interface is deleted and created again (same name, MAC and address, new
@@ -146,7 +143,7 @@ fn master_interface_recreated_forwards_again() {
     if !require_root("vrrp interface recreated") {
         return;
     }
-    let (dr, a1, a2, dir) = pair("vr", false);
+    let (dr, a1, a2, _dir) = pair("vr", false);
     assert!(
         wait_until(Duration::from_secs(10), || a1.vrrp_state("VI_1").as_deref() == Some("MASTER"))
     );
@@ -213,5 +210,4 @@ fn master_interface_recreated_forwards_again() {
         "dir1 forwards on the new interface: {counts:?}\n{}",
         a1.stderr()
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -245,15 +245,14 @@ fn median(samples: &mut [f64]) -> f64 {
 struct Lab {
     dr: DrTopology,
     dir2: Host,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Lab {
     fn new(label: &str) -> Lab {
         let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
         let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("dir2");
-        let dir = std::env::temp_dir().join(format!("{}-bench", dr.topo.prefix()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = lb_tests::scratch_dir(&format!("{}-bench-", dr.topo.prefix())).expect("temp dir");
         Lab { dr, dir2, dir }
     }
 
@@ -269,7 +268,7 @@ impl Lab {
             let real = DrTopology::real_ip(i);
             text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"{real}\"\n"));
         }
-        let path = self.dir.join(format!("lb-{priority}.toml"));
+        let path = self.dir.path().join(format!("lb-{priority}.toml"));
         std::fs::write(&path, text).expect("config");
         path
     }
@@ -283,13 +282,7 @@ impl Lab {
         let mut cfg = KeepalivedConfig::new(51, priority, &format!("{VIP}/32"));
         cfg.version = s.version;
         cfg.advert_int = s.advert.into();
-        Keepalived::start(&host.ns, &self.dir, &cfg).expect("keepalived")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        Keepalived::start(&host.ns, self.dir.path(), &cfg).expect("keepalived")
     }
 }
 

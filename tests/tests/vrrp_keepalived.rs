@@ -35,7 +35,8 @@ fn keepalived_pair_failover_times() {
     let mut topo = Topology::with_mode("vrrpka", BridgeMode::Hub).expect("topology");
     let h1 = topo.add_host("ka1", &["192.0.2.11/24"]).expect("ka1");
     let h2 = topo.add_host("ka2", &["192.0.2.12/24"]).expect("ka2");
-    let dir = std::env::temp_dir().join(format!("{}-ka", topo.prefix()));
+    let tmp = lb_tests::scratch_dir(&format!("{}-ka-", topo.prefix())).expect("temp dir");
+    let dir = tmp.path();
     let cfg = |prio| KeepalivedConfig {
         advert_int: "0.1".into(),
         ..KeepalivedConfig::new(51, prio, &format!("{VIP}/32"))
@@ -43,9 +44,9 @@ fn keepalived_pair_failover_times() {
     // Master_Down_Interval at 0.1 s: 0.3 s + (256 - prio) / 256 × 0.1 s.
     let mdi = |prio: u32| Duration::from_micros(300_000 + (256 - prio) as u64 * 100_000 / 256);
 
-    let mut ka1 = Keepalived::start(&h1.ns, &dir, &cfg(100)).expect("start ka1");
+    let mut ka1 = Keepalived::start(&h1.ns, dir, &cfg(100)).expect("start ka1");
     ka1.wait_state("MASTER", ka1.started, Duration::from_secs(3)).expect("ka1 MASTER");
-    let ka2 = Keepalived::start(&h2.ns, &dir, &cfg(90)).expect("start ka2");
+    let ka2 = Keepalived::start(&h2.ns, dir, &cfg(90)).expect("start ka2");
     ka2.wait_state("BACKUP", ka2.started, Duration::from_secs(2)).expect("ka2 BACKUP");
     std::thread::sleep(mdi(90) * 2);
     assert_eq!(ka2.states(), ["BACKUP"], "ka2 must stay BACKUP:\n{}", ka2.log());
@@ -61,7 +62,7 @@ fn keepalived_pair_failover_times() {
     assert!(wait_until(Duration::from_secs(1), || has_vip(&h2)), "ka2 did not add the VIP");
 
     // ka1 back with its higher priority preempts.
-    let mut ka1 = Keepalived::start(&h1.ns, &dir, &cfg(100)).expect("restart ka1");
+    let mut ka1 = Keepalived::start(&h1.ns, dir, &cfg(100)).expect("restart ka1");
     let back = ka2.wait_state("BACKUP", ka1.started, Duration::from_secs(3)).expect("preempted");
     let preempt = since(ka1.started, back);
     assert!(wait_until(Duration::from_secs(1), || has_vip(&h1) && !has_vip(&h2)));
@@ -84,5 +85,4 @@ fn keepalived_pair_failover_times() {
     );
     drop(ka2);
     drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
 }

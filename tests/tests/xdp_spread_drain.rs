@@ -20,23 +20,6 @@ fn testpeer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
 }
 
-/// A per-test directory for the config file, removed on drop (also when the test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("{prefix}-cfg"));
-        std::fs::create_dir_all(&d).expect("temp dir");
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes TCP services VIP:80 and VIP:7, each with rs1..rs3 at `weights`, to `path`.
 fn write_config(path: &Path, weights: [u32; 3]) {
     let mut text = String::new();
@@ -57,11 +40,11 @@ fn write_config(path: &Path, weights: [u32; 3]) {
 }
 
 /// A DR topology with 3 reals, the VIP on the director, and `lb run` there with all reals up.
-fn setup(label: &str, weights: [u32; 3]) -> (DrTopology, TempDir, PathBuf, LbAgent) {
+fn setup(label: &str, weights: [u32; 3]) -> (DrTopology, tempfile::TempDir, PathBuf, LbAgent) {
     let dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = TempDir::new(dr.topo.prefix());
-    let config = dir.0.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
+    let config = dir.path().join("lb.toml");
     write_config(&config, weights);
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &config, &["--xdp-mode", "generic"])
         .expect("lb run");

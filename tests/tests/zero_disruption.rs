@@ -47,23 +47,6 @@ fn echo() -> SocketAddr {
     SocketAddr::from((VIP, DR_TCP_ECHO_PORT))
 }
 
-/// A per-test directory for config files, removed on drop (also when the test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("{prefix}-cfg"));
-        std::fs::create_dir_all(&d).expect("temp dir");
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What goes into a config besides the reals.
 #[derive(Clone, Copy, Default)]
 struct Extras {
@@ -119,11 +102,11 @@ fn setup(
     label: &str,
     reals: &[(usize, u32)],
     extras: Extras,
-) -> (DrTopology, TempDir, PathBuf, LbAgent) {
+) -> (DrTopology, tempfile::TempDir, PathBuf, LbAgent) {
     let dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on the director");
-    let dir = TempDir::new(dr.topo.prefix());
-    let path = dir.0.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
+    let path = dir.path().join("lb.toml");
     std::fs::write(&path, config(reals, extras)).expect("write config");
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &path, &["--xdp-mode", "generic"])
         .expect("lb run");
@@ -435,8 +418,8 @@ fn health_flaps_of_another_real() {
     // Declared after `dr`: dropped (killed) before the namespaces go.
     let mut listener = Some(check_listener(&dr));
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on the director");
-    let dir = TempDir::new(dr.topo.prefix());
-    let path = dir.0.join("lb.toml");
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
+    let path = dir.path().join("lb.toml");
     std::fs::write(&path, config(&all, extras)).expect("write config");
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &path, &["--xdp-mode", "generic"])
         .expect("lb run");
@@ -533,16 +516,16 @@ fn failover(scenario: &str, label: &str, how: Failure) {
     let all = [(0, 1), (1, 1), (2, 1)];
     let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
-    let dir = TempDir::new(dr.topo.prefix());
-    let (c1, c2) = (dir.0.join("dir1.toml"), dir.0.join("dir2.toml"));
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
+    let (c1, c2) = (dir.path().join("dir1.toml"), dir.path().join("dir2.toml"));
     let vrrp = |p| Extras { vrrp_priority: Some(p), ..Default::default() };
     std::fs::write(&c1, config(&all, vrrp(150))).expect("config");
     std::fs::write(&c2, config(&all, vrrp(100))).expect("config");
     // The master pins its dataplane (as the shipped systemd unit does): killing its agent leaves
     // forwarding running until the clients follow the VIP to dir2.
-    let bpf = lb_tests::BpfFs::mount(dir.0.join("bpf")).expect("bpffs");
+    let bpf = lb_tests::BpfFs::mount(dir.path().join("bpf")).expect("bpffs");
     let pin = bpf.dir.join("lb").to_string_lossy().into_owned();
-    let state = dir.0.join("dir1-dataplane.json").to_string_lossy().into_owned();
+    let state = dir.path().join("dir1-dataplane.json").to_string_lossy().into_owned();
     let a1 = LbAgent::start(
         &dr.director.ns,
         &lb_bin(),
@@ -699,14 +682,14 @@ fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
     let all = [(0, 1), (1, 1), (2, 1)];
     let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
-    let dir = TempDir::new(dr.topo.prefix());
-    let (c1, c2) = (dir.0.join("dir1.toml"), dir.0.join("dir2.toml"));
+    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
+    let (c1, c2) = (dir.path().join("dir1.toml"), dir.path().join("dir2.toml"));
     let vrrp = |p| Extras { vrrp_priority: Some(p), advert_int: Some("1"), ..Default::default() };
     std::fs::write(&c1, config(&all, vrrp(150))).expect("config");
     std::fs::write(&c2, config(&all, vrrp(100))).expect("config");
-    let bpf = lb_tests::BpfFs::mount(dir.0.join("bpf")).expect("bpffs");
+    let bpf = lb_tests::BpfFs::mount(dir.path().join("bpf")).expect("bpffs");
     let pin = bpf.dir.join("lb").to_string_lossy().into_owned();
-    let state = dir.0.join("dir1-dataplane.json").to_string_lossy().into_owned();
+    let state = dir.path().join("dir1-dataplane.json").to_string_lossy().into_owned();
     let args = ["--xdp-mode", "generic", "--pin-dir", &pin, "--state-file", &state];
     let a1 = LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &args).expect("dir1");
     let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");

@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     // VRRP interoperability tests run Debian's keepalived as the peer and tshark as the oracle.
     "keepalived",
     "tshark",
+    // BGP scale-out: BIRD 2 is lb's BGP speaker, and the router of the ECMP labs.
+    "bird2",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -32,8 +32,15 @@ use anyhow::{Context as _, bail};
 use crate::{run, workspace_root};
 
 /// Every target, in the order they run when none is named.
-pub const TARGETS: &[&str] =
-    &["config_toml", "config_keepalived", "vrrp_packet", "vrrp_frame", "control_request", "xdp"];
+pub const TARGETS: &[&str] = &[
+    "config_toml",
+    "config_keepalived",
+    "vrrp_packet",
+    "vrrp_frame",
+    "control_request",
+    "sync_decode",
+    "xdp",
+];
 
 /// The cargo-fuzz release the project's `.tools/` gets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

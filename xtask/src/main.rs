@@ -43,7 +43,7 @@ enum Task {
     Bench,
     /// Run the cargo-fuzz targets in fuzz/ (nightly), each for --time seconds; fails on any crash
     /// and prints the input. Targets: config_toml, config_keepalived, vrrp_packet, vrrp_frame,
-    /// control_request, xdp (needs root). See fuzz/README.md.
+    /// control_request, sync_decode, xdp (needs root). See fuzz/README.md.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]

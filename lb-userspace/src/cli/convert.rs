@@ -64,22 +64,18 @@ mod tests {
     use super::*;
     use crate::config::parse_toml;
 
-    /// A scratch file, removed when dropped.
-    struct Scratch(PathBuf);
+    /// A scratch file: its path, and the guard that removes its folder when dropped.
+    struct Scratch {
+        path: PathBuf,
+        _guard: tempfile::TempDir,
+    }
 
     impl Scratch {
         fn new(name: &str, text: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("lb-convert-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(name);
+            let dir = crate::testutil::scratch_dir("lb-convert-");
+            let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            Scratch(path)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            Scratch { path, _guard: dir }
         }
     }
 
@@ -106,8 +102,8 @@ virtual_server 192.0.2.100 80 {
     #[test]
     fn a_keepalived_conf_becomes_native_toml_with_its_warnings_as_notes() {
         let file = Scratch::new("keepalived.conf", KEEPALIVED);
-        let text = convert(&file.0, FormatChoice::Auto).unwrap_or_else(|e| panic!("{e}"));
-        let name = file.0.display();
+        let text = convert(&file.path, FormatChoice::Auto).unwrap_or_else(|e| panic!("{e}"));
+        let name = file.path.display();
         let expected = format!(
             "# converted from {name} by lb convert
 # note: {name}:2:5: `router_id`: accepted, not acted on (it names this director only in keepalived's e-mail and SNMP)
@@ -131,7 +127,7 @@ virtual_ipaddress = [\"192.0.2.100/24\"]
         );
         assert_eq!(text, expected);
         // What it says is what the keepalived.conf said.
-        let original = load(&file.0, &AnyInterface, FormatChoice::Auto, false).unwrap().config;
+        let original = load(&file.path, &AnyInterface, FormatChoice::Auto, false).unwrap().config;
         let again = parse_toml(&text, Path::new("converted.toml"), &AnyInterface).unwrap();
         assert_eq!(again.virtual_servers.len(), 1);
         assert_eq!(again.virtual_servers[0].real_servers[0].weight, 2);
@@ -149,10 +145,13 @@ virtual_ipaddress = [\"192.0.2.100/24\"]
             "[[virtual_server]]\nvip = '192.0.2.1'\nport = 80\ninterface = 'eth9'\n",
         );
         // Detected by content, despite the name; its interface need not exist here.
-        let text = convert(&toml.0, FormatChoice::Auto).unwrap_or_else(|e| panic!("{e}"));
+        let text = convert(&toml.path, FormatChoice::Auto).unwrap_or_else(|e| panic!("{e}"));
         assert!(text.ends_with("vip = \"192.0.2.1\"\nport = 80\ninterface = \"eth9\"\n"), "{text}");
-        let errors = convert(&toml.0, FormatChoice::Keepalived).unwrap_err();
-        assert!(errors.to_string().starts_with(&format!("{}:1:1: ", toml.0.display())), "{errors}");
+        let errors = convert(&toml.path, FormatChoice::Keepalived).unwrap_err();
+        assert!(
+            errors.to_string().starts_with(&format!("{}:1:1: ", toml.path.display())),
+            "{errors}"
+        );
     }
 
     #[test]
@@ -161,8 +160,8 @@ virtual_ipaddress = [\"192.0.2.100/24\"]
             "bad.conf",
             "virtual_server 192.0.2.300 80 {\n    lb_kind DR\n    weigth 1\n}\n",
         );
-        let errors = convert(&file.0, FormatChoice::Auto).unwrap_err();
-        let name = file.0.display();
+        let errors = convert(&file.path, FormatChoice::Auto).unwrap_err();
+        let name = file.path.display();
         assert_eq!(
             errors.to_string(),
             format!(

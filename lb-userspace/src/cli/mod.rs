@@ -295,7 +295,8 @@ mod tests {
                 );
             }
         }
-        let dir = std::env::temp_dir().join(format!("lb-man-{}", std::process::id()));
+        let tmp = crate::testutil::scratch_dir("lb-man-");
+        let dir = tmp.path().join("man");
         let pages = write_man_pages(&dir).expect("man pages");
         let names: Vec<String> =
             pages.iter().filter_map(|p| p.file_name()?.to_str().map(str::to_owned)).collect();
@@ -305,6 +306,5 @@ mod tests {
         }
         let run = std::fs::read_to_string(dir.join("lb-run.1")).expect("lb-run.1");
         assert!(run.contains("xdp\\-mode") || run.contains("xdp-mode"), "options documented");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -132,7 +132,9 @@ pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
         // The distance is at least the length difference: skip hopeless candidates before
         // building a table (a 100 KB unknown word would otherwise cost seconds).
         .filter(|c| len.abs_diff(c.chars().count()) <= (c.chars().count() / 3).max(1))
-        .map(|&c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        // Optimal string alignment: Levenshtein plus adjacent transpositions, the most common
+        // typo (`weigth`).
+        .map(|&c| (strsim::osa_distance(&word, &c.to_ascii_lowercase()), c))
         .filter(|&(d, c)| d <= (c.chars().count() / 3).max(1))
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
@@ -141,32 +143,6 @@ pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
 /// `; did you mean `x`?` when a candidate is close, else nothing — appended to "unknown" errors.
 pub(crate) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     closest(word, candidates).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
-}
-
-/// Optimal string alignment distance: Levenshtein plus adjacent transpositions, the most common
-/// typo (`weigth`).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // d[i][j] = distance between a[..i] and b[..j].
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

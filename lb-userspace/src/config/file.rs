@@ -69,26 +69,17 @@ fn regular(metadata: &Metadata) -> Result<(), ReadError> {
 mod tests {
     use super::*;
 
-    /// A scratch directory, removed when dropped.
-    struct Scratch(std::path::PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn only_regular_files_up_to_the_limit_are_read() {
-        let dir = Scratch(std::env::temp_dir().join(format!("lb-file-{}", std::process::id())));
-        std::fs::create_dir_all(&dir.0).unwrap();
-        let small = dir.0.join("small.conf");
+        let guard = crate::testutil::scratch_dir("lb-file-");
+        let dir = guard.path();
+        let small = dir.join("small.conf");
         std::fs::write(&small, "0123456789").unwrap();
-        let fifo = dir.0.join("fifo");
+        let fifo = dir.join("fifo");
         let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
-        let socket = dir.0.join("socket");
+        let socket = dir.join("socket");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         // (path, limit, Ok(length) or the error's text)
         let cases: &[(&Path, u64, Result<usize, &str>)] = &[
@@ -98,8 +89,8 @@ mod tests {
             (&fifo, 100, Err("it is a named pipe (FIFO), not a regular file")),
             (Path::new("/dev/zero"), 100, Err("it is a character device, not a regular file")),
             (&socket, 100, Err("it is a socket, not a regular file")),
-            (&dir.0, 100, Err("it is a directory, not a regular file")),
-            (&dir.0.join("missing"), 100, Err("No such file or directory (os error 2)")),
+            (dir, 100, Err("it is a directory, not a regular file")),
+            (&dir.join("missing"), 100, Err("No such file or directory (os error 2)")),
         ];
         for (path, limit, expected) in cases {
             let got = read(path, *limit).map(|b| b.len()).map_err(|e| e.to_string());

@@ -4,6 +4,8 @@
 use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 /// Facts about the host a configuration is validated against.
 pub trait HostView {
@@ -17,6 +19,17 @@ pub trait HostView {
     /// When the kernel cannot list them.
     fn own_addresses(&self) -> io::Result<Vec<IpAddr>> {
         Ok(Vec::new())
+    }
+
+    /// Whether `address` is assigned to one of this host's interfaces (a host that cannot list
+    /// them says no).
+    fn has_address(&self, address: IpAddr) -> bool {
+        self.own_addresses().is_ok_and(|a| a.contains(&address))
+    }
+
+    /// Whether an executable `name` is on PATH. Hosts that do not know say yes.
+    fn has_program(&self, _name: &str) -> bool {
+        true
     }
 }
 
@@ -33,6 +46,13 @@ impl HostView for SystemHost {
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call; the function
         // only reads it.
         unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    }
+
+    fn has_program(&self, name: &str) -> bool {
+        let Some(path) = std::env::var_os("PATH") else {
+            return false;
+        };
+        std::env::split_paths(&path).any(|dir| is_executable(&dir.join(name)))
     }
 
     fn own_addresses(&self) -> io::Result<Vec<IpAddr>> {
@@ -58,6 +78,10 @@ impl HostView for SystemHost {
         unsafe { libc::freeifaddrs(list) };
         Ok(addresses)
     }
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The IP address in `sockaddr`, when it holds one.
@@ -108,5 +132,14 @@ mod tests {
         let addresses = SystemHost.own_addresses().unwrap();
         assert!(addresses.contains(&Ipv4Addr::LOCALHOST.into()), "{addresses:?}");
         assert!(!addresses.iter().any(IpAddr::is_unspecified), "{addresses:?}");
+    }
+
+    #[test]
+    fn system_host_addresses_and_programs() {
+        assert!(SystemHost.has_address(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        // Documentation range: never assigned outside test namespaces.
+        assert!(!SystemHost.has_address("203.0.113.254".parse().unwrap()));
+        assert!(SystemHost.has_program("sh"));
+        assert!(!SystemHost.has_program("lb-no-such-program"));
     }
 }

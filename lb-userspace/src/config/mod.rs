@@ -6,6 +6,7 @@
 //! each as `FILE:LINE:COL: message` pointing at the offending key or value. A valid configuration
 //! may still get [`notices`]: settings that work, but not as their words suggest.
 
+pub mod bgp;
 mod emit;
 mod error;
 mod file;
@@ -113,7 +114,8 @@ pub(crate) mod test_support {
         }
     }
 
-    /// A host with `eth0` and `eth1` only, whose addresses are `198.51.100.1` and `2001:db8:ffff::1`.
+    /// A host with `eth0` and `eth1` only, whose addresses are 198.51.100.2, 2001:db8:ffff::1
+    /// and 2001:db8::2 (198.51.100.1 is the router of the `[bgp]` examples).
     pub(crate) struct FakeHost;
 
     impl HostView for FakeHost {
@@ -122,7 +124,11 @@ pub(crate) mod test_support {
         }
 
         fn own_addresses(&self) -> std::io::Result<Vec<std::net::IpAddr>> {
-            Ok(vec![[198, 51, 100, 1].into(), [0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1].into()])
+            Ok(vec![
+                [198, 51, 100, 2].into(),
+                [0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1].into(),
+                [0x2001, 0xdb8, 0, 0, 0, 0, 0, 2].into(),
+            ])
         }
     }
 
@@ -274,8 +280,8 @@ mod tests {
 
     #[test]
     fn load_reads_the_file() {
-        let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::scratch_dir("lb-config-test-");
+        let dir = tmp.path();
         let cases: &[(&str, &[u8], Result<usize, &str>)] = &[
             (
                 "ok.toml",
@@ -317,6 +323,5 @@ mod tests {
             )),
             "{errors}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

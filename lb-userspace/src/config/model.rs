@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::bgp::BgpConfig;
 use super::health::{RealHealth, ServiceHealth};
 use super::vrrp::VrrpConfig;
 
@@ -80,6 +81,9 @@ pub struct Config {
     /// that does not locate them leaves this empty: errors are then located at each section.
     #[serde(skip)]
     pub vrrp_locations: VrrpLocations,
+    /// `[bgp]`: announcing the ready VIPs to routers (ECMP scale-out); `None` when not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpConfig>,
 }
 
 /// Director-wide settings of the XDP dataplane, sizing its maps and guards.

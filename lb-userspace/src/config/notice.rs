@@ -101,9 +101,37 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         }
     }
     vrrp(config, &mut notices);
+    bgp(config, &mut notices);
     // Stable: notices at the same place keep the order above.
     notices.sort_by_key(Notice::location);
     notices
+}
+
+/// VIPs `[bgp]` cannot announce: BIRD carries each family on sessions of that family only, and a
+/// firewall-mark service has no VIP. Once per family, at its first VIP.
+fn bgp(config: &Config, notices: &mut Vec<Notice>) {
+    let Some(bgp) = config.bgp.as_ref().filter(|b| b.speaker == super::bgp::Speaker::Bird) else {
+        return;
+    };
+    for v6 in [false, true] {
+        let has_session = bgp.neighbors.iter().any(|n| n.address.is_ipv6() == v6);
+        let first =
+            config.virtual_servers.iter().find(|vs| vs.fwmark.is_none() && vs.vip.is_ipv6() == v6);
+        if let Some(vs) = first.filter(|_| !has_session) {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            let message = format!(
+                "{}: {family} VIPs are not announced over BGP: no [[bgp.neighbor]] has an \
+                 {family} address",
+                vs.key()
+            );
+            notices.push(Notice::new(config, vs.key_locations.vip, message));
+        }
+    }
+    for vs in config.virtual_servers.iter().filter(|vs| vs.fwmark.is_some()) {
+        let message =
+            format!("{}: a firewall-mark service has no VIP to announce over BGP", vs.key());
+        notices.push(Notice::new(config, vs.key_locations.vip, message));
+    }
 }
 
 /// VRRP settings that do not do what they say.
@@ -525,5 +553,56 @@ mod tests {
             ["t.toml:1:1: notice: 192.0.2.100:80/tcp: table_size 65537 is below 100 × 656 real \
               servers: shares may deviate from weights by more than 1%"]
         );
+    }
+}
+
+#[cfg(test)]
+mod bgp_tests {
+    use std::path::Path;
+
+    use super::super::parse_toml;
+    use super::super::test_support::{FakeHost, doc};
+    use super::*;
+
+    /// VIPs of a family without a session of that family, and firewall-mark services, are named.
+    #[test]
+    fn vips_bgp_cannot_announce() {
+        let services = [
+            "[[virtual_server]]",
+            "vip = '192.0.2.100'",
+            "port = 80",
+            "interface = 'eth0'",
+            "[[virtual_server]]",
+            "vip = '2001:db8::100'",
+            "port = 80",
+            "interface = 'eth0'",
+            "[[virtual_server]]",
+            "fwmark = 3",
+            "[bgp]",
+            "local_as = 65010",
+            "router_id = '192.0.2.1'",
+            "[[bgp.neighbor]]",
+        ];
+        let v6_notice = "t.toml:6:7: notice: [2001:db8::100]:80/tcp: IPv6 VIPs are not announced \
+                         over BGP: no [[bgp.neighbor]] has an IPv6 address";
+        let fwmark_notice = "t.toml:10:10: notice: fwmark 3: a firewall-mark service has no VIP to announce over BGP";
+        let v4_notice = "t.toml:2:7: notice: 192.0.2.100:80/tcp: IPv4 VIPs are not announced \
+                         over BGP: no [[bgp.neighbor]] has an IPv4 address";
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("IPv4 session", "198.51.100.1", &[v6_notice, fwmark_notice]),
+            ("IPv6 session", "2001:db8::1", &[v4_notice, fwmark_notice]),
+        ];
+        for (name, neighbor, expected) in cases {
+            let address = format!("address = '{neighbor}'");
+            let text = doc(&[&services[..], &[address.as_str(), "remote_as = 65000"]].concat());
+            let config = parse_toml(&text, Path::new("t.toml"), &FakeHost).unwrap();
+            // The other notices (a firewall-mark service runs on IPVS) are not this test's.
+            let shown: Vec<String> = notices(&config)
+                .iter()
+                .map(ToString::to_string)
+                .filter(|n| n.contains("BGP"))
+                .collect();
+            assert_eq!(shown, *expected, "{name}");
+        }
     }
 }

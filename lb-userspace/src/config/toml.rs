@@ -8,8 +8,10 @@
 //!
 //! Adding a key: add it to the section's `*_KEYS` list and read it in the section's function.
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
-//! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`.
+//! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`, `[bgp]`
+//! in `bgp`.
 
+mod bgp;
 mod forwarding;
 mod health;
 mod vrrp;
@@ -34,7 +36,7 @@ use super::vrrp::VrrpConfig;
 use crate::maglev;
 
 const TOP_LEVEL_KEYS: &[&str] =
-    &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group"];
+    &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "bgp"];
 const DATAPLANE_KEYS: &[&str] = &[
     "flow_table_size",
     "hash_seed",
@@ -120,6 +122,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
         vrrp_locations: VrrpLocations::default(),
+        bgp: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -195,6 +198,7 @@ impl Parser<'_> {
                 .collect();
         }
         (config.vrrp, config.vrrp_locations) = self.vrrp(root);
+        config.bgp = self.bgp(root);
     }
 
     /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
@@ -1663,6 +1667,7 @@ weight = 2
             source: "test.toml".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),
@@ -1828,6 +1833,7 @@ port = 443
             source: "test.toml".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,

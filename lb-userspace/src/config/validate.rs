@@ -68,6 +68,9 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
     }
     dataplane_limits(config, &mut error);
     vrrp(config, host, &mut error);
+    if let Some(bgp) = &config.bgp {
+        super::bgp::validate(bgp, host, &mut error);
+    }
 
     errors.sort_by_key(ConfigError::location);
     errors
@@ -1006,8 +1009,8 @@ mod tests {
         ),
         (
             "real equal to an address of this host",
-            &["[[virtual_server.real_server]]", "address = '198.51.100.1'"],
-            "real server 198.51.100.1 is an address of this host: lb forwards to other hosts only",
+            &["[[virtual_server.real_server]]", "address = '198.51.100.2'"],
+            "real server 198.51.100.2 is an address of this host: lb forwards to other hosts only",
             "6:11",
         ),
         (
@@ -1074,8 +1077,8 @@ mod tests {
         ),
         (
             "sorry server equal to an address of this host",
-            &["sorry_server = { address = '198.51.100.1' }"],
-            "sorry server 198.51.100.1 is an address of this host",
+            &["sorry_server = { address = '198.51.100.2' }"],
+            "sorry server 198.51.100.2 is an address of this host",
             "5:28",
         ),
     ];
@@ -1098,7 +1101,7 @@ mod tests {
             "vip = '224.0.0.18'",
             "port = 80",
             "interface = 'eth0'",
-            "real_server = [{ address = '127.0.0.1' }, { address = '198.51.100.1' }]",
+            "real_server = [{ address = '127.0.0.1' }, { address = '198.51.100.2' }]",
         ]);
         let errors = parse_toml(&text, "lb.toml".as_ref(), &FakeHost).unwrap_err();
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -1109,7 +1112,7 @@ mod tests {
                  reach a unicast address",
                 "lb.toml:5:28: real server 127.0.0.1 is a loopback address: lb forwards only to \
                  the unicast address of another host",
-                "lb.toml:5:55: real server 198.51.100.1 is an address of this host: lb forwards \
+                "lb.toml:5:55: real server 198.51.100.2 is an address of this host: lb forwards \
                  to other hosts only (not to the director itself)",
             ]
         );
@@ -1118,10 +1121,10 @@ mod tests {
         // (direct routing reaches reals on the VIP's link), and a real that is the VRRP peer.
         let text = doc(&[
             "[[virtual_server]]",
-            "vip = '198.51.100.1'",
+            "vip = '198.51.100.2'",
             "port = 80",
             "interface = 'eth0'",
-            "real_server = [{ address = '169.254.0.11' }, { address = '198.51.100.2' }]",
+            "real_server = [{ address = '169.254.0.11' }, { address = '198.51.100.1' }]",
             "[[virtual_server]]",
             "vip = '2001:db8:ffff::1'",
             "port = 80",
@@ -1134,8 +1137,8 @@ mod tests {
             "name = 'VI_1'",
             "interface = 'eth0'",
             "virtual_router_id = 51",
-            "virtual_ipaddress = ['198.51.100.1/24']",
-            "unicast_peer = ['198.51.100.2']",
+            "virtual_ipaddress = ['198.51.100.2/24']",
+            "unicast_peer = ['198.51.100.1']",
         ]);
         let config =
             parse_toml(&text, "lb.toml".as_ref(), &FakeHost).unwrap_or_else(|e| panic!("{e}"));
@@ -1208,6 +1211,7 @@ mod tests {
             source: "/etc/keepalived/keepalived.conf".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![vs],
         };
@@ -1237,6 +1241,7 @@ mod tests {
             source: "lb.toml".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: services(1024),
         };

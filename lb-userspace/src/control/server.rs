@@ -224,8 +224,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn serves_requests_refuses_garbage_and_protects_the_socket() {
-        let dir = std::env::temp_dir().join(format!("lb-ctl-test-{}", std::process::id()));
-        let path = dir.join("lb.sock");
+        let tmp = crate::testutil::scratch_dir("lb-ctl-test-");
+        let path = tmp.path().join("run/lb.sock");
         let sock = ControlSocket::bind(&path).expect("bind");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -250,7 +250,6 @@ mod tests {
         let _ = task.await;
         // The socket task owned the listener; dropping it removed the file.
         assert!(!path.exists());
-        let _ = std::fs::remove_dir(&dir);
     }
 
     fn scratch(name: &str) -> PathBuf {

@@ -95,8 +95,8 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_kills_the_group() {
-        let dir = std::env::temp_dir().join(format!("lb-script-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::scratch_dir("lb-script-");
+        let dir = tmp.path();
         let marker = dir.join("survived");
         let _ = std::fs::remove_file(&marker);
         // The background child would write the marker after 1 s unless the group is killed.
@@ -107,6 +107,5 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!marker.exists(), "the script's background child survived the timeout");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,29 +26,16 @@ pub fn lookup(name: &str) -> io::Result<Interface> {
 
 /// Looks an interface up by index.
 pub fn lookup_index(ifindex: u32) -> io::Result<Interface> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
-    lookup(&name)
+    let name = nix::net::if_::if_indextoname(ifindex)?;
+    lookup(&name.to_string_lossy())
 }
 
 /// Interface index, or NotFound.
 pub fn index(name: &str) -> io::Result<u32> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("interface `{name}` does not exist"),
-        ));
-    }
-    Ok(idx)
+    nix::net::if_::if_nametoindex(c.as_c_str()).map_err(|_| {
+        io::Error::new(io::ErrorKind::NotFound, format!("interface `{name}` does not exist"))
+    })
 }
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {

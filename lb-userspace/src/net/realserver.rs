@@ -521,16 +521,14 @@ mod tests {
     /// A `/proc/sys` of `all`, `default`, `lo`, `eth0` and `eth1` in a scratch directory, and a
     /// state file next to it; removed when dropped.
     struct Scratch {
-        dir: PathBuf,
+        dir: tempfile::TempDir,
         sysctls: Sysctls,
     }
 
     impl Scratch {
         fn new(name: &str, eth1_arp_ignore: u32) -> Scratch {
-            let dir =
-                std::env::temp_dir().join(format!("lb-realserver-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            let root = dir.join("sys");
+            let dir = crate::testutil::scratch_dir(&format!("lb-realserver-{name}-"));
+            let root = dir.path().join("sys");
             for interface in ["all", "default", "lo", "eth0", "eth1"] {
                 let conf = root.join("net/ipv4/conf").join(interface);
                 std::fs::create_dir_all(&conf).unwrap();
@@ -545,7 +543,7 @@ mod tests {
             Options {
                 vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
                 dev: "lo".to_owned(),
-                state: self.dir.join("run/realserver.json"),
+                state: self.dir.path().join("run/realserver.json"),
             }
         }
 
@@ -559,12 +557,6 @@ mod tests {
                 }
             }
             out
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

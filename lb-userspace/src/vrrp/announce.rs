@@ -10,10 +10,11 @@ use std::{
     io,
     mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
+use nix::sys::socket::{self as nixsock, AddressFamily, SockFlag, SockProtocol, SockType};
 use serde::Serialize;
 
 use super::checksum::{finish, sum_words};
@@ -171,13 +172,8 @@ pub(super) struct PacketSocket {
 
 impl PacketSocket {
     pub(super) fn bind(ifindex: u32) -> io::Result<PacketSocket> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Protocol 0 (None): receives nothing.
+        let fd = packet_socket(None)?;
         let sll = sockaddr_ll(ifindex, 0, &[0; 6]);
         // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
         let rc = unsafe {
@@ -214,6 +210,11 @@ impl PacketSocket {
         }
         Ok(())
     }
+}
+
+/// A close-on-exec `AF_PACKET`/`SOCK_RAW` socket for `protocol`.
+fn packet_socket(protocol: Option<SockProtocol>) -> io::Result<OwnedFd> {
+    Ok(nixsock::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?)
 }
 
 fn sockaddr_ll(ifindex: u32, proto: u16, mac: &[u8; 6]) -> libc::sockaddr_ll {
@@ -294,17 +295,7 @@ mod tests {
             assert!(st.is_ok_and(|s| s.success()));
             let lo = iface::index("lo").unwrap();
             // A listener for every protocol on lo.
-            // SAFETY: plain socket(2); checked.
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    i32::from((libc::ETH_P_ALL as u16).to_be()),
-                )
-            };
-            assert!(raw >= 0);
-            // SAFETY: fresh fd.
-            let rx = unsafe { OwnedFd::from_raw_fd(raw) };
+            let rx = packet_socket(Some(SockProtocol::EthAll)).unwrap();
             let sll = sockaddr_ll(lo, libc::ETH_P_ALL as u16, &[0; 6]);
             // SAFETY: valid sockaddr_ll.
             let rc = unsafe {

@@ -128,7 +128,8 @@ fn enter_netns(ns: &str) {
 /// The namespaces and links of one test; deleted on drop (also during a panic).
 struct Lab {
     prefix: String,
-    dir: PathBuf,
+    /// Removed with its contents when the lab drops, after the namespaces.
+    dir: tempfile::TempDir,
     namespaces: Vec<String>,
 }
 
@@ -156,9 +157,7 @@ impl Lab {
         ORPHANS.call_once(remove_orphans);
         let prefix =
             format!("lbvr{}x{}", std::process::id(), LAB_SEQ.fetch_add(1, Ordering::SeqCst));
-        let dir = std::env::temp_dir().join(&prefix);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir(&format!("{prefix}-"));
         let mut lab = Lab { prefix, dir, namespaces: Vec::new() };
         let sw = lab.ns("s");
         ip_in(
@@ -224,7 +223,7 @@ impl Lab {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.dir.path().join(name)
     }
 }
 
@@ -233,7 +232,6 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

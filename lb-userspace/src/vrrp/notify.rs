@@ -140,8 +140,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_shell_sees_the_arguments_verbatim_and_in_order() {
-        let dir = std::env::temp_dir().join(format!("lb-vrrp-notify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::scratch_dir("lb-vrrp-notify-");
+        let dir = tmp.path();
         let out = dir.join("out");
         let script = format!("printf '%s|' >> {}", out.display());
         let notifier = Notifier::spawn(Duration::from_secs(5));
@@ -152,6 +152,5 @@ mod tests {
         notifier.finish(Duration::from_secs(10)).await;
         let got = std::fs::read_to_string(&out).unwrap();
         assert_eq!(got, "INSTANCE|odd name's|BACKUP|90|INSTANCE|odd name's|MASTER|90|");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

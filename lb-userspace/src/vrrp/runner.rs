@@ -1500,8 +1500,8 @@ mod tests {
 
     #[tokio::test]
     async fn sync_group_moves_members_together_without_echoes_or_deadlocks() {
-        let dir = std::env::temp_dir().join(format!("lb-vrrp-group-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::scratch_dir("lb-vrrp-group-");
+        let dir = tmp.path();
         let out = dir.join("notified");
         let _ = std::fs::remove_file(&out);
         let script = |w: &str| Some(format!("echo {w} >> {}", out.display()));
@@ -1608,6 +1608,5 @@ mod tests {
             got.lines().collect::<Vec<_>>(),
             ["fault", "backup", "master", "fault", "backup", "fault", "backup"]
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

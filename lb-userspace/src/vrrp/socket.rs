@@ -13,14 +13,17 @@
 //! it uses multicast.
 
 use std::{
-    io,
-    mem::{size_of, zeroed},
+    io::{self, IoSlice, IoSliceMut},
     net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6},
     ops::Range,
     os::fd::AsRawFd,
 };
 
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use nix::sys::socket::{
+    self as nixsock, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn6, SockaddrStorage,
+    sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
@@ -71,7 +74,7 @@ impl VrrpSocket {
                 s.set_multicast_if_v6(ifindex)?;
                 s.set_freebind_v6(true)?;
                 s.set_recv_hoplimit_v6(true)?;
-                setsockopt_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+                nixsock::setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true)?;
                 s
             }
         };
@@ -128,132 +131,68 @@ impl VrrpSocket {
     }
 }
 
-fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: an int option, passed with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
 fn recv_plain(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the buffer is valid for its length.
-    let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    Ok(nixsock::recv(s.as_raw_fd(), buf, MsgFlags::empty())?)
 }
-
-/// Aligned room for a couple of control messages.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 128]);
 
 /// recvmsg on the IPv6 socket: the payload, the source from the address, the destination and
 /// hop limit from the control messages.
 fn recv_v6(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpMeta)> {
-    // SAFETY: plain old data.
-    let mut from: libc::sockaddr_in6 = unsafe { zeroed() };
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut control = CmsgBuf([0; 128]);
-    // SAFETY: plain old data.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len();
-    // SAFETY: every pointer in `msg` is valid for the lengths given.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let src = IpAddr::V6(Ipv6Addr::from(from.sin6_addr.s6_addr));
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut control = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+    let msg = nixsock::recvmsg::<SockaddrIn6>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )?;
+    let src = IpAddr::V6(msg.address.map_or(Ipv6Addr::UNSPECIFIED, |a| a.ip()));
     let mut dst = None;
     let mut hops = 0u8;
-    // SAFETY: the kernel filled `msg_controllen` bytes of `control`; the CMSG macros walk them.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let data = libc::CMSG_DATA(c);
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                    dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
-                    let h: i32 = std::ptr::read_unaligned(data.cast());
-                    hops = u8::try_from(h).unwrap_or(0);
-                }
-                _ => {}
+    // Truncated control messages (cannot happen: the buffer fits both) read as none.
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        match cmsg {
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            ControlMessageOwned::Ipv6HopLimit(h) => hops = u8::try_from(h).unwrap_or(0),
+            _ => {}
         }
     }
     // Without PKTINFO (cannot happen with the option set) the advert fails the checks as
     // unicast to `::`.
     let dst = dst.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-    Ok((n as usize, IpMeta { src, dst, ttl: hops }))
+    Ok((msg.bytes, IpMeta { src, dst, ttl: hops }))
 }
 
 /// sendmsg with the source address and interface in a PKTINFO control message.
 fn send_pktinfo(s: &Socket, ifindex: u32, src: IpAddr, dst: IpAddr, data: &[u8]) -> io::Result<()> {
-    let mut control = CmsgBuf([0; 128]);
-    let dst_addr: SockAddr = match dst {
-        IpAddr::V4(_) => SocketAddr::new(dst, 0).into(),
+    let dst_addr = SockaddrStorage::from(match dst {
+        IpAddr::V4(_) => SocketAddr::new(dst, 0),
         // Link-local and multicast destinations need the interface as scope.
-        IpAddr::V6(d) => SocketAddrV6::new(d, 0, 0, ifindex).into(),
-    };
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
-    // SAFETY: plain old data.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = dst_addr.as_ptr() as *mut _;
-    msg.msg_namelen = dst_addr.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation; the header and data written below fit in
-    // `control` (128 bytes ≥ CMSG_SPACE of either pktinfo struct).
-    unsafe {
-        match src {
-            IpAddr::V4(src) => {
-                let len = size_of::<libc::in_pktinfo>() as u32;
-                msg.msg_controllen = libc::CMSG_SPACE(len) as usize;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: ifindex as i32,
-                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-            }
-            IpAddr::V6(src) => {
-                let len = size_of::<libc::in6_pktinfo>() as u32;
-                msg.msg_controllen = libc::CMSG_SPACE(len) as usize;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::IPPROTO_IPV6;
-                (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr { s6_addr: src.octets() },
-                    ipi6_ifindex: ifindex,
-                };
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-            }
+        IpAddr::V6(d) => SocketAddr::V6(SocketAddrV6::new(d, 0, 0, ifindex)),
+    });
+    let iov = [IoSlice::new(data)];
+    let v4;
+    let v6;
+    let cmsg = match src {
+        IpAddr::V4(src) => {
+            v4 = libc::in_pktinfo {
+                ipi_ifindex: ifindex as i32,
+                ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            ControlMessage::Ipv4PacketInfo(&v4)
         }
-    }
-    // SAFETY: every pointer in `msg` is valid for the lengths given.
-    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+        IpAddr::V6(src) => {
+            v6 = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr { s6_addr: src.octets() },
+                ipi6_ifindex: ifindex,
+            };
+            ControlMessage::Ipv6PacketInfo(&v6)
+        }
+    };
+    nixsock::sendmsg(s.as_raw_fd(), &iov, &[cmsg], MsgFlags::empty(), Some(&dst_addr))?;
     Ok(())
 }
 

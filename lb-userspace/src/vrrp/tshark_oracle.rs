@@ -115,7 +115,8 @@ fn tshark_decodes_our_adverts_with_correct_checksums() {
     ];
     let frames: Vec<Vec<u8>> =
         adverts.iter().map(|(s, d, a)| frame(*s, *d, &a.encode(*s, *d).expect("encode"))).collect();
-    let path = std::env::temp_dir().join(format!("lb-vrrp-{}.pcap", std::process::id()));
+    let tmp = crate::testutil::scratch_dir("lb-vrrp-pcap-");
+    let path = tmp.path().join("adverts.pcap");
     std::fs::write(&path, pcap(&frames)).expect("write pcap");
     let out = Command::new("tshark")
         .args(["-n", "-r"])
@@ -132,7 +133,6 @@ fn tshark_decodes_our_adverts_with_correct_checksums() {
         ])
         .output()
         .expect("tshark");
-    let _ = std::fs::remove_file(&path);
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 4, "tshark output: {text} {}", String::from_utf8_lossy(&out.stderr));

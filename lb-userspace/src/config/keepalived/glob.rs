@@ -459,30 +459,27 @@ mod tests {
         }
     }
 
-    /// A scratch directory, removed when dropped.
-    struct Scratch(PathBuf);
+    /// A scratch directory: its path, and the guard that removes it when dropped.
+    struct Scratch {
+        path: PathBuf,
+        _guard: tempfile::TempDir,
+    }
 
     impl Scratch {
         fn new(name: &str, files: &[&str]) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("lb-glob-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let guard = crate::testutil::scratch_dir(&format!("lb-glob-{name}-"));
+            let dir = guard.path().to_owned();
             for file in files {
                 let path = dir.join(file);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, "").unwrap();
             }
-            Scratch(dir)
+            Scratch { path: dir, _guard: guard }
         }
 
         fn names(&self, paths: Vec<PathBuf>) -> Vec<String> {
-            let strip = |p: PathBuf| p.strip_prefix(&self.0).unwrap().display().to_string();
+            let strip = |p: PathBuf| p.strip_prefix(&self.path).unwrap().display().to_string();
             paths.into_iter().map(strip).collect()
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -498,7 +495,7 @@ mod tests {
             (".*.conf", &[".hidden.conf"]),
         ];
         for (pattern, expected) in cases {
-            let got = expand(pattern, &dir.0, &Limits::DEFAULT).unwrap();
+            let got = expand(pattern, &dir.path, &Limits::DEFAULT).unwrap();
             assert_eq!(dir.names(got), *expected, "{pattern}");
         }
     }
@@ -519,7 +516,7 @@ mod tests {
             ("*/*", Err(GlobError::Entries(30))),
         ];
         for (pattern, expected) in cases {
-            let got = expand(pattern, &dir.0, &limits).map(|p| p.len());
+            let got = expand(pattern, &dir.path, &limits).map(|p| p.len());
             assert_eq!(got, *expected, "{pattern}");
         }
     }

@@ -95,19 +95,21 @@ fn summary(config: &Config) -> Vec<String> {
     out
 }
 
-/// A scratch directory for files that include each other; removed when dropped.
-struct TempDir(PathBuf);
+/// A scratch directory for files that include each other: its path, and the guard that removes
+/// it when dropped.
+struct TempDir {
+    path: PathBuf,
+    _guard: tempfile::TempDir,
+}
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("lb-kconf-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let guard = crate::testutil::scratch_dir(&format!("lb-kconf-{name}-"));
+        TempDir { path: guard.path().to_owned(), _guard: guard }
     }
 
     fn write(&self, name: &str, lines: &[&str]) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.path.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, doc(lines)).unwrap();
         path
@@ -115,14 +117,8 @@ impl TempDir {
 
     /// `shown` with this directory's prefix cut, so expectations read `main.conf:3:1: ...`.
     fn strip(&self, lines: Vec<String>) -> Vec<String> {
-        let prefix = format!("{}/", self.0.display());
+        let prefix = format!("{}/", self.path.display());
         lines.into_iter().map(|l| l.replace(&prefix, "")).collect()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -2009,7 +2005,7 @@ fn lexical_rules() {
 #[test]
 fn invalid_utf8_only_matters_in_values() {
     let dir = TempDir::new("utf8");
-    let path = dir.0.join("latin1.conf");
+    let path = dir.path.join("latin1.conf");
     let mut bytes = doc(&[HEAD, TAIL].concat()).into_bytes();
     bytes.extend(b"! caf\xe9 au lait\n");
     std::fs::write(&path, &bytes).unwrap();
@@ -2245,7 +2241,7 @@ fn include_errors_name_the_file_that_has_them() {
             files.iter().map(|(file, lines)| dir.write(file, lines)).collect();
         let errors = load(&paths[0], &Host, false).unwrap_err();
         let expected: Vec<String> =
-            expected.iter().map(|e| e.replace("{DIR}", &dir.0.display().to_string())).collect();
+            expected.iter().map(|e| e.replace("{DIR}", &dir.path.display().to_string())).collect();
         let expected = dir.strip(expected);
         assert_eq!(dir.strip(shown(&errors.0)), expected, "{name}");
     }
@@ -2260,7 +2256,7 @@ fn includes_nested_too_deep_are_not_followed() {
         dir.write(&format!("f{i}.conf"), &[&include]);
     }
     dir.write(&format!("f{depth}.conf"), &["global_defs {", "}"]);
-    let errors = load(&dir.0.join("f0.conf"), &Host, false).unwrap_err();
+    let errors = load(&dir.path.join("f0.conf"), &Host, false).unwrap_err();
     let deepest = reader::MAX_INCLUDE_DEPTH;
     assert_eq!(
         dir.strip(shown(&errors.0)),
@@ -2334,7 +2330,7 @@ fn load_any_reads_either_format() {
         dir.strip(shown(&super::super::load_any(&broken, &Host).unwrap_err().0)),
         ["broken.conf:1:29: unbalanced `{`: this block is never closed (a `}` is missing)"]
     );
-    let missing = dir.0.join("missing.conf");
+    let missing = dir.path.join("missing.conf");
     let errors = super::super::load_any(&missing, &Host).unwrap_err();
     assert!(
         dir.strip(shown(&errors.0))[0]
@@ -2434,12 +2430,12 @@ fn blocks_nested_too_deep_are_an_error() {
 #[test]
 fn includes_are_read_within_limits() {
     let dir = TempDir::new("limits");
-    let fifo = dir.0.join("pipe.conf");
+    let fifo = dir.path.join("pipe.conf");
     let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
     // Sparse: 16 MiB + 1 byte costs no disk.
-    let big = std::fs::File::create(dir.0.join("big.conf")).unwrap();
+    let big = std::fs::File::create(dir.path.join("big.conf")).unwrap();
     big.set_len((16 << 20) + 1).unwrap();
     for i in 0..6 {
         dir.write(&format!("many/f{i}.conf"), &["! 40 bytes of comment ................."]);
@@ -2542,12 +2538,12 @@ fn includes_are_read_within_limits() {
 #[test]
 fn the_main_file_must_be_a_regular_file_of_bounded_size() {
     let dir = TempDir::new("main-limits");
-    let big = dir.0.join("big.conf");
+    let big = dir.path.join("big.conf");
     std::fs::File::create(&big).unwrap().set_len((16 << 20) + 1).unwrap();
     let cases = [
         (Path::new("/dev/zero"), "it is a character device, not a regular file"),
         (big.as_path(), "it is larger than 16 MiB, the limit for one configuration file"),
-        (dir.0.as_path(), "it is a directory, not a regular file"),
+        (dir.path.as_path(), "it is a directory, not a regular file"),
     ];
     for (path, expected) in cases {
         let toml = crate::config::load(path, &Host).map(|config| Loaded {

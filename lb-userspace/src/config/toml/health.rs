@@ -1748,6 +1748,7 @@ url = [{ path = "/", status_code = 200 }]
             source: "test.toml".into(),
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
+            bgp: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),

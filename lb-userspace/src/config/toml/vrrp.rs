@@ -1960,6 +1960,7 @@ virtual_ipaddress = ["192.0.2.100/24"]
                     ..VrrpInstanceLocations::all_at(at(1, 1))
                 }],
             },
+            bgp: None,
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);

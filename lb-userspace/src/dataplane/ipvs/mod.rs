@@ -31,6 +31,8 @@ mod vm_net;
 mod vm_smoke;
 #[cfg(test)]
 mod vm_vrrp;
+#[cfg(test)]
+mod vm_xdp_vlan;
 
 use std::time::Duration;
 

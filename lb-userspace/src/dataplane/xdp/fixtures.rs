@@ -301,6 +301,41 @@ fn v6_too_big(cport: u16, vport: u16) -> Vec<u8> {
     ipv6("2001:db8:ffff::1".parse().unwrap_or(CLIENT6), VIP6, 58, &icmp)
 }
 
+/// `frame` addressed to another destination MAC.
+fn to_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&mac);
+    frame
+}
+
+/// `frame` with a VLAN tag (`tpid` 0x8100: 802.1Q, 0x88a8: 802.1ad) of VLAN 7 after the MACs.
+fn tagged(frame: &[u8], tpid: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&tpid.to_be_bytes());
+    f.extend_from_slice(&7u16.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// `frame` (IPv4) with its total length field set to `tot_len`.
+fn with_tot_len(mut frame: Vec<u8>, tot_len: u16) -> Vec<u8> {
+    frame[16..18].copy_from_slice(&tot_len.to_be_bytes());
+    frame
+}
+
+/// `frame` (IPv6) with its payload length field set to `len`.
+fn with_payload_len(mut frame: Vec<u8>, len: u16) -> Vec<u8> {
+    frame[18..20].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+const MULTICAST: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+const OTHER_HOST: [u8; 6] = [0x02, 0, 0, 0, 0, 0xe1];
+/// The VRRP virtual router MAC of VRID 51 (IPv4; IPv6 uses 00:00:5e:00:02:VRID). lb's VRRP does
+/// not use virtual MACs (`use_vmac` is refused in TOML, ignored with a notice in a keepalived
+/// config), so frames to one are another router's.
+const VRRP_VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 51];
+
 fn v6_frag(id: u32, offset_units: u16, more: bool, payload: &[u8]) -> Vec<u8> {
     let mut fh = vec![IPPROTO_UDP, 0];
     fh.extend_from_slice(&((offset_units << 3) | u16::from(more)).to_be_bytes());
@@ -489,6 +524,106 @@ fn fixtures() {
             Want::Maglev(7, c6, 40000, 80, IPPROTO_TCP),
         ),
         ("frag needed for unknown service", v4_frag_needed(40000, 9), Want::To(17)),
+        // IP lengths must agree with the frame (issue #14 item 7).
+        ("v4 tot_len beyond the frame", with_tot_len(t4.clone(), 200), Want::Drop),
+        ("v4 tot_len one beyond the frame", with_tot_len(t4.clone(), 20 + 25 + 1), Want::Drop),
+        ("v4 tot_len below the header", with_tot_len(t4.clone(), 19), Want::Pass),
+        ("v4 tot_len zero", with_tot_len(t4.clone(), 0), Want::Pass),
+        ("v4 tot_len without the tcp header", with_tot_len(t4.clone(), 20 + 8), Want::Drop),
+        (
+            "v4 udp tot_len beyond the frame",
+            with_tot_len(ipv4(CLIENT, VIP, IPPROTO_UDP, PLAIN, &udp(5353, 53)), 100),
+            Want::Drop,
+        ),
+        (
+            "v4 ethernet padding after the packet",
+            {
+                let mut f = t4.clone();
+                f.extend_from_slice(&[0; 10]);
+                f
+            },
+            Want::Maglev(0, c4, 40000, 80, IPPROTO_TCP),
+        ),
+        ("v6 payload_len beyond the frame", with_payload_len(t6.clone(), 26), Want::Drop),
+        ("v6 payload_len without the tcp header", with_payload_len(t6.clone(), 8), Want::Drop),
+        ("v6 payload_len zero", with_payload_len(t6.clone(), 0), Want::Drop),
+        ("v4 echo tot_len beyond the frame", with_tot_len(v4_ping(), 100), Want::Drop),
+        ("v6 echo payload_len beyond the frame", with_payload_len(v6_ping(), 100), Want::Drop),
+        (
+            "v4 frag needed tot_len beyond the frame",
+            with_tot_len(v4_frag_needed(40000, 80), 200),
+            Want::Drop,
+        ),
+        (
+            "v4 later fragment tot_len beyond the frame",
+            with_tot_len(
+                ipv4(CLIENT, VIP, IPPROTO_UDP, V4Opts { ihl: 5, frag: 185, id: 78 }, b"x"),
+                100,
+            ),
+            Want::Drop,
+        ),
+        // Only frames to the ingress interface's MAC are acted on.
+        ("v4 to broadcast MAC", to_mac(t4.clone(), BROADCAST), Want::Pass),
+        ("v4 to multicast MAC", to_mac(t4.clone(), MULTICAST), Want::Pass),
+        ("v4 to another host's MAC", to_mac(t4.clone(), OTHER_HOST), Want::Pass),
+        ("v4 to a VRRP virtual MAC", to_mac(t4.clone(), VRRP_VMAC), Want::Pass),
+        ("v6 to broadcast MAC", to_mac(t6.clone(), BROADCAST), Want::Pass),
+        ("v6 to multicast MAC", to_mac(t6.clone(), [0x33, 0x33, 0, 0, 0, 1]), Want::Pass),
+        ("v6 to another host's MAC", to_mac(t6.clone(), OTHER_HOST), Want::Pass),
+        (
+            "v4 udp to broadcast MAC",
+            to_mac(ipv4(CLIENT, VIP, IPPROTO_UDP, PLAIN, &udp(1, 53)), BROADCAST),
+            Want::Pass,
+        ),
+        ("v4 all-ports to another host's MAC", to_mac(v4_tcp(40000, 8080), OTHER_HOST), Want::Pass),
+        (
+            "v4 truncated tcp to another host's MAC",
+            to_mac(t4[..14 + 20 + 8].to_vec(), OTHER_HOST),
+            Want::Pass,
+        ),
+        ("sorry server to broadcast MAC", to_mac(v4_tcp(40000, 83), BROADCAST), Want::Pass),
+        ("v4 echo to broadcast MAC", to_mac(v4_ping(), BROADCAST), Want::Pass),
+        ("v4 echo to another host's MAC", to_mac(v4_ping(), OTHER_HOST), Want::Pass),
+        ("v6 echo to multicast MAC", to_mac(v6_ping(), [0x33, 0x33, 0, 0, 0, 1]), Want::Pass),
+        (
+            "v4 frag needed to broadcast MAC",
+            to_mac(v4_frag_needed(40000, 80), BROADCAST),
+            Want::Pass,
+        ),
+        ("v6 too big to another host's MAC", to_mac(v6_too_big(40000, 80), OTHER_HOST), Want::Pass),
+        (
+            "v4 first fragment to another host's MAC",
+            to_mac(
+                ipv4(
+                    CLIENT,
+                    VIP,
+                    IPPROTO_UDP,
+                    V4Opts { ihl: 5, frag: 0x2000, id: 79 },
+                    &udp(1, 53),
+                ),
+                OTHER_HOST,
+            ),
+            Want::Pass,
+        ),
+        (
+            "v4 later fragment to broadcast MAC",
+            to_mac(
+                ipv4(CLIENT, VIP, IPPROTO_UDP, V4Opts { ihl: 5, frag: 185, id: 79 }, b"x"),
+                BROADCAST,
+            ),
+            Want::Pass,
+        ),
+        (
+            "v6 later fragment to another host's MAC",
+            to_mac(v6_frag(97, 100, false, b"tail"), OTHER_HOST),
+            Want::Pass,
+        ),
+        // VLAN-tagged frames on the interface the program is attached to are the kernel's.
+        ("802.1Q tagged v4 to vip", tagged(&t4, 0x8100), Want::Pass),
+        ("802.1Q tagged v6 to vip", tagged(&t6, 0x8100), Want::Pass),
+        ("802.1ad tagged v4 to vip", tagged(&t4, 0x88a8), Want::Pass),
+        ("802.1ad + 802.1Q tagged v4 to vip", tagged(&tagged(&t4, 0x8100), 0x88a8), Want::Pass),
+        ("802.1Q tagged echo to vip", tagged(&v4_ping(), 0x8100), Want::Pass),
     ];
     for (name, frame, want) in cases {
         let (verdict, out) = run(&mut dp, &frame);
@@ -510,6 +645,71 @@ fn fixtures() {
             Want::To(last) => to([0x52, 0x54, 0, 0, 0, last]),
         }
     }
+}
+
+/// The global counter named `name`, summed over CPUs.
+fn reason_count(dp: &mut XdpDataplane, name: &str) -> u64 {
+    let c = dp.counters().expect("counters");
+    c.global.iter().find(|(n, _)| *n == name).map(|(_, c)| c.packets).expect("reason name")
+}
+
+/// Frames the program does not act on for their destination MAC, VLAN tag or IP length are each
+/// counted under their own reason (and only there).
+#[test]
+fn frames_not_acted_on_are_counted_by_reason() {
+    let Some((mut dp, _)) = setup() else { return };
+    let t4 = v4_tcp(40000, 80);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("pass_mac_broadcast", to_mac(t4.clone(), BROADCAST)),
+        ("pass_mac_multicast", to_mac(t4.clone(), MULTICAST)),
+        ("pass_mac_other_host", to_mac(t4.clone(), OTHER_HOST)),
+        ("pass_mac_other_host", to_mac(v4_ping(), VRRP_VMAC)),
+        ("pass_vlan", tagged(&t4, 0x8100)),
+        ("pass_vlan", tagged(&t4, 0x88a8)),
+        ("drop_malformed", with_tot_len(t4.clone(), 200)),
+        ("drop_malformed", with_payload_len(v6_tcp(1, 80), 200)),
+        ("pass_malformed", with_tot_len(t4.clone(), 19)),
+    ];
+    for (name, frame) in cases {
+        let before: Vec<u64> =
+            lb_common::reason::NAMES.iter().map(|n| reason_count(&mut dp, n)).collect();
+        let (verdict, _) = run(&mut dp, &frame);
+        let want = if name.starts_with("drop") { XDP_DROP } else { XDP_PASS };
+        assert_eq!(verdict, want, "{name}: verdict");
+        for (i, n) in lb_common::reason::NAMES.iter().enumerate() {
+            let delta = reason_count(&mut dp, n) - before[i];
+            assert_eq!(delta, u64::from(*n == name), "{name}: counter {n} moved by {delta}");
+        }
+    }
+}
+
+/// The MAC the program acts on is the ingress interface's own, per interface: it follows a change
+/// of the interface's MAC, and another interface's MAC does not count.
+#[test]
+fn the_accepted_mac_is_the_ingress_interfaces_and_follows_it() {
+    let Some((mut dp, mut d)) = setup() else { return };
+    let frame = v4_tcp(40000, 80);
+    assert_eq!(run(&mut dp, &frame).0, XDP_TX, "to the interface's MAC");
+    let new_mac = [0x02, 0, 0, 0, 0, 0x77];
+    d.interfaces[0].mac = Mac(new_mac);
+    dp.apply(&d).expect("apply MAC change");
+    assert_eq!(run(&mut dp, &frame), (XDP_PASS, frame.clone()), "to the old MAC");
+    assert_eq!(run(&mut dp, &to_mac(frame.clone(), new_mac)).0, XDP_TX, "to the new MAC");
+
+    // A redirect target's MAC is not accepted on the ingress interface (ifindex 1).
+    let status = std::process::Command::new("ip")
+        .args(["link", "add", "lbmac0", "type", "veth", "peer", "name", "lbmac1"])
+        .status()
+        .expect("ip link add");
+    assert!(status.success(), "creating a veth pair in the private namespace");
+    let veth = crate::net::iface::lookup("lbmac0").expect("veth interface");
+    d.tx_interfaces.push(veth.clone());
+    dp.apply(&d).expect("apply");
+    assert_eq!(
+        run(&mut dp, &to_mac(frame.clone(), veth.mac.0)).0,
+        XDP_PASS,
+        "another interface's MAC"
+    );
 }
 
 #[test]
@@ -863,6 +1063,8 @@ fn source_mac_follows_the_interface_and_unknown_interfaces_are_not_used() {
     let new_mac = [0x02, 0, 0, 0, 0, 0x77];
     d.interfaces[0].mac = Mac(new_mac);
     dp.apply(&d).expect("apply MAC change");
+    // Frames now come to the new MAC too.
+    let dns = to_mac(dns, new_mac);
     let (v, out) = run(&mut dp, &dns);
     assert_eq!((v, &out[6..12], out[5]), (XDP_TX, &new_mac[..], 13), "after the MAC change");
 
@@ -929,12 +1131,14 @@ fn _unused(_: Addr) -> Addr {
 /// A bpf filesystem mounted on a temporary folder for the test, unmounted on drop.
 struct BpfFs {
     dir: std::path::PathBuf,
+    /// Removes the (by then unmounted) folder after `drop` below.
+    _guard: tempfile::TempDir,
 }
 
 impl BpfFs {
     fn mount(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lb-bpffs-{label}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("bpffs dir");
+        let guard = crate::testutil::scratch_dir(&format!("lb-bpffs-{label}-"));
+        let dir = guard.path().to_owned();
         let c = |s: &str| std::ffi::CString::new(s).expect("cstring");
         let target = c(dir.to_str().expect("utf-8 path"));
         // SAFETY: plain mount(2) with valid NUL-terminated strings.
@@ -942,7 +1146,7 @@ impl BpfFs {
             libc::mount(c("bpf").as_ptr(), target.as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null())
         };
         assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-        Self { dir }
+        Self { dir, _guard: guard }
     }
 }
 
@@ -952,7 +1156,6 @@ impl Drop for BpfFs {
             // SAFETY: umount2 with a valid path.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

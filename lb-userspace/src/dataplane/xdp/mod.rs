@@ -10,7 +10,7 @@ mod fixtures;
 mod pin;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -20,8 +20,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    self as common, GlobalConfig, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey, ServiceValue,
-    VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
+    self as common, GlobalConfig, LocalMacKey, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey,
+    ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
 pub use self::pin::Pinning;
@@ -122,6 +122,8 @@ pub struct XdpDataplane {
     /// Interfaces frames may leave through (ifindex → this director's MAC on it): the devmap's
     /// ports, and the source MAC written into each real's slot.
     ifaces: BTreeMap<u32, [u8; 6]>,
+    /// (attached interface, its MAC): the destination MACs the program acts on.
+    local_macs: BTreeSet<LocalMacKey>,
     vips: HashMap<VipKey, VipValue>,
     globals: Option<Globals>,
     /// `GlobalConfig::flags` as last written.
@@ -224,6 +226,7 @@ impl XdpDataplane {
             rings: RegionAlloc::new(limits.ring_entries),
             services: HashMap::new(),
             ifaces: BTreeMap::new(),
+            local_macs: BTreeSet::new(),
             vips: HashMap::new(),
             globals: None,
             config_flags: None,
@@ -302,6 +305,10 @@ impl XdpDataplane {
             BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::VIPS)?)
                 .map_err(map_err(map_names::VIPS))?;
         self.vips = vips.iter().filter_map(Result::ok).collect();
+        let macs: BpfHashMap<_, LocalMacKey, u32> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::LOCAL_MACS)?)
+                .map_err(map_err(map_names::LOCAL_MACS))?;
+        self.local_macs = macs.keys().filter_map(Result::ok).collect();
         // Ports in the devmap are re-added as needed; start from what the interfaces say.
         self.adopted_links = state
             .links
@@ -382,6 +389,17 @@ impl XdpDataplane {
         self.ring_writes
     }
 
+    /// Also acts on frames to `mac` arriving on `ifindex`, besides the interfaces' own MACs, until
+    /// the program is unloaded. For benchmarks: BPF_PROG_TEST_RUN's `repeat` reruns the frame the
+    /// first run rewrote, addressed to the real's MAC from then on.
+    #[doc(hidden)]
+    pub fn accept_extra_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        let mut map: BpfHashMap<_, LocalMacKey, u32> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::LOCAL_MACS)?)
+                .map_err(map_err(map_names::LOCAL_MACS))?;
+        map.insert(LocalMacKey::new(ifindex, mac), 0, 0).map_err(map_err(map_names::LOCAL_MACS))
+    }
+
     /// The loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
     pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         program(&mut self.ebpf)
@@ -440,6 +458,32 @@ impl XdpDataplane {
             }
         }
         self.ifaces = want;
+        Ok(())
+    }
+
+    /// The destination MACs the program acts on: each attached interface's own. Kept before the
+    /// attachment, so a newly attached interface forwards from its first frame; an interface whose
+    /// MAC changed is followed on the next apply.
+    fn sync_local_macs(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        let want: BTreeSet<LocalMacKey> =
+            desired.interfaces.iter().map(|i| LocalMacKey::new(i.ifindex, i.mac.0)).collect();
+        if want == self.local_macs {
+            return Ok(());
+        }
+        let mut map: BpfHashMap<_, LocalMacKey, u32> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::LOCAL_MACS)?)
+                .map_err(map_err(map_names::LOCAL_MACS))?;
+        for k in want.difference(&self.local_macs) {
+            map.insert(k, 0, 0).map_err(map_err(map_names::LOCAL_MACS))?;
+        }
+        for k in self.local_macs.difference(&want) {
+            match map.remove(k) {
+                Ok(()) => {}
+                Err(e) if absent(&e) => {}
+                Err(e) => return Err(map_err(map_names::LOCAL_MACS)(e)),
+            }
+        }
+        self.local_macs = want;
         Ok(())
     }
 
@@ -974,6 +1018,7 @@ impl Dataplane for XdpDataplane {
         let had_all_ports = self.services.iter().any(|(k, s)| k.port == 0 && s.published);
         self.sync_globals(&desired.globals, all_ports || had_all_ports)?;
         self.sync_ifaces(desired)?;
+        self.sync_local_macs(desired)?;
         self.sync_vips(desired)?;
         // Inactive services (their VRRP instance is not MASTER) are staged: reals and table
         // written, no services-map entry (see `ServiceSlot::published`).

@@ -41,19 +41,20 @@ fn misc(path: String, dynamic: bool) -> HealthCheck {
     testing::check(CheckKind::Misc(MiscCheck { path, timeout: Duration::from_secs(2), dynamic }))
 }
 
-/// A scratch directory for scripts' files, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory for scripts' files: its path, and the guard that removes it on drop.
+struct Scratch {
+    path: PathBuf,
+    _guard: tempfile::TempDir,
+}
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lb-monitor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+        let guard = crate::testutil::scratch_dir(&format!("lb-monitor-{name}-"));
+        Scratch { path: guard.path().to_owned(), _guard: guard }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.path.join(name)
     }
 
     /// Replaces file `name` at once, so that a script reading it never sees it half-written.
@@ -76,12 +77,6 @@ impl Scratch {
     /// A script appending `word` to file `name`.
     fn append(&self, name: &str, word: &str) -> String {
         format!("echo {word} >> {}", self.path(name).display())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
