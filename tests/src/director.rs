@@ -26,7 +26,7 @@ pub struct LbAgent {
     bin: PathBuf,
     socket: PathBuf,
     /// Holds the socket; removed on drop (after the agent has stopped: fields drop last).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LbAgent {
@@ -62,7 +62,7 @@ impl LbAgent {
         args.extend([bin_s.as_str(), "run", "-c", &config_s, "--socket", &socket_s]);
         args.extend_from_slice(extra);
         let process = ns.spawn(&args)?;
-        let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, _dir: dir };
+        let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, dir };
         let up = wait_until(Duration::from_secs(20), || {
             agent.has_exited() || agent.cli(&["backends", "--json"]).is_ok()
         });
@@ -82,7 +82,7 @@ impl LbAgent {
 
     /// The agent's runtime directory (the control socket's): where its dumps go.
     pub fn runtime_dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// Sends `sig` to the agent (SIGHUP: reload its config file).

@@ -27,8 +27,10 @@ fn check(path: &PathBuf) -> (i32, String) {
 /// with the same exit code.
 #[test]
 fn errors_on_stderr_and_json_on_stdout() {
-    let bad = write("streams-bad.toml", "[[virtual_server]]\nvip = \"nope\"\n");
+    let tmp = scratch_dir("lb-check-").expect("temp dir");
+    let bad = write(&tmp, "streams-bad.toml", "[[virtual_server]]\nvip = \"nope\"\n");
     let good = write(
+        &tmp,
         "streams-good.toml",
         &format!("{GOOD_VS}[[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n"),
     );
