@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     // VRRP interoperability tests run Debian's keepalived as the peer and tshark as the oracle.
     "keepalived",
     "tshark",
+    // The Debian package is checked in a clean bookworm root (cargo xtask deb --check).
+    "mmdebstrap",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
