@@ -431,10 +431,30 @@ fn bookworm_root(cache: &Path) -> anyhow::Result<PathBuf> {
     let partial = cache.join(format!("bookworm-minbase-{key:08x}.{}.tar", std::process::id()));
     run(Command::new("mmdebstrap")
         .args(["--variant=minbase", "--quiet", &format!("--include={ROOT_PACKAGES}"), "bookworm"])
-        .arg(&partial))
+        .arg(&partial)
+        .args(apt_sources(Path::new("/etc/apt"))?)
+        .stdin(std::process::Stdio::null()))
     .context("mmdebstrap (cargo xtask bootstrap installs it)")?;
     fs::rename(&partial, &tarball)?;
     Ok(tarball)
+}
+
+/// The machine's own apt source files for bookworm (mmdebstrap pastes a file given as a mirror
+/// into the root's sources); none: mmdebstrap's default mirror.
+fn apt_sources(etc_apt: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = vec![etc_apt.join("sources.list")];
+    if let Ok(dir) = fs::read_dir(etc_apt.join("sources.list.d")) {
+        let mut listed: Vec<PathBuf> = dir.filter_map(Result::ok).map(|e| e.path()).collect();
+        listed.sort();
+        files.extend(listed);
+    }
+    let is_source = |p: &PathBuf| {
+        p.extension().is_some_and(|e| e == "list" || e == "sources")
+            && fs::read_to_string(p).is_ok_and(|text| {
+                text.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("bookworm"))
+            })
+    };
+    Ok(files.into_iter().filter(is_source).collect())
 }
 
 /// Debian's live-build package, whose `lb` ours must not collide with.
@@ -634,6 +654,25 @@ mod tests {
         let unknown = depends_from("  NEEDED  libssl.so.3\n", symbols);
         assert!(unknown.is_err(), "a library without a known package is an error");
         assert!(depends_from(dynamic, "").is_err(), "no glibc versions");
+    }
+
+    #[test]
+    fn root_uses_the_machines_bookworm_sources() {
+        let dir = std::env::temp_dir().join(format!("lb-apt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sources.list.d")).expect("temp dir");
+        let files = [
+            ("sources.list", "# deb http://192.0.2.1/debian bookworm main\n"),
+            ("sources.list.d/debian.sources", "Types: deb\nSuites: bookworm bookworm-updates\n"),
+            ("sources.list.d/other.list", "deb http://192.0.2.1/x stable main\n"),
+            ("sources.list.d/old.list.save", "deb http://192.0.2.1/debian bookworm main\n"),
+        ];
+        for (name, text) in files {
+            fs::write(dir.join(name), text).expect("write");
+        }
+        let got = apt_sources(&dir).expect("sources");
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(got, [dir.join("sources.list.d/debian.sources")]);
     }
 
     #[test]
