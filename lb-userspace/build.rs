@@ -1,7 +1,11 @@
 //! Builds the XDP program (`lb-ebpf`, binary `lb-xdp`) with Debian's rustc (the only toolchain here that
 //! ships `core` for the bpf target) and bpf-linker from the project's `.tools/` (see `cargo xtask bootstrap`).
 
-use std::{env, path::PathBuf};
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, anyhow};
 
@@ -10,6 +14,8 @@ fn main() -> anyhow::Result<()> {
     let workspace =
         manifest_dir.parent().ok_or_else(|| anyhow!("lb-userspace has no parent directory"))?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    git_commit(&manifest_dir);
 
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
@@ -49,4 +55,27 @@ fn main() -> anyhow::Result<()> {
         "building the XDP program failed; run `cargo xtask bootstrap` to install the eBPF toolchain",
     )?;
     Ok(())
+}
+
+/// `lb --version` names the commit it was built from: `LB_GIT_COMMIT` is the short hash, or
+/// "unknown" outside a git checkout (a source tarball). Rebuilt when HEAD or its branch moves.
+fn git_commit(dir: &Path) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).current_dir(dir).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=LB_GIT_COMMIT={commit}");
+    // HEAD names the branch; the branch's ref file (or packed-refs) names the commit.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        // A missing file would make cargo rerun this script on every build.
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name])
+            && Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

@@ -160,6 +160,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            lb::cli::write_completions(shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Convert { config: path, format } => {
             match lb::cli::convert::convert(&path, format) {
                 Ok(text) => {

@@ -49,3 +49,17 @@ fn unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
 }
+
+/// The example config the package installs as /etc/lb/lb.toml passes `lb check` as shipped.
+#[test]
+fn example_config_passes_lb_check() {
+    let bin = lb_bin();
+    if !bin.is_file() {
+        panic!("lb binary {} not built", bin.display());
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/lb.toml");
+    let out = Command::new(&bin).args(["check", "-c"]).arg(&path).output().expect("lb check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "lb check failed: {stdout}");
+    assert!(stdout.contains(": ok (TOML, 0 virtual servers"), "{stdout}");
+}

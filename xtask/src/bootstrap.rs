@@ -32,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "tshark",
     // BGP scale-out: BIRD 2 is lb's BGP speaker, and the router of the ECMP labs.
     "bird2",
+    // The Debian package is checked in a clean bookworm root (cargo xtask deb --check).
+    "mmdebstrap",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bootstrap;
+mod deb;
 mod demo;
 mod fuzz;
 mod test;
@@ -55,6 +56,15 @@ enum Task {
         #[arg(long, conflicts_with_all = ["time", "targets"])]
         ci: bool,
     },
+    /// Build the Debian package target/debian/lb_VERSION_amd64.deb (release build of lb).
+    Deb {
+        /// Package the debug build instead (faster; what `cargo xtask test` checks).
+        #[arg(long)]
+        debug: bool,
+        /// Then install it into a clean Debian bookworm root (mmdebstrap) and check it; needs root.
+        #[arg(long)]
+        check: bool,
+    },
     /// Boot a Debian 12 kernel under qemu for what this kernel lacks (IPVS); cached in .cache/vm.
     #[command(subcommand)]
     Vm(vm::Vm),
@@ -73,6 +83,10 @@ fn main() -> ExitCode {
         }),
         Task::Fuzz { time, targets, .. } => {
             bootstrap::bootstrap().and_then(|()| fuzz::fuzz(time, &targets))
+        }
+        Task::Deb { debug, check } => {
+            let profile = if debug { deb::Profile::Debug } else { deb::Profile::Release };
+            bootstrap::bootstrap().and_then(|()| deb::deb(profile, check))
         }
         Task::Vm(cmd) => vm::vm(cmd),
     };

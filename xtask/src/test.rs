@@ -26,6 +26,10 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     let mut test = cargo();
     test.arg("test").args(all).arg("--all-targets").args(extra).env("LB_BIN", &lb);
     let (mut passed, mut failed) = run_counting(&mut test)?;
+    // The Debian package of the debug build, installed into a clean bookworm root.
+    let (deb_passed, deb_failed) = crate::deb::ci(&root, &lb)?;
+    passed += deb_passed;
+    failed += deb_failed;
     // Kernel IPVS exists only in the Debian guest kernel under qemu (this kernel has none).
     let (vm_passed, vm_failed) = crate::vm::run_tests(std::time::Duration::from_secs(600))?;
     passed += vm_passed;
@@ -38,6 +42,9 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     println!("{passed} passed, {failed} failed");
     if passed == 0 {
         bail!("no test ran");
+    }
+    if deb_failed > 0 {
+        bail!("{deb_failed} package check(s) failed (see the `deb: FAILED` lines)");
     }
     if fuzz_failed > 0 {
         bail!("{fuzz_failed} fuzz target(s) crashed (inputs above)");

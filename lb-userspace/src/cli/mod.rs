@@ -1,6 +1,7 @@
 //! The `lb` command line. Subcommand and flag names are a contract with operators and scripts.
 
 pub mod check;
+pub mod config_man;
 pub mod convert;
 pub mod load;
 pub mod render;
@@ -19,8 +20,16 @@ use crate::{
     overrides::{ServiceSelector, parse_real},
 };
 
+/// `lb --version`: the release and the commit it was built from (build.rs), e.g.
+/// `lb 0.1.0 (git abc1234)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("LB_GIT_COMMIT"), ")");
+
+/// Section of the command's man pages: an administrator's daemon (8), which also keeps them clear
+/// of other packages' `lb(1)`.
+pub const MAN_SECTION: &str = "8";
+
 #[derive(Debug, Parser)]
-#[command(name = "lb", version, about = "eBPF/XDP direct-routing load balancer director")]
+#[command(name = "lb", version = VERSION, about = "eBPF/XDP direct-routing load balancer director")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -147,11 +156,18 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Write man pages for lb and every subcommand into DIR (used by packaging).
+    /// Write man pages for lb and every subcommand (section 8) and lb.toml(5) into DIR (used
+    /// by packaging).
     #[command(hide = true)]
     Man {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish...) on stdout.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Print a configuration file (TOML or keepalived.conf) as native TOML, with a note for each
     /// warning; exit 1 with every error, located, if it is invalid.
@@ -197,16 +213,17 @@ pub fn check_notices(config: &crate::config::Config) -> Vec<String> {
     crate::config::notices(config).iter().map(ToString::to_string).collect()
 }
 
-/// Renders `lb.1` and `lb-SUBCOMMAND.1` for every visible subcommand into `dir`.
+/// Renders `lb.8` and `lb-SUBCOMMAND.8` for every visible subcommand, and `lb.toml.5` (from the
+/// configuration reference), into `dir`.
 pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
     use clap::CommandFactory as _;
     std::fs::create_dir_all(dir)?;
     let cmd = Cli::command();
     let mut written = Vec::new();
     let mut render = |name: String, cmd: clap::Command| -> std::io::Result<()> {
-        let path = dir.join(format!("{name}.1"));
+        let path = dir.join(format!("{name}.{MAN_SECTION}"));
         let mut buf = Vec::new();
-        clap_mangen::Man::new(cmd.name(name.clone())).render(&mut buf)?;
+        clap_mangen::Man::new(cmd.name(name.clone())).section(MAN_SECTION).render(&mut buf)?;
         std::fs::write(&path, buf)?;
         written.push(path);
         Ok(())
@@ -215,7 +232,16 @@ pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
         render(format!("lb-{}", sub.get_name()), sub.clone())?;
     }
     render("lb".to_owned(), cmd)?;
+    let path = dir.join("lb.toml.5");
+    std::fs::write(&path, config_man::page(env!("CARGO_PKG_VERSION")))?;
+    written.push(path);
     Ok(written)
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "lb", out);
 }
 
 #[cfg(test)]
@@ -263,6 +289,11 @@ mod tests {
             (&["lb", "reload", "--socket", "/tmp/s"], true),
             (&["lb", "frobnicate"], false),
             (&["lb", "man", "--dir", "/tmp/x"], true),
+            (&["lb", "completions", "bash"], true),
+            (&["lb", "completions", "zsh"], true),
+            (&["lb", "completions", "fish"], true),
+            (&["lb", "completions", "tcsh"], false),
+            (&["lb", "completions"], false),
             (&["lb", "convert", "-c", "/etc/keepalived/keepalived.conf"], true),
             (&["lb", "convert", "--config", "k.conf", "--format", "keepalived"], true),
             (&["lb", "convert", "-c", "k.conf", "--format", "yaml"], false),
@@ -278,6 +309,55 @@ mod tests {
         ];
         for (argv, ok) in cases {
             assert_eq!(Cli::try_parse_from(*argv).is_ok(), *ok, "{argv:?}");
+        }
+    }
+
+    /// The packaged `/etc/lb/lb.toml`: valid as shipped (a director with nothing to do) and, with
+    /// its example uncommented, a valid director of one service, two reals and a VRRP instance.
+    #[test]
+    fn shipped_example_config_is_valid_as_is_and_uncommented() {
+        use crate::config::{parse_toml, test_support::FakeHost};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/lb.toml");
+        let text = std::fs::read_to_string(&path).expect("contrib/lb.toml");
+        let shipped = parse_toml(&text, &path, &FakeHost).unwrap_or_else(|e| panic!("{e}"));
+        assert!(shipped.virtual_servers.is_empty(), "does nothing until edited");
+        // Uncomment the example: its lines are "# key = ..." and "# [table]" after the first
+        // commented table header.
+        let start = text.find("# [[virtual_server]]").expect("a commented example");
+        let example: String = text[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or(if l == "#" { Some("") } else { None }))
+            .filter(|l| l.is_empty() || l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let full = format!("{}{example}", &text[..start]);
+        let cfg = parse_toml(&full, &path, &FakeHost).unwrap_or_else(|e| panic!("{e}\n{full}"));
+        assert_eq!(cfg.virtual_servers.len(), 1, "{full}");
+        assert_eq!(cfg.virtual_servers[0].real_servers.len(), 2);
+        assert_eq!(cfg.vrrp.instances.len(), 1);
+    }
+
+    #[test]
+    fn version_names_the_release_and_the_commit() {
+        let err = Cli::try_parse_from(["lb", "--version"]).expect_err("--version exits");
+        let text = err.to_string();
+        let rest = text.trim().strip_prefix(&format!("lb {} (git ", env!("CARGO_PKG_VERSION")));
+        let commit = rest.and_then(|r| r.strip_suffix(')')).unwrap_or_else(|| panic!("{text}"));
+        let hex = !commit.is_empty() && commit.chars().all(|c| c.is_ascii_hexdigit());
+        assert!(hex || commit == "unknown", "{text}");
+    }
+
+    #[test]
+    fn completions_cover_every_subcommand() {
+        for shell in
+            [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish]
+        {
+            let mut out = Vec::new();
+            write_completions(shell, &mut out);
+            let text = String::from_utf8(out).expect("utf-8");
+            for sub in Cli::command().get_subcommands().filter(|s| !s.is_hide_set()) {
+                assert!(text.contains(sub.get_name()), "{shell}: no {}", sub.get_name());
+            }
         }
     }
 
@@ -300,11 +380,14 @@ mod tests {
         let pages = write_man_pages(&dir).expect("man pages");
         let names: Vec<String> =
             pages.iter().filter_map(|p| p.file_name()?.to_str().map(str::to_owned)).collect();
-        for want in ["lb.1", "lb-run.1", "lb-check.1", "lb-backends.1", "lb-drain.1", "lb-weight.1"]
-        {
+        let want = ["lb.8", "lb-run.8", "lb-check.8", "lb-backends.8", "lb-drain.8", "lb-weight.8"];
+        for want in want.iter().chain(&["lb-completions.8", "lb.toml.5"]) {
             assert!(names.iter().any(|n| n == want), "missing {want} in {names:?}");
         }
-        let run = std::fs::read_to_string(dir.join("lb-run.1")).expect("lb-run.1");
+        // Section 1 is another package's `lb` (live-build): nothing of ours may land there.
+        assert!(!names.iter().any(|n| n.ends_with(".1")), "{names:?}");
+        let run = std::fs::read_to_string(dir.join("lb-run.8")).expect("lb-run.8");
         assert!(run.contains("xdp\\-mode") || run.contains("xdp-mode"), "options documented");
+        assert!(run.contains(".TH lb-run 8"), "section 8 header");
     }
 }
