@@ -327,6 +327,23 @@ impl DrTopology {
         Ipv4Addr::new(192, 0, 2, 11u8.wrapping_add(i as u8))
     }
 
+    /// A config with one service on `vip`:80 (`eth0`, `delay_loop` 0.5 s) over the first
+    /// `n_reals` reals, each with a TCP check of `connect_timeout` 0.5 s and no retry: a dead
+    /// real is down within one check (1 s).
+    pub fn fast_tcp_check_config(vip: Ipv4Addr, n_reals: usize) -> String {
+        let mut conf = format!(
+            "[[virtual_server]]\nvip = \"{vip}\"\nport = 80\ninterface = \"eth0\"\ndelay_loop = 0.5\n"
+        );
+        for i in 0..n_reals {
+            conf.push_str(&format!(
+                "[[virtual_server.real_server]]\naddress = \"{}\"\n\
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n",
+                Self::real_ip(i)
+            ));
+        }
+        conf
+    }
+
     /// Builds the layout on a learning bridge; `testpeer_bin` is the `lb-testpeer` executable
     /// (`env!("CARGO_BIN_EXE_lb-testpeer")` in integration tests).
     pub fn build(

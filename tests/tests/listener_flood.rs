@@ -24,26 +24,12 @@ fn testpeer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
 }
 
-fn config() -> String {
-    let mut conf = format!(
-        "[[virtual_server]]\nvip = \"{VIP}\"\nport = 80\ninterface = \"eth0\"\ndelay_loop = 0.5\n"
-    );
-    for i in 0..3 {
-        conf.push_str(&format!(
-            "[[virtual_server.real_server]]\naddress = \"192.0.2.{}\"\n\
-             [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n",
-            11 + i
-        ));
-    }
-    conf
-}
-
 fn start(dr: &DrTopology, extra: &[&str]) -> (LbAgent, std::path::PathBuf) {
     dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
     let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("lb.toml");
-    std::fs::write(&cfg, config()).expect("config");
+    std::fs::write(&cfg, DrTopology::fast_tcp_check_config(VIP, 3)).expect("config");
     let mut args = vec!["--xdp-mode", "generic"];
     args.extend_from_slice(extra);
     let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &args).expect("lb run");

@@ -25,17 +25,7 @@ fn testpeer() -> &'static Path {
 
 /// Three reals with fast TCP checks: a dead one is down within `detection()`.
 fn services() -> String {
-    let mut conf = format!(
-        "[[virtual_server]]\nvip = \"{VIP}\"\nport = 80\ninterface = \"eth0\"\ndelay_loop = 0.5\n"
-    );
-    for i in 0..3 {
-        conf.push_str(&format!(
-            "[[virtual_server.real_server]]\naddress = \"192.0.2.{}\"\n\
-             [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n",
-            11 + i
-        ));
-    }
-    conf
+    DrTopology::fast_tcp_check_config(VIP, 3)
 }
 
 /// One check: delay_loop + connect_timeout, plus slack for scheduling on a busy machine.
