@@ -142,6 +142,37 @@ fn fail_one_real_under_flood(
     }
 }
 
+/// Holds `n` idle connections to `target` (`kind` as in `flood`; from the director's
+/// namespace if `in_director`) from two helpers, checks the agent accepted them all with its fds
+/// bounded, then fails real `i` under them (`fail_one_real_under_flood`). Returns the helpers:
+/// the flood lasts until they drop.
+fn flood_then_fail_one_real(
+    dr: &mut DrTopology,
+    agent: &LbAgent,
+    in_director: bool,
+    kind: &str,
+    target: &str,
+    n: usize,
+    i: usize,
+) -> Vec<Process> {
+    let what = if kind == "unix" { "control flood" } else { "metrics flood" };
+    let pid = agent.pid().expect("pid");
+    let since = agent.stderr().len();
+    let started = Instant::now();
+    let ns = in_director.then_some(&dr.director.ns);
+    let (helpers, held) = flood(ns, kind, target, n, 2);
+    eprintln!(
+        "{what}: {held} connections in {:?}; agent fds {}, RSS {} KiB",
+        started.elapsed(),
+        open_fds(pid),
+        rss_kib(pid)
+    );
+    assert_eq!(held, n, "the agent kept accepting");
+    assert!(open_fds(pid) < 1_000, "fds bounded: {}", open_fds(pid));
+    fail_one_real_under_flood(dr, agent, i, what, since);
+    helpers
+}
+
 #[test]
 fn idle_connection_floods_do_not_take_reals_down() {
     if !require_root("idle_connection_floods") {
@@ -158,19 +189,8 @@ fn idle_connection_floods_do_not_take_reals_down() {
     let rss_before = rss_kib(pid);
 
     // 1. 20,000 idle control connections.
-    let since = agent.stderr().len();
-    let started = Instant::now();
     let socket = agent.socket().to_string_lossy().into_owned();
-    let (helpers, held) = flood(None, "unix", &socket, 20_000, 2);
-    eprintln!(
-        "control flood: {held} connections in {:?}; agent fds {}, RSS {} KiB",
-        started.elapsed(),
-        open_fds(pid),
-        rss_kib(pid)
-    );
-    assert_eq!(held, 20_000, "the agent kept accepting");
-    assert!(open_fds(pid) < 1_000, "fds bounded: {}", open_fds(pid));
-    fail_one_real_under_flood(&mut dr, &agent, 0, "control flood", since);
+    let helpers = flood_then_fail_one_real(&mut dr, &agent, false, "unix", &socket, 20_000, 0);
     drop(helpers);
     let status = agent.status().expect("status");
     let control = &status["listeners"]["control"];
@@ -181,18 +201,7 @@ fn idle_connection_floods_do_not_take_reals_down() {
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up again");
 
     // 2. 17,500 idle metrics connections.
-    let since = agent.stderr().len();
-    let started = Instant::now();
-    let (helpers, held) = flood(Some(&dr.director.ns), "tcp", METRICS, 17_500, 2);
-    eprintln!(
-        "metrics flood: {held} connections in {:?}; agent fds {}, RSS {} KiB",
-        started.elapsed(),
-        open_fds(pid),
-        rss_kib(pid)
-    );
-    assert_eq!(held, 17_500, "the agent kept accepting");
-    assert!(open_fds(pid) < 1_000, "fds bounded: {}", open_fds(pid));
-    fail_one_real_under_flood(&mut dr, &agent, 1, "metrics flood", since);
+    let helpers = flood_then_fail_one_real(&mut dr, &agent, true, "tcp", METRICS, 17_500, 1);
     drop(helpers);
     let metrics = scrape(&dr).expect("scrape");
     let refused = metrics
