@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -158,6 +158,41 @@ impl GuestAgent {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// `lb backends --json`, parsed.
+    pub fn backends_json(&self) -> serde_json::Value {
+        let out = self.cli(&["backends", "--json"]).expect("lb backends");
+        serde_json::from_str(&out).expect("lb backends --json")
+    }
+
+    /// Packets forwarded to the reals (`lb backends --json`): of the service on
+    /// `vip`, or of all services.
+    pub fn packets(&self, vip: Option<Ipv4Addr>) -> u64 {
+        let vip = vip.map(|v| v.to_string());
+        self.backends_json()["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| vip.as_deref().is_none_or(|v| s["vip"].as_str() == Some(v)))
+            .flat_map(|s| s["backends"].as_array().into_iter().flatten())
+            .map(|b| b["packets"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Whether the agent has `services` services and all their reals are up (and, if given,
+    /// `reals` reals in each); false while it does not answer.
+    pub fn all_up(&self, services: usize, reals: Option<usize>) -> bool {
+        let Ok(out) = self.cli(&["backends", "--json"]) else { return false };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return false };
+        v["services"].as_array().is_some_and(|ss| {
+            ss.len() == services
+                && ss.iter().all(|s| {
+                    s["backends"].as_array().is_some_and(|bs| {
+                        reals.is_none_or(|n| bs.len() == n) && bs.iter().all(|b| b["state"] == "up")
+                    })
+                })
+        })
     }
 
     /// SIGKILL: the agent dies without cleaning up, like a crash.
@@ -511,9 +546,7 @@ fn vm_agent_forwards_each_lb_kind_through_ipvs() {
         let service = LabService { forward: k.forward, ..LabService::dr(80, &[1, 2]) };
         let agent = GuestAgent::start("kinds", &lab_config(&lab, &[service]), k.args);
         wait_for_rules(&agent, &expected_rules(&lab, &[service], &[]), k.name);
-        let backends: serde_json::Value =
-            serde_json::from_str(&agent.cli(&["backends", "--json"]).expect("lb backends"))
-                .expect("lb backends --json");
+        let backends = agent.backends_json();
         assert_eq!(backends["services"][0]["dataplane"], "ipvs", "{}: {backends:#}", k.name);
         lab.requests(SocketAddr::new(VIP.into(), 80), 60)
             .assert_split(&[("r1", 1), ("r2", 2)], 0.1);
@@ -596,9 +629,7 @@ fn vm_agent_serves_a_firewall_mark_service_through_ipvs() {
         lab.requests(SocketAddr::new(VIP.into(), port), 60)
             .assert_split(&[("r1", 1), ("r2", 2)], 0.1);
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&agent.cli(&["backends", "--json"]).expect("lb backends"))
-            .expect("lb backends --json");
+    let json = agent.backends_json();
     assert_eq!(json["services"][0]["fwmark"], 1, "{json:#}");
     assert_eq!(json["services"][0]["dataplane"], "ipvs", "{json:#}");
     let text = agent.cli(&["backends"]).expect("lb backends");

@@ -248,32 +248,6 @@ fn xdp_attached() -> bool {
     ip(None, &["link", "show", "dev", BRIDGE]).contains("xdpgeneric")
 }
 
-/// Packets the XDP program forwarded, over all services and reals (`lb backends --json`).
-fn xdp_packets(agent: &GuestAgent) -> u64 {
-    let out = agent.cli(&["backends", "--json"]).expect("lb backends");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("lb backends --json");
-    v["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["backends"].as_array().into_iter().flatten())
-        .map(|b| b["packets"].as_u64().unwrap_or(0))
-        .sum()
-}
-
-fn all_up(agent: &GuestAgent) -> bool {
-    let Ok(out) = agent.cli(&["backends", "--json"]) else { return false };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return false };
-    v["services"].as_array().is_some_and(|ss| {
-        ss.len() == 3
-            && ss.iter().all(|s| {
-                s["backends"]
-                    .as_array()
-                    .is_some_and(|bs| bs.len() == REALS && bs.iter().all(|b| b["state"] == "up"))
-            })
-    })
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -340,7 +314,7 @@ fn vm_bench_xdp_vs_ipvs() {
                 &["--dataplane", "xdp", "--xdp-mode", "generic"],
             );
             assert!(
-                wait_until(Duration::from_secs(30), || all_up(&agent)),
+                wait_until(Duration::from_secs(30), || agent.all_up(3, Some(REALS))),
                 "the XDP agent's reals did not come up; its log:\n{}",
                 agent.log()
             );
@@ -356,13 +330,13 @@ fn vm_bench_xdp_vs_ipvs() {
                 started.elapsed().as_secs_f64()
             );
             agent_cpu.push(idle_share * 100.0);
-            let before = xdp_packets(&agent);
+            let before = agent.packets(None);
             // Stopped while measured: the program and its link live on in the kernel, and the
             // agent's own work (a debug build under TCG) does not compete with the traffic.
             signal(pid, libc::SIGSTOP);
             measure(&lab, &counts, "xdp", &mut by_xdp, &mut direct_xdp);
             signal(pid, libc::SIGCONT);
-            let forwarded = xdp_packets(&agent) - before;
+            let forwarded = agent.packets(None) - before;
             // At least SYN, ACK and FIN per connection, the request, and most of the blast.
             let least = (3 * counts.tcp + counts.udp + counts.blast * 9 / 10) as u64;
             assert!(forwarded >= least, "XDP forwarded only {forwarded} packets (>= {least})");

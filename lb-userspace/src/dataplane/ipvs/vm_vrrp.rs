@@ -75,9 +75,7 @@ fn vm_vrrp_state_installs_and_withdraws_ipvs_services() {
             peer.log()
         );
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&agent.cli(&["backends", "--json"]).expect("lb backends"))
-            .expect("json");
+    let status = agent.backends_json();
     assert_eq!(status["services"][0]["active"], false, "{status:#}");
 
     // The peer dies: MASTER again, the service is back and forwards.

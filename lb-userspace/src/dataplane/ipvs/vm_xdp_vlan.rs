@@ -78,31 +78,6 @@ fn config(lab: &Lab) -> String {
     toml
 }
 
-/// Packets forwarded to the reals of the service on `vip` (`lb backends --json`).
-fn forwarded(agent: &GuestAgent, vip: Ipv4Addr) -> u64 {
-    let out = agent.cli(&["backends", "--json"]).expect("lb backends");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("lb backends --json");
-    v["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["vip"].as_str() == Some(vip.to_string().as_str()))
-        .flat_map(|s| s["backends"].as_array().into_iter().flatten())
-        .map(|b| b["packets"].as_u64().unwrap_or(0))
-        .sum()
-}
-
-fn all_up(agent: &GuestAgent) -> bool {
-    let Ok(out) = agent.cli(&["backends", "--json"]) else { return false };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return false };
-    v["services"].as_array().is_some_and(|ss| {
-        ss.len() == 2
-            && ss.iter().all(|s| {
-                s["backends"].as_array().is_some_and(|bs| bs.iter().all(|b| b["state"] == "up"))
-            })
-    })
-}
-
 #[test]
 #[ignore = "needs the guest kernel's 8021q: run by `cargo xtask vm test`"]
 fn vm_xdp_serves_a_vip_on_a_vlan_sub_interface() {
@@ -112,7 +87,7 @@ fn vm_xdp_serves_a_vip_on_a_vlan_sub_interface() {
     let agent =
         GuestAgent::start("xdp-vlan", &config(&lab), &["--dataplane", "xdp", "--xdp-mode", "auto"]);
     assert!(
-        wait_until(Duration::from_secs(30), || all_up(&agent)),
+        wait_until(Duration::from_secs(30), || agent.all_up(2, None)),
         "the reals did not come up; the agent's log:\n{}",
         agent.log()
     );
@@ -126,12 +101,12 @@ fn vm_xdp_serves_a_vip_on_a_vlan_sub_interface() {
     let tally = lab.requests(SocketAddr::new(VLAN_VIP.into(), PORT), REQUESTS);
     assert!(tally.errors.is_empty(), "requests over VLAN {VLAN_ID}: {:?}", tally.errors);
     assert_eq!(tally.per_real.get("r1"), Some(&REQUESTS), "{tally:?}");
-    let on_vlan = forwarded(&agent, VLAN_VIP);
+    let on_vlan = agent.packets(Some(VLAN_VIP));
     assert!(on_vlan >= REQUESTS as u64, "the VLAN device's program forwarded {on_vlan} packets");
 
     let tally = lab.requests(SocketAddr::new(VIP.into(), PORT), REQUESTS);
     assert!(tally.errors.is_empty(), "untagged requests: {:?}", tally.errors);
     assert_eq!(tally.per_real.get("r1"), Some(&REQUESTS), "{tally:?}");
-    assert!(forwarded(&agent, VIP) >= REQUESTS as u64, "the bridge's program forwarded too few");
-    assert_eq!(forwarded(&agent, VLAN_VIP), on_vlan, "untagged traffic went to the VLAN's VIP");
+    assert!(agent.packets(Some(VIP)) >= REQUESTS as u64, "the bridge's program forwarded too few");
+    assert_eq!(agent.packets(Some(VLAN_VIP)), on_vlan, "untagged traffic went to the VLAN's VIP");
 }
