@@ -1,7 +1,10 @@
 //! The agent never starts half-configured: a bad config, or a second agent on the same socket,
 //! fails before anything is attached.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use lb_tests::{LbAgent, Netns, Process, lb_bin, require_root, scratch_dir, unique_prefix};
 use tempfile::TempDir;
@@ -12,6 +15,23 @@ fn temp(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `lb run` on `cfg` exits 1 with the located error `{cfg}:{located}` on stderr, before it makes
+/// its control socket.
+fn assert_run_refused(cfg: &Path, located: &str) {
+    let socket = cfg.with_extension("sock");
+    let out = Command::new(lb_bin())
+        .args(["run", "-c"])
+        .arg(cfg)
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .expect("run lb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}:{located}", cfg.display())), "{stderr}");
+    assert!(!socket.exists(), "no control socket for an agent that did not start");
+}
+
 #[test]
 fn bad_config_stops_the_agent_before_it_starts() {
     let tmp = scratch_dir("lb-life-").expect("temp dir");
@@ -20,21 +40,7 @@ fn bad_config_stops_the_agent_before_it_starts() {
         "bad.toml",
         "[[virtual_server]]\nvip = \"192.0.2.1000\"\nport = 80\ninterface = \"lo\"\n",
     );
-    let socket = cfg.with_extension("sock");
-    let out = Command::new(lb_bin())
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .expect("run lb");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("{}:2:7: `vip` must be an IP address", cfg.display())),
-        "{stderr}"
-    );
-    assert!(!socket.exists(), "no control socket for an agent that did not start");
+    assert_run_refused(&cfg, "2:7: `vip` must be an IP address");
 }
 
 #[test]
@@ -188,21 +194,7 @@ fn deeply_nested_config_is_refused_with_a_located_error() {
         "deep.conf",
         &format!("global_defs {}{}\n", "{ ".repeat(7_000), "} ".repeat(7_000)),
     );
-    let socket = cfg.with_extension("sock");
-    let out = Command::new(lb_bin())
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .expect("run lb");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("{}:1:77: blocks are nested more than 32 deep", cfg.display())),
-        "{stderr}"
-    );
-    assert!(!socket.exists(), "no control socket for an agent that did not start");
+    assert_run_refused(&cfg, "1:77: blocks are nested more than 32 deep");
 }
 
 /// `lb reload` of a hostile file (blocks nested thousands deep, TOML arrays as deep, a FIFO in
