@@ -171,6 +171,13 @@ fn register_vrrp(reg: &mut Registry, vrrp: Option<&serde_json::Value>) {
     reg.register("vrrp_adverts_rejected", "VRRP adverts discarded, by reason", rejected);
 }
 
+/// A counter without labels that stands at `n`.
+fn register_counter(reg: &mut Registry, name: &str, help: &str, n: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(n);
+    reg.register(name, help, counter);
+}
+
 /// Health-check attempts by check and outcome, their latency, and the reloads.
 fn register_checks_and_reloads(reg: &mut Registry, status: &StatusView) {
     let hc = &status.health_checks;
@@ -196,12 +203,13 @@ fn register_checks_and_reloads(reg: &mut Registry, status: &StatusView) {
     reg.register("health_check_latency_seconds", "How long health-check attempts took", latency);
 
     let r = &status.reloads;
-    let ok = Counter::<u64>::default();
-    ok.inc_by(r.succeeded);
-    reg.register("reload_success", "Reloads applied", ok);
-    let failed = Counter::<u64>::default();
-    failed.inc_by(r.failed);
-    reg.register("reload_failure", "Reloads refused (the running config was kept)", failed);
+    register_counter(reg, "reload_success", "Reloads applied", r.succeeded);
+    register_counter(
+        reg,
+        "reload_failure",
+        "Reloads refused (the running config was kept)",
+        r.failed,
+    );
     let last = Gauge::<i64>::default();
     last.set(r.last_success.and_then(|t| i64::try_from(t).ok()).unwrap_or_default());
     reg.register(
@@ -275,12 +283,11 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         "Connections closed: the client was idle too long",
         timed_out,
     );
-    let not_run = Counter::<u64>::default();
-    not_run.inc_by(status.checks_not_run);
-    reg.register(
+    register_counter(
+        &mut reg,
         "health_checks_not_run",
         "Check attempts not run for lack of a resource here (fd, buffer); state kept",
-        not_run,
+        status.checks_not_run,
     );
     register_vrrp(&mut reg, status.vrrp.as_ref());
     register_checks_and_reloads(&mut reg, status);
