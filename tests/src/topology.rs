@@ -344,6 +344,24 @@ impl DrTopology {
         conf
     }
 
+    /// Puts the VIP on the director, writes `config` to `lb.toml` in a fresh scratch folder and
+    /// starts `lb run` on it in the director's namespace (`--xdp-mode generic`, then `extra`).
+    /// The folder lives as long as the returned guard.
+    pub fn start_agent(
+        &self,
+        config: &str,
+        extra: &[&str],
+    ) -> Result<(crate::LbAgent, tempfile::TempDir)> {
+        self.director.add_addr(&format!("{}/32", self.vip)).context("VIP on the director")?;
+        let dir = crate::scratch_dir(&format!("{}-cfg-", self.topo.prefix()))?;
+        let cfg = dir.path().join("lb.toml");
+        std::fs::write(&cfg, config).with_context(|| format!("writing {}", cfg.display()))?;
+        let mut args = vec!["--xdp-mode", "generic"];
+        args.extend_from_slice(extra);
+        let agent = crate::LbAgent::start(&self.director.ns, &crate::lb_bin(), &cfg, &args)?;
+        Ok((agent, dir))
+    }
+
     /// Builds the layout on a learning bridge; `testpeer_bin` is the `lb-testpeer` executable
     /// (`env!("CARGO_BIN_EXE_lb-testpeer")` in integration tests).
     pub fn build(

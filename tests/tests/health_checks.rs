@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{DrTopology, LbAgent, count_http, lb_bin, require_root, wait_until};
+use lb_tests::{DrTopology, LbAgent, count_http, require_root, wait_until};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
@@ -31,13 +31,7 @@ fn state_of(agent: &LbAgent, last: u8) -> String {
 }
 
 fn start(dr: &DrTopology, body: &str) -> (LbAgent, tempfile::TempDir) {
-    dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
-    let cfg = dir.path().join("lb.toml");
-    std::fs::write(&cfg, body).expect("config");
-    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
-        .expect("lb run");
-    (agent, dir)
+    dr.start_agent(body, &[]).expect("lb run")
 }
 
 #[test]

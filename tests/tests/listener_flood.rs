@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{DrTopology, LbAgent, Netns, Process, count_http, lb_bin, require_root, wait_until};
+use lb_tests::{DrTopology, LbAgent, Netns, Process, count_http, require_root, wait_until};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const METRICS: &str = "127.0.0.1:9464";
@@ -24,16 +24,8 @@ fn testpeer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
 }
 
-fn start(dr: &DrTopology, extra: &[&str]) -> (LbAgent, std::path::PathBuf) {
-    dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = std::env::temp_dir().join(format!("{}-cfg", dr.topo.prefix()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg = dir.join("lb.toml");
-    std::fs::write(&cfg, DrTopology::fast_tcp_check_config(VIP, 3)).expect("config");
-    let mut args = vec!["--xdp-mode", "generic"];
-    args.extend_from_slice(extra);
-    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &args).expect("lb run");
-    (agent, dir)
+fn start(dr: &DrTopology, extra: &[&str]) -> (LbAgent, tempfile::TempDir) {
+    dr.start_agent(&DrTopology::fast_tcp_check_config(VIP, 3), extra).expect("lb run")
 }
 
 fn proc_field(pid: u32, file: &str, key: &str) -> String {
@@ -179,7 +171,7 @@ fn idle_connection_floods_do_not_take_reals_down() {
         return;
     }
     let mut dr = DrTopology::build("lf", 3, VIP, testpeer()).expect("topology");
-    let (agent, dir) = start(&dr, &["--metrics", METRICS]);
+    let (agent, _dir) = start(&dr, &["--metrics", METRICS]);
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up");
     let pid = agent.pid().expect("pid");
     // Started with soft < hard, the agent raises its soft limit to the hard one.
@@ -215,7 +207,6 @@ fn idle_connection_floods_do_not_take_reals_down() {
     let rss_after = rss_kib(pid);
     eprintln!("agent RSS: {rss_before} KiB before the floods, {rss_after} KiB after");
     assert!(rss_after < rss_before + 32 * 1024, "RSS grew {rss_before} → {rss_after} KiB");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// An agent whose file-descriptor table is really full (hard limit lowered under it, then
@@ -226,7 +217,7 @@ fn checks_that_cannot_get_a_socket_keep_the_reals_state() {
         return;
     }
     let dr = DrTopology::build("lfd", 3, VIP, testpeer()).expect("topology");
-    let (agent, dir) = start(&dr, &[]);
+    let (agent, _dir) = start(&dr, &[]);
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up");
     let pid = agent.pid().expect("pid");
     // A few fds of headroom, then fill them with control connections (within the cap).
@@ -255,7 +246,6 @@ fn checks_that_cannot_get_a_socket_keep_the_reals_state() {
     let status = agent.status().expect("status");
     assert!(status["checks_not_run"].as_u64().unwrap_or(0) > 0, "{status}");
     agent.wait_all_backends("up", Duration::from_secs(5)).expect("all still up");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The numbers behind BENCHMARKS.md ("Idle connection floods"): for 20,000 idle control and
@@ -331,6 +321,6 @@ fn measure_idle_floods() {
             mib(rss_after)
         );
         drop(agent);
-        let _ = std::fs::remove_dir_all(dir);
+        drop(dir);
     }
 }

@@ -78,12 +78,8 @@ fn a_slow_reload_never_freezes_failover_health_or_the_control_socket() {
         return;
     }
     let mut dr = DrTopology::build("slowrl", 3, VIP, testpeer()).expect("topology");
-    dr.director.add_addr(&format!("{VIP}/32")).expect("VIP on director");
-    let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("dir");
+    let (agent, dir) = dr.start_agent(&services(), &[]).expect("lb run");
     let cfg = dir.path().join("lb.toml");
-    std::fs::write(&cfg, services()).expect("config");
-    let agent = LbAgent::start(&dr.director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
-        .expect("lb run");
     agent.wait_all_backends("up", Duration::from_secs(10)).expect("all up");
     // Same services, so every real keeps its health state across the reloads.
     std::fs::write(&cfg, large(&services())).expect("large config");
