@@ -7,11 +7,7 @@ pub fn require_root(test: &str) -> bool {
         return true;
     }
     let msg = format!("{test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}; CI must run as root");
-    }
-    eprintln!("SKIP: {msg}");
-    false
+    skip_outside_ci(&msg, format!("{msg}; CI must run as root"))
 }
 
 /// True when `program` is on PATH. Without it the test fails loudly in CI (`CI=true`: CI installs
@@ -22,8 +18,14 @@ pub fn require_program(test: &str, program: &str) -> bool {
         return true;
     }
     let msg = format!("{test}: `{program}` is not installed");
+    skip_outside_ci(&msg, format!("!!! {msg}. CI=true, so this is a failure. !!!"))
+}
+
+/// False (skip, saying `msg`), except in CI (`CI=true`), where a missing prerequisite is a
+/// failure: panics with `in_ci`.
+fn skip_outside_ci(msg: &str, in_ci: String) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("!!! {msg}. CI=true, so this is a failure. !!!");
+        panic!("{in_ci}");
     }
     eprintln!("SKIP: {msg}");
     false
