@@ -84,12 +84,10 @@ mod tests {
     use crate::config::test_support::AnyHost;
 
     fn report(text: &str) -> serde_json::Value {
-        let dir = std::env::temp_dir().join(format!("lb-check-json-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join(format!("t{}.toml", text.len()));
+        let dir = crate::testutil::scratch_dir("lb-check-json-");
+        let path = dir.path().join("t.toml");
         std::fs::write(&path, text).expect("write");
         let r = check(&path, &AnyHost, FormatChoice::Auto, false);
-        let _ = std::fs::remove_file(&path);
         serde_json::to_value(r).expect("json")
     }
 
