@@ -1004,11 +1004,20 @@ fn tracking_and_sync_group() {
     both(State::Fault, Duration::from_secs(1));
     ip_in(&lbns, &["link", "set", "eth0", "up"]);
     both(State::Master, Duration::from_secs(2));
+    // Notify scripts run on their own after the state change: give the last one time to write.
+    let want = ["master", "fault", "master", "fault", "master"];
+    let agreed_now = || {
+        let notes = fs::read_to_string(&group_file).unwrap_or_default();
+        let agreed: Vec<String> =
+            notes.lines().filter(|l| *l != "backup").map(str::to_owned).collect();
+        (agreed.len() >= want.len()).then_some(())
+    };
+    let _ = wait_for(Duration::from_secs(2), agreed_now);
     drop(lb);
 
     let notes = fs::read_to_string(&group_file).unwrap();
     let agreed: Vec<&str> = notes.lines().filter(|l| *l != "backup").collect();
-    assert_eq!(agreed, ["master", "fault", "master", "fault", "master"], "{notes}");
+    assert_eq!(agreed, want, "{notes}");
     report(&format!(
         "MEASURED vrrp tracking: tracked link down -> FAULT after {} (sync-group peer too)",
         us(fault_after)
