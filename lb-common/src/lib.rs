@@ -21,6 +21,7 @@ pub mod map_names {
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const LOCAL_MACS: &str = "LB_LOCAL_MACS";
+    pub const NEW_FLOWS: &str = "LB_NEW_FLOWS";
 }
 
 /// Name of the XDP program function in the object.
@@ -44,6 +45,9 @@ pub mod sizes {
     pub const FRAGS: u32 = 1 << 14;
     /// (interface, MAC) pairs frames may be addressed to.
     pub const LOCAL_MACS: u32 = 256;
+    /// Bytes of the new-flow reports ring buffer (a power of two, pages): 256 KiB hold ~4600
+    /// reports (48 bytes and an 8-byte header each) between two reads of the agent.
+    pub const NEW_FLOWS_RING: u32 = 1 << 18;
 }
 
 /// Address families in keys.
@@ -202,8 +206,13 @@ pub struct Binding {
     pub generation: u32,
     /// Last use, in seconds of the kernel's monotonic clock.
     pub atime: u32,
-    pub _pad: u32,
+    /// Bits of `BINDING_F_*` (0 for what the program writes itself).
+    pub flags: u32,
 }
+
+/// The flow entry was installed by the agent from a peer director's sync message (`lb flows`
+/// shows it as `origin` `sync`); the program keeps the bit when it refreshes `atime`.
+pub const BINDING_F_SYNC: u32 = 1;
 
 /// Key of the persistence table: (service, masked client address).
 #[repr(C)]
@@ -250,6 +259,21 @@ pub struct GlobalConfig {
 /// all-ports service is in the services map (cleared before one is added, set after the last one
 /// is removed).
 pub const CFG_F_NO_ALL_PORTS: u32 = 1;
+
+/// Flow sync is on: every new flow the program inserts into the flow table is reported to the
+/// agent through the new-flows ring buffer (none while the SYN-flood guard keeps flows out).
+pub const CFG_F_FLOW_SYNC: u32 = 2;
+
+/// A new flow, as the program reports it to the agent for flow sync.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowReport {
+    pub key: FlowKey,
+    /// The real's slot and its generation, as in the flow entry.
+    pub real: u32,
+    pub generation: u32,
+}
 
 /// Per-CPU new-flow rate state of the SYN-flood guard.
 #[repr(C)]
@@ -369,7 +393,9 @@ pub mod event {
     pub const FRAG_TRACKED: u32 = 8;
     /// A later fragment followed its datagram's first fragment.
     pub const FRAG_HIT: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Flow sync: a new flow was not reported to the agent, its ring buffer was full.
+    pub const FLOW_REPORT_DROP: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "flow_hit",
@@ -382,6 +408,7 @@ pub mod event {
         "sorry",
         "frag_tracked",
         "frag_hit",
+        "flow_report_drop",
     ];
 }
 
@@ -401,6 +428,7 @@ mod user {
     unsafe impl aya::Pod for super::GlobalConfig {}
     unsafe impl aya::Pod for super::SynGuard {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::FlowReport {}
 }
 
 /// Flow hash used to pick a Maglev slot. It lives here so the agent and tests can predict the real

@@ -4,7 +4,7 @@
 
 use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
-use lb_common::{Addr, Binding, FlowKey, FragKey, PersistKey, ServiceKey, VipKey};
+use lb_common::{Addr, Binding, FlowKey, FlowReport, FragKey, PersistKey, ServiceKey, VipKey};
 
 #[inline(always)]
 fn put<T>(dst: *mut T, v: T) {
@@ -108,7 +108,24 @@ pub fn binding(real: u32, generation: u32, atime: u32) -> Binding {
         put(addr_of_mut!((*p).real), real);
         put(addr_of_mut!((*p).generation), generation);
         put(addr_of_mut!((*p).atime), atime);
-        put(addr_of_mut!((*p)._pad), 0);
+        put(addr_of_mut!((*p).flags), 0);
         k.assume_init()
+    }
+}
+
+/// Fills a reserved ring-buffer record in place (no copy of a stack value).
+#[inline(always)]
+pub fn write_report(p: *mut FlowReport, flow: &FlowKey, real: u32, generation: u32) {
+    // SAFETY: `p` points to a reserved record of the size of `FlowReport`; every field is written.
+    unsafe {
+        let k = addr_of_mut!((*p).key);
+        put_addr(addr_of_mut!((*k).src), &flow.src);
+        put_addr(addr_of_mut!((*k).dst), &flow.dst);
+        put(addr_of_mut!((*k).ports), flow.ports);
+        put(addr_of_mut!((*k).proto), flow.proto);
+        put(addr_of_mut!((*k).family), flow.family);
+        put(addr_of_mut!((*k)._pad), 0);
+        put(addr_of_mut!((*p).real), real);
+        put(addr_of_mut!((*p).generation), generation);
     }
 }

@@ -9,7 +9,7 @@ use lb::{
     config::SystemHost,
     control::{
         client,
-        proto::{BackendsView, ChangedView, Request, StatusView},
+        proto::{BackendsView, ChangedView, FlowsView, Request, StatusView},
     },
     overrides::ServiceSelector,
 };
@@ -183,6 +183,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let options = lb::net::realserver::Options { vips, dev, state };
             for line in rt.block_on(lb::net::realserver::run(action, &options))? {
                 println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flows { socket, json, vip, limit } => {
+            let req = Request::Flows { vip: vip.map(|v| v.to_string()), limit: Some(limit) };
+            let data = client::call(&socket, &req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let v: FlowsView = serde_json::from_value(data)?;
+                print!("{}", render::flows(&v));
             }
             Ok(ExitCode::SUCCESS)
         }

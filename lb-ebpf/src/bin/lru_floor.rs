@@ -47,7 +47,7 @@ pub fn lb_floor_lru_insert(_ctx: XdpContext) -> u32 {
             *n = (*n).wrapping_add(1);
             *n
         };
-        let b = Binding { real: 1, generation: 1, atime: seq, _pad: 0 };
+        let b = Binding { real: 1, generation: 1, atime: seq, flags: 0 };
         let _ = FLOWS.insert(&key(seq), &b, 0);
     }
     xdp_action::XDP_PASS
@@ -57,7 +57,7 @@ pub fn lb_floor_lru_insert(_ctx: XdpContext) -> u32 {
 /// up first (Katran's benchmark method); the kernel still replaces the element.
 #[xdp]
 pub fn lb_floor_lru_update(_ctx: XdpContext) -> u32 {
-    let b = Binding { real: 1, generation: 1, atime: 0, _pad: 0 };
+    let b = Binding { real: 1, generation: 1, atime: 0, flags: 0 };
     let _ = FLOWS.insert(&key(0), &b, 0);
     xdp_action::XDP_PASS
 }

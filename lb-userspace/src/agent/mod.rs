@@ -148,6 +148,9 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 impl Handler for AgentHandler {
     fn handle(&self, request: Request) -> Response {
+        if let Request::Flows { vip, limit } = &request {
+            return flows(&self.shared, vip.as_deref(), *limit);
+        }
         let apply =
             |service: &str, real: &str, change| lock(&self.shared).change(service, real, change);
         let change = match &request {
@@ -160,7 +163,7 @@ impl Handler for AgentHandler {
                     .map_err(anyhow::Error::from)
                     .and_then(|w| apply(service, real, Change::Weight(w))),
             ),
-            Request::Backends {} | Request::Status {} => None,
+            Request::Backends {} | Request::Status {} | Request::Flows { .. } => None,
         };
         if let Some(result) = change {
             return match result {
@@ -183,6 +186,28 @@ impl Handler for AgentHandler {
         }
     }
 }
+
+/// `lb flows`: the agent lock only to take a reader; the walk runs without it.
+fn flows(shared: &Mutex<Shared>, vip: Option<&str>, limit: Option<u64>) -> Response {
+    let vip = match vip.map(str::parse::<std::net::SocketAddr>).transpose() {
+        Ok(v) => v,
+        Err(e) => return Response::error(format!("--vip: {e} (VIP:PORT, [VIP]:PORT for IPv6)")),
+    };
+    let limit = limit.unwrap_or(crate::control::proto::FLOWS_DEFAULT_LIMIT);
+    let source = lock(shared).dataplane.flow_source();
+    let view = match source {
+        Ok(Some(s)) => s.read(vip, usize::try_from(limit).unwrap_or(usize::MAX), FLOWS_BUDGET),
+        Ok(None) => crate::control::proto::FlowsView::default(),
+        Err(e) => return Response::error(format!("reading the flow table: {e}")),
+    };
+    match serde_json::to_value(view) {
+        Ok(d) => Response::ok(d),
+        Err(e) => Response::error(format!("internal error: {e}")),
+    }
+}
+
+/// How long one `lb flows` may walk the flow table.
+const FLOWS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl metrics::Source for AgentHandler {
     fn views(&self) -> Result<(BackendsView, StatusView), String> {

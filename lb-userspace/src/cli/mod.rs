@@ -196,6 +196,21 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = realserver::DEFAULT_STATE)]
         state: PathBuf,
     },
+    /// List the flow table (which real each connection goes to), like `ipvsadm -Lnc`.
+    Flows {
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only flows to this service: VIP:PORT ([VIP]:PORT for IPv6).
+        #[arg(long, value_name = "VIP:PORT")]
+        vip: Option<SocketAddr>,
+        /// List at most N entries (the agent stops walking the table there).
+        #[arg(long, value_name = "N", default_value_t = crate::control::proto::FLOWS_DEFAULT_LIMIT)]
+        limit: u64,
+    },
     /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
     Status {
         /// Control socket of the running agent.

@@ -5,8 +5,37 @@ use std::fmt::Write as _;
 
 use crate::{
     agent::view::endpoint,
-    control::proto::{BackendView, BackendsView, ServiceView, StatusView},
+    control::proto::{BackendView, BackendsView, FlowsView, ServiceView, StatusView},
 };
+
+/// `lb flows`: `ipvsadm -Lnc`'s layout, with the entry's origin (this director or a peer's sync
+/// message) added on the right.
+pub fn flows(v: &FlowsView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Flow entries");
+    let _ = writeln!(
+        out,
+        "pro expire state       source                 virtual                destination            origin"
+    );
+    for f in &v.flows {
+        let _ = writeln!(
+            out,
+            "{:<3} {:02}:{:02}  {:<11} {:<22} {:<22} {:<22} {}",
+            f.protocol.to_uppercase(),
+            f.expires_s / 60,
+            f.expires_s % 60,
+            f.state,
+            f.client,
+            f.vip,
+            f.real,
+            f.origin,
+        );
+    }
+    if v.truncated {
+        let _ = writeln!(out, "(more entries not listed: raise --limit, or narrow with --vip)");
+    }
+    out
+}
 
 pub fn backends(v: &BackendsView) -> String {
     let mut out = String::new();
@@ -251,5 +280,38 @@ mod tests {
         let stats = backends_stats(&v);
         let svc: Vec<&str> = stats.lines().nth(2).unwrap_or_default().split_whitespace().collect();
         assert_eq!(svc[..2], ["FWM", "1"]);
+    }
+
+    #[test]
+    fn flows_table_reads_like_ipvsadm_lnc() {
+        let flow = |expires_s, origin: &str| crate::control::proto::FlowView {
+            protocol: "tcp".into(),
+            client: "192.0.2.10:40000".into(),
+            vip: "198.51.100.1:80".into(),
+            real: "203.0.113.2:80".into(),
+            state: "ESTABLISHED".into(),
+            expires_s,
+            origin: origin.into(),
+        };
+        let v = FlowsView { flows: vec![flow(899, "local"), flow(5, "sync")], truncated: true };
+        let text = flows(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("pro expire state"), "{}", lines[1]);
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "TCP",
+                "14:59",
+                "ESTABLISHED",
+                "192.0.2.10:40000",
+                "198.51.100.1:80",
+                "203.0.113.2:80",
+                "local"
+            ]
+        );
+        assert_eq!(lines[3].split_whitespace().nth(1), Some("00:05"));
+        assert!(lines[4].starts_with("(more entries"), "{text}");
+        assert!(!flows(&FlowsView::default()).contains("more entries"));
     }
 }

@@ -22,7 +22,18 @@ pub enum Request {
     Undrain { service: String, real: String },
     /// Set a real's weight until the next reload (`lb weight`).
     Weight { service: String, real: String, weight: u64 },
+    /// The flow table, like `ipvsadm -Lnc` (`lb flows`): at most `limit` entries (default
+    /// [`FLOWS_DEFAULT_LIMIT`]), to the service `vip` (VIP:PORT) only when given.
+    Flows {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vip: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
 }
+
+/// Entries `lb flows` lists when no `--limit` is given.
+pub const FLOWS_DEFAULT_LIMIT: u64 = 10_000;
 
 /// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +139,34 @@ pub struct BackendView {
 
 fn route() -> String {
     "Route".to_owned()
+}
+
+/// `lb flows --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsView {
+    pub flows: Vec<FlowView>,
+    /// More entries may exist than are listed (the limit, or the time budget, was reached).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One flow-table entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowView {
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// CLIENT:PORT ([CLIENT]:PORT for IPv6).
+    pub client: String,
+    /// VIP:PORT.
+    pub vip: String,
+    /// REAL:PORT.
+    pub real: String,
+    /// IPVS's state name: "ESTABLISHED" for TCP, "UDP" for UDP.
+    pub state: String,
+    /// Seconds left before the entry would time out.
+    pub expires_s: u64,
+    /// "local" (this director picked the real) or "sync" (learnt from a peer director).
+    pub origin: String,
 }
 
 /// One real changed by `lb drain` / `lb undrain` / `lb weight`.
@@ -304,6 +343,13 @@ mod tests {
                     weight: 3,
                 }),
             ),
+            (r#"{"command":"flows"}"#, Some(Request::Flows { vip: None, limit: None })),
+            (
+                r#"{"command":"flows","vip":"192.0.2.1:80","limit":5}"#,
+                Some(Request::Flows { vip: Some("192.0.2.1:80".into()), limit: Some(5) }),
+            ),
+            (r#"{"command":"flows","limit":-1}"#, None),
+            (r#"{"command":"flows","service":"192.0.2.1:80"}"#, None),
             (r#"{"command":"drain","service":"192.0.2.1:80"}"#, None),
             (r#"{"command":"weight","service":"a","real":"b","weight":-1}"#, None),
             (r#"{"command":"reboot"}"#, None),
@@ -365,5 +411,28 @@ mod tests {
         assert_eq!(s["dataplane"], "ipvs");
         assert_eq!(s["backends"][0]["active_conns"], 2);
         assert_eq!(s["backends"][0]["inactive_conns"], 0);
+    }
+
+    #[test]
+    fn flows_json_has_the_contract_fields() {
+        let v = FlowsView {
+            flows: vec![FlowView {
+                protocol: "tcp".into(),
+                client: "192.0.2.10:40000".into(),
+                vip: "198.51.100.1:80".into(),
+                real: "203.0.113.2:80".into(),
+                state: "ESTABLISHED".into(),
+                expires_s: 899,
+                origin: "sync".into(),
+            }],
+            truncated: false,
+        };
+        let j = serde_json::to_value(&v).expect("serialise");
+        let f = &j["flows"][0];
+        for k in ["protocol", "client", "vip", "real", "state", "expires_s", "origin"] {
+            assert!(f.get(k).is_some(), "flow field {k}");
+        }
+        assert_eq!(f["expires_s"], 899);
+        assert_eq!(f["origin"], "sync");
     }
 }

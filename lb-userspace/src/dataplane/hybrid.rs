@@ -86,6 +86,10 @@ impl Dataplane for Hybrid {
         }
     }
 
+    fn flow_source(&self) -> Result<Option<super::xdp::FlowSource>, DataplaneError> {
+        self.xdp.as_ref().map_or(Ok(None), Dataplane::flow_source)
+    }
+
     fn shutdown(&mut self) -> Result<(), DataplaneError> {
         let xdp = self.xdp.as_mut().map(Dataplane::shutdown).unwrap_or(Ok(()));
         let ipvs = self.ipvs.as_mut().map(Dataplane::shutdown).unwrap_or(Ok(()));

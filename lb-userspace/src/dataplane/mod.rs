@@ -125,4 +125,9 @@ pub trait Dataplane: Send {
     fn adopted_services(&self) -> Vec<VirtualServerKey> {
         Vec::new()
     }
+    /// A reader of the flow table that works without this dataplane (`lb flows` walks it
+    /// outside the agent lock); `None` for a dataplane without one (IPVS: `ipvsadm -Lnc`).
+    fn flow_source(&self) -> Result<Option<xdp::FlowSource>, DataplaneError> {
+        Ok(None)
+    }
 }

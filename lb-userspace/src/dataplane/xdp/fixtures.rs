@@ -837,6 +837,65 @@ fn flow_table_keeps_established_flows() {
     assert_eq!(event_count(&dp, event::FLOW_REPICK) - repick_before, moved);
 }
 
+/// `lb flows`: a listing shows what the program forwards by, keeps the origin of an entry
+/// installed from a peer (the program refreshes only `atime`), and stays bounded by its limit
+/// and time budget on a full table.
+#[test]
+fn flow_listing_follows_the_table_and_is_bounded() {
+    let Some((mut dp, d)) = setup() else { return };
+    let vip = IpAddr::V4(VIP);
+    let svc = d.services[0].key;
+    let target = std::net::SocketAddr::new(vip, svc.port);
+    sent_to(&mut dp, &v4_tcp(20000, 80));
+    // An entry as a sync message installs it: to .12, whatever the table says.
+    let (id, generation) = {
+        let slot = &dp.services[&svc].reals[&(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 12)), 80)];
+        (slot.id, slot.value.generation)
+    };
+    let synced = flow_key(IpAddr::V4(CLIENT), vip, 20001, 80, IPPROTO_TCP);
+    let b = Binding { real: id, generation, atime: 0, flags: lb_common::BINDING_F_SYNC };
+    flows(&mut dp).insert(synced, b, 0).expect("insert");
+    assert_eq!(sent_to(&mut dp, &v4_ack(20001, 80)), 12, "a synced entry is followed");
+    let kept = flows(&mut dp).get(&synced, 0).expect("entry");
+    assert_eq!(kept.flags, lb_common::BINDING_F_SYNC, "the program keeps the origin");
+    assert_ne!(kept.atime, 0, "and refreshes the last use");
+
+    let source = dp.flow_source().expect("source").expect("XDP has a flow table");
+    let budget = std::time::Duration::from_secs(2);
+    let view = source.read(Some(target), 100, budget);
+    let mut got: Vec<(String, String)> =
+        view.flows.iter().map(|f| (f.client.clone(), f.origin.clone())).collect();
+    got.sort();
+    let client = |port| format!("{CLIENT}:{port}");
+    assert_eq!(got, [(client(20000), "local".into()), (client(20001), "sync".into())]);
+    assert_eq!(view.flows[0].vip, target.to_string());
+    assert!(!view.truncated);
+    assert!(
+        source.read(Some("192.0.2.100:443".parse().expect("addr")), 100, budget).flows.is_empty()
+    );
+
+    // A full table: the limit ends the walk at once, and a filter that matches nothing ends at
+    // the time budget, not after the whole table.
+    let n = 16384u32;
+    {
+        let mut map = flows(&mut dp);
+        for i in 0..n {
+            let c = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, (i >> 16) as u16, i as u16);
+            let k = flow_key(IpAddr::V6(c), V6, 1, 80, IPPROTO_TCP);
+            map.insert(k, Binding { real: id, generation, atime: 0, flags: 0 }, 0).expect("fill");
+        }
+    }
+    let view = source.read(None, 10, budget);
+    assert_eq!((view.flows.len(), view.truncated), (10, true));
+    let start = std::time::Instant::now();
+    let none = "192.0.2.100:81".parse().expect("addr");
+    let view = source.read(Some(none), 10, std::time::Duration::ZERO);
+    assert!(view.truncated && view.flows.is_empty(), "stopped by the budget");
+    assert!(start.elapsed() < std::time::Duration::from_millis(500), "{:?}", start.elapsed());
+    let view = source.read(Some(none), 10, budget);
+    assert!(!view.truncated, "a whole walk within the budget is complete");
+}
+
 /// A standby service (its VRRP instance is BACKUP) gets its reals and Maglev table written but
 /// no services-map entry: its traffic is the kernel's, and taking over writes no table entry.
 #[test]

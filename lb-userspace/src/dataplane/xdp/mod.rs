@@ -7,6 +7,7 @@
 mod alloc;
 #[cfg(test)]
 mod fixtures;
+pub mod flows;
 mod pin;
 
 use std::{
@@ -24,11 +25,11 @@ use lb_common::{
     ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
-pub use self::pin::Pinning;
 use self::{
     alloc::{IdAlloc, RegionAlloc},
     pin::{RealRecord, ServiceRecord, StateFile},
 };
+pub use self::{flows::FlowSource, pin::Pinning};
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
     config::VirtualServerKey,
@@ -128,6 +129,8 @@ pub struct XdpDataplane {
     globals: Option<Globals>,
     /// `GlobalConfig::flags` as last written.
     config_flags: Option<u32>,
+    /// Flow sync is on: the program reports new flows (`CFG_F_FLOW_SYNC`).
+    flow_sync: bool,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
@@ -230,6 +233,7 @@ impl XdpDataplane {
             vips: HashMap::new(),
             globals: None,
             config_flags: None,
+            flow_sync: false,
             next_generation: 1,
             ring_writes: 0,
             attached: BTreeMap::new(),
@@ -405,10 +409,34 @@ impl XdpDataplane {
         program(&mut self.ebpf)
     }
 
+    /// Turns the program's new-flow reports (flow sync) on or off; takes effect at once when the
+    /// settings were written already, else with the first `apply`.
+    pub fn set_flow_sync(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.flow_sync = on;
+        match (self.globals, self.config_flags) {
+            (Some(g), Some(flags)) => {
+                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The new-flow reports ring buffer, for the flow-sync task (once: the reader owns it).
+    pub fn take_flow_reports(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DataplaneError> {
+        let name = map_names::NEW_FLOWS;
+        let map = self.ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err(name))
+    }
+
     /// Writes the program-wide settings. `all_ports`: an all-ports service is (or is about to be)
     /// in the services map, so the program must look one up when no exact-port service matches.
     fn sync_globals(&mut self, g: &Globals, all_ports: bool) -> Result<(), DataplaneError> {
-        let flags = if all_ports { 0 } else { common::CFG_F_NO_ALL_PORTS };
+        let mut flags = if all_ports { 0 } else { common::CFG_F_NO_ALL_PORTS };
+        if self.flow_sync {
+            flags |= common::CFG_F_FLOW_SYNC;
+        }
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
         }
@@ -1083,6 +1111,24 @@ impl Dataplane for XdpDataplane {
                 .collect(),
             maps: self.map_usage(),
         }
+    }
+
+    fn flow_source(&self) -> Result<Option<FlowSource>, DataplaneError> {
+        let name = map_names::FLOWS;
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let reals = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().chain(s.sorry.as_ref().map(|(k, r)| (k, r))))
+            .map(|(&(ip, port), r)| {
+                let addr = std::net::SocketAddr::new(ip, port);
+                (r.id, flows::SlotReal { addr, generation: r.value.generation })
+            })
+            .collect();
+        let udp_timeout = self.globals.as_ref().map_or(0, |g| g.udp_timeout);
+        let source =
+            FlowSource::new(flows::dup_map(map, name)?, reals, udp_timeout, self.limits.flows)?;
+        Ok(Some(source))
     }
 
     fn shutdown(&mut self) -> Result<(), DataplaneError> {
