@@ -5,16 +5,17 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    Addr, CFG_F_NO_ALL_PORTS, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT,
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LocalMacKey, PersistKey, REAL_F_UP,
-    RING_NONE, RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event, flow_hash, reason,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_ALL_PORTS, FAMILY_V4, FAMILY_V6, FlowKey, FlowReport, FragKey,
+    IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LocalMacKey,
+    PersistKey, REAL_F_UP, RING_NONE, RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event,
+    flow_hash, reason,
 };
 
 use crate::{
     icmp, keys,
     maps::{
-        CONFIG, FLOWS, FRAGS, LOCAL_MACS, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD, TX_PORTS,
-        VIPS,
+        CONFIG, FLOWS, FRAGS, LOCAL_MACS, NEW_FLOWS, PERSIST, REALS, RINGS, SERVICES, SYN_GUARD,
+        TX_PORTS, VIPS,
     },
     parse::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr,
@@ -370,11 +371,27 @@ fn choose(
     } else if guard_allows(cfg.syn_threshold, now) {
         let b = keys::binding(real_id, real.generation, now);
         let _ = FLOWS.insert(flow, &b, 0);
+        if cfg.flags & CFG_F_FLOW_SYNC != 0 {
+            report_new_flow(flow, real_id, real.generation);
+        }
     } else {
         stats::event(event::FLOW_GUARD_SKIP);
     }
     stats::event(event::FLOW_NEW);
     Some((real_id, real, true))
+}
+
+/// Flow sync: hands a new flow to the agent. A full ring buffer drops the report (counted); the
+/// frame is forwarded either way.
+#[inline(always)]
+fn report_new_flow(flow: &FlowKey, real: u32, generation: u32) {
+    match NEW_FLOWS.reserve::<FlowReport>(0) {
+        Some(mut entry) => {
+            keys::write_report(entry.as_mut_ptr(), flow, real, generation);
+            entry.submit(0);
+        }
+        None => stats::event(event::FLOW_REPORT_DROP),
+    }
 }
 
 /// True while this CPU's new flows in the current second stay under `threshold` (0 = no limit).

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
     Binding, Counter, FlowKey, FragKey, GlobalConfig, LocalMacKey, PersistKey, RealValue,
@@ -73,3 +73,7 @@ pub static REAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(size
 #[map(name = "LB_SERVICE_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(sizes::MAX_SERVICES, 0);
+
+/// New flows reported to the agent for flow sync (`FlowReport`), while `CFG_F_FLOW_SYNC` is set.
+#[map(name = "LB_NEW_FLOWS")]
+pub static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(sizes::NEW_FLOWS_RING, 0);

@@ -786,19 +786,31 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
     // earlier, so other flows have been touched since, as for a real established flow).
-    type Family = (&'static str, fn(usize, u8) -> Vec<u8>);
-    let families: [Family; 2] = [
-        ("v4", |n, flags| {
-            let (src, sport) = client_v4(n);
-            v4_tcp(src, VIP, sport, flags)
-        }),
-        ("v6", |n, flags| {
-            let (src, sport) = client_v6(n);
-            v6_tcp(src, VIP6, sport, flags)
-        }),
+    // The third pass repeats v4 with flow sync on (every new flow also reported through the
+    // ring buffer, which is read between chunks, outside the timed calls): `v4_sync_new_flow`
+    // against `v4_new_flow` is what flow sync costs. Its clients follow the first pass's.
+    type Family = (&'static str, fn(usize, u8) -> Vec<u8>, bool);
+    let v4: fn(usize, u8) -> Vec<u8> = |n, flags| {
+        let (src, sport) = client_v4(n);
+        v4_tcp(src, VIP, sport, flags)
+    };
+    let families: [Family; 3] = [
+        ("v4", v4, false),
+        (
+            "v6",
+            |n, flags| {
+                let (src, sport) = client_v6(n);
+                v6_tcp(src, VIP6, sport, flags)
+            },
+            false,
+        ),
+        ("v4_sync", v4, true),
     ];
-    for (family, make) in families {
-        let mut next = 0usize;
+    let mut reports = dp.take_flow_reports().context("the new-flow reports ring buffer")?;
+    for (family, make, sync) in families {
+        dp.set_flow_sync(sync).context("flow sync switch")?;
+        let mut read = 0u64;
+        let mut next = if sync { (ROUNDS + 1) * CALLS } else { 0usize };
         // (SYNs of new flows, ACKs of the same flows for the next round's replay)
         let mut batch = || {
             let range = next..next + CALLS;
@@ -809,7 +821,12 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         // Warm-up round (not reported): its flows are the first round's hits.
         let (warm, mut previous) = batch();
         per_call(pass, &warm, XDP_PASS, iface_prefix)?;
-        per_call(dp.program()?, &warm, XDP_TX, REAL_MAC_PREFIX)?;
+        for chunk in warm.chunks(CHUNK) {
+            per_call(dp.program()?, chunk, XDP_TX, REAL_MAC_PREFIX)?;
+            while let Some(item) = reports.next() {
+                read += u64::from(item.len() == size_of::<lb_common::FlowReport>());
+            }
+        }
 
         let (mut new, mut hit) = (Series::default(), Series::default());
         for _ in 0..ROUNDS {
@@ -826,6 +843,9 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
                 let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
                 n_chunks.add(n, p1, p2);
                 h_chunks.add(h, p1, p2);
+                while let Some(item) = reports.next() {
+                    read += u64::from(item.len() == size_of::<lb_common::FlowReport>());
+                }
             }
             let s1 = snapshot(&mut dp)?;
             let calls = CALLS as u64;
@@ -841,6 +861,9 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             hit.push(&h_chunks);
             previous = acks;
         }
+        // Sync on: every new flow (warm-up round included) was reported, and read; off: none.
+        let want = if sync { ((ROUNDS + 1) * CALLS) as u64 } else { 0 };
+        ensure!(read == want, "{family}: {read} new-flow reports read, {want} expected");
         rows.push(per_call_row(
             format!("{family}_new_flow{sfx}"),
             "a new flow (TCP SYN from a new client address:port) every call",

@@ -1085,6 +1085,67 @@ fn syn_flood_guard_stops_inserting_above_the_threshold() {
     assert_eq!(flows(&mut dp).keys().count() as u64, 200 - skipped);
 }
 
+/// Flow sync: with the switch on, each new flow inserted is reported once (key, real slot,
+/// generation); nothing with it off, for hits, RSTs or under the SYN-flood guard; a full ring
+/// buffer drops reports (counted) and every frame is still forwarded.
+#[test]
+fn new_flows_are_reported_with_flow_sync_on_and_bounded() {
+    let Some((mut dp, mut d)) = setup() else { return };
+    let mut ring = dp.take_flow_reports().expect("ring buffer");
+    let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>| {
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            out.push(super::flows::parse_report(&item).expect("a report"));
+        }
+        out
+    };
+    sent_to(&mut dp, &v4_tcp(21000, 80));
+    assert!(drain(&mut ring).is_empty(), "sync off: nothing reported");
+
+    dp.set_flow_sync(true).expect("sync on");
+    let to = sent_to(&mut dp, &v4_tcp(21001, 80));
+    sent_to(&mut dp, &v4_ack(21001, 80));
+    sent_to(&mut dp, &v4_ack(21000, 80));
+    run(&mut dp, &ipv4(CLIENT, VIP, IPPROTO_TCP, PLAIN, &tcp_flags(21002, 80, 0x04)));
+    let got = drain(&mut ring);
+    assert_eq!(got.len(), 1, "one new flow, hits and a RST are not reported: {got:?}");
+    let key = flow_key(IpAddr::V4(CLIENT), IpAddr::V4(VIP), 21001, 80, IPPROTO_TCP);
+    assert_eq!(got[0].key, key);
+    let entry = flows(&mut dp).get(&key, 0).expect("flow entry");
+    assert_eq!((got[0].real, got[0].generation), (entry.real, entry.generation));
+    let slot = dp.services.values().flat_map(|s| s.reals.iter()).find(|(_, r)| r.id == entry.real);
+    assert_eq!(slot.map(|(k, _)| k.0), Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, to))));
+
+    // Not read: the ring fills, later reports are dropped and counted, forwarding goes on.
+    let record = size_of::<lb_common::FlowReport>() + 8;
+    let fits = lb_common::sizes::NEW_FLOWS_RING as usize / record;
+    let sent = fits + 200;
+    for i in 0..sent {
+        sent_to(&mut dp, &ipv4(CLIENT, VIP, IPPROTO_TCP, PLAIN, &tcp(30000 + i as u16, 80)));
+    }
+    let dropped = event_count(&dp, event::FLOW_REPORT_DROP);
+    let got = drain(&mut ring).len();
+    assert!(dropped >= 200, "dropped {dropped} of {sent}");
+    assert_eq!(got as u64 + dropped, sent as u64, "every new flow reported or counted");
+
+    // Above the SYN-flood guard's threshold nothing is reported.
+    d.globals.syn_threshold = 50;
+    dp.apply(&d).expect("guard on");
+    let skipped_before = event_count(&dp, event::FLOW_GUARD_SKIP);
+    for i in 0..4000u16 {
+        sent_to(&mut dp, &ipv4(CLIENT, VIP, IPPROTO_TCP, PLAIN, &tcp(10000 + i, 80)));
+    }
+    let skipped = event_count(&dp, event::FLOW_GUARD_SKIP) - skipped_before;
+    assert!(skipped > 0, "the guard must act to test anything");
+    let reported = drain(&mut ring).len() as u64;
+    let dropped = event_count(&dp, event::FLOW_REPORT_DROP) - dropped;
+    assert_eq!(reported + dropped + skipped, 4000, "guarded flows are not reported");
+
+    dp.set_flow_sync(false).expect("sync off");
+    sent_to(&mut dp, &v4_tcp(21003, 80));
+    assert!(drain(&mut ring).is_empty(), "switched off at once");
+}
+
 #[test]
 fn reals_on_another_interface_are_reached_by_redirect() {
     if !require_root("xdp redirect") {

@@ -94,6 +94,15 @@ impl FlowSource {
     }
 }
 
+/// A record of the new-flows ring buffer; `None` for one of another size (another build).
+pub fn parse_report(bytes: &[u8]) -> Option<lb_common::FlowReport> {
+    if bytes.len() != size_of::<lb_common::FlowReport>() {
+        return None;
+    }
+    // SAFETY: the length matches and `FlowReport` is plain old data (any bytes are a value).
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
 /// Seconds of the monotonic clock, the one the program stamps `atime` with.
 fn monotonic_secs() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

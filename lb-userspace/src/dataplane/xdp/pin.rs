@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,7 @@ pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
         (map_names::REAL_STATS, 4, size_of::<Counter>(), l.max_reals),
         (map_names::SERVICE_STATS, 4, size_of::<Counter>(), l.max_services),
         (map_names::LOCAL_MACS, size_of::<LocalMacKey>(), 4, sizes::LOCAL_MACS),
+        (map_names::NEW_FLOWS, 0, 0, sizes::NEW_FLOWS_RING),
     ]
 }
 
