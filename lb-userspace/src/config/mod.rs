@@ -10,6 +10,7 @@ pub mod bgp;
 mod emit;
 mod error;
 mod file;
+pub mod flow_sync;
 pub mod health;
 mod host;
 pub mod keepalived;

@@ -84,6 +84,10 @@ pub struct Config {
     /// `[bgp]`: announcing the ready VIPs to routers (ECMP scale-out); `None` when not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpConfig>,
+    /// `[flow_sync]` (keepalived: `lvs_sync_daemon`): flow state shared with peer directors;
+    /// `None` when not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_sync: Option<super::flow_sync::FlowSyncConfig>,
 }
 
 /// Director-wide settings of the XDP dataplane, sizing its maps and guards.

@@ -12,6 +12,7 @@
 //! in `bgp`.
 
 mod bgp;
+mod flow_sync;
 mod forwarding;
 mod health;
 mod vrrp;
@@ -35,8 +36,15 @@ use super::model::{
 use super::vrrp::VrrpConfig;
 use crate::maglev;
 
-const TOP_LEVEL_KEYS: &[&str] =
-    &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "bgp"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "virtual_server",
+    "dataplane",
+    "vrrp_instance",
+    "vrrp_script",
+    "vrrp_sync_group",
+    "bgp",
+    "flow_sync",
+];
 const DATAPLANE_KEYS: &[&str] = &[
     "flow_table_size",
     "hash_seed",
@@ -123,6 +131,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
         vrrp: VrrpConfig::default(),
         vrrp_locations: VrrpLocations::default(),
         bgp: None,
+        flow_sync: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -199,6 +208,7 @@ impl Parser<'_> {
         }
         (config.vrrp, config.vrrp_locations) = self.vrrp(root);
         config.bgp = self.bgp(root);
+        config.flow_sync = self.flow_sync(root);
     }
 
     /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
@@ -1668,6 +1678,7 @@ weight = 2
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            flow_sync: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),
@@ -1834,6 +1845,7 @@ port = 443
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            flow_sync: None,
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,

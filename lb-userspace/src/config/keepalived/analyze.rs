@@ -50,5 +50,12 @@ pub(super) fn analyze(statements: &[Stmt], source: &Path, diags: &mut Diags) -> 
     config.virtual_servers = virtual_servers;
     config.vrrp = vrrp_config;
     config.vrrp_locations = vrrp_locations;
+    if let Some(sync) = &vrrp_data.flow_sync
+        && let Some(name) = &sync.vrrp_instance
+        && !vrrp_data.instances.iter().any(|i| &i.name == name)
+    {
+        cx.error(sync.location, format!("`lvs_sync_daemon` names no vrrp_instance `{name}`"));
+    }
+    config.flow_sync = vrrp_data.flow_sync;
     config
 }

@@ -2576,3 +2576,59 @@ fn errors_are_reported_up_to_a_thousand() {
          1000 problems are)"
     );
 }
+
+/// `lvs_sync_daemon` becomes `[flow_sync]` (acted on, no warning); bad values are located.
+#[test]
+fn lvs_sync_daemon_is_flow_sync() {
+    let with = |line: &str| {
+        let lines = [
+            "global_defs {",
+            line,
+            "}",
+            "vrrp_instance VI_1 {",
+            "    interface eth0",
+            "    virtual_router_id 51",
+            "    virtual_ipaddress {",
+            "        192.0.2.100",
+            "    }",
+            "}",
+        ];
+        doc(&[&lines[..], HEAD, TAIL].concat())
+    };
+    let l = loaded(&with("    lvs_sync_daemon eth0"));
+    assert!(l.warnings.is_empty(), "{:?}", shown(&l.warnings));
+    let s = l.config.flow_sync.expect("flow_sync");
+    let got = (s.interface.as_str(), s.sync_id, s.group.to_string(), s.port, s.ttl, s.max_len);
+    assert_eq!(got, ("eth0", 0, "224.0.0.81".to_owned(), 8848, 1, 1472));
+    assert_eq!(s.vrrp_instance, None);
+    let line = "    lvs_sync_daemon eth0 VI_1 id 5 maxlen 1400 port 8850 ttl 2 group 239.1.2.3";
+    let s = loaded(&with(line)).config.flow_sync.expect("flow_sync");
+    let got = (s.sync_id, s.group.to_string(), s.port, s.ttl, s.max_len);
+    assert_eq!(got, (5, "239.1.2.3".to_owned(), 8850, 2, 1400));
+    assert_eq!(s.vrrp_instance.as_deref(), Some("VI_1"));
+    // Scenario table: the line → the error, located.
+    let cases: &[(&str, &str)] = &[
+        ("    lvs_sync_daemon eth0 id 256", "keepalived.conf:2:29: the sync id must be"),
+        (
+            "    lvs_sync_daemon eth0 group 192.0.2.1",
+            "keepalived.conf:2:31: the sync group must be a multicast",
+        ),
+        ("    lvs_sync_daemon eth0 maxlen 10", "keepalived.conf:2:32: `maxlen` must be"),
+        (
+            "    lvs_sync_daemon eth0 ttl",
+            "keepalived.conf:2:26: `lvs_sync_daemon` `ttl` needs a value",
+        ),
+        (
+            "    lvs_sync_daemon eth0 VI_1 bogus 1",
+            "keepalived.conf:2:31: unknown `lvs_sync_daemon` option `bogus`",
+        ),
+        (
+            "    lvs_sync_daemon eth0 VI_9",
+            "keepalived.conf:2:5: `lvs_sync_daemon` names no vrrp_instance `VI_9`",
+        ),
+    ];
+    for (line, want) in cases {
+        let errors = errors_of(&with(line));
+        assert!(errors.len() == 1 && errors[0].starts_with(want), "{line}: {errors:?}");
+    }
+}

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::super::flow_sync::{FlowSyncConfig, MIN_MAX_LEN, group_problem};
 use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
 use super::super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
@@ -140,6 +141,8 @@ pub(super) struct Vrrp {
     /// The `vrrp_script`s without errors.
     script_models: Vec<VrrpScript>,
     pub sync_groups: Vec<SyncGroup>,
+    /// `global_defs`' `lvs_sync_daemon`.
+    pub flow_sync: Option<FlowSyncConfig>,
 }
 
 impl Vrrp {
@@ -161,6 +164,55 @@ const SCRIPTS: &str =
 const GARP: &str = "lb sends `garp_master_repeat` gratuitous ARPs on becoming MASTER, and again \
                     after `garp_master_delay`";
 const MULTICAST: &str = "lb sends its multicast adverts to 224.0.0.18 and ff02::12, VRRP's groups";
+
+/// `lvs_sync_daemon INTERFACE [VRRP_INSTANCE] [id SYNC_ID] [maxlen LEN] [port PORT] [ttl TTL]
+/// [group IP]`: `[flow_sync]`. `None` after an error (the file is refused anyway).
+fn lvs_sync_daemon(cx: &mut Cx<'_>, s: &Stmt) -> Option<FlowSyncConfig> {
+    let errors = cx.errors();
+    let values = cx.values(s, 1, 12)?;
+    let interface = &values[0];
+    interface_name(cx, interface);
+    let mut sync = FlowSyncConfig::new(interface.text.clone(), s.at());
+    let mut rest = values[1..].iter().peekable();
+    let options = ["id", "maxlen", "port", "ttl", "group"];
+    if let Some(word) = rest.next_if(|w| !options.contains(&w.text.as_str())) {
+        sync.vrrp_instance = Some(word.text.clone());
+    }
+    while let Some(option) = rest.next() {
+        let Some(value) = rest.next() else {
+            cx.error(option.at, format!("`lvs_sync_daemon` `{}` needs a value", option.text));
+            break;
+        };
+        match option.text.as_str() {
+            "id" => sync.sync_id = cx.uint("the sync id", value, 0, 255).map_or(0, |v| v as u8),
+            "maxlen" => {
+                let min = MIN_MAX_LEN.into();
+                sync.max_len =
+                    cx.uint("`maxlen`", value, min, u16::MAX.into()).map_or(0, |v| v as u16)
+            }
+            "port" => {
+                sync.port =
+                    cx.uint("the sync port", value, 1, u16::MAX.into()).map_or(0, |v| v as u16)
+            }
+            "ttl" => sync.ttl = cx.uint("`ttl`", value, 1, 255).map_or(0, |v| v as u8),
+            "group" => match cx.ip("the sync group", value) {
+                Some(group) => match group_problem(group) {
+                    Some(problem) => cx.error(value.at, format!("the sync group {problem}")),
+                    None => sync.group = group,
+                },
+                None => {}
+            },
+            other => cx.error(
+                option.at,
+                format!(
+                    "unknown `lvs_sync_daemon` option `{other}` (expected id, maxlen, port, ttl \
+                     or group)"
+                ),
+            ),
+        }
+    }
+    cx.clean_since(errors).then_some(sync)
+}
 
 /// `global_defs { ... }`.
 pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
@@ -298,6 +350,12 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
             "enable_script_security" => {
                 if cx.bare_flag(s).is_some() {
                     cx.unimplemented(s, SCRIPTS);
+                }
+            }
+            "lvs_sync_daemon" => {
+                seen.note(cx, "lvs_sync_daemon", s);
+                if let Some(sync) = lvs_sync_daemon(cx, s) {
+                    vrrp.flow_sync = Some(sync);
                 }
             }
             _ if GLOBAL_DEFS.contains(&name) => {
