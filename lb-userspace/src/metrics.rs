@@ -112,6 +112,11 @@ struct CheckOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabel {
     hash: String,
 }
@@ -176,6 +181,30 @@ fn register_counter(reg: &mut Registry, name: &str, help: &str, n: u64) {
     let counter = Counter::<u64>::default();
     counter.inc_by(n);
     reg.register(name, help, counter);
+}
+
+/// Flow sync's counters (`lb_flow_sync_*`), when it runs.
+fn register_flow_sync(reg: &mut Registry, status: &StatusView) {
+    let Some(f) = &status.flow_sync else { return };
+    let rows = [
+        ("flow_sync_messages_sent", "Sync messages sent to peer directors", f.messages_sent),
+        ("flow_sync_flows_sent", "Flows sent to peer directors", f.flows_sent),
+        ("flow_sync_messages_received", "Sync datagrams received", f.messages_received),
+        ("flow_sync_flows_received", "Flows received in accepted messages", f.flows_received),
+        (
+            "flow_sync_flows_installed",
+            "Received flows installed in the flow table",
+            f.flows_installed,
+        ),
+    ];
+    for (name, help, n) in rows {
+        register_counter(reg, name, help, n);
+    }
+    let dropped = Family::<ReasonLabel, Counter>::default();
+    for (reason, n) in &f.dropped {
+        dropped.get_or_create(&ReasonLabel { reason: reason.clone() }).inc_by(*n);
+    }
+    reg.register("flow_sync_dropped", "Sync datagrams and entries dropped, by reason", dropped);
 }
 
 /// Health-check attempts by check and outcome, their latency, and the reloads.
@@ -291,6 +320,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     );
     register_vrrp(&mut reg, status.vrrp.as_ref());
     register_checks_and_reloads(&mut reg, status);
+    register_flow_sync(&mut reg, status);
 
     let sp = Family::<ServiceLabels, Counter>::default();
     let sb = Family::<ServiceLabels, Counter>::default();

@@ -95,6 +95,8 @@ struct Shared {
     listeners: Vec<Arc<ListenerLimit>>,
     /// Reloads so far and the running config's hash (metrics, `lb status`).
     reloads: crate::control::proto::ReloadsView,
+    /// `[flow_sync]`'s counters, while the sync edge runs.
+    flow_sync: Option<Arc<crate::sync::edge::SyncStats>>,
 }
 
 /// What a reload needs besides the running state. Reading, parsing, validating and planning a
@@ -248,6 +250,7 @@ impl Shared {
             checks_not_run: self.monitor.checks_not_run(),
             health_checks: self.monitor.check_stats(),
             reloads: self.reloads.clone(),
+            flow_sync: self.flow_sync.as_ref().map(|s| s.view()),
         };
         Ok((backends, status))
     }
@@ -525,6 +528,27 @@ fn start_dataplanes(
     Ok((xdp.ok(), ipvs.ok(), caps))
 }
 
+/// `[flow_sync]` on the XDP dataplane: the program starts reporting new flows, and the sync
+/// edge gets its maps. Without XDP (or on an error) flow sync is off, with a warning: forwarding
+/// does not depend on it.
+fn flow_sync_maps(
+    config: &Config,
+    dataplane: &mut Hybrid,
+) -> Option<(crate::config::flow_sync::FlowSyncConfig, crate::sync::edge::SyncMaps)> {
+    let cfg = config.flow_sync.clone()?;
+    let Some(xdp) = dataplane.xdp.as_mut() else {
+        tracing::warn!("[flow_sync] needs the XDP dataplane: flow sync is off");
+        return None;
+    };
+    match xdp.sync_maps().and_then(|maps| xdp.set_flow_sync(true).map(|()| maps)) {
+        Ok(maps) => Some((cfg, maps)),
+        Err(e) => {
+            tracing::warn!(error = %e, "flow sync is off");
+            None
+        }
+    }
+}
+
 /// Which dataplane serves each service; an error names every service that cannot run here.
 fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::Result<Plan> {
     let plan = select::plan(config, mode, caps).map_err(|errors| {
@@ -687,6 +711,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         return Err(e).context("programming the dataplane");
     }
     log_desired(&desired);
+    let flow_sync = flow_sync_maps(&config, &mut dataplane);
     tracing::info!(
         config = %opts.config.display(),
         services = desired.services.len(),
@@ -734,7 +759,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             config_hash: config_hash(&config_for_hash),
             ..Default::default()
         },
+        flow_sync: flow_sync.as_ref().map(|_| Arc::default()),
     }));
+    let sync_task = flow_sync.map(|(cfg, maps)| {
+        let s = shared.clone();
+        let stats = lock(&shared).flow_sync.clone().unwrap_or_default();
+        let own =
+            crate::config::HostView::own_addresses(&crate::config::SystemHost).unwrap_or_default();
+        let slots = move || lock(&s).dataplane.sync_slots();
+        tokio::spawn(async move {
+            if let Err(e) = crate::sync::edge::run(cfg, maps, slots, own, stats).await {
+                tracing::error!(error = %format!("{e:#}"), "flow sync stopped");
+            }
+        })
+    });
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
     let server = tokio::spawn(socket.serve(Arc::new(handler()), control_limit));
     let metrics_task = metrics_listener.zip(metrics_limit).map(|(l, limit)| {
@@ -817,6 +855,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     server.abort();
     let _ = server.await; // drops the socket, removing its file
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = sync_task {
         t.abort();
     }
     let shutdown = lock(&shared).dataplane.shutdown();

@@ -201,6 +201,16 @@ pub fn status(v: &StatusView) -> String {
     for (name, n) in &v.events {
         let _ = writeln!(out, "  {name:<18} {n:>12}");
     }
+    if let Some(f) = &v.flow_sync {
+        let _ = writeln!(
+            out,
+            "flow sync: sent {} messages ({} flows), received {} messages ({} flows), installed {}",
+            f.messages_sent, f.flows_sent, f.messages_received, f.flows_received, f.flows_installed
+        );
+        for (reason, n) in &f.dropped {
+            let _ = writeln!(out, "  dropped {reason:<18} {n:>8}");
+        }
+    }
     out
 }
 

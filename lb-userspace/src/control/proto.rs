@@ -212,6 +212,10 @@ pub struct StatusView {
     /// Reloads (SIGHUP, `lb reload`) since the agent started.
     #[serde(default)]
     pub reloads: ReloadsView,
+    /// Flow sync with peer directors (`[flow_sync]`), when it runs: messages and flows sent,
+    /// received and installed, and what was dropped, by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_sync: Option<crate::sync::edge::SyncStatsView>,
 }
 
 /// Upper bounds (µs) of the check latency buckets; one more bucket takes the rest.

@@ -90,6 +90,10 @@ impl Dataplane for Hybrid {
         self.xdp.as_ref().map_or(Ok(None), Dataplane::flow_source)
     }
 
+    fn sync_slots(&self) -> Option<crate::sync::edge::Slots> {
+        self.xdp.as_ref().map(XdpDataplane::sync_slots)
+    }
+
     fn shutdown(&mut self) -> Result<(), DataplaneError> {
         let xdp = self.xdp.as_mut().map(Dataplane::shutdown).unwrap_or(Ok(()));
         let ipvs = self.ipvs.as_mut().map(Dataplane::shutdown).unwrap_or(Ok(()));

@@ -130,4 +130,8 @@ pub trait Dataplane: Send {
     fn flow_source(&self) -> Result<Option<xdp::FlowSource>, DataplaneError> {
         Ok(None)
     }
+    /// The services and real slots flow-sync entries are translated with (XDP only).
+    fn sync_slots(&self) -> Option<crate::sync::edge::Slots> {
+        None
+    }
 }

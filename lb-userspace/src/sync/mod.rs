@@ -4,6 +4,7 @@
 //! implemented is described in docs/flow-sync.md.
 
 pub mod codec;
+pub mod edge;
 
 pub use codec::{
     ConnFlags, DecodeError, EncodeError, FwdMethod, PeData, Seq, SeqOptions, SyncConn, SyncMessage,

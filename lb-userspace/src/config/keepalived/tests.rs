@@ -2611,9 +2611,9 @@ fn lvs_sync_daemon_is_flow_sync() {
         ("    lvs_sync_daemon eth0 id 256", "keepalived.conf:2:29: the sync id must be"),
         (
             "    lvs_sync_daemon eth0 group 192.0.2.1",
-            "keepalived.conf:2:31: the sync group must be a multicast",
+            "keepalived.conf:2:32: the sync group must be a multicast",
         ),
-        ("    lvs_sync_daemon eth0 maxlen 10", "keepalived.conf:2:32: `maxlen` must be"),
+        ("    lvs_sync_daemon eth0 maxlen 10", "keepalived.conf:2:33: `maxlen` must be"),
         (
             "    lvs_sync_daemon eth0 ttl",
             "keepalived.conf:2:26: `lvs_sync_daemon` `ttl` needs a value",

@@ -74,6 +74,10 @@ impl Default for XdpLimits {
 struct RealSlot {
     id: u32,
     value: RealValue,
+    /// The real may keep established flows (up, drained, or down with `inhibit_on_failure`),
+    /// whether or not its slot is usable now (a standby service's reals have no interface yet):
+    /// what a received sync entry is judged by.
+    keeps_flows: bool,
 }
 
 /// A service as installed.
@@ -262,7 +266,10 @@ impl XdpDataplane {
             let value = services.get(&service_key(&key), 0).ok();
             service_ids.push(rec.id);
             regions.push((rec.ring_base, 2 * rec.table_size));
-            let slot_of = |r: &RealRecord| RealSlot { id: r.id, value: r.value() };
+            let slot_of = |r: &RealRecord| {
+                let value = r.value();
+                RealSlot { id: r.id, value, keeps_flows: value.flags & REAL_F_UP != 0 }
+            };
             real_ids.extend(rec.reals.iter().chain(&rec.sorry).map(|r| r.id));
             slots.insert(
                 key,
@@ -428,6 +435,48 @@ impl XdpDataplane {
         let name = map_names::NEW_FLOWS;
         let map = self.ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
         aya::maps::RingBuf::try_from(map).map_err(map_err(name))
+    }
+
+    /// This director's services and real slots, for translating sync entries both ways.
+    pub fn sync_slots(&self) -> crate::sync::edge::Slots {
+        use crate::sync::edge::{ServiceSlots, SlotInfo};
+        let mut out = crate::sync::edge::Slots {
+            udp_timeout: self.globals.as_ref().map_or(0, |g| g.udp_timeout),
+            ..Default::default()
+        };
+        for (key, slot) in &self.services {
+            let mut svc = ServiceSlots {
+                id: slot.id,
+                persistence: slot.value.persist_timeout,
+                reals: HashMap::new(),
+            };
+            for (&(ip, port), r) in
+                slot.reals.iter().chain(slot.sorry.as_ref().map(|(k, r)| (k, r)))
+            {
+                let addr = std::net::SocketAddr::new(ip, port);
+                let usable = r.keeps_flows;
+                svc.reals
+                    .insert(addr, SlotInfo { id: r.id, generation: r.value.generation, usable });
+                out.by_id.insert(r.id, (addr, r.value.generation));
+            }
+            out.services.insert((key.vip, key.port, key.protocol.ip_proto()), svc);
+        }
+        out
+    }
+
+    /// The maps the flow-sync edge uses: the new-flow reports (taken: once) and handles on the
+    /// flow and persistence tables.
+    pub fn sync_maps(&mut self) -> Result<crate::sync::edge::SyncMaps, DataplaneError> {
+        let reports = self.take_flow_reports()?;
+        let open = |name: &'static str| -> Result<aya::maps::MapData, DataplaneError> {
+            let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+            flows::dup_map(map, name)
+        };
+        let flows = BpfHashMap::try_from(Map::LruHashMap(open(map_names::FLOWS)?))
+            .map_err(map_err(map_names::FLOWS))?;
+        let persist = BpfHashMap::try_from(Map::LruHashMap(open(map_names::PERSIST)?))
+            .map_err(map_err(map_names::PERSIST))?;
+        Ok(crate::sync::edge::SyncMaps { reports, flows, persist })
     }
 
     /// Writes the program-wide settings. `all_ports`: an all-ports service is (or is about to be)
@@ -715,7 +764,7 @@ impl XdpDataplane {
                 if old != value {
                     self.write_real(id, value)?;
                 }
-                Ok(RealSlot { id, value })
+                Ok(RealSlot { id, value, keeps_flows: real.keeps_flows })
             }
             None => {
                 let id = self.real_ids.alloc().ok_or_else(|| DataplaneError::Exhausted {
@@ -726,7 +775,7 @@ impl XdpDataplane {
                 self.next_generation = self.next_generation.wrapping_add(1).max(1);
                 self.reset_counter(map_names::REAL_STATS, id)?;
                 self.write_real(id, value)?;
-                Ok(RealSlot { id, value })
+                Ok(RealSlot { id, value, keeps_flows: real.keeps_flows })
             }
         }
     }

@@ -1,0 +1,518 @@
+//! The sync edge: new flows the XDP program reports go out as IPVS sync messages, and received
+//! messages become flow entries of this director, translated to its own real slots.
+//!
+//! The translation and the checks are pure ([`report_to_conn`], [`conn_to_entry`], [`Receiver`]);
+//! [`run`] adds the socket (one UDP socket that sends to the group and receives from it) and the
+//! maps.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use lb_common::{
+    BINDING_F_SYNC, Binding, FlowKey, FlowReport, IPPROTO_TCP, IPPROTO_UDP, PersistKey,
+};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, ConnFlags, SyncConn, SyncMessage};
+use crate::{
+    config::flow_sync::FlowSyncConfig,
+    dataplane::xdp::{
+        addr_words,
+        flows::{TCP_ESTABLISHED_TIMEOUT, addr_of, ports_of},
+    },
+};
+
+/// Forwarding method bits of the entries lb sends: direct routing.
+const FWD_DR: u32 = 3;
+
+/// A real of a service as this director has it in its maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub id: u32,
+    pub generation: u32,
+    /// It may keep established flows (up, drained, or down with `inhibit_on_failure`); its slot
+    /// is usable once its service is live here.
+    pub usable: bool,
+}
+
+/// One XDP service: its id (persistence keys) and its reals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSlots {
+    pub id: u32,
+    /// Persistence timeout in seconds; 0: not persistent.
+    pub persistence: u32,
+    pub reals: HashMap<SocketAddr, SlotInfo>,
+}
+
+/// This director's slots, as of one read: what a received entry is translated with, and what
+/// a reported slot is named by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// (VIP, port, IP protocol) → service; port 0 for an all-ports service.
+    pub services: HashMap<(IpAddr, u16, u8), ServiceSlots>,
+    /// Slot id → (real, generation).
+    pub by_id: HashMap<u32, (SocketAddr, u32)>,
+    pub udp_timeout: u32,
+}
+
+impl Slots {
+    fn service(&self, vip: IpAddr, port: u16, proto: u8) -> Option<&ServiceSlots> {
+        self.services.get(&(vip, port, proto)).or_else(|| self.services.get(&(vip, 0, proto)))
+    }
+}
+
+/// A new flow reported by the program, as a sync entry; `None` when its slot changed since.
+pub fn report_to_conn(r: &FlowReport, slots: &Slots) -> Option<SyncConn> {
+    let (real, generation) = *slots.by_id.get(&r.real)?;
+    if generation != r.generation {
+        return None;
+    }
+    let k = &r.key;
+    let (state, timeout_s) = match k.proto {
+        IPPROTO_TCP => (codec::tcp_state::ESTABLISHED, TCP_ESTABLISHED_TIMEOUT),
+        IPPROTO_UDP => (codec::tcp_state::NONE, slots.udp_timeout),
+        _ => return None,
+    };
+    let (cport, vport) = ports_of(k.ports);
+    Some(SyncConn {
+        protocol: k.proto,
+        caddr: addr_of(&k.src, k.family),
+        vaddr: addr_of(&k.dst, k.family),
+        daddr: real.ip(),
+        cport,
+        vport,
+        dport: real.port(),
+        fwmark: 0,
+        flags: ConnFlags(FWD_DR),
+        state,
+        timeout_s,
+        template: false,
+        seq: None,
+        pe: None,
+    })
+}
+
+/// What a received entry becomes in this director's maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Flow(FlowKey, Binding),
+    /// A persistence template of a persistent service.
+    Persist(PersistKey, Binding),
+}
+
+/// A received entry translated to this director's slots, or why it is not installed (a
+/// counter name).
+pub fn conn_to_entry(c: &SyncConn, slots: &Slots, now: u32) -> Result<Entry, &'static str> {
+    if c.protocol != IPPROTO_TCP && c.protocol != IPPROTO_UDP {
+        return Err("protocol");
+    }
+    if c.fwmark != 0 {
+        return Err("unknown_service");
+    }
+    let svc = slots.service(c.vaddr, c.vport, c.protocol).ok_or("unknown_service")?;
+    let real = svc.reals.get(&SocketAddr::new(c.daddr, c.dport)).ok_or("unknown_real")?;
+    if !real.usable {
+        return Err("real_down");
+    }
+    let binding =
+        Binding { real: real.id, generation: real.generation, atime: now, flags: BINDING_F_SYNC };
+    let (src, family) = addr_words(c.caddr);
+    if c.template {
+        if svc.persistence == 0 {
+            return Err("not_persistent");
+        }
+        let key = PersistKey { service: svc.id, family, _pad1: 0, _pad2: 0, src };
+        return Ok(Entry::Persist(key, binding));
+    }
+    let (dst, _) = addr_words(c.vaddr);
+    let ports = lb_common::ports_word(c.cport, c.vport);
+    let key = FlowKey { src, dst, ports, proto: c.protocol, family, _pad: 0 };
+    Ok(Entry::Flow(key, binding))
+}
+
+/// Sync counters, shared with `lb status` and the metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    pub messages_sent: AtomicU64,
+    pub flows_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub flows_received: AtomicU64,
+    pub flows_installed: AtomicU64,
+    /// Messages and entries dropped, by reason.
+    pub dropped: Mutex<BTreeMap<String, u64>>,
+}
+
+/// `lb status --json`'s `flow_sync`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatsView {
+    pub messages_sent: u64,
+    pub flows_sent: u64,
+    pub messages_received: u64,
+    pub flows_received: u64,
+    pub flows_installed: u64,
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl SyncStats {
+    pub fn drop_one(&self, reason: &str) {
+        let mut d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        *d.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub fn view(&self) -> SyncStatsView {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SyncStatsView {
+            messages_sent: n(&self.messages_sent),
+            flows_sent: n(&self.flows_sent),
+            messages_received: n(&self.messages_received),
+            flows_received: n(&self.flows_received),
+            flows_installed: n(&self.flows_installed),
+            dropped: self.dropped.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+/// The receiving side's checks of one datagram, before its entries are translated.
+pub struct Receiver {
+    pub sync_id: u8,
+    /// This host's addresses: a message from one of them is our own (or forged).
+    pub own: Vec<IpAddr>,
+}
+
+impl Receiver {
+    /// The message's entries, or why the whole datagram is dropped. Entries the codec skipped
+    /// or dropped are counted by their reason.
+    pub fn accept(
+        &self,
+        from: IpAddr,
+        datagram: &[u8],
+        stats: &SyncStats,
+    ) -> Result<Vec<SyncConn>, &'static str> {
+        if self.own.contains(&from) {
+            return Err("own_source");
+        }
+        let msg: SyncMessage = codec::decode(datagram).map_err(|e| e.reason())?;
+        // As the kernel: a backup with a sync id takes only messages of that id.
+        if self.sync_id != 0 && msg.sync_id != self.sync_id {
+            return Err("sync_id");
+        }
+        for (_, e) in &msg.skipped {
+            stats.drop_one(e.reason());
+        }
+        if let Some((_, e)) = &msg.rest_dropped {
+            stats.drop_one(e.reason());
+        }
+        Ok(msg.conns)
+    }
+}
+
+/// Seconds of the monotonic clock (the program's `atime` clock).
+fn monotonic_secs() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// The maps the edge writes and reads, opened by the dataplane.
+pub struct SyncMaps {
+    pub reports: aya::maps::RingBuf<aya::maps::MapData>,
+    pub flows: aya::maps::HashMap<aya::maps::MapData, FlowKey, Binding>,
+    pub persist: aya::maps::HashMap<aya::maps::MapData, PersistKey, Binding>,
+}
+
+/// The multicast socket: bound to the group's port on `interface`, joined there, sending with
+/// the TTL, without loopback.
+fn socket(cfg: &FlowSyncConfig) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+    let ifindex = crate::net::iface::index(&cfg.interface)?;
+    let domain = if cfg.group.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind_device(Some(cfg.interface.as_bytes()))?;
+    match cfg.group {
+        IpAddr::V4(g) => {
+            s.bind(&SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, cfg.port)).into())?;
+            s.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))?;
+            s.set_multicast_ttl_v4(u32::from(cfg.ttl))?;
+            s.set_multicast_loop_v4(false)?;
+        }
+        IpAddr::V6(g) => {
+            s.set_only_v6(true)?;
+            s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, cfg.port)).into())?;
+            s.join_multicast_v6(&g, ifindex)?;
+            s.set_multicast_if_v6(ifindex)?;
+            s.set_multicast_hops_v6(u32::from(cfg.ttl))?;
+            s.set_multicast_loop_v6(false)?;
+        }
+    }
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// How often reported flows are gathered into messages.
+const SEND_TICK: Duration = Duration::from_millis(50);
+
+/// Sends reported flows and installs received ones until the task is dropped. `slots` reads
+/// this director's current slots (it takes the agent lock briefly).
+pub async fn run(
+    cfg: FlowSyncConfig,
+    mut maps: SyncMaps,
+    slots: impl Fn() -> Option<Slots> + Send + 'static,
+    own: Vec<IpAddr>,
+    stats: Arc<SyncStats>,
+) -> anyhow::Result<()> {
+    let sock = socket(&cfg).map_err(|e| {
+        anyhow::anyhow!("flow sync socket on {} ({}): {e}", cfg.interface, cfg.group)
+    })?;
+    let group = SocketAddr::new(cfg.group, cfg.port);
+    let receiver = Receiver { sync_id: cfg.sync_id, own };
+    let mut tick = tokio::time::interval(SEND_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; codec::MAX_MESSAGE_LEN + 1];
+    let mut current = slots().unwrap_or_default();
+    tracing::info!(interface = %cfg.interface, group = %group, sync_id = cfg.sync_id, "flow sync started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let mut reports = Vec::new();
+                while let Some(item) = maps.reports.next() {
+                    match crate::dataplane::xdp::flows::parse_report(&item) {
+                        Some(r) => reports.push(r),
+                        None => stats.drop_one("bad_report"),
+                    }
+                }
+                if reports.is_empty() {
+                    continue;
+                }
+                current = slots().unwrap_or(current);
+                let conns: Vec<SyncConn> =
+                    reports.iter().filter_map(|r| report_to_conn(r, &current)).collect();
+                match codec::encode_batch(cfg.sync_id, &conns, usize::from(cfg.max_len)) {
+                    Ok(messages) => {
+                        for m in messages {
+                            match sock.send_to(&m, group).await {
+                                Ok(_) => {
+                                    stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "flow sync send failed");
+                                    stats.drop_one("send_error");
+                                }
+                            }
+                        }
+                        stats.flows_sent.fetch_add(conns.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "flow sync: encoding failed");
+                        stats.drop_one("encode_error");
+                    }
+                }
+            }
+            got = sock.recv_from(&mut buf) => {
+                let (len, from) = match got {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "flow sync receive failed");
+                        continue;
+                    }
+                };
+                stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                let conns = match receiver.accept(from.ip(), &buf[..len], &stats) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        stats.drop_one(reason);
+                        continue;
+                    }
+                };
+                stats.flows_received.fetch_add(conns.len() as u64, Ordering::Relaxed);
+                current = slots().unwrap_or(current);
+                let now = monotonic_secs();
+                for c in &conns {
+                    let written = match conn_to_entry(c, &current, now) {
+                        Ok(Entry::Flow(k, b)) => maps.flows.insert(k, b, 0),
+                        Ok(Entry::Persist(k, b)) => maps.persist.insert(k, b, 0),
+                        Err(reason) => {
+                            stats.drop_one(reason);
+                            continue;
+                        }
+                    };
+                    match written {
+                        Ok(()) => {
+                            stats.flows_installed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => stats.drop_one("map_error"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{FAMILY_V4, addr_v4, ports_word};
+
+    use super::*;
+
+    fn slots() -> Slots {
+        let real = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let vip: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut services = HashMap::new();
+        services.insert(
+            (vip, 80, IPPROTO_TCP),
+            ServiceSlots {
+                id: 2,
+                persistence: 0,
+                reals: HashMap::from([
+                    (real("203.0.113.2:80"), SlotInfo { id: 7, generation: 3, usable: true }),
+                    (real("203.0.113.3:80"), SlotInfo { id: 8, generation: 4, usable: false }),
+                ]),
+            },
+        );
+        services.insert(
+            (vip, 443, IPPROTO_TCP),
+            ServiceSlots {
+                id: 3,
+                persistence: 300,
+                reals: HashMap::from([(
+                    real("203.0.113.2:443"),
+                    SlotInfo { id: 9, generation: 5, usable: true },
+                )]),
+            },
+        );
+        Slots {
+            services,
+            by_id: HashMap::from([(7, (real("203.0.113.2:80"), 3))]),
+            udp_timeout: 300,
+        }
+    }
+
+    fn conn(daddr: &str, dport: u16, vport: u16) -> SyncConn {
+        SyncConn {
+            protocol: IPPROTO_TCP,
+            caddr: "192.0.2.10".parse().unwrap(),
+            vaddr: "198.51.100.1".parse().unwrap(),
+            daddr: daddr.parse().unwrap(),
+            cport: 40000,
+            vport,
+            dport,
+            fwmark: 0,
+            flags: ConnFlags(FWD_DR),
+            state: codec::tcp_state::ESTABLISHED,
+            timeout_s: 900,
+            template: false,
+            seq: None,
+            pe: None,
+        }
+    }
+
+    #[test]
+    fn a_report_becomes_the_entry_a_peer_installs() {
+        let key = FlowKey {
+            src: addr_v4([192, 0, 2, 10]),
+            dst: addr_v4([198, 51, 100, 1]),
+            ports: ports_word(40000, 80),
+            proto: IPPROTO_TCP,
+            family: FAMILY_V4,
+            _pad: 0,
+        };
+        let s = slots();
+        let c = report_to_conn(&FlowReport { key, real: 7, generation: 3 }, &s).expect("conn");
+        assert_eq!(c, conn("203.0.113.2", 80, 80));
+        // A slot recycled since the report: not sent.
+        assert_eq!(report_to_conn(&FlowReport { key, real: 7, generation: 2 }, &s), None);
+        assert_eq!(report_to_conn(&FlowReport { key, real: 1, generation: 3 }, &s), None);
+        // The same entry, received: the flow key the program looks up, on the receiver's slot.
+        let got = conn_to_entry(&c, &s, 1234).expect("installed");
+        let b = Binding { real: 7, generation: 3, atime: 1234, flags: BINDING_F_SYNC };
+        assert_eq!(got, Entry::Flow(key, b));
+        // And through the wire format and back.
+        let wire = codec::encode_batch(5, &[c.clone()], 1472).expect("encode");
+        let r = Receiver { sync_id: 5, own: vec![] };
+        let stats = SyncStats::default();
+        let back = r.accept("192.0.2.3".parse().unwrap(), &wire[0], &stats).expect("accepted");
+        assert_eq!(back, [c]);
+    }
+
+    #[test]
+    fn received_entries_are_translated_or_counted() {
+        let s = slots();
+        let mut template = conn("203.0.113.2", 443, 443);
+        template.template = true;
+        template.cport = 0;
+        let mut not_persistent = conn("203.0.113.2", 80, 80);
+        not_persistent.template = true;
+        let mut udp = conn("203.0.113.2", 80, 80);
+        udp.protocol = IPPROTO_UDP;
+        let mut sctp = conn("203.0.113.2", 80, 80);
+        sctp.protocol = 132;
+        let mut marked = conn("203.0.113.2", 80, 80);
+        marked.fwmark = 1;
+        let mut v6 = conn("2001:db8::2", 80, 80);
+        v6.caddr = "2001:db8::10".parse().unwrap();
+        v6.vaddr = "2001:db8::1".parse().unwrap();
+        // Scenario table: entry → installed as, or the counter it lands in.
+        let cases: Vec<(SyncConn, Result<&str, &str>)> = vec![
+            (conn("203.0.113.2", 80, 80), Ok("flow")),
+            (template, Ok("persist")),
+            (not_persistent, Err("not_persistent")),
+            (conn("203.0.113.3", 80, 80), Err("real_down")),
+            (conn("203.0.113.9", 80, 80), Err("unknown_real")),
+            (conn("203.0.113.2", 8080, 80), Err("unknown_real")),
+            (conn("203.0.113.2", 80, 81), Err("unknown_service")),
+            (udp, Err("unknown_service")),
+            (sctp, Err("protocol")),
+            (marked, Err("unknown_service")),
+            (v6, Err("unknown_service")),
+        ];
+        for (c, want) in cases {
+            let got = conn_to_entry(&c, &s, 1).map(|e| match e {
+                Entry::Flow(..) => "flow",
+                Entry::Persist(k, b) => {
+                    assert_eq!((k.service, b.real, k.src), (3, 9, addr_v4([192, 0, 2, 10])));
+                    "persist"
+                }
+            });
+            assert_eq!(got, want, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn datagrams_are_checked_before_their_entries() {
+        let c = conn("203.0.113.2", 80, 80);
+        let wire = codec::encode_batch(5, &[c], 1472).expect("encode").remove(0);
+        let peer: IpAddr = "192.0.2.3".parse().unwrap();
+        let own: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut bad_version = wire.clone();
+        bad_version[5] = 2;
+        let cases: Vec<(u8, IpAddr, Vec<u8>, Result<usize, &str>)> = vec![
+            (5, peer, wire.clone(), Ok(1)),
+            // Sync id 0 takes every id, as the kernel's backup does.
+            (0, peer, wire.clone(), Ok(1)),
+            (6, peer, wire.clone(), Err("sync_id")),
+            (5, own, wire.clone(), Err("own_source")),
+            (5, peer, wire[..3].to_vec(), Err("truncated")),
+            (5, peer, wire[..wire.len() - 1].to_vec(), Err("bad_size")),
+            (5, peer, bad_version, Err("wrong_version")),
+            (5, peer, vec![0; codec::MAX_MESSAGE_LEN + 1], Err("oversized")),
+        ];
+        for (sync_id, from, datagram, want) in cases {
+            let r = Receiver { sync_id, own: vec![own] };
+            let stats = SyncStats::default();
+            let got = r.accept(from, &datagram, &stats).map(|c| c.len());
+            assert_eq!(got, want, "id {sync_id} from {from}");
+        }
+        let v = SyncStats::default();
+        v.drop_one("sync_id");
+        v.drop_one("sync_id");
+        assert_eq!(v.view().dropped.get("sync_id"), Some(&2));
+    }
+}
