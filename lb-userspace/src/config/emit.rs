@@ -43,7 +43,22 @@ pub fn emit(config: &Config) -> String {
     if let Some(settings) = &config.bgp {
         bgp(&mut out, settings);
     }
+    if let Some(settings) = &config.flow_sync {
+        flow_sync(&mut out, settings);
+    }
     out.text
+}
+
+/// `[flow_sync]` (keepalived's `lvs_sync_daemon`; its VRRP instance has no TOML key).
+fn flow_sync(out: &mut Out, s: &super::flow_sync::FlowSyncConfig) {
+    let d = super::flow_sync::FlowSyncConfig::new(s.interface.clone(), s.location);
+    out.section("[flow_sync]");
+    out.key("interface", string(&s.interface));
+    out.key_unless("sync_id", &s.sync_id, &d.sync_id, integer);
+    out.key_unless("group", &s.group, &d.group, address);
+    out.key_unless("port", &s.port, &d.port, integer);
+    out.key_unless("ttl", &s.ttl, &d.ttl, integer);
+    out.key_unless("max_len", &s.max_len, &d.max_len, integer);
 }
 
 /// The text being written: sections separated by a blank line, `key = value` lines.
@@ -593,6 +608,24 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}\n{emitted}"));
             assert_eq!(strip(&again), strip(&config), "{emitted}");
             assert_round_trip(text, &config);
+        }
+    }
+
+    /// `[flow_sync]` round-trips, defaults left out.
+    #[test]
+    fn flow_sync_round_trips() {
+        let cases = [
+            ("[flow_sync]\ninterface = \"eth1\"\n", "[flow_sync]\ninterface = \"eth1\"\n"),
+            (
+                "[flow_sync]\ninterface = \"eth1\"\nsync_id = 5\ngroup = \"ff02::81\"\nport = 8849\n\
+                 ttl = 2\nmax_len = 9000\n",
+                "[flow_sync]\ninterface = \"eth1\"\nsync_id = 5\ngroup = \"ff02::81\"\nport = 8849\n\
+                 ttl = 2\nmax_len = 9000\n",
+            ),
+        ];
+        for (text, want) in cases {
+            let config = parse_toml(text, Path::new("sync.toml"), &AnyHost).unwrap();
+            assert_eq!(emit(&config), want);
         }
     }
 

@@ -435,7 +435,7 @@ mod tests {
         let b = Binding { real: 7, generation: 3, atime: 1234, flags: BINDING_F_SYNC };
         assert_eq!(got, Entry::Flow(key, b));
         // And through the wire format and back.
-        let wire = codec::encode_batch(5, &[c.clone()], 1472).expect("encode");
+        let wire = codec::encode_batch(5, std::slice::from_ref(&c), 1472).expect("encode");
         let r = Receiver { sync_id: 5, own: vec![] };
         let stats = SyncStats::default();
         let back = r.accept("192.0.2.3".parse().unwrap(), &wire[0], &stats).expect("accepted");
@@ -493,7 +493,9 @@ mod tests {
         let own: IpAddr = "192.0.2.2".parse().unwrap();
         let mut bad_version = wire.clone();
         bad_version[5] = 2;
-        let cases: Vec<(u8, IpAddr, Vec<u8>, Result<usize, &str>)> = vec![
+        // Scenario table: (our sync id, source, datagram) → entries, or the drop reason.
+        type Case = (u8, IpAddr, Vec<u8>, Result<usize, &'static str>);
+        let cases: Vec<Case> = vec![
             (5, peer, wire.clone(), Ok(1)),
             // Sync id 0 takes every id, as the kernel's backup does.
             (0, peer, wire.clone(), Ok(1)),

@@ -195,13 +195,14 @@ fn lvs_sync_daemon(cx: &mut Cx<'_>, s: &Stmt) -> Option<FlowSyncConfig> {
                     cx.uint("the sync port", value, 1, u16::MAX.into()).map_or(0, |v| v as u16)
             }
             "ttl" => sync.ttl = cx.uint("`ttl`", value, 1, 255).map_or(0, |v| v as u8),
-            "group" => match cx.ip("the sync group", value) {
-                Some(group) => match group_problem(group) {
-                    Some(problem) => cx.error(value.at, format!("the sync group {problem}")),
-                    None => sync.group = group,
-                },
-                None => {}
-            },
+            "group" => {
+                if let Some(group) = cx.ip("the sync group", value) {
+                    match group_problem(group) {
+                        Some(problem) => cx.error(value.at, format!("the sync group {problem}")),
+                        None => sync.group = group,
+                    }
+                }
+            }
             other => cx.error(
                 option.at,
                 format!(
