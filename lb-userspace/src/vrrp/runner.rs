@@ -9,9 +9,9 @@
 //!                        VIPs (rtnetlink), GARP (AF_PACKET), notify ◀┘
 //! ```
 //!
-//! A state change is published (status watch and [`Hooks::on_state`]) before any of its actions
-//! is carried out: the agent can switch the dataplane for the VIPs while the advert goes out and
-//! the VIPs are being added. The order on the wire and host is keepalived's: advert, VIPs,
+//! A state change is published (status watch, [`Hooks::on_state`] and, becoming MASTER,
+//! [`Hooks::before_vips`]) before any of its actions is carried out: the agent switches the
+//! dataplane while the advert goes out, and the VIPs are added once it is live. The order on the wire and host is keepalived's: advert, VIPs,
 //! gratuitous ARPs, notify scripts.
 //!
 //! An interface deleted and created again under the same name is another interface: a raw
@@ -32,7 +32,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -51,6 +51,9 @@ use crate::{
     net::iface,
 };
 
+/// How long becoming MASTER waits for the embedding program's dataplane (see
+/// [`Hooks::before_vips`]) before adding the VIPs anyway.
+pub const DATAPLANE_WAIT: Duration = Duration::from_secs(10);
 /// Rejected adverts, send errors and the like are logged at most this often per reason.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Adverts queued per instance before new ones are dropped (and counted).
@@ -92,6 +95,11 @@ pub struct Hooks {
     /// removed, the gratuitous ARPs sent and the notify scripts run. Keep it quick (flip a flag,
     /// send on a channel): it delays the failover by its own duration.
     pub on_state: Option<OnState>,
+    /// Becoming MASTER: a [`MasterRequest`] is sent here when the state is published, and the
+    /// VIPs are added (then the gratuitous ARPs sent) only once it is answered, dropped, or
+    /// [`DATAPLANE_WAIT`] has passed. The advert goes out meanwhile. The agent makes the
+    /// instance's services live in between, so no packet for a VIP reaches the kernel first.
+    pub before_vips: Option<mpsc::UnboundedSender<MasterRequest>>,
     /// Time limit of each notify script.
     pub notify_timeout: Duration,
     /// Add and remove the VIPs on the interfaces (keepalived's job). Off, the engine only
@@ -107,6 +115,7 @@ impl Default for Hooks {
     fn default() -> Hooks {
         Hooks {
             on_state: None,
+            before_vips: None,
             notify_timeout: notify::DEFAULT_NOTIFY_TIMEOUT,
             manage_vips: true,
             resume: Vec::new(),
@@ -118,6 +127,7 @@ impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("on_state", &self.on_state.as_ref().map(|_| "Fn"))
+            .field("before_vips", &self.before_vips.is_some())
             .field("notify_timeout", &self.notify_timeout)
             .field("manage_vips", &self.manage_vips)
             .field("resume", &self.resume)
@@ -137,6 +147,14 @@ pub struct StateChange {
     pub vips: Vec<IpAddr>,
     /// When the event that caused it was handled.
     pub at: Instant,
+}
+
+/// An instance is becoming MASTER: answer `done` when its services are live (see
+/// [`Hooks::before_vips`]).
+#[derive(Debug)]
+pub struct MasterRequest {
+    pub change: StateChange,
+    pub done: oneshot::Sender<()>,
 }
 
 /// The running engine. [`VrrpEngine::stop`] hands over gracefully; dropping it without `stop`
@@ -505,6 +523,7 @@ impl VrrpEngine {
                 reported: None,
                 garps: Vec::new(),
                 held: false,
+                dataplane: None,
                 track: TrackStatus::default(),
                 logs: RateLimit::new(LOG_EVERY),
             };
@@ -681,6 +700,8 @@ struct InstanceTask {
     garps: Vec<JoinHandle<()>>,
     /// The VIPs were added (and not removed since).
     held: bool,
+    /// The answer to the last [`MasterRequest`], awaited before the VIPs are added.
+    dataplane: Option<oneshot::Receiver<()>>,
     track: TrackStatus,
     logs: RateLimit,
 }
@@ -787,8 +808,11 @@ impl InstanceTask {
         match action {
             Action::SendAdvert { priority } => self.send_advert(priority).await,
             Action::SendAdvertPriorityZero => self.send_advert(0).await,
-            // Already published by `feed_at`.
-            Action::BecomeMaster => self.add_vips(at).await,
+            // Already published by `feed_at`; the services go live before the VIPs.
+            Action::BecomeMaster => {
+                self.wait_for_dataplane().await;
+                self.add_vips(at).await;
+            }
             Action::BecomeBackup | Action::BecomeFault | Action::BecomeStopped => {
                 self.remove_vips().await;
             }
@@ -830,20 +854,36 @@ impl InstanceTask {
             i.effective_priority = prio;
         });
         let published = at.elapsed();
+        let change = StateChange {
+            index: idx,
+            instance: self.name.clone(),
+            from,
+            to,
+            vips: self.addrs.clone(),
+            at,
+        };
         if let Some(hook) = &self.hooks.on_state {
-            hook(&StateChange {
-                index: idx,
-                instance: self.name.clone(),
-                from,
-                to,
-                vips: self.addrs.clone(),
-                at,
-            });
+            hook(&change);
+        }
+        self.dataplane = None;
+        if let (State::Master, Some(tx)) = (to, &self.hooks.before_vips) {
+            let (done, answer) = oneshot::channel();
+            if tx.send(MasterRequest { change, done }).is_ok() {
+                self.dataplane = Some(answer);
+            }
         }
         self.report_to_group(from_sync);
         tracing::info!(instance = %self.name, from = %from, priority = prio,
             published_us = published.as_micros() as u64,
             "({}) Entering {to} STATE{}", self.name, if from_sync { " (sync group)" } else { "" });
+    }
+
+    /// Waits for the answer to this MASTER transition's [`MasterRequest`], if one was sent.
+    async fn wait_for_dataplane(&mut self) {
+        let Some(answer) = self.dataplane.take() else { return };
+        if tokio::time::timeout(DATAPLANE_WAIT, answer).await.is_err() {
+            tracing::warn!(instance = %self.name, "the dataplane did not answer within {DATAPLANE_WAIT:?}: adding the VIPs anyway");
+        }
     }
 
     async fn add_vips(&mut self, at: Instant) {
