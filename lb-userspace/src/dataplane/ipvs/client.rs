@@ -13,7 +13,10 @@ use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_GENERIC};
 use super::{
     IpvsError,
     codec::{self, Reply, Request},
-    model::{Destination, DestinationEntry, Info, Service, ServiceEntry, ServiceKey},
+    model::{
+        Destination, DestinationEntry, Info, Service, ServiceEntry, ServiceKey, SyncDaemon,
+        SyncRole,
+    },
     uapi::{self, cmd, cmd_attr},
 };
 
@@ -161,6 +164,17 @@ impl Ipvs {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Starts the kernel's connection sync daemon of `daemon.role` (as keepalived does for
+    /// `lvs_sync_daemon`); [`IpvsError::is_exists`] if one of that role runs already.
+    pub fn start_sync_daemon(&mut self, daemon: &SyncDaemon) -> Result<(), IpvsError> {
+        self.exchange(Request::NewDaemon(daemon)).map(drop)
+    }
+
+    /// Stops the sync daemon of `role`.
+    pub fn stop_sync_daemon(&mut self, role: SyncRole) -> Result<(), IpvsError> {
+        self.exchange(Request::DelDaemon(role)).map(drop)
     }
 
     /// Creates a service; [`IpvsError::is_exists`] if it is already there.

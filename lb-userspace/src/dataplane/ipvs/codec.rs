@@ -14,7 +14,7 @@ use super::{
     IpvsError,
     model::{
         Destination, DestinationEntry, Family, Forward, Info, Protocol, Service, ServiceEntry,
-        ServiceFlags, ServiceKey, Stats, TunnelEncap,
+        ServiceFlags, ServiceKey, Stats, SyncDaemon, SyncRole, TunnelEncap,
     },
     uapi::{self, cmd, cmd_attr, dest, info, stats, svc},
 };
@@ -133,6 +133,11 @@ pub enum Request<'a> {
     NewDestination(&'a ServiceKey, &'a Destination),
     SetDestination(&'a ServiceKey, &'a Destination),
     DelDestination(&'a ServiceKey, SocketAddr),
+    /// Start the kernel's connection sync daemon (`ipvsadm --start-daemon`, keepalived's
+    /// `lvs_sync_daemon`).
+    NewDaemon(&'a SyncDaemon),
+    /// Stop the sync daemon of a role (`ipvsadm --stop-daemon`).
+    DelDaemon(SyncRole),
 }
 
 impl Request<'_> {
@@ -147,6 +152,8 @@ impl Request<'_> {
             Request::NewDestination(..) => cmd::NEW_DEST,
             Request::SetDestination(..) => cmd::SET_DEST,
             Request::DelDestination(..) => cmd::DEL_DEST,
+            Request::NewDaemon(_) => cmd::NEW_DAEMON,
+            Request::DelDaemon(_) => cmd::DEL_DAEMON,
         }
     }
 
@@ -168,6 +175,8 @@ impl Request<'_> {
             Request::NewDestination(..) => "IPVS add destination",
             Request::SetDestination(..) => "IPVS edit destination",
             Request::DelDestination(..) => "IPVS delete destination",
+            Request::NewDaemon(_) => "IPVS start sync daemon",
+            Request::DelDaemon(_) => "IPVS stop sync daemon",
         }
     }
 
@@ -188,6 +197,11 @@ impl Request<'_> {
                 Attr::Nested(cmd_attr::SERVICE, key_attrs(key)),
                 Attr::Nested(cmd_attr::DEST, destination_key_attrs(real.ip(), real.port())),
             ],
+            Request::NewDaemon(d) => vec![Attr::Nested(cmd_attr::DAEMON, daemon_attrs(d)?)],
+            Request::DelDaemon(role) => vec![Attr::Nested(
+                cmd_attr::DAEMON,
+                vec![Attr::U32(uapi::daemon::STATE, role.wire())],
+            )],
         })
     }
 
@@ -204,6 +218,25 @@ impl Request<'_> {
         msg.serialize(&mut buf);
         Ok(buf)
     }
+}
+
+/// The daemon's settings as ipvsadm and keepalived send them: port and maximum length in host
+/// order, the group as the address's own bytes.
+fn daemon_attrs(d: &SyncDaemon) -> Result<Vec<Attr>, IpvsError> {
+    use uapi::daemon;
+    let mut attrs = vec![
+        Attr::U32(daemon::STATE, d.role.wire()),
+        Attr::Str(daemon::MCAST_IFN, checked_name("sync interface", &d.interface)?),
+        Attr::U32(daemon::SYNC_ID, u32::from(d.sync_id)),
+        Attr::U16(daemon::SYNC_MAXLEN, d.max_len),
+    ];
+    attrs.push(match d.group {
+        IpAddr::V4(g) => Attr::Bytes(daemon::MCAST_GROUP, g.octets().to_vec()),
+        IpAddr::V6(g) => Attr::Bytes(daemon::MCAST_GROUP6, g.octets().to_vec()),
+    });
+    attrs.push(Attr::U16(daemon::MCAST_PORT, d.port));
+    attrs.push(Attr::U8(daemon::MCAST_TTL, d.ttl));
+    Ok(attrs)
 }
 
 fn addr_bytes(addr: IpAddr) -> Vec<u8> {

@@ -41,7 +41,7 @@ pub use codec::Request;
 pub use dataplane::IpvsDataplane;
 pub use model::{
     Destination, DestinationEntry, Family, Forward, Info, Protocol, Service, ServiceEntry,
-    ServiceFlags, ServiceKey, Stats, TunnelEncap,
+    ServiceFlags, ServiceKey, Stats, SyncDaemon, SyncRole, TunnelEncap,
 };
 
 /// What can go wrong talking to IPVS.

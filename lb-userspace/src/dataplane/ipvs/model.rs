@@ -313,3 +313,33 @@ impl Info {
         format!("{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
     }
 }
+
+/// Which of the kernel's two sync daemons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRole {
+    /// Sends this director's connections.
+    Master,
+    /// Receives a peer's.
+    Backup,
+}
+
+impl SyncRole {
+    pub(crate) fn wire(self) -> u32 {
+        match self {
+            SyncRole::Master => super::uapi::daemon::STATE_MASTER,
+            SyncRole::Backup => super::uapi::daemon::STATE_BACKUP,
+        }
+    }
+}
+
+/// The kernel's connection sync daemon, with `[flow_sync]`'s settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncDaemon {
+    pub role: SyncRole,
+    pub interface: String,
+    pub sync_id: u8,
+    pub max_len: u16,
+    pub group: std::net::IpAddr,
+    pub port: u16,
+    pub ttl: u8,
+}

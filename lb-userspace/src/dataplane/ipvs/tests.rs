@@ -46,6 +46,43 @@ fn real(last: u8) -> SocketAddr {
     SocketAddr::new(Ipv4Addr::new(192, 0, 2, last).into(), 80)
 }
 
+/// `ipvsadm --start-daemon master --mcast-interface eth1 --syncid 5 ...` as keepalived sends it.
+#[test]
+fn sync_daemons_start_and_stop() {
+    let want = hex("
+        54000000 1c00 0500 09000000 00000000  # nlmsghdr: 84 bytes, REQUEST|ACK, seq 9
+        09 01 0000                            # genlmsghdr: NEW_DAEMON, version 1
+        4000 0380                             # CMD_ATTR_DAEMON | NLA_F_NESTED, 64 bytes
+          0800 0100 01000000                  # STATE = MASTER
+          0900 0200 65746831 00000000         # MCAST_IFN \"eth1\\0\"
+          0800 0300 05000000                  # SYNC_ID 5
+          0600 0400 c005 0000                 # SYNC_MAXLEN 1472 (host order)
+          0800 0500 e0000051                  # MCAST_GROUP 224.0.0.81
+          0600 0700 9022 0000                 # MCAST_PORT 8848 (host order)
+          0500 0800 01 000000                 # MCAST_TTL 1
+    ");
+    let d = SyncDaemon {
+        role: SyncRole::Master,
+        interface: "eth1".into(),
+        sync_id: 5,
+        max_len: 1472,
+        group: Ipv4Addr::new(224, 0, 0, 81).into(),
+        port: 8848,
+        ttl: 1,
+    };
+    assert_bytes(&Request::NewDaemon(&d).encode(FAMILY, 9).unwrap(), &want);
+    let v6 = SyncDaemon { role: SyncRole::Backup, group: "ff02::81".parse().unwrap(), ..d };
+    let bytes = Request::NewDaemon(&v6).encode(FAMILY, 1).unwrap();
+    let group6 = hex("1400 0600 ff020000 00000000 00000000 00000081");
+    assert!(bytes.windows(group6.len()).any(|w| w == group6), "{}", show(&bytes));
+    let want = hex("
+        20000000 1c00 0500 02000000 00000000  # nlmsghdr: 32 bytes
+        0a 01 0000                            # DEL_DAEMON
+        0c00 0380 0800 0100 02000000          # DAEMON { STATE = BACKUP }
+    ");
+    assert_bytes(&Request::DelDaemon(SyncRole::Backup).encode(FAMILY, 2).unwrap(), &want);
+}
+
 #[test]
 fn new_service_tcp_wrr() {
     let want = hex("

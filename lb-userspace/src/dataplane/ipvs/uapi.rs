@@ -15,6 +15,8 @@ pub mod cmd {
     pub const SET_DEST: u8 = 6;
     pub const DEL_DEST: u8 = 7;
     pub const GET_DEST: u8 = 8;
+    pub const NEW_DAEMON: u8 = 9;
+    pub const DEL_DAEMON: u8 = 10;
     /// The command the kernel puts on a `GET_INFO` reply.
     pub const SET_INFO: u8 = 14;
     pub const GET_INFO: u8 = 15;
@@ -24,6 +26,22 @@ pub mod cmd {
 pub mod cmd_attr {
     pub const SERVICE: u16 = 1;
     pub const DEST: u16 = 2;
+    pub const DAEMON: u16 = 3;
+}
+
+/// Sync daemon attributes, nested in `cmd_attr::DAEMON` (`IPVS_DAEMON_ATTR_*`).
+pub mod daemon {
+    pub const STATE: u16 = 1;
+    pub const MCAST_IFN: u16 = 2;
+    pub const SYNC_ID: u16 = 3;
+    pub const SYNC_MAXLEN: u16 = 4;
+    pub const MCAST_GROUP: u16 = 5;
+    pub const MCAST_GROUP6: u16 = 6;
+    pub const MCAST_PORT: u16 = 7;
+    pub const MCAST_TTL: u16 = 8;
+    /// `IP_VS_STATE_MASTER`, `IP_VS_STATE_BACKUP`.
+    pub const STATE_MASTER: u32 = 1;
+    pub const STATE_BACKUP: u32 = 2;
 }
 
 /// Service attributes, nested in `cmd_attr::SERVICE` (`IPVS_SVC_ATTR_*`).
