@@ -6,39 +6,7 @@ use crate::config::{
     Location,
     vrrp::{TrackInterface, TrackScript, VrrpScript},
 };
-
-pub(crate) fn instance(name: &str, vrid: u8, vips: &[&str]) -> VrrpInstance {
-    VrrpInstance {
-        name: name.into(),
-        initial_master: false,
-        interface: "eth0".into(),
-        virtual_router_id: vrid,
-        priority: 100,
-        advert_int: Duration::from_secs(1),
-        version: 3,
-        virtual_ipaddress: vips
-            .iter()
-            .map(|v| VirtualAddress { address: v.parse().unwrap(), prefix: 32 })
-            .collect(),
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        unicast_peer: vec![],
-        unicast_src_ip: None,
-        auth_pass: None,
-        track_interface: vec![],
-        track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: None,
-        garp_master_repeat: 5,
-        garp_master_refresh_delay: Duration::from_secs(5),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
-        location: Location::default(),
-    }
-}
+use crate::testutil::vrrp_instance as instance;
 
 fn script(name: &str, weight: i32) -> VrrpScript {
     VrrpScript {

@@ -42,10 +42,7 @@ use super::{
 };
 use crate::config::{
     Location,
-    vrrp::{
-        TrackInterface, TrackScript, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
-        VrrpSyncGroup,
-    },
+    vrrp::{TrackInterface, TrackScript, VrrpConfig, VrrpScript, VrrpSyncGroup},
 };
 
 const KA_V4: &str = "192.0.2.11";
@@ -594,37 +591,11 @@ fn lb_instance(lab: &Lab, version: u8, priority: u8, advert: Duration, vip: &str
     fs::write(&notify, format!("#!/bin/sh\necho \"$*\" >> {}\n", lab.path("lb.notify").display()))
         .unwrap();
     sh(&["chmod", "755", notify.to_str().unwrap()]);
-    let address: IpAddr = vip.parse().unwrap();
-    let inst = VrrpInstance {
-        name: "VI_1".into(),
-        initial_master: false,
-        interface: "eth0".into(),
-        virtual_router_id: 51,
-        priority,
-        advert_int: advert,
-        version,
-        virtual_ipaddress: vec![VirtualAddress {
-            address,
-            prefix: if address.is_ipv4() { 32 } else { 64 },
-        }],
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        unicast_peer: vec![],
-        unicast_src_ip: None,
-        auth_pass: None,
-        track_interface: vec![],
-        track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: Some(notify.display().to_string()),
-        garp_master_repeat: 5,
-        garp_master_refresh_delay: Duration::from_secs(5),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
-        location: Location::default(),
-    };
+    let mut inst = crate::testutil::vrrp_instance("VI_1", 51, &[vip]);
+    inst.priority = priority;
+    inst.advert_int = advert;
+    inst.version = version;
+    inst.notify = Some(notify.display().to_string());
     VrrpConfig { instances: vec![inst], scripts: vec![], sync_groups: vec![] }
 }
 
