@@ -13,9 +13,7 @@ pub use lb_test_support::{require_program, require_root};
 /// Moves the calling thread into a fresh network namespace, so attaching XDP or adding addresses
 /// touches nothing outside the test. Its `lo` has ifindex 1, which is what BPF_PROG_TEST_RUN uses.
 pub fn private_netns() {
-    // SAFETY: unshare only affects the calling thread's network namespace.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    lb_test_support::private_netns().expect("unshare(CLONE_NEWNET)");
 }
 
 /// Removes capabilities from the calling thread's effective set (capabilities are per thread), e.g.

@@ -1,10 +1,12 @@
 //! What every test of the workspace shares, host and guest alike: the prerequisites of tests
-//! that need root or a program (a visible skip on a developer's machine, a failure in CI) and
-//! where the `lb` binary is. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
+//! that need root or a program (a visible skip on a developer's machine, a failure in CI), where
+//! the `lb` binary is, and moving a thread into a network namespace. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
 //! and the namespace-lab tests (lb-tests) all use these, so a skip reads the same everywhere.
 
 use std::{
-    io::Write as _,
+    fs::File,
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -67,6 +69,47 @@ pub fn lb_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lb")
 }
 
+/// Where `ip netns` keeps its namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// Moves the calling thread into the named network namespace (`ip netns add NAME`): sockets it
+/// creates, and processes it starts, live there. Namespaces are per thread.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    setns(&File::open(format!("{NETNS_RUN_DIR}/{name}"))?)
+}
+
+/// Runs `f` on a scoped thread that joined the named namespace and returns its result; a panic
+/// in `f` propagates. Sockets `f` returns stay in that namespace, usable from any thread.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    // Opened here: a missing namespace is the caller's error, not the thread's.
+    let file = File::open(format!("{NETNS_RUN_DIR}/{name}"))?;
+    std::thread::scope(|s| {
+        let handle = s.spawn(move || {
+            setns(&file)?;
+            drop(file);
+            Ok(f())
+        });
+        handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Moves the calling thread into a fresh network namespace of its own (gone with its last user).
+pub fn private_netns() -> io::Result<()> {
+    // SAFETY: unshare only affects the calling thread's network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setns(file: &File) -> io::Result<()> {
+    // SAFETY: setns on a namespace file we hold open; CLONE_NEWNET only affects this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +118,12 @@ mod tests {
     fn programs_are_found_on_path_only() {
         assert!(on_path("sh"));
         assert!(!on_path("lb-no-such-program-here"));
+    }
+
+    #[test]
+    fn a_missing_namespace_is_an_error() {
+        assert!(in_netns("lb-no-such-namespace", || ()).is_err());
+        assert!(enter_netns("lb-no-such-namespace").is_err());
     }
 
     #[test]

@@ -52,30 +52,7 @@ const VIP_V6: &str = "2001:db8::200";
 
 /// Root plus keepalived, or skip (fail in CI).
 fn require(test: &str) -> bool {
-    if !crate::testutil::require_root(test) {
-        return false;
-    }
-    let have = |cmd: &str, arg: &str| {
-        Command::new(cmd)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let missing = if !have("ip", "-V") {
-        Some("iproute2 `ip`")
-    } else if !have("keepalived", "--version") {
-        Some("keepalived (apt-get install keepalived)")
-    } else {
-        None
-    };
-    let Some(what) = missing else { return true };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("!!! {test}: needs {what}, which is missing. CI=true, so this is a failure. !!!");
-    }
-    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test}: {what} is not installed");
-    false
+    crate::testutil::require_root(test) && crate::testutil::require_program(test, "keepalived")
 }
 
 /// A line that stays visible without `--nocapture` (libtest captures the print macros).
@@ -116,10 +93,7 @@ fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 }
 
 fn enter_netns(ns: &str) {
-    let f = fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace fd only affects the calling thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    lb_test_support::enter_netns(ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
 /// The namespaces and links of one test; deleted on drop (also during a panic).
