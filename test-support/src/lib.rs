@@ -3,6 +3,8 @@
 //! the `lb` binary is, and moving a thread into a network namespace. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
 //! and the namespace-lab tests (lb-tests) all use these, so a skip reads the same everywhere.
 
+pub mod packet;
+
 use std::{
     fs::File,
     io::{self, Write as _},
