@@ -748,14 +748,15 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
     // earlier, so other flows have been touched since, as for a real established flow).
     // The third pass repeats v4 with flow sync on (every new flow also reported through the
-    // ring buffer, which is read between chunks, outside the timed calls): `v4_sync_new_flow`
-    // against `v4_new_flow` is what flow sync costs. Its clients follow the first pass's.
+    // ring buffer, which is read between chunks, outside the timed calls); the fourth repeats it
+    // with sync off on the table the third left: `v4_sync_new_flow` against
+    // `v4_after_sync_new_flow` is what flow sync costs.
     type Family = (&'static str, fn(usize, u8) -> Vec<u8>, bool);
     let v4: fn(usize, u8) -> Vec<u8> = |n, flags| {
         let (src, sport) = client_v4(n);
         v4_tcp(src, VIP, sport, flags)
     };
-    let families: [Family; 3] = [
+    let families: [Family; 4] = [
         ("v4", v4, false),
         (
             "v6",
@@ -766,12 +767,19 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             false,
         ),
         ("v4_sync", v4, true),
+        // The control for the sync pass: sync off, on a table as full as the sync pass saw.
+        ("v4_after_sync", v4, false),
     ];
     let mut reports = dp.take_flow_reports().context("the new-flow reports ring buffer")?;
     for (family, make, sync) in families {
         dp.set_flow_sync(sync).context("flow sync switch")?;
         let mut read = 0u64;
-        let mut next = if sync { (ROUNDS + 1) * CALLS } else { 0usize };
+        // Each v4 pass takes clients the previous ones did not use.
+        let mut next = match family {
+            "v4_sync" => (ROUNDS + 1) * CALLS,
+            "v4_after_sync" => 2 * (ROUNDS + 1) * CALLS,
+            _ => 0usize,
+        };
         // (SYNs of new flows, ACKs of the same flows for the next round's replay)
         let mut batch = || {
             let range = next..next + CALLS;
