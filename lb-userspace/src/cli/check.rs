@@ -1,9 +1,11 @@
 //! `lb check`: the verdict on a config file, as text lines or as one JSON document.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
+use super::Printed;
 use super::load::{FormatChoice, load};
 use crate::config::HostView;
 
@@ -40,6 +42,55 @@ pub struct Report {
 
 fn diag(file: &Path, line: u32, col: u32, message: &str) -> Diagnostic {
     Diagnostic { file: file.display().to_string(), line, col, message: message.to_owned() }
+}
+
+/// `lb check` in text: warnings, notices and the summary line on stdout (exit 0), or one line per
+/// error on stderr (exit 1), so a script capturing stdout still sees why the file failed there.
+pub fn check_text(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Printed {
+    match load(path, host, format, strict) {
+        Ok(loaded) => {
+            let mut stdout = String::new();
+            for w in &loaded.warnings {
+                let _ = writeln!(stdout, "{w}");
+            }
+            for n in &loaded.notices {
+                let _ = writeln!(stdout, "{n}");
+            }
+            let cfg = &loaded.config;
+            let reals: usize = cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
+            let _ = writeln!(
+                stdout,
+                "{}: ok ({}, {} virtual servers, {} real servers)",
+                path.display(),
+                loaded.format,
+                cfg.virtual_servers.len(),
+                reals
+            );
+            Printed { stdout, stderr: String::new(), code: 0 }
+        }
+        Err(errors) => {
+            let mut stderr = String::new();
+            for e in errors.iter() {
+                let _ = writeln!(stderr, "{e}");
+            }
+            Printed { stdout: String::new(), stderr, code: 1 }
+        }
+    }
+}
+
+/// `lb check --json`: the [`Report`] as one pretty JSON document on stdout; same exit code.
+///
+/// # Errors
+/// Only if the report cannot be serialised.
+pub fn check_json(
+    path: &Path,
+    host: &dyn HostView,
+    format: FormatChoice,
+    strict: bool,
+) -> serde_json::Result<Printed> {
+    let report = check(path, host, format, strict);
+    let stdout = format!("{}\n", serde_json::to_string_pretty(&report)?);
+    Ok(Printed { stdout, stderr: String::new(), code: u8::from(!report.valid) })
 }
 
 /// Checks `path` as `lb check` does.

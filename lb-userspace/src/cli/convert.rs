@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::Printed;
 use super::load::{FormatChoice, load};
 use crate::config::{ConfigErrors, HostView, Loaded, emit};
 
@@ -29,6 +30,20 @@ impl HostView for AnyInterface {
 pub fn convert(path: &Path, format: FormatChoice) -> Result<String, ConfigErrors> {
     let loaded = load(path, &AnyInterface, format, false)?;
     Ok(converted(path, &loaded))
+}
+
+/// `lb convert` as printed: the TOML on stdout (exit 0), or every error on stdout (exit 1).
+pub fn convert_printed(path: &Path, format: FormatChoice) -> Printed {
+    match convert(path, format) {
+        Ok(stdout) => Printed { stdout, stderr: String::new(), code: 0 },
+        Err(errors) => {
+            let mut stdout = String::new();
+            for e in errors.iter() {
+                let _ = writeln!(stdout, "{e}");
+            }
+            Printed { stdout, stderr: String::new(), code: 1 }
+        }
+    }
 }
 
 /// `loaded` as native TOML: `# converted from FILE by lb convert`, a `# note:` per warning, then

@@ -3,6 +3,8 @@
 pub mod check;
 pub mod config_man;
 pub mod convert;
+#[cfg(test)]
+mod golden;
 pub mod load;
 pub mod render;
 
@@ -205,6 +207,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a command prints, as `main` writes it out: `lb check` and `lb convert` build it in full
+/// so the golden-output test can run them in-process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub stdout: String,
+    pub stderr: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl Printed {
+    /// Writes stdout and stderr out and returns the exit code.
+    pub fn emit(&self) -> std::process::ExitCode {
+        use std::io::Write as _;
+        // A closed pipe (`lb check | head`) is not worth a panic: the exit code still tells.
+        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
+        let _ = std::io::stderr().lock().write_all(self.stderr.as_bytes());
+        std::process::ExitCode::from(self.code)
+    }
 }
 
 /// Notices `lb check` prints for a valid config: things that work, but not as the words suggest.
