@@ -28,10 +28,10 @@ pub use keepalived::{Format, Loaded, Warning};
 pub use model::{
     CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
     DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
-    DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location,
-    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
-    RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
-    TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS,
+    MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer,
+    RealServerLocations, SCHEDULERS, ServiceForwarding, Spans, Tunnel, TunnelError,
+    UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
     VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
     not_a_host_address, unspecified,
 };

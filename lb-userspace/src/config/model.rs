@@ -108,7 +108,7 @@ pub struct DataplaneSettings {
     pub max_reals: u32,
     /// Where each setting was written, for errors about one specific value.
     #[serde(skip)]
-    pub key_locations: DataplaneLocations,
+    pub key_locations: Spans,
 }
 
 impl Default for DataplaneSettings {
@@ -121,23 +121,41 @@ impl Default for DataplaneSettings {
             icmp_echo: true,
             max_services: DEFAULT_MAX_SERVICES,
             max_reals: DEFAULT_MAX_REALS,
-            key_locations: DataplaneLocations::default(),
+            key_locations: Spans::default(),
         }
     }
 }
 
-/// Locations of the `[dataplane]` values; `None` for a setting that was not written. Unlike a
-/// virtual server's, the table itself is optional, so there is no section to fall back on: errors
-/// about an omitted limit point at what exceeds it instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DataplaneLocations {
-    pub flow_table_size: Option<Location>,
-    pub hash_seed: Option<Location>,
-    pub syn_flood_threshold: Option<Location>,
-    pub udp_flow_timeout: Option<Location>,
-    pub icmp_echo: Option<Location>,
-    pub max_services: Option<Location>,
-    pub max_reals: Option<Location>,
+/// Where the values of a section were written, by key; a key that was not written has none.
+/// Sections described declaratively (`config/toml/schema.rs`) fill it as they read. Unlike a
+/// virtual server's, the `[dataplane]` table itself is optional, so there is no section to fall
+/// back on: errors about an omitted limit point at what exceeds it instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spans(Vec<(&'static str, Location)>);
+
+impl Spans {
+    /// Where `key`'s value was written.
+    pub fn get(&self, key: &str) -> Option<Location> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, at)| *at)
+    }
+
+    /// Records where `key`'s value was written (a key is written once: TOML refuses duplicates).
+    pub fn set(&mut self, key: &'static str, at: Location) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = at,
+            None => self.0.push((key, at)),
+        }
+    }
+}
+
+impl FromIterator<(&'static str, Location)> for Spans {
+    fn from_iter<I: IntoIterator<Item = (&'static str, Location)>>(pairs: I) -> Self {
+        let mut spans = Spans::default();
+        for (key, at) in pairs {
+            spans.set(key, at);
+        }
+        spans
+    }
 }
 
 /// Transport protocol of a virtual server.

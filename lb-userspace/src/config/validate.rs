@@ -87,7 +87,7 @@ fn dataplane_limits(config: &Config, error: &mut impl FnMut(Location, String)) {
     let services = config.virtual_servers.len();
     if services > limit(settings.max_services) {
         let first_over = config.virtual_servers.get(limit(settings.max_services));
-        let written = settings.key_locations.max_services;
+        let written = settings.key_locations.get("max_services");
         error(
             written.or(first_over.map(|vs| vs.location)).unwrap_or_default(),
             format!(
@@ -108,7 +108,7 @@ fn dataplane_limits(config: &Config, error: &mut impl FnMut(Location, String)) {
         }
     }
     if let Some(first_over) = first_over {
-        let written = settings.key_locations.max_reals;
+        let written = settings.key_locations.get("max_reals");
         error(
             written.unwrap_or(first_over),
             format!(
