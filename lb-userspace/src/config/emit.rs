@@ -111,24 +111,13 @@ fn bgp(out: &mut Out, settings: &BgpConfig) {
     }
 }
 
-/// A TOML basic string: double quotes, with `"`, `\` and control characters escaped.
+/// A TOML basic string (double quotes, `"`, `\\` and control characters escaped), as `toml`'s
+/// writer escapes it.
 pub(super) fn string(text: &str) -> String {
+    use toml_writer::{TomlStringBuilder, WriteTomlValue as _};
     let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Writing into a String cannot fail.
+    let _ = TomlStringBuilder::new(text).as_basic().write_toml_value(&mut out);
     out
 }
 
