@@ -17,8 +17,7 @@ use anyhow::{Context as _, anyhow};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
-    cli::load::{self, FormatChoice},
-    config::{Config, SystemHost},
+    config::{self, Config, FormatChoice, SystemHost},
     control::proto::ChangedView,
     control::{
         proto::{BackendsView, Request, Response, StatusView},
@@ -446,7 +445,8 @@ fn load_config(
     format: FormatChoice,
     strict: bool,
 ) -> anyhow::Result<Config> {
-    let loaded = load::load(path, &SystemHost, format, strict).map_err(|e| anyhow!("{e}"))?;
+    let loaded =
+        config::load(path, format, &SystemHost, strict.into()).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

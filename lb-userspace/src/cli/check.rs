@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::Printed;
-use super::load::{FormatChoice, load};
 use crate::config::HostView;
+use crate::config::{FormatChoice, Strictness};
 
 /// One located diagnostic (`FILE:LINE:COL: message` in text).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,7 +47,7 @@ fn diag(file: &Path, line: u32, col: u32, message: &str) -> Diagnostic {
 /// `lb check` in text: warnings, notices and the summary line on stdout (exit 0), or one line per
 /// error on stderr (exit 1), so a script capturing stdout still sees why the file failed there.
 pub fn check_text(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Printed {
-    match load(path, host, format, strict) {
+    match crate::config::load(path, format, host, Strictness::from(strict)) {
         Ok(loaded) => {
             let mut stdout = String::new();
             for w in &loaded.warnings {
@@ -95,7 +95,7 @@ pub fn check_json(
 
 /// Checks `path` as `lb check` does.
 pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Report {
-    match load(path, host, format, strict) {
+    match crate::config::load(path, format, host, Strictness::from(strict)) {
         Ok(loaded) => {
             let cfg = &loaded.config;
             Report {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::Printed;
 use super::check::{check_json, check_text};
 use super::convert::convert_printed;
-use super::load::FormatChoice;
+use crate::config::FormatChoice;
 use crate::config::test_support::FakeHost;
 
 /// At most this many mutated variants per input: enough for every line of the examples.

@@ -5,7 +5,6 @@ pub mod config_man;
 pub mod convert;
 #[cfg(test)]
 mod golden;
-pub mod load;
 pub mod render;
 
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use std::net::{IpAddr, SocketAddr};
 
-use self::load::FormatChoice;
+use crate::config::FormatChoice;
 use crate::{
     control::DEFAULT_SOCKET,
     dataplane::xdp::XdpModeSetting,

@@ -111,15 +111,6 @@ pub struct Loaded {
     pub notices: Vec<Notice>,
 }
 
-/// Reads and validates the keepalived.conf at `path` and the files it includes.
-///
-/// # Errors
-/// Every problem found; with `strict`, the warnings too.
-pub fn load(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = super::read_file(path)?;
-    parse(&String::from_utf8_lossy(&bytes), path, host, strict)
-}
-
 /// Parses and validates keepalived.conf `text`; `source` names it in errors, and relative
 /// `include`s are found next to it.
 ///
@@ -186,26 +177,10 @@ fn parse_within(
     Ok(Loaded { config, format: Format::Keepalived, warnings, notices })
 }
 
-/// Reads `path` with the front end its content (or, when that says nothing, its name) calls for,
-/// and validates it. TOML is recognised by `[table]` headers and `key = value` lines,
-/// keepalived.conf by `keyword ... {` blocks and `!` comments; a file with neither (only
-/// comments, or empty) is keepalived.conf when its name ends in `.conf`, else TOML.
-///
-/// # Errors
-/// Every problem found; with `strict`, the keepalived front end's warnings too.
-pub fn load_any(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = super::read_file(path)?;
-    match detect(path, &String::from_utf8_lossy(&bytes)) {
-        Format::Keepalived => parse(&String::from_utf8_lossy(&bytes), path, host, strict),
-        Format::Toml => {
-            let config = super::load(path, host)?;
-            let notices = notices(&config);
-            Ok(Loaded { config, format: Format::Toml, warnings: Vec::new(), notices })
-        }
-    }
-}
-
-/// The format of a configuration file, from its first line that tells (see [`load_any`]).
+/// The format of a configuration file, from its first line that tells: TOML is recognised by
+/// `[table]` headers and `key = value` lines, keepalived.conf by `keyword ... {` blocks and `!`
+/// comments; a file with neither (only comments, or empty) is keepalived.conf when its name ends
+/// in `.conf`, else TOML. [`super::load`] uses it for `--format auto`.
 pub fn detect(path: &Path, text: &str) -> Format {
     for line in text.lines() {
         let line = line.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
