@@ -15,6 +15,7 @@ mod host;
 pub mod keepalived;
 mod model;
 mod notice;
+mod placement;
 mod toml;
 mod validate;
 pub mod vrrp;
@@ -36,6 +37,7 @@ pub use model::{
     not_a_host_address, unspecified,
 };
 pub use notice::{Notice, notices};
+pub use placement::{needs_ipvs, prefers_ipvs};
 pub use validate::validate;
 
 /// Which front end reads a file (`--format`).

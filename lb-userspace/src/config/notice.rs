@@ -48,13 +48,13 @@ pub fn notices(config: &Config) -> Vec<Notice> {
         let mut notice = |at: Location, message: String| {
             notices.push(Notice::new(config, at, format!("{key}: {message}")));
         };
-        if let Some(reason) = crate::dataplane::select::needs_ipvs(vs) {
+        if let Some(reason) = super::needs_ipvs(vs) {
             let at = match vs.fwmark {
                 Some(_) => vs.key_locations.vip,
                 None => vs.forwarding.lb_kind_at.unwrap_or(vs.location),
             };
             notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
-        } else if crate::dataplane::select::prefers_ipvs(vs).is_some() {
+        } else if super::prefers_ipvs(vs).is_some() {
             notice(
                 vs.key_locations.lb_algo,
                 format!(

@@ -14,7 +14,9 @@ use std::{collections::HashMap, fmt};
 
 use serde::Serialize;
 
-use crate::config::{Config, LbKind, Location, VirtualServer, VirtualServerKey};
+// What each service asks of a dataplane is the config's to say (its notices use it too).
+use crate::config::{Config, Location, VirtualServer, VirtualServerKey};
+pub use crate::config::{needs_ipvs, prefers_ipvs};
 
 /// `--dataplane`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -92,48 +94,6 @@ pub struct SelectionError {
     pub at: Location,
     pub service: VirtualServerKey,
     pub reason: String,
-}
-
-/// Schedulers the XDP path runs as they are (or, for `rr`/`wrr`, with the same shares).
-const XDP_SCHEDULERS: &[&str] = &["mh", "sh", "rr", "wrr"];
-
-/// Why `vs` can only run on IPVS, if it can only.
-pub fn needs_ipvs(vs: &VirtualServer) -> Option<String> {
-    if vs.fwmark.is_some() {
-        return Some(
-            "a firewall-mark service (netfilter marks packets after XDP has run, so only IPVS can \
-             match them)"
-                .to_owned(),
-        );
-    }
-    if vs.forwarding.lb_kind != LbKind::Dr {
-        return Some(format!(
-            "`lb_kind {}` (only direct routing runs on XDP)",
-            vs.forwarding.lb_kind
-        ));
-    }
-    if let Some(rs) = vs.all_reals().find(|rs| vs.lb_kind_of(rs) != LbKind::Dr) {
-        return Some(format!(
-            "real server {rs} uses `lb_kind {}` (only direct routing runs on XDP)",
-            vs.lb_kind_of(rs)
-        ));
-    }
-    if vs.forwarding.one_packet {
-        return Some("`ops` (one-packet scheduling) is an IPVS feature".to_owned());
-    }
-    if let Some(rs) =
-        vs.real_servers.iter().find(|rs| rs.forwarding.uthreshold + rs.forwarding.lthreshold > 0)
-    {
-        return Some(format!(
-            "real server {rs} has connection thresholds (uthreshold/lthreshold), which IPVS keeps"
-        ));
-    }
-    None
-}
-
-/// Why `vs` would rather run on IPVS: a scheduler XDP only approximates.
-pub fn prefers_ipvs(vs: &VirtualServer) -> Option<String> {
-    (!XDP_SCHEDULERS.contains(&vs.lb_algo.as_str())).then(|| format!("scheduler `{}`", vs.lb_algo))
 }
 
 /// Decides every service's dataplane, or says which services cannot run and why.
