@@ -7,16 +7,7 @@ use serde::Serialize;
 
 use super::Printed;
 use crate::config::HostView;
-use crate::config::{FormatChoice, Strictness};
-
-/// One located diagnostic (`FILE:LINE:COL: message` in text).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: u32,
-    pub col: u32,
-    pub message: String,
-}
+use crate::config::{Diagnostic, FormatChoice, Strictness};
 
 /// What a valid file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,10 +29,6 @@ pub struct Report {
     pub notices: Vec<Diagnostic>,
     /// Absent (null) when the file is not valid.
     pub summary: Option<Summary>,
-}
-
-fn diag(file: &Path, line: u32, col: u32, message: &str) -> Diagnostic {
-    Diagnostic { file: file.display().to_string(), line, col, message: message.to_owned() }
 }
 
 /// `lb check` in text: warnings, notices and the summary line on stdout (exit 0), or one line per
@@ -101,16 +88,8 @@ pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: boo
             Report {
                 valid: true,
                 errors: Vec::new(),
-                warnings: loaded
-                    .warnings
-                    .iter()
-                    .map(|w| diag(&w.file, w.line, w.col, &w.message))
-                    .collect(),
-                notices: loaded
-                    .notices
-                    .iter()
-                    .map(|n| diag(&n.file, n.line, n.col, &n.message))
-                    .collect(),
+                warnings: loaded.warnings.clone(),
+                notices: loaded.notices.clone(),
                 summary: Some(Summary {
                     format: loaded.format.to_string(),
                     virtual_servers: cfg.virtual_servers.len(),
@@ -121,7 +100,7 @@ pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: boo
         }
         Err(errors) => Report {
             valid: false,
-            errors: errors.iter().map(|e| diag(&e.file, e.line, e.col, &e.message)).collect(),
+            errors: errors.0,
             warnings: Vec::new(),
             notices: Vec::new(),
             summary: None,

@@ -23,9 +23,9 @@ pub mod vrrp;
 use std::path::Path;
 
 pub use emit::emit;
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigErrors, Diagnostic, Severity};
 pub use host::{HostView, SystemHost};
-pub use keepalived::{Format, Loaded, Warning};
+pub use keepalived::{Format, Loaded};
 pub use model::{
     CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
     DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
@@ -36,7 +36,7 @@ pub use model::{
     VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
     not_a_host_address, unspecified,
 };
-pub use notice::{Notice, notices};
+pub use notice::notices;
 pub use placement::{needs_ipvs, prefers_ipvs};
 pub use validate::validate;
 
@@ -99,7 +99,7 @@ pub fn load(
                 let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
                 let valid = String::from_utf8_lossy(valid);
                 let at = error::LineIndex::new(&valid).location(valid.len());
-                ConfigError::new(path, at, "file is not valid UTF-8")
+                Diagnostic::error(path, at, "file is not valid UTF-8")
             })?;
             let config = parse_toml(&text, path, host)?;
             let notices = notices(&config);
@@ -113,9 +113,9 @@ pub fn load(
 ///
 /// # Errors
 /// One error at 1:1 saying why the file was not read.
-fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+fn read_file(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     file::read(path, file::MAX_FILE_BYTES).map_err(|e| {
-        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
+        Diagnostic::error(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
     })
 }
 
@@ -130,7 +130,7 @@ pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Conf
         Ok(config)
     } else {
         // Stable: errors at the same place keep the order they were found in.
-        errors.sort_by_key(ConfigError::location);
+        errors.sort_by_key(Diagnostic::location);
         Err(ConfigErrors(errors))
     }
 }

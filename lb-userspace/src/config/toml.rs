@@ -28,7 +28,7 @@ use std::time::Duration;
 use ::toml::Spanned;
 use ::toml::de::{DeInteger, DeString, DeTable, DeValue};
 
-use super::error::{ConfigError, LineIndex, did_you_mean};
+use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::RealHealth;
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location,
@@ -108,7 +108,7 @@ const MAX_SYNTAX_ERRORS: usize = 1000;
 /// Parses `text` into the model. Sections with errors are left out of the returned config, so
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
-pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
+pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let mut config = Config {
         source: source.to_path_buf(),
@@ -159,7 +159,7 @@ type Value<'i> = Spanned<DeValue<'i>>;
 pub(in crate::config) struct Parser<'t> {
     source: &'t Path,
     lines: LineIndex<'t>,
-    errors: Vec<ConfigError>,
+    errors: Vec<Diagnostic>,
 }
 
 impl Parser<'_> {
@@ -169,7 +169,7 @@ impl Parser<'_> {
 
     fn error_at(&mut self, offset: usize, message: impl Into<String>) {
         let location = self.lines.location(offset);
-        self.errors.push(ConfigError::new(self.source, location, message));
+        self.errors.push(Diagnostic::error(self.source, location, message));
     }
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -595,7 +595,7 @@ impl Parser<'_> {
     ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
         let found = table.get_key_value(name);
         if found.is_none() {
-            self.errors.push(ConfigError::new(
+            self.errors.push(Diagnostic::error(
                 self.source,
                 section_at,
                 format!("missing required key `{name}` in {section}"),

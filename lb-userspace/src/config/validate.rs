@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::error::{ConfigError, closest};
+use super::error::{Diagnostic, closest};
 use super::host::HostView;
 use super::model::{
     CheckLocations, Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, VirtualServer,
@@ -14,10 +14,10 @@ use super::model::{
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
 /// Every semantic error in `config`, in file order.
-pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
+pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let mut error = |at: Location, message: String| {
-        errors.push(ConfigError::new(&config.source, at, message));
+        errors.push(Diagnostic::error(&config.source, at, message));
     };
 
     let addresses =
@@ -72,7 +72,7 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         super::bgp::validate(bgp, host, &mut error);
     }
 
-    errors.sort_by_key(ConfigError::location);
+    errors.sort_by_key(Diagnostic::location);
     errors
 }
 

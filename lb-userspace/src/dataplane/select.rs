@@ -15,7 +15,7 @@ use std::{collections::HashMap, fmt};
 use serde::Serialize;
 
 // What each service asks of a dataplane is the config's to say (its notices use it too).
-use crate::config::{Config, Location, VirtualServer, VirtualServerKey};
+use crate::config::{Config, Diagnostic, VirtualServer, VirtualServerKey};
 pub use crate::config::{needs_ipvs, prefers_ipvs};
 
 /// `--dataplane`.
@@ -86,18 +86,8 @@ impl Plan {
     }
 }
 
-/// A service no available dataplane can serve.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{at}: virtual server {service}: {reason}")]
-pub struct SelectionError {
-    pub file: String,
-    pub at: Location,
-    pub service: VirtualServerKey,
-    pub reason: String,
-}
-
 /// Decides every service's dataplane, or says which services cannot run and why.
-pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Vec<SelectionError>> {
+pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Vec<Diagnostic>> {
     let mut plan = Plan::default();
     let mut errors = Vec::new();
     for vs in &config.virtual_servers {
@@ -106,12 +96,12 @@ pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Ve
             Ok(choice) => {
                 plan.0.insert(vs.key(), choice);
             }
-            Err(reason) => errors.push(SelectionError {
-                file: config.source.display().to_string(),
-                at: vs.location,
-                service: vs.key(),
-                reason,
-            }),
+            // A service no available dataplane can serve.
+            Err(reason) => errors.push(Diagnostic::error(
+                &config.source,
+                vs.location,
+                format!("virtual server {}: {reason}", vs.key()),
+            )),
         }
     }
     if errors.is_empty() { Ok(plan) } else { Err(errors) }
@@ -356,7 +346,7 @@ mod tests {
                     [[virtual_server]]\nvip = '192.0.2.102'\nport = 80\ninterface = 'eth0'\nlb_kind = 'TUN'\n";
         let config = parse_toml(text, Path::new("lb.toml"), &FakeHost).expect("valid");
         let errors = plan(&config, Mode::Auto, &no_ipvs()).expect_err("two need IPVS");
-        let at: Vec<String> = errors.iter().map(|e| e.at.to_string()).collect();
+        let at: Vec<String> = errors.iter().map(|e| e.location().to_string()).collect();
         assert_eq!(at, ["1:1", "10:1"]);
     }
 }

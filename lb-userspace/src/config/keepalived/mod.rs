@@ -39,10 +39,10 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigErrors, Diagnostic, Severity};
 use super::host::HostView;
 use super::model::{Config, Location};
-use super::notice::{Notice, notices};
+use super::notice::notices;
 use super::validate::validate;
 
 /// Which front end read a configuration file.
@@ -63,41 +63,6 @@ impl fmt::Display for Format {
     }
 }
 
-/// Something in a valid keepalived.conf that lb accepts but does not act on as keepalived would
-/// (a keyword it does not implement, a keepalived default that may surprise), located like an
-/// error. `lb check` prints
-/// them; `--strict` makes them errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub file: PathBuf,
-    /// 1-based.
-    pub line: u32,
-    /// 1-based, counted in characters.
-    pub col: u32,
-    pub message: String,
-}
-
-impl Warning {
-    pub fn location(&self) -> Location {
-        Location::new(self.line, self.col)
-    }
-}
-
-impl fmt::Display for Warning {
-    /// `FILE:LINE:COL: warning: message`, like errors, so editors can jump to it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: warning: {}", self.file.display(), self.line, self.col, self.message)
-    }
-}
-
-impl From<Warning> for ConfigError {
-    /// What `--strict` makes of a warning: the same line, as an error.
-    fn from(warning: Warning) -> Self {
-        let message = format!("warning: {} (an error with --strict)", warning.message);
-        ConfigError::new(&warning.file, warning.location(), message)
-    }
-}
-
 /// A configuration read by either front end, with everything `lb check` prints about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
@@ -106,9 +71,9 @@ pub struct Loaded {
     pub config: Config,
     pub format: Format,
     /// Always empty for TOML: its unknown keys are errors.
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<Diagnostic>,
     /// [`notices`] of the model, each located in the file it is about.
-    pub notices: Vec<Notice>,
+    pub notices: Vec<Diagnostic>,
 }
 
 /// Parses and validates keepalived.conf `text`; `source` names it in errors, and relative
@@ -142,11 +107,11 @@ fn parse_within(
     for error in validate(&config, host) {
         diags.error(error.location(), error.message);
     }
-    let notices: Vec<Notice> = notices(&config)
+    let notices: Vec<Diagnostic> = notices(&config)
         .into_iter()
         .map(|notice| {
             let (file, at, message) = sources.place(notice.location(), &notice.message);
-            Notice { file, line: at.line, col: at.col, message }
+            Diagnostic::notice(&file, at, message)
         })
         .collect();
 
@@ -159,15 +124,11 @@ fn parse_within(
     let mut warnings = Vec::new();
     for diag in diags.list {
         let (file, at, message) = sources.place(diag.at, &diag.message);
-        match diag.severity {
-            Severity::Error => errors.push(ConfigError::new(&file, at, message)),
-            Severity::Warning if strict => {
-                let warning = Warning { file, line: at.line, col: at.col, message };
-                errors.push(warning.into());
-            }
-            Severity::Warning => {
-                warnings.push(Warning { file, line: at.line, col: at.col, message })
-            }
+        let placed = Diagnostic::new(diag.severity, &file, at, message);
+        match placed.severity {
+            Severity::Warning if !strict => warnings.push(placed),
+            // `strict` makes a warning an error.
+            _ => errors.push(placed.strict()),
         }
     }
     if !errors.is_empty() {
@@ -219,14 +180,8 @@ pub fn detect(path: &Path, text: &str) -> Format {
     }
 }
 
-/// How bad a [`Diag`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    Error,
-    Warning,
-}
-
-/// A problem found by any stage, at a virtual location (see [`Sources`]).
+/// A problem found by any stage (an error or a warning), at a virtual location (see [`Sources`]):
+/// a [`Diagnostic`] once placed in its file.
 #[derive(Debug, Clone)]
 struct Diag {
     at: Location,
