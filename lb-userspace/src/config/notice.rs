@@ -156,7 +156,8 @@ fn slow_retries(vs: &VirtualServer, notice: &mut impl FnMut(Location, String)) {
             if check.retry == 0 || retries < delay_loop {
                 continue;
             }
-            let at = rs.key_locations.checks.get(i).map_or(check.location, |at| at.retry);
+            let at =
+                rs.key_locations.checks.get(i).map_or(check.location, |at| at.located("retry"));
             notice(
                 at,
                 format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::{Diagnostic, closest};
 use super::host::HostView;
 use super::model::{
-    CheckLocations, Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, VirtualServer,
+    Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, Spans, VirtualServer,
     VirtualServerKey, VrrpInstanceLocations, host_prefix_len, not_a_host_address,
 };
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
@@ -353,14 +353,14 @@ fn backend(
 fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, String)) {
     for (i, check) in rs.health.checks.iter().enumerate() {
         // Another front end may not locate each value: then they are at the checker.
-        let at = rs.key_locations.checks.get(i).copied();
-        let at = at.unwrap_or_else(|| CheckLocations::all_at(check.location));
+        let at = rs.key_locations.checks.get(i).cloned();
+        let at = at.unwrap_or_else(|| Spans::at_section(check.location));
         let kind = check.kind.native_key();
         if let Some(ip) = check.connect_ip
             && ip.is_ipv4() != rs.address.is_ipv4()
         {
             error(
-                at.connect_ip,
+                at.located("connect_ip"),
                 format!(
                     "`connect_ip` {ip} of the {kind} of real server {rs} is {}, the real server \
                      {}: give an address of the real in its own family",
@@ -374,7 +374,7 @@ fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, 
             && source.is_ipv4() != target.is_ipv4()
         {
             error(
-                at.bindto,
+                at.located("bindto"),
                 format!(
                     "`bindto` {source} is {} but the {kind} of real server {rs} connects to \
                      {target} ({}): the source address must be in the same family",

@@ -375,9 +375,7 @@ fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
                 *location = place(*location);
             }
             for check in &mut at.checks {
-                for location in [&mut check.connect_ip, &mut check.bindto, &mut check.retry] {
-                    *location = place(*location);
-                }
+                check.relocate(&place);
             }
             for check in &mut rs.health.checks {
                 check.location = place(check.location);

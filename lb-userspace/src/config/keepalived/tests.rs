@@ -218,8 +218,8 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        CheckLocations, DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations,
-        ServiceForwarding, VirtualServer, VirtualServerLocations,
+        DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations, ServiceForwarding,
+        Spans, VirtualServer, VirtualServerLocations,
     };
     use std::time::Duration;
 
@@ -260,10 +260,7 @@ fn classic_dr_file_parses_into_the_model() {
                 checks: checks
                     .iter()
                     .zip(retry_at)
-                    .map(|(c, retry)| CheckLocations {
-                        retry,
-                        ..CheckLocations::all_at(c.location)
-                    })
+                    .map(|(c, retry)| Spans::at_section(c.location).with("retry", retry))
                     .collect(),
             },
             health: RealHealth { checks, ..RealHealth::default() },
