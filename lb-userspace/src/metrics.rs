@@ -171,6 +171,35 @@ fn register_vrrp(reg: &mut Registry, vrrp: Option<&serde_json::Value>) {
     reg.register("vrrp_adverts_rejected", "VRRP adverts discarded, by reason", rejected);
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NeighborLabel {
+    neighbor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabel {
+    vip: String,
+}
+
+/// `[bgp]`: each session up or not, each VIP announced or not.
+fn register_bgp(reg: &mut Registry, bgp: Option<&crate::bgp::agent::BgpView>) {
+    let Some(bgp) = bgp else { return };
+    let up = Family::<NeighborLabel, Gauge>::default();
+    for s in &bgp.speaker.sessions {
+        up.get_or_create(&NeighborLabel { neighbor: s.neighbor.clone() }).set(i64::from(s.up));
+    }
+    let announced = Family::<VipLabel, Gauge>::default();
+    for v in &bgp.vips {
+        announced.get_or_create(&VipLabel { vip: v.vip.clone() }).set(i64::from(v.announced));
+    }
+    reg.register("bgp_session_up", "1 while the BGP session to the neighbor is established", up);
+    reg.register(
+        "bgp_vip_announced",
+        "1 while this director announces the VIP over BGP",
+        announced,
+    );
+}
+
 /// A counter without labels that stands at `n`.
 fn register_counter(reg: &mut Registry, name: &str, help: &str, n: u64) {
     let counter = Counter::<u64>::default();
@@ -290,6 +319,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         status.checks_not_run,
     );
     register_vrrp(&mut reg, status.vrrp.as_ref());
+    register_bgp(&mut reg, status.bgp.as_ref());
     register_checks_and_reloads(&mut reg, status);
 
     let sp = Family::<ServiceLabels, Counter>::default();

@@ -95,6 +95,8 @@ struct Shared {
     listeners: Vec<Arc<ListenerLimit>>,
     /// Reloads so far and the running config's hash (metrics, `lb status`).
     reloads: crate::control::proto::ReloadsView,
+    /// `[bgp]`: the announcer of the ready VIPs.
+    bgp: Option<crate::bgp::agent::BgpAgent>,
 }
 
 /// What a reload needs besides the running state. Reading, parsing, validating and planning a
@@ -160,6 +162,9 @@ impl Handler for AgentHandler {
                     .map_err(anyhow::Error::from)
                     .and_then(|w| apply(service, real, Change::Weight(w))),
             ),
+            Request::Bgp { action, vip } => {
+                Some(lock(&self.shared).bgp_operator(action, vip.as_deref()))
+            }
             Request::Backends {} | Request::Status {} => None,
         };
         if let Some(result) = change {
@@ -223,6 +228,11 @@ impl Shared {
             checks_not_run: self.monitor.checks_not_run(),
             health_checks: self.monitor.check_stats(),
             reloads: self.reloads.clone(),
+            bgp: self.bgp.as_ref().map(crate::bgp::agent::BgpAgent::view),
+            pick_fingerprints: crate::bgp::fingerprints(
+                &self.desired,
+                self.config.dataplane.hash_seed,
+            ),
         };
         Ok((backends, status))
     }
@@ -242,14 +252,42 @@ impl Shared {
     /// Recomputes and applies the desired state if anything changed.
     fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
         let desired = self.compute();
-        if desired == self.desired {
-            return Ok(());
+        if desired != self.desired {
+            self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
+            tracing::info!("{why}: dataplane updated");
+            log_desired(&desired);
+            self.desired = desired;
         }
-        self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
-        tracing::info!("{why}: dataplane updated");
-        log_desired(&desired);
-        self.desired = desired;
+        self.announce();
         Ok(())
+    }
+
+    /// The announced VIPs follow the desired state (route health injection).
+    fn announce(&mut self) {
+        if let Some(b) = &mut self.bgp {
+            b.update(&self.desired, &self.health, !self.closed);
+        }
+    }
+
+    /// `lb bgp withdraw|announce [VIP]`.
+    fn bgp_operator(
+        &mut self,
+        action: &str,
+        vip: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let Some(b) = &mut self.bgp else {
+            anyhow::bail!("no [bgp] section in the running configuration")
+        };
+        let withdraw = match action {
+            "withdraw" => true,
+            "announce" => false,
+            other => anyhow::bail!("unknown bgp action {other:?}: withdraw or announce"),
+        };
+        let vip = vip.map(str::parse::<IpAddr>).transpose().context("VIP")?;
+        let vips = b.operator(withdraw, vip).map_err(|e| anyhow!(e))?;
+        self.announce();
+        tracing::info!(action, vips = ?vips, "operator BGP override");
+        Ok(serde_json::json!({ "action": action, "vips": vips }))
     }
 
     /// `lb drain` / `lb undrain` / `lb weight`: validated against the running config, applied
@@ -310,6 +348,12 @@ impl Shared {
         if self.closed {
             anyhow::bail!("the agent is stopping: the new configuration was not applied");
         }
+        let speaker = |c: &Config| c.bgp.as_ref().map(|b| b.speaker);
+        if speaker(&self.config) != speaker(&new.config) {
+            anyhow::bail!(
+                "[bgp] added, removed or its speaker changed: restart lb to apply it (nothing was changed)"
+            );
+        }
         let Prepared { config, plan, mut facts, monitored } = new;
         // The neighbour table as last read: it may have changed while the file was read.
         facts.neighbours = self.facts.neighbours.clone();
@@ -347,6 +391,10 @@ impl Shared {
         self.plan = plan;
         // Runtime changes last until a reload.
         self.overrides = overrides;
+        if let (Some(b), Some(bgp)) = (&mut self.bgp, &self.config.bgp) {
+            b.reload(bgp);
+        }
+        self.announce();
         Ok((services, reals))
     }
 }
@@ -709,7 +757,30 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             config_hash: config_hash(&config_for_hash),
             ..Default::default()
         },
+        bgp: None,
     }));
+    if let Some(bgp) = config_for_hash.bgp.clone() {
+        let (socket_path, outlive) = (opts.socket.clone(), opts.pinning.is_some());
+        let started = tokio::task::spawn_blocking(move || {
+            crate::bgp::agent::BgpAgent::start(&bgp, &socket_path, outlive)
+        })
+        .await;
+        match started {
+            Ok(Ok(b)) => {
+                let mut s = lock(&shared);
+                s.bgp = Some(b);
+                s.announce();
+            }
+            Ok(Err(e)) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+            Err(e) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+        }
+    }
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
     let server = tokio::spawn(socket.serve(Arc::new(handler()), control_limit));
     let metrics_task = metrics_listener.zip(metrics_limit).map(|(l, limit)| {
@@ -777,12 +848,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         if let Some(e) = engine {
             e.abandon().await;
         }
+        if let Some(b) = lock(&shared).bgp.take() {
+            b.leave();
+        }
         server.abort();
         let _ = server.await;
         tracing::info!("SIGQUIT: exiting with the dataplane left running for the next agent");
         return Ok(());
     }
     let result = result.map(|_| ());
+    // Withdraw first, keep forwarding what still arrives for `withdraw_grace`, then stop.
+    let grace = {
+        let mut s = lock(&shared);
+        s.bgp.as_mut().map(|b| {
+            b.withdraw_all();
+            b.withdraw_grace
+        })
+    };
+    if let Some(grace) = grace.filter(|g| !g.is_zero()) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "VIPs withdrawn: forwarding until the grace ends"
+        );
+        tokio::time::sleep(grace).await;
+    }
+    if let Some(b) = lock(&shared).bgp.take() {
+        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+    }
     if let Some(e) = engine {
         // Hand over first (priority-0 adverts, VIPs removed), then stop forwarding.
         e.stop().await;
@@ -1077,6 +1169,10 @@ async fn event_loop(
                 });
             }
             _ = tick.tick() => {
+                // `announce_delay` ends on its own.
+                if lock(shared).bgp.as_ref().is_some_and(crate::bgp::agent::BgpAgent::waiting) {
+                    lock(shared).announce();
+                }
                 let neighbours = match neigh::dump(handle).await {
                     Ok(n) => n,
                     Err(e) => { tracing::warn!(error = %e, "reading the neighbour table"); continue; }

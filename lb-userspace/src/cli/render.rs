@@ -159,6 +159,29 @@ pub fn status(v: &StatusView) -> String {
             );
         }
     }
+    if let Some(bgp) = &v.bgp {
+        let error = bgp.speaker.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+        let _ = writeln!(out, "bgp: speaker {}{error}", bgp.speaker.speaker);
+        for s in &bgp.speaker.sessions {
+            let uptime = s.uptime_secs.map(|u| format!(" for {u}s")).unwrap_or_default();
+            let bfd = s.bfd.as_ref().map(|b| format!(", bfd {b}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  neighbor {}: {}{uptime}{bfd}, {} prefixes announced",
+                s.neighbor, s.state, s.prefixes
+            );
+        }
+        for vip in &bgp.vips {
+            let state = if vip.announced { "announced" } else { "withdrawn" };
+            let _ = writeln!(out, "  vip {}: {state} ({})", vip.vip, vip.reason);
+        }
+    }
+    if !v.pick_fingerprints.is_empty() {
+        let _ = writeln!(out, "pick fingerprints:");
+        for f in &v.pick_fingerprints {
+            let _ = writeln!(out, "  {} {}", f.service, f.fingerprint);
+        }
+    }
     let _ = writeln!(out, "maps:");
     for m in &v.dataplane.maps {
         let used = m.used.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
