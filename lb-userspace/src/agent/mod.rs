@@ -872,7 +872,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
         tokio::time::sleep(grace).await;
     }
-    if let Some(b) = lock(&shared).bgp.take() {
+    let bgp = lock(&shared).bgp.take();
+    if let Some(b) = bgp {
         let _ = tokio::task::spawn_blocking(move || b.stop()).await;
     }
     if let Some(e) = engine {

@@ -154,7 +154,9 @@ impl Announcer {
             .name("lb-bgp".to_owned())
             .spawn(move || {
                 let started = match bgp.speaker {
-                    Speaker::Bird => BirdSpeaker::start(bgp, paths, outlive).map(Edge::Bird),
+                    Speaker::Bird => {
+                        BirdSpeaker::start(bgp, paths, outlive).map(|b| Edge::Bird(Box::new(b)))
+                    }
                     Speaker::External => ExternalSpeaker::start(&bgp).map(Edge::External),
                 };
                 match started {
@@ -225,7 +227,7 @@ impl Drop for Announcer {
 }
 
 enum Edge {
-    Bird(BirdSpeaker),
+    Bird(Box<BirdSpeaker>),
     External(ExternalSpeaker),
 }
 
