@@ -760,7 +760,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         bgp: None,
     }));
     if let Some(bgp) = config_for_hash.bgp.clone() {
-        let (socket_path, outlive) = (opts.socket.clone(), opts.pinning.is_some());
+        // Pinned: BIRD's files sit beside the state file, where the next agent looks to adopt.
+        let socket_path = opts.pinning.as_ref().map_or(&opts.socket, |p| &p.state_file).clone();
+        let outlive = opts.pinning.is_some();
         let started = tokio::task::spawn_blocking(move || {
             crate::bgp::agent::BgpAgent::start(&bgp, &socket_path, outlive)
         })

@@ -45,16 +45,17 @@ pub struct BgpAgent {
 }
 
 impl BgpAgent {
-    /// Starts the speaker. `outlive`: a pinned dataplane, whose speaker survives the agent.
+    /// Starts the speaker, its files named after `beside` (the control socket, or the state file
+    /// of a pinned dataplane). `outlive`: a pinned dataplane, whose speaker survives the agent.
     ///
     /// # Errors
     /// The speaker could not start (BIRD missing or failing, `export_table` not writable).
     pub fn start(
         bgp: &BgpConfig,
-        socket: &std::path::Path,
+        beside: &std::path::Path,
         outlive: bool,
     ) -> Result<Self, SpeakerError> {
-        let announcer = Announcer::start(bgp, Paths::beside(socket), outlive)?;
+        let announcer = Announcer::start(bgp, Paths::beside(beside), outlive)?;
         // An adopted speaker was announcing already: no delay for a hitless restart.
         let announce_delay = if announcer.adopted() { Duration::ZERO } else { bgp.announce_delay };
         Ok(BgpAgent {

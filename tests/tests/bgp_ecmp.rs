@@ -1,0 +1,408 @@
+//! Active-active scale-out: three directors (`lb run` with `speaker = "bird"`) announce one VIP to
+//! a router namespace running BIRD 2 with ECMP (`merge paths`, kernel multipath,
+//! `fib_multipath_hash_policy = 1`); three DR reals answer the client straight back through the
+//! router. One lab, set up once (BGP sessions take seconds), runs the scenarios in turn.
+//!
+//! Layout, all on one bridge: client 203.0.113.2 (default via the router) — router 203.0.113.1 and
+//! 198.51.100.1 — directors 198.51.100.2-4 — reals 198.51.100.11-13 (VIP on `lo`, default via the
+//! router). BGP timers are short here only (hold 3 s, BFD 300 ms × 3 as rendered by lb).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    BpfFs, DR_HTTP_PORT, DR_TCP_ECHO_PORT, Host, LbAgent, LongLived, Netns, Topology, count_http,
+    lb_bin, require_root, spawn_testpeer, wait_until,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const ROUTER: &str = "198.51.100.1";
+const DIRECTORS: [&str; 3] = ["198.51.100.2", "198.51.100.3", "198.51.100.4"];
+const REALS: [&str; 3] = ["198.51.100.11", "198.51.100.12", "198.51.100.13"];
+
+/// BIRD 2 is installed (`cargo xtask bootstrap`): skip without it, fail in CI.
+fn require_bird(test: &str) -> bool {
+    let ok = std::process::Command::new("bird")
+        .arg("--version")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err_and(|_| true) || std::env::var("CI").is_ok_and(|v| v != "true"),
+            "!!! {test}: needs BIRD 2 (`bird`), which is not installed. CI=true, so this is a failure, not a skip. !!!"
+        );
+        eprintln!("SKIP: {test}: BIRD 2 (`bird`) is not installed");
+    }
+    ok
+}
+
+fn testpeer() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
+}
+
+/// The router's next hops toward the VIP.
+fn next_hops(router: &Netns) -> BTreeSet<String> {
+    let out = router.ip(&["route", "show", &format!("{VIP}/32")]).unwrap_or_default();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_owned()).collect()
+}
+
+fn hops(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Waits until the router's next hops are `want`; how long it took.
+fn wait_hops(router: &Netns, want: &[&str], timeout: Duration, what: &str) -> Duration {
+    let start = Instant::now();
+    let want = hops(want);
+    assert!(
+        wait_until(timeout, || next_hops(router) == want),
+        "{what}: next hops {:?}, want {want:?} within {timeout:?}",
+        next_hops(router)
+    );
+    start.elapsed()
+}
+
+fn director_config(extra_bgp: &str) -> String {
+    let mut text = format!(
+        "[bgp]\nlocal_as = 65010\nhold_time = 3\nwithdraw_grace = 1\n{extra_bgp}\
+         [[bgp.neighbor]]\naddress = \"{ROUTER}\"\nremote_as = 65000\n"
+    );
+    for port in [DR_HTTP_PORT, DR_TCP_ECHO_PORT] {
+        text.push_str(&format!(
+            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\ninterface = \"eth0\"\n\
+             delay_loop = 0.5\n"
+        ));
+        for real in REALS {
+            text.push_str(&format!(
+                "[[virtual_server.real_server]]\naddress = \"{real}\"\n\
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n"
+            ));
+        }
+    }
+    text
+}
+
+fn router_config(neighbors: &[&str]) -> String {
+    let mut text = format!(
+        "log stderr all;\nrouter id {ROUTER};\nprotocol device {{}}\n\
+         protocol kernel {{ ipv4 {{ export all; }}; merge paths on limit 8; }}\n\
+         protocol bfd {{ interface \"*\" {{ interval 300 ms; multiplier 3; }}; }}\n"
+    );
+    for (i, n) in neighbors.iter().enumerate() {
+        text.push_str(&format!(
+            "protocol bgp d{i} {{ local as 65000; neighbor {n} as 65010; hold time 3; bfd on;\n\
+             connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
+             ipv4 {{ import all; export none; }}; }}\n"
+        ));
+    }
+    text
+}
+
+struct Lab {
+    topo: Topology,
+    router: Host,
+    client: Host,
+    directors: Vec<Host>,
+    dir: tempfile::TempDir,
+}
+
+/// Builds the namespaces, the reals' servers and the router's BIRD.
+fn lab(label: &str) -> Lab {
+    let mut topo = Topology::new(label).expect("topology");
+    let router = topo.add_host("router", &[&format!("{ROUTER}/24"), "203.0.113.1/24"]).unwrap();
+    for (k, v) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.fib_multipath_hash_policy", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.eth0.send_redirects", "0"),
+    ] {
+        router.ns.sysctl(k, v).unwrap();
+    }
+    let client = topo.add_host("client", &["203.0.113.2/24"]).unwrap();
+    client.ns.ip(&["route", "add", "default", "via", "203.0.113.1"]).unwrap();
+    let directors: Vec<Host> = DIRECTORS
+        .iter()
+        .enumerate()
+        .map(|(i, a)| topo.add_host(&format!("dir{}", i + 1), &[&format!("{a}/24")]).unwrap())
+        .collect();
+    for (i, addr) in REALS.iter().enumerate() {
+        let real = topo.add_host(&format!("rs{}", i + 1), &[&format!("{addr}/24")]).unwrap();
+        real.ns.ip(&["route", "add", "default", "via", ROUTER]).unwrap();
+        real.add_vip_on_lo(VIP.into()).unwrap();
+        real.realserver_arp_sysctls().unwrap();
+        let mut args = vec!["--name".to_owned(), real.name.clone()];
+        for a in [VIP.to_string(), (*addr).to_owned()] {
+            args.extend(["--http".to_owned(), format!("{a}:{DR_HTTP_PORT}")]);
+            args.extend(["--tcp-echo".to_owned(), format!("{a}:{DR_TCP_ECHO_PORT}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let peer = spawn_testpeer(&real.ns, testpeer(), &args).expect("testpeer");
+        topo.adopt(peer);
+    }
+    let dir = lb_tests::scratch_dir(&format!("{}-bgp-", topo.prefix())).unwrap();
+    let conf = dir.path().join("router.conf");
+    std::fs::write(&conf, router_config(&DIRECTORS)).unwrap();
+    let ctl = dir.path().join("router.ctl");
+    let bird = router
+        .ns
+        .spawn(&["bird", "-f", "-c", conf.to_str().unwrap(), "-s", ctl.to_str().unwrap()])
+        .expect("router BIRD");
+    topo.adopt(bird);
+    Lab { topo, router, client, directors, dir }
+}
+
+/// Kills a BIRD a pinned agent left running (it outlives agents by design), when the test ends.
+struct BirdReaper(std::path::PathBuf);
+
+impl Drop for BirdReaper {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|t| t.trim().parse().ok())
+        {
+            // SAFETY: a plain signal to the BIRD this test's agent started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn new_flows(agent: &LbAgent) -> u64 {
+    let b = agent.backends().expect("backends");
+    b["services"].as_array().unwrap().iter().map(|s| s["new_flows"].as_u64().unwrap_or(0)).sum()
+}
+
+fn vip_state(agent: &LbAgent) -> (bool, String) {
+    let s = agent.status().expect("status");
+    let v = &s["bgp"]["vips"][0];
+    (v["announced"].as_bool().unwrap_or(false), v["reason"].as_str().unwrap_or("").to_owned())
+}
+
+#[test]
+fn three_directors_behind_ecmp() {
+    if !require_root("bgp_ecmp") || !require_bird("bgp_ecmp") {
+        return;
+    }
+    let lab = lab("bgpecmp");
+    let router = &lab.router.ns;
+    let cfg = lab.dir.path().join("lb.toml");
+    std::fs::write(&cfg, director_config("")).unwrap();
+    let bpf = BpfFs::mount(lab.dir.path().join("bpf")).expect("bpffs");
+    let pin = bpf.dir.join("lb3").to_string_lossy().into_owned();
+    let state = lab.dir.path().join("dir3.json");
+    let _reaper = BirdReaper(lab.dir.path().join("dir3.json.bird.pid"));
+    let state_s = state.to_string_lossy().into_owned();
+    let generic = ["--xdp-mode", "generic"];
+    let pinned = ["--xdp-mode", "generic", "--pin-dir", &pin, "--state-file", &state_s];
+    let start = |i: usize, args: &[&str]| {
+        LbAgent::start(&lab.directors[i].ns, &lb_bin(), &cfg, args).expect("lb run")
+    };
+    let dir1 = start(0, &generic);
+    let dir2 = start(1, &generic);
+    let dir3 = start(2, &pinned);
+
+    // 1. All three announce: three next hops; new connections spread over the directors.
+    wait_hops(router, &DIRECTORS, Duration::from_secs(30), "all three directors");
+    let statuses: Vec<serde_json::Value> =
+        [&dir1, &dir2, &dir3].iter().map(|a| a.status().unwrap()).collect();
+    for s in &statuses {
+        let session = &s["bgp"]["sessions"][0];
+        assert_eq!(session["neighbor"], ROUTER, "{s}");
+        assert_eq!(session["up"], true, "{s}");
+        assert_eq!(session["bfd"], "Up", "{s}");
+        assert_eq!(session["prefixes"], 1, "{s}");
+        assert_eq!(s["bgp"]["vips"][0]["reason"], "ready", "{s}");
+        assert_eq!(s["pick_fingerprints"], statuses[0]["pick_fingerprints"]);
+    }
+    assert!(!statuses[0]["pick_fingerprints"].as_array().unwrap().is_empty());
+    let before: Vec<u64> = [&dir1, &dir2, &dir3].iter().map(|a| new_flows(a)).collect();
+    const N: u32 = 150;
+    let counts = count_http(&lab.client.ns, &format!("http://{VIP}:{DR_HTTP_PORT}/"), N);
+    assert!(!counts.contains_key("(failed)"), "{counts:?}");
+    for rs in ["rs1", "rs2", "rs3"] {
+        assert!(counts.contains_key(rs), "{rs} never answered: {counts:?}");
+    }
+    let spread: Vec<u64> =
+        [&dir1, &dir2, &dir3].iter().zip(&before).map(|(a, b)| new_flows(a) - b).collect();
+    eprintln!("flows per director: {spread:?} of {N}");
+    for (i, n) in spread.iter().enumerate() {
+        assert!(*n * 100 >= u64::from(N) * 15, "dir{} forwarded {n} of {N}: {spread:?}", i + 1);
+    }
+
+    // 2. Long-lived connections across withdraw, crash, rejoin and a hitless restart.
+    let conns = LongLived::start(
+        &lab.client.ns,
+        (VIP, DR_TCP_ECHO_PORT).into(),
+        50,
+        Duration::from_millis(100),
+    )
+    .expect("long-lived connections");
+    let mut last = conns.wait_round_trips(3, Duration::from_secs(10)).expect("talking");
+
+    dir1.cli(&["bgp", "withdraw"]).expect("lb bgp withdraw");
+    let took = wait_hops(router, &DIRECTORS[1..], Duration::from_secs(1), "dir1 withdrawn");
+    eprintln!("operator withdraw: router dropped dir1 after {took:?}");
+    assert_eq!(vip_state(&dir1), (false, "withdrawn by operator".to_owned()));
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the withdraw");
+
+    dir2.kill().expect("SIGKILL dir2");
+    let took = wait_hops(router, &DIRECTORS[2..], Duration::from_secs(1), "dir2 killed");
+    eprintln!("SIGKILL: router dropped dir2 after {took:?}");
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the crash");
+
+    let dir2 = start(1, &generic);
+    wait_hops(router, &DIRECTORS[1..], Duration::from_secs(20), "dir2 back");
+    dir1.cli(&["bgp", "announce"]).expect("lb bgp announce");
+    wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir1 announced again");
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the rejoin");
+
+    // Hitless restart of the pinned dir3: the router never drops it.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (dropped, watching) = (dropped.clone(), watching.clone());
+        let router = router.clone();
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                if !next_hops(&router).contains(DIRECTORS[2]) {
+                    dropped.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    dir3.quit().expect("SIGQUIT dir3");
+    let dir3 = start(2, &pinned);
+    assert!(dir3.stderr().contains("adopted the running BIRD"), "{}", dir3.stderr());
+    std::thread::sleep(Duration::from_secs(3));
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(!dropped.load(Ordering::Relaxed), "the router dropped dir3 during its hitless restart");
+    assert_eq!(vip_state(&dir3), (true, "ready".to_owned()));
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the restart");
+
+    // 3. Every real down as dir3 sees it: dir3 withdraws; back up: it announces again.
+    for real in REALS {
+        lab.directors[2].ns.ip(&["route", "add", "prohibit", &format!("{real}/32")]).unwrap();
+    }
+    wait_hops(router, &DIRECTORS[..2], Duration::from_secs(5), "dir3's reals down");
+    let (announced, reason) = vip_state(&dir3);
+    assert!(!announced && reason.starts_with("not ready"), "{reason}");
+    for real in REALS {
+        lab.directors[2].ns.ip(&["route", "del", "prohibit", &format!("{real}/32")]).unwrap();
+    }
+    wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir3's reals up again");
+    conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("at the end");
+    let report = conns.stop();
+    eprintln!("{}", report.summary());
+    assert!(report.is_clean(), "connections broken:\n{report}");
+
+    // A graceful stop withdraws first (the router drops dir1 before the agent exits).
+    let stopping = Instant::now();
+    dir1.stop().expect("SIGTERM dir1");
+    assert!(stopping.elapsed() >= Duration::from_secs(1), "withdraw_grace not kept");
+    assert!(!next_hops(router).contains(DIRECTORS[0]));
+    dir3.stop().expect("SIGTERM dir3");
+    assert!(!lab.dir.path().join("dir3.json.bird.pid").exists(), "dir3's BIRD left running");
+    drop(dir2);
+    drop(lab.topo);
+}
+
+/// `speaker = "external"`: the ready VIPs are routes in `export_table`, which a BIRD configured
+/// by the test (not by lb) exports to the router; `lb bgp withdraw` removes them.
+#[test]
+fn external_speaker_keeps_routes_for_the_operators_daemon() {
+    if !require_root("bgp_external") || !require_bird("bgp_external") {
+        return;
+    }
+    let lab = lab("bgpext");
+    let router = &lab.router.ns;
+    let director = &lab.directors[0];
+    let cfg = lab.dir.path().join("lb.toml");
+    let text = director_config("speaker = \"external\"\nexport_table = 100\n");
+    // No neighbors with `external`: the operator's daemon holds the sessions.
+    let text = text.replace(
+        &format!("[[bgp.neighbor]]\naddress = \"{ROUTER}\"\nremote_as = 65000\n"),
+        "",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let agent =
+        LbAgent::start(&director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb");
+    let table = || director.ns.ip(&["route", "show", "table", "100"]).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(5), || table().contains("blackhole 192.0.2.100")));
+    assert!(table().contains("proto 250"), "{}", table());
+    // Never this host's forwarding: the main table knows nothing of the VIP.
+    let main = director.ns.ip(&["route", "show", "table", "main"]).unwrap();
+    assert!(!main.contains("192.0.2.100"), "{main}");
+
+    let conf = lab.dir.path().join("dir1-bird.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "router id {};\nprotocol device {{}}\n\
+             protocol kernel {{ kernel table 100; learn; ipv4 {{ import all; export none; }}; }}\n\
+             protocol bgp {{ local as 65010; neighbor {ROUTER} as 65000; hold time 3;\n\
+             connect delay time 1; ipv4 {{ import none; export all; next hop self; }}; }}\n",
+            DIRECTORS[0]
+        ),
+    )
+    .unwrap();
+    let ctl = lab.dir.path().join("dir1-bird.ctl");
+    let _bird = director
+        .ns
+        .spawn(&["bird", "-f", "-c", conf.to_str().unwrap(), "-s", ctl.to_str().unwrap()])
+        .expect("director BIRD");
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(30), "learned from export_table");
+
+    agent.cli(&["bgp", "withdraw"]).expect("withdraw");
+    assert!(wait_until(Duration::from_secs(3), || !table().contains("192.0.2.100")), "{}", table());
+    wait_hops(router, &[], Duration::from_secs(5), "withdrawn from export_table");
+    agent.cli(&["bgp", "announce"]).expect("announce");
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(5), "announced again");
+    agent.stop().expect("stop");
+    assert!(!table().contains("192.0.2.100"), "routes left after stop: {}", table());
+}
+
+/// BIRD failing to start: `lb run` exits with an error naming it, and nothing stays attached.
+#[test]
+fn bird_failing_to_start_is_a_clear_error() {
+    if !require_root("bgp_bird_fails") {
+        return;
+    }
+    let mut topo = Topology::new("bgpfail").expect("topology");
+    let host = topo.add_host("dir1", &["198.51.100.2/24"]).unwrap();
+    let dir = lb_tests::scratch_dir(&format!("{}-bgpfail-", topo.prefix())).unwrap();
+    // A `bird` that refuses to run, first on PATH.
+    let fake = dir.path().join("bird");
+    std::fs::write(&fake, "#!/bin/sh\necho 'bird: cannot start (test)' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = dir.path().join("lb.toml");
+    std::fs::write(&cfg, director_config("")).unwrap();
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let socket = dir.path().join("lb.sock");
+    let (cfg_s, socket_s, bin) = (cfg.to_str().unwrap(), socket.to_str().unwrap(), lb_bin());
+    let path_env = format!("PATH={path}");
+    let args = [
+        "env",
+        &path_env,
+        bin.to_str().unwrap(),
+        "run",
+        "-c",
+        cfg_s,
+        "--socket",
+        socket_s,
+        "--xdp-mode",
+        "generic",
+    ];
+    let out = lb_tests::Process::spawn(host.ns.command(&args), "lb run")
+        .and_then(|p| p.wait_with_output(Duration::from_secs(20)))
+        .expect("lb run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lb run started with a failing BIRD: {stderr}");
+    assert!(stderr.contains("BIRD (`bird`)"), "{stderr}");
+    assert!(stderr.contains("cannot start (test)"), "{stderr}");
+    assert!(!host.xdp_attached(), "XDP left attached");
+}
