@@ -206,6 +206,11 @@ fn three_directors_behind_ecmp() {
 
     // 1. All three announce: three next hops; new connections spread over the directors.
     wait_hops(router, &DIRECTORS, Duration::from_secs(30), "all three directors");
+    // Each agent reads its session from BIRD once a second.
+    for a in [&dir1, &dir2, &dir3] {
+        let up = || a.status().is_ok_and(|s| s["bgp"]["sessions"][0]["prefixes"] == 1);
+        assert!(wait_until(Duration::from_secs(5), up), "{:?}", a.status().ok());
+    }
     let statuses: Vec<serde_json::Value> =
         [&dir1, &dir2, &dir3].iter().map(|a| a.status().unwrap()).collect();
     for s in &statuses {

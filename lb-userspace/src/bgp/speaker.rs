@@ -260,8 +260,11 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
         let announced = b.announced.clone();
         update(&mut |v| v.announced = announced.clone());
     }
+    // Polled on a clock of its own: commands arriving must not postpone reading the sessions.
+    let mut next_poll = Instant::now();
     loop {
-        let result = match rx.recv_timeout(POLL) {
+        let wait = next_poll.saturating_duration_since(Instant::now());
+        let result = match rx.recv_timeout(wait) {
             Ok(Cmd::Announce(vips)) => {
                 let mut vips = vips;
                 vips.sort();
@@ -295,6 +298,7 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
+                next_poll = Instant::now() + POLL;
                 let mut view = live.lock().map(|v| v.clone()).unwrap_or_default();
                 let r = edge.poll(&mut view);
                 update(&mut |v| {
