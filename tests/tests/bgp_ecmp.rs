@@ -33,7 +33,8 @@ fn require_bird(test: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(
-            std::env::var("CI").is_err_and(|_| true) || std::env::var("CI").is_ok_and(|v| v != "true"),
+            std::env::var("CI").is_err_and(|_| true)
+                || std::env::var("CI").is_ok_and(|v| v != "true"),
             "!!! {test}: needs BIRD 2 (`bird`), which is not installed. CI=true, so this is a failure, not a skip. !!!"
         );
         eprintln!("SKIP: {test}: BIRD 2 (`bird`) is not installed");
@@ -329,10 +330,8 @@ fn external_speaker_keeps_routes_for_the_operators_daemon() {
     let cfg = lab.dir.path().join("lb.toml");
     let text = director_config("speaker = \"external\"\nexport_table = 100\n");
     // No neighbors with `external`: the operator's daemon holds the sessions.
-    let text = text.replace(
-        &format!("[[bgp.neighbor]]\naddress = \"{ROUTER}\"\nremote_as = 65000\n"),
-        "",
-    );
+    let text =
+        text.replace(&format!("[[bgp.neighbor]]\naddress = \"{ROUTER}\"\nremote_as = 65000\n"), "");
     std::fs::write(&cfg, text).unwrap();
     let agent =
         LbAgent::start(&director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb");
