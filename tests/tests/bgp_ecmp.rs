@@ -410,3 +410,41 @@ fn bird_failing_to_start_is_a_clear_error() {
     assert!(stderr.contains("cannot start (test)"), "{stderr}");
     assert!(!host.xdp_attached(), "XDP left attached");
 }
+
+/// A VIP in a `vrrp_instance` is announced by the MASTER only; a failover moves the announcement.
+#[test]
+fn vrrp_vip_is_announced_by_the_master_only() {
+    if !require_root("bgp_vrrp") || !require_bird("bgp_vrrp") {
+        return;
+    }
+    let lab = lab("bgpvrrp");
+    let router = &lab.router.ns;
+    let config = |priority: u8| {
+        format!(
+            "{}[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
+             virtual_router_id = 51\npriority = {priority}\nadvert_int = 0.5\nversion = 3\n\
+             virtual_ipaddress = [\"{VIP}/32\"]\n",
+            director_config("")
+        )
+    };
+    let start = |i: usize, priority: u8| {
+        let cfg = lab.dir.path().join(format!("lb{i}.toml"));
+        std::fs::write(&cfg, config(priority)).unwrap();
+        LbAgent::start(&lab.directors[i].ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
+            .expect("lb run")
+    };
+    let dir1 = start(0, 150);
+    let dir2 = start(1, 100);
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(30), "the MASTER announces");
+    let backup = || vip_state(&dir2) == (false, "VRRP BACKUP (VI_1)".to_owned());
+    assert!(wait_until(Duration::from_secs(5), backup), "{:?}", vip_state(&dir2));
+    // Still only the MASTER a while later (the BACKUP's session is up, announcing nothing).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(next_hops(router), hops(&DIRECTORS[..1]));
+    assert_eq!(dir2.status().unwrap()["bgp"]["sessions"][0]["up"], true);
+
+    dir1.stop().expect("SIGTERM dir1");
+    let took = wait_hops(router, &DIRECTORS[1..2], Duration::from_secs(10), "failover");
+    eprintln!("VRRP failover moved the announcement in {took:?} after dir1 stopped");
+    assert_eq!(vip_state(&dir2), (true, "ready".to_owned()));
+}
