@@ -448,3 +448,163 @@ fn vrrp_vip_is_announced_by_the_master_only() {
     eprintln!("VRRP failover moved the announcement in {took:?} after dir1 stopped");
     assert_eq!(vip_state(&dir2), (true, "ready".to_owned()));
 }
+
+/// The router's next hop for a client flow from `sport` to the VIP's HTTP port (its ECMP hash).
+fn path_of(router: &Netns, sport: u16) -> Option<String> {
+    let out = router
+        .ip(&[
+            "route",
+            "get",
+            &VIP.to_string(),
+            "from",
+            "203.0.113.2",
+            "iif",
+            "eth0",
+            "ipproto",
+            "tcp",
+            "sport",
+            &sport.to_string(),
+            "dport",
+            &DR_HTTP_PORT.to_string(),
+        ])
+        .ok()?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words.windows(2).find(|w| w[0] == "via").map(|w| w[1].to_owned())
+}
+
+/// One `GET /` from client port `sport` over a fresh connection: answered by a real?
+fn curl_from(client: &Netns, sport: u16) -> bool {
+    let url = format!("http://{VIP}:{DR_HTTP_PORT}/");
+    let port = sport.to_string();
+    let args = ["curl", "-sS", "--noproxy", "*", "--local-port", &port, "--connect-timeout", "0.1"];
+    let mut cmd = client.command(&args);
+    cmd.args(["--max-time", "0.3", &url]);
+    lb_tests::run_command(cmd, Duration::from_secs(2))
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("rs"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `cargo xtask bench`: a director dies (its link goes down: no TCP reset, only BFD can tell) →
+/// the router withdraws it → the first request of a flow that hashed to it is answered through
+/// another director. Medians of `LB_BENCH_ROUNDS` (default 5) rounds; and the spread of new
+/// flows over the three directors. Rows are appended to `LB_BENCH_JSON` if set.
+#[test]
+#[ignore = "benchmark: cargo xtask bench"]
+fn bench_director_death_to_traffic_through_the_others() {
+    if !require_root("bgp_bench") || !require_bird("bgp_bench") {
+        return;
+    }
+    let rounds: usize =
+        std::env::var("LB_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let lab = lab("bgpbench");
+    let router = &lab.router.ns;
+    let cfg = lab.dir.path().join("lb.toml");
+    std::fs::write(&cfg, director_config("")).unwrap();
+    let start = |i: usize| {
+        LbAgent::start(&lab.directors[i].ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
+            .expect("lb run")
+    };
+    let mut agents: Vec<Option<LbAgent>> = (0..3).map(|i| Some(start(i))).collect();
+    wait_hops(router, &DIRECTORS, Duration::from_secs(30), "all three");
+
+    // Spread of 300 new connections.
+    let before: Vec<u64> = agents.iter().flatten().map(new_flows).collect();
+    let n = 300;
+    let counts = count_http(&lab.client.ns, &format!("http://{VIP}:{DR_HTTP_PORT}/"), n);
+    let spread: Vec<f64> = agents
+        .iter()
+        .flatten()
+        .zip(&before)
+        .map(|(a, b)| (new_flows(a) - b) as f64 * 100.0 / f64::from(n))
+        .collect();
+    eprintln!("spread of {n} connections over the directors (%): {spread:?}; answers {counts:?}");
+
+    let (mut withdraws, mut answers) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let dead = Instant::now();
+        lab.directors[0].ns.ip(&["link", "set", "eth0", "down"]).unwrap();
+        let watcher = {
+            let router = router.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(10) {
+                    if !next_hops(&router).contains(DIRECTORS[0]) {
+                        return Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                None
+            })
+        };
+        // New connections (the client picks the ports) until 1.5 s after the withdrawal: the
+        // ones the router still hashes to dir1 fail. Traffic flows again for every flow from
+        // the end of the last failed one.
+        let mut attempts: Vec<(Instant, bool)> = Vec::new();
+        // Fresh ports each round: a real still holds the last round's in TIME_WAIT.
+        let mut port = 20000 + 1000 * u16::try_from(round).unwrap_or(0);
+        while dead.elapsed() < Duration::from_secs(6) {
+            port += 1;
+            let ok = curl_from(&lab.client.ns, port);
+            attempts.push((Instant::now(), ok));
+            assert!(attempts.len() < 1000, "too many attempts");
+            if watcher.is_finished() && attempts.iter().rev().take(40).all(|a| a.1) {
+                break;
+            }
+        }
+        let withdrawn = watcher.join().unwrap().expect("router never withdrew dir1");
+        let failed_at: Vec<u128> = attempts
+            .iter()
+            .filter(|a| !a.1)
+            .map(|a| a.0.duration_since(dead).as_millis())
+            .collect();
+        eprintln!("failed requests ended at (ms after the death): {failed_at:?}");
+        let failures = attempts.iter().filter(|a| !a.1).count();
+        assert!(failures > 0, "no request failed: dir1 was not on any flow's path");
+        let answered = attempts.iter().rev().find(|a| !a.1).map(|a| a.0).unwrap();
+        assert!(attempts.last().is_some_and(|a| a.1), "requests still failing");
+        let (w, a) = (
+            withdrawn.duration_since(dead).as_secs_f64() * 1e3,
+            answered.duration_since(dead).as_secs_f64() * 1e3,
+        );
+        eprintln!(
+            "round {}: withdrawn after {w:.0} ms, last failed request ended {a:.0} ms after the \
+             death ({failures} of {} failed)",
+            round + 1,
+            attempts.len()
+        );
+        withdraws.push(w);
+        answers.push(a);
+        // dir1 back: link up, a fresh agent (and BIRD), three next hops again.
+        lab.directors[0].ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        if let Some(old) = agents[0].take() {
+            let _ = old.kill();
+        }
+        agents[0] = Some(start(0));
+        wait_hops(router, &DIRECTORS, Duration::from_secs(30), "dir1 back");
+        // BFD up again too, or the next death is found by the hold timer instead.
+        let agent = agents[0].as_ref().unwrap();
+        let bfd_up = || agent.status().is_ok_and(|s| s["bgp"]["sessions"][0]["bfd"] == "Up");
+        assert!(wait_until(Duration::from_secs(10), bfd_up), "BFD not up again");
+    }
+    let rows = serde_json::json!([
+        {"name": "bgp_director_death_bfd_withdraw", "value": median(withdraws.clone()),
+         "unit": "ms", "samples": withdraws},
+        {"name": "bgp_director_death_all_flows_answered", "value": median(answers.clone()),
+         "unit": "ms", "samples": answers},
+        {"name": "bgp_ecmp_spread_min_share", "value": spread.iter().copied().fold(100.0, f64::min),
+         "unit": "%", "samples": spread},
+    ]);
+    eprintln!("{}", serde_json::to_string_pretty(&rows).unwrap());
+    if let Some(path) = std::env::var_os("LB_BENCH_JSON") {
+        let mut list: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        list.extend(rows.as_array().unwrap().iter().cloned());
+        std::fs::write(&path, serde_json::to_string_pretty(&list).unwrap() + "\n").unwrap();
+    }
+}
