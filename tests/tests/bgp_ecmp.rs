@@ -449,29 +449,6 @@ fn vrrp_vip_is_announced_by_the_master_only() {
     assert_eq!(vip_state(&dir2), (true, "ready".to_owned()));
 }
 
-/// The router's next hop for a client flow from `sport` to the VIP's HTTP port (its ECMP hash).
-fn path_of(router: &Netns, sport: u16) -> Option<String> {
-    let out = router
-        .ip(&[
-            "route",
-            "get",
-            &VIP.to_string(),
-            "from",
-            "203.0.113.2",
-            "iif",
-            "eth0",
-            "ipproto",
-            "tcp",
-            "sport",
-            &sport.to_string(),
-            "dport",
-            &DR_HTTP_PORT.to_string(),
-        ])
-        .ok()?;
-    let words: Vec<&str> = out.split_whitespace().collect();
-    words.windows(2).find(|w| w[0] == "via").map(|w| w[1].to_owned())
-}
-
 /// One `GET /` from client port `sport` over a fresh connection: answered by a real?
 fn curl_from(client: &Netns, sport: u16) -> bool {
     let url = format!("http://{VIP}:{DR_HTTP_PORT}/");
