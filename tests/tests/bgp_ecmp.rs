@@ -238,6 +238,12 @@ fn three_directors_behind_ecmp() {
         assert!(*n * 100 >= u64::from(N) * 15, "dir{} forwarded {n} of {N}: {spread:?}", i + 1);
     }
 
+    // The VIP is on no director's interface; XDP answers ICMP echo for it all the same.
+    lab.client
+        .ns
+        .ping(VIP.into(), Duration::from_secs(2))
+        .expect("ping the VIP through the router");
+
     // 2. Long-lived connections across withdraw, crash, rejoin and a hitless restart.
     let conns = LongLived::start(
         &lab.client.ns,

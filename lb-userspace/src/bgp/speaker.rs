@@ -714,11 +714,9 @@ impl ExternalSpeaker {
             Ok::<_, std::io::Error>(handle)
         });
         let handle = handle.map_err(|e| err(e.to_string()))?;
-        let s = ExternalSpeaker { table, rt, handle };
-        // Start with nothing announced: routes a previous agent left are not ours to keep
-        // before we know they are ready (a pinned restart re-adds them within a second).
-        s.sync(&[]).map_err(err)?;
-        Ok(s)
+        // Routes a previous agent left stay until the first announcement (moments later) makes
+        // the table match: a hitless restart must not flap them.
+        Ok(ExternalSpeaker { table, rt, handle })
     }
 
     fn retable(&mut self, bgp: &BgpConfig) -> Result<(), String> {
