@@ -3,26 +3,20 @@
 //! `fib_multipath_hash_policy = 1`); three DR reals answer the client straight back through the
 //! router. One lab, set up once (BGP sessions take seconds), runs the scenarios in turn.
 //!
-//! Layout, all on one bridge: client 203.0.113.2 (default via the router) — router 203.0.113.1 and
-//! 198.51.100.1 — directors 198.51.100.2-4 — reals 198.51.100.11-13 (VIP on `lo`, default via the
-//! router). BGP timers are short here only (hold 3 s, BFD 300 ms × 3 as rendered by lb).
+//! The layout is `lb_tests::bgp::EcmpLab`. BGP timers are short here only (hold 3 s, router
+//! reconnects 1 s; BFD 300 ms × 3 as lb renders it).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_tests::bgp::{DIRECTORS, EcmpLab, REALS, ROUTER, VIP, director_config, next_hops};
 use lb_tests::{
-    BpfFs, DR_HTTP_PORT, DR_TCP_ECHO_PORT, Host, LbAgent, LongLived, Netns, Topology, count_http,
-    lb_bin, require_root, spawn_testpeer, wait_until,
+    BpfFs, DR_HTTP_PORT, DR_TCP_ECHO_PORT, LbAgent, LongLived, Netns, Topology, count_http, lb_bin,
+    require_root, wait_until,
 };
-
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const ROUTER: &str = "198.51.100.1";
-const DIRECTORS: [&str; 3] = ["198.51.100.2", "198.51.100.3", "198.51.100.4"];
-const REALS: [&str; 3] = ["198.51.100.11", "198.51.100.12", "198.51.100.13"];
 
 /// BIRD 2 is installed (`cargo xtask bootstrap`): skip without it, fail in CI.
 fn require_bird(test: &str) -> bool {
@@ -46,13 +40,6 @@ fn testpeer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lb-testpeer"))
 }
 
-/// The router's next hops toward the VIP.
-fn next_hops(router: &Netns) -> BTreeSet<String> {
-    let out = router.ip(&["route", "show", &format!("{VIP}/32")]).unwrap_or_default();
-    let words: Vec<&str> = out.split_whitespace().collect();
-    words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_owned()).collect()
-}
-
 fn hops(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -69,93 +56,8 @@ fn wait_hops(router: &Netns, want: &[&str], timeout: Duration, what: &str) -> Du
     start.elapsed()
 }
 
-fn director_config(extra_bgp: &str) -> String {
-    let mut text = format!(
-        "[bgp]\nlocal_as = 65010\nhold_time = 3\nwithdraw_grace = 1\n{extra_bgp}\
-         [[bgp.neighbor]]\naddress = \"{ROUTER}\"\nremote_as = 65000\n"
-    );
-    for port in [DR_HTTP_PORT, DR_TCP_ECHO_PORT] {
-        text.push_str(&format!(
-            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\ninterface = \"eth0\"\n\
-             delay_loop = 0.5\n"
-        ));
-        for real in REALS {
-            text.push_str(&format!(
-                "[[virtual_server.real_server]]\naddress = \"{real}\"\n\
-                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n"
-            ));
-        }
-    }
-    text
-}
-
-fn router_config(neighbors: &[&str]) -> String {
-    let mut text = format!(
-        "log stderr all;\nrouter id {ROUTER};\nprotocol device {{}}\n\
-         protocol kernel {{ ipv4 {{ export all; }}; merge paths on limit 8; }}\n\
-         protocol bfd {{ interface \"*\" {{ interval 300 ms; multiplier 3; }}; }}\n"
-    );
-    for (i, n) in neighbors.iter().enumerate() {
-        text.push_str(&format!(
-            "protocol bgp d{i} {{ local as 65000; neighbor {n} as 65010; hold time 3; bfd on;\n\
-             connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
-             ipv4 {{ import all; export none; }}; }}\n"
-        ));
-    }
-    text
-}
-
-struct Lab {
-    topo: Topology,
-    router: Host,
-    client: Host,
-    directors: Vec<Host>,
-    dir: tempfile::TempDir,
-}
-
-/// Builds the namespaces, the reals' servers and the router's BIRD.
-fn lab(label: &str) -> Lab {
-    let mut topo = Topology::new(label).expect("topology");
-    let router = topo.add_host("router", &[&format!("{ROUTER}/24"), "203.0.113.1/24"]).unwrap();
-    for (k, v) in [
-        ("net.ipv4.ip_forward", "1"),
-        ("net.ipv4.fib_multipath_hash_policy", "1"),
-        ("net.ipv4.conf.all.send_redirects", "0"),
-        ("net.ipv4.conf.eth0.send_redirects", "0"),
-    ] {
-        router.ns.sysctl(k, v).unwrap();
-    }
-    let client = topo.add_host("client", &["203.0.113.2/24"]).unwrap();
-    client.ns.ip(&["route", "add", "default", "via", "203.0.113.1"]).unwrap();
-    let directors: Vec<Host> = DIRECTORS
-        .iter()
-        .enumerate()
-        .map(|(i, a)| topo.add_host(&format!("dir{}", i + 1), &[&format!("{a}/24")]).unwrap())
-        .collect();
-    for (i, addr) in REALS.iter().enumerate() {
-        let real = topo.add_host(&format!("rs{}", i + 1), &[&format!("{addr}/24")]).unwrap();
-        real.ns.ip(&["route", "add", "default", "via", ROUTER]).unwrap();
-        real.add_vip_on_lo(VIP.into()).unwrap();
-        real.realserver_arp_sysctls().unwrap();
-        let mut args = vec!["--name".to_owned(), real.name.clone()];
-        for a in [VIP.to_string(), (*addr).to_owned()] {
-            args.extend(["--http".to_owned(), format!("{a}:{DR_HTTP_PORT}")]);
-            args.extend(["--tcp-echo".to_owned(), format!("{a}:{DR_TCP_ECHO_PORT}")]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let peer = spawn_testpeer(&real.ns, testpeer(), &args).expect("testpeer");
-        topo.adopt(peer);
-    }
-    let dir = lb_tests::scratch_dir(&format!("{}-bgp-", topo.prefix())).unwrap();
-    let conf = dir.path().join("router.conf");
-    std::fs::write(&conf, router_config(&DIRECTORS)).unwrap();
-    let ctl = dir.path().join("router.ctl");
-    let bird = router
-        .ns
-        .spawn(&["bird", "-f", "-c", conf.to_str().unwrap(), "-s", ctl.to_str().unwrap()])
-        .expect("router BIRD");
-    topo.adopt(bird);
-    Lab { topo, router, client, directors, dir }
+fn lab(label: &str) -> EcmpLab {
+    EcmpLab::build(label, testpeer()).expect("ECMP lab")
 }
 
 /// Kills a BIRD a pinned agent left running (it outlives agents by design), when the test ends.
