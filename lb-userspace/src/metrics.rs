@@ -672,6 +672,45 @@ mod tests {
         }
     }
 
+    /// `[bgp]`: a gauge per session and per VIP; none without `[bgp]`.
+    #[test]
+    fn bgp_series() {
+        let backends = BackendsView { services: vec![] };
+        let base = json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 0, "reals": 0
+        });
+        let mut with = base.clone();
+        with["bgp"] = json!({
+            "speaker": "bird", "announced": ["192.0.2.100"], "restarts": 0,
+            "sessions": [
+                { "neighbor": "198.51.100.1", "state": "Established", "up": true, "prefixes": 1 },
+                { "neighbor": "198.51.100.9", "state": "Active", "up": false, "prefixes": 0 }
+            ],
+            "vips": [
+                { "vip": "192.0.2.100", "announced": true, "reason": "ready", "reason_kind": "ready" },
+                { "vip": "192.0.2.200", "announced": false, "reason": "withdrawn by operator",
+                  "reason_kind": "withdrawn_by_operator" }
+            ]
+        });
+        let status: StatusView = serde_json::from_value(with).expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        for line in [
+            "# TYPE lb_bgp_session_up gauge",
+            "# TYPE lb_bgp_vip_announced gauge",
+            r#"lb_bgp_session_up{neighbor="198.51.100.1"} 1"#,
+            r#"lb_bgp_session_up{neighbor="198.51.100.9"} 0"#,
+            r#"lb_bgp_vip_announced{vip="192.0.2.100"} 1"#,
+            r#"lb_bgp_vip_announced{vip="192.0.2.200"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        let status: StatusView = serde_json::from_value(base).expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        assert!(!text.contains("lb_bgp_"), "{text}");
+    }
+
     /// Every VRRP, health-check and reload series, with its type and labels.
     #[test]
     fn vrrp_health_and_reload_series() {

@@ -318,6 +318,15 @@ mod tests {
                     weight: 3,
                 }),
             ),
+            (
+                r#"{"command":"bgp","action":"withdraw"}"#,
+                Some(Request::Bgp { action: "withdraw".into(), vip: None }),
+            ),
+            (
+                r#"{"command":"bgp","action":"announce","vip":"192.0.2.1"}"#,
+                Some(Request::Bgp { action: "announce".into(), vip: Some("192.0.2.1".into()) }),
+            ),
+            (r#"{"command":"bgp"}"#, None),
             (r#"{"command":"drain","service":"192.0.2.1:80"}"#, None),
             (r#"{"command":"weight","service":"a","real":"b","weight":-1}"#, None),
             (r#"{"command":"reboot"}"#, None),
