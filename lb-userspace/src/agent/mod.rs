@@ -1,7 +1,11 @@
-//! `lb run`: wires the pure cores to the world. Inputs (config, interfaces, neighbour table) feed
-//! `desired_state`; the dataplane applies the result; the control socket shows it.
+//! `lb run`: wires the pure cores to the world. Inputs (config, interfaces, neighbour table,
+//! health, VRRP) feed `desired_state`; the dataplane applies the result; the control socket shows
+//! it. This file starts and stops the agent; `events` waits on its inputs and `reconcile` turns
+//! each into the dataplane's state (the only path there, VRRP included).
 
 mod changes;
+mod events;
+mod reconcile;
 mod resume;
 pub mod view;
 
@@ -14,7 +18,6 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::load::{self, FormatChoice},
@@ -42,6 +45,9 @@ use crate::{
     overrides::{self, Override, Overrides, ServiceSelector},
     vrrp::{self as vrrp_engine, State as VrrpState, VrrpEngine, VrrpStatus},
 };
+pub use events::block_start_signals;
+use events::{Exit, Signals, Sources, event_loop};
+use reconcile::{Reloader, Turn, config_hash, unix_now};
 
 /// How long start-up waits for real-server MACs before going live with what it has.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -98,44 +104,6 @@ struct Shared {
     /// `[bgp]`: the announcer of the ready VIPs.
     bgp: Option<crate::bgp::agent::BgpAgent>,
 }
-
-/// What a reload needs besides the running state. Reading, parsing, validating and planning a
-/// new config use only this, so they never hold the agent lock: a slow file must not hold up
-/// health transitions, VRRP or the control socket.
-struct Reloader {
-    /// The file given to `lb run -c`, re-read on reload (same format and strictness).
-    config_path: PathBuf,
-    format: FormatChoice,
-    strict: bool,
-    /// `--dataplane` and what this host can do: each reload plans again with them.
-    mode: Mode,
-    caps: Capabilities,
-    /// For the netlink queries a reload makes from a blocking thread.
-    rt: tokio::runtime::Handle,
-    netlink: rtnetlink::Handle,
-    /// Held from reading the file to switching to it: one reload at a time.
-    running: Mutex<()>,
-}
-
-/// What a reload does when another one is running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Turn {
-    /// Wait for it (SIGHUP: nobody waits on an answer, and the file may have changed again).
-    Wait,
-    /// Refuse at once (`lb reload`: the client would otherwise time out without a word).
-    Refuse,
-}
-
-/// A new config read and checked without the agent lock, ready to switch to.
-struct Prepared {
-    config: Config,
-    plan: Plan,
-    facts: HostFacts,
-    monitored: Vec<MonitoredReal>,
-}
-
-/// Refused `lb reload` while another reload runs; the text is what the operator sees.
-const RELOAD_BUSY: &str = "a reload is already in progress: try again when it has finished";
 
 struct AgentHandler {
     shared: Arc<Mutex<Shared>>,
@@ -201,291 +169,6 @@ enum Change {
     Drain,
     Undrain,
     Weight(u32),
-}
-
-impl Shared {
-    /// What `lb backends` and `lb status` (and the metrics) show.
-    fn views(&mut self) -> Result<(BackendsView, StatusView), String> {
-        let counters = self.dataplane.counters().map_err(|e| format!("reading counters: {e}"))?;
-        let status = self.dataplane.status();
-        let backends = view::backends(&self.desired, &counters);
-        let status = StatusView {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            config: self.config.source.display().to_string(),
-            pid: std::process::id(),
-            uptime_secs: self.started.elapsed().as_secs(),
-            dataplane: status.into(),
-            counters: counters.global.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-            events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-            services: self.desired.services.len(),
-            reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
-            service_dataplanes: view::service_dataplanes(&self.desired),
-            vrrp: match &self.vrrp_live {
-                Some(rx) => serde_json::to_value(&*rx.borrow()).ok(),
-                None => self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
-            },
-            listeners: self.listeners.iter().map(|l| (l.name().to_owned(), l.view())).collect(),
-            checks_not_run: self.monitor.checks_not_run(),
-            health_checks: self.monitor.check_stats(),
-            reloads: self.reloads.clone(),
-            bgp: self.bgp.as_ref().map(crate::bgp::agent::BgpAgent::view),
-            pick_fingerprints: crate::bgp::fingerprints(
-                &self.desired,
-                self.config.dataplane.hash_seed,
-            ),
-        };
-        Ok((backends, status))
-    }
-
-    /// The desired state for the current inputs.
-    fn compute(&self) -> Desired {
-        desired_state(&Inputs {
-            config: &self.config,
-            host: &self.facts,
-            health: &self.health,
-            overrides: &self.overrides,
-            vrrp: &self.vrrp,
-            plan: &self.plan,
-        })
-    }
-
-    /// Recomputes and applies the desired state if anything changed.
-    fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
-        let desired = self.compute();
-        if desired != self.desired {
-            self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
-            tracing::info!("{why}: dataplane updated");
-            log_desired(&desired);
-            self.desired = desired;
-        }
-        self.announce();
-        Ok(())
-    }
-
-    /// The announced VIPs follow the desired state (route health injection).
-    fn announce(&mut self) {
-        if let Some(b) = &mut self.bgp {
-            b.update(&self.desired, &self.health, !self.closed);
-        }
-    }
-
-    /// `lb bgp withdraw|announce [VIP]`.
-    fn bgp_operator(
-        &mut self,
-        action: &str,
-        vip: Option<&str>,
-    ) -> anyhow::Result<serde_json::Value> {
-        let Some(b) = &mut self.bgp else {
-            anyhow::bail!("no [bgp] section in the running configuration")
-        };
-        let withdraw = match action {
-            "withdraw" => true,
-            "announce" => false,
-            other => anyhow::bail!("unknown bgp action {other:?}: withdraw or announce"),
-        };
-        let vip = vip.map(str::parse::<IpAddr>).transpose().context("VIP")?;
-        let vips = b.operator(withdraw, vip).map_err(|e| anyhow!(e))?;
-        self.announce();
-        tracing::info!(action, vips = ?vips, "operator BGP override");
-        Ok(serde_json::json!({ "action": action, "vips": vips }))
-    }
-
-    /// `lb drain` / `lb undrain` / `lb weight`: validated against the running config, applied
-    /// at once, kept until the next reload.
-    fn change(
-        &mut self,
-        service: &str,
-        real: &str,
-        change: Change,
-    ) -> anyhow::Result<serde_json::Value> {
-        let selector: ServiceSelector = service.parse()?;
-        let ids = overrides::select(&self.config, &selector, overrides::parse_real(real)?)?;
-        let before = self.overrides.clone();
-        for id in &ids {
-            match change {
-                Change::Drain => {
-                    self.overrides.0.insert(*id, Override::Drain);
-                }
-                Change::Undrain => {
-                    if self.overrides.0.get(id) == Some(&Override::Drain) {
-                        self.overrides.0.remove(id);
-                    }
-                }
-                Change::Weight(w) => {
-                    self.overrides.0.insert(*id, Override::Weight(w));
-                }
-            }
-        }
-        if let Err(e) = self.reconcile(&format!("{change:?} {real} in {service}")) {
-            self.overrides = before;
-            return Err(e);
-        }
-        let changed: Vec<ChangedView> = ids
-            .iter()
-            .filter_map(|(key, addr, port)| {
-                let svc = self.desired.services.iter().find(|s| s.key == *key)?;
-                let r = svc.reals.iter().find(|r| r.address == *addr && r.port == *port)?;
-                Some(ChangedView {
-                    service: key.to_string(),
-                    real: std::net::SocketAddr::new(*addr, *port).to_string(),
-                    state: r.state.as_str().to_owned(),
-                    weight: r.weight,
-                })
-            })
-            .collect();
-        Ok(serde_json::json!({ "changed": changed }))
-    }
-
-    /// Switches to a prepared config: the only step of a reload under the agent lock. A config
-    /// that fails to apply changes nothing: the running state stays as it was.
-    /// `overrides_before` are the runtime changes when the reload began: it clears those, and
-    /// keeps any made while it read (they came after it) for reals the new config still has.
-    fn switch_to(
-        &mut self,
-        new: Prepared,
-        overrides_before: &Overrides,
-    ) -> anyhow::Result<(usize, usize)> {
-        if self.closed {
-            anyhow::bail!("the agent is stopping: the new configuration was not applied");
-        }
-        let speaker = |c: &Config| c.bgp.as_ref().map(|b| b.speaker);
-        if speaker(&self.config) != speaker(&new.config) {
-            anyhow::bail!(
-                "[bgp] added, removed or its speaker changed: restart lb to apply it (nothing was changed)"
-            );
-        }
-        let Prepared { config, plan, mut facts, monitored } = new;
-        // The neighbour table as last read: it may have changed while the file was read.
-        facts.neighbours = self.facts.neighbours.clone();
-        let overrides = overrides_after_reload(&self.overrides, overrides_before, &config);
-        let desired = desired_state(&Inputs {
-            config: &config,
-            host: &facts,
-            health: &self.health,
-            overrides: &overrides,
-            vrrp: &self.vrrp,
-            plan: &plan,
-        });
-        if let Err(e) = self.dataplane.apply(&desired) {
-            // Put back what was running; the old state was applied before, so this succeeds
-            // unless the kernel refuses map updates altogether.
-            if let Err(again) = self.dataplane.apply(&self.desired) {
-                tracing::error!(error = %again, "restoring the previous state after a failed reload");
-            }
-            return Err(e).context("applying the new configuration (previous one kept)");
-        }
-        // New reals: start resolving their MACs now rather than at the next re-probe.
-        for (idx, name, addr) in wanted_neighbours(&config, &facts) {
-            if facts.neighbours.get(idx, addr).is_none() {
-                let _ = neigh::provoke(&name, addr);
-            }
-        }
-        let services = desired.services.len();
-        let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
-        log_desired(&desired);
-        // Unchanged reals keep their health state and running checks.
-        self.monitor.update(monitored);
-        self.config = config;
-        self.facts = facts;
-        self.desired = desired;
-        self.plan = plan;
-        // Runtime changes last until a reload.
-        self.overrides = overrides;
-        if let (Some(b), Some(bgp)) = (&mut self.bgp, &self.config.bgp) {
-            b.reload(bgp);
-        }
-        self.announce();
-        Ok((services, reals))
-    }
-}
-
-impl Reloader {
-    /// Re-reads the config file and applies it: the one reload path of `lb reload` and SIGHUP.
-    /// The agent lock is taken only briefly to read the running VRRP settings, and to switch.
-    fn reload(&self, shared: &Mutex<Shared>, turn: Turn) -> anyhow::Result<serde_json::Value> {
-        let _running = match (turn, self.running.try_lock()) {
-            (_, Ok(g)) => g,
-            (_, Err(TryLockError::Poisoned(e))) => e.into_inner(),
-            (Turn::Refuse, Err(TryLockError::WouldBlock)) => anyhow::bail!(RELOAD_BUSY),
-            (Turn::Wait, Err(TryLockError::WouldBlock)) => {
-                tracing::info!("a reload is already in progress: this one waits its turn");
-                self.running.lock().unwrap_or_else(|e| e.into_inner())
-            }
-        };
-        let started = Instant::now();
-        tracing::info!(config = %self.config_path.display(), "reloading the configuration");
-        // Only reloads change the config, and they run one at a time: this stays current.
-        let (running_vrrp, overrides_before) = {
-            let s = lock(shared);
-            (s.config.vrrp.clone(), s.overrides.clone())
-        };
-        let switched = self.prepare(&running_vrrp).and_then(|prepared| {
-            let prepared_ms = started.elapsed().as_millis() as u64;
-            let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
-            let hash = config_hash(&prepared.config);
-            let mut s = lock(shared);
-            let counts = s.switch_to(prepared, &overrides_before)?;
-            s.reloads.config_hash = hash;
-            Ok((counts, prepared_ms, changes))
-        });
-        let ((services, reals), prepared_ms, changes) = match switched {
-            Ok(v) => {
-                let mut s = lock(shared);
-                s.reloads.succeeded += 1;
-                s.reloads.last_success = Some(unix_now());
-                v
-            }
-            Err(e) => {
-                lock(shared).reloads.failed += 1;
-                return Err(e);
-            }
-        };
-        tracing::info!(
-            config = %self.config_path.display(),
-            services,
-            reals,
-            changed = %changes,
-            read_ms = prepared_ms,
-            total_ms = started.elapsed().as_millis() as u64,
-            "configuration reloaded"
-        );
-        Ok(
-            serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
-        )
-    }
-
-    /// Reads, parses and validates the file and plans its dataplanes, without the agent lock.
-    fn prepare(&self, running_vrrp: &crate::config::vrrp::VrrpConfig) -> anyhow::Result<Prepared> {
-        let config = load_config(&self.config_path, self.format, self.strict)?;
-        if config.vrrp != *running_vrrp {
-            // Restarting instances would give up mastership mid-reload; keepalived users expect
-            // VRRP changes to need a restart too.
-            anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
-        }
-        let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
-        let facts =
-            self.rt.block_on(host_facts(&self.netlink, &config, &neigh::Neighbours::default()))?;
-        let monitored = monitored_reals(&config);
-        Ok(Prepared { config, plan, facts, monitored })
-    }
-}
-
-/// The runtime changes a reload keeps: those made while it read its file (`now` but not
-/// `before`, the changes when it began), for reals `config` still has. Older ones it clears.
-fn overrides_after_reload(now: &Overrides, before: &Overrides, config: &Config) -> Overrides {
-    let in_config = |(key, addr, port): &RealId| {
-        config.virtual_servers.iter().any(|vs| {
-            vs.key() == *key
-                && vs.real_servers.iter().any(|r| r.address == *addr && r.port == *port)
-        })
-    };
-    Overrides(
-        now.0
-            .iter()
-            .filter(|(id, o)| before.0.get(id) != Some(o) && in_config(id))
-            .map(|(id, o)| (*id, *o))
-            .collect(),
-    )
 }
 
 /// Loads the config, logging keepalived.conf warnings (they were accepted, not acted on).
@@ -761,10 +444,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }));
     if let Some(bgp) = config_for_hash.bgp.clone() {
         // Pinned: BIRD's files sit beside the state file, where the next agent looks to adopt.
-        let socket_path = opts.pinning.as_ref().map_or(&opts.socket, |p| &p.state_file).clone();
+        let beside = opts.pinning.as_ref().map_or(&opts.socket, |p| &p.state_file).clone();
         let outlive = opts.pinning.is_some();
         let started = tokio::task::spawn_blocking(move || {
-            crate::bgp::agent::BgpAgent::start(&bgp, &socket_path, outlive)
+            crate::bgp::agent::BgpAgent::start(&bgp, &beside, outlive)
         })
         .await;
         match started {
@@ -791,39 +474,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
 
     // VRRP last: the dataplane is ready before an instance can become MASTER.
+    let mut master_requests = None;
     let engine = if lock(&shared).config.vrrp.instances.is_empty() {
         None
     } else {
         let vrrp = lock(&shared).config.vrrp.clone();
-        // Becoming MASTER: the services go live *before* the engine adds the VIPs and sends
-        // gratuitous ARPs, so no packet for the VIP reaches this host's kernel (which would
-        // answer with a reset). Leaving MASTER goes through the status channel, after the VIPs
-        // are gone, so forwarding continues until then.
-        let s = shared.clone();
-        let on_state: vrrp_engine::OnState = Arc::new(move |change: &vrrp_engine::StateChange| {
-            if change.to != VrrpState::Master {
-                return;
-            }
-            let started = Instant::now();
-            let mut s = lock(&s);
-            if s.vrrp.masters.insert(change.instance.clone()) {
-                match s.reconcile("becoming VRRP master") {
-                    Ok(()) => tracing::info!(
-                        instance = %change.instance,
-                        apply_us = started.elapsed().as_micros() as u64,
-                        "dataplane up before the VIPs"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "bringing the dataplane up")
-                    }
-                }
-            }
-        });
-        let hooks = vrrp_engine::Hooks {
-            on_state: Some(on_state),
-            resume,
-            ..vrrp_engine::Hooks::default()
-        };
+        // Becoming MASTER: the engine asks (and waits) before adding the VIPs and sending
+        // gratuitous ARPs, so the services are live before any packet for a VIP reaches this
+        // host's kernel (which would answer with a reset). Every other change reaches the
+        // dataplane through the status channel; both go through the event loop's one reconcile.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        master_requests = Some(rx);
+        let hooks =
+            vrrp_engine::Hooks { before_vips: Some(tx), resume, ..vrrp_engine::Hooks::default() };
         match VrrpEngine::start(&vrrp, hooks).await {
             Ok(e) => Some(e),
             Err(e) => {
@@ -841,8 +504,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let runtime_dir = opts.socket.parent().unwrap_or(Path::new("/run/lb")).to_owned();
-    let result =
-        event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx, signals, &runtime_dir).await;
+    let sources = Sources { health: health_rx, vrrp: vrrp_rx, masters: master_requests };
+    let result = event_loop(&shared, &reloader, &handle, sources, signals, &runtime_dir).await;
     lock(&shared).closed = true;
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
@@ -850,7 +513,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         if let Some(e) = engine {
             e.abandon().await;
         }
-        if let Some(b) = lock(&shared).bgp.take() {
+        let bgp = lock(&shared).bgp.take();
+        if let Some(b) = bgp {
             b.leave();
         }
         server.abort();
@@ -892,402 +556,4 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shutdown = lock(&shared).dataplane.shutdown();
     tracing::info!("director stopped");
     result.and(shutdown.map_err(Into::into))
-}
-
-/// The signals the agent handles, registered at the start of `lb run`: from then on a signal is
-/// queued for the event loop instead of taking its default action.
-struct Signals {
-    quit: Signal,
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-    /// keepalived's data dump and stats dump: files in the runtime directory.
-    usr1: Signal,
-    usr2: Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        let signals = Signals {
-            quit: signal(SignalKind::quit())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
-        };
-        // `main` holds these blocked until now (see `block_start_signals`); a signal that came
-        // meanwhile is delivered to the handlers just installed.
-        unblock_start_signals();
-        Ok(signals)
-    }
-
-    /// The next stop signal's name (SIGQUIT too: during start-up there is nothing to hand over).
-    async fn stop(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-            _ = self.quit.recv() => "SIGQUIT",
-        }
-    }
-}
-
-/// The signals `lb run` handles.
-const START_SIGNALS: [libc::c_int; 6] =
-    [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
-
-fn start_signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in START_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Keeps the signals `lb run` handles pending (not fatal) until its handlers are installed.
-/// Call first thing, before any thread is started: threads inherit the mask.
-pub fn block_start_signals() {
-    let set = start_signal_set();
-    // SAFETY: a valid set; changing this thread's mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-fn unblock_start_signals() {
-    let set = start_signal_set();
-    // SAFETY: a valid set; changing this thread's mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// keepalived's SIGUSR1 and SIGUSR2 dumps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dump {
-    /// Configuration, desired state (backends as forwarded) and VRRP.
-    Data,
-    /// Status and counters.
-    Stats,
-}
-
-impl Dump {
-    fn signal(self) -> &'static str {
-        match self {
-            Dump::Data => "SIGUSR1",
-            Dump::Stats => "SIGUSR2",
-        }
-    }
-
-    fn file_name(self) -> &'static str {
-        match self {
-            Dump::Data => "lb.data.json",
-            Dump::Stats => "lb.stats.json",
-        }
-    }
-}
-
-impl Shared {
-    /// The JSON of a dump, from the same views `lb backends` and `lb status` show.
-    fn dump(&mut self, kind: Dump) -> Result<serde_json::Value, String> {
-        let (backends, status) = self.views()?;
-        let written_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let value = match kind {
-            Dump::Data => serde_json::json!({
-                "kind": "data",
-                "pid": std::process::id(),
-                "written_at": written_at,
-                "config": self.config,
-                "backends": backends,
-                "vrrp": status.vrrp,
-            }),
-            Dump::Stats => serde_json::json!({
-                "kind": "stats",
-                "pid": std::process::id(),
-                "written_at": written_at,
-                "status": status,
-                "backends": backends,
-            }),
-        };
-        Ok(value)
-    }
-}
-
-/// Seconds since the Unix epoch (0 for a clock before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A short hash of the configuration as the agent runs it (what was read, not the file's bytes).
-fn config_hash(config: &Config) -> String {
-    use md5::{Digest as _, Md5};
-    let bytes = serde_json::to_vec(config).unwrap_or_default();
-    let digest = Md5::digest(&bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `value` to `dir/name` whole: a reader never sees half a dump.
-fn write_dump(dir: &Path, name: &str, value: &serde_json::Value) -> std::io::Result<PathBuf> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
-}
-
-/// SIGUSR1/SIGUSR2: writes the dump and logs where; a failure is logged, never fatal.
-async fn dump_on_signal(shared: &Arc<Mutex<Shared>>, dir: &Path, kind: Dump) {
-    let (s, dir) = (shared.clone(), dir.to_owned());
-    let result = tokio::task::spawn_blocking(move || {
-        let value = lock(&s).dump(kind).map_err(std::io::Error::other)?;
-        write_dump(&dir, kind.file_name(), &value)
-    })
-    .await;
-    match result {
-        Ok(Ok(path)) => tracing::info!(path = %path.display(), "{}: dump written", kind.signal()),
-        Ok(Err(e)) => tracing::error!(error = %e, "{}: writing the dump", kind.signal()),
-        Err(e) => tracing::error!(error = %e, "{}: dump task failed", kind.signal()),
-    }
-}
-
-/// Why the event loop ended.
-enum Exit {
-    /// SIGTERM/SIGINT: stop forwarding and clean up.
-    Stop,
-    /// SIGQUIT with a pinned dataplane: exit, leaving forwarding to the next agent.
-    Handover,
-}
-
-async fn event_loop(
-    shared: &Arc<Mutex<Shared>>,
-    reloader: &Arc<Reloader>,
-    handle: &rtnetlink::Handle,
-    mut health: tokio::sync::watch::Receiver<HealthSnapshot>,
-    mut vrrp: Option<tokio::sync::watch::Receiver<VrrpStatus>>,
-    signals: Signals,
-    runtime_dir: &Path,
-) -> anyhow::Result<Exit> {
-    let Signals { mut quit, mut term, mut int, mut hup, mut usr1, mut usr2 } = signals;
-    let mut tick = tokio::time::interval(NEIGH_REFRESH);
-    let mut last_probe = Instant::now();
-    // VRRP instances in FAULT, last we heard.
-    let mut faulted = std::collections::HashSet::new();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(Exit::Stop); }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(Exit::Stop); }
-            _ = quit.recv() => {
-                if lock(shared).pinned {
-                    return Ok(Exit::Handover);
-                }
-                tracing::warn!("SIGQUIT without --pin-dir: stopping (nothing could be handed over)");
-                return Ok(Exit::Stop);
-            }
-            changed = async {
-                match vrrp.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let Some(rx) = vrrp.as_mut() else { continue };
-                if changed.is_err() {
-                    vrrp = None;
-                    continue;
-                }
-                let status = rx.borrow_and_update().clone();
-                let named = |state: VrrpState| -> Vec<String> {
-                    status.instances.iter().filter(|i| i.state == state).map(|i| i.name.clone()).collect()
-                };
-                // An instance out of FAULT: its interface may be a new one (deleted and created
-                // again), so re-read interfaces and routes and resolve the reals now, not at
-                // the next periodic probe.
-                let in_fault: std::collections::HashSet<String> = named(VrrpState::Fault).into_iter().collect();
-                if faulted.iter().any(|n| !in_fault.contains(n)) {
-                    last_probe = Instant::now().checked_sub(REPROBE).unwrap_or(last_probe);
-                    tick.reset_immediately();
-                }
-                faulted = in_fault;
-                let mut masters: std::collections::HashSet<String> =
-                    named(VrrpState::Master).into_iter().collect();
-                let unknown = named(VrrpState::Initialize);
-                let s = shared.clone();
-                let started = Instant::now();
-                let result = tokio::task::spawn_blocking(move || {
-                    let mut s = lock(&s);
-                    // Not started yet: a resumed instance stays MASTER until it says otherwise.
-                    masters.extend(unknown.into_iter().filter(|n| s.vrrp.masters.contains(n)));
-                    let changed = s.vrrp.masters != masters;
-                    s.vrrp = VrrpStates { masters };
-                    s.vrrp_status = Some(status);
-                    if changed { s.reconcile("VRRP state change").map(|()| true) } else { Ok(false) }
-                })
-                .await;
-                match result {
-                    Ok(Ok(true)) => tracing::info!(
-                        apply_us = started.elapsed().as_micros() as u64,
-                        "VRRP state change in the dataplane"
-                    ),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a VRRP change"),
-                    Err(e) => tracing::error!(error = %e, "VRRP task failed"),
-                }
-            }
-            changed = health.changed() => {
-                if changed.is_err() {
-                    continue;
-                }
-                let snapshot = health.borrow_and_update().clone();
-                let s = shared.clone();
-                let started = Instant::now();
-                let result = tokio::task::spawn_blocking(move || {
-                    let mut s = lock(&s);
-                    // Time to get the agent lock: near zero unless something holds it long.
-                    let waited = started.elapsed();
-                    s.health = snapshot;
-                    s.reconcile("health change").map(|()| waited)
-                })
-                .await;
-                match result {
-                    Ok(Ok(waited)) => tracing::info!(
-                        apply_us = started.elapsed().as_micros() as u64,
-                        lock_wait_us = waited.as_micros() as u64,
-                        "health change in the dataplane"
-                    ),
-                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "applying a health change"),
-                    Err(e) => tracing::error!(error = %e, "health task failed"),
-                }
-            }
-            _ = usr1.recv() => dump_on_signal(shared, runtime_dir, Dump::Data).await,
-            _ = usr2.recv() => dump_on_signal(shared, runtime_dir, Dump::Stats).await,
-            _ = hup.recv() => {
-                let (s, r) = (shared.clone(), reloader.clone());
-                // Not awaited: health and VRRP changes go on while the file is read.
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = r.reload(&s, Turn::Wait) {
-                        tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed, previous configuration kept");
-                    }
-                });
-            }
-            _ = tick.tick() => {
-                // `announce_delay` ends on its own.
-                if lock(shared).bgp.as_ref().is_some_and(crate::bgp::agent::BgpAgent::waiting) {
-                    lock(shared).announce();
-                }
-                let neighbours = match neigh::dump(handle).await {
-                    Ok(n) => n,
-                    Err(e) => { tracing::warn!(error = %e, "reading the neighbour table"); continue; }
-                };
-                // Unresolved reals: look at their routes again (a link may have come up) and
-                // provoke resolution, every few seconds.
-                let reprobe = last_probe.elapsed() >= REPROBE && {
-                    let s = lock(shared);
-                    wanted_neighbours(&s.config, &s.facts).iter().any(|(i, _, a)| neighbours.get(*i, *a).is_none())
-                };
-                let mut routes = None;
-                if reprobe {
-                    last_probe = Instant::now();
-                    let config = lock(shared).config.clone();
-                    match host_facts(handle, &config, &neighbours).await {
-                        Ok(f) => routes = Some(f),
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "refreshing routes"),
-                    }
-                }
-                let mut s = lock(shared);
-                if let Some(f) = routes {
-                    s.facts.interfaces = f.interfaces;
-                    s.facts.routes = f.routes;
-                }
-                let wanted = wanted_neighbours(&s.config, &s.facts);
-                if reprobe {
-                    for (idx, name, addr) in &wanted {
-                        if neighbours.get(*idx, *addr).is_none() {
-                            let _ = neigh::provoke(name, *addr);
-                        }
-                    }
-                }
-                // Only the entries we use matter; others churn all the time.
-                let relevant = |n: &neigh::Neighbours| -> BTreeMap<(u32, IpAddr), String> {
-                    wanted.iter().filter_map(|(i, _, a)| n.get(*i, *a).map(|m| ((*i, *a), m.to_string()))).collect()
-                };
-                if !reprobe && relevant(&neighbours) == relevant(&s.facts.neighbours) {
-                    continue;
-                }
-                s.facts.neighbours = neighbours;
-                if let Err(e) = s.reconcile("neighbour or route change") {
-                    tracing::error!(error = %format!("{e:#}"), "reconcile failed");
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::config::{parse_toml, test_support::FakeHost};
-
-    fn config(reals: &[u8]) -> Config {
-        let mut text =
-            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n"
-                .to_owned();
-        for r in reals {
-            text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"192.0.2.{r}\"\n"));
-        }
-        parse_toml(&text, Path::new("t.toml"), &FakeHost).expect("valid config")
-    }
-
-    fn overrides(config: &Config, entries: &[(u8, Override)]) -> Overrides {
-        let key = config.virtual_servers[0].key();
-        Overrides(
-            entries.iter().map(|(r, o)| ((key, IpAddr::from([192, 0, 2, *r]), 80), *o)).collect(),
-        )
-    }
-
-    #[test]
-    fn a_reload_keeps_only_the_runtime_changes_made_while_it_read() {
-        use Override::{Drain, Weight};
-        // (case, reals in the new config, changes when the reload began, changes at the
-        // switch, changes kept)
-        type Case = (
-            &'static str,
-            &'static [u8],
-            &'static [(u8, Override)],
-            &'static [(u8, Override)],
-            &'static [(u8, Override)],
-        );
-        let cases: &[Case] = &[
-            ("none", &[11, 12], &[], &[], &[]),
-            ("older ones cleared", &[11, 12], &[(11, Drain)], &[(11, Drain)], &[]),
-            ("made during the read kept", &[11, 12], &[], &[(12, Drain)], &[(12, Drain)]),
-            (
-                "changed during the read kept",
-                &[11, 12],
-                &[(11, Drain)],
-                &[(11, Weight(5))],
-                &[(11, Weight(5))],
-            ),
-            (
-                "mixed",
-                &[11, 12],
-                &[(11, Drain)],
-                &[(11, Drain), (12, Weight(3))],
-                &[(12, Weight(3))],
-            ),
-            ("real gone from the new config", &[11], &[], &[(12, Drain)], &[]),
-        ];
-        for (case, reals, before, now, kept) in cases {
-            let config = config(reals);
-            let got = overrides_after_reload(
-                &overrides(&config, now),
-                &overrides(&config, before),
-                &config,
-            );
-            assert_eq!(got, overrides(&config, kept), "{case}");
-        }
-    }
 }
