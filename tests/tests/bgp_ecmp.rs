@@ -209,6 +209,16 @@ fn three_directors_behind_ecmp() {
         lab.directors[2].ns.ip(&["route", "del", "prohibit", &format!("{real}/32")]).unwrap();
     }
     wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir3's reals up again");
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after dir3's reals");
+
+    // BIRD dies under a live agent: the router drops dir1 at once, the agent starts BIRD again.
+    let pid_file = dir1.runtime_dir().join("lb.sock.bird.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // SAFETY: a plain signal to the BIRD dir1's agent started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_hops(router, &DIRECTORS[1..], Duration::from_secs(1), "dir1's BIRD killed");
+    wait_hops(router, &DIRECTORS, Duration::from_secs(15), "dir1's BIRD restarted");
+    assert_eq!(dir1.status().unwrap()["bgp"]["restarts"], 1);
     conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("at the end");
     let report = conns.stop();
     eprintln!("{}", report.summary());
