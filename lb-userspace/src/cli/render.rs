@@ -202,6 +202,35 @@ pub fn status(v: &StatusView) -> String {
 mod tests {
     use super::*;
 
+    /// `[bgp]` in `lb status`: each session, each VIP with its reason, the fingerprints.
+    #[test]
+    fn status_shows_bgp() {
+        let v: StatusView = serde_json::from_value(serde_json::json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 1, "reals": 2,
+            "bgp": {
+                "speaker": "bird", "announced": [], "restarts": 0,
+                "sessions": [{ "neighbor": "198.51.100.1", "state": "Established", "up": true,
+                               "uptime_secs": 42, "bfd": "Up", "prefixes": 0 }],
+                "vips": [{ "vip": "192.0.2.100", "announced": false,
+                           "reason": "withdrawn by operator",
+                           "reason_kind": "withdrawn_by_operator" }]
+            },
+            "pick_fingerprints": [{ "service": "192.0.2.100:80/tcp", "fingerprint": "0123" }]
+        }))
+        .expect("status view");
+        let text = status(&v);
+        for line in [
+            "bgp: speaker bird",
+            "  neighbor 198.51.100.1: Established for 42s, bfd Up, 0 prefixes announced",
+            "  vip 192.0.2.100: withdrawn (withdrawn by operator)",
+            "  192.0.2.100:80/tcp 0123",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
     #[test]
     fn backends_table_reads_like_ipvsadm() {
         let v = BackendsView {
