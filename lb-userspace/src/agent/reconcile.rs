@@ -92,10 +92,21 @@ impl Shared {
     pub(super) fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
         let desired = self.compute();
         if desired != self.desired {
-            self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
+            if let Err(e) = self.dataplane.apply(&desired) {
+                // Not forwarding as desired: attract no traffic until an apply succeeds.
+                if let Some(b) = &mut self.bgp {
+                    b.dataplane_ok = false;
+                }
+                self.announce();
+                return Err(e).with_context(|| format!("applying {why}"));
+            }
             tracing::info!("{why}: dataplane updated");
             log_desired(&desired);
             self.desired = desired;
+        }
+        // What runs is what was last applied with success.
+        if let Some(b) = &mut self.bgp {
+            b.dataplane_ok = true;
         }
         self.announce();
         Ok(())

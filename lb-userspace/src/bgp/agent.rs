@@ -42,6 +42,8 @@ pub struct BgpAgent {
     sent: Option<Vec<IpAddr>>,
     /// Some VIP waits for `announce_delay` only: recompute until it has passed.
     delaying: bool,
+    /// The last apply of the desired state succeeded (false after a failed one).
+    pub dataplane_ok: bool,
 }
 
 impl BgpAgent {
@@ -67,6 +69,7 @@ impl BgpAgent {
             last: Vec::new(),
             sent: None,
             delaying: false,
+            dataplane_ok: true,
         })
     }
 
@@ -76,7 +79,7 @@ impl BgpAgent {
             desired,
             health,
             withdrawals: &self.withdrawals,
-            dataplane_live,
+            dataplane_live: dataplane_live && self.dataplane_ok,
             announce_delay: self.announce_delay,
             now: Instant::now(),
             started_at: self.started_at,
