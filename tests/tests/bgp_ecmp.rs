@@ -20,20 +20,7 @@ use lb_tests::{
 
 /// BIRD 2 is installed (`cargo xtask bootstrap`): skip without it, fail in CI.
 fn require_bird(test: &str) -> bool {
-    let ok = std::process::Command::new("bird")
-        .arg("--version")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err_and(|_| true)
-                || std::env::var("CI").is_ok_and(|v| v != "true"),
-            "!!! {test}: needs BIRD 2 (`bird`), which is not installed. CI=true, so this is a failure, not a skip. !!!"
-        );
-        eprintln!("SKIP: {test}: BIRD 2 (`bird`) is not installed");
-    }
-    ok
+    lb_tests::require_program(test, "bird")
 }
 
 fn testpeer() -> &'static Path {
