@@ -17,6 +17,8 @@ impl Located for DataplaneSettings {
 
 pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
     header: "[dataplane]",
+    // `dataplane` written after a `[[virtual_server]]` is caught there; nothing belongs elsewhere.
+    misplaced: |_| None,
     settings: &[
         Setting {
             name: "flow_table_size",

@@ -38,6 +38,9 @@ pub(in crate::config) struct Section<T: 'static> {
     /// As written in the file and in messages: `[dataplane]`.
     pub header: &'static str,
     pub settings: &'static [Setting<T>],
+    /// The whole message for a key that is not the section's but belongs elsewhere ("`x` is set
+    /// per real server: move it to ..."), instead of "unknown key"; `|_| None` when there is none.
+    pub misplaced: fn(&str) -> Option<String>,
 }
 
 /// A model that keeps where its values were written.
@@ -54,7 +57,8 @@ impl<T: Located> Section<T> {
     /// Reads `table` into `model` (which holds the defaults): every unknown key and every bad
     /// value reported, the location of every written value kept.
     pub fn read(&self, parser: &mut Parser<'_>, table: &DeTable<'_>, model: &mut T) {
-        parser.unknown_keys(table, &self.keys(), &format!("in {}", self.header));
+        let context = format!("in {}", self.header);
+        parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
         for setting in self.settings {
             if let Some((key, value)) = table.get_key_value(setting.name) {
                 let at = parser.at(value.span());
