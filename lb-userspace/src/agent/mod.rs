@@ -20,8 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 
 use crate::{
-    cli::load::{self, FormatChoice},
-    config::{Config, SystemHost},
+    config::{self, Config, FormatChoice, SystemHost},
     control::proto::ChangedView,
     control::{
         proto::{BackendsView, Request, Response, StatusView},
@@ -103,6 +102,8 @@ struct Shared {
     reloads: crate::control::proto::ReloadsView,
     /// `[flow_sync]`'s counters, while the sync edge runs.
     flow_sync: Option<Arc<crate::sync::edge::SyncStats>>,
+    /// `[bgp]`: the announcer of the ready VIPs.
+    bgp: Option<crate::bgp::agent::BgpAgent>,
 }
 
 struct AgentHandler {
@@ -133,6 +134,9 @@ impl Handler for AgentHandler {
                     .map_err(anyhow::Error::from)
                     .and_then(|w| apply(service, real, Change::Weight(w))),
             ),
+            Request::Bgp { action, vip } => {
+                Some(lock(&self.shared).bgp_operator(action, vip.as_deref()))
+            }
             Request::Backends {} | Request::Status {} | Request::Flows { .. } => None,
         };
         if let Some(result) = change {
@@ -199,7 +203,8 @@ fn load_config(
     format: FormatChoice,
     strict: bool,
 ) -> anyhow::Result<Config> {
-    let loaded = load::load(path, &SystemHost, format, strict).map_err(|e| anyhow!("{e}"))?;
+    let loaded =
+        config::load(path, format, &SystemHost, strict.into()).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -485,7 +490,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
         flow_sync: flow_sync.as_ref().map(|_| Arc::default()),
+        bgp: None,
     }));
+    if let Some(bgp) = config_for_hash.bgp.clone() {
+        // Pinned: BIRD's files sit beside the state file, where the next agent looks to adopt.
+        let beside = opts.pinning.as_ref().map_or(&opts.socket, |p| &p.state_file).clone();
+        let outlive = opts.pinning.is_some();
+        let started = tokio::task::spawn_blocking(move || {
+            crate::bgp::agent::BgpAgent::start(&bgp, &beside, outlive)
+        })
+        .await;
+        match started {
+            Ok(Ok(b)) => {
+                let mut s = lock(&shared);
+                s.bgp = Some(b);
+                s.announce();
+            }
+            Ok(Err(e)) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+            Err(e) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+        }
+    }
     let sync_task = flow_sync.map(|(cfg, maps)| {
         let s = shared.clone();
         let stats = lock(&shared).flow_sync.clone().unwrap_or_default();
@@ -545,12 +575,35 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         if let Some(e) = engine {
             e.abandon().await;
         }
+        let bgp = lock(&shared).bgp.take();
+        if let Some(b) = bgp {
+            b.leave();
+        }
         server.abort();
         let _ = server.await;
         tracing::info!("SIGQUIT: exiting with the dataplane left running for the next agent");
         return Ok(());
     }
     let result = result.map(|_| ());
+    // Withdraw first, keep forwarding what still arrives for `withdraw_grace`, then stop.
+    let grace = {
+        let mut s = lock(&shared);
+        s.bgp.as_mut().map(|b| {
+            b.withdraw_all();
+            b.withdraw_grace
+        })
+    };
+    if let Some(grace) = grace.filter(|g| !g.is_zero()) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "VIPs withdrawn: forwarding until the grace ends"
+        );
+        tokio::time::sleep(grace).await;
+    }
+    let bgp = lock(&shared).bgp.take();
+    if let Some(b) = bgp {
+        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+    }
     if let Some(e) = engine {
         // Hand over first (priority-0 adverts, VIPs removed), then stop forwarding.
         e.stop().await;
