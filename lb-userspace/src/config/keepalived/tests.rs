@@ -763,8 +763,9 @@ fn corpus_files_parse_into_the_model() {
             &[
                 "3:4: warning: `lvs_id`: accepted, not acted on (it names this director only in \
                  keepalived's e-mail and SNMP)",
-                "15:5: warning: `lvs_sync_daemon_interface`: accepted, not acted on (lb has no \
-                 IPVS connection synchronisation)",
+                "15:5: warning: `lvs_sync_daemon_interface`: accepted, not acted on (the old form \
+                 of global_defs' `lvs_sync_daemon INTERFACE INSTANCE`, which lb acts on: write \
+                 that instead)",
                 "28:27: warning: `dev eth1`: accepted, not acted on (lb adds every address of \
                  vrrp_instance `VI_1` on its interface `eth0` and sends its gratuitous ARPs there; \
                  write a vrrp_instance on eth1 for the addresses on eth1)",

@@ -435,7 +435,10 @@ fn instance_unimplemented(keyword: &str) -> &'static str {
         | "garp_lower_prio_delay"
         | "garp_lower_prio_repeat"
         | "garp_extra_if" => GARP,
-        "lvs_sync_daemon_interface" => "lb has no IPVS connection synchronisation",
+        "lvs_sync_daemon_interface" => {
+            "the old form of global_defs' `lvs_sync_daemon INTERFACE INSTANCE`, which lb acts on: \
+             write that instead"
+        }
         _ => NOT_IN_LB,
     }
 }
