@@ -14,6 +14,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
+pub mod status;
 pub mod sync;
 #[cfg(test)]
 mod testutil;

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub xdp_mode: XdpModeSetting,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where to serve the status page, if at all.
+    pub http: Option<std::net::SocketAddr>,
     pub format: FormatChoice,
     pub strict: bool,
     /// Pin the dataplane (and adopt a previous agent's) for hitless restarts.
@@ -615,6 +617,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let http_listener = match opts.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("status page address {addr}"))?,
+        ),
+        None => None,
+    };
 
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(conn);
@@ -673,6 +683,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics_limit = metrics_listener
         .as_ref()
         .map(|_| ListenerLimit::new("metrics", listen::MAX_METRICS_CONNECTIONS));
+    let http_limit =
+        http_listener.as_ref().map(|_| ListenerLimit::new("http", crate::status::MAX_CONNECTIONS));
     let reloader = Arc::new(Reloader {
         config_path: opts.config.clone(),
         format: opts.format,
@@ -699,7 +711,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         monitor: monitor.clone(),
         pinned: opts.pinning.is_some(),
         closed: false,
-        listeners: [Some(&control_limit), metrics_limit.as_ref()]
+        listeners: [Some(&control_limit), metrics_limit.as_ref(), http_limit.as_ref()]
             .into_iter()
             .flatten()
             .cloned()
@@ -715,6 +727,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics_task = metrics_listener.zip(metrics_limit).map(|(l, limit)| {
         tracing::info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics");
         tokio::spawn(metrics::serve(l, Arc::new(handler()), limit))
+    });
+    let status_tasks = http_listener.zip(http_limit).map(|(l, limit)| {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving the status page");
+        let history = Arc::new(Mutex::new(crate::status::History::default()));
+        let source: Arc<dyn metrics::Source> = Arc::new(handler());
+        [
+            crate::status::spawn_sampler(source.clone(), history.clone()),
+            tokio::spawn(crate::status::serve(l, source, history, limit)),
+        ]
     });
 
     // VRRP last: the dataplane is ready before an instance can become MASTER.
@@ -792,6 +813,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     server.abort();
     let _ = server.await; // drops the socket, removing its file
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    for t in status_tasks.into_iter().flatten() {
         t.abort();
     }
     let shutdown = lock(&shared).dataplane.shutdown();

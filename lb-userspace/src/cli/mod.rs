@@ -60,6 +60,10 @@ pub enum Command {
         /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9100).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Serve the live status page (and its JSON, /api/v1/status) over HTTP on this address,
+        /// e.g. 127.0.0.1:8080. Read-only, but it shows the whole setup: keep it local.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
         /// Config format: detected from the content by default.
         #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
         format: FormatChoice,
@@ -263,6 +267,9 @@ mod tests {
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "native"], true),
             (&["lb", "run", "-c", "x.toml", "--metrics", "127.0.0.1:9100"], true),
             (&["lb", "run", "-c", "x.toml", "--metrics", "localhost"], false),
+            (&["lb", "run", "-c", "x.toml", "--http", "127.0.0.1:8080"], true),
+            (&["lb", "run", "-c", "x.toml", "--http", "[::1]:8080"], true),
+            (&["lb", "run", "-c", "x.toml", "--http", "8080"], false),
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
             (&["lb", "run"], false),
             (&["lb", "check", "-c", "x.toml"], true),
