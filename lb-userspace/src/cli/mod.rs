@@ -70,13 +70,17 @@ pub enum Command {
         /// Refuse a keepalived.conf that has warnings (keywords accepted but not acted on).
         #[arg(long)]
         strict: bool,
-        /// Pin the XDP program's maps and links in this bpffs folder (e.g. /sys/fs/bpf/lb), so a
-        /// killed or restarted agent leaves forwarding running and the next one adopts it.
+        /// Pin the XDP program's maps and links in this bpffs folder, so a killed or restarted
+        /// agent leaves forwarding running and the next one adopts it. Default: /sys/fs/bpf/lb
+        /// when /sys/fs/bpf is a bpf filesystem (else the agent says so and runs unpinned).
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
+        /// Do not pin: the dataplane stops with the agent (tests, ad-hoc runs).
+        #[arg(long, conflicts_with_all = ["pin_dir", "state_file"])]
+        no_pin: bool,
         /// Where the agent keeps its bookkeeping for adoption (default: dataplane.json next to
         /// the control socket).
-        #[arg(long, value_name = "FILE", requires = "pin_dir")]
+        #[arg(long, value_name = "FILE")]
         state_file: Option<PathBuf>,
         /// Log lines as human text or JSON objects (on stderr; under journald text lines carry
         /// sd-daemon `<N>` priorities and no timestamp).
@@ -277,7 +281,10 @@ mod tests {
             (&["lb", "check", "-c", "k.conf", "--format", "yaml"], false),
             (&["lb", "run", "-c", "k.conf", "--format", "keepalived"], true),
             (&["lb", "run", "-c", "x.toml", "--pin-dir", "/sys/fs/bpf/lb"], true),
-            (&["lb", "run", "-c", "x.toml", "--state-file", "/run/lb/s.json"], false),
+            (&["lb", "run", "-c", "x.toml", "--state-file", "/run/lb/s.json"], true),
+            (&["lb", "run", "-c", "x.toml", "--no-pin"], true),
+            (&["lb", "run", "-c", "x.toml", "--no-pin", "--pin-dir", "/sys/fs/bpf/x"], false),
+            (&["lb", "run", "-c", "x.toml", "--no-pin", "--state-file", "/run/lb/s.json"], false),
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "backends", "--stats"], true),

@@ -24,7 +24,7 @@ use lb_common::{
     ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
-pub use self::pin::Pinning;
+pub use self::pin::{DEFAULT_PIN_DIR, Pinning, choose_dir as choose_pin_dir, is_bpffs};
 use self::{
     alloc::{IdAlloc, RegionAlloc},
     pin::{RealRecord, ServiceRecord, StateFile},
