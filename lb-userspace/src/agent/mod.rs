@@ -368,6 +368,7 @@ impl Reloader {
         };
         let started = Instant::now();
         tracing::info!(config = %self.config_path.display(), "reloading the configuration");
+        crate::sdnotify::reloading();
         // Only reloads change the config, and they run one at a time: this stays current.
         let (running_vrrp, overrides_before) = {
             let s = lock(shared);
@@ -391,9 +392,13 @@ impl Reloader {
             }
             Err(e) => {
                 lock(shared).reloads.failed += 1;
+                crate::sdnotify::ready(&format!(
+                    "reload refused, previous configuration kept: {e:#}"
+                ));
                 return Err(e);
             }
         };
+        crate::sdnotify::ready(&format!("reloaded: {services} services, {reals} real servers"));
         tracing::info!(
             config = %self.config_path.display(),
             services,
@@ -602,6 +607,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Before anything slow: a stop signal during start-up then ends it cleanly (below, or as
     // soon as the event loop runs) instead of killing the agent with its socket left behind.
     let mut signals = Signals::new()?;
+    crate::sdnotify::init();
     // The listeners are capped, so a higher limit is headroom for checks, VRRP and netlink.
     match listen::raise_nofile_limit() {
         Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-files limit"),
@@ -789,9 +795,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let runtime_dir = opts.socket.parent().unwrap_or(Path::new("/run/lb")).to_owned();
+    // systemd (Type=notify): started once the dataplane is live and VRRP runs.
+    let (services, reals) = {
+        let s = lock(&shared);
+        (s.desired.services.len(), s.desired.services.iter().map(|x| x.reals.len()).sum::<usize>())
+    };
+    crate::sdnotify::ready(&format!("serving {services} services, {reals} real servers"));
+    let watchdog = crate::sdnotify::watchdog_from_env().map(|every| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                // Only while the agent's state can be taken: a wedged agent stops pinging.
+                let s = s.clone();
+                if tokio::task::spawn_blocking(move || drop(lock(&s))).await.is_ok() {
+                    crate::sdnotify::watchdog();
+                }
+            }
+        })
+    });
     let result =
         event_loop(&shared, &reloader, &handle, health_rx, vrrp_rx, signals, &runtime_dir).await;
     lock(&shared).closed = true;
+    crate::sdnotify::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
         // VRRP masterships (VIPs held, no priority-0 advert) for it to resume.
