@@ -182,7 +182,13 @@ pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     // SAFETY: a NUL-terminated path and a zeroed statfs we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && i64::from(st.f_type) == BPF_FS_MAGIC
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's width differs between architectures (i64 on x86_64).
+    #[allow(clippy::useless_conversion)]
+    let f_type = i64::from(st.f_type);
+    f_type == BPF_FS_MAGIC
 }
 
 /// How `lb run` pins: `--no-pin` never; `--pin-dir DIR` there (an error later if DIR is not on
@@ -221,7 +227,8 @@ mod choose_tests {
     fn pins_by_default_where_bpffs_is_mounted() {
         let dir = |s: &str| Some(PathBuf::from(s));
         // (case, --no-pin, --pin-dir, /sys/fs/bpf is bpffs, pinned to / reason contains)
-        let cases: &[(&str, bool, Option<PathBuf>, bool, Result<&str, &str>)] = &[
+        type Case = (&'static str, bool, Option<PathBuf>, bool, Result<&'static str, &'static str>);
+        let cases: &[Case] = &[
             ("default", false, None, true, Ok(DEFAULT_PIN_DIR)),
             ("default, no bpffs", false, None, false, Err("no bpf filesystem at /sys/fs/bpf")),
             ("explicit dir", false, dir("/mnt/bpf/x"), false, Ok("/mnt/bpf/x")),
