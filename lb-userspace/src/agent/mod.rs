@@ -336,6 +336,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let config = load_config(&opts.config, opts.format, opts.strict)?;
+    crate::health::script::apply_setting(config.script_user.as_ref()).context("script_user")?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
     let socket = ControlSocket::bind(&opts.socket)?;
     let metrics_listener = match opts.metrics {

@@ -183,6 +183,10 @@ impl Shared {
         let services = desired.services.len();
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
         log_desired(&desired);
+        // The file named an existing user when it was read; one removed since keeps the old.
+        if let Err(e) = crate::health::script::apply_setting(config.script_user.as_ref()) {
+            tracing::error!(error = %e, "script_user: scripts keep running as before");
+        }
         // Unchanged reals keep their health state and running checks.
         self.monitor.update(monitored);
         self.config = config;

@@ -27,6 +27,14 @@ use crate::maglev;
 /// The native configuration text of `config`; empty for a director with nothing to do.
 pub fn emit(config: &Config) -> String {
     let mut out = Out::default();
+    // A top-level key: before the first table, or TOML would put it inside that table.
+    if let Some(s) = &config.script_user {
+        let value = match &s.group {
+            Some(g) => format!("{}:{g}", s.user),
+            None => s.user.clone(),
+        };
+        out.key("script_user", string(&value));
+    }
     dataplane(&mut out, &config.dataplane);
     for vs in &config.virtual_servers {
         virtual_server(&mut out, vs);

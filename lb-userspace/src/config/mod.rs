@@ -30,10 +30,10 @@ pub use model::{
     DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
     DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
-    RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
-    TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
-    not_a_host_address, unspecified,
+    RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ScriptUserSetting,
+    ServiceForwarding, Tunnel, TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol,
+    VirtualServer, VirtualServerKey, VirtualServerLocations, VrrpInstanceLocations, VrrpLocations,
+    host_prefix_len, not_a_host_address, unspecified,
 };
 pub use notice::{Notice, notices};
 pub use validate::validate;

@@ -84,6 +84,30 @@ pub struct Config {
     /// `[bgp]`: announcing the ready VIPs to routers (ECMP scale-out); `None` when not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpConfig>,
+    /// keepalived's `script_user`: who runs the notify, MISC_CHECK and vrrp_script scripts
+    /// (None: the agent's own user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_user: Option<ScriptUserSetting>,
+}
+
+/// `script_user USER [GROUP]` (TOML: `script_user = "USER"` or `"USER:GROUP"`).
+impl ScriptUserSetting {
+    /// The setting after checking that the user (and group) exist here, as keepalived does at
+    /// load; else why not, for the located error.
+    pub fn checked(user: &str, group: Option<&str>) -> Result<ScriptUserSetting, String> {
+        crate::health::script::ScriptUser::resolve(user, group)
+            .map(|_| ScriptUserSetting { user: user.to_owned(), group: group.map(str::to_owned) })
+            .map_err(|e| format!("`script_user`: {e}"))
+    }
+}
+
+/// `script_user USER [GROUP]` (TOML: `script_user = "USER"` or `"USER:GROUP"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptUserSetting {
+    pub user: String,
+    /// The user's own group when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Director-wide settings of the XDP dataplane, sizing its maps and guards.

@@ -35,8 +35,15 @@ use super::model::{
 use super::vrrp::VrrpConfig;
 use crate::maglev;
 
-const TOP_LEVEL_KEYS: &[&str] =
-    &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "bgp"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "virtual_server",
+    "dataplane",
+    "vrrp_instance",
+    "vrrp_script",
+    "vrrp_sync_group",
+    "bgp",
+    "script_user",
+];
 const DATAPLANE_KEYS: &[&str] = &[
     "flow_table_size",
     "hash_seed",
@@ -123,6 +130,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
         vrrp: VrrpConfig::default(),
         vrrp_locations: VrrpLocations::default(),
         bgp: None,
+        script_user: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -199,6 +207,18 @@ impl Parser<'_> {
         }
         (config.vrrp, config.vrrp_locations) = self.vrrp(root);
         config.bgp = self.bgp(root);
+        if let Some((key, value)) = root.get_key_value("script_user")
+            && let Some(text) = self.string(key, value)
+        {
+            let (user, group) = match text.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (text, None),
+            };
+            match super::model::ScriptUserSetting::checked(user, group) {
+                Ok(setting) => config.script_user = Some(setting),
+                Err(message) => self.error(value.span(), message),
+            }
+        }
     }
 
     /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
@@ -1668,6 +1688,7 @@ weight = 2
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),
@@ -1834,6 +1855,7 @@ port = 443
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            script_user: None,
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,

@@ -1212,6 +1212,7 @@ mod tests {
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![vs],
         };
@@ -1242,6 +1243,7 @@ mod tests {
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: services(1024),
         };

@@ -44,6 +44,18 @@ pub fn set_script_user(user: Option<ScriptUser>) {
     *SCRIPT_USER.write().unwrap_or_else(PoisonError::into_inner) = user;
 }
 
+/// Makes the config's `script_user` (or none) the one scripts run as.
+pub fn apply_setting(
+    setting: Option<&crate::config::ScriptUserSetting>,
+) -> Result<(), ScriptUserError> {
+    let user = setting.map(|s| ScriptUser::resolve(&s.user, s.group.as_deref())).transpose()?;
+    if let Some(u) = &user {
+        tracing::info!(user = %u.name, uid = u.uid, gid = u.gid, "scripts run as the script user");
+    }
+    set_script_user(user);
+    Ok(())
+}
+
 fn script_user() -> Option<ScriptUser> {
     SCRIPT_USER.read().unwrap_or_else(PoisonError::into_inner).clone()
 }
@@ -143,7 +155,11 @@ async fn run_shell_as(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(user) = user {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // Already that user (e.g. `script_user lb` under the unit): nothing to change, and changing
+    // groups would need CAP_SETGID.
+    if let Some(user) = user.filter(|u| (u.uid, u.gid) != (euid, egid)) {
         // Groups first, while still privileged; the uid last. A failure fails the spawn: a
         // script never runs as the agent when it should not.
         // SAFETY: only setgroups, setgid and setuid (async-signal-safe syscalls) run in the child.
@@ -290,5 +306,81 @@ mod tests {
         run_shell_as(&cmd, Duration::from_secs(5), None).await.expect("ran");
         let text = std::fs::read_to_string(&out).expect("id output");
         assert_eq!(text.lines().next(), Some("0"), "{text}");
+    }
+
+    /// `script_user` in both config formats: read, checked against the user database (an
+    /// unknown user or group is a located error), and no longer a warning in keepalived.conf.
+    #[test]
+    fn script_user_in_toml_and_keepalived_conf() {
+        use crate::{
+            cli::load::{FormatChoice, load},
+            config::{ScriptUserSetting, SystemHost},
+        };
+        let tmp = crate::testutil::scratch_dir("lb-script-user-cfg-");
+        let setting = |user: &str, group: Option<&str>| ScriptUserSetting {
+            user: user.to_owned(),
+            group: group.map(str::to_owned),
+        };
+        // (file, text, the setting, or the error's location and text)
+        type Case = (&'static str, &'static str, Result<Option<ScriptUserSetting>, &'static str>);
+        let cases: Vec<Case> = vec![
+            ("a.toml", "", Ok(None)),
+            ("b.toml", "script_user = \"root\"\n", Ok(Some(setting("root", None)))),
+            (
+                "c.toml",
+                "script_user = \"root:daemon\"\n",
+                Ok(Some(setting("root", Some("daemon")))),
+            ),
+            (
+                "d.toml",
+                "script_user = \"lb-no-such-user-x\"\n",
+                Err(":1:15: `script_user`: no such user `lb-no-such-user-x`"),
+            ),
+            (
+                "e.toml",
+                "script_user = \"root:lb-no-such-group-x\"\n",
+                Err(":1:15: `script_user`: no such group"),
+            ),
+            ("f.toml", "script_user = 0\n", Err(":1:15: `script_user` must be a string")),
+            ("g.conf", "global_defs {\n  script_user root\n}\n", Ok(Some(setting("root", None)))),
+            (
+                "h.conf",
+                "global_defs {\n  script_user root daemon\n}\n",
+                Ok(Some(setting("root", Some("daemon")))),
+            ),
+            (
+                "i.conf",
+                "global_defs {\n  script_user lb-no-such-user-x\n}\n",
+                Err(":2:15: `script_user`: no such user"),
+            ),
+        ];
+        for (file, text, want) in cases {
+            let path = tmp.path().join(file);
+            std::fs::write(&path, text).expect("write");
+            let got = load(&path, &SystemHost, FormatChoice::Auto, true);
+            match (got, want) {
+                (Ok(loaded), Ok(setting)) => {
+                    assert_eq!(loaded.config.script_user, setting, "{file}");
+                    // `lb convert` keeps it.
+                    let toml = crate::config::emit(&loaded.config);
+                    let back = crate::config::parse_toml(
+                        &toml,
+                        &path,
+                        &crate::config::test_support::FakeHost,
+                    )
+                    .unwrap_or_else(|e| panic!("{file}: {e}\n{toml}"));
+                    assert_eq!(back.script_user, setting, "{file}: {toml}");
+                    assert!(loaded.warnings.is_empty(), "{file}: {:?}", loaded.warnings);
+                }
+                (Err(errors), Err(at)) => {
+                    let text = errors.to_string();
+                    assert!(text.contains(at), "{file}: {text} lacks {at}");
+                }
+                (Ok(loaded), Err(at)) => {
+                    panic!("{file}: accepted {:?}, want {at}", loaded.config.script_user)
+                }
+                (Err(errors), Ok(_)) => panic!("{file}: {errors}"),
+            }
+        }
     }
 }

@@ -50,5 +50,6 @@ pub(super) fn analyze(statements: &[Stmt], source: &Path, diags: &mut Diags) -> 
     config.virtual_servers = virtual_servers;
     config.vrrp = vrrp_config;
     config.vrrp_locations = vrrp_locations;
+    config.script_user = vrrp_data.script_user.clone();
     config
 }

@@ -1749,6 +1749,7 @@ url = [{ path = "/", status_code = 200 }]
             vrrp: Default::default(),
             vrrp_locations: Default::default(),
             bgp: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),

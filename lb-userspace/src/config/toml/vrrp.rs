@@ -1961,6 +1961,7 @@ virtual_ipaddress = ["192.0.2.100/24"]
                 }],
             },
             bgp: None,
+            script_user: None,
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);
