@@ -31,24 +31,8 @@ pub const CHROMIUM_FLAGS: [&str; 9] = [
 /// `CI=true` a missing one panics (CI installs both through `cargo xtask bootstrap`); elsewhere
 /// it prints `SKIP: ...` and returns false. Check root first ([`crate::require_root`]).
 pub fn require_browser(test_name: &str) -> bool {
-    let have = |p: &str| {
-        std::process::Command::new(p)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let missing: Vec<&str> =
-        ["chromium", "chromedriver"].into_iter().filter(|p| !have(p)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("!!! {test_name}: {missing:?} not installed. CI=true, so this is a failure. !!!");
-    }
-    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test_name}: {missing:?} not installed");
-    false
+    crate::require_program(test_name, "chromium")
+        && crate::require_program(test_name, "chromedriver")
 }
 
 /// chromedriver's port inside the namespace (loopback there is the test's own).
