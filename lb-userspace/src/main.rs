@@ -208,6 +208,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bgp { action, vip, socket } => {
+            let req = Request::Bgp {
+                action: action.as_str().to_owned(),
+                vip: vip.map(|v| v.to_string()),
+            };
+            let data = client::call(&socket, &req)?;
+            for vip in data["vips"].as_array().into_iter().flatten() {
+                println!("{}: {}", vip.as_str().unwrap_or("?"), action.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { socket, json } => {
             let data = client::call(&socket, &Request::Status {})?;
             if json {

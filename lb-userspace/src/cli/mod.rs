@@ -204,6 +204,19 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = realserver::DEFAULT_STATE)]
         state: PathBuf,
     },
+    /// BGP maintenance: `withdraw` stops announcing a VIP (all without one) so the routers send
+    /// this director no new traffic, while it keeps forwarding what still arrives; `announce`
+    /// undoes it. Lasts until the next reload.
+    Bgp {
+        /// `withdraw` or `announce`.
+        #[arg(value_enum)]
+        action: BgpAction,
+        /// One VIP; every VIP when left out.
+        vip: Option<IpAddr>,
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
     Status {
         /// Control socket of the running agent.
@@ -213,6 +226,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `lb bgp ACTION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BgpAction {
+    Withdraw,
+    Announce,
+}
+
+impl BgpAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BgpAction::Withdraw => "withdraw",
+            BgpAction::Announce => "announce",
+        }
+    }
 }
 
 /// Notices `lb check` prints for a valid config: things that work, but not as the words suggest.
@@ -298,6 +327,11 @@ mod tests {
             (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "70000"], false),
             (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "-1"], false),
             (&["lb", "drain", "192.0.2.100", "192.0.2.11:80"], false),
+            (&["lb", "bgp", "withdraw"], true),
+            (&["lb", "bgp", "announce", "192.0.2.100", "--socket", "/tmp/s"], true),
+            (&["lb", "bgp", "withdraw", "2001:db8::1"], true),
+            (&["lb", "bgp", "withdraw", "192.0.2.100:80"], false),
+            (&["lb", "bgp", "drop"], false),
             (&["lb", "drain", "192.0.2.100:80", "192.0.2.11"], false),
             (&["lb", "drain", "192.0.2.100:80"], false),
             (&["lb", "reload", "--socket", "/tmp/s"], true),
