@@ -34,8 +34,9 @@ struct Api<'a> {
     history: HistoryView<'a>,
     /// Newest last.
     events: Vec<&'a Event>,
-    /// Routes announced for the VIPs (BGP); empty until a speaker reports them.
-    announcements: Vec<serde_json::Value>,
+    /// Each VIP's BGP announcement (`vip`, `announced`, `reason`, `reason_kind`), from
+    /// `status.bgp`; empty without `[bgp]`.
+    announcements: Vec<&'a crate::bgp::agent::VipView>,
 }
 
 #[derive(Serialize)]
@@ -69,7 +70,7 @@ pub fn api_json(
             samples: history.samples().collect(),
         },
         events: history.events().collect(),
-        announcements: Vec::new(),
+        announcements: status.bgp.iter().flat_map(|b| &b.vips).collect(),
     })
 }
 
@@ -246,5 +247,29 @@ mod tests {
         assert_eq!(doc["backends"], serde_json::to_value(&backends).expect("backends"));
         assert_eq!(doc["history"]["sample_every_secs"], 2);
         assert!(doc["events"].is_array() && doc["announcements"].is_array());
+    }
+
+    /// The announcements are the BGP view's VIPs, as `lb status` has them.
+    #[test]
+    fn announcements_come_from_the_bgp_view() {
+        let status: StatusView = serde_json::from_value(serde_json::json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] }, "counters": {},
+            "services": 0, "reals": 0,
+            "bgp": { "speaker": "bird", "sessions": [], "announced": ["192.0.2.100"], "restarts": 0,
+                     "vips": [
+                        { "vip": "192.0.2.100", "announced": true, "reason": "ready", "reason_kind": "ready" },
+                        { "vip": "192.0.2.101", "announced": false, "reason": "VRRP BACKUP (VI_1)", "reason_kind": "vrrp_backup" }
+                     ] }
+        }))
+        .expect("status");
+        let backends = BackendsView { services: vec![] };
+        let json = api_json(&backends, &status, &History::default()).expect("json");
+        let doc: serde_json::Value = serde_json::from_str(&json).expect("parses");
+        assert_eq!(
+            doc["announcements"],
+            status.bgp.map(|b| serde_json::json!(b.vips)).unwrap_or_default()
+        );
+        assert_eq!(doc["announcements"][1]["reason"], "VRRP BACKUP (VI_1)");
     }
 }
