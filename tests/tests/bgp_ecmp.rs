@@ -299,6 +299,7 @@ fn bird_failing_to_start_is_a_clear_error() {
         &path_env,
         bin.to_str().unwrap(),
         "run",
+        "--no-pin",
         "-c",
         cfg_s,
         "--socket",
