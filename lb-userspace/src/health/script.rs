@@ -312,10 +312,7 @@ mod tests {
     /// unknown user or group is a located error), and no longer a warning in keepalived.conf.
     #[test]
     fn script_user_in_toml_and_keepalived_conf() {
-        use crate::{
-            cli::load::{FormatChoice, load},
-            config::{ScriptUserSetting, SystemHost},
-        };
+        use crate::config::{FormatChoice, ScriptUserSetting, Strictness, SystemHost, load};
         let tmp = crate::testutil::scratch_dir("lb-script-user-cfg-");
         let setting = |user: &str, group: Option<&str>| ScriptUserSetting {
             user: user.to_owned(),
@@ -357,7 +354,7 @@ mod tests {
         for (file, text, want) in cases {
             let path = tmp.path().join(file);
             std::fs::write(&path, text).expect("write");
-            let got = load(&path, &SystemHost, FormatChoice::Auto, true);
+            let got = load(&path, FormatChoice::Auto, &SystemHost, Strictness::Strict);
             match (got, want) {
                 (Ok(loaded), Ok(setting)) => {
                     assert_eq!(loaded.config.script_user, setting, "{file}");
