@@ -7,7 +7,8 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     Addr, CFG_F_NO_ALL_PORTS, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, IPPROTO_FRAGMENT,
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LocalMacKey, PersistKey, REAL_F_UP,
-    RING_NONE, RealValue, SVC_F_SRC_HASH, ServiceValue, VipValue, event, flow_hash, reason,
+    RING_NONE, RealValue, SVC_F_SRC_HASH, ServiceValue, TUN_NONE, VipValue, event, flow_hash,
+    reason,
 };
 
 use crate::{
@@ -21,7 +22,7 @@ use crate::{
         Ipv6Hdr, L4_V4, L4_V6, L4_V6_FRAG, TCP_HLEN, UDP_HLEN, frame_len, has_bytes, now_secs,
         ptr_at,
     },
-    stats,
+    stats, tunnel,
 };
 
 /// What to do with a frame and why (the reason indexes the global counters).
@@ -484,6 +485,9 @@ pub fn send(
     new_flow: bool,
     tx_reason: u32,
 ) -> Verdict {
+    if real.tun != TUN_NONE {
+        return tunnel::send(ctx, real_id, real, len, new_flow, tx_reason);
+    }
     let out = real.ifindex;
     if out == 0 {
         return pass(reason::PASS_NO_IFACE);

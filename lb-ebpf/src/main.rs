@@ -10,6 +10,7 @@ mod maps;
 mod parse;
 mod rt;
 mod stats;
+mod tunnel;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 

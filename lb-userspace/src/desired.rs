@@ -183,7 +183,9 @@ fn real_desired(
     let key = vs.key();
     let ifindex = real_ifindex(host, rs.address, service_ifindex);
     let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
-    let resolved = mac.is_some() || backend == Backend::Ipvs;
+    // A tunnelled real needs no MAC: the XDP program routes to it through the FIB.
+    let tunnelled = matches!(vs.lb_kind_of(rs), LbKind::Tun(_));
+    let resolved = mac.is_some() || tunnelled || backend == Backend::Ipvs;
     let id = (key, rs.address, rs.port);
     let health = inputs.health.real(&id);
     let override_ = inputs.overrides.0.get(&id).copied();

@@ -26,6 +26,8 @@ use crate::{
     testutil::{private_netns, require_root},
 };
 
+mod tunnel;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;

@@ -31,7 +31,7 @@ use self::{
 };
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
-    config::VirtualServerKey,
+    config::{LbKind, Tunnel, VirtualServerKey},
     desired::{Desired, Globals, RealDesired, ServiceDesired},
     net::iface::{self, Interface},
 };
@@ -343,6 +343,11 @@ impl XdpDataplane {
             src_mac: r.value.src_mac,
             ifindex: r.value.ifindex,
             generation: r.value.generation,
+            tun: r.value.tun,
+            tun_family: r.value.tun_family,
+            tun_port_be: r.value.tun_port_be,
+            tun_dst: r.value.tun_dst,
+            tun_src: r.value.tun_src,
         };
         let state = StateFile {
             layout: pin::LAYOUT,
@@ -669,17 +674,22 @@ impl XdpDataplane {
         real: &RealDesired,
         key: VirtualServerKey,
     ) -> Result<RealSlot, DataplaneError> {
-        let ifindex = real.ifindex.unwrap_or(0);
-        // The interfaces are synced first; one the agent does not know leaves the real unusable.
-        let src_mac = self.ifaces.get(&ifindex).copied();
-        let mut value = RealValue {
-            mac: real.mac.map(|m| m.0).unwrap_or_default(),
-            // Drained (and inhibited) reals stay usable for the flows already on them.
-            flags: if real.keeps_flows && src_mac.is_some() { REAL_F_UP } else { 0 },
-            src_mac: src_mac.unwrap_or_default(),
-            _pad: 0,
-            ifindex,
-            generation: 0,
+        let mut value = match real.lb_kind {
+            LbKind::Tun(tunnel) => tunnel_value(real, tunnel),
+            _ => {
+                let ifindex = real.ifindex.unwrap_or(0);
+                // The interfaces are synced first; one the agent does not know leaves the real
+                // unusable.
+                let src_mac = self.ifaces.get(&ifindex).copied();
+                RealValue {
+                    mac: real.mac.map(|m| m.0).unwrap_or_default(),
+                    // Drained (and inhibited) reals stay usable for the flows already on them.
+                    flags: if real.keeps_flows && src_mac.is_some() { REAL_F_UP } else { 0 },
+                    src_mac: src_mac.unwrap_or_default(),
+                    ifindex,
+                    ..Default::default()
+                }
+            }
         };
         match existing {
             Some((id, old)) => {
@@ -998,6 +1008,25 @@ pub fn addr_words(ip: IpAddr) -> (common::Addr, u8) {
     match ip {
         IpAddr::V4(a) => (common::addr_v4(a.octets()), common::FAMILY_V4),
         IpAddr::V6(a) => (common::addr_v6(a.octets()), common::FAMILY_V6),
+    }
+}
+
+/// The slot of a tunnelled real: the program finds the next hop in the FIB, so no MAC or
+/// interface; the outer source is the FIB's preferred source toward the real (`tun_src` zero).
+fn tunnel_value(real: &RealDesired, tunnel: Tunnel) -> RealValue {
+    let (tun_dst, tun_family) = addr_words(real.address);
+    let (tun, port) = match tunnel {
+        Tunnel::Ipip => (common::TUN_IPIP, 0),
+        Tunnel::Gue { port } => (common::TUN_GUE, port),
+        Tunnel::Gre => (common::TUN_GRE, 0),
+    };
+    RealValue {
+        flags: if real.keeps_flows { REAL_F_UP } else { 0 },
+        tun,
+        tun_family,
+        tun_port_be: port.to_be(),
+        tun_dst,
+        ..Default::default()
     }
 }
 
