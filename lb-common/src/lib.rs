@@ -323,136 +323,129 @@ pub struct Counter {
     pub new_flows: u64,
 }
 
+/// Declares counter indexes and their stable names in one table, one line each:
+/// `CONST = index => "name"`. Generates the constants, `COUNT` and `NAMES` (indexed by the
+/// constants); the build fails unless the indexes are exactly `0..COUNT`, each once.
+macro_rules! counter_indexes {
+    ($( $(#[$doc:meta])* $konst:ident = $index:literal => $name:literal, )+) => {
+        $( $(#[$doc])* pub const $konst: u32 = $index; )+
+
+        /// Number of entries (the size of the counters map).
+        pub const COUNT: u32 = [$($index),+].len() as u32;
+
+        /// Stable names, indexed by the constants: JSON keys, `lb status` rows and metric label
+        /// values (contracts: never rename one).
+        pub const NAMES: [&str; COUNT as usize] = {
+            let mut names = [""; COUNT as usize];
+            $( names[$konst as usize] = $name; )+
+            names
+        };
+
+        // An index past COUNT fails above; a repeated one leaves a hole here.
+        const _: () = {
+            let mut i = 0;
+            while i < NAMES.len() {
+                assert!(!NAMES[i].is_empty(), "counter indexes must be 0..COUNT, each once");
+                i += 1;
+            }
+        };
+    };
+}
+
 /// Why the program returned what it returned: indexes into the global counters. Every frame is
 /// counted under exactly one reason.
 pub mod reason {
-    /// Not IPv4/IPv6 (ARP, LLDP, ...): left to the kernel.
-    pub const PASS_NOT_IP: u32 = 0;
-    /// IP, but not addressed to a configured service (includes VRRP and the director's own traffic).
-    pub const PASS_NOT_SERVICE: u32 = 1;
-    /// Addressed to a VIP in a form this path hands to the kernel (IPv4 options, IPv6 extension
-    /// headers other than Fragment).
-    pub const PASS_UNSUPPORTED: u32 = 2;
-    /// Too short or inconsistent to tell whether it is service traffic: left to the kernel to drop.
-    pub const PASS_MALFORMED: u32 = 3;
-    /// Service traffic for a real without an outgoing interface (a guard: the agent never marks
-    /// such a real usable).
-    pub const PASS_NO_IFACE: u32 = 4;
-    /// ICMP to a VIP that is not an echo request (when answered) or a "too big" error: the kernel's.
-    pub const PASS_ICMP: u32 = 5;
-    /// Rewritten and sent back out of the ingress interface (XDP_TX) towards a real.
-    pub const TX: u32 = 6;
-    /// Rewritten and redirected to another interface towards a real.
-    pub const REDIRECT: u32 = 7;
-    /// ICMP/ICMPv6 echo request to a VIP, answered from the fast path.
-    pub const TX_ICMP_ECHO: u32 = 8;
-    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" for a flow, sent to its real.
-    pub const TX_ICMP_TOO_BIG: u32 = 9;
-    /// Service traffic with no real able to take it (and no sorry server).
-    pub const DROP_NO_REAL: u32 = 10;
-    /// Service traffic (or an ICMP message the program would act on) whose transport header is
-    /// truncated, or whose IP length disagrees with the frame (longer than the frame, shorter than
-    /// the headers).
-    pub const DROP_MALFORMED: u32 = 11;
-    /// A non-first fragment of a datagram whose first fragment was not seen.
-    pub const DROP_FRAG_UNKNOWN: u32 = 12;
-    /// Forwarding failed (redirect refused by the target interface).
-    pub const DROP_TX_ERROR: u32 = 13;
-    /// 802.1Q / 802.1ad tagged: VLANs are served by attaching to the VLAN device, never on the
-    /// parent (a forwarded frame would keep its tag, or lose it).
-    pub const PASS_VLAN: u32 = 14;
-    /// Would be acted on, but sent to the broadcast MAC.
-    pub const PASS_MAC_BROADCAST: u32 = 15;
-    /// Would be acted on, but sent to a multicast MAC.
-    pub const PASS_MAC_MULTICAST: u32 = 16;
-    /// Would be acted on, but sent to a unicast MAC that is not the ingress interface's (another
-    /// host's frame, flooded by a bridge or seen in promiscuous mode).
-    pub const PASS_MAC_OTHER_HOST: u32 = 17;
-    /// Encapsulated towards a tunnelled real (sent out through the FIB's egress interface).
-    pub const TX_TUNNEL: u32 = 18;
-    /// Answered with ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big":
-    /// encapsulated, the packet would exceed the egress MTU; the message names the MTU that fits.
-    pub const TX_TUN_TOO_BIG: u32 = 19;
-    /// For a tunnelled real, but the FIB has no usable route to it (unreachable, blackhole,
-    /// prohibited, forwarding disabled on the ingress interface, no source address): dropped.
-    pub const DROP_TUN_NO_ROUTE: u32 = 20;
-    /// For a tunnelled real whose next hop has no neighbour entry yet: dropped (the agent keeps
-    /// the next hops of tunnelled reals resolved).
-    pub const DROP_TUN_NO_NEIGH: u32 = 21;
-    /// Too big for the tunnel and IPv4 without DF (the program cannot fragment): dropped.
-    pub const DROP_TUN_TOO_BIG: u32 = 22;
-    /// Number of reasons (size of the global counters map).
-    pub const COUNT: u32 = 23;
+    counter_indexes! {
+        /// Not IPv4/IPv6 (ARP, LLDP, ...): left to the kernel.
+        PASS_NOT_IP = 0 => "pass_not_ip",
+        /// IP, but not addressed to a configured service (includes VRRP and the director's own
+        /// traffic).
+        PASS_NOT_SERVICE = 1 => "pass_not_service",
+        /// Addressed to a VIP in a form this path hands to the kernel (IPv4 options, IPv6 extension
+        /// headers other than Fragment).
+        PASS_UNSUPPORTED = 2 => "pass_unsupported",
+        /// Too short or inconsistent to tell whether it is service traffic: left to the kernel to
+        /// drop.
+        PASS_MALFORMED = 3 => "pass_malformed",
+        /// Service traffic for a real without an outgoing interface (a guard: the agent never marks
+        /// such a real usable).
+        PASS_NO_IFACE = 4 => "pass_no_iface",
+        /// ICMP to a VIP that is not an echo request (when answered) or a "too big" error: the
+        /// kernel's.
+        PASS_ICMP = 5 => "pass_icmp",
+        /// Rewritten and sent back out of the ingress interface (XDP_TX) towards a real.
+        TX = 6 => "tx",
+        /// Rewritten and redirected to another interface towards a real.
+        REDIRECT = 7 => "redirect",
+        /// ICMP/ICMPv6 echo request to a VIP, answered from the fast path.
+        TX_ICMP_ECHO = 8 => "tx_icmp_echo",
+        /// ICMP "fragmentation needed" / ICMPv6 "packet too big" for a flow, sent to its real.
+        TX_ICMP_TOO_BIG = 9 => "tx_icmp_too_big",
+        /// Service traffic with no real able to take it (and no sorry server).
+        DROP_NO_REAL = 10 => "drop_no_real",
+        /// Service traffic (or an ICMP message the program would act on) whose transport header
+        /// is truncated, or whose IP length disagrees with the frame (longer than the frame,
+        /// shorter than the headers).
+        DROP_MALFORMED = 11 => "drop_malformed",
+        /// A non-first fragment of a datagram whose first fragment was not seen.
+        DROP_FRAG_UNKNOWN = 12 => "drop_frag_unknown",
+        /// Forwarding failed (redirect refused by the target interface).
+        DROP_TX_ERROR = 13 => "drop_tx_error",
+        /// 802.1Q / 802.1ad tagged: VLANs are served by attaching to the VLAN device, never on the
+        /// parent (a forwarded frame would keep its tag, or lose it).
+        PASS_VLAN = 14 => "pass_vlan",
+        /// Would be acted on, but sent to the broadcast MAC.
+        PASS_MAC_BROADCAST = 15 => "pass_mac_broadcast",
+        /// Would be acted on, but sent to a multicast MAC.
+        PASS_MAC_MULTICAST = 16 => "pass_mac_multicast",
+        /// Would be acted on, but sent to a unicast MAC that is not the ingress interface's
+        /// (another host's frame, flooded by a bridge or seen in promiscuous mode).
+        PASS_MAC_OTHER_HOST = 17 => "pass_mac_other_host",
+        /// Encapsulated towards a tunnelled real (sent out through the FIB's egress interface).
+        TX_TUNNEL = 18 => "tx_tunnel",
+        /// Answered with ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big":
+        /// encapsulated, the packet would exceed the egress MTU; the message names the MTU that
+        /// fits.
+        TX_TUN_TOO_BIG = 19 => "tx_tun_too_big",
+        /// For a tunnelled real, but the FIB has no usable route to it (unreachable, blackhole,
+        /// prohibited, forwarding disabled on the ingress interface, no source address): dropped.
+        DROP_TUN_NO_ROUTE = 20 => "drop_tun_no_route",
+        /// For a tunnelled real whose next hop has no neighbour entry yet: dropped.
+        DROP_TUN_NO_NEIGH = 21 => "drop_tun_no_neigh",
+        /// Too big for the tunnel and IPv4 without DF (the program cannot fragment): dropped.
+        DROP_TUN_TOO_BIG = 22 => "drop_tun_too_big",
+    }
 
     /// True for the reasons whose frames are passed to the kernel.
     pub const fn is_pass(reason: u32) -> bool {
         reason <= PASS_ICMP || (reason >= PASS_VLAN && reason <= PASS_MAC_OTHER_HOST)
     }
-
-    /// Stable names for the counters (JSON keys and `lb status` rows).
-    pub const NAMES: [&str; COUNT as usize] = [
-        "pass_not_ip",
-        "pass_not_service",
-        "pass_unsupported",
-        "pass_malformed",
-        "pass_no_iface",
-        "pass_icmp",
-        "tx",
-        "redirect",
-        "tx_icmp_echo",
-        "tx_icmp_too_big",
-        "drop_no_real",
-        "drop_malformed",
-        "drop_frag_unknown",
-        "drop_tx_error",
-        "pass_vlan",
-        "pass_mac_broadcast",
-        "pass_mac_multicast",
-        "pass_mac_other_host",
-        "tx_tunnel",
-        "tx_tun_too_big",
-        "drop_tun_no_route",
-        "drop_tun_no_neigh",
-        "drop_tun_too_big",
-    ];
 }
 
 /// Things that happen to frames besides their verdict: indexes into the events counters.
 pub mod event {
-    /// A frame matched an established flow.
-    pub const FLOW_HIT: u32 = 0;
-    /// A new flow was bound to a real.
-    pub const FLOW_NEW: u32 = 1;
-    /// A flow's real was down or gone: the flow was bound to another one.
-    pub const FLOW_REPICK: u32 = 2;
-    /// A UDP flow entry idle past the timeout was replaced.
-    pub const FLOW_EXPIRED: u32 = 3;
-    /// The SYN-flood guard kept a new flow out of the flow table.
-    pub const FLOW_GUARD_SKIP: u32 = 4;
-    /// A TCP RST without an entry was forwarded without creating one.
-    pub const FLOW_RST_UNTRACKED: u32 = 5;
-    /// A new flow followed its client's persistence entry.
-    pub const PERSIST_HIT: u32 = 6;
-    /// A new flow went to the sorry server.
-    pub const SORRY: u32 = 7;
-    /// A fragmented datagram's first fragment was tracked.
-    pub const FRAG_TRACKED: u32 = 8;
-    /// A later fragment followed its datagram's first fragment.
-    pub const FRAG_HIT: u32 = 9;
-    pub const COUNT: u32 = 10;
-
-    pub const NAMES: [&str; COUNT as usize] = [
-        "flow_hit",
-        "flow_new",
-        "flow_repick",
-        "flow_expired",
-        "flow_guard_skip",
-        "flow_rst_untracked",
-        "persist_hit",
-        "sorry",
-        "frag_tracked",
-        "frag_hit",
-    ];
+    counter_indexes! {
+        /// A frame matched an established flow.
+        FLOW_HIT = 0 => "flow_hit",
+        /// A new flow was bound to a real.
+        FLOW_NEW = 1 => "flow_new",
+        /// A flow's real was down or gone: the flow was bound to another one.
+        FLOW_REPICK = 2 => "flow_repick",
+        /// A UDP flow entry idle past the timeout was replaced.
+        FLOW_EXPIRED = 3 => "flow_expired",
+        /// The SYN-flood guard kept a new flow out of the flow table.
+        FLOW_GUARD_SKIP = 4 => "flow_guard_skip",
+        /// A TCP RST without an entry was forwarded without creating one.
+        FLOW_RST_UNTRACKED = 5 => "flow_rst_untracked",
+        /// A new flow followed its client's persistence entry.
+        PERSIST_HIT = 6 => "persist_hit",
+        /// A new flow went to the sorry server.
+        SORRY = 7 => "sorry",
+        /// A fragmented datagram's first fragment was tracked.
+        FRAG_TRACKED = 8 => "frag_tracked",
+        /// A later fragment followed its datagram's first fragment.
+        FRAG_HIT = 9 => "frag_hit",
+    }
 }
 
 #[cfg(feature = "user")]
@@ -569,5 +562,57 @@ mod tests {
     #[test]
     fn ports_word_is_the_wire_layout() {
         assert_eq!(ports_word(0x1234, 0x0050).to_ne_bytes(), [0x12, 0x34, 0x00, 0x50]);
+    }
+
+    /// The names are contracts (metric label values, JSON keys, CLI rows): the table must keep
+    /// them byte for byte, at their indexes.
+    #[test]
+    fn counter_names_are_stable() {
+        let cases: [(&[&str], &[&str]); 2] = [
+            (
+                &reason::NAMES,
+                &[
+                    "pass_not_ip",
+                    "pass_not_service",
+                    "pass_unsupported",
+                    "pass_malformed",
+                    "pass_no_iface",
+                    "pass_icmp",
+                    "tx",
+                    "redirect",
+                    "tx_icmp_echo",
+                    "tx_icmp_too_big",
+                    "drop_no_real",
+                    "drop_malformed",
+                    "drop_frag_unknown",
+                    "drop_tx_error",
+                    "pass_vlan",
+                    "pass_mac_broadcast",
+                    "pass_mac_multicast",
+                    "pass_mac_other_host",
+                ],
+            ),
+            (
+                &event::NAMES,
+                &[
+                    "flow_hit",
+                    "flow_new",
+                    "flow_repick",
+                    "flow_expired",
+                    "flow_guard_skip",
+                    "flow_rst_untracked",
+                    "persist_hit",
+                    "sorry",
+                    "frag_tracked",
+                    "frag_hit",
+                ],
+            ),
+        ];
+        for (names, expected) in cases {
+            assert_eq!(names, expected);
+        }
+        assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
+        assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
+        assert_eq!((reason::COUNT, event::COUNT), (18, 10));
     }
 }

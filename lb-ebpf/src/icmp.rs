@@ -8,13 +8,14 @@ use lb_common::{
 };
 
 use crate::{
-    forward::{Verdict, admit, lookup_service, pass, pick_new, send, usable_real, vip},
     keys,
+    lookup::{lookup_service, pick_new, usable_real, vip},
     maps::{CONFIG, FLOWS},
     parse::{
         EthHdr, ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, IcmpHdr, Ipv4Hdr, Ipv6Hdr, L4_V4, L4_V6,
         csum_fold, csum_replace, now_secs, ptr_at,
     },
+    verdict::{Verdict, admit, pass, send},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;

@@ -26,13 +26,13 @@ use lb_common::{
 };
 
 use crate::{
-    forward::{Verdict, drop},
     maps::FIB_SCRATCH,
     parse::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, L4_V4,
         L4_V6, csum_fold, ptr_at,
     },
     stats,
+    verdict::{Verdict, drop},
 };
 
 const AF_INET: u8 = 2;
