@@ -590,6 +590,11 @@ mod tests {
                     "pass_mac_broadcast",
                     "pass_mac_multicast",
                     "pass_mac_other_host",
+                    "tx_tunnel",
+                    "tx_tun_too_big",
+                    "drop_tun_no_route",
+                    "drop_tun_no_neigh",
+                    "drop_tun_too_big",
                 ],
             ),
             (
@@ -613,6 +618,6 @@ mod tests {
         }
         assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
         assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
-        assert_eq!((reason::COUNT, event::COUNT), (18, 10));
+        assert_eq!((reason::COUNT, event::COUNT), (23, 10));
     }
 }

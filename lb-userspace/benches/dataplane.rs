@@ -340,6 +340,7 @@ fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
         persistence: None,
         reals,
         sorry: None,
+        tun_source: None,
         ring: Arc::new(ring),
     }
 }

@@ -105,6 +105,8 @@ pub struct ServiceDesired {
     /// Takes new flows when no real can.
     pub sorry: Option<RealDesired>,
     /// Maglev table: indexes into `reals`; empty when no real can take new flows.
+    /// Outer source of tunnelled packets to reals of its family (`tun_source`).
+    pub tun_source: Option<IpAddr>,
     pub ring: Arc<Vec<u32>>,
 }
 
@@ -286,6 +288,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 }),
                 reals,
                 sorry,
+                tun_source: vs.forwarding.tun_source,
                 ring: Arc::new(ring),
             }
         })

@@ -101,6 +101,7 @@ fn service(
         persistence: None,
         reals,
         sorry: None,
+        tun_source: None,
         ring: Arc::new(Vec::new()),
     };
     rebuild_ring(&mut s);

@@ -672,10 +672,11 @@ impl XdpDataplane {
         &mut self,
         existing: Option<(u32, RealValue)>,
         real: &RealDesired,
-        key: VirtualServerKey,
+        svc: &ServiceDesired,
     ) -> Result<RealSlot, DataplaneError> {
+        let key = svc.key;
         let mut value = match real.lb_kind {
-            LbKind::Tun(tunnel) => tunnel_value(real, tunnel),
+            LbKind::Tun(tunnel) => tunnel_value(real, tunnel, svc.tun_source),
             _ => {
                 let ifindex = real.ifindex.unwrap_or(0);
                 // The interfaces are synced first; one the agent does not know leaves the real
@@ -728,7 +729,7 @@ impl XdpDataplane {
             let rkey = (real.address, real.port);
             let existing =
                 self.services.get(&key).and_then(|s| s.reals.get(&rkey)).map(|r| (r.id, r.value));
-            let slot = self.sync_real(existing, real, key)?;
+            let slot = self.sync_real(existing, real, svc)?;
             ring_ids.push(slot.id);
             if let Some(s) = self.services.get_mut(&key) {
                 s.reals.insert(rkey, slot);
@@ -743,7 +744,7 @@ impl XdpDataplane {
                     .and_then(|s| s.sorry.as_ref())
                     .filter(|(k, _)| *k == rkey)
                     .map(|(_, r)| (r.id, r.value));
-                let slot = self.sync_real(existing, real, key)?;
+                let slot = self.sync_real(existing, real, svc)?;
                 let id = slot.id;
                 let old = self.services.get_mut(&key).and_then(|s| s.sorry.replace((rkey, slot)));
                 if let Some((_, old)) = old.filter(|(_, o)| o.id != id) {
@@ -1012,9 +1013,13 @@ pub fn addr_words(ip: IpAddr) -> (common::Addr, u8) {
 }
 
 /// The slot of a tunnelled real: the program finds the next hop in the FIB, so no MAC or
-/// interface; the outer source is the FIB's preferred source toward the real (`tun_src` zero).
-fn tunnel_value(real: &RealDesired, tunnel: Tunnel) -> RealValue {
+/// interface. The outer source is the service's `tun_source` when of the real's family, else
+/// the FIB's preferred source toward the real (`tun_src` zero).
+fn tunnel_value(real: &RealDesired, tunnel: Tunnel, source: Option<IpAddr>) -> RealValue {
     let (tun_dst, tun_family) = addr_words(real.address);
+    let tun_src = source
+        .filter(|s| s.is_ipv4() == real.address.is_ipv4())
+        .map_or([0; 4], |s| addr_words(s).0);
     let (tun, port) = match tunnel {
         Tunnel::Ipip => (common::TUN_IPIP, 0),
         Tunnel::Gue { port } => (common::TUN_GUE, port),
@@ -1026,6 +1031,7 @@ fn tunnel_value(real: &RealDesired, tunnel: Tunnel) -> RealValue {
         tun_family,
         tun_port_be: port.to_be(),
         tun_dst,
+        tun_src,
         ..Default::default()
     }
 }
