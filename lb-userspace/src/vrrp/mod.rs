@@ -33,5 +33,5 @@ pub use packet::{
     Advert, Auth, ChecksumForm, EncodeError, Expect, Family, IpMeta, Kind, Note, PacketError,
     Received, Version,
 };
-pub use runner::{Hooks, OnState, StateChange, VrrpEngine};
+pub use runner::{Hooks, MasterRequest, OnState, StateChange, VrrpEngine};
 pub use status::{Counters, InstanceStatus, VrrpStatus};

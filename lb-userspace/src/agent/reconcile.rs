@@ -1,0 +1,370 @@
+//! Reconciling: the one place the agent's inputs become the dataplane's state. Every change
+//! (VRRP, health, neighbours, `lb drain`/`weight`, reloads) ends in [`Shared::reconcile`] or, for a
+//! reload, [`Shared::switch_to`], under the agent lock.
+
+use super::*;
+
+/// What a reload needs besides the running state. Reading, parsing, validating and planning a
+/// new config use only this, so they never hold the agent lock: a slow file must not hold up
+/// health transitions, VRRP or the control socket.
+pub(super) struct Reloader {
+    /// The file given to `lb run -c`, re-read on reload (same format and strictness).
+    pub(super) config_path: PathBuf,
+    pub(super) format: FormatChoice,
+    pub(super) strict: bool,
+    /// `--dataplane` and what this host can do: each reload plans again with them.
+    pub(super) mode: Mode,
+    pub(super) caps: Capabilities,
+    /// For the netlink queries a reload makes from a blocking thread.
+    pub(super) rt: tokio::runtime::Handle,
+    pub(super) netlink: rtnetlink::Handle,
+    /// Held from reading the file to switching to it: one reload at a time.
+    pub(super) running: Mutex<()>,
+}
+
+/// What a reload does when another one is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// Wait for it (SIGHUP: nobody waits on an answer, and the file may have changed again).
+    Wait,
+    /// Refuse at once (`lb reload`: the client would otherwise time out without a word).
+    Refuse,
+}
+
+/// A new config read and checked without the agent lock, ready to switch to.
+pub(super) struct Prepared {
+    config: Config,
+    plan: Plan,
+    facts: HostFacts,
+    monitored: Vec<MonitoredReal>,
+}
+
+/// Refused `lb reload` while another reload runs; the text is what the operator sees.
+const RELOAD_BUSY: &str = "a reload is already in progress: try again when it has finished";
+
+impl Shared {
+    /// What `lb backends` and `lb status` (and the metrics) show.
+    pub(super) fn views(&mut self) -> Result<(BackendsView, StatusView), String> {
+        let counters = self.dataplane.counters().map_err(|e| format!("reading counters: {e}"))?;
+        let status = self.dataplane.status();
+        let backends = view::backends(&self.desired, &counters);
+        let status = StatusView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: self.config.source.display().to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            dataplane: status.into(),
+            counters: counters.global.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            events: counters.events.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            services: self.desired.services.len(),
+            reals: self.desired.services.iter().map(|x| x.reals.len()).sum(),
+            service_dataplanes: view::service_dataplanes(&self.desired),
+            vrrp: match &self.vrrp_live {
+                Some(rx) => serde_json::to_value(&*rx.borrow()).ok(),
+                None => self.vrrp_status.as_ref().and_then(|v| serde_json::to_value(v).ok()),
+            },
+            listeners: self.listeners.iter().map(|l| (l.name().to_owned(), l.view())).collect(),
+            checks_not_run: self.monitor.checks_not_run(),
+            health_checks: self.monitor.check_stats(),
+            reloads: self.reloads.clone(),
+        };
+        Ok((backends, status))
+    }
+
+    /// The desired state for the current inputs.
+    pub(super) fn compute(&self) -> Desired {
+        desired_state(&Inputs {
+            config: &self.config,
+            host: &self.facts,
+            health: &self.health,
+            overrides: &self.overrides,
+            vrrp: &self.vrrp,
+            plan: &self.plan,
+        })
+    }
+
+    /// Recomputes and applies the desired state if anything changed.
+    pub(super) fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
+        let desired = self.compute();
+        if desired == self.desired {
+            return Ok(());
+        }
+        self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
+        tracing::info!("{why}: dataplane updated");
+        log_desired(&desired);
+        self.desired = desired;
+        Ok(())
+    }
+
+    /// `lb drain` / `lb undrain` / `lb weight`: validated against the running config, applied
+    /// at once, kept until the next reload.
+    pub(super) fn change(
+        &mut self,
+        service: &str,
+        real: &str,
+        change: Change,
+    ) -> anyhow::Result<serde_json::Value> {
+        let selector: ServiceSelector = service.parse()?;
+        let ids = overrides::select(&self.config, &selector, overrides::parse_real(real)?)?;
+        let before = self.overrides.clone();
+        for id in &ids {
+            match change {
+                Change::Drain => {
+                    self.overrides.0.insert(*id, Override::Drain);
+                }
+                Change::Undrain => {
+                    if self.overrides.0.get(id) == Some(&Override::Drain) {
+                        self.overrides.0.remove(id);
+                    }
+                }
+                Change::Weight(w) => {
+                    self.overrides.0.insert(*id, Override::Weight(w));
+                }
+            }
+        }
+        if let Err(e) = self.reconcile(&format!("{change:?} {real} in {service}")) {
+            self.overrides = before;
+            return Err(e);
+        }
+        let changed: Vec<ChangedView> = ids
+            .iter()
+            .filter_map(|(key, addr, port)| {
+                let svc = self.desired.services.iter().find(|s| s.key == *key)?;
+                let r = svc.reals.iter().find(|r| r.address == *addr && r.port == *port)?;
+                Some(ChangedView {
+                    service: key.to_string(),
+                    real: std::net::SocketAddr::new(*addr, *port).to_string(),
+                    state: r.state.as_str().to_owned(),
+                    weight: r.weight,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "changed": changed }))
+    }
+
+    /// Switches to a prepared config: the only step of a reload under the agent lock. A config
+    /// that fails to apply changes nothing: the running state stays as it was.
+    /// `overrides_before` are the runtime changes when the reload began: it clears those, and
+    /// keeps any made while it read (they came after it) for reals the new config still has.
+    pub(super) fn switch_to(
+        &mut self,
+        new: Prepared,
+        overrides_before: &Overrides,
+    ) -> anyhow::Result<(usize, usize)> {
+        if self.closed {
+            anyhow::bail!("the agent is stopping: the new configuration was not applied");
+        }
+        let Prepared { config, plan, mut facts, monitored } = new;
+        // The neighbour table as last read: it may have changed while the file was read.
+        facts.neighbours = self.facts.neighbours.clone();
+        let overrides = overrides_after_reload(&self.overrides, overrides_before, &config);
+        let desired = desired_state(&Inputs {
+            config: &config,
+            host: &facts,
+            health: &self.health,
+            overrides: &overrides,
+            vrrp: &self.vrrp,
+            plan: &plan,
+        });
+        if let Err(e) = self.dataplane.apply(&desired) {
+            // Put back what was running; the old state was applied before, so this succeeds
+            // unless the kernel refuses map updates altogether.
+            if let Err(again) = self.dataplane.apply(&self.desired) {
+                tracing::error!(error = %again, "restoring the previous state after a failed reload");
+            }
+            return Err(e).context("applying the new configuration (previous one kept)");
+        }
+        // New reals: start resolving their MACs now rather than at the next re-probe.
+        for (idx, name, addr) in wanted_neighbours(&config, &facts) {
+            if facts.neighbours.get(idx, addr).is_none() {
+                let _ = neigh::provoke(&name, addr);
+            }
+        }
+        let services = desired.services.len();
+        let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
+        log_desired(&desired);
+        // Unchanged reals keep their health state and running checks.
+        self.monitor.update(monitored);
+        self.config = config;
+        self.facts = facts;
+        self.desired = desired;
+        self.plan = plan;
+        // Runtime changes last until a reload.
+        self.overrides = overrides;
+        Ok((services, reals))
+    }
+}
+
+impl Reloader {
+    /// Re-reads the config file and applies it: the one reload path of `lb reload` and SIGHUP.
+    /// The agent lock is taken only briefly to read the running VRRP settings, and to switch.
+    pub(super) fn reload(
+        &self,
+        shared: &Mutex<Shared>,
+        turn: Turn,
+    ) -> anyhow::Result<serde_json::Value> {
+        let _running = match (turn, self.running.try_lock()) {
+            (_, Ok(g)) => g,
+            (_, Err(TryLockError::Poisoned(e))) => e.into_inner(),
+            (Turn::Refuse, Err(TryLockError::WouldBlock)) => anyhow::bail!(RELOAD_BUSY),
+            (Turn::Wait, Err(TryLockError::WouldBlock)) => {
+                tracing::info!("a reload is already in progress: this one waits its turn");
+                self.running.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
+        let started = Instant::now();
+        tracing::info!(config = %self.config_path.display(), "reloading the configuration");
+        // Only reloads change the config, and they run one at a time: this stays current.
+        let (running_vrrp, overrides_before) = {
+            let s = lock(shared);
+            (s.config.vrrp.clone(), s.overrides.clone())
+        };
+        let switched = self.prepare(&running_vrrp).and_then(|prepared| {
+            let prepared_ms = started.elapsed().as_millis() as u64;
+            let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
+            let hash = config_hash(&prepared.config);
+            let mut s = lock(shared);
+            let counts = s.switch_to(prepared, &overrides_before)?;
+            s.reloads.config_hash = hash;
+            Ok((counts, prepared_ms, changes))
+        });
+        let ((services, reals), prepared_ms, changes) = match switched {
+            Ok(v) => {
+                let mut s = lock(shared);
+                s.reloads.succeeded += 1;
+                s.reloads.last_success = Some(unix_now());
+                v
+            }
+            Err(e) => {
+                lock(shared).reloads.failed += 1;
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            config = %self.config_path.display(),
+            services,
+            reals,
+            changed = %changes,
+            read_ms = prepared_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "configuration reloaded"
+        );
+        Ok(
+            serde_json::json!({ "config": self.config_path.display().to_string(), "services": services, "reals": reals }),
+        )
+    }
+
+    /// Reads, parses and validates the file and plans its dataplanes, without the agent lock.
+    fn prepare(&self, running_vrrp: &crate::config::vrrp::VrrpConfig) -> anyhow::Result<Prepared> {
+        let config = load_config(&self.config_path, self.format, self.strict)?;
+        if config.vrrp != *running_vrrp {
+            // Restarting instances would give up mastership mid-reload; keepalived users expect
+            // VRRP changes to need a restart too.
+            anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
+        }
+        let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
+        let facts =
+            self.rt.block_on(host_facts(&self.netlink, &config, &neigh::Neighbours::default()))?;
+        let monitored = monitored_reals(&config);
+        Ok(Prepared { config, plan, facts, monitored })
+    }
+}
+
+/// The runtime changes a reload keeps: those made while it read its file (`now` but not
+/// `before`, the changes when it began), for reals `config` still has. Older ones it clears.
+fn overrides_after_reload(now: &Overrides, before: &Overrides, config: &Config) -> Overrides {
+    let in_config = |(key, addr, port): &RealId| {
+        config.virtual_servers.iter().any(|vs| {
+            vs.key() == *key
+                && vs.real_servers.iter().any(|r| r.address == *addr && r.port == *port)
+        })
+    };
+    Overrides(
+        now.0
+            .iter()
+            .filter(|(id, o)| before.0.get(id) != Some(o) && in_config(id))
+            .map(|(id, o)| (*id, *o))
+            .collect(),
+    )
+}
+
+/// Seconds since the Unix epoch (0 for a clock before it).
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A short hash of the configuration as the agent runs it (what was read, not the file's bytes).
+pub(super) fn config_hash(config: &Config) -> String {
+    use md5::{Digest as _, Md5};
+    let bytes = serde_json::to_vec(config).unwrap_or_default();
+    let digest = Md5::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse_toml, test_support::FakeHost};
+
+    fn config(reals: &[u8]) -> Config {
+        let mut text =
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n"
+                .to_owned();
+        for r in reals {
+            text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"192.0.2.{r}\"\n"));
+        }
+        parse_toml(&text, Path::new("t.toml"), &FakeHost).expect("valid config")
+    }
+
+    fn overrides(config: &Config, entries: &[(u8, Override)]) -> Overrides {
+        let key = config.virtual_servers[0].key();
+        Overrides(
+            entries.iter().map(|(r, o)| ((key, IpAddr::from([192, 0, 2, *r]), 80), *o)).collect(),
+        )
+    }
+
+    #[test]
+    fn a_reload_keeps_only_the_runtime_changes_made_while_it_read() {
+        use Override::{Drain, Weight};
+        // (case, reals in the new config, changes when the reload began, changes at the
+        // switch, changes kept)
+        type Case = (
+            &'static str,
+            &'static [u8],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+            &'static [(u8, Override)],
+        );
+        let cases: &[Case] = &[
+            ("none", &[11, 12], &[], &[], &[]),
+            ("older ones cleared", &[11, 12], &[(11, Drain)], &[(11, Drain)], &[]),
+            ("made during the read kept", &[11, 12], &[], &[(12, Drain)], &[(12, Drain)]),
+            (
+                "changed during the read kept",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Weight(5))],
+                &[(11, Weight(5))],
+            ),
+            (
+                "mixed",
+                &[11, 12],
+                &[(11, Drain)],
+                &[(11, Drain), (12, Weight(3))],
+                &[(12, Weight(3))],
+            ),
+            ("real gone from the new config", &[11], &[], &[(12, Drain)], &[]),
+        ];
+        for (case, reals, before, now, kept) in cases {
+            let config = config(reals);
+            let got = overrides_after_reload(
+                &overrides(&config, now),
+                &overrides(&config, before),
+                &config,
+            );
+            assert_eq!(got, overrides(&config, kept), "{case}");
+        }
+    }
+}
