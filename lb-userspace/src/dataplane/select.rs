@@ -397,6 +397,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_family_tunnel_service_runs_on_xdp() {
+        // An IPv4 VIP on an IPv6 real (IPv4 in IPv6) next to an IPv4 real.
+        let config = parse_toml(
+            "[[virtual_server]]\nvip = '192.0.2.100'\nport = 80\ninterface = 'eth0'\n\
+             lb_kind = 'TUN'\ntun_type = 'gue'\ntun_port = 6080\n\
+             [[virtual_server.real_server]]\naddress = '2001:db8:1::11'\n\
+             [[virtual_server.real_server]]\naddress = '192.0.2.12'\n",
+            Path::new("lb.toml"),
+            &FakeHost,
+        )
+        .expect("valid");
+        let chosen = plan(&config, Mode::Auto, &BOTH).expect("plan");
+        assert_eq!(chosen.backend(&config.virtual_servers[0].key()), Backend::Xdp);
+    }
+
+    #[test]
     fn a_firewall_mark_service_runs_on_ipvs_only() {
         let text = "[[virtual_server]]\nfwmark = 3\n[[virtual_server.real_server]]\n\
                     address = '192.0.2.11'\nport = 80\n";
