@@ -20,6 +20,7 @@
 //! `--bench` (added by cargo) is ignored.
 //! Prints a Markdown table on stdout.
 
+use lb_test_support::packet::{self, PLAIN};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -427,37 +428,13 @@ fn desired() -> Desired {
     }
 }
 
-fn eth(ether_type: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(128);
-    f.extend_from_slice(&IFACE_MAC);
-    f.extend_from_slice(&ROUTER_MAC);
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    f
-}
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
-/// A TCP header with `flags` and a few payload bytes (the frame comes to 60 bytes for v4).
+/// A TCP segment with `flags` and a few payload bytes (the frame comes to 60 bytes for v4).
 fn tcp_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut h = Vec::with_capacity(26);
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    h.extend_from_slice(b"bench!");
-    h
+    packet::tcp(sport, dport, flags, b"bench!")
 }
 
 fn v4_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
@@ -465,30 +442,14 @@ fn v4_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
 }
 
 fn v4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let payload = tcp_segment(sport, PORT, flags);
-    let mut f = eth(0x0800);
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&(20 + payload.len() as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, lb_common::IPPROTO_TCP, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let sum = checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&payload);
-    f
+    let ip =
+        packet::ipv4(src, dst, lb_common::IPPROTO_TCP, PLAIN, &tcp_segment(sport, PORT, flags));
+    [packet::eth(IFACE_MAC, ROUTER_MAC, 0x0800), ip].concat()
 }
 
 fn v6_tcp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let payload = tcp_segment(sport, PORT, flags);
-    let mut f = eth(0x86dd);
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[lb_common::IPPROTO_TCP, 64]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&payload);
-    f
+    let ip = packet::ipv6(src, dst, lb_common::IPPROTO_TCP, &tcp_segment(sport, PORT, flags));
+    [packet::eth(IFACE_MAC, ROUTER_MAC, 0x86dd), ip].concat()
 }
 
 /// Distinct clients for new flows: packet `n` of the whole run (over rounds and families) gets

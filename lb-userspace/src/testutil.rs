@@ -1,42 +1,19 @@
 //! Helpers for tests that need root and kernel features.
 
-/// True when the test can run. Without root it fails loudly in CI (`CI=true`) and skips elsewhere.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let msg = format!("{test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
-    skip_outside_ci(&msg, format!("{msg}; CI must run as root"))
-}
+use std::{net::IpAddr, time::Duration};
 
-/// True when `program` is on PATH. Without it the test fails loudly in CI (`CI=true`: CI installs
-/// it through `cargo xtask bootstrap`) and skips elsewhere.
-pub fn require_program(test: &str, program: &str) -> bool {
-    use crate::config::{HostView as _, SystemHost};
-    if SystemHost.has_program(program) {
-        return true;
-    }
-    let msg = format!("{test}: `{program}` is not installed");
-    skip_outside_ci(&msg, format!("!!! {msg}. CI=true, so this is a failure. !!!"))
-}
+use crate::config::{
+    Location,
+    vrrp::{VirtualAddress, VrrpInstance},
+};
 
-/// False (skip, saying `msg`), except in CI (`CI=true`), where a missing prerequisite is a
-/// failure: panics with `in_ci`.
-fn skip_outside_ci(msg: &str, in_ci: String) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{in_ci}");
-    }
-    eprintln!("SKIP: {msg}");
-    false
-}
+// One definition for every test kind (unit, lab, guest): a skip reads the same everywhere.
+pub use lb_test_support::{require_program, require_root};
 
 /// Moves the calling thread into a fresh network namespace, so attaching XDP or adding addresses
 /// touches nothing outside the test. Its `lo` has ifindex 1, which is what BPF_PROG_TEST_RUN uses.
 pub fn private_netns() {
-    // SAFETY: unshare only affects the calling thread's network namespace.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    lb_test_support::private_netns().expect("unshare(CLONE_NEWNET)");
 }
 
 /// Removes capabilities from the calling thread's effective set (capabilities are per thread), e.g.
@@ -71,4 +48,43 @@ pub fn drop_effective_caps(caps: &[u32]) {
 /// (also when the test panics).
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("creating a temporary folder")
+}
+
+/// A `vrrp_instance` as the config readers would give it: VRRPv3 on `eth0`, priority 100,
+/// advert 1 s, preempting, keepalived's GARP defaults; the VIPs as /32 (IPv4) or /64 (IPv6).
+pub fn vrrp_instance(name: &str, vrid: u8, vips: &[&str]) -> VrrpInstance {
+    VrrpInstance {
+        name: name.into(),
+        initial_master: false,
+        interface: "eth0".into(),
+        virtual_router_id: vrid,
+        priority: 100,
+        advert_int: Duration::from_secs(1),
+        version: 3,
+        virtual_ipaddress: vips
+            .iter()
+            .map(|v| v.parse().expect("a VIP address"))
+            .map(|address: IpAddr| VirtualAddress {
+                address,
+                prefix: if address.is_ipv4() { 32 } else { 64 },
+            })
+            .collect(),
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        unicast_peer: vec![],
+        unicast_src_ip: None,
+        auth_pass: None,
+        track_interface: vec![],
+        track_script: vec![],
+        notify_master: None,
+        notify_backup: None,
+        notify_fault: None,
+        notify_stop: None,
+        notify: None,
+        garp_master_repeat: 5,
+        garp_master_refresh_delay: Duration::from_secs(5),
+        lower_prio_no_advert: false,
+        skip_check_adv_addr: false,
+        location: Location::default(),
+    }
 }

@@ -12,14 +12,6 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{Netns, Process, http_get, wait_until};
 
-/// Where the `lb` binary is: `$LB_BIN` (set by `cargo xtask test`), else the workspace's debug build.
-pub fn lb_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LB_BIN") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lb")
-}
-
 /// A running `lb run`; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct LbAgent {
     process: Option<Process>,

@@ -5,6 +5,7 @@
 //! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
 //! docs/testing.md for the measured facts this follows.
 
+pub mod bgp;
 pub mod bpffs;
 pub mod director;
 mod icmp;
@@ -15,7 +16,8 @@ pub mod process;
 pub mod topology;
 
 pub use bpffs::BpfFs;
-pub use director::{LbAgent, count_http, lb_bin};
+pub use director::{LbAgent, count_http};
+pub use lb_test_support::lb_bin;
 pub use longlived::{
     ConnError, ConnErrorKind, ConnReport, LongLived, LongLivedOptions, Report as LongLivedReport,
 };
@@ -27,7 +29,6 @@ pub use topology::{
 };
 
 use anyhow::{Context, Result, bail};
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -40,31 +41,8 @@ pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
         .with_context(|| format!("creating a temporary folder {prefix}*"))
 }
 
-/// Whether a root-only test can run. Not root (or no `ip`): in CI (`CI=true`) this panics, because
-/// such tests must fail loudly there; elsewhere it prints `SKIP: ...` to stderr and returns false.
-pub fn require_root(test_name: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let have_ip = std::process::Command::new("ip")
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if root && have_ip {
-        return true;
-    }
-    let why = if root { "iproute2 `ip` is not available" } else { "not running as root" };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "!!! {test_name}: needs root and iproute2 for network namespaces, but {why}. \
-             CI=true, so this is a failure, not a skip. !!!"
-        );
-    }
-    // Straight to fd 2, not eprintln!: libtest captures the macros, and a skip must stay visible.
-    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test_name}: {why} (network-namespace test)");
-    false
-}
+// One definition for every test kind (unit, lab, guest): a skip reads the same everywhere.
+pub use lb_test_support::{require_program, require_root};
 
 /// Polls `cond` every 20 ms until it is true (→ true) or `timeout` passes (→ false); checks once
 /// more at the deadline.

@@ -154,22 +154,8 @@ impl Netns {
         R: Send,
     {
         self.check_alive()?;
-        let path = format!("{NETNS_RUN_DIR}/{}", self.name());
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        std::thread::scope(|s| {
-            let handle = s.spawn(move || -> Result<R> {
-                // SAFETY: setns on a valid fd; CLONE_NEWNET only affects this thread.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error()).context("setns");
-                }
-                drop(file);
-                Ok(f())
-            });
-            match handle.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        lb_test_support::in_netns(self.name(), f)
+            .with_context(|| format!("joining namespace {}", self.name()))
     }
 
     /// Sends ICMP echo requests to `addr` (raw socket, no `ping` binary needed) until one is answered

@@ -1,6 +1,6 @@
 //! keepalived against keepalived in network namespaces: the harness in `lb_tests::keepalived`
 //! works, and keepalived's own failover times on this machine — the bar the director's VRRP
-//! engine is held to (its tests against keepalived live in `lb-userspace/src/vrrp/netns_tests.rs`
+//! engine is held to (its tests against keepalived live in `lb-userspace/src/vrrp/tests.rs`
 //! and measure the same three cases).
 //!
 //! VRRPv3 at advert_int 0.1 s keeps it short (about 3 s): crash failover (SIGKILL of both

@@ -11,12 +11,13 @@
 //! cpio with the payload and `/payload.sh`; the payload's output and exit code come back on the
 //! second serial port.
 //!
-//! In-guest tests are `#[ignore]`d unit tests of the `lb` library whose path contains `::vm_`;
-//! `cargo xtask vm test` builds that harness and the `lb` binary (with its XDP program)
+//! In-guest tests are the `#[ignore]`d tests of lb-userspace's `guest` test target
+//! (`lb-userspace/tests/guest/`); `cargo xtask vm test` builds that harness and the `lb` binary
+//! (with its XDP program)
 //! statically (into `$LB_VM_TARGET_DIR`, default `target/vm`) and runs them in the guest, with
 //! `lb` as `/bin/lb` and `LB_BIN` naming it.
 //!
-//! `cargo xtask vm bench` runs the in-guest benchmark (`::vm_bench::`, which `vm test` skips):
+//! `cargo xtask vm bench` runs the in-guest benchmark (`vm_bench::`, which `vm test` skips):
 //! the same harness, and an `lb` built with its XDP program (in `$LB_VM_TARGET_DIR/xdp`).
 
 use std::{
@@ -135,12 +136,13 @@ pub enum Vm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the `lb` unit-test harness statically and run its in-guest tests (`::vm_`, ignored).
+    /// Build the guest tests' harness (lb-userspace's `guest` target) statically and run its
+    /// ignored tests in the guest.
     Test {
         /// Seconds before qemu is killed.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
-        /// Run only the in-guest tests whose path contains this (default: all, `::vm_`).
+        /// Run only the in-guest tests whose path contains this (default: all, `vm_`).
         filter: Option<String>,
     },
     /// XDP (generic mode) against kernel IPVS forwarding the same traffic in the guest: medians
@@ -838,7 +840,7 @@ fn static_target_dir(root: &Path) -> PathBuf {
 
 /// The static binaries an in-guest test run needs.
 struct StaticBuild {
-    /// The `lb` library's unit-test harness.
+    /// The guest tests' harness (lb-userspace's `guest` test target).
     harness: PathBuf,
     /// The `lb` binary, `/bin/lb` there: without its BPF object for the tests (they drive IPVS),
     /// with it for the benchmark.
@@ -863,7 +865,8 @@ fn build_static(root: &Path, lb: Lb) -> anyhow::Result<StaticBuild> {
         root,
         &dir,
         Lb::IpvsOnly,
-        &["test", "-p", "lb-userspace", "--lib", "--no-run"],
+        &["test", "-p", "lb-userspace", "--test", "guest", "--no-run"],
+        "guest",
         r#""test":true"#,
     )
     .context("building the static test harness")?;
@@ -878,6 +881,7 @@ fn build_static(root: &Path, lb: Lb) -> anyhow::Result<StaticBuild> {
         &lb_dir,
         lb,
         &["build", "-p", "lb-userspace", "--bin", "lb"],
+        "lb",
         r#""test":false"#,
     )
     .context("building the static lb binary")?;
@@ -885,12 +889,13 @@ fn build_static(root: &Path, lb: Lb) -> anyhow::Result<StaticBuild> {
 }
 
 /// Runs `cargo ARGS` for a static x86_64 build in `target_dir` and returns the path of the
-/// executable named `lb` whose artifact line contains `filter`.
+/// executable of target `name` whose artifact line contains `filter`.
 fn static_executable(
     root: &Path,
     target_dir: &Path,
     lb: Lb,
     args: &[&str],
+    name: &str,
     filter: &str,
 ) -> anyhow::Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
@@ -917,9 +922,9 @@ fn static_executable(
     stdout
         .lines()
         .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(filter))
-        .filter(|l| l.contains(r#""name":"lb""#))
+        .filter(|l| l.contains(&format!(r#""name":"{name}""#)))
         .find_map(|l| l.split(r#""executable":""#).nth(1)?.split('"').next().map(PathBuf::from))
-        .with_context(|| format!("cargo {} reported no lb executable", args.join(" ")))
+        .with_context(|| format!("cargo {} reported no {name} executable", args.join(" ")))
 }
 
 /// Runs the in-guest tests (for `cargo xtask test`): (passed, failed), failing when any failed.
@@ -944,7 +949,7 @@ fn run_tests_in(
         build.harness.display()
     );
     let mut args: Vec<String> =
-        [filter.unwrap_or("::vm_"), "--ignored", "--test-threads=1", "--nocapture"]
+        [filter.unwrap_or("vm_"), "--ignored", "--test-threads=1", "--nocapture"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -979,8 +984,8 @@ fn run_tests_in(
     Ok((passed, failed))
 }
 
-/// The in-guest benchmark's tests (`lb-userspace/src/dataplane/ipvs/vm_bench.rs`).
-const BENCH_TESTS: &str = "::vm_bench::";
+/// The in-guest benchmark's tests (`lb-userspace/tests/guest/vm_bench.rs`).
+const BENCH_TESTS: &str = "vm_bench::";
 /// How the benchmark hands a result row to the host: `@@BENCH {"name",...}` on a line.
 const BENCH_ROW: &str = "@@BENCH ";
 

@@ -853,6 +853,4 @@ impl Instance {
 }
 
 #[cfg(test)]
-mod resume_tests;
-#[cfg(test)]
 mod tests;

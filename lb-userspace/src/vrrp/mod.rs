@@ -13,13 +13,13 @@ pub mod announce;
 mod checksum;
 pub mod frame;
 pub mod machine;
-#[cfg(test)]
-mod netns_tests;
 pub mod notify;
 pub mod packet;
 pub mod runner;
 pub mod socket;
 pub mod status;
+#[cfg(test)]
+mod tests;
 pub mod track;
 #[cfg(test)]
 mod tshark_oracle;

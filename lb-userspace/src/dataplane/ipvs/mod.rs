@@ -17,22 +17,6 @@ mod uapi;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod vm_agent;
-#[cfg(test)]
-mod vm_bench;
-#[cfg(test)]
-mod vm_dataplane;
-#[cfg(test)]
-mod vm_forwarding;
-#[cfg(test)]
-mod vm_net;
-#[cfg(test)]
-mod vm_smoke;
-#[cfg(test)]
-mod vm_vrrp;
-#[cfg(test)]
-mod vm_xdp_vlan;
 
 use std::time::Duration;
 

@@ -16,6 +16,8 @@ use lb_common::{
     map_names, ports_word, prefix_mask,
 };
 
+use lb_test_support::packet::{self, PLAIN, V4Opts, checksum};
+
 use super::{XdpDataplane, XdpLimits, XdpModeSetting, addr_words};
 use crate::{
     config::{Protocol, VirtualServerKey},
@@ -166,67 +168,19 @@ fn desired() -> Desired {
 // ---- packet building ----------------------------------------------------------------------
 
 fn eth(ether_type: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&IFACE_MAC);
-    f.extend_from_slice(&ROUTER_MAC);
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    f
+    packet::eth(IFACE_MAC, ROUTER_MAC, ether_type)
 }
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 =
-        b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-struct V4Opts {
-    ihl: u8,
-    frag: u16,
-    id: u16,
-}
-
-const PLAIN: V4Opts = V4Opts { ihl: 5, frag: 0, id: 1 };
 
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, o: V4Opts, payload: &[u8]) -> Vec<u8> {
-    let mut f = eth(0x0800);
-    let hlen = usize::from(o.ihl) * 4;
-    let total = (hlen + payload.len()) as u16;
-    let mut ip = vec![0x40 | o.ihl, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&o.id.to_be_bytes());
-    ip.extend_from_slice(&o.frag.to_be_bytes());
-    ip.extend_from_slice(&[64, proto, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    ip.resize(hlen, 1); // options: NOPs
-    let sum = checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(payload);
-    f
+    [eth(0x0800), packet::ipv4(src, dst, proto, o, payload)].concat()
 }
 
 fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = eth(0x86dd);
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[next, 64]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(payload);
-    f
+    [eth(0x86dd), packet::ipv6(src, dst, next, payload)].concat()
 }
 
 fn tcp_flags(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    h.extend_from_slice(b"hello");
-    h
+    packet::tcp(sport, dport, flags, b"hello")
 }
 
 fn tcp(sport: u16, dport: u16) -> Vec<u8> {
@@ -234,13 +188,7 @@ fn tcp(sport: u16, dport: u16) -> Vec<u8> {
 }
 
 fn udp(sport: u16, dport: u16) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&13u16.to_be_bytes());
-    h.extend_from_slice(&[0, 0]);
-    h.extend_from_slice(b"query");
-    h
+    packet::udp(sport, dport, b"query")
 }
 
 fn icmp_echo(kind: u8) -> Vec<u8> {

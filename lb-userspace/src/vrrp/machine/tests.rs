@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// [`Event::Resume`]: a restarted agent resuming its previous process's mastership.
+mod resume;
+
 /// Our primary address; `.12` outranks it on equal priority, `.10` does not.
 const OURS: IpAddr = ip4(11);
 

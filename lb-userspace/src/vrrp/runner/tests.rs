@@ -6,39 +6,7 @@ use crate::config::{
     Location,
     vrrp::{TrackInterface, TrackScript, VrrpScript},
 };
-
-pub(crate) fn instance(name: &str, vrid: u8, vips: &[&str]) -> VrrpInstance {
-    VrrpInstance {
-        name: name.into(),
-        initial_master: false,
-        interface: "eth0".into(),
-        virtual_router_id: vrid,
-        priority: 100,
-        advert_int: Duration::from_secs(1),
-        version: 3,
-        virtual_ipaddress: vips
-            .iter()
-            .map(|v| VirtualAddress { address: v.parse().unwrap(), prefix: 32 })
-            .collect(),
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        unicast_peer: vec![],
-        unicast_src_ip: None,
-        auth_pass: None,
-        track_interface: vec![],
-        track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: None,
-        garp_master_repeat: 5,
-        garp_master_refresh_delay: Duration::from_secs(5),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
-        location: Location::default(),
-    }
-}
+use crate::testutil::vrrp_instance as instance;
 
 fn script(name: &str, weight: i32) -> VrrpScript {
     VrrpScript {
@@ -147,6 +115,69 @@ async fn no_instances_no_engine_work() {
     let engine = VrrpEngine::start(&VrrpConfig::default(), Hooks::default()).await.unwrap();
     assert!(engine.snapshot().instances.is_empty());
     engine.stop().await;
+}
+
+/// Becoming MASTER, the engine adds the VIPs only once the embedding program has answered its
+/// `MasterRequest` (the agent makes the services live in between), and at once when the answer
+/// is dropped. An engine that did not wait would show the VIP during the held answer.
+#[test]
+fn becoming_master_adds_the_vips_only_after_the_dataplane_answers() {
+    if !crate::testutil::require_root(
+        "becoming_master_adds_the_vips_only_after_the_dataplane_answers",
+    ) {
+        return;
+    }
+    std::thread::spawn(|| {
+        crate::testutil::private_netns();
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        ip(&["link", "add", "mrq0", "type", "veth", "peer", "name", "mrq1"]);
+        ip(&["link", "set", "mrq0", "up"]);
+        ip(&["link", "set", "mrq1", "up"]);
+        ip(&["addr", "add", "192.0.2.12/24", "dev", "mrq0"]);
+        let has_vip = || ip(&["-4", "addr", "show", "dev", "mrq0"]).contains("192.0.2.200/32");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // Answered after a hold, then dropped unanswered.
+            for answer in [true, false] {
+                let mut inst = instance("VI_1", 51, &["192.0.2.200"]);
+                inst.interface = "mrq0".into();
+                inst.advert_int = Duration::from_millis(100);
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let hooks = Hooks { before_vips: Some(tx), ..Hooks::default() };
+                let engine = VrrpEngine::start(&config(vec![inst]), hooks).await.unwrap();
+                let request = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .expect("a MasterRequest within 5 s")
+                    .expect("the engine keeps its sender");
+                assert_eq!(
+                    (request.change.instance.as_str(), request.change.to),
+                    ("VI_1", State::Master)
+                );
+                let asked = Instant::now();
+                if answer {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    assert!(!has_vip(), "the VIP was added before the dataplane answered");
+                    request.done.send(()).unwrap();
+                } else {
+                    drop(request);
+                }
+                let mut added = false;
+                while !added && asked.elapsed() < Duration::from_secs(2) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    added = has_vip();
+                }
+                assert!(added, "answered {answer}: the VIP was not added within 2 s");
+                engine.stop().await;
+                assert!(!has_vip(), "stopping removes the VIP");
+            }
+        });
+    })
+    .join()
+    .unwrap();
 }
 
 /// Only a message long enough to carry a VRID is an advert, ours or another router's.

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use super::*;
+use super::super::*;
 
 const OURS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11));
 

@@ -15,7 +15,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd as _, RawFd},
@@ -523,22 +522,12 @@ impl Server {
 
 /// Moves the calling thread into the named network namespace (`/run/netns/NAME`).
 pub fn enter_netns(ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
-    // SAFETY: setns on a namespace file; it changes only the calling thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    lb_test_support::enter_netns(ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
 /// Runs `f` on a thread inside namespace `ns` and returns its result (a panic propagates).
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(ns);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    lb_test_support::in_netns(ns, f).unwrap_or_else(|e| panic!("netns {ns}: {e}"))
 }
 
 /// Writes `/proc/sys/KEY` in the calling thread's namespace (`/proc/sys/net` is per namespace).

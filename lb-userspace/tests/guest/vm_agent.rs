@@ -14,18 +14,11 @@ use super::{
     Destination, Forward, Ipvs, Service, ServiceKey,
     vm_net::{Lab, ServiceGuard, VIP, ipvsadm},
 };
+// The guest's `lb` binary: `cargo xtask vm test` sets `$LB_BIN`.
+use lb_test_support::lb_bin;
 
 /// How long `lb run` may take to answer on its socket (a debug build under TCG).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The guest's `lb` binary.
-pub fn lb_bin() -> PathBuf {
-    let bin = std::env::var_os("LB_BIN")
-        .map(PathBuf::from)
-        .expect("LB_BIN is not set: run the in-guest tests with `cargo xtask vm test`");
-    assert!(bin.is_file(), "LB_BIN {} is not a file", bin.display());
-    bin
-}
 
 /// Polls `done` every 50 ms until it holds or `timeout` passes; whether it held.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -42,10 +42,7 @@ use super::{
 };
 use crate::config::{
     Location,
-    vrrp::{
-        TrackInterface, TrackScript, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
-        VrrpSyncGroup,
-    },
+    vrrp::{TrackInterface, TrackScript, VrrpConfig, VrrpScript, VrrpSyncGroup},
 };
 
 const KA_V4: &str = "192.0.2.11";
@@ -55,30 +52,7 @@ const VIP_V6: &str = "2001:db8::200";
 
 /// Root plus keepalived, or skip (fail in CI).
 fn require(test: &str) -> bool {
-    if !crate::testutil::require_root(test) {
-        return false;
-    }
-    let have = |cmd: &str, arg: &str| {
-        Command::new(cmd)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let missing = if !have("ip", "-V") {
-        Some("iproute2 `ip`")
-    } else if !have("keepalived", "--version") {
-        Some("keepalived (apt-get install keepalived)")
-    } else {
-        None
-    };
-    let Some(what) = missing else { return true };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("!!! {test}: needs {what}, which is missing. CI=true, so this is a failure. !!!");
-    }
-    let _ = writeln!(std::io::stderr().lock(), "SKIP: {test}: {what} is not installed");
-    false
+    crate::testutil::require_root(test) && crate::testutil::require_program(test, "keepalived")
 }
 
 /// A line that stays visible without `--nocapture` (libtest captures the print macros).
@@ -119,10 +93,7 @@ fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 }
 
 fn enter_netns(ns: &str) {
-    let f = fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace fd only affects the calling thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    lb_test_support::enter_netns(ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
 /// The namespaces and links of one test; deleted on drop (also during a panic).
@@ -594,37 +565,11 @@ fn lb_instance(lab: &Lab, version: u8, priority: u8, advert: Duration, vip: &str
     fs::write(&notify, format!("#!/bin/sh\necho \"$*\" >> {}\n", lab.path("lb.notify").display()))
         .unwrap();
     sh(&["chmod", "755", notify.to_str().unwrap()]);
-    let address: IpAddr = vip.parse().unwrap();
-    let inst = VrrpInstance {
-        name: "VI_1".into(),
-        initial_master: false,
-        interface: "eth0".into(),
-        virtual_router_id: 51,
-        priority,
-        advert_int: advert,
-        version,
-        virtual_ipaddress: vec![VirtualAddress {
-            address,
-            prefix: if address.is_ipv4() { 32 } else { 64 },
-        }],
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        unicast_peer: vec![],
-        unicast_src_ip: None,
-        auth_pass: None,
-        track_interface: vec![],
-        track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: Some(notify.display().to_string()),
-        garp_master_repeat: 5,
-        garp_master_refresh_delay: Duration::from_secs(5),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
-        location: Location::default(),
-    };
+    let mut inst = crate::testutil::vrrp_instance("VI_1", 51, &[vip]);
+    inst.priority = priority;
+    inst.advert_int = advert;
+    inst.version = version;
+    inst.notify = Some(notify.display().to_string());
     VrrpConfig { instances: vec![inst], scripts: vec![], sync_groups: vec![] }
 }
 
