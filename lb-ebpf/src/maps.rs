@@ -73,3 +73,8 @@ pub static REAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(size
 #[map(name = "LB_SERVICE_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(sizes::MAX_SERVICES, 0);
+
+/// Per-CPU scratch for the FIB lookup parameters of tunnelled forwarding (see `tunnel`).
+#[map(name = "LB_FIB_SCRATCH")]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);

@@ -145,14 +145,15 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
         (
             &nat,
             &[],
-            ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing runs on \
-             XDP) needs the IPVS dataplane, which is not usable here",
+            ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing and \
+             tunnels run on XDP) needs the IPVS dataplane, which is not usable here",
         ),
         (&nat, &["--dataplane", "ipvs"], "--dataplane ipvs: IPVS"),
         (
             &nat,
             &["--dataplane", "xdp"],
-            "`lb_kind NAT` (only direct routing runs on XDP): it cannot run with --dataplane xdp",
+            "`lb_kind NAT` (only direct routing and tunnels run on XDP): it cannot run with \
+             --dataplane xdp",
         ),
         (
             &fwmark,

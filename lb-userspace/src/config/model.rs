@@ -703,6 +703,10 @@ pub struct ServiceForwarding {
     pub lb_kind: LbKind,
     /// Schedule each UDP datagram on its own (keepalived's `ops`).
     pub one_packet: bool,
+    /// Outer source address of tunnelled packets to reals of its family (`tun_source`); else
+    /// the director's preferred source toward each real (the FIB's, looked up per packet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tun_source: Option<std::net::IpAddr>,
     #[serde(skip)]
     pub lb_kind_at: Option<Location>,
     #[serde(skip)]

@@ -66,6 +66,7 @@ const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "lvs_method",
     "tun_type",
     "tun_port",
+    "tun_source",
     "ops",
     // Health checking, read in `health`.
     "delay_loop",

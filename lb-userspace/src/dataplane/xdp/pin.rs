@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +137,18 @@ pub struct RealRecord {
     pub src_mac: [u8; 6],
     pub ifindex: u32,
     pub generation: u32,
+    /// Tunnel settings (layout 4): `lb_common::TUN_*`, outer family, GUE port (network order),
+    /// outer destination and source words.
+    #[serde(default)]
+    pub tun: u8,
+    #[serde(default)]
+    pub tun_family: u8,
+    #[serde(default)]
+    pub tun_port_be: u16,
+    #[serde(default)]
+    pub tun_dst: [u32; 4],
+    #[serde(default)]
+    pub tun_src: [u32; 4],
 }
 
 impl RealRecord {
@@ -148,6 +160,11 @@ impl RealRecord {
             _pad: 0,
             ifindex: self.ifindex,
             generation: self.generation,
+            tun: self.tun,
+            tun_family: self.tun_family,
+            tun_port_be: self.tun_port_be,
+            tun_dst: self.tun_dst,
+            tun_src: self.tun_src,
         }
     }
 }
