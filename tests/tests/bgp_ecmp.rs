@@ -160,30 +160,45 @@ fn three_directors_behind_ecmp() {
     wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir1 announced again");
     last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the rejoin");
 
-    // Hitless restart of the pinned dir3: the router never drops it.
-    let dropped = Arc::new(AtomicBool::new(false));
-    let watching = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (dropped, watching) = (dropped.clone(), watching.clone());
-        let router = router.clone();
-        std::thread::spawn(move || {
-            while watching.load(Ordering::Relaxed) {
-                if !next_hops(&router).contains(DIRECTORS[2]) {
-                    dropped.store(true, Ordering::Relaxed);
+    // Hitless restarts of the pinned dir3 (SIGQUIT hand-over; SIGKILL and an immediate restart):
+    // BIRD outlives the agent, the next agent adopts it, the router never drops dir3.
+    let hitless = |how: &str, stop: &dyn Fn() -> LbAgent| -> LbAgent {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let watching = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (dropped, watching) = (dropped.clone(), watching.clone());
+            let router = router.clone();
+            std::thread::spawn(move || {
+                while watching.load(Ordering::Relaxed) {
+                    if !next_hops(&router).contains(DIRECTORS[2]) {
+                        dropped.store(true, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
+            })
+        };
+        let next = stop();
+        assert!(next.stderr().contains("adopted the running BIRD"), "{how}: {}", next.stderr());
+        std::thread::sleep(Duration::from_secs(3));
+        watching.store(false, Ordering::Relaxed);
+        watcher.join().unwrap();
+        assert!(!dropped.load(Ordering::Relaxed), "{how}: the router dropped dir3");
+        assert_eq!(vip_state(&next), (true, "ready".to_owned()), "{how}");
+        next
     };
-    dir3.quit().expect("SIGQUIT dir3");
-    let dir3 = start(2, &pinned);
-    assert!(dir3.stderr().contains("adopted the running BIRD"), "{}", dir3.stderr());
-    std::thread::sleep(Duration::from_secs(3));
-    watching.store(false, Ordering::Relaxed);
-    watcher.join().unwrap();
-    assert!(!dropped.load(Ordering::Relaxed), "the router dropped dir3 during its hitless restart");
-    assert_eq!(vip_state(&dir3), (true, "ready".to_owned()));
-    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the restart");
+    let dir3 = std::cell::Cell::new(Some(dir3));
+    let take = || dir3.take().expect("dir3 running");
+    let restarted = hitless("SIGQUIT hand-over", &|| {
+        take().quit().expect("SIGQUIT dir3");
+        start(2, &pinned)
+    });
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the hand-over");
+    dir3.set(Some(restarted));
+    let dir3 = hitless("SIGKILL and restart", &|| {
+        take().kill().expect("SIGKILL dir3");
+        start(2, &pinned)
+    });
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the SIGKILL");
 
     // 3. Every real down as dir3 sees it: dir3 withdraws; back up: it announces again.
     for real in REALS {
