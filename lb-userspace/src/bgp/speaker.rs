@@ -220,6 +220,19 @@ impl Announcer {
     }
 }
 
+#[cfg(test)]
+impl Announcer {
+    /// An announcer with no speaker behind it: unit tests of what the agent decides to announce.
+    pub fn detached(bgp: &BgpConfig) -> Self {
+        let (tx, _) = mpsc::channel();
+        let live = Arc::new(Mutex::new(SpeakerView {
+            speaker: bgp.speaker.as_str().to_owned(),
+            ..SpeakerView::default()
+        }));
+        Announcer { tx, live, thread: None, adopted: false }
+    }
+}
+
 impl Drop for Announcer {
     fn drop(&mut self) {
         self.finish(Cmd::Stop);
