@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lb_tests::bgp::{DIRECTORS, EcmpLab, REALS, ROUTER, VIP, director_config, next_hops};
+use lb_tests::bgp::{
+    DIRECTORS, DIRECTORS6, EcmpLab, REALS, REALS6, ROUTER, ROUTER6, VIP, VIP6, director_config,
+    next_hops, next_hops6,
+};
 use lb_tests::{
     BpfFs, DR_HTTP_PORT, DR_TCP_ECHO_PORT, LbAgent, LongLived, Netns, Topology, count_http, lb_bin,
     require_root, wait_until,
@@ -235,6 +238,71 @@ fn three_directors_behind_ecmp() {
     assert!(!lab.dir.path().join("dir3.json.bird.pid").exists(), "dir3's BIRD left running");
     drop(dir2);
     drop(lab.topo);
+}
+
+/// `announce_delay`: the sessions come up but nothing is announced until the delay has passed
+/// (the status says why meanwhile). An IPv6 VIP goes over the IPv6 session: the router learns the
+/// /128 via the director's IPv6 address and forwards to it (XDP answers the echo, a real the GET).
+#[test]
+fn announce_delay_then_an_ipv6_vip_over_an_ipv6_session() {
+    if !require_root("bgp_delay_v6") || !require_bird("bgp_delay_v6") {
+        return;
+    }
+    const DELAY: Duration = Duration::from_secs(4);
+    let lab = lab("bgpdelay6");
+    let router = &lab.router.ns;
+    let mut text = director_config(&format!("announce_delay = {}\n", DELAY.as_secs()));
+    text.push_str(&format!("[[bgp.neighbor]]\naddress = \"{ROUTER6}\"\nremote_as = 65000\n"));
+    text.push_str(&format!(
+        "[[virtual_server]]\nvip = \"{VIP6}\"\nport = {DR_HTTP_PORT}\ninterface = \"eth0\"\n\
+         delay_loop = 0.5\n"
+    ));
+    for real in REALS6 {
+        text.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n\
+             [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n"
+        ));
+    }
+    let cfg = lab.dir.path().join("lb.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let started = Instant::now();
+    let agent = LbAgent::start(&lab.directors[0].ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
+        .expect("lb run");
+
+    // Both sessions up, both VIPs held back by the delay, the router knowing nothing yet.
+    let held = |s: &serde_json::Value| {
+        let sessions = s["bgp"]["sessions"].as_array().cloned().unwrap_or_default();
+        let vips = s["bgp"]["vips"].as_array().cloned().unwrap_or_default();
+        sessions.len() == 2
+            && sessions.iter().all(|x| x["up"] == true)
+            && vips.len() == 2
+            && vips.iter().all(|v| {
+                v["announced"] == false
+                    && v["reason"].as_str().is_some_and(|r| r.starts_with("announce_delay ("))
+            })
+    };
+    assert!(
+        wait_until(DELAY, || agent.status().is_ok_and(|s| held(&s))),
+        "sessions up while the delay runs: {:?}",
+        agent.status().ok()
+    );
+    assert!(next_hops(router).is_empty(), "announced during the delay: {:?}", next_hops(router));
+    assert!(next_hops6(router).is_empty(), "announced during the delay: {:?}", next_hops6(router));
+
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(10), "after announce_delay");
+    let took = started.elapsed();
+    assert!(took >= DELAY, "announced {took:?} after the start, within announce_delay");
+    let v6 = || next_hops6(router) == hops(&DIRECTORS6[..1]);
+    assert!(wait_until(Duration::from_secs(5), v6), "IPv6 next hops {:?}", next_hops6(router));
+    let s = agent.status().unwrap();
+    for v in s["bgp"]["vips"].as_array().unwrap() {
+        assert_eq!((&v["announced"], &v["reason"]), (&true.into(), &"ready".into()), "{s}");
+    }
+
+    lab.client.ns.ping(VIP6.into(), Duration::from_secs(2)).expect("ping the IPv6 VIP");
+    let counts = count_http(&lab.client.ns, &format!("http://[{VIP6}]:{DR_HTTP_PORT}/"), 20);
+    assert!(!counts.contains_key("(failed)"), "{counts:?}");
+    agent.stop().expect("stop");
 }
 
 /// `speaker = "external"`: the ready VIPs are routes in `export_table`, which a BIRD configured
