@@ -306,7 +306,8 @@ fn announce_delay_then_an_ipv6_vip_over_an_ipv6_session() {
 }
 
 /// `speaker = "external"`: the ready VIPs are routes in `export_table`, which a BIRD configured
-/// by the test (not by lb) exports to the router; `lb bgp withdraw` removes them.
+/// by the test (not by lb) exports to the router; `lb bgp withdraw` removes them, and so does an
+/// agent's crash (its watchdog).
 #[test]
 fn external_speaker_keeps_routes_for_the_operators_daemon() {
     if !require_root("bgp_external") || !require_bird("bgp_external") {
@@ -354,6 +355,15 @@ fn external_speaker_keeps_routes_for_the_operators_daemon() {
     wait_hops(router, &[], Duration::from_secs(5), "withdrawn from export_table");
     agent.cli(&["bgp", "announce"]).expect("announce");
     wait_hops(router, &DIRECTORS[..1], Duration::from_secs(5), "announced again");
+
+    // A crash (no pinned dataplane: forwarding died with it): the watchdog empties the table.
+    agent.kill().expect("SIGKILL");
+    let gone = || !table().contains("192.0.2.100");
+    assert!(wait_until(Duration::from_secs(2), gone), "routes left after a crash: {}", table());
+    wait_hops(router, &[], Duration::from_secs(5), "a crashed agent withdrawn");
+    let agent =
+        LbAgent::start(&director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb");
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(10), "announced by the next agent");
     agent.stop().expect("stop");
     assert!(!table().contains("192.0.2.100"), "routes left after stop: {}", table());
 }
