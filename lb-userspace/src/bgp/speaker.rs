@@ -754,10 +754,10 @@ impl ExternalSpeaker {
 
     fn tell_watchdog(&mut self) {
         use std::io::Write as _;
-        if let Some((_, stdin)) = &mut self.watchdog {
-            if let Err(e) = writeln!(stdin, "{}", self.table) {
-                tracing::warn!(error = %e, "export_table watchdog gone: a crash would leave routes");
-            }
+        if let Some((_, stdin)) = &mut self.watchdog
+            && let Err(e) = writeln!(stdin, "{}", self.table)
+        {
+            tracing::warn!(error = %e, "export_table watchdog gone: a crash would leave routes");
         }
     }
 
