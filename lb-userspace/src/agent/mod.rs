@@ -20,8 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 
 use crate::{
-    cli::load::{self, FormatChoice},
-    config::{Config, SystemHost},
+    config::{self, Config, FormatChoice, SystemHost},
     control::proto::ChangedView,
     control::{
         proto::{BackendsView, Request, Response, StatusView},
@@ -177,7 +176,8 @@ fn load_config(
     format: FormatChoice,
     strict: bool,
 ) -> anyhow::Result<Config> {
-    let loaded = load::load(path, &SystemHost, format, strict).map_err(|e| anyhow!("{e}"))?;
+    let loaded =
+        config::load(path, format, &SystemHost, strict.into()).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

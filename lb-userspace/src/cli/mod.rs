@@ -3,7 +3,8 @@
 pub mod check;
 pub mod config_man;
 pub mod convert;
-pub mod load;
+#[cfg(test)]
+mod golden;
 pub mod render;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use std::net::{IpAddr, SocketAddr};
 
-use self::load::FormatChoice;
+use crate::config::FormatChoice;
 use crate::{
     control::DEFAULT_SOCKET,
     dataplane::xdp::XdpModeSetting,
@@ -223,6 +224,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a command prints, as `main` writes it out: `lb check` and `lb convert` build it in full
+/// so the golden-output test can run them in-process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub stdout: String,
+    pub stderr: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl Printed {
+    /// Writes stdout and stderr out and returns the exit code.
+    pub fn emit(&self) -> std::process::ExitCode {
+        use std::io::Write as _;
+        // A closed pipe (`lb check | head`) is not worth a panic: the exit code still tells.
+        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
+        let _ = std::io::stderr().lock().write_all(self.stderr.as_bytes());
+        std::process::ExitCode::from(self.code)
+    }
 }
 
 /// `lb bgp ACTION`.

@@ -3,10 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    agent::view::endpoint,
-    control::proto::{BackendView, BackendsView, ServiceView, StatusView},
-};
+use crate::control::proto::{BackendView, BackendsView, ServiceView, StatusView, endpoint};
 
 pub fn backends(v: &BackendsView) -> String {
     let mut out = String::new();

@@ -300,6 +300,15 @@ impl From<Status> for DataplaneView {
     }
 }
 
+/// `192.0.2.11:80` or `[2001:db8::11]:80`, as ipvsadm prints them: how clients show the
+/// `address` and `port` of these views.
+pub fn endpoint(address: &str, port: u16) -> String {
+    match address.parse() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{address}:{port}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
