@@ -170,6 +170,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::ExportTableWatchdog => {
+            lb::bgp::speaker::export_table_watchdog(std::io::stdin().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bgp { action, vip, socket } => {
             let req = Request::Bgp {
                 action: action.as_str().to_owned(),

@@ -165,6 +165,11 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Started by an unpinned agent with `speaker = "external"`: reads the `export_table` numbers
+    /// the agent writes on stdin; when stdin ends (the agent exited or died), removes lb's VIP
+    /// routes from the last one, so a crashed director stops being announced.
+    #[command(hide = true)]
+    ExportTableWatchdog,
     /// Write man pages for lb and every subcommand (section 8) and lb.toml(5) into DIR (used
     /// by packaging).
     #[command(hide = true)]
