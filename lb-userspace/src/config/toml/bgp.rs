@@ -80,7 +80,11 @@ pub(in crate::config) const BGP_SECTION: Section<BgpConfig> = Section {
             doc: Doc {
                 ty: r#"`"bird"` or `"external"`"#,
                 default: r#"`"bird"`"#,
-                meaning: r#"`"bird"`: lb runs BIRD 2 for the neighbors below (BIRD must be installed: the `bird` program on PATH). `"external"`: lb keeps the ready VIPs in `export_table`; takes no neighbors."#,
+                meaning: concat!(
+                    r#"`"bird"`: lb runs BIRD 2 for the neighbors below (BIRD must be installed: "#,
+                    r#"the `bird` program on PATH). `"external"`: lb keeps the ready VIPs in "#,
+                    r#"`export_table`; takes no neighbors."#,
+                ),
             },
             read: |p, k, v, s| {
                 if let Some(speaker) = p.speaker(k, v) {
@@ -853,5 +857,32 @@ password = "secret"
         // our own address, the second (left out for its AS) is not reported as a duplicate.
         assert_eq!(at, ["2:12", "3:13", "4:16", "6:11", "10:13"], "{errors}");
         assert!(errors.0[3].message.contains("is an address of this host"), "{errors}");
+    }
+
+    /// An error in `speaker` (which every rule of [bgp] depends on) leaves [bgp] out; an error
+    /// elsewhere keeps it with that value's default; a neighbor with an error is left out.
+    #[test]
+    fn what_an_error_leaves_out() {
+        let neighbor = ["[[bgp.neighbor]]", "address = '198.51.100.1'", "remote_as = 65000"];
+        // (line in [bgp], line in the neighbor, [bgp] kept, neighbors kept)
+        let cases = [
+            ("speaker = 'quagga'", "bfd = true", false, 1),
+            ("speaker = 1", "bfd = true", false, 1),
+            ("med = -1", "bfd = true", true, 1),
+            ("hold_time = 1", "bfd = true", true, 1),
+            ("med = 1", "bfd = 'yes'", true, 0),
+            ("med = 1", "password = ''", true, 0),
+        ];
+        for (bgp_line, neighbor_line, kept, neighbors) in cases {
+            let mut lines = vec!["[bgp]", "local_as = 65010", bgp_line];
+            lines.extend(neighbor);
+            lines.push(neighbor_line);
+            let (config, errors) = super::super::parse(&doc(&lines), Path::new("lb.toml"));
+            assert_eq!(errors.len(), 1, "{bgp_line} / {neighbor_line}: {errors:?}");
+            assert_eq!(config.bgp.is_some(), kept, "{bgp_line}");
+            if let Some(bgp) = config.bgp {
+                assert_eq!(bgp.neighbors.len(), neighbors, "{neighbor_line}");
+            }
+        }
     }
 }
