@@ -167,6 +167,11 @@ impl Spans {
         Spans { section, written: Vec::new() }
     }
 
+    /// Where the section is.
+    pub fn section(&self) -> Location {
+        self.section
+    }
+
     /// Where `key`'s value was written, if it was.
     pub fn get(&self, key: &str) -> Option<Location> {
         self.written.iter().find(|(k, _)| *k == key).map(|(_, at)| *at)

@@ -6,14 +6,15 @@
 //! location and word messages in the operator's terms. Cross-field rules (duplicates, port
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
-//! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`), one
+//! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`;
+//! `[bgp]`, `[[bgp.neighbor]]`: `bgp::BGP_SECTION`, `bgp::NEIGHBOR_SECTION`), one
 //! `Setting` in its description; in the others, add it to the section's `*_KEYS` list and read it
 //! in the section's function (they move to descriptions one by one).
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
 //! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`, `[bgp]`
 //! in `bgp`.
 
-mod bgp;
+pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
 mod forwarding;
 mod health;
@@ -616,13 +617,14 @@ impl Parser<'_> {
     ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
         let found = table.get_key_value(name);
         if found.is_none() {
-            self.errors.push(Diagnostic::error(
-                self.source,
-                section_at,
-                format!("missing required key `{name}` in {section}"),
-            ));
+            self.missing(section_at, name, section);
         }
         found
+    }
+
+    fn missing(&mut self, section_at: Location, name: &str, section: &str) {
+        let message = format!("missing required key `{name}` in {section}");
+        self.errors.push(Diagnostic::error(self.source, section_at, message));
     }
 
     /// The tables of an array of tables (`[[name]]`, or an inline array of inline tables), with
