@@ -22,6 +22,8 @@ pub mod map_names {
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const LOCAL_MACS: &str = "LB_LOCAL_MACS";
     pub const NEW_FLOWS: &str = "LB_NEW_FLOWS";
+    /// Per-CPU scratch of the program (never read by the agent).
+    pub const FIB_SCRATCH: &str = "LB_FIB_SCRATCH";
 }
 
 /// Name of the XDP program function in the object.
@@ -176,6 +178,56 @@ pub struct RealValue {
     /// Changes whenever the slot is given to another real, so flow and persistence entries that
     /// name a recycled slot are recognised as stale.
     pub generation: u32,
+    /// How frames reach the real: `TUN_NONE` (direct routing to `mac`) or an encapsulation
+    /// (`TUN_IPIP`, `TUN_GUE`, `TUN_GRE`), routed by the kernel's FIB from the program (`mac`,
+    /// `src_mac` and `ifindex` are then unused).
+    pub tun: u8,
+    /// Family of the outer header (the real's address family): `FAMILY_V4` or `FAMILY_V6`.
+    pub tun_family: u8,
+    /// GUE's UDP destination port, network byte order.
+    pub tun_port_be: u16,
+    /// The real's address: the outer destination (raw words).
+    pub tun_dst: Addr,
+    /// The outer source (raw words); all zero = the FIB's preferred source toward the real.
+    pub tun_src: Addr,
+}
+
+/// Direct routing: the frame goes to the real's MAC unchanged.
+pub const TUN_NONE: u8 = 0;
+/// IP in IP, any family pair (IPv4/IPv6 in IPv4/IPv6: protocol 4 or 41 in the outer header).
+pub const TUN_IPIP: u8 = 1;
+/// GUE direct IP encapsulation (variant 1, RFC draft-ietf-intarea-gue): UDP whose payload is
+/// the inner IP packet.
+pub const TUN_GUE: u8 = 2;
+/// GRE (RFC 2784) without key, checksum or sequence number.
+pub const TUN_GRE: u8 = 3;
+
+/// TTL / hop limit of outer headers.
+pub const TUN_TTL: u8 = 64;
+
+/// Bytes an encapsulation adds in front of the inner IP packet (outer IP header included).
+pub const fn tun_overhead(tun: u8, outer_family: u8) -> u32 {
+    let ip = if outer_family == FAMILY_V6 { 40 } else { 20 };
+    ip + match tun {
+        TUN_GUE => 8,
+        TUN_GRE => 4,
+        _ => 0,
+    }
+}
+
+/// What varies per flow in the outer header so that a real's NIC spreads tunnelled flows over
+/// its receive queues: GUE's UDP source port (`0xc000 | low 14 bits`, the ephemeral range) and
+/// an IPv6 outer header's flow label (low 20 bits, RFC 6438). Inputs are the inner addresses
+/// folded to one raw word each (`addr_fold`; an IPv4 address is its word) and the ports word.
+#[inline(always)]
+pub fn tun_entropy(src: u32, dst: u32, ports: u32) -> u32 {
+    fmix32(mix(mix(ports, src), dst))
+}
+
+/// An address's raw words XORed into one (entropy input, not an identity).
+#[inline(always)]
+pub const fn addr_fold(a: &Addr) -> u32 {
+    a[0] ^ a[1] ^ a[2] ^ a[3]
 }
 
 /// The real may receive packets (existing flows; new ones only via the ring). Cleared for reals
@@ -373,6 +425,19 @@ pub mod reason {
         /// Would be acted on, but sent to a unicast MAC that is not the ingress interface's
         /// (another host's frame, flooded by a bridge or seen in promiscuous mode).
         PASS_MAC_OTHER_HOST = 17 => "pass_mac_other_host",
+        /// Encapsulated towards a tunnelled real (sent out through the FIB's egress interface).
+        TX_TUNNEL = 18 => "tx_tunnel",
+        /// Answered with ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big":
+        /// encapsulated, the packet would exceed the egress MTU; the message names the MTU that
+        /// fits.
+        TX_TUN_TOO_BIG = 19 => "tx_tun_too_big",
+        /// For a tunnelled real, but the FIB has no usable route to it (unreachable, blackhole,
+        /// prohibited, forwarding disabled on the ingress interface, no source address): dropped.
+        DROP_TUN_NO_ROUTE = 20 => "drop_tun_no_route",
+        /// For a tunnelled real whose next hop has no neighbour entry yet: dropped.
+        DROP_TUN_NO_NEIGH = 21 => "drop_tun_no_neigh",
+        /// Too big for the tunnel and IPv4 without DF (the program cannot fragment): dropped.
+        DROP_TUN_TOO_BIG = 22 => "drop_tun_too_big",
     }
 
     /// True for the reasons whose frames are passed to the kernel.
@@ -552,6 +617,11 @@ mod tests {
                     "pass_mac_broadcast",
                     "pass_mac_multicast",
                     "pass_mac_other_host",
+                    "tx_tunnel",
+                    "tx_tun_too_big",
+                    "drop_tun_no_route",
+                    "drop_tun_no_neigh",
+                    "drop_tun_too_big",
                 ],
             ),
             (
@@ -575,6 +645,6 @@ mod tests {
         }
         assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
         assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
-        assert_eq!((reason::COUNT, event::COUNT), (18, 10));
+        assert_eq!((reason::COUNT, event::COUNT), (23, 10));
     }
 }

@@ -14,6 +14,7 @@ mod maps;
 mod parse;
 mod rt;
 mod stats;
+mod tunnel;
 mod verdict;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};

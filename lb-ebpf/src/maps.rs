@@ -77,3 +77,7 @@ pub static SERVICE_STATS: PerCpuArray<Counter> =
 /// New flows reported to the agent for flow sync (`FlowReport`), while `CFG_F_FLOW_SYNC` is set.
 #[map(name = "LB_NEW_FLOWS")]
 pub static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(sizes::NEW_FLOWS_RING, 0);
+/// Per-CPU scratch for the FIB lookup parameters of tunnelled forwarding (see `tunnel`).
+#[map(name = "LB_FIB_SCRATCH")]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);

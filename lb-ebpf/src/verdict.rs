@@ -2,12 +2,12 @@
 //! acting, and the DR rewrite and the way out.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{LocalMacKey, RealValue, reason};
+use lb_common::{LocalMacKey, RealValue, TUN_NONE, reason};
 
 use crate::{
     maps::{LOCAL_MACS, TX_PORTS},
     parse::{EthHdr, frame_len},
-    stats,
+    stats, tunnel,
 };
 
 /// What to do with a frame and why (the reason indexes the global counters).
@@ -79,6 +79,9 @@ pub fn send(
     new_flow: bool,
     tx_reason: u32,
 ) -> Verdict {
+    if real.tun != TUN_NONE {
+        return tunnel::send(ctx, real_id, real, len, new_flow, tx_reason);
+    }
     let out = real.ifindex;
     if out == 0 {
         return pass(reason::PASS_NO_IFACE);

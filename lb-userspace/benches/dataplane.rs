@@ -84,6 +84,12 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const NON_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const PORT: u16 = 80;
+/// VIPs of the tunnel rows: IPIP (IPv4 in IPv4) and IPv6 in IPv6 reals behind a gateway.
+const VIP_TUN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
+/// The gateway toward the tunnelled reals (a permanent neighbour entry on a veth).
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const XDP_REDIRECT: u32 = 4;
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -341,11 +347,53 @@ fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
         persistence: None,
         reals,
         sorry: None,
+        tun_source: None,
         ring: Arc::new(ring),
     }
 }
 
-/// One v4 and one v6 TCP service on port 80, four reals each, default table size.
+/// Four IPIP reals (their family decides the outer header).
+fn tunnelled(address: fn(u8) -> IpAddr) -> Vec<RealDesired> {
+    (1..=4)
+        .map(|i| RealDesired {
+            lb_kind: lb::config::LbKind::Tun(lb::config::Tunnel::Ipip),
+            mac: None,
+            ..real(address(i), i)
+        })
+        .collect()
+}
+
+/// Routes to the tunnelled reals in the bench's namespace: a veth with a gateway (permanent
+/// neighbour entries) and forwarding on, which the program's FIB lookups need.
+fn tunnel_topology() -> anyhow::Result<()> {
+    for path in ["/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"]
+    {
+        std::fs::write(path, "1").with_context(|| format!("writing {path}"))?;
+    }
+    let gw = GW_MAC.map(|b| format!("{b:02x}")).join(":");
+    for args in [
+        "link set lo up".to_owned(),
+        "link add t0 type veth peer name t1".to_owned(),
+        "link set t0 up".to_owned(),
+        "link set t1 up".to_owned(),
+        "addr add 203.0.113.1/24 dev t0".to_owned(),
+        "addr add 2001:db8:ff::1/64 dev t0 nodad".to_owned(),
+        format!("neigh replace 203.0.113.254 lladdr {gw} dev t0 nud permanent"),
+        format!("neigh replace 2001:db8:ff::fe lladdr {gw} dev t0 nud permanent"),
+        "route add 198.51.100.0/24 via 203.0.113.254".to_owned(),
+        "route add 2001:db8:100::/64 via 2001:db8:ff::fe".to_owned(),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .context("running ip")?;
+        ensure!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// One v4 and one v6 TCP service on port 80, four reals each, default table size; and the same
+/// on two more VIPs with tunnelled reals (IPIP, IPv6 in IPv6).
 fn desired() -> Desired {
     let v4 = (1..=4).map(|i| real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + i)), 10 + i)).collect();
     let v6 = (1..=4)
@@ -368,7 +416,15 @@ fn desired() -> Desired {
             driver: String::new(),
         }],
         tx_interfaces: vec![],
-        services: vec![service(IpAddr::V4(VIP), v4), service(IpAddr::V6(VIP6), v6)],
+        services: vec![
+            service(IpAddr::V4(VIP), v4),
+            service(IpAddr::V6(VIP6), v6),
+            service(IpAddr::V4(VIP_TUN), tunnelled(|i| Ipv4Addr::new(198, 51, 100, 10 + i).into())),
+            service(
+                IpAddr::V6(VIP6_TUN),
+                tunnelled(|i| Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, u16::from(i)).into()),
+            ),
+        ],
     }
 }
 
@@ -557,6 +613,7 @@ fn load_pass_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
 
 fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     isolate_thread()?;
+    tunnel_topology()?;
     if caps == Caps::NoPerfmon {
         drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON])?;
     } else {
@@ -747,31 +804,57 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     // New flows and hits on many flows, one call per distinct packet, v4 then v6. Round r creates
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
     // earlier, so other flows have been touched since, as for a real established flow).
-    // The third pass repeats v4 with flow sync on (every new flow also reported through the
-    // ring buffer, which is read between chunks, outside the timed calls); the fourth repeats it
-    // with sync off on the table the third left: `v4_sync_new_flow` against
+    // The tunnel rows: the same packets to the VIPs of tunnelled reals, encapsulated and
+    // redirected to the gateway's interface (the FIB lookup and the encapsulation included).
+    // The v4_sync pass repeats v4 with flow sync on (every new flow also reported through the
+    // ring buffer, which is read between chunks, outside the timed calls); v4_after_sync repeats
+    // it with sync off on the table v4_sync left: `v4_sync_new_flow` against
     // `v4_after_sync_new_flow` is what flow sync costs.
-    type Family = (&'static str, fn(usize, u8) -> Vec<u8>, bool);
+    type Family = (&'static str, fn(usize, u8) -> Vec<u8>, u32, [u8; 5], bool);
+    let real_verdict = (XDP_TX, REAL_MAC_PREFIX);
+    let gw_prefix: [u8; 5] = GW_MAC[..5].try_into().context("MAC prefix")?;
     let v4: fn(usize, u8) -> Vec<u8> = |n, flags| {
         let (src, sport) = client_v4(n);
         v4_tcp(src, VIP, sport, flags)
     };
-    let families: [Family; 4] = [
-        ("v4", v4, false),
+    let families: [Family; 6] = [
+        ("v4", v4, real_verdict.0, real_verdict.1, false),
         (
             "v6",
             |n, flags| {
                 let (src, sport) = client_v6(n);
                 v6_tcp(src, VIP6, sport, flags)
             },
+            real_verdict.0,
+            real_verdict.1,
             false,
         ),
-        ("v4_sync", v4, true),
+        (
+            "v4_ipip",
+            |n, flags| {
+                let (src, sport) = client_v4(n);
+                v4_tcp(src, VIP_TUN, sport, flags)
+            },
+            XDP_REDIRECT,
+            gw_prefix,
+            false,
+        ),
+        (
+            "v6_in_v6",
+            |n, flags| {
+                let (src, sport) = client_v6(n);
+                v6_tcp(src, VIP6_TUN, sport, flags)
+            },
+            XDP_REDIRECT,
+            gw_prefix,
+            false,
+        ),
+        ("v4_sync", v4, real_verdict.0, real_verdict.1, true),
         // The control for the sync pass: sync off, on a table as full as the sync pass saw.
-        ("v4_after_sync", v4, false),
+        ("v4_after_sync", v4, real_verdict.0, real_verdict.1, false),
     ];
     let mut reports = dp.take_flow_reports().context("the new-flow reports ring buffer")?;
-    for (family, make, sync) in families {
+    for (family, make, verdict, prefix, sync) in families {
         dp.set_flow_sync(sync).context("flow sync switch")?;
         let mut read = 0u64;
         // Each v4 pass takes clients the previous ones did not use.
@@ -791,7 +874,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         let (warm, mut previous) = batch();
         per_call(pass, &warm, XDP_PASS, iface_prefix)?;
         for chunk in warm.chunks(CHUNK) {
-            per_call(dp.program()?, chunk, XDP_TX, REAL_MAC_PREFIX)?;
+            per_call(dp.program()?, chunk, verdict, prefix)?;
             while let Some(item) = reports.next() {
                 read += u64::from(item.len() == size_of::<lb_common::FlowReport>());
             }
@@ -807,8 +890,8 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
                 touch(fresh);
                 touch(old);
                 let p1 = per_call(pass, fresh, XDP_PASS, iface_prefix)?;
-                let n = per_call(dp.program()?, fresh, XDP_TX, REAL_MAC_PREFIX)?;
-                let h = per_call(dp.program()?, old, XDP_TX, REAL_MAC_PREFIX)?;
+                let n = per_call(dp.program()?, fresh, verdict, prefix)?;
+                let h = per_call(dp.program()?, old, verdict, prefix)?;
                 let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
                 n_chunks.add(n, p1, p2);
                 h_chunks.add(h, p1, p2);

@@ -105,6 +105,8 @@ pub struct ServiceDesired {
     /// Takes new flows when no real can.
     pub sorry: Option<RealDesired>,
     /// Maglev table: indexes into `reals`; empty when no real can take new flows.
+    /// Outer source of tunnelled packets to reals of its family (`tun_source`).
+    pub tun_source: Option<IpAddr>,
     pub ring: Arc<Vec<u32>>,
 }
 
@@ -183,7 +185,9 @@ fn real_desired(
     let key = vs.key();
     let ifindex = real_ifindex(host, rs.address, service_ifindex);
     let mac = ifindex.and_then(|idx| host.neighbours.get(idx, rs.address));
-    let resolved = mac.is_some() || backend == Backend::Ipvs;
+    // A tunnelled real needs no MAC: the XDP program routes to it through the FIB.
+    let tunnelled = matches!(vs.lb_kind_of(rs), LbKind::Tun(_));
+    let resolved = mac.is_some() || tunnelled || backend == Backend::Ipvs;
     let id = (key, rs.address, rs.port);
     let health = inputs.health.real(&id);
     let override_ = inputs.overrides.0.get(&id).copied();
@@ -284,6 +288,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 }),
                 reals,
                 sorry,
+                tun_source: vs.forwarding.tun_source,
                 ring: Arc::new(ring),
             }
         })

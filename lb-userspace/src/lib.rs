@@ -14,6 +14,8 @@ pub mod maglev;
 pub mod metrics;
 pub mod net;
 pub mod overrides;
+pub mod sdnotify;
+pub mod status;
 pub mod sync;
 #[cfg(test)]
 mod testutil;

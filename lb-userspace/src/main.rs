@@ -34,9 +34,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             socket,
             xdp_mode,
             metrics,
+            http,
             format,
             strict,
             pin_dir,
+            no_pin,
             state_file,
             dataplane,
             keep_ipvs_on_stop,
@@ -51,6 +53,25 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            // Hitless by default: pinned where a bpf filesystem is mounted.
+            let pin_dir = match lb::dataplane::xdp::choose_pin_dir(
+                no_pin,
+                pin_dir,
+                lb::dataplane::xdp::is_bpffs,
+            ) {
+                Ok(dir) => {
+                    tracing::info!(dir = %dir.display(), "pinning the dataplane (hitless restarts)");
+                    Some(dir)
+                }
+                Err(why) if no_pin => {
+                    tracing::info!("not pinning the dataplane: {why}");
+                    None
+                }
+                Err(why) => {
+                    tracing::warn!("not pinning the dataplane: {why}");
+                    None
+                }
+            };
             let pinning = pin_dir.map(|dir| lb::dataplane::xdp::Pinning {
                 dir,
                 state_file: state_file.unwrap_or_else(|| {
@@ -72,6 +93,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 keep_ipvs_on_stop,
                 xdp_mode,
                 metrics,
+                http,
                 format,
                 strict,
                 pinning,
@@ -157,6 +179,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let v: FlowsView = serde_json::from_value(data)?;
                 print!("{}", render::flows(&v));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportTableWatchdog => {
+            lb::bgp::speaker::export_table_watchdog(std::io::stdin().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bgp { action, vip, socket } => {

@@ -70,11 +70,22 @@ struct ListenerLabel {
     listener: String,
 }
 
+/// No program id here: it changes whenever the program is replaced, and a label that changes
+/// starts a new series each time (`lb_xdp_program_id` has it as a value).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttachLabels {
     interface: String,
     mode: String,
-    program_id: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabel {
+    interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -294,16 +305,30 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     uptime.set(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX));
     reg.register("uptime_seconds", "Seconds since the agent started", uptime);
     let attached = Family::<AttachLabels, Gauge>::default();
+    let program = Family::<InterfaceLabel, Gauge>::default();
     for a in &status.dataplane.attachments {
-        attached
-            .get_or_create(&AttachLabels {
-                interface: a.interface.clone(),
-                mode: a.mode.clone(),
-                program_id: a.program_id,
-            })
-            .set(1);
+        let labels = AttachLabels { interface: a.interface.clone(), mode: a.mode.clone() };
+        attached.get_or_create(&labels).set(1);
+        let labels = InterfaceLabel { interface: a.interface.clone() };
+        program.get_or_create(&labels).set(i64::from(a.program_id));
     }
     reg.register("xdp_attached", "Interfaces the XDP program is attached to", attached);
+    reg.register("xdp_program_id", "Id of the XDP program attached to the interface", program);
+    let used = Family::<MapLabel, Gauge>::default();
+    let capacity = Family::<MapLabel, Gauge>::default();
+    for m in &status.dataplane.maps {
+        let labels = MapLabel { map: m.name.clone() };
+        if let Some(n) = m.used {
+            used.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        capacity.get_or_create(&labels).set(i64::try_from(m.max).unwrap_or(i64::MAX));
+    }
+    reg.register(
+        "map_entries",
+        "Entries in use in the dataplane table (not counted for flows)",
+        used,
+    );
+    reg.register("map_capacity", "Entries the dataplane table holds at most", capacity);
 
     let reasons_p = Family::<NameLabel, Counter>::default();
     let reasons_b = Family::<NameLabel, Counter>::default();
@@ -361,6 +386,8 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     let rw = Family::<RealLabels, Gauge>::default();
     let rl = Family::<RealLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let rs = Family::<StateLabels, Gauge>::default();
+    let active = Family::<RealLabels, Gauge>::default();
+    let inactive = Family::<RealLabels, Gauge>::default();
     for s in &backends.services {
         let sl = ServiceLabels {
             vip: s.vip.clone(),
@@ -387,6 +414,13 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
             if let Some(lat) = b.check_latency {
                 rl.get_or_create(&l).set(lat);
             }
+            // IPVS counts connections per real; XDP does not (no series rather than a false 0).
+            if let Some(n) = b.active_conns {
+                active.get_or_create(&l).set(i64::from(n));
+            }
+            if let Some(n) = b.inactive_conns {
+                inactive.get_or_create(&l).set(i64::from(n));
+            }
             for st in STATES {
                 let labels = StateLabels {
                     vip: l.vip.clone(),
@@ -410,9 +444,80 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     reg.register("real_weight", "Effective weight of the real", rw);
     reg.register("real_check_latency_seconds", "Latency of the last successful health check", rl);
     reg.register("real_state", "1 for the real's current state (up, drain, down, unresolved)", rs);
+    reg.register("real_active_connections", "IPVS ActiveConn of the real", active);
+    reg.register("real_inactive_connections", "IPVS InActConn of the real", inactive);
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// The exposition a scraper gets: OpenMetrics when its `Accept` asks for it, else Prometheus
+/// text 0.0.4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Prometheus,
+    OpenMetrics,
+}
+
+impl Format {
+    /// From the request head's `Accept` header.
+    fn from_head(head: &[u8]) -> Format {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let _ = req.parse(head);
+        // Prometheus asks `application/openmetrics-text;version=1.0.0,...,text/plain;q=0.5`.
+        let open = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("accept")).any(|h| {
+            String::from_utf8_lossy(h.value).split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                media.eq_ignore_ascii_case("application/openmetrics-text")
+                    && !parts.any(|p| {
+                        matches!(
+                            p.replace(' ', "").as_str(),
+                            "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
+                        )
+                    })
+            })
+        });
+        if open { Format::OpenMetrics } else { Format::Prometheus }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The OpenMetrics exposition [`render`] makes, as Prometheus text 0.0.4: a counter family is
+/// named with its `_total` in HELP and TYPE, `unknown` is `untyped`, no UNIT lines, no `# EOF`.
+/// Samples are the same lines.
+pub fn to_prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta =
+            ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name =
+                    if counters.contains(name) { format!("{name}_total") } else { name.to_owned() };
+                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                out.push_str(&format!("{prefix}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Produces the views for one scrape.
@@ -517,6 +622,7 @@ async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &Listener
         }
     };
     let page = route(&buf[..n]);
+    let format = Format::from_head(&buf[..n]);
     let (status, content_type, body) = match page {
         Page::Health => ("200 OK", TEXT, "ok\n".to_owned()),
         Page::NotFound => {
@@ -526,11 +632,10 @@ async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &Listener
             let views = tokio::task::spawn_blocking(move || source.views()).await;
             match (page, views) {
                 (Page::Metrics, Ok(Ok((b, s)))) => match render(&b, &s) {
-                    Ok(text) => (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        text,
-                    ),
+                    Ok(text) if format == Format::OpenMetrics => {
+                        ("200 OK", format.content_type(), text)
+                    }
+                    Ok(text) => ("200 OK", format.content_type(), to_prometheus_text(&text)),
                     Err(e) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
                 },
                 (_, Ok(Ok((b, s)))) => match readiness(&b, &s) {
@@ -840,6 +945,177 @@ mod tests {
             "lb_health_checks_not_run_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    /// A status and backends view with every kind of series the agent exports.
+    fn full_views() -> (BackendsView, StatusView) {
+        let real = |conns: bool| {
+            let mut r = json!({ "address": "192.0.2.11", "port": 80, "weight": 1, "state": "up",
+                "packets": 5, "bytes": 500, "new_flows": 1, "check_latency": 0.002 });
+            if conns {
+                r["active_conns"] = json!(3);
+                r["inactive_conns"] = json!(4);
+            }
+            r
+        };
+        let backends: BackendsView = serde_json::from_value(json!({ "services": [
+            { "vip": "192.0.2.100", "port": 80, "protocol": "tcp", "scheduler": "mh",
+              "dataplane": "xdp", "interface": "eth0", "packets": 5, "bytes": 500, "new_flows": 1,
+              "backends": [real(false)] },
+            { "vip": "192.0.2.101", "port": 443, "protocol": "tcp", "scheduler": "wlc",
+              "dataplane": "ipvs", "interface": "eth0", "packets": 5, "bytes": 500,
+              "backends": [real(true)] }
+        ]}))
+        .expect("backends view");
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp",
+                "attachments": [{ "interface": "eth0", "ifindex": 2, "mode": "generic", "program_id": 77 }],
+                "maps": [{ "name": "reals", "used": 3, "max": 1024 }, { "name": "flows", "max": 65536 }] },
+            "counters": { "tx": { "packets": 9, "bytes": 900 }, "drop_no_real": { "packets": 1, "bytes": 60 } },
+            "events": { "flow_new": 4, "flow_hit": 5 },
+            "services": 2, "reals": 2, "checks_not_run": 0,
+            "listeners": { "metrics": { "limit": 256, "open": 1, "accepted": 1, "refused": 0, "timed_out": 0 } },
+            "vrrp": { "instances": [{ "name": "VI_1", "state": "MASTER", "effective_priority": 150,
+                "counters": { "transitions": 1, "adverts_sent": 2, "adverts_received": 0, "rejected": { "bad_auth": 1 } } }] },
+            "health_checks": { "attempts": { "TCP_CHECK": { "success": 1 } },
+                "latency_buckets": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "latency_sum_us": 900 },
+            "reloads": { "succeeded": 0, "failed": 0, "last_success": 1700000000, "config_hash": "00ff" }
+        }))
+        .expect("status view");
+        (backends, status)
+    }
+
+    /// Map usage, IPVS connections and the program id (a value, not a label).
+    #[test]
+    fn map_usage_ipvs_connections_and_program_id() {
+        let (backends, status) = full_views();
+        let text = render(&backends, &status).expect("rendered");
+        let ipvs_real =
+            r#"{vip="192.0.2.101",port="443",protocol="tcp",real="192.0.2.11",real_port="80"}"#;
+        for line in [
+            r#"lb_map_entries{map="reals"} 3"#.to_owned(),
+            r#"lb_map_capacity{map="reals"} 1024"#.to_owned(),
+            r#"lb_map_capacity{map="flows"} 65536"#.to_owned(),
+            format!("lb_real_active_connections{ipvs_real} 3"),
+            format!("lb_real_inactive_connections{ipvs_real} 4"),
+            r#"lb_xdp_attached{interface="eth0",mode="generic"} 1"#.to_owned(),
+            r#"lb_xdp_program_id{interface="eth0"} 77"#.to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        assert!(!text.contains("lb_map_entries{map=\"flows\"}"), "flows are not counted");
+        assert!(
+            !text.contains(r#"lb_real_active_connections{vip="192.0.2.100""#),
+            "no count on XDP"
+        );
+        assert!(!text.contains("program_id="), "no label changes with the program");
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        let cases: &[(&[u8], Format)] = &[
+            (b"GET /metrics HTTP/1.1\r\n\r\n", Format::Prometheus),
+            (b"GET /metrics HTTP/1.1\r\nAccept: text/plain\r\n\r\n", Format::Prometheus),
+            (
+                b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n\r\n",
+                Format::OpenMetrics,
+            ),
+            (b"GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text\r\n\r\n", Format::OpenMetrics),
+            (b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; q=0, text/plain\r\n\r\n", Format::Prometheus),
+        ];
+        for (head, want) in cases {
+            assert_eq!(Format::from_head(head), *want, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    /// The Prometheus text has the same samples; counters are named with `_total` in HELP and
+    /// TYPE; no `# EOF`. The OpenMetrics one ends with `# EOF`.
+    #[test]
+    fn prometheus_text_from_openmetrics() {
+        let (backends, status) = full_views();
+        let open = render(&backends, &status).expect("rendered");
+        assert_eq!(open.lines().last(), Some("# EOF"));
+        assert!(open.lines().any(|l| l == "# TYPE lb_vrrp_transitions counter"), "{open}");
+        let prom = to_prometheus_text(&open);
+        assert!(!prom.contains("# EOF"), "{prom}");
+        assert!(prom.lines().any(|l| l == "# TYPE lb_vrrp_transitions_total counter"), "{prom}");
+        assert!(prom.lines().any(|l| l.starts_with("# HELP lb_vrrp_transitions_total ")), "{prom}");
+        assert!(prom.lines().any(|l| l == "# TYPE lb_vrrp_priority gauge"), "{prom}");
+        assert!(prom.lines().any(|l| l == "# TYPE lb_health_check_latency_seconds histogram"));
+        let samples = |t: &str| -> Vec<String> {
+            t.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect()
+        };
+        assert_eq!(samples(&open), samples(&prom));
+    }
+
+    /// Every expression of contrib/grafana-dashboard.json names only series the agent exports.
+    #[test]
+    fn grafana_dashboard_names_only_exported_series() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../contrib/grafana-dashboard.json");
+        let text = std::fs::read_to_string(&path).expect("contrib/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let (backends, status) = full_views();
+        let exposition = render(&backends, &status).expect("rendered");
+        let exported: std::collections::BTreeSet<&str> = exposition
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut exprs = Vec::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                exprs.push(t["expr"].as_str().expect("expr").to_owned());
+            }
+        }
+        let templating = dashboard["templating"]["list"].as_array().into_iter().flatten();
+        exprs.extend(
+            templating
+                .filter_map(|v| v["query"].as_str())
+                .filter(|q| q.contains("lb_"))
+                .map(str::to_owned),
+        );
+        assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+        let mut named = std::collections::BTreeSet::new();
+        for expr in &exprs {
+            // Every identifier that starts with `lb_` is a series name.
+            let mut rest = expr.as_str();
+            let mut found = false;
+            while let Some(i) = rest.find("lb_") {
+                let starts_word = rest[..i]
+                    .chars()
+                    .last()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                if starts_word {
+                    let name = &tail[..end];
+                    assert!(
+                        exported.contains(name),
+                        "{expr}: {name} is not exported:\n{exported:?}"
+                    );
+                    named.insert(name.to_owned());
+                    found = true;
+                }
+                rest = &tail[end..];
+            }
+            assert!(found, "{expr} names no lb series");
+        }
+        // The dashboard covers the areas operators watch.
+        for area in [
+            "lb_real_state",
+            "lb_vrrp_state",
+            "lb_health_checks_total",
+            "lb_reload_failure_total",
+            "lb_map_entries",
+            "lb_real_active_connections",
+            "lb_dataplane_events_total",
+        ] {
+            assert!(named.contains(area), "no panel on {area}");
         }
     }
 }

@@ -5,10 +5,12 @@
 //!
 //! All on one bridge: client 203.0.113.2 (default via the router) — router 203.0.113.1 and
 //! 198.51.100.1 — directors 198.51.100.2-4 — reals 198.51.100.11-13 (VIP on `lo`, default via the
-//! router). The router's BGP timers are short (hold 3 s, reconnect 1 s); BFD 300 ms × 3.
+//! router). IPv6 alongside: router 2001:db8:2::1 (client 2001:db8:2::2) and 2001:db8:1::1 —
+//! directors 2001:db8:1::2-4 (an IPv6 session each, idle unless the director configures it) —
+//! reals 2001:db8:1::11-13 with [`VIP6`] on `lo`. The router's BGP timers are short (hold 3 s, reconnect 1 s); BFD 300 ms × 3.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -19,10 +21,22 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const ROUTER: &str = "198.51.100.1";
 pub const DIRECTORS: [&str; 3] = ["198.51.100.2", "198.51.100.3", "198.51.100.4"];
 pub const REALS: [&str; 3] = ["198.51.100.11", "198.51.100.12", "198.51.100.13"];
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
+pub const ROUTER6: &str = "2001:db8:1::1";
+pub const DIRECTORS6: [&str; 3] = ["2001:db8:1::2", "2001:db8:1::3", "2001:db8:1::4"];
+pub const REALS6: [&str; 3] = ["2001:db8:1::11", "2001:db8:1::12", "2001:db8:1::13"];
 
 /// The router's next hops toward the VIP.
 pub fn next_hops(router: &Netns) -> BTreeSet<String> {
-    let out = router.ip(&["route", "show", &format!("{VIP}/32")]).unwrap_or_default();
+    hops_of(&router.ip(&["route", "show", &format!("{VIP}/32")]).unwrap_or_default())
+}
+
+/// The router's next hops toward [`VIP6`].
+pub fn next_hops6(router: &Netns) -> BTreeSet<String> {
+    hops_of(&router.ip(&["-6", "route", "show", &format!("{VIP6}/128")]).unwrap_or_default())
+}
+
+fn hops_of(out: &str) -> BTreeSet<String> {
     let words: Vec<&str> = out.split_whitespace().collect();
     words.windows(2).filter(|w| w[0] == "via").map(|w| w[1].to_owned()).collect()
 }
@@ -54,6 +68,7 @@ pub fn router_config(neighbors: &[&str]) -> String {
     let mut text = format!(
         "log stderr all;\nrouter id {ROUTER};\nprotocol device {{}}\n\
          protocol kernel {{ ipv4 {{ export all; }}; merge paths on limit 8; }}\n\
+         protocol kernel {{ ipv6 {{ export all; }}; merge paths on limit 8; }}\n\
          protocol bfd {{ interface \"*\" {{ interval 300 ms; multiplier 3; }}; }}\n"
     );
     for (i, n) in neighbors.iter().enumerate() {
@@ -61,6 +76,13 @@ pub fn router_config(neighbors: &[&str]) -> String {
             "protocol bgp d{i} {{ local as 65000; neighbor {n} as 65010; hold time 3; bfd on;\n\
              connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
              ipv4 {{ import all; export none; }}; }}\n"
+        ));
+    }
+    for (i, n) in DIRECTORS6.iter().enumerate() {
+        text.push_str(&format!(
+            "protocol bgp e{i} {{ local as 65000; neighbor {n} as 65010; hold time 3; bfd on;\n\
+             connect delay time 1; connect retry time 1; error wait time 1, 2;\n\
+             ipv6 {{ import all; export none; }}; }}\n"
         ));
     }
     text
@@ -81,28 +103,48 @@ impl EcmpLab {
     /// Builds the namespaces, starts the reals' servers (`testpeer_bin`) and the router's BIRD.
     pub fn build(label: &str, testpeer_bin: &Path) -> Result<EcmpLab> {
         let mut topo = Topology::new(label)?;
-        let router = topo.add_host("router", &[&format!("{ROUTER}/24"), "203.0.113.1/24"])?;
+        let router = topo.add_host(
+            "router",
+            &[
+                &format!("{ROUTER}/24"),
+                "203.0.113.1/24",
+                &format!("{ROUTER6}/64"),
+                "2001:db8:2::1/64",
+            ],
+        )?;
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.fib_multipath_hash_policy", "1"),
             ("net.ipv4.fib_multipath_hash_policy", "1"),
             ("net.ipv4.conf.all.send_redirects", "0"),
             ("net.ipv4.conf.eth0.send_redirects", "0"),
         ] {
             router.ns.sysctl(k, v)?;
         }
-        let client = topo.add_host("client", &["203.0.113.2/24"])?;
+        let client = topo.add_host("client", &["203.0.113.2/24", "2001:db8:2::2/64"])?;
         client.ns.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
+        client.ns.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])?;
         let mut directors = Vec::new();
         for (i, a) in DIRECTORS.iter().enumerate() {
-            directors.push(topo.add_host(&format!("dir{}", i + 1), &[&format!("{a}/24")])?);
+            let a6 = format!("{}/64", DIRECTORS6[i]);
+            directors.push(topo.add_host(&format!("dir{}", i + 1), &[&format!("{a}/24"), &a6])?);
         }
         for (i, addr) in REALS.iter().enumerate() {
-            let real = topo.add_host(&format!("rs{}", i + 1), &[&format!("{addr}/24")])?;
+            let addr6 = REALS6[i];
+            let real = topo.add_host(
+                &format!("rs{}", i + 1),
+                &[&format!("{addr}/24"), &format!("{addr6}/64")],
+            )?;
             real.ns.ip(&["route", "add", "default", "via", ROUTER])?;
+            real.ns.ip(&["-6", "route", "add", "default", "via", ROUTER6])?;
             real.add_vip_on_lo(VIP.into())?;
+            real.add_vip_on_lo(VIP6.into())?;
             real.realserver_arp_sysctls()?;
             let mut args = vec!["--name".to_owned(), real.name.clone()];
-            for a in [VIP.to_string(), (*addr).to_owned()] {
+            for a in
+                [VIP.to_string(), (*addr).to_owned(), format!("[{VIP6}]"), format!("[{addr6}]")]
+            {
                 args.extend(["--http".to_owned(), format!("{a}:{DR_HTTP_PORT}")]);
                 args.extend(["--tcp-echo".to_owned(), format!("{a}:{DR_TCP_ECHO_PORT}")]);
             }

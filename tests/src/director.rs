@@ -52,6 +52,12 @@ impl LbAgent {
             args.extend(assignments.iter().map(String::as_str));
         }
         args.extend([bin_s.as_str(), "run", "-c", &config_s, "--socket", &socket_s]);
+        // `lb run` pins to /sys/fs/bpf/lb by default: tests never leave pins there, so they opt
+        // out unless they pin somewhere of their own (or say how themselves).
+        let pins = ["--pin-dir", "--no-pin", "--state-file"];
+        if !extra.iter().any(|a| pins.contains(a)) {
+            args.push("--no-pin");
+        }
         args.extend_from_slice(extra);
         let process = ns.spawn(&args)?;
         let mut agent = LbAgent { process: Some(process), bin: bin.to_owned(), socket, dir };

@@ -14,6 +14,7 @@ pub mod longlived;
 pub mod netns;
 pub mod process;
 pub mod topology;
+pub mod webdriver;
 
 pub use bpffs::BpfFs;
 pub use director::{LbAgent, count_http};

@@ -20,7 +20,7 @@ fn temp(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 fn assert_run_refused(cfg: &Path, located: &str) {
     let socket = cfg.with_extension("sock");
     let out = Command::new(lb_bin())
-        .args(["run", "-c"])
+        .args(["run", "--no-pin", "-c"])
         .arg(cfg)
         .arg("--socket")
         .arg(&socket)
@@ -62,7 +62,7 @@ fn second_agent_on_the_same_socket_is_refused_and_first_keeps_running() {
     let bin = lb_bin().to_string_lossy().into_owned();
     let cfg_s = cfg.to_string_lossy().into_owned();
     let second = ns
-        .command(&[&bin, "run", "-c", &cfg_s, "--socket", &socket])
+        .command(&[&bin, "run", "--no-pin", "-c", &cfg_s, "--socket", &socket])
         .output()
         .expect("second agent");
     assert_eq!(second.status.code(), Some(1));
@@ -108,7 +108,7 @@ fn a_real_that_is_an_address_of_this_host_is_refused() {
     let socket_s = socket.to_str().expect("utf-8 path");
     // `timeout`: were the real accepted, the agent would run; it must not hang the test.
     let run = ns
-        .command(&["timeout", "20", lb, "run", "-c", cfg_s, "--socket", socket_s])
+        .command(&["timeout", "20", lb, "run", "--no-pin", "-c", cfg_s, "--socket", socket_s])
         .args(["--xdp-mode", "generic"])
         .output()
         .expect("lb run");
@@ -145,14 +145,15 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
         (
             &nat,
             &[],
-            ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing runs on \
-             XDP) needs the IPVS dataplane, which is not usable here",
+            ":1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct routing and \
+             tunnels run on XDP) needs the IPVS dataplane, which is not usable here",
         ),
         (&nat, &["--dataplane", "ipvs"], "--dataplane ipvs: IPVS"),
         (
             &nat,
             &["--dataplane", "xdp"],
-            "`lb_kind NAT` (only direct routing runs on XDP): it cannot run with --dataplane xdp",
+            "`lb_kind NAT` (only direct routing and tunnels run on XDP): it cannot run with \
+             --dataplane xdp",
         ),
         (
             &fwmark,
@@ -167,7 +168,7 @@ fn services_needing_ipvs_are_refused_by_name_without_it() {
         // `timeout`: were IPVS there after all, the agent would run; it must not hang the test.
         let lb = lb_bin();
         let out = ns
-            .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "-c"])
+            .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "--no-pin", "-c"])
             .arg(cfg)
             .arg("--socket")
             .arg(&socket)
@@ -270,7 +271,7 @@ fn socket_path_that_is_not_a_socket_is_left_alone() {
     let before = std::fs::read(&cfg).expect("read");
     let lb = lb_bin();
     let out = ns
-        .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "-c"])
+        .command(&["timeout", "20", lb.to_str().expect("utf-8 path"), "run", "--no-pin", "-c"])
         .arg(&cfg)
         .arg("--socket")
         .arg(&cfg)
@@ -333,7 +334,7 @@ fn sigterm_during_start_up_stops_cleanly() {
         for delay_ms in [0u64, 20, 50, 100, 200, 300, 500] {
             let socket = cfg.with_extension(format!("{delay_ms}.sock"));
             let mut cmd = ns.command_direct(&lb_bin()).expect("command");
-            cmd.args(["run", "-c"]).arg(cfg).arg("--socket").arg(&socket);
+            cmd.args(["run", "--no-pin", "-c"]).arg(cfg).arg("--socket").arg(&socket);
             cmd.args(["--xdp-mode", "generic"]);
             let mut agent = Process::spawn(cmd, &format!("lb run (SIGTERM at {delay_ms} ms)"))
                 .expect("spawn lb run");

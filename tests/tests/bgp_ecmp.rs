@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lb_tests::bgp::{DIRECTORS, EcmpLab, REALS, ROUTER, VIP, director_config, next_hops};
+use lb_tests::bgp::{
+    DIRECTORS, DIRECTORS6, EcmpLab, REALS, REALS6, ROUTER, ROUTER6, VIP, VIP6, director_config,
+    next_hops, next_hops6,
+};
 use lb_tests::{
     BpfFs, DR_HTTP_PORT, DR_TCP_ECHO_PORT, LbAgent, LongLived, Netns, Topology, count_http, lb_bin,
     require_root, wait_until,
@@ -160,30 +163,45 @@ fn three_directors_behind_ecmp() {
     wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir1 announced again");
     last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the rejoin");
 
-    // Hitless restart of the pinned dir3: the router never drops it.
-    let dropped = Arc::new(AtomicBool::new(false));
-    let watching = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (dropped, watching) = (dropped.clone(), watching.clone());
-        let router = router.clone();
-        std::thread::spawn(move || {
-            while watching.load(Ordering::Relaxed) {
-                if !next_hops(&router).contains(DIRECTORS[2]) {
-                    dropped.store(true, Ordering::Relaxed);
+    // Hitless restarts of the pinned dir3 (SIGQUIT hand-over; SIGKILL and an immediate restart):
+    // BIRD outlives the agent, the next agent adopts it, the router never drops dir3.
+    let hitless = |how: &str, stop: &dyn Fn() -> LbAgent| -> LbAgent {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let watching = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (dropped, watching) = (dropped.clone(), watching.clone());
+            let router = router.clone();
+            std::thread::spawn(move || {
+                while watching.load(Ordering::Relaxed) {
+                    if !next_hops(&router).contains(DIRECTORS[2]) {
+                        dropped.store(true, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
+            })
+        };
+        let next = stop();
+        assert!(next.stderr().contains("adopted the running BIRD"), "{how}: {}", next.stderr());
+        std::thread::sleep(Duration::from_secs(3));
+        watching.store(false, Ordering::Relaxed);
+        watcher.join().unwrap();
+        assert!(!dropped.load(Ordering::Relaxed), "{how}: the router dropped dir3");
+        assert_eq!(vip_state(&next), (true, "ready".to_owned()), "{how}");
+        next
     };
-    dir3.quit().expect("SIGQUIT dir3");
-    let dir3 = start(2, &pinned);
-    assert!(dir3.stderr().contains("adopted the running BIRD"), "{}", dir3.stderr());
-    std::thread::sleep(Duration::from_secs(3));
-    watching.store(false, Ordering::Relaxed);
-    watcher.join().unwrap();
-    assert!(!dropped.load(Ordering::Relaxed), "the router dropped dir3 during its hitless restart");
-    assert_eq!(vip_state(&dir3), (true, "ready".to_owned()));
-    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the restart");
+    let dir3 = std::cell::Cell::new(Some(dir3));
+    let take = || dir3.take().expect("dir3 running");
+    let restarted = hitless("SIGQUIT hand-over", &|| {
+        take().quit().expect("SIGQUIT dir3");
+        start(2, &pinned)
+    });
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the hand-over");
+    dir3.set(Some(restarted));
+    let dir3 = hitless("SIGKILL and restart", &|| {
+        take().kill().expect("SIGKILL dir3");
+        start(2, &pinned)
+    });
+    last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after the SIGKILL");
 
     // 3. Every real down as dir3 sees it: dir3 withdraws; back up: it announces again.
     for real in REALS {
@@ -196,6 +214,11 @@ fn three_directors_behind_ecmp() {
         lab.directors[2].ns.ip(&["route", "del", "prohibit", &format!("{real}/32")]).unwrap();
     }
     wait_hops(router, &DIRECTORS, Duration::from_secs(5), "dir3's reals up again");
+    // Quorum brings the announcement back before every check has passed: until dir3 sees every
+    // real up again it picks differently (docs/scale-out.md), and the next step moves flows to it.
+    let picks = |a: &LbAgent| a.status().ok().map(|s| s["pick_fingerprints"].clone());
+    let agree = || picks(&dir3).is_some() && picks(&dir3) == picks(&dir1);
+    assert!(wait_until(Duration::from_secs(5), agree), "dir3 picks unlike dir1 after its reals");
     last = conns.wait_progress(&last, 3, Duration::from_secs(10)).expect("after dir3's reals");
 
     // BIRD dies under a live agent: the router drops dir1 at once, the agent starts BIRD again.
@@ -222,8 +245,74 @@ fn three_directors_behind_ecmp() {
     drop(lab.topo);
 }
 
+/// `announce_delay`: the sessions come up but nothing is announced until the delay has passed
+/// (the status says why meanwhile). An IPv6 VIP goes over the IPv6 session: the router learns the
+/// /128 via the director's IPv6 address and forwards to it (XDP answers the echo, a real the GET).
+#[test]
+fn announce_delay_then_an_ipv6_vip_over_an_ipv6_session() {
+    if !require_root("bgp_delay_v6") || !require_bird("bgp_delay_v6") {
+        return;
+    }
+    const DELAY: Duration = Duration::from_secs(4);
+    let lab = lab("bgpdelay6");
+    let router = &lab.router.ns;
+    let mut text = director_config(&format!("announce_delay = {}\n", DELAY.as_secs()));
+    text.push_str(&format!("[[bgp.neighbor]]\naddress = \"{ROUTER6}\"\nremote_as = 65000\n"));
+    text.push_str(&format!(
+        "[[virtual_server]]\nvip = \"{VIP6}\"\nport = {DR_HTTP_PORT}\ninterface = \"eth0\"\n\
+         delay_loop = 0.5\n"
+    ));
+    for real in REALS6 {
+        text.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n\
+             [virtual_server.real_server.tcp_check]\nconnect_timeout = 0.5\nretry = 0\n"
+        ));
+    }
+    let cfg = lab.dir.path().join("lb.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let started = Instant::now();
+    let agent = LbAgent::start(&lab.directors[0].ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"])
+        .expect("lb run");
+
+    // Both sessions up, both VIPs held back by the delay, the router knowing nothing yet.
+    let held = |s: &serde_json::Value| {
+        let sessions = s["bgp"]["sessions"].as_array().cloned().unwrap_or_default();
+        let vips = s["bgp"]["vips"].as_array().cloned().unwrap_or_default();
+        sessions.len() == 2
+            && sessions.iter().all(|x| x["up"] == true)
+            && vips.len() == 2
+            && vips.iter().all(|v| {
+                v["announced"] == false
+                    && v["reason"].as_str().is_some_and(|r| r.starts_with("announce_delay ("))
+            })
+    };
+    assert!(
+        wait_until(DELAY, || agent.status().is_ok_and(|s| held(&s))),
+        "sessions up while the delay runs: {:?}",
+        agent.status().ok()
+    );
+    assert!(next_hops(router).is_empty(), "announced during the delay: {:?}", next_hops(router));
+    assert!(next_hops6(router).is_empty(), "announced during the delay: {:?}", next_hops6(router));
+
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(10), "after announce_delay");
+    let took = started.elapsed();
+    assert!(took >= DELAY, "announced {took:?} after the start, within announce_delay");
+    let v6 = || next_hops6(router) == hops(&DIRECTORS6[..1]);
+    assert!(wait_until(Duration::from_secs(5), v6), "IPv6 next hops {:?}", next_hops6(router));
+    let s = agent.status().unwrap();
+    for v in s["bgp"]["vips"].as_array().unwrap() {
+        assert_eq!((&v["announced"], &v["reason"]), (&true.into(), &"ready".into()), "{s}");
+    }
+
+    lab.client.ns.ping(VIP6.into(), Duration::from_secs(2)).expect("ping the IPv6 VIP");
+    let counts = count_http(&lab.client.ns, &format!("http://[{VIP6}]:{DR_HTTP_PORT}/"), 20);
+    assert!(!counts.contains_key("(failed)"), "{counts:?}");
+    agent.stop().expect("stop");
+}
+
 /// `speaker = "external"`: the ready VIPs are routes in `export_table`, which a BIRD configured
-/// by the test (not by lb) exports to the router; `lb bgp withdraw` removes them.
+/// by the test (not by lb) exports to the router; `lb bgp withdraw` removes them, and so does an
+/// agent's crash (its watchdog).
 #[test]
 fn external_speaker_keeps_routes_for_the_operators_daemon() {
     if !require_root("bgp_external") || !require_bird("bgp_external") {
@@ -271,6 +360,15 @@ fn external_speaker_keeps_routes_for_the_operators_daemon() {
     wait_hops(router, &[], Duration::from_secs(5), "withdrawn from export_table");
     agent.cli(&["bgp", "announce"]).expect("announce");
     wait_hops(router, &DIRECTORS[..1], Duration::from_secs(5), "announced again");
+
+    // A crash (no pinned dataplane: forwarding died with it): the watchdog empties the table.
+    agent.kill().expect("SIGKILL");
+    let gone = || !table().contains("192.0.2.100");
+    assert!(wait_until(Duration::from_secs(2), gone), "routes left after a crash: {}", table());
+    wait_hops(router, &[], Duration::from_secs(5), "a crashed agent withdrawn");
+    let agent =
+        LbAgent::start(&director.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb");
+    wait_hops(router, &DIRECTORS[..1], Duration::from_secs(10), "announced by the next agent");
     agent.stop().expect("stop");
     assert!(!table().contains("192.0.2.100"), "routes left after stop: {}", table());
 }
@@ -299,6 +397,7 @@ fn bird_failing_to_start_is_a_clear_error() {
         &path_env,
         bin.to_str().unwrap(),
         "run",
+        "--no-pin",
         "-c",
         cfg_s,
         "--socket",

@@ -191,11 +191,13 @@ fn shipped_examples_are_valid_apart_from_their_interface() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for entry in std::fs::read_dir(&dir).expect("examples/") {
         let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
-        let text =
-            std::fs::read_to_string(&path).expect("read example").replace("\"eth0\"", "\"lo\"");
+        // TOML and keepalived.conf examples alike.
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => text.replace("\"eth0\"", "\"lo\""),
+            Some("conf") => text.replace(" eth0\n", " lo\n"),
+            _ => continue,
+        };
         let copy = write(
             &tmp,
             &format!("example-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")),

@@ -24,6 +24,10 @@ fn unit_runs_lb_as_non_root_with_only_the_needed_capabilities() {
     let exec = value("ExecStart");
     assert!(exec.len() == 1 && exec[0].contains(" run -c "), "{exec:?}");
     assert_eq!(value("ExecReload"), ["/bin/kill -HUP $MAINPID"], "reload is SIGHUP");
+    // The agent speaks sd_notify (READY=1 once forwarding, WATCHDOG=1): systemd must listen.
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("NotifyAccess"), ["main"]);
+    assert_eq!(value("WatchdogSec").len(), 1, "a watchdog");
 }
 
 #[test]

@@ -74,6 +74,22 @@ fn journald_logs_signal_dumps_and_health_endpoints() {
     let (code, body) = get(ns, "/metrics");
     assert_eq!(code, 200);
     assert!(body.contains("lb_real_state"), "{body}");
+    // Prometheus text by default; OpenMetrics (`# EOF`) when the scraper asks for it.
+    assert!(
+        !body.contains("# EOF") && body.contains("# TYPE lb_real_packets_total counter"),
+        "{body}"
+    );
+    let url = format!("http://{METRICS}/metrics");
+    let accept = "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+    let out = ns
+        .exec(&["curl", "-sS", "--noproxy", "*", "--max-time", "2", "-i", "-H", accept, &url])
+        .expect("curl");
+    let open = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(open.contains("Content-Type: application/openmetrics-text; version=1.0.0"), "{open}");
+    assert!(
+        open.trim_end().ends_with("# EOF") && open.contains("# TYPE lb_real_packets counter"),
+        "{open}"
+    );
     assert_eq!(get(ns, "/nothing-here").0, 404);
 
     // SIGUSR1 and SIGUSR2: a dump each, the agent answering and forwarding throughout.

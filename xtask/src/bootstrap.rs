@@ -34,6 +34,9 @@ const PACKAGES: &[&str] = &[
     "bird2",
     // The Debian package is checked in a clean bookworm root (cargo xtask deb --check).
     "mmdebstrap",
+    // The status page is tested in a real headless browser, driven over WebDriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -64,7 +64,7 @@ pub(super) async fn event_loop(
                 if lock(shared).pinned {
                     return Ok(Exit::Handover);
                 }
-                tracing::warn!("SIGQUIT without --pin-dir: stopping (nothing could be handed over)");
+                tracing::warn!("SIGQUIT with an unpinned dataplane (--no-pin, or no bpf filesystem): stopping (nothing could be handed over)");
                 return Ok(Exit::Stop);
             }
             request = next(&mut masters) => {

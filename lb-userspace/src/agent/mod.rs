@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub xdp_mode: XdpModeSetting,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where to serve the status page, if at all.
+    pub http: Option<std::net::SocketAddr>,
     pub format: FormatChoice,
     pub strict: bool,
     /// Pin the dataplane (and adopt a previous agent's) for hitless restarts.
@@ -379,6 +381,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Before anything slow: a stop signal during start-up then ends it cleanly (below, or as
     // soon as the event loop runs) instead of killing the agent with its socket left behind.
     let mut signals = Signals::new()?;
+    crate::sdnotify::init();
     // The listeners are capped, so a higher limit is headroom for checks, VRRP and netlink.
     match listen::raise_nofile_limit() {
         Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-files limit"),
@@ -386,12 +389,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let config = load_config(&opts.config, opts.format, opts.strict)?;
+    crate::health::script::apply_setting(config.script_user.as_ref()).context("script_user")?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
     let socket = ControlSocket::bind(&opts.socket)?;
     let metrics_listener = match opts.metrics {
         Some(addr) => {
             Some(metrics::bind(addr).await.with_context(|| format!("metrics address {addr}"))?)
         }
+        None => None,
+    };
+    let http_listener = match opts.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("status page address {addr}"))?,
+        ),
         None => None,
     };
 
@@ -453,6 +465,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics_limit = metrics_listener
         .as_ref()
         .map(|_| ListenerLimit::new("metrics", listen::MAX_METRICS_CONNECTIONS));
+    let http_limit =
+        http_listener.as_ref().map(|_| ListenerLimit::new("http", crate::status::MAX_CONNECTIONS));
     let reloader = Arc::new(Reloader {
         config_path: opts.config.clone(),
         format: opts.format,
@@ -479,7 +493,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         monitor: monitor.clone(),
         pinned: opts.pinning.is_some(),
         closed: false,
-        listeners: [Some(&control_limit), metrics_limit.as_ref()]
+        listeners: [Some(&control_limit), metrics_limit.as_ref(), http_limit.as_ref()]
             .into_iter()
             .flatten()
             .cloned()
@@ -534,6 +548,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics");
         tokio::spawn(metrics::serve(l, Arc::new(handler()), limit))
     });
+    let status_tasks = http_listener.zip(http_limit).map(|(l, limit)| {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving the status page");
+        let history = Arc::new(Mutex::new(crate::status::History::default()));
+        let source: Arc<dyn metrics::Source> = Arc::new(handler());
+        [
+            crate::status::spawn_sampler(source.clone(), history.clone()),
+            tokio::spawn(crate::status::serve(l, source, history, limit)),
+        ]
+    });
 
     // VRRP last: the dataplane is ready before an instance can become MASTER.
     let mut master_requests = None;
@@ -566,9 +589,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     lock(&shared).vrrp_live = engine.as_ref().map(VrrpEngine::status);
     let runtime_dir = opts.socket.parent().unwrap_or(Path::new("/run/lb")).to_owned();
+    // systemd (Type=notify): started once the dataplane is live and VRRP runs.
+    let (services, reals) = {
+        let s = lock(&shared);
+        (s.desired.services.len(), s.desired.services.iter().map(|x| x.reals.len()).sum::<usize>())
+    };
+    crate::sdnotify::ready(&format!("serving {services} services, {reals} real servers"));
+    let watchdog = crate::sdnotify::watchdog_from_env().map(|every| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                // Only while the agent's state can be taken: a wedged agent stops pinging.
+                let s = s.clone();
+                if tokio::task::spawn_blocking(move || drop(lock(&s))).await.is_ok() {
+                    crate::sdnotify::watchdog();
+                }
+            }
+        })
+    });
     let sources = Sources { health: health_rx, vrrp: vrrp_rx, masters: master_requests };
     let result = event_loop(&shared, &reloader, &handle, sources, signals, &runtime_dir).await;
     lock(&shared).closed = true;
+    crate::sdnotify::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     if matches!(result, Ok(Exit::Handover)) {
         // SIGQUIT: leave the pinned dataplane forwarding for the next agent to adopt, and the
         // VRRP masterships (VIPs held, no priority-0 advert) for it to resume.
@@ -615,7 +662,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(t) = metrics_task {
         t.abort();
     }
-    if let Some(t) = sync_task {
+    for t in status_tasks.into_iter().flatten().chain(sync_task) {
         t.abort();
     }
     let shutdown = lock(&shared).dataplane.shutdown();

@@ -235,6 +235,10 @@ impl Shared {
         let services = desired.services.len();
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
         log_desired(&desired);
+        // The file named an existing user when it was read; one removed since keeps the old.
+        if let Err(e) = crate::health::script::apply_setting(config.script_user.as_ref()) {
+            tracing::error!(error = %e, "script_user: scripts keep running as before");
+        }
         // Unchanged reals keep their health state and running checks.
         self.monitor.update(monitored);
         self.config = config;
@@ -270,6 +274,7 @@ impl Reloader {
         };
         let started = Instant::now();
         tracing::info!(config = %self.config_path.display(), "reloading the configuration");
+        crate::sdnotify::reloading();
         // Only reloads change the config, and they run one at a time: this stays current.
         let (running_vrrp, overrides_before) = {
             let s = lock(shared);
@@ -293,9 +298,13 @@ impl Reloader {
             }
             Err(e) => {
                 lock(shared).reloads.failed += 1;
+                crate::sdnotify::ready(&format!(
+                    "reload refused, previous configuration kept: {e:#}"
+                ));
                 return Err(e);
             }
         };
+        crate::sdnotify::ready(&format!("reloaded: {services} services, {reals} real servers"));
         tracing::info!(
             config = %self.config_path.display(),
             services,
@@ -422,5 +431,100 @@ mod tests {
             );
             assert_eq!(got, overrides(&config, kept), "{case}");
         }
+    }
+
+    /// A dataplane whose applies fail while `fail` is set.
+    struct Flaky(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Dataplane for Flaky {
+        fn apply(&mut self, _: &Desired) -> Result<(), crate::dataplane::DataplaneError> {
+            if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::dataplane::DataplaneError::Unavailable("test: refused".into()));
+            }
+            Ok(())
+        }
+        fn counters(
+            &mut self,
+        ) -> Result<crate::dataplane::Counters, crate::dataplane::DataplaneError> {
+            Ok(crate::dataplane::Counters::default())
+        }
+        fn status(&self) -> crate::dataplane::Status {
+            crate::dataplane::Status::default()
+        }
+        fn shutdown(&mut self) -> Result<(), crate::dataplane::DataplaneError> {
+            Ok(())
+        }
+    }
+
+    /// The agent's state for `config` on a host with `eth0` and the reals as neighbours, BGP
+    /// deciding but announcing nowhere.
+    fn shared(config: Config, dataplane: Flaky) -> Shared {
+        use crate::net::{Mac, iface::Interface};
+        let eth0 =
+            Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
+        let mut facts = HostFacts::default();
+        facts.interfaces.insert("eth0".into(), eth0);
+        for r in &config.virtual_servers[0].real_servers {
+            facts.neighbours.0.insert((7, r.address), Mac([0x52, 0, 0, 0, 0, 1]));
+        }
+        let bgp = config.bgp.as_ref().map(crate::bgp::agent::BgpAgent::detached);
+        Shared {
+            config,
+            facts,
+            overrides: Overrides::default(),
+            vrrp: VrrpStates::default(),
+            vrrp_status: None,
+            vrrp_live: None,
+            health: HealthSnapshot::default(),
+            desired: Desired::default(),
+            dataplane: Box::new(dataplane),
+            plan: Plan::default(),
+            started: Instant::now(),
+            monitor: Arc::new(HealthMonitor::start(Vec::new(), 1).expect("monitor")),
+            pinned: false,
+            closed: false,
+            listeners: Vec::new(),
+            reloads: crate::control::proto::ReloadsView::default(),
+            bgp,
+        }
+    }
+
+    /// Route health injection follows what was applied: a failed apply withdraws the VIPs
+    /// (the director may not forward as desired), the next successful one announces them again.
+    #[test]
+    fn a_failed_apply_withdraws_until_an_apply_succeeds() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _rt = rt.enter();
+        let mut config = config(&[11, 12]);
+        config.bgp = parse_toml(
+            "[bgp]\nlocal_as = 65010\nrouter_id = \"198.51.100.2\"\nspeaker = \"external\"\n\
+             export_table = 100\n",
+            Path::new("t.toml"),
+            &FakeHost,
+        )
+        .expect("valid [bgp]")
+        .bgp;
+        let key = config.virtual_servers[0].key();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut shared = shared(config, Flaky(fail.clone()));
+        let vip = |s: &Shared| {
+            let view = s.bgp.as_ref().unwrap().view();
+            assert_eq!(view.vips.len(), 1, "{view:?}");
+            (view.vips[0].announced, view.vips[0].reason.clone())
+        };
+        shared.reconcile("start").expect("applied");
+        assert_eq!(vip(&shared), (true, "ready".to_owned()));
+
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        shared.overrides.0.insert((key, IpAddr::from([192, 0, 2, 11]), 80), Override::Drain);
+        assert!(shared.reconcile("drain").is_err());
+        assert_eq!(vip(&shared), (false, "dataplane not live".to_owned()));
+        // Still failing, whatever wakes the reconciler: still withdrawn.
+        assert!(shared.reconcile("health").is_err());
+        assert_eq!(vip(&shared), (false, "dataplane not live".to_owned()));
+
+        fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        shared.reconcile("retry").expect("applied");
+        assert_eq!(vip(&shared), (true, "ready".to_owned()));
     }
 }

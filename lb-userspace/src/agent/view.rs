@@ -2,6 +2,7 @@
 //! exactly what the dataplane was told to do.
 
 use crate::{
+    config::LbKind,
     control::proto::{BackendView, BackendsView, ServiceDataplaneView, ServiceView},
     dataplane::{Counters, ipvs::dataplane::forward},
     desired::{Desired, RealDesired},
@@ -32,6 +33,10 @@ pub fn backends(desired: &Desired, counters: &Counters) -> BackendsView {
                         health: r.health_message.clone(),
                         check_latency: r.check_latency.map(|d| d.as_secs_f64()),
                         forward: forward(r.lb_kind).ipvsadm_name().to_owned(),
+                        tunnel: match r.lb_kind {
+                            LbKind::Tun(t) => Some(t.to_string()),
+                            _ => None,
+                        },
                         active_conns: conns.map(|c| c.active),
                         inactive_conns: conns.map(|c| c.inactive),
                     }

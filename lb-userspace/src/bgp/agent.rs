@@ -58,9 +58,19 @@ impl BgpAgent {
         outlive: bool,
     ) -> Result<Self, SpeakerError> {
         let announcer = Announcer::start(bgp, Paths::beside(beside), outlive)?;
+        Ok(Self::with(announcer, bgp))
+    }
+
+    /// An agent whose speaker announces nothing anywhere (unit tests of the reconcile path).
+    #[cfg(test)]
+    pub fn detached(bgp: &BgpConfig) -> Self {
+        Self::with(Announcer::detached(bgp), bgp)
+    }
+
+    fn with(announcer: Announcer, bgp: &BgpConfig) -> Self {
         // An adopted speaker was announcing already: no delay for a hitless restart.
         let announce_delay = if announcer.adopted() { Duration::ZERO } else { bgp.announce_delay };
-        Ok(BgpAgent {
+        BgpAgent {
             announcer,
             withdrawals: Withdrawals::default(),
             started_at: Instant::now(),
@@ -70,7 +80,7 @@ impl BgpAgent {
             sent: None,
             delaying: false,
             dataplane_ok: true,
-        })
+        }
     }
 
     /// Recomputes the announced set and tells the speaker when it changed.

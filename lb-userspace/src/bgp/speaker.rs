@@ -157,7 +157,7 @@ impl Announcer {
                     Speaker::Bird => {
                         BirdSpeaker::start(bgp, paths, outlive).map(|b| Edge::Bird(Box::new(b)))
                     }
-                    Speaker::External => ExternalSpeaker::start(&bgp).map(Edge::External),
+                    Speaker::External => ExternalSpeaker::start(&bgp, outlive).map(Edge::External),
                 };
                 match started {
                     Ok(edge) => {
@@ -217,6 +217,19 @@ impl Announcer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+impl Announcer {
+    /// An announcer with no speaker behind it: unit tests of what the agent decides to announce.
+    pub fn detached(bgp: &BgpConfig) -> Self {
+        let (tx, _) = mpsc::channel();
+        let live = Arc::new(Mutex::new(SpeakerView {
+            speaker: bgp.speaker.as_str().to_owned(),
+            ..SpeakerView::default()
+        }));
+        Announcer { tx, live, thread: None, adopted: false }
     }
 }
 
@@ -289,6 +302,7 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
                         if let Err(e) = x.sync(&[]) {
                             tracing::warn!(error = %e, "removing the VIP routes from export_table");
                         }
+                        x.stop_watchdog();
                     }
                 }
                 return;
@@ -698,10 +712,14 @@ struct ExternalSpeaker {
     table: u32,
     rt: tokio::runtime::Runtime,
     handle: rtnetlink::Handle,
+    /// `lb export-table-watchdog`, told the table in use; it empties it once we are gone.
+    watchdog: Option<(std::process::Child, std::process::ChildStdin)>,
 }
 
 impl ExternalSpeaker {
-    fn start(bgp: &BgpConfig) -> Result<Self, SpeakerError> {
+    /// `outlive`: a pinned dataplane keeps forwarding without the agent, so its routes stay;
+    /// otherwise a watchdog removes them when the agent dies.
+    fn start(bgp: &BgpConfig, outlive: bool) -> Result<Self, SpeakerError> {
         let table = bgp.export_table.unwrap_or_default();
         let err = |error: String| SpeakerError::Netlink { table, error };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -716,7 +734,12 @@ impl ExternalSpeaker {
         let handle = handle.map_err(|e| err(e.to_string()))?;
         // Routes a previous agent left stay until the first announcement (moments later) makes
         // the table match: a hitless restart must not flap them.
-        Ok(ExternalSpeaker { table, rt, handle })
+        let mut speaker = ExternalSpeaker { table, rt, handle, watchdog: None };
+        if !outlive {
+            speaker.watchdog = start_watchdog().map_err(err)?;
+            speaker.tell_watchdog();
+        }
+        Ok(speaker)
     }
 
     fn retable(&mut self, bgp: &BgpConfig) -> Result<(), String> {
@@ -724,14 +747,81 @@ impl ExternalSpeaker {
         if table != self.table {
             self.sync(&[])?;
             self.table = table;
+            self.tell_watchdog();
         }
         Ok(())
+    }
+
+    fn tell_watchdog(&mut self) {
+        use std::io::Write as _;
+        if let Some((_, stdin)) = &mut self.watchdog
+            && let Err(e) = writeln!(stdin, "{}", self.table)
+        {
+            tracing::warn!(error = %e, "export_table watchdog gone: a crash would leave routes");
+        }
+    }
+
+    /// Our routes are gone (a stop): let the watchdog end too.
+    fn stop_watchdog(&mut self) {
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
     }
 
     /// Makes our routes in the table exactly `vips` (idempotent).
     fn sync(&self, vips: &[IpAddr]) -> Result<(), String> {
         self.rt.block_on(sync_table(&self.handle, self.table, vips)).map_err(|e| e.to_string())
     }
+}
+
+/// This binary as `lb export-table-watchdog`, stdin a pipe only we write (close-on-exec on our
+/// side, so BIRD or a hook never holds it open), in a process group of its own so that a kill of
+/// the agent's group leaves it to see the end.
+fn start_watchdog() -> Result<Option<(std::process::Child, std::process::ChildStdin)>, String> {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| format!("finding lb's own binary: {e}"))?;
+    let mut child = Command::new(&exe)
+        .arg("export-table-watchdog")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {} export-table-watchdog: {e}", exe.display()))?;
+    Ok(child.stdin.take().map(|stdin| (child, stdin)))
+}
+
+/// `lb export-table-watchdog`: remembers the last table number read from `input` and, at its end
+/// (the agent exited or was killed: the kernel closes the pipe either way), removes lb's routes
+/// (protocol 250) from that table. Termination signals are ignored: a service manager stopping
+/// the agent's whole group must not stop this one before the agent's end is seen.
+///
+/// # Errors
+/// The routes could not be removed.
+pub fn export_table_watchdog(input: impl std::io::BufRead) -> Result<(), SpeakerError> {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing SIG_IGN has no preconditions.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    let mut table = None;
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        if let Ok(t) = line.trim().parse::<u32>() {
+            table = Some(t);
+        }
+    }
+    let Some(table) = table else { return Ok(()) };
+    let err = |error: String| SpeakerError::Netlink { table, error };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| err(e.to_string()))?;
+        tokio::spawn(conn);
+        sync_table(&handle, table, &[]).await.map_err(|e| err(e.to_string()))
+    })
 }
 
 async fn sync_table(

@@ -61,19 +61,27 @@ pub enum Command {
         /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9100).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Serve the live status page (and its JSON, /api/v1/status) over HTTP on this address,
+        /// e.g. 127.0.0.1:8080. Read-only, but it shows the whole setup: keep it local.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
         /// Config format: detected from the content by default.
         #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
         format: FormatChoice,
         /// Refuse a keepalived.conf that has warnings (keywords accepted but not acted on).
         #[arg(long)]
         strict: bool,
-        /// Pin the XDP program's maps and links in this bpffs folder (e.g. /sys/fs/bpf/lb), so a
-        /// killed or restarted agent leaves forwarding running and the next one adopts it.
+        /// Pin the XDP program's maps and links in this bpffs folder, so a killed or restarted
+        /// agent leaves forwarding running and the next one adopts it. Default: /sys/fs/bpf/lb
+        /// when /sys/fs/bpf is a bpf filesystem (else the agent says so and runs unpinned).
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
+        /// Do not pin: the dataplane stops with the agent (tests, ad-hoc runs).
+        #[arg(long, conflicts_with_all = ["pin_dir", "state_file"])]
+        no_pin: bool,
         /// Where the agent keeps its bookkeeping for adoption (default: dataplane.json next to
         /// the control socket).
-        #[arg(long, value_name = "FILE", requires = "pin_dir")]
+        #[arg(long, value_name = "FILE")]
         state_file: Option<PathBuf>,
         /// Log lines as human text or JSON objects (on stderr; under journald text lines carry
         /// sd-daemon `<N>` priorities and no timestamp).
@@ -157,6 +165,11 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Started by an unpinned agent with `speaker = "external"`: reads the `export_table` numbers
+    /// the agent writes on stdin; when stdin ends (the agent exited or died), removes lb's VIP
+    /// routes from the last one, so a crashed director stops being announced.
+    #[command(hide = true)]
+    ExportTableWatchdog,
     /// Write man pages for lb and every subcommand (section 8) and lb.toml(5) into DIR (used
     /// by packaging).
     #[command(hide = true)]
@@ -329,6 +342,9 @@ mod tests {
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "native"], true),
             (&["lb", "run", "-c", "x.toml", "--metrics", "127.0.0.1:9100"], true),
             (&["lb", "run", "-c", "x.toml", "--metrics", "localhost"], false),
+            (&["lb", "run", "-c", "x.toml", "--http", "127.0.0.1:8080"], true),
+            (&["lb", "run", "-c", "x.toml", "--http", "[::1]:8080"], true),
+            (&["lb", "run", "-c", "x.toml", "--http", "8080"], false),
             (&["lb", "run", "-c", "x.toml", "--xdp-mode", "turbo"], false),
             (&["lb", "run"], false),
             (&["lb", "check", "-c", "x.toml"], true),
@@ -336,7 +352,10 @@ mod tests {
             (&["lb", "check", "-c", "k.conf", "--format", "yaml"], false),
             (&["lb", "run", "-c", "k.conf", "--format", "keepalived"], true),
             (&["lb", "run", "-c", "x.toml", "--pin-dir", "/sys/fs/bpf/lb"], true),
-            (&["lb", "run", "-c", "x.toml", "--state-file", "/run/lb/s.json"], false),
+            (&["lb", "run", "-c", "x.toml", "--state-file", "/run/lb/s.json"], true),
+            (&["lb", "run", "-c", "x.toml", "--no-pin"], true),
+            (&["lb", "run", "-c", "x.toml", "--no-pin", "--pin-dir", "/sys/fs/bpf/x"], false),
+            (&["lb", "run", "-c", "x.toml", "--no-pin", "--state-file", "/run/lb/s.json"], false),
             (&["lb", "backends"], true),
             (&["lb", "backends", "--json", "--socket", "/tmp/s"], true),
             (&["lb", "backends", "--stats"], true),

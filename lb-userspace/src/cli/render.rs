@@ -130,9 +130,11 @@ pub fn backends_stats(v: &BackendsView) -> String {
 fn backend_line(out: &mut String, b: &BackendView, state: &str) {
     // XDP keeps no connection counts per real: "-", as the table must keep its columns.
     let conns = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    // A tunnelled real's encapsulation follows ipvsadm's columns.
+    let tunnel = b.tunnel.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {:<10} {:<10} {:<10} {}",
+        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {:<10} {:<10} {:<10} {}{tunnel}",
         endpoint(&b.address, b.port),
         b.forward,
         b.weight,
@@ -301,6 +303,7 @@ mod tests {
                     health: None,
                     check_latency: None,
                     forward: "Route".into(),
+                    tunnel: None,
                     active_conns: None,
                     inactive_conns: None,
                 }],
@@ -313,6 +316,17 @@ mod tests {
         assert!(lines[3].starts_with("  -> [2001:db8::11]:80"), "{}", lines[3]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(cols[2..], ["Route", "2", "drain", "2", "7", "700", "-", "-"]);
+        // A tunnelled real: `Tunnel` (ipvsadm's word) and its encapsulation after the columns.
+        let mut tunnelled = v.clone();
+        let b = &mut tunnelled.services[0].backends[0];
+        b.forward = "Tunnel".into();
+        b.tunnel = Some("gue port 6080".into());
+        let text = backends(&tunnelled);
+        let cols: Vec<&str> = text.lines().nth(3).unwrap_or("").split_whitespace().collect();
+        assert_eq!(
+            cols[2..],
+            ["Tunnel", "2", "drain", "2", "7", "700", "-", "-", "gue", "port", "6080"]
+        );
         let stats = backends_stats(&v);
         let lines: Vec<&str> = stats.lines().collect();
         assert!(lines[0].starts_with("Prot LocalAddress:Port") && lines[0].ends_with("OutBytes"));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::host::HostView;
-use super::model::Location;
+use super::model::{Location, Spans};
 
 /// Hold time when none is given: short, so that a session without BFD still fails in seconds.
 pub const DEFAULT_HOLD_TIME: u16 = 9;
@@ -116,7 +116,7 @@ pub struct BgpConfig {
     /// Where `[bgp]` starts.
     pub location: Location,
     #[serde(skip)]
-    pub key_locations: BgpLocations,
+    pub key_locations: Spans,
 }
 
 impl BgpConfig {
@@ -134,19 +134,9 @@ impl BgpConfig {
             withdraw_grace: DEFAULT_WITHDRAW_GRACE,
             neighbors: Vec::new(),
             location,
-            key_locations: BgpLocations::default(),
+            key_locations: Spans::at_section(location),
         }
     }
-}
-
-/// Where the `[bgp]` values were written; `None` when not written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BgpLocations {
-    pub local_as: Option<Location>,
-    pub speaker: Option<Location>,
-    pub export_table: Option<Location>,
-    /// Where `neighbor` was written, even if no neighbor in it could be read.
-    pub neighbor: Option<Location>,
 }
 
 /// One `[[bgp.neighbor]]`: a BGP session to a router.
@@ -161,9 +151,28 @@ pub struct BgpNeighbor {
     pub password: Option<String>,
     /// Where the neighbor's table starts.
     pub location: Location,
-    /// Where `address` was written.
+    /// Where its values were written (`address` for the rules between neighbors).
     #[serde(skip)]
-    pub address_at: Location,
+    pub key_locations: Spans,
+}
+
+impl BgpNeighbor {
+    /// The defaults, before its table is read (`address` and `remote_as` are required).
+    pub fn at(location: Location) -> Self {
+        BgpNeighbor {
+            address: IpAddr::from([0, 0, 0, 0]),
+            remote_as: 0,
+            bfd: true,
+            password: None,
+            location,
+            key_locations: Spans::at_section(location),
+        }
+    }
+
+    /// Where `address` was written.
+    pub fn address_at(&self) -> Location {
+        self.key_locations.located("address")
+    }
 }
 
 /// Checks of `[bgp]` beyond single values.
@@ -172,10 +181,10 @@ pub(super) fn validate(
     host: &dyn HostView,
     error: &mut impl FnMut(Location, String),
 ) {
-    let speaker_at = bgp.key_locations.speaker.unwrap_or(bgp.location);
+    let speaker_at = bgp.key_locations.located("speaker");
     match bgp.speaker {
         Speaker::Bird => {
-            if bgp.neighbors.is_empty() && bgp.key_locations.neighbor.is_none() {
+            if bgp.neighbors.is_empty() && bgp.key_locations.get("neighbor").is_none() {
                 error(
                     bgp.location,
                     "`speaker = \"bird\"` needs at least one [[bgp.neighbor]] to announce to"
@@ -202,7 +211,7 @@ pub(super) fn validate(
             }
         }
         Speaker::External => {
-            if bgp.export_table.is_none() && bgp.key_locations.export_table.is_none() {
+            if bgp.export_table.is_none() && bgp.key_locations.get("export_table").is_none() {
                 error(
                     speaker_at,
                     "`speaker = \"external\"` needs `export_table`: the kernel routing table \
@@ -225,15 +234,15 @@ pub(super) fn validate(
         let address = neighbor.address;
         if let Some((_, first)) = seen.iter().find(|(a, _)| *a == address) {
             error(
-                neighbor.address_at,
+                neighbor.address_at(),
                 format!("duplicate neighbor {address}: already defined at line {}", first.line),
             );
             continue;
         }
-        seen.push((address, neighbor.address_at));
+        seen.push((address, neighbor.address_at()));
         if host.has_address(address) {
             error(
-                neighbor.address_at,
+                neighbor.address_at(),
                 format!("neighbor {address} is an address of this host: name the router's address"),
             );
         }

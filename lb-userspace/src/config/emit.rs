@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::bgp::{BgpConfig, Speaker};
+use super::bgp::{BgpConfig, BgpNeighbor};
 use super::health::{
     CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
     DEFAULT_RETRY, HealthCheck, ServiceHealth,
@@ -18,6 +18,7 @@ use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, LbKind, Protocol, RealServer,
     Tunnel, VirtualServer, host_prefix_len,
 };
+use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
@@ -28,6 +29,14 @@ use crate::maglev;
 /// The native configuration text of `config`; empty for a director with nothing to do.
 pub fn emit(config: &Config) -> String {
     let mut out = Out::default();
+    // A top-level key: before the first table, or TOML would put it inside that table.
+    if let Some(s) = &config.script_user {
+        let value = match &s.group {
+            Some(g) => format!("{}:{g}", s.user),
+            None => s.user.clone(),
+        };
+        out.key("script_user", string(&value));
+    }
     dataplane(&mut out, &config.dataplane);
     for vs in &config.virtual_servers {
         virtual_server(&mut out, vs);
@@ -104,25 +113,13 @@ impl Out {
 }
 
 fn bgp(out: &mut Out, settings: &BgpConfig) {
-    let default = BgpConfig::new(settings.local_as, settings.location);
     out.section("[bgp]");
-    out.key("local_as", integer(&settings.local_as));
-    out.optional("router_id", settings.router_id.as_ref(), |id| string(&id.to_string()));
-    out.key_unless("speaker", &settings.speaker, &Speaker::Bird, |s| string(s.as_str()));
-    out.optional("export_table", settings.export_table.as_ref(), integer);
-    out.key_unless("hold_time", &settings.hold_time, &default.hold_time, integer);
-    out.key_unless("med", &settings.med, &default.med, integer);
-    if !settings.communities.is_empty() {
-        out.key("communities", array(&settings.communities, |c| string(&c.to_string())));
-    }
-    out.key_unless("announce_delay", &settings.announce_delay, &default.announce_delay, seconds);
-    out.key_unless("withdraw_grace", &settings.withdraw_grace, &default.withdraw_grace, seconds);
+    let default = BgpConfig::new(settings.local_as, settings.location);
+    out.text.push_str(&BGP_SECTION.emit(settings, &default));
     for neighbor in &settings.neighbors {
         out.section("[[bgp.neighbor]]");
-        out.key("address", address(&neighbor.address));
-        out.key("remote_as", integer(&neighbor.remote_as));
-        out.key_unless("bfd", &neighbor.bfd, &true, boolean);
-        out.optional("password", neighbor.password.as_deref(), string);
+        let default = BgpNeighbor::at(neighbor.location);
+        out.text.push_str(&NEIGHBOR_SECTION.emit(neighbor, &default));
     }
 }
 
@@ -144,7 +141,7 @@ pub(super) fn boolean(b: &bool) -> String {
     b.to_string()
 }
 
-fn address(a: &IpAddr) -> String {
+pub(super) fn address(a: &IpAddr) -> String {
     string(&a.to_string())
 }
 
@@ -161,7 +158,7 @@ pub(super) fn seconds(d: &Duration) -> String {
 }
 
 /// `[a, b]`.
-fn array<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+pub(super) fn array<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
     let items: Vec<String> = items.iter().map(show).collect();
     format!("[{}]", items.join(", "))
 }
@@ -562,7 +559,7 @@ mod tests {
                 bgp.key_locations = Default::default();
                 for n in &mut bgp.neighbors {
                     n.location = Default::default();
-                    n.address_at = Default::default();
+                    n.key_locations = Default::default();
                 }
                 bgp
             })

@@ -31,6 +31,12 @@ pub trait HostView {
     fn has_program(&self, _name: &str) -> bool {
         true
     }
+
+    /// Whether the host has a route to `address` (tunnels to reals of the other family than
+    /// their VIP need one). Hosts that do not know say yes.
+    fn has_route(&self, _address: IpAddr) -> bool {
+        true
+    }
 }
 
 /// The real host, queried through the kernel.
@@ -46,6 +52,16 @@ impl HostView for SystemHost {
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call; the function
         // only reads it.
         unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    }
+
+    fn has_route(&self, address: IpAddr) -> bool {
+        // Connecting a UDP socket is a route lookup and sends nothing; ENETUNREACH means none.
+        let local: IpAddr = if address.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        std::net::UdpSocket::bind((local, 0)).and_then(|s| s.connect((address, 9))).is_ok()
     }
 
     fn has_program(&self, name: &str) -> bool {

@@ -32,9 +32,10 @@ pub use model::{
     DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT, DataplaneSettings,
     FLOW_TABLE_SIZE_LIMITS, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS,
     MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations,
-    SCHEDULERS, ServiceForwarding, Spans, Tunnel, TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS,
-    UnknownProtocol, VirtualServer, VirtualServerKey, VirtualServerLocations,
-    VrrpInstanceLocations, VrrpLocations, host_prefix_len, not_a_host_address, unspecified,
+    SCHEDULERS, ScriptUserSetting, ServiceForwarding, Spans, Tunnel, TunnelError,
+    UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
+    not_a_host_address, unspecified,
 };
 pub use notice::notices;
 pub use placement::{needs_ipvs, prefers_ipvs};
@@ -150,10 +151,15 @@ pub(crate) mod test_support {
     }
 
     /// A host with `eth0` and `eth1` only, whose addresses are 198.51.100.2, 2001:db8:ffff::1
-    /// and 2001:db8::2 (198.51.100.1 is the router of the `[bgp]` examples).
+    /// and 2001:db8::2 (198.51.100.1 is the router of the `[bgp]` examples), with routes to
+    /// everything but 2001:db8:dead::/48.
     pub(crate) struct FakeHost;
 
     impl HostView for FakeHost {
+        fn has_route(&self, address: std::net::IpAddr) -> bool {
+            !matches!(address, std::net::IpAddr::V6(a) if a.segments()[..3] == [0x2001, 0xdb8, 0xdead])
+        }
+
         fn interface_exists(&self, name: &str) -> bool {
             matches!(name, "eth0" | "eth1")
         }

@@ -88,6 +88,30 @@ pub struct Config {
     /// `None` when not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow_sync: Option<super::flow_sync::FlowSyncConfig>,
+    /// keepalived's `script_user`: who runs the notify, MISC_CHECK and vrrp_script scripts
+    /// (None: the agent's own user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_user: Option<ScriptUserSetting>,
+}
+
+/// `script_user USER [GROUP]` (TOML: `script_user = "USER"` or `"USER:GROUP"`).
+impl ScriptUserSetting {
+    /// The setting after checking that the user (and group) exist here, as keepalived does at
+    /// load; else why not, for the located error.
+    pub fn checked(user: &str, group: Option<&str>) -> Result<ScriptUserSetting, String> {
+        crate::health::script::ScriptUser::resolve(user, group)
+            .map(|_| ScriptUserSetting { user: user.to_owned(), group: group.map(str::to_owned) })
+            .map_err(|e| format!("`script_user`: {e}"))
+    }
+}
+
+/// `script_user USER [GROUP]` (TOML: `script_user = "USER"` or `"USER:GROUP"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptUserSetting {
+    pub user: String,
+    /// The user's own group when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Director-wide settings of the XDP dataplane, sizing its maps and guards.
@@ -145,6 +169,11 @@ impl Spans {
     /// Nothing written yet: every value located at the section.
     pub fn at_section(section: Location) -> Self {
         Spans { section, written: Vec::new() }
+    }
+
+    /// Where the section is.
+    pub fn section(&self) -> Location {
+        self.section
     }
 
     /// Where `key`'s value was written, if it was.
@@ -683,6 +712,10 @@ pub struct ServiceForwarding {
     pub lb_kind: LbKind,
     /// Schedule each UDP datagram on its own (keepalived's `ops`).
     pub one_packet: bool,
+    /// Outer source address of tunnelled packets to reals of its family (`tun_source`); else
+    /// the director's preferred source toward each real (the FIB's, looked up per packet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tun_source: Option<std::net::IpAddr>,
     #[serde(skip)]
     pub lb_kind_at: Option<Location>,
     #[serde(skip)]

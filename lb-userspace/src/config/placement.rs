@@ -1,8 +1,9 @@
 //! Which dataplane a service can run on, as its settings say: what the config's notices tell the
 //! operator and what `dataplane::select` decides from, with what the host can do.
 //!
-//! XDP serves direct routing with Maglev (`mh`), source hashing (`sh`), and the stateless
-//! weighted schedulers `rr`/`wrr`. IPVS is *needed* for NAT, tunnels, firewall marks, one-packet
+//! XDP serves direct routing and tunnels (IPIP, GUE, GRE) with Maglev (`mh`), source hashing
+//! (`sh`), and the stateless weighted schedulers `rr`/`wrr`. IPVS is *needed* for NAT, firewall
+//! marks, one-packet
 //! scheduling and connection thresholds, and *preferred* for the schedulers that count
 //! connections or keep per-destination state.
 
@@ -20,15 +21,16 @@ pub fn needs_ipvs(vs: &VirtualServer) -> Option<String> {
                 .to_owned(),
         );
     }
-    if vs.forwarding.lb_kind != LbKind::Dr {
+    // Direct routing and tunnels (IPIP, GUE, GRE) run on XDP; masquerading needs IPVS.
+    if vs.forwarding.lb_kind == LbKind::Nat {
         return Some(format!(
-            "`lb_kind {}` (only direct routing runs on XDP)",
+            "`lb_kind {}` (only direct routing and tunnels run on XDP)",
             vs.forwarding.lb_kind
         ));
     }
-    if let Some(rs) = vs.all_reals().find(|rs| vs.lb_kind_of(rs) != LbKind::Dr) {
+    if let Some(rs) = vs.all_reals().find(|rs| vs.lb_kind_of(rs) == LbKind::Nat) {
         return Some(format!(
-            "real server {rs} uses `lb_kind {}` (only direct routing runs on XDP)",
+            "real server {rs} uses `lb_kind {}` (only direct routing and tunnels run on XDP)",
             vs.lb_kind_of(rs)
         ));
     }

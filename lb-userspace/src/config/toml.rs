@@ -6,14 +6,15 @@
 //! location and word messages in the operator's terms. Cross-field rules (duplicates, port
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
-//! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`), one
+//! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`;
+//! `[bgp]`, `[[bgp.neighbor]]`: `bgp::BGP_SECTION`, `bgp::NEIGHBOR_SECTION`), one
 //! `Setting` in its description; in the others, add it to the section's `*_KEYS` list and read it
 //! in the section's function (they move to descriptions one by one).
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
 //! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`, `[bgp]`
 //! in `bgp`.
 
-mod bgp;
+pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
 mod flow_sync;
 mod forwarding;
@@ -47,6 +48,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "vrrp_sync_group",
     "bgp",
     "flow_sync",
+    "script_user",
 ];
 const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "vip",
@@ -67,6 +69,7 @@ const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "lvs_method",
     "tun_type",
     "tun_port",
+    "tun_source",
     "ops",
     // Health checking, read in `health`.
     "delay_loop",
@@ -126,6 +129,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
         vrrp_locations: VrrpLocations::default(),
         bgp: None,
         flow_sync: None,
+        script_user: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -203,6 +207,18 @@ impl Parser<'_> {
         (config.vrrp, config.vrrp_locations) = self.vrrp(root);
         config.bgp = self.bgp(root);
         config.flow_sync = self.flow_sync(root);
+        if let Some((key, value)) = root.get_key_value("script_user")
+            && let Some(text) = self.string(key, value)
+        {
+            let (user, group) = match text.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (text, None),
+            };
+            match super::model::ScriptUserSetting::checked(user, group) {
+                Ok(setting) => config.script_user = Some(setting),
+                Err(message) => self.error(value.span(), message),
+            }
+        }
     }
 
     /// `[dataplane]`: every setting has a default (see [`dataplane::DATAPLANE`]).
@@ -605,13 +621,14 @@ impl Parser<'_> {
     ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
         let found = table.get_key_value(name);
         if found.is_none() {
-            self.errors.push(Diagnostic::error(
-                self.source,
-                section_at,
-                format!("missing required key `{name}` in {section}"),
-            ));
+            self.missing(section_at, name, section);
         }
         found
+    }
+
+    fn missing(&mut self, section_at: Location, name: &str, section: &str) {
+        let message = format!("missing required key `{name}` in {section}");
+        self.errors.push(Diagnostic::error(self.source, section_at, message));
     }
 
     /// The tables of an array of tables (`[[name]]`, or an inline array of inline tables), with
@@ -1628,6 +1645,7 @@ weight = 2
             vrrp_locations: Default::default(),
             bgp: None,
             flow_sync: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),
@@ -1795,6 +1813,7 @@ port = 443
             vrrp_locations: Default::default(),
             bgp: None,
             flow_sync: None,
+            script_user: None,
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,

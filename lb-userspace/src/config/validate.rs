@@ -20,8 +20,11 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
         errors.push(Diagnostic::error(&config.source, at, message));
     };
 
-    let addresses =
-        Addresses { held: held_addresses(config), own: own_addresses(config, host, &mut error) };
+    let addresses = Addresses {
+        held: held_addresses(config),
+        own: own_addresses(config, host, &mut error),
+        unrouted: unrouted_tunnel_reals(config, host),
+    };
     // A group's address range is one value: its bad addresses are reported once.
     let mut bad_vips_at = HashSet::new();
     let mut first_definition: HashMap<VirtualServerKey, Location> = HashMap::new();
@@ -209,6 +212,26 @@ struct Addresses {
     held: HashMap<IpAddr, String>,
     /// The host's own, read when the configuration is checked or loaded.
     own: HashSet<IpAddr>,
+    /// Tunnelled reals of the other family than their VIP's that the host has no route to.
+    unrouted: HashSet<IpAddr>,
+}
+
+/// Tunnelled reals in the other family than their VIP (IPv4 in IPv6 or back) the host cannot
+/// route to: the outer header is of the real's family, which the director may not speak.
+fn unrouted_tunnel_reals(config: &Config, host: &dyn HostView) -> HashSet<IpAddr> {
+    config
+        .virtual_servers
+        .iter()
+        .flat_map(|vs| {
+            vs.all_reals()
+                .filter(move |rs| {
+                    matches!(vs.lb_kind_of(rs), LbKind::Tun(_))
+                        && rs.address.is_ipv4() != vs.vip.is_ipv4()
+                })
+                .map(|rs| rs.address)
+        })
+        .filter(|a| !host.has_route(*a))
+        .collect()
 }
 
 /// Every virtual IP of the configuration, with the first thing it belongs to.
@@ -305,7 +328,24 @@ fn backend(
         LbKind::Nat => "NAT",
         LbKind::Tun(_) => "tunnelling",
     };
-    if rs.address.is_ipv4() != vs.vip.is_ipv4() {
+    let mixed = rs.address.is_ipv4() != vs.vip.is_ipv4();
+    if mixed && matches!(kind, LbKind::Tun(_)) {
+        // A tunnel may carry either family (IPv4 in IPv6 and back), if the host can reach the
+        // real in its own family.
+        if addresses.unrouted.contains(&rs.address) {
+            error(
+                rs.key_locations.address,
+                format!(
+                    "{role} {} is {} but virtual server {vs} is {}: this host has no {} route \
+                     to it, which a tunnel between the two families needs",
+                    rs.address,
+                    family(rs.address),
+                    family(vs.vip),
+                    family(rs.address)
+                ),
+            );
+        }
+    } else if mixed {
         error(
             rs.key_locations.address,
             format!(
@@ -766,6 +806,22 @@ mod tests {
             "5:28",
         ),
         (
+            "tunnel to a real of the other family without a route",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.101'",
+                "port = 80",
+                "interface = 'eth0'",
+                "lb_kind = 'TUN'",
+                "[[virtual_server.real_server]]",
+                "address = '2001:db8:dead::11'",
+            ],
+            "real server 2001:db8:dead::11 is IPv6 but virtual server 192.0.2.101:80/tcp is \
+             IPv4: this host has no IPv6 route to it, which a tunnel between the two families \
+             needs",
+            "11:11",
+        ),
+        (
             "sorry port differs in DR mode",
             &["[virtual_server.sorry_server]", "address = '192.0.2.200'", "port = 8080"],
             "sorry server port 8080 differs from virtual server port 80: direct routing forwards \
@@ -1213,6 +1269,7 @@ mod tests {
             vrrp_locations: Default::default(),
             bgp: None,
             flow_sync: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![vs],
         };
@@ -1244,6 +1301,7 @@ mod tests {
             vrrp_locations: Default::default(),
             bgp: None,
             flow_sync: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: services(1024),
         };

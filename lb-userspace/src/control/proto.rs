@@ -137,6 +137,9 @@ pub struct BackendView {
     /// How packets reach it, in ipvsadm's words: "Route", "Masq" or "Tunnel".
     #[serde(default = "route")]
     pub forward: String,
+    /// A tunnelled real's encapsulation: "ipip", "gue port N" or "gre" (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
     /// IPVS's ActiveConn and InActConn (absent on XDP, which counts no connections per real).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_conns: Option<u32>,
@@ -428,6 +431,7 @@ mod tests {
                     health: None,
                     check_latency: None,
                     forward: "Masq".into(),
+                    tunnel: None,
                     active_conns: Some(2),
                     inactive_conns: Some(0),
                 }],

@@ -81,6 +81,7 @@ fn xdp_run(frame: &[u8]) -> Option<(u32, Vec<u8>)> {
             persistence: None,
             reals: vec![real],
             sorry: None,
+            tun_source: None,
             ring: Arc::new(ring),
         }],
     };

@@ -203,12 +203,34 @@ mod tests {
                 BOTH,
                 Ok((Backend::Ipvs, "`lb_kind NAT`")),
             ),
+            ("TUN ipip on XDP", "lb_kind = 'TUN'", Mode::Auto, BOTH, Ok((Backend::Xdp, ""))),
             (
-                "TUN to IPVS",
-                "lb_kind = 'TUN'",
+                "TUN gue on XDP",
+                "lb_kind = 'TUN'\ntun_type = 'gue'\ntun_port = 6080",
                 Mode::Auto,
                 BOTH,
-                Ok((Backend::Ipvs, "`lb_kind TUN`")),
+                Ok((Backend::Xdp, "")),
+            ),
+            (
+                "TUN gre on XDP without IPVS",
+                "lb_kind = 'TUN'\ntun_type = 'gre'",
+                Mode::Auto,
+                no_ipvs(),
+                Ok((Backend::Xdp, "")),
+            ),
+            (
+                "TUN on IPVS where XDP cannot load",
+                "lb_kind = 'TUN'",
+                Mode::Auto,
+                no_xdp(),
+                Ok((Backend::Ipvs, "XDP not usable")),
+            ),
+            (
+                "TUN kept on kernel tunnels",
+                "lb_kind = 'TUN'",
+                Mode::Ipvs,
+                BOTH,
+                Ok((Backend::Ipvs, "--dataplane ipvs")),
             ),
             (
                 "ops to IPVS",
@@ -249,7 +271,7 @@ mod tests {
                 Mode::Auto,
                 no_ipvs(),
                 Err("lb.toml:1:1: virtual server 192.0.2.100:80/tcp: `lb_kind NAT` (only direct \
-                     routing runs on XDP) needs the IPVS dataplane, which is not usable here: \
+                     routing and tunnels run on XDP) needs the IPVS dataplane, which is not usable here: \
                      generic netlink family IPVS not found"),
             ),
             (
@@ -257,9 +279,8 @@ mod tests {
                 "lb_kind = 'NAT'",
                 Mode::Xdp,
                 BOTH,
-                Err(
-                    "`lb_kind NAT` (only direct routing runs on XDP): it cannot run with --dataplane xdp",
-                ),
+                Err("`lb_kind NAT` (only direct routing and tunnels run on XDP): it cannot run \
+                     with --dataplane xdp"),
             ),
             ("forced IPVS without it", "", Mode::Ipvs, no_ipvs(), Err("needs the IPVS dataplane")),
             (
@@ -300,14 +321,14 @@ mod tests {
     }
 
     #[test]
-    fn a_tunnel_on_one_real_or_the_sorry_server_needs_ipvs() {
+    fn nat_on_one_real_or_the_sorry_server_needs_ipvs_a_tunnel_does_not() {
         let config = service("sorry_server = { address = '192.0.2.200', lb_kind = 'NAT' }");
         let chosen = plan(&config, Mode::Auto, &BOTH).expect("plan");
         assert_eq!(chosen.backend(&config.virtual_servers[0].key()), Backend::Ipvs);
         let config = parse_toml(
             "[[virtual_server]]\nvip = '192.0.2.100'\nport = 80\ninterface = 'eth0'\n\
              [[virtual_server.real_server]]\naddress = '192.0.2.11'\nlb_kind = 'TUN'\n\
-             [[virtual_server.real_server]]\naddress = '192.0.2.12'\nuthreshold = 9\n",
+             [[virtual_server.real_server]]\naddress = '192.0.2.12'\nlb_kind = 'NAT'\n",
             Path::new("lb.toml"),
             &FakeHost,
         )
@@ -315,8 +336,29 @@ mod tests {
         let vs = &config.virtual_servers[0];
         assert_eq!(
             needs_ipvs(vs).as_deref(),
-            Some("real server 192.0.2.11:80 uses `lb_kind TUN` (only direct routing runs on XDP)")
+            Some(
+                "real server 192.0.2.12:80 uses `lb_kind NAT` (only direct routing and tunnels \
+                 run on XDP)"
+            )
         );
+        let config = service("sorry_server = { address = '192.0.2.200', lb_kind = 'TUN' }");
+        assert_eq!(needs_ipvs(&config.virtual_servers[0]), None);
+    }
+
+    #[test]
+    fn a_mixed_family_tunnel_service_runs_on_xdp() {
+        // An IPv4 VIP on an IPv6 real (IPv4 in IPv6) next to an IPv4 real.
+        let config = parse_toml(
+            "[[virtual_server]]\nvip = '192.0.2.100'\nport = 80\ninterface = 'eth0'\n\
+             lb_kind = 'TUN'\ntun_type = 'gue'\ntun_port = 6080\n\
+             [[virtual_server.real_server]]\naddress = '2001:db8:1::11'\n\
+             [[virtual_server.real_server]]\naddress = '192.0.2.12'\n",
+            Path::new("lb.toml"),
+            &FakeHost,
+        )
+        .expect("valid");
+        let chosen = plan(&config, Mode::Auto, &BOTH).expect("plan");
+        assert_eq!(chosen.backend(&config.virtual_servers[0].key()), Backend::Xdp);
     }
 
     #[test]
@@ -345,8 +387,9 @@ mod tests {
                     [[virtual_server]]\nvip = '192.0.2.101'\nport = 80\ninterface = 'eth0'\n\
                     [[virtual_server]]\nvip = '192.0.2.102'\nport = 80\ninterface = 'eth0'\nlb_kind = 'TUN'\n";
         let config = parse_toml(text, Path::new("lb.toml"), &FakeHost).expect("valid");
-        let errors = plan(&config, Mode::Auto, &no_ipvs()).expect_err("two need IPVS");
+        let errors = plan(&config, Mode::Auto, &no_ipvs()).expect_err("one needs IPVS");
         let at: Vec<String> = errors.iter().map(|e| e.location().to_string()).collect();
-        assert_eq!(at, ["1:1", "10:1"]);
+        // The TUN service runs on XDP.
+        assert_eq!(at, ["1:1"]);
     }
 }

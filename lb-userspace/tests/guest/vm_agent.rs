@@ -115,6 +115,12 @@ impl GuestAgent {
             .arg(self.config_path())
             .arg("--socket")
             .arg(self.socket())
+            // Unpinned (pinning is the default) unless the test pins itself.
+            .args(
+                ["--no-pin"]
+                    .into_iter()
+                    .filter(|_| !self.args.iter().any(|a| a == "--pin-dir" || a == "--no-pin")),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

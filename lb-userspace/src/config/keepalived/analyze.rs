@@ -57,5 +57,6 @@ pub(super) fn analyze(statements: &[Stmt], source: &Path, diags: &mut Diags) -> 
         cx.error(sync.location, format!("`lvs_sync_daemon` names no vrrp_instance `{name}`"));
     }
     config.flow_sync = vrrp_data.flow_sync;
+    config.script_user = vrrp_data.script_user.clone();
     config
 }

@@ -1231,6 +1231,7 @@ fn virtual_server_model(
             lb_kind_at: spec.lb_kind.map(|k| k.1),
             one_packet: spec.ops.is_some(),
             one_packet_at: spec.ops,
+            tun_source: None,
         },
         vip: target.vip,
         port: target.port,

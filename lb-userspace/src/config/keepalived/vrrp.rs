@@ -143,6 +143,8 @@ pub(super) struct Vrrp {
     pub sync_groups: Vec<SyncGroup>,
     /// `global_defs`' `lvs_sync_daemon`.
     pub flow_sync: Option<FlowSyncConfig>,
+    /// `global_defs`' `script_user USER [GROUP]`.
+    pub script_user: Option<crate::config::ScriptUserSetting>,
 }
 
 impl Vrrp {
@@ -344,8 +346,12 @@ pub(super) fn global_defs(cx: &mut Cx<'_>, stmt: &Stmt, vrrp: &mut Vrrp) {
                 }
             }
             "script_user" => {
-                if cx.values(s, 1, 2).is_some() {
-                    cx.unimplemented(s, SCRIPTS);
+                if let Some(values) = cx.values(s, 1, 2) {
+                    let group = values.get(1).map(|g| g.text.as_str());
+                    match crate::config::ScriptUserSetting::checked(&values[0].text, group) {
+                        Ok(setting) => vrrp.script_user = Some(setting),
+                        Err(message) => cx.error(values[0].at, message),
+                    }
                 }
             }
             "enable_script_security" => {

@@ -2,7 +2,6 @@
 //! ranges, syntax). Rules between values and about the host are the model's (`config::bgp`).
 
 use std::net::IpAddr;
-use std::ops::Range;
 
 use ::toml::de::{DeTable, DeValue};
 
@@ -10,129 +9,265 @@ use super::super::bgp::{
     ANNOUNCE_DELAY_LIMITS_SECS, AS_TRANS, BgpConfig, BgpNeighbor, Community, HOLD_TIME_LIMITS,
     MAX_PASSWORD_LEN, RESERVED_TABLES, Speaker, WITHDRAW_GRACE_LIMITS_SECS,
 };
+use super::super::emit::{address, array, boolean, integer, seconds, string};
+use super::super::model::Spans;
+use super::schema::{Doc, Located, Nested, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
-
-const BGP_KEYS: &[&str] = &[
-    "local_as",
-    "router_id",
-    "speaker",
-    "export_table",
-    "hold_time",
-    "med",
-    "communities",
-    "announce_delay",
-    "withdraw_grace",
-    "neighbor",
-];
-const NEIGHBOR_KEYS: &[&str] = &["address", "remote_as", "bfd", "password"];
 
 const BGP: &str = "[bgp]";
 const NEIGHBOR: &str = "[[bgp.neighbor]]";
 
+impl Located for BgpConfig {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.key_locations
+    }
+}
+
+impl Located for BgpNeighbor {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.key_locations
+    }
+}
+
+/// `[bgp]`. A value with an error keeps its default, so that validation still reports the rest
+/// (a file with errors is never run); an error in `speaker`, which every other rule depends on,
+/// leaves the section out.
+pub(in crate::config) const BGP_SECTION: Section<BgpConfig> = Section {
+    header: BGP,
+    misplaced: misplaced_in_bgp,
+    required: &["local_as"],
+    drop_on_error: &["speaker"],
+    nested: &[Nested {
+        name: "neighbor",
+        read: |p, k, v, bgp| {
+            for (table, span) in p.tables(k, v, NEIGHBOR) {
+                let mut neighbor = BgpNeighbor::at(p.at(span));
+                if NEIGHBOR_SECTION.read(p, table, &mut neighbor) {
+                    bgp.neighbors.push(neighbor);
+                }
+            }
+        },
+    }],
+    settings: &[
+        Setting {
+            name: "local_as",
+            doc: Doc {
+                ty: "integer 1–4294967295, not 23456",
+                default: "required",
+                meaning: "This director's AS (4-byte ASes allowed; 23456 is AS_TRANS, a \
+                     placeholder).",
+            },
+            read: |p, k, v, s| {
+                if let Some(asn) = p.as_number(k, v) {
+                    s.local_as = asn;
+                }
+            },
+            emit: |s, _| Some(integer(&s.local_as)),
+        },
+        Setting {
+            name: "router_id",
+            doc: Doc {
+                ty: "IPv4 address, not `0.0.0.0`",
+                default: "the source address toward the first neighbor",
+                meaning: "BGP router id (32 bits, also on IPv6 sessions): required when no \
+                     neighbor is IPv4.",
+            },
+            read: |p, k, v, s| s.router_id = p.router_id(k, v),
+            emit: |s, _| s.router_id.map(|id| string(&id.to_string())),
+        },
+        Setting {
+            name: "speaker",
+            doc: Doc {
+                ty: r#"`"bird"` or `"external"`"#,
+                default: r#"`"bird"`"#,
+                meaning: concat!(
+                    r#"`"bird"`: lb runs BIRD 2 for the neighbors below (BIRD must be installed: "#,
+                    r#"the `bird` program on PATH). `"external"`: lb keeps the ready VIPs in "#,
+                    r#"`export_table`; takes no neighbors."#,
+                ),
+            },
+            read: |p, k, v, s| {
+                if let Some(speaker) = p.speaker(k, v) {
+                    s.speaker = speaker;
+                }
+            },
+            emit: |s, d| unless(&s.speaker, &d.speaker, |s| string(s.as_str())),
+        },
+        Setting {
+            name: "export_table",
+            doc: Doc {
+                ty: "integer 1–4294967295, not 253, 254, 255",
+                default: r#"none; required with `"external"`"#,
+                meaning: "Kernel routing table of the ready VIPs (/32, /128). The kernel's \
+                     default, main and local tables are refused.",
+            },
+            read: |p, k, v, s| s.export_table = p.export_table(k, v),
+            emit: |s, _| s.export_table.as_ref().map(integer),
+        },
+        Setting {
+            name: "hold_time",
+            doc: Doc {
+                ty: "integer 0 or 3–65535",
+                default: "`9`",
+                meaning: "BGP hold time in seconds; `0` is no keepalives (1 and 2 are not \
+                     allowed by BGP).",
+            },
+            read: |p, k, v, s| {
+                if let Some(hold) = p.hold_time(k, v) {
+                    s.hold_time = hold;
+                }
+            },
+            emit: |s, d| unless(&s.hold_time, &d.hold_time, integer),
+        },
+        Setting {
+            name: "med",
+            doc: Doc {
+                ty: "integer 0–4294967295",
+                default: "`0`",
+                meaning: "MED sent with every announcement: lower wins, for primary/backup \
+                     directors.",
+            },
+            read: |p, k, v, s| {
+                if let Some(med) = p.integer_in(k, v, 0..=u32::MAX) {
+                    s.med = med;
+                }
+            },
+            emit: |s, d| unless(&s.med, &d.med, integer),
+        },
+        Setting {
+            name: "communities",
+            doc: Doc {
+                ty: r#"array of `"ASN:VALUE"` strings, each half 0–65535"#,
+                default: "`[]`",
+                meaning: "Standard communities added to every announcement.",
+            },
+            read: |p, k, v, s| s.communities = p.communities(k, v),
+            emit: |s, _| {
+                (!s.communities.is_empty())
+                    .then(|| array(&s.communities, |c| string(&c.to_string())))
+            },
+        },
+        Setting {
+            name: "announce_delay",
+            doc: Doc {
+                ty: "seconds, 0–3600",
+                default: "`0`",
+                meaning: "Time after the agent starts before the first announcement (e.g. to \
+                     let health checks settle).",
+            },
+            read: |p, k, v, s| {
+                if let Some(delay) = p.seconds(k, v, ANNOUNCE_DELAY_LIMITS_SECS) {
+                    s.announce_delay = delay;
+                }
+            },
+            emit: |s, d| unless(&s.announce_delay, &d.announce_delay, seconds),
+        },
+        Setting {
+            name: "withdraw_grace",
+            doc: Doc {
+                ty: "seconds, 0–600",
+                default: "`2`",
+                meaning: "Time a stopping director keeps forwarding after withdrawing its VIPs.",
+            },
+            read: |p, k, v, s| {
+                if let Some(grace) = p.seconds(k, v, WITHDRAW_GRACE_LIMITS_SECS) {
+                    s.withdraw_grace = grace;
+                }
+            },
+            emit: |s, d| unless(&s.withdraw_grace, &d.withdraw_grace, seconds),
+        },
+    ],
+};
+
+/// A `[[bgp.neighbor]]`: one with an error is left out.
+pub(in crate::config) const NEIGHBOR_SECTION: Section<BgpNeighbor> = Section {
+    header: NEIGHBOR,
+    misplaced: misplaced_in_neighbor,
+    required: &["address", "remote_as"],
+    drop_on_error: &["address", "remote_as", "bfd", "password"],
+    nested: &[],
+    settings: &[
+        Setting {
+            name: "address",
+            doc: Doc {
+                ty: "IP address",
+                default: "required",
+                meaning: "The router's address: unicast, not loopback, not IPv6 link-local, not \
+                     an address of this host, not twice. An IPv4 session carries the IPv4 VIPs, an \
+                     IPv6 session the IPv6 ones.",
+            },
+            read: |p, k, v, n| {
+                if let Some(a) = p.neighbor_address(k, v) {
+                    n.address = a;
+                }
+            },
+            emit: |n, _| Some(address(&n.address)),
+        },
+        Setting {
+            name: "remote_as",
+            doc: Doc {
+                ty: "integer 1–4294967295, not 23456",
+                default: "required",
+                meaning: "The router's AS (equal to `local_as`: iBGP).",
+            },
+            read: |p, k, v, n| {
+                if let Some(asn) = p.as_number(k, v) {
+                    n.remote_as = asn;
+                }
+            },
+            emit: |n, _| Some(integer(&n.remote_as)),
+        },
+        Setting {
+            name: "bfd",
+            doc: Doc {
+                ty: "boolean",
+                default: "`true`",
+                meaning: "Run BFD on the session, so that a dead director is dropped in under a \
+                     second.",
+            },
+            read: |p, k, v, n| {
+                if let Some(bfd) = p.boolean(k, v) {
+                    n.bfd = bfd;
+                }
+            },
+            emit: |n, d| unless(&n.bfd, &d.bfd, boolean),
+        },
+        Setting {
+            name: "password",
+            doc: Doc {
+                ty: r#"string, 1–80 printable ASCII characters, no `"` or `\`"#,
+                default: "none",
+                meaning: "TCP-MD5 key of the session (RFC 2385).",
+            },
+            read: |p, k, v, n| n.password = p.password(k, v),
+            emit: |n, _| n.password.as_deref().map(string),
+        },
+    ],
+};
+
 /// The message for a neighbor key written in `[bgp]` or the other way round.
 fn misplaced_in_bgp(name: &str) -> Option<String> {
-    NEIGHBOR_KEYS
+    NEIGHBOR_SECTION
+        .keys()
         .contains(&name)
         .then(|| format!("`{name}` is set per neighbor: move it to a {NEIGHBOR}"))
 }
 
 fn misplaced_in_neighbor(name: &str) -> Option<String> {
-    (BGP_KEYS.contains(&name) && name != "neighbor")
+    BGP_SECTION
+        .settings
+        .iter()
+        .any(|s| s.name == name)
         .then(|| format!("`{name}` is a director-wide setting: move it to {BGP}"))
 }
 
 impl Parser<'_> {
-    /// `[bgp]`, when written. A value with an error keeps its default and a neighbor with one is
-    /// left out, so that validation still reports the rest (a file with errors is never run);
-    /// `None` after an error in `speaker`, which every other rule depends on.
+    /// `[bgp]`, when written (see [`BGP_SECTION`]).
     pub(super) fn bgp(&mut self, root: &DeTable<'_>) -> Option<BgpConfig> {
         let (key, value) = root.get_key_value("bgp")?;
         let (table, span) = self.table(key, value, BGP)?;
-        let mut speaker_ok = true;
-        let location = self.at(span);
-        self.unknown_keys_with(table, BGP_KEYS, &format!("in {BGP}"), misplaced_in_bgp);
-
-        let local_as = self
-            .required(table, "local_as", location, BGP)
-            .and_then(|(key, value)| self.as_number(key, value));
-        let mut bgp = BgpConfig::new(local_as.unwrap_or(0), location);
-        bgp.key_locations.local_as = table.get("local_as").map(|v| self.at(v.span()));
-
-        if let Some((key, value)) = table.get_key_value("router_id") {
-            bgp.router_id = self.router_id(key, value);
-        }
-        if let Some((key, value)) = table.get_key_value("speaker") {
-            bgp.key_locations.speaker = Some(self.at(value.span()));
-            match self.speaker(key, value) {
-                Some(speaker) => bgp.speaker = speaker,
-                None => speaker_ok = false,
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("export_table") {
-            bgp.key_locations.export_table = Some(self.at(value.span()));
-            bgp.export_table = self.export_table(key, value);
-        }
-        if let Some((key, value)) = table.get_key_value("hold_time")
-            && let Some(hold) = self.hold_time(key, value)
-        {
-            bgp.hold_time = hold;
-        }
-        if let Some((key, value)) = table.get_key_value("med")
-            && let Some(med) = self.integer_in(key, value, 0..=u32::MAX)
-        {
-            bgp.med = med;
-        }
-        if let Some((key, value)) = table.get_key_value("communities") {
-            bgp.communities = self.communities(key, value);
-        }
-        if let Some((key, value)) = table.get_key_value("announce_delay")
-            && let Some(delay) = self.seconds(key, value, ANNOUNCE_DELAY_LIMITS_SECS)
-        {
-            bgp.announce_delay = delay;
-        }
-        if let Some((key, value)) = table.get_key_value("withdraw_grace")
-            && let Some(grace) = self.seconds(key, value, WITHDRAW_GRACE_LIMITS_SECS)
-        {
-            bgp.withdraw_grace = grace;
-        }
-        if let Some((key, value)) = table.get_key_value("neighbor") {
-            bgp.key_locations.neighbor = Some(self.at(value.span()));
-            for (table, span) in self.tables(key, value, NEIGHBOR) {
-                bgp.neighbors.extend(self.neighbor(table, span));
-            }
-        }
-        speaker_ok.then_some(bgp)
-    }
-
-    fn neighbor(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<BgpNeighbor> {
-        let location = self.at(span);
-        let context = format!("in {NEIGHBOR}");
-        self.unknown_keys_with(table, NEIGHBOR_KEYS, &context, misplaced_in_neighbor);
-        let mut address_at = location;
-        let address =
-            self.required(table, "address", location, NEIGHBOR).and_then(|(key, value)| {
-                address_at = self.at(value.span());
-                self.neighbor_address(key, value)
-            });
-        let remote_as = self
-            .required(table, "remote_as", location, NEIGHBOR)
-            .and_then(|(key, value)| self.as_number(key, value));
-        let bfd = match table.get_key_value("bfd") {
-            Some((key, value)) => self.boolean(key, value),
-            None => Some(true),
-        };
-        let password = match table.get_key_value("password") {
-            Some((key, value)) => self.password(key, value).map(Some),
-            None => Some(None),
-        };
-        Some(BgpNeighbor {
-            address: address?,
-            remote_as: remote_as?,
-            bfd: bfd?,
-            password: password?,
-            location,
-            address_at,
-        })
+        let mut bgp = BgpConfig::new(0, self.at(span));
+        BGP_SECTION.read(self, table, &mut bgp).then_some(bgp)
     }
 
     /// An AS number: 4-byte ASes allowed; neither 0 (reserved) nor AS_TRANS.
@@ -628,12 +763,14 @@ password = "secret"
                 bfd: true,
                 password: Some("secret".to_owned()),
                 location: Location::new(11, 1),
-                address_at: Location::new(12, 11),
+                key_locations: bgp.neighbors[0].key_locations.clone(),
             }],
-            key_locations: bgp.key_locations,
+            key_locations: bgp.key_locations.clone(),
             ..BgpConfig::new(65010, Location::new(1, 1))
         };
         assert_eq!(bgp, expected);
+        assert_eq!(bgp.neighbors[0].address_at(), Location::new(12, 11));
+        assert_eq!(bgp.key_locations.located("speaker"), Location::new(4, 11));
     }
 
     #[test]
@@ -720,5 +857,32 @@ password = "secret"
         // our own address, the second (left out for its AS) is not reported as a duplicate.
         assert_eq!(at, ["2:12", "3:13", "4:16", "6:11", "10:13"], "{errors}");
         assert!(errors.0[3].message.contains("is an address of this host"), "{errors}");
+    }
+
+    /// An error in `speaker` (which every rule of [bgp] depends on) leaves [bgp] out; an error
+    /// elsewhere keeps it with that value's default; a neighbor with an error is left out.
+    #[test]
+    fn what_an_error_leaves_out() {
+        let neighbor = ["[[bgp.neighbor]]", "address = '198.51.100.1'", "remote_as = 65000"];
+        // (line in [bgp], line in the neighbor, [bgp] kept, neighbors kept)
+        let cases = [
+            ("speaker = 'quagga'", "bfd = true", false, 1),
+            ("speaker = 1", "bfd = true", false, 1),
+            ("med = -1", "bfd = true", true, 1),
+            ("hold_time = 1", "bfd = true", true, 1),
+            ("med = 1", "bfd = 'yes'", true, 0),
+            ("med = 1", "password = ''", true, 0),
+        ];
+        for (bgp_line, neighbor_line, kept, neighbors) in cases {
+            let mut lines = vec!["[bgp]", "local_as = 65010", bgp_line];
+            lines.extend(neighbor);
+            lines.push(neighbor_line);
+            let (config, errors) = super::super::parse(&doc(&lines), Path::new("lb.toml"));
+            assert_eq!(errors.len(), 1, "{bgp_line} / {neighbor_line}: {errors:?}");
+            assert_eq!(config.bgp.is_some(), kept, "{bgp_line}");
+            if let Some(bgp) = config.bgp {
+                assert_eq!(bgp.neighbors.len(), neighbors, "{neighbor_line}");
+            }
+        }
     }
 }

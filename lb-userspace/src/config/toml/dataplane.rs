@@ -19,6 +19,9 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
     header: "[dataplane]",
     // `dataplane` written after a `[[virtual_server]]` is caught there; nothing belongs elsewhere.
     misplaced: |_| None,
+    required: &[],
+    drop_on_error: &[],
+    nested: &[],
     settings: &[
         Setting {
             name: "flow_table_size",

@@ -19,9 +19,14 @@ impl Parser<'_> {
             None => (false, None),
             Some((key, value)) => (self.boolean(key, value)?, Some(self.at(value.span()))),
         };
+        let tun_source = match table.get_key_value("tun_source") {
+            None => None,
+            Some((key, value)) => Some(self.ip_address(key, value)?),
+        };
         Some(ServiceForwarding {
             lb_kind: lb_kind.unwrap_or_default(),
             one_packet,
+            tun_source,
             lb_kind_at,
             one_packet_at,
         })
@@ -188,6 +193,15 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_source_is_read() {
+        let cfg = parse("lb_kind = 'TUN'\ntun_source = '2001:db8::1'", "").expect("valid");
+        let want = "2001:db8::1".parse().ok();
+        assert_eq!(cfg.virtual_servers[0].forwarding.tun_source, want);
+        let cfg = parse("lb_kind = 'TUN'", "").expect("valid");
+        assert_eq!(cfg.virtual_servers[0].forwarding.tun_source, None);
+    }
+
+    #[test]
     fn thresholds_are_read() {
         let cfg = parse("", "uthreshold = 100\nlthreshold = 10").expect("valid");
         let f = cfg.virtual_servers[0].real_servers[0].forwarding;
@@ -229,6 +243,17 @@ mod tests {
                 "lb_kind = 'TUN'\ntun_port = 9",
                 "",
                 "6:12: `tun_port` is for `tun_type = \"gue\"`, not \"ipip\"",
+            ),
+            // Tunnel options on a DR real, and a tunnel source that is no address.
+            (
+                "",
+                "lb_kind = 'DR'\ntun_type = 'gre'",
+                "9:12: `tun_type` needs `lb_kind = \"TUN\"`, not \"DR\"",
+            ),
+            (
+                "lb_kind = 'TUN'\ntun_source = '203.0.113'",
+                "",
+                "6:14: `tun_source` must be an IP address, found \"203.0.113\"",
             ),
             ("ops = 'yes'", "", "5:7: `ops` must be true or false"),
             ("", "uthreshold = -1", "8:14: `uthreshold` must be"),

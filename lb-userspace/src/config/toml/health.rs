@@ -1748,6 +1748,7 @@ url = [{ path = "/", status_code = 200 }]
             vrrp_locations: Default::default(),
             bgp: None,
             flow_sync: None,
+            script_user: None,
             dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
                 forwarding: Default::default(),

@@ -41,6 +41,20 @@ pub(in crate::config) struct Section<T: 'static> {
     /// The whole message for a key that is not the section's but belongs elsewhere ("`x` is set
     /// per real server: move it to ..."), instead of "unknown key"; `|_| None` when there is none.
     pub misplaced: fn(&str) -> Option<String>,
+    /// Keys that must be written ("missing required key `x` in [section]", at the section).
+    pub required: &'static [&'static str],
+    /// Keys whose error (or absence) leaves the whole section out, so that validation does not
+    /// report consequences of it: all of a `[[bgp.neighbor]]`'s, `[bgp]`'s `speaker`.
+    pub drop_on_error: &'static [&'static str],
+    /// Keys holding tables of their own (`neighbor`: the `[[bgp.neighbor]]`s), read in file order
+    /// after the settings; documented under their own heading and written by the caller.
+    pub nested: &'static [Nested<T>],
+}
+
+/// A key of a section that holds tables with their own description.
+pub(in crate::config) struct Nested<T> {
+    pub name: &'static str,
+    pub read: fn(&mut Parser<'_>, &Key<'_>, &Value<'_>, &mut T),
 }
 
 /// A model that keeps where its values were written.
@@ -51,21 +65,39 @@ pub(in crate::config) trait Located {
 impl<T: Located> Section<T> {
     /// The names of the keys, for the unknown-key check.
     pub fn keys(&self) -> Vec<&'static str> {
-        self.settings.iter().map(|s| s.name).collect()
+        let nested = self.nested.iter().map(|n| n.name);
+        self.settings.iter().map(|s| s.name).chain(nested).collect()
     }
 
-    /// Reads `table` into `model` (which holds the defaults): every unknown key and every bad
-    /// value reported, the location of every written value kept.
-    pub fn read(&self, parser: &mut Parser<'_>, table: &DeTable<'_>, model: &mut T) {
+    /// Reads `table` into `model` (which holds the defaults, and the section's place in its
+    /// spans): every unknown key, missing key and bad value reported, the location of every
+    /// written value kept. `false` when the section is to be left out (see `drop_on_error`).
+    pub fn read(&self, parser: &mut Parser<'_>, table: &DeTable<'_>, model: &mut T) -> bool {
         let context = format!("in {}", self.header);
         parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
+        let mut keep = true;
         for setting in self.settings {
+            let errors = parser.errors.len();
             if let Some((key, value)) = table.get_key_value(setting.name) {
                 let at = parser.at(value.span());
                 model.spans_mut().set(setting.name, at);
                 (setting.read)(parser, key, value, model);
+            } else if self.required.contains(&setting.name) {
+                let at = model.spans_mut().section();
+                parser.missing(at, setting.name, self.header);
+            }
+            if parser.errors.len() > errors && self.drop_on_error.contains(&setting.name) {
+                keep = false;
             }
         }
+        for nested in self.nested {
+            if let Some((key, value)) = table.get_key_value(nested.name) {
+                let at = parser.at(value.span());
+                model.spans_mut().set(nested.name, at);
+                (nested.read)(parser, key, value, model);
+            }
+        }
+        keep
     }
 
     /// `key = value` lines for every setting of `model` that differs from `default`.
@@ -105,13 +137,18 @@ pub(in crate::config) fn unless<V: PartialEq>(
 mod tests {
     use std::path::Path;
 
+    use super::super::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
     use super::super::dataplane::DATAPLANE;
 
     /// The key table of `section` in `doc`: its rows, and the line range they span.
     fn table_rows(doc: &str, header: &str) -> (Vec<String>, std::ops::Range<usize>) {
         let lines: Vec<&str> = doc.lines().collect();
+        // `## [bgp]`, or `### [[bgp.neighbor]]` beneath it.
         let heading = format!("## `{header}`");
-        let start = lines.iter().position(|l| *l == heading).expect("section heading");
+        let start = lines
+            .iter()
+            .position(|l| l.trim_start_matches('#') == heading.trim_start_matches('#'))
+            .expect("section heading");
         let table = start
             + lines[start..].iter().position(|l| l.starts_with("| key |")).expect("key table")
             + 2;
@@ -124,7 +161,11 @@ mod tests {
     fn config_md_key_tables_follow_the_descriptions() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md");
         let doc = std::fs::read_to_string(&path).expect("docs/config.md");
-        let sections = [(DATAPLANE.header, DATAPLANE.doc_rows())];
+        let sections = [
+            (DATAPLANE.header, DATAPLANE.doc_rows()),
+            (BGP_SECTION.header, BGP_SECTION.doc_rows()),
+            (NEIGHBOR_SECTION.header, NEIGHBOR_SECTION.doc_rows()),
+        ];
         let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
         let mut text = doc.clone();
         for (header, want) in sections {
@@ -144,9 +185,12 @@ mod tests {
 
     #[test]
     fn keys_are_unique_per_section() {
-        let mut keys = DATAPLANE.keys();
-        keys.sort_unstable();
-        keys.dedup();
-        assert_eq!(keys.len(), DATAPLANE.settings.len());
+        let keys = [DATAPLANE.keys(), BGP_SECTION.keys(), NEIGHBOR_SECTION.keys()];
+        for mut keys in keys {
+            let all = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), all);
+        }
     }
 }

@@ -1962,6 +1962,7 @@ virtual_ipaddress = ["192.0.2.100/24"]
             },
             bgp: None,
             flow_sync: None,
+            script_user: None,
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);

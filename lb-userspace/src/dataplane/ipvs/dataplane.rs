@@ -511,6 +511,7 @@ mod tests {
             persistence: None,
             reals,
             sorry: None,
+            tun_source: None,
             ring: Arc::new(if up { vec![0] } else { vec![] }),
         }
     }

@@ -28,6 +28,8 @@ use crate::{
     testutil::{private_netns, require_root},
 };
 
+mod tunnel;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -101,6 +103,7 @@ fn service(
         persistence: None,
         reals,
         sorry: None,
+        tun_source: None,
         ring: Arc::new(Vec::new()),
     };
     rebuild_ring(&mut s);

@@ -25,14 +25,15 @@ use lb_common::{
     ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
 };
 
+pub use self::flows::FlowSource;
+pub use self::pin::{DEFAULT_PIN_DIR, Pinning, choose_dir as choose_pin_dir, is_bpffs};
 use self::{
     alloc::{IdAlloc, RegionAlloc},
     pin::{RealRecord, ServiceRecord, StateFile},
 };
-pub use self::{flows::FlowSource, pin::Pinning};
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
-    config::VirtualServerKey,
+    config::{LbKind, Tunnel, VirtualServerKey},
     desired::{Desired, Globals, RealDesired, ServiceDesired},
     net::iface::{self, Interface},
 };
@@ -354,6 +355,11 @@ impl XdpDataplane {
             src_mac: r.value.src_mac,
             ifindex: r.value.ifindex,
             generation: r.value.generation,
+            tun: r.value.tun,
+            tun_family: r.value.tun_family,
+            tun_port_be: r.value.tun_port_be,
+            tun_dst: r.value.tun_dst,
+            tun_src: r.value.tun_src,
         };
         let state = StateFile {
             layout: pin::LAYOUT,
@@ -744,19 +750,25 @@ impl XdpDataplane {
         &mut self,
         existing: Option<(u32, RealValue)>,
         real: &RealDesired,
-        key: VirtualServerKey,
+        svc: &ServiceDesired,
     ) -> Result<RealSlot, DataplaneError> {
-        let ifindex = real.ifindex.unwrap_or(0);
-        // The interfaces are synced first; one the agent does not know leaves the real unusable.
-        let src_mac = self.ifaces.get(&ifindex).copied();
-        let mut value = RealValue {
-            mac: real.mac.map(|m| m.0).unwrap_or_default(),
-            // Drained (and inhibited) reals stay usable for the flows already on them.
-            flags: if real.keeps_flows && src_mac.is_some() { REAL_F_UP } else { 0 },
-            src_mac: src_mac.unwrap_or_default(),
-            _pad: 0,
-            ifindex,
-            generation: 0,
+        let key = svc.key;
+        let mut value = match real.lb_kind {
+            LbKind::Tun(tunnel) => tunnel_value(real, tunnel, svc.tun_source),
+            _ => {
+                let ifindex = real.ifindex.unwrap_or(0);
+                // The interfaces are synced first; one the agent does not know leaves the real
+                // unusable.
+                let src_mac = self.ifaces.get(&ifindex).copied();
+                RealValue {
+                    mac: real.mac.map(|m| m.0).unwrap_or_default(),
+                    // Drained (and inhibited) reals stay usable for the flows already on them.
+                    flags: if real.keeps_flows && src_mac.is_some() { REAL_F_UP } else { 0 },
+                    src_mac: src_mac.unwrap_or_default(),
+                    ifindex,
+                    ..Default::default()
+                }
+            }
         };
         match existing {
             Some((id, old)) => {
@@ -795,7 +807,7 @@ impl XdpDataplane {
             let rkey = (real.address, real.port);
             let existing =
                 self.services.get(&key).and_then(|s| s.reals.get(&rkey)).map(|r| (r.id, r.value));
-            let slot = self.sync_real(existing, real, key)?;
+            let slot = self.sync_real(existing, real, svc)?;
             ring_ids.push(slot.id);
             if let Some(s) = self.services.get_mut(&key) {
                 s.reals.insert(rkey, slot);
@@ -810,7 +822,7 @@ impl XdpDataplane {
                     .and_then(|s| s.sorry.as_ref())
                     .filter(|(k, _)| *k == rkey)
                     .map(|(_, r)| (r.id, r.value));
-                let slot = self.sync_real(existing, real, key)?;
+                let slot = self.sync_real(existing, real, svc)?;
                 let id = slot.id;
                 let old = self.services.get_mut(&key).and_then(|s| s.sorry.replace((rkey, slot)));
                 if let Some((_, old)) = old.filter(|(_, o)| o.id != id) {
@@ -1075,6 +1087,30 @@ pub fn addr_words(ip: IpAddr) -> (common::Addr, u8) {
     match ip {
         IpAddr::V4(a) => (common::addr_v4(a.octets()), common::FAMILY_V4),
         IpAddr::V6(a) => (common::addr_v6(a.octets()), common::FAMILY_V6),
+    }
+}
+
+/// The slot of a tunnelled real: the program finds the next hop in the FIB, so no MAC or
+/// interface. The outer source is the service's `tun_source` when of the real's family, else
+/// the FIB's preferred source toward the real (`tun_src` zero).
+fn tunnel_value(real: &RealDesired, tunnel: Tunnel, source: Option<IpAddr>) -> RealValue {
+    let (tun_dst, tun_family) = addr_words(real.address);
+    let tun_src = source
+        .filter(|s| s.is_ipv4() == real.address.is_ipv4())
+        .map_or([0; 4], |s| addr_words(s).0);
+    let (tun, port) = match tunnel {
+        Tunnel::Ipip => (common::TUN_IPIP, 0),
+        Tunnel::Gue { port } => (common::TUN_GUE, port),
+        Tunnel::Gre => (common::TUN_GRE, 0),
+    };
+    RealValue {
+        flags: if real.keeps_flows { REAL_F_UP } else { 0 },
+        tun,
+        tun_family,
+        tun_port_be: port.to_be(),
+        tun_dst,
+        tun_src,
+        ..Default::default()
     }
 }
 

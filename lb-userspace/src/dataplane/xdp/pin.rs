@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 4;
+pub const LAYOUT: u32 = 5;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +138,18 @@ pub struct RealRecord {
     pub src_mac: [u8; 6],
     pub ifindex: u32,
     pub generation: u32,
+    /// Tunnel settings (layout 4): `lb_common::TUN_*`, outer family, GUE port (network order),
+    /// outer destination and source words.
+    #[serde(default)]
+    pub tun: u8,
+    #[serde(default)]
+    pub tun_family: u8,
+    #[serde(default)]
+    pub tun_port_be: u16,
+    #[serde(default)]
+    pub tun_dst: [u32; 4],
+    #[serde(default)]
+    pub tun_src: [u32; 4],
 }
 
 impl RealRecord {
@@ -149,6 +161,11 @@ impl RealRecord {
             _pad: 0,
             ifindex: self.ifindex,
             generation: self.generation,
+            tun: self.tun,
+            tun_family: self.tun_family,
+            tun_port_be: self.tun_port_be,
+            tun_dst: self.tun_dst,
+            tun_src: self.tun_src,
         }
     }
 }
@@ -169,4 +186,93 @@ pub fn write_state(path: &Path, state: &StateFile) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
     std::fs::rename(tmp, path)
+}
+
+/// Where `lb run` pins unless told otherwise (`--pin-dir`, `--no-pin`).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+
+/// `statfs` type of a bpf filesystem (linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a bpf filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a NUL-terminated path and a zeroed statfs we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's width differs between architectures (i64 on x86_64).
+    #[allow(clippy::useless_conversion)]
+    let f_type = i64::from(st.f_type);
+    f_type == BPF_FS_MAGIC
+}
+
+/// How `lb run` pins: `--no-pin` never; `--pin-dir DIR` there (an error later if DIR is not on
+/// a bpf filesystem: the operator asked for it); by default [`DEFAULT_PIN_DIR`] when its parent
+/// is a bpf filesystem, else unpinned with the reason (to be logged).
+pub fn choose_dir(
+    no_pin: bool,
+    pin_dir: Option<PathBuf>,
+    is_bpffs: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, String> {
+    if no_pin {
+        return Err("--no-pin: the dataplane stops with the agent".to_owned());
+    }
+    if let Some(dir) = pin_dir {
+        return Ok(dir);
+    }
+    let dir = PathBuf::from(DEFAULT_PIN_DIR);
+    let mount = dir.parent().unwrap_or(Path::new("/"));
+    if is_bpffs(mount) {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no bpf filesystem at {}: running unpinned, so the dataplane stops with the agent \
+             (mount one: mount -t bpf bpf {})",
+            mount.display(),
+            mount.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod choose_tests {
+    use super::*;
+
+    #[test]
+    fn pins_by_default_where_bpffs_is_mounted() {
+        let dir = |s: &str| Some(PathBuf::from(s));
+        // (case, --no-pin, --pin-dir, /sys/fs/bpf is bpffs, pinned to / reason contains)
+        type Case = (&'static str, bool, Option<PathBuf>, bool, Result<&'static str, &'static str>);
+        let cases: &[Case] = &[
+            ("default", false, None, true, Ok(DEFAULT_PIN_DIR)),
+            ("default, no bpffs", false, None, false, Err("no bpf filesystem at /sys/fs/bpf")),
+            ("explicit dir", false, dir("/mnt/bpf/x"), false, Ok("/mnt/bpf/x")),
+            ("explicit dir, bpffs", false, dir("/mnt/bpf/x"), true, Ok("/mnt/bpf/x")),
+            ("opted out", true, None, true, Err("--no-pin")),
+            ("opted out, no bpffs", true, None, false, Err("--no-pin")),
+        ];
+        for (case, no_pin, pin_dir, bpffs, want) in cases {
+            let got = choose_dir(*no_pin, pin_dir.clone(), |p| {
+                assert_eq!(p, Path::new("/sys/fs/bpf"), "{case}: probes the mount point");
+                *bpffs
+            });
+            match (got, want) {
+                (Ok(d), Ok(w)) => assert_eq!(d, Path::new(w), "{case}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{case}: {e}"),
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bpffs_is_told_from_other_filesystems() {
+        assert!(!is_bpffs(Path::new("/")), "the root is not a bpf filesystem");
+        assert!(!is_bpffs(Path::new("/nonexistent/x")));
+        if is_bpffs(Path::new("/sys/fs/bpf")) {
+            eprintln!("/sys/fs/bpf is a bpf filesystem here");
+        }
+    }
 }
