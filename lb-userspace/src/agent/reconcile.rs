@@ -486,6 +486,7 @@ mod tests {
             listeners: Vec::new(),
             reloads: crate::control::proto::ReloadsView::default(),
             bgp,
+            flow_sync: None,
         }
     }
 
