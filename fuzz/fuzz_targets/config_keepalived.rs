@@ -30,7 +30,7 @@ fn source() -> &'static Path {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // `keepalived::load` reads files lossily; do the same.
+    // `config::load` reads a keepalived.conf lossily; do the same.
     let text = String::from_utf8_lossy(data);
     if text.contains("include") && text.contains('/') {
         return;

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     // `config::load` refuses non-UTF-8 files before parsing; what reaches the parser is text.
     let Ok(text) = std::str::from_utf8(data) else { return };
     let source = Path::new("fuzz.toml");
-    // Format detection runs on every file `lb` loads (`load_any`).
+    // Format detection runs on every file `lb` loads (`config::load`).
     let _ = keepalived::detect(source, text);
     match config::parse_toml(text, source, &AnyInterface) {
         Ok(model) => {

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use lb::config::{ConfigError, HostView};
+use lb::config::{Diagnostic, HostView};
 use lb::vrrp::packet::{ChecksumForm, checksum};
 
 /// A host on which every interface a configuration names exists, so validation goes past the
@@ -34,7 +34,7 @@ pub fn assert_located(what: &str, line: u32, col: u32, text: &str) {
 }
 
 /// Every error of a failed parse is located inside the text.
-pub fn assert_errors_located(errors: &[ConfigError], text: &str) {
+pub fn assert_errors_located(errors: &[Diagnostic], text: &str) {
     assert!(!errors.is_empty(), "a failed parse must report at least one error");
     for e in errors {
         assert_located(&e.to_string(), e.line, e.col, text);

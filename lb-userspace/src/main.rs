@@ -83,39 +83,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config: path, format, strict, json } => {
-            if json {
-                let report = lb::cli::check::check(&path, &SystemHost, format, strict);
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-            }
-            match lb::cli::load::load(&path, &SystemHost, format, strict) {
-                Ok(loaded) => {
-                    for w in &loaded.warnings {
-                        println!("{w}");
-                    }
-                    for n in &loaded.notices {
-                        println!("{n}");
-                    }
-                    let cfg = &loaded.config;
-                    let reals: usize =
-                        cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
-                    println!(
-                        "{}: ok ({}, {} virtual servers, {} real servers)",
-                        path.display(),
-                        loaded.format,
-                        cfg.virtual_servers.len(),
-                        reals
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(errors) => {
-                    // On stderr: a script capturing stdout still sees why the file failed.
-                    for e in errors.iter() {
-                        eprintln!("{e}");
-                    }
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            let printed = if json {
+                lb::cli::check::check_json(&path, &SystemHost, format, strict)?
+            } else {
+                lb::cli::check::check_text(&path, &SystemHost, format, strict)
+            };
+            Ok(printed.emit())
         }
         Command::Backends { socket, json, stats } => {
             let data = client::call(&socket, &Request::Backends {})?;
@@ -165,24 +138,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert { config: path, format } => {
-            match lb::cli::convert::convert(&path, format) {
-                Ok(text) => {
-                    print!("{text}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(errors) => {
-                    for e in errors.iter() {
-                        println!("{e}");
-                    }
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            Ok(lb::cli::convert::convert_printed(&path, format).emit())
         }
         Command::Realserver { action, vips, dev, state } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let options = lb::net::realserver::Options { vips, dev, state };
             for line in rt.block_on(lb::net::realserver::run(action, &options))? {
                 println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bgp { action, vip, socket } => {
+            let req = Request::Bgp {
+                action: action.as_str().to_owned(),
+                vip: vip.map(|v| v.to_string()),
+            };
+            let data = client::call(&socket, &req)?;
+            for vip in data["vips"].as_array().into_iter().flatten() {
+                println!("{}: {}", vip.as_str().unwrap_or("?"), action.as_str());
             }
             Ok(ExitCode::SUCCESS)
         }

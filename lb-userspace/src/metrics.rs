@@ -171,6 +171,35 @@ fn register_vrrp(reg: &mut Registry, vrrp: Option<&serde_json::Value>) {
     reg.register("vrrp_adverts_rejected", "VRRP adverts discarded, by reason", rejected);
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NeighborLabel {
+    neighbor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabel {
+    vip: String,
+}
+
+/// `[bgp]`: each session up or not, each VIP announced or not.
+fn register_bgp(reg: &mut Registry, bgp: Option<&crate::bgp::agent::BgpView>) {
+    let Some(bgp) = bgp else { return };
+    let up = Family::<NeighborLabel, Gauge>::default();
+    for s in &bgp.speaker.sessions {
+        up.get_or_create(&NeighborLabel { neighbor: s.neighbor.clone() }).set(i64::from(s.up));
+    }
+    let announced = Family::<VipLabel, Gauge>::default();
+    for v in &bgp.vips {
+        announced.get_or_create(&VipLabel { vip: v.vip.clone() }).set(i64::from(v.announced));
+    }
+    reg.register("bgp_session_up", "1 while the BGP session to the neighbor is established", up);
+    reg.register(
+        "bgp_vip_announced",
+        "1 while this director announces the VIP over BGP",
+        announced,
+    );
+}
+
 /// A counter without labels that stands at `n`.
 fn register_counter(reg: &mut Registry, name: &str, help: &str, n: u64) {
     let counter = Counter::<u64>::default();
@@ -290,6 +319,7 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
         status.checks_not_run,
     );
     register_vrrp(&mut reg, status.vrrp.as_ref());
+    register_bgp(&mut reg, status.bgp.as_ref());
     register_checks_and_reloads(&mut reg, status);
 
     let sp = Family::<ServiceLabels, Counter>::default();
@@ -640,6 +670,45 @@ mod tests {
                 assert!(e.contains(why), "{e} lacks {why}");
             }
         }
+    }
+
+    /// `[bgp]`: a gauge per session and per VIP; none without `[bgp]`.
+    #[test]
+    fn bgp_series() {
+        let backends = BackendsView { services: vec![] };
+        let base = json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 0, "reals": 0
+        });
+        let mut with = base.clone();
+        with["bgp"] = json!({
+            "speaker": "bird", "announced": ["192.0.2.100"], "restarts": 0,
+            "sessions": [
+                { "neighbor": "198.51.100.1", "state": "Established", "up": true, "prefixes": 1 },
+                { "neighbor": "198.51.100.9", "state": "Active", "up": false, "prefixes": 0 }
+            ],
+            "vips": [
+                { "vip": "192.0.2.100", "announced": true, "reason": "ready", "reason_kind": "ready" },
+                { "vip": "192.0.2.200", "announced": false, "reason": "withdrawn by operator",
+                  "reason_kind": "withdrawn_by_operator" }
+            ]
+        });
+        let status: StatusView = serde_json::from_value(with).expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        for line in [
+            "# TYPE lb_bgp_session_up gauge",
+            "# TYPE lb_bgp_vip_announced gauge",
+            r#"lb_bgp_session_up{neighbor="198.51.100.1"} 1"#,
+            r#"lb_bgp_session_up{neighbor="198.51.100.9"} 0"#,
+            r#"lb_bgp_vip_announced{vip="192.0.2.100"} 1"#,
+            r#"lb_bgp_vip_announced{vip="192.0.2.200"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        let status: StatusView = serde_json::from_value(base).expect("status view");
+        let text = render(&backends, &status).expect("rendered");
+        assert!(!text.contains("lb_bgp_"), "{text}");
     }
 
     /// Every VRRP, health-check and reload series, with its type and labels.

@@ -5,6 +5,7 @@
 //! ([`Topology`], [`Netns`], [`Process`]) that also run during a panic unwind. See
 //! docs/testing.md for the measured facts this follows.
 
+pub mod bgp;
 pub mod bpffs;
 pub mod director;
 mod icmp;

@@ -2,7 +2,8 @@
 //! runs it (it prints a Markdown table) and leaves the rows in `target/bench.json`. Needs root:
 //! the XDP rows run the real program through BPF_PROG_TEST_RUN in a private network namespace.
 //! Then the VRRP failover benchmark (`tests/tests/vrrp_failover_bench.rs`: lb pairs and
-//! keepalived pairs in network namespaces, the release `lb`) appends its rows to the same file.
+//! keepalived pairs in network namespaces, the release `lb`) appends its rows to the same file,
+//! and so does the BGP scale-out benchmark (`tests/tests/bgp_ecmp.rs`, ignored `bench_` test).
 //! BENCHMARKS.md explains each row's method. XDP against kernel IPVS (which this kernel lacks)
 //! is `cargo xtask vm bench`, in an emulated guest: minutes of qemu, so not run from here.
 
@@ -57,6 +58,18 @@ pub fn bench() -> anyhow::Result<()> {
         .env("LB_BENCH_JSON", &json))?;
     if fs::read_to_string(&json)?.matches("\"name\"").count() <= rows_before {
         bail!("the VRRP failover benchmark added no rows to {}", json.display());
+    }
+    // BGP scale-out: director death → BFD withdraw → traffic through the others; flow spread.
+    let rows_before = fs::read_to_string(&json)?.matches("\"name\"").count();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--release", "-p", "lb-tests", "--test", "bgp_ecmp", "--"])
+        .args(["--ignored", "--nocapture", "--test-threads", "1", "bench_"])
+        .env("CI", "true")
+        .env("LB_BIN", &lb)
+        .env("LB_BENCH_JSON", &json))?;
+    if fs::read_to_string(&json)?.matches("\"name\"").count() <= rows_before {
+        bail!("the BGP failover benchmark added no rows to {}", json.display());
     }
     println!("\nrows written to {}", json.display());
     Ok(())

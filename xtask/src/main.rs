@@ -32,6 +32,10 @@ enum Task {
         /// Requests to send through the VIP.
         #[arg(long, default_value_t = 30)]
         requests: u32,
+        /// Three directors behind a BIRD router sharing one VIP over BGP + ECMP, instead of the
+        /// VRRP pair.
+        #[arg(long)]
+        ecmp: bool,
     },
     /// Run every check and test: fmt, clippy -D warnings, unit, BPF_PROG_TEST_RUN, netns integration.
     Test {
@@ -74,7 +78,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Bootstrap => bootstrap::bootstrap(),
-        Task::Demo { requests } => bootstrap::bootstrap().and_then(|()| demo::demo(requests)),
+        Task::Demo { requests, ecmp: false } => {
+            bootstrap::bootstrap().and_then(|()| demo::demo(requests))
+        }
+        Task::Demo { requests, ecmp: true } => {
+            bootstrap::bootstrap().and_then(|()| demo::demo_ecmp(requests))
+        }
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
         Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
         Task::Fuzz { ci: true, .. } => bootstrap::bootstrap().and_then(|()| match fuzz::ci()? {

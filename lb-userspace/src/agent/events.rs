@@ -194,6 +194,10 @@ impl Events<'_> {
     /// a re-read of routes and a provoked resolution).
     async fn neighbours(&mut self) {
         let (shared, handle) = (self.shared, self.handle);
+        // `announce_delay` ends on its own.
+        if lock(shared).bgp.as_ref().is_some_and(crate::bgp::agent::BgpAgent::waiting) {
+            lock(shared).announce();
+        }
         let neighbours = match neigh::dump(handle).await {
             Ok(n) => n,
             Err(e) => {

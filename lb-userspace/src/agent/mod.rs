@@ -20,8 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 
 use crate::{
-    cli::load::{self, FormatChoice},
-    config::{Config, SystemHost},
+    config::{self, Config, FormatChoice, SystemHost},
     control::proto::ChangedView,
     control::{
         proto::{BackendsView, Request, Response, StatusView},
@@ -101,6 +100,8 @@ struct Shared {
     listeners: Vec<Arc<ListenerLimit>>,
     /// Reloads so far and the running config's hash (metrics, `lb status`).
     reloads: crate::control::proto::ReloadsView,
+    /// `[bgp]`: the announcer of the ready VIPs.
+    bgp: Option<crate::bgp::agent::BgpAgent>,
 }
 
 struct AgentHandler {
@@ -128,6 +129,9 @@ impl Handler for AgentHandler {
                     .map_err(anyhow::Error::from)
                     .and_then(|w| apply(service, real, Change::Weight(w))),
             ),
+            Request::Bgp { action, vip } => {
+                Some(lock(&self.shared).bgp_operator(action, vip.as_deref()))
+            }
             Request::Backends {} | Request::Status {} => None,
         };
         if let Some(result) = change {
@@ -172,7 +176,8 @@ fn load_config(
     format: FormatChoice,
     strict: bool,
 ) -> anyhow::Result<Config> {
-    let loaded = load::load(path, &SystemHost, format, strict).map_err(|e| anyhow!("{e}"))?;
+    let loaded =
+        config::load(path, format, &SystemHost, strict.into()).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -435,7 +440,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             config_hash: config_hash(&config_for_hash),
             ..Default::default()
         },
+        bgp: None,
     }));
+    if let Some(bgp) = config_for_hash.bgp.clone() {
+        // Pinned: BIRD's files sit beside the state file, where the next agent looks to adopt.
+        let beside = opts.pinning.as_ref().map_or(&opts.socket, |p| &p.state_file).clone();
+        let outlive = opts.pinning.is_some();
+        let started = tokio::task::spawn_blocking(move || {
+            crate::bgp::agent::BgpAgent::start(&bgp, &beside, outlive)
+        })
+        .await;
+        match started {
+            Ok(Ok(b)) => {
+                let mut s = lock(&shared);
+                s.bgp = Some(b);
+                s.announce();
+            }
+            Ok(Err(e)) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+            Err(e) => {
+                let _ = lock(&shared).dataplane.shutdown();
+                return Err(anyhow!(e)).context("starting the BGP speaker");
+            }
+        }
+    }
     let handler = || AgentHandler { shared: shared.clone(), reloader: reloader.clone() };
     let server = tokio::spawn(socket.serve(Arc::new(handler()), control_limit));
     let metrics_task = metrics_listener.zip(metrics_limit).map(|(l, limit)| {
@@ -483,12 +513,35 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         if let Some(e) = engine {
             e.abandon().await;
         }
+        let bgp = lock(&shared).bgp.take();
+        if let Some(b) = bgp {
+            b.leave();
+        }
         server.abort();
         let _ = server.await;
         tracing::info!("SIGQUIT: exiting with the dataplane left running for the next agent");
         return Ok(());
     }
     let result = result.map(|_| ());
+    // Withdraw first, keep forwarding what still arrives for `withdraw_grace`, then stop.
+    let grace = {
+        let mut s = lock(&shared);
+        s.bgp.as_mut().map(|b| {
+            b.withdraw_all();
+            b.withdraw_grace
+        })
+    };
+    if let Some(grace) = grace.filter(|g| !g.is_zero()) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "VIPs withdrawn: forwarding until the grace ends"
+        );
+        tokio::time::sleep(grace).await;
+    }
+    let bgp = lock(&shared).bgp.take();
+    if let Some(b) = bgp {
+        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+    }
     if let Some(e) = engine {
         // Hand over first (priority-0 adverts, VIPs removed), then stop forwarding.
         e.stop().await;

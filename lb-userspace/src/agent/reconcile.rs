@@ -67,6 +67,11 @@ impl Shared {
             checks_not_run: self.monitor.checks_not_run(),
             health_checks: self.monitor.check_stats(),
             reloads: self.reloads.clone(),
+            bgp: self.bgp.as_ref().map(crate::bgp::agent::BgpAgent::view),
+            pick_fingerprints: crate::bgp::fingerprints(
+                &self.desired,
+                self.config.dataplane.hash_seed,
+            ),
         };
         Ok((backends, status))
     }
@@ -86,14 +91,53 @@ impl Shared {
     /// Recomputes and applies the desired state if anything changed.
     pub(super) fn reconcile(&mut self, why: &str) -> anyhow::Result<()> {
         let desired = self.compute();
-        if desired == self.desired {
-            return Ok(());
+        if desired != self.desired {
+            if let Err(e) = self.dataplane.apply(&desired) {
+                // Not forwarding as desired: attract no traffic until an apply succeeds.
+                if let Some(b) = &mut self.bgp {
+                    b.dataplane_ok = false;
+                }
+                self.announce();
+                return Err(e).with_context(|| format!("applying {why}"));
+            }
+            tracing::info!("{why}: dataplane updated");
+            log_desired(&desired);
+            self.desired = desired;
         }
-        self.dataplane.apply(&desired).with_context(|| format!("applying {why}"))?;
-        tracing::info!("{why}: dataplane updated");
-        log_desired(&desired);
-        self.desired = desired;
+        // What runs is what was last applied with success.
+        if let Some(b) = &mut self.bgp {
+            b.dataplane_ok = true;
+        }
+        self.announce();
         Ok(())
+    }
+
+    /// The announced VIPs follow the desired state (route health injection).
+    pub(super) fn announce(&mut self) {
+        if let Some(b) = &mut self.bgp {
+            b.update(&self.desired, &self.health, !self.closed);
+        }
+    }
+
+    /// `lb bgp withdraw|announce [VIP]`.
+    pub(super) fn bgp_operator(
+        &mut self,
+        action: &str,
+        vip: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let Some(b) = &mut self.bgp else {
+            anyhow::bail!("no [bgp] section in the running configuration")
+        };
+        let withdraw = match action {
+            "withdraw" => true,
+            "announce" => false,
+            other => anyhow::bail!("unknown bgp action {other:?}: withdraw or announce"),
+        };
+        let vip = vip.map(str::parse::<IpAddr>).transpose().context("VIP")?;
+        let vips = b.operator(withdraw, vip).map_err(|e| anyhow!(e))?;
+        self.announce();
+        tracing::info!(action, vips = ?vips, "operator BGP override");
+        Ok(serde_json::json!({ "action": action, "vips": vips }))
     }
 
     /// `lb drain` / `lb undrain` / `lb weight`: validated against the running config, applied
@@ -154,6 +198,13 @@ impl Shared {
         if self.closed {
             anyhow::bail!("the agent is stopping: the new configuration was not applied");
         }
+        let speaker = |c: &Config| c.bgp.as_ref().map(|b| b.speaker);
+        if speaker(&self.config) != speaker(&new.config) {
+            anyhow::bail!(
+                "[bgp] added, removed or its speaker changed: restart lb to apply it (nothing \
+                 was changed)"
+            );
+        }
         let Prepared { config, plan, mut facts, monitored } = new;
         // The neighbour table as last read: it may have changed while the file was read.
         facts.neighbours = self.facts.neighbours.clone();
@@ -191,6 +242,10 @@ impl Shared {
         self.plan = plan;
         // Runtime changes last until a reload.
         self.overrides = overrides;
+        if let (Some(b), Some(bgp)) = (&mut self.bgp, &self.config.bgp) {
+            b.reload(bgp);
+        }
+        self.announce();
         Ok((services, reals))
     }
 }

@@ -1,8 +1,6 @@
 //! What operators see: views built from the desired state plus counters, so `lb backends` shows
 //! exactly what the dataplane was told to do.
 
-use std::net::SocketAddr;
-
 use crate::{
     control::proto::{BackendView, BackendsView, ServiceDataplaneView, ServiceView},
     dataplane::{Counters, ipvs::dataplane::forward},
@@ -71,12 +69,4 @@ pub fn service_dataplanes(desired: &Desired) -> Vec<ServiceDataplaneView> {
             reason: Some(s.backend_reason.clone()).filter(|r| !r.is_empty()),
         })
         .collect()
-}
-
-/// `192.0.2.11:80` or `[2001:db8::11]:80`, as ipvsadm prints them.
-pub fn endpoint(address: &str, port: u16) -> String {
-    match address.parse() {
-        Ok(ip) => SocketAddr::new(ip, port).to_string(),
-        Err(_) => format!("{address}:{port}"),
-    }
 }

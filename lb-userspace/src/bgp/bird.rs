@@ -2,8 +2,8 @@
 //! a VIP rewrites only the small one and `birdc configure` restarts no session:
 //!
 //! - the main file ([`render_main`]): router id, `protocol device`, BFD when a neighbor wants it,
-//!   one `protocol bgp` per neighbor (graceful restart on, so that a restart of the speaker keeps
-//!   the routers forwarding to us), and an `include` of the VIP file;
+//!   one `protocol bgp` per neighbor (graceful restart off, so that a dead speaker is dropped by
+//!   the routers at once), and an `include` of the VIP file;
 //! - the VIP file ([`render_vips`]): one `protocol static` per family holding the announced VIPs
 //!   as blackhole host routes. There is no `protocol kernel`, so they never reach this host's
 //!   routing tables; XDP forwards the VIPs' traffic before the kernel routes it.
@@ -58,6 +58,8 @@ pub fn render_main(
     let mut out = String::new();
     out.push_str("# Written by lb from its [bgp] section: changes here are overwritten.\n");
     out.push_str("log stderr all;\n");
+    // Unix seconds: `lb status` computes each session's uptime from them.
+    out.push_str("timeformat protocol \"%s\";\n");
     let _ = writeln!(out, "router id {router_id};");
     out.push_str("\nprotocol device {\n}\n");
     let _ = writeln!(out, "\ninclude \"{vips_file}\";");
@@ -102,8 +104,9 @@ fn neighbor_protocol(
         }
         let _ = writeln!(out, "    password \"{password}\";");
     }
-    // A restarting speaker keeps the routers forwarding to us (RFC 4724).
-    out.push_str("    graceful restart on;\n");
+    // No graceful restart (RFC 4724): a BIRD that dies must make the routers drop us at once
+    // (fate sharing). Hitless agent restarts keep BIRD running instead (see `speaker`).
+    out.push_str("    graceful restart off;\n");
     let _ = writeln!(out, "    {channel} {{");
     out.push_str("        import none;\n");
     out.push_str("        export filter {\n");
@@ -181,6 +184,7 @@ bfd = false
         .unwrap();
         let expected = r#"# Written by lb from its [bgp] section: changes here are overwritten.
 log stderr all;
+timeformat protocol "%s";
 router id 198.51.100.2;
 
 protocol device {
@@ -201,7 +205,7 @@ protocol bgp lb_neighbor1 {
     hold time 9;
     bfd on;
     password "secret";
-    graceful restart on;
+    graceful restart off;
     ipv4 {
         import none;
         export filter {
@@ -220,7 +224,7 @@ protocol bgp lb_neighbor2 {
     neighbor 2001:db8::1 as 65010;
     direct;
     hold time 9;
-    graceful restart on;
+    graceful restart off;
     ipv6 {
         import none;
         export filter {

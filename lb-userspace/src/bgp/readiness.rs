@@ -20,7 +20,7 @@ use crate::desired::{Desired, RealState, ServiceDesired};
 use crate::health::state::HealthSnapshot;
 
 /// VIPs the operator withdrew (`lb bgp withdraw [VIP]`) until the next reload or `lb bgp
-/// announce`. (Not wired to the control socket yet.)
+/// announce`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Withdrawals {
     /// `lb bgp withdraw` without a VIP: every VIP.

@@ -1,20 +1,13 @@
 //! `lb check`: the verdict on a config file, as text lines or as one JSON document.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::load::{FormatChoice, load};
+use super::Printed;
 use crate::config::HostView;
-
-/// One located diagnostic (`FILE:LINE:COL: message` in text).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: u32,
-    pub col: u32,
-    pub message: String,
-}
+use crate::config::{Diagnostic, FormatChoice, Strictness};
 
 /// What a valid file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,28 +31,65 @@ pub struct Report {
     pub summary: Option<Summary>,
 }
 
-fn diag(file: &Path, line: u32, col: u32, message: &str) -> Diagnostic {
-    Diagnostic { file: file.display().to_string(), line, col, message: message.to_owned() }
+/// `lb check` in text: warnings, notices and the summary line on stdout (exit 0), or one line per
+/// error on stderr (exit 1), so a script capturing stdout still sees why the file failed there.
+pub fn check_text(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Printed {
+    match crate::config::load(path, format, host, Strictness::from(strict)) {
+        Ok(loaded) => {
+            let mut stdout = String::new();
+            for w in &loaded.warnings {
+                let _ = writeln!(stdout, "{w}");
+            }
+            for n in &loaded.notices {
+                let _ = writeln!(stdout, "{n}");
+            }
+            let cfg = &loaded.config;
+            let reals: usize = cfg.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
+            let _ = writeln!(
+                stdout,
+                "{}: ok ({}, {} virtual servers, {} real servers)",
+                path.display(),
+                loaded.format,
+                cfg.virtual_servers.len(),
+                reals
+            );
+            Printed { stdout, stderr: String::new(), code: 0 }
+        }
+        Err(errors) => {
+            let mut stderr = String::new();
+            for e in errors.iter() {
+                let _ = writeln!(stderr, "{e}");
+            }
+            Printed { stdout: String::new(), stderr, code: 1 }
+        }
+    }
+}
+
+/// `lb check --json`: the [`Report`] as one pretty JSON document on stdout; same exit code.
+///
+/// # Errors
+/// Only if the report cannot be serialised.
+pub fn check_json(
+    path: &Path,
+    host: &dyn HostView,
+    format: FormatChoice,
+    strict: bool,
+) -> serde_json::Result<Printed> {
+    let report = check(path, host, format, strict);
+    let stdout = format!("{}\n", serde_json::to_string_pretty(&report)?);
+    Ok(Printed { stdout, stderr: String::new(), code: u8::from(!report.valid) })
 }
 
 /// Checks `path` as `lb check` does.
 pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: bool) -> Report {
-    match load(path, host, format, strict) {
+    match crate::config::load(path, format, host, Strictness::from(strict)) {
         Ok(loaded) => {
             let cfg = &loaded.config;
             Report {
                 valid: true,
                 errors: Vec::new(),
-                warnings: loaded
-                    .warnings
-                    .iter()
-                    .map(|w| diag(&w.file, w.line, w.col, &w.message))
-                    .collect(),
-                notices: loaded
-                    .notices
-                    .iter()
-                    .map(|n| diag(&n.file, n.line, n.col, &n.message))
-                    .collect(),
+                warnings: loaded.warnings.clone(),
+                notices: loaded.notices.clone(),
                 summary: Some(Summary {
                     format: loaded.format.to_string(),
                     virtual_servers: cfg.virtual_servers.len(),
@@ -70,7 +100,7 @@ pub fn check(path: &Path, host: &dyn HostView, format: FormatChoice, strict: boo
         }
         Err(errors) => Report {
             valid: false,
-            errors: errors.iter().map(|e| diag(&e.file, e.line, e.col, &e.message)).collect(),
+            errors: errors.0,
             warnings: Vec::new(),
             notices: Vec::new(),
             summary: None,

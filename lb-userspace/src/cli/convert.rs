@@ -10,8 +10,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::load::{FormatChoice, load};
+use super::Printed;
 use crate::config::{ConfigErrors, HostView, Loaded, emit};
+use crate::config::{FormatChoice, Strictness, load};
 
 /// A host on which every interface exists.
 struct AnyInterface;
@@ -27,8 +28,22 @@ impl HostView for AnyInterface {
 /// # Errors
 /// Every problem of the file, located, as `lb check` reports them.
 pub fn convert(path: &Path, format: FormatChoice) -> Result<String, ConfigErrors> {
-    let loaded = load(path, &AnyInterface, format, false)?;
+    let loaded = load(path, format, &AnyInterface, Strictness::Lenient)?;
     Ok(converted(path, &loaded))
+}
+
+/// `lb convert` as printed: the TOML on stdout (exit 0), or every error on stdout (exit 1).
+pub fn convert_printed(path: &Path, format: FormatChoice) -> Printed {
+    match convert(path, format) {
+        Ok(stdout) => Printed { stdout, stderr: String::new(), code: 0 },
+        Err(errors) => {
+            let mut stdout = String::new();
+            for e in errors.iter() {
+                let _ = writeln!(stdout, "{e}");
+            }
+            Printed { stdout, stderr: String::new(), code: 1 }
+        }
+    }
 }
 
 /// `loaded` as native TOML: `# converted from FILE by lb convert`, a `# note:` per warning, then
@@ -127,7 +142,9 @@ virtual_ipaddress = [\"192.0.2.100/24\"]
         );
         assert_eq!(text, expected);
         // What it says is what the keepalived.conf said.
-        let original = load(&file.path, &AnyInterface, FormatChoice::Auto, false).unwrap().config;
+        let original = load(&file.path, FormatChoice::Auto, &AnyInterface, Strictness::Lenient)
+            .unwrap()
+            .config;
         let again = parse_toml(&text, Path::new("converted.toml"), &AnyInterface).unwrap();
         assert_eq!(again.virtual_servers.len(), 1);
         assert_eq!(again.virtual_servers[0].real_servers[0].weight, 2);

@@ -3,7 +3,8 @@
 pub mod check;
 pub mod config_man;
 pub mod convert;
-pub mod load;
+#[cfg(test)]
+mod golden;
 pub mod render;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use std::net::{IpAddr, SocketAddr};
 
-use self::load::FormatChoice;
+use crate::config::FormatChoice;
 use crate::{
     control::DEFAULT_SOCKET,
     dataplane::xdp::XdpModeSetting,
@@ -196,6 +197,19 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = realserver::DEFAULT_STATE)]
         state: PathBuf,
     },
+    /// BGP maintenance: `withdraw` stops announcing a VIP (all without one) so the routers send
+    /// this director no new traffic, while it keeps forwarding what still arrives; `announce`
+    /// undoes it. Lasts until the next reload.
+    Bgp {
+        /// `withdraw` or `announce`.
+        #[arg(value_enum)]
+        action: BgpAction,
+        /// One VIP; every VIP when left out.
+        vip: Option<IpAddr>,
+        /// Control socket of the running agent.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Show the agent's dataplane (interfaces, XDP mode, program id) and global counters.
     Status {
         /// Control socket of the running agent.
@@ -205,6 +219,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a command prints, as `main` writes it out: `lb check` and `lb convert` build it in full
+/// so the golden-output test can run them in-process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub stdout: String,
+    pub stderr: String,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl Printed {
+    /// Writes stdout and stderr out and returns the exit code.
+    pub fn emit(&self) -> std::process::ExitCode {
+        use std::io::Write as _;
+        // A closed pipe (`lb check | head`) is not worth a panic: the exit code still tells.
+        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
+        let _ = std::io::stderr().lock().write_all(self.stderr.as_bytes());
+        std::process::ExitCode::from(self.code)
+    }
+}
+
+/// `lb bgp ACTION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BgpAction {
+    Withdraw,
+    Announce,
+}
+
+impl BgpAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BgpAction::Withdraw => "withdraw",
+            BgpAction::Announce => "announce",
+        }
+    }
 }
 
 /// Notices `lb check` prints for a valid config: things that work, but not as the words suggest.
@@ -284,6 +335,11 @@ mod tests {
             (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "70000"], false),
             (&["lb", "weight", "192.0.2.100:80", "192.0.2.11:80", "-1"], false),
             (&["lb", "drain", "192.0.2.100", "192.0.2.11:80"], false),
+            (&["lb", "bgp", "withdraw"], true),
+            (&["lb", "bgp", "announce", "192.0.2.100", "--socket", "/tmp/s"], true),
+            (&["lb", "bgp", "withdraw", "2001:db8::1"], true),
+            (&["lb", "bgp", "withdraw", "192.0.2.100:80"], false),
+            (&["lb", "bgp", "drop"], false),
             (&["lb", "drain", "192.0.2.100:80", "192.0.2.11"], false),
             (&["lb", "drain", "192.0.2.100:80"], false),
             (&["lb", "reload", "--socket", "/tmp/s"], true),

@@ -3,10 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    agent::view::endpoint,
-    control::proto::{BackendView, BackendsView, ServiceView, StatusView},
-};
+use crate::control::proto::{BackendView, BackendsView, ServiceView, StatusView, endpoint};
 
 pub fn backends(v: &BackendsView) -> String {
     let mut out = String::new();
@@ -159,6 +156,29 @@ pub fn status(v: &StatusView) -> String {
             );
         }
     }
+    if let Some(bgp) = &v.bgp {
+        let error = bgp.speaker.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+        let _ = writeln!(out, "bgp: speaker {}{error}", bgp.speaker.speaker);
+        for s in &bgp.speaker.sessions {
+            let uptime = s.uptime_secs.map(|u| format!(" for {u}s")).unwrap_or_default();
+            let bfd = s.bfd.as_ref().map(|b| format!(", bfd {b}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  neighbor {}: {}{uptime}{bfd}, {} prefixes announced",
+                s.neighbor, s.state, s.prefixes
+            );
+        }
+        for vip in &bgp.vips {
+            let state = if vip.announced { "announced" } else { "withdrawn" };
+            let _ = writeln!(out, "  vip {}: {state} ({})", vip.vip, vip.reason);
+        }
+    }
+    if !v.pick_fingerprints.is_empty() {
+        let _ = writeln!(out, "pick fingerprints:");
+        for f in &v.pick_fingerprints {
+            let _ = writeln!(out, "  {} {}", f.service, f.fingerprint);
+        }
+    }
     let _ = writeln!(out, "maps:");
     for m in &v.dataplane.maps {
         let used = m.used.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
@@ -178,6 +198,35 @@ pub fn status(v: &StatusView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[bgp]` in `lb status`: each session, each VIP with its reason, the fingerprints.
+    #[test]
+    fn status_shows_bgp() {
+        let v: StatusView = serde_json::from_value(serde_json::json!({
+            "version": "0", "config": "lb.toml", "pid": 1, "uptime_secs": 1,
+            "dataplane": { "kind": "xdp", "attachments": [] },
+            "counters": {}, "services": 1, "reals": 2,
+            "bgp": {
+                "speaker": "bird", "announced": [], "restarts": 0,
+                "sessions": [{ "neighbor": "198.51.100.1", "state": "Established", "up": true,
+                               "uptime_secs": 42, "bfd": "Up", "prefixes": 0 }],
+                "vips": [{ "vip": "192.0.2.100", "announced": false,
+                           "reason": "withdrawn by operator",
+                           "reason_kind": "withdrawn_by_operator" }]
+            },
+            "pick_fingerprints": [{ "service": "192.0.2.100:80/tcp", "fingerprint": "0123" }]
+        }))
+        .expect("status view");
+        let text = status(&v);
+        for line in [
+            "bgp: speaker bird",
+            "  neighbor 198.51.100.1: Established for 42s, bfd Up, 0 prefixes announced",
+            "  vip 192.0.2.100: withdrawn (withdrawn by operator)",
+            "  192.0.2.100:80/tcp 0123",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn backends_table_reads_like_ipvsadm() {

@@ -18,6 +18,7 @@ use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, LbKind, Protocol, RealServer,
     Tunnel, VirtualServer, host_prefix_len,
 };
+use super::toml::dataplane::DATAPLANE;
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
@@ -110,32 +111,21 @@ fn bgp(out: &mut Out, settings: &BgpConfig) {
     }
 }
 
-/// A TOML basic string: double quotes, with `"`, `\` and control characters escaped.
-fn string(text: &str) -> String {
+/// A TOML basic string (double quotes, `"`, `\\` and control characters escaped), as `toml`'s
+/// writer escapes it.
+pub(super) fn string(text: &str) -> String {
+    use toml_writer::{TomlStringBuilder, WriteTomlValue as _};
     let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Writing into a String cannot fail.
+    let _ = TomlStringBuilder::new(text).as_basic().write_toml_value(&mut out);
     out
 }
 
-fn integer<T: ToString>(n: &T) -> String {
+pub(super) fn integer<T: ToString>(n: &T) -> String {
     n.to_string()
 }
 
-fn boolean(b: &bool) -> String {
+pub(super) fn boolean(b: &bool) -> String {
     b.to_string()
 }
 
@@ -145,7 +135,7 @@ fn address(a: &IpAddr) -> String {
 
 /// Seconds: an integer when whole, else a float with as many decimals as needed (nanoseconds at
 /// most), which reads back to the same duration.
-fn seconds(d: &Duration) -> String {
+pub(super) fn seconds(d: &Duration) -> String {
     match d.subsec_nanos() {
         0 => d.as_secs().to_string(),
         nanos => {
@@ -168,33 +158,10 @@ fn inline_table(pairs: &[(&str, String)]) -> String {
 }
 
 fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
-    let default = DataplaneSettings::default();
-    let mut table = Out::default();
-    table.key_unless(
-        "flow_table_size",
-        &settings.flow_table_size,
-        &default.flow_table_size,
-        integer,
-    );
-    table.key_unless("hash_seed", &settings.hash_seed, &default.hash_seed, integer);
-    table.key_unless(
-        "syn_flood_threshold",
-        &settings.syn_flood_threshold,
-        &default.syn_flood_threshold,
-        integer,
-    );
-    table.key_unless(
-        "udp_flow_timeout",
-        &settings.udp_flow_timeout,
-        &default.udp_flow_timeout,
-        seconds,
-    );
-    table.key_unless("icmp_echo", &settings.icmp_echo, &default.icmp_echo, boolean);
-    table.key_unless("max_services", &settings.max_services, &default.max_services, integer);
-    table.key_unless("max_reals", &settings.max_reals, &default.max_reals, integer);
-    if !table.text.is_empty() {
+    let table = DATAPLANE.emit(settings, &DataplaneSettings::default());
+    if !table.is_empty() {
         out.section("[dataplane]");
-        out.text.push_str(&table.text);
+        out.text.push_str(&table);
     }
 }
 

@@ -6,10 +6,25 @@ use std::path::{Path, PathBuf};
 
 use super::model::Location;
 
-/// One problem in a configuration file, pointing at the offending key or value.
+/// How much a [`Diagnostic`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// The file is refused.
+    Error,
+    /// A keepalived keyword accepted but not acted on; an error with `--strict`.
+    Warning,
+    /// Valid, but probably not what was meant.
+    Notice,
+}
+
+/// One thing said about a configuration file, pointing at the key or value it is about:
+/// `FILE:LINE:COL: message` (`warning: ` or `notice: ` before the message when it is one), the
+/// form editors and CI logs understand. Errors, keepalived warnings, notices and the services no
+/// dataplane can serve are all one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{col}: {message}", file.display())]
-pub struct ConfigError {
+#[error("{}:{line}:{col}: {}{message}", file.display(), severity.prefix())]
+pub struct Diagnostic {
+    pub severity: Severity,
     pub file: PathBuf,
     /// 1-based.
     pub line: u32,
@@ -18,9 +33,21 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl ConfigError {
-    pub fn new(file: &Path, at: Location, message: impl Into<String>) -> Self {
-        ConfigError {
+impl Severity {
+    /// What precedes the message: nothing for an error.
+    fn prefix(self) -> &'static str {
+        match self {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+            Severity::Notice => "notice: ",
+        }
+    }
+}
+
+impl Diagnostic {
+    pub fn new(severity: Severity, file: &Path, at: Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity,
             file: file.to_path_buf(),
             line: at.line,
             col: at.col,
@@ -28,17 +55,54 @@ impl ConfigError {
         }
     }
 
+    pub fn error(file: &Path, at: Location, message: impl Into<String>) -> Self {
+        Diagnostic::new(Severity::Error, file, at, message)
+    }
+
+    pub fn warning(file: &Path, at: Location, message: impl Into<String>) -> Self {
+        Diagnostic::new(Severity::Warning, file, at, message)
+    }
+
+    pub fn notice(file: &Path, at: Location, message: impl Into<String>) -> Self {
+        Diagnostic::new(Severity::Notice, file, at, message)
+    }
+
     pub fn location(&self) -> Location {
         Location::new(self.line, self.col)
+    }
+
+    /// What `--strict` makes of a warning: the same line, as an error.
+    pub fn strict(self) -> Self {
+        match self.severity {
+            Severity::Warning => {
+                let message = format!("warning: {} (an error with --strict)", self.message);
+                Diagnostic::error(&self.file, self.location(), message)
+            }
+            _ => self,
+        }
+    }
+}
+
+/// `lb check --json`: `file` (as printed), `line`, `col`, `message`; the list it is in says the
+/// severity.
+impl serde::Serialize for Diagnostic {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = serializer.serialize_struct("Diagnostic", 4)?;
+        out.serialize_field("file", &self.file.display().to_string())?;
+        out.serialize_field("line", &self.line)?;
+        out.serialize_field("col", &self.col)?;
+        out.serialize_field("message", &self.message)?;
+        out.end()
     }
 }
 
 /// Every problem found in a file, so the operator can fix them all in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors(pub Vec<Diagnostic>);
 
 impl ConfigErrors {
-    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
         self.0.iter()
     }
 
@@ -66,15 +130,15 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-impl From<ConfigError> for ConfigErrors {
-    fn from(error: ConfigError) -> Self {
+impl From<Diagnostic> for ConfigErrors {
+    fn from(error: Diagnostic) -> Self {
         ConfigErrors(vec![error])
     }
 }
 
 impl IntoIterator for ConfigErrors {
-    type Item = ConfigError;
-    type IntoIter = std::vec::IntoIter<ConfigError>;
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
@@ -82,8 +146,8 @@ impl IntoIterator for ConfigErrors {
 }
 
 impl<'a> IntoIterator for &'a ConfigErrors {
-    type Item = &'a ConfigError;
-    type IntoIter = std::slice::Iter<'a, ConfigError>;
+    type Item = &'a Diagnostic;
+    type IntoIter = std::slice::Iter<'a, Diagnostic>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter()
@@ -151,12 +215,37 @@ mod tests {
 
     #[test]
     fn displays_as_file_line_col_message() {
-        let first = ConfigError::new(Path::new("/etc/lb.toml"), Location::new(3, 8), "bad port");
-        let second = ConfigError::new(Path::new("/etc/lb.toml"), Location::new(9, 1), "oops");
+        let first = Diagnostic::error(Path::new("/etc/lb.toml"), Location::new(3, 8), "bad port");
+        let second = Diagnostic::error(Path::new("/etc/lb.toml"), Location::new(9, 1), "oops");
         assert_eq!(first.to_string(), "/etc/lb.toml:3:8: bad port");
         assert_eq!(
             ConfigErrors(vec![first, second]).to_string(),
             "/etc/lb.toml:3:8: bad port\n/etc/lb.toml:9:1: oops"
+        );
+    }
+
+    /// Every severity prints as `FILE:LINE:COL:`, warnings and notices say which they are, and
+    /// `--strict` makes a warning an error that still says it was one.
+    #[test]
+    fn severities_display_and_strict() {
+        let (file, at) = (Path::new("k.conf"), Location::new(2, 5));
+        let cases = [
+            (Diagnostic::error(file, at, "m"), "k.conf:2:5: m", "k.conf:2:5: m"),
+            (
+                Diagnostic::warning(file, at, "m"),
+                "k.conf:2:5: warning: m",
+                "k.conf:2:5: warning: m (an error with --strict)",
+            ),
+            (Diagnostic::notice(file, at, "m"), "k.conf:2:5: notice: m", "k.conf:2:5: notice: m"),
+        ];
+        for (diag, shown, strict) in cases {
+            assert_eq!(diag.to_string(), shown);
+            assert_eq!(diag.strict().to_string(), strict);
+        }
+        let json = serde_json::to_value(Diagnostic::warning(file, at, "m")).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"file": "k.conf", "line": 2, "col": 5, "message": "m"})
         );
     }
 

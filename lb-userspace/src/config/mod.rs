@@ -15,6 +15,7 @@ mod host;
 pub mod keepalived;
 mod model;
 mod notice;
+mod placement;
 mod toml;
 mod validate;
 pub mod vrrp;
@@ -22,36 +23,88 @@ pub mod vrrp;
 use std::path::Path;
 
 pub use emit::emit;
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigErrors, Diagnostic, Severity};
 pub use host::{HostView, SystemHost};
-pub use keepalived::{Format, Loaded, Warning};
+pub use keepalived::{Format, Loaded};
 pub use model::{
-    CheckLocations, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
-    DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
-    DataplaneLocations, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location,
-    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
-    RealForwarding, RealServer, RealServerLocations, SCHEDULERS, ServiceForwarding, Tunnel,
-    TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VirtualServerLocations, VrrpInstanceLocations, VrrpLocations, host_prefix_len,
-    not_a_host_address, unspecified,
+    Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
+    DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT, DataplaneSettings,
+    FLOW_TABLE_SIZE_LIMITS, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS,
+    MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations,
+    SCHEDULERS, ServiceForwarding, Spans, Tunnel, TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS,
+    UnknownProtocol, VirtualServer, VirtualServerKey, VirtualServerLocations,
+    VrrpInstanceLocations, VrrpLocations, host_prefix_len, not_a_host_address, unspecified,
 };
-pub use notice::{Notice, notices};
+pub use notice::notices;
+pub use placement::{needs_ipvs, prefers_ipvs};
 pub use validate::validate;
 
-/// Reads, parses and validates the native (TOML) configuration file at `path`.
+/// Which front end reads a file (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatChoice {
+    /// Detect from the content (and the `.conf` extension).
+    #[default]
+    Auto,
+    /// Native TOML (docs/config.md).
+    Toml,
+    /// keepalived.conf (docs/keepalived.md).
+    Keepalived,
+}
+
+/// Whether the keepalived front end's warnings (keywords accepted but not acted on) are errors
+/// (`--strict`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strictness {
+    #[default]
+    Lenient,
+    Strict,
+}
+
+impl From<bool> for Strictness {
+    fn from(strict: bool) -> Self {
+        if strict { Strictness::Strict } else { Strictness::Lenient }
+    }
+}
+
+/// The one way a configuration file is read (`lb check`, `lb convert`, `lb run`, reloads): the
+/// file once, with the front end `format` names or, for [`FormatChoice::Auto`], the one its
+/// content (or, when that says nothing, a `.conf` name) calls for (see [`keepalived::detect`]);
+/// then validated for `host`, with the notices of the model and the keepalived front end's
+/// warnings.
 ///
 /// # Errors
-/// Every problem found; an unreadable file is one error at 1:1.
-pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
+/// Every problem found, located; an unreadable file is one error at 1:1; with
+/// [`Strictness::Strict`], the keepalived warnings too.
+pub fn load(
+    path: &Path,
+    format: FormatChoice,
+    host: &dyn HostView,
+    strictness: Strictness,
+) -> Result<Loaded, ConfigErrors> {
     let bytes = read_file(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        // Point at the first bad byte: everything before it is valid text we can count in.
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let valid = String::from_utf8_lossy(valid);
-        let at = error::LineIndex::new(&valid).location(valid.len());
-        ConfigError::new(path, at, "file is not valid UTF-8")
-    })?;
-    parse_toml(&text, path, host)
+    let format = match format {
+        FormatChoice::Auto => keepalived::detect(path, &String::from_utf8_lossy(&bytes)),
+        FormatChoice::Toml => Format::Toml,
+        FormatChoice::Keepalived => Format::Keepalived,
+    };
+    match format {
+        Format::Keepalived => {
+            let strict = strictness == Strictness::Strict;
+            keepalived::parse(&String::from_utf8_lossy(&bytes), path, host, strict)
+        }
+        Format::Toml => {
+            let text = String::from_utf8(bytes).map_err(|e| {
+                // Point at the first bad byte: everything before it is valid text we can count in.
+                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let valid = String::from_utf8_lossy(valid);
+                let at = error::LineIndex::new(&valid).location(valid.len());
+                Diagnostic::error(path, at, "file is not valid UTF-8")
+            })?;
+            let config = parse_toml(&text, path, host)?;
+            let notices = notices(&config);
+            Ok(Loaded { config, format: Format::Toml, warnings: Vec::new(), notices })
+        }
+    }
 }
 
 /// The bytes of the configuration file at `path`: a regular file of at most
@@ -59,29 +112,10 @@ pub fn load(path: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
 ///
 /// # Errors
 /// One error at 1:1 saying why the file was not read.
-fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+fn read_file(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     file::read(path, file::MAX_FILE_BYTES).map_err(|e| {
-        ConfigError::new(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
+        Diagnostic::error(path, Location::new(1, 1), format!("cannot read configuration file: {e}"))
     })
-}
-
-/// Reads and validates the configuration file at `path` in either format, native TOML or
-/// keepalived.conf, told apart by content (or, when that says nothing, a `.conf` name); see
-/// [`keepalived::detect`]. The keepalived front end's warnings come with the model; `lb check`
-/// prints them with the notices.
-///
-/// # Errors
-/// Every problem found.
-pub fn load_any(path: &Path, host: &dyn HostView) -> Result<Loaded, ConfigErrors> {
-    keepalived::load_any(path, host, false)
-}
-
-/// [`load_any`], with every warning an error (`--strict`).
-///
-/// # Errors
-/// Every problem found, warnings included.
-pub fn load_any_strict(path: &Path, host: &dyn HostView) -> Result<Loaded, ConfigErrors> {
-    keepalived::load_any(path, host, true)
 }
 
 /// Parses and validates native configuration `text`; `source` names it in errors.
@@ -95,7 +129,7 @@ pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Conf
         Ok(config)
     } else {
         // Stable: errors at the same place keep the order they were found in.
-        errors.sort_by_key(ConfigError::location);
+        errors.sort_by_key(Diagnostic::location);
         Err(ConfigErrors(errors))
     }
 }
@@ -299,8 +333,8 @@ mod tests {
         for &(name, content, ref expected) in cases {
             let path = dir.join(name);
             std::fs::write(&path, content).unwrap();
-            let result = load(&path, &FakeHost);
-            match (result, expected) {
+            let result = load(&path, FormatChoice::Toml, &FakeHost, Strictness::Lenient);
+            match (result.map(|loaded| loaded.config), expected) {
                 (Ok(config), Ok(count)) => {
                     assert_eq!(config.virtual_servers.len(), *count, "{name}");
                     assert_eq!(config.source, path);
@@ -314,7 +348,8 @@ mod tests {
             }
         }
         let missing = dir.join("missing.toml");
-        let errors = load(&missing, &FakeHost).unwrap_err();
+        let errors =
+            load(&missing, FormatChoice::Toml, &FakeHost, Strictness::Lenient).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert!(
             errors.to_string().starts_with(&format!(

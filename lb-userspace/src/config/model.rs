@@ -108,7 +108,7 @@ pub struct DataplaneSettings {
     pub max_reals: u32,
     /// Where each setting was written, for errors about one specific value.
     #[serde(skip)]
-    pub key_locations: DataplaneLocations,
+    pub key_locations: Spans,
 }
 
 impl Default for DataplaneSettings {
@@ -121,23 +121,80 @@ impl Default for DataplaneSettings {
             icmp_echo: true,
             max_services: DEFAULT_MAX_SERVICES,
             max_reals: DEFAULT_MAX_REALS,
-            key_locations: DataplaneLocations::default(),
+            key_locations: Spans::default(),
         }
     }
 }
 
-/// Locations of the `[dataplane]` values; `None` for a setting that was not written. Unlike a
-/// virtual server's, the table itself is optional, so there is no section to fall back on: errors
-/// about an omitted limit point at what exceeds it instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DataplaneLocations {
-    pub flow_table_size: Option<Location>,
-    pub hash_seed: Option<Location>,
-    pub syn_flood_threshold: Option<Location>,
-    pub udp_flow_timeout: Option<Location>,
-    pub icmp_echo: Option<Location>,
-    pub max_services: Option<Location>,
-    pub max_reals: Option<Location>,
+/// Where the values of a section were written, by key, and where the section itself is: errors
+/// about a value point at it, or at the section when it was not written (its default applies).
+/// Sections described declaratively (`config/toml/schema.rs`) fill it as they read; the optional
+/// `[dataplane]` table has no section to fall back on, so errors about an omitted limit use
+/// [`Spans::get`] and point at what exceeds it instead.
+#[derive(Debug, Clone, Eq, Default)]
+pub struct Spans {
+    section: Location,
+    written: Vec<(&'static str, Location)>,
+}
+
+impl Spans {
+    /// Nothing written yet: every value located at the section.
+    pub fn at_section(section: Location) -> Self {
+        Spans { section, written: Vec::new() }
+    }
+
+    /// Where `key`'s value was written, if it was.
+    pub fn get(&self, key: &str) -> Option<Location> {
+        self.written.iter().find(|(k, _)| *k == key).map(|(_, at)| *at)
+    }
+
+    /// Where `key`'s value was written, else the section.
+    pub fn located(&self, key: &str) -> Location {
+        self.get(key).unwrap_or(self.section)
+    }
+
+    /// Records where `key`'s value was written (a key is written once: TOML refuses duplicates).
+    pub fn set(&mut self, key: &'static str, at: Location) {
+        match self.written.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = at,
+            None => self.written.push((key, at)),
+        }
+    }
+
+    /// [`Spans::set`], for building expected values.
+    #[must_use]
+    pub fn with(mut self, key: &'static str, at: Location) -> Self {
+        self.set(key, at);
+        self
+    }
+
+    /// Moves every location (the keepalived front end's virtual lines to file lines).
+    pub fn relocate(&mut self, place: impl Fn(Location) -> Location) {
+        self.section = place(self.section);
+        for (_, at) in &mut self.written {
+            *at = place(*at);
+        }
+    }
+}
+
+impl PartialEq for Spans {
+    /// The same places for every key, whatever the order they were read in; a key written at the
+    /// section's place is the same as one not written.
+    fn eq(&self, other: &Self) -> bool {
+        let keys = self.written.iter().chain(&other.written).map(|(k, _)| *k);
+        self.section == other.section
+            && keys.into_iter().all(|k| self.located(k) == other.located(k))
+    }
+}
+
+impl FromIterator<(&'static str, Location)> for Spans {
+    fn from_iter<I: IntoIterator<Item = (&'static str, Location)>>(pairs: I) -> Self {
+        let mut spans = Spans::default();
+        for (key, at) in pairs {
+            spans.set(key, at);
+        }
+        spans
+    }
 }
 
 /// Transport protocol of a virtual server.
@@ -516,7 +573,7 @@ pub struct RealServerLocations {
     pub port: Location,
     pub weight: Location,
     /// One per entry of `health.checks`, in the same order.
-    pub checks: Vec<CheckLocations>,
+    pub checks: Vec<Spans>,
 }
 
 impl RealServerLocations {
@@ -655,25 +712,29 @@ impl VirtualServer {
     }
 }
 
-/// Locations of one checker's values; omitted settings are located at the checker's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CheckLocations {
-    pub connect_ip: Location,
-    pub bindto: Location,
-    /// `retry`, or its old name `nb_get_retry`.
-    pub retry: Location,
-}
-
-impl CheckLocations {
-    /// Every value located at the checker's table; front ends then overwrite what they saw.
-    pub fn all_at(location: Location) -> Self {
-        CheckLocations { connect_ip: location, bindto: location, retry: location }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A written key is located where it was written, any other at the section; equality is
+    /// by place, not by the order keys were read in.
+    #[test]
+    fn spans_locate_written_keys_else_the_section() {
+        let at = Location::new;
+        let spans = Spans::at_section(at(3, 1)).with("retry", at(5, 9)).with("bindto", at(4, 10));
+        assert_eq!(spans.get("retry"), Some(at(5, 9)));
+        assert_eq!(spans.get("connect_ip"), None);
+        assert_eq!(spans.located("connect_ip"), at(3, 1));
+        assert_eq!(
+            spans,
+            Spans::at_section(at(3, 1)).with("bindto", at(4, 10)).with("retry", at(5, 9))
+        );
+        assert_ne!(spans, Spans::at_section(at(3, 1)).with("retry", at(5, 9)));
+        assert_eq!(Spans::at_section(at(3, 1)), Spans::at_section(at(3, 1)).with("x", at(3, 1)));
+        let mut moved = spans.clone();
+        moved.relocate(|l| at(l.line + 10, l.col));
+        assert_eq!((moved.located("retry"), moved.located("x")), (at(15, 9), at(13, 1)));
+    }
 
     #[test]
     fn protocol_names_and_numbers() {

@@ -2,9 +2,7 @@
 //! prints them; they never make a configuration invalid. Independent of the front end, like
 //! validation, and located the same way.
 
-use std::fmt;
-use std::path::PathBuf;
-
+use super::error::Diagnostic;
 use super::model::{Config, Location, VirtualServer};
 use super::vrrp::OWNER_PRIORITY;
 
@@ -12,49 +10,26 @@ use super::vrrp::OWNER_PRIORITY;
 /// slots per real server.
 const SLOTS_PER_REAL_FOR_1_PERCENT: u64 = 100;
 
-/// One notice about a configuration, pointing at the setting it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub file: PathBuf,
-    /// 1-based.
-    pub line: u32,
-    /// 1-based, counted in characters.
-    pub col: u32,
-    pub message: String,
-}
-
-impl Notice {
-    fn new(config: &Config, at: Location, message: String) -> Self {
-        Notice { file: config.source.clone(), line: at.line, col: at.col, message }
-    }
-
-    pub fn location(&self) -> Location {
-        Location::new(self.line, self.col)
-    }
-}
-
-impl fmt::Display for Notice {
-    /// `FILE:LINE:COL: notice: message`, like errors, so editors can jump to it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: notice: {}", self.file.display(), self.line, self.col, self.message)
-    }
+/// A notice about `config`, located at `at` in its main file.
+fn notice_in(config: &Config, at: Location, message: String) -> Diagnostic {
+    Diagnostic::notice(&config.source, at, message)
 }
 
 /// Every notice about `config`, in file order.
-pub fn notices(config: &Config) -> Vec<Notice> {
+pub fn notices(config: &Config) -> Vec<Diagnostic> {
     let mut notices = Vec::new();
     for vs in &config.virtual_servers {
         let key = vs.key();
         let mut notice = |at: Location, message: String| {
-            notices.push(Notice::new(config, at, format!("{key}: {message}")));
+            notices.push(notice_in(config, at, format!("{key}: {message}")));
         };
-        if let Some(reason) = crate::dataplane::select::needs_ipvs(vs) {
+        if let Some(reason) = super::needs_ipvs(vs) {
             let at = match vs.fwmark {
                 Some(_) => vs.key_locations.vip,
                 None => vs.forwarding.lb_kind_at.unwrap_or(vs.location),
             };
             notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
-        } else if crate::dataplane::select::prefers_ipvs(vs).is_some() {
+        } else if super::prefers_ipvs(vs).is_some() {
             notice(
                 vs.key_locations.lb_algo,
                 format!(
@@ -103,13 +78,13 @@ pub fn notices(config: &Config) -> Vec<Notice> {
     vrrp(config, &mut notices);
     bgp(config, &mut notices);
     // Stable: notices at the same place keep the order above.
-    notices.sort_by_key(Notice::location);
+    notices.sort_by_key(Diagnostic::location);
     notices
 }
 
 /// VIPs `[bgp]` cannot announce: BIRD carries each family on sessions of that family only, and a
 /// firewall-mark service has no VIP. Once per family, at its first VIP.
-fn bgp(config: &Config, notices: &mut Vec<Notice>) {
+fn bgp(config: &Config, notices: &mut Vec<Diagnostic>) {
     let Some(bgp) = config.bgp.as_ref().filter(|b| b.speaker == super::bgp::Speaker::Bird) else {
         return;
     };
@@ -124,23 +99,23 @@ fn bgp(config: &Config, notices: &mut Vec<Notice>) {
                  {family} address",
                 vs.key()
             );
-            notices.push(Notice::new(config, vs.key_locations.vip, message));
+            notices.push(notice_in(config, vs.key_locations.vip, message));
         }
     }
     for vs in config.virtual_servers.iter().filter(|vs| vs.fwmark.is_some()) {
         let message =
             format!("{}: a firewall-mark service has no VIP to announce over BGP", vs.key());
-        notices.push(Notice::new(config, vs.key_locations.vip, message));
+        notices.push(notice_in(config, vs.key_locations.vip, message));
     }
 }
 
 /// VRRP settings that do not do what they say.
-fn vrrp(config: &Config, notices: &mut Vec<Notice>) {
+fn vrrp(config: &Config, notices: &mut Vec<Diagnostic>) {
     for (i, instance) in config.vrrp.instances.iter().enumerate() {
         let at = config.vrrp_locations.instance(i, instance.location);
         let mut notice = |at: Location, message: &str| {
             let message = format!("vrrp_instance `{}`: {message}", instance.name);
-            notices.push(Notice::new(config, at, message));
+            notices.push(notice_in(config, at, message));
         };
         if instance.unicast_src_ip.is_some() && instance.unicast_peer.is_empty() {
             notice(
@@ -181,7 +156,8 @@ fn slow_retries(vs: &VirtualServer, notice: &mut impl FnMut(Location, String)) {
             if check.retry == 0 || retries < delay_loop {
                 continue;
             }
-            let at = rs.key_locations.checks.get(i).map_or(check.location, |at| at.retry);
+            let at =
+                rs.key_locations.checks.get(i).map_or(check.location, |at| at.located("retry"));
             notice(
                 at,
                 format!(

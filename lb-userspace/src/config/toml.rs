@@ -6,14 +6,18 @@
 //! location and word messages in the operator's terms. Cross-field rules (duplicates, port
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
-//! Adding a key: add it to the section's `*_KEYS` list and read it in the section's function.
+//! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`), one
+//! `Setting` in its description; in the others, add it to the section's `*_KEYS` list and read it
+//! in the section's function (they move to descriptions one by one).
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
 //! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`, `[bgp]`
 //! in `bgp`.
 
 mod bgp;
+pub(in crate::config) mod dataplane;
 mod forwarding;
 mod health;
+pub(in crate::config) mod schema;
 mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -24,28 +28,18 @@ use std::time::Duration;
 use ::toml::Spanned;
 use ::toml::de::{DeInteger, DeString, DeTable, DeValue};
 
-use super::error::{ConfigError, LineIndex, did_you_mean};
+use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::RealHealth;
 use super::model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, Location,
-    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol,
-    RealServer, RealServerLocations, UDP_FLOW_TIMEOUT_LIMITS_SECS, VirtualServer,
-    VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location,
+    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_WEIGHT, Protocol, RealServer, RealServerLocations,
+    VirtualServer, VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
 
 const TOP_LEVEL_KEYS: &[&str] =
     &["virtual_server", "dataplane", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "bgp"];
-const DATAPLANE_KEYS: &[&str] = &[
-    "flow_table_size",
-    "hash_seed",
-    "syn_flood_threshold",
-    "udp_flow_timeout",
-    "icmp_echo",
-    "max_services",
-    "max_reals",
-];
 const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "vip",
     "port",
@@ -114,7 +108,7 @@ const MAX_SYNTAX_ERRORS: usize = 1000;
 /// Parses `text` into the model. Sections with errors are left out of the returned config, so
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
-pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
+pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let mut config = Config {
         source: source.to_path_buf(),
@@ -162,10 +156,10 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<ConfigError>) {
 type Key<'i> = Spanned<DeString<'i>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
-struct Parser<'t> {
+pub(in crate::config) struct Parser<'t> {
     source: &'t Path,
     lines: LineIndex<'t>,
-    errors: Vec<ConfigError>,
+    errors: Vec<Diagnostic>,
 }
 
 impl Parser<'_> {
@@ -175,7 +169,7 @@ impl Parser<'_> {
 
     fn error_at(&mut self, offset: usize, message: impl Into<String>) {
         let location = self.lines.location(offset);
-        self.errors.push(ConfigError::new(self.source, location, message));
+        self.errors.push(Diagnostic::error(self.source, location, message));
     }
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -201,54 +195,10 @@ impl Parser<'_> {
         config.bgp = self.bgp(root);
     }
 
-    /// `[dataplane]`: every setting has a default. A setting with an error keeps its default,
-    /// except the limits, which take their largest value so that validation does not also report
-    /// virtual or real servers over a limit the operator is already told to fix.
+    /// `[dataplane]`: every setting has a default (see [`dataplane::DATAPLANE`]).
     fn dataplane(&mut self, table: &DeTable<'_>) -> DataplaneSettings {
-        self.unknown_keys(table, DATAPLANE_KEYS, &format!("in {DATAPLANE}"));
         let mut settings = DataplaneSettings::default();
-        let at = &mut settings.key_locations;
-        if let Some((key, value)) = table.get_key_value("flow_table_size") {
-            at.flow_table_size = Some(self.at(value.span()));
-            if let Some(size) = self.integer_in(key, value, FLOW_TABLE_SIZE_LIMITS) {
-                settings.flow_table_size = size;
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("hash_seed") {
-            at.hash_seed = Some(self.at(value.span()));
-            if let Some(seed) = self.integer_in(key, value, 0..=u32::MAX) {
-                settings.hash_seed = seed;
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("syn_flood_threshold") {
-            at.syn_flood_threshold = Some(self.at(value.span()));
-            if let Some(threshold) = self.integer_in(key, value, 0..=u32::MAX) {
-                settings.syn_flood_threshold = threshold;
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("udp_flow_timeout") {
-            at.udp_flow_timeout = Some(self.at(value.span()));
-            if let Some(timeout) = self.seconds(key, value, UDP_FLOW_TIMEOUT_LIMITS_SECS) {
-                settings.udp_flow_timeout = timeout;
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("icmp_echo") {
-            at.icmp_echo = Some(self.at(value.span()));
-            if let Some(answer) = self.boolean(key, value) {
-                settings.icmp_echo = answer;
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("max_services") {
-            at.max_services = Some(self.at(value.span()));
-            settings.max_services = self
-                .integer_in(key, value, MAX_SERVICES_LIMITS)
-                .unwrap_or(*MAX_SERVICES_LIMITS.end());
-        }
-        if let Some((key, value)) = table.get_key_value("max_reals") {
-            at.max_reals = Some(self.at(value.span()));
-            settings.max_reals =
-                self.integer_in(key, value, MAX_REALS_LIMITS).unwrap_or(*MAX_REALS_LIMITS.end());
-        }
+        dataplane::DATAPLANE.read(self, table, &mut settings);
         settings
     }
 
@@ -645,7 +595,7 @@ impl Parser<'_> {
     ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
         let found = table.get_key_value(name);
         if found.is_none() {
-            self.errors.push(ConfigError::new(
+            self.errors.push(Diagnostic::error(
                 self.source,
                 section_at,
                 format!("missing required key `{name}` in {section}"),
@@ -904,7 +854,6 @@ fn describe(value: &DeValue<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::health::ServiceHealth;
-    use super::super::model::DataplaneLocations;
     use super::super::parse_toml;
     use super::super::test_support::{
         FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
@@ -1842,15 +1791,17 @@ port = 443
                 icmp_echo: false,
                 max_services: 16,
                 max_reals: 64,
-                key_locations: DataplaneLocations {
-                    flow_table_size: Some(at(2, 19)),
-                    hash_seed: Some(at(3, 13)),
-                    syn_flood_threshold: Some(at(4, 23)),
-                    udp_flow_timeout: Some(at(5, 20)),
-                    icmp_echo: Some(at(6, 13)),
-                    max_services: Some(at(7, 16)),
-                    max_reals: Some(at(8, 13)),
-                },
+                key_locations: [
+                    ("flow_table_size", at(2, 19)),
+                    ("hash_seed", at(3, 13)),
+                    ("syn_flood_threshold", at(4, 23)),
+                    ("udp_flow_timeout", at(5, 20)),
+                    ("icmp_echo", at(6, 13)),
+                    ("max_services", at(7, 16)),
+                    ("max_reals", at(8, 13)),
+                ]
+                .into_iter()
+                .collect(),
             },
             virtual_servers: vec![
                 VirtualServer {
@@ -2007,9 +1958,12 @@ port = 443
                 |dp| {
                     assert_eq!(dp.udp_flow_timeout, Duration::from_millis(1250));
                     assert!(dp.icmp_echo);
-                    assert_eq!(dp.key_locations.udp_flow_timeout, Some(Location::new(1, 34)));
-                    assert_eq!(dp.key_locations.icmp_echo, Some(Location::new(1, 52)));
-                    assert_eq!(dp.key_locations.max_services, None);
+                    assert_eq!(
+                        dp.key_locations.get("udp_flow_timeout"),
+                        Some(Location::new(1, 34))
+                    );
+                    assert_eq!(dp.key_locations.get("icmp_echo"), Some(Location::new(1, 52)));
+                    assert_eq!(dp.key_locations.get("max_services"), None);
                 },
             ),
             (
@@ -2024,7 +1978,7 @@ port = 443
                 ],
                 |dp| {
                     assert!(!dp.icmp_echo);
-                    assert_eq!(dp.key_locations.icmp_echo, Some(Location::new(6, 13)));
+                    assert_eq!(dp.key_locations.get("icmp_echo"), Some(Location::new(6, 13)));
                 },
             ),
         ];

@@ -5,19 +5,19 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::error::{ConfigError, closest};
+use super::error::{Diagnostic, closest};
 use super::host::HostView;
 use super::model::{
-    CheckLocations, Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, VirtualServer,
+    Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, Spans, VirtualServer,
     VirtualServerKey, VrrpInstanceLocations, host_prefix_len, not_a_host_address,
 };
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
 /// Every semantic error in `config`, in file order.
-pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
+pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let mut error = |at: Location, message: String| {
-        errors.push(ConfigError::new(&config.source, at, message));
+        errors.push(Diagnostic::error(&config.source, at, message));
     };
 
     let addresses =
@@ -72,7 +72,7 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<ConfigError> {
         super::bgp::validate(bgp, host, &mut error);
     }
 
-    errors.sort_by_key(ConfigError::location);
+    errors.sort_by_key(Diagnostic::location);
     errors
 }
 
@@ -87,7 +87,7 @@ fn dataplane_limits(config: &Config, error: &mut impl FnMut(Location, String)) {
     let services = config.virtual_servers.len();
     if services > limit(settings.max_services) {
         let first_over = config.virtual_servers.get(limit(settings.max_services));
-        let written = settings.key_locations.max_services;
+        let written = settings.key_locations.get("max_services");
         error(
             written.or(first_over.map(|vs| vs.location)).unwrap_or_default(),
             format!(
@@ -108,7 +108,7 @@ fn dataplane_limits(config: &Config, error: &mut impl FnMut(Location, String)) {
         }
     }
     if let Some(first_over) = first_over {
-        let written = settings.key_locations.max_reals;
+        let written = settings.key_locations.get("max_reals");
         error(
             written.unwrap_or(first_over),
             format!(
@@ -353,14 +353,14 @@ fn backend(
 fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, String)) {
     for (i, check) in rs.health.checks.iter().enumerate() {
         // Another front end may not locate each value: then they are at the checker.
-        let at = rs.key_locations.checks.get(i).copied();
-        let at = at.unwrap_or_else(|| CheckLocations::all_at(check.location));
+        let at = rs.key_locations.checks.get(i).cloned();
+        let at = at.unwrap_or_else(|| Spans::at_section(check.location));
         let kind = check.kind.native_key();
         if let Some(ip) = check.connect_ip
             && ip.is_ipv4() != rs.address.is_ipv4()
         {
             error(
-                at.connect_ip,
+                at.located("connect_ip"),
                 format!(
                     "`connect_ip` {ip} of the {kind} of real server {rs} is {}, the real server \
                      {}: give an address of the real in its own family",
@@ -374,7 +374,7 @@ fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, 
             && source.is_ipv4() != target.is_ipv4()
         {
             error(
-                at.bindto,
+                at.located("bindto"),
                 format!(
                     "`bindto` {source} is {} but the {kind} of real server {rs} connects to \
                      {target} ({}): the source address must be in the same family",

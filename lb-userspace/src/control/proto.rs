@@ -22,6 +22,13 @@ pub enum Request {
     Undrain { service: String, real: String },
     /// Set a real's weight until the next reload (`lb weight`).
     Weight { service: String, real: String, weight: u64 },
+    /// `lb bgp withdraw [VIP]` / `lb bgp announce [VIP]` (`action`), until the next reload; no
+    /// VIP: every VIP.
+    Bgp {
+        action: String,
+        #[serde(default)]
+        vip: Option<String>,
+    },
 }
 
 /// Every response: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
@@ -173,6 +180,13 @@ pub struct StatusView {
     /// Reloads (SIGHUP, `lb reload`) since the agent started.
     #[serde(default)]
     pub reloads: ReloadsView,
+    /// `[bgp]`: sessions and each VIP's announcement state (absent without `[bgp]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::agent::BgpView>,
+    /// Per service, a fingerprint of what decides the pick of a real (hash seed, table size,
+    /// reals and weights in order): directors sharing a VIP must show the same.
+    #[serde(default)]
+    pub pick_fingerprints: Vec<crate::bgp::FingerprintView>,
 }
 
 /// Upper bounds (µs) of the check latency buckets; one more bucket takes the rest.
@@ -286,6 +300,15 @@ impl From<Status> for DataplaneView {
     }
 }
 
+/// `192.0.2.11:80` or `[2001:db8::11]:80`, as ipvsadm prints them: how clients show the
+/// `address` and `port` of these views.
+pub fn endpoint(address: &str, port: u16) -> String {
+    match address.parse() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{address}:{port}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +327,15 @@ mod tests {
                     weight: 3,
                 }),
             ),
+            (
+                r#"{"command":"bgp","action":"withdraw"}"#,
+                Some(Request::Bgp { action: "withdraw".into(), vip: None }),
+            ),
+            (
+                r#"{"command":"bgp","action":"announce","vip":"192.0.2.1"}"#,
+                Some(Request::Bgp { action: "announce".into(), vip: Some("192.0.2.1".into()) }),
+            ),
+            (r#"{"command":"bgp"}"#, None),
             (r#"{"command":"drain","service":"192.0.2.1:80"}"#, None),
             (r#"{"command":"weight","service":"a","real":"b","weight":-1}"#, None),
             (r#"{"command":"reboot"}"#, None),

@@ -14,7 +14,9 @@ use std::{collections::HashMap, fmt};
 
 use serde::Serialize;
 
-use crate::config::{Config, LbKind, Location, VirtualServer, VirtualServerKey};
+// What each service asks of a dataplane is the config's to say (its notices use it too).
+use crate::config::{Config, Diagnostic, VirtualServer, VirtualServerKey};
+pub use crate::config::{needs_ipvs, prefers_ipvs};
 
 /// `--dataplane`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -84,60 +86,8 @@ impl Plan {
     }
 }
 
-/// A service no available dataplane can serve.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{at}: virtual server {service}: {reason}")]
-pub struct SelectionError {
-    pub file: String,
-    pub at: Location,
-    pub service: VirtualServerKey,
-    pub reason: String,
-}
-
-/// Schedulers the XDP path runs as they are (or, for `rr`/`wrr`, with the same shares).
-const XDP_SCHEDULERS: &[&str] = &["mh", "sh", "rr", "wrr"];
-
-/// Why `vs` can only run on IPVS, if it can only.
-pub fn needs_ipvs(vs: &VirtualServer) -> Option<String> {
-    if vs.fwmark.is_some() {
-        return Some(
-            "a firewall-mark service (netfilter marks packets after XDP has run, so only IPVS can \
-             match them)"
-                .to_owned(),
-        );
-    }
-    if vs.forwarding.lb_kind != LbKind::Dr {
-        return Some(format!(
-            "`lb_kind {}` (only direct routing runs on XDP)",
-            vs.forwarding.lb_kind
-        ));
-    }
-    if let Some(rs) = vs.all_reals().find(|rs| vs.lb_kind_of(rs) != LbKind::Dr) {
-        return Some(format!(
-            "real server {rs} uses `lb_kind {}` (only direct routing runs on XDP)",
-            vs.lb_kind_of(rs)
-        ));
-    }
-    if vs.forwarding.one_packet {
-        return Some("`ops` (one-packet scheduling) is an IPVS feature".to_owned());
-    }
-    if let Some(rs) =
-        vs.real_servers.iter().find(|rs| rs.forwarding.uthreshold + rs.forwarding.lthreshold > 0)
-    {
-        return Some(format!(
-            "real server {rs} has connection thresholds (uthreshold/lthreshold), which IPVS keeps"
-        ));
-    }
-    None
-}
-
-/// Why `vs` would rather run on IPVS: a scheduler XDP only approximates.
-pub fn prefers_ipvs(vs: &VirtualServer) -> Option<String> {
-    (!XDP_SCHEDULERS.contains(&vs.lb_algo.as_str())).then(|| format!("scheduler `{}`", vs.lb_algo))
-}
-
 /// Decides every service's dataplane, or says which services cannot run and why.
-pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Vec<SelectionError>> {
+pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Vec<Diagnostic>> {
     let mut plan = Plan::default();
     let mut errors = Vec::new();
     for vs in &config.virtual_servers {
@@ -146,12 +96,12 @@ pub fn plan(config: &Config, mode: Mode, caps: &Capabilities) -> Result<Plan, Ve
             Ok(choice) => {
                 plan.0.insert(vs.key(), choice);
             }
-            Err(reason) => errors.push(SelectionError {
-                file: config.source.display().to_string(),
-                at: vs.location,
-                service: vs.key(),
-                reason,
-            }),
+            // A service no available dataplane can serve.
+            Err(reason) => errors.push(Diagnostic::error(
+                &config.source,
+                vs.location,
+                format!("virtual server {}: {reason}", vs.key()),
+            )),
         }
     }
     if errors.is_empty() { Ok(plan) } else { Err(errors) }
@@ -396,7 +346,7 @@ mod tests {
                     [[virtual_server]]\nvip = '192.0.2.102'\nport = 80\ninterface = 'eth0'\nlb_kind = 'TUN'\n";
         let config = parse_toml(text, Path::new("lb.toml"), &FakeHost).expect("valid");
         let errors = plan(&config, Mode::Auto, &no_ipvs()).expect_err("two need IPVS");
-        let at: Vec<String> = errors.iter().map(|e| e.at.to_string()).collect();
+        let at: Vec<String> = errors.iter().map(|e| e.location().to_string()).collect();
         assert_eq!(at, ["1:1", "10:1"]);
     }
 }

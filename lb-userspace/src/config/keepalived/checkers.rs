@@ -9,7 +9,7 @@ use super::super::health::{
     CheckKind, DEFAULT_CONNECT_TIMEOUT, DnsCheck, HealthCheck, HttpCheck, MiscCheck, UdpCheck,
     UrlCheck,
 };
-use super::super::model::{CheckLocations, Location};
+use super::super::model::{Location, Spans};
 use super::keywords::{Checker, Section};
 use super::lvs::{Defaults, MAX_SECONDS, default_setting};
 use super::tree::{Stmt, Word};
@@ -377,12 +377,12 @@ pub(super) fn check_model(
     spec: &CheckSpec,
     levels: [&Defaults; 2],
     delay_loop: Duration,
-) -> (HealthCheck, CheckLocations) {
+) -> (HealthCheck, Spans) {
     let levels = [&spec.own, levels[0], levels[1]];
-    let mut at = CheckLocations::all_at(spec.at);
+    let mut at = Spans::at_section(spec.at);
     let retry = match levels.iter().find_map(|d| d.retry) {
         Some((retry, written)) => {
-            at.retry = written;
+            at.set("retry", written);
             retry
         }
         // keepalived's per-checker defaults.
@@ -408,10 +408,10 @@ pub(super) fn check_model(
     let virtualhost =
         spec.virtualhost.clone().or_else(|| levels.iter().find_map(|d| d.virtualhost.clone()));
     if let Some((_, written)) = spec.connect_ip {
-        at.connect_ip = written;
+        at.set("connect_ip", written);
     }
     if let Some((_, written)) = spec.bindto {
-        at.bindto = written;
+        at.set("bindto", written);
     }
     let kind = match spec.checker {
         Checker::Tcp => CheckKind::Tcp,

@@ -39,10 +39,10 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigErrors, Diagnostic, Severity};
 use super::host::HostView;
 use super::model::{Config, Location};
-use super::notice::{Notice, notices};
+use super::notice::notices;
 use super::validate::validate;
 
 /// Which front end read a configuration file.
@@ -63,41 +63,6 @@ impl fmt::Display for Format {
     }
 }
 
-/// Something in a valid keepalived.conf that lb accepts but does not act on as keepalived would
-/// (a keyword it does not implement, a keepalived default that may surprise), located like an
-/// error. `lb check` prints
-/// them; `--strict` makes them errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub file: PathBuf,
-    /// 1-based.
-    pub line: u32,
-    /// 1-based, counted in characters.
-    pub col: u32,
-    pub message: String,
-}
-
-impl Warning {
-    pub fn location(&self) -> Location {
-        Location::new(self.line, self.col)
-    }
-}
-
-impl fmt::Display for Warning {
-    /// `FILE:LINE:COL: warning: message`, like errors, so editors can jump to it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: warning: {}", self.file.display(), self.line, self.col, self.message)
-    }
-}
-
-impl From<Warning> for ConfigError {
-    /// What `--strict` makes of a warning: the same line, as an error.
-    fn from(warning: Warning) -> Self {
-        let message = format!("warning: {} (an error with --strict)", warning.message);
-        ConfigError::new(&warning.file, warning.location(), message)
-    }
-}
-
 /// A configuration read by either front end, with everything `lb check` prints about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
@@ -106,18 +71,9 @@ pub struct Loaded {
     pub config: Config,
     pub format: Format,
     /// Always empty for TOML: its unknown keys are errors.
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<Diagnostic>,
     /// [`notices`] of the model, each located in the file it is about.
-    pub notices: Vec<Notice>,
-}
-
-/// Reads and validates the keepalived.conf at `path` and the files it includes.
-///
-/// # Errors
-/// Every problem found; with `strict`, the warnings too.
-pub fn load(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = super::read_file(path)?;
-    parse(&String::from_utf8_lossy(&bytes), path, host, strict)
+    pub notices: Vec<Diagnostic>,
 }
 
 /// Parses and validates keepalived.conf `text`; `source` names it in errors, and relative
@@ -151,11 +107,11 @@ fn parse_within(
     for error in validate(&config, host) {
         diags.error(error.location(), error.message);
     }
-    let notices: Vec<Notice> = notices(&config)
+    let notices: Vec<Diagnostic> = notices(&config)
         .into_iter()
         .map(|notice| {
             let (file, at, message) = sources.place(notice.location(), &notice.message);
-            Notice { file, line: at.line, col: at.col, message }
+            Diagnostic::notice(&file, at, message)
         })
         .collect();
 
@@ -168,15 +124,11 @@ fn parse_within(
     let mut warnings = Vec::new();
     for diag in diags.list {
         let (file, at, message) = sources.place(diag.at, &diag.message);
-        match diag.severity {
-            Severity::Error => errors.push(ConfigError::new(&file, at, message)),
-            Severity::Warning if strict => {
-                let warning = Warning { file, line: at.line, col: at.col, message };
-                errors.push(warning.into());
-            }
-            Severity::Warning => {
-                warnings.push(Warning { file, line: at.line, col: at.col, message })
-            }
+        let placed = Diagnostic::new(diag.severity, &file, at, message);
+        match placed.severity {
+            Severity::Warning if !strict => warnings.push(placed),
+            // `strict` makes a warning an error.
+            _ => errors.push(placed.strict()),
         }
     }
     if !errors.is_empty() {
@@ -186,26 +138,10 @@ fn parse_within(
     Ok(Loaded { config, format: Format::Keepalived, warnings, notices })
 }
 
-/// Reads `path` with the front end its content (or, when that says nothing, its name) calls for,
-/// and validates it. TOML is recognised by `[table]` headers and `key = value` lines,
-/// keepalived.conf by `keyword ... {` blocks and `!` comments; a file with neither (only
-/// comments, or empty) is keepalived.conf when its name ends in `.conf`, else TOML.
-///
-/// # Errors
-/// Every problem found; with `strict`, the keepalived front end's warnings too.
-pub fn load_any(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
-    let bytes = super::read_file(path)?;
-    match detect(path, &String::from_utf8_lossy(&bytes)) {
-        Format::Keepalived => parse(&String::from_utf8_lossy(&bytes), path, host, strict),
-        Format::Toml => {
-            let config = super::load(path, host)?;
-            let notices = notices(&config);
-            Ok(Loaded { config, format: Format::Toml, warnings: Vec::new(), notices })
-        }
-    }
-}
-
-/// The format of a configuration file, from its first line that tells (see [`load_any`]).
+/// The format of a configuration file, from its first line that tells: TOML is recognised by
+/// `[table]` headers and `key = value` lines, keepalived.conf by `keyword ... {` blocks and `!`
+/// comments; a file with neither (only comments, or empty) is keepalived.conf when its name ends
+/// in `.conf`, else TOML. [`super::load`] uses it for `--format auto`.
 pub fn detect(path: &Path, text: &str) -> Format {
     for line in text.lines() {
         let line = line.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
@@ -244,14 +180,8 @@ pub fn detect(path: &Path, text: &str) -> Format {
     }
 }
 
-/// How bad a [`Diag`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    Error,
-    Warning,
-}
-
-/// A problem found by any stage, at a virtual location (see [`Sources`]).
+/// A problem found by any stage (an error or a warning), at a virtual location (see [`Sources`]):
+/// a [`Diagnostic`] once placed in its file.
 #[derive(Debug, Clone)]
 struct Diag {
     at: Location,
@@ -445,9 +375,7 @@ fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
                 *location = place(*location);
             }
             for check in &mut at.checks {
-                for location in [&mut check.connect_ip, &mut check.bindto, &mut check.retry] {
-                    *location = place(*location);
-                }
+                check.relocate(&place);
             }
             for check in &mut rs.health.checks {
                 check.location = place(check.location);

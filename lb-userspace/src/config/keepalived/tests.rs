@@ -5,6 +5,21 @@ use std::path::{Path, PathBuf};
 
 use super::super::{ConfigErrors, HostView};
 use super::*;
+use crate::config::{FormatChoice, Strictness};
+
+/// keepalived.conf through the front door, as `--format keepalived`.
+fn load(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
+    crate::config::load(path, FormatChoice::Keepalived, host, strict.into())
+}
+
+/// Either format, told apart by content, as `--format auto`.
+fn load_any(path: &Path, host: &dyn HostView, strict: bool) -> Result<Loaded, ConfigErrors> {
+    crate::config::load(path, FormatChoice::Auto, host, strict.into())
+}
+
+fn load_any_strict(path: &Path, host: &dyn HostView) -> Result<Loaded, ConfigErrors> {
+    load_any(path, host, true)
+}
 
 /// A host with the interfaces the fixtures use, whose addresses are `192.0.2.1` and `2001:db8::1`.
 struct Host;
@@ -203,8 +218,8 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        CheckLocations, DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations,
-        ServiceForwarding, VirtualServer, VirtualServerLocations,
+        DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations, ServiceForwarding,
+        Spans, VirtualServer, VirtualServerLocations,
     };
     use std::time::Duration;
 
@@ -245,10 +260,7 @@ fn classic_dr_file_parses_into_the_model() {
                 checks: checks
                     .iter()
                     .zip(retry_at)
-                    .map(|(c, retry)| CheckLocations {
-                        retry,
-                        ..CheckLocations::all_at(c.location)
-                    })
+                    .map(|(c, retry)| Spans::at_section(c.location).with("retry", retry))
                     .collect(),
             },
             health: RealHealth { checks, ..RealHealth::default() },
@@ -2308,13 +2320,13 @@ fn load_any_reads_either_format() {
     );
     let broken = dir.write("broken.conf", &["virtual_server 192.0.2.1 80 {"]);
 
-    let loaded = super::super::load_any(&toml, &Host).unwrap();
+    let loaded = load_any(&toml, &Host, false).unwrap();
     assert_eq!(loaded.format, Format::Toml);
     assert_eq!(loaded.config.virtual_servers.len(), 1);
     assert!(loaded.warnings.is_empty());
     assert_eq!(loaded.notices.len(), 1, "the scheduler notice");
 
-    let loaded = super::super::load_any(&keepalived, &Host).unwrap();
+    let loaded = load_any(&keepalived, &Host, false).unwrap();
     assert_eq!(loaded.format, Format::Keepalived);
     assert_eq!(loaded.config.virtual_servers.len(), 1);
     assert_eq!(
@@ -2323,15 +2335,15 @@ fn load_any_reads_either_format() {
             "keepalived.conf:2:5: warning: `router_id`: accepted, not acted on (it names this director only in keepalived's e-mail and SNMP)"
         ]
     );
-    assert_eq!(super::super::load_any_strict(&keepalived, &Host).unwrap_err().len(), 1);
-    assert_eq!(super::super::load_any_strict(&toml, &Host).unwrap().format, Format::Toml);
+    assert_eq!(load_any_strict(&keepalived, &Host).unwrap_err().len(), 1);
+    assert_eq!(load_any_strict(&toml, &Host).unwrap().format, Format::Toml);
 
     assert_eq!(
-        dir.strip(shown(&super::super::load_any(&broken, &Host).unwrap_err().0)),
+        dir.strip(shown(&load_any(&broken, &Host, false).unwrap_err().0)),
         ["broken.conf:1:29: unbalanced `{`: this block is never closed (a `}` is missing)"]
     );
     let missing = dir.path.join("missing.conf");
-    let errors = super::super::load_any(&missing, &Host).unwrap_err();
+    let errors = load_any(&missing, &Host, false).unwrap_err();
     assert!(
         dir.strip(shown(&errors.0))[0]
             .starts_with("missing.conf:1:1: cannot read configuration file: ")
@@ -2546,12 +2558,7 @@ fn the_main_file_must_be_a_regular_file_of_bounded_size() {
         (dir.path.as_path(), "it is a directory, not a regular file"),
     ];
     for (path, expected) in cases {
-        let toml = crate::config::load(path, &Host).map(|config| Loaded {
-            config,
-            format: Format::Toml,
-            warnings: Vec::new(),
-            notices: Vec::new(),
-        });
+        let toml = crate::config::load(path, FormatChoice::Toml, &Host, Strictness::Lenient);
         for result in [load(path, &Host, false), load_any(path, &Host, false), toml] {
             let errors = result.unwrap_err();
             let want =

@@ -15,7 +15,7 @@ use super::super::health::{
     DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck, RealHealth, ServiceHealth,
     UdpCheck, UrlCheck,
 };
-use super::super::model::{CheckLocations, Location, RealServerLocations, VirtualServerLocations};
+use super::super::model::{Location, RealServerLocations, Spans, VirtualServerLocations};
 use super::{Key, Parser, Value, describe};
 
 /// The checker tables of a real server: keepalived's checkers, in lower case.
@@ -289,10 +289,10 @@ impl Parser<'_> {
         table: &DeTable<'_>,
         span: Range<usize>,
         section: &str,
-    ) -> Option<(HealthCheck, CheckLocations)> {
+    ) -> Option<(HealthCheck, Spans)> {
         let errors_before = self.errors.len();
         let location = self.at(span);
-        let mut at = CheckLocations::all_at(location);
+        let mut at = Spans::at_section(location);
         let known = checker_keys(kind);
         self.unknown_keys_with(table, &known, &format!("in {section}"), |name| {
             misplaced_in_checker(kind, name)
@@ -318,7 +318,7 @@ impl Parser<'_> {
                 keep(&mut ok, &mut check.connect_timeout, timeout);
             }
             if let Some((key, value)) = table.get_key_value("connect_ip") {
-                at.connect_ip = self.at(value.span());
+                at.set("connect_ip", self.at(value.span()));
                 keep(&mut ok, &mut check.connect_ip, self.ip_address(key, value).map(Some));
             }
             if let Some((key, value)) = table.get_key_value("connect_port") {
@@ -327,7 +327,7 @@ impl Parser<'_> {
                 keep(&mut ok, &mut check.connect_port, port);
             }
             if let Some((key, value)) = table.get_key_value("bindto") {
-                at.bindto = self.at(value.span());
+                at.set("bindto", self.at(value.span()));
                 keep(&mut ok, &mut check.bindto, self.ip_address(key, value).map(Some));
             }
         }
@@ -337,7 +337,7 @@ impl Parser<'_> {
             None => ok = false,
             Some(None) => {}
             Some(Some((key, value))) => {
-                at.retry = self.at(value.span());
+                at.set("retry", self.at(value.span()));
                 keep(&mut ok, &mut check.retry, self.integer_in(key, value, 0..=u32::MAX));
             }
         }
@@ -1398,7 +1398,7 @@ mod tests {
             ),
             ("empty checker: all defaults", &["tcp_check = {}"], |rs| {
                 assert_eq!(rs.health.checks, [default_check(CheckKind::Tcp, 7, 13)]);
-                assert_eq!(rs.key_locations.checks, [CheckLocations::all_at(Location::new(7, 13))]);
+                assert_eq!(rs.key_locations.checks, [Spans::at_section(Location::new(7, 13))]);
             }),
             ("checker written as a table", &["[virtual_server.real_server.ping_check]"], |rs| {
                 assert_eq!(rs.health.checks, [default_check(CheckKind::Ping, 7, 1)]);
@@ -1431,11 +1431,10 @@ mod tests {
                     assert_eq!(rs.health.checks, [expected]);
                     assert_eq!(
                         rs.key_locations.checks,
-                        [CheckLocations {
-                            connect_ip: Location::new(9, 14),
-                            bindto: Location::new(11, 10),
-                            retry: Location::new(12, 9),
-                        }]
+                        [Spans::at_section(Location::new(7, 1))
+                            .with("connect_ip", Location::new(9, 14))
+                            .with("bindto", Location::new(11, 10))
+                            .with("retry", Location::new(12, 9))]
                     );
                 },
             ),
@@ -1445,7 +1444,7 @@ mod tests {
                 |rs| {
                     assert_eq!(rs.health.checks[0].retry, 4);
                     assert_eq!(rs.health.checks[0].warmup, None);
-                    assert_eq!(rs.key_locations.checks[0].retry, Location::new(7, 30));
+                    assert_eq!(rs.key_locations.checks[0].located("retry"), Location::new(7, 30));
                 },
             ),
             (
@@ -1707,21 +1706,20 @@ connect_timeout = 1
 url = [{ path = "/", status_code = 200 }]
 "#;
         let at = Location::new;
-        let real =
-            |address: &str, line: u32, check: HealthCheck, checked: CheckLocations| RealServer {
-                forwarding: Default::default(),
-                address: address.parse().unwrap(),
-                port: 80,
-                weight: 1,
-                health: RealHealth { checks: vec![check], ..RealHealth::default() },
-                location: at(line, 1),
-                key_locations: RealServerLocations {
-                    address: at(line + 1, 11),
-                    port: at(line + 2, 8),
-                    weight: at(line, 1),
-                    checks: vec![checked],
-                },
-            };
+        let real = |address: &str, line: u32, check: HealthCheck, checked: Spans| RealServer {
+            forwarding: Default::default(),
+            address: address.parse().unwrap(),
+            port: 80,
+            weight: 1,
+            health: RealHealth { checks: vec![check], ..RealHealth::default() },
+            location: at(line, 1),
+            key_locations: RealServerLocations {
+                address: at(line + 1, 11),
+                port: at(line + 2, 8),
+                weight: at(line, 1),
+                checks: vec![checked],
+            },
+        };
         let tcp = HealthCheck {
             connect_timeout: Duration::from_secs(1),
             retry: 1,
@@ -1766,9 +1764,9 @@ url = [{ path = "/", status_code = 200 }]
                         "192.0.2.11",
                         8,
                         tcp,
-                        CheckLocations { retry: at(13, 9), ..CheckLocations::all_at(at(11, 1)) },
+                        Spans::at_section(at(11, 1)).with("retry", at(13, 9)),
                     ),
-                    real("192.0.2.12", 16, http, CheckLocations::all_at(at(19, 1))),
+                    real("192.0.2.12", 16, http, Spans::at_section(at(19, 1))),
                 ],
                 sorry_server: None,
                 health: ServiceHealth {
@@ -1927,11 +1925,11 @@ rise = 2
             },
         ];
         assert_eq!(rs.health.checks, expected);
-        let located: Vec<CheckLocations> = rs.key_locations.checks.clone();
+        let located: Vec<Spans> = rs.key_locations.checks.clone();
         assert_eq!(located.len(), 7);
-        assert_eq!(located[0].connect_ip, Location::new(18, 14));
-        assert_eq!(located[4].retry, Location::new(37, 9));
-        assert_eq!(located[5].bindto, Location::new(42, 10));
+        assert_eq!(located[0].located("connect_ip"), Location::new(18, 14));
+        assert_eq!(located[4].located("retry"), Location::new(37, 9));
+        assert_eq!(located[5].located("bindto"), Location::new(42, 10));
     }
 
     /// Every error in checkers is reported, and a real with one is left out of the model.
