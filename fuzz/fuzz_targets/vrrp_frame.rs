@@ -9,7 +9,8 @@
 #![no_main]
 
 use lb::vrrp::frame::{FrameError, parse_ethernet_frame, parse_ip_packet};
-use lb_fuzz::{exercise_vrrp, internet_checksum};
+use lb_fuzz::exercise_vrrp;
+use lb_test_support::packet::checksum;
 use libfuzzer_sys::fuzz_target;
 
 fn run(data: &[u8]) -> Result<(), FrameError> {
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let mut fixed = data.to_vec();
     fixed[ip_start + 10] = 0;
     fixed[ip_start + 11] = 0;
-    let sum = internet_checksum(&fixed[ip_start..ip_start + ihl]);
+    let sum = checksum(&fixed[ip_start..ip_start + ihl]);
     fixed[ip_start + 10..ip_start + 12].copy_from_slice(&sum.to_be_bytes());
     if let Err(FrameError::BadIpChecksum) = run(&fixed) {
         panic!("a frame with a correct IPv4 header checksum was refused for its checksum");

@@ -1,8 +1,8 @@
 //! The XDP program's packet parsing and forwarding, run in the kernel through BPF_PROG_TEST_RUN:
 //! the real `lb-xdp` object that lb-userspace's build embeds, loaded by
 //! `lb::dataplane::xdp::XdpDataplane::load` and programmed by `apply` with the services of the
-//! BPF_PROG_TEST_RUN fixtures (lb-userspace/src/dataplane/xdp/fixtures.rs), plus one real behind
-//! another interface (a veth) for the redirect path. Needs root; the first input moves the fuzzing
+//! BPF_PROG_TEST_RUN fixtures (`lb::fixture::xdp_services`, feature `test-support`), plus one real
+//! behind another interface (a veth) for the redirect path. Needs root; the first input moves the fuzzing
 //! thread into a private network namespace (its `lo`, ifindex 1, is the ingress of test runs).
 //!
 //! Input: one Ethernet frame (14..=2048 bytes; shorter ones are refused by the kernel). A
@@ -31,19 +31,18 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use lb::config::{Protocol, VirtualServerKey};
+use lb::config::Protocol;
 use lb::dataplane::Dataplane as _;
 use lb::dataplane::xdp::{XdpDataplane, XdpLimits, XdpModeSetting};
-use lb::desired::{Desired, Globals, RealDesired, RealState, ServiceDesired};
-use lb::maglev;
-use lb::net::{Mac, iface::Interface};
+use lb::desired::Desired;
+use lb::fixture::{self, IFACE_MAC, REAL_MAC_PREFIX, VIP, VIP6, r4, r6};
+use lb::net::iface::Interface;
 use lb_common::{event, reason};
-use lb_fuzz::internet_checksum;
+use lb_test_support::packet::checksum;
 use libfuzzer_sys::fuzz_target;
 
 const XDP_DROP: u32 = 1;
@@ -51,11 +50,6 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
-const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd1];
-/// Reals get MACs 52:54:00:00:00:xx.
-const REAL_MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0, 0, 0];
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const TABLE: u32 = 251;
 const MAX_FRAME: usize = 2048;
 const VETH: &str = "lbfz0";
@@ -71,126 +65,26 @@ fn feature(index: usize) {
     c.store(c.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
 }
 
-fn real(address: IpAddr, port: u16, weight: u32, state: RealState, ifindex: u32) -> RealDesired {
-    let last = match address {
-        IpAddr::V4(a) => a.octets()[3],
-        IpAddr::V6(a) => a.octets()[15],
-    };
-    let mut mac = [0; 6];
-    mac[..5].copy_from_slice(&REAL_MAC_PREFIX);
-    mac[5] = last;
-    RealDesired {
-        address,
-        port,
-        weight,
-        config_weight: weight,
-        state,
-        mac: (state != RealState::Unresolved).then_some(Mac(mac)),
-        ifindex: Some(ifindex),
-        lb_kind: Default::default(),
-        thresholds: (0, 0),
-        keeps_flows: state != RealState::Unresolved,
-        override_: None,
-        health_message: None,
-        check_latency: None,
-    }
-}
-
-fn r4(last: u8, port: u16, weight: u32) -> RealDesired {
-    let state = if weight == 0 { RealState::Drain } else { RealState::Up };
-    real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)), port, weight, state, 1)
-}
-
-fn r6(last: u16, port: u16, weight: u32) -> RealDesired {
-    let address = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
-    real(address, port, weight, RealState::Up, 1)
-}
-
-fn service(vip: IpAddr, port: u16, protocol: Protocol, reals: Vec<RealDesired>) -> ServiceDesired {
-    let names: Vec<String> =
-        reals.iter().map(|r| std::net::SocketAddr::new(r.address, r.port).to_string()).collect();
-    let backends: Vec<maglev::Backend<'_>> = reals
-        .iter()
-        .zip(&names)
-        .enumerate()
-        .filter(|(_, (r, _))| r.state == RealState::Up)
-        .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
-        .collect();
-    let ring = maglev::build(&backends, TABLE, u64::from(lb_common::DEFAULT_HASH_SEED));
-    ServiceDesired {
-        key: VirtualServerKey::addr(vip, port, protocol),
-        active: true,
-        vrrp_instance: None,
-        backend: Default::default(),
-        backend_reason: String::new(),
-        one_packet: false,
-        scheduler: "mh".into(),
-        interface: "lo".into(),
-        ifindex: Some(1),
-        table_size: TABLE,
-        source_hash: false,
-        persistence: None,
-        reals,
-        sorry: None,
-        ring: Arc::new(ring),
-    }
-}
-
-/// The fixtures' services: v4 TCP/80 (two reals), UDP/53, TCP/81 drained, TCP/82 unresolved,
-/// TCP/83 sorry server only, TCP/84 nothing, TCP/0 all ports, v6 TCP/80 and UDP/53, TCP/85
-/// persistent; plus v4 UDP/54 and v6 TCP/443 source-hashed, whose reals are behind `tx` (a veth).
+/// The BPF_PROG_TEST_RUN fixtures' services (`lb::fixture::xdp_services`); plus v4 UDP/54 and v6
+/// TCP/443 source-hashed, whose reals are behind `tx` (a veth).
 fn desired(tx: Option<&Interface>) -> Desired {
     let v4 = IpAddr::V4(VIP);
     let v6 = IpAddr::V6(VIP6);
-    let mut sorry = service(v4, 83, Protocol::Tcp, vec![]);
-    sorry.sorry = Some(r4(16, 83, 1));
-    let mut persistent =
-        service(v4, 85, Protocol::Tcp, vec![r4(21, 85, 1), r4(22, 85, 1), r4(23, 85, 1)]);
-    persistent.persistence = Some((300, 24));
-    let mut unresolved = r4(15, 82, 1);
-    unresolved.state = RealState::Unresolved;
-    unresolved.mac = None;
-    unresolved.keeps_flows = false;
-    let mut services = vec![
-        service(v4, 80, Protocol::Tcp, vec![r4(11, 80, 1), r4(12, 80, 2)]),
-        service(v4, 53, Protocol::Udp, vec![r4(13, 53, 1)]),
-        service(v4, 81, Protocol::Tcp, vec![r4(14, 81, 0)]),
-        service(v4, 82, Protocol::Tcp, vec![unresolved]),
-        sorry,
-        service(v4, 84, Protocol::Tcp, vec![]),
-        service(v4, 0, Protocol::Tcp, vec![r4(17, 0, 1)]),
-        service(v6, 80, Protocol::Tcp, vec![r6(0x11, 80, 1), r6(0x12, 80, 1)]),
-        service(v6, 53, Protocol::Udp, vec![r6(0x13, 53, 1)]),
-        persistent,
-    ];
+    let mut services = fixture::xdp_services(TABLE);
     let mut tx_interfaces = Vec::new();
     if let Some(tx) = tx {
         let mut far = r4(31, 54, 1);
         far.ifindex = Some(tx.ifindex);
-        services.push(service(v4, 54, Protocol::Udp, vec![far]));
+        services.push(fixture::service(v4, 54, Protocol::Udp, vec![far], TABLE));
         let mut far6 = r6(0x31, 443, 1);
         far6.ifindex = Some(tx.ifindex);
-        let mut hashed = service(v6, 443, Protocol::Tcp, vec![far6, r6(0x32, 443, 1)]);
+        let mut hashed =
+            fixture::service(v6, 443, Protocol::Tcp, vec![far6, r6(0x32, 443, 1)], TABLE);
         hashed.source_hash = true;
         services.push(hashed);
         tx_interfaces.push(tx.clone());
     }
-    Desired {
-        globals: Globals {
-            hash_seed: lb_common::DEFAULT_HASH_SEED,
-            udp_timeout: 30,
-            syn_threshold: 0,
-            icmp_echo: true,
-        },
-        interfaces: vec![Interface {
-            name: "lo".into(),
-            ifindex: 1,
-            mac: Mac(IFACE_MAC),
-            driver: String::new(),
-        }],
-        tx_interfaces,
-        services,
-    }
+    fixture::desired(services, tx_interfaces)
 }
 
 struct State {
@@ -288,11 +182,11 @@ fn icmp_checksum_ok(f: &[u8], v6: bool) -> Option<bool> {
         pseudo.extend_from_slice(&(len as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, 58]);
         pseudo.extend_from_slice(msg);
-        Some(internet_checksum(&pseudo) == 0)
+        Some(checksum(&pseudo) == 0)
     } else {
         let ihl = usize::from(f[14] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-        Some(internet_checksum(f.get(14 + ihl..14 + total)?) == 0)
+        Some(checksum(f.get(14 + ihl..14 + total)?) == 0)
     }
 }
 
@@ -306,7 +200,7 @@ fn check_echo_reply(input: &[u8], out: &[u8]) {
     assert_eq!(out[src.clone()], input[dst.clone()], "reply source is the request destination");
     assert_eq!(out[dst], input[src], "reply destination is the request source");
     if !v6 {
-        assert_eq!(internet_checksum(&out[14..34]), 0, "IPv4 header checksum of the echo reply");
+        assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum of the echo reply");
     }
     if icmp_checksum_ok(input, v6) == Some(true) {
         assert_eq!(icmp_checksum_ok(out, v6), Some(true), "ICMP checksum of the echo reply");

@@ -53,18 +53,6 @@ pub fn fix_vrrp_checksum(msg: &mut [u8], src: IpAddr, dst: IpAddr, form: Checksu
     msg[6..8].copy_from_slice(&sum.to_be_bytes());
 }
 
-/// RFC 1071 checksum over `data` (0 over a header that includes its correct checksum).
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u64 = data
-        .chunks(2)
-        .map(|c| (u64::from(c[0]) << 8) | u64::from(c.get(1).copied().unwrap_or(0)))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Everything the VRRP receive path does with one message that arrived with `ip`: [`parse`], then
 /// [`Expect::check`] / [`Expect::decode`] for several instances, including one that matches the
 /// advert exactly. Runs on the message as received and on a copy whose checksum was made right,

@@ -35,14 +35,15 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use lb::{
-    config::{Protocol, VirtualServerKey},
+    config::Protocol,
     dataplane::{
         Dataplane as _,
         xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
     },
-    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
+    desired::{Desired, RealDesired, RealState},
+    fixture::{self, IFACE_MAC, REAL_MAC_PREFIX, VIP, VIP6},
     maglev,
-    net::{Mac, iface::Interface},
+    net::Mac,
 };
 use serde_json::{Value, json};
 
@@ -75,12 +76,7 @@ const FLOWS: u32 = 1 << 20;
 const TABLE_SIZE: u32 = maglev::DEFAULT_SIZE;
 const MAGLEV_RUNS: usize = 15;
 
-const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd1];
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-/// Reals get MACs 52:54:00:00:00:xx.
-const REAL_MAC_PREFIX: [u8; 5] = [0x52, 0x54, 0, 0, 0];
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const NON_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const PORT: u16 = 80;
@@ -300,56 +296,12 @@ fn isolate_thread() -> anyhow::Result<()> {
 
 // ---- the desired state and packets ------------------------------------------------------------
 
+/// An up real of weight 1 on `PORT` with MAC 52:54:00:00:00:`last`.
 fn real(address: IpAddr, last: u8) -> RealDesired {
     let mut mac = [0; 6];
     mac[..5].copy_from_slice(&REAL_MAC_PREFIX);
     mac[5] = last;
-    RealDesired {
-        address,
-        port: PORT,
-        weight: 1,
-        config_weight: 1,
-        state: RealState::Up,
-        mac: Some(Mac(mac)),
-        ifindex: Some(1),
-        lb_kind: Default::default(),
-        thresholds: (0, 0),
-        keeps_flows: true,
-        override_: None,
-        health_message: None,
-        check_latency: None,
-    }
-}
-
-/// A TCP service with `reals` and its Maglev table, as `desired_state` builds it.
-fn service(vip: IpAddr, reals: Vec<RealDesired>) -> ServiceDesired {
-    let names: Vec<String> =
-        reals.iter().map(|r| std::net::SocketAddr::new(r.address, r.port).to_string()).collect();
-    let backends: Vec<maglev::Backend<'_>> = reals
-        .iter()
-        .zip(&names)
-        .enumerate()
-        .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
-        .collect();
-    let ring = maglev::build(&backends, TABLE_SIZE, u64::from(lb_common::DEFAULT_HASH_SEED));
-    ServiceDesired {
-        active: true,
-        vrrp_instance: None,
-        key: VirtualServerKey::addr(vip, PORT, Protocol::Tcp),
-        backend: Default::default(),
-        backend_reason: String::new(),
-        one_packet: false,
-        scheduler: "mh".into(),
-        interface: "lo".into(),
-        ifindex: Some(1),
-        table_size: TABLE_SIZE,
-        source_hash: false,
-        persistence: None,
-        reals,
-        sorry: None,
-        tun_source: None,
-        ring: Arc::new(ring),
-    }
+    RealDesired { mac: Some(Mac(mac)), ..fixture::real(address, PORT, 1, RealState::Up) }
 }
 
 /// Four IPIP reals (their family decides the outer header).
@@ -402,21 +354,9 @@ fn desired() -> Desired {
             real(IpAddr::V6(a), 0x60 + i)
         })
         .collect();
-    Desired {
-        globals: Globals {
-            hash_seed: lb_common::DEFAULT_HASH_SEED,
-            udp_timeout: 30,
-            syn_threshold: 0,
-            icmp_echo: true,
-        },
-        interfaces: vec![Interface {
-            name: "lo".into(),
-            ifindex: 1,
-            mac: Mac(IFACE_MAC),
-            driver: String::new(),
-        }],
-        tx_interfaces: vec![],
-        services: vec![
+    let service = |vip, reals| fixture::service(vip, PORT, Protocol::Tcp, reals, TABLE_SIZE);
+    fixture::desired(
+        vec![
             service(IpAddr::V4(VIP), v4),
             service(IpAddr::V6(VIP6), v6),
             service(IpAddr::V4(VIP_TUN), tunnelled(|i| Ipv4Addr::new(198, 51, 100, 10 + i).into())),
@@ -425,7 +365,8 @@ fn desired() -> Desired {
                 tunnelled(|i| Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, u16::from(i)).into()),
             ),
         ],
-    }
+        vec![],
+    )
 }
 
 const TCP_SYN: u8 = 0x02;

@@ -7,6 +7,8 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod desired;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fixture;
 pub mod health;
 pub mod listen;
 pub mod logging;

@@ -3,6 +3,7 @@
 //! the `lb` binary is, and moving a thread into a network namespace. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
 //! and the namespace-lab tests (lb-tests) all use these, so a skip reads the same everywhere.
 
+pub mod lab;
 pub mod packet;
 
 use std::{

@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The Internet checksum (RFC 1071) of `bytes`, an odd last byte padded with 0.
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut s: u32 = bytes
+    let mut s: u64 = bytes
         .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
         .sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);

@@ -5,6 +5,7 @@
 use crate::netns::{Netns, cleanup_orphans, unique_prefix};
 use crate::process::Process;
 use anyhow::{Context, Result, bail};
+use lb_test_support::lab;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Once;
@@ -83,9 +84,8 @@ impl Host {
     /// DR real-server ARP behaviour: never answer ARP for the VIP on `lo` (`arp_ignore=1`) and never
     /// use it as ARP source (`arp_announce=2`), on `all` and `eth0`.
     pub fn realserver_arp_sysctls(&self) -> Result<()> {
-        for scope in ["all", self.ifname.as_str()] {
-            self.ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
-            self.ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+        for (key, value) in lab::realserver_arp_sysctls(&self.ifname) {
+            self.ns.sysctl(&key, value)?;
         }
         Ok(())
     }
@@ -140,23 +140,10 @@ impl Topology {
         switch.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         switch.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         let ageing = match mode {
-            BridgeMode::Learning => "30000",
-            BridgeMode::Hub => "0",
+            BridgeMode::Learning => 30000,
+            BridgeMode::Hub => 0,
         };
-        // No multicast snooping: VRRP adverts (224.0.0.18/ff02::12) must reach every port.
-        switch
-            .ip(&[
-                "link",
-                "add",
-                BRIDGE,
-                "type",
-                "bridge",
-                "ageing_time",
-                ageing,
-                "mcast_snooping",
-                "0",
-            ])
-            .context("creating the bridge")?;
+        ip(&switch, &lab::bridge(BRIDGE, Some(ageing))).context("creating the bridge")?;
         switch.ip(&["link", "set", BRIDGE, "up"])?;
         Ok(Topology { procs: Vec::new(), hosts: Vec::new(), switch, label, prefix, mode })
     }
@@ -220,23 +207,9 @@ impl Topology {
         let mac = [0x02, 0, 0, 0, (index >> 8) as u8, index as u8];
         let mac_str = format_mac(&mac);
         let port = format!("p-{name}");
-        self.switch
-            .ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                HOST_IFNAME,
-                "address",
-                &mac_str,
-                "netns",
-                ns.name(),
-            ])
+        ip(&self.switch, &lab::veth_into(&port, ns.name(), HOST_IFNAME, Some(&mac_str)))
             .with_context(|| format!("creating the veth of {name}"))?;
-        self.switch.ip(&["link", "set", &port, "master", BRIDGE, "up"])?;
+        ip(&self.switch, &lab::attach(&port, BRIDGE))?;
         ns.exec(&["ethtool", "-K", HOST_IFNAME, "tx", "off"])
             .context("ethtool (needed for native XDP on veth)")?;
         ns.ip(&["link", "set", HOST_IFNAME, "up"])?;
@@ -473,12 +446,14 @@ pub fn spawn_testpeer(ns: &Netns, testpeer_bin: &Path, args: &[&str]) -> Result<
 }
 
 fn add_addr(ns: &Netns, dev: &str, cidr: &str) -> Result<()> {
-    let mut args = vec!["addr", "add", cidr, "dev", dev];
-    if cidr.contains(':') {
-        args.push("nodad");
-    }
-    ns.ip(&args).with_context(|| format!("[{}] adding {cidr} to {dev}", ns.name()))?;
+    ip(ns, &lab::addr_add(dev, cidr))
+        .with_context(|| format!("[{}] adding {cidr} to {dev}", ns.name()))?;
     Ok(())
+}
+
+/// `ip -n NS` with one of `lb_test_support::lab`'s commands.
+fn ip(ns: &Netns, args: &[String]) -> Result<String> {
+    ns.ip(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// `aa:bb:cc:dd:ee:ff`.

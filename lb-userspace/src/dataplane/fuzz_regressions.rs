@@ -1,36 +1,22 @@
 //! Inputs found by the fuzz targets in `fuzz/` (`cargo xtask fuzz`), fed to the same code they
 //! failed in, so they stay fixed.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    sync::Arc,
-};
+use std::net::IpAddr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
+use lb_test_support::packet::checksum;
 
 use super::{
     Dataplane as _,
     xdp::{XdpDataplane, XdpLimits, XdpModeSetting},
 };
 use crate::{
-    config::{Protocol, VirtualServerKey},
-    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
-    maglev,
-    net::{Mac, iface::Interface},
+    config::Protocol,
+    fixture,
     testutil::{private_netns, require_root},
 };
 
 const XDP_TX: u32 = 3;
-
-/// RFC 1071 checksum; 0 over data that includes its correct checksum.
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 =
-        b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
 
 /// Runs `frame` through the XDP program (BPF_PROG_TEST_RUN) with one service, TCP/80 on
 /// 192.0.2.100 with ICMP echo answered; `None` when not root (see `require_root`).
@@ -39,52 +25,10 @@ fn xdp_run(frame: &[u8]) -> Option<(u32, Vec<u8>)> {
         return None;
     }
     private_netns();
-    let vip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100));
-    let real = RealDesired {
-        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
-        port: 80,
-        weight: 1,
-        config_weight: 1,
-        state: RealState::Up,
-        mac: Some(Mac([0x52, 0x54, 0, 0, 0, 11])),
-        ifindex: Some(1),
-        lb_kind: Default::default(),
-        thresholds: (0, 0),
-        keeps_flows: true,
-        override_: None,
-        health_message: None,
-        check_latency: None,
-    };
-    let ring =
-        maglev::build(&[maglev::Backend { name: "192.0.2.11:80", weight: 1, id: 0 }], 251, 1);
-    let desired = Desired {
-        globals: Globals { hash_seed: 1, udp_timeout: 30, syn_threshold: 0, icmp_echo: true },
-        interfaces: vec![Interface {
-            name: "lo".into(),
-            ifindex: 1,
-            mac: Mac([0x02, 0, 0, 0, 0, 0xd1]),
-            driver: String::new(),
-        }],
-        tx_interfaces: vec![],
-        services: vec![ServiceDesired {
-            key: VirtualServerKey::addr(vip, 80, Protocol::Tcp),
-            active: true,
-            vrrp_instance: None,
-            backend: Default::default(),
-            backend_reason: String::new(),
-            one_packet: false,
-            scheduler: "mh".into(),
-            interface: "lo".into(),
-            ifindex: Some(1),
-            table_size: 251,
-            source_hash: false,
-            persistence: None,
-            reals: vec![real],
-            sorry: None,
-            tun_source: None,
-            ring: Arc::new(ring),
-        }],
-    };
+    let real = fixture::r4(11, 80, 1);
+    let service = fixture::service(IpAddr::V4(fixture::VIP), 80, Protocol::Tcp, vec![real], 251);
+    let mut desired = fixture::desired(vec![service], vec![]);
+    desired.globals.hash_seed = 1;
     let limits = XdpLimits { max_services: 4, max_reals: 8, ring_entries: 4 * 251, flows: 1024 };
     let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load XDP program");
     dp.apply(&desired).expect("apply");

@@ -27,6 +27,8 @@ use std::{
     time::Duration,
 };
 
+use lb_test_support::lab;
+
 use super::{Destination, Ipvs, Service, ServiceKey};
 
 /// The bridge in the guest's root namespace.
@@ -135,21 +137,25 @@ impl Lab {
             root.push_str(&format!("netns add {ns}\n"));
         }
         // No multicast snooping: IPv6 neighbour solicitations must reach every port at once.
-        root.push_str(&format!("link add {BRIDGE} type bridge mcast_snooping 0\n"));
+        root.push_str(&lab::batch_line(&lab::bridge(BRIDGE, None)));
         ip_batch(None, &root);
         // Nor duplicate address detection on its link-local address: the director solicits the
         // reals' IPv6 addresses for forwarded packets from that address, and sends nothing while
         // it is tentative (the first IPv6 connection stalled for a second or two).
         write_sysctl(&format!("net/ipv6/conf/{BRIDGE}/accept_dad"), "0");
         let mut root = format!("link set {BRIDGE} up\n");
-        root.push_str(&format!("addr add {DIRECTOR}/24 dev {BRIDGE}\n"));
-        root.push_str(&format!("addr add {VIP}/32 dev {BRIDGE}\n"));
-        root.push_str(&format!("addr add {DIRECTOR6}/64 dev {BRIDGE} nodad\n"));
-        root.push_str(&format!("addr add {VIP6}/128 dev {BRIDGE} nodad\n"));
+        for cidr in [
+            format!("{DIRECTOR}/24"),
+            format!("{VIP}/32"),
+            format!("{DIRECTOR6}/64"),
+            format!("{VIP6}/128"),
+        ] {
+            root.push_str(&lab::batch_line(&lab::addr_add(BRIDGE, &cidr)));
+        }
         for ns in lab.namespaces() {
             // The root end is named after the namespace: unique, and deleted by name on drop.
-            root.push_str(&format!("link add {ns} type veth peer name eth0 netns {ns}\n"));
-            root.push_str(&format!("link set {ns} master {BRIDGE} up\n"));
+            root.push_str(&lab::batch_line(&lab::veth_into(&ns, &ns, "eth0", None)));
+            root.push_str(&lab::batch_line(&lab::attach(&ns, BRIDGE)));
         }
         ip_batch(None, &root);
         if mode == RealMode::Nat {
@@ -176,23 +182,23 @@ impl Lab {
         ip_batch(
             Some(CLIENT_NS),
             &format!(
-                "link set lo up\nlink set eth0 up\naddr add {client}/24 dev eth0\n\
-                 addr add {client6}/64 dev eth0 nodad\n"
+                "link set lo up\nlink set eth0 up\n{}{}",
+                lab::batch_line(&lab::addr_add("eth0", &format!("{client}/24"))),
+                lab::batch_line(&lab::addr_add("eth0", &format!("{client6}/64")))
             ),
         );
         for real in &lab.reals {
             let mut batch = format!(
-                "link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\n\
-                 addr add {}/64 dev eth0 nodad\n",
-                real.addr, real.addr6
+                "link set lo up\nlink set eth0 up\n{}{}",
+                lab::batch_line(&lab::addr_add("eth0", &format!("{}/24", real.addr))),
+                lab::batch_line(&lab::addr_add("eth0", &format!("{}/64", real.addr6)))
             );
             match mode {
                 RealMode::Direct | RealMode::Tunnel => {
                     // Before the VIP exists, so no ARP answer ever leaks.
                     in_netns(&real.ns, || {
-                        for scope in ["all", "eth0"] {
-                            write_sysctl(&format!("net/ipv4/conf/{scope}/arp_ignore"), "1");
-                            write_sysctl(&format!("net/ipv4/conf/{scope}/arp_announce"), "2");
+                        for (key, value) in lab::realserver_arp_sysctls("eth0") {
+                            write_sysctl(&key, value);
                         }
                         if mode == RealMode::Tunnel {
                             for scope in ["all", "tunl0"] {
@@ -200,9 +206,8 @@ impl Lab {
                             }
                         }
                     });
-                    batch.push_str(&format!(
-                        "addr add {VIP}/32 dev lo\naddr add {VIP6}/128 dev lo\n"
-                    ));
+                    batch.push_str(&lab::batch_line(&lab::addr_add("lo", &format!("{VIP}/32"))));
+                    batch.push_str(&lab::batch_line(&lab::addr_add("lo", &format!("{VIP6}/128"))));
                     if mode == RealMode::Tunnel {
                         batch.push_str("link set tunl0 up\n");
                     }
@@ -557,25 +562,7 @@ pub fn ip(ns: Option<&str>, args: &[&str]) -> String {
 /// `ip [-n NS] -batch -` with `commands`, one per line: one process for many changes (process
 /// starts are slow under TCG).
 pub fn ip_batch(ns: Option<&str>, commands: &str) {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running ip -batch");
-    child.stdin.take().expect("stdin").write_all(commands.as_bytes()).expect("ip -batch input");
-    let out = child.wait_with_output().expect("ip -batch");
-    assert!(
-        out.status.success(),
-        "ip {}-batch failed: {}\ncommands:\n{commands}",
-        ns.map(|n| format!("-n {n} ")).unwrap_or_default(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab::ip_batch(ns, commands).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `ipvsadm ARGS`' stdout.

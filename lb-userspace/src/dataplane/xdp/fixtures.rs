@@ -2,10 +2,7 @@
 //! program with maps programmed by `XdpDataplane::apply`. Each test runs in a private network
 //! namespace (its `lo`, ifindex 1, is the ingress interface of test runs).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     maps::{HashMap as BpfHashMap, PerCpuArray},
@@ -20,11 +17,11 @@ use lb_test_support::packet::{self, PLAIN, V4Opts, checksum};
 
 use super::{XdpDataplane, XdpLimits, XdpModeSetting, addr_words};
 use crate::{
-    config::{Protocol, VirtualServerKey},
+    config::Protocol,
     dataplane::Dataplane as _,
-    desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
-    maglev,
-    net::{Mac, iface::Interface},
+    desired::{Desired, RealDesired, RealState, ServiceDesired},
+    fixture::{self, IFACE_MAC, VIP, VIP6, rebuild_ring},
+    net::Mac,
     testutil::{private_netns, require_root},
 };
 
@@ -35,47 +32,20 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
-const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd1];
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 7);
 const SEED: u32 = lb_common::DEFAULT_HASH_SEED;
 const SMALL_TABLE: u32 = 4093;
 
-fn real(ip: IpAddr, weight: u32, state: RealState) -> RealDesired {
-    let last = match ip {
-        IpAddr::V4(a) => a.octets()[3],
-        IpAddr::V6(a) => a.octets()[15],
-    };
-    RealDesired {
-        address: ip,
-        port: 0,
-        weight,
-        config_weight: weight,
-        state,
-        mac: (state != RealState::Unresolved).then_some(Mac([0x52, 0x54, 0, 0, 0, last])),
-        ifindex: Some(1),
-        lb_kind: Default::default(),
-        thresholds: (0, 0),
-        keeps_flows: state != RealState::Unresolved,
-        override_: None,
-        health_message: None,
-        check_latency: None,
-    }
+/// A real on port 0 (`service` gives it the service's port).
+fn real(address: IpAddr, weight: u32, state: RealState) -> RealDesired {
+    fixture::real(address, 0, weight, state)
 }
 
+/// A real on port 0 (`service` gives it the service's port).
 fn r4(last: u8, weight: u32) -> RealDesired {
-    real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)), weight, state_for(weight))
-}
-
-fn r6(last: u16, weight: u32) -> RealDesired {
-    real(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)), weight, state_for(weight))
-}
-
-fn state_for(weight: u32) -> RealState {
-    if weight == 0 { RealState::Drain } else { RealState::Up }
+    fixture::r4(last, 0, weight)
 }
 
 /// A service as `desired_state` would build it (same Maglev table construction).
@@ -88,81 +58,15 @@ fn service(
     for r in &mut reals {
         r.port = port;
     }
-    let mut s = ServiceDesired {
-        key: VirtualServerKey::addr(vip, port, protocol),
-        active: true,
-        vrrp_instance: None,
-        backend: Default::default(),
-        backend_reason: String::new(),
-        one_packet: false,
-        scheduler: "mh".into(),
-        interface: "lo".into(),
-        ifindex: Some(1),
-        table_size: SMALL_TABLE,
-        source_hash: false,
-        persistence: None,
-        reals,
-        sorry: None,
-        tun_source: None,
-        ring: Arc::new(Vec::new()),
-    };
-    rebuild_ring(&mut s);
-    s
-}
-
-fn rebuild_ring(s: &mut ServiceDesired) {
-    let names: Vec<String> =
-        s.reals.iter().map(|r| std::net::SocketAddr::new(r.address, r.port).to_string()).collect();
-    let backends: Vec<maglev::Backend<'_>> = s
-        .reals
-        .iter()
-        .zip(&names)
-        .enumerate()
-        .filter(|(_, (r, _))| r.state == RealState::Up)
-        .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
-        .collect();
-    s.ring = Arc::new(maglev::build(&backends, s.table_size, u64::from(SEED)));
+    fixture::service(vip, port, protocol, reals, SMALL_TABLE)
 }
 
 const V4: IpAddr = IpAddr::V4(VIP);
 const V6: IpAddr = IpAddr::V6(VIP6);
 
-/// Services (index: what):
-/// 0 v4 TCP/80 .11 (w1) .12 (w2) · 1 v4 UDP/53 .13 · 2 v4 TCP/81 drained .14 · 3 v4 TCP/82
-/// unresolved .15 · 4 v4 TCP/83 no real, sorry .16 · 5 v4 TCP/84 no real, no sorry · 6 v4 TCP/0
-/// (all ports) .17 · 7 v6 TCP/80 ::11 ::12 · 8 v6 UDP/53 ::13 · 9 v4 TCP/85 persistent /24 over
-/// .21 .22 .23
+/// `fixture::xdp_services` (see there what each index is) on `lo`.
 fn desired() -> Desired {
-    let mut sorry = service(V4, 83, Protocol::Tcp, vec![]);
-    sorry.sorry = Some(RealDesired { port: 83, ..r4(16, 1) });
-    let mut persistent = service(V4, 85, Protocol::Tcp, vec![r4(21, 1), r4(22, 1), r4(23, 1)]);
-    persistent.persistence = Some((300, 24));
-    let mut unresolved = r4(15, 1);
-    unresolved.state = RealState::Unresolved;
-    unresolved.mac = None;
-    unresolved.keeps_flows = false;
-    Desired {
-        globals: Globals { hash_seed: SEED, udp_timeout: 30, syn_threshold: 0, icmp_echo: true },
-        interfaces: vec![Interface {
-            name: "lo".into(),
-            ifindex: 1,
-            mac: Mac(IFACE_MAC),
-            driver: String::new(),
-        }],
-        tx_interfaces: vec![],
-        services: vec![
-            service(V4, 80, Protocol::Tcp, vec![r4(11, 1), r4(12, 2)]),
-            service(V4, 53, Protocol::Udp, vec![r4(13, 1)]),
-            service(V4, 81, Protocol::Tcp, vec![r4(14, 0)]),
-            service(V4, 82, Protocol::Tcp, vec![unresolved]),
-            sorry,
-            service(V4, 84, Protocol::Tcp, vec![]),
-            service(V4, 0, Protocol::Tcp, vec![r4(17, 1)]),
-            service(V6, 80, Protocol::Tcp, vec![r6(0x11, 1), r6(0x12, 1)]),
-            service(V6, 53, Protocol::Udp, vec![r6(0x13, 1)]),
-            persistent,
-        ],
-    }
+    fixture::desired(fixture::xdp_services(SMALL_TABLE), vec![])
 }
 
 // ---- packet building ----------------------------------------------------------------------
