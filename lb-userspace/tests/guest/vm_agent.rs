@@ -524,14 +524,15 @@ const KINDS: &[KindScenario] = &[
         args: &["--dataplane", "auto"],
     },
     KindScenario {
-        name: "TUN (ipip), --dataplane auto",
+        // `--dataplane auto` serves tunnels in XDP now; `ipvs` keeps the kernel's tunnels.
+        name: "TUN (ipip), --dataplane ipvs",
         mode: super::vm_net::RealMode::Tunnel,
         forward: Forward::Tunnel {
             encap: super::TunnelEncap::Ipip,
             csum: false,
             remote_csum: false,
         },
-        args: &["--dataplane", "auto"],
+        args: IPVS,
     },
 ];
 
