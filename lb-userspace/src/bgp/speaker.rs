@@ -314,7 +314,11 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
             Err(RecvTimeoutError::Timeout) => {
                 next_poll = Instant::now() + POLL;
                 let mut view = live.lock().map(|v| v.clone()).unwrap_or_default();
+                let before = view.sessions.clone();
                 let r = edge.poll(&mut view);
+                for line in session_changes(&before, &view.sessions) {
+                    tracing::info!("BGP: {line}");
+                }
                 update(&mut |v| {
                     v.sessions = view.sessions.clone();
                     v.restarts = view.restarts;
@@ -328,6 +332,28 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
         }
         update(&mut |v| v.error = error.clone());
     }
+}
+
+/// One line per session whose state or BFD state changed between two polls (an operator's
+/// log: sessions coming up, going down, BFD flaps). A neighbor not seen before counts as `Down`.
+fn session_changes(before: &[SessionView], after: &[SessionView]) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|s| {
+            let old = before.iter().find(|b| b.neighbor == s.neighbor);
+            let (was, was_bfd) =
+                old.map_or(("Down", None), |b| (b.state.as_str(), b.bfd.as_deref()));
+            if was == s.state && was_bfd == s.bfd.as_deref() {
+                return None;
+            }
+            let bfd = match (&s.bfd, was_bfd) {
+                (Some(now), Some(w)) if w != now => format!(", BFD {w} -> {now}"),
+                (Some(now), None) => format!(", BFD {now}"),
+                _ => String::new(),
+            };
+            Some(format!("session to {} {was} -> {}{bfd}", s.neighbor, s.state))
+        })
+        .collect()
 }
 
 /// BIRD run and supervised by this agent.
@@ -947,5 +973,36 @@ mod tests {
         std::fs::write(&path, bird::render_vips(&vips)).unwrap();
         assert_eq!(read_vips(&path), vips);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Session log lines: only changes, with the BFD state when it changed.
+    #[test]
+    fn session_changes_are_logged_once() {
+        let s = |state: &str, bfd: Option<&str>| SessionView {
+            neighbor: "198.51.100.1".into(),
+            state: state.into(),
+            up: state == "Established",
+            uptime_secs: None,
+            bfd: bfd.map(str::to_owned),
+            prefixes: 0,
+        };
+        let cases: Vec<(Vec<SessionView>, Vec<SessionView>, Vec<&str>)> = vec![
+            (vec![], vec![s("Active", None)], vec!["session to 198.51.100.1 Down -> Active"]),
+            (vec![s("Active", None)], vec![s("Active", None)], vec![]),
+            (
+                vec![s("Active", Some("Down"))],
+                vec![s("Established", Some("Up"))],
+                vec!["session to 198.51.100.1 Active -> Established, BFD Down -> Up"],
+            ),
+            (
+                vec![s("Established", Some("Up"))],
+                vec![s("Established", Some("Down"))],
+                vec!["session to 198.51.100.1 Established -> Established, BFD Up -> Down"],
+            ),
+            (vec![s("Established", Some("Up"))], vec![s("Established", Some("Up"))], vec![]),
+        ];
+        for (before, after, want) in cases {
+            assert_eq!(session_changes(&before, &after), want, "{before:?} -> {after:?}");
+        }
     }
 }
