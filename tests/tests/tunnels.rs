@@ -1,0 +1,464 @@
+//! End to end: tunnelled reals (`lb_kind = "TUN"`) behind a router, no L2 with the director.
+//!
+//! ```text
+//! client ── router ── director (eth0: XDP, eth1: second path to the router)
+//!             ├── rs1 (IPIP)   198.51.100.34 / 2001:db8:1::10
+//!             ├── rs2 (GUE)    198.51.100.50 / 2001:db8:2::10
+//!             └── rs3 (GRE)    198.51.100.66 / 2001:db8:3::10   (weight 2)
+//! ```
+//! This host's kernel has no tunnel modules, so each real decapsulates in userspace
+//! (`lb-tundecap`: raw sockets and a GUE port into a TUN device); its own stack then answers the
+//! client from the VIP straight through the router (L3 DSR).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    DR_UDP_PORT, LbAgent, Netns, Process, count_http, lb_bin, require_root, scratch_dir,
+    spawn_testpeer, unique_prefix,
+};
+
+const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x100);
+const GUE_PORT: u16 = 6080;
+/// The service whose reals are of the other address family than its VIP.
+const MIXED_PORT: u16 = 8080;
+/// The reals: name, encapsulation keys, weight.
+const REALS: [(&str, &str, u32); 3] = [
+    ("rs1", "tun_type = \"ipip\"", 1),
+    ("rs2", "tun_type = \"gue\"\ntun_port = 6080", 1),
+    ("rs3", "tun_type = \"gre\"", 2),
+];
+/// Outer header bytes per real (over IPv4): IPIP 20, GUE 28, GRE 24.
+const OVERHEAD4: [usize; 3] = [20, 28, 24];
+
+fn real4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 34 + 16 * i as u8)
+}
+
+fn real6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1 + i as u16, 0, 0, 0, 0, 0x10)
+}
+
+fn bin(name: &str) -> &'static Path {
+    match name {
+        "testpeer" => Path::new(env!("CARGO_BIN_EXE_lb-testpeer")),
+        _ => Path::new(env!("CARGO_BIN_EXE_lb-tundecap")),
+    }
+}
+
+/// The namespaces and processes; fields drop in order (processes before their namespaces).
+struct Lab {
+    _procs: Vec<Process>,
+    client: Netns,
+    director: Netns,
+    router: Netns,
+    reals: Vec<Netns>,
+}
+
+fn ip(ns: &Netns, args: &str) {
+    ns.ip(&args.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("[{}] ip {args}: {e:#}", ns.name()));
+}
+
+fn sysctl(ns: &Netns, key: &str, value: &str) {
+    ns.sysctl(key, value).unwrap_or_else(|e| panic!("[{}] {key}: {e:#}", ns.name()));
+}
+
+/// A veth from `router` (`rname`, addresses `r4`/`r6`) into `ns` (`eth`, `h4`/`h6`).
+fn link(router: &Netns, rname: &str, ns: &Netns, eth: &str, addrs: [&str; 4]) {
+    let [r4, r6, h4, h6] = addrs;
+    ip(router, &format!("link add {rname} type veth peer name {eth} netns {}", ns.name()));
+    ip(router, &format!("addr add {r4} dev {rname}"));
+    ip(router, &format!("addr add {r6} dev {rname} nodad"));
+    ip(router, &format!("link set {rname} up"));
+    ip(ns, &format!("addr add {h4} dev {eth}"));
+    ip(ns, &format!("addr add {h6} dev {eth} nodad"));
+    ip(ns, &format!("link set {eth} up"));
+}
+
+impl Lab {
+    fn build() -> Lab {
+        let p = unique_prefix();
+        let mk = |n: &str| Netns::create(&format!("{p}-{n}")).expect("netns");
+        let (client, director, router) = (mk("c"), mk("d"), mk("r"));
+        let reals: Vec<Netns> = (1..=3).map(|i| mk(&format!("s{i}"))).collect();
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            sysctl(&router, key, "1");
+            sysctl(&director, key, "1");
+        }
+        // The reals answer from the VIP, which the router routes to the director.
+        for key in ["all", "default"] {
+            sysctl(&router, &format!("net.ipv4.conf.{key}.rp_filter"), "0");
+        }
+        link(
+            &router,
+            "c0",
+            &client,
+            "eth0",
+            ["203.0.113.1/24", "2001:db8:c::1/64", "203.0.113.10/24", "2001:db8:c::10/64"],
+        );
+        // The decapsulators see bytes only, not the kernel's "checksum left to the NIC" mark:
+        // the client computes its checksums in full.
+        client.exec(&["ethtool", "-K", "eth0", "tx", "off"]).expect("ethtool");
+        ip(&client, "route add default via 203.0.113.1");
+        ip(&client, "-6 route add default via 2001:db8:c::1");
+        link(
+            &router,
+            "d0",
+            &director,
+            "eth0",
+            ["198.51.100.1/28", "2001:db8:d::1/64", "198.51.100.2/28", "2001:db8:d::2/64"],
+        );
+        // A second path for the route change.
+        link(
+            &router,
+            "d1",
+            &director,
+            "eth1",
+            ["198.51.100.17/28", "2001:db8:d1::1/64", "198.51.100.18/28", "2001:db8:d1::2/64"],
+        );
+        ip(&director, "route add default via 198.51.100.1");
+        ip(&director, "-6 route add default via 2001:db8:d::1");
+        ip(&router, &format!("route add {VIP4}/32 via 198.51.100.2"));
+        ip(&router, &format!("-6 route add {VIP6}/128 via 2001:db8:d::2"));
+        let mut procs = Vec::new();
+        for (i, ns) in reals.iter().enumerate() {
+            let (r4, h4) = (Ipv4Addr::from(u32::from(real4(i)) - 1), real4(i));
+            let (r6, h6) = (Ipv6Addr::from(u128::from(real6(i)) - 0xf), real6(i));
+            let rname = format!("s{}", i + 1);
+            link(
+                &router,
+                &rname,
+                ns,
+                "eth0",
+                [
+                    &format!("{r4}/28"),
+                    &format!("{r6}/64"),
+                    &format!("{h4}/28"),
+                    &format!("{h6}/64"),
+                ],
+            );
+            ip(ns, &format!("route add default via {r4}"));
+            ip(ns, &format!("-6 route add default via {r6}"));
+            ip(ns, &format!("addr add {VIP4}/32 dev lo"));
+            ip(ns, &format!("addr add {VIP6}/128 dev lo"));
+            let mut decap = ns
+                .spawn(&[
+                    bin("tundecap").to_str().expect("utf-8"),
+                    "--tun",
+                    "tun0",
+                    "--gue-port",
+                    &GUE_PORT.to_string(),
+                ])
+                .expect("lb-tundecap");
+            decap.wait_for_line(|l| l == "ready", Duration::from_secs(5)).expect("decap ready");
+            procs.push(decap);
+            ip(ns, "link set tun0 up");
+            // The inner source (the client) arrives on tun0 but is routed via eth0.
+            for dev in ["all", "tun0"] {
+                sysctl(ns, &format!("net.ipv4.conf.{dev}.rp_filter"), "0");
+            }
+            let name = format!("rs{}", i + 1);
+            let udp4 = format!("{VIP4}:{DR_UDP_PORT}");
+            let udp6 = format!("[{VIP6}]:{DR_UDP_PORT}");
+            let args = [
+                "--name",
+                &name,
+                "--http",
+                "[::]:80",
+                "--http",
+                &format!("[::]:{MIXED_PORT}"),
+                "--udp",
+                &udp4,
+                "--udp",
+                &udp6,
+            ];
+            procs.push(spawn_testpeer(ns, bin("testpeer"), &args).expect("testpeer"));
+        }
+        Lab { _procs: procs, client, director, router, reals }
+    }
+}
+
+/// One `[[virtual_server]]` per (VIP, port, protocol) with the given reals' addresses.
+fn service(vip: IpAddr, port: u16, protocol: &str, addrs: &[IpAddr]) -> String {
+    let mut s = format!(
+        "[[virtual_server]]\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
+         interface = \"eth0\"\ndelay_loop = 0.5\n"
+    );
+    for (addr, (_, keys, weight)) in addrs.iter().zip(REALS) {
+        s.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{addr}\"\nweight = {weight}\n\
+             lb_kind = \"TUN\"\n{keys}\n\
+             [virtual_server.real_server.tcp_check]\nconnect_port = 80\nconnect_timeout = 0.5\n\
+             retry = 0\n"
+        ));
+    }
+    s
+}
+
+fn config() -> String {
+    let v4: Vec<IpAddr> = (0..3).map(|i| real4(i).into()).collect();
+    let v6: Vec<IpAddr> = (0..3).map(|i| real6(i).into()).collect();
+    // Mixed-family: IPv4 inside IPv6 (rs1, rs3) and a GUE real over IPv4 in the same service.
+    let mixed: Vec<IpAddr> = vec![real6(0).into(), real4(1).into(), real6(2).into()];
+    [
+        service(VIP4.into(), 80, "tcp", &v4),
+        service(VIP4.into(), DR_UDP_PORT, "udp", &v4),
+        service(VIP6.into(), 80, "tcp", &v6),
+        service(VIP6.into(), DR_UDP_PORT, "udp", &v6),
+        service(VIP4.into(), MIXED_PORT, "tcp", &mixed),
+        service(VIP6.into(), MIXED_PORT, "tcp", &v4),
+    ]
+    .join("\n")
+}
+
+/// `n` UDP flows (one socket each, so each its own source port) from `ns` to `target`, in
+/// batches; replies counted by the real's name, unanswered ones as "(failed)". Also returns one
+/// still-open socket per real, whose flow the director keeps sending to that real.
+fn udp_flows(
+    ns: &Netns,
+    target: SocketAddr,
+    n: usize,
+) -> (BTreeMap<String, u32>, BTreeMap<String, UdpSocket>) {
+    ns.run_in(move || {
+        let mut counts = BTreeMap::new();
+        let mut kept = BTreeMap::new();
+        let bind: SocketAddr = if target.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let mut left = n;
+        let mut buf = [0u8; 2048];
+        while left > 0 {
+            let batch: Vec<UdpSocket> = (0..left.min(100))
+                .map(|_| {
+                    let s = UdpSocket::bind(bind).expect("bind");
+                    s.connect(target).expect("connect");
+                    s.send(b"w").expect("send");
+                    s
+                })
+                .collect();
+            left -= batch.len();
+            for s in batch {
+                s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+                let name = match s.recv(&mut buf) {
+                    Ok(len) => String::from_utf8_lossy(&buf[..len])
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                    Err(_) => "(failed)".to_owned(),
+                };
+                *counts.entry(name.clone()).or_insert(0) += 1;
+                kept.entry(name).or_insert(s);
+            }
+        }
+        (counts, kept)
+    })
+    .expect("run in client")
+}
+
+/// Sends `payload` on the connected socket and returns the replying real's name.
+fn ask(sock: &UdpSocket, payload: &[u8], timeout: Duration) -> Option<String> {
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    sock.send(payload).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = sock.recv(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).split_whitespace().next().map(str::to_owned)
+}
+
+/// Sets "don't fragment" (IP_PMTUDISC_DO) on an IPv4 UDP socket.
+fn set_df(sock: &UdpSocket) {
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: setsockopt with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+}
+
+/// The path MTU the kernel keeps for a connected IPv4 socket's destination (IP_MTU).
+fn path_mtu(sock: &UdpSocket) -> usize {
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int with its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU: {}", std::io::Error::last_os_error());
+    usize::try_from(mtu).unwrap_or(0)
+}
+
+fn assert_weights(what: &str, counts: &BTreeMap<String, u32>) {
+    let total: u32 = counts.values().sum();
+    let weight_sum: u32 = REALS.iter().map(|r| r.2).sum();
+    for (name, _, weight) in REALS {
+        let want = f64::from(total) * f64::from(weight) / f64::from(weight_sum);
+        let got = f64::from(counts.get(name).copied().unwrap_or(0));
+        assert!((got - want).abs() <= want * 0.10, "{what}: {name} got {got}, want {want} ±10 %");
+    }
+}
+
+#[test]
+fn tunnelled_reals_behind_a_router_serve_the_vip() {
+    if !require_root("tunnels") {
+        return;
+    }
+    let lab = Lab::build();
+    let dir = scratch_dir("lb-tun-cfg-").expect("scratch");
+    let cfg = dir.path().join("lb.toml");
+    std::fs::write(&cfg, config()).expect("write config");
+    let agent =
+        LbAgent::start(&lab.director, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb run");
+    agent.wait_all_backends("up", Duration::from_secs(10)).expect("reals up (their own address)");
+    // The first tunnelled packet needs the router's MAC: the checks resolved it already.
+
+    // TCP through the VIP to every encapsulation, both families, and the mixed-family services.
+    for (url, what) in [
+        (format!("http://{VIP4}/"), "v4 tcp"),
+        (format!("http://[{VIP6}]/"), "v6 tcp"),
+        (format!("http://{VIP4}:{MIXED_PORT}/"), "v4 VIP, v6 IPIP and GRE reals, a v4 GUE real"),
+        (format!("http://[{VIP6}]:{MIXED_PORT}/"), "v6 VIP, v4 reals"),
+    ] {
+        let counts = count_http(&lab.client, &url, 24);
+        eprintln!("{what}: {counts:?}");
+        if counts.contains_key("(failed)") {
+            eprintln!(
+                "director: {}",
+                agent.status().map(|s| s["counters"].clone()).unwrap_or_default()
+            );
+            for ns in [&lab.router].into_iter().chain(&lab.reals) {
+                eprintln!("{ns:?}: {}", ns.ip(&["-s", "link"]).unwrap_or_default());
+            }
+        }
+        assert_eq!(counts.get("(failed)"), None, "{what}: every request answered: {counts:?}");
+        for (name, ..) in REALS {
+            assert!(counts.get(name).copied().unwrap_or(0) > 0, "{what}: {name} idle: {counts:?}");
+        }
+    }
+
+    // UDP, both families, weights 1:1:2 within ±10 % over many flows.
+    let mut kept4 = BTreeMap::new();
+    for (target, what) in [
+        (SocketAddr::from((VIP4, DR_UDP_PORT)), "v4 udp"),
+        (SocketAddr::from((VIP6, DR_UDP_PORT)), "v6 udp"),
+    ] {
+        let started = Instant::now();
+        let (counts, kept) = udp_flows(&lab.client, target, 5000);
+        eprintln!("{what}: {counts:?} in {:?}", started.elapsed());
+        assert_eq!(counts.get("(failed)"), None, "{what}: every datagram answered: {counts:?}");
+        assert_weights(what, &counts);
+        if target.is_ipv4() {
+            kept4 = kept;
+        }
+    }
+
+    // A DF datagram too big for the tunnel: the client learns the MTU that fits that real's
+    // encapsulation (ICMP frag-needed from the VIP) and the smaller size then goes through.
+    // Smallest overhead first: the client's path MTU toward the VIP only ever goes down.
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by_key(|&i| OVERHEAD4[i]);
+    let mut size = 1500;
+    for i in order {
+        let name = REALS[i].0;
+        let sock = kept4.get(name).unwrap_or_else(|| panic!("a flow to {name}"));
+        let want = 1500 - OVERHEAD4[i];
+        let (got, reply) = lab
+            .client
+            .run_in({
+                let sock = sock.try_clone().expect("clone");
+                move || {
+                    set_df(&sock);
+                    // The first send may fail (EMSGSIZE) or its ICMP answer may be pending.
+                    let _ = sock.send(&vec![b'x'; size - 28]);
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    while path_mtu(&sock) != want && Instant::now() < deadline {
+                        let _ = sock.recv(&mut [0u8; 64]);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let got = path_mtu(&sock);
+                    let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
+                    while sock.recv(&mut [0u8; 65536]).is_ok() {}
+                    (got, ask(&sock, &vec![b'y'; got - 28], Duration::from_secs(2)))
+                }
+            })
+            .expect("run in client");
+        eprintln!("{name}: path MTU {got} after a {size}-byte DF datagram, then {reply:?}");
+        assert_eq!(got, want, "{name}: path MTU after frag-needed");
+        assert_eq!(reply.as_deref(), Some(name), "{name}: a datagram of the new path MTU");
+        size = want;
+    }
+
+    // A real's route changes on the director (another link to the router): its tunnelled
+    // packets take the new path within a second, the flow keeps being answered.
+    let rs1 = kept4.get("rs1").expect("a flow to rs1");
+    lab.director
+        .ping(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 17)), Duration::from_secs(1))
+        .expect("neighbour on eth1");
+    let capture = lab
+        .router
+        .spawn(&[
+            "tcpdump",
+            "-i",
+            "d1",
+            "-n",
+            "-l",
+            "-c",
+            "3",
+            "ip",
+            "proto",
+            "4",
+            "and",
+            "dst",
+            "host",
+            &real4(0).to_string(),
+        ])
+        .expect("tcpdump");
+    capture
+        .wait_for_stderr_line(|l| l.contains("listening on"), Duration::from_secs(5))
+        .expect("tcpdump started");
+    lab.director
+        .ip(&["route", "add", &format!("{}/32", real4(0)), "via", "198.51.100.17", "dev", "eth1"])
+        .expect("route change");
+    let changed = Instant::now();
+    let sock = rs1.try_clone().expect("clone");
+    let answered = lab
+        .client
+        .run_in(move || {
+            (0..5).filter_map(|_| ask(&sock, b"r", Duration::from_millis(200))).collect::<Vec<_>>()
+        })
+        .expect("run in client");
+    let took = changed.elapsed();
+    // tcpdump exits after its third packet: those passed while the client was being answered.
+    let out = capture.wait_with_output(Duration::from_millis(500)).expect("3 packets on eth1");
+    let seen = String::from_utf8_lossy(&out.stdout).lines().count();
+    eprintln!("after the route change: {answered:?} in {took:?}, {seen} IPIP packets on eth1");
+    assert!(seen >= 3, "tunnelled packets on the new path");
+    assert!(took < Duration::from_secs(1), "answered on the new path within a second: {took:?}");
+    assert!(answered.iter().all(|n| n == "rs1") && answered.len() >= 4, "{answered:?}");
+
+    // The director's counters agree: tunnelled packets, and one frag-needed per real above.
+    let status = agent.status().expect("status");
+    let counter = |name: &str| status["counters"][name]["packets"].as_u64().unwrap_or(0);
+    assert!(counter("tx_tunnel") >= 10_000, "{}", status["counters"]);
+    assert!(counter("tx_tun_too_big") >= 3, "{}", status["counters"]);
+    assert_eq!(counter("drop_tun_no_route"), 0, "{}", status["counters"]);
+    agent.stop().expect("clean stop");
+}
