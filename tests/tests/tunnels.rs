@@ -32,8 +32,9 @@ const REALS: [(&str, &str, u32); 3] = [
     ("rs2", "tun_type = \"gue\"\ntun_port = 6080", 1),
     ("rs3", "tun_type = \"gre\"", 2),
 ];
-/// Outer header bytes per real (over IPv4): IPIP 20, GUE 28, GRE 24.
+/// Outer header bytes per real over IPv4 (IPIP 20, GUE 28, GRE 24) and over IPv6.
 const OVERHEAD4: [usize; 3] = [20, 28, 24];
+const OVERHEAD6: [usize; 3] = [40, 48, 44];
 
 fn real4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 34 + 16 * i as u8)
@@ -216,8 +217,8 @@ fn config() -> String {
     .join("\n")
 }
 
-/// `n` UDP flows (one socket each, so each its own source port) from `ns` to `target`, in
-/// batches; replies counted by the real's name, unanswered ones as "(failed)". Also returns one
+/// `n` UDP flows (one socket each, bound to source ports 20000, 20001, ... (IPv6: 10000, ...): distinct
+/// flows, below the ephemeral range, the same in every run) from `ns` to `target`, in batches; replies counted by the real's name, unanswered ones as "(failed)". Also returns one
 /// still-open socket per real, whose flow the director keeps sending to that real.
 fn udp_flows(
     ns: &Netns,
@@ -227,17 +228,20 @@ fn udp_flows(
     ns.run_in(move || {
         let mut counts = BTreeMap::new();
         let mut kept = BTreeMap::new();
-        let bind: SocketAddr = if target.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
+        let any: IpAddr = if target.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
         } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
+            Ipv6Addr::UNSPECIFIED.into()
         };
+        // Another range per family: a [::] socket also holds the IPv4 port.
+        let mut ports = if target.is_ipv4() { 20000.. } else { 10000.. };
         let mut left = n;
         let mut buf = [0u8; 2048];
         while left > 0 {
             let batch: Vec<UdpSocket> = (0..left.min(100))
-                .map(|_| {
-                    let s = UdpSocket::bind(bind).expect("bind");
+                .filter_map(|_| ports.next())
+                .map(|port: u16| {
+                    let s = UdpSocket::bind((any, port)).expect("bind");
                     s.connect(target).expect("connect");
                     s.send(b"w").expect("send");
                     s
@@ -272,38 +276,84 @@ fn ask(sock: &UdpSocket, payload: &[u8], timeout: Duration) -> Option<String> {
     String::from_utf8_lossy(&buf[..n]).split_whitespace().next().map(str::to_owned)
 }
 
-/// Sets "don't fragment" (IP_PMTUDISC_DO) on an IPv4 UDP socket.
-fn set_df(sock: &UdpSocket) {
-    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+/// `(level, MTU_DISCOVER, PMTUDISC_DO, MTU)` socket options of a family.
+fn pmtu_opts(v6: bool) -> [libc::c_int; 4] {
+    if v6 {
+        [libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO, libc::IPV6_MTU]
+    } else {
+        [libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO, libc::IP_MTU]
+    }
+}
+
+/// Sets "don't fragment" (PMTUDISC_DO): too big is an error, never a local fragmentation.
+fn set_df(sock: &UdpSocket, v6: bool) {
+    let [level, name, on, _] = pmtu_opts(v6);
     // SAFETY: setsockopt with a pointer to a c_int and its size.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+    assert_eq!(rc, 0, "MTU_DISCOVER: {}", std::io::Error::last_os_error());
 }
 
-/// The path MTU the kernel keeps for a connected IPv4 socket's destination (IP_MTU).
-fn path_mtu(sock: &UdpSocket) -> usize {
+/// The path MTU the kernel keeps for a connected socket's destination (IP_MTU / IPV6_MTU).
+fn path_mtu(sock: &UdpSocket, v6: bool) -> usize {
+    let [level, _, _, name] = pmtu_opts(v6);
     let mut mtu: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt into a c_int with its size.
     let rc = unsafe {
         libc::getsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
+            level,
+            name,
             (&mut mtu as *mut libc::c_int).cast(),
             &mut len,
         )
     };
     assert_eq!(rc, 0, "IP_MTU: {}", std::io::Error::last_os_error());
     usize::try_from(mtu).unwrap_or(0)
+}
+
+/// For each real (smallest encapsulation first: the client's path MTU toward the VIP only ever
+/// goes down), on a flow to it: a DF datagram of the current path MTU, too big once
+/// encapsulated, must lower the path MTU to exactly what fits that real's tunnel, and a datagram
+/// of the new size must then be answered by that real.
+fn too_big_steps(client: &Netns, kept: &BTreeMap<String, UdpSocket>, v6: bool) {
+    let (overhead, headers) = if v6 { (OVERHEAD6, 48) } else { (OVERHEAD4, 28) };
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by_key(|&i| overhead[i]);
+    let mut size = 1500;
+    for i in order {
+        let name = REALS[i].0;
+        let sock = kept.get(name).unwrap_or_else(|| panic!("a flow to {name}"));
+        let sock = sock.try_clone().expect("clone");
+        let want = 1500 - overhead[i];
+        let (got, reply) = client
+            .run_in(move || {
+                set_df(&sock, v6);
+                let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
+                // The first send may fail (EMSGSIZE) or its ICMP answer may still be on its way.
+                let _ = sock.send(&vec![b'x'; size - headers]);
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while path_mtu(&sock, v6) != want && Instant::now() < deadline {
+                    let _ = sock.recv(&mut [0u8; 64]);
+                }
+                let got = path_mtu(&sock, v6);
+                while sock.recv(&mut [0u8; 65536]).is_ok() {}
+                (got, ask(&sock, &vec![b'y'; got - headers], Duration::from_secs(2)))
+            })
+            .expect("run in client");
+        eprintln!("{name}: path MTU {got} after a {size}-byte DF datagram, then {reply:?}");
+        assert_eq!(got, want, "{name} (v6 {v6}): path MTU after the ICMP answer");
+        assert_eq!(reply.as_deref(), Some(name), "{name}: a datagram of the new path MTU");
+        size = want;
+    }
 }
 
 fn assert_weights(what: &str, counts: &BTreeMap<String, u32>) {
@@ -355,56 +405,24 @@ fn tunnelled_reals_behind_a_router_serve_the_vip() {
     }
 
     // UDP, both families, weights 1:1:2 within ±10 % over many flows.
-    let mut kept4 = BTreeMap::new();
+    let (mut kept4, mut kept6) = (BTreeMap::new(), BTreeMap::new());
     for (target, what) in [
         (SocketAddr::from((VIP4, DR_UDP_PORT)), "v4 udp"),
         (SocketAddr::from((VIP6, DR_UDP_PORT)), "v6 udp"),
     ] {
         let started = Instant::now();
-        let (counts, kept) = udp_flows(&lab.client, target, 5000);
+        let (counts, kept) = udp_flows(&lab.client, target, 8000);
         eprintln!("{what}: {counts:?} in {:?}", started.elapsed());
         assert_eq!(counts.get("(failed)"), None, "{what}: every datagram answered: {counts:?}");
         assert_weights(what, &counts);
-        if target.is_ipv4() {
-            kept4 = kept;
-        }
+        if target.is_ipv4() { kept4 = kept } else { kept6 = kept }
     }
 
     // A DF datagram too big for the tunnel: the client learns the MTU that fits that real's
-    // encapsulation (ICMP frag-needed from the VIP) and the smaller size then goes through.
-    // Smallest overhead first: the client's path MTU toward the VIP only ever goes down.
-    let mut order: Vec<usize> = (0..3).collect();
-    order.sort_by_key(|&i| OVERHEAD4[i]);
-    let mut size = 1500;
-    for i in order {
-        let name = REALS[i].0;
-        let sock = kept4.get(name).unwrap_or_else(|| panic!("a flow to {name}"));
-        let want = 1500 - OVERHEAD4[i];
-        let (got, reply) = lab
-            .client
-            .run_in({
-                let sock = sock.try_clone().expect("clone");
-                move || {
-                    set_df(&sock);
-                    // The first send may fail (EMSGSIZE) or its ICMP answer may be pending.
-                    let _ = sock.send(&vec![b'x'; size - 28]);
-                    let deadline = Instant::now() + Duration::from_secs(1);
-                    while path_mtu(&sock) != want && Instant::now() < deadline {
-                        let _ = sock.recv(&mut [0u8; 64]);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    let got = path_mtu(&sock);
-                    let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
-                    while sock.recv(&mut [0u8; 65536]).is_ok() {}
-                    (got, ask(&sock, &vec![b'y'; got - 28], Duration::from_secs(2)))
-                }
-            })
-            .expect("run in client");
-        eprintln!("{name}: path MTU {got} after a {size}-byte DF datagram, then {reply:?}");
-        assert_eq!(got, want, "{name}: path MTU after frag-needed");
-        assert_eq!(reply.as_deref(), Some(name), "{name}: a datagram of the new path MTU");
-        size = want;
-    }
+    // encapsulation (ICMP frag-needed / ICMPv6 packet-too-big from the VIP), and a datagram of
+    // that size then goes through.
+    too_big_steps(&lab.client, &kept4, false);
+    too_big_steps(&lab.client, &kept6, true);
 
     // A real's route changes on the director (another link to the router): its tunnelled
     // packets take the new path within a second, the flow keeps being answered.
@@ -457,7 +475,7 @@ fn tunnelled_reals_behind_a_router_serve_the_vip() {
     // The director's counters agree: tunnelled packets, and one frag-needed per real above.
     let status = agent.status().expect("status");
     let counter = |name: &str| status["counters"][name]["packets"].as_u64().unwrap_or(0);
-    assert!(counter("tx_tunnel") >= 10_000, "{}", status["counters"]);
+    assert!(counter("tx_tunnel") >= 16_000, "{}", status["counters"]);
     assert!(counter("tx_tun_too_big") >= 3, "{}", status["counters"]);
     assert_eq!(counter("drop_tun_no_route"), 0, "{}", status["counters"]);
     agent.stop().expect("clean stop");
