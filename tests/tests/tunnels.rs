@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    DR_UDP_PORT, LbAgent, Netns, Process, count_http, lb_bin, require_root, scratch_dir,
-    spawn_testpeer, unique_prefix,
+    DR_TCP_ECHO_PORT, DR_UDP_PORT, LbAgent, Netns, Process, count_http, lb_bin, require_root,
+    scratch_dir, spawn_testpeer, unique_prefix,
 };
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -166,6 +166,7 @@ impl Lab {
             let name = format!("rs{}", i + 1);
             let udp4 = format!("{VIP4}:{DR_UDP_PORT}");
             let udp6 = format!("[{VIP6}]:{DR_UDP_PORT}");
+            let echo = format!("[::]:{DR_TCP_ECHO_PORT}");
             let args = [
                 "--name",
                 &name,
@@ -177,6 +178,8 @@ impl Lab {
                 &udp4,
                 "--udp",
                 &udp6,
+                "--tcp-echo",
+                &echo,
             ];
             procs.push(spawn_testpeer(ns, bin("testpeer"), &args).expect("testpeer"));
         }
@@ -211,6 +214,8 @@ fn config() -> String {
         service(VIP4.into(), DR_UDP_PORT, "udp", &v4),
         service(VIP6.into(), 80, "tcp", &v6),
         service(VIP6.into(), DR_UDP_PORT, "udp", &v6),
+        service(VIP4.into(), DR_TCP_ECHO_PORT, "tcp", &v4),
+        service(VIP6.into(), DR_TCP_ECHO_PORT, "tcp", &v6),
         service(VIP4.into(), MIXED_PORT, "tcp", &mixed),
         service(VIP6.into(), MIXED_PORT, "tcp", &v4),
     ]
@@ -265,6 +270,22 @@ fn udp_flows(
         (counts, kept)
     })
     .expect("run in client")
+}
+
+/// Sends a line of `len` bytes over TCP to `target` from `ns` and returns the name of the real
+/// that echoed it whole.
+fn upload(ns: &Netns, target: SocketAddr, len: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = lb_tests::tcp_connect(ns, target, Duration::from_secs(2)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut line = vec![b'z'; len];
+    line.push(b'\n');
+    stream.write_all(&line).expect("send the line");
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).expect("echo");
+    let (name, echoed) = reply.trim_end().split_once(' ').unwrap_or(("", ""));
+    assert_eq!(echoed.len(), len, "{target}: the whole line came back");
+    name.to_owned()
 }
 
 /// Sends `payload` on the connected socket and returns the replying real's name.
@@ -416,6 +437,36 @@ fn tunnelled_reals_behind_a_router_serve_the_vip() {
         assert_eq!(counts.get("(failed)"), None, "{what}: every datagram answered: {counts:?}");
         assert_weights(what, &counts);
         if target.is_ipv4() { kept4 = kept } else { kept6 = kept }
+    }
+
+    // TCP sends full-sized DF segments: the first ones are too big once encapsulated, the
+    // director's answer lowers the client's path MTU and the upload then goes through.
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        let echoed = upload(&lab.client, SocketAddr::new(vip, DR_TCP_ECHO_PORT), 6000);
+        eprintln!("6000-byte line to {vip} echoed by {echoed}");
+        assert!(REALS.iter().any(|r| r.0 == echoed), "{echoed}");
+        let route = lab.client.ip(&["route", "get", &vip.to_string()]).expect("ip route get");
+        assert!(route.contains("mtu 14"), "the client learnt a smaller path MTU: {route}");
+    }
+    // Back to the links' MTU for the per-encapsulation steps below.
+    for family in ["-4", "-6"] {
+        lab.client.ip(&[family, "route", "flush", "cache"]).expect("flush the path MTU cache");
+    }
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        let mtu = lab
+            .client
+            .run_in(move || {
+                let any: IpAddr = if vip.is_ipv4() {
+                    Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    Ipv6Addr::UNSPECIFIED.into()
+                };
+                let sock = UdpSocket::bind((any, 0)).expect("bind");
+                sock.connect((vip, DR_UDP_PORT)).expect("connect");
+                path_mtu(&sock, vip.is_ipv6())
+            })
+            .expect("run in client");
+        assert_eq!(mtu, 1500, "{vip}: path MTU after the flush");
     }
 
     // A DF datagram too big for the tunnel: the client learns the MTU that fits that real's
