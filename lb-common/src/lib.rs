@@ -637,6 +637,7 @@ mod tests {
                     "sorry",
                     "frag_tracked",
                     "frag_hit",
+                    "flow_report_drop",
                 ],
             ),
         ];
@@ -645,6 +646,6 @@ mod tests {
         }
         assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
         assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
-        assert_eq!((reason::COUNT, event::COUNT), (23, 10));
+        assert_eq!((reason::COUNT, event::COUNT), (23, 11));
     }
 }

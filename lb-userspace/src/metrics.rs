@@ -64,6 +64,14 @@ struct NameLabel {
     name: String,
 }
 
+/// A verdict reason: `reason`, as the other reason-keyed series; `name` stays (it came first, and
+/// queries and dashboards already select on it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    name: String,
+    reason: String,
+}
+
 /// Which listener: `control` or `metrics`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
@@ -330,10 +338,10 @@ pub fn render(backends: &BackendsView, status: &StatusView) -> Result<String, st
     );
     reg.register("map_capacity", "Entries the dataplane table holds at most", capacity);
 
-    let reasons_p = Family::<NameLabel, Counter>::default();
-    let reasons_b = Family::<NameLabel, Counter>::default();
+    let reasons_p = Family::<VerdictLabels, Counter>::default();
+    let reasons_b = Family::<VerdictLabels, Counter>::default();
     for (name, c) in &status.counters {
-        let l = NameLabel { name: name.clone() };
+        let l = VerdictLabels { name: name.clone(), reason: name.clone() };
         reasons_p.get_or_create(&l).inc_by(c.packets);
         reasons_b.get_or_create(&l).inc_by(c.bytes);
     }
@@ -1002,6 +1010,8 @@ mod tests {
             format!("lb_real_inactive_connections{ipvs_real} 4"),
             r#"lb_xdp_attached{interface="eth0",mode="generic"} 1"#.to_owned(),
             r#"lb_xdp_program_id{interface="eth0"} 77"#.to_owned(),
+            r#"lb_dataplane_packets_total{name="tx",reason="tx"} 9"#.to_owned(),
+            r#"lb_dataplane_bytes_total{name="drop_no_real",reason="drop_no_real"} 60"#.to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }

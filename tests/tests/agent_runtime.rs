@@ -100,7 +100,7 @@ fn drain_weight_undrain_and_reload_change_forwarding_at_once() {
         .and_then(|n| n.parse::<u64>().ok())
         .expect("rs2 packet counter");
     assert!(rs2_packets > 0, "{metrics}");
-    assert!(metrics.contains("lb_dataplane_packets_total{name=\"tx\"}"), "{metrics}");
+    assert!(metrics.contains("lb_dataplane_packets_total{name=\"tx\",reason=\"tx\"}"), "{metrics}");
     let status: serde_json::Value =
         serde_json::from_str(&agent.cli(&["status", "--json"]).expect("status")).expect("json");
     let maps = status["dataplane"]["maps"].as_array().expect("map usage");

@@ -117,7 +117,7 @@ fn three_directors_behind_ecmp() {
     }
     assert!(!statuses[0]["pick_fingerprints"].as_array().unwrap().is_empty());
     let before: Vec<u64> = [&dir1, &dir2, &dir3].iter().map(|a| new_flows(a)).collect();
-    const N: u32 = 150;
+    const N: u32 = 300; // new connections; each director must forward ≥ 15 % of them
     let counts = count_http(&lab.client.ns, &format!("http://{VIP}:{DR_HTTP_PORT}/"), N);
     assert!(!counts.contains_key("(failed)"), "{counts:?}");
     for rs in ["rs1", "rs2", "rs3"] {

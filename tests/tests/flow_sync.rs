@@ -225,33 +225,37 @@ fn forged_sync_datagrams_are_dropped_and_counted() {
         m.extend_from_slice(entries);
         m
     };
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (vec![0, 7, 0], "truncated"),
-        (message(7, 2, &[], 0), "wrong_version"),
-        (message(9, 1, &entry_v4, 1), "sync_id"),
-        (vec![3, 7, 0, 8, 0, 1, 0, 0], "version0"),
-        (message(7, 1, &entry_v4[..20], 1), "entry_truncated"),
+    // Sent with TTL 1, as directors send (the `ttl` default), so they reach the decoder; a
+    // well-formed message with another TTL is dropped before it.
+    let cases: Vec<(Vec<u8>, u32, &str)> = vec![
+        (vec![0, 7, 0], 1, "truncated"),
+        (message(7, 2, &[], 0), 1, "wrong_version"),
+        (message(9, 1, &entry_v4, 1), 1, "sync_id"),
+        (vec![3, 7, 0, 8, 0, 1, 0, 0], 1, "version0"),
+        (message(7, 1, &entry_v4[..20], 1), 1, "entry_truncated"),
+        (message(7, 1, &entry_v4, 1), 64, "ttl"),
     ];
     let target = SocketAddr::from((DrTopology::DIRECTOR_IP, 8848));
-    let send = |datagram: &[u8]| {
+    let send = |datagram: &[u8], ttl: u32| {
         let d = datagram.to_vec();
         dr.client
             .ns
             .run_in(move || {
                 let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                s.set_ttl(ttl)?;
                 s.send_to(&d, target).map(|_| ())
             })
             .expect("netns")
             .expect("send");
     };
-    for (datagram, _) in &cases {
-        send(datagram);
+    for (datagram, ttl, _) in &cases {
+        send(datagram, *ttl);
     }
     // An entry for a real this director does not know: counted, not installed.
     let mut unknown_real = entry_v4.clone();
     unknown_real[35] = 99;
-    send(&message(7, 1, &unknown_real, 1));
-    let want: Vec<&str> = cases.iter().map(|(_, r)| *r).chain(["unknown_real"]).collect();
+    send(&message(7, 1, &unknown_real, 1), 1);
+    let want: Vec<&str> = cases.iter().map(|(_, _, r)| *r).chain(["unknown_real"]).collect();
     let counted = wait_until(Duration::from_secs(3), || {
         let s = flow_sync_status(&agent);
         want.iter().all(|r| s["dropped"][*r].as_u64().unwrap_or(0) >= 1)

@@ -24,7 +24,9 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     run(cargo().arg("build").args(all).arg("--bins"))?;
     let lb = crate::target_dir(&root).join("debug").join("lb");
     let mut test = cargo();
-    test.arg("test").args(all).arg("--all-targets").args(extra).env("LB_BIN", &lb);
+    // Every test binary runs, also after a failure, so one run shows every failure.
+    test.arg("test").args(all).args(["--all-targets", "--no-fail-fast"]).args(extra);
+    test.env("LB_BIN", &lb);
     let (mut passed, mut failed) = run_counting(&mut test)?;
     // The Debian package of the debug build, installed into a clean bookworm root.
     let (deb_passed, deb_failed) = crate::deb::ci(&root, &lb)?;

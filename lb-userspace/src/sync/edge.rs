@@ -18,6 +18,7 @@ use std::{
 use lb_common::{
     BINDING_F_SYNC, Binding, FlowKey, FlowReport, IPPROTO_TCP, IPPROTO_UDP, PersistKey,
 };
+use nix::sys::socket::{setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, ConnFlags, SyncConn, SyncMessage};
@@ -184,6 +185,9 @@ pub struct Receiver {
     pub sync_id: u8,
     /// This host's addresses: a message from one of them is our own (or forged).
     pub own: Vec<IpAddr>,
+    /// The TTL (hop limit) our peers send with, the `ttl` setting: a message that arrives with
+    /// another one crossed a router or was not sent by a director of this group.
+    pub ttl: u8,
 }
 
 impl Receiver {
@@ -192,11 +196,16 @@ impl Receiver {
     pub fn accept(
         &self,
         from: IpAddr,
+        ttl: Option<u8>,
         datagram: &[u8],
         stats: &SyncStats,
     ) -> Result<Vec<SyncConn>, &'static str> {
         if self.own.contains(&from) {
             return Err("own_source");
+        }
+        // Without the control message (the kernel always gives it once asked) there is no check.
+        if ttl.is_some_and(|t| t != self.ttl) {
+            return Err("ttl");
         }
         let msg: SyncMessage = codec::decode(datagram).map_err(|e| e.reason())?;
         // As the kernel: a backup with a sync id takes only messages of that id.
@@ -253,8 +262,51 @@ fn socket(cfg: &FlowSyncConfig) -> std::io::Result<tokio::net::UdpSocket> {
             s.set_multicast_loop_v6(false)?;
         }
     }
+    // Each datagram's TTL (hop limit) comes with it, for the receiver's check.
+    match cfg.group {
+        IpAddr::V4(_) => setsockopt(&s, sockopt::Ipv4RecvTtl, &true)?,
+        IpAddr::V6(_) => setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true)?,
+    }
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// One datagram: its length, source and the TTL (hop limit) it arrived with.
+fn recv_with_ttl(
+    sock: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, IpAddr, Option<u8>)> {
+    use std::{io::IoSliceMut, os::fd::AsRawFd as _};
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrLike as _, SockaddrStorage};
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut control = nix::cmsg_space!(libc::c_int);
+    let msg = nix::sys::socket::recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )?;
+    let from = msg.address.and_then(|a| match a.family() {
+        Some(nix::sys::socket::AddressFamily::Inet) => {
+            a.as_sockaddr_in().map(|a| IpAddr::V4(a.ip()))
+        }
+        Some(nix::sys::socket::AddressFamily::Inet6) => {
+            a.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip()))
+        }
+        _ => None,
+    });
+    let mut ttl = None;
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        match cmsg {
+            ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                ttl = u8::try_from(t).ok();
+            }
+            _ => {}
+        }
+    }
+    let from = from.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    Ok((msg.bytes, from, ttl))
 }
 
 /// How often reported flows are gathered into messages.
@@ -273,7 +325,7 @@ pub async fn run(
         anyhow::anyhow!("flow sync socket on {} ({}): {e}", cfg.interface, cfg.group)
     })?;
     let group = SocketAddr::new(cfg.group, cfg.port);
-    let receiver = Receiver { sync_id: cfg.sync_id, own };
+    let receiver = Receiver { sync_id: cfg.sync_id, own, ttl: cfg.ttl };
     let mut tick = tokio::time::interval(SEND_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; codec::MAX_MESSAGE_LEN + 1];
@@ -316,8 +368,8 @@ pub async fn run(
                     }
                 }
             }
-            got = sock.recv_from(&mut buf) => {
-                let (len, from) = match got {
+            got = sock.async_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock, &mut buf)) => {
+                let (len, from, ttl) = match got {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::debug!(error = %e, "flow sync receive failed");
@@ -325,7 +377,7 @@ pub async fn run(
                     }
                 };
                 stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                let conns = match receiver.accept(from.ip(), &buf[..len], &stats) {
+                let conns = match receiver.accept(from, ttl, &buf[..len], &stats) {
                     Ok(c) => c,
                     Err(reason) => {
                         stats.drop_one(reason);
@@ -436,9 +488,10 @@ mod tests {
         assert_eq!(got, Entry::Flow(key, b));
         // And through the wire format and back.
         let wire = codec::encode_batch(5, std::slice::from_ref(&c), 1472).expect("encode");
-        let r = Receiver { sync_id: 5, own: vec![] };
+        let r = Receiver { sync_id: 5, own: vec![], ttl: 1 };
         let stats = SyncStats::default();
-        let back = r.accept("192.0.2.3".parse().unwrap(), &wire[0], &stats).expect("accepted");
+        let back =
+            r.accept("192.0.2.3".parse().unwrap(), Some(1), &wire[0], &stats).expect("accepted");
         assert_eq!(back, [c]);
     }
 
@@ -493,24 +546,29 @@ mod tests {
         let own: IpAddr = "192.0.2.2".parse().unwrap();
         let mut bad_version = wire.clone();
         bad_version[5] = 2;
-        // Scenario table: (our sync id, source, datagram) → entries, or the drop reason.
-        type Case = (u8, IpAddr, Vec<u8>, Result<usize, &'static str>);
+        // Scenario table: (our sync id, source, TTL it arrived with, datagram) → entries, or the
+        // drop reason. Our peers send with TTL 1 (the `ttl` setting).
+        type Case = (u8, IpAddr, Option<u8>, Vec<u8>, Result<usize, &'static str>);
         let cases: Vec<Case> = vec![
-            (5, peer, wire.clone(), Ok(1)),
+            (5, peer, Some(1), wire.clone(), Ok(1)),
             // Sync id 0 takes every id, as the kernel's backup does.
-            (0, peer, wire.clone(), Ok(1)),
-            (6, peer, wire.clone(), Err("sync_id")),
-            (5, own, wire.clone(), Err("own_source")),
-            (5, peer, wire[..3].to_vec(), Err("truncated")),
-            (5, peer, wire[..wire.len() - 1].to_vec(), Err("bad_size")),
-            (5, peer, bad_version, Err("wrong_version")),
-            (5, peer, vec![0; codec::MAX_MESSAGE_LEN + 1], Err("oversized")),
+            (0, peer, Some(1), wire.clone(), Ok(1)),
+            (6, peer, Some(1), wire.clone(), Err("sync_id")),
+            (5, own, Some(1), wire.clone(), Err("own_source")),
+            // Sent with another TTL, or routed here: not from a director of this group.
+            (5, peer, Some(64), wire.clone(), Err("ttl")),
+            (5, peer, Some(0), wire.clone(), Err("ttl")),
+            (5, peer, None, wire.clone(), Ok(1)),
+            (5, peer, Some(1), wire[..3].to_vec(), Err("truncated")),
+            (5, peer, Some(1), wire[..wire.len() - 1].to_vec(), Err("bad_size")),
+            (5, peer, Some(1), bad_version, Err("wrong_version")),
+            (5, peer, Some(1), vec![0; codec::MAX_MESSAGE_LEN + 1], Err("oversized")),
         ];
-        for (sync_id, from, datagram, want) in cases {
-            let r = Receiver { sync_id, own: vec![own] };
+        for (sync_id, from, ttl, datagram, want) in cases {
+            let r = Receiver { sync_id, own: vec![own], ttl: 1 };
             let stats = SyncStats::default();
-            let got = r.accept(from, &datagram, &stats).map(|c| c.len());
-            assert_eq!(got, want, "id {sync_id} from {from}");
+            let got = r.accept(from, ttl, &datagram, &stats).map(|c| c.len());
+            assert_eq!(got, want, "id {sync_id} from {from} ttl {ttl:?}");
         }
         let v = SyncStats::default();
         v.drop_one("sync_id");
