@@ -20,6 +20,7 @@ use super::model::{
 };
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
+use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
@@ -209,10 +210,7 @@ fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
     service_health(out, &vs.health);
     if let Some(sorry) = &vs.sorry_server {
-        let mut pairs = vec![("address", address(&sorry.address))];
-        if sorry.port != vs.port {
-            pairs.push(("port", sorry.port.to_string()));
-        }
+        let mut pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
         if let Some(kind) = sorry.forwarding.lb_kind {
             pairs.extend(lb_kind_pairs(kind));
         }
@@ -273,10 +271,8 @@ fn lb_kind(out: &mut Out, kind: Option<LbKind>) {
 }
 
 fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
-    out.section("[[virtual_server.real_server]]");
-    out.key("address", address(&rs.address));
-    out.key_unless("port", &rs.port, &vs.port, integer);
-    out.key_unless("weight", &rs.weight, &DEFAULT_WEIGHT, integer);
+    out.section(REAL_SERVER);
+    out.text.push_str(&REAL_SERVER_SECTION.emit(rs, &server_defaults(vs, rs)));
     lb_kind(out, rs.forwarding.lb_kind);
     out.key_unless("uthreshold", &rs.forwarding.uthreshold, &0, integer);
     out.key_unless("lthreshold", &rs.forwarding.lthreshold, &0, integer);
@@ -292,6 +288,11 @@ fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
     for check in &rs.health.checks {
         checker(out, check);
     }
+}
+
+/// What a real or sorry server of `vs` has unless written: the service's port, the default weight.
+fn server_defaults(vs: &VirtualServer, rs: &RealServer) -> RealServer {
+    RealServer { port: vs.port, weight: DEFAULT_WEIGHT, ..rs.clone() }
 }
 
 fn checker(out: &mut Out, check: &HealthCheck) {

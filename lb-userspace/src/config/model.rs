@@ -583,12 +583,30 @@ pub struct RealServer {
     pub location: Location,
     /// Where each setting was written, for errors about one specific value.
     #[serde(skip)]
-    pub key_locations: RealServerLocations,
+    pub key_locations: Spans,
+    /// Where each checker's settings were written: one per entry of `health.checks`, in order.
+    #[serde(skip)]
+    pub check_locations: Vec<Spans>,
 }
 
 impl RealServer {
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
+    }
+
+    /// Where `address` was written (else the section).
+    pub fn address_at(&self) -> Location {
+        self.key_locations.located("address")
+    }
+
+    /// Where `port` was written (else the section, where the service's port applies).
+    pub fn port_at(&self) -> Location {
+        self.key_locations.located("port")
+    }
+
+    /// Where `weight` was written (else the section).
+    pub fn weight_at(&self) -> Location {
+        self.key_locations.located("weight")
     }
 }
 
@@ -596,28 +614,6 @@ impl fmt::Display for RealServer {
     /// `192.0.2.11:80`, `[2001:db8::11]:80`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.socket_addr().fmt(f)
-    }
-}
-
-/// Locations of a real server's values; omitted settings are located at the section.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RealServerLocations {
-    pub address: Location,
-    pub port: Location,
-    pub weight: Location,
-    /// One per entry of `health.checks`, in the same order.
-    pub checks: Vec<Spans>,
-}
-
-impl RealServerLocations {
-    /// Every value located at the section itself; front ends then overwrite what they saw.
-    pub fn all_at(location: Location) -> Self {
-        RealServerLocations {
-            address: location,
-            port: location,
-            weight: location,
-            checks: Vec::new(),
-        }
     }
 }
 
@@ -811,7 +807,8 @@ mod tests {
             weight: 1,
             health: RealHealth::default(),
             location: Location::new(6, 1),
-            key_locations: RealServerLocations::all_at(Location::new(6, 1)),
+            key_locations: Spans::at_section(Location::new(6, 1)),
+            check_locations: Vec::new(),
         };
         let json = serde_json::to_value(&rs).unwrap();
         assert_eq!(

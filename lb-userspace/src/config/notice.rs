@@ -156,8 +156,7 @@ fn slow_retries(vs: &VirtualServer, notice: &mut impl FnMut(Location, String)) {
             if check.retry == 0 || retries < delay_loop {
                 continue;
             }
-            let at =
-                rs.key_locations.checks.get(i).map_or(check.location, |at| at.located("retry"));
+            let at = rs.check_locations.get(i).map_or(check.location, |at| at.located("retry"));
             notice(
                 at,
                 format!(

@@ -19,6 +19,7 @@ pub(in crate::config) mod dataplane;
 mod flow_sync;
 mod forwarding;
 mod health;
+pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 mod vrrp;
 
@@ -34,8 +35,8 @@ use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::RealHealth;
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location,
-    MAX_PERSISTENCE_TIMEOUT_SECS, MAX_WEIGHT, Protocol, RealServer, RealServerLocations,
-    VirtualServer, VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
+    MAX_PERSISTENCE_TIMEOUT_SECS, Protocol, RealForwarding, RealServer, Spans, VirtualServer,
+    VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -81,36 +82,9 @@ const VIRTUAL_SERVER_KEYS: &[&str] = &[
     "quorum_down",
     "inhibit_on_failure",
 ];
-const REAL_SERVER_KEYS: &[&str] = &[
-    "address",
-    "port",
-    "weight",
-    "lb_kind",
-    "lvs_method",
-    "tun_type",
-    "tun_port",
-    "uthreshold",
-    "lthreshold",
-    // Health checking, read in `health`.
-    "inhibit_on_failure",
-    "notify_up",
-    "notify_down",
-    "tcp_check",
-    "http_get",
-    "ssl_get",
-    "misc_check",
-    "dns_check",
-    "udp_check",
-    "ping_check",
-];
-/// A sorry server has no weight: it only ever takes the traffic alone. Nor is it checked.
-const SORRY_SERVER_KEYS: &[&str] =
-    &["address", "port", "lb_kind", "lvs_method", "tun_type", "tun_port"];
-
 const DATAPLANE: &str = "[dataplane]";
 const VIRTUAL_SERVER: &str = "[[virtual_server]]";
-const REAL_SERVER: &str = "[[virtual_server.real_server]]";
-const SORRY_SERVER: &str = "[virtual_server.sorry_server]";
+use real_server::{REAL_SERVER, SORRY_SERVER};
 
 /// Syntax errors reported: a file repeating one mistake a million times needs its first ones
 /// fixed, not a million lines.
@@ -528,53 +502,29 @@ impl Parser<'_> {
         backend: Backend,
     ) -> Option<RealServer> {
         let location = self.at(span);
-        let mut at = RealServerLocations::all_at(location);
-        let (keys, section) = match backend {
-            Backend::Real { .. } => (REAL_SERVER_KEYS, REAL_SERVER),
-            Backend::Sorry => (SORRY_SERVER_KEYS, SORRY_SERVER),
+        let inhibit_on_failure = match backend {
+            Backend::Real { inhibit_on_failure } => inhibit_on_failure,
+            Backend::Sorry => false,
         };
-        self.unknown_keys_with(table, keys, &format!("in {section}"), |name| match backend {
-            Backend::Real { .. } => health::misplaced_in_real_server(name),
-            Backend::Sorry => health::misplaced_in_sorry_server(name),
-        });
-
-        let address =
-            self.required(table, "address", location, section).and_then(|(key, value)| {
-                at.address = self.at(value.span());
-                self.ip_address(key, value)
-            });
-        let port = match table.get_key_value("port") {
-            None => virtual_port,
-            Some((key, value)) => {
-                at.port = self.at(value.span());
-                self.port(key, value)
-            }
-        };
-        let weight = match table.get_key_value("weight").filter(|_| keys.contains(&"weight")) {
-            None => Some(DEFAULT_WEIGHT),
-            Some((key, value)) => {
-                at.weight = self.at(value.span());
-                self.integer(key, value, 0, MAX_WEIGHT.into()).and_then(|w| u32::try_from(w).ok())
-            }
-        };
-        let health = match backend {
-            Backend::Real { inhibit_on_failure } => {
-                self.real_health(table, section, inhibit_on_failure, &mut at)
-            }
-            // keepalived does not check sorry servers; checker keys were reported above.
-            Backend::Sorry => Some(RealHealth::default()),
-        };
-
-        let forwarding = self.real_forwarding(table, backend);
-        Some(RealServer {
-            forwarding: forwarding?,
-            address: address?,
-            port: port?,
-            weight: weight?,
-            health: health?,
+        let mut server = RealServer {
+            // `address` is required: a server without a valid one is left out.
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: virtual_port.unwrap_or_default(),
+            weight: DEFAULT_WEIGHT,
+            health: RealHealth { inhibit_on_failure, ..RealHealth::default() },
+            forwarding: RealForwarding::default(),
             location,
-            key_locations: at,
-        })
+            key_locations: Spans::at_section(location),
+            check_locations: Vec::new(),
+        };
+        let section = match backend {
+            Backend::Real { .. } => &real_server::REAL_SERVER_SECTION,
+            Backend::Sorry => &real_server::SORRY_SERVER_SECTION,
+        };
+        let keep = section.read(self, table, &mut server);
+        // Without its own port, it has the service's, which must then be valid.
+        let port = virtual_port.is_some() || server.key_locations.get("port").is_some();
+        (keep && port).then_some(server)
     }
 
     /// Reports every key of `table` not in `known`, suggesting the closest known one — or the top
@@ -1632,12 +1582,11 @@ weight = 2
             weight,
             health: RealHealth::default(),
             location: Location::new(line, 1),
-            key_locations: RealServerLocations {
-                address: Location::new(line + 1, 11),
-                port: Location::new(line + 2, 8),
-                weight: Location::new(line + 3, 10),
-                checks: Vec::new(),
-            },
+            key_locations: Spans::at_section(Location::new(line, 1))
+                .with("address", Location::new(line + 1, 11))
+                .with("port", Location::new(line + 2, 8))
+                .with("weight", Location::new(line + 3, 10)),
+            check_locations: Vec::new(),
         };
         let expected = Config {
             source: "test.toml".into(),
@@ -1699,7 +1648,7 @@ weight = 2
                     assert_eq!(vs.lb_algo, "mh");
                     assert_eq!(vs.real_servers[0].port, 443);
                     assert_eq!(vs.real_servers[0].weight, 1);
-                    assert_eq!(vs.real_servers[0].key_locations.port, Location::new(5, 1));
+                    assert_eq!(vs.real_servers[0].port_at(), Location::new(5, 1));
                 },
             ),
             (
@@ -1853,10 +1802,8 @@ port = 443
                         weight: 1,
                         health: RealHealth::default(),
                         location: at(20, 1),
-                        key_locations: RealServerLocations {
-                            address: at(21, 11),
-                            ..RealServerLocations::all_at(at(20, 1))
-                        },
+                        key_locations: Spans::at_section(at(20, 1)).with("address", at(21, 11)),
+                        check_locations: Vec::new(),
                     }],
                     sorry_server: Some(RealServer {
                         forwarding: Default::default(),
@@ -1865,10 +1812,8 @@ port = 443
                         weight: 1,
                         health: RealHealth::default(),
                         location: at(18, 16),
-                        key_locations: RealServerLocations {
-                            address: at(18, 28),
-                            ..RealServerLocations::all_at(at(18, 16))
-                        },
+                        key_locations: Spans::at_section(at(18, 16)).with("address", at(18, 28)),
+                        check_locations: Vec::new(),
                     }),
                     health: ServiceHealth::default(),
                     location: at(10, 1),
@@ -1903,12 +1848,10 @@ port = 443
                         weight: 1,
                         health: RealHealth::default(),
                         location: at(30, 1),
-                        key_locations: RealServerLocations {
-                            address: at(31, 11),
-                            port: at(32, 8),
-                            weight: at(30, 1),
-                            checks: Vec::new(),
-                        },
+                        key_locations: Spans::at_section(at(30, 1))
+                            .with("address", at(31, 11))
+                            .with("port", at(32, 8)),
+                        check_locations: Vec::new(),
                     }),
                     health: ServiceHealth::default(),
                     location: at(23, 1),
@@ -2102,8 +2045,8 @@ port = 443
                     assert_eq!(sorry.to_string(), "192.0.2.200:80");
                     assert_eq!(sorry.weight, 1);
                     assert_eq!(sorry.location, Location::new(5, 16));
-                    assert_eq!(sorry.key_locations.address, Location::new(5, 28));
-                    assert_eq!(sorry.key_locations.port, Location::new(5, 50));
+                    assert_eq!(sorry.address_at(), Location::new(5, 28));
+                    assert_eq!(sorry.port_at(), Location::new(5, 50));
                 },
             ),
             (
@@ -2113,7 +2056,7 @@ port = 443
                 |vs| {
                     let sorry = vs.sorry_server.as_ref().unwrap();
                     assert_eq!(sorry.port, 80);
-                    assert_eq!(sorry.key_locations.port, Location::new(5, 16));
+                    assert_eq!(sorry.port_at(), Location::new(5, 16));
                 },
             ),
             (
@@ -2130,7 +2073,7 @@ port = 443
                     let sorry = vs.sorry_server.as_ref().unwrap();
                     assert_eq!(sorry.to_string(), "192.0.2.200:80");
                     assert_eq!(sorry.location, Location::new(7, 1));
-                    assert_eq!(sorry.key_locations.address, Location::new(8, 11));
+                    assert_eq!(sorry.address_at(), Location::new(8, 11));
                 },
             ),
             ("IPv6 sorry server", VS6, &["sorry_server = { address = '2001:db8::200' }"], |vs| {

@@ -286,7 +286,7 @@ fn backend_address(
     addresses: &Addresses,
     error: &mut impl FnMut(Location, String),
 ) {
-    let at = rs.key_locations.address;
+    let at = rs.address_at();
     let address = rs.address;
     if let Some(message) = address_class_error(role, address) {
         error(at, message);
@@ -334,7 +334,7 @@ fn backend(
         // real in its own family.
         if addresses.unrouted.contains(&rs.address) {
             error(
-                rs.key_locations.address,
+                rs.address_at(),
                 format!(
                     "{role} {} is {} but virtual server {vs} is {}: this host has no {} route \
                      to it, which a tunnel between the two families needs",
@@ -347,7 +347,7 @@ fn backend(
         }
     } else if mixed {
         error(
-            rs.key_locations.address,
+            rs.address_at(),
             format!(
                 "{role} {} is {} but virtual server {vs} is {}: {method} needs both in the same address family",
                 rs.address,
@@ -372,7 +372,7 @@ fn backend(
             )
         };
         error(
-            rs.key_locations.port,
+            rs.port_at(),
             format!("{role} port {} differs from virtual server port {}: {why}", rs.port, vs.port),
         );
     }
@@ -393,7 +393,7 @@ fn backend(
 fn checks(vs: &VirtualServer, rs: &RealServer, error: &mut impl FnMut(Location, String)) {
     for (i, check) in rs.health.checks.iter().enumerate() {
         // Another front end may not locate each value: then they are at the checker.
-        let at = rs.key_locations.checks.get(i).cloned();
+        let at = rs.check_locations.get(i).cloned();
         let at = at.unwrap_or_else(|| Spans::at_section(check.location));
         let kind = check.kind.native_key();
         if let Some(ip) = check.connect_ip
@@ -650,9 +650,7 @@ mod tests {
         CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_RETRY, HealthCheck,
         RealHealth, ServiceHealth,
     };
-    use super::super::model::{
-        DataplaneSettings, Protocol, RealServerLocations, VirtualServerLocations,
-    };
+    use super::super::model::{DataplaneSettings, Protocol, VirtualServerLocations};
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::super::vrrp::TrackInterface;
@@ -1232,7 +1230,8 @@ mod tests {
             weight: 1,
             health: RealHealth::default(),
             location: at,
-            key_locations: RealServerLocations::all_at(at),
+            key_locations: Spans::at_section(at),
+            check_locations: Vec::new(),
         }
     }
 

@@ -15,9 +15,8 @@ use std::time::Duration;
 use super::super::health::{DEFAULT_DELAY_LOOP, RealHealth, ServiceHealth};
 use super::super::model::{
     DEFAULT_WEIGHT, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS,
-    MAX_WEIGHT, Protocol, RealForwarding, RealServer, RealServerLocations, SCHEDULERS,
-    ServiceForwarding, Tunnel, TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len,
-    unspecified,
+    MAX_WEIGHT, Protocol, RealForwarding, RealServer, SCHEDULERS, ServiceForwarding, Spans, Tunnel,
+    TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len, unspecified,
 };
 use super::super::validate::{Role, address_class_error};
 use super::checkers::{self, CheckSpec};
@@ -1206,10 +1205,9 @@ fn virtual_server_model(
     let real_servers =
         spec.reals.iter().map(|real| real_model(cx, spec, real, target.port, delay_loop)).collect();
     let sorry_server = spec.sorry.as_ref().map(|sorry| {
-        let mut key_locations = RealServerLocations::all_at(sorry.at);
-        key_locations.address = sorry.address_at;
+        let mut key_locations = Spans::at_section(sorry.at).with("address", sorry.address_at);
         if let Some((_, port_at)) = sorry.port {
-            key_locations.port = port_at;
+            key_locations.set("port", port_at);
         }
         RealServer {
             forwarding: RealForwarding {
@@ -1223,6 +1221,7 @@ fn virtual_server_model(
             health: RealHealth::default(),
             location: sorry.at,
             key_locations,
+            check_locations: Vec::new(),
         }
     });
     Some(VirtualServer {
@@ -1257,28 +1256,28 @@ fn real_model(
     vs_port: u16,
     delay_loop: Duration,
 ) -> RealServer {
-    let mut at = RealServerLocations::all_at(real.at);
-    at.address = real.address_at;
+    let mut at = Spans::at_section(real.at).with("address", real.address_at);
     let port = match real.port {
         Some((port, written)) => {
-            at.port = written;
+            at.set("port", written);
             port
         }
         None => vs_port,
     };
     let weight = match real.weight.or(vs.weight) {
         Some((weight, written)) => {
-            at.weight = written;
+            at.set("weight", written);
             weight
         }
         None => DEFAULT_WEIGHT,
     };
     let mut checks = Vec::new();
+    let mut check_locations = Vec::new();
     for spec in &real.checks {
         let levels = [&real.defaults, &vs.defaults];
         let (check, locations) = checkers::check_model(cx, spec, levels, delay_loop);
         checks.push(check);
-        at.checks.push(locations);
+        check_locations.push(locations);
     }
     RealServer {
         forwarding: RealForwarding {
@@ -1299,5 +1298,6 @@ fn real_model(
         },
         location: real.at,
         key_locations: at,
+        check_locations,
     }
 }

@@ -370,11 +370,8 @@ fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
         at.persistence_granularity = at.persistence_granularity.map(&place);
         for rs in vs.real_servers.iter_mut().chain(vs.sorry_server.as_mut()) {
             rs.location = place(rs.location);
-            let at = &mut rs.key_locations;
-            for location in [&mut at.address, &mut at.port, &mut at.weight] {
-                *location = place(*location);
-            }
-            for check in &mut at.checks {
+            rs.key_locations.relocate(&place);
+            for check in &mut rs.check_locations {
                 check.relocate(&place);
             }
             for check in &mut rs.health.checks {

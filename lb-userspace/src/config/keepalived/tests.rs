@@ -218,8 +218,8 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        DataplaneSettings, LbKind, Protocol, RealServer, RealServerLocations, ServiceForwarding,
-        Spans, VirtualServer, VirtualServerLocations,
+        DataplaneSettings, LbKind, Protocol, RealServer, ServiceForwarding, Spans, VirtualServer,
+        VirtualServerLocations,
     };
     use std::time::Duration;
 
@@ -253,16 +253,15 @@ fn classic_dr_file_parses_into_the_model() {
             port,
             weight,
             location: at(line, 5),
-            key_locations: RealServerLocations {
-                address: at(line, 17),
-                port: at(line, 28),
-                weight: at(line + 1, 16),
-                checks: checks
-                    .iter()
-                    .zip(retry_at)
-                    .map(|(c, retry)| Spans::at_section(c.location).with("retry", retry))
-                    .collect(),
-            },
+            key_locations: Spans::at_section(at(line, 5))
+                .with("address", at(line, 17))
+                .with("port", at(line, 28))
+                .with("weight", at(line + 1, 16)),
+            check_locations: checks
+                .iter()
+                .zip(retry_at)
+                .map(|(c, retry)| Spans::at_section(c.location).with("retry", retry))
+                .collect(),
             health: RealHealth { checks, ..RealHealth::default() },
         }
     };
@@ -377,11 +376,10 @@ fn classic_dr_file_parses_into_the_model() {
                 weight: 1,
                 health: RealHealth::default(),
                 location: at(71, 5),
-                key_locations: RealServerLocations {
-                    address: at(71, 18),
-                    port: at(71, 30),
-                    ..RealServerLocations::all_at(at(71, 5))
-                },
+                key_locations: Spans::at_section(at(71, 5))
+                    .with("address", at(71, 18))
+                    .with("port", at(71, 30)),
+                check_locations: Vec::new(),
             }),
             health: ServiceHealth { delay_loop: secs(10), ..ServiceHealth::default() },
             location: at(66, 1),
@@ -2129,7 +2127,7 @@ fn includes_are_read_where_they_stand() {
     assert_eq!(web.location, at(1, 1));
     assert_eq!(web.key_locations.interface, at(2, 15));
     assert_eq!(web.real_servers[1].location, at(1, 1));
-    assert_eq!(web.real_servers[1].key_locations.weight, at(2, 12));
+    assert_eq!(web.real_servers[1].weight_at(), at(2, 12));
     assert_eq!(loaded.config.source, main);
 }
 

@@ -48,6 +48,8 @@ pub(in crate::config) const BGP_SECTION: Section<BgpConfig> = Section {
             }
         },
     }],
+    elsewhere: &[],
+    finish: None,
     settings: &[
         Setting {
             name: "local_as",
@@ -186,6 +188,8 @@ pub(in crate::config) const NEIGHBOR_SECTION: Section<BgpNeighbor> = Section {
     required: &["address", "remote_as"],
     drop_on_error: &["address", "remote_as", "bfd", "password"],
     nested: &[],
+    elsewhere: &[],
+    finish: None,
     settings: &[
         Setting {
             name: "address",

@@ -22,6 +22,8 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
     required: &[],
     drop_on_error: &[],
     nested: &[],
+    elsewhere: &[],
+    finish: None,
     settings: &[
         Setting {
             name: "flow_table_size",

@@ -15,7 +15,7 @@ use super::super::health::{
     DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck, RealHealth, ServiceHealth,
     UdpCheck, UrlCheck,
 };
-use super::super::model::{Location, RealServerLocations, Spans, VirtualServerLocations};
+use super::super::model::{Location, Spans, VirtualServerLocations};
 use super::{Key, Parser, Value, describe};
 
 /// The checker tables of a real server: keepalived's checkers, in lower case.
@@ -216,7 +216,7 @@ impl Parser<'_> {
         table: &DeTable<'_>,
         section: &str,
         inhibit_on_failure: bool,
-        at: &mut RealServerLocations,
+        check_locations: &mut Vec<Spans>,
     ) -> Option<RealHealth> {
         let mut ok = true;
         let mut health = RealHealth { inhibit_on_failure, ..RealHealth::default() };
@@ -274,7 +274,7 @@ impl Parser<'_> {
             match self.check(kind, checker, span, &section) {
                 Some((check, locations)) => {
                     health.checks.push(check);
-                    at.checks.push(locations);
+                    check_locations.push(locations);
                 }
                 None => ok = false,
             }
@@ -1398,7 +1398,7 @@ mod tests {
             ),
             ("empty checker: all defaults", &["tcp_check = {}"], |rs| {
                 assert_eq!(rs.health.checks, [default_check(CheckKind::Tcp, 7, 13)]);
-                assert_eq!(rs.key_locations.checks, [Spans::at_section(Location::new(7, 13))]);
+                assert_eq!(rs.check_locations, [Spans::at_section(Location::new(7, 13))]);
             }),
             ("checker written as a table", &["[virtual_server.real_server.ping_check]"], |rs| {
                 assert_eq!(rs.health.checks, [default_check(CheckKind::Ping, 7, 1)]);
@@ -1430,7 +1430,7 @@ mod tests {
                     };
                     assert_eq!(rs.health.checks, [expected]);
                     assert_eq!(
-                        rs.key_locations.checks,
+                        rs.check_locations,
                         [Spans::at_section(Location::new(7, 1))
                             .with("connect_ip", Location::new(9, 14))
                             .with("bindto", Location::new(11, 10))
@@ -1444,7 +1444,7 @@ mod tests {
                 |rs| {
                     assert_eq!(rs.health.checks[0].retry, 4);
                     assert_eq!(rs.health.checks[0].warmup, None);
-                    assert_eq!(rs.key_locations.checks[0].located("retry"), Location::new(7, 30));
+                    assert_eq!(rs.check_locations[0].located("retry"), Location::new(7, 30));
                 },
             ),
             (
@@ -1653,8 +1653,9 @@ mod tests {
         for key in SERVICE_KEYS {
             assert!(super::super::VIRTUAL_SERVER_KEYS.contains(key), "{key}");
         }
+        let real_keys = super::super::real_server::REAL_SERVER_SECTION.keys();
         for key in [REAL_KEYS, CHECKERS].concat() {
-            assert!(super::super::REAL_SERVER_KEYS.contains(&key), "{key}");
+            assert!(real_keys.contains(&key), "{key}");
         }
     }
 
@@ -1713,12 +1714,10 @@ url = [{ path = "/", status_code = 200 }]
             weight: 1,
             health: RealHealth { checks: vec![check], ..RealHealth::default() },
             location: at(line, 1),
-            key_locations: RealServerLocations {
-                address: at(line + 1, 11),
-                port: at(line + 2, 8),
-                weight: at(line, 1),
-                checks: vec![checked],
-            },
+            key_locations: Spans::at_section(at(line, 1))
+                .with("address", at(line + 1, 11))
+                .with("port", at(line + 2, 8)),
+            check_locations: vec![checked],
         };
         let tcp = HealthCheck {
             connect_timeout: Duration::from_secs(1),
@@ -1927,7 +1926,7 @@ rise = 2
             },
         ];
         assert_eq!(rs.health.checks, expected);
-        let located: Vec<Spans> = rs.key_locations.checks.clone();
+        let located: Vec<Spans> = rs.check_locations.clone();
         assert_eq!(located.len(), 7);
         assert_eq!(located[0].located("connect_ip"), Location::new(18, 14));
         assert_eq!(located[4].located("retry"), Location::new(37, 9));

@@ -49,6 +49,22 @@ pub(in crate::config) struct Section<T: 'static> {
     /// Keys holding tables of their own (`neighbor`: the `[[bgp.neighbor]]`s), read in file order
     /// after the settings; documented under their own heading and written by the caller.
     pub nested: &'static [Nested<T>],
+    /// Keys a hand-written reader still reads (in `finish`), grouped as the reference documents
+    /// them; they are known to the unknown-key check and have their row in the key table.
+    pub elsewhere: &'static [Elsewhere],
+    /// Runs after the settings and nested tables: the keys read together (`elsewhere`) and the
+    /// rules between values that only hold once each was read. `false` leaves the section out.
+    pub finish: Option<fn(&mut Parser<'_>, &DeTable<'_>, &mut T) -> bool>,
+}
+
+/// Keys of a section read together by a hand-written reader (its `finish`), documented in one row.
+pub(in crate::config) struct Elsewhere {
+    /// The row's key cell: "`lb_kind` (or `lvs_method`), `tun_type`, `tun_port`".
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub label: &'static str,
+    pub keys: &'static [&'static str],
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub doc: Doc,
 }
 
 /// A key of a section that holds tables with their own description.
@@ -66,7 +82,8 @@ impl<T: Located> Section<T> {
     /// The names of the keys, for the unknown-key check.
     pub fn keys(&self) -> Vec<&'static str> {
         let nested = self.nested.iter().map(|n| n.name);
-        self.settings.iter().map(|s| s.name).chain(nested).collect()
+        let elsewhere = self.elsewhere.iter().flat_map(|e| e.keys.iter().copied());
+        self.settings.iter().map(|s| s.name).chain(nested).chain(elsewhere).collect()
     }
 
     /// Reads `table` into `model` (which holds the defaults, and the section's place in its
@@ -97,28 +114,42 @@ impl<T: Located> Section<T> {
                 (nested.read)(parser, key, value, model);
             }
         }
+        if let Some(finish) = self.finish {
+            keep &= finish(parser, table, model);
+        }
         keep
     }
 
     /// `key = value` lines for every setting of `model` that differs from `default`.
     pub fn emit(&self, model: &T, default: &T) -> String {
         let mut out = String::new();
-        for setting in self.settings {
-            if let Some(value) = (setting.emit)(model, default) {
-                out.push_str(&format!("{} = {value}\n", setting.name));
-            }
+        for (name, value) in self.emit_pairs(model, default) {
+            out.push_str(&format!("{name} = {value}\n"));
         }
         out
+    }
+
+    /// [`Section::emit`] as key/value pairs, for an inline table.
+    pub fn emit_pairs(&self, model: &T, default: &T) -> Vec<(&'static str, String)> {
+        let shown = self.settings.iter().map(|s| (s.name, (s.emit)(model, default)));
+        shown.filter_map(|(name, value)| Some((name, value?))).collect()
     }
 
     /// The rows of the section's key table in docs/config.md.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn doc_rows(&self) -> Vec<String> {
-        self.settings
-            .iter()
-            .map(|s| {
-                let Doc { ty, default, meaning } = &s.doc;
-                format!("| `{}` | {ty} | {default} | {meaning} |", s.name)
+        let settings = self.settings.iter().map(|s| (format!("`{}`", s.name), &s.doc));
+        let elsewhere = self.elsewhere.iter().map(|e| (e.label.to_owned(), &e.doc));
+        settings
+            .chain(elsewhere)
+            .map(|(key, Doc { ty, default, meaning })| {
+                // An empty cell is `| |`, as the reference writes it.
+                let cells = [key.as_str(), ty, default, meaning];
+                let row: String = cells
+                    .iter()
+                    .map(|c| if c.is_empty() { "| ".to_owned() } else { format!("| {c} ") })
+                    .collect();
+                row + "|"
             })
             .collect()
     }
@@ -139,6 +170,7 @@ mod tests {
 
     use super::super::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
     use super::super::dataplane::DATAPLANE;
+    use super::super::real_server::{REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 
     /// The key table of `section` in `doc`: its rows, and the line range they span.
     fn table_rows(doc: &str, header: &str) -> (Vec<String>, std::ops::Range<usize>) {
@@ -165,6 +197,8 @@ mod tests {
             (DATAPLANE.header, DATAPLANE.doc_rows()),
             (BGP_SECTION.header, BGP_SECTION.doc_rows()),
             (NEIGHBOR_SECTION.header, NEIGHBOR_SECTION.doc_rows()),
+            (REAL_SERVER_SECTION.header, REAL_SERVER_SECTION.doc_rows()),
+            (SORRY_SERVER_SECTION.header, SORRY_SERVER_SECTION.doc_rows()),
         ];
         let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
         let mut text = doc.clone();
@@ -185,7 +219,13 @@ mod tests {
 
     #[test]
     fn keys_are_unique_per_section() {
-        let keys = [DATAPLANE.keys(), BGP_SECTION.keys(), NEIGHBOR_SECTION.keys()];
+        let keys = [
+            DATAPLANE.keys(),
+            BGP_SECTION.keys(),
+            NEIGHBOR_SECTION.keys(),
+            REAL_SERVER_SECTION.keys(),
+            SORRY_SERVER_SECTION.keys(),
+        ];
         for mut keys in keys {
             let all = keys.len();
             keys.sort_unstable();
