@@ -84,6 +84,7 @@ fn same_real(a: &RealServer, b: &RealServer) -> bool {
     let mut b = b.clone();
     b.location = a.location;
     b.key_locations = a.key_locations.clone();
+    b.check_locations = a.check_locations.clone();
     *a == b
 }
 
@@ -91,7 +92,7 @@ fn same_real(a: &RealServer, b: &RealServer) -> bool {
 fn same_service(a: &VirtualServer, b: &VirtualServer) -> bool {
     let mut b = b.clone();
     b.location = a.location;
-    b.key_locations = a.key_locations;
+    b.key_locations = a.key_locations.clone();
     b.real_servers = a.real_servers.clone();
     match (&a.sorry_server, &mut b.sorry_server) {
         (Some(x), Some(y)) if same_real(x, y) => *y = x.clone(),
@@ -168,5 +169,20 @@ mod tests {
         new.virtual_servers[0].location.line += 5;
         new.virtual_servers[0].real_servers[0].location.line += 5;
         assert!(Changes::between(&old, &new).is_empty());
+    }
+
+    /// A checker's setting moved within its table (a comment above it) is no change either.
+    #[test]
+    fn moved_checker_settings_are_no_change() {
+        let text = |gap: &str| {
+            format!(
+                "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n\
+                 [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n\
+                 [virtual_server.real_server.tcp_check]\n{gap}retry = 2\n"
+            )
+        };
+        let parse = |text: String| parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+        let changes = Changes::between(&parse(text("")), &parse(text("# moved\n")));
+        assert!(changes.is_empty(), "{changes}");
     }
 }

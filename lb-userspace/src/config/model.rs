@@ -425,9 +425,10 @@ pub struct VirtualServer {
     pub forwarding: ServiceForwarding,
     /// Where the section starts (the `[[virtual_server]]` header).
     pub location: Location,
-    /// Where each setting was written, for errors about one specific value.
+    /// Where each setting was written, for errors about one specific value; an omitted
+    /// setting (default applied) is located at the section, where the operator would add it.
     #[serde(skip)]
-    pub key_locations: VirtualServerLocations,
+    pub key_locations: Spans,
 }
 
 impl VirtualServer {
@@ -437,47 +438,57 @@ impl VirtualServer {
             None => VirtualServerKey::addr(self.vip, self.port, self.protocol),
         }
     }
+
+    /// Where the first of `keys` that was written is, else the section.
+    fn written_at(&self, keys: &[&str]) -> Location {
+        let at = keys.iter().find_map(|key| self.key_locations.get(key));
+        at.unwrap_or(self.key_locations.section())
+    }
+
+    /// Where the service's address was given: its `vip`, or the `fwmark` that stands for it.
+    pub fn vip_at(&self) -> Location {
+        self.written_at(&["vip", "fwmark"])
+    }
+
+    pub fn protocol_at(&self) -> Location {
+        self.written_at(&["protocol"])
+    }
+
+    pub fn interface_at(&self) -> Location {
+        self.written_at(&["interface"])
+    }
+
+    /// `lb_algo`, or keepalived's other spelling `lvs_sched`.
+    pub fn lb_algo_at(&self) -> Location {
+        self.written_at(&["lb_algo", "lvs_sched"])
+    }
+
+    pub fn table_size_at(&self) -> Location {
+        self.written_at(&["table_size"])
+    }
+
+    pub fn persistence_timeout_at(&self) -> Location {
+        self.written_at(&["persistence_timeout"])
+    }
+
+    /// `None` when omitted: unlike the others, whether it was written matters (a notice says it
+    /// does nothing without `persistence_timeout`).
+    pub fn persistence_granularity_at(&self) -> Option<Location> {
+        self.key_locations.get("persistence_granularity")
+    }
+
+    pub fn delay_loop_at(&self) -> Location {
+        self.written_at(&["delay_loop"])
+    }
+
+    pub fn alpha_at(&self) -> Location {
+        self.written_at(&["alpha"])
+    }
 }
 
 impl fmt::Display for VirtualServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.key().fmt(f)
-    }
-}
-
-/// Locations of a virtual server's values. A setting that was omitted (default applied) is
-/// located at its section, since that is where the operator would add it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VirtualServerLocations {
-    pub vip: Location,
-    pub port: Location,
-    pub protocol: Location,
-    pub interface: Location,
-    pub lb_algo: Location,
-    pub table_size: Location,
-    pub persistence_timeout: Location,
-    /// `None` when omitted: unlike the others, whether it was written matters (a notice says it
-    /// does nothing without `persistence_timeout`).
-    pub persistence_granularity: Option<Location>,
-    pub delay_loop: Location,
-    pub alpha: Location,
-}
-
-impl VirtualServerLocations {
-    /// Every value located at the section itself; front ends then overwrite what they saw.
-    pub fn all_at(location: Location) -> Self {
-        VirtualServerLocations {
-            vip: location,
-            port: location,
-            protocol: location,
-            interface: location,
-            lb_algo: location,
-            table_size: location,
-            persistence_timeout: location,
-            persistence_granularity: None,
-            delay_loop: location,
-            alpha: location,
-        }
     }
 }
 

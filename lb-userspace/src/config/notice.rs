@@ -25,13 +25,13 @@ pub fn notices(config: &Config) -> Vec<Diagnostic> {
         };
         if let Some(reason) = super::needs_ipvs(vs) {
             let at = match vs.fwmark {
-                Some(_) => vs.key_locations.vip,
+                Some(_) => vs.vip_at(),
                 None => vs.forwarding.lb_kind_at.unwrap_or(vs.location),
             };
             notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
         } else if super::prefers_ipvs(vs).is_some() {
             notice(
-                vs.key_locations.lb_algo,
+                vs.lb_algo_at(),
                 format!(
                     "scheduler `{}` runs on kernel IPVS where it is available (`lb run \
                      --dataplane auto`), else as weighted Maglev (`mh`) on XDP",
@@ -40,26 +40,26 @@ pub fn notices(config: &Config) -> Vec<Diagnostic> {
             );
         } else if vs.lb_algo != "mh" {
             notice(
-                vs.key_locations.lb_algo,
+                vs.lb_algo_at(),
                 format!(
                     "scheduler `{}` runs as weighted Maglev (`mh`) on the XDP dataplane",
                     vs.lb_algo
                 ),
             );
         }
-        if let Some(at) = vs.key_locations.persistence_granularity
+        if let Some(at) = vs.persistence_granularity_at()
             && vs.persistence_timeout.is_none()
         {
             notice(at, "persistence_granularity has no effect without persistence_timeout".into());
         }
         if let Some(message) = small_table(vs) {
-            notice(vs.key_locations.table_size, message);
+            notice(vs.table_size_at(), message);
         }
         slow_retries(vs, &mut notice);
         alpha_without_checks(vs, &mut notice);
         if let Some(mark) = vs.fwmark.filter(|_| !config.vrrp.instances.is_empty()) {
             notice(
-                vs.key_locations.vip,
+                vs.vip_at(),
                 format!(
                     "a firewall-mark service has no VIP for VRRP to follow: it is installed \
                      whatever the VRRP state (as keepalived does); what reaches it is whatever \
@@ -68,7 +68,7 @@ pub fn notices(config: &Config) -> Vec<Diagnostic> {
             );
         } else if !config.vrrp.instances.is_empty() && config.vrrp.instance_for(vs.vip).is_none() {
             notice(
-                vs.key_locations.vip,
+                vs.vip_at(),
                 "its VIP is in no vrrp_instance's virtual_ipaddress, so it forwards always, \
                  whatever the VRRP state"
                     .into(),
@@ -99,13 +99,13 @@ fn bgp(config: &Config, notices: &mut Vec<Diagnostic>) {
                  {family} address",
                 vs.key()
             );
-            notices.push(notice_in(config, vs.key_locations.vip, message));
+            notices.push(notice_in(config, vs.vip_at(), message));
         }
     }
     for vs in config.virtual_servers.iter().filter(|vs| vs.fwmark.is_some()) {
         let message =
             format!("{}: a firewall-mark service has no VIP to announce over BGP", vs.key());
-        notices.push(notice_in(config, vs.key_locations.vip, message));
+        notices.push(notice_in(config, vs.vip_at(), message));
     }
 }
 
@@ -185,7 +185,7 @@ fn alpha_without_checks(vs: &VirtualServer, notice: &mut impl FnMut(Location, St
         vs.real_servers.iter().filter(|rs| rs.health.checks.is_empty()).collect();
     if unchecked.len() == vs.real_servers.len() {
         notice(
-            vs.key_locations.alpha,
+            vs.alpha_at(),
             "alpha has no effect without checks: no real server of this service has one".into(),
         );
         return;

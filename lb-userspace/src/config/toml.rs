@@ -36,7 +36,7 @@ use super::health::RealHealth;
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location,
     MAX_PERSISTENCE_TIMEOUT_SECS, Protocol, RealForwarding, RealServer, Spans, VirtualServer,
-    VirtualServerLocations, VrrpLocations, host_prefix_len, unspecified,
+    VrrpLocations, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -204,7 +204,7 @@ impl Parser<'_> {
 
     fn virtual_server(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<VirtualServer> {
         let location = self.at(span);
-        let mut at = VirtualServerLocations::all_at(location);
+        let mut at = Spans::at_section(location);
         self.unknown_keys_with(
             table,
             VIRTUAL_SERVER_KEYS,
@@ -213,8 +213,7 @@ impl Parser<'_> {
         );
 
         let fwmark = table.get_key_value("fwmark").map(|(key, value)| {
-            at.vip = self.at(value.span());
-            at.port = at.vip;
+            at.set("fwmark", self.at(value.span()));
             self.integer_in(key, value, 1..=u32::MAX)
         });
         let (vip, port) = match fwmark {
@@ -245,13 +244,13 @@ impl Parser<'_> {
                 }
                 let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(
                     |(key, value)| {
-                        at.vip = self.at(value.span());
+                        at.set("vip", self.at(value.span()));
                         self.ip_address(key, value)
                     },
                 );
                 let port = self.required(table, "port", location, VIRTUAL_SERVER).and_then(
                     |(key, value)| {
-                        at.port = self.at(value.span());
+                        at.set("port", self.at(value.span()));
                         self.port(key, value)
                     },
                 );
@@ -261,7 +260,7 @@ impl Parser<'_> {
         let protocol = match table.get_key_value("protocol") {
             None => Some(Protocol::Tcp),
             Some((key, value)) => {
-                at.protocol = self.at(value.span());
+                at.set("protocol", self.at(value.span()));
                 self.string(key, value).and_then(|name| match name.parse::<Protocol>() {
                     Ok(protocol) => Some(protocol),
                     Err(error) => {
@@ -276,7 +275,7 @@ impl Parser<'_> {
             (true, None) => Some(String::new()),
             _ => self.required(table, "interface", location, VIRTUAL_SERVER).and_then(
                 |(key, value)| {
-                    at.interface = self.at(value.span());
+                    at.set("interface", self.at(value.span()));
                     self.string(key, value).map(str::to_owned)
                 },
             ),
@@ -285,14 +284,14 @@ impl Parser<'_> {
         let table_size = match table.get_key_value("table_size") {
             None => Some(maglev::DEFAULT_SIZE),
             Some((key, value)) => {
-                at.table_size = self.at(value.span());
+                at.set("table_size", self.at(value.span()));
                 self.table_size(key, value)
             }
         };
         let persistence_timeout = match table.get_key_value("persistence_timeout") {
             None => Some(None),
             Some((key, value)) => {
-                at.persistence_timeout = self.at(value.span());
+                at.set("persistence_timeout", self.at(value.span()));
                 self.seconds(key, value, 0..=MAX_PERSISTENCE_TIMEOUT_SECS)
                     .map(|timeout| Some(timeout).filter(|t| !t.is_zero()))
             }
@@ -300,7 +299,7 @@ impl Parser<'_> {
         let persistence_prefix = match table.get_key_value("persistence_granularity") {
             None => vip.map(host_prefix_len),
             Some((key, value)) => {
-                at.persistence_granularity = Some(self.at(value.span()));
+                at.set("persistence_granularity", self.at(value.span()));
                 self.persistence_granularity(key, value, vip)
             }
         };
@@ -456,7 +455,7 @@ impl Parser<'_> {
     }
 
     /// `lb_algo`, or keepalived's other spelling `lvs_sched`; giving both is ambiguous.
-    fn lb_algo(&mut self, table: &DeTable<'_>, at: &mut VirtualServerLocations) -> Option<String> {
+    fn lb_algo(&mut self, table: &DeTable<'_>, at: &mut Spans) -> Option<String> {
         let given = self.either(
             table,
             ["lb_algo", "lvs_sched"],
@@ -465,7 +464,7 @@ impl Parser<'_> {
         let Some((key, value)) = given else {
             return Some(DEFAULT_LB_ALGO.to_owned());
         };
-        at.lb_algo = self.at(value.span());
+        at.set("lb_algo", self.at(value.span()));
         self.string(key, value).map(str::to_owned)
     }
 
@@ -1162,7 +1161,7 @@ mod tests {
         );
         let vs = &config.virtual_servers[0];
         assert_eq!(vs.fwmark, Some(1));
-        assert_eq!(vs.key_locations.vip, Location::new(2, 10));
+        assert_eq!(vs.vip_at(), Location::new(2, 10));
         assert_eq!(vs.real_servers[0].port, 443);
         assert_eq!(vs.persistence_prefix, 32);
         assert_eq!(config.virtual_servers[1].persistence_prefix, 128);
@@ -1611,18 +1610,11 @@ weight = 2
                 sorry_server: None,
                 health: ServiceHealth::default(),
                 location: Location::new(1, 1),
-                key_locations: VirtualServerLocations {
-                    vip: Location::new(2, 7),
-                    port: Location::new(3, 8),
-                    protocol: Location::new(4, 12),
-                    interface: Location::new(5, 13),
-                    lb_algo: Location::new(1, 1),
-                    table_size: Location::new(1, 1),
-                    persistence_timeout: Location::new(1, 1),
-                    persistence_granularity: None,
-                    delay_loop: Location::new(1, 1),
-                    alpha: Location::new(1, 1),
-                },
+                key_locations: Spans::at_section(Location::new(1, 1))
+                    .with("vip", Location::new(2, 7))
+                    .with("port", Location::new(3, 8))
+                    .with("protocol", Location::new(4, 12))
+                    .with("interface", Location::new(5, 13)),
             }],
         };
         assert_eq!(parse_ok(text), expected);
@@ -1664,7 +1656,7 @@ weight = 2
                 |vs| {
                     assert_eq!(vs.protocol, Protocol::Udp);
                     assert_eq!(vs.lb_algo, "wrr");
-                    assert_eq!(vs.key_locations.lb_algo, Location::new(5, 13));
+                    assert_eq!(vs.lb_algo_at(), Location::new(5, 13));
                 },
             ),
             (
@@ -1817,17 +1809,15 @@ port = 443
                     }),
                     health: ServiceHealth::default(),
                     location: at(10, 1),
-                    key_locations: VirtualServerLocations {
-                        vip: at(11, 7),
-                        port: at(12, 8),
-                        protocol: at(13, 12),
-                        interface: at(14, 13),
-                        lb_algo: at(10, 1),
-                        table_size: at(15, 14),
-                        persistence_timeout: at(16, 23),
-                        persistence_granularity: Some(at(17, 27)),
-                        ..VirtualServerLocations::all_at(at(10, 1))
-                    },
+                    key_locations: Spans::at_section(at(10, 1))
+                        .with("vip", at(11, 7))
+                        .with("port", at(12, 8))
+                        .with("protocol", at(13, 12))
+                        .with("interface", at(14, 13))
+                        .with("lb_algo", at(10, 1))
+                        .with("table_size", at(15, 14))
+                        .with("persistence_timeout", at(16, 23))
+                        .with("persistence_granularity", at(17, 27)),
                 },
                 VirtualServer {
                     forwarding: Default::default(),
@@ -1855,14 +1845,12 @@ port = 443
                     }),
                     health: ServiceHealth::default(),
                     location: at(23, 1),
-                    key_locations: VirtualServerLocations {
-                        vip: at(24, 7),
-                        port: at(25, 8),
-                        interface: at(26, 13),
-                        persistence_timeout: at(27, 23),
-                        persistence_granularity: Some(at(28, 27)),
-                        ..VirtualServerLocations::all_at(at(23, 1))
-                    },
+                    key_locations: Spans::at_section(at(23, 1))
+                        .with("vip", at(24, 7))
+                        .with("port", at(25, 8))
+                        .with("interface", at(26, 13))
+                        .with("persistence_timeout", at(27, 23))
+                        .with("persistence_granularity", at(28, 27)),
                 },
             ],
         };
@@ -1973,8 +1961,8 @@ port = 443
                 assert_eq!(vs.persistence_timeout, None);
                 assert_eq!(vs.persistence_prefix, 32);
                 assert_eq!(vs.sorry_server, None);
-                assert_eq!(vs.key_locations.table_size, Location::new(1, 1));
-                assert_eq!(vs.key_locations.persistence_granularity, None);
+                assert_eq!(vs.table_size_at(), Location::new(1, 1));
+                assert_eq!(vs.persistence_granularity_at(), None);
             }),
             ("IPv6 defaults", VS6, &[], |vs| {
                 assert_eq!(vs.persistence_prefix, 128);
@@ -1982,14 +1970,14 @@ port = 443
             }),
             ("smallest table", VS, &["table_size = 251"], |vs| {
                 assert_eq!(vs.table_size, 251);
-                assert_eq!(vs.key_locations.table_size, Location::new(5, 14));
+                assert_eq!(vs.table_size_at(), Location::new(5, 14));
             }),
             ("largest table", VS, &["table_size = 131071"], |vs| {
                 assert_eq!(vs.table_size, 131_071);
             }),
             ("persistence in whole seconds", VS, &["persistence_timeout = 300"], |vs| {
                 assert_eq!(vs.persistence_timeout, Some(Duration::from_secs(300)));
-                assert_eq!(vs.key_locations.persistence_timeout, Location::new(5, 23));
+                assert_eq!(vs.persistence_timeout_at(), Location::new(5, 23));
             }),
             ("persistence in fractions", VS, &["persistence_timeout = 1.5"], |vs| {
                 assert_eq!(vs.persistence_timeout, Some(Duration::from_millis(1500)));
@@ -2009,10 +1997,7 @@ port = 443
                 &["persistence_timeout = 60", "persistence_granularity = '255.255.255.0'"],
                 |vs| {
                     assert_eq!(vs.persistence_prefix, 24);
-                    assert_eq!(
-                        vs.key_locations.persistence_granularity,
-                        Some(Location::new(6, 27))
-                    );
+                    assert_eq!(vs.persistence_granularity_at(), Some(Location::new(6, 27)));
                 },
             ),
             ("host netmask", VS, &["persistence_granularity = '255.255.255.255'"], |vs| {

@@ -31,9 +31,9 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
     for vs in &config.virtual_servers {
         if vs.fwmark.is_none()
             && let Some(message) = address_class_error(Role::Vip, vs.vip)
-            && bad_vips_at.insert(vs.key_locations.vip)
+            && bad_vips_at.insert(vs.vip_at())
         {
-            error(vs.key_locations.vip, message);
+            error(vs.vip_at(), message);
         }
         if let Some(first) = first_definition.get(&vs.key()) {
             error(
@@ -44,13 +44,13 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
             first_definition.insert(vs.key(), vs.location);
         }
         if !SCHEDULERS.contains(&vs.lb_algo.as_str()) {
-            error(vs.key_locations.lb_algo, unknown_scheduler(&vs.lb_algo));
+            error(vs.lb_algo_at(), unknown_scheduler(&vs.lb_algo));
         }
         // A firewall-mark service may name no interface (IPVS needs none).
         let no_interface = vs.fwmark.is_some() && vs.interface.is_empty();
         if !no_interface && !host.interface_exists(&vs.interface) {
             error(
-                vs.key_locations.interface,
+                vs.interface_at(),
                 format!("interface `{}` does not exist on this host", vs.interface),
             );
         }
@@ -130,7 +130,7 @@ fn persistence_granularity(vs: &VirtualServer, error: &mut impl FnMut(Location, 
     if vs.persistence_prefix > bits {
         let netmask = if vs.vip.is_ipv4() { " or a netmask like \"255.255.255.0\"" } else { "" };
         error(
-            vs.key_locations.persistence_granularity.unwrap_or(vs.location),
+            vs.persistence_granularity_at().unwrap_or(vs.location),
             format!(
                 "`persistence_granularity` /{} does not fit {} virtual server {vs}: give a prefix \
                  length 0 to {bits}{netmask}",
@@ -650,7 +650,7 @@ mod tests {
         CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_RETRY, HealthCheck,
         RealHealth, ServiceHealth,
     };
-    use super::super::model::{DataplaneSettings, Protocol, VirtualServerLocations};
+    use super::super::model::{DataplaneSettings, Protocol};
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::super::vrrp::TrackInterface;
@@ -1217,7 +1217,7 @@ mod tests {
             sorry_server: None,
             health: ServiceHealth::default(),
             location: at,
-            key_locations: VirtualServerLocations::all_at(at),
+            key_locations: Spans::at_section(at),
         }
     }
 
@@ -1244,7 +1244,7 @@ mod tests {
     fn uses_the_models_locations_whatever_the_front_end() {
         let mut vs = hand_built("2001:db8::100", 80, 1);
         vs.interface = "eth9".to_owned();
-        vs.key_locations.interface = Location::new(4, 3);
+        vs.key_locations.set("interface", Location::new(4, 3));
         vs.persistence_prefix = 129;
         vs.real_servers.push(hand_built_real("2001:db8::11", 80, 6));
         // A checker without locations of its values: its errors are located at the checker.

@@ -16,7 +16,7 @@ use super::super::health::{DEFAULT_DELAY_LOOP, RealHealth, ServiceHealth};
 use super::super::model::{
     DEFAULT_WEIGHT, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_SERVICES_LIMITS,
     MAX_WEIGHT, Protocol, RealForwarding, RealServer, SCHEDULERS, ServiceForwarding, Spans, Tunnel,
-    TunnelError, VirtualServer, VirtualServerLocations, host_prefix_len, unspecified,
+    TunnelError, VirtualServer, host_prefix_len, unspecified,
 };
 use super::super::validate::{Role, address_class_error};
 use super::checkers::{self, CheckSpec};
@@ -1130,28 +1130,28 @@ fn virtual_server_model(
     protocol: (Protocol, Location),
     interface: (String, Location),
 ) -> Option<VirtualServer> {
-    let mut at = VirtualServerLocations::all_at(spec.at);
-    at.vip = target.vip_at;
-    at.port = target.port_at;
-    at.protocol = protocol.1;
-    at.interface = interface.1;
+    let mut at = Spans::at_section(spec.at)
+        .with("vip", target.vip_at)
+        .with("port", target.port_at)
+        .with("protocol", protocol.1)
+        .with("interface", interface.1);
     let delay_loop = match spec.delay_loop {
         Some((delay, written)) => {
-            at.delay_loop = written;
+            at.set("delay_loop", written);
             delay
         }
         None => DEFAULT_DELAY_LOOP,
     };
     let lb_algo = match &spec.lb_algo {
         Some((name, written)) => {
-            at.lb_algo = *written;
+            at.set("lb_algo", *written);
             name.clone()
         }
         None => KEEPALIVED_DEFAULT_SCHEDULER.to_owned(),
     };
     let mut persistence = match spec.persistence {
         Some((timeout, written)) => {
-            at.persistence_timeout = written;
+            at.set("persistence_timeout", written);
             match timeout {
                 None => Some(DEFAULT_PERSISTENCE),
                 Some(timeout) => Some(timeout).filter(|t| !t.is_zero()),
@@ -1171,7 +1171,7 @@ fn virtual_server_model(
     let persistence_prefix = match spec.granularity {
         None => host_prefix_len(target.vip),
         Some((granularity, written)) => {
-            at.persistence_granularity = Some(written);
+            at.set("persistence_granularity", written);
             match granularity {
                 Granularity::Prefix(prefix) => prefix,
                 Granularity::Netmask(prefix) if target.vip.is_ipv4() => prefix,
@@ -1190,7 +1190,7 @@ fn virtual_server_model(
         }
     };
     if let Some(alpha) = spec.alpha {
-        at.alpha = alpha;
+        at.set("alpha", alpha);
     }
     let health = ServiceHealth {
         delay_loop,

@@ -353,21 +353,7 @@ fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
     }
     for vs in &mut config.virtual_servers {
         vs.location = place(vs.location);
-        let at = &mut vs.key_locations;
-        for location in [
-            &mut at.vip,
-            &mut at.port,
-            &mut at.protocol,
-            &mut at.interface,
-            &mut at.lb_algo,
-            &mut at.table_size,
-            &mut at.persistence_timeout,
-            &mut at.delay_loop,
-            &mut at.alpha,
-        ] {
-            *location = place(*location);
-        }
-        at.persistence_granularity = at.persistence_granularity.map(&place);
+        vs.key_locations.relocate(&place);
         for rs in vs.real_servers.iter_mut().chain(vs.sorry_server.as_mut()) {
             rs.location = place(rs.location);
             rs.key_locations.relocate(&place);

@@ -219,7 +219,6 @@ fn classic_dr_file_parses_into_the_model() {
     };
     use super::super::model::{
         DataplaneSettings, LbKind, Protocol, RealServer, ServiceForwarding, Spans, VirtualServer,
-        VirtualServerLocations,
     };
     use std::time::Duration;
 
@@ -326,17 +325,15 @@ fn classic_dr_file_parses_into_the_model() {
             sorry_server: None,
             health: ServiceHealth { delay_loop: secs(6), ..ServiceHealth::default() },
             location: at(31, 1),
-            key_locations: VirtualServerLocations {
-                vip: at(31, 16),
-                port: at(31, 28),
-                protocol: at(36, 14),
+            key_locations: Spans::at_section(at(31, 1))
+                .with("vip", at(31, 16))
+                .with("port", at(31, 28))
+                .with("protocol", at(36, 14))
                 // The `dev` of the VIP in VI_WEB's virtual_ipaddress.
-                interface: at(26, 28),
-                lb_algo: at(33, 13),
-                persistence_timeout: at(35, 25),
-                delay_loop: at(32, 16),
-                ..VirtualServerLocations::all_at(at(31, 1))
-            },
+                .with("interface", at(26, 28))
+                .with("lb_algo", at(33, 13))
+                .with("persistence_timeout", at(35, 25))
+                .with("delay_loop", at(32, 16)),
         },
         VirtualServer {
             forwarding: ServiceForwarding {
@@ -383,16 +380,14 @@ fn classic_dr_file_parses_into_the_model() {
             }),
             health: ServiceHealth { delay_loop: secs(10), ..ServiceHealth::default() },
             location: at(66, 1),
-            key_locations: VirtualServerLocations {
-                vip: at(66, 16),
-                port: at(66, 28),
-                protocol: at(70, 14),
+            key_locations: Spans::at_section(at(66, 1))
+                .with("vip", at(66, 16))
+                .with("port", at(66, 28))
+                .with("protocol", at(70, 14))
                 // VI_WEB's `interface`: this VIP has no `dev`.
-                interface: at(17, 15),
-                lb_algo: at(68, 13),
-                delay_loop: at(67, 16),
-                ..VirtualServerLocations::all_at(at(66, 1))
-            },
+                .with("interface", at(17, 15))
+                .with("lb_algo", at(68, 13))
+                .with("delay_loop", at(67, 16)),
         },
     ];
     // Field by field: the model has sections a keepalived.conf does not fill.
@@ -2125,7 +2120,7 @@ fn includes_are_read_where_they_stand() {
     // The model's locations are lines of the files that define them.
     let web = &loaded.config.virtual_servers[0];
     assert_eq!(web.location, at(1, 1));
-    assert_eq!(web.key_locations.interface, at(2, 15));
+    assert_eq!(web.interface_at(), at(2, 15));
     assert_eq!(web.real_servers[1].location, at(1, 1));
     assert_eq!(web.real_servers[1].weight_at(), at(2, 12));
     assert_eq!(loaded.config.source, main);

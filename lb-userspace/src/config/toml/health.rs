@@ -15,7 +15,7 @@ use super::super::health::{
     DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck, RealHealth, ServiceHealth,
     UdpCheck, UrlCheck,
 };
-use super::super::model::{Location, Spans, VirtualServerLocations};
+use super::super::model::{Location, Spans};
 use super::{Key, Parser, Value, describe};
 
 /// The checker tables of a real server: keepalived's checkers, in lower case.
@@ -176,16 +176,16 @@ impl Parser<'_> {
     pub(super) fn service_health(
         &mut self,
         table: &DeTable<'_>,
-        at: &mut VirtualServerLocations,
+        at: &mut Spans,
     ) -> Option<ServiceHealth> {
         let mut ok = true;
         let mut health = ServiceHealth::default();
         if let Some((key, value)) = table.get_key_value("delay_loop") {
-            at.delay_loop = self.at(value.span());
+            at.set("delay_loop", self.at(value.span()));
             keep(&mut ok, &mut health.delay_loop, self.positive_seconds(key, value, MAX_SECONDS));
         }
         if let Some((key, value)) = table.get_key_value("alpha") {
-            at.alpha = self.at(value.span());
+            at.set("alpha", self.at(value.span()));
             keep(&mut ok, &mut health.alpha, self.boolean(key, value));
         }
         if let Some((key, value)) = table.get_key_value("omega") {
@@ -1319,11 +1319,11 @@ mod tests {
                 assert_eq!(vs.health.delay_loop, Duration::from_secs(60));
                 assert_eq!(vs.health.quorum, 1);
                 assert_eq!(vs.real_servers[0].health, RealHealth::default());
-                assert_eq!(vs.key_locations.delay_loop, Location::new(1, 1));
+                assert_eq!(vs.delay_loop_at(), Location::new(1, 1));
             }),
             ("fractional delay_loop", &["delay_loop = 0.5"], |vs| {
                 assert_eq!(vs.health.delay_loop, Duration::from_millis(500));
-                assert_eq!(vs.key_locations.delay_loop, Location::new(5, 14));
+                assert_eq!(vs.delay_loop_at(), Location::new(5, 14));
             }),
             ("longest delay_loop", &["delay_loop = 86400"], |vs| {
                 assert_eq!(vs.health.delay_loop, Duration::from_secs(86_400));
@@ -1354,7 +1354,7 @@ mod tests {
                             inhibit_on_failure: true,
                         }
                     );
-                    assert_eq!(vs.key_locations.alpha, Location::new(6, 9));
+                    assert_eq!(vs.alpha_at(), Location::new(6, 9));
                     // The real inherits inhibit_on_failure.
                     assert!(vs.real_servers[0].health.inhibit_on_failure);
                 },
@@ -1775,14 +1775,12 @@ url = [{ path = "/", status_code = 200 }]
                     ..ServiceHealth::default()
                 },
                 location: at(1, 1),
-                key_locations: VirtualServerLocations {
-                    vip: at(2, 7),
-                    port: at(3, 8),
-                    protocol: at(4, 12),
-                    interface: at(5, 13),
-                    delay_loop: at(6, 14),
-                    ..VirtualServerLocations::all_at(at(1, 1))
-                },
+                key_locations: Spans::at_section(at(1, 1))
+                    .with("vip", at(2, 7))
+                    .with("port", at(3, 8))
+                    .with("protocol", at(4, 12))
+                    .with("interface", at(5, 13))
+                    .with("delay_loop", at(6, 14)),
             }],
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
