@@ -15,17 +15,16 @@ use super::health::{
     DEFAULT_RETRY, HealthCheck, ServiceHealth,
 };
 use super::model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, LbKind, Protocol, RealServer,
-    Tunnel, VirtualServer, host_prefix_len,
+    Config, DEFAULT_WEIGHT, DataplaneSettings, LbKind, RealServer, Tunnel, VirtualServer,
 };
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
+use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
 };
-use crate::maglev;
 
 /// The native configuration text of `config`; empty for a director with nothing to do.
 pub fn emit(config: &Config) -> String {
@@ -179,33 +178,8 @@ fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
 }
 
 fn virtual_server(out: &mut Out, vs: &VirtualServer) {
-    out.section("[[virtual_server]]");
-    match vs.fwmark {
-        Some(mark) => {
-            out.key("fwmark", mark.to_string());
-            // Written when the first real server would not tell the family.
-            let inferred = vs.real_servers.first().is_some_and(|r| r.address.is_ipv6());
-            if vs.vip.is_ipv6() != inferred {
-                out.key("ip_family", string(if vs.vip.is_ipv6() { "inet6" } else { "inet" }));
-            }
-        }
-        None => {
-            out.key("vip", address(&vs.vip));
-            out.key("port", vs.port.to_string());
-        }
-    }
-    if vs.protocol != Protocol::Tcp {
-        out.key("protocol", string(vs.protocol.as_str()));
-    }
-    if !(vs.fwmark.is_some() && vs.interface.is_empty()) {
-        out.key("interface", string(&vs.interface));
-    }
-    out.key_unless("lb_algo", vs.lb_algo.as_str(), DEFAULT_LB_ALGO, string);
-    out.key_unless("table_size", &vs.table_size, &maglev::DEFAULT_SIZE, integer);
-    out.optional("persistence_timeout", vs.persistence_timeout.as_ref(), seconds);
-    if vs.persistence_prefix != host_prefix_len(vs.vip) {
-        out.key("persistence_granularity", granularity(vs.vip, vs.persistence_prefix));
-    }
+    out.section(VIRTUAL_SERVER);
+    out.text.push_str(&VIRTUAL_SERVER_SECTION.emit(vs, vs));
     lb_kind(out, Some(vs.forwarding.lb_kind).filter(|k| *k != LbKind::Dr));
     out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
     service_health(out, &vs.health);
@@ -223,7 +197,7 @@ fn virtual_server(out: &mut Out, vs: &VirtualServer) {
 
 /// A persistence granularity as keepalived writes it: a netmask for IPv4, a prefix length for
 /// IPv6.
-fn granularity(vip: IpAddr, prefix: u8) -> String {
+pub(super) fn granularity(vip: IpAddr, prefix: u8) -> String {
     match vip {
         IpAddr::V4(_) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);

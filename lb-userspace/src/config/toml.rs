@@ -7,9 +7,11 @@
 //! mismatch, host checks) are not here but in `validate`, shared with other front ends.
 //!
 //! Adding a key: in a section described in `schema` (`[dataplane]`: `dataplane::DATAPLANE`;
-//! `[bgp]`, `[[bgp.neighbor]]`: `bgp::BGP_SECTION`, `bgp::NEIGHBOR_SECTION`), one
-//! `Setting` in its description; in the others, add it to the section's `*_KEYS` list and read it
-//! in the section's function (they move to descriptions one by one).
+//! `[bgp]`, `[[bgp.neighbor]]`: `bgp::BGP_SECTION`, `bgp::NEIGHBOR_SECTION`;
+//! `[[virtual_server]]`: `virtual_server::VIRTUAL_SERVER_SECTION`; real and sorry servers:
+//! `real_server::REAL_SERVER_SECTION`, `real_server::SORRY_SERVER_SECTION`), one `Setting` in its
+//! description; in the others, add it to the section's `*_KEYS` list and read it in the section's
+//! function (they move to descriptions one by one).
 //! The health-check settings (keepalived's checkers) are read in the `health` submodule, the
 //! VRRP sections (`[[vrrp_instance]]`, `[[vrrp_script]]`, `[[vrrp_sync_group]]`) in `vrrp`, `[bgp]`
 //! in `bgp`.
@@ -21,6 +23,7 @@ mod forwarding;
 mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
+pub(in crate::config) mod virtual_server;
 mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -32,11 +35,11 @@ use ::toml::Spanned;
 use ::toml::de::{DeInteger, DeString, DeTable, DeValue};
 
 use super::error::{Diagnostic, LineIndex, did_you_mean};
-use super::health::RealHealth;
+use super::health::{RealHealth, ServiceHealth};
 use super::model::{
-    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location,
-    MAX_PERSISTENCE_TIMEOUT_SECS, Protocol, RealForwarding, RealServer, Spans, VirtualServer,
-    VrrpLocations, host_prefix_len, unspecified,
+    Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location, Protocol, RealForwarding,
+    RealServer, ServiceForwarding, Spans, VirtualServer, VrrpLocations, host_prefix_len,
+    unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -51,40 +54,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "flow_sync",
     "script_user",
 ];
-const VIRTUAL_SERVER_KEYS: &[&str] = &[
-    "vip",
-    "port",
-    "fwmark",
-    "ip_family",
-    "protocol",
-    "interface",
-    "lb_algo",
-    "lvs_sched",
-    "table_size",
-    "persistence_timeout",
-    "persistence_granularity",
-    "real_server",
-    "sorry_server",
-    // Forwarding (IPVS beyond DR), read in `forwarding`.
-    "lb_kind",
-    "lvs_method",
-    "tun_type",
-    "tun_port",
-    "tun_source",
-    "ops",
-    // Health checking, read in `health`.
-    "delay_loop",
-    "alpha",
-    "omega",
-    "quorum",
-    "hysteresis",
-    "quorum_up",
-    "quorum_down",
-    "inhibit_on_failure",
-];
 const DATAPLANE: &str = "[dataplane]";
-const VIRTUAL_SERVER: &str = "[[virtual_server]]";
-use real_server::{REAL_SERVER, SORRY_SERVER};
+use virtual_server::VIRTUAL_SERVER;
 
 /// Syntax errors reported: a file repeating one mistake a million times needs its first ones
 /// fixed, not a million lines.
@@ -202,168 +173,11 @@ impl Parser<'_> {
         settings
     }
 
+    /// A `[[virtual_server]]` (see [`virtual_server::VIRTUAL_SERVER_SECTION`]).
     fn virtual_server(&mut self, table: &DeTable<'_>, span: Range<usize>) -> Option<VirtualServer> {
         let location = self.at(span);
-        let mut at = Spans::at_section(location);
-        self.unknown_keys_with(
-            table,
-            VIRTUAL_SERVER_KEYS,
-            &format!("in {VIRTUAL_SERVER}"),
-            health::misplaced_in_virtual_server,
-        );
-
-        let fwmark = table.get_key_value("fwmark").map(|(key, value)| {
-            at.set("fwmark", self.at(value.span()));
-            self.integer_in(key, value, 1..=u32::MAX)
-        });
-        let (vip, port) = match fwmark {
-            // A firewall-mark service: the mark picks its packets, the family its addresses.
-            Some(_) => {
-                for name in ["vip", "port"] {
-                    if let Some((_, value)) = table.get_key_value(name) {
-                        self.error(
-                            value.span(),
-                            format!(
-                                "`{name}` does not go with `fwmark`: a firewall-mark service \
-                                 takes the packets netfilter marked, whatever their address and \
-                                 port"
-                            ),
-                        );
-                    }
-                }
-                let ipv6 = self.ip_family(table);
-                (ipv6.map(unspecified), Some(0))
-            }
-            None => {
-                if let Some((_, value)) = table.get_key_value("ip_family") {
-                    self.error(
-                        value.span(),
-                        "`ip_family` is for firewall-mark services (`fwmark`); a virtual server \
-                         with a `vip` has the vip's family",
-                    );
-                }
-                let vip = self.required(table, "vip", location, VIRTUAL_SERVER).and_then(
-                    |(key, value)| {
-                        at.set("vip", self.at(value.span()));
-                        self.ip_address(key, value)
-                    },
-                );
-                let port = self.required(table, "port", location, VIRTUAL_SERVER).and_then(
-                    |(key, value)| {
-                        at.set("port", self.at(value.span()));
-                        self.port(key, value)
-                    },
-                );
-                (vip, port)
-            }
-        };
-        let protocol = match table.get_key_value("protocol") {
-            None => Some(Protocol::Tcp),
-            Some((key, value)) => {
-                at.set("protocol", self.at(value.span()));
-                self.string(key, value).and_then(|name| match name.parse::<Protocol>() {
-                    Ok(protocol) => Some(protocol),
-                    Err(error) => {
-                        self.error(value.span(), error.to_string());
-                        None
-                    }
-                })
-            }
-        };
-        // IPVS, which alone serves firewall-mark services, needs no interface.
-        let interface = match (fwmark.is_some(), table.get_key_value("interface")) {
-            (true, None) => Some(String::new()),
-            _ => self.required(table, "interface", location, VIRTUAL_SERVER).and_then(
-                |(key, value)| {
-                    at.set("interface", self.at(value.span()));
-                    self.string(key, value).map(str::to_owned)
-                },
-            ),
-        };
-        let lb_algo = self.lb_algo(table, &mut at);
-        let table_size = match table.get_key_value("table_size") {
-            None => Some(maglev::DEFAULT_SIZE),
-            Some((key, value)) => {
-                at.set("table_size", self.at(value.span()));
-                self.table_size(key, value)
-            }
-        };
-        let persistence_timeout = match table.get_key_value("persistence_timeout") {
-            None => Some(None),
-            Some((key, value)) => {
-                at.set("persistence_timeout", self.at(value.span()));
-                self.seconds(key, value, 0..=MAX_PERSISTENCE_TIMEOUT_SECS)
-                    .map(|timeout| Some(timeout).filter(|t| !t.is_zero()))
-            }
-        };
-        let persistence_prefix = match table.get_key_value("persistence_granularity") {
-            None => vip.map(host_prefix_len),
-            Some((key, value)) => {
-                at.set("persistence_granularity", self.at(value.span()));
-                self.persistence_granularity(key, value, vip)
-            }
-        };
-        let health = self.service_health(table, &mut at);
-        let forwarding = self.service_forwarding(table);
-
-        // The reals' default; when the service's health settings are invalid (the service is left
-        // out), the reals are still read, with keepalived's default.
-        let inhibit_on_failure = health.as_ref().is_some_and(|h| h.inhibit_on_failure);
-        let real_servers = match table.get_key_value("real_server") {
-            None => Vec::new(),
-            Some((key, value)) => self
-                .tables(key, value, REAL_SERVER)
-                .into_iter()
-                .filter_map(|(table, span)| {
-                    self.real_server(table, span, port, Backend::Real { inhibit_on_failure })
-                })
-                .collect(),
-        };
-        // Like a real server with an error, a sorry server with one is left out on its own.
-        let sorry_server = table.get_key_value("sorry_server").and_then(|(key, value)| {
-            let (table, span) = self.table(key, value, SORRY_SERVER)?;
-            self.real_server(table, span, port, Backend::Sorry)
-        });
-
-        Some(VirtualServer {
-            forwarding: forwarding?,
-            vip: vip?,
-            port: port?,
-            protocol: protocol?,
-            // Present but invalid (already reported): the section is left out.
-            fwmark: match fwmark {
-                Some(mark) => Some(mark?),
-                None => None,
-            },
-            interface: interface?,
-            lb_algo: lb_algo?,
-            table_size: table_size?,
-            persistence_timeout: persistence_timeout?,
-            persistence_prefix: persistence_prefix?,
-            real_servers,
-            sorry_server,
-            health: health?,
-            location,
-            key_locations: at,
-        })
-    }
-
-    /// The family of a firewall-mark service: `ip_family` ("inet" or "inet6"), else that of its
-    /// first real server (as keepalived), else IPv4. `Some(true)` for IPv6; `None` after an error.
-    fn ip_family(&mut self, table: &DeTable<'_>) -> Option<bool> {
-        if let Some((key, value)) = table.get_key_value("ip_family") {
-            return match self.string(key, value)? {
-                "inet" => Some(false),
-                "inet6" => Some(true),
-                other => {
-                    self.error(
-                        value.span(),
-                        format!("`ip_family` is \"inet\" or \"inet6\", found \"{other}\""),
-                    );
-                    None
-                }
-            };
-        }
+        // A firewall-mark service without `ip_family` has its first real server's family (as
+        // in keepalived), else IPv4's; any other service, its `vip`'s.
         let first_real = table
             .get("real_server")
             .and_then(|v| v.get_ref().as_array())
@@ -372,7 +186,26 @@ impl Parser<'_> {
             .and_then(|real| real.get("address"))
             .and_then(|address| address.get_ref().as_str())
             .and_then(|address| address.parse::<IpAddr>().ok());
-        Some(first_real.is_some_and(|a| a.is_ipv6()))
+        let ipv6 = table.contains_key("fwmark") && first_real.is_some_and(|a| a.is_ipv6());
+        let mut vs = VirtualServer {
+            vip: unspecified(ipv6),
+            port: 0,
+            protocol: Protocol::Tcp,
+            fwmark: None,
+            interface: String::new(),
+            lb_algo: DEFAULT_LB_ALGO.to_owned(),
+            table_size: maglev::DEFAULT_SIZE,
+            persistence_timeout: None,
+            // The VIP's host prefix unless written; set once the VIP is known.
+            persistence_prefix: 0,
+            real_servers: Vec::new(),
+            sorry_server: None,
+            health: ServiceHealth::default(),
+            forwarding: ServiceForwarding::default(),
+            location,
+            key_locations: Spans::at_section(location),
+        };
+        virtual_server::VIRTUAL_SERVER_SECTION.read(self, table, &mut vs).then_some(vs)
     }
 
     /// A Maglev table size: only the primes the table builder is made for; a near miss (65536)
@@ -452,20 +285,6 @@ impl Parser<'_> {
         };
         self.error(value.span(), message);
         None
-    }
-
-    /// `lb_algo`, or keepalived's other spelling `lvs_sched`; giving both is ambiguous.
-    fn lb_algo(&mut self, table: &DeTable<'_>, at: &mut Spans) -> Option<String> {
-        let given = self.either(
-            table,
-            ["lb_algo", "lvs_sched"],
-            "are the same setting (keepalived spells it both ways); keep only one",
-        )?;
-        let Some((key, value)) = given else {
-            return Some(DEFAULT_LB_ALGO.to_owned());
-        };
-        at.set("lb_algo", self.at(value.span()));
-        self.string(key, value).map(str::to_owned)
     }
 
     /// The one of two keys that set the same thing that was given, if any; `None` after reporting

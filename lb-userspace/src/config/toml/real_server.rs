@@ -122,7 +122,7 @@ pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
             },
         },
     ],
-    finish: Some(|p, table, rs| {
+    finish: Some(|p, table, rs, _| {
         // The virtual server's `inhibit_on_failure` is the default, already in the model.
         let inhibit_on_failure = rs.health.inhibit_on_failure;
         let health = p.real_health(table, REAL_SERVER, inhibit_on_failure, &mut rs.check_locations);
@@ -151,7 +151,7 @@ pub(in crate::config) const SORRY_SERVER_SECTION: Section<RealServer> = Section 
         port_setting("As for a real server, a different port is an error (except with NAT)."),
     ],
     elsewhere: &[forwarding_keys("keepalived's `sorry_server_lvs_method`.")],
-    finish: Some(|p, table, rs| match p.real_forwarding(table, Backend::Sorry) {
+    finish: Some(|p, table, rs, _| match p.real_forwarding(table, Backend::Sorry) {
         Some(forwarding) => {
             rs.forwarding = forwarding;
             true

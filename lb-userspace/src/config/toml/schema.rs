@@ -53,9 +53,14 @@ pub(in crate::config) struct Section<T: 'static> {
     /// them; they are known to the unknown-key check and have their row in the key table.
     pub elsewhere: &'static [Elsewhere],
     /// Runs after the settings and nested tables: the keys read together (`elsewhere`) and the
-    /// rules between values that only hold once each was read. `false` leaves the section out.
-    pub finish: Option<fn(&mut Parser<'_>, &DeTable<'_>, &mut T) -> bool>,
+    /// rules between values that only hold once each was read, given the settings whose value
+    /// had an error. `false` leaves the section out.
+    pub finish: Option<Finish<T>>,
 }
+
+/// A section's [`Section::finish`].
+pub(in crate::config) type Finish<T> =
+    fn(&mut Parser<'_>, &DeTable<'_>, &mut T, failed: &[&'static str]) -> bool;
 
 /// Keys of a section read together by a hand-written reader (its `finish`), documented in one row.
 pub(in crate::config) struct Elsewhere {
@@ -92,30 +97,35 @@ impl<T: Located> Section<T> {
     pub fn read(&self, parser: &mut Parser<'_>, table: &DeTable<'_>, model: &mut T) -> bool {
         let context = format!("in {}", self.header);
         parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
-        let mut keep = true;
+        // Every written value is located before any is read, so that a reader can tell which
+        // other keys were written (`vip` is not read beside `fwmark`).
+        for name in self.settings.iter().map(|s| s.name).chain(self.nested.iter().map(|n| n.name)) {
+            if let Some(value) = table.get(name) {
+                let at = parser.at(value.span());
+                model.spans_mut().set(name, at);
+            }
+        }
+        let mut failed = Vec::new();
         for setting in self.settings {
             let errors = parser.errors.len();
             if let Some((key, value)) = table.get_key_value(setting.name) {
-                let at = parser.at(value.span());
-                model.spans_mut().set(setting.name, at);
                 (setting.read)(parser, key, value, model);
             } else if self.required.contains(&setting.name) {
                 let at = model.spans_mut().section();
                 parser.missing(at, setting.name, self.header);
             }
-            if parser.errors.len() > errors && self.drop_on_error.contains(&setting.name) {
-                keep = false;
+            if parser.errors.len() > errors {
+                failed.push(setting.name);
             }
         }
+        let mut keep = !failed.iter().any(|name| self.drop_on_error.contains(name));
         for nested in self.nested {
             if let Some((key, value)) = table.get_key_value(nested.name) {
-                let at = parser.at(value.span());
-                model.spans_mut().set(nested.name, at);
                 (nested.read)(parser, key, value, model);
             }
         }
         if let Some(finish) = self.finish {
-            keep &= finish(parser, table, model);
+            keep &= finish(parser, table, model, &failed);
         }
         keep
     }
@@ -171,6 +181,7 @@ mod tests {
     use super::super::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
     use super::super::dataplane::DATAPLANE;
     use super::super::real_server::{REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
+    use super::super::virtual_server::VIRTUAL_SERVER_SECTION;
 
     /// The key table of `section` in `doc`: its rows, and the line range they span.
     fn table_rows(doc: &str, header: &str) -> (Vec<String>, std::ops::Range<usize>) {
@@ -197,6 +208,7 @@ mod tests {
             (DATAPLANE.header, DATAPLANE.doc_rows()),
             (BGP_SECTION.header, BGP_SECTION.doc_rows()),
             (NEIGHBOR_SECTION.header, NEIGHBOR_SECTION.doc_rows()),
+            (VIRTUAL_SERVER_SECTION.header, VIRTUAL_SERVER_SECTION.doc_rows()),
             (REAL_SERVER_SECTION.header, REAL_SERVER_SECTION.doc_rows()),
             (SORRY_SERVER_SECTION.header, SORRY_SERVER_SECTION.doc_rows()),
         ];
@@ -223,6 +235,7 @@ mod tests {
             DATAPLANE.keys(),
             BGP_SECTION.keys(),
             NEIGHBOR_SECTION.keys(),
+            VIRTUAL_SERVER_SECTION.keys(),
             REAL_SERVER_SECTION.keys(),
             SORRY_SERVER_SECTION.keys(),
         ];
