@@ -445,9 +445,10 @@ impl VirtualServer {
         at.unwrap_or(self.key_locations.section())
     }
 
-    /// Where the service's address was given: its `vip`, or the `fwmark` that stands for it.
+    /// Where the service's address was given: the `fwmark` that stands for it (a `vip` beside it
+    /// is an error, not read), else its `vip`.
     pub fn vip_at(&self) -> Location {
-        self.written_at(&["vip", "fwmark"])
+        self.written_at(&["fwmark", "vip"])
     }
 
     pub fn protocol_at(&self) -> Location {

@@ -941,7 +941,67 @@ mod tests {
             "`ip_family` is \"inet\" or \"inet6\", found \"ipv6\"",
             "3:13",
         ),
+        // A key that does not go with another is not read as well: one error each.
+        (
+            "fwmark with a vip that is no address",
+            &["[[virtual_server]]", "fwmark = 1", "vip = 'web'", "interface = 'eth0'"],
+            "`vip` does not go with `fwmark`",
+            "3:7",
+        ),
+        (
+            "unknown ip_family without fwmark",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "ip_family = 'ipv6'",
+            ],
+            "`ip_family` is for firewall-mark services (`fwmark`)",
+            "5:13",
+        ),
+        // The family of a firewall-mark service without `ip_family` is its first real's.
+        (
+            "netmask granularity of a firewall-mark service of IPv6 reals",
+            &[
+                "[[virtual_server]]",
+                "fwmark = 1",
+                "persistence_timeout = 60",
+                "persistence_granularity = '255.255.255.0'",
+                "[[virtual_server.real_server]]",
+                "address = '2001:db8::11'",
+            ],
+            "`persistence_granularity` of an IPv6 virtual server must be a prefix length",
+            "4:27",
+        ),
+        (
+            "lvs_sched not a string",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 80",
+                "interface = 'eth0'",
+                "lvs_sched = 1",
+            ],
+            "`lvs_sched` must be a string, found integer 1",
+            "5:13",
+        ),
     ];
+
+    /// Where the values that stand for others are located: a firewall-mark service's address at
+    /// its `fwmark` (even beside a wrongly written `vip`), the scheduler at `lvs_sched`.
+    #[test]
+    fn cross_key_locations() {
+        let text =
+            doc(&["[[virtual_server]]", "vip = '192.0.2.100'", "fwmark = 7", "lvs_sched = 'wrr'"]);
+        let (config, errors) = super::parse(&text, Path::new("t.toml"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let vs = &config.virtual_servers[0];
+        assert_eq!((vs.fwmark, vs.lb_algo.as_str()), (Some(7), "wrr"));
+        assert_eq!(vs.vip_at(), Location::new(3, 10));
+        assert_eq!(vs.lb_algo_at(), Location::new(4, 13));
+        assert_eq!(vs.persistence_prefix, 32);
+    }
 
     /// keepalived's `virtual_server fwmark N`: no vip, port or interface; the family from
     /// `ip_family`, else the first real server; real ports kept (they are for the checks).
