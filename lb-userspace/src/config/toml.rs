@@ -884,6 +884,20 @@ mod tests {
             "`lb_algo` and `lvs_sched` are the same setting (keepalived spells it both ways); keep only one",
             "6:1",
         ),
+        // Neither spelling is read when both are given.
+        (
+            "both scheduler spellings, one not a string",
+            &[
+                "[[virtual_server]]",
+                "vip = '192.0.2.100'",
+                "port = 80",
+                "lb_algo = 1",
+                "interface = 'eth0'",
+                "lvs_sched = 'rr'",
+            ],
+            "`lvs_sched` and `lb_algo` are the same setting",
+            "6:1",
+        ),
         (
             "virtual_server as a plain table",
             &["[virtual_server]", "vip = '192.0.2.100'"],

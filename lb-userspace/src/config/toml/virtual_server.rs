@@ -13,7 +13,7 @@ use super::super::model::{
 };
 use super::real_server::{REAL_SERVER, SORRY_SERVER};
 use super::schema::{Doc, Elsewhere, Located, Section, Setting, unless};
-use super::{Backend, Parser, health};
+use super::{Backend, Key, Parser, Value, health};
 use crate::maglev;
 
 pub(in crate::config) const VIRTUAL_SERVER: &str = "[[virtual_server]]";
@@ -42,6 +42,7 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
         "protocol",
         "interface",
         "lb_algo",
+        "lvs_sched",
         "table_size",
         "persistence_timeout",
         "persistence_granularity",
@@ -138,12 +139,19 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
         Setting {
             name: "lb_algo",
             doc: DOC_LB_ALGO,
-            read: |p, k, v, vs| {
-                if let Some(name) = p.string(k, v) {
-                    name.clone_into(&mut vs.lb_algo);
-                }
-            },
+            read: |p, k, v, vs| scheduler(p, k, v, vs, "lvs_sched"),
             emit: |vs, _| unless(&vs.lb_algo.as_str(), &DEFAULT_LB_ALGO, |a| string(a)),
+        },
+        Setting {
+            name: "lvs_sched",
+            doc: Doc {
+                ty: "IPVS scheduler name",
+                default: "",
+                meaning: "keepalived's spelling of `lb_algo`. Giving both spellings is an error.",
+            },
+            read: |p, k, v, vs| scheduler(p, k, v, vs, "lb_algo"),
+            // Written as `lb_algo`.
+            emit: |_, _| None,
         },
         Setting {
             name: "table_size",
@@ -181,15 +189,6 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
         },
     ],
     elsewhere: &[
-        Elsewhere {
-            label: "`lvs_sched`",
-            keys: &["lvs_sched"],
-            doc: Doc {
-                ty: "IPVS scheduler name",
-                default: "",
-                meaning: "keepalived's spelling of `lb_algo`. Giving both spellings is an error.",
-            },
-        },
         Elsewhere {
             label: r##"`lb_kind` (or `lvs_method`)"##,
             keys: &["lb_kind", "lvs_method"],
@@ -276,6 +275,15 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
     finish: Some(finish),
 };
 
+/// `lb_algo` or `lvs_sched`, read unless the `other` spelling is given too (`finish` says so).
+fn scheduler(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, vs: &mut VirtualServer, other: &str) {
+    if vs.key_locations.get(other).is_none()
+        && let Some(name) = p.string(k, v)
+    {
+        name.clone_into(&mut vs.lb_algo);
+    }
+}
+
 /// The rules between keys, then the keys read by hand, the real servers and the sorry server.
 fn finish(
     p: &mut Parser<'_>,
@@ -319,19 +327,9 @@ fn finish(
         p.missing(section, "interface", VIRTUAL_SERVER);
         keep = false;
     }
-    // keepalived's other spelling of `lb_algo`; giving both is ambiguous.
+    // `lb_algo` and keepalived's other spelling `lvs_sched`: giving both is ambiguous.
     let conflict = "are the same setting (keepalived spells it both ways); keep only one";
-    match p.either(table, ["lb_algo", "lvs_sched"], conflict) {
-        None => keep = false,
-        Some(Some((key, value))) if key.get_ref() == "lvs_sched" => {
-            vs.key_locations.set("lvs_sched", p.at(value.span()));
-            match p.string(key, value) {
-                Some(name) => name.clone_into(&mut vs.lb_algo),
-                None => keep = false,
-            }
-        }
-        Some(_) => {}
-    }
+    keep &= p.either(table, ["lb_algo", "lvs_sched"], conflict).is_some();
     if vs.key_locations.get("persistence_granularity").is_none() {
         vs.persistence_prefix = host_prefix_len(vs.vip);
     }
