@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 
 use crate::control::proto::ListenerView;
 
@@ -109,6 +113,78 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
         }
     }
     Ok((old, lim.rlim_cur))
+}
+
+/// The small HTTP servers (metrics, status page): accepts connections under `limit` until the
+/// task is dropped, runs `answer` on each in its own task; the connections beyond the cap are
+/// answered 503 and closed.
+pub async fn serve_http<F, Fut>(listener: TcpListener, limit: Arc<ListenerLimit>, answer: F)
+where
+    F: Fn(TcpStream, Arc<ListenerLimit>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    const BUSY: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Some(permit) = limit.admit() else {
+            if let Ok(mut s) = stream.into_std() {
+                let _ = std::io::Write::write(&mut s, BUSY);
+            }
+            continue;
+        };
+        let answered = answer(stream, limit.clone());
+        tokio::spawn(async move {
+            answered.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads a request head into `buf` (its first line says which page), within [`READ_TIMEOUT`];
+/// `None` when the client sent nothing in time (counted) or the read failed.
+pub async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    limit: &ListenerLimit,
+) -> Option<usize> {
+    match tokio::time::timeout(READ_TIMEOUT, stream.read(buf)).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            limit.timed_out();
+            None
+        }
+    }
+}
+
+/// Writes one answer (`extra_headers`: whole `Name: value\r\n` lines) and closes, within
+/// [`WRITE_TIMEOUT`] (a client that does not read in time is counted).
+pub async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &str,
+    limit: &ListenerLimit,
+) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         {extra_headers}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if written.is_err() {
+        limit.timed_out();
+    }
 }
 
 #[cfg(test)]

@@ -1,21 +1,18 @@
 //! Prometheus text endpoint (`lb run --metrics ADDR`). Every scrape renders the same views the
 //! control socket serves, so metrics and `lb backends` never disagree.
 
-use std::{io::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     control::proto::{BackendsView, StatusView},
-    listen::{ListenerLimit, READ_TIMEOUT, WRITE_TIMEOUT},
+    listen::{self, ListenerLimit},
 };
 
 /// The `fwmark` label: present only on firewall-mark services, so the series of the other
@@ -595,39 +592,15 @@ pub fn readiness(backends: &BackendsView, status: &StatusView) -> Result<(), Str
 /// other paths; at most `limit`'s cap of connections at once, the excess answered 503 and
 /// closed.
 pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, limit: Arc<ListenerLimit>) {
-    const BUSY: &[u8] =
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Some(permit) = limit.admit() else {
-            if let Ok(mut s) = stream.into_std() {
-                let _ = s.write(BUSY);
-            }
-            continue;
-        };
-        let source = source.clone();
-        let limit = limit.clone();
-        tokio::spawn(async move {
-            scrape(stream, source, &limit).await;
-            drop(permit);
-        });
-    }
+    listen::serve_http(listener, limit, move |stream, limit| scrape(stream, source.clone(), limit))
+        .await;
 }
 
-async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &ListenerLimit) {
+async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: Arc<ListenerLimit>) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let mut buf = [0u8; 2048];
-    // Read the request head: its first line says which page.
-    let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(_)) => return,
-        Err(_) => {
-            limit.timed_out();
-            return;
-        }
+    let Some(n) = listen::read_head(&mut stream, &mut buf, &limit).await else {
+        return;
     };
     let page = route(&buf[..n]);
     let format = Format::from_head(&buf[..n]);
@@ -661,19 +634,7 @@ async fn scrape(mut stream: TcpStream, source: Arc<dyn Source>, limit: &Listener
             }
         }
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-    if written.is_err() {
-        limit.timed_out();
-    }
+    listen::respond(&mut stream, status, content_type, "", &body, &limit).await;
 }
 
 /// Binds the metrics listener (failing early, before the dataplane is touched).
@@ -924,7 +885,7 @@ mod tests {
         use crate::control::proto::HealthChecksView;
         let mut hc = HealthChecksView::default();
         for ms in [0, 1, 2, 30, 6000] {
-            hc.record("TCP_CHECK", ms < 1000, Duration::from_millis(ms));
+            hc.record("TCP_CHECK", ms < 1000, std::time::Duration::from_millis(ms));
         }
         assert_eq!(hc.latency_buckets, [2, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
         assert_eq!(hc.attempts["TCP_CHECK"]["success"], 4);

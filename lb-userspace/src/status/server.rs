@@ -1,21 +1,17 @@
 //! The status page's HTTP listener and the sampler that feeds its history.
 
 use std::{
-    io::Write as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use serde::Serialize;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::{TcpListener, TcpStream};
 
 use super::{Event, History, PAGE, Sample};
 use crate::{
     control::proto::{BackendsView, StatusView},
-    listen::{ListenerLimit, READ_TIMEOUT, WRITE_TIMEOUT},
+    listen::{self, ListenerLimit},
     metrics::Source,
 };
 
@@ -122,42 +118,22 @@ pub async fn serve(
     history: Arc<Mutex<History>>,
     limit: Arc<ListenerLimit>,
 ) {
-    const BUSY: &[u8] =
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Some(permit) = limit.admit() else {
-            if let Ok(mut s) = stream.into_std() {
-                let _ = s.write(BUSY);
-            }
-            continue;
-        };
-        let (source, history, limit) = (source.clone(), history.clone(), limit.clone());
-        tokio::spawn(async move {
-            answer(stream, source, history, &limit).await;
-            drop(permit);
-        });
-    }
+    listen::serve_http(listener, limit, move |stream, limit| {
+        answer(stream, source.clone(), history.clone(), limit)
+    })
+    .await;
 }
 
 async fn answer(
     mut stream: TcpStream,
     source: Arc<dyn Source>,
     history: Arc<Mutex<History>>,
-    limit: &ListenerLimit,
+    limit: Arc<ListenerLimit>,
 ) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let mut buf = [0u8; 4096];
-    let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(_)) => return,
-        Err(_) => {
-            limit.timed_out();
-            return;
-        }
+    let Some(n) = listen::read_head(&mut stream, &mut buf, &limit).await else {
+        return;
     };
     let (status, content_type, body) = match route(&buf[..n]) {
         Page::Html => ("200 OK", "text/html; charset=utf-8", PAGE.to_owned()),
@@ -179,20 +155,8 @@ async fn answer(
             }
         }
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-    if written.is_err() {
-        limit.timed_out();
-    }
+    let extra = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n";
+    listen::respond(&mut stream, status, content_type, extra, &body, &limit).await;
 }
 
 #[cfg(test)]
