@@ -131,6 +131,33 @@ pub(in crate::config) fn checker_section(kind: &str) -> Option<&'static Section<
     CHECKERS.iter().find(|(k, _)| *k == kind).map(|(_, section)| section)
 }
 
+/// The settings of every checker, then `$kind`'s own: a key every checker takes is added here.
+macro_rules! every_checker {
+    ($($kind:expr),*) => {
+        &[RETRY, NB_GET_RETRY, DELAY_BEFORE_RETRY, WARMUP, RISE, $($kind),*]
+    };
+}
+
+/// The settings of a checker that connects (all but `misc_check`): the connection keys, those of
+/// every checker (as `every_checker!`'s), then `$kind`'s own. A key every such checker takes is
+/// added here.
+macro_rules! connecting {
+    ($($kind:expr),*) => {
+        &[
+            CONNECT_TIMEOUT,
+            CONNECT_IP,
+            CONNECT_PORT,
+            BINDTO,
+            RETRY,
+            NB_GET_RETRY,
+            DELAY_BEFORE_RETRY,
+            WARMUP,
+            RISE,
+            $($kind),*
+        ]
+    };
+}
+
 /// A checker's description: its header as a single table, its settings, its required keys and
 /// the rules between its keys.
 const fn checker(
@@ -154,17 +181,7 @@ const fn checker(
 
 const TCP_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.tcp_check]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-    ],
+    connecting![],
     &[],
     |name| misplaced_in_checker("tcp_check", name),
     common_rules,
@@ -172,19 +189,7 @@ const TCP_CHECK: Section<Checker> = checker(
 
 const HTTP_GET: Section<Checker> = checker(
     "[virtual_server.real_server.http_get]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-        VIRTUALHOST,
-        URL,
-    ],
+    connecting![VIRTUALHOST, URL],
     &["url"],
     |name| misplaced_in_checker("http_get", name),
     common_rules,
@@ -192,21 +197,7 @@ const HTTP_GET: Section<Checker> = checker(
 
 const SSL_GET: Section<Checker> = checker(
     "[virtual_server.real_server.ssl_get]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-        VIRTUALHOST,
-        SNI,
-        ENABLE_SNI,
-        URL,
-    ],
+    connecting![VIRTUALHOST, SNI, ENABLE_SNI, URL],
     &["url"],
     |name| misplaced_in_checker("ssl_get", name),
     |p, table, c, failed| {
@@ -220,7 +211,7 @@ const SSL_GET: Section<Checker> = checker(
 /// MISC_CHECK connects to nothing: none of the connection keys.
 const MISC_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.misc_check]",
-    &[RETRY, NB_GET_RETRY, DELAY_BEFORE_RETRY, WARMUP, RISE, MISC_PATH, MISC_TIMEOUT, MISC_DYNAMIC],
+    every_checker![MISC_PATH, MISC_TIMEOUT, MISC_DYNAMIC],
     &["misc_path"],
     |name| misplaced_in_checker("misc_check", name),
     common_rules,
@@ -228,21 +219,7 @@ const MISC_CHECK: Section<Checker> = checker(
 
 const DNS_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.dns_check]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-        DNS_NAME_KEY,
-        DNS_OLD_NAME,
-        DNS_TYPE_KEY,
-        DNS_OLD_TYPE,
-    ],
+    connecting![DNS_NAME_KEY, DNS_OLD_NAME, DNS_TYPE_KEY, DNS_OLD_TYPE],
     &[],
     |name| misplaced_in_checker("dns_check", name),
     |p, table, c, failed| {
@@ -255,19 +232,7 @@ const DNS_CHECK: Section<Checker> = checker(
 
 const UDP_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.udp_check]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-        PAYLOAD,
-        REQUIRE_REPLY,
-    ],
+    connecting![PAYLOAD, REQUIRE_REPLY],
     &[],
     |name| misplaced_in_checker("udp_check", name),
     common_rules,
@@ -275,17 +240,7 @@ const UDP_CHECK: Section<Checker> = checker(
 
 const PING_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.ping_check]",
-    &[
-        CONNECT_TIMEOUT,
-        CONNECT_IP,
-        CONNECT_PORT,
-        BINDTO,
-        RETRY,
-        NB_GET_RETRY,
-        DELAY_BEFORE_RETRY,
-        WARMUP,
-        RISE,
-    ],
+    connecting![],
     &[],
     |name| misplaced_in_checker("ping_check", name),
     common_rules,
@@ -298,13 +253,28 @@ fn common_rules(p: &mut Parser<'_>, table: &DeTable<'_>, _: &mut Checker, _: &[&
     p.either(table, ["retry", "nb_get_retry"], conflict).is_some()
 }
 
-/// keepalived's connection keys: every checker but `misc_check`, which connects to nothing.
-const CONNECTION_KEYS: &[&str] =
-    &[CONNECT_TIMEOUT.name, CONNECT_IP.name, CONNECT_PORT.name, BINDTO.name];
+/// keepalived's connection keys (every checker but `misc_check`, which connects to nothing), as
+/// `connecting!` lists them.
+#[cfg(test)]
+const CONNECTION_KEYS: &[&str] = &["connect_timeout", "connect_ip", "connect_port", "bindto"];
 
-/// Keys of every checker.
-const COMMON_KEYS: &[&str] =
-    &[RETRY.name, NB_GET_RETRY.name, DELAY_BEFORE_RETRY.name, WARMUP.name, RISE.name];
+/// Keys of every checker, as `every_checker!` lists them.
+#[cfg(test)]
+const COMMON_KEYS: &[&str] = &["retry", "nb_get_retry", "delay_before_retry", "warmup", "rise"];
+
+fn takes(section: &Section<Checker>, name: &str) -> bool {
+    section.settings.iter().any(|s| s.name == name)
+}
+
+/// A key of the checkers that connect, which `misc_check` does not take.
+fn is_connection_key(name: &str) -> bool {
+    takes(&PING_CHECK, name) && !takes(&MISC_CHECK, name)
+}
+
+/// A key every checker takes.
+fn is_common_key(name: &str) -> bool {
+    takes(&PING_CHECK, name) && takes(&MISC_CHECK, name)
+}
 
 const CONNECT_TIMEOUT: Setting<Checker> = Setting {
     name: "connect_timeout",
@@ -938,7 +908,7 @@ pub(super) fn misplaced_in_sorry_server(name: &str) -> Option<String> {
 
 /// The message for a key written in a checker of `kind` that belongs elsewhere.
 fn misplaced_in_checker(kind: &str, name: &str) -> Option<String> {
-    if kind == "misc_check" && CONNECTION_KEYS.contains(&name) {
+    if kind == "misc_check" && is_connection_key(name) {
         return Some(format!(
             "`{name}` does not apply to misc_check: it runs a script and connects to nothing (as \
              keepalived's MISC_CHECK); the script's time limit is `misc_timeout`"
@@ -946,7 +916,7 @@ fn misplaced_in_checker(kind: &str, name: &str) -> Option<String> {
     }
     let kinds: Vec<&str> = CHECKERS
         .iter()
-        .filter(|(_, section)| section.settings.iter().any(|s| s.name == name))
+        .filter(|(_, section)| takes(section, name))
         .map(|(kind, _)| *kind)
         .collect();
     if !kinds.is_empty() {
@@ -968,7 +938,7 @@ fn service_setting(name: &str) -> Option<String> {
 
 /// `whose`: whose checker table the setting belongs in.
 fn checker_setting(name: &str, whose: &str) -> Option<String> {
-    (CONNECTION_KEYS.contains(&name) || COMMON_KEYS.contains(&name)).then(|| {
+    (is_connection_key(name) || is_common_key(name)).then(|| {
         format!(
             "`{name}` is a checker setting: put it in {whose} checker table, like \
              [virtual_server.real_server.tcp_check]"
