@@ -377,3 +377,62 @@ fn vm_flow_sync_interoperates_with_kernel_ipvs() {
         let _ = c.stream.shutdown(Shutdown::Both);
     }
 }
+
+/// The kernel's sync daemons as `ipvsadm -L --daemon` lists them (one line each).
+fn kernel_daemons() -> Vec<String> {
+    super::vm_net::ipvsadm(&["-L", "--daemon"])
+        .lines()
+        .filter(|l| l.contains("sync daemon"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Services on kernel IPVS are synced by the kernel's own daemons: `lb run` starts both (master
+/// and backup, as keepalived's `lvs_sync_daemon`) with `[flow_sync]`'s settings, restarts them
+/// when a reload changes those, stops them when a reload removes `[flow_sync]`, and at its stop.
+#[test]
+#[ignore = "needs kernel IPVS and the guest's lb binary: `cargo xtask vm test` runs it in a VM"]
+fn vm_flow_sync_runs_the_kernel_sync_daemons_for_ipvs_services() {
+    let lab = Lab::new(2, RealMode::Direct);
+    let service =
+        super::vm_agent::lab_config(&lab, &[super::vm_agent::LabService::dr(80, &[1, 1])]);
+    let with_sync =
+        |id: u8| format!("{service}\n[flow_sync]\ninterface = \"{BRIDGE}\"\nsync_id = {id}\n");
+    assert!(kernel_daemons().is_empty(), "daemons before the test: {:?}", kernel_daemons());
+    let mut agent = GuestAgent::start("kernel-sync", &with_sync(SYNC_ID), &["--dataplane", "ipvs"]);
+    let running = |id: u8| {
+        let d = kernel_daemons();
+        d.len() == 2
+            && ["master", "backup"].iter().all(|role| {
+                d.iter().any(|l| {
+                    l.starts_with(role)
+                        && l.contains(&format!("mcast={BRIDGE}"))
+                        && l.contains(&format!("syncid={id}"))
+                })
+            })
+    };
+    let wait = |what: &str, agent: &GuestAgent, done: &dyn Fn() -> bool| {
+        assert!(
+            wait_until(Duration::from_secs(20), done),
+            "{what}: ipvsadm -L --daemon shows {:?}\n{}",
+            kernel_daemons(),
+            agent.log()
+        );
+    };
+    wait("started", &agent, &|| running(SYNC_ID));
+    println!("started: {:?}", kernel_daemons());
+
+    let reload = |agent: &GuestAgent, config: &str| {
+        std::fs::write(agent.config_path(), config).expect("config");
+        agent.cli(&["reload"]).expect("lb reload");
+    };
+    reload(&agent, &with_sync(SYNC_ID + 1));
+    wait("another sync id", &agent, &|| running(SYNC_ID + 1));
+    reload(&agent, &service);
+    wait("[flow_sync] removed", &agent, &|| kernel_daemons().is_empty());
+    reload(&agent, &with_sync(SYNC_ID));
+    wait("[flow_sync] back", &agent, &|| running(SYNC_ID));
+    let status = agent.stop(Duration::from_secs(20)).expect("lb run was running");
+    assert!(status.success(), "lb run exited with {status}; log:\n{}", agent.log());
+    assert!(kernel_daemons().is_empty(), "left running: {:?}", kernel_daemons());
+}
