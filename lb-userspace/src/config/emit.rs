@@ -16,6 +16,7 @@ use super::model::{
 };
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
+use super::toml::flow_sync::{FLOW_SYNC, FLOW_SYNC_SECTION, FlowSync};
 use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section};
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 use super::toml::schema::emit_settings;
@@ -60,14 +61,8 @@ pub fn emit(config: &Config) -> String {
 
 /// `[flow_sync]` (keepalived's `lvs_sync_daemon`; its VRRP instance has no TOML key).
 fn flow_sync(out: &mut Out, s: &super::flow_sync::FlowSyncConfig) {
-    let d = super::flow_sync::FlowSyncConfig::new(s.interface.clone(), s.location);
-    out.section("[flow_sync]");
-    out.key("interface", string(&s.interface));
-    out.key_unless("sync_id", &s.sync_id, &d.sync_id, integer);
-    out.key_unless("group", &s.group, &d.group, address);
-    out.key_unless("port", &s.port, &d.port, integer);
-    out.key_unless("ttl", &s.ttl, &d.ttl, integer);
-    out.key_unless("max_len", &s.max_len, &d.max_len, integer);
+    out.section(FLOW_SYNC);
+    out.text.push_str(&FLOW_SYNC_SECTION.emit(&FlowSync::of(s), &FlowSync::defaults(s)));
 }
 
 /// The text being written: sections separated by a blank line, `key = value` lines.
