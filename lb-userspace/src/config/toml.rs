@@ -18,7 +18,7 @@
 
 pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
-mod flow_sync;
+pub(in crate::config) mod flow_sync;
 mod forwarding;
 pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;

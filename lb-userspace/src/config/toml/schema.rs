@@ -236,6 +236,7 @@ mod tests {
 
     use super::super::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
     use super::super::dataplane::DATAPLANE;
+    use super::super::flow_sync::FLOW_SYNC_SECTION;
     use super::super::real_server::{REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
     use super::super::virtual_server::VIRTUAL_SERVER_SECTION;
 
@@ -267,6 +268,7 @@ mod tests {
             (VIRTUAL_SERVER_SECTION.header, VIRTUAL_SERVER_SECTION.doc_rows()),
             (REAL_SERVER_SECTION.header, REAL_SERVER_SECTION.doc_rows()),
             (SORRY_SERVER_SECTION.header, SORRY_SERVER_SECTION.doc_rows()),
+            (FLOW_SYNC_SECTION.header, FLOW_SYNC_SECTION.doc_rows()),
         ];
         let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
         let mut text = doc.clone();
@@ -294,6 +296,7 @@ mod tests {
             VIRTUAL_SERVER_SECTION.keys(),
             REAL_SERVER_SECTION.keys(),
             SORRY_SERVER_SECTION.keys(),
+            FLOW_SYNC_SECTION.keys(),
         ];
         for mut keys in keys {
             let all = keys.len();
