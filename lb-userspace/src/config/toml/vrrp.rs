@@ -2182,6 +2182,25 @@ notify_fault = "/etc/lb/group.sh fault"
         assert!(config.vrrp.sync_groups.is_empty());
     }
 
+    /// Every key read here has its row in docs/config.md's tables (the authentication keys are
+    /// in `authentication`'s).
+    #[test]
+    fn docs_list_every_vrrp_key() {
+        use super::super::schema::docs::{assert_documented, config_md, table};
+        let doc = config_md();
+        assert_documented(&doc, "`[[vrrp_instance]]`", INSTANCE_KEYS.iter().copied());
+        assert_documented(&doc, "`[[vrrp_script]]`", SCRIPT_KEYS.iter().copied());
+        assert_documented(&doc, "`[[vrrp_sync_group]]`", SYNC_GROUP_KEYS.iter().copied());
+        let rows = table(&doc, "`[[vrrp_instance]]`");
+        let authentication = rows.iter().find(|row| row[0] == "`authentication`");
+        let meaning = authentication.and_then(|row| row.last()).expect("authentication row");
+        for key in AUTHENTICATION_KEYS.iter().chain(TRACK_KEYS) {
+            let written = meaning.contains(&format!("`{key}`"))
+                || rows.iter().any(|row| row[0].starts_with("`track_") && row[1].contains(key));
+            assert!(written, "`{key}` is not in docs/config.md [[vrrp_instance]]");
+        }
+    }
+
     #[test]
     fn misplaced_keys() {
         // Every key of one section that another takes gets a message saying where it belongs.
