@@ -19,9 +19,10 @@ use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section}
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 use super::toml::schema::emit_settings;
 use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
+use super::toml::vrrp::{script_emit, sync_group_emit};
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
-    DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
+    DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
 };
 
 /// The native configuration text of `config`; empty for a director with nothing to do.
@@ -290,23 +291,12 @@ fn vrrp_instance(out: &mut Out, instance: &VrrpInstance) {
 
 fn vrrp_script(out: &mut Out, script: &VrrpScript) {
     out.section("[[vrrp_script]]");
-    out.key("name", string(&script.name));
-    out.key("script", string(&script.script));
-    out.key_unless("interval", &script.interval, &DEFAULT_SCRIPT_INTERVAL, seconds);
-    // The default is the interval.
-    out.key_unless("timeout", &script.timeout, &script.interval, seconds);
-    out.key_unless("weight", &script.weight, &0, integer);
-    out.key_unless("rise", &script.rise, &1, integer);
-    out.key_unless("fall", &script.fall, &1, integer);
+    out.text.push_str(&script_emit(script));
 }
 
 fn vrrp_sync_group(out: &mut Out, group: &VrrpSyncGroup) {
     out.section("[[vrrp_sync_group]]");
-    out.key("name", string(&group.name));
-    out.key("group", array(&group.group, |name| string(name)));
-    out.optional("notify_master", group.notify_master.as_deref(), string);
-    out.optional("notify_backup", group.notify_backup.as_deref(), string);
-    out.optional("notify_fault", group.notify_fault.as_deref(), string);
+    out.text.push_str(&sync_group_emit(group));
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 pub(in crate::config) mod virtual_server;
-mod vrrp;
+pub(in crate::config) mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
