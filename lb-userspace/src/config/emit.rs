@@ -10,16 +10,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::bgp::{BgpConfig, BgpNeighbor};
-use super::health::{
-    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
-    DEFAULT_RETRY, HealthCheck, ServiceHealth,
-};
-use super::model::{
-    Config, DEFAULT_WEIGHT, DataplaneSettings, LbKind, RealServer, Tunnel, VirtualServer,
-};
+use super::health::HealthCheck;
+use super::model::{Config, DEFAULT_WEIGHT, DataplaneSettings, RealServer, VirtualServer};
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
+use super::toml::flow_sync::{FLOW_SYNC, FLOW_SYNC_SECTION, FlowSync};
+use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section};
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
+use super::toml::schema::emit_settings;
 use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
@@ -61,14 +59,8 @@ pub fn emit(config: &Config) -> String {
 
 /// `[flow_sync]` (keepalived's `lvs_sync_daemon`; its VRRP instance has no TOML key).
 fn flow_sync(out: &mut Out, s: &super::flow_sync::FlowSyncConfig) {
-    let d = super::flow_sync::FlowSyncConfig::new(s.interface.clone(), s.location);
-    out.section("[flow_sync]");
-    out.key("interface", string(&s.interface));
-    out.key_unless("sync_id", &s.sync_id, &d.sync_id, integer);
-    out.key_unless("group", &s.group, &d.group, address);
-    out.key_unless("port", &s.port, &d.port, integer);
-    out.key_unless("ttl", &s.ttl, &d.ttl, integer);
-    out.key_unless("max_len", &s.max_len, &d.max_len, integer);
+    out.section(FLOW_SYNC);
+    out.text.push_str(&FLOW_SYNC_SECTION.emit(&FlowSync::of(s), &FlowSync::defaults(s)));
 }
 
 /// The text being written: sections separated by a blank line, `key = value` lines.
@@ -164,7 +156,7 @@ pub(super) fn array<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
 }
 
 /// `{ a = 1, b = "x" }`.
-fn inline_table(pairs: &[(&str, String)]) -> String {
+pub(super) fn inline_table(pairs: &[(&str, String)]) -> String {
     let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     format!("{{ {} }}", pairs.join(", "))
 }
@@ -180,15 +172,9 @@ fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
 fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     out.section(VIRTUAL_SERVER);
     out.text.push_str(&VIRTUAL_SERVER_SECTION.emit(vs, vs));
-    lb_kind(out, Some(vs.forwarding.lb_kind).filter(|k| *k != LbKind::Dr));
-    out.optional("tun_source", vs.forwarding.tun_source.as_ref(), address);
-    out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
-    service_health(out, &vs.health);
+    out.text.push_str(&emit_settings(SERVICE_HEALTH, vs, vs));
     if let Some(sorry) = &vs.sorry_server {
-        let mut pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
-        if let Some(kind) = sorry.forwarding.lb_kind {
-            pairs.extend(lb_kind_pairs(kind));
-        }
+        let pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
         out.key("sorry_server", inline_table(&pairs));
     }
     for rs in &vs.real_servers {
@@ -208,58 +194,13 @@ pub(super) fn granularity(vip: IpAddr, prefix: u8) -> String {
     }
 }
 
-fn service_health(out: &mut Out, health: &ServiceHealth) {
-    let default = ServiceHealth::default();
-    out.key_unless("delay_loop", &health.delay_loop, &default.delay_loop, seconds);
-    out.key_unless("alpha", &health.alpha, &default.alpha, boolean);
-    out.key_unless("omega", &health.omega, &default.omega, boolean);
-    out.key_unless("quorum", &health.quorum, &default.quorum, integer);
-    out.key_unless("hysteresis", &health.hysteresis, &default.hysteresis, integer);
-    out.optional("quorum_up", health.quorum_up.as_deref(), string);
-    out.optional("quorum_down", health.quorum_down.as_deref(), string);
-    out.key_unless(
-        "inhibit_on_failure",
-        &health.inhibit_on_failure,
-        &default.inhibit_on_failure,
-        boolean,
-    );
-}
-
-/// `lb_kind` and the tunnel keys, as key/value pairs.
-fn lb_kind_pairs(kind: LbKind) -> Vec<(&'static str, String)> {
-    let mut pairs = vec![("lb_kind", string(kind.name()))];
-    match kind {
-        LbKind::Tun(Tunnel::Gre) => pairs.push(("tun_type", string("gre"))),
-        LbKind::Tun(Tunnel::Gue { port }) => {
-            pairs.push(("tun_type", string("gue")));
-            pairs.push(("tun_port", port.to_string()));
-        }
-        _ => {}
-    }
-    pairs
-}
-
-fn lb_kind(out: &mut Out, kind: Option<LbKind>) {
-    for (key, value) in kind.map(lb_kind_pairs).unwrap_or_default() {
-        out.key(key, value);
-    }
-}
-
 fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
     out.section(REAL_SERVER);
     out.text.push_str(&REAL_SERVER_SECTION.emit(rs, &server_defaults(vs, rs)));
-    lb_kind(out, rs.forwarding.lb_kind);
-    out.key_unless("uthreshold", &rs.forwarding.uthreshold, &0, integer);
-    out.key_unless("lthreshold", &rs.forwarding.lthreshold, &0, integer);
-    // The virtual server's is the default.
-    out.key_unless(
-        "inhibit_on_failure",
-        &rs.health.inhibit_on_failure,
-        &vs.health.inhibit_on_failure,
-        boolean,
-    );
-    out.optional("notify_up", rs.health.notify_up.as_deref(), string);
-    out.optional("notify_down", rs.health.notify_down.as_deref(), string);
+    // The virtual server's `inhibit_on_failure` is the default.
+    let mut default = server_defaults(vs, rs);
+    default.health.inhibit_on_failure = vs.health.inhibit_on_failure;
+    out.text.push_str(&emit_settings(REAL_HEALTH, rs, &default));
     for check in &rs.health.checks {
         checker(out, check);
     }
@@ -271,63 +212,11 @@ fn server_defaults(vs: &VirtualServer, rs: &RealServer) -> RealServer {
 }
 
 fn checker(out: &mut Out, check: &HealthCheck) {
-    out.section(&format!("[[virtual_server.real_server.{}]]", check.kind.native_key()));
-    // MISC_CHECK connects to nothing: it takes none of the connection keys.
-    if !matches!(check.kind, CheckKind::Misc(_)) {
-        out.key_unless(
-            "connect_timeout",
-            &check.connect_timeout,
-            &DEFAULT_CONNECT_TIMEOUT,
-            seconds,
-        );
-        out.optional("connect_ip", check.connect_ip.as_ref(), address);
-        out.optional("connect_port", check.connect_port.as_ref(), integer);
-        out.optional("bindto", check.bindto.as_ref(), address);
-    }
-    out.key_unless("retry", &check.retry, &DEFAULT_RETRY, integer);
-    out.key_unless(
-        "delay_before_retry",
-        &check.delay_before_retry,
-        &DEFAULT_DELAY_BEFORE_RETRY,
-        seconds,
-    );
-    out.optional("warmup", check.warmup.as_ref(), seconds);
-    out.key_unless("rise", &check.rise, &1, integer);
-    match &check.kind {
-        CheckKind::Http(http) | CheckKind::Ssl(http) => {
-            out.optional("virtualhost", http.virtualhost.as_deref(), string);
-            if matches!(check.kind, CheckKind::Ssl(_)) {
-                out.optional("sni", http.sni.as_deref(), string);
-            }
-            let urls = array(&http.urls, |url| {
-                let mut pairs = vec![("path", string(&url.path))];
-                if let Some(code) = url.status_code {
-                    pairs.push(("status_code", code.to_string()));
-                }
-                if let Some(digest) = &url.digest {
-                    pairs.push(("digest", string(digest)));
-                }
-                inline_table(&pairs)
-            });
-            out.key("url", urls);
-        }
-        CheckKind::Misc(misc) => {
-            out.key("misc_path", string(&misc.path));
-            out.key_unless("misc_timeout", &misc.timeout, &DEFAULT_MISC_TIMEOUT, seconds);
-            out.key_unless("misc_dynamic", &misc.dynamic, &false, boolean);
-        }
-        CheckKind::Dns(dns) => {
-            out.key_unless("name", dns.name.as_str(), ".", string);
-            out.key_unless("type", dns.qtype.as_str(), "SOA", string);
-        }
-        CheckKind::Udp(udp) => {
-            if !udp.payload.is_empty() {
-                let hex: String = udp.payload.iter().map(|b| format!("{b:02x}")).collect();
-                out.key("payload", string(&format!("0x{hex}")));
-            }
-            out.key_unless("require_reply", &udp.require_reply, &false, boolean);
-        }
-        CheckKind::Tcp | CheckKind::Ping => {}
+    let kind = check.kind.native_key();
+    out.section(&format!("[[virtual_server.real_server.{kind}]]"));
+    if let Some(section) = checker_section(kind) {
+        let checker = Checker::of(check);
+        out.text.push_str(&section.emit(&checker, &checker));
     }
 }
 

@@ -18,9 +18,9 @@
 
 pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
-mod flow_sync;
+pub(in crate::config) mod flow_sync;
 mod forwarding;
-mod health;
+pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 pub(in crate::config) mod virtual_server;

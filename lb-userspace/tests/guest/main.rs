@@ -6,6 +6,7 @@
 mod vm_agent;
 mod vm_bench;
 mod vm_dataplane;
+mod vm_flow_sync;
 mod vm_forwarding;
 mod vm_net;
 mod vm_smoke;

@@ -12,8 +12,8 @@ use super::super::model::{
     unspecified,
 };
 use super::real_server::{REAL_SERVER, SORRY_SERVER};
-use super::schema::{Doc, Elsewhere, Located, Section, Setting, unless};
-use super::{Backend, Key, Parser, Value, health};
+use super::schema::{Doc, Elsewhere, Located, Section, Setting, read_settings, unless};
+use super::{Backend, Key, Parser, Value, forwarding, health};
 use crate::maglev;
 
 pub(in crate::config) const VIRTUAL_SERVER: &str = "[[virtual_server]]";
@@ -46,6 +46,8 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
         "table_size",
         "persistence_timeout",
         "persistence_granularity",
+        "tun_source",
+        "ops",
     ],
     nested: &[],
     settings: &[
@@ -187,53 +189,14 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
                     .then(|| granularity(vs.vip, vs.persistence_prefix))
             },
         },
+        forwarding::SERVICE_LB_KIND,
+        forwarding::SERVICE_LVS_METHOD,
+        forwarding::SERVICE_TUN_TYPE,
+        forwarding::SERVICE_TUN_PORT,
+        forwarding::TUN_SOURCE,
+        forwarding::OPS,
     ],
     elsewhere: &[
-        Elsewhere {
-            label: r##"`lb_kind` (or `lvs_method`)"##,
-            keys: &["lb_kind", "lvs_method"],
-            doc: Doc {
-                ty: r##"`"DR"` \| `"NAT"` \| `"TUN"`"##,
-                default: r##"`"DR"`"##,
-                meaning: r##"How packets reach the reals (case-insensitive). DR (direct routing) and TUN (IPIP, GUE or GRE tunnels, any address-family pair: [tunnels.md](tunnels.md)) run on the XDP fast path; NAT runs on kernel IPVS (see [Dataplanes](#dataplanes)). A real server or the sorry server can give its own, so one service may mix DR and tunnelled reals."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_type`"##,
-            keys: &["tun_type"],
-            doc: Doc {
-                ty: r##"`"ipip"` \| `"gue"` \| `"gre"`"##,
-                default: r##"`"ipip"`"##,
-                meaning: r##"The tunnel of `lb_kind = "TUN"` (keepalived's `lvs_method TUN type ...`). Only with TUN."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_port`"##,
-            keys: &["tun_port"],
-            doc: Doc {
-                ty: r##"integer 1–65535"##,
-                default: r##"required for GUE"##,
-                meaning: r##"The GUE destination port. Only with `tun_type = "gue"`."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_source`"##,
-            keys: &["tun_source"],
-            doc: Doc {
-                ty: r##"IP address string"##,
-                default: r##"the director's preferred source toward each real (looked up per packet)"##,
-                meaning: r##"Outer source address of tunnelled packets to the service's reals of this address family (reals of the other family keep the default). See [tunnels.md](tunnels.md)."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`ops`"##,
-            keys: &["ops"],
-            doc: Doc {
-                ty: r##"boolean"##,
-                default: r##"`false`"##,
-                meaning: r##"One-packet scheduling (keepalived's `ops`, `ipvsadm -o`): every UDP datagram is scheduled on its own. UDP services only; runs on IPVS."##,
-            },
-        },
         Elsewhere {
             label: r##"`real_server`"##,
             keys: &["real_server"],
@@ -333,15 +296,16 @@ fn finish(
     if vs.key_locations.get("persistence_granularity").is_none() {
         vs.persistence_prefix = host_prefix_len(vs.vip);
     }
-    let health = p.service_health(table, &mut vs.key_locations);
-    let forwarding = p.service_forwarding(table);
+    let health_ok = read_settings(p, table, health::SERVICE_HEALTH, vs).is_empty();
+    // `lb_kind` and the tunnel keys, which depend on one another.
+    let forwarding = p.lb_kind(table);
 
     // The reals' default is the service's port, which must then be valid (else the service is
     // left out, and its servers only checked); when the service's health settings are invalid,
     // the reals are still read, with keepalived's default `inhibit_on_failure`.
     let port_ok = fwmark || (table.contains_key("port") && !failed.contains(&"port"));
     let port = port_ok.then_some(vs.port);
-    let inhibit_on_failure = health.as_ref().is_some_and(|h| h.inhibit_on_failure);
+    let inhibit_on_failure = health_ok && vs.health.inhibit_on_failure;
     if let Some((key, value)) = table.get_key_value("real_server") {
         vs.real_servers = p
             .tables(key, value, REAL_SERVER)
@@ -356,10 +320,10 @@ fn finish(
         let (table, span) = p.table(key, value, SORRY_SERVER)?;
         p.real_server(table, span, port, Backend::Sorry)
     });
-    match (health, forwarding) {
-        (Some(health), Some(forwarding)) => {
-            vs.health = health;
-            vs.forwarding = forwarding;
+    match forwarding {
+        Some((lb_kind, lb_kind_at)) if health_ok => {
+            vs.forwarding.lb_kind = lb_kind.unwrap_or_default();
+            vs.forwarding.lb_kind_at = lb_kind_at;
             keep
         }
         _ => false,
