@@ -545,8 +545,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             sh.flow_sync_config = Some(cfg_tx);
             sh.flow_sync.clone().unwrap_or_default()
         };
-        let own =
-            crate::config::HostView::own_addresses(&crate::config::SystemHost).unwrap_or_default();
+        let own = || {
+            crate::config::HostView::own_addresses(&crate::config::SystemHost).unwrap_or_default()
+        };
         let slots = move || lock(&s).dataplane.sync_slots();
         tokio::spawn(async move {
             if let Err(e) = crate::sync::edge::run(cfg, maps, slots, own, stats).await {

@@ -361,12 +361,13 @@ struct Bound {
 }
 
 /// Binds `[flow_sync]`'s socket; `None` without the table, or when binding fails (logged: the
-/// next reload that changes the table tries again).
-fn bind(cfg: Option<FlowSyncConfig>, own: &[IpAddr]) -> Option<Bound> {
+/// next reload that changes the table tries again). `own` reads this host's addresses (now: a
+/// reload sees addresses added since the start).
+fn bind(cfg: Option<FlowSyncConfig>, own: &dyn Fn() -> Vec<IpAddr>) -> Option<Bound> {
     let cfg = cfg?;
     match socket(&cfg) {
         Ok(sock) => {
-            let receiver = Receiver { sync_id: cfg.sync_id, own: own.to_vec(), ttl: cfg.ttl };
+            let receiver = Receiver { sync_id: cfg.sync_id, own: own(), ttl: cfg.ttl };
             tracing::info!(
                 interface = %cfg.interface, group = %SocketAddr::new(cfg.group, cfg.port),
                 sync_id = cfg.sync_id, "flow sync started"
@@ -404,7 +405,7 @@ pub async fn run(
     mut cfg: tokio::sync::watch::Receiver<Option<FlowSyncConfig>>,
     mut maps: SyncMaps,
     slots: impl Fn() -> Option<Slots> + Send + 'static,
-    own: Vec<IpAddr>,
+    own: impl Fn() -> Vec<IpAddr> + Send + 'static,
     stats: Arc<SyncStats>,
 ) -> anyhow::Result<()> {
     let mut bound = bind(cfg.borrow_and_update().clone(), &own);
