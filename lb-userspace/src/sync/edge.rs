@@ -353,27 +353,80 @@ fn recv_with_ttl(
 /// How often reported flows are gathered into messages.
 const SEND_TICK: Duration = Duration::from_millis(50);
 
-/// Sends reported flows and installs received ones until the task is dropped. `slots` reads
-/// this director's current slots (it takes the agent lock briefly).
-pub async fn run(
+/// The socket and checks of one `[flow_sync]` setting.
+struct Bound {
     cfg: FlowSyncConfig,
+    sock: tokio::net::UdpSocket,
+    receiver: Receiver,
+}
+
+/// Binds `[flow_sync]`'s socket; `None` without the table, or when binding fails (logged: the
+/// next reload that changes the table tries again). `own` reads this host's addresses (now: a
+/// reload sees addresses added since the start).
+fn bind(cfg: Option<FlowSyncConfig>, own: &dyn Fn() -> Vec<IpAddr>) -> Option<Bound> {
+    let cfg = cfg?;
+    match socket(&cfg) {
+        Ok(sock) => {
+            let receiver = Receiver { sync_id: cfg.sync_id, own: own(), ttl: cfg.ttl };
+            tracing::info!(
+                interface = %cfg.interface, group = %SocketAddr::new(cfg.group, cfg.port),
+                sync_id = cfg.sync_id, "flow sync started"
+            );
+            Some(Bound { cfg, sock, receiver })
+        }
+        Err(e) => {
+            tracing::error!(
+                interface = %cfg.interface, group = %cfg.group, error = %e,
+                "flow sync socket: flow sync is off"
+            );
+            None
+        }
+    }
+}
+
+/// The next datagram on `bound`'s socket; never, without one.
+async fn next_datagram(
+    bound: Option<&Bound>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, IpAddr, Option<u8>)> {
+    match bound {
+        Some(b) => {
+            b.sock.async_io(tokio::io::Interest::READABLE, || recv_with_ttl(&b.sock, buf)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends reported flows and installs received ones until the task is dropped. `cfg` is
+/// `[flow_sync]` as the last reload left it: a change re-binds the socket (the counters go on),
+/// `None` closes it. `slots` reads this director's current slots (it takes the agent lock
+/// briefly).
+pub async fn run(
+    mut cfg: tokio::sync::watch::Receiver<Option<FlowSyncConfig>>,
     mut maps: SyncMaps,
     slots: impl Fn() -> Option<Slots> + Send + 'static,
-    own: Vec<IpAddr>,
+    own: impl Fn() -> Vec<IpAddr> + Send + 'static,
     stats: Arc<SyncStats>,
 ) -> anyhow::Result<()> {
-    let sock = socket(&cfg).map_err(|e| {
-        anyhow::anyhow!("flow sync socket on {} ({}): {e}", cfg.interface, cfg.group)
-    })?;
-    let group = SocketAddr::new(cfg.group, cfg.port);
-    let receiver = Receiver { sync_id: cfg.sync_id, own, ttl: cfg.ttl };
+    let mut bound = bind(cfg.borrow_and_update().clone(), &own);
     let mut tick = tokio::time::interval(SEND_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; codec::MAX_MESSAGE_LEN + 1];
     let mut current = slots().unwrap_or_default();
-    tracing::info!(interface = %cfg.interface, group = %group, sync_id = cfg.sync_id, "flow sync started");
     loop {
         tokio::select! {
+            changed = cfg.changed() => {
+                if changed.is_err() {
+                    // The agent is gone.
+                    return Ok(());
+                }
+                // The old socket closes (leaving the group) before the new one binds the port.
+                drop(bound.take());
+                bound = bind(cfg.borrow_and_update().clone(), &own);
+                if bound.is_none() {
+                    tracing::info!("flow sync stopped");
+                }
+            }
             _ = tick.tick() => {
                 let mut reports = Vec::new();
                 while let Some(item) = maps.reports.next() {
@@ -382,15 +435,17 @@ pub async fn run(
                         None => stats.drop_one("bad_report"),
                     }
                 }
+                let Some(b) = &bound else { continue };
                 if reports.is_empty() {
                     continue;
                 }
+                let group = SocketAddr::new(b.cfg.group, b.cfg.port);
                 current = slots().unwrap_or(current);
                 let conns = reports_to_conns(&reports, &current);
-                match codec::encode_batch(cfg.sync_id, &conns, usize::from(cfg.max_len)) {
+                match codec::encode_batch(b.cfg.sync_id, &conns, usize::from(b.cfg.max_len)) {
                     Ok(messages) => {
                         for m in messages {
-                            match sock.send_to(&m, group).await {
+                            match b.sock.send_to(&m, group).await {
                                 Ok(_) => {
                                     stats.messages_sent.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -408,7 +463,7 @@ pub async fn run(
                     }
                 }
             }
-            got = sock.async_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock, &mut buf)) => {
+            got = next_datagram(bound.as_ref(), &mut buf) => {
                 let (len, from, ttl) = match got {
                     Ok(x) => x,
                     Err(e) => {
@@ -416,8 +471,9 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Some(b) = &bound else { continue };
                 stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                let conns = match receiver.accept(from, ttl, &buf[..len], &stats) {
+                let conns = match b.receiver.accept(from, ttl, &buf[..len], &stats) {
                     Ok(c) => c,
                     Err(reason) => {
                         stats.drop_one(reason);

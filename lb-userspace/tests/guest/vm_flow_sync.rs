@@ -247,8 +247,13 @@ fn bridge_mac() -> String {
     link[0]["address"].as_str().expect("the bridge's MAC").to_owned()
 }
 
-/// The XDP service on the VIP over the lab's reals, with `[flow_sync]` on the bridge.
+/// The XDP services on the VIP over the lab's reals, with `[flow_sync]` on the bridge.
 fn config(lab: &Lab) -> String {
+    config_with(lab, Some(SYNC_ID))
+}
+
+/// [`config`] with `[flow_sync]`'s sync id `sync_id`, or without the table.
+fn config_with(lab: &Lab, sync_id: Option<u8>) -> String {
     let mut toml = String::from("[dataplane]\nflow_table_size = 4096\nmax_services = 4\n\n");
     for (port, persistent) in [(PORT, ""), (PERSISTENT_PORT, "persistence_timeout = 300\n")] {
         toml.push_str(&format!(
@@ -263,7 +268,9 @@ fn config(lab: &Lab) -> String {
         }
         toml.push('\n');
     }
-    toml.push_str(&format!("\n[flow_sync]\ninterface = \"{BRIDGE}\"\nsync_id = {SYNC_ID}\n"));
+    if let Some(id) = sync_id {
+        toml.push_str(&format!("\n[flow_sync]\ninterface = \"{BRIDGE}\"\nsync_id = {id}\n"));
+    }
     toml
 }
 
@@ -412,6 +419,40 @@ fn vm_flow_sync_interoperates_with_kernel_ipvs() {
     for c in via_kernel.iter().chain(&fresh) {
         let _ = c.stream.shutdown(Shutdown::Both);
     }
+
+    // (c) Reloads: another sync id re-binds the socket (the kernel's messages are now of a
+    // foreign id: dropped); without [flow_sync] the counters leave `lb status`; back, they
+    // continue where they were and the kernel's connections are installed again.
+    let count = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let reload = |sync_id: Option<u8>| {
+        std::fs::write(agent.config_path(), config_with(&lab, sync_id)).expect("config");
+        agent.cli(&["reload"]).expect("lb reload");
+    };
+    let before = status(&agent);
+    reload(Some(SYNC_ID + 1));
+    route_client_to(&kernel.mac);
+    let foreign = connect(3, 3);
+    let dropped = wait_until(Duration::from_secs(20), || {
+        status(&agent)["dropped"]["sync_id"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(
+        dropped,
+        "sync id {} after the reload: {}\n{}",
+        SYNC_ID + 1,
+        status(&agent),
+        agent.log()
+    );
+    assert_eq!(count(&status(&agent), "flows_installed"), count(&before, "flows_installed"));
+    reload(None);
+    assert!(status(&agent).is_null(), "without [flow_sync]: {}", status(&agent));
+    reload(Some(SYNC_ID));
+    let again = connect(3, 3);
+    let installed = wait_until(Duration::from_secs(20), || {
+        count(&status(&agent), "flows_installed") >= count(&before, "flows_installed") + 3
+    });
+    assert!(installed, "after [flow_sync] came back: {}\n{}", status(&agent), agent.log());
+    println!("(c) reloads: {}", status(&agent));
+    drop((foreign, again));
 }
 
 /// The kernel's sync daemons as `ipvsadm -L --daemon` lists them (one line each).

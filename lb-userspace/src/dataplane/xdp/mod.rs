@@ -1130,6 +1130,8 @@ impl Dataplane for XdpDataplane {
         // after the last one is gone, so no frame for one is ever passed up by mistake.
         let all_ports = desired.services.iter().any(|s| s.active && s.key.port == 0);
         let had_all_ports = self.services.iter().any(|(k, s)| k.port == 0 && s.published);
+        // New flows are reported while `[flow_sync]` is written (the sync edge reads them).
+        self.flow_sync = desired.flow_sync.is_some();
         self.sync_globals(&desired.globals, all_ports || had_all_ports)?;
         self.sync_ifaces(desired)?;
         self.sync_local_macs(desired)?;
