@@ -10,6 +10,7 @@ mod vm_flow_sync;
 mod vm_forwarding;
 mod vm_net;
 mod vm_smoke;
+mod vm_tunnels;
 mod vm_vrrp;
 mod vm_xdp_vlan;
 

@@ -25,12 +25,14 @@ const KERNEL_NS: &str = "lbvk";
 const KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The line-echo service: each line is answered with the real's name.
 const PORT: u16 = 7000;
+/// The same, persistent (`persistence_timeout`): its flows go out with their templates.
+const PERSISTENT_PORT: u16 = 7001;
 const SYNC_ID: u8 = 5;
 /// Connections of each direction.
 const CONNECTIONS: usize = 24;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A line server on [`PORT`] in every real: every line read is answered with `NAME\n`, on a
+/// A line server on [`PORT`] and [`PERSISTENT_PORT`] in every real: every line read is answered with `NAME\n`, on a
 /// connection that stays open until the client closes it.
 struct LineServers {
     listeners: Vec<RawFd>,
@@ -40,13 +42,13 @@ struct LineServers {
 impl LineServers {
     fn start(lab: &Lab) -> LineServers {
         let mut servers = LineServers { listeners: Vec::new(), threads: Vec::new() };
-        for real in &lab.reals {
+        for (real, port) in lab.reals.iter().flat_map(|r| [(r, PORT), (r, PERSISTENT_PORT)]) {
             let (tx, rx) = std::sync::mpsc::channel();
             let (ns, name) = (real.ns.clone(), real.name.clone());
             servers.threads.push(std::thread::spawn(move || {
                 enter_netns(&ns);
-                let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, PORT))
-                    .unwrap_or_else(|e| panic!("{ns}: binding {PORT}: {e}"));
+                let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+                    .unwrap_or_else(|e| panic!("{ns}: binding {port}: {e}"));
                 tx.send(listener.as_raw_fd()).expect("handing over the listener");
                 // Ends when the listener is shut down (accept fails).
                 while let Ok((conn, _)) = listener.accept() {
@@ -108,7 +110,11 @@ impl Conn {
 /// `count` connections from the client to the VIP, each asked `asks` times (so the kernel
 /// director sees enough packets to sync it: its `sync_threshold` is 3).
 fn connect(count: usize, asks: usize) -> Vec<Conn> {
-    let vip = SocketAddr::new(VIP.into(), PORT);
+    connect_to(PORT, count, asks)
+}
+
+fn connect_to(port: u16, count: usize, asks: usize) -> Vec<Conn> {
+    let vip = SocketAddr::new(VIP.into(), port);
     in_netns(CLIENT_NS, || {
         (0..count)
             .map(|i| {
@@ -155,10 +161,13 @@ impl KernelDirector {
                  addr add {VIP}/32 dev lo\n"
             ),
         );
-        let vip = format!("{VIP}:{PORT}");
-        kernel_ipvsadm(&["-A", "-t", &vip, "-s", "rr"]);
-        for real in &lab.reals {
-            kernel_ipvsadm(&["-a", "-t", &vip, "-r", &format!("{}:{PORT}", real.addr), "-g"]);
+        for (port, persistent) in [(PORT, &[][..]), (PERSISTENT_PORT, &["-p", "300"][..])] {
+            let vip = format!("{VIP}:{port}");
+            kernel_ipvsadm(&[&["-A", "-t", &vip, "-s", "rr"], persistent].concat());
+            for real in &lab.reals {
+                let real = format!("{}:{port}", real.addr);
+                kernel_ipvsadm(&["-a", "-t", &vip, "-r", &real, "-g"]);
+            }
         }
         for state in ["master", "backup"] {
             kernel_ipvsadm(&[
@@ -176,9 +185,15 @@ impl KernelDirector {
         director
     }
 
-    /// `ipvsadm -Lnc` there: (client, real) of each TCP connection to the VIP's port.
+    /// `ipvsadm -Lnc` there: (client, real) of each TCP connection to the VIP's [`PORT`].
     fn connections(&self) -> BTreeMap<SocketAddr, SocketAddr> {
-        let vip = format!("{VIP}:{PORT}");
+        self.entries(PORT)
+    }
+
+    /// `ipvsadm -Lnc` there: (client, real) of each TCP entry of the VIP's `port` (a
+    /// persistence template's client has port 0).
+    fn entries(&self, port: u16) -> BTreeMap<SocketAddr, SocketAddr> {
+        let vip = format!("{VIP}:{port}");
         kernel_ipvsadm(&["-Lnc"])
             .lines()
             .filter_map(|l| {
@@ -234,15 +249,19 @@ fn bridge_mac() -> String {
 
 /// The XDP service on the VIP over the lab's reals, with `[flow_sync]` on the bridge.
 fn config(lab: &Lab) -> String {
-    let mut toml = format!(
-        "[dataplane]\nflow_table_size = 4096\nmax_services = 4\n\n[[virtual_server]]\n\
-         vip = \"{VIP}\"\nport = {PORT}\nprotocol = \"tcp\"\ninterface = \"{BRIDGE}\"\n"
-    );
-    for real in &lab.reals {
+    let mut toml = String::from("[dataplane]\nflow_table_size = 4096\nmax_services = 4\n\n");
+    for (port, persistent) in [(PORT, ""), (PERSISTENT_PORT, "persistence_timeout = 300\n")] {
         toml.push_str(&format!(
-            "[[virtual_server.real_server]]\naddress = \"{}\"\nport = {PORT}\n",
-            real.addr
+            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\n\
+             interface = \"{BRIDGE}\"\n{persistent}"
         ));
+        for real in &lab.reals {
+            toml.push_str(&format!(
+                "[[virtual_server.real_server]]\naddress = \"{}\"\nport = {port}\n",
+                real.addr
+            ));
+        }
+        toml.push('\n');
     }
     toml.push_str(&format!("\n[flow_sync]\ninterface = \"{BRIDGE}\"\nsync_id = {SYNC_ID}\n"));
     toml
@@ -289,7 +308,7 @@ fn vm_flow_sync_interoperates_with_kernel_ipvs() {
         &["--dataplane", "xdp", "--xdp-mode", "generic"],
     );
     assert!(
-        wait_until(Duration::from_secs(30), || agent.all_up(1, Some(3))),
+        wait_until(Duration::from_secs(30), || agent.all_up(2, Some(3))),
         "reals up; log:\n{}",
         agent.log()
     );
@@ -316,7 +335,24 @@ fn vm_flow_sync_interoperates_with_kernel_ipvs() {
         agent.log()
     );
     println!("(b) the kernel backup lists lb's {} connections", want.len());
+    // A persistent service's flow goes with its client's template (client port 0).
+    let persistent = connect_to(PERSISTENT_PORT, 1, 1);
+    let real = SocketAddr::new(real_addr(&lab, &persistent[0].real).ip(), PERSISTENT_PORT);
+    let want_persistent = BTreeMap::from([
+        (client(&persistent[0]), real),
+        (SocketAddr::new(lab.client.into(), 0), real),
+    ]);
+    let listed =
+        wait_until(Duration::from_secs(20), || kernel.entries(PERSISTENT_PORT) == want_persistent);
+    assert!(
+        listed,
+        "ipvsadm -Lnc of the kernel backup:\n{}\nwanted {want_persistent:#?}\nlb: {}",
+        kernel_ipvsadm(&["-Lnc"]),
+        status(&agent)
+    );
+    println!("(b) and the template of a persistent service's client");
     drop(via_lb);
+    drop(persistent);
 
     // (a) kernel master → lb.
     route_client_to(&kernel.mac);
