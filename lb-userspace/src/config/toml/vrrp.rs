@@ -203,27 +203,6 @@ impl Parser<'_> {
         }
     }
 
-    /// `read` of the value of key `name`, `default` when it is absent. `at`, when given, is set
-    /// to where the value was written.
-    fn setting<'a, 'i, T>(
-        &mut self,
-        table: &'a DeTable<'i>,
-        name: &str,
-        at: Option<&mut Location>,
-        default: T,
-        read: impl FnOnce(&mut Self, &'a Key<'i>, &'a Value<'i>) -> Option<T>,
-    ) -> Option<T> {
-        match table.get_key_value(name) {
-            None => Some(default),
-            Some((key, value)) => {
-                if let Some(at) = at {
-                    *at = self.at(value.span());
-                }
-                read(self, key, value)
-            }
-        }
-    }
-
     /// The `name` of a section of `kind` (`vrrp_script`) in its `name` setting: not empty, not
     /// already defined by another section of the kind (a name defined twice stays in `names`
     /// the first time, so that references to it are not errors as well).
@@ -645,8 +624,10 @@ impl Parser<'_> {
             at = value.span();
             self.name(key, value)
         });
-        let weight =
-            self.setting(table, "weight", None, None, |p, k, v| p.track_weight(k, v).map(Some));
+        let weight = match table.get_key_value("weight") {
+            None => Some(None),
+            Some((key, value)) => self.track_weight(key, value).map(Some),
+        };
         Some(Tracked { name: name?, weight: weight?, span: at })
     }
 
