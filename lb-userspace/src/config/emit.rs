@@ -19,11 +19,8 @@ use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section}
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 use super::toml::schema::emit_settings;
 use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
-use super::toml::vrrp::{script_emit, sync_group_emit};
-use super::vrrp::{
-    DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
-    DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
-};
+use super::toml::vrrp::{instance_emit, script_emit, sync_group_emit};
+use super::vrrp::{VrrpInstance, VrrpScript, VrrpSyncGroup};
 
 /// The native configuration text of `config`; empty for a director with nothing to do.
 pub fn emit(config: &Config) -> String {
@@ -82,26 +79,6 @@ impl Out {
 
     fn key(&mut self, name: &str, value: impl AsRef<str>) {
         let _ = writeln!(self.text, "{name} = {}", value.as_ref());
-    }
-
-    /// `key` when `value` differs from `default`.
-    fn key_unless<T: PartialEq + ?Sized>(
-        &mut self,
-        name: &str,
-        value: &T,
-        default: &T,
-        show: fn(&T) -> String,
-    ) {
-        if value != default {
-            self.key(name, show(value));
-        }
-    }
-
-    /// `key` when there is a value.
-    fn optional<T: ?Sized>(&mut self, name: &str, value: Option<&T>, show: fn(&T) -> String) {
-        if let Some(value) = value {
-            self.key(name, show(value));
-        }
     }
 }
 
@@ -223,70 +200,7 @@ fn checker(out: &mut Out, check: &HealthCheck) {
 
 fn vrrp_instance(out: &mut Out, instance: &VrrpInstance) {
     out.section("[[vrrp_instance]]");
-    out.key("name", string(&instance.name));
-    if instance.initial_master {
-        out.key("state", string("MASTER"));
-    }
-    out.key("interface", string(&instance.interface));
-    out.key("virtual_router_id", instance.virtual_router_id.to_string());
-    out.key_unless("priority", &instance.priority, &DEFAULT_PRIORITY, integer);
-    out.key_unless("advert_int", &instance.advert_int, &DEFAULT_ADVERT_INT, seconds);
-    // The default follows the addresses' family.
-    let default_version = if instance.is_ipv6() { 3 } else { DEFAULT_VERSION };
-    out.key_unless("version", &instance.version, &default_version, integer);
-    out.key(
-        "virtual_ipaddress",
-        array(&instance.virtual_ipaddress, |vip| string(&vip.to_string())),
-    );
-    if !instance.preempt {
-        out.key("nopreempt", "true");
-    }
-    out.key_unless("preempt_delay", &instance.preempt_delay, &Duration::ZERO, seconds);
-    out.optional("unicast_src_ip", instance.unicast_src_ip.as_ref(), address);
-    if !instance.unicast_peer.is_empty() {
-        out.key("unicast_peer", array(&instance.unicast_peer, address));
-    }
-    if let Some(pass) = &instance.auth_pass {
-        out.key(
-            "authentication",
-            inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]),
-        );
-    }
-    if !instance.track_interface.is_empty() {
-        let tracked = array(&instance.track_interface, |t| match t.weight {
-            0 => string(&t.name),
-            weight => inline_table(&[("name", string(&t.name)), ("weight", weight.to_string())]),
-        });
-        out.key("track_interface", tracked);
-    }
-    if !instance.track_script.is_empty() {
-        let tracked = array(&instance.track_script, |t| match t.weight {
-            None => string(&t.script),
-            Some(weight) => {
-                inline_table(&[("name", string(&t.script)), ("weight", weight.to_string())])
-            }
-        });
-        out.key("track_script", tracked);
-    }
-    out.optional("notify_master", instance.notify_master.as_deref(), string);
-    out.optional("notify_backup", instance.notify_backup.as_deref(), string);
-    out.optional("notify_fault", instance.notify_fault.as_deref(), string);
-    out.optional("notify_stop", instance.notify_stop.as_deref(), string);
-    out.optional("notify", instance.notify.as_deref(), string);
-    out.key_unless(
-        "garp_master_repeat",
-        &instance.garp_master_repeat,
-        &DEFAULT_GARP_REPEAT,
-        integer,
-    );
-    out.key_unless(
-        "garp_master_refresh_delay",
-        &instance.garp_master_refresh_delay,
-        &DEFAULT_GARP_REFRESH_DELAY,
-        seconds,
-    );
-    out.key_unless("lower_prio_no_advert", &instance.lower_prio_no_advert, &false, boolean);
-    out.key_unless("skip_check_adv_addr", &instance.skip_check_adv_addr, &false, boolean);
+    out.text.push_str(&instance_emit(instance));
 }
 
 fn vrrp_script(out: &mut Out, script: &VrrpScript) {

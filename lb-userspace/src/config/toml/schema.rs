@@ -98,6 +98,13 @@ impl<T: Located> Section<T> {
         self.read_as(parser, table, model, self.header)
     }
 
+    /// How many keys of `table` are not the section's (each reported by [`Section::read`]):
+    /// for a reader that leaves a section out for a bad value but not for an unknown key.
+    pub fn unknown_count(&self, table: &DeTable<'_>) -> usize {
+        let keys = self.keys();
+        table.keys().filter(|key| !keys.contains(&key.get_ref().as_ref())).count()
+    }
+
     /// [`Section::read`] of a section written under another `header` than the description's
     /// (a checker written `[[...tcp_check]]` instead of `[...tcp_check]`), named so in messages.
     pub fn read_as(
