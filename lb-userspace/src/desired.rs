@@ -76,6 +76,34 @@ pub struct Desired {
     pub tx_interfaces: Vec<Interface>,
     /// Services in config order.
     pub services: Vec<ServiceDesired>,
+    /// `[flow_sync]`: the IPVS edge runs the kernel's sync daemons with these settings while
+    /// it has services.
+    pub flow_sync: Option<FlowSyncDesired>,
+}
+
+/// `[flow_sync]`'s settings without their location: a reload that only moves the table in the
+/// file changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowSyncDesired {
+    pub interface: String,
+    pub sync_id: u8,
+    pub group: IpAddr,
+    pub port: u16,
+    pub ttl: u8,
+    pub max_len: u16,
+}
+
+impl From<&crate::config::flow_sync::FlowSyncConfig> for FlowSyncDesired {
+    fn from(c: &crate::config::flow_sync::FlowSyncConfig) -> Self {
+        FlowSyncDesired {
+            interface: c.interface.clone(),
+            sync_id: c.sync_id,
+            group: c.group,
+            port: c.port,
+            ttl: c.ttl,
+            max_len: c.max_len,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,6 +334,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
         interfaces: interfaces.into_values().collect(),
         tx_interfaces: tx.into_values().collect(),
         services,
+        flow_sync: config.flow_sync.as_ref().map(FlowSyncDesired::from),
     }
 }
 

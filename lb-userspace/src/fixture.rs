@@ -134,6 +134,7 @@ pub fn desired(services: Vec<ServiceDesired>, tx_interfaces: Vec<Interface>) -> 
         }],
         tx_interfaces,
         services,
+        flow_sync: None,
     }
 }
 

@@ -269,7 +269,10 @@ fn flow_sync_maps(
 ) -> Option<(crate::config::flow_sync::FlowSyncConfig, crate::sync::edge::SyncMaps)> {
     let cfg = config.flow_sync.clone()?;
     let Some(xdp) = dataplane.xdp.as_mut() else {
-        tracing::warn!("[flow_sync] needs the XDP dataplane: flow sync is off");
+        // Services on IPVS are synced by the kernel's own daemons (the IPVS edge starts them).
+        if dataplane.ipvs.is_none() {
+            tracing::warn!("[flow_sync] needs the XDP or IPVS dataplane: flow sync is off");
+        }
         return None;
     };
     match xdp.sync_maps().and_then(|maps| xdp.set_flow_sync(true).map(|()| maps)) {

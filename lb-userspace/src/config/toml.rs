@@ -18,13 +18,13 @@
 
 pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
-mod flow_sync;
+pub(in crate::config) mod flow_sync;
 mod forwarding;
 pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 pub(in crate::config) mod virtual_server;
-mod vrrp;
+pub(in crate::config) mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};

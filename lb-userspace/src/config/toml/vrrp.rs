@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use ::toml::de::{DeTable, DeValue};
 
+use super::super::emit::{array, integer, seconds, string};
 use super::super::error::did_you_mean;
-use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::model::{Location, Spans, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
 use super::super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_ADVERT_INT_V2,
@@ -23,6 +24,7 @@ use super::super::vrrp::{
     TrackScript, VIRTUAL_ROUTER_ID_LIMITS, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
     VrrpSyncGroup,
 };
+use super::schema::{Doc, Located, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
 
 const INSTANCE_KEYS: &[&str] = &[
@@ -56,10 +58,6 @@ const INSTANCE_KEYS: &[&str] = &[
 const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
 /// Keys of a `track_interface` or `track_script` entry written as a table.
 const TRACK_KEYS: &[&str] = &["name", "weight"];
-const SCRIPT_KEYS: &[&str] = &["name", "script", "interval", "timeout", "weight", "rise", "fall"];
-const SYNC_GROUP_KEYS: &[&str] =
-    &["name", "group", "notify_master", "notify_backup", "notify_fault"];
-
 /// keepalived `vrrp_instance` keywords lb does not take: an unknown-key suggestion for them
 /// (`garp_master_refresh` → `garp_master_refresh_delay`) would mislead.
 const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
@@ -277,6 +275,27 @@ impl Parser<'_> {
         Some(name)
     }
 
+    /// The `name` of a section of `kind` (`vrrp_script`) in its `name` setting: not empty, not
+    /// already defined by another section of the kind (a name defined twice stays in `names`
+    /// the first time, so that references to it are not errors as well).
+    fn defined_name(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        kind: &str,
+        names: &mut Names,
+    ) -> Option<String> {
+        let at = self.at(value.span());
+        let name = self.name(key, value)?;
+        if let Some(first) = names.first(&name) {
+            let message = format!("{kind} `{name}` is already defined at line {}", first.line);
+            self.error(value.span(), message);
+            return None;
+        }
+        names.0.push((name.clone(), at));
+        Some(name)
+    }
+
     /// A string that names something: not empty.
     fn name(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
         let text = self.string(key, value)?;
@@ -326,42 +345,25 @@ impl Parser<'_> {
         span: Range<usize>,
         names: &mut Names,
     ) -> Option<VrrpScript> {
+        let errors = self.errors.len();
         let location = self.at(span);
-        let context = format!("in {VRRP_SCRIPT}");
-        self.unknown_keys_with(table, SCRIPT_KEYS, &context, misplaced_in_script);
-
-        let name =
-            self.section_name(table, location, "vrrp_script", names, &mut Location::default());
-        let script = self
-            .required(table, "script", location, VRRP_SCRIPT)
-            .and_then(|(key, value)| self.command(key, value));
-        let interval =
-            self.setting(table, "interval", None, DEFAULT_SCRIPT_INTERVAL, |p, key, value| {
-                p.positive_seconds(key, value, MAX_SECONDS)
-            });
-        // keepalived's default timeout is the interval.
-        let timeout = self.setting(table, "timeout", None, None, |p, key, value| {
-            p.positive_seconds(key, value, MAX_SECONDS).map(Some)
-        });
-        let weight = self.setting(table, "weight", None, 0, Self::track_weight);
-        let rise = self.setting(table, "rise", None, 1, |p, key, value| {
-            p.integer_in(key, value, 1..=u32::MAX)
-        });
-        let fall = self.setting(table, "fall", None, 1, |p, key, value| {
-            p.integer_in(key, value, 1..=u32::MAX)
-        });
-
-        let interval = interval?;
-        Some(VrrpScript {
-            name: name?,
-            script: script?,
-            interval,
-            timeout: timeout?.unwrap_or(interval),
-            weight: weight?,
-            rise: rise?,
-            fall: fall?,
-            location,
-        })
+        let mut script = Script {
+            script: VrrpScript {
+                name: String::new(),
+                script: String::new(),
+                interval: DEFAULT_SCRIPT_INTERVAL,
+                timeout: DEFAULT_SCRIPT_INTERVAL,
+                weight: 0,
+                rise: 1,
+                fall: 1,
+                location,
+            },
+            spans: Spans::at_section(location),
+            names: std::mem::take(names),
+        };
+        SCRIPT_SECTION.read(self, table, &mut script);
+        *names = script.names;
+        (self.errors.len() == errors).then_some(script.script)
     }
 
     fn vrrp_instance(
@@ -800,29 +802,26 @@ impl Parser<'_> {
         instances: &[&str],
         members: &mut Vec<Member>,
     ) -> Option<VrrpSyncGroup> {
+        let errors = self.errors.len();
         let location = self.at(span);
-        let context = format!("in {VRRP_SYNC_GROUP}");
-        self.unknown_keys_with(table, SYNC_GROUP_KEYS, &context, misplaced_in_sync_group);
-
-        let name =
-            self.section_name(table, location, "vrrp_sync_group", names, &mut Location::default());
-        let group = self
-            .required(table, "group", location, VRRP_SYNC_GROUP)
-            .and_then(|(key, value)| self.group(key, value, location, instances, members));
-        let mut notify = |name: &str| {
-            self.setting(table, name, None, None, |p, key, value| p.command(key, value).map(Some))
+        let mut group = SyncGroup {
+            group: VrrpSyncGroup {
+                name: String::new(),
+                group: Vec::new(),
+                notify_master: None,
+                notify_backup: None,
+                notify_fault: None,
+                location,
+            },
+            spans: Spans::at_section(location),
+            names: std::mem::take(names),
+            instances: instances.iter().map(|&name| name.to_owned()).collect(),
+            members: std::mem::take(members),
         };
-        let notify_master = notify("notify_master");
-        let notify_backup = notify("notify_backup");
-        let notify_fault = notify("notify_fault");
-        Some(VrrpSyncGroup {
-            name: name?,
-            group: group?,
-            notify_master: notify_master?,
-            notify_backup: notify_backup?,
-            notify_fault: notify_fault?,
-            location,
-        })
+        SYNC_GROUP_SECTION.read(self, table, &mut group);
+        *names = group.names;
+        *members = group.members;
+        (self.errors.len() == errors).then_some(group.group)
     }
 
     /// A sync group's `group`: at least one of `instances`, each in no other group (`members`,
@@ -879,6 +878,242 @@ impl Parser<'_> {
         }
         ok.then_some(group)
     }
+}
+
+/// A `[[vrrp_script]]` as read: the script, where its values were written, and the names of
+/// the scripts before it.
+struct Script {
+    script: VrrpScript,
+    spans: Spans,
+    names: Names,
+}
+
+impl Located for Script {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The settings of a `[[vrrp_script]]`; `lb convert` writes the model's through [`script_emit`].
+const SCRIPT_SECTION: Section<Script> = Section {
+    header: VRRP_SCRIPT,
+    misplaced: misplaced_in_script,
+    required: &["name", "script"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    // keepalived's default timeout is the interval.
+    finish: Some(|_, table, s, _| {
+        if !table.contains_key("timeout") {
+            s.script.timeout = s.script.interval;
+        }
+        true
+    }),
+    settings: &[
+        Setting {
+            name: "name",
+            doc: Doc { ty: "string", default: "required", meaning: "Unique among the scripts." },
+            read: |p, k, v, s| {
+                if let Some(name) = p.defined_name(k, v, "vrrp_script", &mut s.names) {
+                    s.script.name = name;
+                }
+            },
+            emit: |s, _| Some(string(&s.script.name)),
+        },
+        Setting {
+            name: "script",
+            doc: Doc {
+                ty: "command line (string)",
+                default: "required",
+                meaning: "Run by `/bin/sh -c`.",
+            },
+            read: |p, k, v, s| {
+                if let Some(script) = p.command(k, v) {
+                    s.script.script = script;
+                }
+            },
+            emit: |s, _| Some(string(&s.script.script)),
+        },
+        Setting {
+            name: "interval",
+            doc: Doc {
+                ty: "seconds, more than 0, at most 86400",
+                default: "`1`",
+                meaning: "Time between runs.",
+            },
+            read: |p, k, v, s| {
+                if let Some(interval) = p.positive_seconds(k, v, MAX_SECONDS) {
+                    s.script.interval = interval;
+                }
+            },
+            emit: |s, _| unless(&s.script.interval, &DEFAULT_SCRIPT_INTERVAL, seconds),
+        },
+        Setting {
+            name: "timeout",
+            doc: Doc {
+                ty: "seconds, more than 0, at most 86400",
+                default: "the `interval`",
+                meaning: "A run taking longer fails.",
+            },
+            read: |p, k, v, s| {
+                if let Some(timeout) = p.positive_seconds(k, v, MAX_SECONDS) {
+                    s.script.timeout = timeout;
+                }
+            },
+            // The default is the interval.
+            emit: |s, _| unless(&s.script.timeout, &s.script.interval, seconds),
+        },
+        Setting {
+            name: "weight",
+            doc: Doc {
+                ty: "integer −254–254",
+                default: "`0`",
+                meaning: "`0`: while the script fails, the instance is FAULT; else added to the \
+                     priority (positive: while it succeeds, negative: while it fails).",
+            },
+            read: |p, k, v, s| {
+                if let Some(weight) = p.track_weight(k, v) {
+                    s.script.weight = weight;
+                }
+            },
+            emit: |s, _| unless(&s.script.weight, &0, integer),
+        },
+        Setting {
+            name: "rise",
+            doc: Doc {
+                ty: "integer ≥ 1",
+                default: "`1`",
+                meaning: "Consecutive successes for a failed script to count as succeeding.",
+            },
+            read: |p, k, v, s| {
+                if let Some(rise) = p.integer_in(k, v, 1..=u32::MAX) {
+                    s.script.rise = rise;
+                }
+            },
+            emit: |s, _| unless(&s.script.rise, &1, integer),
+        },
+        Setting {
+            name: "fall",
+            doc: Doc {
+                ty: "integer ≥ 1",
+                default: "`1`",
+                meaning: "Consecutive failures for a succeeding script to count as failed.",
+            },
+            read: |p, k, v, s| {
+                if let Some(fall) = p.integer_in(k, v, 1..=u32::MAX) {
+                    s.script.fall = fall;
+                }
+            },
+            emit: |s, _| unless(&s.script.fall, &1, integer),
+        },
+    ],
+};
+
+/// The lines `lb convert` writes for `script`.
+pub(in crate::config) fn script_emit(script: &VrrpScript) -> String {
+    let location = script.location;
+    let script = Script {
+        script: script.clone(),
+        spans: Spans::at_section(location),
+        names: Names::default(),
+    };
+    SCRIPT_SECTION.emit(&script, &script)
+}
+
+/// A `[[vrrp_sync_group]]` as read: the group, where its values were written, the names of the
+/// groups before it, the instances it may list and the instances already in a group.
+struct SyncGroup {
+    group: VrrpSyncGroup,
+    spans: Spans,
+    names: Names,
+    instances: Vec<String>,
+    members: Vec<Member>,
+}
+
+impl Located for SyncGroup {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The settings of a `[[vrrp_sync_group]]`; `lb convert` writes the model's through
+/// [`sync_group_emit`].
+const SYNC_GROUP_SECTION: Section<SyncGroup> = Section {
+    header: VRRP_SYNC_GROUP,
+    misplaced: misplaced_in_sync_group,
+    required: &["name", "group"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "name",
+            doc: Doc {
+                ty: "string",
+                default: "required",
+                meaning: "Unique among the sync groups.",
+            },
+            read: |p, k, v, g| {
+                if let Some(name) = p.defined_name(k, v, "vrrp_sync_group", &mut g.names) {
+                    g.group.name = name;
+                }
+            },
+            emit: |g, _| Some(string(&g.group.name)),
+        },
+        Setting {
+            name: "group",
+            doc: Doc {
+                ty: "array of instance names",
+                default: "required, at least one",
+                meaning: "The vrrp_instances that change state together; each in one group only.",
+            },
+            read: |p, k, v, g| {
+                let section = g.spans.section();
+                let instances: Vec<&str> = g.instances.iter().map(String::as_str).collect();
+                if let Some(group) = p.group(k, v, section, &instances, &mut g.members) {
+                    g.group.group = group;
+                }
+            },
+            emit: |g, _| Some(array(&g.group.group, |name| string(name))),
+        },
+        Setting {
+            name: "notify_master",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_master = p.command(k, v),
+            emit: |g, _| g.group.notify_master.as_deref().map(string),
+        },
+        Setting {
+            name: "notify_backup",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_backup = p.command(k, v),
+            emit: |g, _| g.group.notify_backup.as_deref().map(string),
+        },
+        Setting {
+            name: "notify_fault",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_fault = p.command(k, v),
+            emit: |g, _| g.group.notify_fault.as_deref().map(string),
+        },
+    ],
+};
+
+const NOTIFY_DOC: Doc = Doc {
+    ty: "command line (string)",
+    default: "none",
+    meaning: "Run when the group changes to that state.",
+};
+
+/// The lines `lb convert` writes for `group`.
+pub(in crate::config) fn sync_group_emit(group: &VrrpSyncGroup) -> String {
+    let group = SyncGroup {
+        group: group.clone(),
+        spans: Spans::at_section(group.location),
+        names: Names::default(),
+        instances: Vec::new(),
+        members: Vec::new(),
+    };
+    SYNC_GROUP_SECTION.emit(&group, &group)
 }
 
 #[cfg(test)]
@@ -2182,16 +2417,35 @@ notify_fault = "/etc/lb/group.sh fault"
         assert!(config.vrrp.sync_groups.is_empty());
     }
 
+    /// Every key read here has its row in docs/config.md's tables (the authentication keys are
+    /// in `authentication`'s).
+    #[test]
+    fn docs_list_every_vrrp_key() {
+        use super::super::schema::docs::{assert_documented, config_md, table};
+        let doc = config_md();
+        assert_documented(&doc, "`[[vrrp_instance]]`", INSTANCE_KEYS.iter().copied());
+        assert_documented(&doc, "`[[vrrp_script]]`", SCRIPT_SECTION.keys());
+        assert_documented(&doc, "`[[vrrp_sync_group]]`", SYNC_GROUP_SECTION.keys());
+        let rows = table(&doc, "`[[vrrp_instance]]`");
+        let authentication = rows.iter().find(|row| row[0] == "`authentication`");
+        let meaning = authentication.and_then(|row| row.last()).expect("authentication row");
+        for key in AUTHENTICATION_KEYS.iter().chain(TRACK_KEYS) {
+            let written = meaning.contains(&format!("`{key}`"))
+                || rows.iter().any(|row| row[0].starts_with("`track_") && row[1].contains(key));
+            assert!(written, "`{key}` is not in docs/config.md [[vrrp_instance]]");
+        }
+    }
+
     #[test]
     fn misplaced_keys() {
         // Every key of one section that another takes gets a message saying where it belongs.
-        for &key in SCRIPT_KEYS.iter().filter(|k| !INSTANCE_KEYS.contains(k)) {
+        for &key in SCRIPT_SECTION.keys().iter().filter(|k| !INSTANCE_KEYS.contains(k)) {
             assert!(misplaced_in_instance(key).is_some(), "{key}");
         }
-        for &key in INSTANCE_KEYS.iter().filter(|k| !SCRIPT_KEYS.contains(k)) {
+        for &key in INSTANCE_KEYS.iter().filter(|k| !SCRIPT_SECTION.keys().contains(k)) {
             assert!(misplaced_in_script(key).is_some(), "{key}");
         }
-        for &key in INSTANCE_KEYS.iter().filter(|k| !SYNC_GROUP_KEYS.contains(k)) {
+        for &key in INSTANCE_KEYS.iter().filter(|k| !SYNC_GROUP_SECTION.keys().contains(k)) {
             assert!(misplaced_in_sync_group(key).is_some(), "{key}");
         }
         // An unsupported keyword is never one lb takes.

@@ -476,6 +476,7 @@ impl XdpDataplane {
             let mut svc = ServiceSlots {
                 id: slot.id,
                 persistence: slot.value.persist_timeout,
+                persist_mask: slot.value.persist_mask,
                 reals: HashMap::new(),
             };
             for (&(ip, port), r) in
