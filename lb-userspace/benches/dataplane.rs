@@ -905,7 +905,9 @@ fn stateless_rows(
     dp.apply(&d).context("programming the maps")?;
     // The window (1 s, plus a second for the program's coarse clock) ends.
     std::thread::sleep(std::time::Duration::from_millis(3200));
-    let families: [(&str, fn(usize, u8) -> Vec<u8>); 2] = [
+    /// (row prefix, the packet of client `n` with TCP flags)
+    type Family = (&'static str, fn(usize, u8) -> Vec<u8>);
+    let families: [Family; 2] = [
         ("v4", |n, flags| {
             let (src, sport) = client_v4(n);
             v4_tcp(src, VIP, sport, flags)
