@@ -60,6 +60,8 @@ pub struct Globals {
     pub hash_seed: u32,
     /// Seconds.
     pub udp_timeout: u32,
+    /// Seconds of the window after a table change (docs/fast-path.md).
+    pub tcp_window: u32,
     pub syn_threshold: u32,
     pub icmp_echo: bool,
 }
@@ -261,6 +263,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
     let globals = Globals {
         hash_seed: settings.hash_seed,
         udp_timeout: settings.udp_flow_timeout.as_secs().max(1).try_into().unwrap_or(u32::MAX),
+        tcp_window: settings.tcp_flow_timeout.as_secs().max(1).try_into().unwrap_or(u32::MAX),
         syn_threshold: settings.syn_flood_threshold,
         icmp_echo: settings.icmp_echo,
     };

@@ -304,13 +304,14 @@ fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::
 /// Map sizes large enough for `config` (never below the compiled defaults).
 fn limits_for(config: &Config) -> XdpLimits {
     let settings = &config.dataplane;
-    let tables: u32 = config.virtual_servers.iter().map(|v| 2 * v.table_size).sum();
+    let tables: u32 = config.virtual_servers.iter().map(|v| 4 * v.table_size).sum();
     XdpLimits {
         max_services: settings.max_services,
         // Slot 0 is never used.
         max_reals: settings.max_reals.saturating_add(1),
-        // Room for every table twice over, so reloads can move tables and add services.
-        ring_entries: XdpLimits::default().ring_entries.max(2 * tables),
+        // Room for every table four times over: three areas each (the active table, a window's
+        // anchor, the next one) and one more, so reloads can move tables and add services.
+        ring_entries: XdpLimits::default().ring_entries.max(tables),
         flows: settings.flow_table_size,
     }
 }

@@ -25,6 +25,7 @@ use crate::{
     testutil::{private_netns, require_root},
 };
 
+mod fast_path;
 mod tunnel;
 
 const XDP_DROP: u32 = 1;
