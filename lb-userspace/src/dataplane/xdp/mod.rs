@@ -231,7 +231,7 @@ impl XdpDataplane {
         }
         let mut ebpf = loader.load(PROGRAM)?;
         let prog = program(&mut ebpf)?;
-        prog.load()?;
+        load_verified(prog)?;
         let program_id = prog.info()?.id();
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Exhausted {
             what: "CPU count",
@@ -1200,6 +1200,23 @@ fn window_open(v: &ServiceValue, now: u32) -> bool {
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DataplaneError> {
     ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+/// Loads the program through the verifier. The verifier gives up with EAGAIN when a signal is
+/// pending for the loading thread during its (tens of milliseconds) run, e.g. one for another
+/// thread of a busy process: that is retried, a few times, not reported as a failed load.
+fn load_verified(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    let mut interrupted = 0;
+    loop {
+        match prog.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && interrupted < 5 =>
+            {
+                interrupted += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
