@@ -9,10 +9,12 @@ mod alloc;
 mod fixtures;
 pub mod flows;
 mod pin;
+mod rings;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use aya::{
@@ -88,8 +90,8 @@ struct ServiceSlot {
     /// Start of this service's two ring halves, each `table_size` long.
     ring_base: u32,
     table_size: u32,
-    /// What each half holds (real ids); empty until written.
-    halves: [Vec<u32>; 2],
+    /// What each half holds; `None` until written.
+    halves: [Option<Table>; 2],
     /// Half the service value points at, if any table is live.
     active: Option<usize>,
     /// The services map has the entry: packets to the service are forwarded. A standby service
@@ -101,6 +103,26 @@ struct ServiceSlot {
     value: ServiceValue,
     reals: HashMap<(IpAddr, u16), RealSlot>,
     sorry: Option<((IpAddr, u16), RealSlot)>,
+}
+
+/// A table as written into a ring half: the desired Maglev table (indexes into the service's
+/// reals, shared with the desired state rather than copied) and the real id of each index. Entry
+/// `i` of the half is `ids[ring[i]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Table {
+    ring: Arc<Vec<u32>>,
+    ids: Vec<u32>,
+}
+
+impl Table {
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The real ids, entry by entry, as the map holds them.
+    fn entries(&self) -> Vec<u32> {
+        self.ring.iter().map(|&i| self.ids.get(i as usize).copied().unwrap_or(0)).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -279,7 +301,7 @@ impl XdpDataplane {
                     ring_base: rec.ring_base,
                     table_size: rec.table_size,
                     // Unknown contents: the next table is written in full, then swapped in.
-                    halves: [Vec::new(), Vec::new()],
+                    halves: [None, None],
                     active: value.and(rec.active),
                     published: value.is_some(),
                     retired: None,
@@ -837,7 +859,7 @@ impl XdpDataplane {
                 0
             }
         };
-        let table: Vec<u32> = svc.ring.iter().map(|&i| ring_ids[i as usize]).collect();
+        let table = Table { ring: svc.ring.clone(), ids: ring_ids };
         let mut flags = 0;
         let mut persist_timeout = 0;
         let mut prefix = if svc.key.vip.is_ipv4() { 32 } else { 128 };
@@ -900,7 +922,7 @@ impl XdpDataplane {
             let (old_base, old_size) = (s.ring_base, s.table_size);
             s.ring_base = base;
             s.table_size = size;
-            s.halves = [Vec::new(), Vec::new()];
+            s.halves = [None, None];
             s.active = None;
             // Packets keep using the old region until the service value is replaced, which
             // happens right after in the same apply; only then may it be reused.
@@ -932,7 +954,7 @@ impl XdpDataplane {
             id,
             ring_base,
             table_size,
-            halves: [Vec::new(), Vec::new()],
+            halves: [None, None],
             active: None,
             published: false,
             retired: None,
@@ -948,7 +970,7 @@ impl XdpDataplane {
     fn swap_table(
         &mut self,
         key: VirtualServerKey,
-        table: Vec<u32>,
+        table: Table,
         template: ServiceValue,
         publish: bool,
     ) -> Result<(), DataplaneError> {
@@ -957,27 +979,21 @@ impl XdpDataplane {
         let mut value =
             ServiceValue { id, ring_offset: slot.value.ring_offset, ring_size: 0, ..template };
         let target = match slot.active {
-            Some(a) if slot.halves[a] == table => Some(a),
+            Some(a) if slot.halves[a].as_ref() == Some(&table) => Some(a),
             _ if table.is_empty() => None,
             Some(a) => Some(1 - a),
             None => Some(0),
         };
         if let Some(half) = target
-            && slot.halves[half] != table
+            && slot.halves[half].as_ref() != Some(&table)
         {
-            let old = slot.halves[half].clone();
+            let known = slot.halves[half].as_ref().map(Table::entries);
             let offset = base + half as u32 * size;
-            let mut rings: Array<_, u32> =
-                Array::try_from(map_mut(&mut self.ebpf, map_names::RINGS)?)
-                    .map_err(map_err(map_names::RINGS))?;
-            for (i, &real) in table.iter().enumerate() {
-                if old.get(i) != Some(&real) {
-                    rings.set(offset + i as u32, real, 0).map_err(map_err(map_names::RINGS))?;
-                    self.ring_writes += 1;
-                }
-            }
+            let entries = table.entries();
+            let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
+            self.ring_writes += rings::write(map, offset, &entries, known.as_deref())?;
             if let Some(s) = self.services.get_mut(&key) {
-                s.halves[half] = table;
+                s.halves[half] = Some(table);
             }
         }
         match target {
