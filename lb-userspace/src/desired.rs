@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    config::{Config, LbKind, RealServer, VirtualServer, VirtualServerKey},
+    config::{BackupXdp, Config, LbKind, RealServer, VirtualServer, VirtualServerKey},
     dataplane::select::{Backend, Plan},
     health::state::HealthSnapshot,
     maglev,
@@ -79,8 +79,9 @@ pub struct Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceDesired {
     pub key: VirtualServerKey,
-    /// False while the VRRP instance owning the VIP is not MASTER: the dataplane leaves the
-    /// service out (and detaches from interfaces with no active service).
+    /// False while the VRRP instance owning the VIP is not MASTER: the dataplane stages the
+    /// service, not live (and detaches from interfaces with no active service, unless
+    /// `backup_xdp = "standby"`).
     pub active: bool,
     /// The VRRP instance whose `virtual_ipaddress` holds the VIP, if any.
     pub vrrp_instance: Option<String>,
@@ -246,8 +247,11 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
             let vrrp_instance = config.vrrp.instance_for(vs.vip).map(|i| i.name.clone());
             let active = vrrp_instance.as_ref().is_none_or(|n| inputs.vrrp.masters.contains(n));
             let backend = inputs.plan.backend(&key);
-            // XDP attaches to (and redirects through) only the interfaces of its services.
-            let on_xdp = active && backend == Backend::Xdp;
+            // XDP attaches to (and redirects through) only the interfaces of its live services;
+            // with `backup_xdp = "standby"` also of its staged ones, so that becoming MASTER
+            // needs no attach.
+            let keep = active || settings.backup_xdp == BackupXdp::Standby;
+            let on_xdp = keep && backend == Backend::Xdp;
             let iface = host.interfaces.get(&vs.interface);
             if let Some(i) = iface.filter(|_| on_xdp) {
                 interfaces.insert(i.name.clone(), i.clone());
@@ -723,5 +727,38 @@ weight = 2
             d.interfaces.is_empty() && d.tx_interfaces.is_empty(),
             "backup director attaches nothing"
         );
+    }
+
+    /// `backup_xdp`: on BACKUP the service is staged either way; "standby" keeps the interfaces
+    /// (attached, and the reals' ones in the redirect map), so MASTER changes `active` only.
+    #[test]
+    fn standby_keeps_a_backups_interfaces() {
+        let h = host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]);
+        let vi = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\n\
+                  virtual_router_id = 51\nvirtual_ipaddress = [\"192.0.2.100/24\"]\n";
+        // (backup_xdp line, masters, active, interfaces attached)
+        let cases: &[(&str, &[&str], bool, usize)] = &[
+            ("", &[], false, 0),
+            ("", &["VI_1"], true, 1),
+            ("backup_xdp = \"detach\"\n", &[], false, 0),
+            ("backup_xdp = \"standby\"\n", &[], false, 1),
+            ("backup_xdp = \"standby\"\n", &["VI_1"], true, 1),
+        ];
+        for (line, masters, active, ifaces) in cases {
+            let text = format!("[dataplane]\n{line}{CONF}{vi}");
+            let cfg = config::parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+            let vrrp = VrrpStates { masters: masters.iter().map(|m| (*m).to_owned()).collect() };
+            let d = desired_state(&Inputs { vrrp: &vrrp, ..inputs(&cfg, &h) });
+            let case = format!("{line:?} masters {masters:?}");
+            assert_eq!(d.services[0].active, *active, "{case}");
+            assert_eq!(d.interfaces.len(), *ifaces, "{case}: attached interfaces");
+            // The staged service is complete: the same reals and table as when live.
+            let live = desired_state(&Inputs {
+                vrrp: &VrrpStates { masters: ["VI_1".to_owned()].into() },
+                ..inputs(&cfg, &h)
+            });
+            assert_eq!(d.services[0].ring, live.services[0].ring, "{case}");
+            assert_eq!(d.services[0].reals, live.services[0].reals, "{case}");
+        }
     }
 }

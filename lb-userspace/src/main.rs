@@ -162,9 +162,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Convert { config: path, format } => {
             Ok(lb::cli::convert::convert_printed(&path, format).emit())
         }
-        Command::Realserver { action, vips, dev, state } => {
+        Command::Realserver { action, vips, dev, state, tunnel, gue_port } => {
+            let tunnel = lb::net::realserver::Tunnel::from_options(tunnel, gue_port)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let options = lb::net::realserver::Options { vips, dev, state };
+            let options = lb::net::realserver::Options { vips, tunnel, dev, state };
             for line in rt.block_on(lb::net::realserver::run(action, &options))? {
                 println!("{line}");
             }

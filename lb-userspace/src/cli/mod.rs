@@ -195,7 +195,8 @@ pub enum Command {
     },
     /// Make this host a real server of a DR director, or undo it: `up` adds the VIPs to `lo` and
     /// keeps the host from answering ARP for them (saving the settings it changes), `down`
-    /// removes them and restores the settings. Running either twice changes nothing more.
+    /// removes them and restores the settings. With `--tunnel` (a TUN director) `up` also sets
+    /// up the kernel's decapsulation. Running either twice changes nothing more.
     Realserver {
         /// `up` or `down`.
         #[arg(value_enum)]
@@ -209,6 +210,13 @@ pub enum Command {
         /// Where `up` saves what `down` restores.
         #[arg(long, value_name = "PATH", default_value = realserver::DEFAULT_STATE)]
         state: PathBuf,
+        /// Also decapsulate what a TUN director sends (its `tun_type`): `tunl0`/`ip6tnl0`,
+        /// a FOU port, or `gre0`/`ip6gre0`, with `rp_filter` off.
+        #[arg(long, value_enum, value_name = "TYPE")]
+        tunnel: Option<realserver::TunnelKind>,
+        /// The UDP port of `--tunnel gue` (the service's `tun_port`).
+        #[arg(long, value_name = "N")]
+        gue_port: Option<u16>,
     },
     /// List the flow table (which real each connection goes to), like `ipvsadm -Lnc`.
     Flows {
@@ -392,6 +400,22 @@ mod tests {
             (&["lb", "realserver", "down", "--vip", "192.0.2.100", "--vip", "2001:db8::100"], true),
             (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--dev", "dummy0"], true),
             (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--state", "/tmp/rs.json"], true),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--tunnel", "gre"], true),
+            (
+                &[
+                    "lb",
+                    "realserver",
+                    "up",
+                    "--vip",
+                    "192.0.2.100",
+                    "--tunnel",
+                    "gue",
+                    "--gue-port",
+                    "6080",
+                ],
+                true,
+            ),
+            (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--tunnel", "vxlan"], false),
             (&["lb", "realserver", "up"], false),
             (&["lb", "realserver", "sideways", "--vip", "192.0.2.100"], false),
             (&["lb", "realserver", "up", "--vip", "nonsense"], false),

@@ -10,16 +10,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::bgp::{BgpConfig, BgpNeighbor};
-use super::health::{
-    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
-    DEFAULT_RETRY, HealthCheck, ServiceHealth,
-};
+use super::health::HealthCheck;
 use super::model::{
     Config, DEFAULT_WEIGHT, DataplaneSettings, LbKind, RealServer, Tunnel, VirtualServer,
 };
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
+use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section};
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
+use super::toml::schema::emit_settings;
 use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
 use super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
@@ -164,7 +163,7 @@ pub(super) fn array<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
 }
 
 /// `{ a = 1, b = "x" }`.
-fn inline_table(pairs: &[(&str, String)]) -> String {
+pub(super) fn inline_table(pairs: &[(&str, String)]) -> String {
     let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
     format!("{{ {} }}", pairs.join(", "))
 }
@@ -183,7 +182,7 @@ fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     lb_kind(out, Some(vs.forwarding.lb_kind).filter(|k| *k != LbKind::Dr));
     out.optional("tun_source", vs.forwarding.tun_source.as_ref(), address);
     out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
-    service_health(out, &vs.health);
+    out.text.push_str(&emit_settings(SERVICE_HEALTH, vs, vs));
     if let Some(sorry) = &vs.sorry_server {
         let mut pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
         if let Some(kind) = sorry.forwarding.lb_kind {
@@ -206,23 +205,6 @@ pub(super) fn granularity(vip: IpAddr, prefix: u8) -> String {
         }
         IpAddr::V6(_) => prefix.to_string(),
     }
-}
-
-fn service_health(out: &mut Out, health: &ServiceHealth) {
-    let default = ServiceHealth::default();
-    out.key_unless("delay_loop", &health.delay_loop, &default.delay_loop, seconds);
-    out.key_unless("alpha", &health.alpha, &default.alpha, boolean);
-    out.key_unless("omega", &health.omega, &default.omega, boolean);
-    out.key_unless("quorum", &health.quorum, &default.quorum, integer);
-    out.key_unless("hysteresis", &health.hysteresis, &default.hysteresis, integer);
-    out.optional("quorum_up", health.quorum_up.as_deref(), string);
-    out.optional("quorum_down", health.quorum_down.as_deref(), string);
-    out.key_unless(
-        "inhibit_on_failure",
-        &health.inhibit_on_failure,
-        &default.inhibit_on_failure,
-        boolean,
-    );
 }
 
 /// `lb_kind` and the tunnel keys, as key/value pairs.
@@ -251,15 +233,10 @@ fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
     lb_kind(out, rs.forwarding.lb_kind);
     out.key_unless("uthreshold", &rs.forwarding.uthreshold, &0, integer);
     out.key_unless("lthreshold", &rs.forwarding.lthreshold, &0, integer);
-    // The virtual server's is the default.
-    out.key_unless(
-        "inhibit_on_failure",
-        &rs.health.inhibit_on_failure,
-        &vs.health.inhibit_on_failure,
-        boolean,
-    );
-    out.optional("notify_up", rs.health.notify_up.as_deref(), string);
-    out.optional("notify_down", rs.health.notify_down.as_deref(), string);
+    // The virtual server's `inhibit_on_failure` is the default.
+    let mut default = server_defaults(vs, rs);
+    default.health.inhibit_on_failure = vs.health.inhibit_on_failure;
+    out.text.push_str(&emit_settings(REAL_HEALTH, rs, &default));
     for check in &rs.health.checks {
         checker(out, check);
     }
@@ -271,63 +248,11 @@ fn server_defaults(vs: &VirtualServer, rs: &RealServer) -> RealServer {
 }
 
 fn checker(out: &mut Out, check: &HealthCheck) {
-    out.section(&format!("[[virtual_server.real_server.{}]]", check.kind.native_key()));
-    // MISC_CHECK connects to nothing: it takes none of the connection keys.
-    if !matches!(check.kind, CheckKind::Misc(_)) {
-        out.key_unless(
-            "connect_timeout",
-            &check.connect_timeout,
-            &DEFAULT_CONNECT_TIMEOUT,
-            seconds,
-        );
-        out.optional("connect_ip", check.connect_ip.as_ref(), address);
-        out.optional("connect_port", check.connect_port.as_ref(), integer);
-        out.optional("bindto", check.bindto.as_ref(), address);
-    }
-    out.key_unless("retry", &check.retry, &DEFAULT_RETRY, integer);
-    out.key_unless(
-        "delay_before_retry",
-        &check.delay_before_retry,
-        &DEFAULT_DELAY_BEFORE_RETRY,
-        seconds,
-    );
-    out.optional("warmup", check.warmup.as_ref(), seconds);
-    out.key_unless("rise", &check.rise, &1, integer);
-    match &check.kind {
-        CheckKind::Http(http) | CheckKind::Ssl(http) => {
-            out.optional("virtualhost", http.virtualhost.as_deref(), string);
-            if matches!(check.kind, CheckKind::Ssl(_)) {
-                out.optional("sni", http.sni.as_deref(), string);
-            }
-            let urls = array(&http.urls, |url| {
-                let mut pairs = vec![("path", string(&url.path))];
-                if let Some(code) = url.status_code {
-                    pairs.push(("status_code", code.to_string()));
-                }
-                if let Some(digest) = &url.digest {
-                    pairs.push(("digest", string(digest)));
-                }
-                inline_table(&pairs)
-            });
-            out.key("url", urls);
-        }
-        CheckKind::Misc(misc) => {
-            out.key("misc_path", string(&misc.path));
-            out.key_unless("misc_timeout", &misc.timeout, &DEFAULT_MISC_TIMEOUT, seconds);
-            out.key_unless("misc_dynamic", &misc.dynamic, &false, boolean);
-        }
-        CheckKind::Dns(dns) => {
-            out.key_unless("name", dns.name.as_str(), ".", string);
-            out.key_unless("type", dns.qtype.as_str(), "SOA", string);
-        }
-        CheckKind::Udp(udp) => {
-            if !udp.payload.is_empty() {
-                let hex: String = udp.payload.iter().map(|b| format!("{b:02x}")).collect();
-                out.key("payload", string(&format!("0x{hex}")));
-            }
-            out.key_unless("require_reply", &udp.require_reply, &false, boolean);
-        }
-        CheckKind::Tcp | CheckKind::Ping => {}
+    let kind = check.kind.native_key();
+    out.section(&format!("[[virtual_server.real_server.{kind}]]"));
+    if let Some(section) = checker_section(kind) {
+        let checker = Checker::of(check);
+        out.text.push_str(&section.emit(&checker, &checker));
     }
 }
 

@@ -28,13 +28,13 @@ pub use error::{ConfigErrors, Diagnostic, Severity};
 pub use host::{HostView, SystemHost};
 pub use keepalived::{Format, Loaded};
 pub use model::{
-    Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
-    DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT, DataplaneSettings,
-    FLOW_TABLE_SIZE_LIMITS, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS, MAX_REALS_LIMITS,
-    MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer, SCHEDULERS,
-    ScriptUserSetting, ServiceForwarding, Spans, Tunnel, TunnelError, UDP_FLOW_TIMEOUT_LIMITS_SECS,
-    UnknownProtocol, VirtualServer, VirtualServerKey, VrrpInstanceLocations, VrrpLocations,
-    host_prefix_len, not_a_host_address, unspecified,
+    BackupXdp, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
+    DEFAULT_MAX_SERVICES, DEFAULT_SYN_FLOOD_THRESHOLD, DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_WEIGHT,
+    DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, LbKind, Location, MAX_PERSISTENCE_TIMEOUT_SECS,
+    MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer,
+    SCHEDULERS, ScriptUserSetting, ServiceForwarding, Spans, Tunnel, TunnelError,
+    UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
+    VrrpInstanceLocations, VrrpLocations, host_prefix_len, not_a_host_address, unspecified,
 };
 pub use notice::notices;
 pub use placement::{needs_ipvs, prefers_ipvs};

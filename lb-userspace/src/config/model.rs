@@ -134,9 +134,45 @@ pub struct DataplaneSettings {
     /// Real-server slots in the dataplane maps: real servers plus sorry servers, over all virtual
     /// servers, may not exceed it.
     pub max_reals: u32,
+    /// What the XDP program does on an interface whose services' VRRP instances are all BACKUP.
+    pub backup_xdp: BackupXdp,
     /// Where each setting was written, for errors about one specific value.
     #[serde(skip)]
     pub key_locations: Spans,
+}
+
+/// `[dataplane] backup_xdp`: the XDP program on a VRRP BACKUP's interfaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupXdp {
+    /// Detached while no service of the interface is live (the product's behaviour): becoming
+    /// MASTER attaches it again.
+    #[default]
+    Detach,
+    /// Stays attached with the services staged, not live (their frames pass to the stack), so
+    /// becoming MASTER is map writes only: no attach, no ring reset on drivers that do one.
+    Standby,
+}
+
+impl BackupXdp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupXdp::Detach => "detach",
+            BackupXdp::Standby => "standby",
+        }
+    }
+}
+
+impl std::str::FromStr for BackupXdp {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "detach" => Ok(BackupXdp::Detach),
+            "standby" => Ok(BackupXdp::Standby),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Default for DataplaneSettings {
@@ -149,6 +185,7 @@ impl Default for DataplaneSettings {
             icmp_echo: true,
             max_services: DEFAULT_MAX_SERVICES,
             max_reals: DEFAULT_MAX_REALS,
+            backup_xdp: BackupXdp::Detach,
             key_locations: Spans::default(),
         }
     }

@@ -20,7 +20,7 @@ pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
 mod flow_sync;
 mod forwarding;
-mod health;
+pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 pub(in crate::config) mod virtual_server;
@@ -654,6 +654,7 @@ mod tests {
         FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
     };
     use super::*;
+    use crate::config::model::BackupXdp;
 
     /// (name, document, expected message part, expected line:col). Each must be the only error.
     const SCENARIOS: &[(&str, &[&str], &str, &str)] = &[
@@ -1229,6 +1230,13 @@ mod tests {
             "6:13",
         ),
         (
+            "backup_xdp not a mode",
+            VS,
+            &["[dataplane]", "backup_xdp = 'keep'"],
+            "`backup_xdp` must be \"detach\" or \"standby\", found \"keep\"",
+            "6:14",
+        ),
+        (
             "table size not a prime offered",
             VS,
             &["table_size = 65536"],
@@ -1615,6 +1623,7 @@ udp_flow_timeout = 2.5
 icmp_echo = false
 max_services = 16
 max_reals = 64
+backup_xdp = "standby"
 
 [[virtual_server]]
 vip = "192.0.2.100"
@@ -1656,6 +1665,7 @@ port = 443
                 icmp_echo: false,
                 max_services: 16,
                 max_reals: 64,
+                backup_xdp: BackupXdp::Standby,
                 key_locations: [
                     ("flow_table_size", at(2, 19)),
                     ("hash_seed", at(3, 13)),
@@ -1664,6 +1674,7 @@ port = 443
                     ("icmp_echo", at(6, 13)),
                     ("max_services", at(7, 16)),
                     ("max_reals", at(8, 13)),
+                    ("backup_xdp", at(9, 14)),
                 ]
                 .into_iter()
                 .collect(),
@@ -1686,8 +1697,8 @@ port = 443
                         port: 0,
                         weight: 1,
                         health: RealHealth::default(),
-                        location: at(20, 1),
-                        key_locations: Spans::at_section(at(20, 1)).with("address", at(21, 11)),
+                        location: at(21, 1),
+                        key_locations: Spans::at_section(at(21, 1)).with("address", at(22, 11)),
                         check_locations: Vec::new(),
                     }],
                     sorry_server: Some(RealServer {
@@ -1696,21 +1707,21 @@ port = 443
                         port: 0,
                         weight: 1,
                         health: RealHealth::default(),
-                        location: at(18, 16),
-                        key_locations: Spans::at_section(at(18, 16)).with("address", at(18, 28)),
+                        location: at(19, 16),
+                        key_locations: Spans::at_section(at(19, 16)).with("address", at(19, 28)),
                         check_locations: Vec::new(),
                     }),
                     health: ServiceHealth::default(),
-                    location: at(10, 1),
-                    key_locations: Spans::at_section(at(10, 1))
-                        .with("vip", at(11, 7))
-                        .with("port", at(12, 8))
-                        .with("protocol", at(13, 12))
-                        .with("interface", at(14, 13))
-                        .with("lb_algo", at(10, 1))
-                        .with("table_size", at(15, 14))
-                        .with("persistence_timeout", at(16, 23))
-                        .with("persistence_granularity", at(17, 27)),
+                    location: at(11, 1),
+                    key_locations: Spans::at_section(at(11, 1))
+                        .with("vip", at(12, 7))
+                        .with("port", at(13, 8))
+                        .with("protocol", at(14, 12))
+                        .with("interface", at(15, 13))
+                        .with("lb_algo", at(11, 1))
+                        .with("table_size", at(16, 14))
+                        .with("persistence_timeout", at(17, 23))
+                        .with("persistence_granularity", at(18, 27)),
                 },
                 VirtualServer {
                     forwarding: Default::default(),
@@ -1730,20 +1741,20 @@ port = 443
                         port: 443,
                         weight: 1,
                         health: RealHealth::default(),
-                        location: at(30, 1),
-                        key_locations: Spans::at_section(at(30, 1))
-                            .with("address", at(31, 11))
-                            .with("port", at(32, 8)),
+                        location: at(31, 1),
+                        key_locations: Spans::at_section(at(31, 1))
+                            .with("address", at(32, 11))
+                            .with("port", at(33, 8)),
                         check_locations: Vec::new(),
                     }),
                     health: ServiceHealth::default(),
-                    location: at(23, 1),
-                    key_locations: Spans::at_section(at(23, 1))
-                        .with("vip", at(24, 7))
-                        .with("port", at(25, 8))
-                        .with("interface", at(26, 13))
-                        .with("persistence_timeout", at(27, 23))
-                        .with("persistence_granularity", at(28, 27)),
+                    location: at(24, 1),
+                    key_locations: Spans::at_section(at(24, 1))
+                        .with("vip", at(25, 7))
+                        .with("port", at(26, 8))
+                        .with("interface", at(27, 13))
+                        .with("persistence_timeout", at(28, 23))
+                        .with("persistence_granularity", at(29, 27)),
                 },
             ],
         };

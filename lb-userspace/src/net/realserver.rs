@@ -24,6 +24,17 @@
 //! it changes in a state file (`/run/lb/realserver.json`), before changing them. `down` removes the
 //! VIPs and, once no VIP of `up` is left, restores those values and removes the state file.
 //! Everything is checked before anything changes: a bad VIP or a missing interface changes nothing.
+//!
+//! With `--tunnel` the real also decapsulates what a director tunnels to it (LVS-TUN, see
+//! docs/tunnels.md), with the kernel's own fallback devices, which take packets from any remote
+//! once up: `tunl0` (IPv4 in IPv4) or `ip6tnl0` (IPv6 in IPv6) for `ipip`, `gre0` / `ip6gre0` for
+//! `gre`, and for `gue` a FOU receive port (`ip fou add port N ipproto 4`, or `ipproto 41 -6`)
+//! that hands the inner packet to `tunl0` / `ip6tnl0`. The outer family is taken to be the VIP's
+//! (the VIP's family and the real's alike). `rp_filter` is turned off (0) on `all` and on an IPv4
+//! decapsulating device, where it is not already: the inner source is the client, whose route is
+//! not through the tunnel, so strict reverse-path filtering would drop every packet. `up` brings
+//! the devices up and adds the FOU ports it needs; `down` (with the last VIP) takes down and
+//! removes exactly those it added, and restores the sysctls.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +44,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use futures::TryStreamExt as _;
 use rtnetlink::AddressMessageBuilder;
+use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use serde::{Deserialize, Serialize};
 
 /// Where `up` saves what it changed, for `down`.
@@ -60,10 +72,95 @@ pub enum Action {
     Down,
 }
 
+/// `--tunnel`: the encapsulation a director sends this real (its `tun_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TunnelKind {
+    /// IPv4 in IPv4 (`tunl0`), IPv6 in IPv6 (`ip6tnl0`).
+    Ipip,
+    /// Direct IP encapsulation over UDP (a FOU port, `--gue-port`).
+    Gue,
+    /// GRE (`gre0`, `ip6gre0`).
+    Gre,
+}
+
+/// The decapsulation `up` sets up besides the VIPs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    Ipip,
+    Gue { port: u16 },
+    Gre,
+}
+
+impl Tunnel {
+    /// `--tunnel` and `--gue-port` together: a port only with GUE, and GUE only with a port.
+    ///
+    /// # Errors
+    /// A port without GUE, GUE without a port, or port 0.
+    pub fn from_options(kind: Option<TunnelKind>, gue_port: Option<u16>) -> Result<Option<Tunnel>> {
+        match (kind, gue_port) {
+            (None, None) => Ok(None),
+            (Some(TunnelKind::Ipip), None) => Ok(Some(Tunnel::Ipip)),
+            (Some(TunnelKind::Gre), None) => Ok(Some(Tunnel::Gre)),
+            (Some(TunnelKind::Gue), Some(0)) => bail!("--gue-port 0: the port must be 1 to 65535"),
+            (Some(TunnelKind::Gue), Some(port)) => Ok(Some(Tunnel::Gue { port })),
+            (Some(TunnelKind::Gue), None) => {
+                bail!("--tunnel gue needs --gue-port N (the virtual server's tun_port)")
+            }
+            (_, Some(port)) => bail!("--gue-port {port} goes only with --tunnel gue"),
+        }
+    }
+}
+
+/// A FOU receive port: UDP `port` whose payload is an IP packet of protocol `ipproto` (4, 41),
+/// over IPv6 when `ipv6`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct FouPort {
+    port: u16,
+    ipproto: u8,
+    ipv6: bool,
+}
+
+impl fmt::Display for FouPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FOU port {} ipproto {}", self.port, self.ipproto)?;
+        if self.ipv6 { write!(f, " (IPv6)") } else { Ok(()) }
+    }
+}
+
+/// What a tunnel needs for the VIPs' families: devices (with the module that makes them) and FOU
+/// ports, in order, without repeats.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TunnelPlan {
+    devices: Vec<(&'static str, &'static str)>,
+    fou: Vec<FouPort>,
+}
+
+fn tunnel_plan(tunnel: Tunnel, vips: &[IpAddr]) -> TunnelPlan {
+    let mut plan = TunnelPlan::default();
+    for ipv6 in [false, true] {
+        if !vips.iter().any(|v| v.is_ipv6() == ipv6) {
+            continue;
+        }
+        let device = match (tunnel, ipv6) {
+            (Tunnel::Ipip | Tunnel::Gue { .. }, false) => ("tunl0", "ipip"),
+            (Tunnel::Ipip | Tunnel::Gue { .. }, true) => ("ip6tnl0", "ip6_tunnel"),
+            (Tunnel::Gre, false) => ("gre0", "ip_gre"),
+            (Tunnel::Gre, true) => ("ip6gre0", "ip6_gre"),
+        };
+        plan.devices.push(device);
+        if let Tunnel::Gue { port } = tunnel {
+            plan.fou.push(FouPort { port, ipproto: if ipv6 { 41 } else { 4 }, ipv6 });
+        }
+    }
+    plan
+}
+
 /// What to do it to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub vips: Vec<IpAddr>,
+    /// `--tunnel`: also decapsulate this (none for direct routing).
+    pub tunnel: Option<Tunnel>,
     /// The interface that holds the VIPs ([`DEFAULT_DEV`]).
     pub dev: String,
     /// The state file ([`DEFAULT_STATE`]).
@@ -97,10 +194,23 @@ struct Present {
     prefix: u8,
 }
 
-/// The host's interfaces and addresses: rtnetlink, or a fake in tests.
+/// An interface: index, name, and whether it is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Link {
+    index: u32,
+    name: String,
+    up: bool,
+}
+
+/// The host's interfaces, addresses and FOU ports: rtnetlink and `ip fou`, or a fake in tests.
 trait Links {
-    /// Every interface: index and name.
-    async fn links(&self) -> Result<Vec<(u32, String)>>;
+    /// Every interface.
+    async fn links(&self) -> Result<Vec<Link>>;
+    async fn set_up(&self, index: u32, up: bool) -> Result<()>;
+    /// The FOU receive ports; `None` for one of another kind (GUE headers) on that port.
+    async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>>;
+    async fn fou_add(&self, fou: &FouPort) -> Result<()>;
+    async fn fou_del(&self, fou: &FouPort) -> Result<()>;
     /// Every address of every interface.
     async fn addresses(&self) -> Result<Vec<Present>>;
     async fn add(&self, address: &Present) -> Result<()>;
@@ -113,7 +223,7 @@ struct Netlink {
 }
 
 impl Links for Netlink {
-    async fn links(&self) -> Result<Vec<(u32, String)>> {
+    async fn links(&self) -> Result<Vec<Link>> {
         let mut out = Vec::new();
         let mut stream = self.handle.link().get().execute();
         while let Some(msg) = stream.try_next().await.context("listing interfaces")? {
@@ -122,10 +232,45 @@ impl Links for Netlink {
                 _ => None,
             });
             if let Some(name) = name {
-                out.push((msg.header.index, name));
+                let up = msg.header.flags.contains(LinkFlags::Up);
+                out.push(Link { index: msg.header.index, name, up });
             }
         }
         Ok(out)
+    }
+
+    async fn set_up(&self, index: u32, up: bool) -> Result<()> {
+        let builder = LinkUnspec::new_with_index(index);
+        let message = if up { builder.up() } else { builder.down() }.build();
+        let what = if up { "up" } else { "down" };
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .with_context(|| format!("setting interface {index} {what}"))
+    }
+
+    // FOU is configured over generic netlink; iproute2's `ip fou` is its documented client.
+    async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>> {
+        let mut out = Vec::new();
+        for ipv6 in [false, true] {
+            let family = if ipv6 { "-6" } else { "-4" };
+            let listing = run_ip(&[family, "fou", "show"])?;
+            out.extend(parse_fou(&listing, ipv6));
+        }
+        Ok(out)
+    }
+
+    async fn fou_add(&self, fou: &FouPort) -> Result<()> {
+        let (port, ipproto) = (fou.port.to_string(), fou.ipproto.to_string());
+        let family = if fou.ipv6 { "-6" } else { "-4" };
+        run_ip(&[family, "fou", "add", "port", &port, "ipproto", &ipproto]).map(drop)
+    }
+
+    async fn fou_del(&self, fou: &FouPort) -> Result<()> {
+        let family = if fou.ipv6 { "-6" } else { "-4" };
+        run_ip(&[family, "fou", "del", "port", &fou.port.to_string()]).map(drop)
     }
 
     async fn addresses(&self) -> Result<Vec<Present>> {
@@ -177,6 +322,32 @@ impl Links for Netlink {
         let removing = || format!("removing {}/{}", a.address, a.prefix);
         self.handle.address().del(message).execute().await.with_context(removing)
     }
+}
+
+/// `ip ARGS`' standard output.
+fn run_ip(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {} (iproute2)", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip -4|-6 fou show`: `port 6080 ipproto 4`, `port 6080 gue`, ...: (port, IPv6, the mapping
+/// unless it is GUE-header one).
+fn parse_fou(listing: &str, ipv6: bool) -> Vec<(u16, bool, Option<FouPort>)> {
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1));
+        let Some(port) = after("port").and_then(|p| p.parse::<u16>().ok()) else { continue };
+        let ipproto = after("ipproto").and_then(|p| p.parse::<u8>().ok());
+        out.push((port, ipv6, ipproto.map(|ipproto| FouPort { port, ipproto, ipv6 })));
+    }
+    out
 }
 
 /// The sysctls under `root` (`/proc/sys`), by path relative to it (`net/ipv4/conf/all/arp_ignore`).
@@ -242,6 +413,12 @@ struct State {
     vips: Vec<StateVip>,
     /// The sysctls `up` changed (path under /proc/sys) and their values before.
     sysctls: BTreeMap<String, String>,
+    /// The tunnel devices `up` brought up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    links_up: Vec<String>,
+    /// The FOU ports `up` added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fou: Vec<FouPort>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,14 +480,14 @@ async fn checked(links: &impl Links, options: &Options) -> Result<(u32, Vec<IpAd
         bail!("no --vip given; nothing was changed");
     }
     let all = links.links().await?;
-    let Some(&(ifindex, _)) = all.iter().find(|(_, name)| *name == options.dev) else {
+    let Some(link) = all.iter().find(|l| l.name == options.dev) else {
         bail!(
             "--dev {}: interface `{}` does not exist; nothing was changed",
             options.dev,
             options.dev
         );
     };
-    Ok((ifindex, vips))
+    Ok((link.index, vips))
 }
 
 /// A sysctl change: the key, its value now and the value it gets.
@@ -363,21 +540,90 @@ fn arp_changes(sysctls: &Sysctls, report: &mut Vec<String>) -> Result<Vec<Change
     Ok(changes)
 }
 
+/// `rp_filter` off on `all` and on each IPv4 decapsulating device where it is on (the kernel
+/// filters by the larger of the two).
+fn rp_filter_changes(sysctls: &Sysctls, devices: &[&str]) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    let ipv4: Vec<&str> =
+        devices.iter().copied().filter(|d| matches!(*d, "tunl0" | "gre0")).collect();
+    if ipv4.is_empty() {
+        return Ok(changes);
+    }
+    for scope in std::iter::once("all").chain(ipv4) {
+        let key = conf_key(scope, "rp_filter");
+        let from = sysctls.read_number(&key)?;
+        if from != 0 {
+            changes.push(Change { key, from: from.to_string(), to: "0".to_owned() });
+        }
+    }
+    Ok(changes)
+}
+
+/// What a tunnel changes: devices to bring up (index, name) and FOU ports to add. Fails, before
+/// anything changed, when a device is missing or a FOU port is taken by another kind.
+async fn tunnel_changes(
+    links: &impl Links,
+    plan: &TunnelPlan,
+    report: &mut Vec<String>,
+) -> Result<(Vec<(u32, String)>, Vec<FouPort>)> {
+    let all = links.links().await?;
+    let mut devices = Vec::new();
+    for (name, module) in &plan.devices {
+        let Some(link) = all.iter().find(|l| l.name == *name) else {
+            bail!(
+                "no {name} here: the kernel module {module} makes it (modprobe {module}); \
+                 nothing was changed"
+            );
+        };
+        if link.up {
+            report.push(format!("{name} is already up"));
+        } else {
+            devices.push((link.index, link.name.clone()));
+        }
+    }
+    let mut fou = Vec::new();
+    if !plan.fou.is_empty() {
+        let present = links.fou_ports().await?;
+        for want in &plan.fou {
+            match present.iter().find(|(port, ipv6, _)| *port == want.port && *ipv6 == want.ipv6) {
+                Some((_, _, Some(have))) if have == want => {
+                    report.push(format!("{want} is already there"))
+                }
+                Some((_, _, have)) => {
+                    let what = have
+                        .as_ref()
+                        .map_or("GUE headers".to_owned(), |h| format!("ipproto {}", h.ipproto));
+                    bail!(
+                        "{want}: the port already receives {what}; nothing was changed (remove it \
+                         or choose another tun_port)"
+                    );
+                }
+                None => fou.push(want.clone()),
+            }
+        }
+    }
+    Ok((devices, fou))
+}
+
 async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<Vec<String>> {
     let (ifindex, vips) = checked(links, options).await?;
     let dev = &options.dev;
     let mut report = Vec::new();
+    let plan = options.tunnel.map(|t| tunnel_plan(t, &vips)).unwrap_or_default();
+    let (devices, fou) = tunnel_changes(links, &plan, &mut report).await?;
     let state_path = &options.state;
     let before = State::load(state_path)?;
     let mut state = before.clone().unwrap_or_default();
 
-    let changes = if vips.iter().any(IpAddr::is_ipv4) {
+    let mut changes = if vips.iter().any(IpAddr::is_ipv4) {
         arp_changes(sysctls, &mut report)?
     } else {
         Vec::new()
     };
+    let names: Vec<&str> = plan.devices.iter().map(|(name, _)| *name).collect();
+    changes.extend(rp_filter_changes(sysctls, &names)?);
     let present = links.addresses().await?;
-    let names = links.links().await?;
+    let all_links = links.links().await?;
     let missing: Vec<Present> = vips
         .iter()
         .filter(|vip| !present.iter().any(|p| p.ifindex == ifindex && p.address == **vip))
@@ -388,7 +634,7 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
             report.push(format!("{}/{} is already on {dev}", p.address, p.prefix));
         }
         for other in present.iter().filter(|p| p.ifindex != ifindex && p.address == *vip) {
-            let name = names.iter().find(|(i, _)| *i == other.ifindex).map_or("?", |(_, n)| n);
+            let name = all_links.iter().find(|l| l.index == other.ifindex).map_or("?", |l| &l.name);
             report.push(format!(
                 "warning: {vip} is also on {name}: this host answers ARP (or neighbour \
                  solicitations) for it there, which DR cannot have; remove it from {name}"
@@ -399,6 +645,16 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
     // Saved before anything changes, so that `down` can always restore what was.
     for change in &changes {
         state.sysctls.entry(change.key.clone()).or_insert_with(|| change.from.clone());
+    }
+    for (_, name) in &devices {
+        if !state.links_up.contains(name) {
+            state.links_up.push(name.clone());
+        }
+    }
+    for port in &fou {
+        if !state.fou.contains(port) {
+            state.fou.push(port.clone());
+        }
     }
     for &address in &vips {
         let entry = StateVip { address, dev: dev.clone() };
@@ -415,14 +671,50 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
         sysctls.write(&change.key, &change.to)?;
         report.push(change.to_string());
     }
+    for port in &fou {
+        links.fou_add(port).await?;
+        report.push(format!("added {port}"));
+    }
+    for (index, name) in &devices {
+        links.set_up(*index, true).await?;
+        report.push(format!("set {name} up"));
+    }
     for address in &missing {
         links.add(address).await?;
         report.push(format!("added {}/{} to {dev}", address.address, address.prefix));
     }
-    if changes.is_empty() && missing.is_empty() {
+    if changes.is_empty() && missing.is_empty() && devices.is_empty() && fou.is_empty() {
         report.push("nothing to change".to_owned());
     }
     Ok(report)
+}
+
+/// Undoes the tunnel part of `up`: its devices down, its FOU ports removed (what is gone already
+/// is reported, not an error).
+async fn undo_tunnels(links: &impl Links, state: &State, report: &mut Vec<String>) -> Result<()> {
+    let all = links.links().await?;
+    for name in &state.links_up {
+        match all.iter().find(|l| l.name == *name) {
+            Some(link) if link.up => {
+                links.set_up(link.index, false).await?;
+                report.push(format!("set {name} down, restored"));
+            }
+            Some(_) => report.push(format!("{name} is already down")),
+            None => report.push(format!("{name} is gone")),
+        }
+    }
+    if !state.fou.is_empty() {
+        let present = links.fou_ports().await?;
+        for port in &state.fou {
+            if present.iter().any(|(_, _, have)| have.as_ref() == Some(port)) {
+                links.fou_del(port).await?;
+                report.push(format!("removed {port}"));
+            } else {
+                report.push(format!("{port} is gone"));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn down(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<Vec<String>> {
@@ -451,6 +743,7 @@ async fn down(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Resul
         Some(mut state) => {
             state.vips.retain(|v| !(v.dev == *dev && vips.contains(&v.address)));
             if state.vips.is_empty() {
+                undo_tunnels(links, &state, &mut report).await?;
                 for (key, value) in &state.sysctls {
                     let now = sysctls.read(key)?;
                     if now == *value {
@@ -489,16 +782,55 @@ mod tests {
 
     use super::*;
 
-    /// An in-memory host: `lo` (1) and `eth0` (2).
+    /// An in-memory host: `lo` (1), `eth0` (2) and the tunnel modules' devices `tunl0` (3),
+    /// `ip6tnl0` (4), `gre0` (5), down; `ip6gre0` is missing (no module).
     #[derive(Default)]
     struct FakeLinks {
         addresses: RefCell<Vec<Present>>,
+        /// The indexes of the links that are up (besides `lo` and `eth0`).
+        up: RefCell<Vec<u32>>,
+        fou: RefCell<Vec<(u16, bool, Option<FouPort>)>>,
         calls: RefCell<Vec<String>>,
     }
 
     impl Links for FakeLinks {
-        async fn links(&self) -> Result<Vec<(u32, String)>> {
-            Ok(vec![(1, "lo".to_owned()), (2, "eth0".to_owned())])
+        async fn links(&self) -> Result<Vec<Link>> {
+            let names = [(1, "lo"), (2, "eth0"), (3, "tunl0"), (4, "ip6tnl0"), (5, "gre0")];
+            Ok(names
+                .into_iter()
+                .map(|(index, name)| Link {
+                    index,
+                    name: name.to_owned(),
+                    up: index <= 2 || self.up.borrow().contains(&index),
+                })
+                .collect())
+        }
+
+        async fn set_up(&self, index: u32, up: bool) -> Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("link {index} {}", if up { "up" } else { "down" }));
+            self.up.borrow_mut().retain(|i| *i != index);
+            if up {
+                self.up.borrow_mut().push(index);
+            }
+            Ok(())
+        }
+
+        async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>> {
+            Ok(self.fou.borrow().clone())
+        }
+
+        async fn fou_add(&self, fou: &FouPort) -> Result<()> {
+            self.calls.borrow_mut().push(format!("fou add {fou}"));
+            self.fou.borrow_mut().push((fou.port, fou.ipv6, Some(fou.clone())));
+            Ok(())
+        }
+
+        async fn fou_del(&self, fou: &FouPort) -> Result<()> {
+            self.calls.borrow_mut().push(format!("fou del {fou}"));
+            self.fou.borrow_mut().retain(|(_, _, have)| have.as_ref() != Some(fou));
+            Ok(())
         }
 
         async fn addresses(&self) -> Result<Vec<Present>> {
@@ -542,6 +874,7 @@ mod tests {
         fn options(&self, vips: &[&str]) -> Options {
             Options {
                 vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+                tunnel: None,
                 dev: "lo".to_owned(),
                 state: self.dir.path().join("run/realserver.json"),
             }
@@ -727,6 +1060,199 @@ mod tests {
         let error = block_on(up(&links, &scratch.sysctls, &options)).unwrap_err();
         assert!(format!("{error:#}").contains("is not a state file of lb realserver"), "{error:#}");
         assert!(links.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn tunnel_plans_per_family() {
+        let v4: IpAddr = "192.0.2.100".parse().unwrap();
+        let v6: IpAddr = "2001:db8::100".parse().unwrap();
+        let fou = |port, ipproto, ipv6| FouPort { port, ipproto, ipv6 };
+        let cases: &[(Tunnel, &[IpAddr], TunnelPlan)] = &[
+            (
+                Tunnel::Ipip,
+                &[v4, v6],
+                TunnelPlan {
+                    devices: vec![("tunl0", "ipip"), ("ip6tnl0", "ip6_tunnel")],
+                    fou: vec![],
+                },
+            ),
+            (Tunnel::Gre, &[v4], TunnelPlan { devices: vec![("gre0", "ip_gre")], fou: vec![] }),
+            (Tunnel::Gre, &[v6], TunnelPlan { devices: vec![("ip6gre0", "ip6_gre")], fou: vec![] }),
+            (
+                Tunnel::Gue { port: 6080 },
+                &[v6, v4, v4],
+                TunnelPlan {
+                    devices: vec![("tunl0", "ipip"), ("ip6tnl0", "ip6_tunnel")],
+                    fou: vec![fou(6080, 4, false), fou(6080, 41, true)],
+                },
+            ),
+        ];
+        for (tunnel, vips, want) in cases {
+            assert_eq!(tunnel_plan(*tunnel, vips), *want, "{tunnel:?} {vips:?}");
+        }
+    }
+
+    #[test]
+    fn tunnel_options_go_together() {
+        type Case = (Option<TunnelKind>, Option<u16>, Result<Option<Tunnel>, &'static str>);
+        let cases: &[Case] = &[
+            (None, None, Ok(None)),
+            (Some(TunnelKind::Ipip), None, Ok(Some(Tunnel::Ipip))),
+            (Some(TunnelKind::Gre), None, Ok(Some(Tunnel::Gre))),
+            (Some(TunnelKind::Gue), Some(6080), Ok(Some(Tunnel::Gue { port: 6080 }))),
+            (
+                Some(TunnelKind::Gue),
+                None,
+                Err("--tunnel gue needs --gue-port N (the virtual server's tun_port)"),
+            ),
+            (Some(TunnelKind::Gue), Some(0), Err("--gue-port 0: the port must be 1 to 65535")),
+            (
+                Some(TunnelKind::Ipip),
+                Some(6080),
+                Err("--gue-port 6080 goes only with --tunnel gue"),
+            ),
+            (None, Some(6080), Err("--gue-port 6080 goes only with --tunnel gue")),
+        ];
+        for (kind, port, want) in cases {
+            let got = Tunnel::from_options(*kind, *port).map_err(|e| e.to_string());
+            assert_eq!(got, (*want).map_err(str::to_owned), "{kind:?} {port:?}");
+        }
+    }
+
+    /// `tunl0` and `gre0` in the scratch `/proc/sys`, `rp_filter` strict there and on `all`.
+    fn add_tunnel_sysctls(scratch: &Scratch) {
+        for interface in ["tunl0", "gre0"] {
+            let conf = scratch.sysctls.root.join("net/ipv4/conf").join(interface);
+            std::fs::create_dir_all(&conf).unwrap();
+            std::fs::write(conf.join("arp_ignore"), "0\n").unwrap();
+            std::fs::write(conf.join("arp_announce"), "0\n").unwrap();
+        }
+        for interface in ["all", "default", "tunl0", "gre0"] {
+            scratch.sysctls.write(&conf_key(interface, "rp_filter"), "1").unwrap();
+        }
+    }
+
+    #[test]
+    fn up_and_down_with_a_gue_tunnel() {
+        let scratch = Scratch::new("gue", 0);
+        add_tunnel_sysctls(&scratch);
+        let links = FakeLinks::default();
+        let options = Options {
+            tunnel: Some(Tunnel::Gue { port: 6080 }),
+            ..scratch.options(&["192.0.2.100", "2001:db8::100"])
+        };
+        let state = options.state.display().to_string();
+        let report = block_on(up(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                format!("saved what `down` undoes in {state}"),
+                "set net.ipv4.conf.all.arp_ignore = 1 (was 0)".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 2 (was 0)".to_owned(),
+                "set net.ipv4.conf.all.rp_filter = 0 (was 1)".to_owned(),
+                "set net.ipv4.conf.tunl0.rp_filter = 0 (was 1)".to_owned(),
+                "added FOU port 6080 ipproto 4".to_owned(),
+                "added FOU port 6080 ipproto 41 (IPv6)".to_owned(),
+                "set tunl0 up".to_owned(),
+                "set ip6tnl0 up".to_owned(),
+                "added 192.0.2.100/32 to lo".to_owned(),
+                "added 2001:db8::100/128 to lo".to_owned(),
+            ]
+        );
+        // gre0 is not the GUE real's business.
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/gre0/rp_filter").unwrap(), "1");
+
+        let report = block_on(up(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(report.last().unwrap(), "nothing to change", "{report:?}");
+        assert!(report.contains(&"tunl0 is already up".to_owned()), "{report:?}");
+        assert!(
+            report.contains(&"FOU port 6080 ipproto 4 is already there".to_owned()),
+            "{report:?}"
+        );
+
+        let report = block_on(down(&links, &scratch.sysctls, &options)).unwrap();
+        assert_eq!(
+            report,
+            [
+                "removed 192.0.2.100/32 from lo".to_owned(),
+                "removed 2001:db8::100/128 from lo".to_owned(),
+                "set tunl0 down, restored".to_owned(),
+                "set ip6tnl0 down, restored".to_owned(),
+                "removed FOU port 6080 ipproto 4".to_owned(),
+                "removed FOU port 6080 ipproto 41 (IPv6)".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 0 (was 2), restored".to_owned(),
+                "set net.ipv4.conf.all.arp_ignore = 0 (was 1), restored".to_owned(),
+                "set net.ipv4.conf.all.rp_filter = 1 (was 0), restored".to_owned(),
+                "set net.ipv4.conf.tunl0.rp_filter = 1 (was 0), restored".to_owned(),
+                format!("removed {state}"),
+            ]
+        );
+        assert!(links.up.borrow().is_empty());
+        assert!(links.fou.borrow().is_empty());
+    }
+
+    #[test]
+    fn what_a_tunnel_finds_up_already_stays_up() {
+        let scratch = Scratch::new("gre", 0);
+        add_tunnel_sysctls(&scratch);
+        scratch.sysctls.write("net/ipv4/conf/all/rp_filter", "0").unwrap();
+        let links = FakeLinks::default();
+        links.up.borrow_mut().push(5);
+        let options = Options { tunnel: Some(Tunnel::Gre), ..scratch.options(&["192.0.2.100"]) };
+        let report = block_on(up(&links, &scratch.sysctls, &options)).unwrap();
+        assert!(report.contains(&"gre0 is already up".to_owned()), "{report:?}");
+        assert!(
+            report.contains(&"set net.ipv4.conf.gre0.rp_filter = 0 (was 1)".to_owned()),
+            "{report:?}"
+        );
+        let report = block_on(down(&links, &scratch.sysctls, &options)).unwrap();
+        assert!(!report.iter().any(|l| l.contains("gre0 down")), "{report:?}");
+        assert_eq!(*links.up.borrow(), [5]);
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/gre0/rp_filter").unwrap(), "1");
+    }
+
+    #[test]
+    fn a_missing_tunnel_device_or_a_taken_fou_port_changes_nothing() {
+        let scratch = Scratch::new("tunbad", 0);
+        add_tunnel_sysctls(&scratch);
+        let links = FakeLinks::default();
+        links.fou.borrow_mut().push((6080, false, None));
+        let cases: &[(Options, &str)] = &[
+            (
+                Options { tunnel: Some(Tunnel::Gre), ..scratch.options(&["2001:db8::1"]) },
+                "no ip6gre0 here: the kernel module ip6_gre makes it (modprobe ip6_gre); \
+                 nothing was changed",
+            ),
+            (
+                Options {
+                    tunnel: Some(Tunnel::Gue { port: 6080 }),
+                    ..scratch.options(&["192.0.2.1"])
+                },
+                "FOU port 6080 ipproto 4: the port already receives GUE headers; nothing was \
+                 changed (remove it or choose another tun_port)",
+            ),
+        ];
+        for (options, message) in cases {
+            let error = block_on(up(&links, &scratch.sysctls, options)).unwrap_err();
+            assert_eq!(error.to_string(), *message);
+            assert!(!options.state.exists());
+        }
+        assert!(links.calls.borrow().is_empty());
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/all/rp_filter").unwrap(), "1");
+    }
+
+    #[test]
+    fn fou_listings_parse() {
+        let listing = "port 6080 ipproto 4\nport 5555 gue\nnonsense\n";
+        let fou = |port, ipproto, ipv6| FouPort { port, ipproto, ipv6 };
+        assert_eq!(
+            parse_fou(listing, false),
+            [(6080, false, Some(fou(6080, 4, false))), (5555, false, None)]
+        );
+        assert_eq!(
+            parse_fou("port 6080 ipproto 41 -6\n", true),
+            [(6080, true, Some(fou(6080, 41, true)))]
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! so the table can be left out. A setting with an error keeps its default, except the limits,
 //! which take their largest value.
 
-use super::super::emit::{boolean, integer, seconds};
+use super::super::emit::{boolean, integer, seconds, string};
 use super::super::model::{
-    DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, Spans,
-    UDP_FLOW_TIMEOUT_LIMITS_SECS,
+    BackupXdp, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS,
+    Spans, UDP_FLOW_TIMEOUT_LIMITS_SECS,
 };
 use super::schema::{Doc, Located, Section, Setting, unless};
+use super::{Key, Parser, Value};
 
 impl Located for DataplaneSettings {
     fn spans_mut(&mut self) -> &mut Spans {
@@ -132,5 +133,42 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
             },
             emit: |s, d| unless(&s.max_reals, &d.max_reals, integer),
         },
+        Setting {
+            name: "backup_xdp",
+            doc: Doc {
+                ty: "`\"detach\"` or `\"standby\"`",
+                default: "`\"detach\"`",
+                meaning: "The XDP program on the interfaces of a VRRP BACKUP. `detach`: detached \
+                     while none of the interface's services is live, attached again on becoming \
+                     MASTER. `standby`: stays attached with the services staged but not live (their \
+                     frames pass to the kernel), so becoming MASTER is a few map writes, with no \
+                     attach (and no ring reset on drivers that do one on attach). keepalived.conf \
+                     has no equivalent: it always detaches.",
+            },
+            read: |p, k, v, s| {
+                if let Some(mode) = p.backup_xdp(k, v) {
+                    s.backup_xdp = mode;
+                }
+            },
+            emit: |s, d| unless(&s.backup_xdp, &d.backup_xdp, |m| string(m.as_str())),
+        },
     ],
 };
+
+impl Parser<'_> {
+    fn backup_xdp(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<BackupXdp> {
+        let text = self.string(key, value)?;
+        match text.parse() {
+            Ok(mode) => Some(mode),
+            Err(()) => {
+                let message = format!(
+                    "`{}` must be \"detach\" or \"standby\", found \"{}\"",
+                    key.get_ref(),
+                    text.escape_debug()
+                );
+                self.error(value.span(), message);
+                None
+            }
+        }
+    }
+}

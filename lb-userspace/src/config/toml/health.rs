@@ -1,59 +1,865 @@
 //! Health-check settings in the native front end: keepalived's checker vocabulary, lower case.
 //!
 //! A virtual server sets how often its reals are checked and when it counts as down
-//! (`delay_loop`, `alpha`, `quorum`, ...); each real server lists its checkers as tables named
-//! after keepalived's (`TCP_CHECK` is `tcp_check`), a single table or an array of tables each, all
-//! of which must pass. Keys written in the wrong one of these tables get a message saying where
-//! they belong.
+//! (`delay_loop`, `alpha`, `quorum`, ...: [`SERVICE_HEALTH`]); each real server has its own
+//! ([`REAL_HEALTH`]) and lists its checkers as tables named after keepalived's (`TCP_CHECK` is
+//! `tcp_check`), a single table or an array of tables each, all of which must pass. Each kind of
+//! checker is one [`Section`] ([`CHECKERS`]) built from the settings below. Keys written in the
+//! wrong one of these tables get a message saying where they belong.
 
 use std::ops::Range;
 
 use ::toml::de::{DeTable, DeValue};
 
+use super::super::emit::{address, array, boolean, inline_table, integer, seconds, string};
 use super::super::health::{
-    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_MISC_TIMEOUT,
-    DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck, RealHealth, ServiceHealth,
-    UdpCheck, UrlCheck,
+    CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_DELAY_LOOP,
+    DEFAULT_MISC_TIMEOUT, DEFAULT_RETRY, DnsCheck, HealthCheck, HttpCheck, MiscCheck,
+    ServiceHealth, UdpCheck, UrlCheck,
 };
-use super::super::model::{Location, Spans};
+use super::super::model::{Location, RealServer, Spans, VirtualServer};
+use super::schema::{Doc, Finish, Located, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
 
-/// The checker tables of a real server: keepalived's checkers, in lower case.
-const CHECKERS: &[&str] =
-    &["tcp_check", "http_get", "ssl_get", "misc_check", "dns_check", "udp_check", "ping_check"];
+/// A checker as read (and written by `lb convert`): the check, where each of its values was
+/// written, and its header as written (`[virtual_server.real_server.tcp_check]`, or `[[...]]`
+/// for one of several), which names the `url` tables beneath it.
+pub(in crate::config) struct Checker {
+    check: HealthCheck,
+    spans: Spans,
+    header: String,
+}
 
-/// Health settings of a virtual server (keepalived sets `delay_loop` and `alpha` per checker too;
-/// here they are the service's, for all its checkers).
-const SERVICE_KEYS: &[&str] = &[
-    "delay_loop",
-    "alpha",
-    "omega",
-    "quorum",
-    "hysteresis",
-    "quorum_up",
-    "quorum_down",
-    "inhibit_on_failure",
+impl Located for Checker {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+impl Checker {
+    /// `check`, to write it (`lb convert`).
+    pub(in crate::config) fn of(check: &HealthCheck) -> Self {
+        let spans = Spans::at_section(check.location);
+        Checker { check: check.clone(), spans, header: String::new() }
+    }
+
+    /// A checker of `kind` with every setting at its default, at `location`.
+    fn new(kind: CheckKind, location: Location, header: String) -> Self {
+        let check = HealthCheck {
+            kind,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            retry: DEFAULT_RETRY,
+            delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
+            warmup: None,
+            rise: 1,
+            location,
+        };
+        Checker { check, spans: Spans::at_section(location), header }
+    }
+
+    /// The locations validation and notices point at (`nb_get_retry`'s is `retry`'s); the others
+    /// are the checker's.
+    fn locations(&self) -> Spans {
+        let mut at = Spans::at_section(self.spans.section());
+        for (name, as_name) in
+            [("connect_ip", "connect_ip"), ("bindto", "bindto"), ("retry", "retry")]
+                .into_iter()
+                .chain([("nb_get_retry", "retry")])
+        {
+            if let Some(location) = self.spans.get(name) {
+                at.set(as_name, location);
+            }
+        }
+        at
+    }
+
+    fn http(&mut self) -> Option<&mut HttpCheck> {
+        match &mut self.check.kind {
+            CheckKind::Http(http) | CheckKind::Ssl(http) => Some(http),
+            _ => None,
+        }
+    }
+
+    fn misc(&mut self) -> Option<&mut MiscCheck> {
+        match &mut self.check.kind {
+            CheckKind::Misc(misc) => Some(misc),
+            _ => None,
+        }
+    }
+
+    fn dns(&mut self) -> Option<&mut DnsCheck> {
+        match &mut self.check.kind {
+            CheckKind::Dns(dns) => Some(dns),
+            _ => None,
+        }
+    }
+
+    fn udp(&mut self) -> Option<&mut UdpCheck> {
+        match &mut self.check.kind {
+            CheckKind::Udp(udp) => Some(udp),
+            _ => None,
+        }
+    }
+
+    /// Whether `name` was written (valid or not).
+    fn written(&self, name: &str) -> bool {
+        self.spans.get(name).is_some()
+    }
+}
+
+/// The checker tables of a real server: keepalived's checkers, in lower case, each with its
+/// description (in the order `lb convert` and the reference list them).
+pub(in crate::config) const CHECKERS: &[(&str, Section<Checker>)] = &[
+    ("tcp_check", TCP_CHECK),
+    ("http_get", HTTP_GET),
+    ("ssl_get", SSL_GET),
+    ("misc_check", MISC_CHECK),
+    ("dns_check", DNS_CHECK),
+    ("udp_check", UDP_CHECK),
+    ("ping_check", PING_CHECK),
 ];
 
-/// Health settings of a real server besides its checkers.
-const REAL_KEYS: &[&str] = &["inhibit_on_failure", "notify_up", "notify_down"];
+fn is_checker(name: &str) -> bool {
+    CHECKERS.iter().any(|(kind, _)| *kind == name)
+}
 
-/// keepalived's connection keys: every checker but `misc_check`, which connects to nothing.
+/// The description of the checker tables named `kind` (`tcp_check`).
+pub(in crate::config) fn checker_section(kind: &str) -> Option<&'static Section<Checker>> {
+    CHECKERS.iter().find(|(k, _)| *k == kind).map(|(_, section)| section)
+}
+
+/// The settings of every checker, then `$kind`'s own: a key every checker takes is added here.
+macro_rules! every_checker {
+    ($($kind:expr),*) => {
+        &[RETRY, NB_GET_RETRY, DELAY_BEFORE_RETRY, WARMUP, RISE, $($kind),*]
+    };
+}
+
+/// The settings of a checker that connects (all but `misc_check`): the connection keys, those of
+/// every checker (as `every_checker!`'s), then `$kind`'s own. A key every such checker takes is
+/// added here.
+macro_rules! connecting {
+    ($($kind:expr),*) => {
+        &[
+            CONNECT_TIMEOUT,
+            CONNECT_IP,
+            CONNECT_PORT,
+            BINDTO,
+            RETRY,
+            NB_GET_RETRY,
+            DELAY_BEFORE_RETRY,
+            WARMUP,
+            RISE,
+            $($kind),*
+        ]
+    };
+}
+
+/// A checker's description: its header as a single table, its settings, its required keys and
+/// the rules between its keys.
+const fn checker(
+    header: &'static str,
+    settings: &'static [Setting<Checker>],
+    required: &'static [&'static str],
+    misplaced: fn(&str) -> Option<String>,
+    finish: Finish<Checker>,
+) -> Section<Checker> {
+    Section {
+        header,
+        settings,
+        misplaced,
+        required,
+        drop_on_error: &[],
+        nested: &[],
+        elsewhere: &[],
+        finish: Some(finish),
+    }
+}
+
+const TCP_CHECK: Section<Checker> = checker(
+    "[virtual_server.real_server.tcp_check]",
+    connecting![],
+    &[],
+    |name| misplaced_in_checker("tcp_check", name),
+    common_rules,
+);
+
+const HTTP_GET: Section<Checker> = checker(
+    "[virtual_server.real_server.http_get]",
+    connecting![VIRTUALHOST, URL],
+    &["url"],
+    |name| misplaced_in_checker("http_get", name),
+    common_rules,
+);
+
+const SSL_GET: Section<Checker> = checker(
+    "[virtual_server.real_server.ssl_get]",
+    connecting![VIRTUALHOST, SNI, ENABLE_SNI, URL],
+    &["url"],
+    |name| misplaced_in_checker("ssl_get", name),
+    |p, table, c, failed| {
+        let conflict = "both set the TLS server name (`enable_sni` = true sends `virtualhost`); \
+                        keep only one";
+        let one = p.either(table, ["sni", "enable_sni"], conflict).is_some();
+        common_rules(p, table, c, failed) && one
+    },
+);
+
+/// MISC_CHECK connects to nothing: none of the connection keys.
+const MISC_CHECK: Section<Checker> = checker(
+    "[virtual_server.real_server.misc_check]",
+    every_checker![MISC_PATH, MISC_TIMEOUT, MISC_DYNAMIC],
+    &["misc_path"],
+    |name| misplaced_in_checker("misc_check", name),
+    common_rules,
+);
+
+const DNS_CHECK: Section<Checker> = checker(
+    "[virtual_server.real_server.dns_check]",
+    connecting![DNS_NAME_KEY, DNS_OLD_NAME, DNS_TYPE_KEY, DNS_OLD_TYPE],
+    &[],
+    |name| misplaced_in_checker("dns_check", name),
+    |p, table, c, failed| {
+        let same = "are the same setting; keep only one";
+        let name = p.either(table, ["name", "dns_name"], same).is_some();
+        let qtype = p.either(table, ["type", "dns_type"], same).is_some();
+        common_rules(p, table, c, failed) && name && qtype
+    },
+);
+
+const UDP_CHECK: Section<Checker> = checker(
+    "[virtual_server.real_server.udp_check]",
+    connecting![PAYLOAD, REQUIRE_REPLY],
+    &[],
+    |name| misplaced_in_checker("udp_check", name),
+    common_rules,
+);
+
+const PING_CHECK: Section<Checker> = checker(
+    "[virtual_server.real_server.ping_check]",
+    connecting![],
+    &[],
+    |name| misplaced_in_checker("ping_check", name),
+    common_rules,
+);
+
+/// The rule between the keys of every checker: one spelling of `retry`.
+fn common_rules(p: &mut Parser<'_>, table: &DeTable<'_>, _: &mut Checker, _: &[&str]) -> bool {
+    let conflict = "are the same setting (`nb_get_retry` is keepalived's old name for `retry`); \
+                    keep only one";
+    p.either(table, ["retry", "nb_get_retry"], conflict).is_some()
+}
+
+/// keepalived's connection keys (every checker but `misc_check`, which connects to nothing), as
+/// `connecting!` lists them.
+#[cfg(test)]
 const CONNECTION_KEYS: &[&str] = &["connect_timeout", "connect_ip", "connect_port", "bindto"];
 
-/// Keys of every checker.
+/// Keys of every checker, as `every_checker!` lists them.
+#[cfg(test)]
 const COMMON_KEYS: &[&str] = &["retry", "nb_get_retry", "delay_before_retry", "warmup", "rise"];
 
-/// Keys of one kind of checker (or two: `http_get` and `ssl_get`), with the kinds that take them.
-const KIND_KEYS: &[(&[&str], &[&str])] = &[
-    (&["url", "virtualhost"], &["http_get", "ssl_get"]),
-    (&["sni", "enable_sni"], &["ssl_get"]),
-    (&["misc_path", "misc_timeout", "misc_dynamic"], &["misc_check"]),
-    (&["name", "dns_name", "type", "dns_type"], &["dns_check"]),
-    (&["payload", "require_reply"], &["udp_check"]),
+fn takes(section: &Section<Checker>, name: &str) -> bool {
+    section.settings.iter().any(|s| s.name == name)
+}
+
+/// A key of the checkers that connect, which `misc_check` does not take.
+fn is_connection_key(name: &str) -> bool {
+    takes(&PING_CHECK, name) && !takes(&MISC_CHECK, name)
+}
+
+/// A key every checker takes.
+fn is_common_key(name: &str) -> bool {
+    takes(&PING_CHECK, name) && takes(&MISC_CHECK, name)
+}
+
+const CONNECT_TIMEOUT: Setting<Checker> = Setting {
+    name: "connect_timeout",
+    doc: Doc {
+        ty: "seconds, more than 0, at most 86400",
+        default: "`5`",
+        meaning: "Time allowed to connect and, for HTTP, to get the answer.",
+    },
+    read: |p, k, v, c| {
+        if let Some(timeout) = p.positive_seconds(k, v, MAX_SECONDS) {
+            c.check.connect_timeout = timeout;
+        }
+    },
+    emit: |c, _| unless(&c.check.connect_timeout, &DEFAULT_CONNECT_TIMEOUT, seconds),
+};
+
+const CONNECT_IP: Setting<Checker> = Setting {
+    name: "connect_ip",
+    doc: Doc {
+        ty: "IP address string",
+        default: "the real's address",
+        meaning: "Check this address instead; same address family as the real.",
+    },
+    read: |p, k, v, c| {
+        if let Some(ip) = p.ip_address(k, v) {
+            c.check.connect_ip = Some(ip);
+        }
+    },
+    emit: |c, _| c.check.connect_ip.as_ref().map(address),
+};
+
+const CONNECT_PORT: Setting<Checker> = Setting {
+    name: "connect_port",
+    doc: Doc {
+        ty: "integer 1–65535",
+        default: "the real's port",
+        meaning: "Check this port instead.",
+    },
+    read: |p, k, v, c| {
+        let port = p.integer(k, v, 1, u16::MAX.into()).and_then(|port| u16::try_from(port).ok());
+        if let Some(port) = port {
+            c.check.connect_port = Some(port);
+        }
+    },
+    emit: |c, _| c.check.connect_port.as_ref().map(integer),
+};
+
+const BINDTO: Setting<Checker> = Setting {
+    name: "bindto",
+    doc: Doc {
+        ty: "IP address string",
+        default: "chosen by the kernel",
+        meaning: "Source address of the checks; same family as the address checked.",
+    },
+    read: |p, k, v, c| {
+        if let Some(ip) = p.ip_address(k, v) {
+            c.check.bindto = Some(ip);
+        }
+    },
+    emit: |c, _| c.check.bindto.as_ref().map(address),
+};
+
+/// `retry` or its old name, read unless both are written (`common_rules` says so).
+fn read_retry(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, c: &mut Checker, other: &str) {
+    if !c.written(other)
+        && let Some(retry) = p.integer_in(k, v, 0..=u32::MAX)
+    {
+        c.check.retry = retry;
+    }
+}
+
+const RETRY: Setting<Checker> = Setting {
+    name: "retry",
+    doc: Doc {
+        ty: "integer ≥ 0",
+        default: "`1`",
+        meaning: "Failed attempts after the first before the real is declared down.",
+    },
+    read: |p, k, v, c| read_retry(p, k, v, c, "nb_get_retry"),
+    emit: |c, _| unless(&c.check.retry, &DEFAULT_RETRY, integer),
+};
+
+const NB_GET_RETRY: Setting<Checker> = Setting {
+    name: "nb_get_retry",
+    doc: Doc {
+        ty: "integer ≥ 0",
+        default: "`1`",
+        meaning: "keepalived's older name of `retry`. Giving both spellings is an error.",
+    },
+    read: |p, k, v, c| read_retry(p, k, v, c, "retry"),
+    // Written as `retry`.
+    emit: |_, _| None,
+};
+
+const DELAY_BEFORE_RETRY: Setting<Checker> = Setting {
+    name: "delay_before_retry",
+    doc: Doc { ty: "seconds, 0–86400", default: "`1`", meaning: "Wait between those attempts." },
+    read: |p, k, v, c| {
+        if let Some(delay) = p.seconds(k, v, 0..=MAX_SECONDS) {
+            c.check.delay_before_retry = delay;
+        }
+    },
+    emit: |c, _| unless(&c.check.delay_before_retry, &DEFAULT_DELAY_BEFORE_RETRY, seconds),
+};
+
+const WARMUP: Setting<Checker> = Setting {
+    name: "warmup",
+    doc: Doc {
+        ty: "seconds, 0–86400",
+        default: "`0` (none)",
+        meaning: "The first check waits a random time up to this long, so checks do not all \
+                  start at once.",
+    },
+    read: |p, k, v, c| {
+        if let Some(warmup) = p.seconds(k, v, 0..=MAX_SECONDS) {
+            c.check.warmup = Some(warmup).filter(|w| !w.is_zero());
+        }
+    },
+    emit: |c, _| c.check.warmup.as_ref().map(seconds),
+};
+
+const RISE: Setting<Checker> = Setting {
+    name: "rise",
+    doc: Doc {
+        ty: "integer ≥ 1",
+        default: "`1`",
+        meaning: "Consecutive passed checks a down real needs to come back up.",
+    },
+    read: |p, k, v, c| {
+        if let Some(rise) = p.integer_in(k, v, 1..=u32::MAX) {
+            c.check.rise = rise;
+        }
+    },
+    emit: |c, _| unless(&c.check.rise, &1, integer),
+};
+
+const URL: Setting<Checker> = Setting {
+    name: "url",
+    doc: Doc {
+        ty: "array of tables",
+        default: "required, at least one",
+        meaning: "The URLs to get, all of which must pass.",
+    },
+    read: |p, k, v, c| {
+        let header = format!("[[{}.url]]", section_path(&c.header));
+        if let Some(urls) = p.urls(k, v, &header)
+            && let Some(http) = c.http()
+        {
+            http.urls = urls;
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Http(http) | CheckKind::Ssl(http) => Some(array(&http.urls, |url| {
+            let mut pairs = vec![("path", string(&url.path))];
+            if let Some(code) = url.status_code {
+                pairs.push(("status_code", code.to_string()));
+            }
+            if let Some(digest) = &url.digest {
+                pairs.push(("digest", string(digest)));
+            }
+            inline_table(&pairs)
+        })),
+        _ => None,
+    },
+};
+
+const VIRTUALHOST: Setting<Checker> = Setting {
+    name: "virtualhost",
+    doc: Doc { ty: "string", default: "the real's address", meaning: "Host header." },
+    read: |p, k, v, c| {
+        if let Some(host) = p.command(k, v)
+            && let Some(http) = c.http()
+        {
+            http.virtualhost = Some(host);
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Http(http) | CheckKind::Ssl(http) => http.virtualhost.as_deref().map(string),
+        _ => None,
+    },
+};
+
+const SNI: Setting<Checker> = Setting {
+    name: "sni",
+    doc: Doc { ty: "string", default: "none", meaning: "TLS server name to send." },
+    // Beside `enable_sni`, an error (`SSL_GET`'s rules), not read.
+    read: |p, k, v, c| {
+        if !c.written("enable_sni")
+            && let Some(name) = p.command(k, v)
+            && let Some(http) = c.http()
+        {
+            http.sni = Some(name);
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Ssl(http) => http.sni.as_deref().map(string),
+        _ => None,
+    },
+};
+
+const ENABLE_SNI: Setting<Checker> = Setting {
+    name: "enable_sni",
+    doc: Doc {
+        ty: "boolean",
+        default: "`false`",
+        meaning: "As keepalived's: send `virtualhost` as the TLS server name (then \
+                  `virtualhost` is required). Giving both `sni` and `enable_sni` is an error.",
+    },
+    // After `virtualhost`, whose value it sends.
+    read: |p, k, v, c| {
+        if c.written("sni") || p.boolean(k, v) != Some(true) {
+            return;
+        }
+        let virtualhost = c.written("virtualhost");
+        if let Some(http) = c.http() {
+            http.sni = http.virtualhost.clone();
+        }
+        if !virtualhost {
+            let message = format!(
+                "`{}` sends `virtualhost` as the TLS server name, but there is no \
+                 `virtualhost`: add one, or give the name as `sni`",
+                k.get_ref()
+            );
+            p.error(v.span(), message);
+        }
+    },
+    // Written as `sni`.
+    emit: |_, _| None,
+};
+
+const MISC_PATH: Setting<Checker> = Setting {
+    name: "misc_path",
+    doc: Doc {
+        ty: "command line (string)",
+        default: "required",
+        meaning: "The script and its arguments, run by `/bin/sh -c`.",
+    },
+    read: |p, k, v, c| {
+        if let Some(path) = p.command(k, v)
+            && let Some(misc) = c.misc()
+        {
+            misc.path = path;
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Misc(misc) => Some(string(&misc.path)),
+        _ => None,
+    },
+};
+
+const MISC_TIMEOUT: Setting<Checker> = Setting {
+    name: "misc_timeout",
+    doc: Doc {
+        ty: "seconds, more than 0, at most 86400",
+        default: "`5`",
+        meaning: "Time the script may take; longer counts as failed.",
+    },
+    read: |p, k, v, c| {
+        if let Some(timeout) = p.positive_seconds(k, v, MAX_SECONDS)
+            && let Some(misc) = c.misc()
+        {
+            misc.timeout = timeout;
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Misc(misc) => unless(&misc.timeout, &DEFAULT_MISC_TIMEOUT, seconds),
+        _ => None,
+    },
+};
+
+const MISC_DYNAMIC: Setting<Checker> = Setting {
+    name: "misc_dynamic",
+    doc: Doc {
+        ty: "boolean",
+        default: "`false`",
+        meaning: "As keepalived's: exit code 0 is up, 1 down, 2–255 up with weight = code − 2.",
+    },
+    read: |p, k, v, c| {
+        if let Some(dynamic) = p.boolean(k, v)
+            && let Some(misc) = c.misc()
+        {
+            misc.dynamic = dynamic;
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Misc(misc) => unless(&misc.dynamic, &false, boolean),
+        _ => None,
+    },
+};
+
+/// `name` or `dns_name`, read unless both are written (`DNS_CHECK`'s rules say so).
+fn read_dns_name(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, c: &mut Checker, other: &str) {
+    if !c.written(other)
+        && let Some(name) = p.command(k, v)
+        && let Some(dns) = c.dns()
+    {
+        dns.name = name;
+    }
+}
+
+const DNS_NAME_KEY: Setting<Checker> = Setting {
+    name: "name",
+    doc: Doc { ty: "string", default: "`\".\"`", meaning: "Name to query." },
+    read: |p, k, v, c| read_dns_name(p, k, v, c, "dns_name"),
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Dns(dns) => unless(&dns.name.as_str(), &".", |name| string(name)),
+        _ => None,
+    },
+};
+
+const DNS_OLD_NAME: Setting<Checker> = Setting {
+    name: "dns_name",
+    doc: Doc { ty: "string", default: "`\".\"`", meaning: "keepalived's name of `name`." },
+    read: |p, k, v, c| read_dns_name(p, k, v, c, "name"),
+    // Written as `name`.
+    emit: |_, _| None,
+};
+
+/// `type` or `dns_type`, read unless both are written (`DNS_CHECK`'s rules say so).
+fn read_dns_type(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, c: &mut Checker, other: &str) {
+    if c.written(other) {
+        return;
+    }
+    let Some(qtype) = p.string(k, v) else { return };
+    let upper = qtype.to_ascii_uppercase();
+    if DNS_TYPES.contains(&upper.as_str()) {
+        if let Some(dns) = c.dns() {
+            dns.qtype = upper;
+        }
+    } else {
+        let message = format!(
+            "`{}` must be one of {}, found \"{}\"",
+            k.get_ref(),
+            DNS_TYPES.join(", "),
+            qtype.escape_debug()
+        );
+        p.error(v.span(), message);
+    }
+}
+
+const DNS_TYPE_KEY: Setting<Checker> = Setting {
+    name: "type",
+    doc: Doc {
+        ty: "`A` `AAAA` `NS` `SOA` `MX` `TXT` `CNAME` `PTR`",
+        default: "`\"SOA\"`",
+        meaning: "Query type, case-insensitive.",
+    },
+    read: |p, k, v, c| read_dns_type(p, k, v, c, "dns_type"),
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Dns(dns) => unless(&dns.qtype.as_str(), &"SOA", |qtype| string(qtype)),
+        _ => None,
+    },
+};
+
+const DNS_OLD_TYPE: Setting<Checker> = Setting {
+    name: "dns_type",
+    doc: Doc {
+        ty: "`A` `AAAA` `NS` `SOA` `MX` `TXT` `CNAME` `PTR`",
+        default: "`\"SOA\"`",
+        meaning: "keepalived's name of `type`.",
+    },
+    read: |p, k, v, c| read_dns_type(p, k, v, c, "type"),
+    // Written as `type`.
+    emit: |_, _| None,
+};
+
+const PAYLOAD: Setting<Checker> = Setting {
+    name: "payload",
+    doc: Doc {
+        ty: "string",
+        default: "empty",
+        meaning: "Bytes to send: `\"0x\"` and an even number of hex digits is sent as those \
+                  bytes, any other string as its UTF-8 text.",
+    },
+    read: |p, k, v, c| {
+        let Some(payload) = p.string(k, v).map(udp_payload) else { return };
+        if payload.len() > MAX_UDP_PAYLOAD {
+            let message = format!(
+                "`{}` is {} bytes, more than a UDP datagram holds ({MAX_UDP_PAYLOAD})",
+                k.get_ref(),
+                payload.len()
+            );
+            p.error(v.span(), message);
+        } else if let Some(udp) = c.udp() {
+            udp.payload = payload;
+        }
+    },
+    // In hex, which reads back to the same bytes whatever they are.
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Udp(udp) if !udp.payload.is_empty() => {
+            let hex: String = udp.payload.iter().map(|b| format!("{b:02x}")).collect();
+            Some(string(&format!("0x{hex}")))
+        }
+        _ => None,
+    },
+};
+
+const REQUIRE_REPLY: Setting<Checker> = Setting {
+    name: "require_reply",
+    doc: Doc {
+        ty: "boolean",
+        default: "`false`",
+        meaning: "Up only when a reply comes back; otherwise up unless an ICMP error comes back.",
+    },
+    read: |p, k, v, c| {
+        if let Some(require) = p.boolean(k, v)
+            && let Some(udp) = c.udp()
+        {
+            udp.require_reply = require;
+        }
+    },
+    emit: |c, _| match &c.check.kind {
+        CheckKind::Udp(udp) => unless(&udp.require_reply, &false, boolean),
+        _ => None,
+    },
+};
+
+/// Health settings of a virtual server (keepalived sets `delay_loop` and `alpha` per checker too;
+/// here they are the service's, for all its checkers). Read by the virtual server's `finish`;
+/// documented in their own table under "Health checks".
+pub(in crate::config) const SERVICE_HEALTH: &[Setting<VirtualServer>] = &[
+    Setting {
+        name: "delay_loop",
+        doc: Doc {
+            ty: "seconds, more than 0, at most 86400",
+            default: "`60`",
+            meaning: "Interval between the checks of each real.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(delay) = p.positive_seconds(k, v, MAX_SECONDS) {
+                vs.health.delay_loop = delay;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.delay_loop, &DEFAULT_DELAY_LOOP, seconds),
+    },
+    Setting {
+        name: "alpha",
+        doc: Doc {
+            ty: "boolean",
+            default: "`false`",
+            meaning: "Reals start down and come up once their checks pass.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(alpha) = p.boolean(k, v) {
+                vs.health.alpha = alpha;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.alpha, &false, boolean),
+    },
+    Setting {
+        name: "omega",
+        doc: Doc {
+            ty: "boolean",
+            default: "`false`",
+            meaning: "Run `quorum_down` when the director stops while the quorum is up.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(omega) = p.boolean(k, v) {
+                vs.health.omega = omega;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.omega, &false, boolean),
+    },
+    Setting {
+        name: "quorum",
+        doc: Doc {
+            ty: "integer ≥ 0",
+            default: "`1`",
+            meaning: "Sum of the weights of the up reals below which the service is down.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(quorum) = p.integer_in(k, v, 0..=u32::MAX) {
+                vs.health.quorum = quorum;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.quorum, &ServiceHealth::default().quorum, integer),
+    },
+    Setting {
+        name: "hysteresis",
+        doc: Doc { ty: "integer ≥ 0", default: "`0`", meaning: "Margin around `quorum`." },
+        read: |p, k, v, vs| {
+            if let Some(hysteresis) = p.integer_in(k, v, 0..=u32::MAX) {
+                vs.health.hysteresis = hysteresis;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.hysteresis, &0, integer),
+    },
+    Setting {
+        name: "quorum_up",
+        doc: Doc {
+            ty: "command line (string)",
+            default: "none",
+            meaning: "Run when the quorum is gained.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(command) = p.command(k, v) {
+                vs.health.quorum_up = Some(command);
+            }
+        },
+        emit: |vs, _| vs.health.quorum_up.as_deref().map(string),
+    },
+    Setting {
+        name: "quorum_down",
+        doc: Doc {
+            ty: "command line (string)",
+            default: "none",
+            meaning: "Run when the quorum is lost.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(command) = p.command(k, v) {
+                vs.health.quorum_down = Some(command);
+            }
+        },
+        emit: |vs, _| vs.health.quorum_down.as_deref().map(string),
+    },
+    Setting {
+        name: "inhibit_on_failure",
+        doc: Doc {
+            ty: "boolean",
+            default: "`false`",
+            meaning: "Default of the reals' `inhibit_on_failure`.",
+        },
+        read: |p, k, v, vs| {
+            if let Some(inhibit) = p.boolean(k, v) {
+                vs.health.inhibit_on_failure = inhibit;
+            }
+        },
+        emit: |vs, _| unless(&vs.health.inhibit_on_failure, &false, boolean),
+    },
 ];
 
-const URL_KEYS: &[&str] = &["path", "status_code", "digest"];
+/// Health settings of a real server besides its checkers (whose default `inhibit_on_failure` is
+/// the virtual server's, in the model read into). Read by the real server's `finish`.
+pub(in crate::config) const REAL_HEALTH: &[Setting<RealServer>] = &[
+    Setting {
+        name: "inhibit_on_failure",
+        doc: Doc {
+            ty: "boolean",
+            default: "the virtual server's",
+            meaning: "Keep the failed real with weight 0 instead of removing it.",
+        },
+        read: |p, k, v, rs| {
+            if let Some(inhibit) = p.boolean(k, v) {
+                rs.health.inhibit_on_failure = inhibit;
+            }
+        },
+        emit: |rs, d| unless(&rs.health.inhibit_on_failure, &d.health.inhibit_on_failure, boolean),
+    },
+    Setting {
+        name: "notify_up",
+        doc: Doc {
+            ty: "command line (string)",
+            default: "none",
+            meaning: "Run when the real comes up.",
+        },
+        read: |p, k, v, rs| {
+            if let Some(command) = p.command(k, v) {
+                rs.health.notify_up = Some(command);
+            }
+        },
+        emit: |rs, _| rs.health.notify_up.as_deref().map(string),
+    },
+    Setting {
+        name: "notify_down",
+        doc: Doc {
+            ty: "command line (string)",
+            default: "none",
+            meaning: "Run when the real goes down.",
+        },
+        read: |p, k, v, rs| {
+            if let Some(command) = p.command(k, v) {
+                rs.health.notify_down = Some(command);
+            }
+        },
+        emit: |rs, _| rs.health.notify_down.as_deref().map(string),
+    },
+];
+
+fn is_service_key(name: &str) -> bool {
+    SERVICE_HEALTH.iter().any(|s| s.name == name)
+}
+
+fn is_real_key(name: &str) -> bool {
+    REAL_HEALTH.iter().any(|s| s.name == name)
+}
 
 /// Query types `dns_check` sends.
 const DNS_TYPES: &[&str] = &["A", "AAAA", "NS", "SOA", "MX", "TXT", "CNAME", "PTR"];
@@ -65,22 +871,19 @@ const MAX_SECONDS: u32 = 86_400;
 const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// Every key a checker of `kind` takes.
+#[cfg(test)]
 fn checker_keys(kind: &str) -> Vec<&'static str> {
-    let connection = if kind == "misc_check" { &[][..] } else { CONNECTION_KEYS };
-    let specific = KIND_KEYS.iter().filter(|(_, kinds)| kinds.contains(&kind));
-    let mut keys = [connection, COMMON_KEYS].concat();
-    keys.extend(specific.flat_map(|(keys, _)| keys.iter().copied()));
-    keys
+    checker_section(kind).map(Section::keys).unwrap_or_default()
 }
 
 /// The message for a health key written in a `[[virtual_server]]`, where it does not belong.
 pub(super) fn misplaced_in_virtual_server(name: &str) -> Option<String> {
-    if CHECKERS.contains(&name) {
+    if is_checker(name) {
         Some(format!(
             "`{name}` is checked per real server: write [virtual_server.real_server.{name}] after \
              the real's [[virtual_server.real_server]]"
         ))
-    } else if REAL_KEYS.contains(&name) {
+    } else if is_real_key(name) {
         Some(format!("`{name}` is set per real server: move it to [[virtual_server.real_server]]"))
     } else {
         checker_setting(name, "each real server's")
@@ -94,7 +897,7 @@ pub(super) fn misplaced_in_real_server(name: &str) -> Option<String> {
 
 /// The message for a health key under a sorry server, which keepalived never checks.
 pub(super) fn misplaced_in_sorry_server(name: &str) -> Option<String> {
-    (CHECKERS.contains(&name) || REAL_KEYS.contains(&name)).then(|| {
+    (is_checker(name) || is_real_key(name)).then(|| {
         format!(
             "`{name}` in [virtual_server.sorry_server]: keepalived does not check sorry servers \
              (the sorry server takes the traffic only when no real server can), so it takes no \
@@ -105,16 +908,21 @@ pub(super) fn misplaced_in_sorry_server(name: &str) -> Option<String> {
 
 /// The message for a key written in a checker of `kind` that belongs elsewhere.
 fn misplaced_in_checker(kind: &str, name: &str) -> Option<String> {
-    if kind == "misc_check" && CONNECTION_KEYS.contains(&name) {
+    if kind == "misc_check" && is_connection_key(name) {
         return Some(format!(
             "`{name}` does not apply to misc_check: it runs a script and connects to nothing (as \
              keepalived's MISC_CHECK); the script's time limit is `misc_timeout`"
         ));
     }
-    if let Some((_, kinds)) = KIND_KEYS.iter().find(|(keys, _)| keys.contains(&name)) {
+    let kinds: Vec<&str> = CHECKERS
+        .iter()
+        .filter(|(_, section)| takes(section, name))
+        .map(|(kind, _)| *kind)
+        .collect();
+    if !kinds.is_empty() {
         return Some(format!("`{name}` does not apply to {kind}: only to {}", kinds.join(" and ")));
     }
-    if REAL_KEYS.contains(&name) {
+    if is_real_key(name) {
         return Some(format!(
             "`{name}` is set per real server, not per checker: move it to \
              [[virtual_server.real_server]]"
@@ -124,13 +932,13 @@ fn misplaced_in_checker(kind: &str, name: &str) -> Option<String> {
 }
 
 fn service_setting(name: &str) -> Option<String> {
-    (SERVICE_KEYS.contains(&name) && !REAL_KEYS.contains(&name))
+    (is_service_key(name) && !is_real_key(name))
         .then(|| format!("`{name}` is set per virtual server: move it to [[virtual_server]]"))
 }
 
 /// `whose`: whose checker table the setting belongs in.
 fn checker_setting(name: &str, whose: &str) -> Option<String> {
-    (CONNECTION_KEYS.contains(&name) || COMMON_KEYS.contains(&name)).then(|| {
+    (is_connection_key(name) || is_common_key(name)).then(|| {
         format!(
             "`{name}` is a checker setting: put it in {whose} checker table, like \
              [virtual_server.real_server.tcp_check]"
@@ -141,14 +949,6 @@ fn checker_setting(name: &str, whose: &str) -> Option<String> {
 /// The dotted path of a section's header: `a.b` for `[[a.b]]`.
 fn section_path(section: &str) -> &str {
     section.trim_matches(|c| c == '[' || c == ']')
-}
-
-/// `value` when parsed, else `ok` cleared: for settings with a default already in place.
-fn keep<T>(ok: &mut bool, slot: &mut T, parsed: Option<T>) {
-    match parsed {
-        Some(value) => *slot = value,
-        None => *ok = false,
-    }
 }
 
 /// keepalived's UDP_CHECK payload: `0x` and an even number of hex digits is bytes in hex;
@@ -171,80 +971,49 @@ fn udp_payload(text: &str) -> Vec<u8> {
     hex.unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
-impl Parser<'_> {
-    /// The health settings of a virtual server; `None` after an error in one of them.
-    pub(super) fn service_health(
-        &mut self,
-        table: &DeTable<'_>,
-        at: &mut Spans,
-    ) -> Option<ServiceHealth> {
-        let mut ok = true;
-        let mut health = ServiceHealth::default();
-        if let Some((key, value)) = table.get_key_value("delay_loop") {
-            at.set("delay_loop", self.at(value.span()));
-            keep(&mut ok, &mut health.delay_loop, self.positive_seconds(key, value, MAX_SECONDS));
-        }
-        if let Some((key, value)) = table.get_key_value("alpha") {
-            at.set("alpha", self.at(value.span()));
-            keep(&mut ok, &mut health.alpha, self.boolean(key, value));
-        }
-        if let Some((key, value)) = table.get_key_value("omega") {
-            keep(&mut ok, &mut health.omega, self.boolean(key, value));
-        }
-        if let Some((key, value)) = table.get_key_value("quorum") {
-            keep(&mut ok, &mut health.quorum, self.integer_in(key, value, 0..=u32::MAX));
-        }
-        if let Some((key, value)) = table.get_key_value("hysteresis") {
-            keep(&mut ok, &mut health.hysteresis, self.integer_in(key, value, 0..=u32::MAX));
-        }
-        if let Some((key, value)) = table.get_key_value("quorum_up") {
-            keep(&mut ok, &mut health.quorum_up, self.command(key, value).map(Some));
-        }
-        if let Some((key, value)) = table.get_key_value("quorum_down") {
-            keep(&mut ok, &mut health.quorum_down, self.command(key, value).map(Some));
-        }
-        if let Some((key, value)) = table.get_key_value("inhibit_on_failure") {
-            keep(&mut ok, &mut health.inhibit_on_failure, self.boolean(key, value));
-        }
-        ok.then_some(health)
+/// The model of a checker of `kind` before its settings are read: their defaults.
+fn default_kind(kind: &str) -> CheckKind {
+    let http = || HttpCheck { urls: Vec::new(), virtualhost: None, sni: None };
+    match kind {
+        "http_get" => CheckKind::Http(http()),
+        "ssl_get" => CheckKind::Ssl(http()),
+        "misc_check" => CheckKind::Misc(MiscCheck {
+            path: String::new(),
+            timeout: DEFAULT_MISC_TIMEOUT,
+            dynamic: false,
+        }),
+        "dns_check" => CheckKind::Dns(DnsCheck { name: ".".to_owned(), qtype: "SOA".to_owned() }),
+        "udp_check" => CheckKind::Udp(UdpCheck { payload: Vec::new(), require_reply: false }),
+        "ping_check" => CheckKind::Ping,
+        // "tcp_check", the only other one in CHECKERS.
+        _ => CheckKind::Tcp,
     }
+}
 
-    /// The health settings and checkers of a real server (`section`); `None` after an error in
-    /// any of them. `inhibit_on_failure` is the virtual server's, the default.
-    pub(super) fn real_health(
+impl Parser<'_> {
+    /// The checkers of a real server (`section`), in file order, with where their values were
+    /// written; `None` after an error in any of them.
+    pub(super) fn checkers(
         &mut self,
         table: &DeTable<'_>,
         section: &str,
-        inhibit_on_failure: bool,
-        check_locations: &mut Vec<Spans>,
-    ) -> Option<RealHealth> {
+    ) -> Option<(Vec<HealthCheck>, Vec<Spans>)> {
         let mut ok = true;
-        let mut health = RealHealth { inhibit_on_failure, ..RealHealth::default() };
-        if let Some((key, value)) = table.get_key_value("inhibit_on_failure") {
-            keep(&mut ok, &mut health.inhibit_on_failure, self.boolean(key, value));
-        }
-        if let Some((key, value)) = table.get_key_value("notify_up") {
-            keep(&mut ok, &mut health.notify_up, self.command(key, value).map(Some));
-        }
-        if let Some((key, value)) = table.get_key_value("notify_down") {
-            keep(&mut ok, &mut health.notify_down, self.command(key, value).map(Some));
-        }
-
         // Every checker table, whatever its kind, in file order.
         let mut checkers = Vec::new();
-        for &kind in CHECKERS {
-            let Some((key, value)) = table.get_key_value(kind) else {
+        for (kind, _) in CHECKERS {
+            let Some((key, value)) = table.get_key_value(*kind) else {
                 continue;
             };
             let single = format!("[{}.{kind}]", section_path(section));
             let several = format!("[{single}]");
             match value.get_ref() {
-                DeValue::Table(checker) => checkers.push((kind, checker, value.span(), single)),
+                DeValue::Table(checker) => checkers.push((*kind, checker, value.span(), single)),
                 DeValue::Array(items) => {
                     for item in items.iter() {
                         match item.get_ref() {
                             DeValue::Table(checker) => {
-                                checkers.push((kind, checker, item.span(), several.clone()));
+                                checkers.push((*kind, checker, item.span(), several.clone()));
                             }
                             other => {
                                 let message = format!(
@@ -270,144 +1039,35 @@ impl Parser<'_> {
             }
         }
         checkers.sort_by_key(|(_, _, span, _)| span.start);
-        for (kind, checker, span, section) in checkers {
-            match self.check(kind, checker, span, &section) {
-                Some((check, locations)) => {
-                    health.checks.push(check);
-                    check_locations.push(locations);
+        let mut checks = Vec::new();
+        let mut locations = Vec::new();
+        for (kind, checker, span, header) in checkers {
+            match self.check(kind, checker, span, header) {
+                Some(checker) => {
+                    locations.push(checker.locations());
+                    checks.push(checker.check);
                 }
                 None => ok = false,
             }
         }
-        ok.then_some(health)
+        ok.then_some((checks, locations))
     }
 
-    /// One checker table of `kind` (its key, `tcp_check`), written as `section`.
+    /// One checker table of `kind` (its key, `tcp_check`), written as `header`; `None` after
+    /// any error in it, unknown keys too: it is not what the operator meant.
     fn check(
         &mut self,
         kind: &str,
         table: &DeTable<'_>,
         span: Range<usize>,
-        section: &str,
-    ) -> Option<(HealthCheck, Spans)> {
+        header: String,
+    ) -> Option<Checker> {
+        let section = checker_section(kind)?;
         let errors_before = self.errors.len();
-        let location = self.at(span);
-        let mut at = Spans::at_section(location);
-        let known = checker_keys(kind);
-        self.unknown_keys_with(table, &known, &format!("in {section}"), |name| {
-            misplaced_in_checker(kind, name)
-        });
-
-        let mut ok = true;
-        let mut check = HealthCheck {
-            kind: CheckKind::Tcp,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            connect_ip: None,
-            connect_port: None,
-            bindto: None,
-            retry: DEFAULT_RETRY,
-            delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
-            warmup: None,
-            rise: 1,
-            location,
-        };
-        // misc_check's connection keys were reported as misplaced above.
-        if kind != "misc_check" {
-            if let Some((key, value)) = table.get_key_value("connect_timeout") {
-                let timeout = self.positive_seconds(key, value, MAX_SECONDS);
-                keep(&mut ok, &mut check.connect_timeout, timeout);
-            }
-            if let Some((key, value)) = table.get_key_value("connect_ip") {
-                at.set("connect_ip", self.at(value.span()));
-                keep(&mut ok, &mut check.connect_ip, self.ip_address(key, value).map(Some));
-            }
-            if let Some((key, value)) = table.get_key_value("connect_port") {
-                let port = self.integer(key, value, 1, u16::MAX.into());
-                let port = port.and_then(|p| u16::try_from(p).ok()).map(Some);
-                keep(&mut ok, &mut check.connect_port, port);
-            }
-            if let Some((key, value)) = table.get_key_value("bindto") {
-                at.set("bindto", self.at(value.span()));
-                keep(&mut ok, &mut check.bindto, self.ip_address(key, value).map(Some));
-            }
-        }
-        let conflict = "are the same setting (`nb_get_retry` is keepalived's old name for \
-                        `retry`); keep only one";
-        match self.either(table, ["retry", "nb_get_retry"], conflict) {
-            None => ok = false,
-            Some(None) => {}
-            Some(Some((key, value))) => {
-                at.set("retry", self.at(value.span()));
-                keep(&mut ok, &mut check.retry, self.integer_in(key, value, 0..=u32::MAX));
-            }
-        }
-        if let Some((key, value)) = table.get_key_value("delay_before_retry") {
-            let delay = self.seconds(key, value, 0..=MAX_SECONDS);
-            keep(&mut ok, &mut check.delay_before_retry, delay);
-        }
-        if let Some((key, value)) = table.get_key_value("warmup") {
-            let warmup = self.seconds(key, value, 0..=MAX_SECONDS);
-            keep(&mut ok, &mut check.warmup, warmup.map(|w| Some(w).filter(|w| !w.is_zero())));
-        }
-        if let Some((key, value)) = table.get_key_value("rise") {
-            keep(&mut ok, &mut check.rise, self.integer_in(key, value, 1..=u32::MAX));
-        }
-
-        let kind = match kind {
-            "http_get" => self.http(table, location, section, false).map(CheckKind::Http),
-            "ssl_get" => self.http(table, location, section, true).map(CheckKind::Ssl),
-            "misc_check" => self.misc(table, location, section).map(CheckKind::Misc),
-            "dns_check" => self.dns(table).map(CheckKind::Dns),
-            "udp_check" => self.udp(table).map(CheckKind::Udp),
-            "ping_check" => Some(CheckKind::Ping),
-            // "tcp_check", the only other one in CHECKERS.
-            _ => Some(CheckKind::Tcp),
-        };
-        // Unknown keys leave the checker out too: it is not what the operator meant.
-        let ok = ok && self.errors.len() == errors_before;
-        Some((HealthCheck { kind: kind?, ..check }, at)).filter(|_| ok)
-    }
-
-    /// `http_get`, or `ssl_get` when `tls`.
-    fn http(
-        &mut self,
-        table: &DeTable<'_>,
-        location: Location,
-        section: &str,
-        tls: bool,
-    ) -> Option<HttpCheck> {
-        let errors_before = self.errors.len();
-        let urls = self.required(table, "url", location, section).map(|(key, value)| {
-            let header = format!("[[{}.url]]", section_path(section));
-            self.urls(key, value, &header)
-        });
-        let virtualhost = match table.get_key_value("virtualhost") {
-            None => None,
-            Some((key, value)) => self.command(key, value),
-        };
-        let mut sni = None;
-        if tls {
-            let conflict = "both set the TLS server name (`enable_sni` = true sends \
-                            `virtualhost`); keep only one";
-            let chosen = self.either(table, ["sni", "enable_sni"], conflict).flatten();
-            if let Some((key, value)) = chosen {
-                if key.get_ref() == "sni" {
-                    sni = self.command(key, value);
-                } else if self.boolean(key, value) == Some(true) {
-                    sni = virtualhost.clone();
-                    if !table.contains_key("virtualhost") {
-                        let message = format!(
-                            "`{}` sends `virtualhost` as the TLS server name, but there is no \
-                             `virtualhost`: add one, or give the name as `sni`",
-                            key.get_ref()
-                        );
-                        self.error(value.span(), message);
-                    }
-                }
-            }
-        }
-        let urls = urls.flatten()?;
-        (self.errors.len() == errors_before).then_some(HttpCheck { urls, virtualhost, sni })
+        let mut checker = Checker::new(default_kind(kind), self.at(span), header);
+        let header = checker.header.clone();
+        section.read_as(self, table, &mut checker, &header);
+        (self.errors.len() == errors_before).then_some(checker)
     }
 
     /// The URLs of an HTTP checker: at least one.
@@ -427,118 +1087,16 @@ impl Parser<'_> {
         (self.errors.len() == errors_before).then_some(urls)
     }
 
+    /// One URL of an HTTP checker, in its table written as `header`.
     fn url(&mut self, table: &DeTable<'_>, span: Range<usize>, header: &str) -> Option<UrlCheck> {
-        let location = self.at(span);
-        self.unknown_keys(table, URL_KEYS, &format!("in {header}"));
-        let path = self.required(table, "path", location, header).and_then(|(key, value)| {
-            let path = self.string(key, value)?;
-            if path.starts_with('/') {
-                Some(path.to_owned())
-            } else {
-                let message = format!(
-                    "`{}` must start with \"/\", found \"{}\"",
-                    key.get_ref(),
-                    path.escape_debug()
-                );
-                self.error(value.span(), message);
-                None
-            }
-        });
-        let status_code = match table.get_key_value("status_code") {
-            None => Some(None),
-            Some((key, value)) => {
-                self.integer(key, value, 100, 599).and_then(|c| u16::try_from(c).ok()).map(Some)
-            }
+        let errors_before = self.errors.len();
+        let at = self.at(span);
+        let mut url = Url {
+            url: UrlCheck { path: String::new(), status_code: None, digest: None },
+            spans: Spans::at_section(at),
         };
-        let digest = match table.get_key_value("digest") {
-            None => Some(None),
-            Some((key, value)) => self.string(key, value).and_then(|digest| {
-                if digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    Some(Some(digest.to_ascii_lowercase()))
-                } else {
-                    let message = format!(
-                        "`{}` must be an MD5 digest, 32 hex digits as genhash prints it, found \
-                         \"{}\"",
-                        key.get_ref(),
-                        digest.escape_debug()
-                    );
-                    self.error(value.span(), message);
-                    None
-                }
-            }),
-        };
-        Some(UrlCheck { path: path?, status_code: status_code?, digest: digest? })
-    }
-
-    fn misc(
-        &mut self,
-        table: &DeTable<'_>,
-        location: Location,
-        section: &str,
-    ) -> Option<MiscCheck> {
-        let path = self
-            .required(table, "misc_path", location, section)
-            .and_then(|(key, value)| self.command(key, value));
-        let timeout = match table.get_key_value("misc_timeout") {
-            None => Some(DEFAULT_MISC_TIMEOUT),
-            Some((key, value)) => self.positive_seconds(key, value, MAX_SECONDS),
-        };
-        let dynamic = match table.get_key_value("misc_dynamic") {
-            None => Some(false),
-            Some((key, value)) => self.boolean(key, value),
-        };
-        Some(MiscCheck { path: path?, timeout: timeout?, dynamic: dynamic? })
-    }
-
-    fn dns(&mut self, table: &DeTable<'_>) -> Option<DnsCheck> {
-        let same = "are the same setting; keep only one";
-        let name = match self.either(table, ["name", "dns_name"], same)? {
-            None => Some(".".to_owned()),
-            Some((key, value)) => self.command(key, value),
-        };
-        let qtype = match self.either(table, ["type", "dns_type"], same)? {
-            None => Some("SOA".to_owned()),
-            Some((key, value)) => self.string(key, value).and_then(|qtype| {
-                let upper = qtype.to_ascii_uppercase();
-                if DNS_TYPES.contains(&upper.as_str()) {
-                    Some(upper)
-                } else {
-                    let message = format!(
-                        "`{}` must be one of {}, found \"{}\"",
-                        key.get_ref(),
-                        DNS_TYPES.join(", "),
-                        qtype.escape_debug()
-                    );
-                    self.error(value.span(), message);
-                    None
-                }
-            }),
-        };
-        Some(DnsCheck { name: name?, qtype: qtype? })
-    }
-
-    fn udp(&mut self, table: &DeTable<'_>) -> Option<UdpCheck> {
-        let payload = match table.get_key_value("payload") {
-            None => Some(Vec::new()),
-            Some((key, value)) => self.string(key, value).map(udp_payload).and_then(|payload| {
-                if payload.len() <= MAX_UDP_PAYLOAD {
-                    Some(payload)
-                } else {
-                    let message = format!(
-                        "`{}` is {} bytes, more than a UDP datagram holds ({MAX_UDP_PAYLOAD})",
-                        key.get_ref(),
-                        payload.len()
-                    );
-                    self.error(value.span(), message);
-                    None
-                }
-            }),
-        };
-        let require_reply = match table.get_key_value("require_reply") {
-            None => Some(false),
-            Some((key, value)) => self.boolean(key, value),
-        };
-        Some(UdpCheck { payload: payload?, require_reply: require_reply? })
+        URL_SECTION.read_as(self, table, &mut url, header);
+        (self.errors.len() == errors_before).then_some(url.url)
     }
 
     /// A non-empty string: a command line, a host or a name.
@@ -553,11 +1111,92 @@ impl Parser<'_> {
     }
 }
 
+/// A URL of an HTTP checker as read.
+struct Url {
+    url: UrlCheck,
+    spans: Spans,
+}
+
+impl Located for Url {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The tables of an HTTP checker's `url`.
+const URL_SECTION: Section<Url> = Section {
+    header: "[[virtual_server.real_server.http_get.url]]",
+    misplaced: |_| None,
+    required: &["path"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "path",
+            doc: Doc {
+                ty: "string starting with `/`",
+                default: "required",
+                meaning: "Path (and query) to get.",
+            },
+            read: |p, k, v, u| {
+                let Some(path) = p.string(k, v) else { return };
+                if path.starts_with('/') {
+                    path.clone_into(&mut u.url.path);
+                } else {
+                    let message = format!(
+                        "`{}` must start with \"/\", found \"{}\"",
+                        k.get_ref(),
+                        path.escape_debug()
+                    );
+                    p.error(v.span(), message);
+                }
+            },
+            emit: |u, _| Some(string(&u.url.path)),
+        },
+        Setting {
+            name: "status_code",
+            doc: Doc { ty: "integer 100–599", default: "any 2xx", meaning: "Expected status." },
+            read: |p, k, v, u| {
+                if let Some(code) = p.integer(k, v, 100, 599).and_then(|c| u16::try_from(c).ok()) {
+                    u.url.status_code = Some(code);
+                }
+            },
+            emit: |u, _| u.url.status_code.as_ref().map(integer),
+        },
+        Setting {
+            name: "digest",
+            doc: Doc {
+                ty: "32 hex digits",
+                default: "none",
+                meaning: "MD5 of the body, as keepalived's `genhash` prints it.",
+            },
+            read: |p, k, v, u| {
+                let Some(digest) = p.string(k, v) else { return };
+                if digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    u.url.digest = Some(digest.to_ascii_lowercase());
+                } else {
+                    let message = format!(
+                        "`{}` must be an MD5 digest, 32 hex digits as genhash prints it, found \
+                         \"{}\"",
+                        k.get_ref(),
+                        digest.escape_debug()
+                    );
+                    p.error(v.span(), message);
+                }
+            },
+            emit: |u, _| u.url.digest.as_deref().map(string),
+        },
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use super::super::super::health::RealHealth;
     use super::super::super::model::{
         Config, DataplaneSettings, Protocol, RealServer, VirtualServer,
     };
@@ -1651,11 +2290,12 @@ mod tests {
     #[test]
     fn sections_know_the_health_keys() {
         let service_keys = super::super::virtual_server::VIRTUAL_SERVER_SECTION.keys();
-        for key in SERVICE_KEYS {
-            assert!(service_keys.contains(key), "{key}");
+        for key in SERVICE_HEALTH.iter().map(|s| s.name) {
+            assert!(service_keys.contains(&key), "{key}");
         }
         let real_keys = super::super::real_server::REAL_SERVER_SECTION.keys();
-        for key in [REAL_KEYS, CHECKERS].concat() {
+        let health_keys = REAL_HEALTH.iter().map(|s| s.name);
+        for key in health_keys.chain(CHECKERS.iter().map(|(kind, _)| *kind)) {
             assert!(real_keys.contains(&key), "{key}");
         }
     }

@@ -5,7 +5,7 @@
 
 use super::super::emit::{address, integer};
 use super::super::model::{DEFAULT_WEIGHT, MAX_WEIGHT, RealServer, Spans};
-use super::schema::{Doc, Elsewhere, Located, Section, Setting, unless};
+use super::schema::{Doc, Elsewhere, Located, Section, Setting, read_settings, unless};
 use super::{Backend, health};
 
 pub(in crate::config) const REAL_SERVER: &str = "[[virtual_server.real_server]]";
@@ -123,13 +123,16 @@ pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
         },
     ],
     finish: Some(|p, table, rs, _| {
-        // The virtual server's `inhibit_on_failure` is the default, already in the model.
+        // The virtual server's `inhibit_on_failure` is the default, already in the model; the
+        // forwarding rules judge the virtual server's, as before the real's own was read.
         let inhibit_on_failure = rs.health.inhibit_on_failure;
-        let health = p.real_health(table, REAL_SERVER, inhibit_on_failure, &mut rs.check_locations);
+        let health_ok = read_settings(p, table, health::REAL_HEALTH, rs).is_empty();
+        let checkers = p.checkers(table, REAL_SERVER);
         let forwarding = p.real_forwarding(table, Backend::Real { inhibit_on_failure });
-        match (health, forwarding) {
-            (Some(health), Some(forwarding)) => {
-                rs.health = health;
+        match (checkers, forwarding) {
+            (Some((checks, locations)), Some(forwarding)) if health_ok => {
+                rs.health.checks = checks;
+                rs.check_locations = locations;
                 rs.forwarding = forwarding;
                 true
             }

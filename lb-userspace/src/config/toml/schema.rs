@@ -95,7 +95,19 @@ impl<T: Located> Section<T> {
     /// spans): every unknown key, missing key and bad value reported, the location of every
     /// written value kept. `false` when the section is to be left out (see `drop_on_error`).
     pub fn read(&self, parser: &mut Parser<'_>, table: &DeTable<'_>, model: &mut T) -> bool {
-        let context = format!("in {}", self.header);
+        self.read_as(parser, table, model, self.header)
+    }
+
+    /// [`Section::read`] of a section written under another `header` than the description's
+    /// (a checker written `[[...tcp_check]]` instead of `[...tcp_check]`), named so in messages.
+    pub fn read_as(
+        &self,
+        parser: &mut Parser<'_>,
+        table: &DeTable<'_>,
+        model: &mut T,
+        header: &str,
+    ) -> bool {
+        let context = format!("in {header}");
         parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
         // Every written value is located before any is read, so that a reader can tell which
         // other keys were written (`vip` is not read beside `fwmark`).
@@ -112,7 +124,7 @@ impl<T: Located> Section<T> {
                 (setting.read)(parser, key, value, model);
             } else if self.required.contains(&setting.name) {
                 let at = model.spans_mut().section();
-                parser.missing(at, setting.name, self.header);
+                parser.missing(at, setting.name, header);
             }
             if parser.errors.len() > errors {
                 failed.push(setting.name);
@@ -163,6 +175,50 @@ impl<T: Located> Section<T> {
             })
             .collect()
     }
+}
+
+/// Reads the `settings` of a group that its section's `finish` reads (the health settings of a
+/// virtual server, documented in a table of their own), like [`Section::read`] reads its own:
+/// every written value located first, then each read. The names of those with an error.
+pub(in crate::config) fn read_settings<T: Located>(
+    parser: &mut Parser<'_>,
+    table: &DeTable<'_>,
+    settings: &[Setting<T>],
+    model: &mut T,
+) -> Vec<&'static str> {
+    for setting in settings {
+        if let Some(value) = table.get(setting.name) {
+            let at = parser.at(value.span());
+            model.spans_mut().set(setting.name, at);
+        }
+    }
+    let mut failed = Vec::new();
+    for setting in settings {
+        if let Some((key, value)) = table.get_key_value(setting.name) {
+            let errors = parser.errors.len();
+            (setting.read)(parser, key, value, model);
+            if parser.errors.len() > errors {
+                failed.push(setting.name);
+            }
+        }
+    }
+    failed
+}
+
+/// `key = value` lines of the `settings` of a group (see [`read_settings`]) that differ from
+/// `default`'s.
+pub(in crate::config) fn emit_settings<T>(
+    settings: &[Setting<T>],
+    model: &T,
+    default: &T,
+) -> String {
+    let mut out = String::new();
+    for setting in settings {
+        if let Some(value) = (setting.emit)(model, default) {
+            out.push_str(&format!("{} = {value}\n", setting.name));
+        }
+    }
+    out
 }
 
 /// The value `show`n when it differs from the default's, for [`Setting::emit`].

@@ -12,7 +12,7 @@ use super::super::model::{
     unspecified,
 };
 use super::real_server::{REAL_SERVER, SORRY_SERVER};
-use super::schema::{Doc, Elsewhere, Located, Section, Setting, unless};
+use super::schema::{Doc, Elsewhere, Located, Section, Setting, read_settings, unless};
 use super::{Backend, Key, Parser, Value, health};
 use crate::maglev;
 
@@ -333,7 +333,7 @@ fn finish(
     if vs.key_locations.get("persistence_granularity").is_none() {
         vs.persistence_prefix = host_prefix_len(vs.vip);
     }
-    let health = p.service_health(table, &mut vs.key_locations);
+    let health_ok = read_settings(p, table, health::SERVICE_HEALTH, vs).is_empty();
     let forwarding = p.service_forwarding(table);
 
     // The reals' default is the service's port, which must then be valid (else the service is
@@ -341,7 +341,7 @@ fn finish(
     // the reals are still read, with keepalived's default `inhibit_on_failure`.
     let port_ok = fwmark || (table.contains_key("port") && !failed.contains(&"port"));
     let port = port_ok.then_some(vs.port);
-    let inhibit_on_failure = health.as_ref().is_some_and(|h| h.inhibit_on_failure);
+    let inhibit_on_failure = health_ok && vs.health.inhibit_on_failure;
     if let Some((key, value)) = table.get_key_value("real_server") {
         vs.real_servers = p
             .tables(key, value, REAL_SERVER)
@@ -356,9 +356,8 @@ fn finish(
         let (table, span) = p.table(key, value, SORRY_SERVER)?;
         p.real_server(table, span, port, Backend::Sorry)
     });
-    match (health, forwarding) {
-        (Some(health), Some(forwarding)) => {
-            vs.health = health;
+    match forwarding {
+        Some(forwarding) if health_ok => {
             vs.forwarding = forwarding;
             keep
         }
