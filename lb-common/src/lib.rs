@@ -103,6 +103,15 @@ pub struct ServiceValue {
     pub persist_timeout: u32,
     /// Mask applied to the client address for persistence and source hashing (raw words).
     pub persist_mask: Addr,
+    /// The anchor table (docs/fast-path.md): the table in effect when the last quiet period
+    /// ended. A TCP flow without an entry that continues inside the window follows it.
+    /// `anchor_size` 0: no anchor (such a flow takes the active table and gets an entry).
+    pub anchor_offset: u32,
+    pub anchor_size: u32,
+    /// Last second (the program's `now_secs`) of the window after the last table change. Until
+    /// then every TCP flow gets an entry; after it a TCP flow of a plain Maglev service needs
+    /// none (the table alone decides its real). 0 = no window.
+    pub window_end: u32,
 }
 
 /// Key of the VIPs map: every address that has at least one service.
@@ -471,6 +480,15 @@ pub mod event {
         FRAG_HIT = 9 => "frag_hit",
         /// Flow sync: a new flow was not reported to the agent, its ring buffer was full.
         FLOW_REPORT_DROP = 10 => "flow_report_drop",
+        /// A new TCP flow (SYN) outside a table-change window: forwarded by the Maglev table
+        /// alone, no flow entry written (also counted in `flow_new`).
+        FLOW_NEW_STATELESS = 11 => "flow_new_stateless",
+        /// A later packet of a TCP flow without an entry, outside a window: forwarded by the
+        /// Maglev table alone (the table-derived counterpart of `flow_hit`).
+        FLOW_STATELESS_HIT = 12 => "flow_stateless_hit",
+        /// Inside a window, a TCP flow without an entry followed the anchor table (the one it
+        /// started under); its entry was written then.
+        FLOW_WINDOW_ANCHOR = 13 => "flow_window_anchor",
     }
 }
 
@@ -638,6 +656,9 @@ mod tests {
                     "frag_tracked",
                     "frag_hit",
                     "flow_report_drop",
+                    "flow_new_stateless",
+                    "flow_stateless_hit",
+                    "flow_window_anchor",
                 ],
             ),
         ];
@@ -646,6 +667,6 @@ mod tests {
         }
         assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
         assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
-        assert_eq!((reason::COUNT, event::COUNT), (23, 11));
+        assert_eq!((reason::COUNT, event::COUNT), (23, 14));
     }
 }

@@ -4,19 +4,21 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     Addr, CFG_F_FLOW_SYNC, FlowKey, FlowReport, FragKey, IPPROTO_TCP, IPPROTO_UDP, RealValue,
-    ServiceValue, event, reason,
+    SVC_F_SRC_HASH, ServiceValue, event, reason,
 };
 
 use crate::{
     keys,
-    lookup::{lookup_service, pick_new, touch_persist, usable_real, vip},
+    lookup::{anchor_pick, lookup_service, pick_new, touch_persist, usable_real, vip},
     maps::{CONFIG, FLOWS, FRAGS, NEW_FLOWS, SYN_GUARD},
     parse::{EthHdr, TCP_HLEN, UDP_HLEN, has_bytes, now_secs, ptr_at},
     stats,
     verdict::{Verdict, admit, drop, pass, send},
 };
 
+const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
+const TCP_FLAG_ACK: u8 = 0x10;
 
 /// TCP or UDP to a possible service, transport header at the constant offset `L4`.
 #[inline(always)]
@@ -109,6 +111,11 @@ pub fn later_fragment(
 /// The real for a frame of `flow`: its established binding if still valid, else a new pick that
 /// is remembered (unless it is a RST or the SYN-flood guard says no). Returns (id, real, new flow).
 ///
+/// TCP to a plain Maglev service (no persistence, no source hashing) without an entry follows
+/// docs/fast-path.md: outside its service's table-change window the table alone decides (no map
+/// write: every director and every later packet derive the same real); inside one a SYN is
+/// remembered as before and a later segment follows the anchor table, the one it started under.
+///
 /// SYNs are looked up too (Katran skips the lookup for them): a retransmitted SYN then follows
 /// its entry, and the lookup's miss brings the flow's bucket into cache with a plain load, which
 /// overlaps other misses. Without it the insert's bucket lock takes that miss alone: new flows on
@@ -120,7 +127,9 @@ fn choose(
     tcp_flags: u8,
 ) -> Option<(u32, &'static RealValue, bool)> {
     let cfg = CONFIG.get(0)?;
+    let mut had_entry = false;
     if let Some(b) = FLOWS.get_ptr_mut(flow) {
+        had_entry = true;
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
         let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
         match usable_real(real_id, generation) {
@@ -144,7 +153,44 @@ fn choose(
         }
     }
     let now = now_secs();
-    let (real_id, real) = pick_new(svc, flow, cfg.hash_seed, now)?;
+    // TCP without an entry (a RST never creates one, a stale entry is replaced as before).
+    let mut stateless = false;
+    let mut anchored = None;
+    if !had_entry
+        && flow.proto == IPPROTO_TCP
+        && tcp_flags & TCP_FLAG_RST == 0
+        && svc.persist_timeout == 0
+        && svc.flags & SVC_F_SRC_HASH == 0
+    {
+        if now > svc.window_end {
+            stateless = svc.ring_size != 0;
+        } else if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN && svc.anchor_size != 0
+        {
+            // Started before the window under the anchor table: it keeps that real while the
+            // real may take packets (a drained one still does), and gets its entry now.
+            anchored = anchor_pick(svc, flow, cfg.hash_seed);
+            stats::event(if anchored.is_some() {
+                event::FLOW_WINDOW_ANCHOR
+            } else {
+                event::FLOW_REPICK
+            });
+        }
+    }
+    let new_flow = anchored.is_none();
+    let (real_id, real) = match anchored {
+        Some(picked) => picked,
+        None => pick_new(svc, flow, cfg.hash_seed, now)?,
+    };
+    if stateless {
+        // Outside a window the table alone decides: no map write.
+        if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+            stats::event(event::FLOW_NEW_STATELESS);
+            stats::event(event::FLOW_NEW);
+            return Some((real_id, real, true));
+        }
+        stats::event(event::FLOW_STATELESS_HIT);
+        return Some((real_id, real, false));
+    }
     if tcp_flags & TCP_FLAG_RST != 0 {
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
@@ -156,8 +202,10 @@ fn choose(
     } else {
         stats::event(event::FLOW_GUARD_SKIP);
     }
-    stats::event(event::FLOW_NEW);
-    Some((real_id, real, true))
+    if new_flow {
+        stats::event(event::FLOW_NEW);
+    }
+    Some((real_id, real, new_flow))
 }
 
 /// Flow sync: hands a new flow to the agent. A full ring buffer drops the report (counted); the

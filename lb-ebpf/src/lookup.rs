@@ -86,6 +86,20 @@ pub fn pick_new(
     ring_pick(svc, hash)
 }
 
+/// The real the anchor table (docs/fast-path.md) gave `flow`, when it may still receive packets.
+/// The agent keeps the ids an anchor names from being given to other reals while it is in use.
+#[inline(always)]
+pub fn anchor_pick(
+    svc: &ServiceValue,
+    flow: &FlowKey,
+    seed: u32,
+) -> Option<(u32, &'static RealValue)> {
+    let hash = flow_hash(&flow.src, &flow.dst, flow.ports, flow.proto, seed);
+    let slot = hash.checked_rem(svc.anchor_size)?;
+    let id = *RINGS.get(svc.anchor_offset.wrapping_add(slot))?;
+    Some((id, usable_real_any(id)?))
+}
+
 /// The real id `id` when it may receive packets, whatever its generation.
 #[inline(always)]
 fn usable_real_any(id: u32) -> Option<&'static RealValue> {

@@ -60,6 +60,8 @@ pub struct Globals {
     pub hash_seed: u32,
     /// Seconds.
     pub udp_timeout: u32,
+    /// Seconds of the window after a table change (docs/fast-path.md).
+    pub tcp_window: u32,
     pub syn_threshold: u32,
     pub icmp_echo: bool,
 }
@@ -74,6 +76,34 @@ pub struct Desired {
     pub tx_interfaces: Vec<Interface>,
     /// Services in config order.
     pub services: Vec<ServiceDesired>,
+    /// `[flow_sync]`: the IPVS edge runs the kernel's sync daemons with these settings while
+    /// it has services.
+    pub flow_sync: Option<FlowSyncDesired>,
+}
+
+/// `[flow_sync]`'s settings without their location: a reload that only moves the table in the
+/// file changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowSyncDesired {
+    pub interface: String,
+    pub sync_id: u8,
+    pub group: IpAddr,
+    pub port: u16,
+    pub ttl: u8,
+    pub max_len: u16,
+}
+
+impl From<&crate::config::flow_sync::FlowSyncConfig> for FlowSyncDesired {
+    fn from(c: &crate::config::flow_sync::FlowSyncConfig) -> Self {
+        FlowSyncDesired {
+            interface: c.interface.clone(),
+            sync_id: c.sync_id,
+            group: c.group,
+            port: c.port,
+            ttl: c.ttl,
+            max_len: c.max_len,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +263,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
     let globals = Globals {
         hash_seed: settings.hash_seed,
         udp_timeout: settings.udp_flow_timeout.as_secs().max(1).try_into().unwrap_or(u32::MAX),
+        tcp_window: settings.tcp_flow_timeout.as_secs().max(1).try_into().unwrap_or(u32::MAX),
         syn_threshold: settings.syn_flood_threshold,
         icmp_echo: settings.icmp_echo,
     };
@@ -308,6 +339,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
         interfaces: interfaces.into_values().collect(),
         tx_interfaces: tx.into_values().collect(),
         services,
+        flow_sync: config.flow_sync.as_ref().map(FlowSyncDesired::from),
     }
 }
 

@@ -116,12 +116,13 @@ pub fn rebuild_ring(s: &mut ServiceDesired) {
 }
 
 /// A desired state with `services` on `lo` (ifindex 1, MAC `IFACE_MAC`), default hash seed,
-/// UDP timeout 30 s, no SYN threshold, ICMP echo answered.
+/// UDP timeout 30 s, TCP window 900 s, no SYN threshold, ICMP echo answered.
 pub fn desired(services: Vec<ServiceDesired>, tx_interfaces: Vec<Interface>) -> Desired {
     Desired {
         globals: Globals {
             hash_seed: lb_common::DEFAULT_HASH_SEED,
             udp_timeout: 30,
+            tcp_window: 900,
             syn_threshold: 0,
             icmp_echo: true,
         },
@@ -133,6 +134,7 @@ pub fn desired(services: Vec<ServiceDesired>, tx_interfaces: Vec<Interface>) -> 
         }],
         tx_interfaces,
         services,
+        flow_sync: None,
     }
 }
 

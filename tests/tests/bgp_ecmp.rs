@@ -589,3 +589,112 @@ fn bench_director_death_to_traffic_through_the_others() {
         std::fs::write(&path, serde_json::to_string_pretty(&list).unwrap() + "\n").unwrap();
     }
 }
+
+/// Three directors behind ECMP carry 50 long-lived connections; one real is drained on all of
+/// them (so no Maglev table maps a new flow to it); then the director forwarding most of that
+/// real's connections is killed and the router rehashes its flows (and, hash-threshold
+/// multipath, some of the others') onto the survivors. Returns the connections broken (ended,
+/// errors, stalled, or moved to another real) and the survivors' `flow_sync` counters.
+fn drain_then_kill(label: &str, sync: bool) -> (usize, Vec<serde_json::Value>) {
+    let lab = lab(label);
+    let router = &lab.router.ns;
+    let cfg = lab.dir.path().join("lb.toml");
+    let mut text = director_config("");
+    if sync {
+        text.push_str("\n[flow_sync]\ninterface = \"eth0\"\nsync_id = 9\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let mut dirs: Vec<Option<LbAgent>> = (0..3)
+        .map(|i| {
+            let a =
+                LbAgent::start(&lab.directors[i].ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]);
+            Some(a.expect("lb run"))
+        })
+        .collect();
+    wait_hops(router, &DIRECTORS, Duration::from_secs(30), "all three directors");
+    for a in dirs.iter().flatten() {
+        a.wait_all_backends("up", Duration::from_secs(10)).expect("reals up");
+    }
+    let conns = LongLived::start(
+        &lab.client.ns,
+        (VIP, DR_TCP_ECHO_PORT).into(),
+        50,
+        Duration::from_millis(100),
+    )
+    .expect("long-lived connections");
+    let before = conns.wait_round_trips(3, Duration::from_secs(10)).expect("talking");
+    assert!(before.is_clean(), "before: {before}");
+    let sync_status = |a: &LbAgent| a.status().map(|s| s["flow_sync"].clone()).unwrap_or_default();
+    if sync {
+        // Each flow is forwarded by one director and installed by the two others.
+        let installed = || {
+            dirs.iter()
+                .flatten()
+                .map(|a| sync_status(a)["flows_installed"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 100
+        };
+        assert!(wait_until(Duration::from_secs(5), installed), "flows learnt");
+    }
+    let drained = REALS[0];
+    let svc = format!("{VIP}:{DR_TCP_ECHO_PORT}");
+    for a in dirs.iter().flatten() {
+        a.cli(&["drain", &svc, &format!("{drained}:{DR_TCP_ECHO_PORT}")]).expect("lb drain");
+    }
+    // The director with the most local flows to the drained real.
+    let on_drained = |a: &LbAgent| {
+        let out = a.cli(&["flows", "--json", "--vip", &svc]).expect("lb flows");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["flows"].as_array().map_or(0, |f| {
+            f.iter()
+                .filter(|f| {
+                    f["origin"] == "local"
+                        && f["real"].as_str().is_some_and(|r| r.starts_with(drained))
+                })
+                .count()
+        })
+    };
+    let victim = (0..3).max_by_key(|&i| dirs[i].as_ref().map_or(0, on_drained)).unwrap();
+    let at = conns.snapshot();
+    dirs[victim].take().unwrap().kill().expect("SIGKILL");
+    let survivors: Vec<&str> =
+        DIRECTORS.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, d)| *d).collect();
+    wait_hops(router, &survivors, Duration::from_secs(2), "director killed");
+    let _ = wait_until(Duration::from_secs(10), || {
+        let r = conns.snapshot();
+        let p = r.progress_since(&at);
+        r.connections.iter().all(|c| !c.alive || p[c.index] >= 30)
+    });
+    let report = conns.stop();
+    let progress = report.progress_since(&at);
+    let broken = report
+        .connections
+        .iter()
+        .filter(|c| {
+            !c.alive || c.error_count() > 0 || progress[c.index] < 30 || c.last_real != c.first_real
+        })
+        .count();
+    eprintln!(
+        "ECMP FLOW-SYNC sync={sync}: dir{} killed, broken {broken}/50; {}",
+        victim + 1,
+        report.summary()
+    );
+    let statuses = dirs.iter().flatten().map(sync_status).collect();
+    for a in dirs.into_iter().flatten() {
+        a.stop().expect("clean stop");
+    }
+    (broken, statuses)
+}
+
+/// Issue #17 with the scale-out topology: a real drained, then a director killed: with
+/// `[flow_sync]` no connection breaks; without it (the control, same test) some do.
+#[test]
+fn flow_sync_keeps_connections_when_an_ecmp_director_dies_after_a_drain() {
+    if !require_root("bgp_ecmp flow sync") || !require_bird("bgp_ecmp flow sync") {
+        return;
+    }
+    let (broken, _) = drain_then_kill("ecmpnosync", false);
+    assert!(broken > 0, "control without [flow_sync]: the drain and the kill must break some");
+    let (broken, statuses) = drain_then_kill("ecmpsync", true);
+    assert_eq!(broken, 0, "with [flow_sync]: {statuses:?}");
+}

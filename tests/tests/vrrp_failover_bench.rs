@@ -8,6 +8,9 @@
 //! - **lb pair**: `lb run` (XDP generic) on both directors. A request counts when a real answers
 //!   it (body `rsN`): it went through the new master's XDP program (checked after each round:
 //!   the killed master has no XDP attached any more, so it cannot be the one forwarding).
+//!   Twice: with `[dataplane] backup_xdp = "detach"` (the default: the backup attaches its
+//!   program on becoming MASTER; rows `vrrp_failover_lb_*`) and `"standby"` (the program stays
+//!   attached on the backup and becoming MASTER is map writes; rows `vrrp_failover_lb_standby_*`).
 //! - **keepalived pair**: keepalived (`-P`, VRRP only) on both directors. keepalived forwards
 //!   nothing, so dir2 runs a small HTTP responder (`lb-testpeer --name dir2 --http 0.0.0.0:80`)
 //!   that answers once dir2 holds the VIP and the client's ARP entry points at it. A request
@@ -256,13 +259,15 @@ impl Lab {
         Lab { dr, dir2, dir }
     }
 
-    fn lb_config(&self, s: Setting, priority: u8) -> PathBuf {
+    fn lb_config(&self, s: Setting, priority: u8, mode: BackupXdp) -> PathBuf {
         let mut text = format!(
-            "[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
+            "[dataplane]\nbackup_xdp = \"{}\"\n\n[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"BACKUP\"\ninterface = \"eth0\"\n\
              virtual_router_id = 51\npriority = {priority}\nadvert_int = {}\nversion = {}\n\
              virtual_ipaddress = [\"{VIP}/32\"]\n\n[[virtual_server]]\nvip = \"{VIP}\"\n\
              port = 80\ninterface = \"eth0\"\n",
-            s.advert, s.version
+            mode.name(),
+            s.advert,
+            s.version
         );
         for i in 0..3 {
             let real = DrTopology::real_ip(i);
@@ -273,8 +278,8 @@ impl Lab {
         path
     }
 
-    fn start_lb(&self, host: &Host, s: Setting, priority: u8) -> LbAgent {
-        let cfg = self.lb_config(s, priority);
+    fn start_lb(&self, host: &Host, s: Setting, priority: u8, mode: BackupXdp) -> LbAgent {
+        let cfg = self.lb_config(s, priority, mode);
         LbAgent::start(&host.ns, &lb_bin(), &cfg, &["--xdp-mode", "generic"]).expect("lb run")
     }
 
@@ -286,16 +291,34 @@ impl Lab {
     }
 }
 
+/// `[dataplane] backup_xdp` of both lb agents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackupXdp {
+    /// The default: the backup attaches its program on becoming MASTER.
+    Detach,
+    /// The program stays attached on the backup; MASTER is map writes only.
+    Standby,
+}
+
+impl BackupXdp {
+    fn name(self) -> &'static str {
+        match self {
+            BackupXdp::Detach => "detach",
+            BackupXdp::Standby => "standby",
+        }
+    }
+}
+
 /// lb+lb: `rounds` kills of the master.
-fn lb_pair(s: Setting, rounds: usize) -> Vec<Sample> {
-    let lab = Lab::new(&format!("bl{}", s.tag));
+fn lb_pair(s: Setting, rounds: usize, mode: BackupXdp) -> Vec<Sample> {
+    let lab = Lab::new(&format!("b{}{}", &mode.name()[..1], s.tag));
     let watch = Adverts::watch(&lab.dr.client.ns);
     let (d1, d2) = (lab.dr.director.clone(), lab.dir2.clone());
     let settle = s.master_down() * 4 + Duration::from_secs(10);
-    let backup = lab.start_lb(&d2, s, BACKUP_PRIO);
+    let backup = lab.start_lb(&d2, s, BACKUP_PRIO, mode);
     let mut out = Vec::new();
     for round in 0..rounds {
-        let master = lab.start_lb(&d1, s, MASTER_PRIO);
+        let master = lab.start_lb(&d1, s, MASTER_PRIO, mode);
         let ready = wait_until(settle, || {
             master.vrrp_state("VI_1").as_deref() == Some("MASTER")
                 && backup.vrrp_state("VI_1").as_deref() == Some("BACKUP")
@@ -312,7 +335,7 @@ fn lb_pair(s: Setting, rounds: usize) -> Vec<Sample> {
         let sample = measure(&lab, s, round, rounds, &watch, Want::Reals, kill);
         assert!(!d1.xdp_attached(), "the killed master still has XDP: it may have answered");
         assert_eq!(backup.vrrp_state("VI_1").as_deref(), Some("MASTER"));
-        log(&format!("lb pair {} round {round}: {sample:?}", s.tag));
+        log(&format!("lb pair ({}) {} round {round}: {sample:?}", mode.name(), s.tag));
         // The new master's own account of the steps (state change, dataplane, VIPs, GARPs).
         let steps = ["Entering MASTER", "dataplane up before", "VIPs added", "gratuitous ARPs"];
         let text = backup.stderr();
@@ -380,9 +403,14 @@ fn vrrp_failover_bench() {
     let only = std::env::var("LB_BENCH_SETTINGS").ok();
     let wanted = |tag: &str| only.as_deref().is_none_or(|o| o.split(',').any(|t| t == tag));
     for s in SETTINGS.into_iter().filter(|s| wanted(s.tag)) {
-        for (who, samples) in
-            [("lb", lb_pair(s, rounds)), ("keepalived", keepalived_pair(s, rounds))]
-        {
+        // Side by side in one run: lb with the default (attach on MASTER), lb with the program
+        // kept attached on BACKUP, and keepalived.
+        let pairs = [
+            ("lb", lb_pair(s, rounds, BackupXdp::Detach)),
+            ("lb_standby", lb_pair(s, rounds, BackupXdp::Standby)),
+            ("keepalived", keepalived_pair(s, rounds)),
+        ];
+        for (who, samples) in pairs {
             let round1 = |v: f64| (v * 10.0).round() / 10.0;
             let from_kill: Vec<f64> = samples.iter().map(|x| round1(x.from_kill)).collect();
             let from_advert: Vec<f64> =
@@ -398,8 +426,13 @@ fn vrrp_failover_bench() {
                 sorted[0],
                 sorted[sorted.len() - 1]
             ));
+            let who_text = match who {
+                "lb" => "lb (backup_xdp = \"detach\")",
+                "lb_standby" => "lb (backup_xdp = \"standby\")",
+                other => other,
+            };
             let what = format!(
-                "the {who} master (priority {MASTER_PRIO}, dir1) SIGKILLed -> first client request \
+                "the {who_text} master (priority {MASTER_PRIO}, dir1) SIGKILLed -> first client request \
                  answered through the VIP by the new master ({BACKUP_PRIO}); VRRPv{} advert {} s; \
                  median of {rounds} rounds, kills spread evenly over the advert interval",
                 s.version, s.advert

@@ -57,11 +57,16 @@ struct Extras {
     /// `tcp_check`s (delay_loop 0.2, connect_timeout 0.5, retry 0) on every real; rs3's probes
     /// [`CHECK_PORT`].
     health: bool,
+    /// `[dataplane] tcp_flow_timeout`, the table-change window (docs/fast-path.md).
+    tcp_flow_timeout: Option<u32>,
 }
 
 /// TCP services VIP:80 and VIP:7, each with the reals `(index, weight)`.
 fn config(reals: &[(usize, u32)], extras: Extras) -> String {
     let mut text = String::new();
+    if let Some(window) = extras.tcp_flow_timeout {
+        text.push_str(&format!("[dataplane]\ntcp_flow_timeout = {window}\n\n"));
+    }
     if let Some(priority) = extras.vrrp_priority {
         let advert_int = extras.advert_int.unwrap_or("0.2");
         text.push_str(&format!(
@@ -396,6 +401,52 @@ fn drain_a_real() {
     assert_eq!(report.alive(), CONNECTIONS, "{report}");
     assert_eq!(spread.get("(failed)"), None, "new flows failed: {spread:?}");
     assert_eq!(spread.get("rs1"), None, "new flows reached the drained rs1: {spread:?}");
+    agent.stop().expect("clean stop");
+}
+
+/// The fast path (docs/fast-path.md): connections opened after the window of the agent's start
+/// has ended have no flow entry (`lb flows` lists none), and a reweight and a drain keep every
+/// one on its real: inside the window each takes its entry from the anchor table.
+#[test]
+fn connections_without_entries_survive_a_reweight_and_a_drain() {
+    if !require_root("connections_without_entries_survive_a_reweight_and_a_drain") {
+        return;
+    }
+    let all = [(0, 1), (1, 1), (2, 1)];
+    let extras = Extras { tcp_flow_timeout: Some(1), ..Extras::default() };
+    let (dr, _dir, path, agent) = setup("zdstateless", &all, extras);
+    // The start's window (1 s and a second for the program's coarse clock) ends.
+    std::thread::sleep(Duration::from_secs(3));
+    let ll = open_connections(&dr);
+    let flows = agent.cli(&["flows", "--json"]).expect("lb flows");
+    let listed: serde_json::Value = serde_json::from_str(&flows).expect("lb flows --json");
+    let entries = listed["flows"].as_array().map_or(0, Vec::len);
+    assert_eq!(entries, 0, "connections opened outside a window have no entry: {flows}");
+
+    let (outcome, report, stalls) = keep_going_through(ll, || {
+        std::fs::write(&path, config(&[(0, 3), (1, 1), (2, 1)], extras))
+            .map_err(|e| e.to_string())?;
+        agent.reload().map_err(|e| format!("lb reload: {e:#}"))?;
+        if !wait_until(Duration::from_secs(5), || shows(&agent, 0, "up", Some(3))) {
+            return Err(format!("weights 3/1/1 not shown: {:?}", agent.backends().ok()));
+        }
+        let rs2 = DrTopology::real_ip(1);
+        for port in [DR_TCP_ECHO_PORT, DR_HTTP_PORT] {
+            agent
+                .cli(&["drain", &format!("{VIP}:{port}"), &format!("{rs2}:{port}")])
+                .map_err(|e| format!("lb drain :{port}: {e:#}"))?;
+        }
+        Ok(())
+    });
+    let line = print_result(
+        "connections_without_entries_survive_a_reweight_and_a_drain",
+        &report,
+        &stalls,
+    );
+    outcome.unwrap_or_else(|e| panic!("{e}\n{line}"));
+    assert!(!report.on_real("rs2").is_empty(), "no connection on rs2 to drain: {report}");
+    assert!(report.is_clean(), "a change disturbed connections without entries: {line}\n{report}");
+    assert_eq!(report.alive(), CONNECTIONS, "{report}");
     agent.stop().expect("clean stop");
 }
 

@@ -5,6 +5,7 @@ mod bootstrap;
 mod deb;
 mod demo;
 mod fuzz;
+mod linerate;
 mod test;
 mod vm;
 
@@ -45,7 +46,12 @@ enum Task {
     },
     /// Measure the XDP fast path (ns/packet, BPF_PROG_TEST_RUN) and Maglev table builds; needs root.
     /// Prints a Markdown table and writes target/bench.json (see BENCHMARKS.md).
-    Bench,
+    Bench {
+        /// Instead: frames per second forwarded through a veth in native XDP mode (lb next to a
+        /// MAC-swapping XDP_TX ceiling and the kernel's forwarding); target/bench-line-rate.json.
+        #[arg(long)]
+        line_rate: bool,
+    },
     /// Run the cargo-fuzz targets in fuzz/ (nightly), each for --time seconds; fails on any crash
     /// and prints the input. Targets: config_toml, config_keepalived, vrrp_packet, vrrp_frame,
     /// control_request, sync_decode, xdp (needs root). See fuzz/README.md.
@@ -85,7 +91,10 @@ fn main() -> ExitCode {
             bootstrap::bootstrap().and_then(|()| demo::demo_ecmp(requests))
         }
         Task::Test { args } => bootstrap::bootstrap().and_then(|()| test::test(&args)),
-        Task::Bench => bootstrap::bootstrap().and_then(|()| bench::bench()),
+        Task::Bench { line_rate: false } => bootstrap::bootstrap().and_then(|()| bench::bench()),
+        Task::Bench { line_rate: true } => {
+            bootstrap::bootstrap().and_then(|()| linerate::line_rate())
+        }
         Task::Fuzz { ci: true, .. } => bootstrap::bootstrap().and_then(|()| match fuzz::ci()? {
             (_, 0) => Ok(()),
             (_, failed) => bail!("{failed} fuzz target(s) crashed (inputs above)"),

@@ -7,7 +7,7 @@
 //!
 //! The guest: the stock kernel booted as an uncompressed `vmlinux` (PVH, no BIOS boot: ~2 s), an
 //! initramfs with busybox, `ipvsadm`, iproute2's `ip` and their libraries, the
-//! IPVS/veth/bridge/ipip/8021q module closure and `tests/vm/init.sh` as `/init`. A run appends a second
+//! IPVS/veth/bridge/tunnel/8021q module closure and `tests/vm/init.sh` as `/init`. A run appends a second
 //! cpio with the payload and `/payload.sh`; the payload's output and exit code come back on the
 //! second serial port.
 //!
@@ -37,11 +37,14 @@ use clap::Subcommand;
 use crate::{run, workspace_root};
 
 /// Bump to rebuild every cached stage after changing how it is made.
-const RECIPE: u32 = 4;
+const RECIPE: u32 = 5;
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// Loaded at boot, in this order; other IPVS schedulers load on demand (`request_module`).
-/// `ipip` makes every namespace's `tunl0`, which decapsulates IPVS tunnel traffic on a real.
+/// `ipip` makes every namespace's `tunl0`, which decapsulates IPVS tunnel traffic on a real;
+/// `ip6_tunnel`, `ip_gre`, `ip6_gre` make `ip6tnl0`, `gre0`, `ip6gre0`, and `fou`/`fou6` take
+/// GUE ports (`lb realserver up --tunnel`): loaded here because the guest's modprobe cannot
+/// resolve the aliases (`rtnl-link-*`, `net-pf-*`) the kernel asks for on demand.
 /// The netfilter ones let a test mark packets for firewall-mark services (the kernel would ask
 /// for the MARK target by an alias the guest's modprobe cannot resolve).
 const BOOT_MODULES: &[&str] = &[
@@ -52,6 +55,11 @@ const BOOT_MODULES: &[&str] = &[
     "veth",
     "bridge",
     "ipip",
+    "ip6_tunnel",
+    "ip_gre",
+    "ip6_gre",
+    "fou",
+    "fou6",
     "ip_tables",
     "iptable_mangle",
     "xt_tcpudp",
@@ -65,6 +73,11 @@ const GUEST_MODULES: &[&str] = &[
     "bridge",
     "crc32c_generic",
     "ipip",
+    "ip6_tunnel",
+    "ip_gre",
+    "ip6_gre",
+    "fou",
+    "fou6",
     "ip_tables",
     "iptable_mangle",
     "xt_tcpudp",

@@ -20,6 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 
 use crate::{
+    config::flow_sync::FlowSyncConfig,
     config::{self, Config, FormatChoice, SystemHost},
     control::proto::ChangedView,
     control::{
@@ -33,7 +34,10 @@ use crate::{
         select::{self, Capabilities, Mode, Plan},
         xdp::{Pinning, XdpDataplane, XdpLimits, XdpModeSetting},
     },
-    desired::{Desired, HostFacts, Inputs, RealState, VrrpStates, desired_state, real_ifindex},
+    desired::{
+        Desired, FlowSyncDesired, HostFacts, Inputs, RealState, VrrpStates, desired_state,
+        real_ifindex,
+    },
     health::{
         DEFAULT_CONCURRENCY, HealthMonitor, MonitoredReal, monitored_reals,
         state::{HealthSnapshot, RealId},
@@ -102,8 +106,10 @@ struct Shared {
     listeners: Vec<Arc<ListenerLimit>>,
     /// Reloads so far and the running config's hash (metrics, `lb status`).
     reloads: crate::control::proto::ReloadsView,
-    /// `[flow_sync]`'s counters, while the sync edge runs.
+    /// The sync edge's counters, while it runs (with XDP; kept across reloads).
     flow_sync: Option<Arc<crate::sync::edge::SyncStats>>,
+    /// `[flow_sync]` for the sync edge, which re-binds its socket when a reload changes it.
+    flow_sync_config: Option<tokio::sync::watch::Sender<Option<FlowSyncConfig>>>,
     /// `[bgp]`: the announcer of the ready VIPs.
     bgp: Option<crate::bgp::agent::BgpAgent>,
 }
@@ -260,22 +266,22 @@ fn start_dataplanes(
     Ok((xdp.ok(), ipvs.ok(), caps))
 }
 
-/// `[flow_sync]` on the XDP dataplane: the program starts reporting new flows, and the sync
-/// edge gets its maps. Without XDP (or on an error) flow sync is off, with a warning: forwarding
-/// does not depend on it.
-fn flow_sync_maps(
-    config: &Config,
-    dataplane: &mut Hybrid,
-) -> Option<(crate::config::flow_sync::FlowSyncConfig, crate::sync::edge::SyncMaps)> {
-    let cfg = config.flow_sync.clone()?;
+/// The sync edge's maps, whenever XDP runs: a reload may write `[flow_sync]` (the program
+/// reports new flows while the desired state has it). Without XDP (or on an error) lb syncs no
+/// XDP flows; services on IPVS are synced by the kernel's daemons (the IPVS edge starts them).
+fn flow_sync_maps(config: &Config, dataplane: &mut Hybrid) -> Option<crate::sync::edge::SyncMaps> {
     let Some(xdp) = dataplane.xdp.as_mut() else {
-        tracing::warn!("[flow_sync] needs the XDP dataplane: flow sync is off");
+        if config.flow_sync.is_some() && dataplane.ipvs.is_none() {
+            tracing::warn!("[flow_sync] needs the XDP or IPVS dataplane: flow sync is off");
+        }
         return None;
     };
-    match xdp.sync_maps().and_then(|maps| xdp.set_flow_sync(true).map(|()| maps)) {
-        Ok(maps) => Some((cfg, maps)),
+    match xdp.sync_maps() {
+        Ok(maps) => Some(maps),
         Err(e) => {
-            tracing::warn!(error = %e, "flow sync is off");
+            if config.flow_sync.is_some() {
+                tracing::warn!(error = %e, "flow sync is off");
+            }
             None
         }
     }
@@ -298,13 +304,14 @@ fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::
 /// Map sizes large enough for `config` (never below the compiled defaults).
 fn limits_for(config: &Config) -> XdpLimits {
     let settings = &config.dataplane;
-    let tables: u32 = config.virtual_servers.iter().map(|v| 2 * v.table_size).sum();
+    let tables: u32 = config.virtual_servers.iter().map(|v| 4 * v.table_size).sum();
     XdpLimits {
         max_services: settings.max_services,
         // Slot 0 is never used.
         max_reals: settings.max_reals.saturating_add(1),
-        // Room for every table twice over, so reloads can move tables and add services.
-        ring_entries: XdpLimits::default().ring_entries.max(2 * tables),
+        // Room for every table four times over: three areas each (the active table, a window's
+        // anchor, the next one) and one more, so reloads can move tables and add services.
+        ring_entries: XdpLimits::default().ring_entries.max(tables),
         flows: settings.flow_table_size,
     }
 }
@@ -504,6 +511,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
         flow_sync: flow_sync.as_ref().map(|_| Arc::default()),
+        flow_sync_config: None,
         bgp: None,
     }));
     if let Some(bgp) = config_for_hash.bgp.clone() {
@@ -530,11 +538,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
-    let sync_task = flow_sync.map(|(cfg, maps)| {
+    let sync_task = flow_sync.map(|maps| {
         let s = shared.clone();
-        let stats = lock(&shared).flow_sync.clone().unwrap_or_default();
-        let own =
-            crate::config::HostView::own_addresses(&crate::config::SystemHost).unwrap_or_default();
+        let (cfg_tx, cfg) = tokio::sync::watch::channel(config_for_hash.flow_sync.clone());
+        let stats = {
+            let mut sh = lock(&shared);
+            sh.flow_sync_config = Some(cfg_tx);
+            sh.flow_sync.clone().unwrap_or_default()
+        };
+        let own = || {
+            crate::config::HostView::own_addresses(&crate::config::SystemHost).unwrap_or_default()
+        };
         let slots = move || lock(&s).dataplane.sync_slots();
         tokio::spawn(async move {
             if let Err(e) = crate::sync::edge::run(cfg, maps, slots, own, stats).await {

@@ -67,7 +67,11 @@ impl Shared {
             checks_not_run: self.monitor.checks_not_run(),
             health_checks: self.monitor.check_stats(),
             reloads: self.reloads.clone(),
-            flow_sync: self.flow_sync.as_ref().map(|s| s.view()),
+            flow_sync: self
+                .flow_sync
+                .as_ref()
+                .filter(|_| self.config.flow_sync.is_some())
+                .map(|s| s.view()),
             bgp: self.bgp.as_ref().map(crate::bgp::agent::BgpAgent::view),
             pick_fingerprints: crate::bgp::fingerprints(
                 &self.desired,
@@ -242,6 +246,18 @@ impl Shared {
         // Unchanged reals keep their health state and running checks.
         self.monitor.update(monitored);
         self.config = config;
+        if let Some(tx) = &self.flow_sync_config {
+            // The sync edge re-binds only for a change of the settings, not of their location.
+            let settings = |c: &Option<FlowSyncConfig>| c.as_ref().map(FlowSyncDesired::from);
+            let new = self.config.flow_sync.clone();
+            tx.send_if_modified(|c| {
+                let changed = settings(c) != settings(&new);
+                if changed {
+                    *c = new;
+                }
+                changed
+            });
+        }
         self.facts = facts;
         self.desired = desired;
         self.plan = plan;
@@ -487,6 +503,7 @@ mod tests {
             reloads: crate::control::proto::ReloadsView::default(),
             bgp,
             flow_sync: None,
+            flow_sync_config: None,
         }
     }
 

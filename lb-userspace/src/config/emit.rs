@@ -11,19 +11,16 @@ use std::time::Duration;
 
 use super::bgp::{BgpConfig, BgpNeighbor};
 use super::health::HealthCheck;
-use super::model::{
-    Config, DEFAULT_WEIGHT, DataplaneSettings, LbKind, RealServer, Tunnel, VirtualServer,
-};
+use super::model::{Config, DEFAULT_WEIGHT, DataplaneSettings, RealServer, VirtualServer};
 use super::toml::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
 use super::toml::dataplane::DATAPLANE;
+use super::toml::flow_sync::{FLOW_SYNC, FLOW_SYNC_SECTION, FlowSync};
 use super::toml::health::{Checker, REAL_HEALTH, SERVICE_HEALTH, checker_section};
 use super::toml::real_server::{REAL_SERVER, REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
 use super::toml::schema::emit_settings;
 use super::toml::virtual_server::{VIRTUAL_SERVER, VIRTUAL_SERVER_SECTION};
-use super::vrrp::{
-    DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
-    DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, VrrpInstance, VrrpScript, VrrpSyncGroup,
-};
+use super::toml::vrrp::{instance_emit, script_emit, sync_group_emit};
+use super::vrrp::{VrrpInstance, VrrpScript, VrrpSyncGroup};
 
 /// The native configuration text of `config`; empty for a director with nothing to do.
 pub fn emit(config: &Config) -> String {
@@ -60,14 +57,8 @@ pub fn emit(config: &Config) -> String {
 
 /// `[flow_sync]` (keepalived's `lvs_sync_daemon`; its VRRP instance has no TOML key).
 fn flow_sync(out: &mut Out, s: &super::flow_sync::FlowSyncConfig) {
-    let d = super::flow_sync::FlowSyncConfig::new(s.interface.clone(), s.location);
-    out.section("[flow_sync]");
-    out.key("interface", string(&s.interface));
-    out.key_unless("sync_id", &s.sync_id, &d.sync_id, integer);
-    out.key_unless("group", &s.group, &d.group, address);
-    out.key_unless("port", &s.port, &d.port, integer);
-    out.key_unless("ttl", &s.ttl, &d.ttl, integer);
-    out.key_unless("max_len", &s.max_len, &d.max_len, integer);
+    out.section(FLOW_SYNC);
+    out.text.push_str(&FLOW_SYNC_SECTION.emit(&FlowSync::of(s), &FlowSync::defaults(s)));
 }
 
 /// The text being written: sections separated by a blank line, `key = value` lines.
@@ -88,26 +79,6 @@ impl Out {
 
     fn key(&mut self, name: &str, value: impl AsRef<str>) {
         let _ = writeln!(self.text, "{name} = {}", value.as_ref());
-    }
-
-    /// `key` when `value` differs from `default`.
-    fn key_unless<T: PartialEq + ?Sized>(
-        &mut self,
-        name: &str,
-        value: &T,
-        default: &T,
-        show: fn(&T) -> String,
-    ) {
-        if value != default {
-            self.key(name, show(value));
-        }
-    }
-
-    /// `key` when there is a value.
-    fn optional<T: ?Sized>(&mut self, name: &str, value: Option<&T>, show: fn(&T) -> String) {
-        if let Some(value) = value {
-            self.key(name, show(value));
-        }
     }
 }
 
@@ -179,15 +150,9 @@ fn dataplane(out: &mut Out, settings: &DataplaneSettings) {
 fn virtual_server(out: &mut Out, vs: &VirtualServer) {
     out.section(VIRTUAL_SERVER);
     out.text.push_str(&VIRTUAL_SERVER_SECTION.emit(vs, vs));
-    lb_kind(out, Some(vs.forwarding.lb_kind).filter(|k| *k != LbKind::Dr));
-    out.optional("tun_source", vs.forwarding.tun_source.as_ref(), address);
-    out.key_unless("ops", &vs.forwarding.one_packet, &false, boolean);
     out.text.push_str(&emit_settings(SERVICE_HEALTH, vs, vs));
     if let Some(sorry) = &vs.sorry_server {
-        let mut pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
-        if let Some(kind) = sorry.forwarding.lb_kind {
-            pairs.extend(lb_kind_pairs(kind));
-        }
+        let pairs = SORRY_SERVER_SECTION.emit_pairs(sorry, &server_defaults(vs, sorry));
         out.key("sorry_server", inline_table(&pairs));
     }
     for rs in &vs.real_servers {
@@ -207,32 +172,9 @@ pub(super) fn granularity(vip: IpAddr, prefix: u8) -> String {
     }
 }
 
-/// `lb_kind` and the tunnel keys, as key/value pairs.
-fn lb_kind_pairs(kind: LbKind) -> Vec<(&'static str, String)> {
-    let mut pairs = vec![("lb_kind", string(kind.name()))];
-    match kind {
-        LbKind::Tun(Tunnel::Gre) => pairs.push(("tun_type", string("gre"))),
-        LbKind::Tun(Tunnel::Gue { port }) => {
-            pairs.push(("tun_type", string("gue")));
-            pairs.push(("tun_port", port.to_string()));
-        }
-        _ => {}
-    }
-    pairs
-}
-
-fn lb_kind(out: &mut Out, kind: Option<LbKind>) {
-    for (key, value) in kind.map(lb_kind_pairs).unwrap_or_default() {
-        out.key(key, value);
-    }
-}
-
 fn real_server(out: &mut Out, vs: &VirtualServer, rs: &RealServer) {
     out.section(REAL_SERVER);
     out.text.push_str(&REAL_SERVER_SECTION.emit(rs, &server_defaults(vs, rs)));
-    lb_kind(out, rs.forwarding.lb_kind);
-    out.key_unless("uthreshold", &rs.forwarding.uthreshold, &0, integer);
-    out.key_unless("lthreshold", &rs.forwarding.lthreshold, &0, integer);
     // The virtual server's `inhibit_on_failure` is the default.
     let mut default = server_defaults(vs, rs);
     default.health.inhibit_on_failure = vs.health.inhibit_on_failure;
@@ -258,91 +200,17 @@ fn checker(out: &mut Out, check: &HealthCheck) {
 
 fn vrrp_instance(out: &mut Out, instance: &VrrpInstance) {
     out.section("[[vrrp_instance]]");
-    out.key("name", string(&instance.name));
-    if instance.initial_master {
-        out.key("state", string("MASTER"));
-    }
-    out.key("interface", string(&instance.interface));
-    out.key("virtual_router_id", instance.virtual_router_id.to_string());
-    out.key_unless("priority", &instance.priority, &DEFAULT_PRIORITY, integer);
-    out.key_unless("advert_int", &instance.advert_int, &DEFAULT_ADVERT_INT, seconds);
-    // The default follows the addresses' family.
-    let default_version = if instance.is_ipv6() { 3 } else { DEFAULT_VERSION };
-    out.key_unless("version", &instance.version, &default_version, integer);
-    out.key(
-        "virtual_ipaddress",
-        array(&instance.virtual_ipaddress, |vip| string(&vip.to_string())),
-    );
-    if !instance.preempt {
-        out.key("nopreempt", "true");
-    }
-    out.key_unless("preempt_delay", &instance.preempt_delay, &Duration::ZERO, seconds);
-    out.optional("unicast_src_ip", instance.unicast_src_ip.as_ref(), address);
-    if !instance.unicast_peer.is_empty() {
-        out.key("unicast_peer", array(&instance.unicast_peer, address));
-    }
-    if let Some(pass) = &instance.auth_pass {
-        out.key(
-            "authentication",
-            inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]),
-        );
-    }
-    if !instance.track_interface.is_empty() {
-        let tracked = array(&instance.track_interface, |t| match t.weight {
-            0 => string(&t.name),
-            weight => inline_table(&[("name", string(&t.name)), ("weight", weight.to_string())]),
-        });
-        out.key("track_interface", tracked);
-    }
-    if !instance.track_script.is_empty() {
-        let tracked = array(&instance.track_script, |t| match t.weight {
-            None => string(&t.script),
-            Some(weight) => {
-                inline_table(&[("name", string(&t.script)), ("weight", weight.to_string())])
-            }
-        });
-        out.key("track_script", tracked);
-    }
-    out.optional("notify_master", instance.notify_master.as_deref(), string);
-    out.optional("notify_backup", instance.notify_backup.as_deref(), string);
-    out.optional("notify_fault", instance.notify_fault.as_deref(), string);
-    out.optional("notify_stop", instance.notify_stop.as_deref(), string);
-    out.optional("notify", instance.notify.as_deref(), string);
-    out.key_unless(
-        "garp_master_repeat",
-        &instance.garp_master_repeat,
-        &DEFAULT_GARP_REPEAT,
-        integer,
-    );
-    out.key_unless(
-        "garp_master_refresh_delay",
-        &instance.garp_master_refresh_delay,
-        &DEFAULT_GARP_REFRESH_DELAY,
-        seconds,
-    );
-    out.key_unless("lower_prio_no_advert", &instance.lower_prio_no_advert, &false, boolean);
-    out.key_unless("skip_check_adv_addr", &instance.skip_check_adv_addr, &false, boolean);
+    out.text.push_str(&instance_emit(instance));
 }
 
 fn vrrp_script(out: &mut Out, script: &VrrpScript) {
     out.section("[[vrrp_script]]");
-    out.key("name", string(&script.name));
-    out.key("script", string(&script.script));
-    out.key_unless("interval", &script.interval, &DEFAULT_SCRIPT_INTERVAL, seconds);
-    // The default is the interval.
-    out.key_unless("timeout", &script.timeout, &script.interval, seconds);
-    out.key_unless("weight", &script.weight, &0, integer);
-    out.key_unless("rise", &script.rise, &1, integer);
-    out.key_unless("fall", &script.fall, &1, integer);
+    out.text.push_str(&script_emit(script));
 }
 
 fn vrrp_sync_group(out: &mut Out, group: &VrrpSyncGroup) {
     out.section("[[vrrp_sync_group]]");
-    out.key("name", string(&group.name));
-    out.key("group", array(&group.group, |name| string(name)));
-    out.optional("notify_master", group.notify_master.as_deref(), string);
-    out.optional("notify_backup", group.notify_backup.as_deref(), string);
-    out.optional("notify_fault", group.notify_fault.as_deref(), string);
+    out.text.push_str(&sync_group_emit(group));
 }
 
 #[cfg(test)]

@@ -48,6 +48,13 @@ pub const DEFAULT_UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Accepted `udp_flow_timeout`, in seconds: up to one day.
 pub const UDP_FLOW_TIMEOUT_LIMITS_SECS: RangeInclusive<u32> = 1..=86_400;
 
+/// Idle time a TCP flow without a flow-table entry may have across a change of its service's
+/// table and keep its real (docs/fast-path.md): IPVS's timeout for an established connection.
+pub const DEFAULT_TCP_FLOW_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Accepted `tcp_flow_timeout`, in seconds: up to one day.
+pub const TCP_FLOW_TIMEOUT_LIMITS_SECS: RangeInclusive<u32> = 1..=86_400;
+
 /// Service slots in the dataplane maps when `max_services` is not given.
 pub const DEFAULT_MAX_SERVICES: u32 = 1024;
 
@@ -127,6 +134,9 @@ pub struct DataplaneSettings {
     pub syn_flood_threshold: u32,
     /// Idle time after which a UDP flow-table entry is no longer used.
     pub udp_flow_timeout: Duration,
+    /// Length of the window after a table change in which every TCP flow gets an entry: a TCP
+    /// flow idle longer than this across a change may move to another real.
+    pub tcp_flow_timeout: Duration,
     /// Answer ICMP/ICMPv6 echo requests addressed to VIPs.
     pub icmp_echo: bool,
     /// Service slots in the dataplane maps: the number of virtual servers may not exceed it.
@@ -182,6 +192,7 @@ impl Default for DataplaneSettings {
             hash_seed: lb_common::DEFAULT_HASH_SEED,
             syn_flood_threshold: DEFAULT_SYN_FLOOD_THRESHOLD,
             udp_flow_timeout: DEFAULT_UDP_FLOW_TIMEOUT,
+            tcp_flow_timeout: DEFAULT_TCP_FLOW_TIMEOUT,
             icmp_echo: true,
             max_services: DEFAULT_MAX_SERVICES,
             max_reals: DEFAULT_MAX_REALS,

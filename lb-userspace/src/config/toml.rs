@@ -18,13 +18,13 @@
 
 pub(in crate::config) mod bgp;
 pub(in crate::config) mod dataplane;
-mod flow_sync;
+pub(in crate::config) mod flow_sync;
 mod forwarding;
 pub(in crate::config) mod health;
 pub(in crate::config) mod real_server;
 pub(in crate::config) mod schema;
 pub(in crate::config) mod virtual_server;
-mod vrrp;
+pub(in crate::config) mod vrrp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
@@ -1194,6 +1194,13 @@ mod tests {
             "6:20",
         ),
         (
+            "tcp flow timeout 0",
+            VS,
+            &["[dataplane]", "tcp_flow_timeout = 0"],
+            "`tcp_flow_timeout` must be between 1 and 86400 seconds, found 0",
+            "6:20",
+        ),
+        (
             "icmp echo as a string",
             VS,
             &["[dataplane]", "icmp_echo = 'yes'"],
@@ -1662,6 +1669,7 @@ port = 443
                 hash_seed: 0xdead_beef,
                 syn_flood_threshold: 0,
                 udp_flow_timeout: Duration::from_millis(2500),
+                tcp_flow_timeout: Duration::from_secs(900),
                 icmp_echo: false,
                 max_services: 16,
                 max_reals: 64,
@@ -1788,6 +1796,7 @@ port = 443
                     "hash_seed = 0",
                     "syn_flood_threshold = 0",
                     "udp_flow_timeout = 1",
+                    "tcp_flow_timeout = 1",
                     "max_services = 1",
                     "max_reals = 1",
                 ],
@@ -1797,6 +1806,7 @@ port = 443
                         (1024, 0, 0)
                     );
                     assert_eq!(dp.udp_flow_timeout, Duration::from_secs(1));
+                    assert_eq!(dp.tcp_flow_timeout, Duration::from_secs(1));
                     assert_eq!((dp.max_services, dp.max_reals), (1, 1));
                 },
             ),

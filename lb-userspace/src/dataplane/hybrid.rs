@@ -28,6 +28,7 @@ pub fn split(desired: &Desired, backend: Backend) -> Cow<'_, Desired> {
         interfaces: desired.interfaces.clone(),
         tx_interfaces: desired.tx_interfaces.clone(),
         services: desired.services.iter().filter(|s| s.backend == backend).cloned().collect(),
+        flow_sync: desired.flow_sync.clone(),
     })
 }
 

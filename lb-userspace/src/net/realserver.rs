@@ -207,8 +207,8 @@ trait Links {
     /// Every interface.
     async fn links(&self) -> Result<Vec<Link>>;
     async fn set_up(&self, index: u32, up: bool) -> Result<()>;
-    /// The FOU receive ports; `None` for one of another kind (GUE headers) on that port.
-    async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>>;
+    /// The FOU receive ports of both families: port and inner protocol (`None`: GUE headers).
+    async fn fou_ports(&self) -> Result<Vec<(u16, Option<u8>)>>;
     async fn fou_add(&self, fou: &FouPort) -> Result<()>;
     async fn fou_del(&self, fou: &FouPort) -> Result<()>;
     /// Every address of every interface.
@@ -252,14 +252,8 @@ impl Links for Netlink {
     }
 
     // FOU is configured over generic netlink; iproute2's `ip fou` is its documented client.
-    async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>> {
-        let mut out = Vec::new();
-        for ipv6 in [false, true] {
-            let family = if ipv6 { "-6" } else { "-4" };
-            let listing = run_ip(&[family, "fou", "show"])?;
-            out.extend(parse_fou(&listing, ipv6));
-        }
-        Ok(out)
+    async fn fou_ports(&self) -> Result<Vec<(u16, Option<u8>)>> {
+        Ok(parse_fou(&run_ip(&["fou", "show"])?))
     }
 
     async fn fou_add(&self, fou: &FouPort) -> Result<()> {
@@ -336,16 +330,15 @@ fn run_ip(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `ip -4|-6 fou show`: `port 6080 ipproto 4`, `port 6080 gue`, ...: (port, IPv6, the mapping
-/// unless it is GUE-header one).
-fn parse_fou(listing: &str, ipv6: bool) -> Vec<(u16, bool, Option<FouPort>)> {
+/// `ip fou show`: `port 6080 ipproto 4`, `port 5555 gue`, ... (both families; iproute2 does
+/// not print which): the port and the inner protocol, `None` for GUE headers.
+fn parse_fou(listing: &str) -> Vec<(u16, Option<u8>)> {
     let mut out = Vec::new();
     for line in listing.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1));
         let Some(port) = after("port").and_then(|p| p.parse::<u16>().ok()) else { continue };
-        let ipproto = after("ipproto").and_then(|p| p.parse::<u8>().ok());
-        out.push((port, ipv6, ipproto.map(|ipproto| FouPort { port, ipproto, ipv6 })));
+        out.push((port, after("ipproto").and_then(|p| p.parse::<u8>().ok())));
     }
     out
 }
@@ -585,21 +578,22 @@ async fn tunnel_changes(
     if !plan.fou.is_empty() {
         let present = links.fou_ports().await?;
         for want in &plan.fou {
-            match present.iter().find(|(port, ipv6, _)| *port == want.port && *ipv6 == want.ipv6) {
-                Some((_, _, Some(have))) if have == want => {
-                    report.push(format!("{want} is already there"))
-                }
-                Some((_, _, have)) => {
-                    let what = have
-                        .as_ref()
-                        .map_or("GUE headers".to_owned(), |h| format!("ipproto {}", h.ipproto));
-                    bail!(
-                        "{want}: the port already receives {what}; nothing was changed (remove it \
-                         or choose another tun_port)"
-                    );
-                }
-                None => fou.push(want.clone()),
+            let on_port: Vec<Option<u8>> =
+                present.iter().filter(|(port, _)| *port == want.port).map(|(_, p)| *p).collect();
+            if on_port.contains(&Some(want.ipproto)) {
+                report.push(format!("{want} is already there"));
+                continue;
             }
+            // IPv4 in IPv4 and IPv6 in IPv6 may share a port (one socket per family); the
+            // listing does not say which family a mapping is of, so anything else is in the way.
+            if let Some(other) = on_port.iter().find(|p| !matches!(p, Some(4 | 41))) {
+                let what = other.map_or("GUE headers".to_owned(), |p| format!("ipproto {p}"));
+                bail!(
+                    "{want}: the port already receives {what}; nothing was changed (remove it \
+                     or choose another tun_port)"
+                );
+            }
+            fou.push(want.clone());
         }
     }
     Ok((devices, fou))
@@ -706,7 +700,7 @@ async fn undo_tunnels(links: &impl Links, state: &State, report: &mut Vec<String
     if !state.fou.is_empty() {
         let present = links.fou_ports().await?;
         for port in &state.fou {
-            if present.iter().any(|(_, _, have)| have.as_ref() == Some(port)) {
+            if present.contains(&(port.port, Some(port.ipproto))) {
                 links.fou_del(port).await?;
                 report.push(format!("removed {port}"));
             } else {
@@ -789,7 +783,7 @@ mod tests {
         addresses: RefCell<Vec<Present>>,
         /// The indexes of the links that are up (besides `lo` and `eth0`).
         up: RefCell<Vec<u32>>,
-        fou: RefCell<Vec<(u16, bool, Option<FouPort>)>>,
+        fou: RefCell<Vec<(u16, Option<u8>)>>,
         calls: RefCell<Vec<String>>,
     }
 
@@ -817,19 +811,19 @@ mod tests {
             Ok(())
         }
 
-        async fn fou_ports(&self) -> Result<Vec<(u16, bool, Option<FouPort>)>> {
+        async fn fou_ports(&self) -> Result<Vec<(u16, Option<u8>)>> {
             Ok(self.fou.borrow().clone())
         }
 
         async fn fou_add(&self, fou: &FouPort) -> Result<()> {
             self.calls.borrow_mut().push(format!("fou add {fou}"));
-            self.fou.borrow_mut().push((fou.port, fou.ipv6, Some(fou.clone())));
+            self.fou.borrow_mut().push((fou.port, Some(fou.ipproto)));
             Ok(())
         }
 
         async fn fou_del(&self, fou: &FouPort) -> Result<()> {
             self.calls.borrow_mut().push(format!("fou del {fou}"));
-            self.fou.borrow_mut().retain(|(_, _, have)| have.as_ref() != Some(fou));
+            self.fou.borrow_mut().retain(|have| *have != (fou.port, Some(fou.ipproto)));
             Ok(())
         }
 
@@ -1216,7 +1210,7 @@ mod tests {
         let scratch = Scratch::new("tunbad", 0);
         add_tunnel_sysctls(&scratch);
         let links = FakeLinks::default();
-        links.fou.borrow_mut().push((6080, false, None));
+        links.fou.borrow_mut().push((6080, None));
         let cases: &[(Options, &str)] = &[
             (
                 Options { tunnel: Some(Tunnel::Gre), ..scratch.options(&["2001:db8::1"]) },
@@ -1243,16 +1237,8 @@ mod tests {
 
     #[test]
     fn fou_listings_parse() {
-        let listing = "port 6080 ipproto 4\nport 5555 gue\nnonsense\n";
-        let fou = |port, ipproto, ipv6| FouPort { port, ipproto, ipv6 };
-        assert_eq!(
-            parse_fou(listing, false),
-            [(6080, false, Some(fou(6080, 4, false))), (5555, false, None)]
-        );
-        assert_eq!(
-            parse_fou("port 6080 ipproto 41 -6\n", true),
-            [(6080, true, Some(fou(6080, 41, true)))]
-        );
+        let listing = "port 6080 ipproto 4\nport 6080 ipproto 41\nport 5555 gue\nnonsense\n";
+        assert_eq!(parse_fou(listing), [(6080, Some(4)), (6080, Some(41)), (5555, None)]);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ServiceSlots {
     pub id: u32,
     /// Persistence timeout in seconds; 0: not persistent.
     pub persistence: u32,
+    /// The persistence netmask as the program applies it to client addresses (raw words).
+    pub persist_mask: lb_common::Addr,
     pub reals: HashMap<SocketAddr, SlotInfo>,
 }
 
@@ -100,6 +102,43 @@ pub fn report_to_conn(r: &FlowReport, slots: &Slots) -> Option<SyncConn> {
     })
 }
 
+/// The entries reported flows go out as: each connection, followed (for a persistent service)
+/// by its client's persistence template as the kernel sends it, once per client and batch.
+pub fn reports_to_conns(reports: &[FlowReport], slots: &Slots) -> Vec<SyncConn> {
+    let mut out = Vec::with_capacity(reports.len());
+    let mut templates = std::collections::HashSet::new();
+    for c in reports.iter().filter_map(|r| report_to_conn(r, slots)) {
+        let template = slots
+            .service(c.vaddr, c.vport, c.protocol)
+            .and_then(|svc| template_of(&c, svc))
+            .filter(|t| templates.insert((t.caddr, t.vaddr, t.vport, t.protocol)));
+        out.push(c);
+        out.extend(template);
+    }
+    out
+}
+
+/// The persistence template of connection `c` of `svc`: the client address masked by the
+/// persistence netmask, client port 0, the persistence timeout; `None` when not persistent.
+fn template_of(c: &SyncConn, svc: &ServiceSlots) -> Option<SyncConn> {
+    if svc.persistence == 0 {
+        return None;
+    }
+    let (words, family) = addr_words(c.caddr);
+    Some(SyncConn {
+        caddr: addr_of(&masked(&words, &svc.persist_mask), family),
+        cport: 0,
+        state: codec::tcp_state::NONE,
+        timeout_s: svc.persistence,
+        template: true,
+        ..c.clone()
+    })
+}
+
+fn masked(a: &lb_common::Addr, mask: &lb_common::Addr) -> lb_common::Addr {
+    [a[0] & mask[0], a[1] & mask[1], a[2] & mask[2], a[3] & mask[3]]
+}
+
 /// What a received entry becomes in this director's maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
@@ -129,6 +168,8 @@ pub fn conn_to_entry(c: &SyncConn, slots: &Slots, now: u32) -> Result<Entry, &'s
         if svc.persistence == 0 {
             return Err("not_persistent");
         }
+        // Keyed as the program looks it up: masked by this director's netmask.
+        let src = masked(&src, &svc.persist_mask);
         let key = PersistKey { service: svc.id, family, _pad1: 0, _pad2: 0, src };
         return Ok(Entry::Persist(key, binding));
     }
@@ -312,27 +353,80 @@ fn recv_with_ttl(
 /// How often reported flows are gathered into messages.
 const SEND_TICK: Duration = Duration::from_millis(50);
 
-/// Sends reported flows and installs received ones until the task is dropped. `slots` reads
-/// this director's current slots (it takes the agent lock briefly).
-pub async fn run(
+/// The socket and checks of one `[flow_sync]` setting.
+struct Bound {
     cfg: FlowSyncConfig,
+    sock: tokio::net::UdpSocket,
+    receiver: Receiver,
+}
+
+/// Binds `[flow_sync]`'s socket; `None` without the table, or when binding fails (logged: the
+/// next reload that changes the table tries again). `own` reads this host's addresses (now: a
+/// reload sees addresses added since the start).
+fn bind(cfg: Option<FlowSyncConfig>, own: &dyn Fn() -> Vec<IpAddr>) -> Option<Bound> {
+    let cfg = cfg?;
+    match socket(&cfg) {
+        Ok(sock) => {
+            let receiver = Receiver { sync_id: cfg.sync_id, own: own(), ttl: cfg.ttl };
+            tracing::info!(
+                interface = %cfg.interface, group = %SocketAddr::new(cfg.group, cfg.port),
+                sync_id = cfg.sync_id, "flow sync started"
+            );
+            Some(Bound { cfg, sock, receiver })
+        }
+        Err(e) => {
+            tracing::error!(
+                interface = %cfg.interface, group = %cfg.group, error = %e,
+                "flow sync socket: flow sync is off"
+            );
+            None
+        }
+    }
+}
+
+/// The next datagram on `bound`'s socket; never, without one.
+async fn next_datagram(
+    bound: Option<&Bound>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, IpAddr, Option<u8>)> {
+    match bound {
+        Some(b) => {
+            b.sock.async_io(tokio::io::Interest::READABLE, || recv_with_ttl(&b.sock, buf)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends reported flows and installs received ones until the task is dropped. `cfg` is
+/// `[flow_sync]` as the last reload left it: a change re-binds the socket (the counters go on),
+/// `None` closes it. `slots` reads this director's current slots (it takes the agent lock
+/// briefly).
+pub async fn run(
+    mut cfg: tokio::sync::watch::Receiver<Option<FlowSyncConfig>>,
     mut maps: SyncMaps,
     slots: impl Fn() -> Option<Slots> + Send + 'static,
-    own: Vec<IpAddr>,
+    own: impl Fn() -> Vec<IpAddr> + Send + 'static,
     stats: Arc<SyncStats>,
 ) -> anyhow::Result<()> {
-    let sock = socket(&cfg).map_err(|e| {
-        anyhow::anyhow!("flow sync socket on {} ({}): {e}", cfg.interface, cfg.group)
-    })?;
-    let group = SocketAddr::new(cfg.group, cfg.port);
-    let receiver = Receiver { sync_id: cfg.sync_id, own, ttl: cfg.ttl };
+    let mut bound = bind(cfg.borrow_and_update().clone(), &own);
     let mut tick = tokio::time::interval(SEND_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; codec::MAX_MESSAGE_LEN + 1];
     let mut current = slots().unwrap_or_default();
-    tracing::info!(interface = %cfg.interface, group = %group, sync_id = cfg.sync_id, "flow sync started");
     loop {
         tokio::select! {
+            changed = cfg.changed() => {
+                if changed.is_err() {
+                    // The agent is gone.
+                    return Ok(());
+                }
+                // The old socket closes (leaving the group) before the new one binds the port.
+                drop(bound.take());
+                bound = bind(cfg.borrow_and_update().clone(), &own);
+                if bound.is_none() {
+                    tracing::info!("flow sync stopped");
+                }
+            }
             _ = tick.tick() => {
                 let mut reports = Vec::new();
                 while let Some(item) = maps.reports.next() {
@@ -341,16 +435,17 @@ pub async fn run(
                         None => stats.drop_one("bad_report"),
                     }
                 }
+                let Some(b) = &bound else { continue };
                 if reports.is_empty() {
                     continue;
                 }
+                let group = SocketAddr::new(b.cfg.group, b.cfg.port);
                 current = slots().unwrap_or(current);
-                let conns: Vec<SyncConn> =
-                    reports.iter().filter_map(|r| report_to_conn(r, &current)).collect();
-                match codec::encode_batch(cfg.sync_id, &conns, usize::from(cfg.max_len)) {
+                let conns = reports_to_conns(&reports, &current);
+                match codec::encode_batch(b.cfg.sync_id, &conns, usize::from(b.cfg.max_len)) {
                     Ok(messages) => {
                         for m in messages {
-                            match sock.send_to(&m, group).await {
+                            match b.sock.send_to(&m, group).await {
                                 Ok(_) => {
                                     stats.messages_sent.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -368,7 +463,7 @@ pub async fn run(
                     }
                 }
             }
-            got = sock.async_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock, &mut buf)) => {
+            got = next_datagram(bound.as_ref(), &mut buf) => {
                 let (len, from, ttl) = match got {
                     Ok(x) => x,
                     Err(e) => {
@@ -376,8 +471,9 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Some(b) = &bound else { continue };
                 stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                let conns = match receiver.accept(from, ttl, &buf[..len], &stats) {
+                let conns = match b.receiver.accept(from, ttl, &buf[..len], &stats) {
                     Ok(c) => c,
                     Err(reason) => {
                         stats.drop_one(reason);
@@ -423,6 +519,7 @@ mod tests {
             ServiceSlots {
                 id: 2,
                 persistence: 0,
+                persist_mask: [0; 4],
                 reals: HashMap::from([
                     (real("203.0.113.2:80"), SlotInfo { id: 7, generation: 3, usable: true }),
                     (real("203.0.113.3:80"), SlotInfo { id: 8, generation: 4, usable: false }),
@@ -434,6 +531,8 @@ mod tests {
             ServiceSlots {
                 id: 3,
                 persistence: 300,
+                // A /24 netmask.
+                persist_mask: addr_v4([255, 255, 255, 0]),
                 reals: HashMap::from([(
                     real("203.0.113.2:443"),
                     SlotInfo { id: 9, generation: 5, usable: true },
@@ -442,7 +541,10 @@ mod tests {
         );
         Slots {
             services,
-            by_id: HashMap::from([(7, (real("203.0.113.2:80"), 3))]),
+            by_id: HashMap::from([
+                (7, (real("203.0.113.2:80"), 3)),
+                (9, (real("203.0.113.2:443"), 5)),
+            ]),
             udp_timeout: 300,
         }
     }
@@ -495,6 +597,63 @@ mod tests {
         assert_eq!(back, [c]);
     }
 
+    /// Flows of a persistent service go out with their client's template (once per client), as
+    /// the kernel sends them; a peer installs both.
+    #[test]
+    fn flows_of_persistent_services_carry_their_template() {
+        let s = slots();
+        let report = |client: [u8; 4], cport: u16, vport: u16, real: u32, generation: u32| {
+            let key = FlowKey {
+                src: addr_v4(client),
+                dst: addr_v4([198, 51, 100, 1]),
+                ports: ports_word(cport, vport),
+                proto: IPPROTO_TCP,
+                family: FAMILY_V4,
+                _pad: 0,
+            };
+            FlowReport { key, real, generation }
+        };
+        let reports = [
+            report([192, 0, 2, 10], 40000, 443, 9, 5),
+            // Same /24, another connection: no second template.
+            report([192, 0, 2, 11], 40001, 443, 9, 5),
+            // Not persistent: no template.
+            report([192, 0, 2, 10], 40002, 80, 7, 3),
+        ];
+        let conns = reports_to_conns(&reports, &s);
+        let summary: Vec<(bool, String, u16, u32)> =
+            conns.iter().map(|c| (c.template, c.caddr.to_string(), c.cport, c.timeout_s)).collect();
+        assert_eq!(
+            summary,
+            [
+                (false, "192.0.2.10".to_owned(), 40000, 900),
+                (true, "192.0.2.0".to_owned(), 0, 300),
+                (false, "192.0.2.11".to_owned(), 40001, 900),
+                (false, "192.0.2.10".to_owned(), 40002, 900),
+            ]
+        );
+        let template = &conns[1];
+        assert_eq!(
+            (template.daddr.to_string(), template.dport, template.vport),
+            ("203.0.113.2".to_owned(), 443, 443)
+        );
+        // Through the wire and back, installed as the client's persistence entry.
+        let wire = codec::encode_batch(5, &conns, 1472).expect("encode");
+        let stats = SyncStats::default();
+        let r = Receiver { sync_id: 5, own: vec![], ttl: 1 };
+        let back = r.accept("192.0.2.3".parse().unwrap(), Some(1), &wire[0], &stats).unwrap();
+        assert_eq!(back, conns);
+        match conn_to_entry(&back[1], &s, 7) {
+            Ok(Entry::Persist(k, b)) => {
+                assert_eq!(
+                    (k.service, k.src, b.real, b.generation),
+                    (3, addr_v4([192, 0, 2, 0]), 9, 5)
+                );
+            }
+            other => panic!("template installed as {other:?}"),
+        }
+    }
+
     #[test]
     fn received_entries_are_translated_or_counted() {
         let s = slots();
@@ -530,7 +689,8 @@ mod tests {
             let got = conn_to_entry(&c, &s, 1).map(|e| match e {
                 Entry::Flow(..) => "flow",
                 Entry::Persist(k, b) => {
-                    assert_eq!((k.service, b.real, k.src), (3, 9, addr_v4([192, 0, 2, 10])));
+                    // Masked by this director's /24.
+                    assert_eq!((k.service, b.real, k.src), (3, 9, addr_v4([192, 0, 2, 0])));
                     "persist"
                 }
             });

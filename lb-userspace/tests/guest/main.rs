@@ -6,9 +6,11 @@
 mod vm_agent;
 mod vm_bench;
 mod vm_dataplane;
+mod vm_flow_sync;
 mod vm_forwarding;
 mod vm_net;
 mod vm_smoke;
+mod vm_tunnels;
 mod vm_vrrp;
 mod vm_xdp_vlan;
 

@@ -183,7 +183,7 @@ fn forward(s: &Scenario) {
     for real in &lab.reals {
         let local = match s.mode {
             RealMode::Nat => SocketAddr::new(real.addr_like(s.vip), s.real_port),
-            RealMode::Direct | RealMode::Tunnel => vip,
+            RealMode::Direct | RealMode::Tunnel | RealMode::Plain => vip,
         };
         let want = std::iter::once((local, lab.client_like(s.vip))).collect();
         assert_eq!(tally.seen[&real.name], want, "{}: {} saw", s.name, real.name);

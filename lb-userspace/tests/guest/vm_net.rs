@@ -59,6 +59,8 @@ pub enum RealMode {
     Tunnel,
     /// NAT: no VIP; replies to the client go back through the director, which un-NATs them.
     Nat,
+    /// Addresses only: the test sets the real up itself (`lb realserver up`).
+    Plain,
 }
 
 /// One real server of a [`Lab`].
@@ -222,6 +224,7 @@ impl Lab {
                         "route add {client}/32 via {DIRECTOR}\nroute add {client6}/128 via {DIRECTOR6}\n"
                     ));
                 }
+                RealMode::Plain => {}
             }
             ip_batch(Some(&real.ns), &batch);
         }
@@ -263,7 +266,9 @@ impl Lab {
     pub fn serve_udp(&mut self, port: u16) {
         for real in &self.reals {
             let addrs: Vec<SocketAddr> = match self.mode {
-                RealMode::Direct | RealMode::Tunnel => vec![VIP.into(), VIP6.into()],
+                RealMode::Direct | RealMode::Tunnel | RealMode::Plain => {
+                    vec![VIP.into(), VIP6.into()]
+                }
                 RealMode::Nat => vec![real.addr.into(), real.addr6.into()],
             }
             .into_iter()

@@ -5,7 +5,7 @@
 use super::super::emit::{boolean, integer, seconds, string};
 use super::super::model::{
     BackupXdp, DataplaneSettings, FLOW_TABLE_SIZE_LIMITS, MAX_REALS_LIMITS, MAX_SERVICES_LIMITS,
-    Spans, UDP_FLOW_TIMEOUT_LIMITS_SECS,
+    Spans, TCP_FLOW_TIMEOUT_LIMITS_SECS, UDP_FLOW_TIMEOUT_LIMITS_SECS,
 };
 use super::schema::{Doc, Located, Section, Setting, unless};
 use super::{Key, Parser, Value};
@@ -87,6 +87,25 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                 }
             },
             emit: |s, d| unless(&s.udp_flow_timeout, &d.udp_flow_timeout, seconds),
+        },
+        Setting {
+            name: "tcp_flow_timeout",
+            doc: Doc {
+                ty: "seconds, 1–86400",
+                default: "`900`",
+                meaning: "Window after a change of a service's real servers (or its start) in \
+                     which every TCP flow is written into the flow table. Outside it a TCP flow \
+                     of a service without persistence or source hashing needs no entry: the \
+                     Maglev table alone picks its real, so new connections cost no map write. A \
+                     TCP flow idle for longer than this across a change may move to another \
+                     real (docs/fast-path.md).",
+            },
+            read: |p, k, v, s| {
+                if let Some(timeout) = p.seconds(k, v, TCP_FLOW_TIMEOUT_LIMITS_SECS) {
+                    s.tcp_flow_timeout = timeout;
+                }
+            },
+            emit: |s, d| unless(&s.tcp_flow_timeout, &d.tcp_flow_timeout, seconds),
         },
         Setting {
             name: "icmp_echo",

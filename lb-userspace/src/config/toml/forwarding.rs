@@ -1,73 +1,195 @@
 //! Forwarding settings in the native front end, with keepalived's keywords: `lb_kind` (or
-//! `lvs_method`) `"DR"`, `"NAT"` or `"TUN"`, `tun_type` and `tun_port` for tunnels, `ops`
-//! (one-packet scheduling) on a virtual server, `uthreshold`/`lthreshold` on a real server.
-//! Anything but DR needs the IPVS dataplane; which dataplane serves a service is decided later
-//! (`dataplane::select`), since it depends on the host.
+//! `lvs_method`) `"DR"`, `"NAT"` or `"TUN"`, `tun_type` and `tun_port` for tunnels, `tun_source`
+//! and `ops` (one-packet scheduling) on a virtual server, `uthreshold`/`lthreshold` on a real
+//! server. Anything but DR needs the IPVS dataplane; which dataplane serves a service is decided
+//! later (`dataplane::select`), since it depends on the host.
+//!
+//! Each key is a [`Setting`] of its section's description. `lb_kind` and the tunnel keys depend on
+//! one another (the tunnel keys only with TUN, GUE only with a port): they are read together by
+//! [`Parser::lb_kind`], from the section's `finish`.
 
 use ::toml::de::DeTable;
 
-use super::super::model::{LbKind, RealForwarding, ServiceForwarding, Tunnel, TunnelError};
-use super::{Backend, Key, Parser, Value};
+use super::super::emit::{address, boolean, integer, string};
+use super::super::model::{LbKind, Location, RealServer, Tunnel, TunnelError, VirtualServer};
+use super::schema::{Doc, Setting, unless};
+use super::{Key, Parser, Value};
 
 const METHODS: &str = "\"DR\", \"NAT\" or \"TUN\"";
 
-impl Parser<'_> {
-    /// A virtual server's `lb_kind`, tunnel settings and `ops`.
-    pub(super) fn service_forwarding(&mut self, table: &DeTable<'_>) -> Option<ServiceForwarding> {
-        let (lb_kind, lb_kind_at) = self.lb_kind(table)?;
-        let (one_packet, one_packet_at) = match table.get_key_value("ops") {
-            None => (false, None),
-            Some((key, value)) => (self.boolean(key, value)?, Some(self.at(value.span()))),
-        };
-        let tun_source = match table.get_key_value("tun_source") {
-            None => None,
-            Some((key, value)) => Some(self.ip_address(key, value)?),
-        };
-        Some(ServiceForwarding {
-            lb_kind: lb_kind.unwrap_or_default(),
-            one_packet,
-            tun_source,
-            lb_kind_at,
-            one_packet_at,
-        })
+/// `tun_type`'s value as written back: none for IPIP, the default.
+fn tun_type(kind: Option<LbKind>) -> Option<String> {
+    match kind? {
+        LbKind::Tun(Tunnel::Gre) => Some(string("gre")),
+        LbKind::Tun(Tunnel::Gue { .. }) => Some(string("gue")),
+        _ => None,
     }
+}
 
-    /// A real (or sorry) server's own `lb_kind` and, for reals, IPVS connection thresholds.
-    pub(super) fn real_forwarding(
-        &mut self,
-        table: &DeTable<'_>,
-        backend: Backend,
-    ) -> Option<RealForwarding> {
-        let kind = self.lb_kind(table);
-        let mut thresholds_at = None;
-        let mut threshold = |parser: &mut Self, name: &str| match table.get_key_value(name) {
-            Some((key, value)) if matches!(backend, Backend::Real { .. }) => {
-                thresholds_at.get_or_insert(parser.at(value.span()));
-                parser
-                    .integer(key, value, 0, i64::from(u32::MAX))
-                    .and_then(|n| u32::try_from(n).ok())
+fn tun_port(kind: Option<LbKind>) -> Option<String> {
+    match kind? {
+        LbKind::Tun(Tunnel::Gue { port }) => Some(port.to_string()),
+        _ => None,
+    }
+}
+
+/// A key of the `lb_kind` group, read by [`Parser::lb_kind`] in the section's `finish`.
+const fn group_key<T>(
+    name: &'static str,
+    doc: Doc,
+    emit: fn(value: &T, default: &T) -> Option<String>,
+) -> Setting<T> {
+    Setting { name, doc, read: |_, _, _, _| {}, emit }
+}
+
+const LVS_METHOD_DOC: Doc = Doc {
+    ty: r#"`"DR"` \| `"NAT"` \| `"TUN"`"#,
+    default: "",
+    meaning: "keepalived's spelling of `lb_kind`. Giving both spellings is an error.",
+};
+
+/// The forwarding keys of a `[[virtual_server]]`, in the reference's order.
+pub(super) const SERVICE_LB_KIND: Setting<VirtualServer> = group_key(
+    "lb_kind",
+    Doc {
+        ty: r##"`"DR"` \| `"NAT"` \| `"TUN"`"##,
+        default: r##"`"DR"`"##,
+        meaning: r##"How packets reach the reals (case-insensitive). DR (direct routing) and TUN (IPIP, GUE or GRE tunnels, any address-family pair: [tunnels.md](tunnels.md)) run on the XDP fast path; NAT runs on kernel IPVS (see [Dataplanes](#dataplanes)). A real server or the sorry server can give its own, so one service may mix DR and tunnelled reals."##,
+    },
+    |vs, _| unless(&vs.forwarding.lb_kind, &LbKind::Dr, |kind| string(kind.name())),
+);
+
+pub(super) const SERVICE_LVS_METHOD: Setting<VirtualServer> =
+    group_key("lvs_method", LVS_METHOD_DOC, |_, _| None);
+
+pub(super) const SERVICE_TUN_TYPE: Setting<VirtualServer> = group_key(
+    "tun_type",
+    Doc {
+        ty: r##"`"ipip"` \| `"gue"` \| `"gre"`"##,
+        default: r##"`"ipip"`"##,
+        meaning: r##"The tunnel of `lb_kind = "TUN"` (keepalived's `lvs_method TUN type ...`). Only with TUN."##,
+    },
+    |vs, _| tun_type(Some(vs.forwarding.lb_kind)),
+);
+
+pub(super) const SERVICE_TUN_PORT: Setting<VirtualServer> = group_key(
+    "tun_port",
+    Doc {
+        ty: r##"integer 1–65535"##,
+        default: r##"required for GUE"##,
+        meaning: r##"The GUE destination port. Only with `tun_type = "gue"`."##,
+    },
+    |vs, _| tun_port(Some(vs.forwarding.lb_kind)),
+);
+
+pub(super) const TUN_SOURCE: Setting<VirtualServer> = Setting {
+    name: "tun_source",
+    doc: Doc {
+        ty: r##"IP address string"##,
+        default: r##"the director's preferred source toward each real (looked up per packet)"##,
+        meaning: r##"Outer source address of tunnelled packets to the service's reals of this address family (reals of the other family keep the default). See [tunnels.md](tunnels.md)."##,
+    },
+    read: |p, k, v, vs| {
+        if let Some(source) = p.ip_address(k, v) {
+            vs.forwarding.tun_source = Some(source);
+        }
+    },
+    emit: |vs, _| vs.forwarding.tun_source.as_ref().map(address),
+};
+
+pub(super) const OPS: Setting<VirtualServer> = Setting {
+    name: "ops",
+    doc: Doc {
+        ty: r##"boolean"##,
+        default: r##"`false`"##,
+        meaning: r##"One-packet scheduling (keepalived's `ops`, `ipvsadm -o`): every UDP datagram is scheduled on its own. UDP services only; runs on IPVS."##,
+    },
+    read: |p, k, v, vs| {
+        if let Some(ops) = p.boolean(k, v) {
+            vs.forwarding.one_packet = ops;
+            vs.forwarding.one_packet_at = Some(p.at(v.span()));
+        }
+    },
+    emit: |vs, _| unless(&vs.forwarding.one_packet, &false, boolean),
+};
+
+/// A real or sorry server's own `lb_kind` (`meaning` says whose); the tunnel keys follow.
+pub(super) const fn server_lb_kind(meaning: &'static str) -> Setting<RealServer> {
+    group_key(
+        "lb_kind",
+        Doc { ty: "as for the virtual server", default: "the virtual server's", meaning },
+        |rs, _| rs.forwarding.lb_kind.map(|kind| string(kind.name())),
+    )
+}
+
+pub(super) const SERVER_LVS_METHOD: Setting<RealServer> =
+    group_key("lvs_method", LVS_METHOD_DOC, |_, _| None);
+
+pub(super) const SERVER_TUN_TYPE: Setting<RealServer> = group_key(
+    "tun_type",
+    Doc {
+        ty: "as for the virtual server",
+        default: r##"`"ipip"`"##,
+        meaning: "The tunnel of this server's own `lb_kind = \"TUN\"`.",
+    },
+    |rs, _| tun_type(rs.forwarding.lb_kind),
+);
+
+pub(super) const SERVER_TUN_PORT: Setting<RealServer> = group_key(
+    "tun_port",
+    Doc {
+        ty: "integer 1–65535",
+        default: "required for GUE",
+        meaning: "The GUE destination port of this server's own tunnel.",
+    },
+    |rs, _| tun_port(rs.forwarding.lb_kind),
+);
+
+/// A real server's IPVS connection threshold; the first written locates both.
+const fn threshold(
+    name: &'static str,
+    meaning: &'static str,
+    emit: fn(&RealServer, &RealServer) -> Option<String>,
+) -> Setting<RealServer> {
+    Setting {
+        name,
+        doc: Doc { ty: "integer ≥ 0", default: "`0` (none)", meaning },
+        read: |p, k, v, rs| {
+            let at = p.at(v.span());
+            rs.forwarding.thresholds_at.get_or_insert(at);
+            let value = p.integer(k, v, 0, i64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok());
+            match (value, k.get_ref().as_ref()) {
+                (Some(n), "uthreshold") => rs.forwarding.uthreshold = n,
+                (Some(n), _) => rs.forwarding.lthreshold = n,
+                (None, _) => {}
             }
-            _ => Some(0),
-        };
-        let uthreshold = threshold(self, "uthreshold");
-        let lthreshold = threshold(self, "lthreshold");
-        let (lb_kind, lb_kind_at) = kind?;
-        Some(RealForwarding {
-            lb_kind,
-            uthreshold: uthreshold?,
-            lthreshold: lthreshold?,
-            lb_kind_at,
-            thresholds_at,
-        })
+        },
+        emit,
     }
+}
 
+pub(super) const UTHRESHOLD: Setting<RealServer> = threshold(
+    "uthreshold",
+    "IPVS connection thresholds: above `uthreshold` connections the real gets no new ones until \
+     it is below `lthreshold`. It puts the service on IPVS.",
+    |rs, _| unless(&rs.forwarding.uthreshold, &0, integer),
+);
+
+pub(super) const LTHRESHOLD: Setting<RealServer> = threshold(
+    "lthreshold",
+    "Below this many connections a real held at `uthreshold` gets new ones again; above \
+     `uthreshold` is an error. It puts the service on IPVS.",
+    |rs, _| unless(&rs.forwarding.lthreshold, &0, integer),
+);
+
+impl Parser<'_> {
     /// `lb_kind` or its other spelling `lvs_method`, with `tun_type`/`tun_port` for `TUN`:
     /// `Some((None, None))` when not given.
     #[allow(clippy::type_complexity)]
-    fn lb_kind(
+    pub(super) fn lb_kind(
         &mut self,
         table: &DeTable<'_>,
-    ) -> Option<(Option<LbKind>, Option<super::super::model::Location>)> {
+    ) -> Option<(Option<LbKind>, Option<Location>)> {
         let given = self.either(
             table,
             ["lb_kind", "lvs_method"],

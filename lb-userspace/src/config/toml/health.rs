@@ -2300,6 +2300,45 @@ mod tests {
         }
     }
 
+    /// Every key read here has its row in the health tables of docs/config.md: the service's and
+    /// the real's in theirs, a checker's in "Keys of every checker" or in its own kind's rows of
+    /// "Keys of one kind of checker" (a `url` table's as `url` → `path`).
+    #[test]
+    fn docs_list_every_health_key() {
+        use super::super::schema::docs::{assert_documented, names, table};
+        let doc = super::super::schema::docs::config_md();
+        assert_documented(&doc, "In `[[virtual_server]]`", SERVICE_HEALTH.iter().map(|s| s.name));
+        let real = REAL_HEALTH.iter().map(|s| s.name).chain(CHECKERS.iter().map(|(k, _)| *k));
+        assert_documented(&doc, "In `[[virtual_server.real_server]]`", real);
+        let every = super::super::schema::docs::keys(&doc, "Keys of every checker", 0);
+        // (kinds, key cell) of "Keys of one kind of checker": an empty kind cell is the row above's.
+        let mut kinds = String::new();
+        let mut by_kind = Vec::new();
+        for row in table(&doc, "Keys of one kind of checker") {
+            if !row[0].is_empty() {
+                kinds.clone_from(&row[0]);
+            }
+            by_kind.push((kinds.clone(), row[1].clone()));
+        }
+        let documented = |kind: &str, key: &str| {
+            every.iter().any(|k| k == key)
+                || by_kind
+                    .iter()
+                    .any(|(kinds, cell)| names(kinds).contains(&kind) && names(cell).contains(&key))
+        };
+        for (kind, section) in CHECKERS {
+            for key in section.keys() {
+                assert!(documented(kind, key), "{kind}'s `{key}` is not in docs/config.md");
+            }
+        }
+        for key in URL_SECTION.keys() {
+            let row = by_kind.iter().find(|(kinds, cell)| {
+                names(kinds).contains(&"http_get") && names(cell) == ["url", key]
+            });
+            assert!(row.is_some(), "`url` → `{key}` is not in docs/config.md");
+        }
+    }
+
     #[test]
     fn checker_keys_per_kind() {
         assert_eq!(

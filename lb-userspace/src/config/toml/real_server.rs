@@ -1,12 +1,12 @@
 //! `[[virtual_server.real_server]]` and `[virtual_server.sorry_server]` in the native front end.
 //! The model read into holds the defaults its virtual server gives (its port, its
-//! `inhibit_on_failure`); a server with any error is left out. Forwarding and health keys are
-//! still read by their hand-written readers (`forwarding.rs`, `health.rs`), in `finish`.
+//! `inhibit_on_failure`); a server with any error is left out. `lb_kind` with the tunnel keys
+//! (`Parser::lb_kind`), the health settings and the checkers (`health.rs`) are read in `finish`.
 
 use super::super::emit::{address, integer};
 use super::super::model::{DEFAULT_WEIGHT, MAX_WEIGHT, RealServer, Spans};
 use super::schema::{Doc, Elsewhere, Located, Section, Setting, read_settings, unless};
-use super::{Backend, health};
+use super::{forwarding, health};
 
 pub(in crate::config) const REAL_SERVER: &str = "[[virtual_server.real_server]]";
 pub(in crate::config) const SORRY_SERVER: &str = "[virtual_server.sorry_server]";
@@ -45,20 +45,11 @@ const fn port_setting(meaning: &'static str) -> Setting<RealServer> {
     }
 }
 
-/// The forwarding keys, read by `Parser::real_forwarding`.
-const fn forwarding_keys(meaning: &'static str) -> Elsewhere {
-    Elsewhere {
-        label: "`lb_kind` (or `lvs_method`), `tun_type`, `tun_port`",
-        keys: &["lb_kind", "lvs_method", "tun_type", "tun_port"],
-        doc: Doc { ty: "as for the virtual server", default: "the virtual server's", meaning },
-    }
-}
-
 pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
     header: REAL_SERVER,
     misplaced: health::misplaced_in_real_server,
     required: &["address"],
-    drop_on_error: &["address", "port", "weight"],
+    drop_on_error: &["address", "port", "weight", "uthreshold", "lthreshold"],
     nested: &[],
     settings: &[
         address_setting(
@@ -82,58 +73,49 @@ pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
             },
             emit: |rs, _| unless(&rs.weight, &DEFAULT_WEIGHT, integer),
         },
-    ],
-    elsewhere: &[
-        forwarding_keys(
+        forwarding::server_lb_kind(
             "This real's own forwarding method. NAT puts the service on IPVS; DR and TUN reals \
              share the XDP path.",
         ),
-        Elsewhere {
-            label: "`uthreshold`, `lthreshold`",
-            keys: &["uthreshold", "lthreshold"],
-            doc: Doc {
-                ty: "integer ≥ 0",
-                default: "`0` (none)",
-                meaning: "IPVS connection thresholds: above `uthreshold` connections the real \
-                     gets no new ones until it is below `lthreshold`. `lthreshold` above \
-                     `uthreshold` is an error. They put the service on IPVS.",
-            },
-        },
-        Elsewhere {
-            label: "`inhibit_on_failure`, `notify_up`, `notify_down`, checker tables \
+        forwarding::SERVER_LVS_METHOD,
+        forwarding::SERVER_TUN_TYPE,
+        forwarding::SERVER_TUN_PORT,
+        forwarding::UTHRESHOLD,
+        forwarding::LTHRESHOLD,
+    ],
+    elsewhere: &[Elsewhere {
+        label: "`inhibit_on_failure`, `notify_up`, `notify_down`, checker tables \
                     (`tcp_check`, `http_get`, `ssl_get`, `misc_check`, `dns_check`, \
                     `udp_check`, `ping_check`)",
-            keys: &[
-                "inhibit_on_failure",
-                "notify_up",
-                "notify_down",
-                "tcp_check",
-                "http_get",
-                "ssl_get",
-                "misc_check",
-                "dns_check",
-                "udp_check",
-                "ping_check",
-            ],
-            doc: Doc {
-                ty: "",
-                default: "",
-                meaning: "How the real is checked; see [Health checks](#health-checks).",
-            },
+        keys: &[
+            "inhibit_on_failure",
+            "notify_up",
+            "notify_down",
+            "tcp_check",
+            "http_get",
+            "ssl_get",
+            "misc_check",
+            "dns_check",
+            "udp_check",
+            "ping_check",
+        ],
+        doc: Doc {
+            ty: "",
+            default: "",
+            meaning: "How the real is checked; see [Health checks](#health-checks).",
         },
-    ],
+    }],
     finish: Some(|p, table, rs, _| {
-        // The virtual server's `inhibit_on_failure` is the default, already in the model; the
-        // forwarding rules judge the virtual server's, as before the real's own was read.
-        let inhibit_on_failure = rs.health.inhibit_on_failure;
+        // The virtual server's `inhibit_on_failure` is the default, already in the model.
         let health_ok = read_settings(p, table, health::REAL_HEALTH, rs).is_empty();
         let checkers = p.checkers(table, REAL_SERVER);
-        let forwarding = p.real_forwarding(table, Backend::Real { inhibit_on_failure });
+        let forwarding = p.lb_kind(table);
         match (checkers, forwarding) {
-            (Some((checks, locations)), Some(forwarding)) if health_ok => {
+            (Some((checks, locations)), Some((lb_kind, lb_kind_at))) if health_ok => {
                 rs.health.checks = checks;
                 rs.check_locations = locations;
-                rs.forwarding = forwarding;
+                rs.forwarding.lb_kind = lb_kind;
+                rs.forwarding.lb_kind_at = lb_kind_at;
                 true
             }
             _ => false,
@@ -152,11 +134,16 @@ pub(in crate::config) const SORRY_SERVER_SECTION: Section<RealServer> = Section 
     settings: &[
         address_setting("The sorry server. Same address family as the VIP."),
         port_setting("As for a real server, a different port is an error (except with NAT)."),
+        forwarding::server_lb_kind("keepalived's `sorry_server_lvs_method`."),
+        forwarding::SERVER_LVS_METHOD,
+        forwarding::SERVER_TUN_TYPE,
+        forwarding::SERVER_TUN_PORT,
     ],
-    elsewhere: &[forwarding_keys("keepalived's `sorry_server_lvs_method`.")],
-    finish: Some(|p, table, rs, _| match p.real_forwarding(table, Backend::Sorry) {
-        Some(forwarding) => {
-            rs.forwarding = forwarding;
+    elsewhere: &[],
+    finish: Some(|p, table, rs, _| match p.lb_kind(table) {
+        Some((lb_kind, lb_kind_at)) => {
+            rs.forwarding.lb_kind = lb_kind;
+            rs.forwarding.lb_kind_at = lb_kind_at;
             true
         }
         None => false,

@@ -98,6 +98,13 @@ impl<T: Located> Section<T> {
         self.read_as(parser, table, model, self.header)
     }
 
+    /// How many keys of `table` are not the section's (each reported by [`Section::read`]):
+    /// for a reader that leaves a section out for a bad value but not for an unknown key.
+    pub fn unknown_count(&self, table: &DeTable<'_>) -> usize {
+        let keys = self.keys();
+        table.keys().filter(|key| !keys.contains(&key.get_ref().as_ref())).count()
+    }
+
     /// [`Section::read`] of a section written under another `header` than the description's
     /// (a checker written `[[...tcp_check]]` instead of `[...tcp_check]`), named so in messages.
     pub fn read_as(
@@ -230,12 +237,69 @@ pub(in crate::config) fn unless<V: PartialEq>(
     (value != default).then(|| show(value))
 }
 
+/// Reading docs/config.md in tests: which keys a table documents.
+#[cfg(test)]
+pub(in crate::config) mod docs {
+    use std::path::Path;
+
+    /// docs/config.md.
+    pub fn config_md() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md");
+        std::fs::read_to_string(path).expect("docs/config.md")
+    }
+
+    /// The rows (cells) of the first table under the heading `heading` (without its `#`s).
+    pub fn table(doc: &str, heading: &str) -> Vec<Vec<String>> {
+        let mut lines = doc.lines().skip_while(|l| l.trim_start_matches('#').trim() != heading);
+        assert!(lines.next().is_some(), "docs/config.md has no heading {heading}");
+        lines
+            .skip_while(|l| !l.starts_with('|'))
+            // The header row and the rule beneath it.
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_owned()).collect())
+            .collect()
+    }
+
+    /// The `code` words of `cell`: "`retry` (or `nb_get_retry`)" has `retry`, `nb_get_retry`.
+    pub fn names(cell: &str) -> Vec<&str> {
+        cell.split('`').skip(1).step_by(2).collect()
+    }
+
+    /// Every key of column `column` of the table under `heading`.
+    pub fn keys(doc: &str, heading: &str, column: usize) -> Vec<String> {
+        let rows = table(doc, heading);
+        let cells = rows.iter().filter_map(|row| row.get(column));
+        cells.flat_map(|cell| names(cell).into_iter().map(str::to_owned)).collect()
+    }
+
+    /// Asserts every key of `keys` is in the key column of the table under `heading`.
+    pub fn assert_documented<'k>(
+        doc: &str,
+        heading: &str,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) {
+        let documented = keys_of(doc, heading);
+        for key in keys {
+            assert!(
+                documented.iter().any(|d| d == key),
+                "`{key}` is not in docs/config.md {heading}"
+            );
+        }
+    }
+
+    fn keys_of(doc: &str, heading: &str) -> Vec<String> {
+        keys(doc, heading, 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::super::bgp::{BGP_SECTION, NEIGHBOR_SECTION};
     use super::super::dataplane::DATAPLANE;
+    use super::super::flow_sync::FLOW_SYNC_SECTION;
     use super::super::real_server::{REAL_SERVER_SECTION, SORRY_SERVER_SECTION};
     use super::super::virtual_server::VIRTUAL_SERVER_SECTION;
 
@@ -267,6 +331,7 @@ mod tests {
             (VIRTUAL_SERVER_SECTION.header, VIRTUAL_SERVER_SECTION.doc_rows()),
             (REAL_SERVER_SECTION.header, REAL_SERVER_SECTION.doc_rows()),
             (SORRY_SERVER_SECTION.header, SORRY_SERVER_SECTION.doc_rows()),
+            (FLOW_SYNC_SECTION.header, FLOW_SYNC_SECTION.doc_rows()),
         ];
         let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
         let mut text = doc.clone();
@@ -294,6 +359,7 @@ mod tests {
             VIRTUAL_SERVER_SECTION.keys(),
             REAL_SERVER_SECTION.keys(),
             SORRY_SERVER_SECTION.keys(),
+            FLOW_SYNC_SECTION.keys(),
         ];
         for mut keys in keys {
             let all = keys.len();

@@ -13,7 +13,7 @@ use super::super::model::{
 };
 use super::real_server::{REAL_SERVER, SORRY_SERVER};
 use super::schema::{Doc, Elsewhere, Located, Section, Setting, read_settings, unless};
-use super::{Backend, Key, Parser, Value, health};
+use super::{Backend, Key, Parser, Value, forwarding, health};
 use crate::maglev;
 
 pub(in crate::config) const VIRTUAL_SERVER: &str = "[[virtual_server]]";
@@ -46,6 +46,8 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
         "table_size",
         "persistence_timeout",
         "persistence_granularity",
+        "tun_source",
+        "ops",
     ],
     nested: &[],
     settings: &[
@@ -187,53 +189,14 @@ pub(in crate::config) const VIRTUAL_SERVER_SECTION: Section<VirtualServer> = Sec
                     .then(|| granularity(vs.vip, vs.persistence_prefix))
             },
         },
+        forwarding::SERVICE_LB_KIND,
+        forwarding::SERVICE_LVS_METHOD,
+        forwarding::SERVICE_TUN_TYPE,
+        forwarding::SERVICE_TUN_PORT,
+        forwarding::TUN_SOURCE,
+        forwarding::OPS,
     ],
     elsewhere: &[
-        Elsewhere {
-            label: r##"`lb_kind` (or `lvs_method`)"##,
-            keys: &["lb_kind", "lvs_method"],
-            doc: Doc {
-                ty: r##"`"DR"` \| `"NAT"` \| `"TUN"`"##,
-                default: r##"`"DR"`"##,
-                meaning: r##"How packets reach the reals (case-insensitive). DR (direct routing) and TUN (IPIP, GUE or GRE tunnels, any address-family pair: [tunnels.md](tunnels.md)) run on the XDP fast path; NAT runs on kernel IPVS (see [Dataplanes](#dataplanes)). A real server or the sorry server can give its own, so one service may mix DR and tunnelled reals."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_type`"##,
-            keys: &["tun_type"],
-            doc: Doc {
-                ty: r##"`"ipip"` \| `"gue"` \| `"gre"`"##,
-                default: r##"`"ipip"`"##,
-                meaning: r##"The tunnel of `lb_kind = "TUN"` (keepalived's `lvs_method TUN type ...`). Only with TUN."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_port`"##,
-            keys: &["tun_port"],
-            doc: Doc {
-                ty: r##"integer 1–65535"##,
-                default: r##"required for GUE"##,
-                meaning: r##"The GUE destination port. Only with `tun_type = "gue"`."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`tun_source`"##,
-            keys: &["tun_source"],
-            doc: Doc {
-                ty: r##"IP address string"##,
-                default: r##"the director's preferred source toward each real (looked up per packet)"##,
-                meaning: r##"Outer source address of tunnelled packets to the service's reals of this address family (reals of the other family keep the default). See [tunnels.md](tunnels.md)."##,
-            },
-        },
-        Elsewhere {
-            label: r##"`ops`"##,
-            keys: &["ops"],
-            doc: Doc {
-                ty: r##"boolean"##,
-                default: r##"`false`"##,
-                meaning: r##"One-packet scheduling (keepalived's `ops`, `ipvsadm -o`): every UDP datagram is scheduled on its own. UDP services only; runs on IPVS."##,
-            },
-        },
         Elsewhere {
             label: r##"`real_server`"##,
             keys: &["real_server"],
@@ -334,7 +297,8 @@ fn finish(
         vs.persistence_prefix = host_prefix_len(vs.vip);
     }
     let health_ok = read_settings(p, table, health::SERVICE_HEALTH, vs).is_empty();
-    let forwarding = p.service_forwarding(table);
+    // `lb_kind` and the tunnel keys, which depend on one another.
+    let forwarding = p.lb_kind(table);
 
     // The reals' default is the service's port, which must then be valid (else the service is
     // left out, and its servers only checked); when the service's health settings are invalid,
@@ -357,8 +321,9 @@ fn finish(
         p.real_server(table, span, port, Backend::Sorry)
     });
     match forwarding {
-        Some(forwarding) if health_ok => {
-            vs.forwarding = forwarding;
+        Some((lb_kind, lb_kind_at)) if health_ok => {
+            vs.forwarding.lb_kind = lb_kind.unwrap_or_default();
+            vs.forwarding.lb_kind_at = lb_kind_at;
             keep
         }
         _ => false,

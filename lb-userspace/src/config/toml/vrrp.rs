@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use ::toml::de::{DeTable, DeValue};
 
+use super::super::emit::{address, array, boolean, inline_table, integer, seconds, string};
 use super::super::error::did_you_mean;
-use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::model::{Location, Spans, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
 use super::super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_ADVERT_INT_V2,
@@ -23,43 +24,12 @@ use super::super::vrrp::{
     TrackScript, VIRTUAL_ROUTER_ID_LIMITS, VirtualAddress, VrrpConfig, VrrpInstance, VrrpScript,
     VrrpSyncGroup,
 };
+use super::schema::{Doc, Located, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
 
-const INSTANCE_KEYS: &[&str] = &[
-    "name",
-    "state",
-    "interface",
-    "virtual_router_id",
-    "priority",
-    "advert_int",
-    "version",
-    "virtual_ipaddress",
-    "nopreempt",
-    "preempt_delay",
-    "unicast_src_ip",
-    "unicast_peer",
-    "authentication",
-    "track_interface",
-    "track_script",
-    "notify_master",
-    "notify_backup",
-    "notify_fault",
-    "notify_stop",
-    "notify",
-    "garp_master_repeat",
-    "garp_master_refresh_delay",
-    // keepalived's name of `garp_master_refresh_delay`.
-    "garp_master_delay",
-    "lower_prio_no_advert",
-    "skip_check_adv_addr",
-];
 const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
 /// Keys of a `track_interface` or `track_script` entry written as a table.
 const TRACK_KEYS: &[&str] = &["name", "weight"];
-const SCRIPT_KEYS: &[&str] = &["name", "script", "interval", "timeout", "weight", "rise", "fall"];
-const SYNC_GROUP_KEYS: &[&str] =
-    &["name", "group", "notify_master", "notify_backup", "notify_fault"];
-
 /// keepalived `vrrp_instance` keywords lb does not take: an unknown-key suggestion for them
 /// (`garp_master_refresh` → `garp_master_refresh_delay`) would mislead.
 const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
@@ -141,14 +111,15 @@ fn misplaced_in_instance(name: &str) -> Option<String> {
 
 /// The message for an instance key written in a `[[vrrp_script]]`.
 fn misplaced_in_script(name: &str) -> Option<String> {
-    INSTANCE_KEYS
+    INSTANCE_SECTION
+        .keys()
         .contains(&name)
         .then(|| format!("`{name}` is a vrrp_instance setting: move it to a {VRRP_INSTANCE}"))
 }
 
 /// The message for an instance or script key written in a `[[vrrp_sync_group]]`.
 fn misplaced_in_sync_group(name: &str) -> Option<String> {
-    if INSTANCE_KEYS.contains(&name) {
+    if INSTANCE_SECTION.keys().contains(&name) {
         Some(format!(
             "`{name}` is set per vrrp_instance, not per sync group: move it to the instances' \
              {VRRP_INSTANCE}"
@@ -232,48 +203,24 @@ impl Parser<'_> {
         }
     }
 
-    /// `read` of the value of key `name`, `default` when it is absent. `at`, when given, is set
-    /// to where the value was written.
-    fn setting<'a, 'i, T>(
+    /// The `name` of a section of `kind` (`vrrp_script`) in its `name` setting: not empty, not
+    /// already defined by another section of the kind (a name defined twice stays in `names`
+    /// the first time, so that references to it are not errors as well).
+    fn defined_name(
         &mut self,
-        table: &'a DeTable<'i>,
-        name: &str,
-        at: Option<&mut Location>,
-        default: T,
-        read: impl FnOnce(&mut Self, &'a Key<'i>, &'a Value<'i>) -> Option<T>,
-    ) -> Option<T> {
-        match table.get_key_value(name) {
-            None => Some(default),
-            Some((key, value)) => {
-                if let Some(at) = at {
-                    *at = self.at(value.span());
-                }
-                read(self, key, value)
-            }
-        }
-    }
-
-    /// The `name` of a section of `kind` (`vrrp_instance`): required, not empty, not already
-    /// defined by another section of the kind. `None` after an error; a name defined twice stays
-    /// in `names` (the first time), so that references to it are not errors as well.
-    fn section_name(
-        &mut self,
-        table: &DeTable<'_>,
-        section_at: Location,
+        key: &Key<'_>,
+        value: &Value<'_>,
         kind: &str,
         names: &mut Names,
-        at: &mut Location,
     ) -> Option<String> {
-        let header = format!("[[{kind}]]");
-        let (key, value) = self.required(table, "name", section_at, &header)?;
-        *at = self.at(value.span());
+        let at = self.at(value.span());
         let name = self.name(key, value)?;
         if let Some(first) = names.first(&name) {
             let message = format!("{kind} `{name}` is already defined at line {}", first.line);
             self.error(value.span(), message);
             return None;
         }
-        names.0.push((name.clone(), *at));
+        names.0.push((name.clone(), at));
         Some(name)
     }
 
@@ -326,42 +273,27 @@ impl Parser<'_> {
         span: Range<usize>,
         names: &mut Names,
     ) -> Option<VrrpScript> {
+        let errors = self.errors.len();
         let location = self.at(span);
-        let context = format!("in {VRRP_SCRIPT}");
-        self.unknown_keys_with(table, SCRIPT_KEYS, &context, misplaced_in_script);
-
-        let name =
-            self.section_name(table, location, "vrrp_script", names, &mut Location::default());
-        let script = self
-            .required(table, "script", location, VRRP_SCRIPT)
-            .and_then(|(key, value)| self.command(key, value));
-        let interval =
-            self.setting(table, "interval", None, DEFAULT_SCRIPT_INTERVAL, |p, key, value| {
-                p.positive_seconds(key, value, MAX_SECONDS)
-            });
-        // keepalived's default timeout is the interval.
-        let timeout = self.setting(table, "timeout", None, None, |p, key, value| {
-            p.positive_seconds(key, value, MAX_SECONDS).map(Some)
-        });
-        let weight = self.setting(table, "weight", None, 0, Self::track_weight);
-        let rise = self.setting(table, "rise", None, 1, |p, key, value| {
-            p.integer_in(key, value, 1..=u32::MAX)
-        });
-        let fall = self.setting(table, "fall", None, 1, |p, key, value| {
-            p.integer_in(key, value, 1..=u32::MAX)
-        });
-
-        let interval = interval?;
-        Some(VrrpScript {
-            name: name?,
-            script: script?,
-            interval,
-            timeout: timeout?.unwrap_or(interval),
-            weight: weight?,
-            rise: rise?,
-            fall: fall?,
-            location,
-        })
+        let mut script = Script {
+            script: VrrpScript {
+                name: String::new(),
+                script: String::new(),
+                interval: DEFAULT_SCRIPT_INTERVAL,
+                timeout: DEFAULT_SCRIPT_INTERVAL,
+                weight: 0,
+                rise: 1,
+                fall: 1,
+                location,
+            },
+            spans: Spans::at_section(location),
+            names: std::mem::take(names),
+        };
+        SCRIPT_SECTION.read(self, table, &mut script);
+        *names = script.names;
+        // An unknown key is reported, but does not leave the section out.
+        let unknown = SCRIPT_SECTION.unknown_count(table);
+        (self.errors.len() == errors + unknown).then_some(script.script)
     }
 
     fn vrrp_instance(
@@ -371,130 +303,47 @@ impl Parser<'_> {
         names: &mut Names,
         scripts: &[&str],
     ) -> Option<(VrrpInstance, VrrpInstanceLocations)> {
+        let errors = self.errors.len();
         let location = self.at(span);
-        let mut at = VrrpInstanceLocations::all_at(location);
-        let context = format!("in {VRRP_INSTANCE}");
-        self.unknown_keys_with(table, INSTANCE_KEYS, &context, misplaced_in_instance);
-
-        let name = self.section_name(table, location, "vrrp_instance", names, &mut at.name);
-        let initial_master =
-            self.setting(table, "state", Some(&mut at.state), false, Self::initial_state);
-        let interface =
-            self.required(table, "interface", location, VRRP_INSTANCE).and_then(|(key, value)| {
-                at.interface = self.at(value.span());
-                self.name(key, value)
-            });
-        let virtual_router_id = self
-            .required(table, "virtual_router_id", location, VRRP_INSTANCE)
-            .and_then(|(key, value)| {
-                at.virtual_router_id = self.at(value.span());
-                self.byte(key, value, VIRTUAL_ROUTER_ID_LIMITS)
-            });
-        let priority =
-            self.setting(table, "priority", Some(&mut at.priority), DEFAULT_PRIORITY, |p, k, v| {
-                p.byte(k, v, PRIORITY_LIMITS)
-            });
-        // Up to the longest of either version; what fits the version is validation's.
-        let advert_int = self.setting(
-            table,
-            "advert_int",
-            Some(&mut at.advert_int),
-            DEFAULT_ADVERT_INT,
-            |p, k, v| {
-                let max = u32::try_from(MAX_ADVERT_INT_V2.as_secs()).unwrap_or(u32::MAX);
-                p.positive_seconds(k, v, max)
+        let mut instance = Instance {
+            instance: VrrpInstance {
+                name: String::new(),
+                initial_master: false,
+                interface: String::new(),
+                virtual_router_id: 0,
+                priority: DEFAULT_PRIORITY,
+                advert_int: DEFAULT_ADVERT_INT,
+                version: DEFAULT_VERSION,
+                virtual_ipaddress: Vec::new(),
+                preempt: true,
+                preempt_delay: Duration::ZERO,
+                unicast_peer: Vec::new(),
+                unicast_src_ip: None,
+                auth_pass: None,
+                track_interface: Vec::new(),
+                track_script: Vec::new(),
+                notify_master: None,
+                notify_backup: None,
+                notify_fault: None,
+                notify_stop: None,
+                notify: None,
+                garp_master_repeat: DEFAULT_GARP_REPEAT,
+                garp_master_refresh_delay: DEFAULT_GARP_REFRESH_DELAY,
+                lower_prio_no_advert: false,
+                skip_check_adv_addr: false,
+                location,
             },
-        );
-        let version = self.setting(table, "version", Some(&mut at.version), None, |p, k, v| {
-            p.version(k, v).map(Some)
-        });
-        let virtual_ipaddress = self
-            .required(table, "virtual_ipaddress", location, VRRP_INSTANCE)
-            .and_then(|(key, value)| self.virtual_addresses(key, value, &mut at.virtual_ipaddress));
-        let nopreempt = self.setting(table, "nopreempt", None, false, Self::boolean);
-        let preempt_delay =
-            self.setting(table, "preempt_delay", None, Duration::ZERO, |p, key, value| {
-                p.seconds(key, value, 0..=MAX_PREEMPT_DELAY_SECS)
-            });
-        let unicast_src_ip =
-            self.setting(table, "unicast_src_ip", Some(&mut at.unicast_src_ip), None, |p, k, v| {
-                p.ip_address(k, v).map(Some)
-            });
-        let unicast_peer =
-            self.setting(table, "unicast_peer", None, Vec::new(), |p, key, value| {
-                p.unicast_peers(key, value, &mut at.unicast_peer)
-            });
-        let auth_pass =
-            self.setting(table, "authentication", Some(&mut at.authentication), None, |p, k, v| {
-                p.authentication(k, v).map(Some)
-            });
-        let track_interface =
-            self.setting(table, "track_interface", None, Vec::new(), |p, key, value| {
-                let tracked = p.tracked(key, value)?;
-                at.track_interface = tracked.iter().map(|t| p.at(t.span.clone())).collect();
-                let weight = |t: &Tracked| t.weight.unwrap_or(0);
-                let entries = tracked
-                    .iter()
-                    .map(|t| TrackInterface { name: t.name.clone(), weight: weight(t) });
-                Some(entries.collect())
-            });
-        let track_script =
-            self.setting(table, "track_script", None, Vec::new(), |p, key, value| {
-                p.track_scripts(key, value, scripts)
-            });
-        let mut notify = |name: &str| {
-            self.setting(table, name, None, None, |p, key, value| p.command(key, value).map(Some))
+            spans: Spans::at_section(location),
+            at: VrrpInstanceLocations::all_at(location),
+            names: std::mem::take(names),
+            scripts: scripts.iter().map(|&name| name.to_owned()).collect(),
+            version: None,
         };
-        let notify_master = notify("notify_master");
-        let notify_backup = notify("notify_backup");
-        let notify_fault = notify("notify_fault");
-        let notify_stop = notify("notify_stop");
-        let notify_any = notify("notify");
-        let garp_master_repeat = self.setting(
-            table,
-            "garp_master_repeat",
-            None,
-            DEFAULT_GARP_REPEAT,
-            |p, key, value| p.integer_in(key, value, GARP_REPEAT_LIMITS),
-        );
-        let garp_master_refresh_delay = self.garp_refresh_delay(table);
-        let lower_prio_no_advert =
-            self.setting(table, "lower_prio_no_advert", None, false, Self::boolean);
-        let skip_check_adv_addr =
-            self.setting(table, "skip_check_adv_addr", None, false, Self::boolean);
-
-        let virtual_ipaddress = virtual_ipaddress?;
-        // As keepalived: IPv6 instances default to the only version that carries IPv6.
-        let ipv6 = virtual_ipaddress.first().is_some_and(|v| v.address.is_ipv6());
-        let version = version?.unwrap_or(if ipv6 { 3 } else { DEFAULT_VERSION });
-        let instance = VrrpInstance {
-            name: name?,
-            initial_master: initial_master?,
-            interface: interface?,
-            virtual_router_id: virtual_router_id?,
-            priority: priority?,
-            advert_int: advert_int?,
-            version,
-            virtual_ipaddress,
-            preempt: !nopreempt?,
-            preempt_delay: preempt_delay?,
-            unicast_peer: unicast_peer?,
-            unicast_src_ip: unicast_src_ip?,
-            auth_pass: auth_pass?,
-            track_interface: track_interface?,
-            track_script: track_script?,
-            notify_master: notify_master?,
-            notify_backup: notify_backup?,
-            notify_fault: notify_fault?,
-            notify_stop: notify_stop?,
-            notify: notify_any?,
-            garp_master_repeat: garp_master_repeat?,
-            garp_master_refresh_delay: garp_master_refresh_delay?,
-            lower_prio_no_advert: lower_prio_no_advert?,
-            skip_check_adv_addr: skip_check_adv_addr?,
-            location,
-        };
-        Some((instance, at))
+        INSTANCE_SECTION.read(self, table, &mut instance);
+        *names = std::mem::take(&mut instance.names);
+        // An unknown key is reported, but does not leave the section out.
+        let unknown = INSTANCE_SECTION.unknown_count(table);
+        (self.errors.len() == errors + unknown).then_some((instance.instance, instance.at))
     }
 
     /// `state`: `MASTER` (true) or `BACKUP`, in any case.
@@ -532,18 +381,6 @@ impl Parser<'_> {
     }
 
     /// `garp_master_refresh_delay`, or keepalived's name for it, `garp_master_delay`.
-    fn garp_refresh_delay(&mut self, table: &DeTable<'_>) -> Option<Duration> {
-        let given = self.either(
-            table,
-            ["garp_master_refresh_delay", "garp_master_delay"],
-            "are the same setting (keepalived calls it `garp_master_delay`); keep only one",
-        )?;
-        match given {
-            None => Some(DEFAULT_GARP_REFRESH_DELAY),
-            Some((key, value)) => self.seconds(key, value, 0..=MAX_SECONDS),
-        }
-    }
-
     /// `virtual_ipaddress`: at least one `ADDRESS[/PREFIX]`; `at` gets where each was written.
     fn virtual_addresses(
         &mut self,
@@ -787,8 +624,10 @@ impl Parser<'_> {
             at = value.span();
             self.name(key, value)
         });
-        let weight =
-            self.setting(table, "weight", None, None, |p, k, v| p.track_weight(k, v).map(Some));
+        let weight = match table.get_key_value("weight") {
+            None => Some(None),
+            Some((key, value)) => self.track_weight(key, value).map(Some),
+        };
         Some(Tracked { name: name?, weight: weight?, span: at })
     }
 
@@ -800,29 +639,28 @@ impl Parser<'_> {
         instances: &[&str],
         members: &mut Vec<Member>,
     ) -> Option<VrrpSyncGroup> {
+        let errors = self.errors.len();
         let location = self.at(span);
-        let context = format!("in {VRRP_SYNC_GROUP}");
-        self.unknown_keys_with(table, SYNC_GROUP_KEYS, &context, misplaced_in_sync_group);
-
-        let name =
-            self.section_name(table, location, "vrrp_sync_group", names, &mut Location::default());
-        let group = self
-            .required(table, "group", location, VRRP_SYNC_GROUP)
-            .and_then(|(key, value)| self.group(key, value, location, instances, members));
-        let mut notify = |name: &str| {
-            self.setting(table, name, None, None, |p, key, value| p.command(key, value).map(Some))
+        let mut group = SyncGroup {
+            group: VrrpSyncGroup {
+                name: String::new(),
+                group: Vec::new(),
+                notify_master: None,
+                notify_backup: None,
+                notify_fault: None,
+                location,
+            },
+            spans: Spans::at_section(location),
+            names: std::mem::take(names),
+            instances: instances.iter().map(|&name| name.to_owned()).collect(),
+            members: std::mem::take(members),
         };
-        let notify_master = notify("notify_master");
-        let notify_backup = notify("notify_backup");
-        let notify_fault = notify("notify_fault");
-        Some(VrrpSyncGroup {
-            name: name?,
-            group: group?,
-            notify_master: notify_master?,
-            notify_backup: notify_backup?,
-            notify_fault: notify_fault?,
-            location,
-        })
+        SYNC_GROUP_SECTION.read(self, table, &mut group);
+        *names = group.names;
+        *members = group.members;
+        // An unknown key is reported, but does not leave the section out.
+        let unknown = SYNC_GROUP_SECTION.unknown_count(table);
+        (self.errors.len() == errors + unknown).then_some(group.group)
     }
 
     /// A sync group's `group`: at least one of `instances`, each in no other group (`members`,
@@ -879,6 +717,589 @@ impl Parser<'_> {
         }
         ok.then_some(group)
     }
+}
+
+/// A `[[vrrp_instance]]` as read: the instance, where its values were written (`at`, the
+/// locations validation uses, list items included), the names of the instances before it, the
+/// scripts it may track and the version if written.
+struct Instance {
+    instance: VrrpInstance,
+    spans: Spans,
+    at: VrrpInstanceLocations,
+    names: Names,
+    scripts: Vec<String>,
+    version: Option<u8>,
+}
+
+impl Located for Instance {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// `Doc` of an instance setting; its row in docs/config.md has a keepalived column besides
+/// (held by `docs_list_every_vrrp_key`).
+const fn doc(ty: &'static str, default: &'static str, meaning: &'static str) -> Doc {
+    Doc { ty, default, meaning }
+}
+
+/// An instance's notify script `name`, whose value `field` is.
+macro_rules! instance_notify {
+    ($name:literal, $field:ident, $meaning:literal) => {
+        Setting {
+            name: $name,
+            doc: doc("command line (string)", "none", $meaning),
+            read: |p, k, v, i| i.instance.$field = p.command(k, v),
+            emit: |i, _| i.instance.$field.as_deref().map(string),
+        }
+    };
+}
+
+/// A boolean setting of an instance, `false` unless written.
+macro_rules! instance_flag {
+    ($name:literal, $field:ident, $meaning:literal) => {
+        Setting {
+            name: $name,
+            doc: doc("boolean", "`false`", $meaning),
+            read: |p, k, v, i| {
+                if let Some(flag) = p.boolean(k, v) {
+                    i.instance.$field = flag;
+                }
+            },
+            emit: |i, _| unless(&i.instance.$field, &false, boolean),
+        }
+    };
+}
+
+/// `garp_master_refresh_delay` or keepalived's `garp_master_delay`, read unless both are
+/// written (the section's `finish` says so).
+fn read_garp_delay(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, i: &mut Instance, other: &str) {
+    if i.spans.get(other).is_none()
+        && let Some(delay) = p.seconds(k, v, 0..=MAX_SECONDS)
+    {
+        i.instance.garp_master_refresh_delay = delay;
+    }
+}
+
+/// A track entry as `lb convert` writes it: the name alone, or with its weight.
+fn tracked_entry(name: &str, weight: Option<i32>) -> String {
+    match weight {
+        None => string(name),
+        Some(weight) => inline_table(&[("name", string(name)), ("weight", weight.to_string())]),
+    }
+}
+
+/// The settings of a `[[vrrp_instance]]`, in the reference's order.
+const INSTANCE_SECTION: Section<Instance> = Section {
+    header: VRRP_INSTANCE,
+    misplaced: misplaced_in_instance,
+    required: &["name", "interface", "virtual_router_id", "virtual_ipaddress"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: Some(|p, table, i, _| {
+        let conflict = "are the same setting (keepalived calls it `garp_master_delay`); keep only \
+                        one";
+        let one = p.either(table, ["garp_master_refresh_delay", "garp_master_delay"], conflict);
+        // As keepalived: IPv6 instances default to the only version that carries IPv6.
+        let ipv6 = i.instance.virtual_ipaddress.first().is_some_and(|v| v.address.is_ipv6());
+        i.instance.version = i.version.unwrap_or(if ipv6 { 3 } else { DEFAULT_VERSION });
+        one.is_some()
+    }),
+    settings: &[
+        Setting {
+            name: "name",
+            doc: doc("string", "required", "Unique among the instances."),
+            read: |p, k, v, i| {
+                i.at.name = p.at(v.span());
+                if let Some(name) = p.defined_name(k, v, "vrrp_instance", &mut i.names) {
+                    i.instance.name = name;
+                }
+            },
+            emit: |i, _| Some(string(&i.instance.name)),
+        },
+        Setting {
+            name: "state",
+            doc: doc(
+                r#"`"MASTER"` \| `"BACKUP"`"#,
+                r#"`"BACKUP"`"#,
+                "The initial state asked for.",
+            ),
+            read: |p, k, v, i| {
+                i.at.state = p.at(v.span());
+                if let Some(master) = p.initial_state(k, v) {
+                    i.instance.initial_master = master;
+                }
+            },
+            emit: |i, _| i.instance.initial_master.then(|| string("MASTER")),
+        },
+        Setting {
+            name: "interface",
+            doc: doc("string", "required", "The NIC the adverts are sent and received on."),
+            read: |p, k, v, i| {
+                i.at.interface = p.at(v.span());
+                if let Some(interface) = p.name(k, v) {
+                    i.instance.interface = interface;
+                }
+            },
+            emit: |i, _| Some(string(&i.instance.interface)),
+        },
+        Setting {
+            name: "virtual_router_id",
+            doc: doc("integer 1–255", "required", "The same on every router of the group."),
+            read: |p, k, v, i| {
+                i.at.virtual_router_id = p.at(v.span());
+                if let Some(id) = p.byte(k, v, VIRTUAL_ROUTER_ID_LIMITS) {
+                    i.instance.virtual_router_id = id;
+                }
+            },
+            emit: |i, _| Some(integer(&i.instance.virtual_router_id)),
+        },
+        Setting {
+            name: "priority",
+            doc: doc("integer 1–255", "`100`", "The highest priority is MASTER."),
+            read: |p, k, v, i| {
+                i.at.priority = p.at(v.span());
+                if let Some(priority) = p.byte(k, v, PRIORITY_LIMITS) {
+                    i.instance.priority = priority;
+                }
+            },
+            emit: |i, _| unless(&i.instance.priority, &DEFAULT_PRIORITY, integer),
+        },
+        Setting {
+            name: "advert_int",
+            doc: doc("seconds", "`1`", "Interval between adverts."),
+            // Up to the longest of either version; what fits the version is validation's.
+            read: |p, k, v, i| {
+                i.at.advert_int = p.at(v.span());
+                let max = u32::try_from(MAX_ADVERT_INT_V2.as_secs()).unwrap_or(u32::MAX);
+                if let Some(interval) = p.positive_seconds(k, v, max) {
+                    i.instance.advert_int = interval;
+                }
+            },
+            emit: |i, _| unless(&i.instance.advert_int, &DEFAULT_ADVERT_INT, seconds),
+        },
+        Setting {
+            name: "version",
+            doc: doc("`2` \\| `3`", "`2`; `3` for IPv6 addresses", "The VRRP version."),
+            read: |p, k, v, i| {
+                i.at.version = p.at(v.span());
+                i.version = p.version(k, v);
+            },
+            // The default follows the addresses' family.
+            emit: |i, _| {
+                let default = if i.instance.is_ipv6() { 3 } else { DEFAULT_VERSION };
+                unless(&i.instance.version, &default, integer)
+            },
+        },
+        Setting {
+            name: "virtual_ipaddress",
+            doc: doc(
+                r#"array of `"ADDRESS[/PREFIX]"` strings"#,
+                "required, at least one",
+                "The addresses the MASTER holds.",
+            ),
+            read: |p, k, v, i| {
+                if let Some(addresses) = p.virtual_addresses(k, v, &mut i.at.virtual_ipaddress) {
+                    i.instance.virtual_ipaddress = addresses;
+                }
+            },
+            emit: |i, _| Some(array(&i.instance.virtual_ipaddress, |vip| string(&vip.to_string()))),
+        },
+        Setting {
+            name: "nopreempt",
+            doc: doc("boolean", "`false`", "A higher priority does not take over from a MASTER."),
+            read: |p, k, v, i| {
+                if let Some(nopreempt) = p.boolean(k, v) {
+                    i.instance.preempt = !nopreempt;
+                }
+            },
+            emit: |i, _| (!i.instance.preempt).then(|| boolean(&true)),
+        },
+        Setting {
+            name: "preempt_delay",
+            doc: doc("seconds, 0–1000", "`0`", "After starting, wait this long to take over."),
+            read: |p, k, v, i| {
+                if let Some(delay) = p.seconds(k, v, 0..=MAX_PREEMPT_DELAY_SECS) {
+                    i.instance.preempt_delay = delay;
+                }
+            },
+            emit: |i, _| unless(&i.instance.preempt_delay, &Duration::ZERO, seconds),
+        },
+        Setting {
+            name: "unicast_src_ip",
+            doc: doc("IP address string", "an address of `interface`", "Source of the adverts."),
+            read: |p, k, v, i| {
+                i.at.unicast_src_ip = p.at(v.span());
+                if let Some(ip) = p.ip_address(k, v) {
+                    i.instance.unicast_src_ip = Some(ip);
+                }
+            },
+            emit: |i, _| i.instance.unicast_src_ip.as_ref().map(address),
+        },
+        Setting {
+            name: "unicast_peer",
+            doc: doc("array of IP address strings", "none: multicast", "The other routers."),
+            read: |p, k, v, i| {
+                if let Some(peers) = p.unicast_peers(k, v, &mut i.at.unicast_peer) {
+                    i.instance.unicast_peer = peers;
+                }
+            },
+            emit: |i, _| {
+                let peers = &i.instance.unicast_peer;
+                (!peers.is_empty()).then(|| array(peers, address))
+            },
+        },
+        Setting {
+            name: "authentication",
+            doc: doc("table", "none", "VRRPv2's simple password."),
+            read: |p, k, v, i| {
+                i.at.authentication = p.at(v.span());
+                i.instance.auth_pass = p.authentication(k, v);
+            },
+            emit: |i, _| {
+                let pass = i.instance.auth_pass.as_deref()?;
+                Some(inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]))
+            },
+        },
+        Setting {
+            name: "track_interface",
+            doc: doc(
+                "array of names or `{ name, weight }` tables",
+                "none",
+                "Interfaces whose state changes the instance's.",
+            ),
+            read: |p, k, v, i| {
+                let Some(tracked) = p.tracked(k, v) else { return };
+                i.at.track_interface = tracked.iter().map(|t| p.at(t.span.clone())).collect();
+                let weight = |t: &Tracked| t.weight.unwrap_or(0);
+                let entries = tracked
+                    .iter()
+                    .map(|t| TrackInterface { name: t.name.clone(), weight: weight(t) });
+                i.instance.track_interface = entries.collect();
+            },
+            emit: |i, _| {
+                let tracked = &i.instance.track_interface;
+                (!tracked.is_empty()).then(|| {
+                    array(tracked, |t| tracked_entry(&t.name, Some(t.weight).filter(|w| *w != 0)))
+                })
+            },
+        },
+        Setting {
+            name: "track_script",
+            doc: doc(
+                "array of names or `{ name, weight }` tables",
+                "none",
+                "`[[vrrp_script]]`s whose results change the instance's state or priority.",
+            ),
+            read: |p, k, v, i| {
+                let scripts: Vec<&str> = i.scripts.iter().map(String::as_str).collect();
+                if let Some(tracked) = p.track_scripts(k, v, &scripts) {
+                    i.instance.track_script = tracked;
+                }
+            },
+            emit: |i, _| {
+                let tracked = &i.instance.track_script;
+                (!tracked.is_empty())
+                    .then(|| array(tracked, |t| tracked_entry(&t.script, t.weight)))
+            },
+        },
+        instance_notify!("notify_master", notify_master, "Run on becoming MASTER."),
+        instance_notify!("notify_backup", notify_backup, "Run on becoming BACKUP."),
+        instance_notify!("notify_fault", notify_fault, "Run on becoming FAULT."),
+        instance_notify!("notify_stop", notify_stop, "Run when the instance stops."),
+        instance_notify!("notify", notify, "Run on every change."),
+        Setting {
+            name: "garp_master_repeat",
+            doc: doc(
+                "integer 1–100",
+                "`5`",
+                "Gratuitous ARPs (unsolicited NAs) on becoming MASTER.",
+            ),
+            read: |p, k, v, i| {
+                if let Some(repeat) = p.integer_in(k, v, GARP_REPEAT_LIMITS) {
+                    i.instance.garp_master_repeat = repeat;
+                }
+            },
+            emit: |i, _| unless(&i.instance.garp_master_repeat, &DEFAULT_GARP_REPEAT, integer),
+        },
+        Setting {
+            name: "garp_master_refresh_delay",
+            doc: doc("seconds, 0–86400", "`5`", "When they are sent again."),
+            read: |p, k, v, i| read_garp_delay(p, k, v, i, "garp_master_delay"),
+            emit: |i, _| {
+                let delay = &i.instance.garp_master_refresh_delay;
+                unless(delay, &DEFAULT_GARP_REFRESH_DELAY, seconds)
+            },
+        },
+        Setting {
+            name: "garp_master_delay",
+            doc: doc(
+                "seconds, 0–86400",
+                "`5`",
+                "keepalived's name of `garp_master_refresh_delay`.",
+            ),
+            read: |p, k, v, i| read_garp_delay(p, k, v, i, "garp_master_refresh_delay"),
+            // Written as `garp_master_refresh_delay`.
+            emit: |_, _| None,
+        },
+        instance_flag!(
+            "lower_prio_no_advert",
+            lower_prio_no_advert,
+            "No answer to lower priorities."
+        ),
+        instance_flag!("skip_check_adv_addr", skip_check_adv_addr, "Skip comparing the addresses."),
+    ],
+};
+
+/// The lines `lb convert` writes for `instance`.
+pub(in crate::config) fn instance_emit(instance: &VrrpInstance) -> String {
+    let location = instance.location;
+    let instance = Instance {
+        instance: instance.clone(),
+        spans: Spans::at_section(location),
+        at: VrrpInstanceLocations::all_at(location),
+        names: Names::default(),
+        scripts: Vec::new(),
+        version: None,
+    };
+    INSTANCE_SECTION.emit(&instance, &instance)
+}
+
+/// A `[[vrrp_script]]` as read: the script, where its values were written, and the names of
+/// the scripts before it.
+struct Script {
+    script: VrrpScript,
+    spans: Spans,
+    names: Names,
+}
+
+impl Located for Script {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The settings of a `[[vrrp_script]]`; `lb convert` writes the model's through [`script_emit`].
+const SCRIPT_SECTION: Section<Script> = Section {
+    header: VRRP_SCRIPT,
+    misplaced: misplaced_in_script,
+    required: &["name", "script"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    // keepalived's default timeout is the interval.
+    finish: Some(|_, table, s, _| {
+        if !table.contains_key("timeout") {
+            s.script.timeout = s.script.interval;
+        }
+        true
+    }),
+    settings: &[
+        Setting {
+            name: "name",
+            doc: Doc { ty: "string", default: "required", meaning: "Unique among the scripts." },
+            read: |p, k, v, s| {
+                if let Some(name) = p.defined_name(k, v, "vrrp_script", &mut s.names) {
+                    s.script.name = name;
+                }
+            },
+            emit: |s, _| Some(string(&s.script.name)),
+        },
+        Setting {
+            name: "script",
+            doc: Doc {
+                ty: "command line (string)",
+                default: "required",
+                meaning: "Run by `/bin/sh -c`.",
+            },
+            read: |p, k, v, s| {
+                if let Some(script) = p.command(k, v) {
+                    s.script.script = script;
+                }
+            },
+            emit: |s, _| Some(string(&s.script.script)),
+        },
+        Setting {
+            name: "interval",
+            doc: Doc {
+                ty: "seconds, more than 0, at most 86400",
+                default: "`1`",
+                meaning: "Time between runs.",
+            },
+            read: |p, k, v, s| {
+                if let Some(interval) = p.positive_seconds(k, v, MAX_SECONDS) {
+                    s.script.interval = interval;
+                }
+            },
+            emit: |s, _| unless(&s.script.interval, &DEFAULT_SCRIPT_INTERVAL, seconds),
+        },
+        Setting {
+            name: "timeout",
+            doc: Doc {
+                ty: "seconds, more than 0, at most 86400",
+                default: "the `interval`",
+                meaning: "A run taking longer fails.",
+            },
+            read: |p, k, v, s| {
+                if let Some(timeout) = p.positive_seconds(k, v, MAX_SECONDS) {
+                    s.script.timeout = timeout;
+                }
+            },
+            // The default is the interval.
+            emit: |s, _| unless(&s.script.timeout, &s.script.interval, seconds),
+        },
+        Setting {
+            name: "weight",
+            doc: Doc {
+                ty: "integer −254–254",
+                default: "`0`",
+                meaning: "`0`: while the script fails, the instance is FAULT; else added to the \
+                     priority (positive: while it succeeds, negative: while it fails).",
+            },
+            read: |p, k, v, s| {
+                if let Some(weight) = p.track_weight(k, v) {
+                    s.script.weight = weight;
+                }
+            },
+            emit: |s, _| unless(&s.script.weight, &0, integer),
+        },
+        Setting {
+            name: "rise",
+            doc: Doc {
+                ty: "integer ≥ 1",
+                default: "`1`",
+                meaning: "Consecutive successes for a failed script to count as succeeding.",
+            },
+            read: |p, k, v, s| {
+                if let Some(rise) = p.integer_in(k, v, 1..=u32::MAX) {
+                    s.script.rise = rise;
+                }
+            },
+            emit: |s, _| unless(&s.script.rise, &1, integer),
+        },
+        Setting {
+            name: "fall",
+            doc: Doc {
+                ty: "integer ≥ 1",
+                default: "`1`",
+                meaning: "Consecutive failures for a succeeding script to count as failed.",
+            },
+            read: |p, k, v, s| {
+                if let Some(fall) = p.integer_in(k, v, 1..=u32::MAX) {
+                    s.script.fall = fall;
+                }
+            },
+            emit: |s, _| unless(&s.script.fall, &1, integer),
+        },
+    ],
+};
+
+/// The lines `lb convert` writes for `script`.
+pub(in crate::config) fn script_emit(script: &VrrpScript) -> String {
+    let location = script.location;
+    let script = Script {
+        script: script.clone(),
+        spans: Spans::at_section(location),
+        names: Names::default(),
+    };
+    SCRIPT_SECTION.emit(&script, &script)
+}
+
+/// A `[[vrrp_sync_group]]` as read: the group, where its values were written, the names of the
+/// groups before it, the instances it may list and the instances already in a group.
+struct SyncGroup {
+    group: VrrpSyncGroup,
+    spans: Spans,
+    names: Names,
+    instances: Vec<String>,
+    members: Vec<Member>,
+}
+
+impl Located for SyncGroup {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The settings of a `[[vrrp_sync_group]]`; `lb convert` writes the model's through
+/// [`sync_group_emit`].
+const SYNC_GROUP_SECTION: Section<SyncGroup> = Section {
+    header: VRRP_SYNC_GROUP,
+    misplaced: misplaced_in_sync_group,
+    required: &["name", "group"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "name",
+            doc: Doc {
+                ty: "string",
+                default: "required",
+                meaning: "Unique among the sync groups.",
+            },
+            read: |p, k, v, g| {
+                if let Some(name) = p.defined_name(k, v, "vrrp_sync_group", &mut g.names) {
+                    g.group.name = name;
+                }
+            },
+            emit: |g, _| Some(string(&g.group.name)),
+        },
+        Setting {
+            name: "group",
+            doc: Doc {
+                ty: "array of instance names",
+                default: "required, at least one",
+                meaning: "The vrrp_instances that change state together; each in one group only.",
+            },
+            read: |p, k, v, g| {
+                let section = g.spans.section();
+                let instances: Vec<&str> = g.instances.iter().map(String::as_str).collect();
+                if let Some(group) = p.group(k, v, section, &instances, &mut g.members) {
+                    g.group.group = group;
+                }
+            },
+            emit: |g, _| Some(array(&g.group.group, |name| string(name))),
+        },
+        Setting {
+            name: "notify_master",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_master = p.command(k, v),
+            emit: |g, _| g.group.notify_master.as_deref().map(string),
+        },
+        Setting {
+            name: "notify_backup",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_backup = p.command(k, v),
+            emit: |g, _| g.group.notify_backup.as_deref().map(string),
+        },
+        Setting {
+            name: "notify_fault",
+            doc: NOTIFY_DOC,
+            read: |p, k, v, g| g.group.notify_fault = p.command(k, v),
+            emit: |g, _| g.group.notify_fault.as_deref().map(string),
+        },
+    ],
+};
+
+const NOTIFY_DOC: Doc = Doc {
+    ty: "command line (string)",
+    default: "none",
+    meaning: "Run when the group changes to that state.",
+};
+
+/// The lines `lb convert` writes for `group`.
+pub(in crate::config) fn sync_group_emit(group: &VrrpSyncGroup) -> String {
+    let group = SyncGroup {
+        group: group.clone(),
+        spans: Spans::at_section(group.location),
+        names: Names::default(),
+        instances: Vec::new(),
+        members: Vec::new(),
+    };
+    SYNC_GROUP_SECTION.emit(&group, &group)
 }
 
 #[cfg(test)]
@@ -2182,21 +2603,59 @@ notify_fault = "/etc/lb/group.sh fault"
         assert!(config.vrrp.sync_groups.is_empty());
     }
 
+    /// A misspelt key is reported, but leaves its section in the model (so that validation
+    /// still judges the rest), as before the sections were described.
+    #[test]
+    fn an_unknown_key_does_not_leave_a_section_out() {
+        let text = "[[vrrp_script]]\nname = 's'\nscript = '/bin/true'\nintervall = 2\n\
+                    [[vrrp_instance]]\nname = 'vi'\ninterface = 'eth0'\nvirtual_router_id = 1\n\
+                    virtual_ipaddress = ['192.0.2.1/24']\nversino = 3\n\
+                    [[vrrp_sync_group]]\nname = 'g'\ngroup = ['vi']\nnotify_mastr = '/bin/x'\n";
+        let (config, errors) = super::super::parse(text, std::path::Path::new("t.toml"));
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown.iter().all(|e| e.contains("unknown key")), "{shown:?}");
+        assert_eq!(config.vrrp.scripts.len(), 1);
+        assert_eq!(config.vrrp.instances.len(), 1);
+        assert_eq!(config.vrrp.sync_groups.len(), 1);
+    }
+
+    /// Every key read here has its row in docs/config.md's tables (the authentication keys are
+    /// in `authentication`'s).
+    #[test]
+    fn docs_list_every_vrrp_key() {
+        use super::super::schema::docs::{assert_documented, config_md, table};
+        let doc = config_md();
+        assert_documented(&doc, "`[[vrrp_instance]]`", INSTANCE_SECTION.keys());
+        assert_documented(&doc, "`[[vrrp_script]]`", SCRIPT_SECTION.keys());
+        assert_documented(&doc, "`[[vrrp_sync_group]]`", SYNC_GROUP_SECTION.keys());
+        let rows = table(&doc, "`[[vrrp_instance]]`");
+        let authentication = rows.iter().find(|row| row[0] == "`authentication`");
+        let meaning = authentication.and_then(|row| row.last()).expect("authentication row");
+        for key in AUTHENTICATION_KEYS.iter().chain(TRACK_KEYS) {
+            let written = meaning.contains(&format!("`{key}`"))
+                || rows.iter().any(|row| row[0].starts_with("`track_") && row[1].contains(key));
+            assert!(written, "`{key}` is not in docs/config.md [[vrrp_instance]]");
+        }
+    }
+
     #[test]
     fn misplaced_keys() {
         // Every key of one section that another takes gets a message saying where it belongs.
-        for &key in SCRIPT_KEYS.iter().filter(|k| !INSTANCE_KEYS.contains(k)) {
+        for &key in SCRIPT_SECTION.keys().iter().filter(|k| !INSTANCE_SECTION.keys().contains(k)) {
             assert!(misplaced_in_instance(key).is_some(), "{key}");
         }
-        for &key in INSTANCE_KEYS.iter().filter(|k| !SCRIPT_KEYS.contains(k)) {
+        for &key in INSTANCE_SECTION.keys().iter().filter(|k| !SCRIPT_SECTION.keys().contains(k)) {
             assert!(misplaced_in_script(key).is_some(), "{key}");
         }
-        for &key in INSTANCE_KEYS.iter().filter(|k| !SYNC_GROUP_KEYS.contains(k)) {
+        for &key in
+            INSTANCE_SECTION.keys().iter().filter(|k| !SYNC_GROUP_SECTION.keys().contains(k))
+        {
             assert!(misplaced_in_sync_group(key).is_some(), "{key}");
         }
         // An unsupported keyword is never one lb takes.
         for key in UNSUPPORTED_INSTANCE_KEYWORDS {
-            assert!(!INSTANCE_KEYS.contains(key), "{key}");
+            assert!(!INSTANCE_SECTION.keys().contains(key), "{key}");
         }
     }
 }

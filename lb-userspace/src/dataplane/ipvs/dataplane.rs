@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Destination, DestinationEntry, Family, Forward, Ipvs, IpvsError, Protocol, Service,
-    ServiceEntry, ServiceFlags, ServiceKey, TunnelEncap,
+    ServiceEntry, ServiceFlags, ServiceKey, SyncDaemon, SyncRole, TunnelEncap,
 };
 use crate::{
     config::{self, LbKind, Tunnel, VirtualServerKey},
     dataplane::select::Backend,
     dataplane::{Connections, Counter, Counters, Dataplane, DataplaneError, Status},
-    desired::{Desired, RealDesired, RealState, ServiceDesired},
+    desired::{Desired, FlowSyncDesired, RealDesired, RealState, ServiceDesired},
 };
 
 /// One service as it should be in the kernel.
@@ -255,6 +255,31 @@ pub struct IpvsDataplane {
     installed: BTreeMap<ServiceKey, VirtualServerKey>,
     /// Services found at start that a previous agent left (adopted or removed at first apply).
     leftovers: usize,
+    /// The settings the kernel's sync daemons were last started with (`[flow_sync]`).
+    sync_daemons: Option<FlowSyncDesired>,
+}
+
+/// The sync daemons `flow_sync` asks of an IPVS edge serving `services` services: none without
+/// services (nothing of ours to sync). Standby services count: a VRRP backup is where the
+/// backup daemon has connections to receive.
+pub fn wanted_sync_daemons(
+    flow_sync: Option<&FlowSyncDesired>,
+    services: usize,
+) -> Vec<SyncDaemon> {
+    let Some(s) = flow_sync.filter(|_| services > 0) else { return Vec::new() };
+    // Both, as keepalived's `lvs_sync_daemon` starts them: send ours, learn the peer's.
+    [SyncRole::Master, SyncRole::Backup]
+        .into_iter()
+        .map(|role| SyncDaemon {
+            role,
+            interface: s.interface.clone(),
+            sync_id: s.sync_id,
+            max_len: s.max_len,
+            group: s.group,
+            port: s.port,
+            ttl: s.ttl,
+        })
+        .collect()
 }
 
 impl IpvsDataplane {
@@ -287,6 +312,7 @@ impl IpvsDataplane {
             remove_on_stop,
             installed: BTreeMap::new(),
             leftovers,
+            sync_daemons: None,
         })
     }
 
@@ -347,6 +373,49 @@ impl IpvsDataplane {
         result.map_err(|e| ipvs_error(&describe(op), e))
     }
 
+    /// Starts, restarts or stops the kernel's sync daemons when their settings changed. A
+    /// daemon that will not start is logged, not an apply error: forwarding does not depend on
+    /// it, and the next change of `[flow_sync]` tries again.
+    fn apply_sync_daemons(&mut self, desired: &Desired) {
+        let services = desired.services.len();
+        let want = desired.flow_sync.as_ref().filter(|_| services > 0);
+        if self.sync_daemons.as_ref() == want {
+            return;
+        }
+        if self.sync_daemons.take().is_some() {
+            self.stop_sync_daemons();
+        }
+        for d in wanted_sync_daemons(want, services) {
+            let mut started = self.ipvs.start_sync_daemon(&d);
+            if started.as_ref().is_err_and(IpvsError::is_exists) {
+                // Left by an agent that died, or by keepalived: restarted with our settings.
+                let _ = self.ipvs.stop_sync_daemon(d.role);
+                started = self.ipvs.start_sync_daemon(&d);
+            }
+            match started {
+                Ok(()) => tracing::info!(
+                    role = ?d.role, interface = %d.interface, sync_id = d.sync_id,
+                    "IPVS sync daemon started"
+                ),
+                Err(e) => tracing::warn!(
+                    role = ?d.role, interface = %d.interface, error = %e,
+                    "IPVS sync daemon did not start"
+                ),
+            }
+        }
+        self.sync_daemons = want.cloned();
+    }
+
+    fn stop_sync_daemons(&mut self) {
+        for role in [SyncRole::Master, SyncRole::Backup] {
+            match self.ipvs.stop_sync_daemon(role) {
+                Ok(()) => tracing::info!(role = ?role, "IPVS sync daemon stopped"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(role = ?role, error = %e, "stopping an IPVS sync daemon"),
+            }
+        }
+    }
+
     fn save_owned(&self) -> Result<(), DataplaneError> {
         let Some(path) = &self.state_file else { return Ok(()) };
         let file = OwnedFile { services: self.owned.iter().filter_map(OwnedKey::of).collect() };
@@ -402,6 +471,7 @@ impl Dataplane for IpvsDataplane {
             self.save_owned()?;
         }
         self.installed = wanted.iter().map(|(k, w)| (*k, w.origin)).collect();
+        self.apply_sync_daemons(desired);
         if !ops.is_empty() {
             tracing::info!(requests = ops.len(), services = wanted.len(), "IPVS updated");
         }
@@ -443,8 +513,12 @@ impl Dataplane for IpvsDataplane {
 
     fn shutdown(&mut self) -> Result<(), DataplaneError> {
         if !self.remove_on_stop {
+            // The sync daemons too: the kernel goes on forwarding and syncing without us.
             tracing::info!(services = self.owned.len(), "IPVS services left in place");
             return Ok(());
+        }
+        if self.sync_daemons.take().is_some() {
+            self.stop_sync_daemons();
         }
         let keys: Vec<ServiceKey> = self.owned.iter().copied().collect();
         let mut first_error = None;
@@ -710,6 +784,33 @@ mod tests {
         let old = r#"{"services":[{"protocol":"TCP","address":"192.0.2.100","port":80}]}"#;
         let old: OwnedFile = serde_json::from_str(old).unwrap();
         assert_eq!(old.services[0].key(), Some(keys[0]));
+    }
+
+    /// `[flow_sync]` asks for both kernel daemons with its settings, and none without services
+    /// on IPVS.
+    #[test]
+    fn flow_sync_starts_both_kernel_daemons_while_ipvs_has_services() {
+        let s = FlowSyncDesired {
+            interface: "eth1".into(),
+            sync_id: 5,
+            group: "224.0.0.81".parse().unwrap(),
+            port: 8848,
+            ttl: 1,
+            max_len: 1472,
+        };
+        let cases: [(Option<&FlowSyncDesired>, usize, &[SyncRole]); 3] = [
+            (Some(&s), 2, &[SyncRole::Master, SyncRole::Backup]),
+            (Some(&s), 0, &[]),
+            (None, 2, &[]),
+        ];
+        for (flow_sync, services, roles) in cases {
+            let got = wanted_sync_daemons(flow_sync, services);
+            assert_eq!(got.iter().map(|d| d.role).collect::<Vec<_>>(), roles);
+            for d in got {
+                let settings = (d.interface.as_str(), d.sync_id, d.group, d.port, d.ttl, d.max_len);
+                assert_eq!(settings, ("eth1", 5, s.group, 8848, 1, 1472));
+            }
+        }
     }
 
     /// A firewall-mark service becomes IPVS's `FWM` service of its family, with its reals as

@@ -25,6 +25,7 @@ use crate::{
     testutil::{private_netns, require_root},
 };
 
+mod fast_path;
 mod tunnel;
 
 const XDP_DROP: u32 = 1;
@@ -983,8 +984,17 @@ fn new_flows_are_reported_with_flow_sync_on_and_bounded() {
     assert!(dropped >= 200, "dropped {dropped} of {sent}");
     assert_eq!(got as u64 + dropped, sent as u64, "every new flow reported or counted");
 
-    // Above the SYN-flood guard's threshold nothing is reported.
+    // Above the SYN-flood guard's threshold nothing is reported. (An apply sets the switch
+    // from the desired state: `[flow_sync]` written.)
     d.globals.syn_threshold = 50;
+    d.flow_sync = Some(crate::desired::FlowSyncDesired {
+        interface: "lo".into(),
+        sync_id: 0,
+        group: "224.0.0.81".parse().unwrap(),
+        port: 8848,
+        ttl: 1,
+        max_len: 1472,
+    });
     dp.apply(&d).expect("guard on");
     let skipped_before = event_count(&dp, event::FLOW_GUARD_SKIP);
     for i in 0..4000u16 {

@@ -1,8 +1,10 @@
 //! XDP implementation of the dataplane: loads the embedded `lb-xdp` program, keeps its maps equal
 //! to the desired state and attaches it to the service interfaces.
 //!
-//! Table swaps are atomic for packets: each service owns two halves in the rings map; the agent
-//! writes the inactive half and then replaces the service's map value to point at it.
+//! Table swaps are atomic for packets: each service owns three areas in the rings map; the agent
+//! writes one that no packet reads and then replaces the service's map value to point at it. The
+//! third area keeps the anchor table of a table-change window (docs/fast-path.md) while the
+//! active table changes again.
 
 mod alloc;
 #[cfg(test)]
@@ -83,31 +85,36 @@ struct RealSlot {
     keeps_flows: bool,
 }
 
+/// Ring areas per service: the active table, the anchor of a window, and one to write into.
+const AREAS: u32 = 3;
+
 /// A service as installed.
 #[derive(Debug)]
 struct ServiceSlot {
     id: u32,
-    /// Start of this service's two ring halves, each `table_size` long.
+    /// Start of this service's `AREAS` ring areas, each `table_size` long.
     ring_base: u32,
     table_size: u32,
-    /// What each half holds; `None` until written.
-    halves: [Option<Table>; 2],
-    /// Half the service value points at, if any table is live.
+    /// What each area holds; `None` until written.
+    areas: [Option<Table>; AREAS as usize],
+    /// Area the service value points at, if any table is live.
     active: Option<usize>,
     /// The services map has the entry: packets to the service are forwarded. A standby service
     /// (its VRRP instance is not MASTER) has its reals and table written but no entry, so taking
     /// over is one map update instead of a table's worth.
     published: bool,
-    /// A ring region given up by a table-size change, freed once the new table is live.
-    retired: Option<(u32, u32)>,
+    /// Ring regions (start, len) given up by a table-size change: each is freed once the new
+    /// table is live and no window's anchor lies in it.
+    retired: Vec<(u32, u32)>,
+    /// As last written (or staged): the table, and the window with its anchor.
     value: ServiceValue,
     reals: HashMap<(IpAddr, u16), RealSlot>,
     sorry: Option<((IpAddr, u16), RealSlot)>,
 }
 
-/// A table as written into a ring half: the desired Maglev table (indexes into the service's
+/// A table as written into a ring area: the desired Maglev table (indexes into the service's
 /// reals, shared with the desired state rather than copied) and the real id of each index. Entry
-/// `i` of the half is `ids[ring[i]]`.
+/// `i` of the area is `ids[ring[i]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Table {
     ring: Arc<Vec<u32>>,
@@ -162,6 +169,12 @@ pub struct XdpDataplane {
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
     ring_writes: u64,
+    /// Real ids freed while a window's anchor table may still name them: (id, last second of
+    /// the window). Given out again only after it, so an anchor never names another real.
+    quarantined: Vec<(u32, u32)>,
+    /// Tests: seconds the agent's clock is set back, to put windows in the past.
+    #[cfg(test)]
+    rewind: u32,
     attached: BTreeMap<u32, Attached>,
     nr_cpus: usize,
     limits: XdpLimits,
@@ -263,6 +276,9 @@ impl XdpDataplane {
             flow_sync: false,
             next_generation: 1,
             ring_writes: 0,
+            quarantined: Vec::new(),
+            #[cfg(test)]
+            rewind: 0,
             attached: BTreeMap::new(),
             nr_cpus,
             limits,
@@ -288,7 +304,8 @@ impl XdpDataplane {
             let key = VirtualServerKey::addr(rec.vip, rec.port, protocol);
             let value = services.get(&service_key(&key), 0).ok();
             service_ids.push(rec.id);
-            regions.push((rec.ring_base, 2 * rec.table_size));
+            regions.push((rec.ring_base, AREAS * rec.table_size));
+            regions.extend(&rec.retired);
             let slot_of = |r: &RealRecord| {
                 let value = r.value();
                 RealSlot { id: r.id, value, keeps_flows: value.flags & REAL_F_UP != 0 }
@@ -300,11 +317,12 @@ impl XdpDataplane {
                     id: rec.id,
                     ring_base: rec.ring_base,
                     table_size: rec.table_size,
-                    // Unknown contents: the next table is written in full, then swapped in.
-                    halves: [None, None],
+                    // Unknown contents: the next table is written in full, then swapped in (a
+                    // change: it opens a window, keeping the pinned one's anchor while open).
+                    areas: [None, None, None],
                     active: value.and(rec.active),
                     published: value.is_some(),
-                    retired: None,
+                    retired: rec.retired.clone(),
                     value: value.unwrap_or_default(),
                     reals: rec.reals.iter().map(|r| ((r.address, r.port), slot_of(r))).collect(),
                     sorry: rec.sorry.as_ref().map(|r| ((r.address, r.port), slot_of(r))),
@@ -324,6 +342,8 @@ impl XdpDataplane {
             let _ = services.remove(&k);
         }
         self.service_ids = IdAlloc::from_used(0, self.limits.max_services, &service_ids);
+        real_ids.extend(state.quarantined.iter().map(|&(id, _)| id));
+        self.quarantined = state.quarantined.clone();
         self.real_ids = IdAlloc::from_used(1, self.limits.max_reals, &real_ids);
         self.rings = RegionAlloc::from_used(self.limits.ring_entries, &regions);
         self.next_generation = state.next_generation.max(1);
@@ -386,6 +406,7 @@ impl XdpDataplane {
         let state = StateFile {
             layout: pin::LAYOUT,
             next_generation: self.next_generation,
+            quarantined: self.quarantined.clone(),
             services: self
                 .services
                 .iter()
@@ -397,6 +418,7 @@ impl XdpDataplane {
                     ring_base: s.ring_base,
                     table_size: s.table_size,
                     active: s.active,
+                    retired: s.retired.clone(),
                     reals: s.reals.iter().map(|(a, r)| record(a, r)).collect(),
                     sorry: s.sorry.as_ref().map(|(a, r)| record(a, r)),
                 })
@@ -476,6 +498,7 @@ impl XdpDataplane {
             let mut svc = ServiceSlots {
                 id: slot.id,
                 persistence: slot.value.persist_timeout,
+                persist_mask: slot.value.persist_mask,
                 reals: HashMap::new(),
             };
             for (&(ip, port), r) in
@@ -890,8 +913,21 @@ impl XdpDataplane {
                 .collect(),
             None => Vec::new(),
         };
+        // A window's anchor may name them: their ids wait for its end (the slot reads unusable).
+        let until = self
+            .services
+            .get(&key)
+            .map(|s| s.value)
+            .filter(|v| v.anchor_size != 0 && window_open(v, self.now_secs()))
+            .map(|v| v.window_end.saturating_add(2));
         for (rk, id) in gone {
-            self.free_real(id)?;
+            match until {
+                Some(until) => {
+                    self.write_real(id, RealValue::default())?;
+                    self.quarantined.push((id, until));
+                }
+                None => self.free_real(id)?,
+            }
             if let Some(s) = self.services.get_mut(&key) {
                 s.reals.remove(&rk);
             }
@@ -912,21 +948,26 @@ impl XdpDataplane {
         if slot.table_size == size {
             return Ok(());
         }
-        let Some(base) = self.rings.alloc(2 * size) else {
+        let Some(base) = self.rings.alloc(AREAS * size) else {
             return Err(DataplaneError::Exhausted {
                 what: "Maglev table space",
-                detail: format!("{key} needs {} entries, {} free", 2 * size, self.rings.largest()),
+                detail: format!(
+                    "{key} needs {} entries, {} free",
+                    AREAS * size,
+                    self.rings.largest()
+                ),
             });
         };
         if let Some(s) = self.services.get_mut(&key) {
             let (old_base, old_size) = (s.ring_base, s.table_size);
             s.ring_base = base;
             s.table_size = size;
-            s.halves = [None, None];
+            s.areas = [None, None, None];
             s.active = None;
             // Packets keep using the old region until the service value is replaced, which
-            // happens right after in the same apply; only then may it be reused.
-            s.retired = Some((old_base, old_size));
+            // happens right after in the same apply; only then may it be reused (and only once
+            // no window's anchor lies in it).
+            s.retired.push((old_base, AREAS * old_size));
         }
         Ok(())
     }
@@ -937,14 +978,14 @@ impl XdpDataplane {
             what: "service slots",
             detail: format!("cannot install {}", svc.key),
         })?;
-        let Some(ring_base) = self.rings.alloc(2 * table_size) else {
+        let Some(ring_base) = self.rings.alloc(AREAS * table_size) else {
             self.service_ids.release(id);
             return Err(DataplaneError::Exhausted {
                 what: "Maglev table space",
                 detail: format!(
                     "{} needs {} entries, {} free",
                     svc.key,
-                    2 * table_size,
+                    AREAS * table_size,
                     self.rings.largest()
                 ),
             });
@@ -954,19 +995,24 @@ impl XdpDataplane {
             id,
             ring_base,
             table_size,
-            halves: [None, None],
+            areas: [None, None, None],
             active: None,
             published: false,
-            retired: None,
+            retired: Vec::new(),
             value: ServiceValue { id, ring_offset: ring_base, ..Default::default() },
             reals: HashMap::new(),
             sorry: None,
         })
     }
 
-    /// Makes `table` live for `key`: writes it into the inactive half (only the entries that
-    /// differ) and then points the service at it with one map update. Unless `publish`, the
+    /// Makes `table` live for `key`: writes it into an area no packet reads (only the entries
+    /// that differ) and then points the service at it with one map update. Unless `publish`, the
     /// service's entry is left out of (or taken out of) the services map: a standby.
+    ///
+    /// A change of the live table (or the service going live) opens a window of `tcp_window`
+    /// seconds (docs/fast-path.md). Its anchor is the table live before the change, or, when a
+    /// window is still open, that window's anchor: every flow without an entry started under
+    /// it, since flows starting inside a window get one.
     fn swap_table(
         &mut self,
         key: VirtualServerKey,
@@ -974,38 +1020,81 @@ impl XdpDataplane {
         template: ServiceValue,
         publish: bool,
     ) -> Result<(), DataplaneError> {
+        let now = self.now_secs();
+        let window = self.globals.map_or(DEFAULT_TCP_WINDOW, |g| g.tcp_window);
         let Some(slot) = self.services.get(&key) else { return Ok(()) };
         let (id, base, size) = (slot.id, slot.ring_base, slot.table_size);
-        let mut value =
-            ServiceValue { id, ring_offset: slot.value.ring_offset, ring_size: 0, ..template };
+        let live = slot.value;
+        let open = live.anchor_size != 0 && window_open(&live, now);
+        // The anchor's area, when it lies in this region (not in one retired by a resize).
+        let anchor_area = (open && live.anchor_size == size)
+            .then(|| live.anchor_offset.checked_sub(base))
+            .flatten()
+            .filter(|off| off % size == 0 && off / size < AREAS)
+            .map(|off| (off / size) as usize);
         let target = match slot.active {
-            Some(a) if slot.halves[a].as_ref() == Some(&table) => Some(a),
+            Some(a) if slot.areas[a].as_ref() == Some(&table) => Some(a),
             _ if table.is_empty() => None,
-            Some(a) => Some(1 - a),
-            None => Some(0),
+            _ => match anchor_area {
+                // Back to the anchor's table (a flap undone): reuse it.
+                Some(x) if slot.areas[x].as_ref() == Some(&table) => Some(x),
+                _ => Some(
+                    (0..AREAS as usize)
+                        .find(|&i| Some(i) != slot.active && Some(i) != anchor_area)
+                        .unwrap_or(0),
+                ),
+            },
         };
-        if let Some(half) = target
-            && slot.halves[half].as_ref() != Some(&table)
+        if let Some(area) = target
+            && slot.areas[area].as_ref() != Some(&table)
         {
-            let known = slot.halves[half].as_ref().map(Table::entries);
-            let offset = base + half as u32 * size;
+            let known = slot.areas[area].as_ref().map(Table::entries);
+            let offset = base + area as u32 * size;
             let entries = table.entries();
             let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
             self.ring_writes += rings::write(map, offset, &entries, known.as_deref())?;
             if let Some(s) = self.services.get_mut(&key) {
-                s.halves[half] = Some(table);
+                s.areas[area] = Some(table);
             }
         }
-        match target {
-            Some(half) => {
-                value.ring_offset = base + half as u32 * size;
-                value.ring_size = size;
-            }
-            None => value.ring_size = 0,
+        let Some(slot) = self.services.get(&key) else { return Ok(()) };
+        let mut value = ServiceValue {
+            id,
+            ring_offset: live.ring_offset,
+            ring_size: 0,
+            anchor_offset: live.anchor_offset,
+            anchor_size: live.anchor_size,
+            window_end: live.window_end,
+            ..template
+        };
+        if let Some(area) = target {
+            value.ring_offset = base + area as u32 * size;
+            value.ring_size = size;
         }
-        let (published, current) =
-            self.services.get(&key).map_or((false, None), |s| (s.published, Some(s.value)));
-        if publish && (!published || current != Some(value)) {
+        let changed = slot.active != target
+            || (value.ring_offset, value.ring_size) != (live.ring_offset, live.ring_size);
+        let goes_live = publish && !slot.published;
+        if publish && (changed || goes_live) {
+            let anchor = if open {
+                (live.anchor_offset, live.anchor_size)
+            } else if slot.published && live.ring_size != 0 {
+                (live.ring_offset, live.ring_size)
+            } else {
+                // Going live: flows without an entry may come from a director (or an agent)
+                // before this one, under a table assumed to be this one.
+                (value.ring_offset, value.ring_size)
+            };
+            if !goes_live && target.is_some() && target == anchor_area {
+                // The anchor's table is live again: flows without an entry started under it,
+                // the rest have entries. The window closes.
+                (value.anchor_offset, value.anchor_size, value.window_end) = (0, 0, 0);
+            } else {
+                (value.anchor_offset, value.anchor_size) = anchor;
+                value.window_end = now.saturating_add(window).saturating_add(1);
+            }
+        }
+        let (published, current) = (slot.published, slot.value);
+        if publish && (!published || current != value) {
             let mut map: BpfHashMap<_, ServiceKey, ServiceValue> =
                 BpfHashMap::try_from(map_mut(&mut self.ebpf, map_names::SERVICES)?)
                     .map_err(map_err(map_names::SERVICES))?;
@@ -1013,26 +1102,62 @@ impl XdpDataplane {
         } else if !publish && published {
             self.unpublish(&key)?;
         }
-        let retired = match self.services.get_mut(&key) {
-            Some(s) => {
-                s.value = value;
-                s.active = target;
-                s.published = publish;
-                s.retired.take()
-            }
-            None => None,
-        };
-        if let Some((base, size)) = retired {
-            self.rings.release(base, 2 * size);
+        let mut freed = Vec::new();
+        if let Some(s) = self.services.get_mut(&key) {
+            s.value = value;
+            s.active = target;
+            s.published = publish;
+            // Retired regions go once the new table is live and no open window's anchor is in
+            // them.
+            let anchored = |&(start, len): &(u32, u32)| {
+                value.anchor_size != 0
+                    && window_open(&value, now)
+                    && (start..start + len).contains(&value.anchor_offset)
+            };
+            let keep;
+            (keep, freed) = s.retired.iter().partition(|r| anchored(r));
+            s.retired = keep;
+        }
+        for (start, len) in freed {
+            self.rings.release(start, len);
         }
         Ok(())
+    }
+
+    /// Seconds of the monotonic clock, as the program's `now_secs` reads it.
+    fn now_secs(&self) -> u32 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid timespec we own; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let now = u32::try_from(ts.tv_sec).unwrap_or(u32::MAX);
+        #[cfg(test)]
+        let now = now.saturating_sub(self.rewind);
+        now
+    }
+
+    /// Gives back the real ids whose quarantine ended.
+    fn release_quarantined(&mut self) {
+        let now = self.now_secs();
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.quarantined.iter().partition(|&&(_, until)| until < now);
+        self.quarantined = keep;
+        for (id, _) in done {
+            self.real_ids.release(id);
+        }
     }
 
     /// Slots in use against the sizes fixed at load time.
     fn map_usage(&self) -> Vec<MapUsage> {
         let reals: usize =
             self.services.values().map(|s| s.reals.len() + usize::from(s.sorry.is_some())).sum();
-        let rings: u64 = self.services.values().map(|s| 2 * u64::from(s.table_size)).sum();
+        let rings: u64 = self
+            .services
+            .values()
+            .map(|s| {
+                u64::from(AREAS * s.table_size)
+                    + s.retired.iter().map(|&(_, len)| u64::from(len)).sum::<u64>()
+            })
+            .sum();
         let l = self.limits;
         vec![
             MapUsage {
@@ -1072,13 +1197,21 @@ impl XdpDataplane {
         for id in slot.reals.values().chain(slot.sorry.as_ref().map(|(_, r)| r)).map(|r| r.id) {
             self.free_real(id)?;
         }
-        self.rings.release(slot.ring_base, 2 * slot.table_size);
-        if let Some((base, size)) = slot.retired {
-            self.rings.release(base, 2 * size);
+        self.rings.release(slot.ring_base, AREAS * slot.table_size);
+        for (base, len) in slot.retired {
+            self.rings.release(base, len);
         }
         self.service_ids.release(slot.id);
         Ok(())
     }
+}
+
+/// Window length before the globals are first written (never used: they are written first).
+const DEFAULT_TCP_WINDOW: u32 = 900;
+
+/// The service's window is (or may still be, for the program's coarser clock) open at `now`.
+fn window_open(v: &ServiceValue, now: u32) -> bool {
+    v.window_end != 0 && now <= v.window_end.saturating_add(1)
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DataplaneError> {
@@ -1145,6 +1278,9 @@ impl Dataplane for XdpDataplane {
         // after the last one is gone, so no frame for one is ever passed up by mistake.
         let all_ports = desired.services.iter().any(|s| s.active && s.key.port == 0);
         let had_all_ports = self.services.iter().any(|(k, s)| k.port == 0 && s.published);
+        // New flows are reported while `[flow_sync]` is written (the sync edge reads them).
+        self.flow_sync = desired.flow_sync.is_some();
+        self.release_quarantined();
         self.sync_globals(&desired.globals, all_ports || had_all_ports)?;
         self.sync_ifaces(desired)?;
         self.sync_local_macs(desired)?;

@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 5;
+pub const LAYOUT: u32 = 6;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +108,9 @@ pub fn remove_all(p: &Pinning, l: &XdpLimits) {
 pub struct StateFile {
     pub layout: u32,
     pub next_generation: u32,
+    /// Real ids freed while a window's anchor may name them: (id, last second of the window).
+    #[serde(default)]
+    pub quarantined: Vec<(u32, u32)>,
     pub services: Vec<ServiceRecord>,
     /// Attached interfaces: (ifindex, name, mode).
     pub links: Vec<(u32, String, String)>,
@@ -121,7 +124,11 @@ pub struct ServiceRecord {
     pub id: u32,
     pub ring_base: u32,
     pub table_size: u32,
+    /// Area (of three) the live table is in.
     pub active: Option<usize>,
+    /// Ring regions (start, len) kept for a window's anchor after a table-size change.
+    #[serde(default)]
+    pub retired: Vec<(u32, u32)>,
     pub reals: Vec<RealRecord>,
     pub sorry: Option<RealRecord>,
 }
