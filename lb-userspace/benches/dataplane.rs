@@ -1454,7 +1454,8 @@ fn scale_rows() -> anyhow::Result<Vec<Row>> {
         }
     }
     host.neighbours = neigh;
-    let tables: u32 = config.virtual_servers.iter().map(|v| 2 * v.table_size).sum();
+    // Three ring areas per service (the active table, a window's anchor, one to write into).
+    let tables: u32 = config.virtual_servers.iter().map(|v| 3 * v.table_size).sum();
     let limits = XdpLimits {
         max_services: n + 24,
         max_reals: n * r + 17,
