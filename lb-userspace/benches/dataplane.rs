@@ -16,7 +16,7 @@
 //!   The kernel's own per-run `duration` gives a second estimate, reported alongside.
 //!
 //! Arguments: `--json PATH` writes the rows as JSON; `--only GROUP` runs one group of rows (`xdp`,
-//! `xdp-noperfmon`, `maglev`, `reconcile`, `health`), for quick runs while working on one of them;
+//! `xdp-noperfmon`, `maglev`, `reconcile`, `health`, `scale`), for quick runs while working on one of them;
 //! `--bench` (added by cargo) is ignored.
 //! Prints a Markdown table on stdout.
 
@@ -137,7 +137,7 @@ fn run() -> anyhow::Result<()> {
         "{PASS_OBJECT} is missing or empty (built with AYA_BUILD_SKIP?)"
     );
 
-    const GROUPS: [&str; 5] = ["xdp", "xdp-noperfmon", "maglev", "reconcile", "health"];
+    const GROUPS: [&str; 6] = ["xdp", "xdp-noperfmon", "maglev", "reconcile", "health", "scale"];
     if let Some(g) = &only {
         ensure!(GROUPS.contains(&g.as_str()), "--only {g:?}: the groups are {}", GROUPS.join(", "));
     }
@@ -169,6 +169,11 @@ fn run() -> anyhow::Result<()> {
         let t = std::thread::spawn(reconcile_rows);
         rows.extend(t.join().map_err(|_| anyhow::anyhow!("reconcile benchmark panicked"))??);
     }
+    if wanted("scale") {
+        eprintln!("bench: agent scale, {SCALE_SERVICES} services x {SCALE_REALS} reals");
+        let t = std::thread::spawn(scale_rows);
+        rows.extend(t.join().map_err(|_| anyhow::anyhow!("scale benchmark panicked"))??);
+    }
     if wanted("health") {
         eprintln!("bench: TCP health checks on one core");
         let t = std::thread::spawn(|| {
@@ -176,7 +181,10 @@ fn run() -> anyhow::Result<()> {
             isolate_thread()?;
             let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
             ensure!(up.success(), "ip link set lo up");
-            health_rows()
+            let mut rows = health_rows(1400, 0.1, "health_tcp_checks")?;
+            // Issue 20's scale goal: 10,000 reals checked every second on at most one core.
+            rows.extend(health_rows(10_000, 1.0, "health_tcp_10k_reals")?);
+            Ok(rows)
         });
         rows.extend(t.join().map_err(|_| anyhow::anyhow!("health benchmark panicked"))??);
     }
@@ -1376,13 +1384,191 @@ fn reconcile_rows() -> anyhow::Result<Vec<Row>> {
     }])
 }
 
-/// TCP_CHECK throughput: 1400 reals checked every 100 ms (each check rescheduled 100 ms after it
-/// ends, as keepalived does, so somewhat under 14,000 checks/s) by a health monitor
-/// on a single-threaded runtime; reports that thread's CPU use. Listeners on another thread.
-fn health_rows() -> anyhow::Result<Vec<Row>> {
+/// The agent-scale rows' size (issue 20's goal: 1,000 services x 10 reals).
+const SCALE_SERVICES: u32 = 1000;
+const SCALE_REALS: u32 = 10;
+/// Reloads of one changed real measured (alternating its weight 1 and 2).
+const SCALE_RELOADS: usize = 6;
+
+/// Resident set of this process, in MiB (VmRSS of /proc/self/status).
+fn rss_mib() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb / 1024.0)
+}
+
+/// What the agent does at start-up and on a reload, at scale, without the process around it:
+/// parse the config, `desired_state` (every service's Maglev table), the first
+/// `XdpDataplane::apply` into empty maps, then reloads that change one real's weight
+/// (`desired_state` + `apply`). Also the resident memory these leave held. Services on the
+/// private namespace's `lo`, reals with known MACs, default table size (M = 65537).
+fn scale_rows() -> anyhow::Result<Vec<Row>> {
+    use lb::{
+        desired::{HostFacts, Inputs, desired_state},
+        health::state::HealthSnapshot,
+        net::neigh::Neighbours,
+        overrides::Overrides,
+    };
+    struct AnyHost;
+    impl lb::config::HostView for AnyHost {
+        fn interface_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+    isolate_thread()?;
+    let rss0 = rss_mib()?;
+    let (n, r) = (SCALE_SERVICES, SCALE_REALS);
+    let mut text = format!("[dataplane]\nmax_services = {}\nmax_reals = {}\n", n + 24, n * r + 16);
+    for s in 0..n {
+        text.push_str(&format!(
+            "[[virtual_server]]\nvip = \"10.0.{}.{}\"\nport = 80\ninterface = \"lo\"\n",
+            s / 250,
+            s % 250 + 1
+        ));
+        for i in 0..r {
+            let k = s * r + i;
+            text.push_str(&format!(
+                "[[virtual_server.real_server]]\naddress = \"10.{}.{}.{}\"\n",
+                k / 62500 + 1,
+                k / 250 % 250,
+                k % 250 + 1
+            ));
+        }
+    }
+    let t = Instant::now();
+    let mut config = lb::config::parse_toml(&text, std::path::Path::new("scale.toml"), &AnyHost)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parse_ms = t.elapsed().as_secs_f64() * 1000.0;
+    drop(text);
+    let lo = lb::net::iface::lookup("lo").context("lo")?;
+    let mut host = HostFacts::default();
+    host.interfaces.insert("lo".into(), lo.clone());
+    let mut neigh = Neighbours::default();
+    for vs in &config.virtual_servers {
+        for rs in &vs.real_servers {
+            neigh.0.insert((lo.ifindex, rs.address), lb::net::Mac([0x52, 0x54, 0, 0, 0, 1]));
+        }
+    }
+    host.neighbours = neigh;
+    // Three ring areas per service (the active table, a window's anchor, one to write into).
+    let tables: u32 = config.virtual_servers.iter().map(|v| 3 * v.table_size).sum();
+    let limits = XdpLimits {
+        max_services: n + 24,
+        max_reals: n * r + 17,
+        ring_entries: tables,
+        flows: 1 << 16,
+    };
+    let mut dp =
+        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the dataplane")?;
+    let (health, overrides) = (HealthSnapshot::default(), Overrides::default());
+    let (vrrp, plan) = (lb::desired::VrrpStates::default(), lb::dataplane::select::Plan::default());
+    let desire = |config: &lb::config::Config| {
+        desired_state(&Inputs {
+            config,
+            host: &host,
+            health: &health,
+            overrides: &overrides,
+            vrrp: &vrrp,
+            plan: &plan,
+        })
+    };
+    let t = Instant::now();
+    let desired = desire(&config);
+    let desired_ms = t.elapsed().as_secs_f64() * 1000.0;
+    ensure!(
+        desired.services.len() == n as usize
+            && desired.services.iter().all(|s| !s.ring.is_empty() && s.reals.len() == r as usize),
+        "the scale config did not give {n} services with a table each"
+    );
+    let t = Instant::now();
+    dp.apply(&desired).context("first apply")?;
+    let apply_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let first_writes = dp.ring_writes();
+    let rss = rss_mib()? - rss0;
+    let mut desired = Some(desired);
+    let (mut reload, mut reload_writes) = (Vec::new(), Vec::new());
+    for round in 0..SCALE_RELOADS {
+        config.virtual_servers[n as usize / 2].real_servers[3].weight = 2 + round as u32;
+        let writes = dp.ring_writes();
+        let t = Instant::now();
+        let next = desire(&config);
+        dp.apply(&next).context("reload apply")?;
+        // The agent keeps the applied state; the previous one goes (as in a reload's switch).
+        drop(desired.replace(next));
+        reload.push(t.elapsed().as_secs_f64() * 1000.0);
+        reload_writes.push((dp.ring_writes() - writes) as f64);
+    }
+    let method = |what: &str| {
+        format!(
+            "{n} services x {r} reals (M = {}), in-process, private netns `lo`: {what}",
+            maglev::DEFAULT_SIZE
+        )
+    };
+    let row = |name: &str, value: f64, unit: &'static str, what: &str, extra| Row {
+        name: name.into(),
+        value: round1(value),
+        unit,
+        method: method(what),
+        samples: vec![value],
+        extra,
+        floor: None,
+    };
+    Ok(vec![
+        row("agent_scale_parse_ms", parse_ms, "ms", "config::parse_toml of the file", vec![]),
+        row(
+            "agent_scale_desired_ms",
+            desired_ms,
+            "ms",
+            "desired_state (every service's Maglev table), wall clock",
+            vec![],
+        ),
+        row(
+            "agent_scale_first_apply_ms",
+            apply_ms,
+            "ms",
+            "the first XdpDataplane::apply into empty maps, wall clock",
+            vec![("ring_writes", json!(first_writes))],
+        ),
+        row(
+            "agent_scale_start_ms",
+            parse_ms + desired_ms + apply_ms,
+            "ms",
+            "parse + desired_state + first apply: start-up's share before serving",
+            vec![],
+        ),
+        Row {
+            name: "agent_scale_reload_one_real_ms".into(),
+            value: round1(median(&reload)),
+            unit: "ms",
+            method: method(&format!(
+                "one real's weight changes (2, 3, 4, ...): desired_state + apply, median of \
+                 {SCALE_RELOADS}; ring_writes = Maglev entries written by each reload"
+            )),
+            samples: reload,
+            extra: vec![("ring_writes", json!(reload_writes))],
+            floor: None,
+        },
+        row(
+            "agent_scale_state_rss_mib",
+            rss,
+            "MiB",
+            "growth of this process's VmRSS from before the config to after the first apply \
+             (config, desired state, dataplane bookkeeping held)",
+            vec![],
+        ),
+    ])
+}
+
+/// TCP_CHECK throughput: `REALS` reals checked every `DELAY` s (each check rescheduled `DELAY`
+/// after it ends, as keepalived does, so somewhat under REALS / DELAY checks/s) by a health
+/// monitor on a single-threaded runtime; reports that thread's CPU use. Listeners on another
+/// thread. Rows `{name}_per_s` (`health_tcp_checks_per_s` for the first) and `{name}_cpu`.
+fn health_rows(reals: u32, delay: f64, name: &str) -> anyhow::Result<Vec<Row>> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    const REALS: u32 = 1400;
-    const DELAY: f64 = 0.1;
     const SECONDS: u64 = 5;
     let listener = std::net::TcpListener::bind("0.0.0.0:7").context("binding the check target")?;
     // (0.0.0.0 of the benchmark's private network namespace.)
@@ -1400,7 +1586,7 @@ fn health_rows() -> anyhow::Result<Vec<Row>> {
             }
         }
     });
-    let config = health_config(REALS, DELAY)?;
+    let config = health_config(reals, delay)?;
     let result = std::thread::spawn(move || -> anyhow::Result<(f64, f64)> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
@@ -1427,12 +1613,12 @@ fn health_rows() -> anyhow::Result<Vec<Row>> {
     let (rate, cpu) = result?;
     ensure!(rate > 0.0, "no health check reached the listener");
     let method = format!(
-        "{REALS} reals with TCP_CHECK every {DELAY} s against local listeners, one tokio \
+        "{reals} reals with TCP_CHECK every {delay} s against local listeners, one tokio \
          current-thread runtime; checks counted at the listener over {SECONDS} s"
     );
     Ok(vec![
         Row {
-            name: "health_tcp_checks_per_s".into(),
+            name: format!("{name}_per_s"),
             value: rate.round(),
             unit: "checks/s",
             method: method.clone(),
@@ -1441,7 +1627,7 @@ fn health_rows() -> anyhow::Result<Vec<Row>> {
             floor: None,
         },
         Row {
-            name: "health_tcp_checks_cpu".into(),
+            name: format!("{name}_cpu"),
             value: (cpu * 10.0).round() / 10.0,
             unit: "% of one core",
             method,

@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, LazyLock, Mutex, Weak},
 };
 
 use serde::Serialize;
@@ -269,7 +269,8 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
     };
     let mut interfaces = BTreeMap::new();
     let mut tx = BTreeMap::new();
-    let services = config
+    let mut tables = Vec::with_capacity(config.virtual_servers.len());
+    let mut services = config
         .virtual_servers
         .iter()
         .map(|vs| {
@@ -296,11 +297,12 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 }
             }
             // Quorum lost: no real takes new flows (the sorry server does, if any).
-            let ring = if inputs.health.quorum_lost.contains(&key) {
-                Vec::new()
+            let table = if inputs.health.quorum_lost.contains(&key) {
+                None
             } else {
-                ring_for(&reals, vs.table_size, settings.hash_seed)
+                TableKey::of(&reals, vs.table_size, settings.hash_seed)
             };
+            tables.push(table);
             ServiceDesired {
                 key,
                 active,
@@ -324,10 +326,13 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 reals,
                 sorry,
                 tun_source: vs.forwarding.tun_source,
-                ring: Arc::new(ring),
+                ring: Arc::default(),
             }
         })
-        .collect();
+        .collect::<Vec<ServiceDesired>>();
+    for (svc, ring) in services.iter_mut().zip(rings_for(tables)) {
+        svc.ring = ring;
+    }
     tx.retain(|name, _| !interfaces.contains_key(name));
     Desired {
         globals,
@@ -338,18 +343,109 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
     }
 }
 
-/// Weighted Maglev over the reals that take new flows; entries index `reals`.
-fn ring_for(reals: &[RealDesired], size: u32, seed: u32) -> Vec<u32> {
-    let names: Vec<String> =
-        reals.iter().map(|r| SocketAddr::new(r.address, r.port).to_string()).collect();
-    let backends: Vec<maglev::Backend<'_>> = reals
+/// What decides a service's Maglev table: the reals that take new flows (name, weight, index in
+/// `reals`), the size and the seed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct TableKey {
+    size: u32,
+    seed: u32,
+    backends: Vec<(String, u32, u32)>,
+}
+
+impl TableKey {
+    /// `None` when no real takes new flows (the table is empty).
+    fn of(reals: &[RealDesired], size: u32, seed: u32) -> Option<Self> {
+        let backends: Vec<(String, u32, u32)> = reals
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RealState::Up && r.weight > 0)
+            .map(|(i, r)| (SocketAddr::new(r.address, r.port).to_string(), r.weight, i as u32))
+            .collect();
+        (!backends.is_empty()).then_some(Self { size, seed, backends })
+    }
+
+    /// Weighted Maglev over the reals that take new flows; entries index `reals`.
+    fn build(&self) -> Vec<u32> {
+        let backends: Vec<maglev::Backend<'_>> = self
+            .backends
+            .iter()
+            .map(|(name, weight, id)| maglev::Backend { name, weight: *weight, id: *id })
+            .collect();
+        maglev::build(&backends, self.size, u64::from(self.seed))
+    }
+}
+
+/// Tables built before, by what decides them. Weak: a table lives as long as a desired state
+/// holds it (the applied one, at least), so a reload or a health flip rebuilds only the tables
+/// whose reals changed and shares the others, and the cache itself holds no table. A memo of a
+/// pure function: the results are the same as building every time.
+static TABLES: LazyLock<Mutex<HashMap<TableKey, Weak<Vec<u32>>>>> = LazyLock::new(Default::default);
+
+/// Builds below this many run on the calling thread; more are spread over the CPUs (start-up,
+/// a reload changing many services): a default table takes milliseconds.
+const PARALLEL_BUILDS: usize = 4;
+
+/// The table of each service (`None`: empty), reusing the tables built before.
+fn rings_for(keys: Vec<Option<TableKey>>) -> Vec<Arc<Vec<u32>>> {
+    let mut cache = TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut found: Vec<Option<Arc<Vec<u32>>>> = keys
         .iter()
-        .zip(&names)
-        .enumerate()
-        .filter(|(_, (r, _))| r.state == RealState::Up)
-        .map(|(i, (r, name))| maglev::Backend { name, weight: r.weight, id: i as u32 })
+        .map(|k| match k {
+            Some(k) => cache.get(k).and_then(Weak::upgrade),
+            None => Some(Arc::default()),
+        })
         .collect();
-    maglev::build(&backends, size, u64::from(seed))
+    let mut missing: Vec<&TableKey> = keys
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .filter_map(|(k, _)| k.as_ref())
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let built = build_all(&missing);
+    let mut fresh: HashMap<&TableKey, Arc<Vec<u32>>> = HashMap::with_capacity(built.len());
+    for (k, table) in missing.iter().zip(built) {
+        let table = Arc::new(table);
+        cache.insert((*k).clone(), Arc::downgrade(&table));
+        fresh.insert(k, table);
+    }
+    for (f, k) in found.iter_mut().zip(&keys) {
+        if f.is_none()
+            && let Some(k) = k
+        {
+            *f = fresh.get(k).cloned();
+        }
+    }
+    // Forget tables nobody holds any more, once they are the larger part of the cache.
+    let live = found.len();
+    if cache.len() > 2 * live + 64 {
+        cache.retain(|_, t| t.strong_count() > 0);
+    }
+    found.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// Builds the tables of `keys`, on several threads when there are many.
+fn build_all(keys: &[&TableKey]) -> Vec<Vec<u32>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if keys.len() < PARALLEL_BUILDS || threads < 2 {
+        return keys.iter().map(|k| k.build()).collect();
+    }
+    let chunk = keys.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|k| k.build()).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(tables) => tables,
+                // A panic in a build is a bug; surface it where the builds were asked for.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -404,6 +500,52 @@ weight = 2
             h.neighbours.0.insert((7, addr), Mac([0x52, 0, 0, 0, 0, i as u8]));
         }
         h
+    }
+
+    /// A change to one service's reals rebuilds that service's table only: the others are the
+    /// very tables of the previous state (shared, not rebuilt), and every table equals a fresh
+    /// build, as if there were no memo. Many services: their builds run on several threads.
+    #[test]
+    fn only_changed_tables_are_rebuilt_and_memoised_tables_equal_fresh_builds() {
+        let mut text = String::new();
+        for s in 0..12 {
+            text.push_str(&format!(
+                "[[virtual_server]]\nvip = \"192.0.2.{}\"\nport = 80\ninterface = \"eth0\"\ntable_size = 1021\n",
+                100 + s
+            ));
+            for r in 0..3 {
+                text.push_str(&format!(
+                    "[[virtual_server.real_server]]\naddress = \"198.51.100.{}\"\n",
+                    10 * s + r + 1
+                ));
+            }
+        }
+        let mut cfg = config::parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+        let addrs: Vec<String> = cfg
+            .virtual_servers
+            .iter()
+            .flat_map(|v| v.real_servers.iter().map(|r| r.address.to_string()))
+            .collect();
+        let h = host(&addrs.iter().map(String::as_str).collect::<Vec<_>>());
+        let fresh = |d: &Desired| {
+            for s in &d.services {
+                let want = TableKey::of(&s.reals, s.table_size, d.globals.hash_seed)
+                    .map(|k| k.build())
+                    .unwrap_or_default();
+                assert_eq!(*s.ring, want, "{}: the memoised table differs", s.key);
+            }
+        };
+        let before = desired_state(&inputs(&cfg, &h));
+        fresh(&before);
+        cfg.virtual_servers[5].real_servers[1].weight = 3;
+        let after = desired_state(&inputs(&cfg, &h));
+        fresh(&after);
+        for (i, (a, b)) in before.services.iter().zip(&after.services).enumerate() {
+            assert_eq!(Arc::ptr_eq(&a.ring, &b.ring), i != 5, "service {i}");
+        }
+        // Back to the first config: the same tables again (equal contents).
+        cfg.virtual_servers[5].real_servers[1].weight = 1;
+        assert_eq!(desired_state(&inputs(&cfg, &h)), before);
     }
 
     #[test]

@@ -11,10 +11,12 @@ mod alloc;
 mod fixtures;
 pub mod flows;
 mod pin;
+mod rings;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use aya::{
@@ -93,8 +95,8 @@ struct ServiceSlot {
     /// Start of this service's `AREAS` ring areas, each `table_size` long.
     ring_base: u32,
     table_size: u32,
-    /// What each area holds (real ids); empty until written.
-    areas: [Vec<u32>; AREAS as usize],
+    /// What each area holds; `None` until written.
+    areas: [Option<Table>; AREAS as usize],
     /// Area the service value points at, if any table is live.
     active: Option<usize>,
     /// The services map has the entry: packets to the service are forwarded. A standby service
@@ -108,6 +110,26 @@ struct ServiceSlot {
     value: ServiceValue,
     reals: HashMap<(IpAddr, u16), RealSlot>,
     sorry: Option<((IpAddr, u16), RealSlot)>,
+}
+
+/// A table as written into a ring area: the desired Maglev table (indexes into the service's
+/// reals, shared with the desired state rather than copied) and the real id of each index. Entry
+/// `i` of the area is `ids[ring[i]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Table {
+    ring: Arc<Vec<u32>>,
+    ids: Vec<u32>,
+}
+
+impl Table {
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The real ids, entry by entry, as the map holds them.
+    fn entries(&self) -> Vec<u32> {
+        self.ring.iter().map(|&i| self.ids.get(i as usize).copied().unwrap_or(0)).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -297,7 +319,7 @@ impl XdpDataplane {
                     table_size: rec.table_size,
                     // Unknown contents: the next table is written in full, then swapped in (a
                     // change: it opens a window, keeping the pinned one's anchor while open).
-                    areas: [Vec::new(), Vec::new(), Vec::new()],
+                    areas: [None, None, None],
                     active: value.and(rec.active),
                     published: value.is_some(),
                     retired: rec.retired.clone(),
@@ -860,7 +882,7 @@ impl XdpDataplane {
                 0
             }
         };
-        let table: Vec<u32> = svc.ring.iter().map(|&i| ring_ids[i as usize]).collect();
+        let table = Table { ring: svc.ring.clone(), ids: ring_ids };
         let mut flags = 0;
         let mut persist_timeout = 0;
         let mut prefix = if svc.key.vip.is_ipv4() { 32 } else { 128 };
@@ -940,7 +962,7 @@ impl XdpDataplane {
             let (old_base, old_size) = (s.ring_base, s.table_size);
             s.ring_base = base;
             s.table_size = size;
-            s.areas = [Vec::new(), Vec::new(), Vec::new()];
+            s.areas = [None, None, None];
             s.active = None;
             // Packets keep using the old region until the service value is replaced, which
             // happens right after in the same apply; only then may it be reused (and only once
@@ -973,7 +995,7 @@ impl XdpDataplane {
             id,
             ring_base,
             table_size,
-            areas: [Vec::new(), Vec::new(), Vec::new()],
+            areas: [None, None, None],
             active: None,
             published: false,
             retired: Vec::new(),
@@ -994,7 +1016,7 @@ impl XdpDataplane {
     fn swap_table(
         &mut self,
         key: VirtualServerKey,
-        table: Vec<u32>,
+        table: Table,
         template: ServiceValue,
         publish: bool,
     ) -> Result<(), DataplaneError> {
@@ -1011,11 +1033,11 @@ impl XdpDataplane {
             .filter(|off| off % size == 0 && off / size < AREAS)
             .map(|off| (off / size) as usize);
         let target = match slot.active {
-            Some(a) if slot.areas[a] == table => Some(a),
+            Some(a) if slot.areas[a].as_ref() == Some(&table) => Some(a),
             _ if table.is_empty() => None,
             _ => match anchor_area {
                 // Back to the anchor's table (a flap undone): reuse it.
-                Some(x) if slot.areas[x] == table => Some(x),
+                Some(x) if slot.areas[x].as_ref() == Some(&table) => Some(x),
                 _ => Some(
                     (0..AREAS as usize)
                         .find(|&i| Some(i) != slot.active && Some(i) != anchor_area)
@@ -1024,21 +1046,15 @@ impl XdpDataplane {
             },
         };
         if let Some(area) = target
-            && slot.areas[area] != table
+            && slot.areas[area].as_ref() != Some(&table)
         {
-            let old = slot.areas[area].clone();
+            let known = slot.areas[area].as_ref().map(Table::entries);
             let offset = base + area as u32 * size;
-            let mut rings: Array<_, u32> =
-                Array::try_from(map_mut(&mut self.ebpf, map_names::RINGS)?)
-                    .map_err(map_err(map_names::RINGS))?;
-            for (i, &real) in table.iter().enumerate() {
-                if old.get(i) != Some(&real) {
-                    rings.set(offset + i as u32, real, 0).map_err(map_err(map_names::RINGS))?;
-                    self.ring_writes += 1;
-                }
-            }
+            let entries = table.entries();
+            let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
+            self.ring_writes += rings::write(map, offset, &entries, known.as_deref())?;
             if let Some(s) = self.services.get_mut(&key) {
-                s.areas[area] = table;
+                s.areas[area] = Some(table);
             }
         }
         let Some(slot) = self.services.get(&key) else { return Ok(()) };
