@@ -176,6 +176,17 @@ impl Lab {
             }
         }
 
+        // The director is the guest's own namespace: kernel IPVS keeps the connection entries of
+        // earlier labs (same client address, reals since deleted) for minutes, and drops a SYN
+        // whose reused client port matches one while its real is gone. Expiring such an entry on
+        // its first packet (what operators set) lets the SYN's retransmission through.
+        let nodest = "net/ipv4/vs/expire_nodest_conn";
+        if std::path::Path::new("/proc/sys").join(nodest).exists() {
+            let old = read_sysctl(nodest);
+            write_sysctl(nodest, "1");
+            lab.saved_sysctls.push((nodest.to_owned(), old));
+        }
+
         for ns in lab.namespaces() {
             // No duplicate address detection on the link-local address either: a real solicits
             // the client from it when it answers from the VIP on `lo` (as the director does).
