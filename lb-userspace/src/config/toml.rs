@@ -38,8 +38,7 @@ use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::{RealHealth, ServiceHealth};
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location, Protocol, RealForwarding,
-    RealServer, ServiceForwarding, Spans, VirtualServer, VrrpLocations, host_prefix_len,
-    unspecified,
+    RealServer, ServiceForwarding, Spans, VirtualServer, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -71,7 +70,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
         dataplane: DataplaneSettings::default(),
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
-        vrrp_locations: VrrpLocations::default(),
+        vrrp_locations: Vec::new(),
         bgp: None,
         flow_sync: None,
         script_user: None,
