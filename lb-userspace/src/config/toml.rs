@@ -133,6 +133,11 @@ impl Parser<'_> {
         self.error_at(span.start, message);
     }
 
+    /// An error at a location already worked out (a value's place kept in its section's spans).
+    fn error_located(&mut self, location: Location, message: impl Into<String>) {
+        self.errors.push(Diagnostic::error(self.source, location, message));
+    }
+
     /// Fills `config` (its defaults in place) from the document's tables.
     fn document(&mut self, root: &DeTable<'_>, config: &mut Config) {
         self.unknown_keys(root, TOP_LEVEL_KEYS, "at top level");
@@ -377,20 +382,6 @@ impl Parser<'_> {
             });
             self.error(key.span(), message);
         }
-    }
-
-    fn required<'a, 'i>(
-        &mut self,
-        table: &'a DeTable<'i>,
-        name: &str,
-        section_at: Location,
-        section: &str,
-    ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
-        let found = table.get_key_value(name);
-        if found.is_none() {
-            self.missing(section_at, name, section);
-        }
-        found
     }
 
     fn missing(&mut self, section_at: Location, name: &str, section: &str) {

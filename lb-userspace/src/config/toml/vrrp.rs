@@ -27,9 +27,6 @@ use super::super::vrrp::{
 use super::schema::{Doc, Located, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
 
-const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
-/// Keys of a `track_interface` or `track_script` entry written as a table.
-const TRACK_KEYS: &[&str] = &["name", "weight"];
 /// keepalived `vrrp_instance` keywords lb does not take: an unknown-key suggestion for them
 /// (`garp_master_refresh` → `garp_master_refresh_delay`) would mislead.
 const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
@@ -149,7 +146,7 @@ struct Tracked {
     name: String,
     weight: Option<i32>,
     /// Where the name was written.
-    span: Range<usize>,
+    at: Location,
 }
 
 /// An instance already in a sync group, and which group (where its section starts).
@@ -504,16 +501,9 @@ impl Parser<'_> {
     /// `authentication = { auth_type = "PASS", auth_pass = "..." }`: the password.
     fn authentication(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
         let (table, span) = self.table(key, value, AUTHENTICATION)?;
-        let location = self.at(span);
-        self.unknown_keys(table, AUTHENTICATION_KEYS, &format!("in {AUTHENTICATION}"));
-        let auth_type = self
-            .required(table, "auth_type", location, AUTHENTICATION)
-            .and_then(|(key, value)| self.auth_type(key, value));
-        let auth_pass = self
-            .required(table, "auth_pass", location, AUTHENTICATION)
-            .and_then(|(key, value)| self.auth_pass(key, value));
-        auth_type?;
-        auth_pass
+        let mut read = Authentication::at(self.at(span));
+        AUTHENTICATION_SECTION.read(self, table, &mut read);
+        read.pass.filter(|_| read.pass_type)
     }
 
     /// `auth_type`: only `PASS` (any case); keepalived's `AH` is not supported.
@@ -568,7 +558,7 @@ impl Parser<'_> {
             if !scripts.contains(&entry.name.as_str()) {
                 let hint = did_you_mean(&entry.name, scripts);
                 let message = format!("no vrrp_script is named `{}`{hint}", entry.name);
-                self.error(entry.span.clone(), message);
+                self.error_located(entry.at, message);
                 ok = false;
             }
         }
@@ -584,11 +574,10 @@ impl Parser<'_> {
         let mut ok = true;
         for item in items {
             let entry = match item.get_ref() {
-                DeValue::String(_) => self.name(key, item).map(|name| Tracked {
-                    name,
-                    weight: None,
-                    span: item.span(),
-                }),
+                DeValue::String(_) => {
+                    let at = self.at(item.span());
+                    self.name(key, item).map(|name| Tracked { name, weight: None, at })
+                }
                 DeValue::Table(table) => self.tracked_table(what, table, item.span()),
                 other => {
                     let message = format!(
@@ -615,19 +604,10 @@ impl Parser<'_> {
         table: &DeTable<'_>,
         span: Range<usize>,
     ) -> Option<Tracked> {
-        let location = self.at(span.clone());
-        let section = format!("a `{what}` entry");
-        self.unknown_keys(table, TRACK_KEYS, &format!("in {section}"));
-        let mut at = span;
-        let name = self.required(table, "name", location, &section).and_then(|(key, value)| {
-            at = value.span();
-            self.name(key, value)
-        });
-        let weight = match table.get_key_value("weight") {
-            None => Some(None),
-            Some((key, value)) => self.track_weight(key, value).map(Some),
-        };
-        Some(Tracked { name: name?, weight: weight?, span: at })
+        let mut entry = TrackEntry::at(self.at(span));
+        TRACK_ENTRY_SECTION.read_as(self, table, &mut entry, &format!("a `{what}` entry"));
+        let at = entry.spans.located("name");
+        Some(Tracked { name: entry.name?, weight: entry.weight.ok()?, at })
     }
 
     fn vrrp_sync_group(
@@ -783,9 +763,108 @@ fn read_garp_delay(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, i: &mut Insta
 fn tracked_entry(name: &str, weight: Option<i32>) -> String {
     match weight {
         None => string(name),
-        Some(weight) => inline_table(&[("name", string(name)), ("weight", weight.to_string())]),
+        Some(weight) => {
+            let entry = TrackEntry {
+                name: Some(name.to_owned()),
+                weight: Ok(Some(weight)),
+                ..TrackEntry::at(Location::default())
+            };
+            inline_table(
+                &TRACK_ENTRY_SECTION.emit_pairs(&entry, &TrackEntry::at(Location::default())),
+            )
+        }
     }
 }
+
+/// `authentication = { ... }` as read: whether `auth_type` is valid, the password if valid.
+struct Authentication {
+    pass_type: bool,
+    pass: Option<String>,
+    spans: Spans,
+}
+
+impl Authentication {
+    fn at(location: Location) -> Self {
+        Authentication { pass_type: false, pass: None, spans: Spans::at_section(location) }
+    }
+}
+
+impl Located for Authentication {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The keys of `authentication`; documented in its row of the `[[vrrp_instance]]` table.
+const AUTHENTICATION_SECTION: Section<Authentication> = Section {
+    header: AUTHENTICATION,
+    misplaced: |_| None,
+    required: &["auth_type", "auth_pass"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "auth_type",
+            doc: doc(r#"`"PASS"`"#, "required", "keepalived's `AH` is not supported."),
+            read: |p, k, v, a| a.pass_type = p.auth_type(k, v).is_some(),
+            emit: |a, _| a.pass.is_some().then(|| string("PASS")),
+        },
+        Setting {
+            name: "auth_pass",
+            doc: doc("string, 1–8 bytes", "required", "The password."),
+            read: |p, k, v, a| a.pass = p.auth_pass(k, v),
+            emit: |a, _| a.pass.as_deref().map(string),
+        },
+    ],
+};
+
+/// A `{ name, weight }` entry of `track_interface` or `track_script` as read; `weight` is
+/// `Err` when written wrong.
+struct TrackEntry {
+    name: Option<String>,
+    weight: Result<Option<i32>, ()>,
+    spans: Spans,
+}
+
+impl TrackEntry {
+    fn at(location: Location) -> Self {
+        TrackEntry { name: None, weight: Ok(None), spans: Spans::at_section(location) }
+    }
+}
+
+impl Located for TrackEntry {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The keys of a track entry written as a table (read under the entry's own name: "a
+/// `track_script` entry"); documented in the `track_*` rows of the `[[vrrp_instance]]` table.
+const TRACK_ENTRY_SECTION: Section<TrackEntry> = Section {
+    header: "a track entry",
+    misplaced: |_| None,
+    required: &["name"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "name",
+            doc: doc("string", "required", "The interface or `[[vrrp_script]]`."),
+            read: |p, k, v, t| t.name = p.name(k, v),
+            emit: |t, _| t.name.as_deref().map(string),
+        },
+        Setting {
+            name: "weight",
+            doc: doc("integer -254–254", "none", "Added to the priority instead of FAULT."),
+            read: |p, k, v, t| t.weight = p.track_weight(k, v).map(Some).ok_or(()),
+            emit: |t, _| t.weight.ok().flatten().map(|w| w.to_string()),
+        },
+    ],
+};
 
 /// The settings of a `[[vrrp_instance]]`, in the reference's order.
 const INSTANCE_SECTION: Section<Instance> = Section {
@@ -951,8 +1030,15 @@ const INSTANCE_SECTION: Section<Instance> = Section {
                 i.instance.auth_pass = p.authentication(k, v);
             },
             emit: |i, _| {
-                let pass = i.instance.auth_pass.as_deref()?;
-                Some(inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]))
+                let pass = i.instance.auth_pass.clone()?;
+                let given = Authentication {
+                    pass_type: true,
+                    pass: Some(pass),
+                    ..Authentication::at(i.instance.location)
+                };
+                let pairs = AUTHENTICATION_SECTION
+                    .emit_pairs(&given, &Authentication::at(i.instance.location));
+                Some(inline_table(&pairs))
             },
         },
         Setting {
@@ -964,7 +1050,7 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             ),
             read: |p, k, v, i| {
                 let Some(tracked) = p.tracked(k, v) else { return };
-                let at = tracked.iter().map(|t| p.at(t.span.clone())).collect();
+                let at = tracked.iter().map(|t| t.at).collect();
                 i.spans.set_items("track_interface", at);
                 let weight = |t: &Tracked| t.weight.unwrap_or(0);
                 let entries = tracked
@@ -2636,7 +2722,7 @@ notify_fault = "/etc/lb/group.sh fault"
         let rows = table(&doc, "`[[vrrp_instance]]`");
         let authentication = rows.iter().find(|row| row[0] == "`authentication`");
         let meaning = authentication.and_then(|row| row.last()).expect("authentication row");
-        for key in AUTHENTICATION_KEYS.iter().chain(TRACK_KEYS) {
+        for key in AUTHENTICATION_SECTION.keys().iter().chain(&TRACK_ENTRY_SECTION.keys()) {
             let written = meaning.contains(&format!("`{key}`"))
                 || rows.iter().any(|row| row[0].starts_with("`track_") && row[1].contains(key));
             assert!(written, "`{key}` is not in docs/config.md [[vrrp_instance]]");
