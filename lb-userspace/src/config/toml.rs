@@ -38,8 +38,7 @@ use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::{RealHealth, ServiceHealth};
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location, Protocol, RealForwarding,
-    RealServer, ServiceForwarding, Spans, VirtualServer, VrrpLocations, host_prefix_len,
-    unspecified,
+    RealServer, ServiceForwarding, Spans, VirtualServer, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -71,7 +70,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
         dataplane: DataplaneSettings::default(),
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
-        vrrp_locations: VrrpLocations::default(),
+        vrrp_locations: Vec::new(),
         bgp: None,
         flow_sync: None,
         script_user: None,
@@ -132,6 +131,11 @@ impl Parser<'_> {
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.error_at(span.start, message);
+    }
+
+    /// An error at a location already worked out (a value's place kept in its section's spans).
+    fn error_located(&mut self, location: Location, message: impl Into<String>) {
+        self.errors.push(Diagnostic::error(self.source, location, message));
     }
 
     /// Fills `config` (its defaults in place) from the document's tables.
@@ -378,20 +382,6 @@ impl Parser<'_> {
             });
             self.error(key.span(), message);
         }
-    }
-
-    fn required<'a, 'i>(
-        &mut self,
-        table: &'a DeTable<'i>,
-        name: &str,
-        section_at: Location,
-        section: &str,
-    ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
-        let found = table.get_key_value(name);
-        if found.is_none() {
-            self.missing(section_at, name, section);
-        }
-        found
     }
 
     fn missing(&mut self, section_at: Location, name: &str, section: &str) {

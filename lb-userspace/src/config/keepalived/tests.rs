@@ -267,11 +267,7 @@ fn classic_dr_file_parses_into_the_model() {
     let http = |urls| CheckKind::Http(HttpCheck { urls, virtualhost: None, sni: None });
     let expected = vec![
         VirtualServer {
-            forwarding: ServiceForwarding {
-                lb_kind: LbKind::Dr,
-                lb_kind_at: Some(Location::new(34, 13)),
-                ..Default::default()
-            },
+            forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.100".parse().unwrap(),
             port: 80,
             protocol: Protocol::Tcp,
@@ -333,14 +329,11 @@ fn classic_dr_file_parses_into_the_model() {
                 .with("interface", at(26, 28))
                 .with("lb_algo", at(33, 13))
                 .with("persistence_timeout", at(35, 25))
-                .with("delay_loop", at(32, 16)),
+                .with("delay_loop", at(32, 16))
+                .with("lb_kind", at(34, 13)),
         },
         VirtualServer {
-            forwarding: ServiceForwarding {
-                lb_kind: LbKind::Dr,
-                lb_kind_at: Some(Location::new(69, 13)),
-                ..Default::default()
-            },
+            forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.101".parse().unwrap(),
             port: 443,
             protocol: Protocol::Tcp,
@@ -387,7 +380,8 @@ fn classic_dr_file_parses_into_the_model() {
                 // VI_WEB's `interface`: this VIP has no `dev`.
                 .with("interface", at(17, 15))
                 .with("lb_algo", at(68, 13))
-                .with("delay_loop", at(67, 16)),
+                .with("delay_loop", at(67, 16))
+                .with("lb_kind", at(69, 13)),
         },
     ];
     // Field by field: the model has sections a keepalived.conf does not fill.
@@ -557,24 +551,32 @@ fn vrrp_file_parses_into_the_model() {
     };
     assert_eq!(loaded.config.vrrp, expected);
 
-    let web = loaded.config.vrrp_locations.instance(0, at(23, 1));
+    let web = loaded.config.vrrp_spans(0);
+    let located = |keys: &[&str]| keys.iter().map(|k| web.located(k)).collect::<Vec<_>>();
+    assert_eq!(web.section(), at(23, 1));
     assert_eq!(
-        (web.name, web.state, web.interface, web.virtual_router_id, web.priority),
-        (at(23, 15), at(24, 11), at(25, 15), at(26, 23), at(27, 14))
+        located(&["name", "state", "interface", "virtual_router_id", "priority"]),
+        [at(23, 15), at(24, 11), at(25, 15), at(26, 23), at(27, 14)]
     );
     assert_eq!(
-        (web.advert_int, web.version, web.unicast_src_ip),
-        (at(28, 16), at(5, 18), at(33, 20))
+        located(&["advert_int", "version", "unicast_src_ip"]),
+        [at(28, 16), at(5, 18), at(33, 20)]
     );
-    assert_eq!(web.virtual_ipaddress, [at(38, 9), at(39, 9), at(42, 9)]);
-    assert_eq!(web.unicast_peer, [at(35, 9)]);
-    assert_eq!(web.track_interface, [at(45, 9), at(46, 9)]);
-    let v2 = loaded.config.vrrp_locations.instance(1, at(59, 1));
+    assert_eq!(web.items("virtual_ipaddress"), [at(38, 9), at(39, 9), at(42, 9)]);
+    assert_eq!(web.items("unicast_peer"), [at(35, 9)]);
+    assert_eq!(web.items("track_interface"), [at(45, 9), at(46, 9)]);
+    let v2 = loaded.config.vrrp_spans(1);
+    assert_eq!(v2.section(), at(59, 1));
     // Where the defaults were written: `default_interface`, the `authentication` block.
-    assert_eq!((v2.interface, v2.version, v2.authentication), (at(4, 23), at(61, 13), at(62, 5)));
-    let v6 = loaded.config.vrrp_locations.instance(2, at(71, 1));
+    assert_eq!(
+        ["interface", "version", "authentication"].map(|k| v2.located(k)),
+        [at(4, 23), at(61, 13), at(62, 5)]
+    );
+    let v6 = loaded.config.vrrp_spans(2);
+    assert_eq!(v6.section(), at(71, 1));
     // IPv6 runs version 3 whatever `vrrp_version` says; the owner's priority comes from `state`.
-    assert_eq!((v6.version, v6.priority), (at(71, 1), at(72, 11)));
+    let v6 = (v6.located("version"), v6.located("priority"));
+    assert_eq!(v6, (at(71, 1), at(72, 11)));
 
     assert_eq!(
         shown(&loaded.warnings),
