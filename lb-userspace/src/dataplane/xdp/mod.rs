@@ -165,6 +165,9 @@ pub struct XdpDataplane {
     config_flags: Option<u32>,
     /// Flow sync is on: the program reports new flows (`CFG_F_FLOW_SYNC`).
     flow_sync: bool,
+    /// Tunnelled reals' routes are looked up for every packet (`CFG_F_TUN_FIB_EACH`): the
+    /// benchmark's control and tests only; the agent keeps the program's next-hop cache.
+    tun_fib_each: bool,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
@@ -221,6 +224,7 @@ impl XdpDataplane {
             .map_max_entries(map_names::SERVICE_STATS, limits.max_services)
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
+            .map_max_entries(map_names::TUN_NEXTHOPS, limits.max_reals)
             .map_max_entries(map_names::RINGS, limits.ring_entries)
             .map_max_entries(map_names::VIPS, limits.max_services)
             .map_max_entries(map_names::FLOWS, limits.flows);
@@ -274,6 +278,7 @@ impl XdpDataplane {
             globals: None,
             config_flags: None,
             flow_sync: false,
+            tun_fib_each: false,
             next_generation: 1,
             ring_writes: 0,
             quarantined: Vec::new(),
@@ -478,6 +483,19 @@ impl XdpDataplane {
         }
     }
 
+    /// Tunnelled reals: a FIB lookup for every packet (on) or the program's next-hop cache (off,
+    /// the default); the benchmark compares the two in one run. Takes effect like
+    /// [`Self::set_flow_sync`].
+    pub fn set_tun_fib_each(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.tun_fib_each = on;
+        match (self.globals, self.config_flags) {
+            (Some(g), Some(flags)) => {
+                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The new-flow reports ring buffer, for the flow-sync task (once: the reader owns it).
     pub fn take_flow_reports(
         &mut self,
@@ -536,6 +554,9 @@ impl XdpDataplane {
         let mut flags = if all_ports { 0 } else { common::CFG_F_NO_ALL_PORTS };
         if self.flow_sync {
             flags |= common::CFG_F_FLOW_SYNC;
+        }
+        if self.tun_fib_each {
+            flags |= common::CFG_F_TUN_FIB_EACH;
         }
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
