@@ -840,14 +840,8 @@ mod tests {
     #[test]
     fn serializes_without_key_locations() {
         let rs = RealServer {
-            forwarding: Default::default(),
-            address: "192.0.2.11".parse().unwrap(),
-            port: 80,
-            weight: 1,
-            health: RealHealth::default(),
-            location: Location::new(6, 1),
             key_locations: Spans::at_section(Location::new(6, 1)),
-            check_locations: Vec::new(),
+            ..crate::fixture::real_server("192.0.2.11", 80, Location::new(6, 1))
         };
         let json = serde_json::to_value(&rs).unwrap();
         assert_eq!(
