@@ -4,7 +4,6 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
     time::Duration,
 };
 
@@ -93,7 +92,7 @@ pub fn service(
         reals,
         sorry: None,
         tun_source: None,
-        ring: Arc::new(Vec::new()),
+        ring: crate::desired::Ring::default(),
     };
     rebuild_ring(&mut s);
     s
@@ -111,8 +110,11 @@ pub fn rebuild_ring(s: &mut ServiceDesired) {
         .filter(|(_, (r, _))| r.state == RealState::Up)
         .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
         .collect();
-    s.ring =
-        Arc::new(maglev::build(&backends, s.table_size, u64::from(lb_common::DEFAULT_HASH_SEED)));
+    s.ring = crate::desired::Ring::fixed(maglev::build(
+        &backends,
+        s.table_size,
+        u64::from(lb_common::DEFAULT_HASH_SEED),
+    ));
 }
 
 /// A desired state with `services` on `lo` (ifindex 1, MAC `IFACE_MAC`), default hash seed,
