@@ -808,6 +808,30 @@ mod tests {
         assert_eq!((moved.located("retry"), moved.located("x")), (at(15, 9), at(13, 1)));
     }
 
+    /// A list key's items are located one by one, else at the section; they take part in
+    /// equality and move with the rest.
+    #[test]
+    fn spans_locate_list_items_else_the_section() {
+        let at = Location::new;
+        let spans = Spans::at_section(at(3, 1))
+            .with("virtual_ipaddress", at(4, 21))
+            .with_items("virtual_ipaddress", &[at(4, 22), at(4, 40)]);
+        assert_eq!(spans.items("virtual_ipaddress"), [at(4, 22), at(4, 40)]);
+        assert_eq!(spans.item("virtual_ipaddress", 1), at(4, 40));
+        assert_eq!(spans.item("virtual_ipaddress", 2), at(3, 1));
+        assert_eq!(spans.item("unicast_peer", 0), at(3, 1));
+        assert!(spans.items("unicast_peer").is_empty());
+        let fewer = Spans::at_section(at(3, 1))
+            .with("virtual_ipaddress", at(4, 21))
+            .with_items("virtual_ipaddress", &[at(4, 22)]);
+        assert_ne!(spans, fewer);
+        assert_ne!(fewer, spans);
+        let mut moved = spans.clone();
+        moved.relocate(|l| at(l.line + 10, l.col));
+        assert_eq!(moved.items("virtual_ipaddress"), [at(14, 22), at(14, 40)]);
+        assert_eq!(moved.located("virtual_ipaddress"), at(14, 21));
+    }
+
     #[test]
     fn protocol_names_and_numbers() {
         let cases =
@@ -840,14 +864,8 @@ mod tests {
     #[test]
     fn serializes_without_key_locations() {
         let rs = RealServer {
-            forwarding: Default::default(),
-            address: "192.0.2.11".parse().unwrap(),
-            port: 80,
-            weight: 1,
-            health: RealHealth::default(),
-            location: Location::new(6, 1),
             key_locations: Spans::at_section(Location::new(6, 1)),
-            check_locations: Vec::new(),
+            ..crate::fixture::real_server("192.0.2.11", 80, Location::new(6, 1))
         };
         let json = serde_json::to_value(&rs).unwrap();
         assert_eq!(

@@ -640,9 +640,7 @@ fn family(address: IpAddr) -> &'static str {
 mod tests {
     use super::super::health::{
         CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_RETRY, HealthCheck,
-        RealHealth, ServiceHealth,
     };
-    use super::super::model::{DataplaneSettings, Protocol};
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::super::vrrp::TrackInterface;
@@ -1193,38 +1191,11 @@ mod tests {
 
     /// A virtual server as another front end might build it, at line `line`, column 3.
     fn hand_built(vip: &str, port: u16, line: u32) -> VirtualServer {
-        let at = Location::new(line, 3);
-        VirtualServer {
-            forwarding: Default::default(),
-            vip: vip.parse().unwrap(),
-            port,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
-            lb_algo: "mh".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
-            persistence_timeout: None,
-            persistence_prefix: host_prefix_len(vip.parse().unwrap()),
-            real_servers: Vec::new(),
-            sorry_server: None,
-            health: ServiceHealth::default(),
-            location: at,
-            key_locations: Spans::at_section(at),
-        }
+        crate::fixture::virtual_server(vip, port, Location::new(line, 3))
     }
 
     fn hand_built_real(address: &str, port: u16, line: u32) -> RealServer {
-        let at = Location::new(line, 3);
-        RealServer {
-            forwarding: Default::default(),
-            address: address.parse().unwrap(),
-            port,
-            weight: 1,
-            health: RealHealth::default(),
-            location: at,
-            key_locations: Spans::at_section(at),
-            check_locations: Vec::new(),
-        }
+        crate::fixture::real_server(address, port, Location::new(line, 3))
     }
 
     fn shown(config: &Config) -> Vec<String> {
@@ -1254,16 +1225,7 @@ mod tests {
         };
         vs.real_servers[0].health.checks.push(check);
         vs.sorry_server = Some(hand_built_real("192.0.2.200", 80, 9));
-        let config = Config {
-            source: "/etc/keepalived/keepalived.conf".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
-            virtual_servers: vec![vs],
-        };
+        let config = crate::fixture::config("/etc/keepalived/keepalived.conf", vec![vs]);
         assert_eq!(
             shown(&config),
             [
@@ -1286,16 +1248,7 @@ mod tests {
         let services = |n: u16| -> Vec<VirtualServer> {
             (1..=n).map(|port| hand_built("192.0.2.100", port, u32::from(port))).collect()
         };
-        let mut config = Config {
-            source: "lb.toml".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
-            virtual_servers: services(1024),
-        };
+        let mut config = crate::fixture::config("lb.toml", services(1024));
         assert_eq!(shown(&config), Vec::<String>::new(), "exactly at the limit");
 
         config.virtual_servers = services(1026);

@@ -218,7 +218,7 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        DataplaneSettings, LbKind, Protocol, RealServer, ServiceForwarding, Spans, VirtualServer,
+        DataplaneSettings, LbKind, RealServer, ServiceForwarding, Spans, VirtualServer,
     };
     use std::time::Duration;
 
@@ -270,11 +270,7 @@ fn classic_dr_file_parses_into_the_model() {
             forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.100".parse().unwrap(),
             port: 80,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
             lb_algo: "wrr".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
             persistence_timeout: Some(secs(50)),
             persistence_prefix: 32,
             real_servers: vec![
@@ -318,7 +314,6 @@ fn classic_dr_file_parses_into_the_model() {
                     )],
                 ),
             ],
-            sorry_server: None,
             health: ServiceHealth { delay_loop: secs(6), ..ServiceHealth::default() },
             location: at(31, 1),
             key_locations: Spans::at_section(at(31, 1))
@@ -331,17 +326,13 @@ fn classic_dr_file_parses_into_the_model() {
                 .with("persistence_timeout", at(35, 25))
                 .with("delay_loop", at(32, 16))
                 .with("lb_kind", at(34, 13)),
+            ..crate::fixture::virtual_server("192.0.2.100", 80, at(31, 1))
         },
         VirtualServer {
             forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.101".parse().unwrap(),
             port: 443,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
             lb_algo: "rr".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
-            persistence_timeout: None,
             persistence_prefix: 32,
             real_servers: vec![
                 real(
@@ -360,16 +351,10 @@ fn classic_dr_file_parses_into_the_model() {
                 ),
             ],
             sorry_server: Some(RealServer {
-                forwarding: Default::default(),
-                address: "192.0.2.200".parse().unwrap(),
-                port: 443,
-                weight: 1,
-                health: RealHealth::default(),
-                location: at(71, 5),
                 key_locations: Spans::at_section(at(71, 5))
                     .with("address", at(71, 18))
                     .with("port", at(71, 30)),
-                check_locations: Vec::new(),
+                ..crate::fixture::real_server("192.0.2.200", 443, at(71, 5))
             }),
             health: ServiceHealth { delay_loop: secs(10), ..ServiceHealth::default() },
             location: at(66, 1),
@@ -382,6 +367,7 @@ fn classic_dr_file_parses_into_the_model() {
                 .with("lb_algo", at(68, 13))
                 .with("delay_loop", at(67, 16))
                 .with("lb_kind", at(69, 13)),
+            ..crate::fixture::virtual_server("192.0.2.101", 443, at(66, 1))
         },
     ];
     // Field by field: the model has sections a keepalived.conf does not fill.
@@ -437,7 +423,6 @@ fn vrrp_file_parses_into_the_model() {
     let web = VrrpInstance {
         name: "VI_WEB".to_owned(),
         initial_master: true,
-        interface: "eth0".to_owned(),
         virtual_router_id: 51,
         priority: 150,
         advert_int: Duration::from_millis(500),
@@ -453,7 +438,6 @@ fn vrrp_file_parses_into_the_model() {
         preempt_delay: secs(30),
         unicast_peer: vec!["192.0.2.2".parse().unwrap()],
         unicast_src_ip: Some("192.0.2.1".parse().unwrap()),
-        auth_pass: None,
         track_interface: vec![
             TrackInterface { name: "eth1".to_owned(), weight: -30 },
             TrackInterface { name: "bond0.20".to_owned(), weight: 0 },
@@ -469,39 +453,27 @@ fn vrrp_file_parses_into_the_model() {
         notify: command("/etc/keepalived/notify.sh"),
         garp_master_repeat: 10,
         garp_master_refresh_delay: secs(2),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
         location: at(23, 1),
+        ..crate::fixture::vrrp_instance("VI_WEB", 51, &[])
     };
     let v2 = VrrpInstance {
         name: "VI_V2".to_owned(),
-        initial_master: false,
         // global_defs' default_interface.
         interface: "eth1".to_owned(),
         virtual_router_id: 52,
-        priority: 100,
         advert_int: secs(1),
         version: 2,
         virtual_ipaddress: vec![vip("198.51.100.10", 32)],
-        preempt: true,
-        preempt_delay: Duration::ZERO,
         unicast_peer: vec![],
-        unicast_src_ip: None,
         // The first 8 bytes, as keepalived.
         auth_pass: command("longpass"),
         track_interface: vec![],
         track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: None,
         // global_defs' vrrp_garp_master_repeat and vrrp_garp_master_delay.
         garp_master_repeat: 3,
         garp_master_refresh_delay: secs(10),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
         location: at(59, 1),
+        ..crate::fixture::vrrp_instance("VI_V2", 52, &[])
     };
     let v6 = VrrpInstance {
         name: "VI_6".to_owned(),

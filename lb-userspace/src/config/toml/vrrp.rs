@@ -1385,7 +1385,7 @@ pub(in crate::config) fn sync_group_emit(group: &VrrpSyncGroup) -> String {
 mod tests {
     use std::path::Path;
 
-    use super::super::super::model::{Config, DataplaneSettings};
+    use super::super::super::model::Config;
     use super::super::super::test_support::{FakeHost, Scenario, assert_toml_scenarios, doc};
     use super::super::super::{notices, parse_toml};
     use super::*;
@@ -2410,39 +2410,19 @@ virtual_ipaddress = ["192.0.2.100/24"]
 "#;
         let at = Location::new;
         let expected = Config {
-            source: "test.toml".into(),
-            dataplane: DataplaneSettings::default(),
             virtual_servers: Vec::new(),
             vrrp: VrrpConfig {
                 instances: vec![VrrpInstance {
                     name: "VI_1".to_owned(),
-                    initial_master: false,
-                    interface: "eth0".to_owned(),
                     virtual_router_id: 51,
                     priority: 90,
-                    advert_int: Duration::from_secs(1),
                     version: 2,
                     virtual_ipaddress: vec![VirtualAddress {
                         address: "192.0.2.100".parse().unwrap(),
                         prefix: 24,
                     }],
-                    preempt: true,
-                    preempt_delay: Duration::ZERO,
-                    unicast_peer: Vec::new(),
-                    unicast_src_ip: None,
-                    auth_pass: None,
-                    track_interface: Vec::new(),
-                    track_script: Vec::new(),
-                    notify_master: None,
-                    notify_backup: None,
-                    notify_fault: None,
-                    notify_stop: None,
-                    notify: None,
-                    garp_master_repeat: 5,
-                    garp_master_refresh_delay: Duration::from_secs(5),
-                    lower_prio_no_advert: false,
-                    skip_check_adv_addr: false,
                     location: at(1, 1),
+                    ..crate::fixture::vrrp_instance("VI_1", 51, &[])
                 }],
                 scripts: Vec::new(),
                 sync_groups: Vec::new(),
@@ -2459,9 +2439,7 @@ virtual_ipaddress = ["192.0.2.100/24"]
                     .with("virtual_ipaddress", at(9, 21))
                     .with_items("virtual_ipaddress", &[at(9, 22)]),
             ],
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
+            ..crate::fixture::config("test.toml", Vec::new())
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);
@@ -2537,7 +2515,6 @@ notify_fault = "/etc/lb/group.sh fault"
         let first = VrrpInstance {
             name: "VI_1".to_owned(),
             initial_master: true,
-            interface: "eth0".to_owned(),
             virtual_router_id: 51,
             priority: 150,
             advert_int: Duration::from_millis(500),
@@ -2547,7 +2524,6 @@ notify_fault = "/etc/lb/group.sh fault"
             preempt_delay: Duration::from_secs(30),
             unicast_peer: vec![ip("192.0.2.2"), ip("192.0.2.3")],
             unicast_src_ip: Some(ip("192.0.2.1")),
-            auth_pass: None,
             track_interface: vec![
                 TrackInterface { name: "eth1".to_owned(), weight: 0 },
                 TrackInterface { name: "eth0".to_owned(), weight: -50 },
@@ -2560,36 +2536,21 @@ notify_fault = "/etc/lb/group.sh fault"
             notify: command("/etc/lb/notify.sh"),
             garp_master_repeat: 3,
             garp_master_refresh_delay: Duration::from_secs(10),
-            lower_prio_no_advert: false,
-            skip_check_adv_addr: false,
             location: at(10, 1),
+            ..crate::fixture::vrrp_instance("VI_1", 51, &[])
         };
         let second = VrrpInstance {
             name: "VI_2".to_owned(),
-            initial_master: false,
             interface: "eth1".to_owned(),
             virtual_router_id: 52,
-            priority: 100,
-            advert_int: Duration::from_secs(1),
             version: 2,
             virtual_ipaddress: vec![vip("192.0.2.200", 24)],
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            unicast_peer: Vec::new(),
-            unicast_src_ip: None,
             auth_pass: Some("s3cret".to_owned()),
-            track_interface: Vec::new(),
             track_script: vec![TrackScript { script: "chk_nginx".to_owned(), weight: None }],
-            notify_master: None,
-            notify_backup: None,
-            notify_fault: None,
-            notify_stop: None,
-            notify: None,
-            garp_master_repeat: 5,
-            garp_master_refresh_delay: Duration::from_secs(5),
             lower_prio_no_advert: true,
             skip_check_adv_addr: true,
             location: at(33, 1),
+            ..crate::fixture::vrrp_instance("VI_2", 52, &[])
         };
         let group = VrrpSyncGroup {
             name: "G1".to_owned(),
