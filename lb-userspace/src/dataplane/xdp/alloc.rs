@@ -21,10 +21,6 @@ impl IdAlloc {
         Self { next, limit, free }
     }
 
-    pub fn alloc(&mut self) -> Option<u32> {
-        self.alloc_telling_first().map(|(id, _)| id)
-    }
-
     /// An id, and whether it is handed out for the first time by this allocator (not a freed
     /// one): in maps created with it, its slots still hold zeros.
     pub fn alloc_telling_first(&mut self) -> Option<(u32, bool)> {
@@ -109,6 +105,12 @@ impl RegionAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl IdAlloc {
+        fn alloc(&mut self) -> Option<u32> {
+            self.alloc_telling_first().map(|(id, _)| id)
+        }
+    }
 
     #[test]
     fn first_hand_outs_are_told_from_reused_ids() {
