@@ -1437,7 +1437,7 @@ fn rss_mib() -> anyhow::Result<f64> {
 }
 
 /// What the agent does at start-up and on a reload, at scale, without the process around it:
-/// parse the config, `desired_state` (every service's Maglev table), the first
+/// parse the config, `desired_state` (what decides every service's Maglev table), the first
 /// `XdpDataplane::apply` into empty maps, then reloads that change one real's weight
 /// (`desired_state` + `apply`). Also the resident memory these leave held. Services on the
 /// private namespace's `lo`, reals with known MACs, default table size (M = 65537).
@@ -1558,14 +1558,15 @@ fn scale_rows() -> anyhow::Result<Vec<Row>> {
             "agent_scale_desired_ms",
             desired_ms,
             "ms",
-            "desired_state (every service's Maglev table), wall clock",
+            "desired_state (what decides each Maglev table; tables are built by the apply), \
+             wall clock",
             vec![],
         ),
         row(
             "agent_scale_first_apply_ms",
             apply_ms,
             "ms",
-            "the first XdpDataplane::apply into empty maps, wall clock",
+            "the first XdpDataplane::apply into empty maps (building every table), wall clock",
             vec![("ring_writes", json!(first_writes))],
         ),
         row(

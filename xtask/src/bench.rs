@@ -4,6 +4,7 @@
 //! Then the VRRP failover benchmark (`tests/tests/vrrp_failover_bench.rs`: lb pairs and
 //! keepalived pairs in network namespaces, the release `lb`) appends its rows to the same file,
 //! and so does the BGP scale-out benchmark (`tests/tests/bgp_ecmp.rs`, ignored `bench_` test).
+//! Last the agent-scale process measurement (`tests/bench/agent-scale.sh`) prints its lines.
 //! BENCHMARKS.md explains each row's method. XDP against kernel IPVS (which this kernel lacks)
 //! is `cargo xtask vm bench`, in an emulated guest: minutes of qemu, so not run from here.
 
@@ -71,6 +72,9 @@ pub fn bench() -> anyhow::Result<()> {
     if fs::read_to_string(&json)?.matches("\"name\"").count() <= rows_before {
         bail!("the BGP failover benchmark added no rows to {}", json.display());
     }
+    // Agent scale as a process (1,000 services x 10 reals, release `lb`): printed, not rows
+    // (BENCHMARKS.md "Agent scale" records it).
+    run(Command::new("bash").current_dir(&root).arg("tests/bench/agent-scale.sh").arg(&lb))?;
     println!("\nrows written to {}", json.display());
     Ok(())
 }

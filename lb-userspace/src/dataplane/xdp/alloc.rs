@@ -21,15 +21,17 @@ impl IdAlloc {
         Self { next, limit, free }
     }
 
-    pub fn alloc(&mut self) -> Option<u32> {
+    /// An id, and whether it is handed out for the first time by this allocator (not a freed
+    /// one): in maps created with it, its slots still hold zeros.
+    pub fn alloc_telling_first(&mut self) -> Option<(u32, bool)> {
         if let Some(id) = self.free.pop() {
-            return Some(id);
+            return Some((id, false));
         }
         if self.next >= self.limit {
             return None;
         }
         self.next += 1;
-        Some(self.next - 1)
+        Some((self.next - 1, true))
     }
 
     pub fn release(&mut self, id: u32) {
@@ -103,6 +105,26 @@ impl RegionAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl IdAlloc {
+        fn alloc(&mut self) -> Option<u32> {
+            self.alloc_telling_first().map(|(id, _)| id)
+        }
+    }
+
+    #[test]
+    fn first_hand_outs_are_told_from_reused_ids() {
+        let mut ids = IdAlloc::new(1, 4);
+        assert_eq!(ids.alloc_telling_first(), Some((1, true)));
+        assert_eq!(ids.alloc_telling_first(), Some((2, true)));
+        ids.release(1);
+        assert_eq!(ids.alloc_telling_first(), Some((1, false)), "freed: its slots were used");
+        assert_eq!(ids.alloc_telling_first(), Some((3, true)));
+        assert_eq!(ids.alloc_telling_first(), None);
+        // Adopted: the ids below the highest used may have been used and freed before.
+        let mut adopted = IdAlloc::from_used(1, 8, &[3]);
+        assert_eq!(adopted.alloc_telling_first().map(|(_, first)| first), Some(false));
+    }
 
     #[test]
     fn ids_are_reused_and_bounded() {
