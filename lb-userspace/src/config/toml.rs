@@ -67,10 +67,13 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let mut config = Config {
         source: source.to_path_buf(),
+        dataplane: DataplaneSettings::default(),
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
         vrrp_locations: Vec::new(),
-        ..crate::fixture::config("test.toml", Vec::new())
+        bgp: None,
+        flow_sync: None,
+        script_user: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
