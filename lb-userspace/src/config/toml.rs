@@ -64,7 +64,12 @@ const MAX_SYNTAX_ERRORS: usize = 1000;
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
-    let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
+    let mut parser = Parser {
+        source,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+        forwarding: forwarding::ForwardingDraft::default(),
+    };
     let mut config = Config {
         source: source.to_path_buf(),
         dataplane: DataplaneSettings::default(),
@@ -117,6 +122,8 @@ pub(in crate::config) struct Parser<'t> {
     source: &'t Path,
     lines: LineIndex<'t>,
     errors: Vec<Diagnostic>,
+    /// The forwarding keys of the section being read, until its `finish` takes them.
+    forwarding: forwarding::ForwardingDraft,
 }
 
 impl Parser<'_> {
