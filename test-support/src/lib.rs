@@ -3,8 +3,14 @@
 //! the `lb` binary is, and moving a thread into a network namespace. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
 //! and the namespace-lab tests (lb-tests) all use these, so a skip reads the same everywhere.
 
+#[cfg(feature = "netns")]
+mod icmp;
 pub mod lab;
+#[cfg(feature = "netns")]
+pub mod netns;
 pub mod packet;
+#[cfg(feature = "netns")]
+pub mod process;
 
 use std::{
     fs::File,
