@@ -2,9 +2,17 @@
 //! that need root or a program (a visible skip on a developer's machine, a failure in CI), where
 //! the `lb` binary is, and moving a thread into a network namespace. Unit tests (lb-userspace, as a dev-dependency), the in-guest tests
 //! and the namespace-lab tests (lb-tests) all use these, so a skip reads the same everywhere.
+//! With the feature `netns`: the one namespace guard of every lab ([`netns::Netns`]) and the
+//! child-process guard with command time limits ([`process::Process`]).
 
+#[cfg(feature = "netns")]
+mod icmp;
 pub mod lab;
+#[cfg(feature = "netns")]
+pub mod netns;
 pub mod packet;
+#[cfg(feature = "netns")]
+pub mod process;
 
 use std::{
     fs::File,

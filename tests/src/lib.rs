@@ -8,13 +8,14 @@
 pub mod bgp;
 pub mod bpffs;
 pub mod director;
-mod icmp;
 pub mod keepalived;
 pub mod longlived;
-pub mod netns;
-pub mod process;
 pub mod topology;
 pub mod webdriver;
+
+/// The namespace and child-process guards live in lb-test-support (feature `netns`), shared with
+/// the guest labs; these paths stay for the tests that name them.
+pub use lb_test_support::{netns, process};
 
 pub use bpffs::BpfFs;
 pub use director::{LbAgent, count_http};

@@ -64,13 +64,21 @@ const MAX_SYNTAX_ERRORS: usize = 1000;
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
-    let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
+    let mut parser = Parser {
+        source,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+        forwarding: forwarding::ForwardingDraft::default(),
+    };
     let mut config = Config {
         source: source.to_path_buf(),
+        dataplane: DataplaneSettings::default(),
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
         vrrp_locations: Vec::new(),
-        ..crate::fixture::config("test.toml", Vec::new())
+        bgp: None,
+        flow_sync: None,
+        script_user: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -114,6 +122,8 @@ pub(in crate::config) struct Parser<'t> {
     source: &'t Path,
     lines: LineIndex<'t>,
     errors: Vec<Diagnostic>,
+    /// The forwarding keys of the section being read, until its `finish` takes them.
+    forwarding: forwarding::ForwardingDraft,
 }
 
 impl Parser<'_> {

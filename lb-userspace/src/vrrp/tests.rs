@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_test_support::lab;
+use lb_test_support::{lab, netns::Netns};
 use tokio::sync::{oneshot, watch};
 
 use super::{
@@ -98,13 +98,14 @@ fn enter_netns(ns: &str) {
 }
 
 /// The namespaces and links of one test; deleted on drop (also during a panic). Named and built
-/// with the labs' shared pieces (lb-test-support's `lab`): a namespace left by a killed test
+/// with the labs' shared pieces (lb-test-support's `lab`, its `Netns` guards): a namespace left by a killed test
 /// process is removed by the next lab of any test binary.
 struct Lab {
     prefix: String,
     /// Removed with its contents when the lab drops, after the namespaces.
     dir: tempfile::TempDir,
-    namespaces: Vec<String>,
+    /// The labs' namespace guards, deleted last made first.
+    namespaces: Vec<Netns>,
 }
 
 impl Lab {
@@ -153,9 +154,8 @@ impl Lab {
 
     fn ns(&mut self, role: &str) -> String {
         let name = self.name(role);
-        sh(&["ip", "netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        ip_in(&name, &["link", "set", "lo", "up"]);
+        let ns = Netns::create(&name).unwrap_or_else(|e| panic!("{e:#}"));
+        self.namespaces.push(ns);
         name
     }
 
@@ -181,8 +181,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        while let Some(ns) = self.namespaces.pop() {
+            drop(ns);
         }
     }
 }

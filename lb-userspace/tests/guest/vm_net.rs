@@ -11,7 +11,8 @@
 //! for IP-in-IP, or routes back to the client through the director for NAT.
 //!
 //! Names are fixed (`lbvc`, `lbvr1`...): tests run one at a time in a fresh guest, and a name that
-//! is already taken means an earlier test leaked, which [`Lab::new`] reports.
+//! is already taken means an earlier test leaked, which [`Lab::new`] reports. The namespaces are
+//! the host labs' guards (`lb_test_support::netns::Netns`), the links lab's commands in batches.
 
 use std::{
     collections::BTreeMap,
@@ -27,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use lb_test_support::lab;
+use lb_test_support::{lab, netns::Netns};
 
 use super::{Destination, Ipvs, Service, ServiceKey};
 
@@ -97,6 +98,8 @@ pub struct Lab {
     servers: Vec<Server>,
     /// Director sysctls with the values to restore.
     saved_sysctls: Vec<(String, String)>,
+    /// The client's and the reals' namespaces, deleted when dropped.
+    netns: Vec<Netns>,
 }
 
 impl Lab {
@@ -131,16 +134,21 @@ impl Lab {
         let n = LABS.fetch_add(1, Ordering::SeqCst) % 100;
         let client = Ipv4Addr::new(10, 77, 0, 150 + n);
         let client6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 1, 0x150 + u16::from(n));
-        let mut lab =
-            Lab { reals, mode, client, client6, servers: Vec::new(), saved_sysctls: Vec::new() };
-
-        let mut root = String::new();
+        let mut lab = Lab {
+            reals,
+            mode,
+            client,
+            client6,
+            servers: Vec::new(),
+            saved_sysctls: Vec::new(),
+            netns: Vec::new(),
+        };
         for ns in lab.namespaces() {
-            root.push_str(&format!("netns add {ns}\n"));
+            let netns = Netns::create(&ns).unwrap_or_else(|e| panic!("{e:#}"));
+            lab.netns.push(netns);
         }
         // No multicast snooping: IPv6 neighbour solicitations must reach every port at once.
-        root.push_str(&lab::batch_line(&lab::bridge(BRIDGE, None)));
-        ip_batch(None, &root);
+        ip_batch(None, &lab::batch_line(&lab::bridge(BRIDGE, None)));
         // Nor duplicate address detection on its link-local address: the director solicits the
         // reals' IPv6 addresses for forwarded packets from that address, and sends nothing while
         // it is tentative (the first IPv6 connection stalled for a second or two).
@@ -195,14 +203,14 @@ impl Lab {
         ip_batch(
             Some(CLIENT_NS),
             &format!(
-                "link set lo up\nlink set eth0 up\n{}{}",
+                "link set eth0 up\n{}{}",
                 lab::batch_line(&lab::addr_add("eth0", &format!("{client}/24"))),
                 lab::batch_line(&lab::addr_add("eth0", &format!("{client6}/64")))
             ),
         );
         for real in &lab.reals {
             let mut batch = format!(
-                "link set lo up\nlink set eth0 up\n{}{}",
+                "link set eth0 up\n{}{}",
                 lab::batch_line(&lab::addr_add("eth0", &format!("{}/24", real.addr))),
                 lab::batch_line(&lab::addr_add("eth0", &format!("{}/64", real.addr6)))
             );
@@ -334,15 +342,13 @@ impl Drop for Lab {
         for (key, value) in self.saved_sysctls.drain(..).rev() {
             write_sysctl(&key, &value);
         }
-        // Veths by their root end (synchronous, unlike a namespace's teardown), then the rest.
+        // Veths by their root end (synchronous, unlike a namespace's teardown) and the bridge;
+        // the namespaces go with their guards, after.
         let mut batch = String::new();
         for ns in self.namespaces() {
             batch.push_str(&format!("link del {ns}\n"));
         }
         batch.push_str(&format!("link del {BRIDGE}\n"));
-        for ns in self.namespaces() {
-            batch.push_str(&format!("netns del {ns}\n"));
-        }
         // -force: go on past what was never made (a test that failed half-way).
         let _ = Command::new("ip")
             .args(["-force", "-batch", "-"])
@@ -353,6 +359,7 @@ impl Drop for Lab {
                 child.stdin.take().expect("stdin").write_all(batch.as_bytes())?;
                 child.wait()
             });
+        self.netns.clear();
     }
 }
 

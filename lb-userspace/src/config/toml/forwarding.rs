@@ -5,14 +5,15 @@
 //! later (`dataplane::select`), since it depends on the host.
 //!
 //! Each key is a [`Setting`] of its section's description. `lb_kind` and the tunnel keys depend on
-//! one another (the tunnel keys only with TUN, GUE only with a port): they are read together by
-//! [`Parser::lb_kind`], from the section's `finish`.
+//! one another (the tunnel keys only with TUN, GUE only with a port): their settings write what
+//! was written into the section's [`ForwardingDraft`] (held by the parser while the section is
+//! read), which the section's `finish` turns into the model's method ([`ForwardingDraft::finish`]).
 
-use ::toml::de::DeTable;
+use std::ops::Range;
 
 use super::super::emit::{address, boolean, integer, string};
 use super::super::model::{LbKind, RealServer, Tunnel, TunnelError, VirtualServer};
-use super::schema::{Doc, Setting, unless};
+use super::schema::{Doc, Located, Setting, unless};
 use super::{Key, Parser, Value};
 
 const METHODS: &str = "\"DR\", \"NAT\" or \"TUN\"";
@@ -33,13 +34,182 @@ fn tun_port(kind: Option<LbKind>) -> Option<String> {
     }
 }
 
-/// A key of the `lb_kind` group, read by [`Parser::lb_kind`] in the section's `finish`.
-const fn group_key<T>(
-    name: &'static str,
-    doc: Doc,
-    emit: fn(value: &T, default: &T) -> Option<String>,
-) -> Setting<T> {
-    Setting { name, doc, read: |_, _, _, _| {}, emit }
+/// The forwarding keys of one section as written, read by their settings (each its own value,
+/// reporting what is wrong with it) and turned into the model's method by
+/// [`ForwardingDraft::finish`], the one place that knows them all. Taken from the parser by the
+/// section's `finish` before any section nested in it is read.
+#[derive(Debug, Default)]
+pub(super) struct ForwardingDraft {
+    /// `lb_kind` and `lvs_method` if written; a value is `None` when it had an error or
+    /// was not read (both spellings written).
+    methods: Vec<Written<(String, Method)>>,
+    /// Read only with a valid `TUN`: otherwise their being written is the error.
+    tun_type: Option<Written<String>>,
+    tun_port: Option<Written<u16>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Dr,
+    Nat,
+    Tun,
+}
+
+/// A key as written: its name, where its key and its value are, and its value if read.
+#[derive(Debug)]
+struct Written<T> {
+    key: &'static str,
+    key_span: Range<usize>,
+    value_span: Range<usize>,
+    value: Option<T>,
+}
+
+impl<T> Written<T> {
+    fn new(key: &'static str, k: &Key<'_>, v: &Value<'_>, value: Option<T>) -> Self {
+        Written { key, key_span: k.span(), value_span: v.span(), value }
+    }
+}
+
+impl ForwardingDraft {
+    /// Whether `lb_kind` (or `lvs_method`) was read as `TUN`, so that the tunnel keys are read.
+    fn tunnel(&self) -> bool {
+        matches!(self.methods.as_slice(), [Written { value: Some((_, Method::Tun)), .. }])
+    }
+
+    /// The method written, with its tunnel: `Some(None)` when none was; `None` after an error
+    /// (reported here or by a key's setting), when the section is to be left out.
+    pub(super) fn finish(self, p: &mut Parser<'_>) -> Option<Option<LbKind>> {
+        let tunnel_keys = [
+            self.tun_type.as_ref().map(|w| (w.key, w.value_span.clone())),
+            self.tun_port.as_ref().map(|w| (w.key, w.value_span.clone())),
+        ];
+        let (name, method) = match self.methods.as_slice() {
+            [] => {
+                for (key, span) in tunnel_keys.iter().flatten() {
+                    p.error(span.clone(), format!("`{key}` needs `lb_kind = \"TUN\"`"));
+                }
+                return if tunnel_keys.iter().any(Option::is_some) { None } else { Some(None) };
+            }
+            [one] => one.value.clone()?,
+            [a, b, ..] => {
+                let (first, second) =
+                    if a.key_span.start < b.key_span.start { (a, b) } else { (b, a) };
+                let message = format!(
+                    "`{}` and `{}` are the same setting (keepalived spells it both ways); keep \
+                     only one",
+                    second.key, first.key
+                );
+                p.error(second.key_span.clone(), message);
+                return None;
+            }
+        };
+        let kind = match method {
+            Method::Dr => LbKind::Dr,
+            Method::Nat => LbKind::Nat,
+            Method::Tun => LbKind::Tun(self.tunnel_of(p)?),
+        };
+        if method != Method::Tun
+            && let Some((key, span)) = tunnel_keys.into_iter().flatten().next()
+        {
+            p.error(span, format!("`{key}` needs `lb_kind = \"TUN\"`, not \"{name}\""));
+            return None;
+        }
+        Some(Some(kind))
+    }
+
+    /// keepalived's `tun_type ipip|gue|gre` (default ipip) and `tun_port` (GUE's, required).
+    fn tunnel_of(&self, p: &mut Parser<'_>) -> Option<Tunnel> {
+        let kind = match &self.tun_type {
+            None => None,
+            Some(written) => Some(written.value.as_deref()?),
+        };
+        let port = match &self.tun_port {
+            None => None,
+            Some(written) => Some(written.value?),
+        };
+        let error = match Tunnel::from_parts(kind, port) {
+            Ok(tunnel) => return Some(tunnel),
+            Err(error) => error,
+        };
+        // Each error names a key that was given: `from_parts` only fails on what was written.
+        let (key, span) = match error {
+            TunnelError::ZeroPort | TunnelError::PortWithoutGue => {
+                self.tun_port.as_ref().map(|w| (w.key, w.value_span.clone()))?
+            }
+            TunnelError::GueWithoutPort | TunnelError::UnknownType => {
+                self.tun_type.as_ref().map(|w| (w.key, w.value_span.clone()))?
+            }
+        };
+        let kind = kind.unwrap_or_default();
+        let message = match error {
+            TunnelError::ZeroPort => format!("`{key}` must be 1 to 65535"),
+            TunnelError::GueWithoutPort => "`tun_type = \"gue\"` needs `tun_port`".to_owned(),
+            TunnelError::PortWithoutGue => format!(
+                "`{key}` is for `tun_type = \"gue\"`, not \"{}\"",
+                if kind.is_empty() { "ipip" } else { kind }
+            ),
+            TunnelError::UnknownType => {
+                format!(
+                    "`{key}` must be \"ipip\", \"gue\" or \"gre\", found \"{}\"",
+                    kind.escape_debug()
+                )
+            }
+        };
+        p.error(span, message);
+        None
+    }
+}
+
+/// Reads `lb_kind` or `lvs_method` (`key`) into the draft, unless the `other` spelling was
+/// written too (`finish` says so).
+fn read_method<T: Located>(
+    p: &mut Parser<'_>,
+    k: &Key<'_>,
+    v: &Value<'_>,
+    model: &mut T,
+    key: &'static str,
+    other: &str,
+) {
+    let value = if model.spans_mut().get(other).is_some() {
+        None
+    } else {
+        p.string(k, v).and_then(|name| {
+            let method = match name.to_ascii_uppercase().as_str() {
+                "DR" => Method::Dr,
+                "NAT" => Method::Nat,
+                "TUN" => Method::Tun,
+                _ => {
+                    let message =
+                        format!("`{key}` must be {METHODS}, found \"{}\"", name.escape_debug());
+                    p.error(v.span(), message);
+                    return None;
+                }
+            };
+            Some((name.to_owned(), method))
+        })
+    };
+    p.forwarding.methods.push(Written::new(key, k, v, value));
+}
+
+fn read_lb_kind<T: Located>(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, model: &mut T) {
+    read_method(p, k, v, model, "lb_kind", "lvs_method");
+}
+
+fn read_lvs_method<T: Located>(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, model: &mut T) {
+    read_method(p, k, v, model, "lvs_method", "lb_kind");
+}
+
+/// `tun_type`, read (lower-cased) only under a valid `TUN`.
+fn read_tun_type<T>(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, _: &mut T) {
+    let value =
+        if p.forwarding.tunnel() { p.string(k, v).map(str::to_ascii_lowercase) } else { None };
+    p.forwarding.tun_type = Some(Written::new("tun_type", k, v, value));
+}
+
+/// `tun_port`, read only under a valid `TUN`.
+fn read_tun_port<T>(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, _: &mut T) {
+    let value = if p.forwarding.tunnel() { p.port(k, v) } else { None };
+    p.forwarding.tun_port = Some(Written::new("tun_port", k, v, value));
 }
 
 const LVS_METHOD_DOC: Doc = Doc {
@@ -49,38 +219,41 @@ const LVS_METHOD_DOC: Doc = Doc {
 };
 
 /// The forwarding keys of a `[[virtual_server]]`, in the reference's order.
-pub(super) const SERVICE_LB_KIND: Setting<VirtualServer> = group_key(
-    "lb_kind",
-    Doc {
+pub(super) const SERVICE_LB_KIND: Setting<VirtualServer> = Setting {
+    name: "lb_kind",
+    doc: Doc {
         ty: r##"`"DR"` \| `"NAT"` \| `"TUN"`"##,
         default: r##"`"DR"`"##,
         meaning: r##"How packets reach the reals (case-insensitive). DR (direct routing) and TUN (IPIP, GUE or GRE tunnels, any address-family pair: [tunnels.md](tunnels.md)) run on the XDP fast path; NAT runs on kernel IPVS (see [Dataplanes](#dataplanes)). A real server or the sorry server can give its own, so one service may mix DR and tunnelled reals."##,
     },
-    |vs, _| unless(&vs.forwarding.lb_kind, &LbKind::Dr, |kind| string(kind.name())),
-);
+    read: read_lb_kind,
+    emit: |vs, _| unless(&vs.forwarding.lb_kind, &LbKind::Dr, |kind| string(kind.name())),
+};
 
 pub(super) const SERVICE_LVS_METHOD: Setting<VirtualServer> =
-    group_key("lvs_method", LVS_METHOD_DOC, |_, _| None);
+    Setting { name: "lvs_method", doc: LVS_METHOD_DOC, read: read_lvs_method, emit: |_, _| None };
 
-pub(super) const SERVICE_TUN_TYPE: Setting<VirtualServer> = group_key(
-    "tun_type",
-    Doc {
+pub(super) const SERVICE_TUN_TYPE: Setting<VirtualServer> = Setting {
+    name: "tun_type",
+    doc: Doc {
         ty: r##"`"ipip"` \| `"gue"` \| `"gre"`"##,
         default: r##"`"ipip"`"##,
         meaning: r##"The tunnel of `lb_kind = "TUN"` (keepalived's `lvs_method TUN type ...`). Only with TUN."##,
     },
-    |vs, _| tun_type(Some(vs.forwarding.lb_kind)),
-);
+    read: read_tun_type,
+    emit: |vs, _| tun_type(Some(vs.forwarding.lb_kind)),
+};
 
-pub(super) const SERVICE_TUN_PORT: Setting<VirtualServer> = group_key(
-    "tun_port",
-    Doc {
+pub(super) const SERVICE_TUN_PORT: Setting<VirtualServer> = Setting {
+    name: "tun_port",
+    doc: Doc {
         ty: r##"integer 1–65535"##,
         default: r##"required for GUE"##,
         meaning: r##"The GUE destination port. Only with `tun_type = "gue"`."##,
     },
-    |vs, _| tun_port(Some(vs.forwarding.lb_kind)),
-);
+    read: read_tun_port,
+    emit: |vs, _| tun_port(Some(vs.forwarding.lb_kind)),
+};
 
 pub(super) const TUN_SOURCE: Setting<VirtualServer> = Setting {
     name: "tun_source",
@@ -114,35 +287,38 @@ pub(super) const OPS: Setting<VirtualServer> = Setting {
 
 /// A real or sorry server's own `lb_kind` (`meaning` says whose); the tunnel keys follow.
 pub(super) const fn server_lb_kind(meaning: &'static str) -> Setting<RealServer> {
-    group_key(
-        "lb_kind",
-        Doc { ty: "as for the virtual server", default: "the virtual server's", meaning },
-        |rs, _| rs.forwarding.lb_kind.map(|kind| string(kind.name())),
-    )
+    Setting {
+        name: "lb_kind",
+        doc: Doc { ty: "as for the virtual server", default: "the virtual server's", meaning },
+        read: read_lb_kind,
+        emit: |rs, _| rs.forwarding.lb_kind.map(|kind| string(kind.name())),
+    }
 }
 
 pub(super) const SERVER_LVS_METHOD: Setting<RealServer> =
-    group_key("lvs_method", LVS_METHOD_DOC, |_, _| None);
+    Setting { name: "lvs_method", doc: LVS_METHOD_DOC, read: read_lvs_method, emit: |_, _| None };
 
-pub(super) const SERVER_TUN_TYPE: Setting<RealServer> = group_key(
-    "tun_type",
-    Doc {
+pub(super) const SERVER_TUN_TYPE: Setting<RealServer> = Setting {
+    name: "tun_type",
+    doc: Doc {
         ty: "as for the virtual server",
         default: r##"`"ipip"`"##,
         meaning: "The tunnel of this server's own `lb_kind = \"TUN\"`.",
     },
-    |rs, _| tun_type(rs.forwarding.lb_kind),
-);
+    read: read_tun_type,
+    emit: |rs, _| tun_type(rs.forwarding.lb_kind),
+};
 
-pub(super) const SERVER_TUN_PORT: Setting<RealServer> = group_key(
-    "tun_port",
-    Doc {
+pub(super) const SERVER_TUN_PORT: Setting<RealServer> = Setting {
+    name: "tun_port",
+    doc: Doc {
         ty: "integer 1–65535",
         default: "required for GUE",
         meaning: "The GUE destination port of this server's own tunnel.",
     },
-    |rs, _| tun_port(rs.forwarding.lb_kind),
-);
+    read: read_tun_port,
+    emit: |rs, _| tun_port(rs.forwarding.lb_kind),
+};
 
 /// A real server's IPVS connection threshold; `uthreshold`, if written, locates both
 /// ([`RealServer::thresholds_at`]).
@@ -180,90 +356,6 @@ pub(super) const LTHRESHOLD: Setting<RealServer> = threshold(
     |rs, _| unless(&rs.forwarding.lthreshold, &0, integer),
 );
 
-impl Parser<'_> {
-    /// `lb_kind` or its other spelling `lvs_method`, with `tun_type`/`tun_port` for `TUN`:
-    /// `Some(None)` when not given. Where it was written is in the section's spans.
-    pub(super) fn lb_kind(&mut self, table: &DeTable<'_>) -> Option<Option<LbKind>> {
-        let given = self.either(
-            table,
-            ["lb_kind", "lvs_method"],
-            "are the same setting (keepalived spells it both ways); keep only one",
-        )?;
-        let tunnel_keys = ["tun_type", "tun_port"].map(|k| table.get_key_value(k));
-        let Some((key, value)) = given else {
-            for (key, value) in tunnel_keys.into_iter().flatten() {
-                let message = format!("`{}` needs `lb_kind = \"TUN\"`", key.get_ref());
-                self.error(value.span(), message);
-            }
-            return if tunnel_keys.iter().any(Option::is_some) { None } else { Some(None) };
-        };
-        let name = self.string(key, value)?;
-        let kind = match name.to_ascii_uppercase().as_str() {
-            "DR" => LbKind::Dr,
-            "NAT" => LbKind::Nat,
-            "TUN" => LbKind::Tun(self.tunnel(tunnel_keys)?),
-            _ => {
-                let message = format!(
-                    "`{}` must be {METHODS}, found \"{}\"",
-                    key.get_ref(),
-                    name.escape_debug()
-                );
-                self.error(value.span(), message);
-                return None;
-            }
-        };
-        if !matches!(kind, LbKind::Tun(_))
-            && let Some((tkey, tvalue)) = tunnel_keys.into_iter().flatten().next()
-        {
-            let message = format!("`{}` needs `lb_kind = \"TUN\"`, not \"{name}\"", tkey.get_ref());
-            self.error(tvalue.span(), message);
-            return None;
-        }
-        Some(Some(kind))
-    }
-
-    /// keepalived's `tun_type ipip|gue|gre` (default ipip) and `tun_port` (GUE's, required).
-    fn tunnel(
-        &mut self,
-        [tun_type, tun_port]: [Option<(&Key<'_>, &Value<'_>)>; 2],
-    ) -> Option<Tunnel> {
-        let kind = match tun_type {
-            None => None,
-            Some((key, value)) => Some(self.string(key, value)?.to_ascii_lowercase()),
-        };
-        let port = match tun_port {
-            None => None,
-            Some((key, value)) => Some(self.port(key, value)?),
-        };
-        let error = match Tunnel::from_parts(kind.as_deref(), port) {
-            Ok(tunnel) => return Some(tunnel),
-            Err(error) => error,
-        };
-        // Each error names a key that was given: `from_parts` only fails on what was written.
-        let (key, value) = match error {
-            TunnelError::ZeroPort | TunnelError::PortWithoutGue => tun_port?,
-            TunnelError::GueWithoutPort | TunnelError::UnknownType => tun_type?,
-        };
-        let kind = kind.unwrap_or_default();
-        let message = match error {
-            TunnelError::ZeroPort => format!("`{}` must be 1 to 65535", key.get_ref()),
-            TunnelError::GueWithoutPort => "`tun_type = \"gue\"` needs `tun_port`".to_owned(),
-            TunnelError::PortWithoutGue => format!(
-                "`{}` is for `tun_type = \"gue\"`, not \"{}\"",
-                key.get_ref(),
-                if kind.is_empty() { "ipip" } else { kind.as_str() }
-            ),
-            TunnelError::UnknownType => format!(
-                "`{}` must be \"ipip\", \"gue\" or \"gre\", found \"{}\"",
-                key.get_ref(),
-                kind.escape_debug()
-            ),
-        };
-        self.error(value.span(), message);
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -296,6 +388,14 @@ mod tests {
                 false,
             ),
             ("", "lb_kind = 'TUN'", LbKind::Dr, Some(LbKind::Tun(Tunnel::Ipip)), false),
+            // Each section's tunnel keys are its own: the service's do not reach its real.
+            (
+                "lb_kind = 'TUN'\ntun_type = 'gre'",
+                "lvs_method = 'dr'",
+                LbKind::Tun(Tunnel::Gre),
+                Some(LbKind::Dr),
+                false,
+            ),
             ("protocol = 'udp'\nops = true", "", LbKind::Dr, None, true),
         ];
         for (vs, rs, kind, real_kind, ops) in cases {
@@ -371,6 +471,16 @@ mod tests {
                 "lb_kind = 'TUN'\ntun_source = '203.0.113'",
                 "",
                 "6:14: `tun_source` must be an IP address, found \"203.0.113\"",
+            ),
+            (
+                "",
+                "lvs_method = 'TUN'\ntun_type = 'gue'\ntun_port = 0",
+                "10:12: `tun_port` must be 1 to 65535",
+            ),
+            (
+                "",
+                "lb_kind = 'TUN'\nlvs_method = 'tun'",
+                "9:1: `lvs_method` and `lb_kind` are the same setting",
             ),
             ("ops = 'yes'", "", "5:7: `ops` must be true or false"),
             ("", "uthreshold = -1", "8:14: `uthreshold` must be"),

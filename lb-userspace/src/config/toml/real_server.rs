@@ -1,7 +1,8 @@
 //! `[[virtual_server.real_server]]` and `[virtual_server.sorry_server]` in the native front end.
 //! The model read into holds the defaults its virtual server gives (its port, its
-//! `inhibit_on_failure`); a server with any error is left out. `lb_kind` with the tunnel keys
-//! (`Parser::lb_kind`), the health settings and the checkers (`health.rs`) are read in `finish`.
+//! `inhibit_on_failure`); a server with any error is left out. `finish` turns what the `lb_kind`
+//! group wrote into the server's method (`forwarding::ForwardingDraft`) and reads the health
+//! settings and the checkers (`health.rs`).
 
 use super::super::emit::{address, integer};
 use super::super::model::{DEFAULT_WEIGHT, MAX_WEIGHT, RealServer, Spans};
@@ -109,7 +110,7 @@ pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
         // The virtual server's `inhibit_on_failure` is the default, already in the model.
         let health_ok = read_settings(p, table, health::REAL_HEALTH, rs).is_empty();
         let checkers = p.checkers(table, REAL_SERVER);
-        let forwarding = p.lb_kind(table);
+        let forwarding = std::mem::take(&mut p.forwarding).finish(p);
         match (checkers, forwarding) {
             (Some((checks, locations)), Some(lb_kind)) if health_ok => {
                 rs.health.checks = checks;
@@ -139,7 +140,7 @@ pub(in crate::config) const SORRY_SERVER_SECTION: Section<RealServer> = Section 
         forwarding::SERVER_TUN_PORT,
     ],
     elsewhere: &[],
-    finish: Some(|p, table, rs, _| match p.lb_kind(table) {
+    finish: Some(|p, _, rs, _| match std::mem::take(&mut p.forwarding).finish(p) {
         Some(lb_kind) => {
             rs.forwarding.lb_kind = lb_kind;
             true

@@ -64,7 +64,7 @@ pub(in crate::config) type Finish<T> =
 
 /// Keys of a section read together by a hand-written reader (its `finish`), documented in one row.
 pub(in crate::config) struct Elsewhere {
-    /// The row's key cell: "`lb_kind` (or `lvs_method`), `tun_type`, `tun_port`".
+    /// The row's key cell: "`delay_loop`, `alpha`, ...".
     #[cfg_attr(not(test), allow(dead_code))]
     pub label: &'static str,
     pub keys: &'static [&'static str],

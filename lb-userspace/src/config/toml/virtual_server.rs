@@ -1,8 +1,8 @@
 //! `[[virtual_server]]` in the native front end. Keys depend on each other (`fwmark` instead of
 //! `vip` and `port`, `ip_family` only with it, `persistence_granularity`'s form by the VIP's
 //! family): each reader reads its own value, knowing which other keys were written (their
-//! locations are recorded first); the rules between keys, the keys still read by hand (forwarding,
-//! health) and the real and sorry servers are `finish`'s.
+//! locations are recorded first); the rules between keys, the forwarding method (from what the
+//! `lb_kind` group wrote), the health settings and the real and sorry servers are `finish`'s.
 
 use ::toml::de::DeTable;
 
@@ -247,7 +247,8 @@ fn scheduler(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, vs: &mut VirtualSer
     }
 }
 
-/// The rules between keys, then the keys read by hand, the real servers and the sorry server.
+/// The rules between keys, then the forwarding method, the health settings, the real servers and
+/// the sorry server.
 fn finish(
     p: &mut Parser<'_>,
     table: &DeTable<'_>,
@@ -297,8 +298,9 @@ fn finish(
         vs.persistence_prefix = host_prefix_len(vs.vip);
     }
     let health_ok = read_settings(p, table, health::SERVICE_HEALTH, vs).is_empty();
-    // `lb_kind` and the tunnel keys, which depend on one another.
-    let forwarding = p.lb_kind(table);
+    // `lb_kind` and the tunnel keys, which depend on one another: taken before the real servers,
+    // whose own the parser then holds.
+    let forwarding = std::mem::take(&mut p.forwarding).finish(p);
 
     // The reals' default is the service's port, which must then be valid (else the service is
     // left out, and its servers only checked); when the service's health settings are invalid,

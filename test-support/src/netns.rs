@@ -1,9 +1,11 @@
-//! Named network namespaces (`ip netns`), deleted when their last handle drops.
+//! Named network namespaces (`ip netns`), deleted when their last handle drops: the one namespace
+//! guard of the host labs (lb-tests' `Topology`) and the guest labs (lb-userspace's
+//! `tests/guest/vm_net.rs`).
 
+use crate::lab;
+pub use crate::lab::unique_prefix;
 use crate::process::{DEFAULT_COMMAND_TIMEOUT, Process, describe, run_command};
 use anyhow::{Context, Result, bail};
-use lb_test_support::lab;
-pub use lb_test_support::lab::unique_prefix;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -34,7 +36,7 @@ impl Drop for Inner {
         if !self.deleted.swap(true, Ordering::SeqCst)
             && let Err(e) = delete_netns(&self.name)
         {
-            eprintln!("lb-tests: could not delete netns {}: {e:#}", self.name);
+            eprintln!("lab: could not delete netns {}: {e:#}", self.name);
         }
     }
 }
@@ -156,7 +158,7 @@ impl Netns {
         R: Send,
     {
         self.check_alive()?;
-        lb_test_support::in_netns(self.name(), f)
+        crate::in_netns(self.name(), f)
             .with_context(|| format!("joining namespace {}", self.name()))
     }
 
