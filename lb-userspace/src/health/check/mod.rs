@@ -200,6 +200,7 @@ pub(crate) mod testing {
             delay_before_retry: Duration::from_millis(100),
             warmup: None,
             rise: 1,
+            through_vip: false,
             location: Location::default(),
         }
     }
