@@ -109,6 +109,7 @@ impl Shared {
             log_desired(&desired);
             self.desired = desired;
         }
+        self.probe.apply(&crate::health::probe::desired(&self.config, &self.facts));
         // What runs is what was last applied with success.
         if let Some(b) = &mut self.bgp {
             b.dataplane_ok = true;
@@ -259,6 +260,7 @@ impl Shared {
             });
         }
         self.facts = facts;
+        self.probe.apply(&crate::health::probe::desired(&self.config, &self.facts));
         self.desired = desired;
         self.plan = plan;
         // Runtime changes last until a reload.
@@ -504,6 +506,7 @@ mod tests {
             bgp,
             flow_sync: None,
             flow_sync_config: None,
+            probe: Default::default(),
         }
     }
 
