@@ -214,6 +214,7 @@ impl ProbePath {
         if self.applied.as_ref() == Some(want) {
             return;
         }
+        tracing::debug!(interfaces = ?want.interfaces, targets = want.targets.len(), "probe path");
         match self.try_apply(want) {
             Ok(()) => {
                 self.applied = Some(want.clone());

@@ -165,7 +165,17 @@ pub async fn run(
         Some(Probe::Unsupported(why)) => through(why),
         Some(Probe::Path { mark, .. }) => match super::probe::path_error() {
             Some(why) => through(&why),
-            None => super::probe::with_mark(*mark, attempt(check, addr)).await,
+            None => {
+                let outcome = super::probe::with_mark(*mark, attempt(check, addr)).await;
+                // The address in the checker's words is the real's; say which path failed.
+                match outcome.ok {
+                    true => outcome,
+                    false => Outcome {
+                        message: format!("through the VIP: {}", outcome.message),
+                        ..outcome
+                    },
+                }
+            }
         },
     }
 }
