@@ -1,18 +1,18 @@
 //! Checks through the VIP (`through_vip`) against real servers in namespaces: the director holds
-//! the VIP itself; a DR real on its segment and a TUN (IPIP) real behind a router both serve
-//! their own address and the VIP. A real that stops serving the VIP (VIP removed from its `lo`,
+//! the VIPs (IPv4 and IPv6) itself; a DR real on its segment and a TUN real behind a router (IPIP,
+//! GUE, GRE and IPv6 in IPv6: one service each) both serve their own address and the VIPs. A real that stops serving the VIP (VIP removed from its `lo`,
 //! its decapsulation stopped) while it still serves its own address is marked down by the checks
 //! through the VIP, and up again when restored; the same real checked by its own address (the
 //! control service) stays up all along.
 //!
 //! ```text
-//! director eth0 192.0.2.1/24 + VIP ── rs1 (DR)  192.0.2.11, VIP on lo
-//! director eth1 198.51.100.2/28 ── router ── rs2 (IPIP) 198.51.100.34, VIP on lo, lb-tundecap
+//! director eth0 192.0.2.1/24 2001:db8:a::1/64 + VIPs ── rs1 (DR) 192.0.2.11 2001:db8:a::11
+//! director eth1 198.51.100.2/28 2001:db8:d::2/64 ── router ── rs2 (TUN) 198.51.100.34 2001:db8:1::10
 //! ```
 //! This host's kernel has no tunnel modules: rs2 decapsulates with `lb-tundecap`, as in
 //! tunnels.rs.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,20 @@ use lb_tests::{
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x100);
 const DR_REAL: &str = "192.0.2.11";
 const TUN_REAL: &str = "198.51.100.34";
+const DR_REAL6: &str = "2001:db8:a::11";
+const TUN_REAL6: &str = "2001:db8:1::10";
 /// The service checked through the VIP, and the control checked by the reals' own addresses.
 const PORT: u16 = 80;
 const CONTROL_PORT: u16 = 8080;
+/// Services checked through the VIP with the TUN real on GUE and on GRE.
+const GUE_PORT: u16 = 81;
+const GRE_PORT: u16 = 82;
+/// A UDP service (the testpeer's echo) checked through the VIP.
+const UDP_PORT: u16 = 5353;
+const GUE_DST_PORT: u16 = 6080;
 
 fn bin(name: &str) -> &'static Path {
     match name {
@@ -44,13 +53,14 @@ fn sysctl(ns: &Netns, key: &str, value: &str) {
     ns.sysctl(key, value).unwrap_or_else(|e| panic!("[{}] {key}: {e:#}", ns.name()));
 }
 
-/// A veth `a_eth` in `a` to `b_eth` in `b`, with an IPv4 address on each end.
-fn link(a: &Netns, a_eth: &str, a_addr: &str, b: &Netns, b_eth: &str, b_addr: &str) {
+/// A veth `a_eth` in `a` to `b_eth` in `b`, with an IPv4 and an IPv6 address on each end.
+fn link(a: &Netns, a_eth: &str, a_addrs: [&str; 2], b: &Netns, b_eth: &str, b_addrs: [&str; 2]) {
     ip(a, &format!("link add {a_eth} type veth peer name {b_eth} netns {}", b.name()));
-    ip(a, &format!("addr add {a_addr} dev {a_eth}"));
-    ip(a, &format!("link set {a_eth} up"));
-    ip(b, &format!("addr add {b_addr} dev {b_eth}"));
-    ip(b, &format!("link set {b_eth} up"));
+    for (ns, eth, [v4, v6]) in [(a, a_eth, a_addrs), (b, b_eth, b_addrs)] {
+        ip(ns, &format!("addr add {v4} dev {eth}"));
+        ip(ns, &format!("addr add {v6} dev {eth} nodad"));
+        ip(ns, &format!("link set {eth} up"));
+    }
 }
 
 /// The namespaces and processes; fields drop in order (processes before their namespaces).
@@ -75,33 +85,61 @@ impl Lab {
             }
         }
         sysctl(&router, "net.ipv4.ip_forward", "1");
-        link(&director, "eth0", "192.0.2.1/24", &dr, "eth0", &format!("{DR_REAL}/24"));
-        link(&director, "eth1", "198.51.100.2/28", &router, "r0", "198.51.100.1/28");
-        link(&router, "r1", "198.51.100.33/28", &tun, "eth0", &format!("{TUN_REAL}/28"));
+        sysctl(&router, "net.ipv6.conf.all.forwarding", "1");
+        link(
+            &director,
+            "eth0",
+            ["192.0.2.1/24", "2001:db8:a::1/64"],
+            &dr,
+            "eth0",
+            [&format!("{DR_REAL}/24"), &format!("{DR_REAL6}/64")],
+        );
+        link(
+            &director,
+            "eth1",
+            ["198.51.100.2/28", "2001:db8:d::2/64"],
+            &router,
+            "r0",
+            ["198.51.100.1/28", "2001:db8:d::1/64"],
+        );
+        link(
+            &router,
+            "r1",
+            ["198.51.100.33/28", "2001:db8:1::1/64"],
+            &tun,
+            "eth0",
+            [&format!("{TUN_REAL}/28"), &format!("{TUN_REAL6}/64")],
+        );
         ip(&director, "route add 198.51.100.32/28 via 198.51.100.1");
+        ip(&director, "-6 route add 2001:db8:1::/64 via 2001:db8:d::1");
+        ip(&tun, "route add default via 198.51.100.33");
+        ip(&tun, "-6 route add default via 2001:db8:1::1");
         // lb-tundecap sees bytes only, not the kernel's "checksum left to the NIC" mark (a
         // kernel decapsulator or a NIC would complete it): the director completes its checks'
         // checksums before they leave.
         director.exec(&["ethtool", "-K", "eth1", "tx", "off"]).expect("ethtool");
-        ip(&tun, "route add default via 198.51.100.33");
-        // The director holds the VIP: a plain connect() to it would stay on the director.
+        // The director holds the VIPs: a plain connect() to one would stay on the director.
         ip(&director, &format!("addr add {VIP}/32 dev eth0"));
-        // DR real: the VIP on lo, never answering ARP for it.
-        ip(&dr, &format!("addr add {VIP}/32 dev lo"));
+        ip(&director, &format!("addr add {VIP6}/128 dev eth0 nodad"));
+        // DR real: the VIPs on lo, never answering ARP for them.
         sysctl(&dr, "net.ipv4.conf.all.arp_ignore", "1");
         sysctl(&dr, "net.ipv4.conf.all.arp_announce", "2");
-        // TUN real: the VIP on lo, replies straight back through the router.
-        ip(&tun, &format!("addr add {VIP}/32 dev lo"));
+        // Both reals: the VIPs on lo; the TUN real replies straight back through the router.
+        for ns in [&dr, &tun] {
+            ip(ns, &format!("addr add {VIP}/32 dev lo"));
+            ip(ns, &format!("addr add {VIP6}/128 dev lo"));
+        }
         let mut peers = Vec::new();
         for (ns, name) in [(&dr, "rs1"), (&tun, "rs2")] {
-            let args = [
-                "--name",
-                name,
-                "--http",
-                &format!("[::]:{PORT}"),
-                "--http",
-                &format!("[::]:{CONTROL_PORT}"),
-            ];
+            let udp = format!("{VIP}:{UDP_PORT}");
+            let mut args = vec!["--name", name, "--udp", &udp];
+            let http: Vec<String> = [PORT, CONTROL_PORT, GUE_PORT, GRE_PORT]
+                .iter()
+                .map(|p| format!("[::]:{p}"))
+                .collect();
+            for h in &http {
+                args.extend(["--http", h.as_str()]);
+            }
             peers.push(spawn_testpeer(ns, bin("testpeer"), &args).expect("testpeer"));
         }
         let mut lab = Lab { decap: None, _peers: peers, director, _router: router, dr, tun };
@@ -122,9 +160,7 @@ impl Lab {
             .expect("lb-tundecap");
         decap.wait_for_line(|l| l == "ready", Duration::from_secs(5)).expect("decap ready");
         ip(&self.tun, "link set tun0 up");
-        for dev in ["all", "tun0"] {
-            sysctl(&self.tun, &format!("net.ipv4.conf.{dev}.rp_filter"), "0");
-        }
+        sysctl(&self.tun, "net.ipv4.conf.tun0.rp_filter", "0");
         self.decap = Some(decap);
     }
 
@@ -135,34 +171,75 @@ impl Lab {
     }
 }
 
-/// The real servers' checks: through the VIP (TCP and HTTP) on `PORT`, by the real's own
-/// address on `CONTROL_PORT`.
-fn config() -> String {
-    let mut s = String::new();
-    for (port, through) in [(PORT, true), (CONTROL_PORT, false)] {
+/// A TCP service on `vip`:`port` with the DR real (if given) and the TUN real with `tunnel`'s
+/// keys, each checked by TCP and HTTP, through the VIP or not.
+fn tcp_service(
+    vip: &str,
+    port: u16,
+    dr: Option<&str>,
+    tun: &str,
+    tunnel: &str,
+    through: bool,
+) -> String {
+    let mut s = format!(
+        "[[virtual_server]]\nvip = \"{vip}\"\nport = {port}\ninterface = \"eth0\"\n\
+         delay_loop = 0.5\nalpha = true\n"
+    );
+    let reals = dr
+        .map(|r| (r, String::new()))
+        .into_iter()
+        .chain([(tun, format!("lb_kind = \"TUN\"\n{tunnel}\n"))]);
+    for (real, keys) in reals {
         s.push_str(&format!(
-            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\ninterface = \"eth0\"\n\
-             delay_loop = 0.5\nalpha = true\n"
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n{keys}\
+             [[virtual_server.real_server.tcp_check]]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = {through}\n\
+             [[virtual_server.real_server.http_get]]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = {through}\nurl = [{{ path = \"/\" }}]\n"
         ));
-        for (real, keys) in [(DR_REAL, ""), (TUN_REAL, "lb_kind = \"TUN\"\ntun_type = \"ipip\"\n")]
-        {
-            s.push_str(&format!(
-                "[[virtual_server.real_server]]\naddress = \"{real}\"\n{keys}\
-                 [[virtual_server.real_server.tcp_check]]\nconnect_timeout = 0.5\nretry = 0\n\
-                 through_vip = {through}\n\
-                 [[virtual_server.real_server.http_get]]\nconnect_timeout = 0.5\nretry = 0\n\
-                 through_vip = {through}\nurl = [{{ path = \"/\" }}]\n"
-            ));
-        }
     }
     s
 }
 
-/// (state, health message) of `real` in the service on `port`.
+const IPIP: &str = "tun_type = \"ipip\"";
+
+/// Every service: through the VIP over IPv4 (DR and IPIP; GUE; GRE), IPv6 (DR and IPv6 in IPv6)
+/// and UDP (DR and IPIP), and the control by the reals' own addresses.
+fn config() -> String {
+    let v4 = VIP.to_string();
+    let v6 = VIP6.to_string();
+    let gue = format!("tun_type = \"gue\"\ntun_port = {GUE_DST_PORT}");
+    let mut s = [
+        tcp_service(&v4, PORT, Some(DR_REAL), TUN_REAL, IPIP, true),
+        tcp_service(&v4, GUE_PORT, None, TUN_REAL, &gue, true),
+        tcp_service(&v4, GRE_PORT, None, TUN_REAL, "tun_type = \"gre\"", true),
+        tcp_service(&v6, PORT, Some(DR_REAL6), TUN_REAL6, IPIP, true),
+        tcp_service(&v4, CONTROL_PORT, Some(DR_REAL), TUN_REAL, IPIP, false),
+    ]
+    .join("");
+    s.push_str(&format!(
+        "[[virtual_server]]\nvip = \"{VIP}\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
+         interface = \"eth0\"\ndelay_loop = 0.5\nalpha = true\n"
+    ));
+    for (real, keys) in [(DR_REAL, ""), (TUN_REAL, "lb_kind = \"TUN\"\n")] {
+        s.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n{keys}\
+             [virtual_server.real_server.udp_check]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = true\npayload = \"ping\"\nrequire_reply = true\n"
+        ));
+    }
+    s
+}
+
+/// (state, health message) of `real` in the service on `port` (of `real`'s family).
 fn state(agent: &LbAgent, port: u16, real: &str) -> (String, String) {
     let v = agent.backends().unwrap_or_default();
+    let v6 = real.contains(':');
     let found = v["services"].as_array().and_then(|services| {
-        services.iter().filter(|s| s["port"] == port).find_map(|s| {
+        let mut same = services.iter().filter(|s| {
+            s["port"] == port && s["vip"].as_str().is_some_and(|vip| vip.contains(':') == v6)
+        });
+        same.find_map(|s| {
             s["backends"].as_array()?.iter().find(|b| b["address"] == real).map(|b| {
                 let text = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
                 (text("state"), text("health"))
@@ -198,10 +275,21 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     // One check: delay_loop 0.5 + connect_timeout 0.5, and slack for a busy machine.
     let one_check = Duration::from_secs(3);
     // `alpha`: the reals start down, so "up" means their checks passed, through the VIP too.
-    for port in [PORT, CONTROL_PORT] {
-        for real in [DR_REAL, TUN_REAL] {
-            wait_state(&agent, port, real, "up", Duration::from_secs(15));
-        }
+    // Every path: DR and each tunnel, IPv4 and IPv6, TCP, HTTP and UDP.
+    let all = [
+        (PORT, DR_REAL),
+        (PORT, TUN_REAL),
+        (GUE_PORT, TUN_REAL),
+        (GRE_PORT, TUN_REAL),
+        (PORT, DR_REAL6),
+        (PORT, TUN_REAL6),
+        (UDP_PORT, DR_REAL),
+        (UDP_PORT, TUN_REAL),
+        (CONTROL_PORT, DR_REAL),
+        (CONTROL_PORT, TUN_REAL),
+    ];
+    for (port, real) in all {
+        wait_state(&agent, port, real, "up", Duration::from_secs(15));
     }
 
     // The DR real loses the VIP but still serves its own address.
@@ -211,6 +299,8 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     assert!(health.contains("through the VIP: "), "the message says which path failed: {health}");
     eprintln!("DR real without the VIP down after {took:?}: {:?}", state(&agent, PORT, DR_REAL));
     assert_eq!(state(&agent, CONTROL_PORT, DR_REAL).0, "up", "checked by its own address");
+    wait_state(&agent, UDP_PORT, DR_REAL, "down", one_check);
+    assert_eq!(state(&agent, PORT, DR_REAL6).0, "up", "its IPv6 VIP is still there");
     assert_eq!(
         state(&agent, PORT, TUN_REAL).0,
         "up",
@@ -220,16 +310,25 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
     let took = wait_state(&agent, PORT, DR_REAL, "up", one_check);
     eprintln!("DR real with the VIP back up after {took:?}");
+    wait_state(&agent, UDP_PORT, DR_REAL, "up", one_check);
 
     // The TUN real's decapsulation stops; it still serves its own address.
     lab.stop_decap();
     let took = wait_state(&agent, PORT, TUN_REAL, "down", one_check);
     eprintln!("TUN real without decap down after {took:?}: {:?}", state(&agent, PORT, TUN_REAL));
     assert_eq!(state(&agent, CONTROL_PORT, TUN_REAL).0, "up", "checked by its own address");
+    for (port, real) in
+        [(GUE_PORT, TUN_REAL), (GRE_PORT, TUN_REAL), (PORT, TUN_REAL6), (UDP_PORT, TUN_REAL)]
+    {
+        wait_state(&agent, port, real, "down", one_check);
+    }
     assert_eq!(state(&agent, PORT, DR_REAL).0, "up", "the other real is unaffected");
     lab.start_decap();
     let took = wait_state(&agent, PORT, TUN_REAL, "up", one_check);
     eprintln!("TUN real with decap back up after {took:?}");
+    for (port, real) in all {
+        wait_state(&agent, port, real, "up", one_check);
+    }
 
     // The control service never noticed.
     for real in [DR_REAL, TUN_REAL] {
