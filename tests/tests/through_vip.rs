@@ -33,6 +33,8 @@ const CONTROL_PORT: u16 = 8080;
 /// Services checked through the VIP with the TUN real on GUE and on GRE.
 const GUE_PORT: u16 = 81;
 const GRE_PORT: u16 = 82;
+/// The IPv4 VIP on the TUN real's IPv6 address (IPv4 in IPv6): not checked through the VIP.
+const MIXED_PORT: u16 = 83;
 /// A UDP service (the testpeer's echo) checked through the VIP.
 const UDP_PORT: u16 = 5353;
 const GUE_DST_PORT: u16 = 6080;
@@ -217,6 +219,13 @@ fn config() -> String {
         tcp_service(&v4, CONTROL_PORT, Some(DR_REAL), TUN_REAL, IPIP, false),
     ]
     .join("");
+    // IPv4 in IPv6: refused with the reason, as the check's down message.
+    let mixed = tcp_service(&v4, MIXED_PORT, None, TUN_REAL6, IPIP, true).replacen(
+        "alpha = true\n",
+        "alpha = true\ntun_source = \"2001:db8:d::2\"\n",
+        1,
+    );
+    s.push_str(&mixed);
     s.push_str(&format!(
         "[[virtual_server]]\nvip = \"{VIP}\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
          interface = \"eth0\"\ndelay_loop = 0.5\nalpha = true\n"
@@ -231,15 +240,12 @@ fn config() -> String {
     s
 }
 
-/// (state, health message) of `real` in the service on `port` (of `real`'s family).
+/// (state, health message) of `real` in the service on `port` (no two services of the lab share a
+/// port and a real).
 fn state(agent: &LbAgent, port: u16, real: &str) -> (String, String) {
     let v = agent.backends().unwrap_or_default();
-    let v6 = real.contains(':');
     let found = v["services"].as_array().and_then(|services| {
-        let mut same = services.iter().filter(|s| {
-            s["port"] == port && s["vip"].as_str().is_some_and(|vip| vip.contains(':') == v6)
-        });
-        same.find_map(|s| {
+        services.iter().filter(|s| s["port"] == port).find_map(|s| {
             s["backends"].as_array()?.iter().find(|b| b["address"] == real).map(|b| {
                 let text = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
                 (text("state"), text("health"))
@@ -291,6 +297,10 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     for (port, real) in all {
         wait_state(&agent, port, real, "up", Duration::from_secs(15));
     }
+    // A mixed-family real is not checked through the VIP, and says why.
+    let (mixed, why) = state(&agent, MIXED_PORT, TUN_REAL6);
+    assert_eq!(mixed, "down", "{why}");
+    assert!(why.contains("through_vip: ") && why.contains("address families"), "{why}");
 
     // The DR real loses the VIP but still serves its own address.
     ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));

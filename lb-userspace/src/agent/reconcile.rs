@@ -244,6 +244,8 @@ impl Shared {
         if let Err(e) = crate::health::script::apply_setting(config.script_user.as_ref()) {
             tracing::error!(error = %e, "script_user: scripts keep running as before");
         }
+        // Before the checks start: a new check through the VIP must find its target.
+        self.probe.apply(&crate::health::probe::desired(&config, &facts));
         // Unchanged reals keep their health state and running checks.
         self.monitor.update(monitored);
         self.config = config;
@@ -260,7 +262,6 @@ impl Shared {
             });
         }
         self.facts = facts;
-        self.probe.apply(&crate::health::probe::desired(&self.config, &self.facts));
         self.desired = desired;
         self.plan = plan;
         // Runtime changes last until a reload.

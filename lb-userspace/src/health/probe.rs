@@ -86,20 +86,13 @@ pub fn probes(config: &Config) -> HashMap<RealId, Probe> {
                 None => Probe::Unsupported(
                     "a NAT real does not hold the VIP: check it by its own address".to_owned(),
                 ),
-                Some((TUN_NONE, _)) if vs.vip.is_ipv4() != rs.address.is_ipv4() => {
-                    Probe::Unsupported("a DR real of the other address family".to_owned())
-                }
-                Some((kind, _))
-                    if kind != TUN_NONE
-                        && vs.vip.is_ipv4() != rs.address.is_ipv4()
-                        && tun_src.is_none() =>
-                {
-                    Probe::Unsupported(format!(
-                        "a tunnel of the other address family than the VIP needs the service's \
-                         `tun_source` of the real's family ({})",
-                        if rs.address.is_ipv4() { "IPv4" } else { "IPv6" }
-                    ))
-                }
+                // The check's packets are of the real's family, the VIP of the other: it
+                // would take a translation between the families (not done).
+                Some(_) if vs.vip.is_ipv4() != rs.address.is_ipv4() => Probe::Unsupported(format!(
+                    "the VIP {} and the real are of different address families: not \
+                         supported (check the real by its own address)",
+                    vs.vip
+                )),
                 _ if next >= MAX_TARGETS => Probe::Unsupported(format!(
                     "more than {MAX_TARGETS} reals are checked through the VIP"
                 )),
@@ -147,22 +140,40 @@ pub fn desired(config: &Config, facts: &HostFacts) -> ProbeDesired {
     d
 }
 
-/// Why checks through the VIP cannot run now; `None` once the probe edge applied its state.
-static PATH_ERROR: RwLock<Option<String>> = RwLock::new(None);
-/// Whether the probe edge ever ran in this process (`lb run`); before, there is no path.
-static PATH_STARTED: RwLock<bool> = RwLock::new(false);
-
-/// Why checks through the VIP cannot run now, if they cannot.
-pub fn path_error() -> Option<String> {
-    if !*PATH_STARTED.read().unwrap_or_else(PoisonError::into_inner) {
-        return Some("the probe path is not set up (only `lb run` sets it up)".to_owned());
-    }
-    PATH_ERROR.read().unwrap_or_else(PoisonError::into_inner).clone()
+/// What the probe edge last achieved: the marks whose targets it holds, or why it holds none.
+struct PathState {
+    error: Option<String>,
+    marks: BTreeSet<u32>,
 }
 
-fn set_path_error(error: Option<String>) {
-    *PATH_STARTED.write().unwrap_or_else(PoisonError::into_inner) = true;
-    *PATH_ERROR.write().unwrap_or_else(PoisonError::into_inner) = error;
+static PATH: RwLock<PathState> = RwLock::new(PathState { error: None, marks: BTreeSet::new() });
+
+/// Why a check marked `mark` cannot go through the VIP now, if it cannot: the edge failed, or
+/// it holds no target for that mark (not set up yet, or not by this process: only `lb run` sets
+/// it up).
+pub fn path_error(mark: u32) -> Option<String> {
+    let path = PATH.read().unwrap_or_else(PoisonError::into_inner);
+    match &path.error {
+        Some(e) => Some(e.clone()),
+        None if !path.marks.contains(&mark) => {
+            Some("the probe path has no target for this check (not set up yet)".to_owned())
+        }
+        None => None,
+    }
+}
+
+fn set_path(result: Result<&ProbeDesired, String>) {
+    let mut path = PATH.write().unwrap_or_else(PoisonError::into_inner);
+    match result {
+        Ok(want) => {
+            path.error = None;
+            path.marks = want.targets.keys().copied().collect();
+        }
+        Err(e) => {
+            path.error = Some(e);
+            path.marks.clear();
+        }
+    }
 }
 
 tokio::task_local! {
@@ -218,12 +229,12 @@ impl ProbePath {
         match self.try_apply(want) {
             Ok(()) => {
                 self.applied = Some(want.clone());
-                set_path_error(None);
+                set_path(Ok(want));
             }
             Err(e) => {
                 tracing::error!(error = %e, "checks through the VIP cannot run");
                 self.applied = None;
-                set_path_error(Some(e.to_string()));
+                set_path(Err(e.to_string()));
             }
         }
     }
@@ -391,9 +402,9 @@ udp_check = { through_vip = true }
             ..dr
         };
         assert_eq!(get("198.51.100.34"), Some(Probe::Path { mark: MARK_BASE + 2, target: gue }));
-        // IPv4 VIP on an IPv6 real: the service's tun_source is IPv4 only.
+        // IPv4 VIP on an IPv6 real.
         match get("2001:db8:1::10") {
-            Some(Probe::Unsupported(why)) => assert!(why.contains("tun_source"), "{why}"),
+            Some(Probe::Unsupported(why)) => assert!(why.contains("address families"), "{why}"),
             other => panic!("{other:?}"),
         }
         match get("192.0.2.13") {

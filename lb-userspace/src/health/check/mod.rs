@@ -163,7 +163,7 @@ pub async fn run(
     match probe {
         None => through("no probe target for this real"),
         Some(Probe::Unsupported(why)) => through(why),
-        Some(Probe::Path { mark, .. }) => match super::probe::path_error() {
+        Some(Probe::Path { mark, .. }) => match super::probe::path_error(*mark) {
             Some(why) => through(&why),
             None => {
                 let outcome = super::probe::with_mark(*mark, attempt(check, addr)).await;
@@ -313,8 +313,8 @@ mod tests {
         for (probe, why) in [
             (None, "no probe target"),
             (Some(&unsupported), "a NAT real does not hold the VIP"),
-            // No `lb run` set the path up in this process.
-            (Some(&path), "probe path is not set up"),
+            // No probe edge holds its target.
+            (Some(&path), "no target for this check"),
         ] {
             let out = run(&through, real, port, probe).await;
             assert!(!out.ok, "{why}");
