@@ -347,3 +347,57 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     drop(agent);
     drop(lab);
 }
+
+/// The interfaces the agent says it attached the probe programs to, and detached them from, so
+/// far (`bpftool net` of this host does not list TCX links).
+fn probe_log(agent: &LbAgent) -> (Vec<String>, Vec<String>) {
+    let log = agent.stderr();
+    let of = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("probe programs {what}")))
+            .filter_map(|l| l.split("interface=").nth(1).map(|i| i.trim_matches('"').to_owned()))
+            .collect()
+    };
+    (of("attached"), of("detached"))
+}
+
+/// The probe edge follows reloads: attached when a check through the VIP appears (on the
+/// interface its real is routed by, only), working at once, detached when none is left.
+#[test]
+fn reloads_attach_and_detach_the_probe_path() {
+    if !require_root("checks through the VIP, reloaded") {
+        return;
+    }
+    let lab = Lab::build();
+    let dir = scratch_dir("lb-through-vip-reload-").expect("scratch");
+    let path = dir.path().join("lb.toml");
+    let conf = |through: bool| {
+        tcp_service(&VIP.to_string(), PORT, Some(DR_REAL), TUN_REAL, IPIP, false)
+            + &tcp_service(&VIP6.to_string(), PORT, Some(DR_REAL6), TUN_REAL6, IPIP, false)
+            // Only the DR real (routed by eth0) checked through the VIP.
+            + &tcp_service(&VIP.to_string(), GUE_PORT, Some(DR_REAL), TUN_REAL, IPIP, false)
+                .replacen("through_vip = false", &format!("through_vip = {through}"), 2)
+    };
+    std::fs::write(&path, conf(false)).expect("config");
+    let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(15));
+    assert_eq!(probe_log(&agent), (vec![], vec![]), "nothing through the VIP: nothing attached");
+
+    std::fs::write(&path, conf(true)).expect("config");
+    agent.reload().expect("reload");
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(5));
+    let attached = vec!["eth0".to_owned()];
+    assert_eq!(probe_log(&agent), (attached.clone(), vec![]), "on eth0 (the DR real's) only");
+    ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));
+    wait_state(&agent, GUE_PORT, DR_REAL, "down", Duration::from_secs(3));
+    assert_eq!(state(&agent, PORT, DR_REAL).0, "up", "checked by its own address");
+    ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(3));
+
+    std::fs::write(&path, conf(false)).expect("config");
+    agent.reload().expect("reload");
+    assert_eq!(probe_log(&agent), (attached.clone(), attached), "none left to check: detached");
+    assert_eq!(state(&agent, GUE_PORT, DR_REAL).0, "up", "checked by its own address again");
+    drop(agent);
+    drop(lab);
+}

@@ -279,6 +279,7 @@ impl ProbePath {
                 // Gone with the interface, or detached now; either way no longer ours.
                 let _ = program(ebpf, EGRESS_PROGRAM).map(|p| p.detach(egress));
                 let _ = program(ebpf, INGRESS_PROGRAM).map(|p| p.detach(ingress));
+                tracing::info!(interface, "checks through the VIP: probe programs detached");
             }
         }
         for interface in &want.interfaces {
@@ -302,7 +303,9 @@ impl ProbePath {
     /// Detaches everything (the agent stops, or nothing is checked through the VIP any more).
     pub fn stop(&mut self) {
         // Dropping the object detaches its programs' links.
-        self.attached.clear();
+        for interface in std::mem::take(&mut self.attached).into_keys() {
+            tracing::info!(interface, "checks through the VIP: probe programs detached");
+        }
         self.ebpf = None;
         self.applied = None;
     }
