@@ -311,6 +311,14 @@ impl ProbePath {
     }
 }
 
+#[cfg(test)]
+impl ProbePath {
+    /// A loaded program, for BPF_PROG_TEST_RUN.
+    fn loaded(&mut self, name: &'static str) -> Option<&mut SchedClassifier> {
+        program(self.ebpf.as_mut()?, name).ok()
+    }
+}
+
 fn program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -339,6 +347,9 @@ fn attach(
         }
     }
 }
+
+#[cfg(test)]
+mod fixtures;
 
 #[cfg(test)]
 mod tests {
