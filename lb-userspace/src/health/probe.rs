@@ -205,8 +205,8 @@ pub enum ProbeError {
     MissingMap(&'static str),
     #[error("probe map: {0}")]
     Map(#[from] aya::maps::MapError),
-    #[error("attaching the probe programs to {interface}: {source}")]
-    Attach { interface: String, source: aya::programs::ProgramError },
+    #[error("attaching the probe programs to {interface}: {source}{qdisc}")]
+    Attach { interface: String, source: aya::programs::ProgramError, qdisc: String },
 }
 
 /// The probe edge: the loaded object, its attachments, and what was last applied.
@@ -341,9 +341,16 @@ fn attach(
     match p.attach(interface, kind) {
         Ok(link) => Ok(link),
         Err(_) => {
-            let _ = aya::programs::tc::qdisc_add_clsact(interface);
-            p.attach(interface, kind)
-                .map_err(|source| ProbeError::Attach { interface: interface.to_owned(), source })
+            // Already there is fine; any other failure shows in the second attach's error.
+            let qdisc = aya::programs::tc::qdisc_add_clsact(interface);
+            p.attach(interface, kind).map_err(|source| ProbeError::Attach {
+                interface: interface.to_owned(),
+                source,
+                qdisc: qdisc
+                    .err()
+                    .map(|e| format!(" (adding the clsact qdisc: {e})"))
+                    .unwrap_or_default(),
+            })
         }
     }
 }

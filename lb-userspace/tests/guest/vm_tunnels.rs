@@ -4,7 +4,10 @@
 //! `lb realserver up --tunnel` alone: `r1` IPIP (`tunl0`, `ip6tnl0`), `r2` GUE (a FOU port, then
 //! `tunl0`, `ip6tnl0`), `r3` GRE (`gre0`, `ip6gre0`). TCP through each VIP reaches every real,
 //! which sees the VIP and the client; their decapsulating devices count the packets; `down`
-//! leaves each real as it was before `up`.
+//! leaves each real as it was before `up`. The reals are checked through the VIP (`through_vip`,
+//! `alpha`: up only once a check reached the VIP through the real's tunnel and the kernel's
+//! decapsulation); a real taken `down` while it still serves its own address is marked down, and
+//! up again after `up`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -41,13 +44,14 @@ fn config(lab: &Lab, vip: IpAddr) -> String {
     {
         toml.push_str(&format!(
             "[[virtual_server]]\nvip = \"{vip}\"\nport = {PORT}\nprotocol = \"tcp\"\n\
-             interface = \"{BRIDGE}\"\nlb_kind = \"TUN\"\ndelay_loop = 1\n"
+             interface = \"{BRIDGE}\"\nlb_kind = \"TUN\"\ndelay_loop = 1\nalpha = true\n"
         ));
         for (real, (_, keys, _, _)) in lab.reals.iter().zip(REALS) {
             toml.push_str(&format!(
                 "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {PORT}\n\
                  lb_kind = \"TUN\"\n{keys}\n\
-                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n",
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n\
+                 through_vip = true\n",
                 real.addr_like(vip)
             ));
         }
@@ -185,6 +189,34 @@ fn tunnels(vip: IpAddr) {
         let got = rx_after[i] - rx_before[i];
         assert!(got >= 3 * n as u64, "{vip}: {} {}: {got} packets", real.name, devices[i]);
     }
+
+    // Checks through the VIP: r1 taken down (no decapsulation, no VIP) while it still serves its
+    // own address is marked down; the others stay up; `up` again brings it back.
+    let state = |addr: IpAddr| -> String {
+        agent.backends_json()["services"][0]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["address"] == addr.to_string()))
+            .and_then(|b| b["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let (r1, tunnel) = (&lab.reals[0], REALS[0].0);
+    realserver(r1, vip, "down", tunnel);
+    assert!(director_reaches(&lab, r1.addr_like(vip)), "r1 still serves its own address");
+    assert!(
+        wait_until(Duration::from_secs(10), || state(r1.addr_like(vip)) == "down"),
+        "r1 without its tunnel not down: {}\n{}",
+        agent.backends_json(),
+        agent.log()
+    );
+    for real in &lab.reals[1..] {
+        assert_eq!(state(real.addr_like(vip)), "up", "{}", real.name);
+    }
+    realserver(r1, vip, "up", tunnel);
+    assert!(
+        wait_until(Duration::from_secs(10), || agent.all_up(1, Some(REALS.len()))),
+        "r1 not back up: {}",
+        agent.backends_json()
+    );
     drop(agent);
 
     for ((real, (tunnel, _, _, _)), before) in lab.reals.iter().zip(REALS).zip(&before) {
