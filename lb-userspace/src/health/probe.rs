@@ -206,7 +206,7 @@ pub enum ProbeError {
     #[error("probe map: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("attaching the probe programs to {interface}: {source}{qdisc}")]
-    Attach { interface: String, source: aya::programs::ProgramError, qdisc: String },
+    Attach { interface: String, source: Box<aya::programs::ProgramError>, qdisc: String },
 }
 
 /// The probe edge: the loaded object, its attachments, and what was last applied.
@@ -345,7 +345,7 @@ fn attach(
             let qdisc = aya::programs::tc::qdisc_add_clsact(interface);
             p.attach(interface, kind).map_err(|source| ProbeError::Attach {
                 interface: interface.to_owned(),
-                source,
+                source: Box::new(source),
                 qdisc: qdisc
                     .err()
                     .map(|e| format!(" (adding the clsact qdisc: {e})"))
