@@ -24,6 +24,8 @@ pub mod map_names {
     pub const NEW_FLOWS: &str = "LB_NEW_FLOWS";
     /// Per-CPU scratch of the program (never read by the agent).
     pub const FIB_SCRATCH: &str = "LB_FIB_SCRATCH";
+    /// Per-CPU next hops of tunnelled reals, by real id (the program's cache of its FIB lookups).
+    pub const TUN_NEXTHOPS: &str = "LB_TUN_NEXTHOPS";
 }
 
 /// Name of the XDP program function in the object.
@@ -214,6 +216,35 @@ pub const TUN_GRE: u8 = 3;
 /// TTL / hop limit of outer headers.
 pub const TUN_TTL: u8 = 64;
 
+/// How long a cached FIB result for a tunnelled real is used before the next packet looks the
+/// route up again (nanoseconds of `bpf_ktime_get_coarse_ns`): a route, neighbour or MTU change
+/// reaches the real's traffic within this (the issue allows a second).
+pub const TUN_NEXTHOP_LIFETIME_NS: u64 = 250_000_000;
+
+/// A tunnelled real's next hop as the kernel's FIB gave it (`LB_TUN_NEXTHOPS`, per CPU, by real
+/// id): filled by the first packet after [`TUN_NEXTHOP_LIFETIME_NS`], used by the others.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct TunNextHop {
+    /// `bpf_ktime_get_coarse_ns` when filled; 0 = empty.
+    pub stamp: u64,
+    /// The real's generation when filled: a slot given to another real is looked up afresh.
+    pub generation: u32,
+    /// The ingress interface of the lookup (the FIB answers for a given input interface).
+    pub ingress: u32,
+    /// Egress interface.
+    pub ifindex: u32,
+    /// Path MTU toward the real (65535 when larger).
+    pub mtu: u32,
+    /// Next hop's MAC, then the egress interface's.
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// The outer source: `tun_src`, or the FIB's choice when that is all zero.
+    pub src: Addr,
+    pub _pad: u32,
+}
+
 /// Bytes an encapsulation adds in front of the inner IP packet (outer IP header included).
 pub const fn tun_overhead(tun: u8, outer_family: u8) -> u32 {
     let ip = if outer_family == FAMILY_V6 { 40 } else { 20 };
@@ -324,6 +355,11 @@ pub const CFG_F_NO_ALL_PORTS: u32 = 1;
 /// Flow sync is on: every new flow the program inserts into the flow table is reported to the
 /// agent through the new-flows ring buffer (none while the SYN-flood guard keeps flows out).
 pub const CFG_F_FLOW_SYNC: u32 = 2;
+
+/// Tunnelled reals: look the route up for every packet instead of using `LB_TUN_NEXTHOPS` (the
+/// behaviour before the cache; the benchmark's control rows and the tests that change routes
+/// between two packets set it; the agent never does).
+pub const CFG_F_TUN_FIB_EACH: u32 = 4;
 
 /// A new flow, as the program reports it to the agent for flow sync.
 #[repr(C)]

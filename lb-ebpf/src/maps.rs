@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Binding, Counter, FlowKey, FragKey, GlobalConfig, LocalMacKey, PersistKey, RealValue,
-    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, reason, sizes,
+    ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event, reason, sizes,
 };
 
 /// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
@@ -83,3 +83,8 @@ pub static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(sizes::NEW_FLOWS_RING, 0
 #[map(name = "LB_FIB_SCRATCH")]
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(1, 0);
+/// Tunnelled reals' next hops by real id, per CPU (no write shared between CPUs, no torn read);
+/// see `tunnel`.
+#[map(name = "LB_TUN_NEXTHOPS")]
+pub static TUN_NEXTHOPS: PerCpuArray<TunNextHop> =
+    PerCpuArray::with_max_entries(sizes::MAX_REALS, 0);

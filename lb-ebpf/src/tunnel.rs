@@ -1,8 +1,15 @@
 //! Tunnel forwarding (L3 DSR): the client's IP packet, unchanged, inside an outer IPv4/IPv6
 //! header to the real (IPIP / IPv6-in-IPv6 and the mixed pairs, GUE, GRE). The next hop comes
-//! from the kernel's FIB on every packet (`bpf_fib_lookup`), so a route change applies to the
-//! next packet; the same lookup checks the egress MTU, and a packet that would not fit is
-//! answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" naming the MTU that fits.
+//! from the kernel's FIB (`bpf_fib_lookup`): egress interface, MACs, the outer source when no
+//! `tun_source` is set, and the path MTU. A lookup costs about as much as the rest of the
+//! forwarding (IPv6 source selection more), so its result is kept per real in a per-CPU array
+//! (`LB_TUN_NEXTHOPS`) for `TUN_NEXTHOP_LIFETIME_NS` (250 ms): a route, neighbour or MTU change
+//! reaches the real's traffic within that. A failed lookup (no route, no neighbour) is never
+//! kept. The cached hop is per real, not per packet: policy routing by TOS, flow label or ports
+//! toward one real is not followed (the packet's TOS still goes into the outer header).
+//! `CFG_F_TUN_FIB_EACH` looks the route up for every packet instead. A packet that would not fit
+//! the path MTU is answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" naming the
+//! MTU that fits.
 //!
 //! Outer header: TTL/hop limit `TUN_TTL` (64); the inner packet's TOS / traffic class byte
 //! (DSCP and ECN) copied; IPv4 with DF set and ID 0 (never fragmented); an IPv6 outer header
@@ -16,17 +23,18 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SRC, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
     },
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, FAMILY_V4, FAMILY_V6, RealValue, TUN_GRE, TUN_GUE, TUN_TTL, addr_fold, reason,
-    tun_entropy, tun_overhead,
+    Addr, CFG_F_TUN_FIB_EACH, FAMILY_V4, FAMILY_V6, RealValue, TUN_GRE, TUN_GUE,
+    TUN_NEXTHOP_LIFETIME_NS, TUN_TTL, TunNextHop, addr_fold, reason, tun_entropy, tun_overhead,
 };
 
 use crate::{
-    maps::FIB_SCRATCH,
+    maps::{CONFIG, FIB_SCRATCH, TUN_NEXTHOPS},
     parse::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, L4_V4,
         L4_V6, csum_fold, ptr_at,
@@ -47,6 +55,8 @@ const UDP_HLEN: usize = 8;
 /// Bytes of the offending packet quoted after its IP header in ICMP errors (RFC 792's minimum).
 const QUOTE_L4: usize = 8;
 const ICMP_HLEN: usize = 8;
+/// The largest MTU a lookup is asked about (`tot_len` is 16 bits).
+const MTU_MAX: u16 = 0xffff;
 
 /// What the encapsulation needs to know about the inner packet.
 struct Inner {
@@ -109,15 +119,15 @@ pub fn send(
     };
     let v = if real.tun_family == FAMILY_V6 {
         match real.tun {
-            TUN_GUE => encap::<true, TUN_GUE>(ctx, real, &inner, len),
-            TUN_GRE => encap::<true, TUN_GRE>(ctx, real, &inner, len),
-            _ => encap::<true, 0>(ctx, real, &inner, len),
+            TUN_GUE => encap::<true, TUN_GUE>(ctx, real_id, real, &inner, len),
+            TUN_GRE => encap::<true, TUN_GRE>(ctx, real_id, real, &inner, len),
+            _ => encap::<true, 0>(ctx, real_id, real, &inner, len),
         }
     } else {
         match real.tun {
-            TUN_GUE => encap::<false, TUN_GUE>(ctx, real, &inner, len),
-            TUN_GRE => encap::<false, TUN_GRE>(ctx, real, &inner, len),
-            _ => encap::<false, 0>(ctx, real, &inner, len),
+            TUN_GUE => encap::<false, TUN_GUE>(ctx, real_id, real, &inner, len),
+            TUN_GRE => encap::<false, TUN_GRE>(ctx, real_id, real, &inner, len),
+            _ => encap::<false, 0>(ctx, real_id, real, &inner, len),
         }
     };
     if v.reason == reason::TX_TUNNEL {
@@ -149,10 +159,24 @@ fn is_zero(a: &Addr) -> bool {
     a[0] | a[1] | a[2] | a[3] == 0
 }
 
+#[inline(always)]
+fn fib_lookup(ctx: *mut aya_ebpf::bindings::xdp_md, p: &mut FibParams, flags: u32) -> u32 {
+    // SAFETY: `p` is a fully initialised parameter block of the size passed.
+    unsafe {
+        bpf_fib_lookup(
+            ctx as *mut _,
+            p as *mut FibParams,
+            core::mem::size_of::<FibParams>() as i32,
+            flags,
+        ) as u32
+    }
+}
+
 /// One encapsulation: outer IPv6 when `V6`, `KIND` GUE, GRE or (anything else) plain IP in IP.
 #[inline(always)]
 fn encap<const V6: bool, const KIND: u8>(
     ctx: &XdpContext,
+    real_id: u32,
     real: &RealValue,
     inner: &Inner,
     len: usize,
@@ -168,60 +192,44 @@ fn encap<const V6: bool, const KIND: u8>(
     let sport_be = ((inner.entropy as u16) | 0xc000).to_be();
     let label = inner.entropy & 0x000f_ffff;
     let outer_len = inner.len + overhead as u32;
+    let ingress = ctx.ingress_ifindex() as u32;
 
-    // Per-CPU scratch: a parameter block on the stack would need zeroing, which LLVM turns into
-    // a memset call the verifier rejects without CAP_PERFMON. Every input field the lookup
-    // reads is written below.
-    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
         return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
     };
     // SAFETY: per-CPU value, used by this CPU only while the program runs.
-    let p = unsafe { &mut *p };
-    p.family = if V6 { AF_INET6 } else { AF_INET };
-    p.l4_protocol = ip_proto;
-    p.sport = if KIND == TUN_GUE { sport_be } else { 0 };
-    p.dport = if KIND == TUN_GUE { real.tun_port_be } else { 0 };
-    p.__bindgen_anon_1.tot_len = outer_len as u16;
-    p.ifindex = ctx.ingress_ifindex() as u32;
-    if V6 {
-        p.__bindgen_anon_2.flowinfo = ((u32::from(inner.tos) << 20) | label).to_be();
-        copy_addr(&raw mut p.__bindgen_anon_3.ipv6_src, &real.tun_src);
-        copy_addr(&raw mut p.__bindgen_anon_4.ipv6_dst, &real.tun_dst);
-    } else {
-        // The tos member is the first byte of a 4-byte union: clear the rest too.
-        p.__bindgen_anon_2.flowinfo = 0;
-        p.__bindgen_anon_2.tos = inner.tos;
-        p.__bindgen_anon_3.ipv4_src = real.tun_src[0];
-        p.__bindgen_anon_4.ipv4_dst = real.tun_dst[0];
-    }
-    let flags = if is_zero(&real.tun_src) { BPF_FIB_LOOKUP_SRC } else { 0 };
-    // SAFETY: `p` is a fully initialised parameter block of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            p as *mut FibParams,
-            core::mem::size_of::<FibParams>() as i32,
-            flags,
-        )
-    };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
-            // SAFETY: the kernel wrote the egress MTU over `tot_len` (a union).
-            let mtu = unsafe { p.__bindgen_anon_1.mtu_result };
-            let fits = mtu.saturating_sub(overhead as u16);
-            return if inner.v6 {
-                too_big_v6(ctx, len, fits)
-            } else if inner.df {
-                frag_needed_v4(ctx, len, fits)
-            } else {
-                Verdict { len, ..drop(reason::DROP_TUN_TOO_BIG) }
-            };
+    let hop = unsafe { &mut *hop };
+    let each = cfg.flags & CFG_F_TUN_FIB_EACH != 0;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fresh = !each
+        && hop.stamp != 0
+        && now.wrapping_sub(hop.stamp) < TUN_NEXTHOP_LIFETIME_NS
+        && hop.generation == real.generation
+        && hop.ingress == ingress;
+    if !fresh {
+        let packet = u64::from(ingress)
+            | u64::from(outer_len as u16) << 32
+            | u64::from(inner.tos) << 48
+            | u64::from(ip_proto) << 56;
+        let sport = if KIND == TUN_GUE { u64::from(sport_be) } else { 0 };
+        let more = u64::from(label) | sport << 20 | u64::from(V6) << 36 | u64::from(each) << 37;
+        let why = refresh(ctx.ctx, real, hop, packet, more);
+        if why != REFRESHED {
+            return Verdict { len, ..drop(why) };
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH => return Verdict { len, ..drop(reason::DROP_TUN_NO_NEIGH) },
-        _ => return Verdict { len, ..drop(reason::DROP_TUN_NO_ROUTE) },
     }
-    let out = p.ifindex;
+    if outer_len > hop.mtu {
+        let fits = (hop.mtu as u16).saturating_sub(overhead as u16);
+        return if inner.v6 {
+            too_big_v6(ctx, len, fits)
+        } else if inner.df {
+            frag_needed_v4(ctx, len, fits)
+        } else {
+            Verdict { len, ..drop(reason::DROP_TUN_TOO_BIG) }
+        };
+    }
+    let out = hop.ifindex;
 
     // SAFETY: helper on this program's own context; a negative delta grows the headroom.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
@@ -232,8 +240,8 @@ fn encap<const V6: bool, const KIND: u8>(
     };
     // SAFETY: bounds checked by `ptr_at`; byte copies of 6 bytes inline (no memmove call).
     unsafe {
-        core::ptr::copy_nonoverlapping(p.dmac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
-        core::ptr::copy_nonoverlapping(p.smac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(hop.dmac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(hop.smac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
         (*eth).ether_type = if V6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be();
     }
     if V6 {
@@ -246,8 +254,8 @@ fn encap<const V6: bool, const KIND: u8>(
             (*ip).payload_len = ((outer_len - IPV6_HLEN as u32) as u16).to_be();
             (*ip).nexthdr = ip_proto;
             (*ip).hop_limit = TUN_TTL;
-            // The FIB filled the source in when asked to (BPF_FIB_LOOKUP_SRC), else it is ours.
-            copy_addr(&raw mut (*ip).saddr, &p.__bindgen_anon_3.ipv6_src);
+            // The FIB's choice when asked for one (BPF_FIB_LOOKUP_SRC), else `tun_src`.
+            copy_addr(&raw mut (*ip).saddr, &hop.src);
             copy_addr(&raw mut (*ip).daddr, &real.tun_dst);
         }
     } else {
@@ -264,7 +272,7 @@ fn encap<const V6: bool, const KIND: u8>(
             (*ip).ttl = TUN_TTL;
             (*ip).protocol = ip_proto;
             (*ip).check = 0;
-            (*ip).saddr = p.__bindgen_anon_3.ipv4_src;
+            (*ip).saddr = hop.src[0];
             (*ip).daddr = real.tun_dst[0];
             (*ip).check = ipv4_checksum(ip);
         }
@@ -291,7 +299,7 @@ fn encap<const V6: bool, const KIND: u8>(
             (*gre)[1] = if inner.v6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be();
         }
     }
-    if out == ctx.ingress_ifindex() as u32 {
+    if out == ingress {
         return Verdict { action: xdp_action::XDP_TX, reason: reason::TX_TUNNEL, len };
     }
     // SAFETY: plain helper call. A direct redirect, not the devmap: the FIB may pick any
@@ -302,6 +310,114 @@ fn encap<const V6: bool, const KIND: u8>(
         }
         _ => Verdict { len, ..drop(reason::DROP_TX_ERROR) },
     }
+}
+
+/// [`refresh`] wrote a usable answer into the hop (a pass reason: never a drop's).
+const REFRESHED: u32 = reason::PASS_NOT_IP;
+
+/// Looks the route to `real` up for this packet and writes the answer into `hop`: kept for
+/// [`TUN_NEXTHOP_LIFETIME_NS`] unless `each` (looked up again for the next packet). A second
+/// lookup, asking about the largest packet, learns the path MTU for the packets to come (the
+/// FIB tells it only to a packet that does not fit). The packet, packed (a BPF call takes five
+/// arguments): `packet` = ingress ifindex (bits 0-31), outer length (32-47), TOS (48-55), outer
+/// protocol (56-63); `more` = flow label (0-19), GUE source port, network order (20-35), outer
+/// IPv6 (36), `each` (37). Returns [`REFRESHED`] or the drop reason (no route, no neighbour:
+/// never kept). A packet that does not fit gets the MTU in `hop.mtu`, and nothing is kept.
+///
+/// Not inlined: one copy for every encapsulation and every call site keeps the program's
+/// jumps within the verifier's 16-bit range (without CAP_PERFMON the verifier adds
+/// instructions).
+#[inline(never)]
+fn refresh(
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+    real: &RealValue,
+    hop: &mut TunNextHop,
+    packet: u64,
+    more: u64,
+) -> u32 {
+    // Per-CPU scratch: a parameter block on the stack would need zeroing, which LLVM turns into
+    // a memset call the verifier rejects without CAP_PERFMON. Every input field the lookup
+    // reads is written here.
+    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return reason::DROP_TX_ERROR;
+    };
+    // SAFETY: per-CPU value, used by this CPU only while the program runs.
+    let p = unsafe { &mut *p };
+    let ingress = packet as u32;
+    let outer_len = (packet >> 32) as u16;
+    let tos = (packet >> 48) as u8;
+    let ip_proto = (packet >> 56) as u8;
+    let label = (more & 0x000f_ffff) as u32;
+    let sport = (more >> 20) as u16;
+    let v6 = more & (1 << 36) != 0;
+    let each = more & (1 << 37) != 0;
+    p.family = if v6 { AF_INET6 } else { AF_INET };
+    p.l4_protocol = ip_proto;
+    p.sport = sport;
+    p.dport = if ip_proto == IPPROTO_UDP { real.tun_port_be } else { 0 };
+    p.__bindgen_anon_1.tot_len = outer_len;
+    p.ifindex = ingress;
+    if v6 {
+        p.__bindgen_anon_2.flowinfo = ((u32::from(tos) << 20) | label).to_be();
+        copy_addr(&raw mut p.__bindgen_anon_3.ipv6_src, &real.tun_src);
+        copy_addr(&raw mut p.__bindgen_anon_4.ipv6_dst, &real.tun_dst);
+    } else {
+        // The tos member is the first byte of a 4-byte union: clear the rest too.
+        p.__bindgen_anon_2.flowinfo = 0;
+        p.__bindgen_anon_2.tos = tos;
+        p.__bindgen_anon_3.ipv4_src = real.tun_src[0];
+        p.__bindgen_anon_4.ipv4_dst = real.tun_dst[0];
+    }
+    let flags = if is_zero(&real.tun_src) { BPF_FIB_LOOKUP_SRC } else { 0 };
+    hop.stamp = 0;
+    match fib_lookup(ctx, p, flags) {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // SAFETY: the kernel wrote the path MTU over `tot_len` (a union).
+            hop.mtu = u32::from(unsafe { p.__bindgen_anon_1.mtu_result });
+            return REFRESHED;
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => return reason::DROP_TUN_NO_NEIGH,
+        _ => return reason::DROP_TUN_NO_ROUTE,
+    }
+    hop.ifindex = p.ifindex;
+    // SAFETY: byte copies between a map value and the per-CPU scratch; the union members of the
+    // family asked about, written by the kernel.
+    unsafe {
+        core::ptr::copy_nonoverlapping(p.dmac.as_ptr(), hop.dmac.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(p.smac.as_ptr(), hop.smac.as_mut_ptr(), 6);
+        if v6 {
+            copy_addr(&raw mut hop.src, &p.__bindgen_anon_3.ipv6_src);
+        } else {
+            copy_addr(&raw mut hop.src, &[p.__bindgen_anon_3.ipv4_src, 0, 0, 0]);
+        }
+    }
+    hop.mtu = u32::from(outer_len);
+    if each {
+        return REFRESHED;
+    }
+    // The path MTU: the largest packet either fits or is told the MTU. The lookup left the
+    // chosen source in place and wrote the egress interface and the gateway over the input
+    // interface and the destination: those go back.
+    p.__bindgen_anon_1.tot_len = MTU_MAX;
+    p.ifindex = ingress;
+    if v6 {
+        copy_addr(&raw mut p.__bindgen_anon_4.ipv6_dst, &real.tun_dst);
+    } else {
+        p.__bindgen_anon_4.ipv4_dst = real.tun_dst[0];
+    }
+    hop.mtu = match fib_lookup(ctx, p, 0) {
+        BPF_FIB_LKUP_RET_SUCCESS => u32::from(MTU_MAX),
+        // SAFETY: as above.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => u32::from(unsafe { p.__bindgen_anon_1.mtu_result }),
+        // The route changed between the two lookups: this packet only.
+        _ => return REFRESHED,
+    };
+    hop.generation = real.generation;
+    hop.ingress = ingress;
+    // SAFETY: no preconditions.
+    hop.stamp = unsafe { bpf_ktime_get_coarse_ns() };
+    REFRESHED
 }
 
 /// Checksum of an option-less IPv4 header whose checksum field is 0.

@@ -760,7 +760,11 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     // CALLS flows (SYNs) and replays the CALLS flows of round r - 1 as ACKs (created one round
     // earlier, so other flows have been touched since, as for a real established flow).
     // The tunnel rows: the same packets to the VIPs of tunnelled reals, encapsulated and
-    // redirected to the gateway's interface (the FIB lookup and the encapsulation included).
+    // redirected to the gateway's interface (the next hop and the encapsulation included). Their
+    // chunks alternate between the program's kept next hops (even chunks: the `v4_ipip_*` rows)
+    // and a FIB lookup for every packet (`CFG_F_TUN_FIB_EACH`, odd chunks: `*_fib_each_*`), so
+    // the two are measured interleaved in one run. Switching back costs each real one refresh
+    // (two lookups) per chunk, counted in the kept rows.
     // The v4_sync pass repeats v4 with flow sync on (every new flow also reported through the
     // ring buffer, which is read between chunks, outside the timed calls); v4_after_sync repeats
     // it with sync off on the table v4_sync left: `v4_sync_new_flow` against
@@ -835,12 +839,20 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             }
         }
 
+        let tunnel = verdict == XDP_REDIRECT;
         let (mut new, mut hit) = (Series::default(), Series::default());
+        let (mut new_each, mut hit_each) = (Series::default(), Series::default());
         for _ in 0..ROUNDS {
             let (frames, acks) = batch();
             let s0 = snapshot(&mut dp)?;
             let (mut n_chunks, mut h_chunks) = (Chunks::default(), Chunks::default());
-            for (fresh, old) in frames.chunks(CHUNK).zip(previous.chunks(CHUNK)) {
+            let (mut n_each, mut h_each) = (Chunks::default(), Chunks::default());
+            let pairs = frames.chunks(CHUNK).zip(previous.chunks(CHUNK));
+            for (i, (fresh, old)) in pairs.enumerate() {
+                let each = tunnel && i % 2 == 1;
+                if tunnel {
+                    dp.set_tun_fib_each(each).context("the tunnel lookup switch")?;
+                }
                 // Both sides of each subtraction copy frames that are already in cache.
                 touch(fresh);
                 touch(old);
@@ -848,8 +860,10 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
                 let n = per_call(dp.program()?, fresh, verdict, prefix)?;
                 let h = per_call(dp.program()?, old, verdict, prefix)?;
                 let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
-                n_chunks.add(n, p1, p2);
-                h_chunks.add(h, p1, p2);
+                let (nc, hc) =
+                    if each { (&mut n_each, &mut h_each) } else { (&mut n_chunks, &mut h_chunks) };
+                nc.add(n, p1, p2);
+                hc.add(h, p1, p2);
                 while let Some(item) = reports.next() {
                     read += u64::from(item.len() == size_of::<lb_common::FlowReport>());
                 }
@@ -866,7 +880,28 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             );
             new.push(&n_chunks);
             hit.push(&h_chunks);
+            if tunnel {
+                new_each.push(&n_each);
+                hit_each.push(&h_each);
+            }
             previous = acks;
+        }
+        if tunnel {
+            dp.set_tun_fib_each(false).context("the tunnel lookup switch")?;
+            rows.push(per_call_row(
+                format!("{family}_fib_each_new_flow{sfx}"),
+                "as the new_flow row, with a FIB lookup for every packet (CFG_F_TUN_FIB_EACH), \
+                 chunks interleaved with it",
+                new_each,
+                &floor_name,
+            ));
+            rows.push(per_call_row(
+                format!("{family}_fib_each_flow_hit_percall{sfx}"),
+                "as the flow_hit_percall row, with a FIB lookup for every packet, chunks \
+                 interleaved with it",
+                hit_each,
+                &floor_name,
+            ));
         }
         // Sync on: every new flow (warm-up round included) was reported, and read; off: none.
         let want = if sync { ((ROUNDS + 1) * CALLS) as u64 } else { 0 };

@@ -135,10 +135,10 @@ pub struct ServiceDesired {
     pub reals: Vec<RealDesired>,
     /// Takes new flows when no real can.
     pub sorry: Option<RealDesired>,
-    /// Maglev table: indexes into `reals`; empty when no real can take new flows.
     /// Outer source of tunnelled packets to reals of its family (`tun_source`).
     pub tun_source: Option<IpAddr>,
-    pub ring: Arc<Vec<u32>>,
+    /// Maglev table: indexes into `reals`; empty when no real can take new flows.
+    pub ring: Ring,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,7 +326,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
                 reals,
                 sorry,
                 tun_source: vs.forwarding.tun_source,
-                ring: Arc::default(),
+                ring: Ring::default(),
             }
         })
         .collect::<Vec<ServiceDesired>>();
@@ -375,67 +375,191 @@ impl TableKey {
     }
 }
 
-/// Tables built before, by what decides them. Weak: a table lives as long as a desired state
-/// holds it (the applied one, at least), so a reload or a health flip rebuilds only the tables
-/// whose reals changed and shares the others, and the cache itself holds no table. A memo of a
-/// pure function: the results are the same as building every time.
-static TABLES: LazyLock<Mutex<HashMap<TableKey, Weak<Vec<u32>>>>> = LazyLock::new(Default::default);
+/// A service's Maglev table, held as what decides it rather than as its entries: the entries are
+/// built when the dataplane writes them (or a fingerprint needs them) and dropped after, so an
+/// agent of 1,000 services at M = 65537 no longer holds 256 MiB of tables. Cheap to clone and
+/// compare; a desired state shares the ring of every service whose reals did not change with the
+/// previous one (and its memoised fingerprints with it).
+#[derive(Clone, Debug, Default)]
+pub struct Ring(Option<Arc<RingSource>>);
+
+#[derive(Debug)]
+struct RingSource {
+    entries: Entries,
+    /// Pick fingerprints computed from this table, by the bytes hashed ahead of it (a few: a
+    /// table can serve services whose fingerprints differ only in reals it does not use).
+    fingerprints: Mutex<Vec<(Vec<u8>, String)>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Entries {
+    /// Weighted Maglev over these reals, built on demand.
+    Maglev(TableKey),
+    /// Given entries (fixtures and tests).
+    Fixed(Vec<u32>),
+}
+
+/// Fingerprints kept per table.
+const FINGERPRINTS_PER_TABLE: usize = 4;
+
+impl PartialEq for Ring {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.entries == b.entries,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Ring {}
+
+impl Ring {
+    /// A table of the given entries (empty: no real takes new flows).
+    pub fn fixed(entries: Vec<u32>) -> Self {
+        Self::of(if entries.is_empty() { None } else { Some(Entries::Fixed(entries)) })
+    }
+
+    fn of(entries: Option<Entries>) -> Self {
+        Self(
+            entries.map(|entries| Arc::new(RingSource { entries, fingerprints: Mutex::default() })),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The same table object (not only equal): shared between desired states.
+    pub fn shares(&self, other: &Ring) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The entries: indexes into the service's reals. Builds a Maglev table (milliseconds at
+    /// M = 65537): for writing it, not for holding it.
+    pub fn entries(&self) -> Vec<u32> {
+        match self.0.as_deref().map(|s| &s.entries) {
+            None => Vec::new(),
+            Some(Entries::Maglev(key)) => key.build(),
+            Some(Entries::Fixed(e)) => e.clone(),
+        }
+    }
+
+    /// The pick fingerprint of the service `head` describes (see [`pick_head`]): MD5 of `head`
+    /// then the entries, memoised with the table.
+    pub fn fingerprint(&self, head: &[u8]) -> String {
+        let Some(source) = &self.0 else { return digest(head, &[]) };
+        if let Some(f) = source.known(head) {
+            return f;
+        }
+        self.entries_noting_fingerprint(head).1
+    }
+
+    /// The entries, and the fingerprint they give `head`, remembered for [`Ring::fingerprint`]
+    /// (the dataplane builds a table to write it: hashing it then spares a second build).
+    pub fn entries_noting_fingerprint(&self, head: &[u8]) -> (Vec<u32>, String) {
+        let entries = self.entries();
+        let f = digest(head, &entries);
+        if let Some(source) = &self.0 {
+            let mut known = source.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+            if !known.iter().any(|(h, _)| h == head) {
+                if known.len() >= FINGERPRINTS_PER_TABLE {
+                    known.remove(0);
+                }
+                known.push((head.to_vec(), f.clone()));
+            }
+        }
+        (entries, f)
+    }
+}
+
+impl RingSource {
+    fn known(&self, head: &[u8]) -> Option<String> {
+        let known = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().find(|(h, _)| h == head).map(|(_, f)| f.clone())
+    }
+}
+
+/// What a service's pick fingerprint hashes ahead of its table: the hash seed, table size,
+/// hashing mode and the reals with weights and states in order.
+pub fn pick_head(s: &ServiceDesired, hash_seed: u32) -> Vec<u8> {
+    let mut head = Vec::with_capacity(9 + 26 * s.reals.len());
+    head.extend(hash_seed.to_le_bytes());
+    head.extend(s.table_size.to_le_bytes());
+    head.push(u8::from(s.source_hash));
+    for r in &s.reals {
+        let addr = match r.address {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        head.extend(addr);
+        head.extend(r.port.to_le_bytes());
+        head.extend(r.weight.to_le_bytes());
+        head.extend(r.state.as_str().as_bytes());
+    }
+    head
+}
+
+/// MD5 of `head` then the table's entries (little-endian), first 8 bytes in hex.
+fn digest(head: &[u8], entries: &[u32]) -> String {
+    use md5::{Digest as _, Md5};
+    let mut h = Md5::new();
+    h.update(head);
+    let bytes: Vec<u8> = entries.iter().flat_map(|slot| slot.to_le_bytes()).collect();
+    h.update(&bytes);
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rings made before, by what decides them. Weak: a ring lives as long as a desired state (or
+/// the dataplane's record of a ring area) holds it, so services whose reals did not change keep
+/// their ring, and with it their memoised fingerprints. The cache itself holds none.
+static TABLES: LazyLock<Mutex<HashMap<TableKey, Weak<RingSource>>>> =
+    LazyLock::new(Default::default);
+
+/// The ring of each service (`None`: empty), reusing the rings made before.
+fn rings_for(keys: Vec<Option<TableKey>>) -> Vec<Ring> {
+    let mut cache = TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out: Vec<Ring> = keys
+        .into_iter()
+        .map(|k| {
+            let Some(k) = k else { return Ring::default() };
+            if let Some(source) = cache.get(&k).and_then(Weak::upgrade) {
+                return Ring(Some(source));
+            }
+            let ring = Ring::of(Some(Entries::Maglev(k.clone())));
+            if let Some(source) = &ring.0 {
+                cache.insert(k, Arc::downgrade(source));
+            }
+            ring
+        })
+        .collect();
+    // Forget rings nobody holds any more, once they are the larger part of the cache.
+    if cache.len() > 2 * out.len() + 64 {
+        cache.retain(|_, t| t.strong_count() > 0);
+    }
+    out
+}
 
 /// Builds below this many run on the calling thread; more are spread over the CPUs (start-up,
 /// a reload changing many services): a default table takes milliseconds.
 const PARALLEL_BUILDS: usize = 4;
 
-/// The table of each service (`None`: empty), reusing the tables built before.
-fn rings_for(keys: Vec<Option<TableKey>>) -> Vec<Arc<Vec<u32>>> {
-    let mut cache = TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut found: Vec<Option<Arc<Vec<u32>>>> = keys
-        .iter()
-        .map(|k| match k {
-            Some(k) => cache.get(k).and_then(Weak::upgrade),
-            None => Some(Arc::default()),
-        })
-        .collect();
-    let mut missing: Vec<&TableKey> = keys
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .filter_map(|(k, _)| k.as_ref())
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    let built = build_all(&missing);
-    let mut fresh: HashMap<&TableKey, Arc<Vec<u32>>> = HashMap::with_capacity(built.len());
-    for (k, table) in missing.iter().zip(built) {
-        let table = Arc::new(table);
-        cache.insert((*k).clone(), Arc::downgrade(&table));
-        fresh.insert(k, table);
-    }
-    for (f, k) in found.iter_mut().zip(&keys) {
-        if f.is_none()
-            && let Some(k) = k
-        {
-            *f = fresh.get(k).cloned();
-        }
-    }
-    // Forget tables nobody holds any more, once they are the larger part of the cache.
-    let live = found.len();
-    if cache.len() > 2 * live + 64 {
-        cache.retain(|_, t| t.strong_count() > 0);
-    }
-    found.into_iter().map(Option::unwrap_or_default).collect()
-}
-
-/// Builds the tables of `keys`, on several threads when there are many.
-fn build_all(keys: &[&TableKey]) -> Vec<Vec<u32>> {
+/// Runs `build` over `items` on several threads when there are many; results in order.
+pub fn build_all<T: Sync, R: Send>(items: &[T], build: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if keys.len() < PARALLEL_BUILDS || threads < 2 {
-        return keys.iter().map(|k| k.build()).collect();
+    if items.len() < PARALLEL_BUILDS || threads < 2 {
+        return items.iter().map(&build).collect();
     }
-    let chunk = keys.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let build = &build;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = keys
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|k| k.build()).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(build).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -532,7 +656,7 @@ weight = 2
                 let want = TableKey::of(&s.reals, s.table_size, d.globals.hash_seed)
                     .map(|k| k.build())
                     .unwrap_or_default();
-                assert_eq!(*s.ring, want, "{}: the memoised table differs", s.key);
+                assert_eq!(s.ring.entries(), want, "{}: the memoised table differs", s.key);
             }
         };
         let before = desired_state(&inputs(&cfg, &h));
@@ -541,7 +665,7 @@ weight = 2
         let after = desired_state(&inputs(&cfg, &h));
         fresh(&after);
         for (i, (a, b)) in before.services.iter().zip(&after.services).enumerate() {
-            assert_eq!(Arc::ptr_eq(&a.ring, &b.ring), i != 5, "service {i}");
+            assert_eq!(a.ring.shares(&b.ring), i != 5, "service {i}");
         }
         // Back to the first config: the same tables again (equal contents).
         cfg.virtual_servers[5].real_servers[1].weight = 1;
@@ -566,7 +690,7 @@ weight = 2
             assert_eq!(got, want, "macs {macs:?}");
             // Only Up reals appear in the table.
             let ring = &d.services[0].ring;
-            for idx in ring.iter() {
+            for idx in ring.entries().iter() {
                 assert_eq!(d.services[0].reals[*idx as usize].state, RealState::Up);
             }
             assert_eq!(ring.is_empty(), !want.contains(&RealState::Up));
@@ -579,7 +703,7 @@ weight = 2
         let d = desired_state(&inputs(&cfg, &host(&["192.0.2.11", "192.0.2.12", "192.0.2.13"])));
         assert_eq!(d.interfaces.len(), 1);
         assert_eq!(d.services[0].ifindex, Some(7));
-        let ring = &d.services[0].ring;
+        let ring = d.services[0].ring.entries();
         assert_eq!(ring.len() as u32, maglev::DEFAULT_SIZE, "default table size");
         let twos = ring.iter().filter(|&&i| i == 2).count() as f64 / ring.len() as f64;
         assert!((twos - 2.0 / 3.0).abs() < 0.01, "weight-2 real has share {twos}");
@@ -718,7 +842,7 @@ weight = 2
                 s.reals.iter().map(|r| (r.state, r.weight, r.keeps_flows)).collect();
             assert_eq!(got, want, "{name}");
             // The table holds exactly the reals that take new flows (none without quorum).
-            let mut in_ring: Vec<u32> = s.ring.iter().copied().collect();
+            let mut in_ring: Vec<u32> = s.ring.entries();
             in_ring.sort_unstable();
             in_ring.dedup();
             let expect: Vec<u32> = if quorum_lost {

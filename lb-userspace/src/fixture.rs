@@ -4,13 +4,15 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
     time::Duration,
 };
 
 use crate::{
     config::{
-        Location, Protocol, VirtualServerKey,
+        Config, DataplaneSettings, Location, Protocol, RealServer, Spans, VirtualServer,
+        VirtualServerKey,
+        health::{RealHealth, ServiceHealth},
+        host_prefix_len,
         vrrp::{VirtualAddress, VrrpInstance},
     },
     desired::{Desired, Globals, RealDesired, RealState, ServiceDesired},
@@ -93,7 +95,7 @@ pub fn service(
         reals,
         sorry: None,
         tun_source: None,
-        ring: Arc::new(Vec::new()),
+        ring: crate::desired::Ring::default(),
     };
     rebuild_ring(&mut s);
     s
@@ -111,8 +113,11 @@ pub fn rebuild_ring(s: &mut ServiceDesired) {
         .filter(|(_, (r, _))| r.state == RealState::Up)
         .map(|(i, (r, n))| maglev::Backend { name: n, weight: r.weight, id: i as u32 })
         .collect();
-    s.ring =
-        Arc::new(maglev::build(&backends, s.table_size, u64::from(lb_common::DEFAULT_HASH_SEED)));
+    s.ring = crate::desired::Ring::fixed(maglev::build(
+        &backends,
+        s.table_size,
+        u64::from(lb_common::DEFAULT_HASH_SEED),
+    ));
 }
 
 /// A desired state with `services` on `lo` (ifindex 1, MAC `IFACE_MAC`), default hash seed,
@@ -203,5 +208,60 @@ pub fn vrrp_instance(name: &str, vrid: u8, vips: &[&str]) -> VrrpInstance {
         lower_prio_no_advert: false,
         skip_check_adv_addr: false,
         location: Location::default(),
+    }
+}
+
+/// A whole config read from `source` holding `virtual_servers`, with every other section as the
+/// front ends leave it when not written. Tests change what they are about:
+/// `Config { dataplane, ..fixture::config("lb.toml", services) }`.
+pub fn config(source: &str, virtual_servers: Vec<VirtualServer>) -> Config {
+    Config {
+        source: source.into(),
+        dataplane: DataplaneSettings::default(),
+        virtual_servers,
+        vrrp: Default::default(),
+        vrrp_locations: Vec::new(),
+        bgp: None,
+        flow_sync: None,
+        script_user: None,
+    }
+}
+
+/// A virtual server as a front end gives `vip`, `port` and `interface = "eth0"` with nothing
+/// else: TCP, `mh` on the default Maglev table, no persistence, default health, DR, no reals.
+/// Its section is `at`, where every value is located (none was written elsewhere).
+pub fn virtual_server(vip: &str, port: u16, at: Location) -> VirtualServer {
+    let vip: IpAddr = vip.parse().expect("a VIP address");
+    VirtualServer {
+        forwarding: Default::default(),
+        vip,
+        port,
+        protocol: Protocol::Tcp,
+        fwmark: None,
+        interface: "eth0".to_owned(),
+        lb_algo: crate::config::DEFAULT_LB_ALGO.to_owned(),
+        table_size: maglev::DEFAULT_SIZE,
+        persistence_timeout: None,
+        persistence_prefix: host_prefix_len(vip),
+        real_servers: Vec::new(),
+        sorry_server: None,
+        health: ServiceHealth::default(),
+        location: at,
+        key_locations: Spans::at_section(at),
+    }
+}
+
+/// A real server `address:port` with the defaults: weight 1, no checks, the service's
+/// forwarding. Its section is `at`, where every value is located.
+pub fn real_server(address: &str, port: u16, at: Location) -> RealServer {
+    RealServer {
+        forwarding: Default::default(),
+        address: address.parse().expect("a real server address"),
+        port,
+        weight: crate::config::DEFAULT_WEIGHT,
+        health: RealHealth::default(),
+        location: at,
+        key_locations: Spans::at_section(at),
+        check_locations: Vec::new(),
     }
 }

@@ -162,10 +162,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Convert { config: path, format } => {
             Ok(lb::cli::convert::convert_printed(&path, format).emit())
         }
-        Command::Realserver { action, vips, dev, state, tunnel, gue_port } => {
+        Command::Realserver { action, vips, dev, state, tunnel, gue_port, outer } => {
             let tunnel = lb::net::realserver::Tunnel::from_options(tunnel, gue_port)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let options = lb::net::realserver::Options { vips, tunnel, dev, state };
+            let options = lb::net::realserver::Options { vips, tunnel, outer, dev, state };
             for line in rt.block_on(lb::net::realserver::run(action, &options))? {
                 println!("{line}");
             }

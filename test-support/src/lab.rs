@@ -3,11 +3,99 @@
 //! from it into a namespace and an address, the sysctls of a direct-routing real server, and
 //! `ip -batch`. Commands are argument lists, so a builder runs them one by one (`ip -n NS ...`) or
 //! as lines of one batch (one process for many changes: process starts are slow under TCG).
+//!
+//! Also the one naming of lab namespaces every lab uses ([`unique_prefix`]: the creating pid is
+//! in the name) and the removal of those a dead test process left behind ([`remove_orphans`]).
 
 use std::{
     io::{self, Write as _},
     process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
 };
+
+/// A fresh prefix for one lab's namespaces: `lb` + 5 base-36 digits of our pid + 3 of a
+/// per-process counter (10 chars). Namespaces are named `PREFIX-ROLE`: the pid part lets
+/// [`remove_orphans`] recognise leftovers of dead processes.
+pub fn unique_prefix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) % 36u32.pow(3);
+    format!("lb{}{}", base36(std::process::id(), PID_DIGITS), base36(n, 3))
+}
+
+/// pid_max is at most 2^22 = 4194304, i.e. 5 base-36 digits ("2hwcf").
+const PID_DIGITS: usize = 5;
+
+fn base36(mut v: u32, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v % 36) as usize];
+        v /= 36;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The creator pid encoded in a `PREFIX-ROLE` name of a [`unique_prefix`], if it has that shape.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let bytes = name.as_bytes();
+    let well_formed = name.starts_with("lb")
+        && bytes.len() > 10
+        && bytes[2..10].iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        && bytes[10] == b'-';
+    if !well_formed {
+        return None;
+    }
+    u32::from_str_radix(&name[2..2 + PID_DIGITS], 36).ok()
+}
+
+/// Names of all named namespaces (`ip netns list`).
+pub fn list_namespaces() -> io::Result<Vec<String>> {
+    let out = Command::new("ip").args(["netns", "list"]).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "ip netns list: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Removes the namespaces of [`unique_prefix`] labs whose creating process is gone (a test binary
+/// that was SIGKILLed), with the processes still inside them. Namespaces of live processes are
+/// never touched. The names removed.
+pub fn remove_orphans() -> io::Result<Vec<String>> {
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let orphans: Vec<String> = list_namespaces()?
+        .into_iter()
+        .filter(|n| matches!(owner_pid(n), Some(pid) if !alive(pid)))
+        .collect();
+    for name in &orphans {
+        remove_with_processes(name)?;
+    }
+    Ok(orphans)
+}
+
+/// SIGKILLs the processes inside namespace `name` (`ip netns pids`) and deletes it; one already
+/// gone is not an error.
+pub fn remove_with_processes(name: &str) -> io::Result<()> {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        let pids = String::from_utf8_lossy(&out.stdout);
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: plain syscall; these processes live in a namespace a lab made.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = Command::new("ip").args(["netns", "del", name]).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || stderr.contains("No such file") {
+        return Ok(());
+    }
+    Err(io::Error::other(format!("ip netns del {name}: {}", stderr.trim())))
+}
 
 /// `link add NAME type bridge [ageing_time N] mcast_snooping 0`. No multicast snooping: VRRP
 /// adverts and IPv6 neighbour solicitations must reach every port at once. `ageing_time 0`
@@ -102,6 +190,25 @@ fn strings(args: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_are_unique_and_encode_the_pid() {
+        let a = unique_prefix();
+        let b = unique_prefix();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 10);
+        assert_eq!(owner_pid(&format!("{a}-x")), Some(std::process::id()));
+        assert_eq!(owner_pid(&a), None, "needs the '-' separator");
+        assert_eq!(owner_pid("lbtest-foo"), None);
+        assert_eq!(owner_pid("lb2hwcf000-x"), Some(4_194_303));
+    }
+
+    #[test]
+    fn base36_pads_and_wraps() {
+        assert_eq!(base36(0, 3), "000");
+        assert_eq!(base36(35, 2), "0z");
+        assert_eq!(base36(36, 2), "10");
+    }
 
     #[test]
     fn commands() {

@@ -2,13 +2,15 @@
 
 use crate::process::{DEFAULT_COMMAND_TIMEOUT, Process, describe, run_command};
 use anyhow::{Context, Result, bail};
+use lb_test_support::lab;
+pub use lb_test_support::lab::unique_prefix;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where iproute2 keeps the bind mounts of named namespaces.
@@ -183,14 +185,7 @@ impl Netns {
 
 /// Names of all named namespaces (`ip netns list`).
 pub fn list_netns() -> Result<Vec<String>> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "list"]);
-    let out = run_command(cmd, DEFAULT_COMMAND_TIMEOUT)?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect())
+    Ok(lab::list_namespaces()?)
 }
 
 /// Removes leftovers of crashed runs: for every namespace whose name starts with `prefix`, SIGKILLs
@@ -204,75 +199,16 @@ pub fn cleanup_stale(prefix: &str) -> Result<Vec<String>> {
     }
     let stale: Vec<String> = list_netns()?.into_iter().filter(|n| n.starts_with(prefix)).collect();
     for name in &stale {
-        remove_with_processes(name)?;
+        lab::remove_with_processes(name)?;
     }
     Ok(stale)
 }
 
-/// Removes namespaces made by this harness ([`unique_prefix`] names) whose creating process is gone,
-/// e.g. after a test binary was SIGKILLed. Namespaces of live processes are never touched.
+/// Removes namespaces made by any lab ([`unique_prefix`] names, lb-test-support's naming) whose
+/// creating process is gone, e.g. after a test binary was SIGKILLed. Namespaces of live processes
+/// are never touched.
 pub fn cleanup_orphans() -> Result<Vec<String>> {
-    let orphans: Vec<String> = list_netns()?
-        .into_iter()
-        .filter(|n| matches!(owner_pid(n), Some(pid) if !pid_alive(pid)))
-        .collect();
-    for name in &orphans {
-        remove_with_processes(name)?;
-    }
-    Ok(orphans)
-}
-
-/// A fresh prefix for one test's namespaces: `lb` + 5 base-36 digits of our pid + 3 of a per-process
-/// counter (10 chars). The pid part lets [`cleanup_orphans`] recognise leftovers of dead processes.
-pub fn unique_prefix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed) % 36u32.pow(3);
-    format!("lb{}{}", base36(std::process::id(), PID_DIGITS), base36(n, 3))
-}
-
-/// pid_max is at most 2^22 = 4194304, i.e. 5 base-36 digits ("2hwcf").
-const PID_DIGITS: usize = 5;
-
-fn base36(mut v: u32, width: usize) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = vec![b'0'; width];
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v % 36) as usize];
-        v /= 36;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The creator pid encoded in a [`unique_prefix`]-style name, if the name has that shape.
-pub(crate) fn owner_pid(name: &str) -> Option<u32> {
-    let bytes = name.as_bytes();
-    let well_formed = name.starts_with("lb")
-        && bytes.len() > 10
-        && bytes[2..10].iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-        && bytes[10] == b'-';
-    if !well_formed {
-        return None;
-    }
-    u32::from_str_radix(&name[2..2 + PID_DIGITS], 36).ok()
-}
-
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn remove_with_processes(name: &str) -> Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "pids", name]);
-    if let Ok(out) = run_command(cmd, DEFAULT_COMMAND_TIMEOUT) {
-        for pid in String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: plain syscall; these processes live in a namespace owned by our harness.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    delete_netns(name)
+    Ok(lab::remove_orphans()?)
 }
 
 fn delete_netns(name: &str) -> Result<()> {
@@ -311,25 +247,6 @@ fn sysctl_path(key: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_are_unique_and_encode_the_pid() {
-        let a = unique_prefix();
-        let b = unique_prefix();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 10);
-        assert_eq!(owner_pid(&format!("{a}-x")), Some(std::process::id()));
-        assert_eq!(owner_pid(&a), None, "needs the '-' separator");
-        assert_eq!(owner_pid("lbtest-foo"), None);
-        assert_eq!(owner_pid("lb2hwcf000-x"), Some(4_194_303));
-    }
-
-    #[test]
-    fn base36_pads_and_wraps() {
-        assert_eq!(base36(0, 3), "000");
-        assert_eq!(base36(35, 2), "0z");
-        assert_eq!(base36(36, 2), "10");
-    }
 
     #[test]
     fn sysctl_keys_are_confined_to_net() {

@@ -37,12 +37,13 @@ use clap::Subcommand;
 use crate::{run, workspace_root};
 
 /// Bump to rebuild every cached stage after changing how it is made.
-const RECIPE: u32 = 7;
+const RECIPE: u32 = 8;
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// Loaded at boot, in this order; other IPVS schedulers load on demand (`request_module`).
 /// `ipip` makes every namespace's `tunl0`, which decapsulates IPVS tunnel traffic on a real;
-/// `ip6_tunnel`, `ip_gre`, `ip6_gre` make `ip6tnl0`, `gre0`, `ip6gre0`, and `fou`/`fou6` take
+/// `ip6_tunnel`, `ip_gre`, `ip6_gre`, `sit` make `ip6tnl0`, `gre0`, `ip6gre0`, `sit0` (IPv6 in
+/// IPv4, for mixed-family reals), and `fou`/`fou6` take
 /// GUE ports (`lb realserver up --tunnel`): loaded here because the guest's modprobe cannot
 /// resolve the aliases (`rtnl-link-*`, `net-pf-*`) the kernel asks for on demand.
 /// The netfilter ones let a test mark packets for firewall-mark services (the kernel would ask
@@ -60,6 +61,7 @@ const BOOT_MODULES: &[&str] = &[
     "ip6_tunnel",
     "ip_gre",
     "ip6_gre",
+    "sit",
     "fou",
     "fou6",
     "ip_tables",
@@ -80,6 +82,7 @@ const GUEST_MODULES: &[&str] = &[
     "ip6_tunnel",
     "ip_gre",
     "ip6_gre",
+    "sit",
     "fou",
     "fou6",
     "ip_tables",

@@ -37,6 +37,9 @@ pub(super) struct Prepared {
     plan: Plan,
     facts: HostFacts,
     monitored: Vec<MonitoredReal>,
+    /// Milliseconds reading and checking the file, and reading the host's routes.
+    parse_ms: u64,
+    host_ms: u64,
 }
 
 /// Refused `lb reload` while another reload runs; the text is what the operator sees.
@@ -106,7 +109,7 @@ impl Shared {
                 return Err(e).with_context(|| format!("applying {why}"));
             }
             tracing::info!("{why}: dataplane updated");
-            log_desired(&desired);
+            log_desired(Some(&self.desired), &desired);
             self.desired = desired;
         }
         self.probe.apply(&crate::health::probe::desired(&self.config, &self.facts));
@@ -211,7 +214,7 @@ impl Shared {
                  was changed)"
             );
         }
-        let Prepared { config, plan, mut facts, monitored } = new;
+        let Prepared { config, plan, mut facts, monitored, .. } = new;
         // The neighbour table as last read: it may have changed while the file was read.
         facts.neighbours = self.facts.neighbours.clone();
         let overrides = overrides_after_reload(&self.overrides, overrides_before, &config);
@@ -239,7 +242,7 @@ impl Shared {
         }
         let services = desired.services.len();
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
-        log_desired(&desired);
+        log_desired(Some(&self.desired), &desired);
         // The file named an existing user when it was read; one removed since keeps the old.
         if let Err(e) = crate::health::script::apply_setting(config.script_user.as_ref()) {
             tracing::error!(error = %e, "script_user: scripts keep running as before");
@@ -301,28 +304,33 @@ impl Reloader {
         };
         let switched = self.prepare(&running_vrrp).and_then(|prepared| {
             let prepared_ms = started.elapsed().as_millis() as u64;
+            let (parse_ms, host_ms) = (prepared.parse_ms, prepared.host_ms);
             let changes = changes::Changes::between(&lock(shared).config, &prepared.config);
             let hash = config_hash(&prepared.config);
+            let switch = Instant::now();
             let mut s = lock(shared);
             let counts = s.switch_to(prepared, &overrides_before)?;
             s.reloads.config_hash = hash;
-            Ok((counts, prepared_ms, changes))
+            let switch_ms = switch.elapsed().as_millis() as u64;
+            Ok((counts, prepared_ms, changes, (parse_ms, host_ms, switch_ms)))
         });
-        let ((services, reals), prepared_ms, changes) = match switched {
-            Ok(v) => {
-                let mut s = lock(shared);
-                s.reloads.succeeded += 1;
-                s.reloads.last_success = Some(unix_now());
-                v
-            }
-            Err(e) => {
-                lock(shared).reloads.failed += 1;
-                crate::sdnotify::ready(&format!(
-                    "reload refused, previous configuration kept: {e:#}"
-                ));
-                return Err(e);
-            }
-        };
+        let ((services, reals), prepared_ms, changes, (parse_ms, host_ms, switch_ms)) =
+            match switched {
+                Ok(v) => {
+                    let mut s = lock(shared);
+                    s.reloads.succeeded += 1;
+                    s.reloads.last_success = Some(unix_now());
+                    v
+                }
+                Err(e) => {
+                    lock(shared).reloads.failed += 1;
+                    crate::sdnotify::ready(&format!(
+                        "reload refused, previous configuration kept: {e:#}"
+                    ));
+                    return Err(e);
+                }
+            };
+        super::release_freed_memory();
         crate::sdnotify::ready(&format!("reloaded: {services} services, {reals} real servers"));
         tracing::info!(
             config = %self.config_path.display(),
@@ -330,6 +338,9 @@ impl Reloader {
             reals,
             changed = %changes,
             read_ms = prepared_ms,
+            parse_ms,
+            host_ms,
+            switch_ms,
             total_ms = started.elapsed().as_millis() as u64,
             "configuration reloaded"
         );
@@ -340,17 +351,21 @@ impl Reloader {
 
     /// Reads, parses and validates the file and plans its dataplanes, without the agent lock.
     fn prepare(&self, running_vrrp: &crate::config::vrrp::VrrpConfig) -> anyhow::Result<Prepared> {
+        let started = Instant::now();
         let config = load_config(&self.config_path, self.format, self.strict)?;
+        let parse_ms = started.elapsed().as_millis() as u64;
         if config.vrrp != *running_vrrp {
             // Restarting instances would give up mastership mid-reload; keepalived users expect
             // VRRP changes to need a restart too.
             anyhow::bail!("VRRP settings changed: restart lb to apply them (nothing was changed)");
         }
         let plan = plan_dataplanes(&config, self.mode, &self.caps)?;
+        let host = Instant::now();
         let facts =
             self.rt.block_on(host_facts(&self.netlink, &config, &neigh::Neighbours::default()))?;
+        let host_ms = host.elapsed().as_millis() as u64;
         let monitored = monitored_reals(&config);
-        Ok(Prepared { config, plan, facts, monitored })
+        Ok(Prepared { config, plan, facts, monitored, parse_ms, host_ms })
     }
 }
 

@@ -144,7 +144,7 @@ fn bird_string(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::config::{self, test_support::AnyHost};
@@ -311,9 +311,8 @@ protocol static lb_vips6 {
             ),
             ("representative", REPRESENTATIVE.to_owned(), &["192.0.2.10", "2001:db8::10"]),
         ];
-        let dir: PathBuf =
-            std::env::temp_dir().join(format!("lb-bird-parse-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::testutil::scratch_dir("lb-bird-parse-");
+        let dir = scratch.path();
         for (name, text, vips) in variants {
             let vips: Vec<IpAddr> = vips.iter().map(|v| v.parse().unwrap()).collect();
             let vips_file = dir.join("vips.conf");
@@ -350,6 +349,5 @@ protocol static lb_vips6 {
             .status()
             .unwrap();
         assert!(!status.success(), "bird -p accepted hold time 2");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -965,14 +965,12 @@ mod tests {
 
     #[test]
     fn vip_file_reads_back() {
-        let dir = std::env::temp_dir().join(format!("lb-vipfile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v.conf");
+        let dir = crate::testutil::scratch_dir("lb-vipfile-");
+        let path = dir.path().join("v.conf");
         let vips: Vec<IpAddr> =
             vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()];
         std::fs::write(&path, bird::render_vips(&vips)).unwrap();
         assert_eq!(read_vips(&path), vips);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Session log lines: only changes, with the BFD state when it changed.

@@ -217,6 +217,11 @@ pub enum Command {
         /// The UDP port of `--tunnel gue` (the service's `tun_port`).
         #[arg(long, value_name = "N")]
         gue_port: Option<u16>,
+        /// The tunnel's outer family when it is not the VIP's (the real's address in the
+        /// director's configuration): IPv6 in IPv4 on `sit0`, IPv4 in IPv6 on `ip6tnl0` in mode
+        /// `any`.
+        #[arg(long, value_enum, value_name = "4|6")]
+        outer: Option<realserver::Outer>,
     },
     /// List the flow table (which real each connection goes to), like `ipvsadm -Lnc`.
     Flows {
@@ -415,6 +420,21 @@ mod tests {
                 ],
                 true,
             ),
+            (
+                &[
+                    "lb",
+                    "realserver",
+                    "up",
+                    "--vip",
+                    "192.0.2.100",
+                    "--tunnel",
+                    "ipip",
+                    "--outer",
+                    "6",
+                ],
+                true,
+            ),
+            (&["lb", "realserver", "up", "--vip", "2001:db8::1", "--outer", "5"], false),
             (&["lb", "realserver", "up", "--vip", "192.0.2.100", "--tunnel", "vxlan"], false),
             (&["lb", "realserver", "up"], false),
             (&["lb", "realserver", "sideways", "--vip", "192.0.2.100"], false),

@@ -34,7 +34,7 @@ pub use model::{
     MAX_REALS_LIMITS, MAX_SERVICES_LIMITS, MAX_WEIGHT, Protocol, RealForwarding, RealServer,
     SCHEDULERS, ScriptUserSetting, ServiceForwarding, Spans, Tunnel, TunnelError,
     UDP_FLOW_TIMEOUT_LIMITS_SECS, UnknownProtocol, VirtualServer, VirtualServerKey,
-    VrrpInstanceLocations, VrrpLocations, host_prefix_len, not_a_host_address, unspecified,
+    host_prefix_len, not_a_host_address, unspecified,
 };
 pub use notice::notices;
 pub use placement::{needs_ipvs, prefers_ipvs};

@@ -84,10 +84,13 @@ pub struct Config {
     /// that instance is MASTER; with no instance at all (or none holding its VIP) it always
     /// forwards.
     pub vrrp: VrrpConfig,
-    /// Where the VRRP settings were written, for errors about one specific value. A front end
-    /// that does not locate them leaves this empty: errors are then located at each section.
+    /// Where each VRRP instance's settings were written (list items included), one per entry of
+    /// `vrrp.instances` in the same order, for errors about one specific value. Kept beside the
+    /// model rather than in [`super::vrrp::VrrpInstance`] so that a reload compares the settings
+    /// alone. A front end that does not locate them leaves this empty: errors are then located
+    /// at each section ([`Config::vrrp_spans`]).
     #[serde(skip)]
-    pub vrrp_locations: VrrpLocations,
+    pub vrrp_locations: Vec<Spans>,
     /// `[bgp]`: announcing the ready VIPs to routers (ECMP scale-out); `None` when not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpConfig>,
@@ -207,16 +210,19 @@ impl Default for DataplaneSettings {
 /// Sections described declaratively (`config/toml/schema.rs`) fill it as they read; the optional
 /// `[dataplane]` table has no section to fall back on, so errors about an omitted limit use
 /// [`Spans::get`] and point at what exceeds it instead.
+///
+/// A key holding a list (`virtual_ipaddress`) also keeps where each of its items was written.
 #[derive(Debug, Clone, Eq, Default)]
 pub struct Spans {
     section: Location,
     written: Vec<(&'static str, Location)>,
+    items: Vec<(&'static str, Vec<Location>)>,
 }
 
 impl Spans {
     /// Nothing written yet: every value located at the section.
     pub fn at_section(section: Location) -> Self {
-        Spans { section, written: Vec::new() }
+        Spans { section, written: Vec::new(), items: Vec::new() }
     }
 
     /// Where the section is.
@@ -249,10 +255,36 @@ impl Spans {
         self
     }
 
+    /// Records where each item of list `key` was written, in order.
+    pub fn set_items(&mut self, key: &'static str, items: Vec<Location>) {
+        match self.items.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = items,
+            None => self.items.push((key, items)),
+        }
+    }
+
+    /// [`Spans::set_items`], for building expected values.
+    #[must_use]
+    pub fn with_items(mut self, key: &'static str, items: &[Location]) -> Self {
+        self.set_items(key, items.to_vec());
+        self
+    }
+
+    /// Where each item of list `key` was written (none when it was not).
+    pub fn items(&self, key: &str) -> &[Location] {
+        self.items.iter().find(|(k, _)| *k == key).map_or(&[], |(_, items)| items.as_slice())
+    }
+
+    /// Where item `index` of list `key` was written, else the section.
+    pub fn item(&self, key: &str, index: usize) -> Location {
+        self.items(key).get(index).copied().unwrap_or(self.section)
+    }
+
     /// Moves every location (the keepalived front end's virtual lines to file lines).
     pub fn relocate(&mut self, place: impl Fn(Location) -> Location) {
         self.section = place(self.section);
-        for (_, at) in &mut self.written {
+        let items = self.items.iter_mut().flat_map(|(_, items)| items.iter_mut());
+        for at in self.written.iter_mut().map(|(_, at)| at).chain(items) {
             *at = place(*at);
         }
     }
@@ -263,8 +295,10 @@ impl PartialEq for Spans {
     /// section's place is the same as one not written.
     fn eq(&self, other: &Self) -> bool {
         let keys = self.written.iter().chain(&other.written).map(|(k, _)| *k);
+        let lists = self.items.iter().chain(&other.items).map(|(k, _)| *k);
         self.section == other.section
             && keys.into_iter().all(|k| self.located(k) == other.located(k))
+            && lists.into_iter().all(|k| self.items(k) == other.items(k))
     }
 }
 
@@ -533,6 +567,27 @@ impl VirtualServer {
     pub fn alpha_at(&self) -> Location {
         self.written_at(&["alpha"])
     }
+
+    /// `lb_kind`, or keepalived's other spelling `lvs_method` (else the section's header, where
+    /// the default applies).
+    pub fn lb_kind_at(&self) -> Location {
+        let at = ["lb_kind", "lvs_method"].iter().find_map(|k| self.key_locations.get(k));
+        at.unwrap_or(self.location)
+    }
+
+    /// `ops` (one-packet scheduling), else the section's header.
+    pub fn one_packet_at(&self) -> Location {
+        self.key_locations.get("ops").unwrap_or(self.location)
+    }
+}
+
+impl Config {
+    /// Where the settings of VRRP instance `index` were written: all at the instance's section
+    /// when the front end located none.
+    pub fn vrrp_spans(&self, index: usize) -> Spans {
+        let section = self.vrrp.instances.get(index).map(|i| i.location).unwrap_or_default();
+        self.vrrp_locations.get(index).cloned().unwrap_or_else(|| Spans::at_section(section))
+    }
 }
 
 impl fmt::Display for VirtualServer {
@@ -547,81 +602,6 @@ pub fn host_prefix_len(address: IpAddr) -> u8 {
     match address {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
-    }
-}
-
-/// Locations of the VRRP settings' values, beside [`VrrpConfig`] (whose sections only know where
-/// they start).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VrrpLocations {
-    /// One per entry of `VrrpConfig::instances`, in the same order; missing entries (or missing
-    /// list items in one) are located at the instance's section.
-    pub instances: Vec<VrrpInstanceLocations>,
-}
-
-impl VrrpLocations {
-    /// The locations of instance `index`, or all at `section` when the front end gave none.
-    pub fn instance(&self, index: usize, section: Location) -> VrrpInstanceLocations {
-        self.instances.get(index).cloned().unwrap_or_else(|| VrrpInstanceLocations::all_at(section))
-    }
-}
-
-/// Locations of a VRRP instance's values. A setting that was omitted (default applied) is located
-/// at its section, since that is where the operator would add it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VrrpInstanceLocations {
-    /// Where the section starts: the fallback of the list items.
-    pub section: Location,
-    pub name: Location,
-    pub state: Location,
-    pub interface: Location,
-    pub virtual_router_id: Location,
-    pub priority: Location,
-    pub advert_int: Location,
-    pub version: Location,
-    /// One per address of `virtual_ipaddress`, in the same order.
-    pub virtual_ipaddress: Vec<Location>,
-    pub unicast_src_ip: Location,
-    /// One per `unicast_peer`, in the same order.
-    pub unicast_peer: Vec<Location>,
-    pub authentication: Location,
-    /// One per `track_interface` entry (its name), in the same order.
-    pub track_interface: Vec<Location>,
-}
-
-impl VrrpInstanceLocations {
-    /// Every value located at the section itself; front ends then overwrite what they saw.
-    pub fn all_at(location: Location) -> Self {
-        VrrpInstanceLocations {
-            section: location,
-            name: location,
-            state: location,
-            interface: location,
-            virtual_router_id: location,
-            priority: location,
-            advert_int: location,
-            version: location,
-            virtual_ipaddress: Vec::new(),
-            unicast_src_ip: location,
-            unicast_peer: Vec::new(),
-            authentication: location,
-            track_interface: Vec::new(),
-        }
-    }
-
-    /// Where address `index` of `virtual_ipaddress` was written.
-    pub fn virtual_ipaddress(&self, index: usize) -> Location {
-        self.virtual_ipaddress.get(index).copied().unwrap_or(self.section)
-    }
-
-    /// Where `unicast_peer` `index` was written.
-    pub fn unicast_peer(&self, index: usize) -> Location {
-        self.unicast_peer.get(index).copied().unwrap_or(self.section)
-    }
-
-    /// Where the name of `track_interface` entry `index` was written.
-    pub fn track_interface(&self, index: usize) -> Location {
-        self.track_interface.get(index).copied().unwrap_or(self.section)
     }
 }
 
@@ -667,6 +647,13 @@ impl RealServer {
     /// Where `weight` was written (else the section).
     pub fn weight_at(&self) -> Location {
         self.key_locations.located("weight")
+    }
+
+    /// Where the IPVS connection thresholds were written: `uthreshold`, else `lthreshold`, else
+    /// the section's header.
+    pub fn thresholds_at(&self) -> Location {
+        let at = ["uthreshold", "lthreshold"].iter().find_map(|k| self.key_locations.get(k));
+        at.unwrap_or(self.location)
     }
 }
 
@@ -772,10 +759,6 @@ pub struct ServiceForwarding {
     /// the director's preferred source toward each real (the FIB's, looked up per packet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tun_source: Option<std::net::IpAddr>,
-    #[serde(skip)]
-    pub lb_kind_at: Option<Location>,
-    #[serde(skip)]
-    pub one_packet_at: Option<Location>,
 }
 
 /// A real server's forwarding settings beyond the XDP path's defaults.
@@ -787,10 +770,6 @@ pub struct RealForwarding {
     pub uthreshold: u32,
     /// ... and resumes below this many (0: no limit).
     pub lthreshold: u32,
-    #[serde(skip)]
-    pub lb_kind_at: Option<Location>,
-    #[serde(skip)]
-    pub thresholds_at: Option<Location>,
 }
 
 impl VirtualServer {
@@ -829,6 +808,30 @@ mod tests {
         assert_eq!((moved.located("retry"), moved.located("x")), (at(15, 9), at(13, 1)));
     }
 
+    /// A list key's items are located one by one, else at the section; they take part in
+    /// equality and move with the rest.
+    #[test]
+    fn spans_locate_list_items_else_the_section() {
+        let at = Location::new;
+        let spans = Spans::at_section(at(3, 1))
+            .with("virtual_ipaddress", at(4, 21))
+            .with_items("virtual_ipaddress", &[at(4, 22), at(4, 40)]);
+        assert_eq!(spans.items("virtual_ipaddress"), [at(4, 22), at(4, 40)]);
+        assert_eq!(spans.item("virtual_ipaddress", 1), at(4, 40));
+        assert_eq!(spans.item("virtual_ipaddress", 2), at(3, 1));
+        assert_eq!(spans.item("unicast_peer", 0), at(3, 1));
+        assert!(spans.items("unicast_peer").is_empty());
+        let fewer = Spans::at_section(at(3, 1))
+            .with("virtual_ipaddress", at(4, 21))
+            .with_items("virtual_ipaddress", &[at(4, 22)]);
+        assert_ne!(spans, fewer);
+        assert_ne!(fewer, spans);
+        let mut moved = spans.clone();
+        moved.relocate(|l| at(l.line + 10, l.col));
+        assert_eq!(moved.items("virtual_ipaddress"), [at(14, 22), at(14, 40)]);
+        assert_eq!(moved.located("virtual_ipaddress"), at(14, 21));
+    }
+
     #[test]
     fn protocol_names_and_numbers() {
         let cases =
@@ -861,14 +864,8 @@ mod tests {
     #[test]
     fn serializes_without_key_locations() {
         let rs = RealServer {
-            forwarding: Default::default(),
-            address: "192.0.2.11".parse().unwrap(),
-            port: 80,
-            weight: 1,
-            health: RealHealth::default(),
-            location: Location::new(6, 1),
             key_locations: Spans::at_section(Location::new(6, 1)),
-            check_locations: Vec::new(),
+            ..crate::fixture::real_server("192.0.2.11", 80, Location::new(6, 1))
         };
         let json = serde_json::to_value(&rs).unwrap();
         assert_eq!(

@@ -26,7 +26,7 @@ pub fn notices(config: &Config) -> Vec<Diagnostic> {
         if let Some(reason) = super::needs_ipvs(vs) {
             let at = match vs.fwmark {
                 Some(_) => vs.vip_at(),
-                None => vs.forwarding.lb_kind_at.unwrap_or(vs.location),
+                None => vs.lb_kind_at(),
             };
             notice(at, format!("{reason}: runs on the kernel IPVS dataplane"));
         } else if super::prefers_ipvs(vs).is_some() {
@@ -112,21 +112,21 @@ fn bgp(config: &Config, notices: &mut Vec<Diagnostic>) {
 /// VRRP settings that do not do what they say.
 fn vrrp(config: &Config, notices: &mut Vec<Diagnostic>) {
     for (i, instance) in config.vrrp.instances.iter().enumerate() {
-        let at = config.vrrp_locations.instance(i, instance.location);
+        let at = config.vrrp_spans(i);
         let mut notice = |at: Location, message: &str| {
             let message = format!("vrrp_instance `{}`: {message}", instance.name);
             notices.push(notice_in(config, at, message));
         };
         if instance.unicast_src_ip.is_some() && instance.unicast_peer.is_empty() {
             notice(
-                at.unicast_src_ip,
+                at.located("unicast_src_ip"),
                 "unicast_src_ip without unicast_peer: the adverts are still multicast, only sent \
                  from this address",
             );
         }
         if instance.priority == OWNER_PRIORITY && !instance.initial_master {
             notice(
-                at.priority,
+                at.located("priority"),
                 "priority 255 makes it the address owner, which always starts as MASTER: state \
                  BACKUP has no effect",
             );

@@ -38,8 +38,7 @@ use super::error::{Diagnostic, LineIndex, did_you_mean};
 use super::health::{RealHealth, ServiceHealth};
 use super::model::{
     Config, DEFAULT_LB_ALGO, DEFAULT_WEIGHT, DataplaneSettings, Location, Protocol, RealForwarding,
-    RealServer, ServiceForwarding, Spans, VirtualServer, VrrpLocations, host_prefix_len,
-    unspecified,
+    RealServer, ServiceForwarding, Spans, VirtualServer, host_prefix_len, unspecified,
 };
 use super::vrrp::VrrpConfig;
 use crate::maglev;
@@ -68,13 +67,10 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
     let mut parser = Parser { source, lines: LineIndex::new(text), errors: Vec::new() };
     let mut config = Config {
         source: source.to_path_buf(),
-        dataplane: DataplaneSettings::default(),
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
-        vrrp_locations: VrrpLocations::default(),
-        bgp: None,
-        flow_sync: None,
-        script_user: None,
+        vrrp_locations: Vec::new(),
+        ..crate::fixture::config("test.toml", Vec::new())
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
@@ -132,6 +128,11 @@ impl Parser<'_> {
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.error_at(span.start, message);
+    }
+
+    /// An error at a location already worked out (a value's place kept in its section's spans).
+    fn error_located(&mut self, location: Location, message: impl Into<String>) {
+        self.errors.push(Diagnostic::error(self.source, location, message));
     }
 
     /// Fills `config` (its defaults in place) from the document's tables.
@@ -378,20 +379,6 @@ impl Parser<'_> {
             });
             self.error(key.span(), message);
         }
-    }
-
-    fn required<'a, 'i>(
-        &mut self,
-        table: &'a DeTable<'i>,
-        name: &str,
-        section_at: Location,
-        section: &str,
-    ) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
-        let found = table.get_key_value(name);
-        if found.is_none() {
-            self.missing(section_at, name, section);
-        }
-        found
     }
 
     fn missing(&mut self, section_at: Location, name: &str, section: &str) {
@@ -648,7 +635,6 @@ fn describe(value: &DeValue<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::health::ServiceHealth;
     use super::super::parse_toml;
     use super::super::test_support::{
         FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
@@ -1483,47 +1469,28 @@ port = 80
 weight = 2
 "#;
         let real = |address: &str, line: u32, weight: u32| RealServer {
-            forwarding: Default::default(),
-            address: address.parse().unwrap(),
-            port: 80,
             weight,
-            health: RealHealth::default(),
-            location: Location::new(line, 1),
             key_locations: Spans::at_section(Location::new(line, 1))
                 .with("address", Location::new(line + 1, 11))
                 .with("port", Location::new(line + 2, 8))
                 .with("weight", Location::new(line + 3, 10)),
-            check_locations: Vec::new(),
+            ..crate::fixture::real_server(address, 80, Location::new(line, 1))
         };
         let expected = Config {
-            source: "test.toml".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
-                forwarding: Default::default(),
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
-                protocol: Protocol::Tcp,
-                fwmark: None,
-                interface: "eth0".to_owned(),
-                lb_algo: "mh".to_owned(),
-                table_size: 65537,
-                persistence_timeout: None,
                 persistence_prefix: 32,
                 real_servers: vec![real("192.0.2.11", 7, 1), real("192.0.2.12", 12, 2)],
-                sorry_server: None,
-                health: ServiceHealth::default(),
                 location: Location::new(1, 1),
                 key_locations: Spans::at_section(Location::new(1, 1))
                     .with("vip", Location::new(2, 7))
                     .with("port", Location::new(3, 8))
                     .with("protocol", Location::new(4, 12))
                     .with("interface", Location::new(5, 13)),
+                ..crate::fixture::virtual_server("192.0.2.100", 80, Location::new(1, 1))
             }],
+            ..crate::fixture::config("test.toml", Vec::new())
         };
         assert_eq!(parse_ok(text), expected);
     }
@@ -1658,12 +1625,6 @@ port = 443
 "#;
         let at = Location::new;
         let expected = Config {
-            source: "test.toml".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
             dataplane: DataplaneSettings {
                 flow_table_size: 4 << 20,
                 hash_seed: 0xdead_beef,
@@ -1689,37 +1650,20 @@ port = 443
             },
             virtual_servers: vec![
                 VirtualServer {
-                    forwarding: Default::default(),
                     vip: "192.0.2.100".parse().unwrap(),
                     port: 0,
                     protocol: Protocol::Udp,
-                    fwmark: None,
-                    interface: "eth0".to_owned(),
-                    lb_algo: "mh".to_owned(),
                     table_size: 251,
                     persistence_timeout: Some(Duration::from_secs(300)),
                     persistence_prefix: 24,
                     real_servers: vec![RealServer {
-                        forwarding: Default::default(),
-                        address: "192.0.2.11".parse().unwrap(),
-                        port: 0,
-                        weight: 1,
-                        health: RealHealth::default(),
-                        location: at(21, 1),
                         key_locations: Spans::at_section(at(21, 1)).with("address", at(22, 11)),
-                        check_locations: Vec::new(),
+                        ..crate::fixture::real_server("192.0.2.11", 0, at(21, 1))
                     }],
                     sorry_server: Some(RealServer {
-                        forwarding: Default::default(),
-                        address: "192.0.2.200".parse().unwrap(),
-                        port: 0,
-                        weight: 1,
-                        health: RealHealth::default(),
-                        location: at(19, 16),
                         key_locations: Spans::at_section(at(19, 16)).with("address", at(19, 28)),
-                        check_locations: Vec::new(),
+                        ..crate::fixture::real_server("192.0.2.200", 0, at(19, 16))
                     }),
-                    health: ServiceHealth::default(),
                     location: at(11, 1),
                     key_locations: Spans::at_section(at(11, 1))
                         .with("vip", at(12, 7))
@@ -1730,32 +1674,20 @@ port = 443
                         .with("table_size", at(16, 14))
                         .with("persistence_timeout", at(17, 23))
                         .with("persistence_granularity", at(18, 27)),
+                    ..crate::fixture::virtual_server("192.0.2.100", 0, at(11, 1))
                 },
                 VirtualServer {
-                    forwarding: Default::default(),
                     vip: "2001:db8::100".parse().unwrap(),
                     port: 443,
-                    protocol: Protocol::Tcp,
-                    fwmark: None,
                     interface: "eth1".to_owned(),
-                    lb_algo: "mh".to_owned(),
-                    table_size: 65537,
                     persistence_timeout: Some(Duration::from_millis(500)),
                     persistence_prefix: 64,
-                    real_servers: Vec::new(),
                     sorry_server: Some(RealServer {
-                        forwarding: Default::default(),
-                        address: "2001:db8::200".parse().unwrap(),
-                        port: 443,
-                        weight: 1,
-                        health: RealHealth::default(),
-                        location: at(31, 1),
                         key_locations: Spans::at_section(at(31, 1))
                             .with("address", at(32, 11))
                             .with("port", at(33, 8)),
-                        check_locations: Vec::new(),
+                        ..crate::fixture::real_server("2001:db8::200", 443, at(31, 1))
                     }),
-                    health: ServiceHealth::default(),
                     location: at(24, 1),
                     key_locations: Spans::at_section(at(24, 1))
                         .with("vip", at(25, 7))
@@ -1763,8 +1695,10 @@ port = 443
                         .with("interface", at(27, 13))
                         .with("persistence_timeout", at(28, 23))
                         .with("persistence_granularity", at(29, 27)),
+                    ..crate::fixture::virtual_server("2001:db8::100", 443, at(24, 1))
                 },
             ],
+            ..crate::fixture::config("test.toml", Vec::new())
         };
         assert_eq!(parse_ok(text), expected);
         assert!(super::super::validate(&expected, &FakeHost).is_empty());

@@ -9,7 +9,7 @@ use super::error::{Diagnostic, closest};
 use super::host::HostView;
 use super::model::{
     Config, LbKind, Location, Protocol, RealServer, SCHEDULERS, Spans, VirtualServer,
-    VirtualServerKey, VrrpInstanceLocations, host_prefix_len, not_a_host_address,
+    VirtualServerKey, host_prefix_len, not_a_host_address,
 };
 use super::vrrp::{MAX_ADVERT_INT_V2, MAX_ADVERT_INT_V3, VrrpInstance};
 
@@ -57,7 +57,7 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
         persistence_granularity(vs, &mut error);
         if vs.forwarding.one_packet && vs.protocol != Protocol::Udp {
             error(
-                vs.forwarding.one_packet_at.unwrap_or(vs.location),
+                vs.one_packet_at(),
                 format!(
                     "`ops` (one-packet scheduling) is for UDP services; {vs} is {}",
                     vs.protocol
@@ -379,7 +379,7 @@ fn backend(
     let f = &rs.forwarding;
     if f.uthreshold != 0 && f.lthreshold > f.uthreshold {
         error(
-            f.thresholds_at.unwrap_or(rs.location),
+            rs.thresholds_at(),
             format!(
                 "`lthreshold` {} of {role} {rs} is above its `uthreshold` {}: new connections \
                  resume below lthreshold after stopping at uthreshold",
@@ -447,18 +447,18 @@ fn vrrp(config: &Config, host: &dyn HostView, error: &mut impl FnMut(Location, S
     // Address → the instance holding it.
     let mut holders: HashMap<IpAddr, &VrrpInstance> = HashMap::new();
     for (i, instance) in config.vrrp.instances.iter().enumerate() {
-        let at = config.vrrp_locations.instance(i, instance.location);
+        let at = config.vrrp_spans(i);
         let name = &instance.name;
         if !host.interface_exists(&instance.interface) {
             error(
-                at.interface,
+                at.located("interface"),
                 format!("interface `{}` does not exist on this host", instance.interface),
             );
         }
         for (j, track) in instance.track_interface.iter().enumerate() {
             if !host.interface_exists(&track.name) {
                 error(
-                    at.track_interface(j),
+                    at.item("track_interface", j),
                     format!("tracked interface `{}` does not exist on this host", track.name),
                 );
             }
@@ -469,7 +469,7 @@ fn vrrp(config: &Config, host: &dyn HostView, error: &mut impl FnMut(Location, S
         let router = (instance.interface.as_str(), instance.virtual_router_id, instance.is_ipv6());
         if let Some(first) = routers.get(&router) {
             error(
-                at.virtual_router_id,
+                at.located("virtual_router_id"),
                 format!(
                     "virtual_router_id {} on {} is already used by vrrp_instance `{}` at line {} \
                      ({}): the instances of one family on one interface need different \
@@ -488,14 +488,14 @@ fn vrrp(config: &Config, host: &dyn HostView, error: &mut impl FnMut(Location, S
         for (j, vip) in instance.virtual_ipaddress.iter().enumerate() {
             match holders.get(&vip.address) {
                 Some(holder) if std::ptr::eq(*holder, instance) => error(
-                    at.virtual_ipaddress(j),
+                    at.item("virtual_ipaddress", j),
                     format!(
                         "{} is listed twice in the virtual_ipaddress of vrrp_instance `{name}`",
                         vip.address
                     ),
                 ),
                 Some(holder) => error(
-                    at.virtual_ipaddress(j),
+                    at.item("virtual_ipaddress", j),
                     format!(
                         "{} is already in the virtual_ipaddress of vrrp_instance `{}` at line {}: \
                          an address can belong to one instance only",
@@ -511,11 +511,7 @@ fn vrrp(config: &Config, host: &dyn HostView, error: &mut impl FnMut(Location, S
 }
 
 /// What the instance's VRRP version carries: the interval of its adverts, authentication, IPv6.
-fn vrrp_version(
-    instance: &VrrpInstance,
-    at: &VrrpInstanceLocations,
-    error: &mut impl FnMut(Location, String),
-) {
+fn vrrp_version(instance: &VrrpInstance, at: &Spans, error: &mut impl FnMut(Location, String)) {
     let name = &instance.name;
     let interval = instance.advert_int;
     let secs = interval.as_secs_f64();
@@ -524,7 +520,7 @@ fn vrrp_version(
         2 => {
             if instance.is_ipv6() {
                 error(
-                    at.version,
+                    at.located("version"),
                     format!(
                         "version 2 cannot carry the IPv6 addresses of vrrp_instance `{name}`: \
                          VRRPv2 is IPv4 only; use version 3 (the default for IPv6 addresses)"
@@ -533,7 +529,7 @@ fn vrrp_version(
             }
             if interval.is_zero() || interval > MAX_ADVERT_INT_V2 {
                 error(
-                    at.advert_int,
+                    at.located("advert_int"),
                     format!(
                         "`advert_int` must be 1 to {} seconds with version 2, found {secs}",
                         MAX_ADVERT_INT_V2.as_secs()
@@ -543,7 +539,7 @@ fn vrrp_version(
                 // keepalived rounds to the nearest second, at least 1.
                 let rounded = ((nanos + 500_000_000) / 1_000_000_000).max(1);
                 error(
-                    at.advert_int,
+                    at.located("advert_int"),
                     format!(
                         "`advert_int` {secs} is not whole seconds, which VRRPv2 adverts carry: \
                          keepalived would round it to {rounded}; write whole seconds, or use \
@@ -555,7 +551,7 @@ fn vrrp_version(
         3 => {
             if instance.auth_pass.is_some() {
                 error(
-                    at.authentication,
+                    at.located("authentication"),
                     format!(
                         "`authentication` is VRRPv2's, and vrrp_instance `{name}` runs version 3, \
                          which has none (keepalived ignores it): remove it, or use version 2"
@@ -565,7 +561,7 @@ fn vrrp_version(
             let centi = 10_000_000;
             if interval.is_zero() || interval > MAX_ADVERT_INT_V3 {
                 error(
-                    at.advert_int,
+                    at.located("advert_int"),
                     format!(
                         "`advert_int` must be 0.01 to {} seconds with version 3 (its adverts carry \
                          hundredths of a second in 12 bits), found {secs}",
@@ -578,7 +574,7 @@ fn vrrp_version(
                 let rounded = Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
                     .min(MAX_ADVERT_INT_V3);
                 error(
-                    at.advert_int,
+                    at.located("advert_int"),
                     format!(
                         "`advert_int` {secs} is not in hundredths of a second, which VRRPv3 adverts \
                          carry: keepalived would round it to {}",
@@ -593,11 +589,7 @@ fn vrrp_version(
 }
 
 /// One address family per instance: its addresses, unicast peers and source address.
-fn vrrp_families(
-    instance: &VrrpInstance,
-    at: &VrrpInstanceLocations,
-    error: &mut impl FnMut(Location, String),
-) {
+fn vrrp_families(instance: &VrrpInstance, at: &Spans, error: &mut impl FnMut(Location, String)) {
     let name = &instance.name;
     let Some(first) = instance.virtual_ipaddress.first() else {
         return;
@@ -606,7 +598,7 @@ fn vrrp_families(
     for (j, vip) in instance.virtual_ipaddress.iter().enumerate().skip(1) {
         if vip.address.is_ipv4() != first.address.is_ipv4() {
             error(
-                at.virtual_ipaddress(j),
+                at.item("virtual_ipaddress", j),
                 format!(
                     "{} is {} but {} before it is {family_of_first}: the addresses of one \
                      instance are all in one family; put the {} ones in another vrrp_instance",
@@ -628,11 +620,11 @@ fn vrrp_families(
     if let Some(source) = instance.unicast_src_ip
         && source.is_ipv4() != first.address.is_ipv4()
     {
-        error(at.unicast_src_ip, mismatch("unicast_src_ip", source));
+        error(at.located("unicast_src_ip"), mismatch("unicast_src_ip", source));
     }
     for (j, &peer) in instance.unicast_peer.iter().enumerate() {
         if peer.is_ipv4() != first.address.is_ipv4() {
-            error(at.unicast_peer(j), mismatch("unicast_peer", peer));
+            error(at.item("unicast_peer", j), mismatch("unicast_peer", peer));
         }
     }
 }
@@ -648,9 +640,7 @@ fn family(address: IpAddr) -> &'static str {
 mod tests {
     use super::super::health::{
         CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_RETRY, HealthCheck,
-        RealHealth, ServiceHealth,
     };
-    use super::super::model::{DataplaneSettings, Protocol};
     use super::super::parse_toml;
     use super::super::test_support::{FakeHost, assert_single_error, doc};
     use super::super::vrrp::TrackInterface;
@@ -1201,38 +1191,11 @@ mod tests {
 
     /// A virtual server as another front end might build it, at line `line`, column 3.
     fn hand_built(vip: &str, port: u16, line: u32) -> VirtualServer {
-        let at = Location::new(line, 3);
-        VirtualServer {
-            forwarding: Default::default(),
-            vip: vip.parse().unwrap(),
-            port,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
-            lb_algo: "mh".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
-            persistence_timeout: None,
-            persistence_prefix: host_prefix_len(vip.parse().unwrap()),
-            real_servers: Vec::new(),
-            sorry_server: None,
-            health: ServiceHealth::default(),
-            location: at,
-            key_locations: Spans::at_section(at),
-        }
+        crate::fixture::virtual_server(vip, port, Location::new(line, 3))
     }
 
     fn hand_built_real(address: &str, port: u16, line: u32) -> RealServer {
-        let at = Location::new(line, 3);
-        RealServer {
-            forwarding: Default::default(),
-            address: address.parse().unwrap(),
-            port,
-            weight: 1,
-            health: RealHealth::default(),
-            location: at,
-            key_locations: Spans::at_section(at),
-            check_locations: Vec::new(),
-        }
+        crate::fixture::real_server(address, port, Location::new(line, 3))
     }
 
     fn shown(config: &Config) -> Vec<String> {
@@ -1263,16 +1226,7 @@ mod tests {
         };
         vs.real_servers[0].health.checks.push(check);
         vs.sorry_server = Some(hand_built_real("192.0.2.200", 80, 9));
-        let config = Config {
-            source: "/etc/keepalived/keepalived.conf".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
-            virtual_servers: vec![vs],
-        };
+        let config = crate::fixture::config("/etc/keepalived/keepalived.conf", vec![vs]);
         assert_eq!(
             shown(&config),
             [
@@ -1295,16 +1249,7 @@ mod tests {
         let services = |n: u16| -> Vec<VirtualServer> {
             (1..=n).map(|port| hand_built("192.0.2.100", port, u32::from(port))).collect()
         };
-        let mut config = Config {
-            source: "lb.toml".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
-            virtual_servers: services(1024),
-        };
+        let mut config = crate::fixture::config("lb.toml", services(1024));
         assert_eq!(shown(&config), Vec::<String>::new(), "exactly at the limit");
 
         config.virtual_servers = services(1026);

@@ -252,18 +252,17 @@ mod tests {
         assert!(!path.exists());
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("lb-ctl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir
+    /// A fresh folder, removed when the guard drops (also when the test panics).
+    fn scratch(name: &str) -> tempfile::TempDir {
+        crate::testutil::scratch_dir(&format!("lb-ctl-{name}-"))
     }
 
     /// `--socket` pointing at something that is not a socket (a typo naming the config) is
     /// refused and the file is left alone; a stale socket is replaced; a live one is refused.
     #[tokio::test]
     async fn binds_only_over_a_stale_socket() {
-        let dir = scratch("bind");
+        let scratch = scratch("bind");
+        let dir = scratch.path();
         let file = dir.join("lb.toml");
         std::fs::write(&file, "precious").expect("write");
         let subdir = dir.join("sub");
@@ -301,13 +300,13 @@ mod tests {
         assert!(matches!(ControlSocket::bind(&stale), Err(BindError::InUse(_))));
         drop(sock);
         assert!(!stale.exists(), "our socket is removed at stop");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Stop removes the socket file only while it is still ours.
     #[tokio::test]
     async fn removes_only_its_own_socket_at_stop() {
-        let dir = scratch("drop");
+        let scratch = scratch("drop");
+        let dir = scratch.path();
         let path = dir.join("lb.sock");
         let replaced_by_file = ControlSocket::bind(&path).expect("bind");
         std::fs::remove_file(&path).expect("rm");
@@ -323,13 +322,13 @@ mod tests {
         assert!(StdUnixStream::connect(&path).is_ok(), "the second socket survived the first");
         drop(second);
         assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Beyond the cap, a connection is told "busy" at once; a slot freed is served again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_beyond_the_cap_are_refused_at_once() {
-        let dir = scratch("cap");
+        let scratch = scratch("cap");
+        let dir = scratch.path();
         let path = dir.join("lb.sock");
         let limit = ListenerLimit::new("control", 2);
         let sock = ControlSocket::bind(&path).expect("bind");
@@ -360,7 +359,6 @@ mod tests {
         .expect("client side");
         task.abort();
         let _ = task.await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn wait(mut cond: impl FnMut() -> bool) -> bool {

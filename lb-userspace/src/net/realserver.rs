@@ -29,12 +29,17 @@
 //! docs/tunnels.md), with the kernel's own fallback devices, which take packets from any remote
 //! once up: `tunl0` (IPv4 in IPv4) or `ip6tnl0` (IPv6 in IPv6) for `ipip`, `gre0` / `ip6gre0` for
 //! `gre`, and for `gue` a FOU receive port (`ip fou add port N ipproto 4`, or `ipproto 41 -6`)
-//! that hands the inner packet to `tunl0` / `ip6tnl0`. The outer family is taken to be the VIP's
-//! (the VIP's family and the real's alike). `rp_filter` is turned off (0) on `all` and on an IPv4
-//! decapsulating device, where it is not already: the inner source is the client, whose route is
-//! not through the tunnel, so strict reverse-path filtering would drop every packet. `up` brings
-//! the devices up and adds the FOU ports it needs; `down` (with the last VIP) takes down and
-//! removes exactly those it added, and restores the sysctls.
+//! that hands the inner packet to `tunl0` / `ip6tnl0`. The outer family is the VIP's unless
+//! `--outer 4|6` says otherwise (the family of the real's address in the director's configuration,
+//! a mixed-family service): IPv6 in IPv4 arrives on `sit0` (module `sit`), IPv4 in IPv6 on
+//! `ip6tnl0`, whose mode `up` changes to `any` (the fallback device takes only IPv6 in IPv6
+//! otherwise), GRE on the outer family's device (`gre0` / `ip6gre0` take either inner family),
+//! and a GUE port is opened on the outer family with the inner family's protocol (`ipproto 41`
+//! over IPv4, `ipproto 4 -6`). `rp_filter` is turned off (0) on `all` and on each device that
+//! receives inner IPv4 packets, where it is not already: the inner source is the client, whose
+//! route is not through the tunnel, so strict reverse-path filtering would drop every packet.
+//! `up` brings the devices up and adds the FOU ports it needs; `down` (with the last VIP) takes
+//! down and removes exactly those it added, restores `ip6tnl0`'s mode and the sysctls.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -83,6 +88,24 @@ pub enum TunnelKind {
     Gre,
 }
 
+/// `--outer`: the family of the outer header, when it is not the VIP's (the family of the real's
+/// address in the director's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Outer {
+    /// IPv4 (the real is reached at an IPv4 address).
+    #[value(name = "4")]
+    V4,
+    /// IPv6 (the real is reached at an IPv6 address).
+    #[value(name = "6")]
+    V6,
+}
+
+impl Outer {
+    fn is_ipv6(self) -> bool {
+        self == Outer::V6
+    }
+}
+
 /// The decapsulation `up` sets up besides the VIPs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tunnel {
@@ -127,32 +150,63 @@ impl fmt::Display for FouPort {
     }
 }
 
-/// What a tunnel needs for the VIPs' families: devices (with the module that makes them) and FOU
-/// ports, in order, without repeats.
+/// `ip6tnl0`'s modes (`ip -6 tunnel ... mode`): the inner protocol it takes, 0 for both.
+const IP6TNL_ANY: u8 = 0;
+const IP6TNL_IP6IP6: u8 = 41;
+
+/// What a tunnel needs for the VIPs' families: devices (with the module that makes them), FOU
+/// ports, in order, without repeats; the devices that receive inner IPv4 packets (`rp_filter`);
+/// whether `ip6tnl0` must take IPv4 in IPv6 (`mode any`).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct TunnelPlan {
     devices: Vec<(&'static str, &'static str)>,
     fou: Vec<FouPort>,
+    ipv4_inner: Vec<&'static str>,
+    ip6tnl_any: bool,
 }
 
-fn tunnel_plan(tunnel: Tunnel, vips: &[IpAddr]) -> TunnelPlan {
+/// The plan for `tunnel` to the VIPs over `outer` (each VIP's own family when `None`).
+///
+/// # Errors
+/// GUE with VIPs of both families over one outer family: one FOU port (one UDP socket per
+/// family) hands its packets to one inner protocol.
+fn tunnel_plan(tunnel: Tunnel, vips: &[IpAddr], outer: Option<Outer>) -> Result<TunnelPlan> {
     let mut plan = TunnelPlan::default();
-    for ipv6 in [false, true] {
-        if !vips.iter().any(|v| v.is_ipv6() == ipv6) {
+    for inner6 in [false, true] {
+        if !vips.iter().any(|v| v.is_ipv6() == inner6) {
             continue;
         }
-        let device = match (tunnel, ipv6) {
-            (Tunnel::Ipip | Tunnel::Gue { .. }, false) => ("tunl0", "ipip"),
-            (Tunnel::Ipip | Tunnel::Gue { .. }, true) => ("ip6tnl0", "ip6_tunnel"),
-            (Tunnel::Gre, false) => ("gre0", "ip_gre"),
-            (Tunnel::Gre, true) => ("ip6gre0", "ip6_gre"),
+        let outer6 = outer.map_or(inner6, Outer::is_ipv6);
+        let device = match (tunnel, inner6, outer6) {
+            (Tunnel::Ipip | Tunnel::Gue { .. }, false, false) => ("tunl0", "ipip"),
+            (Tunnel::Ipip | Tunnel::Gue { .. }, true, false) => ("sit0", "sit"),
+            (Tunnel::Ipip | Tunnel::Gue { .. }, _, true) => ("ip6tnl0", "ip6_tunnel"),
+            (Tunnel::Gre, _, false) => ("gre0", "ip_gre"),
+            (Tunnel::Gre, _, true) => ("ip6gre0", "ip6_gre"),
         };
-        plan.devices.push(device);
+        if !plan.devices.contains(&device) {
+            plan.devices.push(device);
+        }
+        if !inner6 {
+            // One device per inner family: no repeats here.
+            plan.ipv4_inner.push(device.0);
+            plan.ip6tnl_any |= device.0 == "ip6tnl0";
+        }
         if let Tunnel::Gue { port } = tunnel {
-            plan.fou.push(FouPort { port, ipproto: if ipv6 { 41 } else { 4 }, ipv6 });
+            let want = FouPort { port, ipproto: if inner6 { 41 } else { 4 }, ipv6: outer6 };
+            if let Some(other) = plan.fou.iter().find(|f| f.port == port && f.ipv6 == outer6) {
+                bail!(
+                    "--tunnel gue --outer {}: {other} cannot also take ipproto {} (one port, one \
+                     inner family); nothing was changed (set up the other family's VIPs with \
+                     another --gue-port, the service's tun_port)",
+                    if outer6 { 6 } else { 4 },
+                    want.ipproto
+                );
+            }
+            plan.fou.push(want);
         }
     }
-    plan
+    Ok(plan)
 }
 
 /// What to do it to.
@@ -161,6 +215,8 @@ pub struct Options {
     pub vips: Vec<IpAddr>,
     /// `--tunnel`: also decapsulate this (none for direct routing).
     pub tunnel: Option<Tunnel>,
+    /// `--outer`: the tunnel's outer family when it is not the VIP's.
+    pub outer: Option<Outer>,
     /// The interface that holds the VIPs ([`DEFAULT_DEV`]).
     pub dev: String,
     /// The state file ([`DEFAULT_STATE`]).
@@ -211,6 +267,9 @@ trait Links {
     async fn fou_ports(&self) -> Result<Vec<(u16, Option<u8>)>>;
     async fn fou_add(&self, fou: &FouPort) -> Result<()>;
     async fn fou_del(&self, fou: &FouPort) -> Result<()>;
+    /// `ip6tnl0`'s mode: the inner protocol it takes (4, 41; 0 for both).
+    async fn ip6tnl_mode(&self) -> Result<u8>;
+    async fn set_ip6tnl_mode(&self, ipproto: u8) -> Result<()>;
     /// Every address of every interface.
     async fn addresses(&self) -> Result<Vec<Present>>;
     async fn add(&self, address: &Present) -> Result<()>;
@@ -265,6 +324,22 @@ impl Links for Netlink {
     async fn fou_del(&self, fou: &FouPort) -> Result<()> {
         let family = if fou.ipv6 { "-6" } else { "-4" };
         run_ip(&[family, "fou", "del", "port", &fou.port.to_string()]).map(drop)
+    }
+
+    // The fallback device's mode changes only by the tunnel ioctl, `ip -6 tunnel change`'s.
+    async fn ip6tnl_mode(&self) -> Result<u8> {
+        let shown = run_ip(&["-6", "tunnel", "show", "ip6tnl0"])?;
+        parse_ip6tnl_mode(&shown)
+            .with_context(|| format!("no mode in `ip -6 tunnel show ip6tnl0`: {}", shown.trim()))
+    }
+
+    async fn set_ip6tnl_mode(&self, ipproto: u8) -> Result<()> {
+        let mode = match ipproto {
+            IP6TNL_ANY => "any",
+            4 => "ipip6",
+            _ => "ip6ip6",
+        };
+        run_ip(&["-6", "tunnel", "change", "ip6tnl0", "mode", mode]).map(drop)
     }
 
     async fn addresses(&self) -> Result<Vec<Present>> {
@@ -343,6 +418,18 @@ fn parse_fou(listing: &str) -> Vec<(u16, Option<u8>)> {
     out
 }
 
+/// `ip -6 tunnel show ip6tnl0`: `ip6tnl0: ipv6/ipv6 remote :: ...`, the inner protocol before
+/// the slash (`ip`, `ipv6`, `any`).
+fn parse_ip6tnl_mode(shown: &str) -> Option<u8> {
+    let words = shown.split_whitespace().nth(1)?;
+    match words.strip_suffix("/ipv6")? {
+        "ip" => Some(4),
+        "ipv6" => Some(IP6TNL_IP6IP6),
+        "any" => Some(IP6TNL_ANY),
+        _ => None,
+    }
+}
+
 /// The sysctls under `root` (`/proc/sys`), by path relative to it (`net/ipv4/conf/all/arp_ignore`).
 struct Sysctls {
     root: PathBuf,
@@ -412,6 +499,9 @@ struct State {
     /// The FOU ports `up` added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fou: Vec<FouPort>,
+    /// `ip6tnl0`'s mode before `up` set it to `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip6tnl_mode: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,6 +561,10 @@ async fn checked(links: &impl Links, options: &Options) -> Result<(u32, Vec<IpAd
     }
     if vips.is_empty() {
         bail!("no --vip given; nothing was changed");
+    }
+    if let (Some(outer), None) = (options.outer, options.tunnel) {
+        let family = if outer.is_ipv6() { 6 } else { 4 };
+        bail!("--outer {family} goes only with --tunnel; nothing was changed");
     }
     let all = links.links().await?;
     let Some(link) = all.iter().find(|l| l.name == options.dev) else {
@@ -533,16 +627,14 @@ fn arp_changes(sysctls: &Sysctls, report: &mut Vec<String>) -> Result<Vec<Change
     Ok(changes)
 }
 
-/// `rp_filter` off on `all` and on each IPv4 decapsulating device where it is on (the kernel
-/// filters by the larger of the two).
-fn rp_filter_changes(sysctls: &Sysctls, devices: &[&str]) -> Result<Vec<Change>> {
+/// `rp_filter` off on `all` and on each device that receives inner IPv4 packets, where it is on
+/// (the kernel filters by the larger of the two).
+fn rp_filter_changes(sysctls: &Sysctls, ipv4_inner: &[&str]) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
-    let ipv4: Vec<&str> =
-        devices.iter().copied().filter(|d| matches!(*d, "tunl0" | "gre0")).collect();
-    if ipv4.is_empty() {
+    if ipv4_inner.is_empty() {
         return Ok(changes);
     }
-    for scope in std::iter::once("all").chain(ipv4) {
+    for scope in std::iter::once("all").chain(ipv4_inner.iter().copied()) {
         let key = conf_key(scope, "rp_filter");
         let from = sysctls.read_number(&key)?;
         if from != 0 {
@@ -552,13 +644,23 @@ fn rp_filter_changes(sysctls: &Sysctls, devices: &[&str]) -> Result<Vec<Change>>
     Ok(changes)
 }
 
-/// What a tunnel changes: devices to bring up (index, name) and FOU ports to add. Fails, before
-/// anything changed, when a device is missing or a FOU port is taken by another kind.
+/// What a tunnel changes.
+#[derive(Debug, Default)]
+struct TunnelChanges {
+    /// Devices to bring up: index, name.
+    devices: Vec<(u32, String)>,
+    fou: Vec<FouPort>,
+    /// `ip6tnl0`'s mode now, when it must become `any`.
+    ip6tnl_from: Option<u8>,
+}
+
+/// What a tunnel changes. Fails, before anything changed, when a device is missing or a FOU port
+/// is taken by another kind.
 async fn tunnel_changes(
     links: &impl Links,
     plan: &TunnelPlan,
     report: &mut Vec<String>,
-) -> Result<(Vec<(u32, String)>, Vec<FouPort>)> {
+) -> Result<TunnelChanges> {
     let all = links.links().await?;
     let mut devices = Vec::new();
     for (name, module) in &plan.devices {
@@ -596,15 +698,26 @@ async fn tunnel_changes(
             fou.push(want.clone());
         }
     }
-    Ok((devices, fou))
+    let mut ip6tnl_from = None;
+    if plan.ip6tnl_any {
+        match links.ip6tnl_mode().await? {
+            IP6TNL_ANY => report.push("ip6tnl0 is already in mode any".to_owned()),
+            mode => ip6tnl_from = Some(mode),
+        }
+    }
+    Ok(TunnelChanges { devices, fou, ip6tnl_from })
 }
 
 async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<Vec<String>> {
     let (ifindex, vips) = checked(links, options).await?;
     let dev = &options.dev;
     let mut report = Vec::new();
-    let plan = options.tunnel.map(|t| tunnel_plan(t, &vips)).unwrap_or_default();
-    let (devices, fou) = tunnel_changes(links, &plan, &mut report).await?;
+    let plan = match options.tunnel {
+        Some(tunnel) => tunnel_plan(tunnel, &vips, options.outer)?,
+        None => TunnelPlan::default(),
+    };
+    let TunnelChanges { devices, fou, ip6tnl_from } =
+        tunnel_changes(links, &plan, &mut report).await?;
     let state_path = &options.state;
     let before = State::load(state_path)?;
     let mut state = before.clone().unwrap_or_default();
@@ -614,8 +727,7 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
     } else {
         Vec::new()
     };
-    let names: Vec<&str> = plan.devices.iter().map(|(name, _)| *name).collect();
-    changes.extend(rp_filter_changes(sysctls, &names)?);
+    changes.extend(rp_filter_changes(sysctls, &plan.ipv4_inner)?);
     let present = links.addresses().await?;
     let all_links = links.links().await?;
     let missing: Vec<Present> = vips
@@ -650,6 +762,9 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
             state.fou.push(port.clone());
         }
     }
+    if state.ip6tnl_mode.is_none() {
+        state.ip6tnl_mode = ip6tnl_from;
+    }
     for &address in &vips {
         let entry = StateVip { address, dev: dev.clone() };
         if !state.vips.contains(&entry) {
@@ -669,6 +784,10 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
         links.fou_add(port).await?;
         report.push(format!("added {port}"));
     }
+    if ip6tnl_from.is_some() {
+        links.set_ip6tnl_mode(IP6TNL_ANY).await?;
+        report.push("set ip6tnl0 mode any (IPv4 and IPv6 in IPv6)".to_owned());
+    }
     for (index, name) in &devices {
         links.set_up(*index, true).await?;
         report.push(format!("set {name} up"));
@@ -677,14 +796,19 @@ async fn up(links: &impl Links, sysctls: &Sysctls, options: &Options) -> Result<
         links.add(address).await?;
         report.push(format!("added {}/{} to {dev}", address.address, address.prefix));
     }
-    if changes.is_empty() && missing.is_empty() && devices.is_empty() && fou.is_empty() {
+    if changes.is_empty()
+        && missing.is_empty()
+        && devices.is_empty()
+        && fou.is_empty()
+        && ip6tnl_from.is_none()
+    {
         report.push("nothing to change".to_owned());
     }
     Ok(report)
 }
 
-/// Undoes the tunnel part of `up`: its devices down, its FOU ports removed (what is gone already
-/// is reported, not an error).
+/// Undoes the tunnel part of `up`: its devices down, `ip6tnl0`'s mode restored, its FOU ports
+/// removed (what is gone already is reported, not an error).
 async fn undo_tunnels(links: &impl Links, state: &State, report: &mut Vec<String>) -> Result<()> {
     let all = links.links().await?;
     for name in &state.links_up {
@@ -695,6 +819,15 @@ async fn undo_tunnels(links: &impl Links, state: &State, report: &mut Vec<String
             }
             Some(_) => report.push(format!("{name} is already down")),
             None => report.push(format!("{name} is gone")),
+        }
+    }
+    if let Some(mode) = state.ip6tnl_mode {
+        if all.iter().any(|l| l.name == "ip6tnl0") {
+            links.set_ip6tnl_mode(mode).await?;
+            let name = if mode == 4 { "ipip6" } else { "ip6ip6" };
+            report.push(format!("set ip6tnl0 mode {name}, restored"));
+        } else {
+            report.push("ip6tnl0 is gone".to_owned());
         }
     }
     if !state.fou.is_empty() {
@@ -777,19 +910,22 @@ mod tests {
     use super::*;
 
     /// An in-memory host: `lo` (1), `eth0` (2) and the tunnel modules' devices `tunl0` (3),
-    /// `ip6tnl0` (4), `gre0` (5), down; `ip6gre0` is missing (no module).
+    /// `ip6tnl0` (4), `gre0` (5), `sit0` (6), down; `ip6gre0` is missing (no module).
     #[derive(Default)]
     struct FakeLinks {
         addresses: RefCell<Vec<Present>>,
         /// The indexes of the links that are up (besides `lo` and `eth0`).
         up: RefCell<Vec<u32>>,
         fou: RefCell<Vec<(u16, Option<u8>)>>,
+        /// `ip6tnl0`'s mode when changed from the kernel's `ip6ip6`.
+        ip6tnl_mode: RefCell<Option<u8>>,
         calls: RefCell<Vec<String>>,
     }
 
     impl Links for FakeLinks {
         async fn links(&self) -> Result<Vec<Link>> {
-            let names = [(1, "lo"), (2, "eth0"), (3, "tunl0"), (4, "ip6tnl0"), (5, "gre0")];
+            let names =
+                [(1, "lo"), (2, "eth0"), (3, "tunl0"), (4, "ip6tnl0"), (5, "gre0"), (6, "sit0")];
             Ok(names
                 .into_iter()
                 .map(|(index, name)| Link {
@@ -824,6 +960,16 @@ mod tests {
         async fn fou_del(&self, fou: &FouPort) -> Result<()> {
             self.calls.borrow_mut().push(format!("fou del {fou}"));
             self.fou.borrow_mut().retain(|have| *have != (fou.port, Some(fou.ipproto)));
+            Ok(())
+        }
+
+        async fn ip6tnl_mode(&self) -> Result<u8> {
+            Ok(self.ip6tnl_mode.borrow().unwrap_or(IP6TNL_IP6IP6))
+        }
+
+        async fn set_ip6tnl_mode(&self, ipproto: u8) -> Result<()> {
+            self.calls.borrow_mut().push(format!("ip6tnl0 mode {ipproto}"));
+            *self.ip6tnl_mode.borrow_mut() = (ipproto != IP6TNL_IP6IP6).then_some(ipproto);
             Ok(())
         }
 
@@ -869,6 +1015,7 @@ mod tests {
             Options {
                 vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
                 tunnel: None,
+                outer: None,
                 dev: "lo".to_owned(),
                 state: self.dir.path().join("run/realserver.json"),
             }
@@ -1061,28 +1208,163 @@ mod tests {
         let v4: IpAddr = "192.0.2.100".parse().unwrap();
         let v6: IpAddr = "2001:db8::100".parse().unwrap();
         let fou = |port, ipproto, ipv6| FouPort { port, ipproto, ipv6 };
-        let cases: &[(Tunnel, &[IpAddr], TunnelPlan)] = &[
-            (
-                Tunnel::Ipip,
-                &[v4, v6],
+        let plan =
+            |devices: &[(&'static str, &'static str)], fou: Vec<FouPort>, ipv4_inner: &[_]| {
+                let ip6tnl_any = ipv4_inner.contains(&"ip6tnl0");
                 TunnelPlan {
-                    devices: vec![("tunl0", "ipip"), ("ip6tnl0", "ip6_tunnel")],
-                    fou: vec![],
-                },
-            ),
-            (Tunnel::Gre, &[v4], TunnelPlan { devices: vec![("gre0", "ip_gre")], fou: vec![] }),
-            (Tunnel::Gre, &[v6], TunnelPlan { devices: vec![("ip6gre0", "ip6_gre")], fou: vec![] }),
+                    devices: devices.to_vec(),
+                    fou,
+                    ipv4_inner: ipv4_inner.to_vec(),
+                    ip6tnl_any,
+                }
+            };
+        let (tunl0, ip6tnl0, sit0) =
+            (("tunl0", "ipip"), ("ip6tnl0", "ip6_tunnel"), ("sit0", "sit"));
+        let (v4o, v6o) = (Some(Outer::V4), Some(Outer::V6));
+        let gue = Tunnel::Gue { port: 6080 };
+        let cases: &[(Tunnel, &[IpAddr], Option<Outer>, TunnelPlan)] = &[
+            (Tunnel::Ipip, &[v4, v6], None, plan(&[tunl0, ip6tnl0], vec![], &["tunl0"])),
+            (Tunnel::Gre, &[v4], None, plan(&[("gre0", "ip_gre")], vec![], &["gre0"])),
+            (Tunnel::Gre, &[v6], None, plan(&[("ip6gre0", "ip6_gre")], vec![], &[])),
             (
-                Tunnel::Gue { port: 6080 },
+                gue,
                 &[v6, v4, v4],
-                TunnelPlan {
-                    devices: vec![("tunl0", "ipip"), ("ip6tnl0", "ip6_tunnel")],
-                    fou: vec![fou(6080, 4, false), fou(6080, 41, true)],
-                },
+                None,
+                plan(&[tunl0, ip6tnl0], vec![fou(6080, 4, false), fou(6080, 41, true)], &["tunl0"]),
             ),
+            // The outer family the VIP's own: as without --outer.
+            (Tunnel::Ipip, &[v4], v4o, plan(&[tunl0], vec![], &["tunl0"])),
+            // Mixed: IPv6 in IPv4 on sit0, IPv4 in IPv6 on ip6tnl0 in mode any.
+            (Tunnel::Ipip, &[v6], v4o, plan(&[sit0], vec![], &[])),
+            (Tunnel::Ipip, &[v4], v6o, plan(&[ip6tnl0], vec![], &["ip6tnl0"])),
+            (Tunnel::Ipip, &[v4, v6], v6o, plan(&[ip6tnl0], vec![], &["ip6tnl0"])),
+            (Tunnel::Ipip, &[v4, v6], v4o, plan(&[tunl0, sit0], vec![], &["tunl0"])),
+            (gue, &[v6], v4o, plan(&[sit0], vec![fou(6080, 41, false)], &[])),
+            (gue, &[v4], v6o, plan(&[ip6tnl0], vec![fou(6080, 4, true)], &["ip6tnl0"])),
+            // GRE devices take either inner family.
+            (Tunnel::Gre, &[v4], v6o, plan(&[("ip6gre0", "ip6_gre")], vec![], &["ip6gre0"])),
+            (Tunnel::Gre, &[v6, v4], v4o, plan(&[("gre0", "ip_gre")], vec![], &["gre0"])),
         ];
-        for (tunnel, vips, want) in cases {
-            assert_eq!(tunnel_plan(*tunnel, vips), *want, "{tunnel:?} {vips:?}");
+        for (tunnel, vips, outer, want) in cases {
+            let got = tunnel_plan(*tunnel, vips, *outer).unwrap();
+            assert_eq!(got, *want, "{tunnel:?} {vips:?} {outer:?}");
+        }
+        // One GUE port of one family cannot hand packets to both inner families.
+        let error = tunnel_plan(gue, &[v4, v6], v6o).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--tunnel gue --outer 6: FOU port 6080 ipproto 4 (IPv6) cannot also take ipproto 41 \
+             (one port, one inner family); nothing was changed (set up the other family's VIPs \
+             with another --gue-port, the service's tun_port)"
+        );
+    }
+
+    #[test]
+    fn mixed_families_up_and_down() {
+        let scratch = Scratch::new("mixed", 0);
+        add_tunnel_sysctls(&scratch);
+        let links = FakeLinks::default();
+        // An IPv4 VIP over IPv6 (ip6tnl0 in mode any), an IPv6 VIP over IPv4 (sit0), GUE.
+        let v4_in_v6 = Options {
+            tunnel: Some(Tunnel::Gue { port: 6080 }),
+            outer: Some(Outer::V6),
+            ..scratch.options(&["192.0.2.100"])
+        };
+        let v6_in_v4 = Options {
+            tunnel: Some(Tunnel::Gue { port: 6081 }),
+            outer: Some(Outer::V4),
+            ..scratch.options(&["2001:db8::100"])
+        };
+        let state = v4_in_v6.state.display().to_string();
+        let report = block_on(up(&links, &scratch.sysctls, &v4_in_v6)).unwrap();
+        assert_eq!(
+            report,
+            [
+                format!("saved what `down` undoes in {state}"),
+                "set net.ipv4.conf.all.arp_ignore = 1 (was 0)".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 2 (was 0)".to_owned(),
+                "set net.ipv4.conf.all.rp_filter = 0 (was 1)".to_owned(),
+                // The inner IPv4 packet arrives on ip6tnl0: its rp_filter, not tunl0's.
+                "set net.ipv4.conf.ip6tnl0.rp_filter = 0 (was 1)".to_owned(),
+                "added FOU port 6080 ipproto 4 (IPv6)".to_owned(),
+                "set ip6tnl0 mode any (IPv4 and IPv6 in IPv6)".to_owned(),
+                "set ip6tnl0 up".to_owned(),
+                "added 192.0.2.100/32 to lo".to_owned(),
+            ]
+        );
+        assert_eq!(scratch.sysctls.read("net/ipv4/conf/tunl0/rp_filter").unwrap(), "1");
+        let report = block_on(up(&links, &scratch.sysctls, &v6_in_v4)).unwrap();
+        assert_eq!(
+            report,
+            [
+                format!("saved what `down` undoes in {state}"),
+                "added FOU port 6081 ipproto 41".to_owned(),
+                "set sit0 up".to_owned(),
+                "added 2001:db8::100/128 to lo".to_owned(),
+            ]
+        );
+        // Again: nothing changes.
+        for options in [&v4_in_v6, &v6_in_v4] {
+            let report = block_on(up(&links, &scratch.sysctls, options)).unwrap();
+            assert_eq!(report.last().unwrap(), "nothing to change", "{report:?}");
+        }
+        let report = block_on(up(&links, &scratch.sysctls, &v4_in_v6)).unwrap();
+        assert!(report.contains(&"ip6tnl0 is already in mode any".to_owned()), "{report:?}");
+        assert_eq!(*links.ip6tnl_mode.borrow(), Some(IP6TNL_ANY));
+
+        block_on(down(&links, &scratch.sysctls, &v4_in_v6)).unwrap();
+        // The IPv6 VIP is still there: so is its tunnel (and ip6tnl0's mode, restored with the last).
+        assert_eq!(*links.ip6tnl_mode.borrow(), Some(IP6TNL_ANY));
+        let report = block_on(down(&links, &scratch.sysctls, &v6_in_v4)).unwrap();
+        assert_eq!(
+            report,
+            [
+                "removed 2001:db8::100/128 from lo".to_owned(),
+                "set ip6tnl0 down, restored".to_owned(),
+                "set sit0 down, restored".to_owned(),
+                "set ip6tnl0 mode ip6ip6, restored".to_owned(),
+                "removed FOU port 6080 ipproto 4 (IPv6)".to_owned(),
+                "removed FOU port 6081 ipproto 41".to_owned(),
+                "set net.ipv4.conf.all.arp_announce = 0 (was 2), restored".to_owned(),
+                "set net.ipv4.conf.all.arp_ignore = 0 (was 1), restored".to_owned(),
+                "set net.ipv4.conf.all.rp_filter = 1 (was 0), restored".to_owned(),
+                "set net.ipv4.conf.ip6tnl0.rp_filter = 1 (was 0), restored".to_owned(),
+                format!("removed {state}"),
+            ]
+        );
+        assert!(links.up.borrow().is_empty());
+        assert!(links.fou.borrow().is_empty());
+        assert_eq!(*links.ip6tnl_mode.borrow(), None);
+    }
+
+    #[test]
+    fn outer_goes_only_with_a_tunnel() {
+        let scratch = Scratch::new("outer", 0);
+        let links = FakeLinks::default();
+        let options = Options { outer: Some(Outer::V6), ..scratch.options(&["192.0.2.100"]) };
+        for result in [
+            block_on(up(&links, &scratch.sysctls, &options)),
+            block_on(down(&links, &scratch.sysctls, &options)),
+        ] {
+            assert_eq!(
+                result.unwrap_err().to_string(),
+                "--outer 6 goes only with --tunnel; nothing was changed"
+            );
+        }
+        assert!(links.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn ip6tnl_modes_parse() {
+        let cases = [
+            ("ip6tnl0: ipv6/ipv6 remote :: local :: encaplimit 0 hoplimit 0", Some(41)),
+            ("ip6tnl0: ip/ipv6 remote :: local ::", Some(4)),
+            ("ip6tnl0: any/ipv6 remote :: local ::", Some(0)),
+            ("ip6tnl0: gre/ipv6", None),
+            ("", None),
+        ];
+        for (shown, want) in cases {
+            assert_eq!(parse_ip6tnl_mode(shown), want, "{shown}");
         }
     }
 
@@ -1113,15 +1395,16 @@ mod tests {
         }
     }
 
-    /// `tunl0` and `gre0` in the scratch `/proc/sys`, `rp_filter` strict there and on `all`.
+    /// `tunl0`, `gre0`, `ip6tnl0` and `sit0` in the scratch `/proc/sys`, `rp_filter` strict there
+    /// and on `all`.
     fn add_tunnel_sysctls(scratch: &Scratch) {
-        for interface in ["tunl0", "gre0"] {
+        for interface in ["tunl0", "gre0", "ip6tnl0", "sit0"] {
             let conf = scratch.sysctls.root.join("net/ipv4/conf").join(interface);
             std::fs::create_dir_all(&conf).unwrap();
             std::fs::write(conf.join("arp_ignore"), "0\n").unwrap();
             std::fs::write(conf.join("arp_announce"), "0\n").unwrap();
         }
-        for interface in ["all", "default", "tunl0", "gre0"] {
+        for interface in ["all", "default", "tunl0", "gre0", "ip6tnl0", "sit0"] {
             scratch.sysctls.write(&conf_key(interface, "rp_filter"), "1").unwrap();
         }
     }

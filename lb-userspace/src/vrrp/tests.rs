@@ -21,7 +21,7 @@ use std::{
     net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_test_support::lab;
 use tokio::sync::{oneshot, watch};
 
 use super::{
@@ -96,7 +97,9 @@ fn enter_netns(ns: &str) {
     lb_test_support::enter_netns(ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
-/// The namespaces and links of one test; deleted on drop (also during a panic).
+/// The namespaces and links of one test; deleted on drop (also during a panic). Named and built
+/// with the labs' shared pieces (lb-test-support's `lab`): a namespace left by a killed test
+/// process is removed by the next lab of any test binary.
 struct Lab {
     prefix: String,
     /// Removed with its contents when the lab drops, after the namespaces.
@@ -104,70 +107,48 @@ struct Lab {
     namespaces: Vec<String>,
 }
 
-static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// Deletes the namespaces of test processes that died without cleaning up (the pid is in the
-/// name).
-fn remove_orphans() {
-    let Ok(entries) = fs::read_dir("/run/netns") else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix("lbvr").and_then(|r| r.split('x').next());
-        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
-
 impl Lab {
     /// switch (bridge br0), ka (eth0 .11) and lb (eth0 .12), IPv6 without DAD.
     fn new() -> Lab {
         static ORPHANS: std::sync::Once = std::sync::Once::new();
-        ORPHANS.call_once(remove_orphans);
-        let prefix =
-            format!("lbvr{}x{}", std::process::id(), LAB_SEQ.fetch_add(1, Ordering::SeqCst));
+        ORPHANS.call_once(|| {
+            if let Err(e) = lab::remove_orphans() {
+                report(&format!("removing leftover namespaces: {e}"));
+            }
+        });
+        let prefix = lab::unique_prefix();
         let dir = crate::testutil::scratch_dir(&format!("{prefix}-"));
-        let mut lab = Lab { prefix, dir, namespaces: Vec::new() };
-        let sw = lab.ns("s");
-        ip_in(
-            &sw,
-            &["link", "add", "br0", "type", "bridge", "ageing_time", "0", "mcast_snooping", "0"],
-        );
+        let mut this = Lab { prefix, dir, namespaces: Vec::new() };
+        let sw = this.ns("s");
+        let mut switch = lab::batch_line(&lab::bridge("br0", Some(0)));
         // Promiscuous: the bridge device then also gets the unicast frames it floods (unicast
         // adverts), not only broadcast and multicast.
-        ip_in(&sw, &["link", "set", "br0", "promisc", "on", "up"]);
+        switch += "link set br0 promisc on up\n";
+        let mut hosts = Vec::new();
         for (role, v4, v6) in [("k", KA_V4, "2001:db8::11"), ("l", LB_V4, "2001:db8::12")] {
-            let ns = lab.ns(role);
+            let ns = this.ns(role);
             for conf in ["all", "default"] {
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{conf}.accept_dad=0"),
-                ]);
+                let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
+                sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &key]);
             }
             // (A bare "l" would be read as the `link` keyword.)
             let port = format!("port{role}");
-            ip_in(
-                &sw,
-                &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns],
-            );
-            ip_in(&sw, &["link", "set", &port, "master", "br0"]);
-            ip_in(&sw, &["link", "set", &port, "up"]);
-            ip_in(&ns, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ip_in(&ns, &["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
-            ip_in(&ns, &["link", "set", "eth0", "up"]);
+            switch += &lab::batch_line(&lab::veth_into(&port, &ns, "eth0", None));
+            switch += &lab::batch_line(&lab::attach(&port, "br0"));
+            let mut host = lab::batch_line(&lab::addr_add("eth0", &format!("{v4}/24")));
+            host += &lab::batch_line(&lab::addr_add("eth0", &format!("{v6}/64")));
+            host += "link set eth0 up\n";
+            hosts.push((ns, host));
         }
-        lab
+        lab::ip_batch(Some(&sw), &switch).unwrap_or_else(|e| panic!("{e}"));
+        for (ns, host) in hosts {
+            lab::ip_batch(Some(&ns), &host).unwrap_or_else(|e| panic!("{e}"));
+        }
+        this
     }
 
     fn name(&self, role: &str) -> String {
-        format!("{}{role}", self.prefix)
+        format!("{}-{role}", self.prefix)
     }
 
     fn ns(&mut self, role: &str) -> String {

@@ -4,13 +4,15 @@
 //! `lb realserver up --tunnel` alone: `r1` IPIP (`tunl0`, `ip6tnl0`), `r2` GUE (a FOU port, then
 //! `tunl0`, `ip6tnl0`), `r3` GRE (`gre0`, `ip6gre0`). TCP through each VIP reaches every real,
 //! which sees the VIP and the client; their decapsulating devices count the packets; `down`
-//! leaves each real as it was before `up`. The reals are checked through the VIP (`through_vip`,
-//! `alpha`: up only once a check reached the VIP through the real's tunnel and the kernel's
-//! decapsulation); a real taken `down` while it still serves its own address is marked down, and
-//! up again after `up`.
+//! leaves each real as it was before `up`. The mixed-family services reach the reals at their
+//! address of the other family (`lb realserver up --outer`): an IPv4 VIP over IPv6 (`ip6tnl0` in
+//! mode `any`, `ip6gre0`) and an IPv6 VIP over IPv4 (`sit0`, `gre0`). The reals of the
+//! same-family services are checked through the VIP (`through_vip`, `alpha`: up only once a check
+//! reached the VIP through the real's tunnel and the kernel's decapsulation); a real taken `down`
+//! while it still serves its own address is marked down, and up again after `up`.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     process::Command,
     time::Duration,
 };
@@ -26,33 +28,46 @@ const PORT: u16 = 80;
 /// Connections per family: enough for each of three reals to get a good share.
 const REQUESTS: usize = 60;
 
-/// Per real: `--tunnel` arguments, its `tun_*` keys, and the devices that decapsulate for an
-/// IPv4 and an IPv6 VIP.
-const REALS: [(&[&str], &str, &str, &str); 3] = [
-    (&["--tunnel", "ipip"], "tun_type = \"ipip\"", "tunl0", "ip6tnl0"),
-    (
-        &["--tunnel", "gue", "--gue-port", "6080"],
-        "tun_type = \"gue\"\ntun_port = 6080",
-        "tunl0",
-        "ip6tnl0",
-    ),
-    (&["--tunnel", "gre"], "tun_type = \"gre\"", "gre0", "ip6gre0"),
+/// Per real: `--tunnel` arguments and its `tun_*` keys.
+const REALS: [(&[&str], &str); 3] = [
+    (&["--tunnel", "ipip"], "tun_type = \"ipip\""),
+    (&["--tunnel", "gue", "--gue-port", "6080"], "tun_type = \"gue\"\ntun_port = 6080"),
+    (&["--tunnel", "gre"], "tun_type = \"gre\""),
 ];
 
-fn config(lab: &Lab, vip: IpAddr) -> String {
+/// The device that decapsulates for a real of `tunnel` (its `--tunnel` arguments): GRE's by the
+/// outer family, the others' by both.
+fn decap_device(tunnel: &[&str], inner_v6: bool, outer_v6: bool) -> &'static str {
+    match (tunnel.contains(&"gre"), inner_v6, outer_v6) {
+        (true, _, false) => "gre0",
+        (true, _, true) => "ip6gre0",
+        (false, false, false) => "tunl0",
+        (false, true, false) => "sit0",
+        (false, _, true) => "ip6tnl0",
+    }
+}
+
+/// Any address of the family the tunnel's outer header has.
+fn outer_like(outer_v6: bool) -> IpAddr {
+    if outer_v6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() }
+}
+
+fn config(lab: &Lab, vip: IpAddr, outer_v6: bool) -> String {
+    // Checks through the VIP take the real's family (docs/tunnels.md): the same-family services.
+    let through_vip = outer_v6 == vip.is_ipv6();
     let mut toml = String::new();
     {
         toml.push_str(&format!(
             "[[virtual_server]]\nvip = \"{vip}\"\nport = {PORT}\nprotocol = \"tcp\"\n\
              interface = \"{BRIDGE}\"\nlb_kind = \"TUN\"\ndelay_loop = 1\nalpha = true\n"
         ));
-        for (real, (_, keys, _, _)) in lab.reals.iter().zip(REALS) {
+        for (real, (_, keys)) in lab.reals.iter().zip(REALS) {
             toml.push_str(&format!(
                 "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {PORT}\n\
                  lb_kind = \"TUN\"\n{keys}\n\
                  [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n\
-                 through_vip = true\n",
-                real.addr_like(vip)
+                 through_vip = {through_vip}\n",
+                real.addr_like(outer_like(outer_v6))
             ));
         }
         toml.push('\n');
@@ -60,13 +75,21 @@ fn config(lab: &Lab, vip: IpAddr) -> String {
     toml
 }
 
-/// `lb realserver ACTION --vip VIP TUNNEL...` in `real`'s namespace: its output.
-fn realserver(real: &Real, vip: IpAddr, action: &str, tunnel: &[&str]) -> String {
+/// `lb realserver ACTION --vip VIP TUNNEL... [--outer 4|6]` in `real`'s namespace (`--outer`
+/// when the outer family is not the VIP's): its output.
+fn realserver(real: &Real, vip: IpAddr, outer_v6: bool, action: &str, tunnel: &[&str]) -> String {
     let state = format!("/run/lb-realserver-{}.json", real.ns);
     let out = in_netns(&real.ns, || {
         Command::new(lb_bin())
             .args(["realserver", action, "--vip", &vip.to_string()])
             .args(tunnel)
+            .args(if outer_v6 == vip.is_ipv6() {
+                &[][..]
+            } else if outer_v6 {
+                &["--outer", "6"][..]
+            } else {
+                &["--outer", "4"][..]
+            })
             .args(["--state", &state])
             .output()
             .expect("running lb realserver")
@@ -77,19 +100,28 @@ fn realserver(real: &Real, vip: IpAddr, action: &str, tunnel: &[&str]) -> String
     text
 }
 
-/// What `lb realserver` may change on a real: sysctls, the tunnel devices' state, FOU ports and
-/// the addresses on `lo`.
+/// What `lb realserver` may change on a real: sysctls, the tunnel devices' state and
+/// `ip6tnl0`'s mode, FOU ports and the addresses on `lo`.
 fn snapshot(real: &Real) -> Vec<String> {
     let mut out: Vec<String> = in_netns(&real.ns, || {
-        ["all/rp_filter", "tunl0/rp_filter", "gre0/rp_filter", "all/arp_ignore", "all/arp_announce"]
-            .iter()
-            .map(|key| format!("{key}={}", read_sysctl(&format!("net/ipv4/conf/{key}"))))
-            .collect()
+        [
+            "all/rp_filter",
+            "tunl0/rp_filter",
+            "gre0/rp_filter",
+            "ip6tnl0/rp_filter",
+            "ip6gre0/rp_filter",
+            "all/arp_ignore",
+            "all/arp_announce",
+        ]
+        .iter()
+        .map(|key| format!("{key}={}", read_sysctl(&format!("net/ipv4/conf/{key}"))))
+        .collect()
     });
-    for dev in ["tunl0", "ip6tnl0", "gre0", "ip6gre0"] {
+    for dev in ["tunl0", "ip6tnl0", "gre0", "ip6gre0", "sit0"] {
         let link = ip(Some(&real.ns), &["-o", "link", "show", "dev", dev]);
         out.push(format!("{dev} up={}", link.contains(",UP")));
     }
+    out.push(ip(Some(&real.ns), &["-6", "tunnel", "show", "ip6tnl0"]).trim().to_owned());
     for family in ["-4", "-6"] {
         out.push(format!("fou{family}: {}", ip(Some(&real.ns), &[family, "fou", "show"]).trim()));
     }
@@ -100,13 +132,25 @@ fn snapshot(real: &Real) -> Vec<String> {
 #[test]
 #[ignore = "needs the guest kernel's tunnel modules: run by `cargo xtask vm test`"]
 fn vm_xdp_tunnels_ipv4_to_reals_set_up_by_lb_realserver() {
-    tunnels(VIP.into());
+    tunnels(VIP.into(), false);
 }
 
 #[test]
 #[ignore = "needs the guest kernel's tunnel modules: run by `cargo xtask vm test`"]
 fn vm_xdp_tunnels_ipv6_to_reals_set_up_by_lb_realserver() {
-    tunnels(VIP6.into());
+    tunnels(VIP6.into(), true);
+}
+
+#[test]
+#[ignore = "needs the guest kernel's tunnel modules: run by `cargo xtask vm test`"]
+fn vm_xdp_tunnels_ipv4_vip_over_ipv6_to_reals_set_up_by_lb_realserver() {
+    tunnels(VIP.into(), true);
+}
+
+#[test]
+#[ignore = "needs the guest kernel's tunnel modules: run by `cargo xtask vm test`"]
+fn vm_xdp_tunnels_ipv6_vip_over_ipv4_to_reals_set_up_by_lb_realserver() {
+    tunnels(VIP6.into(), false);
 }
 
 /// Whether the director reaches `addr`:[`PORT`] (what its health check does); prints what it
@@ -128,12 +172,15 @@ fn director_reaches(lab: &Lab, addr: IpAddr) -> bool {
     }
 }
 
-fn tunnels(vip: IpAddr) {
+/// TCP to `vip` through the reals' tunnels, whose outer header is IPv6 when `outer_v6`.
+fn tunnels(vip: IpAddr, outer_v6: bool) {
     let mut lab = Lab::new(REALS.len(), RealMode::Plain);
     // The FIB helper answers only with forwarding on the ingress interface (docs/tunnels.md);
     // the setting goes with the lab's bridge.
-    let family = if vip.is_ipv4() { "ipv4" } else { "ipv6" };
-    write_sysctl(&format!("net/{family}/conf/{BRIDGE}/forwarding"), "1");
+    for v6 in [vip.is_ipv6(), outer_v6] {
+        let family = if v6 { "ipv6" } else { "ipv4" };
+        write_sysctl(&format!("net/{family}/conf/{BRIDGE}/forwarding"), "1");
+    }
     if vip.is_ipv6() {
         // Linux prefers, of the bridge's addresses, the one sharing the longest prefix with the
         // destination, counted up to the address's own prefix length: the VIP/128 wins over
@@ -142,22 +189,22 @@ fn tunnels(vip: IpAddr) {
         ip(None, &["addr", "change", &format!("{VIP6}/128"), "dev", BRIDGE, "preferred_lft", "0"]);
     }
     let before: Vec<Vec<String>> = lab.reals.iter().map(snapshot).collect();
-    for (real, (tunnel, _, _, _)) in lab.reals.iter().zip(REALS) {
+    for (real, (tunnel, _)) in lab.reals.iter().zip(REALS) {
         // Strict reverse-path filtering, which `up` must relax for tunnelled packets.
         in_netns(&real.ns, || write_sysctl("net/ipv4/conf/all/rp_filter", "1"));
-        let up = realserver(real, vip, "up", tunnel);
+        let up = realserver(real, vip, outer_v6, "up", tunnel);
         println!("{} up:\n{up}", real.name);
-        let again = realserver(real, vip, "up", tunnel);
+        let again = realserver(real, vip, outer_v6, "up", tunnel);
         assert!(again.ends_with("nothing to change\n"), "{}: up again:\n{again}", real.name);
     }
     lab.serve(PORT);
     for real in &lab.reals {
-        assert!(director_reaches(&lab, real.addr_like(vip)), "{}", real.name);
+        assert!(director_reaches(&lab, real.addr_like(outer_like(outer_v6))), "{}", real.name);
     }
 
     let agent = GuestAgent::start(
         "tunnels",
-        &config(&lab, vip),
+        &config(&lab, vip, outer_v6),
         &["--dataplane", "xdp", "--xdp-mode", "auto"],
     );
     assert!(
@@ -169,7 +216,7 @@ fn tunnels(vip: IpAddr) {
     assert!(backends.contains("Tunnel"), "{backends}");
 
     let devices: Vec<&str> =
-        REALS.iter().map(|(_, _, v4, v6)| if vip.is_ipv4() { *v4 } else { *v6 }).collect();
+        REALS.iter().map(|(tunnel, _)| decap_device(tunnel, vip.is_ipv6(), outer_v6)).collect();
     let rx = |lab: &Lab| -> Vec<u64> {
         lab.reals.iter().zip(&devices).map(|(r, dev)| lab.rx_packets(r, dev)).collect()
     };
@@ -192,35 +239,13 @@ fn tunnels(vip: IpAddr) {
 
     // Checks through the VIP: r1 taken down (no decapsulation, no VIP) while it still serves its
     // own address is marked down; the others stay up; `up` again brings it back.
-    let state = |addr: IpAddr| -> String {
-        agent.backends_json()["services"][0]["backends"]
-            .as_array()
-            .and_then(|bs| bs.iter().find(|b| b["address"] == addr.to_string()))
-            .and_then(|b| b["state"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    let (r1, tunnel) = (&lab.reals[0], REALS[0].0);
-    realserver(r1, vip, "down", tunnel);
-    assert!(director_reaches(&lab, r1.addr_like(vip)), "r1 still serves its own address");
-    assert!(
-        wait_until(Duration::from_secs(10), || state(r1.addr_like(vip)) == "down"),
-        "r1 without its tunnel not down: {}\n{}",
-        agent.backends_json(),
-        agent.log()
-    );
-    for real in &lab.reals[1..] {
-        assert_eq!(state(real.addr_like(vip)), "up", "{}", real.name);
+    if outer_v6 == vip.is_ipv6() {
+        through_vip_tells_a_real_taken_down(&lab, &agent, vip);
     }
-    realserver(r1, vip, "up", tunnel);
-    assert!(
-        wait_until(Duration::from_secs(10), || agent.all_up(1, Some(REALS.len()))),
-        "r1 not back up: {}",
-        agent.backends_json()
-    );
     drop(agent);
 
-    for ((real, (tunnel, _, _, _)), before) in lab.reals.iter().zip(REALS).zip(&before) {
-        let down = realserver(real, vip, "down", tunnel);
+    for ((real, (tunnel, _)), before) in lab.reals.iter().zip(REALS).zip(&before) {
+        let down = realserver(real, vip, outer_v6, "down", tunnel);
         println!("{} down:\n{down}", real.name);
         assert_eq!(
             in_netns(&real.ns, || read_sysctl("net/ipv4/conf/all/rp_filter")),
@@ -231,4 +256,34 @@ fn tunnels(vip: IpAddr) {
         in_netns(&real.ns, || write_sysctl("net/ipv4/conf/all/rp_filter", "0"));
         assert_eq!(snapshot(real), *before, "{}: down left it otherwise", real.name);
     }
+}
+
+/// A same-family real taken `down` (no decapsulation, no VIP) while it still serves its own
+/// address is marked down by its check through the VIP; the others stay up; `up` brings it back.
+fn through_vip_tells_a_real_taken_down(lab: &Lab, agent: &GuestAgent, vip: IpAddr) {
+    let state = |addr: IpAddr| -> String {
+        agent.backends_json()["services"][0]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["address"] == addr.to_string()))
+            .and_then(|b| b["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let (r1, tunnel) = (&lab.reals[0], REALS[0].0);
+    realserver(r1, vip, vip.is_ipv6(), "down", tunnel);
+    assert!(director_reaches(lab, r1.addr_like(vip)), "r1 still serves its own address");
+    assert!(
+        wait_until(Duration::from_secs(10), || state(r1.addr_like(vip)) == "down"),
+        "r1 without its tunnel not down: {}\n{}",
+        agent.backends_json(),
+        agent.log()
+    );
+    for real in &lab.reals[1..] {
+        assert_eq!(state(real.addr_like(vip)), "up", "{}", real.name);
+    }
+    realserver(r1, vip, vip.is_ipv6(), "up", tunnel);
+    assert!(
+        wait_until(Duration::from_secs(10), || agent.all_up(1, Some(REALS.len()))),
+        "r1 not back up: {}",
+        agent.backends_json()
+    );
 }

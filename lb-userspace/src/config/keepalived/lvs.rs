@@ -147,7 +147,7 @@ struct RealSpec {
     /// `lvs_method` given (else the virtual server's).
     lb_kind: Option<(LbKind, Location)>,
     /// `uthreshold`, `lthreshold` and where the first was written.
-    thresholds: (u32, u32, Option<Location>),
+    thresholds: (u32, u32, Option<(&'static str, Location)>),
     inhibit: Option<bool>,
     notify_up: Option<String>,
     notify_down: Option<String>,
@@ -819,7 +819,8 @@ fn real_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<RealSpec> {
             "retry" | "delay_before_retry" | "warmup" | "connect_timeout" | "delay_loop"
             | "alpha" | "virtualhost" => default_setting(cx, s, &mut real.defaults, 2),
             "uthreshold" | "lthreshold" => {
-                seen.note(cx, if name == "uthreshold" { "uthreshold" } else { "lthreshold" }, s);
+                let key = if name == "uthreshold" { "uthreshold" } else { "lthreshold" };
+                seen.note(cx, key, s);
                 if let Some(word) = cx.value(s)
                     && let Some(n) = cx.uint(&format!("`{name}`"), word, 0, u32::MAX.into())
                 {
@@ -829,7 +830,7 @@ fn real_server(cx: &mut Cx<'_>, stmt: &Stmt) -> Option<RealSpec> {
                     } else {
                         real.thresholds.1 = n;
                     }
-                    real.thresholds.2.get_or_insert(word.at);
+                    real.thresholds.2.get_or_insert((key, word.at));
                 }
             }
             "smtp_alert" => cx.unimplemented(s, "lb sends no e-mail"),
@@ -1209,10 +1210,12 @@ fn virtual_server_model(
         if let Some((_, port_at)) = sorry.port {
             key_locations.set("port", port_at);
         }
+        if let Some((_, lb_kind_at)) = sorry.lb_kind {
+            key_locations.set("lb_kind", lb_kind_at);
+        }
         RealServer {
             forwarding: RealForwarding {
                 lb_kind: sorry.lb_kind.map(|k| k.0),
-                lb_kind_at: sorry.lb_kind.map(|k| k.1),
                 ..RealForwarding::default()
             },
             address: sorry.address,
@@ -1224,12 +1227,16 @@ fn virtual_server_model(
             check_locations: Vec::new(),
         }
     });
+    if let Some((_, lb_kind_at)) = spec.lb_kind {
+        at.set("lb_kind", lb_kind_at);
+    }
+    if let Some(ops_at) = spec.ops {
+        at.set("ops", ops_at);
+    }
     Some(VirtualServer {
         forwarding: ServiceForwarding {
             lb_kind: spec.lb_kind.map_or(LbKind::Nat, |k| k.0),
-            lb_kind_at: spec.lb_kind.map(|k| k.1),
             one_packet: spec.ops.is_some(),
-            one_packet_at: spec.ops,
             tun_source: None,
         },
         vip: target.vip,
@@ -1279,13 +1286,18 @@ fn real_model(
         checks.push(check);
         check_locations.push(locations);
     }
+    if let Some((_, lb_kind_at)) = real.lb_kind {
+        at.set("lb_kind", lb_kind_at);
+    }
+    // The first threshold written locates both.
+    if let Some((key, written)) = real.thresholds.2 {
+        at.set(key, written);
+    }
     RealServer {
         forwarding: RealForwarding {
             lb_kind: real.lb_kind.map(|k| k.0),
-            lb_kind_at: real.lb_kind.map(|k| k.1),
             uthreshold: real.thresholds.0,
             lthreshold: real.thresholds.1,
-            thresholds_at: real.thresholds.2,
         },
         address: real.address,
         port,

@@ -327,29 +327,8 @@ fn relocate(config: &mut Config, place: impl Fn(Location) -> Location) {
     for group in &mut vrrp.sync_groups {
         group.location = place(group.location);
     }
-    for at in &mut config.vrrp_locations.instances {
-        for location in [
-            &mut at.section,
-            &mut at.name,
-            &mut at.state,
-            &mut at.interface,
-            &mut at.virtual_router_id,
-            &mut at.priority,
-            &mut at.advert_int,
-            &mut at.version,
-            &mut at.unicast_src_ip,
-            &mut at.authentication,
-        ] {
-            *location = place(*location);
-        }
-        for location in at
-            .virtual_ipaddress
-            .iter_mut()
-            .chain(&mut at.unicast_peer)
-            .chain(&mut at.track_interface)
-        {
-            *location = place(*location);
-        }
+    for at in &mut config.vrrp_locations {
+        at.relocate(&place);
     }
     for vs in &mut config.virtual_servers {
         vs.location = place(vs.location);

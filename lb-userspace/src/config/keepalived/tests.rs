@@ -218,7 +218,7 @@ fn classic_dr_file_parses_into_the_model() {
         CheckKind, HealthCheck, HttpCheck, RealHealth, ServiceHealth, UrlCheck,
     };
     use super::super::model::{
-        DataplaneSettings, LbKind, Protocol, RealServer, ServiceForwarding, Spans, VirtualServer,
+        DataplaneSettings, LbKind, RealServer, ServiceForwarding, Spans, VirtualServer,
     };
     use std::time::Duration;
 
@@ -268,18 +268,10 @@ fn classic_dr_file_parses_into_the_model() {
     let http = |urls| CheckKind::Http(HttpCheck { urls, virtualhost: None, sni: None });
     let expected = vec![
         VirtualServer {
-            forwarding: ServiceForwarding {
-                lb_kind: LbKind::Dr,
-                lb_kind_at: Some(Location::new(34, 13)),
-                ..Default::default()
-            },
+            forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.100".parse().unwrap(),
             port: 80,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
             lb_algo: "wrr".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
             persistence_timeout: Some(secs(50)),
             persistence_prefix: 32,
             real_servers: vec![
@@ -323,7 +315,6 @@ fn classic_dr_file_parses_into_the_model() {
                     )],
                 ),
             ],
-            sorry_server: None,
             health: ServiceHealth { delay_loop: secs(6), ..ServiceHealth::default() },
             location: at(31, 1),
             key_locations: Spans::at_section(at(31, 1))
@@ -334,22 +325,15 @@ fn classic_dr_file_parses_into_the_model() {
                 .with("interface", at(26, 28))
                 .with("lb_algo", at(33, 13))
                 .with("persistence_timeout", at(35, 25))
-                .with("delay_loop", at(32, 16)),
+                .with("delay_loop", at(32, 16))
+                .with("lb_kind", at(34, 13)),
+            ..crate::fixture::virtual_server("192.0.2.100", 80, at(31, 1))
         },
         VirtualServer {
-            forwarding: ServiceForwarding {
-                lb_kind: LbKind::Dr,
-                lb_kind_at: Some(Location::new(69, 13)),
-                ..Default::default()
-            },
+            forwarding: ServiceForwarding { lb_kind: LbKind::Dr, ..Default::default() },
             vip: "192.0.2.101".parse().unwrap(),
             port: 443,
-            protocol: Protocol::Tcp,
-            fwmark: None,
-            interface: "eth0".to_owned(),
             lb_algo: "rr".to_owned(),
-            table_size: crate::maglev::DEFAULT_SIZE,
-            persistence_timeout: None,
             persistence_prefix: 32,
             real_servers: vec![
                 real(
@@ -368,16 +352,10 @@ fn classic_dr_file_parses_into_the_model() {
                 ),
             ],
             sorry_server: Some(RealServer {
-                forwarding: Default::default(),
-                address: "192.0.2.200".parse().unwrap(),
-                port: 443,
-                weight: 1,
-                health: RealHealth::default(),
-                location: at(71, 5),
                 key_locations: Spans::at_section(at(71, 5))
                     .with("address", at(71, 18))
                     .with("port", at(71, 30)),
-                check_locations: Vec::new(),
+                ..crate::fixture::real_server("192.0.2.200", 443, at(71, 5))
             }),
             health: ServiceHealth { delay_loop: secs(10), ..ServiceHealth::default() },
             location: at(66, 1),
@@ -388,7 +366,9 @@ fn classic_dr_file_parses_into_the_model() {
                 // VI_WEB's `interface`: this VIP has no `dev`.
                 .with("interface", at(17, 15))
                 .with("lb_algo", at(68, 13))
-                .with("delay_loop", at(67, 16)),
+                .with("delay_loop", at(67, 16))
+                .with("lb_kind", at(69, 13)),
+            ..crate::fixture::virtual_server("192.0.2.101", 443, at(66, 1))
         },
     ];
     // Field by field: the model has sections a keepalived.conf does not fill.
@@ -444,7 +424,6 @@ fn vrrp_file_parses_into_the_model() {
     let web = VrrpInstance {
         name: "VI_WEB".to_owned(),
         initial_master: true,
-        interface: "eth0".to_owned(),
         virtual_router_id: 51,
         priority: 150,
         advert_int: Duration::from_millis(500),
@@ -460,7 +439,6 @@ fn vrrp_file_parses_into_the_model() {
         preempt_delay: secs(30),
         unicast_peer: vec!["192.0.2.2".parse().unwrap()],
         unicast_src_ip: Some("192.0.2.1".parse().unwrap()),
-        auth_pass: None,
         track_interface: vec![
             TrackInterface { name: "eth1".to_owned(), weight: -30 },
             TrackInterface { name: "bond0.20".to_owned(), weight: 0 },
@@ -476,39 +454,27 @@ fn vrrp_file_parses_into_the_model() {
         notify: command("/etc/keepalived/notify.sh"),
         garp_master_repeat: 10,
         garp_master_refresh_delay: secs(2),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
         location: at(23, 1),
+        ..crate::fixture::vrrp_instance("VI_WEB", 51, &[])
     };
     let v2 = VrrpInstance {
         name: "VI_V2".to_owned(),
-        initial_master: false,
         // global_defs' default_interface.
         interface: "eth1".to_owned(),
         virtual_router_id: 52,
-        priority: 100,
         advert_int: secs(1),
         version: 2,
         virtual_ipaddress: vec![vip("198.51.100.10", 32)],
-        preempt: true,
-        preempt_delay: Duration::ZERO,
         unicast_peer: vec![],
-        unicast_src_ip: None,
         // The first 8 bytes, as keepalived.
         auth_pass: command("longpass"),
         track_interface: vec![],
         track_script: vec![],
-        notify_master: None,
-        notify_backup: None,
-        notify_fault: None,
-        notify_stop: None,
-        notify: None,
         // global_defs' vrrp_garp_master_repeat and vrrp_garp_master_delay.
         garp_master_repeat: 3,
         garp_master_refresh_delay: secs(10),
-        lower_prio_no_advert: false,
-        skip_check_adv_addr: false,
         location: at(59, 1),
+        ..crate::fixture::vrrp_instance("VI_V2", 52, &[])
     };
     let v6 = VrrpInstance {
         name: "VI_6".to_owned(),
@@ -558,24 +524,32 @@ fn vrrp_file_parses_into_the_model() {
     };
     assert_eq!(loaded.config.vrrp, expected);
 
-    let web = loaded.config.vrrp_locations.instance(0, at(23, 1));
+    let web = loaded.config.vrrp_spans(0);
+    let located = |keys: &[&str]| keys.iter().map(|k| web.located(k)).collect::<Vec<_>>();
+    assert_eq!(web.section(), at(23, 1));
     assert_eq!(
-        (web.name, web.state, web.interface, web.virtual_router_id, web.priority),
-        (at(23, 15), at(24, 11), at(25, 15), at(26, 23), at(27, 14))
+        located(&["name", "state", "interface", "virtual_router_id", "priority"]),
+        [at(23, 15), at(24, 11), at(25, 15), at(26, 23), at(27, 14)]
     );
     assert_eq!(
-        (web.advert_int, web.version, web.unicast_src_ip),
-        (at(28, 16), at(5, 18), at(33, 20))
+        located(&["advert_int", "version", "unicast_src_ip"]),
+        [at(28, 16), at(5, 18), at(33, 20)]
     );
-    assert_eq!(web.virtual_ipaddress, [at(38, 9), at(39, 9), at(42, 9)]);
-    assert_eq!(web.unicast_peer, [at(35, 9)]);
-    assert_eq!(web.track_interface, [at(45, 9), at(46, 9)]);
-    let v2 = loaded.config.vrrp_locations.instance(1, at(59, 1));
+    assert_eq!(web.items("virtual_ipaddress"), [at(38, 9), at(39, 9), at(42, 9)]);
+    assert_eq!(web.items("unicast_peer"), [at(35, 9)]);
+    assert_eq!(web.items("track_interface"), [at(45, 9), at(46, 9)]);
+    let v2 = loaded.config.vrrp_spans(1);
+    assert_eq!(v2.section(), at(59, 1));
     // Where the defaults were written: `default_interface`, the `authentication` block.
-    assert_eq!((v2.interface, v2.version, v2.authentication), (at(4, 23), at(61, 13), at(62, 5)));
-    let v6 = loaded.config.vrrp_locations.instance(2, at(71, 1));
+    assert_eq!(
+        ["interface", "version", "authentication"].map(|k| v2.located(k)),
+        [at(4, 23), at(61, 13), at(62, 5)]
+    );
+    let v6 = loaded.config.vrrp_spans(2);
+    assert_eq!(v6.section(), at(71, 1));
     // IPv6 runs version 3 whatever `vrrp_version` says; the owner's priority comes from `state`.
-    assert_eq!((v6.version, v6.priority), (at(71, 1), at(72, 11)));
+    let v6 = (v6.located("version"), v6.located("priority"));
+    assert_eq!(v6, (at(71, 1), at(72, 11)));
 
     assert_eq!(
         shown(&loaded.warnings),

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::super::flow_sync::{FlowSyncConfig, MIN_MAX_LEN, group_problem};
-use super::super::model::{Location, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::model::{Location, Spans, host_prefix_len};
 use super::super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_AUTH_PASS_LEN,
@@ -1194,13 +1194,13 @@ pub(super) fn check_references(cx: &mut Cx<'_>, vrrp: &Vrrp) {
 /// IPv6 addresses and 2 otherwise), priority (255 for `state MASTER`, else 100), and the
 /// tracking weights of the instances of a sync group without `sync_group_tracking_weight`, which
 /// keepalived ignores.
-pub(super) fn model(cx: &mut Cx<'_>, vrrp: &Vrrp) -> (VrrpConfig, VrrpLocations) {
+pub(super) fn model(cx: &mut Cx<'_>, vrrp: &Vrrp) -> (VrrpConfig, Vec<Spans>) {
     let mut config = VrrpConfig { scripts: vrrp.script_models.clone(), ..VrrpConfig::default() };
-    let mut locations = VrrpLocations::default();
+    let mut locations = Vec::new();
     for instance in &vrrp.instances {
         if let Some((model, at)) = instance_model(cx, vrrp, instance) {
             config.instances.push(model);
-            locations.instances.push(at);
+            locations.push(at);
         }
     }
     for group in &vrrp.sync_groups {
@@ -1222,7 +1222,7 @@ fn instance_model(
     cx: &mut Cx<'_>,
     vrrp: &Vrrp,
     instance: &VrrpInstance,
-) -> Option<(InstanceModel, VrrpInstanceLocations)> {
+) -> Option<(InstanceModel, Spans)> {
     let settings = instance.settings.as_ref()?;
     let name = &instance.name;
     let (virtual_router_id, vrid_at) = settings.virtual_router_id?;
@@ -1260,29 +1260,30 @@ fn instance_model(
         }
     }
 
-    let mut at = VrrpInstanceLocations::all_at(instance.at);
-    at.name = instance.name_at;
-    at.interface = interface.at;
-    at.virtual_router_id = vrid_at;
-    at.virtual_ipaddress = instance.addresses.iter().map(|a| a.at).collect();
+    // Where validation points, under the native front end's key names.
+    let mut at = Spans::at_section(instance.at)
+        .with("name", instance.name_at)
+        .with("interface", interface.at)
+        .with("virtual_router_id", vrid_at);
+    at.set_items("virtual_ipaddress", instance.addresses.iter().map(|a| a.at).collect());
 
     let ipv6 = first.address.is_ipv6();
     let version = match (settings.version, vrrp.version) {
         (Some((version, written)), _) => {
-            at.version = written;
+            at.set("version", written);
             version
         }
         // As keepalived: IPv6 runs the only version that carries it.
         _ if ipv6 => 3,
         (None, Some((version, written))) => {
-            at.version = written;
+            at.set("version", written);
             version
         }
         (None, None) => DEFAULT_VERSION,
     };
     let priority = match (settings.priority, settings.state) {
         (Some((priority, written)), _) => {
-            at.priority = written;
+            at.set("priority", written);
             priority
         }
         (None, Some((true, written))) => {
@@ -1294,7 +1295,7 @@ fn instance_model(
                      another"
                 ),
             );
-            at.priority = written;
+            at.set("priority", written);
             OWNER_PRIORITY
         }
         (None, _) => DEFAULT_PRIORITY,
@@ -1302,27 +1303,30 @@ fn instance_model(
     // As keepalived: no `state` is MASTER for the address owner, BACKUP otherwise.
     let initial_master = match settings.state {
         Some((master, written)) => {
-            at.state = written;
+            at.set("state", written);
             master
         }
         None => priority == OWNER_PRIORITY,
     };
     let advert_int = match settings.advert_int {
         Some((interval, written)) => {
-            at.advert_int = written;
+            at.set("advert_int", written);
             interval
         }
         None => DEFAULT_ADVERT_INT,
     };
     if let Some((_, written)) = settings.unicast_src_ip {
-        at.unicast_src_ip = written;
+        at.set("unicast_src_ip", written);
     }
-    at.unicast_peer = settings.unicast_peer.iter().map(|&(_, written)| written).collect();
+    at.set_items(
+        "unicast_peer",
+        settings.unicast_peer.iter().map(|&(_, written)| written).collect(),
+    );
     if let Some((_, written)) = &settings.auth_pass {
-        at.authentication = *written;
+        at.set("authentication", *written);
     }
     let (track_interface, track_script) = tracking(cx, vrrp, instance, settings);
-    at.track_interface = track_interface.iter().map(|&(_, written)| written).collect();
+    at.set_items("track_interface", track_interface.iter().map(|&(_, written)| written).collect());
 
     let model = InstanceModel {
         name: name.clone(),

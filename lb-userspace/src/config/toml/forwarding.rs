@@ -11,7 +11,7 @@
 use ::toml::de::DeTable;
 
 use super::super::emit::{address, boolean, integer, string};
-use super::super::model::{LbKind, Location, RealServer, Tunnel, TunnelError, VirtualServer};
+use super::super::model::{LbKind, RealServer, Tunnel, TunnelError, VirtualServer};
 use super::schema::{Doc, Setting, unless};
 use super::{Key, Parser, Value};
 
@@ -107,7 +107,6 @@ pub(super) const OPS: Setting<VirtualServer> = Setting {
     read: |p, k, v, vs| {
         if let Some(ops) = p.boolean(k, v) {
             vs.forwarding.one_packet = ops;
-            vs.forwarding.one_packet_at = Some(p.at(v.span()));
         }
     },
     emit: |vs, _| unless(&vs.forwarding.one_packet, &false, boolean),
@@ -145,7 +144,8 @@ pub(super) const SERVER_TUN_PORT: Setting<RealServer> = group_key(
     |rs, _| tun_port(rs.forwarding.lb_kind),
 );
 
-/// A real server's IPVS connection threshold; the first written locates both.
+/// A real server's IPVS connection threshold; `uthreshold`, if written, locates both
+/// ([`RealServer::thresholds_at`]).
 const fn threshold(
     name: &'static str,
     meaning: &'static str,
@@ -155,8 +155,6 @@ const fn threshold(
         name,
         doc: Doc { ty: "integer ≥ 0", default: "`0` (none)", meaning },
         read: |p, k, v, rs| {
-            let at = p.at(v.span());
-            rs.forwarding.thresholds_at.get_or_insert(at);
             let value = p.integer(k, v, 0, i64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok());
             match (value, k.get_ref().as_ref()) {
                 (Some(n), "uthreshold") => rs.forwarding.uthreshold = n,
@@ -184,12 +182,8 @@ pub(super) const LTHRESHOLD: Setting<RealServer> = threshold(
 
 impl Parser<'_> {
     /// `lb_kind` or its other spelling `lvs_method`, with `tun_type`/`tun_port` for `TUN`:
-    /// `Some((None, None))` when not given.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn lb_kind(
-        &mut self,
-        table: &DeTable<'_>,
-    ) -> Option<(Option<LbKind>, Option<Location>)> {
+    /// `Some(None)` when not given. Where it was written is in the section's spans.
+    pub(super) fn lb_kind(&mut self, table: &DeTable<'_>) -> Option<Option<LbKind>> {
         let given = self.either(
             table,
             ["lb_kind", "lvs_method"],
@@ -201,9 +195,8 @@ impl Parser<'_> {
                 let message = format!("`{}` needs `lb_kind = \"TUN\"`", key.get_ref());
                 self.error(value.span(), message);
             }
-            return if tunnel_keys.iter().any(Option::is_some) { None } else { Some((None, None)) };
+            return if tunnel_keys.iter().any(Option::is_some) { None } else { Some(None) };
         };
-        let at = self.at(value.span());
         let name = self.string(key, value)?;
         let kind = match name.to_ascii_uppercase().as_str() {
             "DR" => LbKind::Dr,
@@ -226,7 +219,7 @@ impl Parser<'_> {
             self.error(tvalue.span(), message);
             return None;
         }
-        Some((Some(kind), Some(at)))
+        Some(Some(kind))
     }
 
     /// keepalived's `tun_type ipip|gue|gre` (default ipip) and `tun_port` (GUE's, required).
@@ -326,9 +319,11 @@ mod tests {
     #[test]
     fn thresholds_are_read() {
         let cfg = parse("", "uthreshold = 100\nlthreshold = 10").expect("valid");
-        let f = cfg.virtual_servers[0].real_servers[0].forwarding;
+        let rs = &cfg.virtual_servers[0].real_servers[0];
+        let f = rs.forwarding;
         assert_eq!((f.uthreshold, f.lthreshold), (100, 10));
-        assert!(f.thresholds_at.is_some());
+        assert!(rs.key_locations.get("uthreshold").is_some());
+        assert_eq!(Some(rs.thresholds_at()), rs.key_locations.get("uthreshold"));
     }
 
     #[test]

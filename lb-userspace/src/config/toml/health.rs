@@ -1238,9 +1238,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::super::health::RealHealth;
-    use super::super::super::model::{
-        Config, DataplaneSettings, Protocol, RealServer, VirtualServer,
-    };
+    use super::super::super::model::{Config, RealServer, VirtualServer};
     use super::super::super::parse_toml;
     use super::super::super::test_support::{
         FakeHost, Scenario, assert_single_error, assert_toml_scenarios, doc,
@@ -2501,16 +2499,12 @@ url = [{ path = "/", status_code = 200 }]
 "#;
         let at = Location::new;
         let real = |address: &str, line: u32, check: HealthCheck, checked: Spans| RealServer {
-            forwarding: Default::default(),
-            address: address.parse().unwrap(),
-            port: 80,
-            weight: 1,
             health: RealHealth { checks: vec![check], ..RealHealth::default() },
-            location: at(line, 1),
             key_locations: Spans::at_section(at(line, 1))
                 .with("address", at(line + 1, 11))
                 .with("port", at(line + 2, 8)),
             check_locations: vec![checked],
+            ..crate::fixture::real_server(address, 80, at(line, 1))
         };
         let tcp = HealthCheck {
             connect_timeout: Duration::from_secs(1),
@@ -2535,23 +2529,9 @@ url = [{ path = "/", status_code = 200 }]
             )
         };
         let expected = Config {
-            source: "test.toml".into(),
-            vrrp: Default::default(),
-            vrrp_locations: Default::default(),
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
-            dataplane: DataplaneSettings::default(),
             virtual_servers: vec![VirtualServer {
-                forwarding: Default::default(),
                 vip: "192.0.2.100".parse().unwrap(),
                 port: 80,
-                protocol: Protocol::Tcp,
-                fwmark: None,
-                interface: "eth0".to_owned(),
-                lb_algo: "mh".to_owned(),
-                table_size: 65537,
-                persistence_timeout: None,
                 persistence_prefix: 32,
                 real_servers: vec![
                     real(
@@ -2562,7 +2542,6 @@ url = [{ path = "/", status_code = 200 }]
                     ),
                     real("192.0.2.12", 16, http, Spans::at_section(at(19, 1))),
                 ],
-                sorry_server: None,
                 health: ServiceHealth {
                     delay_loop: Duration::from_secs(1),
                     ..ServiceHealth::default()
@@ -2574,7 +2553,9 @@ url = [{ path = "/", status_code = 200 }]
                     .with("protocol", at(4, 12))
                     .with("interface", at(5, 13))
                     .with("delay_loop", at(6, 14)),
+                ..crate::fixture::virtual_server("192.0.2.100", 80, at(1, 1))
             }],
+            ..crate::fixture::config("test.toml", Vec::new())
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);

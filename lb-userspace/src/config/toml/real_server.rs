@@ -111,11 +111,10 @@ pub(in crate::config) const REAL_SERVER_SECTION: Section<RealServer> = Section {
         let checkers = p.checkers(table, REAL_SERVER);
         let forwarding = p.lb_kind(table);
         match (checkers, forwarding) {
-            (Some((checks, locations)), Some((lb_kind, lb_kind_at))) if health_ok => {
+            (Some((checks, locations)), Some(lb_kind)) if health_ok => {
                 rs.health.checks = checks;
                 rs.check_locations = locations;
                 rs.forwarding.lb_kind = lb_kind;
-                rs.forwarding.lb_kind_at = lb_kind_at;
                 true
             }
             _ => false,
@@ -141,9 +140,8 @@ pub(in crate::config) const SORRY_SERVER_SECTION: Section<RealServer> = Section 
     ],
     elsewhere: &[],
     finish: Some(|p, table, rs, _| match p.lb_kind(table) {
-        Some((lb_kind, lb_kind_at)) => {
+        Some(lb_kind) => {
             rs.forwarding.lb_kind = lb_kind;
-            rs.forwarding.lb_kind_at = lb_kind_at;
             true
         }
         None => false,

@@ -321,9 +321,8 @@ fn finish(
         p.real_server(table, span, port, Backend::Sorry)
     });
     match forwarding {
-        Some((lb_kind, lb_kind_at)) if health_ok => {
+        Some(lb_kind) if health_ok => {
             vs.forwarding.lb_kind = lb_kind.unwrap_or_default();
-            vs.forwarding.lb_kind_at = lb_kind_at;
             keep
         }
         _ => false,

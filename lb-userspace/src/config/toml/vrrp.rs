@@ -16,7 +16,7 @@ use ::toml::de::{DeTable, DeValue};
 
 use super::super::emit::{address, array, boolean, inline_table, integer, seconds, string};
 use super::super::error::did_you_mean;
-use super::super::model::{Location, Spans, VrrpInstanceLocations, VrrpLocations, host_prefix_len};
+use super::super::model::{Location, Spans, host_prefix_len};
 use super::super::vrrp::{
     DEFAULT_ADVERT_INT, DEFAULT_GARP_REFRESH_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_PRIORITY,
     DEFAULT_SCRIPT_INTERVAL, DEFAULT_VERSION, GARP_REPEAT_LIMITS, MAX_ADVERT_INT_V2,
@@ -27,9 +27,6 @@ use super::super::vrrp::{
 use super::schema::{Doc, Located, Section, Setting, unless};
 use super::{Key, Parser, Value, describe};
 
-const AUTHENTICATION_KEYS: &[&str] = &["auth_type", "auth_pass"];
-/// Keys of a `track_interface` or `track_script` entry written as a table.
-const TRACK_KEYS: &[&str] = &["name", "weight"];
 /// keepalived `vrrp_instance` keywords lb does not take: an unknown-key suggestion for them
 /// (`garp_master_refresh` → `garp_master_refresh_delay`) would mislead.
 const UNSUPPORTED_INSTANCE_KEYWORDS: &[&str] = &[
@@ -149,7 +146,7 @@ struct Tracked {
     name: String,
     weight: Option<i32>,
     /// Where the name was written.
-    span: Range<usize>,
+    at: Location,
 }
 
 /// An instance already in a sync group, and which group (where its section starts).
@@ -161,9 +158,9 @@ struct Member {
 impl Parser<'_> {
     /// The VRRP sections of the document, and where their values were written. Sections with
     /// errors are left out.
-    pub(super) fn vrrp(&mut self, root: &DeTable<'_>) -> (VrrpConfig, VrrpLocations) {
+    pub(super) fn vrrp(&mut self, root: &DeTable<'_>) -> (VrrpConfig, Vec<Spans>) {
         let mut config = VrrpConfig::default();
-        let mut locations = VrrpLocations::default();
+        let mut locations = Vec::new();
 
         let mut scripts = Names::default();
         for (table, span) in self.sections(root, "vrrp_script", VRRP_SCRIPT) {
@@ -176,7 +173,7 @@ impl Parser<'_> {
             if let Some((instance, at)) = self.vrrp_instance(table, span, &mut instances, &scripts)
             {
                 config.instances.push(instance);
-                locations.instances.push(at);
+                locations.push(at);
             }
         }
         let instances = instances.all();
@@ -302,7 +299,7 @@ impl Parser<'_> {
         span: Range<usize>,
         names: &mut Names,
         scripts: &[&str],
-    ) -> Option<(VrrpInstance, VrrpInstanceLocations)> {
+    ) -> Option<(VrrpInstance, Spans)> {
         let errors = self.errors.len();
         let location = self.at(span);
         let mut instance = Instance {
@@ -334,7 +331,6 @@ impl Parser<'_> {
                 location,
             },
             spans: Spans::at_section(location),
-            at: VrrpInstanceLocations::all_at(location),
             names: std::mem::take(names),
             scripts: scripts.iter().map(|&name| name.to_owned()).collect(),
             version: None,
@@ -343,7 +339,7 @@ impl Parser<'_> {
         *names = std::mem::take(&mut instance.names);
         // An unknown key is reported, but does not leave the section out.
         let unknown = INSTANCE_SECTION.unknown_count(table);
-        (self.errors.len() == errors + unknown).then_some((instance.instance, instance.at))
+        (self.errors.len() == errors + unknown).then_some((instance.instance, instance.spans))
     }
 
     /// `state`: `MASTER` (true) or `BACKUP`, in any case.
@@ -505,16 +501,9 @@ impl Parser<'_> {
     /// `authentication = { auth_type = "PASS", auth_pass = "..." }`: the password.
     fn authentication(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<String> {
         let (table, span) = self.table(key, value, AUTHENTICATION)?;
-        let location = self.at(span);
-        self.unknown_keys(table, AUTHENTICATION_KEYS, &format!("in {AUTHENTICATION}"));
-        let auth_type = self
-            .required(table, "auth_type", location, AUTHENTICATION)
-            .and_then(|(key, value)| self.auth_type(key, value));
-        let auth_pass = self
-            .required(table, "auth_pass", location, AUTHENTICATION)
-            .and_then(|(key, value)| self.auth_pass(key, value));
-        auth_type?;
-        auth_pass
+        let mut read = Authentication::at(self.at(span));
+        AUTHENTICATION_SECTION.read(self, table, &mut read);
+        read.pass.filter(|_| read.pass_type)
     }
 
     /// `auth_type`: only `PASS` (any case); keepalived's `AH` is not supported.
@@ -569,7 +558,7 @@ impl Parser<'_> {
             if !scripts.contains(&entry.name.as_str()) {
                 let hint = did_you_mean(&entry.name, scripts);
                 let message = format!("no vrrp_script is named `{}`{hint}", entry.name);
-                self.error(entry.span.clone(), message);
+                self.error_located(entry.at, message);
                 ok = false;
             }
         }
@@ -585,11 +574,10 @@ impl Parser<'_> {
         let mut ok = true;
         for item in items {
             let entry = match item.get_ref() {
-                DeValue::String(_) => self.name(key, item).map(|name| Tracked {
-                    name,
-                    weight: None,
-                    span: item.span(),
-                }),
+                DeValue::String(_) => {
+                    let at = self.at(item.span());
+                    self.name(key, item).map(|name| Tracked { name, weight: None, at })
+                }
                 DeValue::Table(table) => self.tracked_table(what, table, item.span()),
                 other => {
                     let message = format!(
@@ -616,19 +604,10 @@ impl Parser<'_> {
         table: &DeTable<'_>,
         span: Range<usize>,
     ) -> Option<Tracked> {
-        let location = self.at(span.clone());
-        let section = format!("a `{what}` entry");
-        self.unknown_keys(table, TRACK_KEYS, &format!("in {section}"));
-        let mut at = span;
-        let name = self.required(table, "name", location, &section).and_then(|(key, value)| {
-            at = value.span();
-            self.name(key, value)
-        });
-        let weight = match table.get_key_value("weight") {
-            None => Some(None),
-            Some((key, value)) => self.track_weight(key, value).map(Some),
-        };
-        Some(Tracked { name: name?, weight: weight?, span: at })
+        let mut entry = TrackEntry::at(self.at(span));
+        TRACK_ENTRY_SECTION.read_as(self, table, &mut entry, &format!("a `{what}` entry"));
+        let at = entry.spans.located("name");
+        Some(Tracked { name: entry.name?, weight: entry.weight.ok()?, at })
     }
 
     fn vrrp_sync_group(
@@ -719,13 +698,12 @@ impl Parser<'_> {
     }
 }
 
-/// A `[[vrrp_instance]]` as read: the instance, where its values were written (`at`, the
-/// locations validation uses, list items included), the names of the instances before it, the
+/// A `[[vrrp_instance]]` as read: the instance, where its values were written (list items
+/// included: validation points at one address), the names of the instances before it, the
 /// scripts it may track and the version if written.
 struct Instance {
     instance: VrrpInstance,
     spans: Spans,
-    at: VrrpInstanceLocations,
     names: Names,
     scripts: Vec<String>,
     version: Option<u8>,
@@ -785,9 +763,108 @@ fn read_garp_delay(p: &mut Parser<'_>, k: &Key<'_>, v: &Value<'_>, i: &mut Insta
 fn tracked_entry(name: &str, weight: Option<i32>) -> String {
     match weight {
         None => string(name),
-        Some(weight) => inline_table(&[("name", string(name)), ("weight", weight.to_string())]),
+        Some(weight) => {
+            let entry = TrackEntry {
+                name: Some(name.to_owned()),
+                weight: Ok(Some(weight)),
+                ..TrackEntry::at(Location::default())
+            };
+            inline_table(
+                &TRACK_ENTRY_SECTION.emit_pairs(&entry, &TrackEntry::at(Location::default())),
+            )
+        }
     }
 }
+
+/// `authentication = { ... }` as read: whether `auth_type` is valid, the password if valid.
+struct Authentication {
+    pass_type: bool,
+    pass: Option<String>,
+    spans: Spans,
+}
+
+impl Authentication {
+    fn at(location: Location) -> Self {
+        Authentication { pass_type: false, pass: None, spans: Spans::at_section(location) }
+    }
+}
+
+impl Located for Authentication {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The keys of `authentication`; documented in its row of the `[[vrrp_instance]]` table.
+const AUTHENTICATION_SECTION: Section<Authentication> = Section {
+    header: AUTHENTICATION,
+    misplaced: |_| None,
+    required: &["auth_type", "auth_pass"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "auth_type",
+            doc: doc(r#"`"PASS"`"#, "required", "keepalived's `AH` is not supported."),
+            read: |p, k, v, a| a.pass_type = p.auth_type(k, v).is_some(),
+            emit: |a, _| a.pass.is_some().then(|| string("PASS")),
+        },
+        Setting {
+            name: "auth_pass",
+            doc: doc("string, 1–8 bytes", "required", "The password."),
+            read: |p, k, v, a| a.pass = p.auth_pass(k, v),
+            emit: |a, _| a.pass.as_deref().map(string),
+        },
+    ],
+};
+
+/// A `{ name, weight }` entry of `track_interface` or `track_script` as read; `weight` is
+/// `Err` when written wrong.
+struct TrackEntry {
+    name: Option<String>,
+    weight: Result<Option<i32>, ()>,
+    spans: Spans,
+}
+
+impl TrackEntry {
+    fn at(location: Location) -> Self {
+        TrackEntry { name: None, weight: Ok(None), spans: Spans::at_section(location) }
+    }
+}
+
+impl Located for TrackEntry {
+    fn spans_mut(&mut self) -> &mut Spans {
+        &mut self.spans
+    }
+}
+
+/// The keys of a track entry written as a table (read under the entry's own name: "a
+/// `track_script` entry"); documented in the `track_*` rows of the `[[vrrp_instance]]` table.
+const TRACK_ENTRY_SECTION: Section<TrackEntry> = Section {
+    header: "a track entry",
+    misplaced: |_| None,
+    required: &["name"],
+    drop_on_error: &[],
+    nested: &[],
+    elsewhere: &[],
+    finish: None,
+    settings: &[
+        Setting {
+            name: "name",
+            doc: doc("string", "required", "The interface or `[[vrrp_script]]`."),
+            read: |p, k, v, t| t.name = p.name(k, v),
+            emit: |t, _| t.name.as_deref().map(string),
+        },
+        Setting {
+            name: "weight",
+            doc: doc("integer -254–254", "none", "Added to the priority instead of FAULT."),
+            read: |p, k, v, t| t.weight = p.track_weight(k, v).map(Some).ok_or(()),
+            emit: |t, _| t.weight.ok().flatten().map(|w| w.to_string()),
+        },
+    ],
+};
 
 /// The settings of a `[[vrrp_instance]]`, in the reference's order.
 const INSTANCE_SECTION: Section<Instance> = Section {
@@ -811,7 +888,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "name",
             doc: doc("string", "required", "Unique among the instances."),
             read: |p, k, v, i| {
-                i.at.name = p.at(v.span());
                 if let Some(name) = p.defined_name(k, v, "vrrp_instance", &mut i.names) {
                     i.instance.name = name;
                 }
@@ -826,7 +902,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
                 "The initial state asked for.",
             ),
             read: |p, k, v, i| {
-                i.at.state = p.at(v.span());
                 if let Some(master) = p.initial_state(k, v) {
                     i.instance.initial_master = master;
                 }
@@ -837,7 +912,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "interface",
             doc: doc("string", "required", "The NIC the adverts are sent and received on."),
             read: |p, k, v, i| {
-                i.at.interface = p.at(v.span());
                 if let Some(interface) = p.name(k, v) {
                     i.instance.interface = interface;
                 }
@@ -848,7 +922,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "virtual_router_id",
             doc: doc("integer 1–255", "required", "The same on every router of the group."),
             read: |p, k, v, i| {
-                i.at.virtual_router_id = p.at(v.span());
                 if let Some(id) = p.byte(k, v, VIRTUAL_ROUTER_ID_LIMITS) {
                     i.instance.virtual_router_id = id;
                 }
@@ -859,7 +932,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "priority",
             doc: doc("integer 1–255", "`100`", "The highest priority is MASTER."),
             read: |p, k, v, i| {
-                i.at.priority = p.at(v.span());
                 if let Some(priority) = p.byte(k, v, PRIORITY_LIMITS) {
                     i.instance.priority = priority;
                 }
@@ -871,7 +943,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             doc: doc("seconds", "`1`", "Interval between adverts."),
             // Up to the longest of either version; what fits the version is validation's.
             read: |p, k, v, i| {
-                i.at.advert_int = p.at(v.span());
                 let max = u32::try_from(MAX_ADVERT_INT_V2.as_secs()).unwrap_or(u32::MAX);
                 if let Some(interval) = p.positive_seconds(k, v, max) {
                     i.instance.advert_int = interval;
@@ -883,7 +954,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "version",
             doc: doc("`2` \\| `3`", "`2`; `3` for IPv6 addresses", "The VRRP version."),
             read: |p, k, v, i| {
-                i.at.version = p.at(v.span());
                 i.version = p.version(k, v);
             },
             // The default follows the addresses' family.
@@ -900,9 +970,11 @@ const INSTANCE_SECTION: Section<Instance> = Section {
                 "The addresses the MASTER holds.",
             ),
             read: |p, k, v, i| {
-                if let Some(addresses) = p.virtual_addresses(k, v, &mut i.at.virtual_ipaddress) {
+                let mut at = Vec::new();
+                if let Some(addresses) = p.virtual_addresses(k, v, &mut at) {
                     i.instance.virtual_ipaddress = addresses;
                 }
+                i.spans.set_items("virtual_ipaddress", at);
             },
             emit: |i, _| Some(array(&i.instance.virtual_ipaddress, |vip| string(&vip.to_string()))),
         },
@@ -930,7 +1002,6 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "unicast_src_ip",
             doc: doc("IP address string", "an address of `interface`", "Source of the adverts."),
             read: |p, k, v, i| {
-                i.at.unicast_src_ip = p.at(v.span());
                 if let Some(ip) = p.ip_address(k, v) {
                     i.instance.unicast_src_ip = Some(ip);
                 }
@@ -941,9 +1012,11 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "unicast_peer",
             doc: doc("array of IP address strings", "none: multicast", "The other routers."),
             read: |p, k, v, i| {
-                if let Some(peers) = p.unicast_peers(k, v, &mut i.at.unicast_peer) {
+                let mut at = Vec::new();
+                if let Some(peers) = p.unicast_peers(k, v, &mut at) {
                     i.instance.unicast_peer = peers;
                 }
+                i.spans.set_items("unicast_peer", at);
             },
             emit: |i, _| {
                 let peers = &i.instance.unicast_peer;
@@ -954,12 +1027,18 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             name: "authentication",
             doc: doc("table", "none", "VRRPv2's simple password."),
             read: |p, k, v, i| {
-                i.at.authentication = p.at(v.span());
                 i.instance.auth_pass = p.authentication(k, v);
             },
             emit: |i, _| {
-                let pass = i.instance.auth_pass.as_deref()?;
-                Some(inline_table(&[("auth_type", string("PASS")), ("auth_pass", string(pass))]))
+                let pass = i.instance.auth_pass.clone()?;
+                let given = Authentication {
+                    pass_type: true,
+                    pass: Some(pass),
+                    ..Authentication::at(i.instance.location)
+                };
+                let pairs = AUTHENTICATION_SECTION
+                    .emit_pairs(&given, &Authentication::at(i.instance.location));
+                Some(inline_table(&pairs))
             },
         },
         Setting {
@@ -971,7 +1050,8 @@ const INSTANCE_SECTION: Section<Instance> = Section {
             ),
             read: |p, k, v, i| {
                 let Some(tracked) = p.tracked(k, v) else { return };
-                i.at.track_interface = tracked.iter().map(|t| p.at(t.span.clone())).collect();
+                let at = tracked.iter().map(|t| t.at).collect();
+                i.spans.set_items("track_interface", at);
                 let weight = |t: &Tracked| t.weight.unwrap_or(0);
                 let entries = tracked
                     .iter()
@@ -1058,7 +1138,6 @@ pub(in crate::config) fn instance_emit(instance: &VrrpInstance) -> String {
     let instance = Instance {
         instance: instance.clone(),
         spans: Spans::at_section(location),
-        at: VrrpInstanceLocations::all_at(location),
         names: Names::default(),
         scripts: Vec::new(),
         version: None,
@@ -1306,7 +1385,7 @@ pub(in crate::config) fn sync_group_emit(group: &VrrpSyncGroup) -> String {
 mod tests {
     use std::path::Path;
 
-    use super::super::super::model::{Config, DataplaneSettings};
+    use super::super::super::model::Config;
     use super::super::super::test_support::{FakeHost, Scenario, assert_toml_scenarios, doc};
     use super::super::super::{notices, parse_toml};
     use super::*;
@@ -2331,59 +2410,36 @@ virtual_ipaddress = ["192.0.2.100/24"]
 "#;
         let at = Location::new;
         let expected = Config {
-            source: "test.toml".into(),
-            dataplane: DataplaneSettings::default(),
             virtual_servers: Vec::new(),
             vrrp: VrrpConfig {
                 instances: vec![VrrpInstance {
                     name: "VI_1".to_owned(),
-                    initial_master: false,
-                    interface: "eth0".to_owned(),
                     virtual_router_id: 51,
                     priority: 90,
-                    advert_int: Duration::from_secs(1),
                     version: 2,
                     virtual_ipaddress: vec![VirtualAddress {
                         address: "192.0.2.100".parse().unwrap(),
                         prefix: 24,
                     }],
-                    preempt: true,
-                    preempt_delay: Duration::ZERO,
-                    unicast_peer: Vec::new(),
-                    unicast_src_ip: None,
-                    auth_pass: None,
-                    track_interface: Vec::new(),
-                    track_script: Vec::new(),
-                    notify_master: None,
-                    notify_backup: None,
-                    notify_fault: None,
-                    notify_stop: None,
-                    notify: None,
-                    garp_master_repeat: 5,
-                    garp_master_refresh_delay: Duration::from_secs(5),
-                    lower_prio_no_advert: false,
-                    skip_check_adv_addr: false,
                     location: at(1, 1),
+                    ..crate::fixture::vrrp_instance("VI_1", 51, &[])
                 }],
                 scripts: Vec::new(),
                 sync_groups: Vec::new(),
             },
-            vrrp_locations: VrrpLocations {
-                instances: vec![VrrpInstanceLocations {
-                    name: at(2, 8),
-                    state: at(3, 9),
-                    interface: at(4, 13),
-                    virtual_router_id: at(5, 21),
-                    priority: at(6, 12),
-                    advert_int: at(7, 14),
-                    version: at(8, 11),
-                    virtual_ipaddress: vec![at(9, 22)],
-                    ..VrrpInstanceLocations::all_at(at(1, 1))
-                }],
-            },
-            bgp: None,
-            flow_sync: None,
-            script_user: None,
+            vrrp_locations: vec![
+                Spans::at_section(at(1, 1))
+                    .with("name", at(2, 8))
+                    .with("state", at(3, 9))
+                    .with("interface", at(4, 13))
+                    .with("virtual_router_id", at(5, 21))
+                    .with("priority", at(6, 12))
+                    .with("advert_int", at(7, 14))
+                    .with("version", at(8, 11))
+                    .with("virtual_ipaddress", at(9, 21))
+                    .with_items("virtual_ipaddress", &[at(9, 22)]),
+            ],
+            ..crate::fixture::config("test.toml", Vec::new())
         };
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(config, expected);
@@ -2459,7 +2515,6 @@ notify_fault = "/etc/lb/group.sh fault"
         let first = VrrpInstance {
             name: "VI_1".to_owned(),
             initial_master: true,
-            interface: "eth0".to_owned(),
             virtual_router_id: 51,
             priority: 150,
             advert_int: Duration::from_millis(500),
@@ -2469,7 +2524,6 @@ notify_fault = "/etc/lb/group.sh fault"
             preempt_delay: Duration::from_secs(30),
             unicast_peer: vec![ip("192.0.2.2"), ip("192.0.2.3")],
             unicast_src_ip: Some(ip("192.0.2.1")),
-            auth_pass: None,
             track_interface: vec![
                 TrackInterface { name: "eth1".to_owned(), weight: 0 },
                 TrackInterface { name: "eth0".to_owned(), weight: -50 },
@@ -2482,36 +2536,21 @@ notify_fault = "/etc/lb/group.sh fault"
             notify: command("/etc/lb/notify.sh"),
             garp_master_repeat: 3,
             garp_master_refresh_delay: Duration::from_secs(10),
-            lower_prio_no_advert: false,
-            skip_check_adv_addr: false,
             location: at(10, 1),
+            ..crate::fixture::vrrp_instance("VI_1", 51, &[])
         };
         let second = VrrpInstance {
             name: "VI_2".to_owned(),
-            initial_master: false,
             interface: "eth1".to_owned(),
             virtual_router_id: 52,
-            priority: 100,
-            advert_int: Duration::from_secs(1),
             version: 2,
             virtual_ipaddress: vec![vip("192.0.2.200", 24)],
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            unicast_peer: Vec::new(),
-            unicast_src_ip: None,
             auth_pass: Some("s3cret".to_owned()),
-            track_interface: Vec::new(),
             track_script: vec![TrackScript { script: "chk_nginx".to_owned(), weight: None }],
-            notify_master: None,
-            notify_backup: None,
-            notify_fault: None,
-            notify_stop: None,
-            notify: None,
-            garp_master_repeat: 5,
-            garp_master_refresh_delay: Duration::from_secs(5),
             lower_prio_no_advert: true,
             skip_check_adv_addr: true,
             location: at(33, 1),
+            ..crate::fixture::vrrp_instance("VI_2", 52, &[])
         };
         let group = VrrpSyncGroup {
             name: "G1".to_owned(),
@@ -2521,33 +2560,44 @@ notify_fault = "/etc/lb/group.sh fault"
             notify_fault: command("/etc/lb/group.sh fault"),
             location: at(43, 1),
         };
-        let locations = VrrpLocations {
-            instances: vec![
-                VrrpInstanceLocations {
-                    section: at(10, 1),
-                    name: at(11, 8),
-                    state: at(12, 9),
-                    interface: at(13, 13),
-                    virtual_router_id: at(14, 21),
-                    priority: at(15, 12),
-                    advert_int: at(16, 14),
-                    version: at(17, 11),
-                    virtual_ipaddress: vec![at(18, 22), at(18, 40)],
-                    unicast_src_ip: at(21, 18),
-                    unicast_peer: vec![at(22, 17), at(22, 30)],
-                    authentication: at(10, 1),
-                    track_interface: vec![at(23, 20), at(23, 37)],
-                },
-                VrrpInstanceLocations {
-                    name: at(34, 8),
-                    interface: at(35, 13),
-                    virtual_router_id: at(36, 21),
-                    virtual_ipaddress: vec![at(37, 22)],
-                    authentication: at(38, 18),
-                    ..VrrpInstanceLocations::all_at(at(33, 1))
-                },
-            ],
+        // Where validation looks (the keys it names, the list items); the others are the
+        // section's description's.
+        let validated = |spans: &Spans| {
+            let keys = [
+                "name",
+                "state",
+                "interface",
+                "virtual_router_id",
+                "priority",
+                "advert_int",
+                "version",
+                "unicast_src_ip",
+                "authentication",
+            ];
+            let lists = ["virtual_ipaddress", "unicast_peer", "track_interface"];
+            let located = keys.map(|k| spans.located(k)).to_vec();
+            (spans.section(), located, lists.map(|k| spans.items(k).to_vec()))
         };
+        let locations = [
+            Spans::at_section(at(10, 1))
+                .with("name", at(11, 8))
+                .with("state", at(12, 9))
+                .with("interface", at(13, 13))
+                .with("virtual_router_id", at(14, 21))
+                .with("priority", at(15, 12))
+                .with("advert_int", at(16, 14))
+                .with("version", at(17, 11))
+                .with_items("virtual_ipaddress", &[at(18, 22), at(18, 40)])
+                .with("unicast_src_ip", at(21, 18))
+                .with_items("unicast_peer", &[at(22, 17), at(22, 30)])
+                .with_items("track_interface", &[at(23, 20), at(23, 37)]),
+            Spans::at_section(at(33, 1))
+                .with("name", at(34, 8))
+                .with("interface", at(35, 13))
+                .with("virtual_router_id", at(36, 21))
+                .with_items("virtual_ipaddress", &[at(37, 22)])
+                .with("authentication", at(38, 18)),
+        ];
         let config = parse_toml(text, Path::new("test.toml"), &FakeHost).unwrap();
         assert_eq!(
             config.vrrp,
@@ -2557,7 +2607,8 @@ notify_fault = "/etc/lb/group.sh fault"
                 sync_groups: vec![group]
             }
         );
-        assert_eq!(config.vrrp_locations, locations);
+        let got: Vec<_> = config.vrrp_locations.iter().map(validated).collect();
+        assert_eq!(got, locations.iter().map(validated).collect::<Vec<_>>());
     }
 
     /// Every error is reported, and a section with one is left out of the model; the names of
@@ -2598,8 +2649,8 @@ notify_fault = "/etc/lb/group.sh fault"
         assert!(config.vrrp.scripts.is_empty());
         let names: Vec<&str> = config.vrrp.instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["VI_2"]);
-        assert_eq!(config.vrrp_locations.instances.len(), 1);
-        assert_eq!(config.vrrp_locations.instances[0].name, Location::new(13, 8));
+        assert_eq!(config.vrrp_locations.len(), 1);
+        assert_eq!(config.vrrp_locations[0].located("name"), Location::new(13, 8));
         assert!(config.vrrp.sync_groups.is_empty());
     }
 
@@ -2632,7 +2683,7 @@ notify_fault = "/etc/lb/group.sh fault"
         let rows = table(&doc, "`[[vrrp_instance]]`");
         let authentication = rows.iter().find(|row| row[0] == "`authentication`");
         let meaning = authentication.and_then(|row| row.last()).expect("authentication row");
-        for key in AUTHENTICATION_KEYS.iter().chain(TRACK_KEYS) {
+        for key in AUTHENTICATION_SECTION.keys().iter().chain(&TRACK_ENTRY_SECTION.keys()) {
             let written = meaning.contains(&format!("`{key}`"))
                 || rows.iter().any(|row| row[0].starts_with("`track_") && row[1].contains(key));
             assert!(written, "`{key}` is not in docs/config.md [[vrrp_instance]]");

@@ -545,8 +545,6 @@ fn counter(s: &super::Stats) -> Counter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::config::Protocol as P;
 
@@ -586,7 +584,7 @@ mod tests {
             reals,
             sorry: None,
             tun_source: None,
-            ring: Arc::new(if up { vec![0] } else { vec![] }),
+            ring: crate::desired::Ring::fixed(if up { vec![0] } else { vec![] }),
         }
     }
 

@@ -242,7 +242,8 @@ fn maglev_pick(d: &Desired, svc: usize, src: IpAddr, sport: u16, dport: u16, pro
     let (src, _) = addr_words(src);
     let (dst, _) = addr_words(s.key.vip);
     let h = flow_hash(&src, &dst, ports_word(sport, dport), proto, SEED);
-    let idx = s.ring[(h % s.ring.len() as u32) as usize];
+    let ring = s.ring.entries();
+    let idx = ring[(h % ring.len() as u32) as usize];
     s.reals[idx as usize].mac.expect("up reals have a MAC")
 }
 

@@ -16,7 +16,6 @@ mod rings;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
-    sync::Arc,
 };
 
 use aya::{
@@ -38,7 +37,7 @@ use self::{
 use super::{Attachment, Counter, Counters, Dataplane, DataplaneError, MapUsage, Status};
 use crate::{
     config::{LbKind, Tunnel, VirtualServerKey},
-    desired::{Desired, Globals, RealDesired, ServiceDesired},
+    desired::{Desired, Globals, RealDesired, Ring, ServiceDesired},
     net::iface::{self, Interface},
 };
 
@@ -113,11 +112,11 @@ struct ServiceSlot {
 }
 
 /// A table as written into a ring area: the desired Maglev table (indexes into the service's
-/// reals, shared with the desired state rather than copied) and the real id of each index. Entry
-/// `i` of the area is `ids[ring[i]]`.
+/// reals; what decides it, shared with the desired state, not its entries) and the real id of
+/// each index. Entry `i` of the area is `ids[ring[i]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Table {
-    ring: Arc<Vec<u32>>,
+    ring: Ring,
     ids: Vec<u32>,
 }
 
@@ -126,11 +125,17 @@ impl Table {
         self.ring.is_empty()
     }
 
-    /// The real ids, entry by entry, as the map holds them.
-    fn entries(&self) -> Vec<u32> {
-        self.ring.iter().map(|&i| self.ids.get(i as usize).copied().unwrap_or(0)).collect()
+    /// The real ids, entry by entry, as the map holds them, from the ring's `indexes` (built
+    /// here when not given).
+    fn entries(&self, indexes: Option<Vec<u32>>) -> Vec<u32> {
+        let indexes = indexes.unwrap_or_else(|| self.ring.entries());
+        indexes.iter().map(|&i| self.ids.get(i as usize).copied().unwrap_or(0)).collect()
     }
 }
+
+/// Services whose tables an apply builds together (on every CPU) before writing them one by one:
+/// bounds the tables held at once (64 × 256 KiB at M = 65537) while keeping the CPUs busy.
+const BUILD_BATCH: usize = 64;
 
 #[derive(Debug)]
 struct Attached {
@@ -165,6 +170,9 @@ pub struct XdpDataplane {
     config_flags: Option<u32>,
     /// Flow sync is on: the program reports new flows (`CFG_F_FLOW_SYNC`).
     flow_sync: bool,
+    /// Tunnelled reals' routes are looked up for every packet (`CFG_F_TUN_FIB_EACH`): the
+    /// benchmark's control and tests only; the agent keeps the program's next-hop cache.
+    tun_fib_each: bool,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
@@ -172,6 +180,8 @@ pub struct XdpDataplane {
     /// Real ids freed while a window's anchor table may still name them: (id, last second of
     /// the window). Given out again only after it, so an anchor never names another real.
     quarantined: Vec<(u32, u32)>,
+    /// Tables built ahead of their writes by `apply` (see `BUILD_BATCH`), taken by `swap_table`.
+    prebuilt: HashMap<VirtualServerKey, (Ring, Vec<u32>)>,
     /// Tests: seconds the agent's clock is set back, to put windows in the past.
     #[cfg(test)]
     rewind: u32,
@@ -221,6 +231,7 @@ impl XdpDataplane {
             .map_max_entries(map_names::SERVICE_STATS, limits.max_services)
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
+            .map_max_entries(map_names::TUN_NEXTHOPS, limits.max_reals)
             .map_max_entries(map_names::RINGS, limits.ring_entries)
             .map_max_entries(map_names::VIPS, limits.max_services)
             .map_max_entries(map_names::FLOWS, limits.flows);
@@ -274,9 +285,11 @@ impl XdpDataplane {
             globals: None,
             config_flags: None,
             flow_sync: false,
+            tun_fib_each: false,
             next_generation: 1,
             ring_writes: 0,
             quarantined: Vec::new(),
+            prebuilt: HashMap::new(),
             #[cfg(test)]
             rewind: 0,
             attached: BTreeMap::new(),
@@ -478,6 +491,19 @@ impl XdpDataplane {
         }
     }
 
+    /// Tunnelled reals: a FIB lookup for every packet (on) or the program's next-hop cache (off,
+    /// the default); the benchmark compares the two in one run. Takes effect like
+    /// [`Self::set_flow_sync`].
+    pub fn set_tun_fib_each(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.tun_fib_each = on;
+        match (self.globals, self.config_flags) {
+            (Some(g), Some(flags)) => {
+                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The new-flow reports ring buffer, for the flow-sync task (once: the reader owns it).
     pub fn take_flow_reports(
         &mut self,
@@ -536,6 +562,9 @@ impl XdpDataplane {
         let mut flags = if all_ports { 0 } else { common::CFG_F_NO_ALL_PORTS };
         if self.flow_sync {
             flags |= common::CFG_F_FLOW_SYNC;
+        }
+        if self.tun_fib_each {
+            flags |= common::CFG_F_TUN_FIB_EACH;
         }
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
@@ -1048,11 +1077,13 @@ impl XdpDataplane {
         if let Some(area) = target
             && slot.areas[area].as_ref() != Some(&table)
         {
-            let known = slot.areas[area].as_ref().map(Table::entries);
+            let old = slot.areas[area].clone();
             let offset = base + area as u32 * size;
-            let entries = table.entries();
+            let built = self.prebuilt.remove(&key).filter(|(r, _)| *r == table.ring);
+            let entries = table.entries(built.map(|(_, e)| e));
             let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
-            self.ring_writes += rings::write(map, offset, &entries, known.as_deref())?;
+            let known = || old.map(|t| t.entries(None));
+            self.ring_writes += rings::write(map, offset, &entries, known)?;
             if let Some(s) = self.services.get_mut(&key) {
                 s.areas[area] = Some(table);
             }
@@ -1133,6 +1164,28 @@ impl XdpDataplane {
         #[cfg(test)]
         let now = now.saturating_sub(self.rewind);
         now
+    }
+
+    /// Builds, on every CPU, the tables of `services` that no ring area holds yet (so the
+    /// writes that follow need not build them one at a time), noting each one's pick
+    /// fingerprint on the way (`lb status` then needs no second build).
+    fn prebuild(&mut self, services: &[ServiceDesired], hash_seed: u32) {
+        let wanted: Vec<&ServiceDesired> = services
+            .iter()
+            .filter(|svc| !svc.ring.is_empty())
+            .filter(|svc| {
+                self.services
+                    .get(&svc.key)
+                    .is_none_or(|slot| !slot.areas.iter().flatten().any(|t| t.ring == svc.ring))
+            })
+            .collect();
+        let built = crate::desired::build_all(&wanted, |svc| {
+            svc.ring.entries_noting_fingerprint(&crate::desired::pick_head(svc, hash_seed)).0
+        });
+        self.prebuilt.clear();
+        for (svc, entries) in wanted.into_iter().zip(built) {
+            self.prebuilt.insert(svc.key, (svc.ring.clone(), entries));
+        }
     }
 
     /// Gives back the real ids whose quarantine ended.
@@ -1304,9 +1357,13 @@ impl Dataplane for XdpDataplane {
         self.sync_vips(desired)?;
         // Inactive services (their VRRP instance is not MASTER) are staged: reals and table
         // written, no services-map entry (see `ServiceSlot::published`).
-        for svc in &desired.services {
-            self.sync_service(svc)?;
+        for batch in desired.services.chunks(BUILD_BATCH) {
+            self.prebuild(batch, desired.globals.hash_seed);
+            for svc in batch {
+                self.sync_service(svc)?;
+            }
         }
+        self.prebuilt.clear();
         let stale: Vec<VirtualServerKey> = self
             .services
             .keys()

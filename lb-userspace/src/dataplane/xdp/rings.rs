@@ -17,14 +17,15 @@ use super::{DataplaneError, map_err};
 /// Bytes per entry in an array map's memory: the kernel rounds values up to 8 bytes.
 const STRIDE: usize = 8;
 
-/// Writes `table` at `offset` of the rings map. `known` is what the region held when the caller
-/// last wrote it (entries equal to it are skipped on the per-entry path; the mapped path compares
-/// with the map itself). Returns how many entries were written.
+/// Writes `table` at `offset` of the rings map. `known` gives what the region held when the
+/// caller last wrote it (entries equal to it are skipped on the per-entry path; the mapped path
+/// compares with the map itself and never asks: the agent holds no copy of its tables).
+/// Returns how many entries were written.
 pub(super) fn write(
     map: &mut Map,
     offset: u32,
     table: &[u32],
-    known: Option<&[u32]>,
+    known: impl FnOnce() -> Option<Vec<u32>>,
 ) -> Result<u64, DataplaneError> {
     if table.is_empty() {
         return Ok(0);
@@ -34,7 +35,7 @@ pub(super) fn write(
     {
         return Ok(window.store(table));
     }
-    write_each(map, offset, table, known)
+    write_each(map, offset, table, known().as_deref())
 }
 
 /// One map update per entry that differs from `known` (every entry when it is `None`).
@@ -160,7 +161,7 @@ mod tests {
         let half = ENTRIES / 2;
         for (offset, len) in [(0, 251), (1, 509), (511, 2), (300, 1021), (half - 509, 509)] {
             let t = table(len, offset);
-            let mapped = write(map, offset, &t, None).expect("mapped write");
+            let mapped = write(map, offset, &t, || None).expect("mapped write");
             let each = write_each(map, half + offset, &t, None).expect("per-entry write");
             assert_eq!(each, len as u64);
             assert_eq!(read(map, offset, len), t, "mapped at {offset}+{len}");
@@ -173,13 +174,13 @@ mod tests {
                 u[i] = 12;
             }
             let differ = t.iter().zip(&u).filter(|(a, b)| a != b).count() as u64;
-            assert_eq!(write(map, offset, &u, None).expect("rewrite"), differ);
+            assert_eq!(write(map, offset, &u, || None).expect("rewrite"), differ);
             assert_eq!(write_each(map, half + offset, &u, Some(&t)).expect("rewrite"), differ);
             assert_eq!(read(map, offset, len), read(map, half + offset, len));
         }
         // The map's last entries: the window ends exactly at the map's end.
         let t = table(7, 3);
-        write(map, ENTRIES - 7, &t, None).expect("write at the end");
+        write(map, ENTRIES - 7, &t, || None).expect("write at the end");
         assert_eq!(read(map, ENTRIES - 7, 7), t);
     }
 }
