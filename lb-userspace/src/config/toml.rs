@@ -70,7 +70,10 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
         virtual_servers: Vec::new(),
         vrrp: VrrpConfig::default(),
         vrrp_locations: Vec::new(),
-        ..crate::fixture::config("test.toml", Vec::new())
+        dataplane: Default::default(),
+        bgp: None,
+        flow_sync: None,
+        script_user: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
