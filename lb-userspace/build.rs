@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         // Fast host-only checks (`AYA_BUILD_SKIP=1 cargo check`): embed an empty object; loading then
         // fails with a clear error instead of the build failing.
         std::fs::write(out_dir.join("lb-xdp"), [])?;
+        std::fs::write(out_dir.join("lb-probe"), [])?;
         println!("cargo:warning=AYA_BUILD_SKIP set: the lb binary embeds no XDP program");
         return Ok(());
     }

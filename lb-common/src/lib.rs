@@ -528,9 +528,76 @@ pub mod event {
     }
 }
 
+/// Health checks through the VIP (`through_vip`): the TC programs of the probe object
+/// (`lb-probe`) and their maps. A check's socket carries a mark from the reserved range; the
+/// egress program sends its packets to the VIP on that mark's real (rewritten destination, and
+/// the real's tunnel for TUN) and remembers the flow; the ingress program gives the replies from
+/// the VIP the real's address back, for the socket connected to it.
+pub mod probe {
+    use super::Addr;
+
+    /// Name of the TC egress program in the probe object.
+    pub const EGRESS_PROGRAM: &str = "lb_probe_egress";
+    /// Name of the TC ingress program in the probe object.
+    pub const INGRESS_PROGRAM: &str = "lb_probe_ingress";
+    /// Mark → [`ProbeTarget`].
+    pub const TARGETS_MAP: &str = "LB_PROBE_TARGETS";
+    /// [`ProbeFlowKey`] → the real's address (`Addr`).
+    pub const FLOWS_MAP: &str = "LB_PROBE_FLOWS";
+
+    /// The reserved socket marks: `MARK_BASE` + 1 .. `MARK_BASE` + 0xffff, one per (service,
+    /// real) with a check through the VIP. Packets with any other mark are not touched.
+    pub const MARK_BASE: u32 = 0x4c42_0000;
+    pub const MARK_MASK: u32 = 0xffff_0000;
+    /// Most probe targets: the size of the mark range.
+    pub const MAX_TARGETS: u32 = 0xffff;
+    /// Probe connections remembered for their replies (LRU).
+    pub const MAX_FLOWS: u32 = 1 << 14;
+
+    /// Where a marked check's packets go: the VIP on the real `real`, directly (`tun` =
+    /// `TUN_NONE`, the frame keeps the real's MAC) or through its tunnel.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+    pub struct ProbeTarget {
+        /// The real's address: the check's destination before, the outer destination after.
+        pub real: Addr,
+        pub vip: Addr,
+        /// Outer source of a tunnel; zero = the check's own source (same family only).
+        pub tun_src: Addr,
+        /// `FAMILY_V4` / `FAMILY_V6` of the VIP (= of the check's packets).
+        pub family: u8,
+        /// `FAMILY_V4` / `FAMILY_V6` of the real (the outer header's).
+        pub real_family: u8,
+        /// `TUN_NONE`, `TUN_IPIP`, `TUN_GUE`, `TUN_GRE`.
+        pub tun: u8,
+        pub _pad: u8,
+        /// GUE destination port, network byte order.
+        pub tun_port_be: u16,
+        pub _pad2: u16,
+    }
+
+    /// A probe connection as its replies show it: (local address, VIP, ports as the egress
+    /// packet carries them, protocol).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+    pub struct ProbeFlowKey {
+        pub local: Addr,
+        pub vip: Addr,
+        /// Source port then destination port, raw (the packet's four bytes).
+        pub ports: u32,
+        pub proto: u8,
+        pub family: u8,
+        pub _pad: u16,
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all types are repr(C), Copy, and bytemuck's derive proves there is no padding.
+    unsafe impl aya::Pod for super::probe::ProbeTarget {}
+    unsafe impl aya::Pod for super::probe::ProbeFlowKey {}
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::VipKey {}

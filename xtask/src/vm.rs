@@ -37,7 +37,7 @@ use clap::Subcommand;
 use crate::{run, workspace_root};
 
 /// Bump to rebuild every cached stage after changing how it is made.
-const RECIPE: u32 = 6;
+const RECIPE: u32 = 8;
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// Loaded at boot, in this order; other IPVS schedulers load on demand (`request_module`).
@@ -47,7 +47,9 @@ const INIT: &str = include_str!("../../tests/vm/init.sh");
 /// GUE ports (`lb realserver up --tunnel`): loaded here because the guest's modprobe cannot
 /// resolve the aliases (`rtnl-link-*`, `net-pf-*`) the kernel asks for on demand.
 /// The netfilter ones let a test mark packets for firewall-mark services (the kernel would ask
-/// for the MARK target by an alias the guest's modprobe cannot resolve).
+/// for the MARK target by an alias the guest's modprobe cannot resolve). `sch_ingress` (the
+/// `clsact` qdisc) and `cls_bpf` take the TC programs of checks through the VIP on this kernel,
+/// which has no TCX (6.6).
 const BOOT_MODULES: &[&str] = &[
     "crc32c_generic",
     "ip_vs",
@@ -67,6 +69,8 @@ const BOOT_MODULES: &[&str] = &[
     "xt_tcpudp",
     "xt_mark",
     "8021q",
+    "sch_ingress",
+    "cls_bpf",
 ];
 /// Put into the initramfs with their dependencies; `ip_vs*` means every IPVS module.
 const GUEST_MODULES: &[&str] = &[
@@ -86,6 +90,8 @@ const GUEST_MODULES: &[&str] = &[
     "xt_tcpudp",
     "xt_mark",
     "8021q",
+    "sch_ingress",
+    "cls_bpf",
 ];
 /// The guest's userland besides busybox: `ipvsadm`, iproute2's `ip` (busybox's has no `netns`),
 /// `iptables-legacy` (to mark packets for firewall-mark services) and what they link against (`ldd` on a Debian 12 host; the packages' own lists name more, for

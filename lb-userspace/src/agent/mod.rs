@@ -112,6 +112,8 @@ struct Shared {
     flow_sync_config: Option<tokio::sync::watch::Sender<Option<FlowSyncConfig>>>,
     /// `[bgp]`: the announcer of the ready VIPs.
     bgp: Option<crate::bgp::agent::BgpAgent>,
+    /// The checks through the VIP: their TC programs, fed by every reconcile.
+    probe: crate::health::probe::ProbePath,
 }
 
 struct AgentHandler {
@@ -480,6 +482,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let plan = plan_dataplanes(&config, opts.dataplane, &caps)?;
     let adopted = xdp.as_ref().map(XdpDataplane::adopted_services).unwrap_or_default();
     let mut dataplane = Hybrid { xdp, ipvs };
+    // Before the first check: one through the VIP must find its path ready.
+    let mut probe = crate::health::probe::ProbePath::default();
+    probe.apply(&crate::health::probe::desired(&config, &facts));
     let monitor = Arc::new(
         HealthMonitor::start(monitored_reals(&config), DEFAULT_CONCURRENCY)
             .context("starting health checks")?,
@@ -575,6 +580,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         flow_sync: flow_sync.as_ref().map(|_| Arc::default()),
         flow_sync_config: None,
         bgp: None,
+        probe,
     }));
     if let Some(bgp) = config_for_hash.bgp.clone() {
         // Pinned: BIRD's files sit beside the state file, where the next agent looks to adopt.
@@ -741,6 +747,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     for t in status_tasks.into_iter().flatten().chain(sync_task) {
         t.abort();
     }
+    lock(&shared).probe.stop();
     let shutdown = lock(&shared).dataplane.shutdown();
     tracing::info!("director stopped");
     result.and(shutdown.map_err(Into::into))

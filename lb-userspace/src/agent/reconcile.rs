@@ -112,6 +112,7 @@ impl Shared {
             log_desired(Some(&self.desired), &desired);
             self.desired = desired;
         }
+        self.probe.apply(&crate::health::probe::desired(&self.config, &self.facts));
         // What runs is what was last applied with success.
         if let Some(b) = &mut self.bgp {
             b.dataplane_ok = true;
@@ -246,6 +247,8 @@ impl Shared {
         if let Err(e) = crate::health::script::apply_setting(config.script_user.as_ref()) {
             tracing::error!(error = %e, "script_user: scripts keep running as before");
         }
+        // Before the checks start: a new check through the VIP must find its target.
+        self.probe.apply(&crate::health::probe::desired(&config, &facts));
         // Unchanged reals keep their health state and running checks.
         self.monitor.update(monitored);
         self.config = config;
@@ -519,6 +522,7 @@ mod tests {
             bgp,
             flow_sync: None,
             flow_sync_config: None,
+            probe: Default::default(),
         }
     }
 

@@ -86,6 +86,9 @@ pub struct HealthCheck {
     pub warmup: Option<Duration>,
     /// Consecutive successes needed to come back up (default 1, as keepalived).
     pub rise: u32,
+    /// Check the VIP on the real (VIP:port sent along the client traffic's path: the real's MAC
+    /// for DR, its tunnel for TUN) instead of the real's own address; lb only, default false.
+    pub through_vip: bool,
     /// Where the checker's table starts.
     pub location: Location,
 }

@@ -1221,6 +1221,7 @@ mod tests {
             delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
             warmup: None,
             rise: 1,
+            through_vip: false,
             location: Location::new(7, 5),
         };
         vs.real_servers[0].health.checks.push(check);

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod monitor;
 pub mod policy;
+pub mod probe;
 pub mod quorum;
 mod random;
 pub mod script;

@@ -26,6 +26,7 @@ use tokio::{
 use super::{
     check::{self, Outcome},
     policy::CheckPolicy,
+    probe::{Probe, probes},
     quorum,
     random::random_u64,
     script,
@@ -62,6 +63,8 @@ pub struct MonitoredReal {
     pub checks: RealChecks,
     /// The service's settings (`delay_loop`, `alpha`, quorum, ...); the same for all its reals.
     pub service: ServiceHealth,
+    /// How its checks through the VIP go (`through_vip`); `None` without such checks.
+    pub probe: Option<Probe>,
 }
 
 impl MonitoredReal {
@@ -73,6 +76,7 @@ impl MonitoredReal {
     fn same_checks(&self, other: &MonitoredReal) -> bool {
         let strip = |c: &HealthCheck| HealthCheck { location: Default::default(), ..c.clone() };
         self.id == other.id
+            && self.probe == other.probe
             && self.service.delay_loop == other.service.delay_loop
             && self.checks.checks.len() == other.checks.checks.len()
             && self
@@ -86,17 +90,23 @@ impl MonitoredReal {
 
 /// Every real server of `config` (sorry servers are never checked, as in keepalived).
 pub fn monitored_reals(config: &Config) -> Vec<MonitoredReal> {
+    let mut probes = probes(config);
     config
         .virtual_servers
         .iter()
         .flat_map(|vs| {
             let key = vs.key();
-            vs.real_servers.iter().map(move |rs| MonitoredReal {
-                id: (key, rs.address, rs.port),
+            vs.real_servers.iter().map(move |rs| (key, rs, vs))
+        })
+        .map(|(key, rs, vs)| {
+            let id = (key, rs.address, rs.port);
+            MonitoredReal {
+                probe: probes.remove(&id),
+                id,
                 weight: rs.weight,
                 checks: rs.health.clone(),
                 service: vs.health.clone(),
-            })
+            }
         })
         .collect()
 }
@@ -220,6 +230,7 @@ impl Shared {
                     index,
                     check.clone(),
                     spec.service.clone(),
+                    spec.probe.clone(),
                 );
                 self.runtime.spawn(task).abort_handle()
             })
@@ -361,6 +372,7 @@ async fn check_loop(
     index: usize,
     check: HealthCheck,
     service: ServiceHealth,
+    probe: Option<Probe>,
 ) {
     let mut policy = CheckPolicy::new(&check, &service);
     let mut next = policy.first_run(Instant::now(), random_u64());
@@ -372,7 +384,8 @@ async fn check_loop(
                 return; // closed: the monitor stopped
             };
             let started = Instant::now();
-            match tokio::time::timeout(limit, check::run(&check, id.1, id.2)).await {
+            match tokio::time::timeout(limit, check::run(&check, id.1, id.2, probe.as_ref())).await
+            {
                 Ok(outcome) => outcome,
                 Err(_) => Outcome::down(format!("no result within {limit:?}"), started),
             }

@@ -135,6 +135,7 @@ mod tests {
             delay_before_retry,
             warmup: None,
             rise,
+            through_vip: false,
             location: Location::default(),
         }
     }

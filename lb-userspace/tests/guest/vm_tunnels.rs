@@ -6,7 +6,10 @@
 //! which sees the VIP and the client; their decapsulating devices count the packets; `down`
 //! leaves each real as it was before `up`. The mixed-family services reach the reals at their
 //! address of the other family (`lb realserver up --outer`): an IPv4 VIP over IPv6 (`ip6tnl0` in
-//! mode `any`, `ip6gre0`) and an IPv6 VIP over IPv4 (`sit0`, `gre0`).
+//! mode `any`, `ip6gre0`) and an IPv6 VIP over IPv4 (`sit0`, `gre0`). The reals of the
+//! same-family services are checked through the VIP (`through_vip`, `alpha`: up only once a check
+//! reached the VIP through the real's tunnel and the kernel's decapsulation); a real taken `down`
+//! while it still serves its own address is marked down, and up again after `up`.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -50,17 +53,20 @@ fn outer_like(outer_v6: bool) -> IpAddr {
 }
 
 fn config(lab: &Lab, vip: IpAddr, outer_v6: bool) -> String {
+    // Checks through the VIP take the real's family (docs/tunnels.md): the same-family services.
+    let through_vip = outer_v6 == vip.is_ipv6();
     let mut toml = String::new();
     {
         toml.push_str(&format!(
             "[[virtual_server]]\nvip = \"{vip}\"\nport = {PORT}\nprotocol = \"tcp\"\n\
-             interface = \"{BRIDGE}\"\nlb_kind = \"TUN\"\ndelay_loop = 1\n"
+             interface = \"{BRIDGE}\"\nlb_kind = \"TUN\"\ndelay_loop = 1\nalpha = true\n"
         ));
         for (real, (_, keys)) in lab.reals.iter().zip(REALS) {
             toml.push_str(&format!(
                 "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {PORT}\n\
                  lb_kind = \"TUN\"\n{keys}\n\
-                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n",
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n\
+                 through_vip = {through_vip}\n",
                 real.addr_like(outer_like(outer_v6))
             ));
         }
@@ -230,6 +236,12 @@ fn tunnels(vip: IpAddr, outer_v6: bool) {
         let got = rx_after[i] - rx_before[i];
         assert!(got >= 3 * n as u64, "{vip}: {} {}: {got} packets", real.name, devices[i]);
     }
+
+    // Checks through the VIP: r1 taken down (no decapsulation, no VIP) while it still serves its
+    // own address is marked down; the others stay up; `up` again brings it back.
+    if outer_v6 == vip.is_ipv6() {
+        through_vip_tells_a_real_taken_down(&lab, &agent, vip);
+    }
     drop(agent);
 
     for ((real, (tunnel, _)), before) in lab.reals.iter().zip(REALS).zip(&before) {
@@ -244,4 +256,34 @@ fn tunnels(vip: IpAddr, outer_v6: bool) {
         in_netns(&real.ns, || write_sysctl("net/ipv4/conf/all/rp_filter", "0"));
         assert_eq!(snapshot(real), *before, "{}: down left it otherwise", real.name);
     }
+}
+
+/// A same-family real taken `down` (no decapsulation, no VIP) while it still serves its own
+/// address is marked down by its check through the VIP; the others stay up; `up` brings it back.
+fn through_vip_tells_a_real_taken_down(lab: &Lab, agent: &GuestAgent, vip: IpAddr) {
+    let state = |addr: IpAddr| -> String {
+        agent.backends_json()["services"][0]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["address"] == addr.to_string()))
+            .and_then(|b| b["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let (r1, tunnel) = (&lab.reals[0], REALS[0].0);
+    realserver(r1, vip, vip.is_ipv6(), "down", tunnel);
+    assert!(director_reaches(lab, r1.addr_like(vip)), "r1 still serves its own address");
+    assert!(
+        wait_until(Duration::from_secs(10), || state(r1.addr_like(vip)) == "down"),
+        "r1 without its tunnel not down: {}\n{}",
+        agent.backends_json(),
+        agent.log()
+    );
+    for real in &lab.reals[1..] {
+        assert_eq!(state(real.addr_like(vip)), "up", "{}", real.name);
+    }
+    realserver(r1, vip, vip.is_ipv6(), "up", tunnel);
+    assert!(
+        wait_until(Duration::from_secs(10), || agent.all_up(1, Some(REALS.len()))),
+        "r1 not back up: {}",
+        agent.backends_json()
+    );
 }

@@ -462,6 +462,8 @@ pub(super) fn check_model(
         delay_before_retry,
         warmup: Some(warmup).filter(|w| !w.is_zero()),
         rise: 1,
+        // lb only: keepalived.conf has no such key.
+        through_vip: false,
         location: spec.at,
     };
     (check, at)

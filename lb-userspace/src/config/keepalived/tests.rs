@@ -242,6 +242,7 @@ fn classic_dr_file_parses_into_the_model() {
         delay_before_retry: secs(delay_before_retry),
         warmup: Some(secs(warmup)),
         rise: 1,
+        through_vip: false,
         location,
     };
     let real = |address: &str, port, weight, line, checks: Vec<(HealthCheck, Location)>| {

@@ -55,6 +55,7 @@ impl Checker {
             delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
             warmup: None,
             rise: 1,
+            through_vip: false,
             location,
         };
         Checker { check, spans: Spans::at_section(location), header }
@@ -138,10 +139,18 @@ macro_rules! every_checker {
     };
 }
 
-/// The settings of a checker that connects (all but `misc_check`): the connection keys, those of
-/// every checker (as `every_checker!`'s), then `$kind`'s own. A key every such checker takes is
-/// added here.
+/// The settings of a checker that connects to a port (all but `misc_check` and `ping_check`):
+/// those of [`addressed!`], `through_vip`, then `$kind`'s own.
 macro_rules! connecting {
+    ($($kind:expr),*) => {
+        addressed![THROUGH_VIP $(, $kind)*]
+    };
+}
+
+/// The settings of a checker that sends to an address (all but `misc_check`): the connection
+/// keys, those of every checker (as `every_checker!`'s), then `$kind`'s own. A key every such
+/// checker takes is added here.
+macro_rules! addressed {
     ($($kind:expr),*) => {
         &[
             CONNECT_TIMEOUT,
@@ -238,19 +247,34 @@ const UDP_CHECK: Section<Checker> = checker(
     common_rules,
 );
 
+/// An echo has no port to send to on the VIP: no `through_vip`.
 const PING_CHECK: Section<Checker> = checker(
     "[virtual_server.real_server.ping_check]",
-    connecting![],
+    addressed![],
     &[],
     |name| misplaced_in_checker("ping_check", name),
     common_rules,
 );
 
-/// The rule between the keys of every checker: one spelling of `retry`.
-fn common_rules(p: &mut Parser<'_>, table: &DeTable<'_>, _: &mut Checker, _: &[&str]) -> bool {
+/// The rules between the keys of every checker: one spelling of `retry`; `through_vip` checks
+/// the real's own VIP, so no other address (`connect_ip`) with it.
+fn common_rules(p: &mut Parser<'_>, table: &DeTable<'_>, c: &mut Checker, _: &[&str]) -> bool {
     let conflict = "are the same setting (`nb_get_retry` is keepalived's old name for `retry`); \
                     keep only one";
-    p.either(table, ["retry", "nb_get_retry"], conflict).is_some()
+    let retry = p.either(table, ["retry", "nb_get_retry"], conflict).is_some();
+    let through_vip = match table.get_key_value("through_vip") {
+        Some((key, _)) if c.check.through_vip && c.check.connect_ip.is_some() => {
+            p.error(
+                key.span(),
+                "`through_vip` = true checks the VIP on the real itself; it cannot go to \
+                 `connect_ip` as well: keep only one"
+                    .to_owned(),
+            );
+            false
+        }
+        _ => true,
+    };
+    retry && through_vip
 }
 
 /// keepalived's connection keys (every checker but `misc_check`, which connects to nothing), as
@@ -268,12 +292,12 @@ fn takes(section: &Section<Checker>, name: &str) -> bool {
 
 /// A key of the checkers that connect, which `misc_check` does not take.
 fn is_connection_key(name: &str) -> bool {
-    takes(&PING_CHECK, name) && !takes(&MISC_CHECK, name)
+    takes(&TCP_CHECK, name) && !takes(&MISC_CHECK, name)
 }
 
 /// A key every checker takes.
 fn is_common_key(name: &str) -> bool {
-    takes(&PING_CHECK, name) && takes(&MISC_CHECK, name)
+    takes(&TCP_CHECK, name) && takes(&MISC_CHECK, name)
 }
 
 const CONNECT_TIMEOUT: Setting<Checker> = Setting {
@@ -335,6 +359,23 @@ const BINDTO: Setting<Checker> = Setting {
         }
     },
     emit: |c, _| c.check.bindto.as_ref().map(address),
+};
+
+const THROUGH_VIP: Setting<Checker> = Setting {
+    name: "through_vip",
+    doc: Doc {
+        ty: "boolean",
+        default: "`false`",
+        meaning: "Check the VIP on the real: VIP:port sent along the client traffic's path (the \
+                  real's MAC for DR, its tunnel for TUN), so a real that serves its own address \
+                  but not the VIP is down. See docs/tunnels.md.",
+    },
+    read: |p, k, v, c| {
+        if let Some(through) = p.boolean(k, v) {
+            c.check.through_vip = through;
+        }
+    },
+    emit: |c, _| unless(&c.check.through_vip, &false, boolean),
 };
 
 /// `retry` or its old name, read unless both are written (`common_rules` says so).
@@ -1866,6 +1907,45 @@ mod tests {
             "`require_reply` must be true or false, found string \"no\"",
             "7:31",
         ),
+        // through_vip.
+        (
+            "through_vip as a string",
+            TCP,
+            &["through_vip = 'yes'"],
+            "`through_vip` must be true or false, found string \"yes\"",
+            "8:15",
+        ),
+        (
+            "through_vip on misc_check",
+            REAL,
+            &["misc_check = { misc_path = '/bin/true', through_vip = true }"],
+            "`through_vip` does not apply to misc_check: it runs a script and connects to nothing",
+            "7:41",
+        ),
+        (
+            "through_vip on ping_check",
+            REAL,
+            &["ping_check = { through_vip = true }"],
+            "`through_vip` does not apply to ping_check: only to tcp_check and http_get and \
+             ssl_get and dns_check and udp_check",
+            "7:16",
+        ),
+        (
+            "through_vip with connect_ip",
+            TCP,
+            &["connect_ip = '192.0.2.21'", "through_vip = true"],
+            "`through_vip` = true checks the VIP on the real itself; it cannot go to `connect_ip` \
+             as well: keep only one",
+            "9:1",
+        ),
+        (
+            "through_vip on a real server",
+            REAL,
+            &["through_vip = true"],
+            "`through_vip` is a checker setting: put it in the real server's checker table, like \
+             [virtual_server.real_server.tcp_check]",
+            "7:1",
+        ),
         // ping_check.
         (
             "payload on ping_check",
@@ -1938,6 +2018,7 @@ mod tests {
             delay_before_retry: DEFAULT_DELAY_BEFORE_RETRY,
             warmup: None,
             rise: 1,
+            through_vip: false,
             location: Location::new(line, col),
         }
     }
@@ -2040,6 +2121,31 @@ mod tests {
             ("checker written as a table", &["[virtual_server.real_server.ping_check]"], |rs| {
                 assert_eq!(rs.health.checks, [default_check(CheckKind::Ping, 7, 1)]);
             }),
+            (
+                "through_vip on every checker that connects to a port",
+                &[
+                    "tcp_check = [{ through_vip = true }, { through_vip = false }]",
+                    "http_get = { through_vip = true, url = [{ path = '/' }] }",
+                    "ssl_get = { through_vip = true, url = [{ path = '/' }] }",
+                    "dns_check = { through_vip = true }",
+                    "udp_check = { through_vip = true }",
+                ],
+                |rs| {
+                    let through: Vec<(&str, bool)> =
+                        rs.health.checks.iter().map(|c| (c.kind.name(), c.through_vip)).collect();
+                    assert_eq!(
+                        through,
+                        [
+                            ("TCP_CHECK", true),
+                            ("TCP_CHECK", false),
+                            ("HTTP_GET", true),
+                            ("SSL_GET", true),
+                            ("DNS_CHECK", true),
+                            ("UDP_CHECK", true),
+                        ]
+                    );
+                },
+            ),
             (
                 "every common setting",
                 &[
@@ -2353,6 +2459,13 @@ mod tests {
             ]
         );
         assert_eq!(checker_keys("ping_check"), [CONNECTION_KEYS, COMMON_KEYS].concat());
+        assert_eq!(
+            checker_keys("tcp_check"),
+            [CONNECTION_KEYS, COMMON_KEYS, &["through_vip"]].concat()
+        );
+        for kind in ["http_get", "ssl_get", "dns_check", "udp_check"] {
+            assert!(checker_keys(kind).contains(&"through_vip"), "{kind}");
+        }
         assert!(
             checker_keys("ssl_get").contains(&"url") && checker_keys("ssl_get").contains(&"sni")
         );

@@ -178,6 +178,7 @@ async fn query(
     let socket =
         UdpSocket::bind(bind_addr(target.ip(), bindto)?).await.map_err(DnsError::Socket)?;
     // Connected: only the real's datagrams arrive, and ICMP errors surface as recv errors.
+    super::super::probe::mark_socket(&socket).map_err(DnsError::Socket)?;
     socket.connect(target).await.map_err(DnsError::Socket)?;
     socket.send(&message).await.map_err(DnsError::Socket)?;
     let mut buf = vec![0u8; 4096];

@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::probe::Probe;
 use crate::config::health::{CheckKind, HealthCheck};
 
 /// The result of one check attempt.
@@ -142,13 +143,45 @@ pub fn attempt_timeout(check: &HealthCheck) -> Duration {
     }
 }
 
-/// Runs one attempt of `check` against the real `real`:`real_port`.
-pub async fn run(check: &HealthCheck, real: IpAddr, real_port: u16) -> Outcome {
+/// Runs one attempt of `check` against the real `real`:`real_port`; a check `through_vip`
+/// goes by `probe`, the real's (see [`super::probe`]).
+pub async fn run(
+    check: &HealthCheck,
+    real: IpAddr,
+    real_port: u16,
+    probe: Option<&Probe>,
+) -> Outcome {
     let started = Instant::now();
     let addr = match target(check, real, real_port) {
         Ok(addr) => addr,
         Err(e) => return Outcome::down(e.to_string(), started),
     };
+    if !check.through_vip {
+        return attempt(check, addr).await;
+    }
+    let through = |why: &str| Outcome::down(format!("through_vip: {why}"), started);
+    match probe {
+        None => through("no probe target for this real"),
+        Some(Probe::Unsupported(why)) => through(why),
+        Some(Probe::Path { mark, .. }) => match super::probe::path_error(*mark) {
+            Some(why) => through(&why),
+            None => {
+                let outcome = super::probe::with_mark(*mark, attempt(check, addr)).await;
+                // The address in the checker's words is the real's; say which path failed.
+                match outcome.ok {
+                    true => outcome,
+                    false => Outcome {
+                        message: format!("through the VIP: {}", outcome.message),
+                        ..outcome
+                    },
+                }
+            }
+        },
+    }
+}
+
+/// One attempt of `check` to `addr`.
+async fn attempt(check: &HealthCheck, addr: SocketAddr) -> Outcome {
     let timeout = check.connect_timeout;
     match &check.kind {
         CheckKind::Tcp => tcp::run(addr, check.bindto, timeout).await,
@@ -200,6 +233,7 @@ pub(crate) mod testing {
             delay_before_retry: Duration::from_millis(100),
             warmup: None,
             rise: 1,
+            through_vip: false,
             location: Location::default(),
         }
     }
@@ -258,9 +292,35 @@ mod tests {
 
     #[tokio::test]
     async fn port_zero_fails_with_a_clear_message() {
-        let out = run(&testing::check(CheckKind::Tcp), "127.0.0.1".parse().unwrap(), 0).await;
+        let out = run(&testing::check(CheckKind::Tcp), "127.0.0.1".parse().unwrap(), 0, None).await;
         assert!(!out.ok);
         assert!(out.message.contains("connect_port"), "{}", out.message);
+    }
+
+    /// A check through the VIP never falls back to the real's own address: without a usable
+    /// probe it is down with the reason, although the real's own address answers.
+    #[tokio::test]
+    async fn through_vip_without_a_probe_path_is_down_with_the_reason() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let real: IpAddr = "127.0.0.1".parse().unwrap();
+        let plain = testing::check(CheckKind::Tcp);
+        assert!(run(&plain, real, port, None).await.ok, "the real's own address answers");
+        let through = HealthCheck { through_vip: true, ..plain };
+        let unsupported = Probe::Unsupported("a NAT real does not hold the VIP".to_owned());
+        let path =
+            Probe::Path { mark: lb_common::probe::MARK_BASE + 1, target: Default::default() };
+        for (probe, why) in [
+            (None, "no probe target"),
+            (Some(&unsupported), "a NAT real does not hold the VIP"),
+            // No probe edge holds its target.
+            (Some(&path), "no target for this check"),
+        ] {
+            let out = run(&through, real, port, probe).await;
+            assert!(!out.ok, "{why}");
+            assert!(out.message.starts_with("through_vip: "), "{}", out.message);
+            assert!(out.message.contains(why), "{}", out.message);
+        }
     }
 
     /// The agent's own shortage is "not run", wherever the checker met it; anything else,

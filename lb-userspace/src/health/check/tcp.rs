@@ -31,6 +31,8 @@ pub async fn connect(
 ) -> Result<TcpStream, ConnectError> {
     let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
     let socket = socket.map_err(|source| ConnectError::Connect { target, source })?;
+    super::super::probe::mark_socket(&socket)
+        .map_err(|source| ConnectError::Connect { target, source })?;
     if bindto.is_some() {
         let addr = bind_addr(target.ip(), bindto)?;
         socket.bind(addr).map_err(|source| ConnectError::Bind { addr, source })?;

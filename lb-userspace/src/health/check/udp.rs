@@ -46,6 +46,7 @@ async fn attempt(
 ) -> Result<String, UdpError> {
     let socket =
         UdpSocket::bind(bind_addr(target.ip(), bindto)?).await.map_err(UdpError::Socket)?;
+    super::super::probe::mark_socket(&socket).map_err(UdpError::Socket)?;
     socket.connect(target).await.map_err(UdpError::Socket)?;
     socket.send(&params.payload).await.map_err(UdpError::Send)?;
     let mut buf = vec![0u8; 2048];

@@ -34,6 +34,7 @@ fn real(vs: VirtualServerKey, addr: SocketAddr, checks: Vec<HealthCheck>) -> Mon
         weight: 1,
         checks: RealChecks { checks, ..RealChecks::default() },
         service: service(),
+        probe: None,
     }
 }
 

@@ -1,0 +1,368 @@
+//! Health checks through the VIP (`through_vip`), as TC programs on the interfaces the checked
+//! reals are reached by. A check's socket connects to the real's own address with a socket mark
+//! from the reserved range (`lb_common::probe`); on egress a marked packet gets the VIP as its
+//! destination (checksums updated, also for packets whose L4 checksum is left to the NIC) and,
+//! for a tunnelled real, the real's tunnel header (outer destination = the real), so it reaches
+//! the VIP on that real along the client traffic's path. The flow is remembered; on ingress a
+//! reply from the VIP to it gets the real's address back as its source before the IP layer sees
+//! it (no martian source, and the socket connected to the real accepts it).
+//!
+//! A marked packet this program cannot send as asked (no target, options, another protocol) is
+//! dropped: a check through the VIP must never silently check the real's own address. Offsets
+//! are constants (IPv4 without options, IPv6 without extension headers), as in the XDP program.
+#![no_std]
+#![no_main]
+
+#[path = "../rt.rs"]
+mod rt;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
+        TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    },
+    helpers::generated::bpf_csum_diff,
+    macros::{classifier, map},
+    maps::{HashMap, LruHashMap},
+    programs::TcContext,
+};
+use lb_common::{
+    Addr, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE, TUN_GUE, TUN_NONE, TUN_TTL,
+    addr_fold,
+    probe::{MARK_BASE, MARK_MASK, MAX_FLOWS, MAX_TARGETS, ProbeFlowKey, ProbeTarget},
+    tun_entropy, tun_overhead,
+};
+
+/// Mark → where the marked check goes.
+#[map(name = "LB_PROBE_TARGETS")]
+static TARGETS: HashMap<u32, ProbeTarget> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Probe connections → the real's address, for their replies.
+#[map(name = "LB_PROBE_FLOWS")]
+static FLOWS: LruHashMap<ProbeFlowKey, Addr> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const L4_V4: usize = ETH_HLEN + IPV4_HLEN;
+const L4_V6: usize = ETH_HLEN + IPV6_HLEN;
+/// Offsets in the IPv4 header.
+const V4_CHECK: usize = ETH_HLEN + 10;
+const V4_SRC: usize = ETH_HLEN + 12;
+const V4_DST: usize = ETH_HLEN + 16;
+/// Offsets in the IPv6 header.
+const V6_SRC: usize = ETH_HLEN + 8;
+const V6_DST: usize = ETH_HLEN + 24;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_GRE: u8 = 47;
+const UDP_HLEN: u32 = 8;
+
+/// Where the L4 checksum lies from the L4 header's start, and the helper flags for it (a UDP
+/// checksum of 0 means none and stays 0).
+#[inline(always)]
+fn l4_csum(proto: u8) -> Option<(usize, u64)> {
+    match proto {
+        IPPROTO_TCP => Some((16, u64::from(BPF_F_PSEUDO_HDR))),
+        IPPROTO_UDP => Some((6, u64::from(BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0))),
+        _ => None,
+    }
+}
+
+#[classifier]
+pub fn lb_probe_egress(ctx: TcContext) -> i32 {
+    // SAFETY: the context's socket buffer, valid while the program runs.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    // Everything but the checks through the VIP leaves here, without a map lookup.
+    if mark & MARK_MASK != MARK_BASE {
+        return TC_ACT_OK as i32;
+    }
+    match egress(&ctx, mark) {
+        Some(()) => TC_ACT_OK as i32,
+        None => TC_ACT_SHOT as i32,
+    }
+}
+
+#[classifier]
+pub fn lb_probe_ingress(ctx: TcContext) -> i32 {
+    // Nothing to do or not one of ours: the packet goes on untouched either way.
+    let _ = ingress(&ctx);
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn ether_type(ctx: &TcContext) -> Option<u16> {
+    ctx.load::<u16>(12).ok().map(u16::from_be)
+}
+
+/// What the encapsulation needs of the check's packet.
+struct Inner {
+    v6: bool,
+    tos: u8,
+    /// Length of the IP packet.
+    len: u32,
+    src: Addr,
+    entropy: u32,
+}
+
+fn egress(ctx: &TcContext, mark: u32) -> Option<()> {
+    // SAFETY: a plain map lookup; the value is copied out at once.
+    let target = *unsafe { TARGETS.get(&mark) }?;
+    let v6 = match ether_type(ctx)? {
+        ETH_P_IP if target.family == FAMILY_V4 => false,
+        ETH_P_IPV6 if target.family == FAMILY_V6 => true,
+        _ => return None,
+    };
+    let inner = if v6 { rewrite_dst_v6(ctx, &target)? } else { rewrite_dst_v4(ctx, &target)? };
+    if target.tun == TUN_NONE {
+        return Some(());
+    }
+    if target.real_family == FAMILY_V6 {
+        match target.tun {
+            TUN_GUE => encap::<true, TUN_GUE>(ctx, &target, &inner),
+            TUN_GRE => encap::<true, TUN_GRE>(ctx, &target, &inner),
+            _ => encap::<true, 0>(ctx, &target, &inner),
+        }
+    } else {
+        match target.tun {
+            TUN_GUE => encap::<false, TUN_GUE>(ctx, &target, &inner),
+            TUN_GRE => encap::<false, TUN_GRE>(ctx, &target, &inner),
+            _ => encap::<false, 0>(ctx, &target, &inner),
+        }
+    }
+}
+
+/// REAL → VIP as the destination of an IPv4 check packet; the flow remembered.
+#[inline(always)]
+fn rewrite_dst_v4(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
+    let [version_ihl, tos]: [u8; 2] = ctx.load(ETH_HLEN).ok()?;
+    let len = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).ok()?);
+    let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
+    let src: u32 = ctx.load(V4_SRC).ok()?;
+    let dst: u32 = ctx.load(V4_DST).ok()?;
+    let ports: u32 = ctx.load(L4_V4).ok()?;
+    let (csum_at, flags) = l4_csum(proto)?;
+    if version_ihl != 0x45 || dst != target.real[0] {
+        return None;
+    }
+    let vip = target.vip[0];
+    ctx.store(V4_DST, &vip, 0).ok()?;
+    ctx.l3_csum_replace(V4_CHECK, u64::from(dst), u64::from(vip), 4).ok()?;
+    ctx.l4_csum_replace(L4_V4 + csum_at, u64::from(dst), u64::from(vip), flags | 4).ok()?;
+    let local = [src, 0, 0, 0];
+    remember(local, target, ports, proto, FAMILY_V4)?;
+    Some(Inner {
+        v6: false,
+        tos,
+        len: u32::from(len),
+        src: local,
+        entropy: tun_entropy(src, vip, ports),
+    })
+}
+
+/// REAL → VIP as the destination of an IPv6 check packet; the flow remembered.
+#[inline(always)]
+fn rewrite_dst_v6(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
+    let vtc: u32 = u32::from_be(ctx.load(ETH_HLEN).ok()?);
+    let plen = u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).ok()?);
+    let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
+    let src: Addr = ctx.load(V6_SRC).ok()?;
+    let mut dst: Addr = ctx.load(V6_DST).ok()?;
+    let ports: u32 = ctx.load(L4_V6).ok()?;
+    let (csum_at, flags) = l4_csum(proto)?;
+    if dst != target.real {
+        return None;
+    }
+    let mut vip = target.vip;
+    ctx.store(V6_DST, &vip, 0).ok()?;
+    // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
+    let diff = unsafe { bpf_csum_diff(dst.as_mut_ptr(), 16, vip.as_mut_ptr(), 16, 0) };
+    ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()?;
+    remember(src, target, ports, proto, FAMILY_V6)?;
+    Some(Inner {
+        v6: true,
+        tos: (vtc >> 20) as u8,
+        len: u32::from(plen) + IPV6_HLEN as u32,
+        src,
+        entropy: tun_entropy(addr_fold(&src), addr_fold(&vip), ports),
+    })
+}
+
+#[inline(always)]
+fn remember(local: Addr, target: &ProbeTarget, ports: u32, proto: u8, family: u8) -> Option<()> {
+    let key = ProbeFlowKey { local, vip: target.vip, ports, proto, family, _pad: 0 };
+    FLOWS.insert(&key, &target.real, 0).ok()
+}
+
+#[repr(C)]
+struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    check: u16,
+    saddr: u32,
+    daddr: u32,
+}
+
+#[repr(C)]
+struct Ipv6Hdr {
+    vtc_flow: u32,
+    payload_len: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    saddr: Addr,
+    daddr: Addr,
+}
+
+/// Checksum of an option-less IPv4 header whose checksum field is 0.
+#[inline(always)]
+fn ipv4_checksum(ip: &Ipv4Hdr) -> u16 {
+    let words = (ip as *const Ipv4Hdr).cast::<u16>();
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 10 {
+        // SAFETY: `ip` is 20 bytes: ten u16 words.
+        sum += u32::from(unsafe { words.add(i).read_unaligned() });
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The real's tunnel around the (rewritten) check packet: outer IPv6 when `V6`, `KIND` GUE, GRE
+/// or plain IP in IP; the same header fields as the XDP program's tunnel forwarding. The frame
+/// keeps its MACs: the kernel routed it to the real's address, which is the outer destination.
+#[inline(always)]
+fn encap<const V6: bool, const KIND: u8>(
+    ctx: &TcContext,
+    target: &ProbeTarget,
+    inner: &Inner,
+) -> Option<()> {
+    let outer_family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
+    let overhead = tun_overhead(KIND, outer_family);
+    let ip_proto = match KIND {
+        TUN_GUE => IPPROTO_UDP,
+        TUN_GRE => IPPROTO_GRE,
+        _ if inner.v6 => IPPROTO_IPV6,
+        _ => IPPROTO_IPIP,
+    };
+    // The outer source: the configured one, else the check's own (same family only).
+    let src = if target.tun_src != [0; 4] {
+        target.tun_src
+    } else if inner.v6 == V6 {
+        inner.src
+    } else {
+        return None;
+    };
+    let l3 = if V6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
+    let l4 = match KIND {
+        TUN_GUE => BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        TUN_GRE => BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        _ => 0,
+    };
+    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, u64::from(l3 | l4)).ok()?;
+    let outer_len = inner.len + overhead;
+    let ip_hlen = if V6 { IPV6_HLEN } else { IPV4_HLEN };
+    if V6 {
+        let label = inner.entropy & 0x000f_ffff;
+        let ip = Ipv6Hdr {
+            vtc_flow: ((6u32 << 28) | (u32::from(inner.tos) << 20) | label).to_be(),
+            payload_len: ((outer_len - IPV6_HLEN as u32) as u16).to_be(),
+            nexthdr: ip_proto,
+            hop_limit: TUN_TTL,
+            saddr: src,
+            daddr: target.real,
+        };
+        ctx.store(ETH_HLEN, &ip, 0).ok()?;
+    } else {
+        let mut ip = Ipv4Hdr {
+            version_ihl: 0x45,
+            tos: inner.tos,
+            tot_len: (outer_len as u16).to_be(),
+            id: 0,
+            frag_off: 0x4000u16.to_be(),
+            ttl: TUN_TTL,
+            protocol: ip_proto,
+            check: 0,
+            saddr: src[0],
+            daddr: target.real[0],
+        };
+        ip.check = ipv4_checksum(&ip);
+        ctx.store(ETH_HLEN, &ip, 0).ok()?;
+    }
+    if inner.v6 != V6 {
+        let ether_type = if V6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be();
+        ctx.store(12, &ether_type, 0).ok()?;
+    }
+    let l4_at = ETH_HLEN + ip_hlen;
+    if KIND == TUN_GUE {
+        let sport = ((inner.entropy as u16) | 0xc000).to_be();
+        let len = ((inner.len + UDP_HLEN) as u16).to_be();
+        let udp: [u16; 4] = [sport, target.tun_port_be, len, 0];
+        ctx.store(l4_at, &udp, 0).ok()?;
+    } else if KIND == TUN_GRE {
+        let gre: [u16; 2] = [0, if inner.v6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be()];
+        ctx.store(l4_at, &gre, 0).ok()?;
+    }
+    Some(())
+}
+
+/// A reply from the VIP to a remembered probe flow: the real's address as its source.
+fn ingress(ctx: &TcContext) -> Option<()> {
+    match ether_type(ctx)? {
+        ETH_P_IP => {
+            let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
+            let (csum_at, flags) = l4_csum(proto)?;
+            if version_ihl != 0x45 {
+                return None;
+            }
+            let src: u32 = ctx.load(V4_SRC).ok()?;
+            let dst: u32 = ctx.load(V4_DST).ok()?;
+            let ports: u32 = ctx.load(L4_V4).ok()?;
+            let key = ProbeFlowKey {
+                local: [dst, 0, 0, 0],
+                vip: [src, 0, 0, 0],
+                ports: ports.rotate_left(16),
+                proto,
+                family: FAMILY_V4,
+                _pad: 0,
+            };
+            // SAFETY: a plain map lookup; the value is copied out at once.
+            let real = (*unsafe { FLOWS.get(&key) }?)[0];
+            ctx.store(V4_SRC, &real, 0).ok()?;
+            ctx.l3_csum_replace(V4_CHECK, u64::from(src), u64::from(real), 4).ok()?;
+            ctx.l4_csum_replace(L4_V4 + csum_at, u64::from(src), u64::from(real), flags | 4).ok()
+        }
+        ETH_P_IPV6 => {
+            let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
+            let (csum_at, flags) = l4_csum(proto)?;
+            let mut src: Addr = ctx.load(V6_SRC).ok()?;
+            let dst: Addr = ctx.load(V6_DST).ok()?;
+            let ports: u32 = ctx.load(L4_V6).ok()?;
+            let key = ProbeFlowKey {
+                local: dst,
+                vip: src,
+                ports: ports.rotate_left(16),
+                proto,
+                family: FAMILY_V6,
+                _pad: 0,
+            };
+            // SAFETY: a plain map lookup; the value is copied out at once.
+            let mut real = *unsafe { FLOWS.get(&key) }?;
+            ctx.store(V6_SRC, &real, 0).ok()?;
+            // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
+            let diff = unsafe { bpf_csum_diff(src.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) };
+            ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,305 @@
+//! BPF_PROG_TEST_RUN fixtures of the probe programs, in a private network namespace: frames in,
+//! verdict and frames out byte for byte (destination and source rewrites with valid IPv4 header
+//! and TCP/UDP checksums, each tunnel's outer header), packets left alone, and what a packet
+//! costs the programs when it is not a probe's.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb_common::{
+    FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE, TUN_GUE, TUN_IPIP, TUN_NONE,
+    probe::{EGRESS_PROGRAM, INGRESS_PROGRAM, MARK_BASE, ProbeTarget},
+};
+use lb_test_support::packet::{self, PLAIN, checksum};
+
+use super::{ProbeDesired, ProbePath, raw};
+use crate::testutil::{private_netns, require_root};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const REAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 34);
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, 2);
+const REAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x100);
+const SPORT: u16 = 40_000;
+
+fn target(real: IpAddr, vip: IpAddr, tun: u8, port: u16) -> ProbeTarget {
+    let family = |ip: IpAddr| if ip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
+    ProbeTarget {
+        real: raw(real),
+        vip: raw(vip),
+        tun_src: [0; 4],
+        family: family(vip),
+        real_family: family(real),
+        tun,
+        _pad: 0,
+        tun_port_be: port.to_be(),
+        _pad2: 0,
+    }
+}
+
+/// The marks: DR, IPIP, GUE, GRE over IPv4; DR and IPv6 in IPv6 over IPv6.
+const DR: u32 = MARK_BASE + 1;
+const IPIP: u32 = MARK_BASE + 2;
+const GUE: u32 = MARK_BASE + 3;
+const GRE: u32 = MARK_BASE + 4;
+const DR6: u32 = MARK_BASE + 5;
+const IP6IP6: u32 = MARK_BASE + 6;
+
+fn setup() -> Option<ProbePath> {
+    if !require_root("probe fixtures") {
+        return None;
+    }
+    private_netns();
+    let (r4, v4, r6, v6) = (REAL.into(), VIP.into(), REAL6.into(), VIP6.into());
+    let want = ProbeDesired {
+        targets: [
+            (DR, target(r4, v4, TUN_NONE, 0)),
+            (IPIP, target(r4, v4, TUN_IPIP, 0)),
+            (GUE, target(r4, v4, TUN_GUE, 6080)),
+            (GRE, target(r4, v4, TUN_GRE, 0)),
+            (DR6, target(r6, v6, TUN_NONE, 0)),
+            (IP6IP6, target(r6, v6, TUN_IPIP, 0)),
+        ]
+        .into(),
+        // Nothing attached: the programs run by BPF_PROG_TEST_RUN only.
+        interfaces: Default::default(),
+    };
+    let mut path = ProbePath::default();
+    path.try_apply(&want).expect("probe path");
+    Some(path)
+}
+
+/// `mark` as the socket buffer's (a `struct __sk_buff` prefix: len, pkt_type, mark).
+fn ctx(mark: u32) -> [u8; 12] {
+    let mut c = [0u8; 12];
+    c[8..].copy_from_slice(&mark.to_ne_bytes());
+    c
+}
+
+fn run(path: &mut ProbePath, name: &'static str, mark: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 128];
+    let ctx_in = ctx(mark);
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx_in);
+    let res = path.loaded(name).expect(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+/// The TCP/UDP checksum of `segment` with its pseudo header (0 when the checksum in it is right).
+fn l4_sum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        _ => panic!("mixed families"),
+    }
+    pseudo.extend_from_slice(segment);
+    checksum(&pseudo)
+}
+
+/// `segment` with its checksum filled in.
+fn summed(src: IpAddr, dst: IpAddr, proto: u8, mut segment: Vec<u8>) -> Vec<u8> {
+    let at = if proto == IPPROTO_TCP { 16 } else { 6 };
+    segment[at..at + 2].copy_from_slice(&[0, 0]);
+    let sum = l4_sum(src, dst, proto, &segment);
+    segment[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    segment
+}
+
+fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
+    summed(src, dst, IPPROTO_TCP, packet::tcp(sport, dport, 0x02, b"GET / HTTP/1.0\r\n\r\n"))
+}
+
+/// An Ethernet frame of an IP packet from `src` to `dst` carrying `segment` (`proto`).
+fn frame(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut f = packet::eth(MAC_B, MAC_A, 0x0800);
+            f.extend(packet::ipv4(s, d, proto, PLAIN, segment));
+            f
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut f = packet::eth(MAC_B, MAC_A, 0x86dd);
+            f.extend(packet::ipv6(s, d, proto, segment));
+            f
+        }
+        _ => panic!("mixed families"),
+    }
+}
+
+/// A check's TCP SYN from the director to the real (as the socket connected to it sends it).
+fn syn(v6: bool) -> Vec<u8> {
+    let (local, real): (IpAddr, IpAddr) =
+        if v6 { (LOCAL6.into(), REAL6.into()) } else { (LOCAL.into(), REAL.into()) };
+    frame(local, real, IPPROTO_TCP, &tcp(local, real, SPORT, 80))
+}
+
+/// The same packet as the check's, sent to the VIP instead: what must come out (inside), from
+/// the IP header on.
+fn to_vip(v6: bool) -> Vec<u8> {
+    let (local, vip): (IpAddr, IpAddr) =
+        if v6 { (LOCAL6.into(), VIP6.into()) } else { (LOCAL.into(), VIP.into()) };
+    frame(local, vip, IPPROTO_TCP, &tcp(local, vip, SPORT, 80))[14..].to_vec()
+}
+
+#[test]
+fn egress_sends_a_marked_check_to_the_vip_on_its_real() {
+    let Some(mut path) = setup() else { return };
+    let (syn4, syn6) = (syn(false), syn(true));
+    let (inner4, inner6) = (to_vip(false), to_vip(true));
+
+    // DR: only the destination changes (and the checksums with it).
+    let (v, out) = run(&mut path, EGRESS_PROGRAM, DR, &syn4);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(out[..14], syn4[..14], "the frame keeps the real's MAC");
+    assert_eq!(out[14..], inner4[..], "destination VIP, IPv4 and TCP checksums updated");
+    let (v, out) = run(&mut path, EGRESS_PROGRAM, DR6, &syn6);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(out[14..], inner6[..], "IPv6: destination VIP, TCP checksum updated");
+
+    // Tunnels: (mark, input, outer IPv6, outer protocol, bytes between outer header and inner).
+    type Case<'a> = (u32, &'a [u8], bool, u8, Vec<u8>);
+    let gue = {
+        let mut udp = vec![0, 0]; // source port: flow entropy, checked below
+        udp.extend_from_slice(&6080u16.to_be_bytes());
+        udp.extend_from_slice(&((inner4.len() + 8) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp
+    };
+    let cases: [Case<'_>; 4] = [
+        (IPIP, &syn4, false, 4, vec![]),
+        (GRE, &syn4, false, 47, vec![0, 0, 0x08, 0x00]),
+        (GUE, &syn4, false, 17, gue),
+        (IP6IP6, &syn6, true, 41, vec![]),
+    ];
+    for (mark, input, v6, proto, between) in cases {
+        let (v, out) = run(&mut path, EGRESS_PROGRAM, mark, input);
+        assert_eq!(v, TC_ACT_OK, "mark {mark:#x}");
+        assert_eq!(out[..14], input[..14], "mark {mark:#x}: MACs and EtherType kept");
+        let inner = if v6 { &inner6 } else { &inner4 };
+        let ip_hlen = if v6 { 40 } else { 20 };
+        let outer = &out[14..14 + ip_hlen];
+        let after = &out[14 + ip_hlen..];
+        let mut between_out = after[..between.len()].to_vec();
+        if proto == 17 {
+            assert_eq!(between_out[0] & 0xc0, 0xc0, "GUE source port from the flow");
+            between_out[..2].copy_from_slice(&[0, 0]);
+        }
+        assert_eq!(between_out, between, "mark {mark:#x}: tunnel header");
+        assert_eq!(&after[between.len()..], &inner[..], "mark {mark:#x}: inner packet to the VIP");
+        let outer_len = ip_hlen + between.len() + inner.len();
+        if v6 {
+            assert_eq!(outer[0] >> 4, 6);
+            assert_eq!(usize::from(u16::from_be_bytes([outer[4], outer[5]])), outer_len - 40);
+            assert_eq!((outer[6], outer[7]), (proto, 64), "next header, hop limit");
+            assert_eq!(outer[8..24], LOCAL6.octets(), "outer source: the check's");
+            assert_eq!(outer[24..40], REAL6.octets(), "outer destination: the real");
+        } else {
+            let mut expected = packet::ipv4(LOCAL, REAL, proto, PLAIN, &[]);
+            expected[2..4].copy_from_slice(&(outer_len as u16).to_be_bytes());
+            expected[4..8].copy_from_slice(&[0, 0, 0x40, 0]); // ID 0, DF
+            expected[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum(&expected);
+            expected[10..12].copy_from_slice(&sum.to_be_bytes());
+            assert_eq!(outer, &expected[..], "mark {mark:#x}: outer IPv4 header");
+        }
+    }
+}
+
+#[test]
+fn egress_leaves_unmarked_packets_and_drops_what_it_cannot_send_as_asked() {
+    let Some(mut path) = setup() else { return };
+    let syn4 = syn(false);
+    for (mark, verdict) in [
+        (0, TC_ACT_OK),
+        // Marks outside the range: not a probe's.
+        (0x1234, TC_ACT_OK),
+        (MARK_BASE + 0x1_0001, TC_ACT_OK),
+        // In the range but no target: never sent to the real's own address.
+        (MARK_BASE + 99, TC_ACT_SHOT),
+        // A target of the other family.
+        (DR6, TC_ACT_SHOT),
+    ] {
+        let (v, out) = run(&mut path, EGRESS_PROGRAM, mark, &syn4);
+        assert_eq!(v, verdict, "mark {mark:#x}");
+        if v == TC_ACT_OK {
+            assert_eq!(out, syn4, "mark {mark:#x}: untouched");
+        }
+    }
+    // Marked, but to another address than the target's real.
+    let other: IpAddr = Ipv4Addr::new(198, 51, 100, 99).into();
+    let f = frame(LOCAL.into(), other, IPPROTO_TCP, &tcp(LOCAL.into(), other, SPORT, 80));
+    assert_eq!(run(&mut path, EGRESS_PROGRAM, DR, &f).0, TC_ACT_SHOT);
+    // Marked, but ICMP.
+    let f = frame(LOCAL.into(), REAL.into(), 1, &[8, 0, 0, 0, 0, 1, 0, 1]);
+    assert_eq!(run(&mut path, EGRESS_PROGRAM, DR, &f).0, TC_ACT_SHOT);
+}
+
+#[test]
+fn ingress_gives_a_probe_reply_the_real_as_its_source() {
+    let Some(mut path) = setup() else { return };
+    for (v6, mark, proto) in
+        [(false, DR, IPPROTO_TCP), (false, IPIP, IPPROTO_UDP), (true, DR6, IPPROTO_TCP)]
+    {
+        let (local, real, vip): (IpAddr, IpAddr, IpAddr) = if v6 {
+            (LOCAL6.into(), REAL6.into(), VIP6.into())
+        } else {
+            (LOCAL.into(), REAL.into(), VIP.into())
+        };
+        let segment = |src, dst, sport, dport| match proto {
+            IPPROTO_TCP => tcp(src, dst, sport, dport),
+            _ => summed(src, dst, IPPROTO_UDP, packet::udp(sport, dport, b"ping")),
+        };
+        // The check goes out (remembered), the reply comes back from the VIP.
+        let out = frame(local, real, proto, &segment(local, real, SPORT, 53));
+        assert_eq!(run(&mut path, EGRESS_PROGRAM, mark, &out).0, TC_ACT_OK);
+        let reply = frame(vip, local, proto, &segment(vip, local, 53, SPORT));
+        let (v, got) = run(&mut path, INGRESS_PROGRAM, 0, &reply);
+        assert_eq!(v, TC_ACT_OK);
+        let expected = frame(real, local, proto, &segment(real, local, 53, SPORT));
+        assert_eq!(got, expected, "v6 {v6} proto {proto}: source the real, checksums updated");
+        // Not the probe's flow (another port): untouched.
+        let other = frame(vip, local, proto, &segment(vip, local, 53, SPORT + 1));
+        assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &other), (TC_ACT_OK, other));
+    }
+}
+
+/// What the programs cost a packet that is not a probe's (the common case on the interfaces they
+/// are attached to): an unmarked packet on egress, a reply to no probe on ingress. Printed, not
+/// asserted (a shared machine); the bound only catches a runaway.
+#[test]
+fn packets_of_others_cost_little() {
+    let Some(mut path) = setup() else { return };
+    let syn4 = syn(false);
+    let (vip, local): (IpAddr, IpAddr) = (VIP.into(), LOCAL.into());
+    let reply = frame(vip, local, IPPROTO_TCP, &tcp(vip, local, 80, SPORT + 7));
+    for (name, frame) in [(EGRESS_PROGRAM, &syn4), (INGRESS_PROGRAM, &reply)] {
+        let ctx_in = ctx(0);
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.ctx_in = Some(&ctx_in);
+        opts.repeat = 100_000;
+        let res = path.loaded(name).expect(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let ns = res.duration.as_nanos();
+        eprintln!("{name}: {ns} ns per packet not a probe's (BPF_PROG_TEST_RUN, repeat 100000)");
+        assert!(ns < 5_000, "{name}: {ns} ns");
+    }
+}

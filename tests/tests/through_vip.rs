@@ -1,0 +1,403 @@
+//! Checks through the VIP (`through_vip`) against real servers in namespaces: the director holds
+//! the VIPs (IPv4 and IPv6) itself; a DR real on its segment and a TUN real behind a router (IPIP,
+//! GUE, GRE and IPv6 in IPv6: one service each) both serve their own address and the VIPs. A real that stops serving the VIP (VIP removed from its `lo`,
+//! its decapsulation stopped) while it still serves its own address is marked down by the checks
+//! through the VIP, and up again when restored; the same real checked by its own address (the
+//! control service) stays up all along.
+//!
+//! ```text
+//! director eth0 192.0.2.1/24 2001:db8:a::1/64 + VIPs ── rs1 (DR) 192.0.2.11 2001:db8:a::11
+//! director eth1 198.51.100.2/28 2001:db8:d::2/64 ── router ── rs2 (TUN) 198.51.100.34 2001:db8:1::10
+//! ```
+//! This host's kernel has no tunnel modules: rs2 decapsulates with `lb-tundecap`, as in
+//! tunnels.rs.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    LbAgent, Netns, Process, lb_bin, require_root, scratch_dir, spawn_testpeer, unique_prefix,
+    wait_until,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x100);
+const DR_REAL: &str = "192.0.2.11";
+const TUN_REAL: &str = "198.51.100.34";
+const DR_REAL6: &str = "2001:db8:a::11";
+const TUN_REAL6: &str = "2001:db8:1::10";
+/// The service checked through the VIP, and the control checked by the reals' own addresses.
+const PORT: u16 = 80;
+const CONTROL_PORT: u16 = 8080;
+/// Services checked through the VIP with the TUN real on GUE and on GRE.
+const GUE_PORT: u16 = 81;
+const GRE_PORT: u16 = 82;
+/// The IPv4 VIP on the TUN real's IPv6 address (IPv4 in IPv6): not checked through the VIP.
+const MIXED_PORT: u16 = 83;
+/// A UDP service (the testpeer's echo) checked through the VIP.
+const UDP_PORT: u16 = 5353;
+const GUE_DST_PORT: u16 = 6080;
+
+fn bin(name: &str) -> &'static Path {
+    match name {
+        "testpeer" => Path::new(env!("CARGO_BIN_EXE_lb-testpeer")),
+        _ => Path::new(env!("CARGO_BIN_EXE_lb-tundecap")),
+    }
+}
+
+fn ip(ns: &Netns, args: &str) {
+    ns.ip(&args.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("[{}] ip {args}: {e:#}", ns.name()));
+}
+
+fn sysctl(ns: &Netns, key: &str, value: &str) {
+    ns.sysctl(key, value).unwrap_or_else(|e| panic!("[{}] {key}: {e:#}", ns.name()));
+}
+
+/// A veth `a_eth` in `a` to `b_eth` in `b`, with an IPv4 and an IPv6 address on each end.
+fn link(a: &Netns, a_eth: &str, a_addrs: [&str; 2], b: &Netns, b_eth: &str, b_addrs: [&str; 2]) {
+    ip(a, &format!("link add {a_eth} type veth peer name {b_eth} netns {}", b.name()));
+    for (ns, eth, [v4, v6]) in [(a, a_eth, a_addrs), (b, b_eth, b_addrs)] {
+        ip(ns, &format!("addr add {v4} dev {eth}"));
+        ip(ns, &format!("addr add {v6} dev {eth} nodad"));
+        ip(ns, &format!("link set {eth} up"));
+    }
+}
+
+/// The namespaces and processes; fields drop in order (processes before their namespaces).
+struct Lab {
+    decap: Option<Process>,
+    _peers: Vec<Process>,
+    director: Netns,
+    _router: Netns,
+    dr: Netns,
+    tun: Netns,
+}
+
+impl Lab {
+    fn build() -> Lab {
+        let p = unique_prefix();
+        let mk = |n: &str| Netns::create(&format!("{p}-tv{n}")).expect("netns");
+        let (director, router, dr, tun) = (mk("d"), mk("r"), mk("s1"), mk("s2"));
+        for ns in [&director, &router, &dr, &tun] {
+            ip(ns, "link set lo up");
+            for key in ["all", "default"] {
+                sysctl(ns, &format!("net.ipv4.conf.{key}.rp_filter"), "0");
+            }
+        }
+        sysctl(&router, "net.ipv4.ip_forward", "1");
+        sysctl(&router, "net.ipv6.conf.all.forwarding", "1");
+        link(
+            &director,
+            "eth0",
+            ["192.0.2.1/24", "2001:db8:a::1/64"],
+            &dr,
+            "eth0",
+            [&format!("{DR_REAL}/24"), &format!("{DR_REAL6}/64")],
+        );
+        link(
+            &director,
+            "eth1",
+            ["198.51.100.2/28", "2001:db8:d::2/64"],
+            &router,
+            "r0",
+            ["198.51.100.1/28", "2001:db8:d::1/64"],
+        );
+        link(
+            &router,
+            "r1",
+            ["198.51.100.33/28", "2001:db8:1::1/64"],
+            &tun,
+            "eth0",
+            [&format!("{TUN_REAL}/28"), &format!("{TUN_REAL6}/64")],
+        );
+        ip(&director, "route add 198.51.100.32/28 via 198.51.100.1");
+        ip(&director, "-6 route add 2001:db8:1::/64 via 2001:db8:d::1");
+        ip(&tun, "route add default via 198.51.100.33");
+        ip(&tun, "-6 route add default via 2001:db8:1::1");
+        // lb-tundecap sees bytes only, not the kernel's "checksum left to the NIC" mark (a
+        // kernel decapsulator or a NIC would complete it): the director completes its checks'
+        // checksums before they leave.
+        director.exec(&["ethtool", "-K", "eth1", "tx", "off"]).expect("ethtool");
+        // The director holds the VIPs: a plain connect() to one would stay on the director.
+        ip(&director, &format!("addr add {VIP}/32 dev eth0"));
+        ip(&director, &format!("addr add {VIP6}/128 dev eth0 nodad"));
+        // DR real: the VIPs on lo, never answering ARP for them.
+        sysctl(&dr, "net.ipv4.conf.all.arp_ignore", "1");
+        sysctl(&dr, "net.ipv4.conf.all.arp_announce", "2");
+        // Both reals: the VIPs on lo; the TUN real replies straight back through the router.
+        for ns in [&dr, &tun] {
+            ip(ns, &format!("addr add {VIP}/32 dev lo"));
+            ip(ns, &format!("addr add {VIP6}/128 dev lo"));
+        }
+        let mut peers = Vec::new();
+        for (ns, name) in [(&dr, "rs1"), (&tun, "rs2")] {
+            let udp = format!("{VIP}:{UDP_PORT}");
+            let mut args = vec!["--name", name, "--udp", &udp];
+            let http: Vec<String> = [PORT, CONTROL_PORT, GUE_PORT, GRE_PORT]
+                .iter()
+                .map(|p| format!("[::]:{p}"))
+                .collect();
+            for h in &http {
+                args.extend(["--http", h.as_str()]);
+            }
+            peers.push(spawn_testpeer(ns, bin("testpeer"), &args).expect("testpeer"));
+        }
+        let mut lab = Lab { decap: None, _peers: peers, director, _router: router, dr, tun };
+        lab.start_decap();
+        lab
+    }
+
+    fn start_decap(&mut self) {
+        let mut decap = self
+            .tun
+            .spawn(&[
+                bin("tundecap").to_str().expect("utf-8"),
+                "--tun",
+                "tun0",
+                "--gue-port",
+                "6080",
+            ])
+            .expect("lb-tundecap");
+        decap.wait_for_line(|l| l == "ready", Duration::from_secs(5)).expect("decap ready");
+        ip(&self.tun, "link set tun0 up");
+        sysctl(&self.tun, "net.ipv4.conf.tun0.rp_filter", "0");
+        self.decap = Some(decap);
+    }
+
+    fn stop_decap(&mut self) {
+        if let Some(mut d) = self.decap.take() {
+            d.kill().expect("stop lb-tundecap");
+        }
+    }
+}
+
+/// A TCP service on `vip`:`port` with the DR real (if given) and the TUN real with `tunnel`'s
+/// keys, each checked by TCP and HTTP, through the VIP or not.
+fn tcp_service(
+    vip: &str,
+    port: u16,
+    dr: Option<&str>,
+    tun: &str,
+    tunnel: &str,
+    through: bool,
+) -> String {
+    let mut s = format!(
+        "[[virtual_server]]\nvip = \"{vip}\"\nport = {port}\ninterface = \"eth0\"\n\
+         delay_loop = 0.5\nalpha = true\n"
+    );
+    let reals = dr
+        .map(|r| (r, String::new()))
+        .into_iter()
+        .chain([(tun, format!("lb_kind = \"TUN\"\n{tunnel}\n"))]);
+    for (real, keys) in reals {
+        s.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n{keys}\
+             [[virtual_server.real_server.tcp_check]]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = {through}\n\
+             [[virtual_server.real_server.http_get]]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = {through}\nurl = [{{ path = \"/\" }}]\n"
+        ));
+    }
+    s
+}
+
+const IPIP: &str = "tun_type = \"ipip\"";
+
+/// Every service: through the VIP over IPv4 (DR and IPIP; GUE; GRE), IPv6 (DR and IPv6 in IPv6)
+/// and UDP (DR and IPIP), and the control by the reals' own addresses.
+fn config() -> String {
+    let v4 = VIP.to_string();
+    let v6 = VIP6.to_string();
+    let gue = format!("tun_type = \"gue\"\ntun_port = {GUE_DST_PORT}");
+    let mut s = [
+        tcp_service(&v4, PORT, Some(DR_REAL), TUN_REAL, IPIP, true),
+        tcp_service(&v4, GUE_PORT, None, TUN_REAL, &gue, true),
+        tcp_service(&v4, GRE_PORT, None, TUN_REAL, "tun_type = \"gre\"", true),
+        tcp_service(&v6, PORT, Some(DR_REAL6), TUN_REAL6, IPIP, true),
+        tcp_service(&v4, CONTROL_PORT, Some(DR_REAL), TUN_REAL, IPIP, false),
+    ]
+    .join("");
+    // IPv4 in IPv6: refused with the reason, as the check's down message.
+    let mixed = tcp_service(&v4, MIXED_PORT, None, TUN_REAL6, IPIP, true).replacen(
+        "alpha = true\n",
+        "alpha = true\ntun_source = \"2001:db8:d::2\"\n",
+        1,
+    );
+    s.push_str(&mixed);
+    s.push_str(&format!(
+        "[[virtual_server]]\nvip = \"{VIP}\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
+         interface = \"eth0\"\ndelay_loop = 0.5\nalpha = true\n"
+    ));
+    for (real, keys) in [(DR_REAL, ""), (TUN_REAL, "lb_kind = \"TUN\"\n")] {
+        s.push_str(&format!(
+            "[[virtual_server.real_server]]\naddress = \"{real}\"\n{keys}\
+             [virtual_server.real_server.udp_check]\nconnect_timeout = 0.5\nretry = 0\n\
+             through_vip = true\npayload = \"ping\"\nrequire_reply = true\n"
+        ));
+    }
+    s
+}
+
+/// (state, health message) of `real` in the service on `port` (no two services of the lab share a
+/// port and a real).
+fn state(agent: &LbAgent, port: u16, real: &str) -> (String, String) {
+    let v = agent.backends().unwrap_or_default();
+    let found = v["services"].as_array().and_then(|services| {
+        services.iter().filter(|s| s["port"] == port).find_map(|s| {
+            s["backends"].as_array()?.iter().find(|b| b["address"] == real).map(|b| {
+                let text = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                (text("state"), text("health"))
+            })
+        })
+    });
+    found.unwrap_or_default()
+}
+
+fn wait_state(agent: &LbAgent, port: u16, real: &str, want: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    let ok = wait_until(within, || state(agent, port, real).0 == want);
+    assert!(
+        ok,
+        "{real} on port {port} not {want} within {within:?}: {:?}\nbackends: {}\nagent log:\n{}",
+        state(agent, port, real),
+        agent.backends().unwrap_or_default(),
+        agent.stderr()
+    );
+    started.elapsed()
+}
+
+#[test]
+fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
+    if !require_root("checks through the VIP") {
+        return;
+    }
+    let mut lab = Lab::build();
+    let dir = scratch_dir("lb-through-vip-").expect("scratch");
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, config()).expect("config");
+    let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
+    // One check: delay_loop 0.5 + connect_timeout 0.5, and slack for a busy machine.
+    let one_check = Duration::from_secs(3);
+    // `alpha`: the reals start down, so "up" means their checks passed, through the VIP too.
+    // Every path: DR and each tunnel, IPv4 and IPv6, TCP, HTTP and UDP.
+    let all = [
+        (PORT, DR_REAL),
+        (PORT, TUN_REAL),
+        (GUE_PORT, TUN_REAL),
+        (GRE_PORT, TUN_REAL),
+        (PORT, DR_REAL6),
+        (PORT, TUN_REAL6),
+        (UDP_PORT, DR_REAL),
+        (UDP_PORT, TUN_REAL),
+        (CONTROL_PORT, DR_REAL),
+        (CONTROL_PORT, TUN_REAL),
+    ];
+    for (port, real) in all {
+        wait_state(&agent, port, real, "up", Duration::from_secs(15));
+    }
+    // A mixed-family real is not checked through the VIP, and says why.
+    let (mixed, why) = state(&agent, MIXED_PORT, TUN_REAL6);
+    assert_eq!(mixed, "down", "{why}");
+    assert!(why.contains("through_vip: ") && why.contains("address families"), "{why}");
+
+    // The DR real loses the VIP but still serves its own address.
+    ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));
+    let took = wait_state(&agent, PORT, DR_REAL, "down", one_check);
+    let (_, health) = state(&agent, PORT, DR_REAL);
+    assert!(health.contains("through the VIP: "), "the message says which path failed: {health}");
+    eprintln!("DR real without the VIP down after {took:?}: {:?}", state(&agent, PORT, DR_REAL));
+    assert_eq!(state(&agent, CONTROL_PORT, DR_REAL).0, "up", "checked by its own address");
+    wait_state(&agent, UDP_PORT, DR_REAL, "down", one_check);
+    assert_eq!(state(&agent, PORT, DR_REAL6).0, "up", "its IPv6 VIP is still there");
+    assert_eq!(
+        state(&agent, PORT, TUN_REAL).0,
+        "up",
+        "the other real is unaffected: {:?}",
+        state(&agent, PORT, TUN_REAL)
+    );
+    ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
+    let took = wait_state(&agent, PORT, DR_REAL, "up", one_check);
+    eprintln!("DR real with the VIP back up after {took:?}");
+    wait_state(&agent, UDP_PORT, DR_REAL, "up", one_check);
+
+    // The TUN real's decapsulation stops; it still serves its own address.
+    lab.stop_decap();
+    let took = wait_state(&agent, PORT, TUN_REAL, "down", one_check);
+    eprintln!("TUN real without decap down after {took:?}: {:?}", state(&agent, PORT, TUN_REAL));
+    assert_eq!(state(&agent, CONTROL_PORT, TUN_REAL).0, "up", "checked by its own address");
+    for (port, real) in
+        [(GUE_PORT, TUN_REAL), (GRE_PORT, TUN_REAL), (PORT, TUN_REAL6), (UDP_PORT, TUN_REAL)]
+    {
+        wait_state(&agent, port, real, "down", one_check);
+    }
+    assert_eq!(state(&agent, PORT, DR_REAL).0, "up", "the other real is unaffected");
+    lab.start_decap();
+    let took = wait_state(&agent, PORT, TUN_REAL, "up", one_check);
+    eprintln!("TUN real with decap back up after {took:?}");
+    for (port, real) in all {
+        wait_state(&agent, port, real, "up", one_check);
+    }
+
+    // The control service never noticed.
+    for real in [DR_REAL, TUN_REAL] {
+        assert_eq!(state(&agent, CONTROL_PORT, real).0, "up", "{real}");
+    }
+    drop(agent);
+    drop(lab);
+}
+
+/// The interfaces the agent says it attached the probe programs to, and detached them from, so
+/// far (`bpftool net` of this host does not list TCX links).
+fn probe_log(agent: &LbAgent) -> (Vec<String>, Vec<String>) {
+    let log = agent.stderr();
+    let of = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("probe programs {what}")))
+            .filter_map(|l| l.split("interface=").nth(1).map(|i| i.trim_matches('"').to_owned()))
+            .collect()
+    };
+    (of("attached"), of("detached"))
+}
+
+/// The probe edge follows reloads: attached when a check through the VIP appears (on the
+/// interface its real is routed by, only), working at once, detached when none is left.
+#[test]
+fn reloads_attach_and_detach_the_probe_path() {
+    if !require_root("checks through the VIP, reloaded") {
+        return;
+    }
+    let lab = Lab::build();
+    let dir = scratch_dir("lb-through-vip-reload-").expect("scratch");
+    let path = dir.path().join("lb.toml");
+    let conf = |through: bool| {
+        tcp_service(&VIP.to_string(), PORT, Some(DR_REAL), TUN_REAL, IPIP, false)
+            + &tcp_service(&VIP6.to_string(), PORT, Some(DR_REAL6), TUN_REAL6, IPIP, false)
+            // Only the DR real (routed by eth0) checked through the VIP.
+            + &tcp_service(&VIP.to_string(), GUE_PORT, Some(DR_REAL), TUN_REAL, IPIP, false)
+                .replacen("through_vip = false", &format!("through_vip = {through}"), 2)
+    };
+    std::fs::write(&path, conf(false)).expect("config");
+    let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(15));
+    assert_eq!(probe_log(&agent), (vec![], vec![]), "nothing through the VIP: nothing attached");
+
+    std::fs::write(&path, conf(true)).expect("config");
+    agent.reload().expect("reload");
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(5));
+    let attached = vec!["eth0".to_owned()];
+    assert_eq!(probe_log(&agent), (attached.clone(), vec![]), "on eth0 (the DR real's) only");
+    ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));
+    wait_state(&agent, GUE_PORT, DR_REAL, "down", Duration::from_secs(3));
+    assert_eq!(state(&agent, PORT, DR_REAL).0, "up", "checked by its own address");
+    ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
+    wait_state(&agent, GUE_PORT, DR_REAL, "up", Duration::from_secs(3));
+
+    std::fs::write(&path, conf(false)).expect("config");
+    agent.reload().expect("reload");
+    assert_eq!(probe_log(&agent), (attached.clone(), attached), "none left to check: detached");
+    assert_eq!(state(&agent, GUE_PORT, DR_REAL).0, "up", "checked by its own address again");
+    drop(agent);
+    drop(lab);
+}
