@@ -48,6 +48,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // Before the runtime starts its threads: a stop signal from now on waits for the
             // agent's handlers instead of killing it half-started.
             agent::block_start_signals();
+            agent::limit_malloc_arenas();
             lb::logging::init(&lb::logging::LogSettings::from_env(log_format, log_level));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -25,6 +25,7 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 in_ns() { ip netns exec "$NS" "$@"; }
 

@@ -382,6 +382,18 @@ async fn host_facts(
     Ok(facts)
 }
 
+/// One malloc arena for the whole agent, set before its threads start: glibc otherwise gives
+/// each thread that allocates while another does its own arena, and at 1,000 services x 10 reals
+/// their fragments held ~20 MiB (RSS 65 -> 46 MiB with one arena; the agent allocates little
+/// once running, so sharing one costs nothing measurable).
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt has no preconditions; M_ARENA_MAX only bounds arenas created later.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Hands the heap memory freed by a large apply back to the system: building tables (256 KiB
 /// each at M = 65537) and a reload's second config leave glibc holding tens of MiB otherwise.
 fn release_freed_memory() {
