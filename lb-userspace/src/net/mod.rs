@@ -1,5 +1,6 @@
 //! Host networking the agent reads: interfaces (index, MAC, driver) and the neighbour table.
 
+pub mod checksum;
 pub mod iface;
 pub mod neigh;
 pub mod realserver;

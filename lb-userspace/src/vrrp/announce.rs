@@ -17,7 +17,7 @@ use std::{
 use nix::sys::socket::{self as nixsock, AddressFamily, SockFlag, SockProtocol, SockType};
 use serde::Serialize;
 
-use super::checksum::{finish, sum_words};
+use crate::net::checksum::{finish, sum_words};
 use crate::net::{Mac, iface};
 
 /// Length of a gratuitous ARP frame (Ethernet + ARP, no padding: keepalived sends 42 bytes).

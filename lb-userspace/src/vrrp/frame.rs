@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::checksum::internet_checksum;
 use super::packet::{IPPROTO_AH, IPPROTO_VRRP, IpMeta};
+use crate::net::checksum::internet_checksum;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;

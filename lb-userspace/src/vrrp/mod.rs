@@ -10,7 +10,6 @@
 //! publishing a [`status::VrrpStatus`] watch.
 
 pub mod announce;
-mod checksum;
 pub mod frame;
 pub mod machine;
 pub mod notify;

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::checksum::{finish, sum_words};
+use crate::net::checksum::{finish, sum_words};
 
 /// IP protocol number of VRRP (both versions).
 pub const IPPROTO_VRRP: u8 = 112;

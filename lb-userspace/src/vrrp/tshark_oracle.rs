@@ -4,8 +4,8 @@
 
 use std::{net::IpAddr, process::Command};
 
-use super::checksum::internet_checksum;
 use super::packet::{Advert, Auth, Kind};
+use crate::net::checksum::internet_checksum;
 
 /// An Ethernet frame carrying `payload` as protocol 112 from `src` to `dst`, TTL 255.
 pub(super) fn frame(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {

@@ -53,14 +53,7 @@ enum Kind {
 
 /// RFC 1071 Internet checksum.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    crate::net::checksum::internet_checksum(data)
 }
 
 /// An echo request. The ICMPv4 checksum is filled in; the kernel computes ICMPv6's (it covers a

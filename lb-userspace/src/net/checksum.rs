@@ -1,6 +1,6 @@
-//! The Internet checksum (RFC 1071) the VRRP engine puts in and checks on the wire: VRRP
-//! adverts, IPv4 headers and the ICMPv6 of unsolicited neighbour adverts. Sums are kept in 64 bits,
-//! so pseudo-headers and messages of any size add up before the one fold.
+//! The Internet checksum (RFC 1071), the one copy the agent uses: VRRP adverts, IPv4 headers,
+//! the ICMPv6 of unsolicited neighbour adverts, the ICMP echo requests of ping checks. Sums are
+//! kept in 64 bits, so pseudo-headers and messages of any size add up before the one fold.
 
 /// `acc` plus the big-endian 16-bit words of `data`, an odd last byte padded with a zero byte.
 pub fn sum_words(data: &[u8], mut acc: u64) -> u64 {
