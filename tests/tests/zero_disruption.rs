@@ -709,8 +709,10 @@ enum Exit {
 /// crash and a supervisor's restart) while dir2 listens as BACKUP. The new agent adopts the pinned
 /// dataplane and resumes the mastership (lb-userspace/src/agent/resume.rs) instead of starting in
 /// BACKUP: the VIP and the XDP program never leave dir1, dir2 never becomes MASTER, and no
-/// connection sees an error. Adverts every 1 s: dir2 would take over after 3.6 s of silence, and
-/// the restart plus the resumed master's quiet time (1.4 s) fit well within that.
+/// connection sees an error. Adverts every [`RESTART_ADVERT`] (5 s): dir2 would take over after
+/// 18 s of silence, the resumed master is quiet for 7 s, so the restart (a program load through
+/// the verifier: 3-4 s seen on a loaded two-core machine) has at least 6 s. At 1 s adverts it had
+/// 1.2 s, which a loaded machine's restart overran (dir2 took over).
 #[test]
 fn vrrp_master_agent_restart() {
     if !require_root("vrrp_master_agent_restart") {
@@ -729,13 +731,28 @@ fn vrrp_master_agent_handover() {
     master_agent_restart("vrrp_master_agent_handover", "zdvrrpquit", Exit::Quit);
 }
 
+/// `advert_int` of the restart scenarios, in seconds. The restart must fit in dir2's
+/// Master_Down_Interval (3 adverts + skew) less the time since dir1's last advert (up to one) and
+/// the resumed master's quiet time (one advert + skew): 1.2 adverts.
+const RESTART_ADVERT: &str = "5";
+
+/// dir2's Master_Down_Interval at priority 100 (VRRPv3: 3 adverts + (256 - 100)/256 of one).
+fn dir2_master_down() -> Duration {
+    let advert = Duration::from_secs(RESTART_ADVERT.parse().expect("whole seconds"));
+    advert * 3 + advert * 156 / 256
+}
+
 fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
     let all = [(0, 1), (1, 1), (2, 1)];
     let mut dr = DrTopology::build(label, 3, VIP, testpeer()).expect("topology");
     let dir2 = dr.topo.add_host("dir2", &["192.0.2.3/24"]).expect("second director");
     let dir = lb_tests::scratch_dir(&format!("{}-cfg-", dr.topo.prefix())).expect("temp dir");
     let (c1, c2) = (dir.path().join("dir1.toml"), dir.path().join("dir2.toml"));
-    let vrrp = |p| Extras { vrrp_priority: Some(p), advert_int: Some("1"), ..Default::default() };
+    let vrrp = |p| Extras {
+        vrrp_priority: Some(p),
+        advert_int: Some(RESTART_ADVERT),
+        ..Default::default()
+    };
     std::fs::write(&c1, config(&all, vrrp(150))).expect("config");
     std::fs::write(&c2, config(&all, vrrp(100))).expect("config");
     let bpf = lb_tests::BpfFs::mount(dir.path().join("bpf")).expect("bpffs");
@@ -744,7 +761,8 @@ fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
     let args = ["--xdp-mode", "generic", "--pin-dir", &pin, "--state-file", &state];
     let a1 = LbAgent::start(&dr.director.ns, &lb_bin(), &c1, &args).expect("dir1");
     let a2 = LbAgent::start(&dir2.ns, &lb_bin(), &c2, &["--xdp-mode", "generic"]).expect("dir2");
-    let settled = wait_until(Duration::from_secs(15), || {
+    // dir1's first election takes its own Master_Down_Interval (17 s) after a loaded start.
+    let settled = wait_until(dir2_master_down() + Duration::from_secs(20), || {
         a1.vrrp_state("VI_1").as_deref() == Some("MASTER")
             && a2.vrrp_state("VI_1").as_deref() == Some("BACKUP")
     });
@@ -793,7 +811,10 @@ fn master_agent_restart(scenario: &str, label: &str, exit: Exit) {
                 let at = ll.snapshot();
                 ll.wait_progress(&at, AFTER, Duration::from_secs(15))
                     .map_err(|e| format!("{e:#}"))?;
-                std::thread::sleep(Duration::from_secs(6).saturating_sub(killed.elapsed()));
+                // dir2's timer ran from dir1's last advert before the signal: past this, a
+                // silent dir1 would have lost the mastership.
+                let past = dir2_master_down() + Duration::from_secs(1);
+                std::thread::sleep(past.saturating_sub(killed.elapsed()));
                 Ok(())
             })();
             samples = watcher.join().expect("dir1 watcher");
