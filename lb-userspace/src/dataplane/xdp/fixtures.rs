@@ -1134,6 +1134,12 @@ impl BpfFs {
         assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
         Self { dir, _guard: guard }
     }
+
+    /// The agent's state file for pins in this folder: beside it (bpffs holds only pins), and
+    /// removed with it, also when a test fails before its clean stop.
+    fn state_file(&self) -> std::path::PathBuf {
+        self.dir.with_extension("state.json")
+    }
 }
 
 impl Drop for BpfFs {
@@ -1142,6 +1148,7 @@ impl Drop for BpfFs {
             // SAFETY: umount2 with a valid path.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
         }
+        let _ = std::fs::remove_file(self.state_file());
     }
 }
 
@@ -1161,8 +1168,7 @@ fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
     }
     private_netns();
     let fs = BpfFs::mount("adopt");
-    let pinning =
-        super::Pinning { dir: fs.dir.join("lb"), state_file: fs.dir.with_extension("state.json") };
+    let pinning = super::Pinning { dir: fs.dir.join("lb"), state_file: fs.state_file() };
     let limits =
         XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * SMALL_TABLE, flows: 16384 };
     let d = desired();
