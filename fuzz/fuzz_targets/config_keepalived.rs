@@ -10,7 +10,8 @@
 //!
 //! `include` reads files: the text is parsed as if it were a file in an empty directory, and texts
 //! that could name a file elsewhere (an include keyword and a `/`) are skipped, so the fuzzer never
-//! reads (or hangs on) files of the machine.
+//! reads (or hangs on) files of the machine. The empty directory is made under TMPDIR, which
+//! `cargo xtask fuzz` points at a folder of each run's own and removes afterwards.
 #![no_main]
 
 use std::path::{Path, PathBuf};

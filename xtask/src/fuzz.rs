@@ -352,7 +352,14 @@ fn run_target(
 ) -> anyhow::Result<Result<Stats, String>> {
     let artifacts = root.join("fuzz").join("artifacts").join(target);
     let started = SystemTime::now();
+    // Targets that need a scratch folder (config_keepalived's empty include directory) make it
+    // under TMPDIR: give each run its own, removed when the run ends.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("lb-fuzz-{target}-"))
+        .tempdir()
+        .context("creating the fuzz run's temporary folder")?;
     let mut cmd = cargo_fuzz_cmd(root, cargo_fuzz);
+    cmd.env("TMPDIR", scratch.path());
     cmd.args(["run", target]).arg(corpus).arg("--").args([
         format!("-max_total_time={seconds}"),
         format!("-timeout={INPUT_TIMEOUT_SECS}"),
