@@ -1,10 +1,12 @@
 //! `cargo xtask bench --line-rate`: frames per second forwarded by a director whose interface is
-//! a veth in native XDP mode, for three loads (one flow, many established flows, only new flows),
-//! by three dataplanes measured side by side in one run:
+//! a veth in native XDP mode, for five loads (UDP: one flow, many established flows, only new
+//! flows; TCP: ACKs of many established connections and SYNs of new ones, to a service whose
+//! table-change window has ended), by three dataplanes measured side by side in one run:
 //!
 //! - `ceiling`: a program that only swaps the MACs and returns `XDP_TX` (what this machine can
 //!   forward through XDP on veth at all);
-//! - `lb`: the release `lb run` (`--xdp-mode native`), a UDP all-ports service with three reals;
+//! - `lb`: the release `lb run` (`--xdp-mode native`), a UDP all-ports service and a TCP service,
+//!   each with three reals;
 //! - `stack`: no XDP program, the kernel's IPv4 forwarding (the VIP routed to a real).
 //!
 //! Lab: namespaces `PREFIX-lrg` (the generator, `gen0`) and `PREFIX-lrd` (the director, `eth0`),
@@ -47,6 +49,11 @@ const REALS: [&str; 3] = ["10.99.0.11", "10.99.0.12", "10.99.0.13"];
 /// Seconds of warm-up (flow tables fill, caches settle) before each measured window.
 const WARMUP: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_secs(3);
+/// The TCP service of the TCP loads.
+const TCP_PORT: u16 = 80;
+/// After the agent is up: its TCP service's first window (`tcp_flow_timeout` 1 s, + 1 s for the
+/// program's coarse clock) is over.
+const TCP_WINDOW_END: Duration = Duration::from_millis(2500);
 
 /// What the generator sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,17 +66,29 @@ enum Load {
     /// Random source and destination port on every frame (2^32 tuples): practically every frame
     /// starts a new flow.
     NewFlows,
+    /// TCP ACKs of 65,536 connections (random source port) to a TCP service whose table-change
+    /// window has ended (docs/fast-path.md): what a director forwards most of the time.
+    TcpEstablished,
+    /// TCP SYNs from random source ports to that service: new connections outside a window.
+    TcpNewFlows,
 }
 
 impl Load {
-    const ALL: [Load; 3] = [Load::OneFlow, Load::Established, Load::NewFlows];
+    const ALL: [Load; 5] =
+        [Load::OneFlow, Load::Established, Load::NewFlows, Load::TcpEstablished, Load::TcpNewFlows];
 
     fn name(self) -> &'static str {
         match self {
             Load::OneFlow => "one_flow",
             Load::Established => "established_flows",
             Load::NewFlows => "new_flows",
+            Load::TcpEstablished => "tcp_established_flows",
+            Load::TcpNewFlows => "tcp_new_flows",
         }
+    }
+
+    fn is_tcp(self) -> bool {
+        matches!(self, Load::TcpEstablished | Load::TcpNewFlows)
     }
 }
 
@@ -314,6 +333,10 @@ impl Lab {
                 fs::write(&path, lb_config())?;
                 let agent = LbAgent::start(&self.dir_ns, lb, &path, &["--xdp-mode", "native"])?;
                 agent.wait_all_backends("up", Duration::from_secs(10))?;
+                if load.is_tcp() {
+                    // The window the service's start opened ends after tcp_flow_timeout + 1 s.
+                    std::thread::sleep(TCP_WINDOW_END);
+                }
                 _agent = Some(agent);
             }
             Forwarder::Stack => {}
@@ -363,14 +386,20 @@ impl Drop for Lab {
     }
 }
 
-/// A UDP all-ports service on the VIP with the three reals, otherwise lb's defaults.
+/// A UDP all-ports service and a TCP service on port [`TCP_PORT`] on the VIP, each with the three
+/// reals, otherwise lb's defaults but a 1 s `tcp_flow_timeout`, so the TCP service's window ends
+/// before the TCP loads are measured.
 fn lb_config() -> String {
-    let mut text = String::from(
-        "[[virtual_server]]\nvip = \"10.99.0.100\"\nport = 0\nprotocol = \"udp\"\n\
-         interface = \"eth0\"\n",
-    );
-    for real in REALS {
-        let _ = write!(text, "[[virtual_server.real_server]]\naddress = \"{real}\"\n");
+    let mut text = String::from("[dataplane]\ntcp_flow_timeout = 1\n");
+    for (port, protocol) in [(0, "udp"), (TCP_PORT, "tcp")] {
+        let _ = write!(
+            text,
+            "[[virtual_server]]\nvip = \"10.99.0.100\"\nport = {port}\nprotocol = \"{protocol}\"\n\
+             interface = \"eth0\"\n"
+        );
+        for real in REALS {
+            let _ = write!(text, "[[virtual_server.real_server]]\naddress = \"{real}\"\n");
+        }
     }
     text
 }
@@ -381,12 +410,33 @@ fn ifindex(ns: &Netns, name: &str) -> anyhow::Result<u32> {
 }
 
 /// A 64-byte UDP frame (60 on the wire without the FCS) from the generator to the VIP, UDP
-/// checksum 0 (none), so rewriting the ports needs no checksum update.
-fn frame() -> Vec<u8> {
+/// checksum 0 (none), so rewriting the ports needs no checksum update. For the TCP loads a TCP
+/// segment to [`TCP_PORT`] (ACK or SYN) of the same size; its checksum is not filled in (no
+/// forwarder here checks it).
+fn frame(load: Load) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
     f.extend_from_slice(&DIR_MAC);
     f.extend_from_slice(&GEN_MAC);
     f.extend_from_slice(&[0x08, 0x00]);
+    if load.is_tcp() {
+        let ip_len = 20u16 + 20;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip.extend_from_slice(&GEN_IP);
+        ip.extend_from_slice(&VIP);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&TCP_PORT.to_be_bytes());
+        f.extend_from_slice(&1u32.to_be_bytes());
+        f.extend_from_slice(&1u32.to_be_bytes());
+        let flags = if load == Load::TcpNewFlows { 0x02 } else { 0x10 };
+        // Data offset 5 words, the flags, a window of 64240, checksum and urgent pointer 0.
+        f.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+        f.resize(60, 0);
+        return f;
+    }
     let payload = 18u16;
     let ip_len = 20 + 8 + payload;
     let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
@@ -435,7 +485,7 @@ impl Generator {
                 bail!("setns {ns_path}: {}", std::io::Error::last_os_error());
             }
             let sock = packet_socket(ifindex)?;
-            let template = frame();
+            let template = frame(load);
             let mut frames: Vec<Vec<u8>> = vec![template.clone(); BATCH];
             let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
             while !stop2.load(Ordering::Relaxed) {
@@ -450,6 +500,10 @@ impl Generator {
                         Load::Established => f[34..36].copy_from_slice(&(rng as u16).to_ne_bytes()),
                         // Source and destination port: 2^32 tuples.
                         Load::NewFlows => f[34..38].copy_from_slice(&(rng as u32).to_ne_bytes()),
+                        // TCP source port: 65,536 connections (ACKs) or new ones (SYNs).
+                        Load::TcpEstablished | Load::TcpNewFlows => {
+                            f[34..36].copy_from_slice(&(rng as u16).to_ne_bytes());
+                        }
                     }
                 }
                 send_batch(&sock, &frames)?;
