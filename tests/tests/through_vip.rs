@@ -6,7 +6,8 @@
 //! serving the VIP (VIP removed from its `lo`, its decapsulation stopped) while it still serves
 //! its own address is marked down by the checks through the VIP, and up again when restored; the
 //! same real checked by its own address with every checker (the control service) stays up all
-//! along.
+//! along. The same holds on a VRRP BACKUP that does not hold the VIP (a peer is MASTER), its XDP
+//! program detached or standing by.
 //!
 //! ```text
 //! director eth0 192.0.2.1/24 2001:db8:a::1/64 + VIPs ── rs1 (DR) 192.0.2.11 2001:db8:a::11
@@ -79,14 +80,27 @@ struct Lab {
     _router: Netns,
     dr: Netns,
     tun: Netns,
+    /// The director's VRRP peer, on its eth2, if any.
+    vrrp_peer: Option<Netns>,
+}
+
+/// Who holds the VIPs on the director's side.
+#[derive(Clone, Copy, PartialEq)]
+enum Vips {
+    /// The director itself (added by hand).
+    Director,
+    /// A VRRP MASTER in a namespace of its own on the director's eth2 (the test starts it): the
+    /// director is its BACKUP, without the VIP.
+    VrrpPeer,
 }
 
 impl Lab {
-    fn build() -> Lab {
+    fn build(vips: Vips) -> Lab {
         let p = unique_prefix();
         let mk = |n: &str| Netns::create(&format!("{p}-tv{n}")).expect("netns");
         let (director, router, dr, tun) = (mk("d"), mk("r"), mk("s1"), mk("s2"));
-        for ns in [&director, &router, &dr, &tun] {
+        let vrrp_peer = (vips == Vips::VrrpPeer).then(|| mk("p"));
+        for ns in [&director, &router, &dr, &tun].into_iter().chain(&vrrp_peer) {
             ip(ns, "link set lo up");
             for key in ["all", "default"] {
                 sysctl(ns, &format!("net.ipv4.conf.{key}.rp_filter"), "0");
@@ -126,9 +140,21 @@ impl Lab {
         // kernel decapsulator or a NIC would complete it): the director completes its checks'
         // checksums before they leave.
         director.exec(&["ethtool", "-K", "eth1", "tx", "off"]).expect("ethtool");
-        // The director holds the VIPs: a plain connect() to one would stay on the director.
-        ip(&director, &format!("addr add {VIP}/32 dev eth0"));
-        ip(&director, &format!("addr add {VIP6}/128 dev eth0 nodad"));
+        match &vrrp_peer {
+            // The director holds the VIPs: a plain connect() to one would stay on the director.
+            None => {
+                ip(&director, &format!("addr add {VIP}/32 dev eth0"));
+                ip(&director, &format!("addr add {VIP6}/128 dev eth0 nodad"));
+            }
+            Some(peer) => link(
+                &director,
+                "eth2",
+                ["203.0.113.1/24", "2001:db8:e::1/64"],
+                peer,
+                "eth0",
+                ["203.0.113.2/24", "2001:db8:e::2/64"],
+            ),
+        }
         // DR real: the VIPs on lo, never answering ARP for them.
         sysctl(&dr, "net.ipv4.conf.all.arp_ignore", "1");
         sysctl(&dr, "net.ipv4.conf.all.arp_announce", "2");
@@ -156,7 +182,8 @@ impl Lab {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             peers.push(spawn_testpeer(ns, bin("testpeer"), &args).expect("testpeer"));
         }
-        let mut lab = Lab { decap: None, _peers: peers, director, _router: router, dr, tun };
+        let mut lab =
+            Lab { decap: None, _peers: peers, director, _router: router, dr, tun, vrrp_peer };
         lab.start_decap();
         lab
     }
@@ -344,9 +371,14 @@ const THROUGH: [(u16, &str); 16] = [
 /// The reals checked by their own addresses, with every checker.
 const CONTROL: [(u16, &str); 2] = [(CONTROL_PORT, DR_REAL), (CONTROL_PORT, TUN_REAL)];
 
-/// Takes `broken` (a subset of `THROUGH`) down within one check each, with the path named in
-/// the message, while every other service stays up; returns the time until all were down.
-fn all_down(agent: &LbAgent, broken: &[(u16, &str)], one_check: Duration) -> Duration {
+/// Takes `broken` (a subset of `watched`) down within one check each, with the path named in
+/// the message, while every other of `watched` stays up; returns the time until all were down.
+fn all_down(
+    agent: &LbAgent,
+    broken: &[(u16, &str)],
+    watched: &[(u16, &str)],
+    one_check: Duration,
+) -> Duration {
     let started = Instant::now();
     for &(port, real) in broken {
         wait_state(agent, port, real, "down", one_check);
@@ -354,7 +386,7 @@ fn all_down(agent: &LbAgent, broken: &[(u16, &str)], one_check: Duration) -> Dur
         assert!(health.contains("through the VIP: "), "{real}:{port} says the path: {health}");
     }
     let took = started.elapsed();
-    for (port, real) in THROUGH.iter().chain(&CONTROL).filter(|s| !broken.contains(s)) {
+    for (port, real) in watched.iter().filter(|s| !broken.contains(s)) {
         let (now, health) = state(agent, *port, real);
         assert_eq!(now, "up", "{real}:{port} is unaffected: {health}");
     }
@@ -369,47 +401,136 @@ fn all_up(agent: &LbAgent, services: &[(u16, &str)], within: Duration) -> Durati
     started.elapsed()
 }
 
+/// The scenario of both tests: every service of `through` (checked through the VIP) and of
+/// `control` (by the reals' own addresses) up; the DR real loses the IPv4 VIP, then the TUN
+/// real's decapsulation stops, each while the real still serves its own address: exactly the
+/// services through the VIP on that path go down within one check, and come back when restored.
+fn break_and_restore(
+    lab: &mut Lab,
+    agent: &LbAgent,
+    through: &[(u16, &str)],
+    control: &[(u16, &str)],
+) {
+    // One check: delay_loop 0.5 + connect_timeout 0.5, and slack for a busy machine.
+    let one_check = Duration::from_secs(3);
+    // `alpha`: the reals start down, so "up" means their checks passed, through the VIP too.
+    let every: Vec<(u16, &str)> = through.iter().chain(control).copied().collect();
+    all_up(agent, &every, Duration::from_secs(15));
+
+    // The DR real keeps its own address (the control) and the IPv6 VIP.
+    let dr_v4: Vec<_> = through.iter().copied().filter(|s| s.1 == DR_REAL).collect();
+    ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));
+    let took = all_down(agent, &dr_v4, &every, one_check);
+    eprintln!("DR real without the VIP: all {} down after {took:?}", dr_v4.len());
+    ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
+    let took = all_up(agent, &dr_v4, one_check);
+    eprintln!("DR real with the VIP back: all up after {took:?}");
+
+    let tunnelled: Vec<_> =
+        through.iter().copied().filter(|s| [TUN_REAL, TUN_REAL6].contains(&s.1)).collect();
+    lab.stop_decap();
+    let took = all_down(agent, &tunnelled, &every, one_check);
+    eprintln!("TUN real without decap: all {} down after {took:?}", tunnelled.len());
+    lab.start_decap();
+    let took = all_up(agent, &every, one_check);
+    eprintln!("TUN real with decap back: all up after {took:?}");
+}
+
+/// The director holds the VIPs: every checker through the VIP on every path.
 #[test]
 fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     if !require_root("checks through the VIP") {
         return;
     }
-    let mut lab = Lab::build();
+    let mut lab = Lab::build(Vips::Director);
     let dir = scratch_dir("lb-through-vip-").expect("scratch");
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, config()).expect("config");
     let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
-    // One check: delay_loop 0.5 + connect_timeout 0.5, and slack for a busy machine.
-    let one_check = Duration::from_secs(3);
-    // `alpha`: the reals start down, so "up" means their checks passed, through the VIP too.
-    let every: Vec<(u16, &str)> = THROUGH.iter().chain(&CONTROL).copied().collect();
-    all_up(&agent, &every, Duration::from_secs(15));
+    wait_state(&agent, PORT, DR_REAL, "up", Duration::from_secs(15));
     // A mixed-family real is not checked through the VIP, and says why.
     let (mixed, why) = state(&agent, MIXED_PORT, TUN_REAL6);
     assert_eq!(mixed, "down", "{why}");
     assert!(why.contains("through_vip: ") && why.contains("address families"), "{why}");
-
-    // The DR real loses the IPv4 VIP but still serves its own address (the control) and the IPv6
-    // VIP: its IPv4 services through the VIP go down, nothing else.
-    let dr_v4: Vec<_> = THROUGH.into_iter().filter(|s| s.1 == DR_REAL).collect();
-    ip(&lab.dr, &format!("addr del {VIP}/32 dev lo"));
-    let took = all_down(&agent, &dr_v4, one_check);
-    eprintln!("DR real without the VIP: all {} down after {took:?}", dr_v4.len());
-    ip(&lab.dr, &format!("addr add {VIP}/32 dev lo"));
-    let took = all_up(&agent, &dr_v4, one_check);
-    eprintln!("DR real with the VIP back: all up after {took:?}");
-
-    // The TUN real's decapsulation stops; it still serves its own address. Every tunnelled
-    // service goes down, nothing else.
-    let tunnelled: Vec<_> =
-        THROUGH.into_iter().filter(|s| [TUN_REAL, TUN_REAL6].contains(&s.1)).collect();
-    lab.stop_decap();
-    let took = all_down(&agent, &tunnelled, one_check);
-    eprintln!("TUN real without decap: all {} down after {took:?}", tunnelled.len());
-    lab.start_decap();
-    let took = all_up(&agent, &every, one_check);
-    eprintln!("TUN real with decap back: all up after {took:?}");
+    break_and_restore(&mut lab, &agent, &THROUGH, &CONTROL);
     drop(agent);
+    drop(lab);
+}
+
+/// A VRRP instance `VI_1` of the IPv4 VIP on `interface` at `priority`.
+fn vrrp_instance(interface: &str, priority: u8) -> String {
+    format!(
+        "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"{interface}\"\n\
+         virtual_router_id = 51\npriority = {priority}\nadvert_int = 1\nversion = 3\n\
+         virtual_ipaddress = [\"{VIP}/32\"]\n"
+    )
+}
+
+/// The director is the VRRP BACKUP of the IPv4 VIP (a peer is MASTER): it does not hold the VIP
+/// and its XDP program is detached, and the checks through the VIP still tell a real that does
+/// not serve it (docs/tunnels.md: the probe path does not depend on the XDP program).
+#[test]
+fn checks_through_the_vip_work_on_a_vrrp_backup() {
+    if require_root("checks through the VIP on a VRRP BACKUP") {
+        on_a_vrrp_backup("detach");
+    }
+}
+
+/// The same with `backup_xdp = "standby"`: the BACKUP's XDP program stays attached with the
+/// services staged, and the checks' replies from the VIP pass it.
+#[test]
+fn checks_through_the_vip_work_on_a_vrrp_backup_with_xdp_standing_by() {
+    if require_root("checks through the VIP on a VRRP BACKUP, XDP standing by") {
+        on_a_vrrp_backup("standby");
+    }
+}
+
+/// The director as the BACKUP with `backup_xdp` (`detach` or `standby`).
+fn on_a_vrrp_backup(backup_xdp: &str) {
+    let mut lab = Lab::build(Vips::VrrpPeer);
+    let dir = scratch_dir("lb-through-vip-backup-").expect("scratch");
+    let (path, peer_path) = (dir.path().join("lb.toml"), dir.path().join("peer.toml"));
+    // The address owner's priority: MASTER at once, before the director starts listening.
+    std::fs::write(
+        &peer_path,
+        vrrp_instance("eth0", 255).replacen("\n", "\nstate = \"MASTER\"\n", 1),
+    )
+    .expect("peer config");
+    let peer_ns = lab.vrrp_peer.as_ref().expect("the VRRP peer");
+    let peer = LbAgent::start(peer_ns, &lb_bin(), &peer_path, &[]).expect("peer lb run");
+    let master = wait_until(Duration::from_secs(10), || {
+        peer.vrrp_state("VI_1").as_deref() == Some("MASTER")
+    });
+    assert!(master, "peer MASTER: {:?}\n{}", peer.vrrp_state("VI_1"), peer.stderr());
+
+    let v4 = VIP.to_string();
+    let gue = format!("tun_type = \"gue\"\ntun_port = {GUE_DST_PORT}");
+    let (dr, tun) = (Some(DR_REAL), TUN_REAL);
+    let conf = [
+        format!("[dataplane]\nbackup_xdp = \"{backup_xdp}\"\n"),
+        vrrp_instance("eth2", 100),
+        service(&v4, PORT, dr, tun, IPIP, WEB, true),
+        service(&v4, DNS_PORT, dr, tun, &gue, &[Check::Dns], true),
+        service(&v4, CONTROL_PORT, dr, tun, IPIP, WEB, false),
+    ]
+    .join("");
+    std::fs::write(&path, conf).expect("config");
+    let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
+    let through = [(PORT, DR_REAL), (PORT, TUN_REAL), (DNS_PORT, DR_REAL), (DNS_PORT, TUN_REAL)];
+    let backup = |lab: &Lab| {
+        assert_eq!(agent.vrrp_state("VI_1").as_deref(), Some("BACKUP"), "{}", agent.stderr());
+        let addrs = lab.director.ip(&["-4", "addr", "show"]).expect("ip addr");
+        assert!(!addrs.contains(&format!("{VIP}/")), "the BACKUP holds no VIP: {addrs}");
+        let link = lab.director.ip(&["link", "show", "dev", "eth0"]).expect("ip link");
+        let attached = link.contains("xdp");
+        assert_eq!(attached, backup_xdp == "standby", "backup_xdp = {backup_xdp}: {link}");
+    };
+    wait_state(&agent, PORT, DR_REAL, "up", Duration::from_secs(15));
+    backup(&lab);
+    break_and_restore(&mut lab, &agent, &through, &CONTROL);
+    backup(&lab);
+    drop(agent);
+    drop(peer);
     drop(lab);
 }
 
@@ -433,7 +554,7 @@ fn reloads_attach_and_detach_the_probe_path() {
     if !require_root("checks through the VIP, reloaded") {
         return;
     }
-    let lab = Lab::build();
+    let lab = Lab::build(Vips::Director);
     let dir = scratch_dir("lb-through-vip-reload-").expect("scratch");
     let path = dir.path().join("lb.toml");
     let conf = |through: bool| {
