@@ -26,6 +26,8 @@ pub mod map_names {
     pub const FIB_SCRATCH: &str = "LB_FIB_SCRATCH";
     /// Per-CPU next hops of tunnelled reals, by real id (the program's cache of its FIB lookups).
     pub const TUN_NEXTHOPS: &str = "LB_TUN_NEXTHOPS";
+    /// The "recent entry" filter of TCP flow entries (`FlowRecent`, docs/fast-path.md).
+    pub const FLOW_RECENT: &str = "LB_FLOW_RECENT";
 }
 
 /// Name of the XDP program function in the object.
@@ -52,6 +54,9 @@ pub mod sizes {
     /// Bytes of the new-flow reports ring buffer (a power of two, pages): 256 KiB hold ~4600
     /// reports (48 bytes and an 8-byte header each) between two reads of the agent.
     pub const NEW_FLOWS_RING: u32 = 1 << 18;
+    /// Cache lines of the "recent entry" filter (`FlowRecent`): 1 MiB, 262,144 slots. Small
+    /// enough to stay cache- and TLB-friendly next to the 1M-entry flow table it spares.
+    pub const FLOW_RECENT: u32 = 1 << 14;
 }
 
 /// Address families in keys.
@@ -288,6 +293,43 @@ pub struct FlowKey {
     pub _pad: u16,
 }
 
+/// One value of the "recent entry" filter (`LB_FLOW_RECENT`, docs/fast-path.md): 16 slots of
+/// seconds (the program's `now_secs`), one cache line. A slot holds at least the last use
+/// (`atime`) of every TCP flow entry hashed to it ([`flow_recent_slot`]) that the program may
+/// follow, so a slot older than the TCP entry timeout proves that no such flow has a live
+/// entry and its lookup can be skipped. The map is mappable, so its values start on a page
+/// boundary: each value is exactly one cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowRecent {
+    pub stamps: [u32; FLOW_RECENT_SLOTS as usize],
+}
+
+/// Slots per `FlowRecent` value.
+pub const FLOW_RECENT_SLOTS: u32 = 16;
+
+/// The filter slot of a flow: (index of the value, slot in it). Cheap and independent of the
+/// hash seed, defined once so the agent stamps the slot the program reads.
+#[inline(always)]
+pub fn flow_recent_slot(key: &FlowKey) -> (u32, u32) {
+    let h = fmix32(mix(
+        mix(mix(key.ports, addr_fold(&key.src)), addr_fold(&key.dst)),
+        key.proto as u32,
+    ));
+    let slot = h & (sizes::FLOW_RECENT * FLOW_RECENT_SLOTS - 1);
+    (slot / FLOW_RECENT_SLOTS, slot % FLOW_RECENT_SLOTS)
+}
+
+/// True when a filter slot stamped `stamp` proves that no TCP entry hashed to it is younger
+/// than `timeout` at `now`: older by more than the timeout and 2 s of slack for the coarse
+/// clock of different CPUs. Compared as a signed difference, so a stamp a CPU wrote a moment
+/// "ahead" of this one never reads as ancient. `timeout` 0 (no TCP expiry): never.
+#[inline(always)]
+pub fn flow_recent_clear(stamp: u32, now: u32, timeout: u32) -> bool {
+    timeout != 0 && (now.wrapping_sub(stamp) as i32) > timeout.saturating_add(2) as i32
+}
+
 /// Where an established flow (or a persistent client, or a fragmented datagram) goes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -344,6 +386,9 @@ pub struct GlobalConfig {
     pub syn_threshold: u32,
     /// Bits of `CFG_F_*` (0, the value of a fresh map, keeps every lookup).
     pub flags: u32,
+    /// Seconds after which an idle TCP flow entry is not used any more (the flow is handled as
+    /// one without an entry); 0 = never, and the "recent entry" filter is not used.
+    pub tcp_timeout: u32,
 }
 
 /// No service listens on all ports (port 0): a frame without an exact-port service is not service
@@ -360,6 +405,11 @@ pub const CFG_F_FLOW_SYNC: u32 = 2;
 /// behaviour before the cache; the benchmark's control rows and the tests that change routes
 /// between two packets set it; the agent never does).
 pub const CFG_F_TUN_FIB_EACH: u32 = 4;
+
+/// Look TCP flows up in the flow table even when the "recent entry" filter proves they have no
+/// entry (the behaviour before the filter: the benchmark's control rows set it; the agent never
+/// does).
+pub const CFG_F_NO_FLOW_FILTER: u32 = 8;
 
 /// A new flow, as the program reports it to the agent for flow sync.
 #[repr(C)]
@@ -500,7 +550,8 @@ pub mod event {
         FLOW_NEW = 1 => "flow_new",
         /// A flow's real was down or gone: the flow was bound to another one.
         FLOW_REPICK = 2 => "flow_repick",
-        /// A UDP flow entry idle past the timeout was replaced.
+        /// A flow entry idle past its timeout (UDP: `udp_flow_timeout`; TCP: the TCP entry
+        /// timeout) was not followed: replaced (UDP) or handled as a flow without one (TCP).
         FLOW_EXPIRED = 3 => "flow_expired",
         /// The SYN-flood guard kept a new flow out of the flow table.
         FLOW_GUARD_SKIP = 4 => "flow_guard_skip",
@@ -525,6 +576,9 @@ pub mod event {
         /// Inside a window, a TCP flow without an entry followed the anchor table (the one it
         /// started under); its entry was written then.
         FLOW_WINDOW_ANCHOR = 13 => "flow_window_anchor",
+        /// Outside a window, the "recent entry" filter proved that a TCP flow has no live entry:
+        /// the flow-table lookup was skipped (docs/fast-path.md).
+        FLOW_FILTER_SKIP = 14 => "flow_filter_skip",
     }
 }
 
@@ -612,6 +666,7 @@ mod user {
     unsafe impl aya::Pod for super::SynGuard {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::FlowReport {}
+    unsafe impl aya::Pod for super::FlowRecent {}
 }
 
 /// Flow hash used to pick a Maglev slot. It lives here so the agent and tests can predict the real
@@ -707,6 +762,44 @@ mod tests {
         assert_eq!(prefix_mask(128, 128), addr_v6([0xff; 16]));
     }
 
+    /// The filter's age test: older than timeout + 2 s only, a stamp "ahead" of `now` (another
+    /// CPU's clock, across the u32 wrap too) is never old, and timeout 0 never skips.
+    #[test]
+    fn recent_filter_clears_only_past_the_timeout_and_slack() {
+        // (stamp, now, timeout, clear)
+        let cases = [
+            (0, 5, 900, false),
+            (100, 1002, 900, false),
+            (100, 1003, 900, true),
+            (1001, 1000, 900, false),
+            (u32::MAX, 3, 900, false),
+            (u32::MAX - 1000, 3, 900, true),
+            (0, 1_000_000, 0, false),
+        ];
+        for (stamp, now, timeout, clear) in cases {
+            assert_eq!(flow_recent_clear(stamp, now, timeout), clear, "{stamp} {now} {timeout}");
+        }
+    }
+
+    #[test]
+    fn recent_slots_cover_the_map() {
+        let mut seen = [false; FLOW_RECENT_SLOTS as usize];
+        for port in 0..64u32 {
+            let key = FlowKey {
+                src: addr_v4([10, 0, 0, 1]),
+                dst: [0; 4],
+                ports: port,
+                proto: 6,
+                family: 4,
+                _pad: 0,
+            };
+            let (index, slot) = flow_recent_slot(&key);
+            assert!(index < sizes::FLOW_RECENT && slot < FLOW_RECENT_SLOTS);
+            seen[slot as usize] = true;
+        }
+        assert!(seen.iter().filter(|s| **s).count() > 8, "slots spread: {seen:?}");
+    }
+
     #[test]
     fn ports_word_is_the_wire_layout() {
         assert_eq!(ports_word(0x1234, 0x0050).to_ne_bytes(), [0x12, 0x34, 0x00, 0x50]);
@@ -762,6 +855,7 @@ mod tests {
                     "flow_new_stateless",
                     "flow_stateless_hit",
                     "flow_window_anchor",
+                    "flow_filter_skip",
                 ],
             ),
         ];
@@ -770,6 +864,6 @@ mod tests {
         }
         assert_eq!(reason::NAMES[reason::PASS_MAC_OTHER_HOST as usize], "pass_mac_other_host");
         assert_eq!(event::NAMES[event::FRAG_HIT as usize], "frag_hit");
-        assert_eq!((reason::COUNT, event::COUNT), (23, 14));
+        assert_eq!((reason::COUNT, event::COUNT), (23, 15));
     }
 }

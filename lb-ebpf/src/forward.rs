@@ -3,14 +3,14 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Addr, CFG_F_FLOW_SYNC, FlowKey, FlowReport, FragKey, IPPROTO_TCP, IPPROTO_UDP, RealValue,
-    SVC_F_SRC_HASH, ServiceValue, event, reason,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, FlowKey, FlowReport, FragKey, IPPROTO_TCP,
+    RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear, flow_recent_slot, reason,
 };
 
 use crate::{
     keys,
     lookup::{anchor_pick, lookup_service, pick_new, touch_persist, usable_real, vip},
-    maps::{CONFIG, FLOWS, FRAGS, NEW_FLOWS, SYN_GUARD},
+    maps::{CONFIG, FLOW_RECENT, FLOWS, FRAGS, NEW_FLOWS, SYN_GUARD},
     parse::{EthHdr, TCP_HLEN, UDP_HLEN, has_bytes, now_secs, ptr_at},
     stats,
     verdict::{Verdict, admit, drop, pass, send},
@@ -116,6 +116,10 @@ pub fn later_fragment(
 /// write: every director and every later packet derive the same real); inside one a SYN is
 /// remembered as before and a later segment follows the anchor table, the one it started under.
 ///
+/// Outside the window the lookup itself is skipped when the "recent entry" filter proves that
+/// the flow has no entry to follow (docs/fast-path.md); a TCP entry idle past the TCP entry
+/// timeout is not followed (the flow is one without an entry), as UDP's are replaced.
+///
 /// SYNs are looked up too (Katran skips the lookup for them): a retransmitted SYN then follows
 /// its entry, and the lookup's miss brings the flow's bucket into cache with a plain load, which
 /// overlaps other misses. Without it the insert's bucket lock takes that miss alone: new flows on
@@ -127,20 +131,50 @@ fn choose(
     tcp_flags: u8,
 ) -> Option<(u32, &'static RealValue, bool)> {
     let cfg = CONFIG.get(0)?;
+    let now = now_secs();
+    let tcp = flow.proto == IPPROTO_TCP;
+    // TCP to a plain Maglev service: the table alone may decide a flow without an entry.
+    let plain = tcp && svc.persist_timeout == 0 && svc.flags & SVC_F_SRC_HASH == 0;
     let mut had_entry = false;
-    if let Some(b) = FLOWS.get_ptr_mut(flow) {
+    // Outside a window, a filter slot older than the TCP entry timeout proves that the flow
+    // has no entry to follow: the cold flow-table lookup is skipped.
+    let skip = plain
+        && svc.ring_size != 0
+        && now > svc.window_end
+        && cfg.flags & CFG_F_NO_FLOW_FILTER == 0
+        && no_live_entry(flow, now, cfg.tcp_timeout);
+    if !skip && let Some(b) = FLOWS.get_ptr_mut(flow) {
         had_entry = true;
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
         let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
         match usable_real(real_id, generation) {
             Some(real) => {
-                let now = now_secs();
-                if flow.proto == IPPROTO_UDP && now.wrapping_sub(atime) > cfg.udp_timeout {
+                // Both loaded: a pointer selected between two fields is rejected by the verifier
+                // for agents without CAP_PERFMON.
+                // SAFETY: plain loads of fields of the config value.
+                let (tcp_timeout, udp_timeout) = unsafe {
+                    (
+                        core::ptr::read_volatile(&cfg.tcp_timeout),
+                        core::ptr::read_volatile(&cfg.udp_timeout),
+                    )
+                };
+                // TCP signed: an atime another CPU wrote a moment "ahead" is not ancient.
+                let expired = if tcp {
+                    tcp_timeout != 0 && now.wrapping_sub(atime) as i32 > tcp_timeout as i32
+                } else {
+                    now.wrapping_sub(atime) > udp_timeout
+                };
+                if expired {
                     stats::event(event::FLOW_EXPIRED);
+                    // A TCP flow idle that long is one without an entry (docs/fast-path.md).
+                    had_entry = !tcp;
                 } else {
                     if atime != now {
                         // SAFETY: as above.
                         unsafe { (*b).atime = now };
+                        if tcp {
+                            mark_recent(flow, now);
+                        }
                         if svc.persist_timeout != 0 {
                             touch_persist(svc, flow, now);
                         }
@@ -152,16 +186,10 @@ fn choose(
             None => stats::event(event::FLOW_REPICK),
         }
     }
-    let now = now_secs();
     // TCP without an entry (a RST never creates one, a stale entry is replaced as before).
     let mut stateless = false;
     let mut anchored = None;
-    if !had_entry
-        && flow.proto == IPPROTO_TCP
-        && tcp_flags & TCP_FLAG_RST == 0
-        && svc.persist_timeout == 0
-        && svc.flags & SVC_F_SRC_HASH == 0
-    {
+    if !had_entry && plain && tcp_flags & TCP_FLAG_RST == 0 {
         if now > svc.window_end {
             stateless = svc.ring_size != 0;
         } else if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN && svc.anchor_size != 0
@@ -194,6 +222,10 @@ fn choose(
     if tcp_flags & TCP_FLAG_RST != 0 {
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
+        // The filter first: from the insert on, the entry may be followed on another CPU.
+        if tcp {
+            mark_recent(flow, now);
+        }
         let b = keys::binding(real_id, real.generation, now);
         let _ = FLOWS.insert(flow, &b, 0);
         if cfg.flags & CFG_F_FLOW_SYNC != 0 {
@@ -206,6 +238,37 @@ fn choose(
         stats::event(event::FLOW_NEW);
     }
     Some((real_id, real, new_flow))
+}
+
+/// True when the "recent entry" filter proves that `flow` has no TCP entry the program may
+/// follow (counted): its slot is older than the TCP entry timeout. Not inlined: the program is
+/// at the verifier's jump-range limit without CAP_PERFMON, and one copy serves every caller.
+#[inline(never)]
+fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
+    let (index, slot) = flow_recent_slot(flow);
+    let Some(v) = FLOW_RECENT.get(index) else { return false };
+    let Some(&stamp) = v.stamps.get(slot as usize) else { return false };
+    let clear = flow_recent_clear(stamp, now, timeout);
+    if clear {
+        stats::event(event::FLOW_FILTER_SKIP);
+    }
+    clear
+}
+
+/// Keeps the filter invariant for a TCP entry written or refreshed at `now`: its slot is at
+/// least `now`. One store per slot and second at most. Not inlined, as `no_live_entry`.
+#[inline(never)]
+fn mark_recent(flow: &FlowKey, now: u32) {
+    let (index, slot) = flow_recent_slot(flow);
+    let Some(v) = FLOW_RECENT.get_ptr_mut(index) else { return };
+    // SAFETY: array value; plain 32-bit loads and stores, a racing CPU writes its own `now`.
+    unsafe {
+        if let Some(stamp) = (*v).stamps.get_mut(slot as usize)
+            && (now.wrapping_sub(*stamp) as i32) > 0
+        {
+            *stamp = now;
+        }
+    }
 }
 
 /// Flow sync: hands a new flow to the agent. A full ring buffer drops the report (counted); the

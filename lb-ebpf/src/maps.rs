@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Binding, Counter, FlowKey, FragKey, GlobalConfig, LocalMacKey, PersistKey, RealValue,
-    ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event, reason, sizes,
+    Binding, Counter, FlowKey, FlowRecent, FragKey, GlobalConfig, LocalMacKey, PersistKey,
+    RealValue, ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event, reason,
+    sizes,
 };
 
 /// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
@@ -88,3 +89,10 @@ pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
 #[map(name = "LB_TUN_NEXTHOPS")]
 pub static TUN_NEXTHOPS: PerCpuArray<TunNextHop> =
     PerCpuArray::with_max_entries(sizes::MAX_REALS, 0);
+
+/// The "recent entry" filter of TCP flow entries (`lb_common::FlowRecent`): lets a TCP flow
+/// outside a window skip the flow-table lookup. Mappable only for the alignment: each value is
+/// one cache line.
+#[map(name = "LB_FLOW_RECENT")]
+pub static FLOW_RECENT: Array<FlowRecent> =
+    Array::with_max_entries(sizes::FLOW_RECENT, aya_ebpf::bindings::BPF_F_MMAPABLE);

@@ -74,6 +74,8 @@ const CHUNK: usize = 250;
 /// hit the table for every one of them).
 const FLOWS: u32 = 1 << 20;
 const TABLE_SIZE: u32 = maglev::DEFAULT_SIZE;
+/// Stale entries in the flow table of the stateless rows (half of `FLOWS`).
+const STALE_ENTRIES: u32 = FLOWS / 2;
 const MAGLEV_RUNS: usize = 15;
 
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
@@ -520,6 +522,7 @@ struct Snapshot {
     flow_new: u64,
     flow_new_stateless: u64,
     flow_stateless_hit: u64,
+    flow_filter_skip: u64,
     flow_rst_untracked: u64,
     tx: u64,
     pass_not_service: u64,
@@ -546,6 +549,7 @@ fn snapshot(dp: &mut XdpDataplane) -> anyhow::Result<Snapshot> {
         flow_new: event("flow_new")?,
         flow_new_stateless: event("flow_new_stateless")?,
         flow_stateless_hit: event("flow_stateless_hit")?,
+        flow_filter_skip: event("flow_filter_skip")?,
         flow_rst_untracked: event("flow_rst_untracked")?,
         tx: reason("tx")?,
         pass_not_service: reason("pass_not_service")?,
@@ -928,11 +932,17 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The TCP fast path of docs/fast-path.md, side by side with the `new_flow` and
-/// `flow_hit_percall` rows of the same run: the same kind of packets (v4, v6; distinct clients,
-/// one call each) to a program whose services' windows have ended (`tcp_flow_timeout` 1 s,
-/// waited out). A SYN writes no entry; the previous round's ACKs find none and are forwarded by
-/// the table alone. Checked per round: `flow_new` = `flow_new_stateless` = calls,
-/// `flow_stateless_hit` = calls, `flow_hit` +0.
+/// `flow_hit_percall` rows of the same run: the same kind of packets (v4, v6, and the tunnelled
+/// VIPs' v4_ipip and v6_in_v6; distinct clients, one call each) to a program whose services'
+/// windows have ended (`tcp_flow_timeout` 1 s, waited out). A SYN writes no entry; the previous
+/// round's ACKs find none and are forwarded by the table alone. The flow table holds
+/// `STALE_ENTRIES` entries of other clients, idle past any timeout and unstamped (left by
+/// windows long past). Chunks alternate between the
+/// "recent entry" filter (even chunks: the flow-table lookup skipped, the `*_stateless*` rows)
+/// and the filter defeated (`CFG_F_NO_FLOW_FILTER`, odd chunks: the lookup done and missed, the
+/// `*_nofilter_*` rows), so the filter's gain is an in-run ratio. Checked per round: `flow_new`
+/// = `flow_new_stateless` = calls, `flow_stateless_hit` = calls, `flow_hit` +0, and
+/// `flow_filter_skip` = the filter chunks' calls (SYNs and ACKs).
 fn stateless_rows(
     pass: &Xdp,
     iface_prefix: [u8; 5],
@@ -946,22 +956,86 @@ fn stateless_rows(
     let mut d = desired();
     d.globals.tcp_window = 1;
     dp.apply(&d).context("programming the maps")?;
+    // Entries left by windows long past (as on a director that has run for a while): half the
+    // table, to clients the rows do not use, idle past any timeout and without filter stamps.
+    // A lookup of the control chunks then misses in a populated table, not an empty one.
+    let mut stale = dp.sync_maps().context("the flow table")?.flows;
+    for i in 0..STALE_ENTRIES {
+        let src = lb_common::addr_v6([
+            0x20,
+            1,
+            0x0d,
+            0xb8,
+            0xff,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            (i >> 24) as u8,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        ]);
+        let key = lb_common::FlowKey {
+            src,
+            dst: lb_common::addr_v6(VIP6.octets()),
+            ports: lb_common::ports_word(40000, PORT),
+            proto: lb_common::IPPROTO_TCP,
+            family: lb_common::FAMILY_V6,
+            _pad: 0,
+        };
+        let b = lb_common::Binding { real: 1, generation: 0, atime: 0, flags: 0 };
+        stale.insert(key, b, 0).context("a stale flow entry")?;
+    }
+    drop(stale);
     // The window (1 s, plus a second for the program's coarse clock) ends.
     std::thread::sleep(std::time::Duration::from_millis(3200));
-    /// (row prefix, the packet of client `n` with TCP flags)
-    type Family = (&'static str, fn(usize, u8) -> Vec<u8>);
-    let families: [Family; 2] = [
-        ("v4", |n, flags| {
-            let (src, sport) = client_v4(n);
-            v4_tcp(src, VIP, sport, flags)
-        }),
-        ("v6", |n, flags| {
-            let (src, sport) = client_v6(n);
-            v6_tcp(src, VIP6, sport, flags)
-        }),
+    let gw_prefix: [u8; 5] = GW_MAC[..5].try_into().context("MAC prefix")?;
+    /// (row prefix, the packet of client `n` with TCP flags, verdict, destination MAC prefix)
+    type Family = (&'static str, fn(usize, u8) -> Vec<u8>, u32, [u8; 5]);
+    let families: [Family; 4] = [
+        (
+            "v4",
+            |n, flags| {
+                let (src, sport) = client_v4(n);
+                v4_tcp(src, VIP, sport, flags)
+            },
+            XDP_TX,
+            REAL_MAC_PREFIX,
+        ),
+        (
+            "v6",
+            |n, flags| {
+                let (src, sport) = client_v6(n);
+                v6_tcp(src, VIP6, sport, flags)
+            },
+            XDP_TX,
+            REAL_MAC_PREFIX,
+        ),
+        (
+            "v4_ipip",
+            |n, flags| {
+                let (src, sport) = client_v4(n);
+                v4_tcp(src, VIP_TUN, sport, flags)
+            },
+            XDP_REDIRECT,
+            gw_prefix,
+        ),
+        (
+            "v6_in_v6",
+            |n, flags| {
+                let (src, sport) = client_v6(n);
+                v6_tcp(src, VIP6_TUN, sport, flags)
+            },
+            XDP_REDIRECT,
+            gw_prefix,
+        ),
     ];
     let mut rows = Vec::new();
-    for (family, make) in families {
+    for (family, make, verdict, prefix) in families {
         let mut next = 0usize;
         let mut batch = || {
             let range = next..next + CALLS;
@@ -972,53 +1046,84 @@ fn stateless_rows(
         let (warm, mut previous) = batch();
         per_call(pass, &warm, XDP_PASS, iface_prefix)?;
         for chunk in warm.chunks(CHUNK) {
-            per_call(dp.program()?, chunk, XDP_TX, REAL_MAC_PREFIX)?;
+            per_call(dp.program()?, chunk, verdict, prefix)?;
         }
         let (mut new, mut hit) = (Series::default(), Series::default());
+        let (mut new_off, mut hit_off) = (Series::default(), Series::default());
         for _ in 0..ROUNDS {
             let (frames, acks) = batch();
             let s0 = snapshot(&mut dp)?;
             let (mut n_chunks, mut h_chunks) = (Chunks::default(), Chunks::default());
-            for (fresh, old) in frames.chunks(CHUNK).zip(previous.chunks(CHUNK)) {
+            let (mut n_off, mut h_off) = (Chunks::default(), Chunks::default());
+            let mut filtered = 0u64;
+            let pairs = frames.chunks(CHUNK).zip(previous.chunks(CHUNK));
+            for (i, (fresh, old)) in pairs.enumerate() {
+                let off = i % 2 == 1;
+                dp.set_no_flow_filter(off).context("the filter switch")?;
                 touch(fresh);
                 touch(old);
                 let p1 = per_call(pass, fresh, XDP_PASS, iface_prefix)?;
-                let n = per_call(dp.program()?, fresh, XDP_TX, REAL_MAC_PREFIX)?;
-                let h = per_call(dp.program()?, old, XDP_TX, REAL_MAC_PREFIX)?;
+                let n = per_call(dp.program()?, fresh, verdict, prefix)?;
+                let h = per_call(dp.program()?, old, verdict, prefix)?;
                 let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
-                n_chunks.add(n, p1, p2);
-                h_chunks.add(h, p1, p2);
+                let (nc, hc) =
+                    if off { (&mut n_off, &mut h_off) } else { (&mut n_chunks, &mut h_chunks) };
+                nc.add(n, p1, p2);
+                hc.add(h, p1, p2);
+                if !off {
+                    filtered += (fresh.len() + old.len()) as u64;
+                }
             }
+            dp.set_no_flow_filter(false).context("the filter switch")?;
             let s1 = snapshot(&mut dp)?;
             let calls = CALLS as u64;
             ensure!(
                 s1.flow_new - s0.flow_new == calls
                     && s1.flow_new_stateless - s0.flow_new_stateless == calls
                     && s1.flow_stateless_hit - s0.flow_stateless_hit == calls
-                    && s1.flow_hit == s0.flow_hit,
-                "{family} stateless: {} new ({} without entry), {} table-only hits, {} hits for \
-                 {CALLS} new and {CALLS} replayed packets",
+                    && s1.flow_hit == s0.flow_hit
+                    && s1.flow_filter_skip - s0.flow_filter_skip == filtered,
+                "{family} stateless: {} new ({} without entry), {} table-only hits, {} hits, {} \
+                 filter skips ({filtered} expected) for {CALLS} new and {CALLS} replayed packets",
                 s1.flow_new - s0.flow_new,
                 s1.flow_new_stateless - s0.flow_new_stateless,
                 s1.flow_stateless_hit - s0.flow_stateless_hit,
-                s1.flow_hit - s0.flow_hit
+                s1.flow_hit - s0.flow_hit,
+                s1.flow_filter_skip - s0.flow_filter_skip,
             );
             new.push(&n_chunks);
             hit.push(&h_chunks);
+            new_off.push(&n_off);
+            hit_off.push(&h_off);
             previous = acks;
         }
         rows.push(per_call_row(
             format!("{family}_new_flow_stateless{sfx}"),
             "a new flow (TCP SYN from a new client address:port) every call, outside the \
-             service's table-change window: no flow entry written",
+             service's table-change window: the filter skips the flow-table lookup, no entry \
+             written",
             new,
             floor_name,
         ));
         rows.push(per_call_row(
             format!("{family}_stateless_hit_percall{sfx}"),
-            "the previous round's flows replayed as ACKs: no entry, the table alone picks the \
-             real, a different flow every call",
+            "the previous round's flows replayed as ACKs: no entry, the filter skips the lookup, \
+             the table alone picks the real, a different flow every call",
             hit,
+            floor_name,
+        ));
+        rows.push(per_call_row(
+            format!("{family}_nofilter_new_flow_stateless{sfx}"),
+            "as the new_flow_stateless row with the filter defeated (CFG_F_NO_FLOW_FILTER: the \
+             lookup done, a miss), chunks interleaved with it",
+            new_off,
+            floor_name,
+        ));
+        rows.push(per_call_row(
+            format!("{family}_nofilter_stateless_hit_percall{sfx}"),
+            "as the stateless_hit_percall row with the filter defeated, chunks interleaved \
+             with it",
+            hit_off,
             floor_name,
         ));
     }

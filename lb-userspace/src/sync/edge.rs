@@ -26,7 +26,7 @@ use crate::{
     config::flow_sync::FlowSyncConfig,
     dataplane::xdp::{
         addr_words,
-        flows::{TCP_ESTABLISHED_TIMEOUT, addr_of, ports_of},
+        flows::{TCP_ESTABLISHED_TIMEOUT, addr_of, ports_of, stamp_recent},
     },
 };
 
@@ -276,6 +276,21 @@ pub struct SyncMaps {
     pub reports: aya::maps::RingBuf<aya::maps::MapData>,
     pub flows: aya::maps::HashMap<aya::maps::MapData, FlowKey, Binding>,
     pub persist: aya::maps::HashMap<aya::maps::MapData, PersistKey, Binding>,
+    /// The flow table's "recent entry" filter: stamped for every TCP entry installed.
+    pub recent: aya::maps::Array<aya::maps::MapData, lb_common::FlowRecent>,
+}
+
+/// Writes a received entry into the maps. A TCP flow entry's "recent entry" filter slot is
+/// stamped first: outside a window the program follows a TCP entry only when its slot is
+/// recent (docs/fast-path.md).
+pub fn install(maps: &mut SyncMaps, entry: Entry) -> Result<(), aya::maps::MapError> {
+    match entry {
+        Entry::Flow(k, b) => {
+            stamp_recent(&mut maps.recent, &k, b.atime)?;
+            maps.flows.insert(k, b, 0)
+        }
+        Entry::Persist(k, b) => maps.persist.insert(k, b, 0),
+    }
 }
 
 /// The multicast socket: bound to the group's port on `interface`, joined there, sending with
@@ -485,8 +500,7 @@ pub async fn run(
                 let now = monotonic_secs();
                 for c in &conns {
                     let written = match conn_to_entry(c, &current, now) {
-                        Ok(Entry::Flow(k, b)) => maps.flows.insert(k, b, 0),
-                        Ok(Entry::Persist(k, b)) => maps.persist.insert(k, b, 0),
+                        Ok(entry) => install(&mut maps, entry),
                         Err(reason) => {
                             stats.drop_one(reason);
                             continue;

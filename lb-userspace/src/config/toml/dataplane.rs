@@ -98,7 +98,8 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                      of a service without persistence or source hashing needs no entry: the \
                      Maglev table alone picks its real, so new connections cost no map write. A \
                      TCP flow idle for longer than this across a change may move to another \
-                     real (docs/fast-path.md).",
+                     real; a TCP flow-table entry idle for longer than this (but never less \
+                     than 900 s) is no longer followed (docs/fast-path.md).",
             },
             read: |p, k, v, s| {
                 if let Some(timeout) = p.seconds(k, v, TCP_FLOW_TIMEOUT_LIMITS_SECS) {

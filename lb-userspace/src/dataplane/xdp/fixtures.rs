@@ -257,6 +257,20 @@ fn flows(dp: &mut XdpDataplane) -> BpfHashMap<&mut aya::maps::MapData, FlowKey, 
     BpfHashMap::try_from(dp.ebpf.map_mut(map_names::FLOWS).expect("flows map")).expect("hash map")
 }
 
+/// The flow table's "recent entry" filter.
+fn recent(
+    dp: &mut XdpDataplane,
+) -> aya::maps::Array<&mut aya::maps::MapData, lb_common::FlowRecent> {
+    aya::maps::Array::try_from(dp.ebpf.map_mut(map_names::FLOW_RECENT).expect("filter map"))
+        .expect("array")
+}
+
+/// The filter stamp of `key`'s slot.
+fn recent_stamp(dp: &mut XdpDataplane, key: &FlowKey) -> u32 {
+    let (index, slot) = lb_common::flow_recent_slot(key);
+    recent(dp).get(&index, 0).expect("filter value").stamps[slot as usize]
+}
+
 fn event_count(dp: &XdpDataplane, index: u32) -> u64 {
     let m: PerCpuArray<_, u64> =
         PerCpuArray::try_from(dp.ebpf.map(map_names::EVENTS).expect("events")).expect("array");
@@ -710,12 +724,14 @@ fn flow_listing_follows_the_table_and_is_bounded() {
         (slot.id, slot.value.generation)
     };
     let synced = flow_key(IpAddr::V4(CLIENT), vip, 20001, 80, IPPROTO_TCP);
-    let b = Binding { real: id, generation, atime: 0, flags: lb_common::BINDING_F_SYNC };
+    // Idle for a while, not past the TCP entry timeout (which would end it).
+    let atime = dp.now_secs().wrapping_sub(5);
+    let b = Binding { real: id, generation, atime, flags: lb_common::BINDING_F_SYNC };
     flows(&mut dp).insert(synced, b, 0).expect("insert");
     assert_eq!(sent_to(&mut dp, &v4_ack(20001, 80)), 12, "a synced entry is followed");
     let kept = flows(&mut dp).get(&synced, 0).expect("entry");
     assert_eq!(kept.flags, lb_common::BINDING_F_SYNC, "the program keeps the origin");
-    assert_ne!(kept.atime, 0, "and refreshes the last use");
+    assert_ne!(kept.atime, atime, "and refreshes the last use");
 
     let source = dp.flow_source().expect("source").expect("XDP has a flow table");
     let budget = std::time::Duration::from_secs(2);
@@ -1193,6 +1209,14 @@ fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
     rebuild_ring(&mut d2.services[0]);
     let mut dp2 = XdpDataplane::load_pinned(XdpModeSetting::Generic, limits, Some(pinning.clone()))
         .expect("second agent adopts");
+    // The "recent entry" filter is pinned too: the entries' slots keep their stamps.
+    let stamped = (20000..20300u16)
+        .filter(|&p| {
+            let key = flow_key(IpAddr::V4(CLIENT), IpAddr::V4(VIP), p, 80, IPPROTO_TCP);
+            recent_stamp(&mut dp2, &key) != 0
+        })
+        .count();
+    assert_eq!(stamped, 300, "filter slots kept across the restart");
     dp2.apply(&d2).expect("apply after adoption");
     assert_ne!(dp2.program_id, first_prog);
     assert!(xdp_on_lo().contains(&format!("prog/xdp id {}", dp2.program_id)), "{}", xdp_on_lo());

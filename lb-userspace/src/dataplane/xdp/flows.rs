@@ -8,15 +8,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use lb_common::{Addr, BINDING_F_SYNC, Binding, FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use lb_common::{
+    Addr, BINDING_F_SYNC, Binding, FAMILY_V4, FlowKey, FlowRecent, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use super::super::DataplaneError;
 use crate::control::proto::{FlowView, FlowsView};
 
-/// IPVS's default timeout of an established TCP connection. The program ends TCP flows by LRU
-/// eviction, not by a timer; `lb flows` shows the time left as IPVS would count it from the last
-/// packet (what a sync peer is told), never below 0.
+/// IPVS's default timeout of an established TCP connection: what a sync peer is told, and the
+/// least TCP entry timeout of the program (`tcp_entry_timeout`). `lb flows` shows the time left
+/// until the program stops following an entry, counted from its last packet, never below 0.
 pub const TCP_ESTABLISHED_TIMEOUT: u32 = 900;
 
 /// The real a slot names, and the generation that makes a binding to it current.
@@ -32,6 +34,8 @@ pub struct FlowSource {
     flows: BpfHashMap<MapData, FlowKey, Binding>,
     pub(super) reals: HashMap<u32, SlotReal>,
     pub(super) udp_timeout: u32,
+    /// The program's TCP entry timeout.
+    pub(super) tcp_timeout: u32,
     /// The map's size: a walk never takes more steps than twice this (an LRU that evicts the
     /// key a walk stands on sends it back to the first key).
     pub(super) max_entries: u32,
@@ -40,7 +44,7 @@ pub struct FlowSource {
 /// A second handle (a dup of the file descriptor) on a map of the loaded program.
 pub(super) fn dup_map(map: &Map, name: &'static str) -> Result<MapData, DataplaneError> {
     let data = match map {
-        Map::LruHashMap(d) | Map::HashMap(d) => d,
+        Map::LruHashMap(d) | Map::HashMap(d) | Map::Array(d) => d,
         _ => return Err(DataplaneError::MissingMap(name)),
     };
     let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| DataplaneError::Map {
@@ -57,12 +61,12 @@ impl FlowSource {
     pub(super) fn new(
         map: MapData,
         reals: HashMap<u32, SlotReal>,
-        udp_timeout: u32,
+        (tcp_timeout, udp_timeout): (u32, u32),
         max_entries: u32,
     ) -> Result<Self, DataplaneError> {
         let flows = BpfHashMap::try_from(Map::LruHashMap(map))
             .map_err(|source| DataplaneError::Map { map: lb_common::map_names::FLOWS, source })?;
-        Ok(Self { flows, reals, udp_timeout, max_entries })
+        Ok(Self { flows, reals, udp_timeout, tcp_timeout, max_entries })
     }
 
     /// Up to `limit` current flows (to `vip` only, when given), stopping after `budget`.
@@ -82,7 +86,9 @@ impl FlowSource {
             }
             // An entry evicted between the key walk and its lookup: skip it.
             let Ok((key, binding)) = item else { continue };
-            let Some(view) = flow_view(&key, &binding, &self.reals, now, self.udp_timeout) else {
+            let Some(view) =
+                flow_view(&key, &binding, &self.reals, now, (self.tcp_timeout, self.udp_timeout))
+            else {
                 continue;
             };
             if vip.is_some_and(|v| view.vip != v.to_string()) {
@@ -92,6 +98,29 @@ impl FlowSource {
         }
         out
     }
+}
+
+/// Keeps the "recent entry" filter's invariant (docs/fast-path.md) for a TCP entry the agent
+/// is about to write with `atime` `now`: stamps its slot, before the entry exists. The whole
+/// cache line is raised to `now` (never lowered), so a slot the program stamped between this
+/// read and the write keeps a stamp at least as recent (the agent's clock is not behind the
+/// program's coarse one).
+pub fn stamp_recent(
+    map: &mut Array<MapData, FlowRecent>,
+    key: &FlowKey,
+    now: u32,
+) -> Result<(), aya::maps::MapError> {
+    if key.proto != IPPROTO_TCP {
+        return Ok(());
+    }
+    let (index, _) = lb_common::flow_recent_slot(key);
+    let mut line = map.get(&index, 0)?;
+    for s in &mut line.stamps {
+        if (now.wrapping_sub(*s) as i32) > 0 {
+            *s = now;
+        }
+    }
+    map.set(index, line, 0)
 }
 
 /// A record of the new-flows ring buffer; `None` for one of another size (another build).
@@ -136,11 +165,11 @@ pub fn flow_view(
     b: &Binding,
     reals: &HashMap<u32, SlotReal>,
     now: u32,
-    udp_timeout: u32,
+    (tcp_timeout, udp_timeout): (u32, u32),
 ) -> Option<FlowView> {
     let real = reals.get(&b.real).filter(|r| r.generation == b.generation)?;
     let (protocol, state, timeout) = match key.proto {
-        IPPROTO_TCP => ("tcp", "ESTABLISHED", TCP_ESTABLISHED_TIMEOUT),
+        IPPROTO_TCP => ("tcp", "ESTABLISHED", tcp_timeout),
         IPPROTO_UDP => ("udp", "UDP", udp_timeout),
         _ => return None,
     };
@@ -270,7 +299,7 @@ mod tests {
             (v4_tcp, bind(5, 1, 100, 0), 100, None),
         ];
         for (i, (k, b, now, want)) in cases.iter().enumerate() {
-            let got = flow_view(k, b, &reals, *now, 300);
+            let got = flow_view(k, b, &reals, *now, (TCP_ESTABLISHED_TIMEOUT, 300));
             let got = got.as_ref().map(|v| {
                 (
                     v.client.as_str(),

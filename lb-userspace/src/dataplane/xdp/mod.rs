@@ -173,6 +173,8 @@ pub struct XdpDataplane {
     /// Tunnelled reals' routes are looked up for every packet (`CFG_F_TUN_FIB_EACH`): the
     /// benchmark's control and tests only; the agent keeps the program's next-hop cache.
     tun_fib_each: bool,
+    /// The benchmark's control: the program ignores the "recent entry" filter.
+    no_flow_filter: bool,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
@@ -289,6 +291,7 @@ impl XdpDataplane {
             config_flags: None,
             flow_sync: false,
             tun_fib_each: false,
+            no_flow_filter: false,
             next_generation: 1,
             ring_writes: 0,
             quarantined: Vec::new(),
@@ -509,6 +512,20 @@ impl XdpDataplane {
         }
     }
 
+    /// TCP flows outside a window: the flow-table lookup even when the "recent entry" filter
+    /// proves there is no entry (off: the default, the agent's). For the benchmark's control
+    /// rows; takes effect like [`Self::set_flow_sync`].
+    #[doc(hidden)]
+    pub fn set_no_flow_filter(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.no_flow_filter = on;
+        match (self.globals, self.config_flags) {
+            (Some(g), Some(flags)) => {
+                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The new-flow reports ring buffer, for the flow-sync task (once: the reader owns it).
     pub fn take_flow_reports(
         &mut self,
@@ -547,7 +564,7 @@ impl XdpDataplane {
     }
 
     /// The maps the flow-sync edge uses: the new-flow reports (taken: once) and handles on the
-    /// flow and persistence tables.
+    /// flow and persistence tables and the flow table's "recent entry" filter.
     pub fn sync_maps(&mut self) -> Result<crate::sync::edge::SyncMaps, DataplaneError> {
         let reports = self.take_flow_reports()?;
         let open = |name: &'static str| -> Result<aya::maps::MapData, DataplaneError> {
@@ -558,7 +575,9 @@ impl XdpDataplane {
             .map_err(map_err(map_names::FLOWS))?;
         let persist = BpfHashMap::try_from(Map::LruHashMap(open(map_names::PERSIST)?))
             .map_err(map_err(map_names::PERSIST))?;
-        Ok(crate::sync::edge::SyncMaps { reports, flows, persist })
+        let recent = Array::try_from(Map::Array(open(map_names::FLOW_RECENT)?))
+            .map_err(map_err(map_names::FLOW_RECENT))?;
+        Ok(crate::sync::edge::SyncMaps { reports, flows, persist, recent })
     }
 
     /// Writes the program-wide settings. `all_ports`: an all-ports service is (or is about to be)
@@ -571,6 +590,9 @@ impl XdpDataplane {
         if self.tun_fib_each {
             flags |= common::CFG_F_TUN_FIB_EACH;
         }
+        if self.no_flow_filter {
+            flags |= common::CFG_F_NO_FLOW_FILTER;
+        }
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
         }
@@ -579,6 +601,7 @@ impl XdpDataplane {
             udp_timeout: g.udp_timeout,
             syn_threshold: g.syn_threshold,
             flags,
+            tcp_timeout: tcp_entry_timeout(g.tcp_window),
         };
         let mut map: Array<_, GlobalConfig> =
             Array::try_from(map_mut(&mut self.ebpf, map_names::CONFIG)?)
@@ -1274,6 +1297,14 @@ impl XdpDataplane {
 /// Window length before the globals are first written (never used: they are written first).
 const DEFAULT_TCP_WINDOW: u32 = 900;
 
+/// Seconds after which the program stops following an idle TCP flow entry
+/// (docs/fast-path.md): `tcp_flow_timeout` (the window), but never less than the 900 s the
+/// sync messages promise a peer for an entry it is not told about again. Shorter windows (the
+/// tests') would otherwise expire synced entries before a failover needs them.
+pub fn tcp_entry_timeout(window: u32) -> u32 {
+    window.max(flows::TCP_ESTABLISHED_TIMEOUT)
+}
+
 /// The service's window is (or may still be, for the program's coarser clock) open at `now`.
 fn window_open(v: &ServiceValue, now: u32) -> bool {
     v.window_end != 0 && now <= v.window_end.saturating_add(1)
@@ -1448,9 +1479,12 @@ impl Dataplane for XdpDataplane {
                 (r.id, flows::SlotReal { addr, generation: r.value.generation })
             })
             .collect();
-        let udp_timeout = self.globals.as_ref().map_or(0, |g| g.udp_timeout);
+        let timeouts = self
+            .globals
+            .as_ref()
+            .map_or((0, 0), |g| (tcp_entry_timeout(g.tcp_window), g.udp_timeout));
         let source =
-            FlowSource::new(flows::dup_map(map, name)?, reals, udp_timeout, self.limits.flows)?;
+            FlowSource::new(flows::dup_map(map, name)?, reals, timeouts, self.limits.flows)?;
         Ok(Some(source))
     }
 

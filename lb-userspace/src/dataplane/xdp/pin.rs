@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::MapData;
 use lb_common::{
-    Binding, Counter, FlowKey, FragKey, GlobalConfig, LocalMacKey, PersistKey, RealValue,
-    ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
+    Binding, Counter, FlowKey, FlowRecent, FragKey, GlobalConfig, LocalMacKey, PersistKey,
+    RealValue, ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 6;
+pub const LAYOUT: u32 = 7;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,7 @@ pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
         (map_names::SERVICE_STATS, 4, size_of::<Counter>(), l.max_services),
         (map_names::LOCAL_MACS, size_of::<LocalMacKey>(), 4, sizes::LOCAL_MACS),
         (map_names::NEW_FLOWS, 0, 0, sizes::NEW_FLOWS_RING),
+        (map_names::FLOW_RECENT, 4, size_of::<FlowRecent>(), sizes::FLOW_RECENT),
     ]
 }
 
