@@ -456,8 +456,9 @@ fn icmp_error_v4(ctx: &TcContext) -> Option<()> {
 /// The same for an ICMPv6 error (destination unreachable, packet too big, time exceeded) quoting
 /// a remembered IPv6 probe flow. The ICMPv6 checksum covers the quoted destination, the quoted
 /// TCP/UDP checksum and, by its pseudo-header, the outer source. No pseudo-header flag on its
-/// update: the bytes it covers change by as much as it does, so a receive checksum
-/// (CHECKSUM_COMPLETE) of the packet stays right.
+/// updates: with them the packet's bytes (IPv6 header included) sum as before, so a receive
+/// checksum (CHECKSUM_COMPLETE, which IPv6 pulls the header from later) stays right untouched.
+/// ICMP errors are built with full checksums, never left to the NIC (CHECKSUM_PARTIAL).
 fn icmp_error_v6(ctx: &TcContext) -> Option<()> {
     const ICMP: usize = L4_V6;
     const Q: usize = ICMP + ICMP_HLEN;
