@@ -375,6 +375,12 @@ fn ingress(ctx: &TcContext) -> Option<()> {
             ctx.store(V6_SRC, &real, 0).ok()?;
             // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
             let diff = unsafe { bpf_csum_diff(src.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) };
+            // Without the pseudo-header flag: IPv6 has no header checksum to offset the address
+            // change, so with it a NIC's CHECKSUM_COMPLETE sum would be adjusted for a change the
+            // header already carries ("hw csum failure"). Unflagged, the address and the checksum
+            // field change by opposite amounts and the running sum stays right; a CHECKSUM_PARTIAL
+            // reply is trusted by the stack as it is.
+            let flags = flags & !u64::from(BPF_F_PSEUDO_HDR);
             ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()
         }
         _ => None,
