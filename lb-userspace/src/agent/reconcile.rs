@@ -685,7 +685,8 @@ mod tests {
             }
         };
         // (case, new reals, apply fails, reals after, changes)
-        let cases: &[(&str, &[u8], bool, &[u8], &str)] = &[
+        type Case = (&'static str, &'static [u8], bool, &'static [u8], &'static str);
+        let cases: &[Case] = &[
             (
                 "real added",
                 &[11, 12, 13],
