@@ -14,7 +14,7 @@ mod pin;
 mod rings;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -1407,12 +1407,9 @@ impl Dataplane for XdpDataplane {
             }
         }
         self.prebuilt.clear();
-        let stale: Vec<VirtualServerKey> = self
-            .services
-            .keys()
-            .filter(|k| !desired.services.iter().any(|s| s.key == **k))
-            .copied()
-            .collect();
+        let wanted: HashSet<VirtualServerKey> = desired.services.iter().map(|s| s.key).collect();
+        let stale: Vec<VirtualServerKey> =
+            self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
         for key in stale {
             self.remove_service(key)?;
         }
