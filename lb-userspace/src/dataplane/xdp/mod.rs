@@ -237,7 +237,8 @@ impl XdpDataplane {
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
             .map_max_entries(map_names::TUN_NEXTHOPS, limits.max_reals)
-            .map_max_entries(map_names::RINGS, limits.ring_entries)
+            // Two entries per slot.
+            .map_max_entries(map_names::RINGS, lb_common::ring_slots(limits.ring_entries))
             .map_max_entries(map_names::VIPS, limits.max_services)
             .map_max_entries(map_names::FLOWS, limits.flows);
         let mut state = None;
