@@ -3,11 +3,12 @@
 //! goes through `desired_state` and `Dataplane::apply`, so there is one path to get right.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, LazyLock, Mutex, Weak},
 };
 
+use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::{
@@ -738,8 +739,10 @@ weight = 2
         use crate::dataplane::select::Choice;
         let cfg = config::parse_toml(CONF, Path::new("t.toml"), &AnyHost).expect("valid");
         let key = cfg.virtual_servers[0].key();
-        let plan =
-            Plan(HashMap::from([(key, Choice { backend: Backend::Ipvs, reason: "test".into() })]));
+        let plan = Plan(std::collections::HashMap::from([(
+            key,
+            Choice { backend: Backend::Ipvs, reason: "test".into() },
+        )]));
         let h = host(&[]);
         let d = desired_state(&Inputs { plan: &plan, ..inputs(&cfg, &h) });
         let s = &d.services[0];

@@ -1,7 +1,9 @@
 //! Runtime changes made with `lb drain`, `lb undrain` and `lb weight`: they sit on top of the
 //! config until the next reload, and `desired_state` applies them like any other input.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+use foldhash::HashMap;
 
 use serde::Serialize;
 

@@ -8,7 +8,6 @@
 //! own tasks with a timeout: a slow script never delays a check.
 
 use std::{
-    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -17,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use tokio::{
     runtime::Handle,
     sync::{Semaphore, watch},

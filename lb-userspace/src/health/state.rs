@@ -1,10 +1,9 @@
 //! What the checkers currently say: the health module's output and `desired_state`'s input.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
+
+// Keys are small and not chosen by peers: a fast hasher (reloads and flaps visit every real).
+use foldhash::{HashMap, HashSet};
 
 use crate::config::VirtualServerKey;
 

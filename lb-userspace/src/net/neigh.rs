@@ -3,12 +3,12 @@
 //! the result back.
 
 use std::{
-    collections::HashMap,
     io,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
+use foldhash::HashMap;
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 

@@ -14,7 +14,7 @@ mod pin;
 mod rings;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
@@ -23,6 +23,7 @@ use aya::{
     maps::{Array, DevMapHash, HashMap as BpfHashMap, Map, PerCpuArray, PerCpuValues},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use lb_common::{
     self as common, GlobalConfig, LocalMacKey, REAL_F_UP, RealValue, SVC_F_SRC_HASH, ServiceKey,
     ServiceValue, VIP_F_ICMP_ECHO, VipKey, VipValue, event, map_names, reason, sizes,
@@ -548,7 +549,7 @@ impl XdpDataplane {
                 id: slot.id,
                 persistence: slot.value.persist_timeout,
                 persist_mask: slot.value.persist_mask,
-                reals: HashMap::new(),
+                reals: std::collections::HashMap::new(),
             };
             for (&(ip, port), r) in
                 slot.reals.iter().chain(slot.sorry.as_ref().map(|(k, r)| (k, r)))
