@@ -405,6 +405,27 @@ fn v6_tcp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
 
 /// Distinct clients for new flows: packet `n` of the whole run (over rounds and families) gets
 /// its own (source address, source port).
+/// The TCP packet of client `n` with `flags` to each family's VIP: the rows' packet makers.
+fn to_vip_v4(n: usize, flags: u8) -> Vec<u8> {
+    let (src, sport) = client_v4(n);
+    v4_tcp(src, VIP, sport, flags)
+}
+
+fn to_vip_v6(n: usize, flags: u8) -> Vec<u8> {
+    let (src, sport) = client_v6(n);
+    v6_tcp(src, VIP6, sport, flags)
+}
+
+fn to_vip_v4_ipip(n: usize, flags: u8) -> Vec<u8> {
+    let (src, sport) = client_v4(n);
+    v4_tcp(src, VIP_TUN, sport, flags)
+}
+
+fn to_vip_v6_in_v6(n: usize, flags: u8) -> Vec<u8> {
+    let (src, sport) = client_v6(n);
+    v6_tcp(src, VIP6_TUN, sport, flags)
+}
+
 fn client_v4(n: usize) -> (Ipv4Addr, u16) {
     let host = (n / 50_000) as u32;
     let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + host);
@@ -776,42 +797,12 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     type Family = (&'static str, fn(usize, u8) -> Vec<u8>, u32, [u8; 5], bool);
     let real_verdict = (XDP_TX, REAL_MAC_PREFIX);
     let gw_prefix: [u8; 5] = GW_MAC[..5].try_into().context("MAC prefix")?;
-    let v4: fn(usize, u8) -> Vec<u8> = |n, flags| {
-        let (src, sport) = client_v4(n);
-        v4_tcp(src, VIP, sport, flags)
-    };
+    let v4: fn(usize, u8) -> Vec<u8> = to_vip_v4;
     let families: [Family; 6] = [
         ("v4", v4, real_verdict.0, real_verdict.1, false),
-        (
-            "v6",
-            |n, flags| {
-                let (src, sport) = client_v6(n);
-                v6_tcp(src, VIP6, sport, flags)
-            },
-            real_verdict.0,
-            real_verdict.1,
-            false,
-        ),
-        (
-            "v4_ipip",
-            |n, flags| {
-                let (src, sport) = client_v4(n);
-                v4_tcp(src, VIP_TUN, sport, flags)
-            },
-            XDP_REDIRECT,
-            gw_prefix,
-            false,
-        ),
-        (
-            "v6_in_v6",
-            |n, flags| {
-                let (src, sport) = client_v6(n);
-                v6_tcp(src, VIP6_TUN, sport, flags)
-            },
-            XDP_REDIRECT,
-            gw_prefix,
-            false,
-        ),
+        ("v6", to_vip_v6, real_verdict.0, real_verdict.1, false),
+        ("v4_ipip", to_vip_v4_ipip, XDP_REDIRECT, gw_prefix, false),
+        ("v6_in_v6", to_vip_v6_in_v6, XDP_REDIRECT, gw_prefix, false),
         ("v4_sync", v4, real_verdict.0, real_verdict.1, true),
         // The control for the sync pass: sync off, on a table as full as the sync pass saw.
         ("v4_after_sync", v4, real_verdict.0, real_verdict.1, false),
@@ -997,42 +988,10 @@ fn stateless_rows(
     /// (row prefix, the packet of client `n` with TCP flags, verdict, destination MAC prefix)
     type Family = (&'static str, fn(usize, u8) -> Vec<u8>, u32, [u8; 5]);
     let families: [Family; 4] = [
-        (
-            "v4",
-            |n, flags| {
-                let (src, sport) = client_v4(n);
-                v4_tcp(src, VIP, sport, flags)
-            },
-            XDP_TX,
-            REAL_MAC_PREFIX,
-        ),
-        (
-            "v6",
-            |n, flags| {
-                let (src, sport) = client_v6(n);
-                v6_tcp(src, VIP6, sport, flags)
-            },
-            XDP_TX,
-            REAL_MAC_PREFIX,
-        ),
-        (
-            "v4_ipip",
-            |n, flags| {
-                let (src, sport) = client_v4(n);
-                v4_tcp(src, VIP_TUN, sport, flags)
-            },
-            XDP_REDIRECT,
-            gw_prefix,
-        ),
-        (
-            "v6_in_v6",
-            |n, flags| {
-                let (src, sport) = client_v6(n);
-                v6_tcp(src, VIP6_TUN, sport, flags)
-            },
-            XDP_REDIRECT,
-            gw_prefix,
-        ),
+        ("v4", to_vip_v4, XDP_TX, REAL_MAC_PREFIX),
+        ("v6", to_vip_v6, XDP_TX, REAL_MAC_PREFIX),
+        ("v4_ipip", to_vip_v4_ipip, XDP_REDIRECT, gw_prefix),
+        ("v6_in_v6", to_vip_v6_in_v6, XDP_REDIRECT, gw_prefix),
     ];
     let mut rows = Vec::new();
     for (family, make, verdict, prefix) in families {

@@ -419,14 +419,7 @@ fn frame(load: Load) -> Vec<u8> {
     f.extend_from_slice(&GEN_MAC);
     f.extend_from_slice(&[0x08, 0x00]);
     if load.is_tcp() {
-        let ip_len = 20u16 + 20;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip.extend_from_slice(&GEN_IP);
-        ip.extend_from_slice(&VIP);
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        f.extend_from_slice(&ip);
+        f.extend_from_slice(&ipv4_header(6, 20));
         f.extend_from_slice(&40000u16.to_be_bytes());
         f.extend_from_slice(&TCP_PORT.to_be_bytes());
         f.extend_from_slice(&1u32.to_be_bytes());
@@ -438,20 +431,24 @@ fn frame(load: Load) -> Vec<u8> {
         return f;
     }
     let payload = 18u16;
-    let ip_len = 20 + 8 + payload;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip.extend_from_slice(&GEN_IP);
-    ip.extend_from_slice(&VIP);
-    let sum = checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
+    f.extend_from_slice(&ipv4_header(17, 8 + payload));
     f.extend_from_slice(&1000u16.to_be_bytes());
     f.extend_from_slice(&9u16.to_be_bytes());
     f.extend_from_slice(&(8 + payload).to_be_bytes());
     f.extend_from_slice(&[0, 0]);
     f.resize(60, 0);
     f
+}
+
+/// The generator's IPv4 header to the VIP (DF, TTL 64) for `l4_len` bytes of protocol `proto`.
+fn ipv4_header(proto: u8, l4_len: u16) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&(20 + l4_len).to_be_bytes());
+    ip.extend_from_slice(&GEN_IP);
+    ip.extend_from_slice(&VIP);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
