@@ -39,7 +39,7 @@ pub mod sizes {
     pub const MAX_SERVICES: u32 = 1024;
     /// Real-server slots; slot 0 is never used so that 0 can mean "none".
     pub const MAX_REALS: u32 = 4096;
-    /// Total Maglev table entries across all services (both halves of every double buffer).
+    /// Total Maglev table entries across all services (every ring area of every service).
     pub const MAX_RING_ENTRIES: u32 = 1 << 20;
     /// Interfaces the program may be attached to or redirect to.
     pub const MAX_IFACES: u32 = 64;
@@ -174,6 +174,16 @@ impl LocalMacKey {
 
 /// Ring entry value meaning "no real" (never written into a live table, checked defensively).
 pub const RING_NONE: u32 = 0;
+
+/// A slot of the rings map (`LB_RINGS`): two consecutive ring entries. An array map stores every
+/// value in 8 bytes, so a `u32` value per slot would leave half of the map's memory unused;
+/// entry `i` is half `i & 1` of slot `i >> 1`.
+pub type RingSlot = [u32; 2];
+
+/// Slots of the rings map that hold `entries` ring entries.
+pub const fn ring_slots(entries: u32) -> u32 {
+    entries.div_ceil(2)
+}
 
 /// Value of the reals map, indexed by real id (>= 1).
 #[repr(C)]

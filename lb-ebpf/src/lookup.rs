@@ -96,7 +96,7 @@ pub fn anchor_pick(
 ) -> Option<(u32, &'static RealValue)> {
     let hash = flow_hash(&flow.src, &flow.dst, flow.ports, flow.proto, seed);
     let slot = hash.checked_rem(svc.anchor_size)?;
-    let id = *RINGS.get(svc.anchor_offset.wrapping_add(slot))?;
+    let id = ring_entry(svc.anchor_offset.wrapping_add(slot))?;
     Some((id, usable_real_any(id)?))
 }
 
@@ -114,8 +114,15 @@ fn usable_real_any(id: u32) -> Option<&'static RealValue> {
 #[inline(always)]
 fn ring_pick(svc: &ServiceValue, hash: u32) -> Option<(u32, &'static RealValue)> {
     let slot = hash.checked_rem(svc.ring_size)?;
-    let id = *RINGS.get(svc.ring_offset.wrapping_add(slot))?;
+    let id = ring_entry(svc.ring_offset.wrapping_add(slot))?;
     Some((id, usable_real_any(id)?))
+}
+
+/// Ring entry `index`: half `index & 1` of the rings map's slot `index >> 1` (two per slot).
+#[inline(always)]
+fn ring_entry(index: u32) -> Option<u32> {
+    let pair = RINGS.get(index >> 1)?;
+    Some(pair[(index & 1) as usize])
 }
 
 #[inline(always)]

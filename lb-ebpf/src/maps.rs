@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Binding, Counter, FlowKey, FlowRecent, FragKey, GlobalConfig, LocalMacKey, PersistKey,
-    RealValue, ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event, reason,
+    RealValue, RingSlot, ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event,
+    reason, ring_slots,
     sizes,
 };
 
@@ -24,11 +25,14 @@ pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(sizes::MA
 #[map(name = "LB_LOCAL_MACS")]
 pub static LOCAL_MACS: HashMap<LocalMacKey, u32> = HashMap::with_max_entries(sizes::LOCAL_MACS, 0);
 
-/// Maglev tables of all services, back to back; entries are real ids. Mappable, so the agent
-/// writes a table through memory instead of one map update per entry.
+/// Maglev tables of all services, back to back; entries are real ids, two per slot
+/// (`lb_common::RingSlot`). Mappable, so the agent writes a table through memory instead of one
+/// map update per entry.
 #[map(name = "LB_RINGS")]
-pub static RINGS: Array<u32> =
-    Array::with_max_entries(sizes::MAX_RING_ENTRIES, aya_ebpf::bindings::BPF_F_MMAPABLE);
+pub static RINGS: Array<RingSlot> = Array::with_max_entries(
+    ring_slots(sizes::MAX_RING_ENTRIES),
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 
 /// Real id → where to send (MAC, interface, up flag, generation).
 #[map(name = "LB_REALS")]

@@ -4,7 +4,9 @@
 # with SERVICES services x REALS reals (default 1,000 x 10) on one end of a veth pair, a permanent
 # neighbour entry for every real, no checks, default table size. Prints one line per measurement:
 # start-up to /readyz 200 (polled every 20 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
-# and `lb reload` of one changed real (wall time around the CLI, and the agent's read_ms/total_ms).
+# and `lb reload` of one changed real (wall time around the CLI, and every step timing of the agent's
+# reload line: read_ms parse_ms host_ms switch_ms summary_ms hash_ms desired_ms apply_ms log_ms
+# monitor_ms total_ms).
 # Needs root. Usage: tests/bench/agent-scale.sh [LB_BINARY] (default target/release/lb);
 # KEEP_LOG=FILE keeps the agent's log (timestamps of the start-up's steps).
 set -euo pipefail
@@ -90,7 +92,7 @@ for ((r = 1; r <= RELOADS; r++)); do
     write_config $(( r + 1 ))
     t=$(ms); in_ns "$LB" reload --socket "$DIR/lb.sock" > /dev/null
     wall=$(( $(ms) - t ))
-    agent=$(grep 'configuration reloaded' "$DIR/lb.log" | tail -1 | grep -oE '(read_ms|total_ms)=[0-9]+' | tr '\n' ' ')
+    agent=$(grep 'configuration reloaded' "$DIR/lb.log" | tail -1 | grep -oE '[a-z]+_ms=[0-9]+' | tr '\n' ' ')
     echo "reload_one_real_ms $wall (agent: $agent)"
 done
 echo "rss_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"

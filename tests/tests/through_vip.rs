@@ -41,6 +41,9 @@ const GRE_PORT: u16 = 82;
 const MIXED_PORT: u16 = 83;
 /// A UDP service (the testpeer's echo) checked through the VIP.
 const UDP_PORT: u16 = 5353;
+/// A UDP service the reals serve on their own addresses only, not on the VIPs: checked through
+/// the VIP without `require_reply`, only the real's ICMP port unreachable tells it.
+const UDP_OWN_PORT: u16 = 5354;
 /// SSL_GET (the testpeer's HTTPS) and DNS_CHECK (its DNS responder) services.
 const SSL_PORT: u16 = 443;
 const DNS_PORT: u16 = 53;
@@ -158,6 +161,12 @@ impl Lab {
         // DR real: the VIPs on lo, never answering ARP for them.
         sysctl(&dr, "net.ipv4.conf.all.arp_ignore", "1");
         sysctl(&dr, "net.ipv4.conf.all.arp_announce", "2");
+        // Both reals: an ICMP error for every refused check (not one a second per peer), so a
+        // check without `require_reply` never passes for want of one.
+        for ns in [&dr, &tun] {
+            sysctl(ns, "net.ipv4.icmp_ratelimit", "0");
+            sysctl(ns, "net.ipv6.icmp.ratelimit", "0");
+        }
         // Both reals: the VIPs on lo; the TUN real replies straight back through the router.
         for ns in [&dr, &tun] {
             ip(ns, &format!("addr add {VIP}/32 dev lo"));
@@ -170,6 +179,8 @@ impl Lab {
             let mut args = vec!["--name".to_owned(), name.to_owned()];
             let mut serve = |flag: &str, addr: String| args.extend([flag.to_owned(), addr]);
             serve("--udp", format!("{VIP}:{UDP_PORT}"));
+            serve("--udp", format!("{own}:{UDP_OWN_PORT}"));
+            serve("--udp", format!("[{own6}]:{UDP_OWN_PORT}"));
             for p in [PORT, CONTROL_PORT, GUE_PORT, GRE_PORT] {
                 serve("--http", format!("[::]:{p}"));
             }
@@ -223,6 +234,8 @@ enum Check {
     Dns,
     /// `udp_check` (`require_reply`) of the testpeer's echo.
     Udp,
+    /// `udp_check` without `require_reply` (down only on an ICMP error) to `UDP_OWN_PORT`.
+    UdpIcmp,
 }
 
 const WEB: &[Check] = &[Check::Tcp, Check::Http];
@@ -236,6 +249,7 @@ impl Check {
             Check::Ssl => ("ssl_get", "url = [{ path = \"/\" }]\n", Some(SSL_PORT)),
             Check::Dns => ("dns_check", "name = \"lb.test\"\ntype = \"TXT\"\n", Some(DNS_PORT)),
             Check::Udp => ("udp_check", "payload = \"ping\"\nrequire_reply = true\n", None),
+            Check::UdpIcmp => ("udp_check", "payload = \"ping\"\n", Some(UDP_OWN_PORT)),
         };
         // The control service checks every server of the real on its own port.
         let connect_port = match own_port {
@@ -260,7 +274,7 @@ fn service(
     checks: &[Check],
     through: bool,
 ) -> String {
-    let udp = checks.iter().all(|c| matches!(c, Check::Dns | Check::Udp));
+    let udp = checks.iter().all(|c| matches!(c, Check::Dns | Check::Udp | Check::UdpIcmp));
     let protocol = if udp { "udp" } else { "tcp" };
     let mut s = format!(
         "[[virtual_server]]\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
@@ -299,13 +313,15 @@ fn config() -> String {
         service(&v6, PORT, dr6, tun6, IPIP, WEB, true),
         service(&v6, SSL_PORT, dr6, tun6, IPIP, &[Check::Ssl], true),
         service(&v6, DNS_PORT, dr6, tun6, IPIP, &[Check::Dns], true),
+        service(&v4, UDP_OWN_PORT, dr, tun, IPIP, &[Check::UdpIcmp], true),
+        service(&v6, UDP_OWN_PORT, dr6, tun6, IPIP, &[Check::UdpIcmp], true),
         service(
             &v4,
             CONTROL_PORT,
             dr,
             tun,
             IPIP,
-            &[WEB, &[Check::Ssl, Check::Dns]].concat(),
+            &[WEB, &[Check::Ssl, Check::Dns, Check::UdpIcmp]].concat(),
             false,
         ),
     ]
@@ -370,6 +386,29 @@ const THROUGH: [(u16, &str); 16] = [
 ];
 /// The reals checked by their own addresses, with every checker.
 const CONTROL: [(u16, &str); 2] = [(CONTROL_PORT, DR_REAL), (CONTROL_PORT, TUN_REAL)];
+/// Checked through the VIP by UDP without `require_reply` where the reals serve their own
+/// addresses only (the control's `UdpIcmp` check passes there): refused, so down.
+const REFUSED: [(u16, &str); 4] = [
+    (UDP_OWN_PORT, DR_REAL),
+    (UDP_OWN_PORT, TUN_REAL),
+    (UDP_OWN_PORT, DR_REAL6),
+    (UDP_OWN_PORT, TUN_REAL6),
+];
+
+/// Each of `REFUSED` down within `within`, by the real's port unreachable (ICMP or ICMPv6)
+/// through the VIP, and still down `hold` later (one check passing for want of an error would
+/// bring it up: `alpha`, no retry).
+fn refused(agent: &LbAgent, within: Duration, hold: Duration) {
+    let says = |h: &str| h.contains("through the VIP: ") && h.contains("Connection refused");
+    for (port, real) in REFUSED {
+        let ok = wait_until(within, || says(&state(agent, port, real).1));
+        let (now, health) = state(agent, port, real);
+        assert!(ok && now == "down", "{real}:{port} refused through the VIP: {now} {health}");
+    }
+    let up = |&(port, real): &(u16, &str)| state(agent, port, real).0 != "down";
+    let flipped = wait_until(hold, || REFUSED.iter().any(up));
+    assert!(!flipped, "a refused service came up: {}", agent.backends().unwrap_or_default());
+}
 
 /// Takes `broken` (a subset of `watched`) down within one check each, with the path named in
 /// the message, while every other of `watched` stays up; returns the time until all were down.
@@ -452,6 +491,7 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     let (mixed, why) = state(&agent, MIXED_PORT, TUN_REAL6);
     assert_eq!(mixed, "down", "{why}");
     assert!(why.contains("through_vip: ") && why.contains("address families"), "{why}");
+    refused(&agent, Duration::from_secs(5), Duration::from_secs(2));
     break_and_restore(&mut lab, &agent, &THROUGH, &CONTROL);
     drop(agent);
     drop(lab);

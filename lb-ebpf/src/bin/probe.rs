@@ -5,7 +5,9 @@
 //! for a tunnelled real, the real's tunnel header (outer destination = the real), so it reaches
 //! the VIP on that real along the client traffic's path. The flow is remembered; on ingress a
 //! reply from the VIP to it gets the real's address back as its source before the IP layer sees
-//! it (no martian source, and the socket connected to the real accepts it).
+//! it (no martian source, and the socket connected to the real accepts it), and an ICMP error
+//! quoting it gets the real's address back as the quoted destination (and as its source when the
+//! VIP sent it), so the kernel hands the error to the check's socket.
 //!
 //! A marked packet this program cannot send as asked (no target, options, another protocol) is
 //! dropped: a check through the VIP must never silently check the real's own address. Offsets
@@ -28,8 +30,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    Addr, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE, TUN_GUE, TUN_NONE, TUN_TTL,
-    addr_fold,
+    Addr, FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE,
+    TUN_GUE, TUN_NONE, TUN_TTL, addr_fold,
     probe::{MARK_BASE, MARK_MASK, MAX_FLOWS, MAX_TARGETS, ProbeFlowKey, ProbeTarget},
     tun_entropy, tun_overhead,
 };
@@ -60,6 +62,12 @@ const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 const IPPROTO_GRE: u8 = 47;
 const UDP_HLEN: u32 = 8;
+/// ICMP and ICMPv6 errors: the checksum's offset, and where the quoted packet starts.
+const ICMP_CSUM: usize = 2;
+const ICMP_HLEN: usize = 8;
+/// The checksum's offset in the UDP and in the TCP header.
+const UDP_CSUM: usize = 6;
+const TCP_CSUM: usize = 16;
 
 /// Where the L4 checksum lies from the L4 header's start, and the helper flags for it (a UDP
 /// checksum of 0 means none and stays 0).
@@ -321,10 +329,13 @@ fn ingress(ctx: &TcContext) -> Option<()> {
         ETH_P_IP => {
             let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
             let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
-            let (csum_at, flags) = l4_csum(proto)?;
             if version_ihl != 0x45 {
                 return None;
             }
+            if proto == IPPROTO_ICMP {
+                return icmp_error_v4(ctx);
+            }
+            let (csum_at, flags) = l4_csum(proto)?;
             let src: u32 = ctx.load(V4_SRC).ok()?;
             let dst: u32 = ctx.load(V4_DST).ok()?;
             let ports: u32 = ctx.load(L4_V4).ok()?;
@@ -344,6 +355,9 @@ fn ingress(ctx: &TcContext) -> Option<()> {
         }
         ETH_P_IPV6 => {
             let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
+            if proto == IPPROTO_ICMPV6 {
+                return icmp_error_v6(ctx);
+            }
             let (csum_at, flags) = l4_csum(proto)?;
             let mut src: Addr = ctx.load(V6_SRC).ok()?;
             let dst: Addr = ctx.load(V6_DST).ok()?;
@@ -361,8 +375,134 @@ fn ingress(ctx: &TcContext) -> Option<()> {
             ctx.store(V6_SRC, &real, 0).ok()?;
             // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
             let diff = unsafe { bpf_csum_diff(src.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) };
+            // Without the pseudo-header flag: IPv6 has no header checksum to offset the address
+            // change, so with it a NIC's CHECKSUM_COMPLETE sum would be adjusted for a change the
+            // header already carries ("hw csum failure"). Unflagged, the address and the checksum
+            // field change by opposite amounts and the running sum stays right; a CHECKSUM_PARTIAL
+            // reply is trusted by the stack as it is.
+            let flags = flags & !u64::from(BPF_F_PSEUDO_HDR);
             ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()
         }
         _ => None,
     }
+}
+
+/// The quoted TCP or UDP checksum at `at` (UDP's 0: none, stays 0; TCP's when quoted at all),
+/// updated for the quoted destination's change `from` → `to` (a 4-byte word, or a checksum
+/// difference when `size` is 0). No pseudo-header flag: the field lies inside the ICMP message,
+/// whose own checksum the caller updates by the returned (old, new) field values.
+#[inline(always)]
+fn quoted_l4_csum(
+    ctx: &TcContext,
+    proto: u8,
+    at: usize,
+    (from, to, size): (u64, u64, u64),
+) -> Option<(u16, u16)> {
+    let Some(old) = ctx.load::<u16>(at).ok() else { return Some((0, 0)) };
+    let flags = match proto {
+        IPPROTO_UDP if old == 0 => return Some((0, 0)),
+        IPPROTO_UDP => u64::from(BPF_F_MARK_MANGLED_0),
+        IPPROTO_TCP => 0,
+        _ => return Some((0, 0)),
+    };
+    ctx.l4_csum_replace(at, from, to, size | flags).ok()?;
+    Some((old, ctx.load(at).ok()?))
+}
+
+/// An ICMP error (destination unreachable, time exceeded) quoting a remembered IPv4 probe flow:
+/// the real's address as the quoted destination and, when the VIP sent it, as its source, so
+/// the kernel matches it to the check's socket (connected to the real). Every load comes before
+/// the first store: a truncated error is left untouched.
+fn icmp_error_v4(ctx: &TcContext) -> Option<()> {
+    const ICMP: usize = L4_V4;
+    const Q: usize = ICMP + ICMP_HLEN;
+    let icmp_type: u8 = ctx.load(ICMP).ok()?;
+    let q_version_ihl: u8 = ctx.load(Q).ok()?;
+    if !matches!(icmp_type, 3 | 11) || q_version_ihl != 0x45 {
+        return None;
+    }
+    let q_proto: u8 = ctx.load(Q + 9).ok()?;
+    let q_src: u32 = ctx.load(Q + 12).ok()?;
+    let q_dst: u32 = ctx.load(Q + 16).ok()?;
+    // The first 8 bytes of the quoted UDP header (ports and checksum) or TCP's ports.
+    let ports: u32 = ctx.load(Q + IPV4_HLEN).ok()?;
+    let l4_csum_at = Q + IPV4_HLEN + if q_proto == IPPROTO_TCP { TCP_CSUM } else { UDP_CSUM };
+    // UDP's is within the 8 bytes every error quotes; TCP's only in a longer quote.
+    if q_proto == IPPROTO_UDP {
+        ctx.load::<u16>(l4_csum_at).ok()?;
+    }
+    let src: u32 = ctx.load(V4_SRC).ok()?;
+    let key = ProbeFlowKey {
+        local: [q_src, 0, 0, 0],
+        vip: [q_dst, 0, 0, 0],
+        ports,
+        proto: q_proto,
+        family: FAMILY_V4,
+        _pad: 0,
+    };
+    // SAFETY: a plain map lookup; the value is copied out at once.
+    let real = (*unsafe { FLOWS.get(&key) }?)[0];
+    // The quoted header's checksum follows its destination: its words still sum to zero, so the
+    // ICMP checksum is unchanged by both.
+    ctx.store(Q + 16, &real, 0).ok()?;
+    ctx.l3_csum_replace(Q + 10, u64::from(q_dst), u64::from(real), 4).ok()?;
+    let change = (u64::from(q_dst), u64::from(real), 4);
+    let (old, new) = quoted_l4_csum(ctx, q_proto, l4_csum_at, change)?;
+    if old != new {
+        ctx.l4_csum_replace(ICMP + ICMP_CSUM, u64::from(old), u64::from(new), 2).ok()?;
+    }
+    // The ICMP checksum does not cover the outer header.
+    if src == q_dst {
+        ctx.store(V4_SRC, &real, 0).ok()?;
+        ctx.l3_csum_replace(V4_CHECK, u64::from(src), u64::from(real), 4).ok()?;
+    }
+    Some(())
+}
+
+/// The same for an ICMPv6 error (destination unreachable, packet too big, time exceeded) quoting
+/// a remembered IPv6 probe flow. The ICMPv6 checksum covers the quoted destination, the quoted
+/// TCP/UDP checksum and, by its pseudo-header, the outer source. No pseudo-header flag on its
+/// updates: with them the packet's bytes (IPv6 header included) sum as before, so a receive
+/// checksum (CHECKSUM_COMPLETE, which IPv6 pulls the header from later) stays right untouched.
+/// ICMP errors are built with full checksums, never left to the NIC (CHECKSUM_PARTIAL).
+fn icmp_error_v6(ctx: &TcContext) -> Option<()> {
+    const ICMP: usize = L4_V6;
+    const Q: usize = ICMP + ICMP_HLEN;
+    let icmp_type: u8 = ctx.load(ICMP).ok()?;
+    let q_version: u8 = ctx.load(Q).ok()?;
+    if !matches!(icmp_type, 1..=3) || q_version >> 4 != 6 {
+        return None;
+    }
+    let q_proto: u8 = ctx.load(Q + 6).ok()?;
+    let q_src: Addr = ctx.load(Q + 8).ok()?;
+    let mut q_dst: Addr = ctx.load(Q + 24).ok()?;
+    let ports: u32 = ctx.load(Q + IPV6_HLEN).ok()?;
+    let l4_csum_at = Q + IPV6_HLEN + if q_proto == IPPROTO_TCP { TCP_CSUM } else { UDP_CSUM };
+    if q_proto == IPPROTO_UDP {
+        ctx.load::<u16>(l4_csum_at).ok()?;
+    }
+    let src: Addr = ctx.load(V6_SRC).ok()?;
+    let key = ProbeFlowKey {
+        local: q_src,
+        vip: q_dst,
+        ports,
+        proto: q_proto,
+        family: FAMILY_V6,
+        _pad: 0,
+    };
+    // SAFETY: a plain map lookup; the value is copied out at once.
+    let mut real = *unsafe { FLOWS.get(&key) }?;
+    // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
+    let diff = unsafe { bpf_csum_diff(q_dst.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) } as u64;
+    ctx.store(Q + 24, &real, 0).ok()?;
+    ctx.l4_csum_replace(ICMP + ICMP_CSUM, 0, diff, 0).ok()?;
+    let (old, new) = quoted_l4_csum(ctx, q_proto, l4_csum_at, (0, diff, 0))?;
+    if old != new {
+        ctx.l4_csum_replace(ICMP + ICMP_CSUM, u64::from(old), u64::from(new), 2).ok()?;
+    }
+    if src == q_dst {
+        ctx.store(V6_SRC, &real, 0).ok()?;
+        ctx.l4_csum_replace(ICMP + ICMP_CSUM, 0, diff, 0).ok()?;
+    }
+    Some(())
 }

@@ -1,8 +1,8 @@
 //! What a reload changed, counted for its log line.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::HashMap, fmt, net::SocketAddr};
 
-use crate::config::{Config, RealServer, VirtualServer};
+use crate::config::{Config, RealServer, VirtualServer, VirtualServerKey};
 
 /// Services and reals added, removed and changed by a reload (moved lines are no change).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +16,10 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// One pass over both configs, comparing in place: a reload of 1,000 services must not
+    /// copy them to learn that one real changed.
     pub fn between(old: &Config, new: &Config) -> Changes {
-        let by_key = |c: &Config| {
-            c.virtual_servers.iter().map(|v| (v.key(), v.clone())).collect::<BTreeMap<_, _>>()
-        };
-        let (old, new) = (by_key(old), by_key(new));
+        let (old, new) = (services(old), services(new));
         let mut c = Changes::default();
         for (key, n) in &new {
             let Some(o) = old.get(key) else {
@@ -31,12 +30,16 @@ impl Changes {
             if !same_service(o, n) {
                 c.services_changed += 1;
             }
-            let reals = |v: &VirtualServer| {
-                v.real_servers
+            // The usual case: the same reals in the same order, unchanged.
+            let (or, nr) = (&o.real_servers, &n.real_servers);
+            if or.len() == nr.len()
+                && or
                     .iter()
-                    .map(|r| (r.socket_addr(), r.clone()))
-                    .collect::<BTreeMap<_, _>>()
-            };
+                    .zip(nr)
+                    .all(|(a, b)| a.socket_addr() == b.socket_addr() && same_real(a, b))
+            {
+                continue;
+            }
             let (or, nr) = (reals(o), reals(n));
             for (addr, r) in &nr {
                 match or.get(addr) {
@@ -79,26 +82,59 @@ impl fmt::Display for Changes {
     }
 }
 
-/// Equal but for where it was written.
-fn same_real(a: &RealServer, b: &RealServer) -> bool {
-    let mut b = b.clone();
-    b.location = a.location;
-    b.key_locations = a.key_locations.clone();
-    b.check_locations = a.check_locations.clone();
-    *a == b
+fn services(c: &Config) -> HashMap<VirtualServerKey, &VirtualServer> {
+    c.virtual_servers.iter().map(|v| (v.key(), v)).collect()
 }
 
-/// The service's own settings equal (reals compared one by one, locations ignored).
+fn reals(v: &VirtualServer) -> HashMap<SocketAddr, &RealServer> {
+    v.real_servers.iter().map(|r| (r.socket_addr(), r)).collect()
+}
+
+/// Equal but for where it was written. Every field is named: a new one must be compared.
+fn same_real(a: &RealServer, b: &RealServer) -> bool {
+    let RealServer {
+        address,
+        port,
+        weight,
+        health,
+        forwarding,
+        location: _,
+        key_locations: _,
+        check_locations: _,
+    } = a;
+    (address, port, weight, health, forwarding)
+        == (&b.address, &b.port, &b.weight, &b.health, &b.forwarding)
+}
+
+/// The service's own settings equal (reals compared one by one, locations ignored). Every field
+/// is named: a new one must be compared.
 fn same_service(a: &VirtualServer, b: &VirtualServer) -> bool {
-    let mut b = b.clone();
-    b.location = a.location;
-    b.key_locations = a.key_locations.clone();
-    b.real_servers = a.real_servers.clone();
-    match (&a.sorry_server, &mut b.sorry_server) {
-        (Some(x), Some(y)) if same_real(x, y) => *y = x.clone(),
-        _ => {}
-    }
-    *a == b
+    let VirtualServer {
+        vip,
+        port,
+        protocol,
+        fwmark,
+        interface,
+        lb_algo,
+        table_size,
+        persistence_timeout,
+        persistence_prefix,
+        real_servers: _,
+        sorry_server,
+        health,
+        forwarding,
+        location: _,
+        key_locations: _,
+    } = a;
+    let sorry = match (sorry_server, &b.sorry_server) {
+        (Some(x), Some(y)) => same_real(x, y),
+        (x, y) => x.is_none() && y.is_none(),
+    };
+    sorry
+        && (vip, port, protocol, fwmark, interface, lb_algo, table_size)
+            == (&b.vip, &b.port, &b.protocol, &b.fwmark, &b.interface, &b.lb_algo, &b.table_size)
+        && (persistence_timeout, persistence_prefix, health, forwarding)
+            == (&b.persistence_timeout, &b.persistence_prefix, &b.health, &b.forwarding)
 }
 
 #[cfg(test)]
@@ -135,6 +171,10 @@ mod tests {
         let cases: Vec<(Services, [usize; 6])> = vec![
             (base.to_vec(), [0, 0, 0, 0, 0, 0]),
             (vec![(a, &[("192.0.2.11", 1), ("192.0.2.12", 5)])], [0, 0, 0, 0, 0, 1]),
+            (vec![(a, &[("192.0.2.11", 7), ("192.0.2.12", 1)])], [0, 0, 0, 0, 0, 1]),
+            // Reordered reals are no change (compared by address, not by place).
+            (vec![(a, &[("192.0.2.12", 1), ("192.0.2.11", 1)])], [0, 0, 0, 0, 0, 0]),
+            (vec![(a, &[("192.0.2.12", 1), ("192.0.2.13", 1)])], [0, 0, 0, 1, 1, 0]),
             (vec![(a, &[("192.0.2.11", 1)])], [0, 0, 0, 0, 1, 0]),
             (
                 vec![(a, &[("192.0.2.11", 1), ("192.0.2.12", 1), ("192.0.2.13", 1)])],

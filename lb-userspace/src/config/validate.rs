@@ -28,6 +28,8 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
     // A group's address range is one value: its bad addresses are reported once.
     let mut bad_vips_at = HashSet::new();
     let mut first_definition: HashMap<VirtualServerKey, Location> = HashMap::new();
+    // Asked once per name: services share a few interfaces, and each question is syscalls.
+    let mut interfaces: HashMap<&str, bool> = HashMap::new();
     for vs in &config.virtual_servers {
         if vs.fwmark.is_none()
             && let Some(message) = address_class_error(Role::Vip, vs.vip)
@@ -48,7 +50,11 @@ pub fn validate(config: &Config, host: &dyn HostView) -> Vec<Diagnostic> {
         }
         // A firewall-mark service may name no interface (IPVS needs none).
         let no_interface = vs.fwmark.is_some() && vs.interface.is_empty();
-        if !no_interface && !host.interface_exists(&vs.interface) {
+        if !no_interface
+            && !*interfaces
+                .entry(vs.interface.as_str())
+                .or_insert_with(|| host.interface_exists(&vs.interface))
+        {
             error(
                 vs.interface_at(),
                 format!("interface `{}` does not exist on this host", vs.interface),

@@ -171,6 +171,11 @@ impl RealEntry {
         self.dynamic_weight.unwrap_or(self.spec.weight)
     }
 
+    /// What it adds to its service's quorum: its weight while up.
+    fn quorum_weight(&self) -> u64 {
+        if self.up { u64::from(self.effective_weight()) } else { 0 }
+    }
+
     /// The real's message: its down checks' messages while down, all checks' while up. Stable
     /// across identical attempts, so an unchanged real does not wake the agent.
     fn message(&self) -> String {
@@ -245,12 +250,18 @@ impl Shared {
 
     /// Re-evaluates `key`'s quorum; runs its script and returns the new state if it changed.
     fn evaluate_quorum(&self, inner: &mut Inner, key: VirtualServerKey) -> Option<bool> {
-        let sum: u64 = inner
-            .reals
-            .values()
-            .filter(|e| e.spec.id.0 == key && e.up)
-            .map(|e| u64::from(e.effective_weight()))
-            .sum();
+        let sum: u64 =
+            inner.reals.values().filter(|e| e.spec.id.0 == key).map(RealEntry::quorum_weight).sum();
+        self.evaluate_quorum_at(inner, key, sum)
+    }
+
+    /// [`Self::evaluate_quorum`] given the weight of the service's up reals (`sum`).
+    fn evaluate_quorum_at(
+        &self,
+        inner: &mut Inner,
+        key: VirtualServerKey,
+        sum: u64,
+    ) -> Option<bool> {
         let service = inner.services.get_mut(&key)?;
         let (q, h) = (service.health.quorum, service.health.hysteresis);
         let up = quorum::evaluate(service.quorum_up, sum, q, h);
@@ -464,16 +475,18 @@ impl HealthMonitor {
 
         let old_ids: Vec<RealId> = inner.reals.keys().copied().collect();
         for id in old_ids {
-            let keep = match (inner.reals.get_mut(&id), wanted.get(&id)) {
-                (Some(entry), Some(new)) if entry.spec.same_checks(new) => {
-                    entry.spec = new.clone();
-                    true
+            // Kept reals take their new settings by move (no copy of 10,000 specs).
+            let new = match (inner.reals.get_mut(&id), wanted.remove(&id)) {
+                (Some(entry), Some(new)) if entry.spec.same_checks(&new) => {
+                    entry.spec = new;
+                    continue;
                 }
-                _ => false,
+                (_, new) => new,
             };
-            if keep {
-                wanted.remove(&id);
-            } else if let Some(entry) = inner.reals.remove(&id) {
+            if let Some(new) = new {
+                wanted.insert(id, new);
+            }
+            if let Some(entry) = inner.reals.remove(&id) {
                 entry.tasks.iter().for_each(AbortHandle::abort);
                 if !entry.checks.is_empty() {
                     tracing::debug!(service = %id.0, real = %entry.spec.addr(), "health checks stopped");
@@ -493,9 +506,17 @@ impl HealthMonitor {
             });
         }
         inner.services = services;
-        let keys: Vec<VirtualServerKey> = inner.services.keys().copied().collect();
-        for key in keys {
-            shared.evaluate_quorum(inner, key);
+        // The up weight of every service in one pass over the reals (not one pass per service:
+        // 1,000 services of 10 reals made that 10 M visits per reload).
+        let mut sums: HashMap<VirtualServerKey, u64> =
+            inner.services.keys().map(|key| (*key, 0)).collect();
+        for entry in inner.reals.values() {
+            if let Some(sum) = sums.get_mut(&entry.spec.id.0) {
+                *sum += entry.quorum_weight();
+            }
+        }
+        for (key, sum) in sums {
+            shared.evaluate_quorum_at(inner, key, sum);
         }
 
         let snapshot = HealthSnapshot {

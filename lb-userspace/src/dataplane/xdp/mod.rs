@@ -14,7 +14,7 @@ mod pin;
 mod rings;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -237,7 +237,8 @@ impl XdpDataplane {
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
             .map_max_entries(map_names::TUN_NEXTHOPS, limits.max_reals)
-            .map_max_entries(map_names::RINGS, limits.ring_entries)
+            // Two entries per slot.
+            .map_max_entries(map_names::RINGS, lb_common::ring_slots(limits.ring_entries))
             .map_max_entries(map_names::VIPS, limits.max_services)
             .map_max_entries(map_names::FLOWS, limits.flows);
         let mut state = None;
@@ -1407,12 +1408,9 @@ impl Dataplane for XdpDataplane {
             }
         }
         self.prebuilt.clear();
-        let stale: Vec<VirtualServerKey> = self
-            .services
-            .keys()
-            .filter(|k| !desired.services.iter().any(|s| s.key == **k))
-            .copied()
-            .collect();
+        let wanted: HashSet<VirtualServerKey> = desired.services.iter().map(|s| s.key).collect();
+        let stale: Vec<VirtualServerKey> =
+            self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
         for key in stale {
             self.remove_service(key)?;
         }

@@ -12,7 +12,8 @@ use std::{
 use aya::maps::MapData;
 use lb_common::{
     Binding, Counter, FlowKey, FlowRecent, FragKey, GlobalConfig, LocalMacKey, PersistKey,
-    RealValue, ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names, reason,
+    RealValue, RingSlot, ServiceKey, ServiceValue, SynGuard, VipKey, VipValue, event, map_names,
+    reason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,7 @@ pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
     vec![
         (map_names::SERVICES, size_of::<ServiceKey>(), size_of::<ServiceValue>(), l.max_services),
         (map_names::VIPS, size_of::<VipKey>(), size_of::<VipValue>(), l.max_services),
-        (map_names::RINGS, 4, 4, l.ring_entries),
+        (map_names::RINGS, 4, size_of::<RingSlot>(), lb_common::ring_slots(l.ring_entries)),
         (map_names::REALS, 4, size_of::<RealValue>(), l.max_reals),
         // struct bpf_devmap_val: ifindex and a program fd.
         (map_names::TX_PORTS, 4, 8, sizes::MAX_IFACES),

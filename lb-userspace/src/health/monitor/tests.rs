@@ -304,6 +304,36 @@ async fn reals_without_checks_count_and_are_absent() {
     assert!(monitor.snapshot().quorum_lost.contains(&vs));
 }
 
+/// A reload weighs each service's quorum by its own reals only (the sums are taken in one pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_weighs_each_services_quorum_by_its_own_reals() {
+    let (a, b) = (key(80), key(81));
+    let plain = |vs, addr: &str, weight| {
+        let mut r = real(vs, addr.parse().unwrap(), vec![]);
+        r.weight = weight;
+        r.service.quorum = 2;
+        r
+    };
+    // (case, weights of a's two reals, weight of b's one real, quorum lost after the reload)
+    let cases: &[(&str, [u32; 2], u32, &[VirtualServerKey])] = &[
+        ("both hold", [1, 1], 2, &[]),
+        ("only b short", [1, 1], 1, &[b]),
+        ("only a short", [1, 0], 5, &[a]),
+        ("both short", [0, 1], 0, &[a, b]),
+    ];
+    for &(case, [a1, a2], b1, lost) in cases {
+        let monitor = HealthMonitor::start(Vec::new(), 4).unwrap();
+        monitor.update(vec![
+            plain(a, "127.0.0.1:80", a1),
+            plain(a, "127.0.0.2:80", a2),
+            plain(b, "127.0.0.3:81", b1),
+        ]);
+        let got = monitor.snapshot().quorum_lost;
+        let want: HashSet<VirtualServerKey> = lost.iter().copied().collect();
+        assert_eq!(got, want, "{case}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_zero_without_connect_port_fails_clearly() {
     let r = real(key(0), "127.0.0.1:0".parse().unwrap(), vec![testing::check(CheckKind::Tcp)]);

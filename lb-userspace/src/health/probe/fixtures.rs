@@ -1,13 +1,14 @@
 //! BPF_PROG_TEST_RUN fixtures of the probe programs, in a private network namespace: frames in,
 //! verdict and frames out byte for byte (destination and source rewrites with valid IPv4 header
-//! and TCP/UDP checksums, each tunnel's outer header), packets left alone, and what a packet
-//! costs the programs when it is not a probe's.
+//! and TCP/UDP checksums, each tunnel's outer header, ICMP errors about a check translated back),
+//! packets left alone, and what a packet costs the programs when it is not a probe's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{
-    FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE, TUN_GUE, TUN_IPIP, TUN_NONE,
+    FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE, TUN_GUE,
+    TUN_IPIP, TUN_NONE,
     probe::{EGRESS_PROGRAM, INGRESS_PROGRAM, MARK_BASE, ProbeTarget},
 };
 use lb_test_support::packet::{self, PLAIN, checksum};
@@ -282,16 +283,167 @@ fn ingress_gives_a_probe_reply_the_real_as_its_source() {
     }
 }
 
+/// An ICMP (IPv4) or ICMPv6 error `kind` (type, code) from `from` to `to` quoting `quoted` (an IP
+/// packet from its header on), its checksum computed from scratch.
+fn icmp_error(from: IpAddr, to: IpAddr, kind: (u8, u8), quoted: &[u8]) -> Vec<u8> {
+    let mut msg = vec![kind.0, kind.1, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(quoted);
+    let (proto, sum) = if from.is_ipv4() {
+        (IPPROTO_ICMP, checksum(&msg))
+    } else {
+        (IPPROTO_ICMPV6, l4_sum(from, to, IPPROTO_ICMPV6, &msg))
+    };
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    frame(from, to, proto, &msg)
+}
+
+/// Every checksum of an ICMP error frame (no IPv4 options) verified on its own: the outer IPv4
+/// header's, the ICMP/ICMPv6 checksum, the quoted IPv4 header's and the quoted UDP checksum.
+fn assert_checksums(frame: &[u8], what: &str) {
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let (hlen, src, dst): (usize, IpAddr, IpAddr) = if v6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        (40, a(22), a(38))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
+        assert_eq!(checksum(&frame[14..34]), 0, "{what}: outer IPv4 header checksum");
+        (20, a(26), a(30))
+    };
+    let msg = &frame[14 + hlen..];
+    let icmp = if v6 { l4_sum(src, dst, IPPROTO_ICMPV6, msg) } else { checksum(msg) };
+    assert_eq!(icmp, 0, "{what}: ICMP checksum");
+    let quoted = &msg[8..];
+    let (qsrc, qdst, qproto, l4): (IpAddr, IpAddr, u8, &[u8]) = if v6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&quoted[at..at + 16]).unwrap());
+        (a(8), a(24), quoted[6], &quoted[40..])
+    } else {
+        assert_eq!(checksum(&quoted[..20]), 0, "{what}: quoted IPv4 header checksum");
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&quoted[at..at + 4]).unwrap());
+        (a(12), a(16), quoted[9], &quoted[20..])
+    };
+    if qproto == IPPROTO_UDP {
+        assert_eq!(l4_sum(qsrc, qdst, IPPROTO_UDP, l4), 0, "{what}: quoted UDP checksum");
+    }
+}
+
+/// ICMP errors quoting a check's packet (sent to the VIP) name the real again: the quoted
+/// destination, and the source when the VIP sent the error (a router's keeps its own).
+#[test]
+fn ingress_gives_an_icmp_error_to_a_probe_the_real_as_quoted_destination() {
+    let Some(mut path) = setup() else { return };
+    let router4: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();
+    let router6: IpAddr = Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, 1).into();
+    const PORT_UNREACHABLE: (u8, u8) = (3, 3);
+    const TIME_EXCEEDED: (u8, u8) = (11, 0);
+    const HOST_UNREACHABLE: (u8, u8) = (3, 1);
+    const PORT_UNREACHABLE6: (u8, u8) = (1, 4);
+    const TOO_BIG6: (u8, u8) = (2, 0);
+    const TIME_EXCEEDED6: (u8, u8) = (3, 0);
+    // (IPv6, mark, protocol, from the VIP (else the router), error, quoted bytes kept)
+    let cases = [
+        (false, DR, IPPROTO_UDP, true, PORT_UNREACHABLE, usize::MAX),
+        (false, IPIP, IPPROTO_UDP, true, PORT_UNREACHABLE, usize::MAX),
+        (false, DR, IPPROTO_UDP, false, TIME_EXCEEDED, usize::MAX),
+        // A router's error quotes the IP header and 8 bytes of TCP only (RFC 792).
+        (false, IPIP, IPPROTO_TCP, false, HOST_UNREACHABLE, 28),
+        (true, DR6, IPPROTO_UDP, true, PORT_UNREACHABLE6, usize::MAX),
+        (true, IP6IP6, IPPROTO_UDP, true, PORT_UNREACHABLE6, usize::MAX),
+        (true, DR6, IPPROTO_TCP, true, TOO_BIG6, usize::MAX),
+        (true, DR6, IPPROTO_UDP, false, TIME_EXCEEDED6, usize::MAX),
+    ];
+    for (i, (v6, mark, proto, from_vip, kind, keep)) in cases.into_iter().enumerate() {
+        let what = format!("case {i}: v6 {v6} mark {mark:#x} proto {proto} from VIP {from_vip}");
+        let (local, real, vip, router): (IpAddr, IpAddr, IpAddr, IpAddr) = if v6 {
+            (LOCAL6.into(), REAL6.into(), VIP6.into(), router6)
+        } else {
+            (LOCAL.into(), REAL.into(), VIP.into(), router4)
+        };
+        // Each case its own flow: the source port.
+        let sport = SPORT + 100 + i as u16;
+        let segment = |dst: IpAddr| match proto {
+            IPPROTO_TCP => tcp(local, dst, sport, 80),
+            _ => summed(local, dst, IPPROTO_UDP, packet::udp(sport, 5353, b"ping")),
+        };
+        // The IP packet to `dst` as an error quotes it.
+        let packet = |dst: IpAddr| {
+            let mut ip = frame(local, dst, proto, &segment(dst))[14..].to_vec();
+            ip.truncate(keep);
+            ip
+        };
+        let check = frame(local, real, proto, &segment(real));
+        assert_eq!(run(&mut path, EGRESS_PROGRAM, mark, &check).0, TC_ACT_OK, "{what}");
+        let sender = if from_vip { vip } else { router };
+        let error = icmp_error(sender, local, kind, &packet(vip));
+        let (v, got) = run(&mut path, INGRESS_PROGRAM, 0, &error);
+        assert_eq!(v, TC_ACT_OK, "{what}");
+        let back = if from_vip { real } else { router };
+        let expected = icmp_error(back, local, kind, &packet(real));
+        assert_eq!(got, expected, "{what}: source and quoted destination the real's");
+        if keep == usize::MAX {
+            assert_checksums(&got, &what);
+        }
+    }
+}
+
+/// ICMP errors that are not about a remembered check, not errors, or cut short: untouched.
+#[test]
+fn ingress_leaves_other_and_truncated_icmp_alone() {
+    let Some(mut path) = setup() else { return };
+    for v6 in [false, true] {
+        let (local, real, vip, mark): (IpAddr, IpAddr, IpAddr, u32) = if v6 {
+            (LOCAL6.into(), REAL6.into(), VIP6.into(), DR6)
+        } else {
+            (LOCAL.into(), REAL.into(), VIP.into(), DR)
+        };
+        let udp = |dst, sport| {
+            let segment = summed(local, dst, IPPROTO_UDP, packet::udp(sport, 5353, b"ping"));
+            frame(local, dst, IPPROTO_UDP, &segment)
+        };
+        let sport = SPORT + 300;
+        assert_eq!(run(&mut path, EGRESS_PROGRAM, mark, &udp(real, sport)).0, TC_ACT_OK);
+        let quoted = udp(vip, sport)[14..].to_vec();
+        let other = udp(vip, sport + 1)[14..].to_vec();
+        let (unreachable, echo_reply) = if v6 { ((1, 4), (129, 0)) } else { ((3, 3), (0, 0)) };
+        let hlen = if v6 { 40 } else { 20 };
+        let mut frames = vec![
+            // Not a remembered flow (another source port).
+            icmp_error(vip, local, unreachable, &other),
+            // Not an error.
+            icmp_error(vip, local, echo_reply, &quoted),
+            // An ICMP header only.
+            icmp_error(vip, local, unreachable, &[]),
+        ];
+        // Cut in the quoted IP header, in the ports, before the UDP checksum's end.
+        for keep in [1, hlen - 4, hlen + 2, hlen + 6, hlen + 7] {
+            frames.push(icmp_error(vip, local, unreachable, &quoted[..keep]));
+        }
+        // The ICMP header itself cut short (the IP header's length says more).
+        let whole = icmp_error(vip, local, unreachable, &quoted);
+        frames.push(whole[..14 + hlen + 4].to_vec());
+        for (i, f) in frames.into_iter().enumerate() {
+            assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &f), (TC_ACT_OK, f), "v6 {v6} frame {i}");
+        }
+    }
+}
+
 /// What the programs cost a packet that is not a probe's (the common case on the interfaces they
-/// are attached to): an unmarked packet on egress, a reply to no probe on ingress. Printed, not
-/// asserted (a shared machine); the bound only catches a runaway.
+/// are attached to): an unmarked packet on egress, a reply to no probe and an ICMP error about
+/// no probe on ingress. Printed, not asserted (a shared machine); the bound only catches a
+/// runaway.
 #[test]
 fn packets_of_others_cost_little() {
     let Some(mut path) = setup() else { return };
     let syn4 = syn(false);
     let (vip, local): (IpAddr, IpAddr) = (VIP.into(), LOCAL.into());
     let reply = frame(vip, local, IPPROTO_TCP, &tcp(vip, local, 80, SPORT + 7));
-    for (name, frame) in [(EGRESS_PROGRAM, &syn4), (INGRESS_PROGRAM, &reply)] {
+    let quoted = frame(local, vip, IPPROTO_UDP, &packet::udp(SPORT + 7, 53, b"x"));
+    let error = icmp_error(vip, local, (3, 3), &quoted[14..]);
+    let cases = [
+        (EGRESS_PROGRAM, &syn4, "unmarked"),
+        (INGRESS_PROGRAM, &reply, "TCP"),
+        (INGRESS_PROGRAM, &error, "ICMP error"),
+    ];
+    for (name, frame, what) in cases {
         let ctx_in = ctx(0);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
@@ -299,7 +451,9 @@ fn packets_of_others_cost_little() {
         opts.repeat = 100_000;
         let res = path.loaded(name).expect(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
         let ns = res.duration.as_nanos();
-        eprintln!("{name}: {ns} ns per packet not a probe's (BPF_PROG_TEST_RUN, repeat 100000)");
+        eprintln!(
+            "{name}: {what}: {ns} ns per packet not a probe's (BPF_PROG_TEST_RUN, repeat 100000)"
+        );
         assert!(ns < 5_000, "{name}: {ns} ns");
     }
 }
