@@ -8,8 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     Binding, Counter, FlowKey, FlowRecent, FragKey, GlobalConfig, LocalMacKey, PersistKey,
     RealValue, RingSlot, ServiceKey, ServiceValue, SynGuard, TunNextHop, VipKey, VipValue, event,
-    reason, ring_slots,
-    sizes,
+    reason, ring_slots, sizes,
 };
 
 /// (VIP, port, protocol) → service: the lookup every TCP/UDP packet pays for.
