@@ -389,7 +389,8 @@ struct RingSource {
     entries: Entries,
     /// Pick fingerprints computed from this table, by the bytes hashed ahead of it (a few: a
     /// table can serve services whose fingerprints differ only in reals it does not use).
-    fingerprints: Mutex<Vec<(Vec<u8>, String)>>,
+    /// `None`: the dataplane is hashing the table as written ([`Ring::fingerprint_pending`]).
+    fingerprints: Mutex<Vec<(Vec<u8>, Option<String>)>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -450,35 +451,60 @@ impl Ring {
     }
 
     /// The pick fingerprint of the service `head` describes (see [`pick_head`]): MD5 of `head`
-    /// then the entries, memoised with the table.
+    /// then the entries, memoised with the table. [`PENDING`] while the dataplane is hashing the
+    /// table it wrote (after start-up, off the path to serving); otherwise built and hashed here.
     pub fn fingerprint(&self, head: &[u8]) -> String {
         let Some(source) = &self.0 else { return digest(head, &[]) };
-        if let Some(f) = source.known(head) {
-            return f;
+        match source.known(head) {
+            Some(Some(f)) => f,
+            Some(None) => PENDING.to_owned(),
+            None => self.entries_noting_fingerprint(head).1,
         }
-        self.entries_noting_fingerprint(head).1
     }
 
-    /// The entries, and the fingerprint they give `head`, remembered for [`Ring::fingerprint`]
-    /// (the dataplane builds a table to write it: hashing it then spares a second build).
+    /// The entries, and the fingerprint they give `head`, remembered for [`Ring::fingerprint`].
     pub fn entries_noting_fingerprint(&self, head: &[u8]) -> (Vec<u32>, String) {
         let entries = self.entries();
         let f = digest(head, &entries);
-        if let Some(source) = &self.0 {
-            let mut known = source.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
-            if !known.iter().any(|(h, _)| h == head) {
-                if known.len() >= FINGERPRINTS_PER_TABLE {
-                    known.remove(0);
-                }
-                known.push((head.to_vec(), f.clone()));
-            }
-        }
+        self.note_fingerprint(head, Some(f.clone()));
         (entries, f)
+    }
+
+    /// Marks the fingerprint for `head` as being computed elsewhere (the dataplane hashes the
+    /// table as written): `lb status` shows [`PENDING`] instead of building the table again.
+    /// Returns false when it is known or pending already (nothing to compute).
+    pub fn fingerprint_pending(&self, head: &[u8]) -> bool {
+        match &self.0 {
+            Some(source) if source.known(head).is_none() => {
+                self.note_fingerprint(head, None);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remembers `fingerprint` (`None`: pending) for `head`, replacing what was there.
+    pub fn note_fingerprint(&self, head: &[u8], fingerprint: Option<String>) {
+        let Some(source) = &self.0 else { return };
+        let mut known = source.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = known.iter_mut().find(|(h, _)| h == head) {
+            entry.1 = fingerprint;
+            return;
+        }
+        if known.len() >= FINGERPRINTS_PER_TABLE {
+            known.remove(0);
+        }
+        known.push((head.to_vec(), fingerprint));
     }
 }
 
+/// What `lb status` shows for a fingerprint the dataplane has not finished hashing yet (for a
+/// second or two after start-up, a few milliseconds after a reload): not a mismatch, not known.
+pub const PENDING: &str = "pending";
+
 impl RingSource {
-    fn known(&self, head: &[u8]) -> Option<String> {
+    /// `Some(None)`: pending; `None`: never computed (or forgotten).
+    fn known(&self, head: &[u8]) -> Option<Option<String>> {
         let known = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
         known.iter().find(|(h, _)| h == head).map(|(_, f)| f.clone())
     }
@@ -506,19 +532,49 @@ pub fn pick_head(s: &ServiceDesired, hash_seed: u32) -> Vec<u8> {
 
 /// MD5 of `head` then the table's entries (little-endian), first 8 bytes in hex.
 fn digest(head: &[u8], entries: &[u32]) -> String {
-    use md5::{Digest as _, Md5};
-    let mut h = Md5::new();
-    h.update(head);
-    // Through a small buffer: no 256 KiB copy of every default table (start-up hashes 1,000).
-    let mut buf = [0u8; 4096];
-    for chunk in entries.chunks(buf.len() / 4) {
-        for (out, slot) in buf.chunks_exact_mut(4).zip(chunk) {
-            out.copy_from_slice(&slot.to_le_bytes());
-        }
-        h.update(&buf[..chunk.len() * 4]);
+    let mut d = PickDigest::new(head);
+    d.update(entries);
+    d.finish()
+}
+
+/// A pick fingerprint fed entry by entry (the dataplane hashes a table as it reads it back).
+pub struct PickDigest {
+    md5: md5::Md5,
+    /// Entries as little-endian bytes, hashed 4 KiB at a time: no 256 KiB copy of a table.
+    buf: [u8; 4096],
+    used: usize,
+}
+
+impl PickDigest {
+    pub fn new(head: &[u8]) -> Self {
+        use md5::Digest as _;
+        let mut md5 = md5::Md5::new();
+        md5.update(head);
+        Self { md5, buf: [0; 4096], used: 0 }
     }
-    let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+
+    pub fn update(&mut self, entries: &[u32]) {
+        for &e in entries {
+            self.push(e);
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, entry: u32) {
+        use md5::Digest as _;
+        self.buf[self.used..self.used + 4].copy_from_slice(&entry.to_le_bytes());
+        self.used += 4;
+        if self.used == self.buf.len() {
+            self.md5.update(self.buf);
+            self.used = 0;
+        }
+    }
+
+    pub fn finish(mut self) -> String {
+        use md5::Digest as _;
+        self.md5.update(&self.buf[..self.used]);
+        self.md5.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Rings made before, by what decides them. Weak: a ring lives as long as a desired state (or
@@ -601,6 +657,23 @@ mod tests {
             let want: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
             assert_eq!(digest(b"head", &entries), want, "{len} entries");
         }
+    }
+
+    /// A pending fingerprint shows as such (never built meanwhile) until noted; a known one is
+    /// not marked pending again; an empty ring has nothing to compute.
+    #[test]
+    fn pending_fingerprints_show_until_noted() {
+        let ring = Ring::fixed(vec![1, 0, 1]);
+        let want = digest(b"h", &[1, 0, 1]);
+        assert!(ring.fingerprint_pending(b"h"));
+        assert!(!ring.fingerprint_pending(b"h"), "pending already");
+        assert_eq!(ring.fingerprint(b"h"), PENDING);
+        assert_eq!(ring.fingerprint(b"other"), digest(b"other", &[1, 0, 1]), "another head");
+        ring.note_fingerprint(b"h", Some(want.clone()));
+        assert_eq!(ring.fingerprint(b"h"), want);
+        assert!(!ring.fingerprint_pending(b"h"), "known");
+        assert!(!Ring::default().fingerprint_pending(b"h"));
+        assert_eq!(Ring::default().fingerprint(b"h"), digest(b"h", &[]));
     }
 
     const CONF: &str = r#"

@@ -3,7 +3,8 @@
 # a release `lb run --dataplane xdp --xdp-mode generic --no-pin` in a private network namespace
 # with SERVICES services x REALS reals (default 1,000 x 10) on one end of a veth pair, a permanent
 # neighbour entry for every real, no checks, default table size. Prints one line per measurement:
-# start-up to /readyz 200 (polled every 20 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
+# start-up to /readyz 200 (polled every 20 ms), start-up until `lb status` shows no pick
+# fingerprint "pending" (polled every 100 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
 # and `lb reload` of one changed real (wall time around the CLI, and every step timing of the agent's
 # reload line: read_ms parse_ms host_ms switch_ms summary_ms hash_ms desired_ms apply_ms log_ms
 # monitor_ms total_ms).
@@ -81,6 +82,12 @@ until [ "$(in_ns curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9911/re
     sleep 0.02
 done
 echo "start_to_readyz_ms $(( $(ms) - start ))"
+# Pick fingerprints are hashed after serving starts ("pending" in `lb status` until then).
+until ! in_ns "$LB" status --json --socket "$DIR/lb.sock" | grep -q '"fingerprint": *"pending"'; do
+    if [ $(( $(ms) - start )) -gt 120000 ]; then echo "fingerprints pending after 120 s"; exit 1; fi
+    sleep 0.1
+done
+echo "start_to_fingerprints_known_ms $(( $(ms) - start ))"
 sleep 2
 rss() { grep -E "^$1:" /proc/$LBPID/status | awk '{printf "%.1f", $2/1024}'; }
 echo "rss_after_start_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"

@@ -103,6 +103,15 @@ fn three_directors_behind_ecmp() {
     for a in [&dir1, &dir2, &dir3] {
         let up = || a.status().is_ok_and(|s| s["bgp"]["sessions"][0]["prefixes"] == 1);
         assert!(wait_until(Duration::from_secs(5), up), "{:?}", a.status().ok());
+        // Fingerprints are hashed just after start-up: "pending" until then, not a mismatch.
+        let known = || {
+            a.status().is_ok_and(|s| {
+                s["pick_fingerprints"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().all(|f| f["fingerprint"] != "pending"))
+            })
+        };
+        assert!(wait_until(Duration::from_secs(5), known), "{:?}", a.status().ok());
     }
     let statuses: Vec<serde_json::Value> =
         [&dir1, &dir2, &dir3].iter().map(|a| a.status().unwrap()).collect();

@@ -24,7 +24,8 @@ pub struct FingerprintView {
 /// Per service: the hash seed, table size, hashing mode, reals with weights and states in order,
 /// and the Maglev table built from them (MD5, first 8 bytes in hex). Memoised with each table
 /// (`desired::Ring::fingerprint`): hashing every table on each `lb status` / `lb backends` /
-/// scrape cost ~1 s at 1,000 services of M = 65537.
+/// scrape cost ~1 s at 1,000 services of M = 65537. `desired::PENDING` for a table the XDP
+/// dataplane wrote and is still hashing (off the path to serving).
 pub fn fingerprints(desired: &Desired, hash_seed: u32) -> Vec<FingerprintView> {
     desired
         .services
@@ -88,8 +89,8 @@ mod fingerprint_tests {
         d.services[0].ring = Ring::fixed(ring);
         assert_eq!(values(&d), reference(&d, 7));
         assert_ne!(values(&d)[0], before[0], "a changed table changes the fingerprint");
-        // The dataplane notes fingerprints for the seed it writes with; another seed still
-        // gets its own.
+        // A fingerprint noted for one seed (the dataplane's, as its hasher does) leaves
+        // another seed its own.
         let head = crate::desired::pick_head(&d.services[1], 9);
         let (_, noted) = d.services[1].ring.entries_noting_fingerprint(&head);
         assert_eq!(noted, reference(&d, 9)[1]);

@@ -7,6 +7,7 @@
 //! active table changes again.
 
 mod alloc;
+mod fingerprint;
 #[cfg(test)]
 mod fixtures;
 pub mod flows;
@@ -97,6 +98,9 @@ struct ServiceSlot {
     table_size: u32,
     /// What each area holds; `None` until written.
     areas: [Option<Table>; AREAS as usize],
+    /// Per area, while it holds the table written last: a fingerprint job reading it back
+    /// trusts what it read only if this is still there after (see `fingerprint`).
+    written: [Option<fingerprint::AreaGuard>; AREAS as usize],
     /// Area the service value points at, if any table is live.
     active: Option<usize>,
     /// The services map has the entry: packets to the service are forwarded. A standby service
@@ -187,7 +191,10 @@ pub struct XdpDataplane {
     /// needs no reset (11,000 map updates spared at start-up for 1,000 services x 10 reals).
     fresh_counters: bool,
     /// Tables built ahead of their writes by `apply` (see `BUILD_BATCH`), taken by `swap_table`.
-    prebuilt: HashMap<VirtualServerKey, (Ring, Vec<u32>)>,
+    /// With each, the service's `pick_head`: its fingerprint is hashed once the table is written.
+    prebuilt: HashMap<VirtualServerKey, (Ring, Vec<u32>, Vec<u8>)>,
+    /// Fingerprints of the written tables, hashed on a background thread.
+    hasher: fingerprint::Hasher,
     /// Tests: seconds the agent's clock is set back, to put windows in the past.
     #[cfg(test)]
     rewind: u32,
@@ -298,6 +305,7 @@ impl XdpDataplane {
             ring_writes: 0,
             quarantined: Vec::new(),
             prebuilt: HashMap::new(),
+            hasher: fingerprint::Hasher::default(),
             // No pinned maps were found (else `state` holds the previous agent's): these are new.
             fresh_counters: state.is_none(),
             #[cfg(test)]
@@ -343,6 +351,7 @@ impl XdpDataplane {
                     // Unknown contents: the next table is written in full, then swapped in (a
                     // change: it opens a window, keeping the pinned one's anchor while open).
                     areas: [None, None, None],
+                    written: Default::default(),
                     active: value.and(rec.active),
                     published: value.is_some(),
                     retired: rec.retired.clone(),
@@ -1026,6 +1035,7 @@ impl XdpDataplane {
             s.ring_base = base;
             s.table_size = size;
             s.areas = [None, None, None];
+            s.written = Default::default();
             s.active = None;
             // Packets keep using the old region until the service value is replaced, which
             // happens right after in the same apply; only then may it be reused (and only once
@@ -1062,6 +1072,7 @@ impl XdpDataplane {
             ring_base,
             table_size,
             areas: [None, None, None],
+            written: Default::default(),
             active: None,
             published: false,
             retired: Vec::new(),
@@ -1116,13 +1127,34 @@ impl XdpDataplane {
         {
             let old = slot.areas[area].clone();
             let offset = base + area as u32 * size;
-            let built = self.prebuilt.remove(&key).filter(|(r, _)| *r == table.ring);
-            let entries = table.entries(built.map(|(_, e)| e));
+            let built = self.prebuilt.remove(&key).filter(|(r, ..)| *r == table.ring);
+            let (entries, head) = match built {
+                Some((_, indexes, head)) => (table.entries(Some(indexes)), Some(head)),
+                None => (table.entries(None), None),
+            };
+            if let Some(s) = self.services.get_mut(&key) {
+                // A fingerprint still reading this area must not trust what it reads from now.
+                s.written[area] = None;
+            }
             let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
             let known = || old.map(|t| t.entries(None));
             self.ring_writes += rings::write(map, offset, &entries, known)?;
+            drop(entries);
+            let guard = fingerprint::AreaGuard::new();
+            if let Some(head) = head {
+                let job = fingerprint::Job::new(
+                    table.ring.clone(),
+                    head,
+                    (offset, size),
+                    table.ids.clone(),
+                    &guard,
+                );
+                let ebpf = &mut self.ebpf;
+                self.hasher.queue(job, || rings_fd(ebpf));
+            }
             if let Some(s) = self.services.get_mut(&key) {
                 s.areas[area] = Some(table);
+                s.written[area] = Some(guard);
             }
         }
         let Some(slot) = self.services.get(&key) else { return Ok(()) };
@@ -1204,8 +1236,8 @@ impl XdpDataplane {
     }
 
     /// Builds, on every CPU, the tables of `services` that no ring area holds yet (so the
-    /// writes that follow need not build them one at a time), noting each one's pick
-    /// fingerprint on the way (`lb status` then needs no second build).
+    /// writes that follow need not build them one at a time). Their pick fingerprints are
+    /// hashed after the writes, off the path to serving (`fingerprint`).
     fn prebuild(&mut self, services: &[ServiceDesired], hash_seed: u32) {
         let wanted: Vec<&ServiceDesired> = services
             .iter()
@@ -1216,12 +1248,11 @@ impl XdpDataplane {
                     .is_none_or(|slot| !slot.areas.iter().flatten().any(|t| t.ring == svc.ring))
             })
             .collect();
-        let built = crate::desired::build_all(&wanted, |svc| {
-            svc.ring.entries_noting_fingerprint(&crate::desired::pick_head(svc, hash_seed)).0
-        });
+        let built = crate::desired::build_all(&wanted, |svc| svc.ring.entries());
         self.prebuilt.clear();
         for (svc, entries) in wanted.into_iter().zip(built) {
-            self.prebuilt.insert(svc.key, (svc.ring.clone(), entries));
+            let head = crate::desired::pick_head(svc, hash_seed);
+            self.prebuilt.insert(svc.key, (svc.ring.clone(), entries, head));
         }
     }
 
@@ -1314,6 +1345,15 @@ fn window_open(v: &ServiceValue, now: u32) -> bool {
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DataplaneError> {
     ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+/// A descriptor of the rings map of its own (the fingerprint thread reads tables through it).
+fn rings_fd(ebpf: &mut Ebpf) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd as _;
+    match ebpf.map_mut(map_names::RINGS)? {
+        Map::Array(data) => data.fd().as_fd().try_clone_to_owned().ok(),
+        _ => None,
+    }
 }
 
 /// Loads the program through the verifier. The verifier gives up with EAGAIN when a signal is

@@ -7,7 +7,7 @@
 //! starts or ends at an odd entry shares a slot with its neighbour.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     sync::atomic::{Ordering, fence},
 };
 
@@ -38,6 +38,26 @@ pub(super) fn write(
         return Ok(window.store(table));
     }
     write_each(map, offset, table, known().as_deref())
+}
+
+/// Calls `each` with entries `[offset, offset + count)` as the map holds them, read through a
+/// mapping of just those pages; false (nothing read) when the map cannot be mapped.
+pub(super) fn read(
+    fd: BorrowedFd<'_>,
+    offset: u32,
+    count: usize,
+    mut each: impl FnMut(u32),
+) -> bool {
+    if count == 0 {
+        return true;
+    }
+    let Some(window) = Window::map(fd.as_raw_fd(), offset, count) else { return false };
+    for i in 0..count {
+        // SAFETY: entry i lies inside the mapping (`map` covered `count` entries), 4-byte
+        // aligned. Volatile: the map's memory is shared with the kernel and the writer.
+        each(unsafe { window.base.add(window.skip + i * STRIDE).cast::<u32>().read_volatile() });
+    }
+    true
 }
 
 /// One map update per slot holding an entry that differs from `known` (every entry when it is
