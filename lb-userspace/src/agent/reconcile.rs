@@ -332,8 +332,9 @@ impl Shared {
         (steps.summary_ms, steps.hash_ms) = (summary_ms, hash_ms);
         let services = desired.services.len();
         let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
-        // Unchanged reals keep their health state and running checks.
-        self.monitor.update(monitored);
+        // Unchanged reals keep their health state and running checks. The monitor takes the
+        // new reals beside the reply (the next update waits for this one).
+        self.monitor.update_beside(monitored);
         steps.monitor_ms = lap.ms();
         let old_config = std::mem::replace(&mut self.config, config);
         if let Some(tx) = &self.flow_sync_config {
@@ -715,6 +716,10 @@ mod tests {
             let want: Vec<IpAddr> = after.iter().map(|r| IpAddr::from([192, 0, 2, *r])).collect();
             assert_eq!(got, want, "{case}");
             assert_eq!(shared.desired.services[0].reals.len(), after.len(), "{case}");
+            // The monitor took the reals beside the switch, and only from a switch that held.
+            shared.monitor.settle();
+            let monitored: Vec<IpAddr> = shared.monitor.real_ids().iter().map(|id| id.1).collect();
+            assert_eq!(monitored, want, "{case}");
         }
     }
 
