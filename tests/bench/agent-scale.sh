@@ -5,7 +5,7 @@
 # neighbour entry for every real, no checks, default table size. Prints one line per measurement:
 # start-up to /readyz 200 (polled every 20 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
 # and `lb reload` of one changed real (wall time around the CLI, and every step timing of the agent's
-# reload line: read_ms parse_ms host_ms switch_ms summary_ms hash_ms desired_ms apply_ms log_ms
+# reload line: read_ms parse_ms host_ms switch_ms summary_ms desired_ms apply_ms log_ms
 # monitor_ms total_ms).
 # Needs root. Usage: tests/bench/agent-scale.sh [LB_BINARY] (default target/release/lb);
 # KEEP_LOG=FILE keeps the agent's log (timestamps of the start-up's steps).
