@@ -126,18 +126,26 @@ impl<T: Located> Section<T> {
             let context = format!("in {header}");
             parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
         }
+        // Each setting's entry, looked up once for both passes below.
+        let entries: Vec<_> = self.settings.iter().map(|s| table.get_key_value(s.name)).collect();
         // Every written value is located before any is read, so that a reader can tell which
         // other keys were written (`vip` is not read beside `fwmark`).
-        for name in self.settings.iter().map(|s| s.name).chain(self.nested.iter().map(|n| n.name)) {
-            if let Some(value) = table.get(name) {
+        for (setting, entry) in self.settings.iter().zip(&entries) {
+            if let Some((_, value)) = entry {
                 let at = parser.at(value.span());
-                model.spans_mut().set(name, at);
+                model.spans_mut().set(setting.name, at);
+            }
+        }
+        for nested in self.nested {
+            if let Some(value) = table.get(nested.name) {
+                let at = parser.at(value.span());
+                model.spans_mut().set(nested.name, at);
             }
         }
         let mut failed = Vec::new();
-        for setting in self.settings {
+        for (setting, entry) in self.settings.iter().zip(entries) {
             let errors = parser.errors.len();
-            if let Some((key, value)) = table.get_key_value(setting.name) {
+            if let Some((key, value)) = entry {
                 (setting.read)(parser, key, value, model);
             } else if self.required.contains(&setting.name) {
                 let at = model.spans_mut().section();
@@ -203,15 +211,17 @@ pub(in crate::config) fn read_settings<T: Located>(
     settings: &[Setting<T>],
     model: &mut T,
 ) -> Vec<&'static str> {
-    for setting in settings {
-        if let Some(value) = table.get(setting.name) {
+    // Each setting's entry, looked up once for both passes.
+    let entries: Vec<_> = settings.iter().map(|s| table.get_key_value(s.name)).collect();
+    for (setting, entry) in settings.iter().zip(&entries) {
+        if let Some((_, value)) = entry {
             let at = parser.at(value.span());
             model.spans_mut().set(setting.name, at);
         }
     }
     let mut failed = Vec::new();
-    for setting in settings {
-        if let Some((key, value)) = table.get_key_value(setting.name) {
+    for (setting, entry) in settings.iter().zip(entries) {
+        if let Some((key, value)) = entry {
             let errors = parser.errors.len();
             (setting.read)(parser, key, value, model);
             if parser.errors.len() > errors {
