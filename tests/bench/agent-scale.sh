@@ -96,4 +96,7 @@ for ((r = 1; r <= RELOADS; r++)); do
     echo "reload_one_real_ms $wall (agent: $agent)"
 done
 echo "rss_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"
+# Again once the freeing beside the last reply (and its trim) has surely finished.
+sleep 2
+echo "rss_2s_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"
 grep -E 'timing|took|_ms=' "$DIR/lb.log" | grep -v 'configuration reloaded' | head -20 || true
