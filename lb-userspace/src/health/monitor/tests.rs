@@ -367,6 +367,19 @@ async fn updates_beside_apply_in_order() {
         let lost = monitor.snapshot().quorum_lost.contains(&vs);
         assert_eq!(lost, last < 2, "{beside:?} then {then:?}");
     }
+    // An update beside has finished when the next one is handed over: the monitor holds the
+    // first one's reals or the second's, never those from before.
+    monitor.update(reals(3));
+    monitor.update_beside(reals(200));
+    monitor.update_beside(reals(150));
+    let got = monitor.real_ids();
+    let (first, second) = (ids(200), ids(150));
+    let sorted = |mut v: Vec<RealId>| {
+        v.sort_unstable();
+        v
+    };
+    assert!(got == sorted(first) || got == sorted(second), "{} reals", got.len());
+    monitor.settle();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
