@@ -293,7 +293,10 @@ pub fn desired_state(inputs: &Inputs<'_>) -> Desired {
             let reals: Vec<RealDesired> = vs.real_servers.iter().map(real).collect();
             let sorry = vs.sorry_server.as_ref().map(real);
             for r in reals.iter().chain(sorry.as_ref()).filter(|_| on_xdp) {
-                if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx)) {
+                // Reals share a few interfaces: clone each once, not once per real.
+                if let Some(i) = r.ifindex.and_then(|idx| host.interface_by_index(idx))
+                    && !tx.contains_key(&i.name)
+                {
                     tx.insert(i.name.clone(), i.clone());
                 }
             }

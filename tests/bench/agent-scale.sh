@@ -6,7 +6,7 @@
 # start-up to /readyz 200 (polled every 20 ms), start-up until `lb status` shows no pick
 # fingerprint "pending" (polled every 100 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
 # and `lb reload` of one changed real (wall time around the CLI, and every step timing of the agent's
-# reload line: read_ms parse_ms host_ms switch_ms summary_ms hash_ms desired_ms apply_ms log_ms
+# reload line: read_ms parse_ms host_ms switch_ms summary_ms desired_ms apply_ms log_ms
 # monitor_ms total_ms).
 # Needs root. Usage: tests/bench/agent-scale.sh [LB_BINARY] (default target/release/lb);
 # KEEP_LOG=FILE keeps the agent's log (timestamps of the start-up's steps).
@@ -103,4 +103,7 @@ for ((r = 1; r <= RELOADS; r++)); do
     echo "reload_one_real_ms $wall (agent: $agent)"
 done
 echo "rss_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"
+# Again once the freeing beside the last reply (and its trim) has surely finished.
+sleep 2
+echo "rss_2s_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"
 grep -E 'timing|took|_ms=' "$DIR/lb.log" | grep -v 'configuration reloaded' | head -20 || true

@@ -159,13 +159,35 @@ pub(crate) struct LineIndex<'t> {
     text: &'t str,
     /// Byte offset where each line starts.
     line_starts: Vec<usize>,
+    /// The line (index into `line_starts`) of the last offset asked: a front end asks about
+    /// offsets in file order, so the next one is mostly on it or the line after.
+    last: std::cell::Cell<usize>,
 }
 
 impl<'t> LineIndex<'t> {
     pub(crate) fn new(text: &'t str) -> Self {
         let line_starts =
             std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        LineIndex { text, line_starts }
+        LineIndex { text, line_starts, last: std::cell::Cell::new(0) }
+    }
+
+    /// The index into `line_starts` of the line holding `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        let holds = |line: usize| {
+            self.line_starts.get(line).is_some_and(|&start| start <= offset)
+                && self.line_starts.get(line + 1).is_none_or(|&next| next > offset)
+        };
+        let last = self.last.get();
+        let line = if holds(last) {
+            last
+        } else if holds(last + 1) {
+            last + 1
+        } else {
+            // line_starts[0] == 0, so at least one start is <= offset.
+            self.line_starts.partition_point(|&start| start <= offset) - 1
+        };
+        self.last.set(line);
+        line
     }
 
     /// Offsets past the end or inside a multi-byte character are clamped to a valid position.
@@ -174,11 +196,10 @@ impl<'t> LineIndex<'t> {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        // line_starts[0] == 0, so at least one start is <= offset.
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let start = self.line_starts[line - 1];
+        let line = self.line_of(offset);
+        let start = self.line_starts[line];
         let col = self.text[start..offset].chars().count() + 1;
-        Location::new(saturating_u32(line), saturating_u32(col))
+        Location::new(saturating_u32(line + 1), saturating_u32(col))
     }
 }
 
@@ -268,6 +289,25 @@ mod tests {
         for (offset, (line, col)) in cases {
             assert_eq!(index.location(offset), Location::new(line, col), "offset {offset}");
         }
+    }
+
+    /// The remembered line changes no answer, whatever order offsets are asked in.
+    #[test]
+    fn line_index_answers_alike_in_any_order() {
+        let text = "a\n\nbé = 1\n\n\nlong line here\nx";
+        let fresh = |offset| LineIndex::new(text).location(offset);
+        let offsets: Vec<usize> = (0..=text.len() + 2).collect();
+        let backwards: Vec<usize> = offsets.iter().rev().copied().collect();
+        // Every pair, each way round: jumps forward and back by any distance.
+        let pairs: Vec<usize> =
+            offsets.iter().flat_map(|&a| offsets.iter().flat_map(move |&b| [a, b])).collect();
+        for order in [&offsets, &backwards, &pairs] {
+            let index = LineIndex::new(text);
+            for &offset in order {
+                assert_eq!(index.location(offset), fresh(offset), "offset {offset}");
+            }
+        }
+        assert_eq!(fresh(text.len()), Location::new(7, 2));
     }
 
     #[test]

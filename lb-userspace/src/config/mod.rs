@@ -84,7 +84,11 @@ pub fn load(
 ) -> Result<Loaded, ConfigErrors> {
     let bytes = read_file(path)?;
     let format = match format {
-        FormatChoice::Auto => keepalived::detect(path, &String::from_utf8_lossy(&bytes)),
+        // A valid file (the usual case) is checked as UTF-8 without building a lossy copy.
+        FormatChoice::Auto => match std::str::from_utf8(&bytes) {
+            Ok(text) => keepalived::detect(path, text),
+            Err(_) => keepalived::detect(path, &String::from_utf8_lossy(&bytes)),
+        },
         FormatChoice::Toml => Format::Toml,
         FormatChoice::Keepalived => Format::Keepalived,
     };

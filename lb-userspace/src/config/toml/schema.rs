@@ -98,11 +98,18 @@ impl<T: Located> Section<T> {
         self.read_as(parser, table, model, self.header)
     }
 
+    /// Whether `name` is one of the section's keys ([`Section::keys`] without building the list:
+    /// a section is read once per real server).
+    pub fn knows(&self, name: &str) -> bool {
+        self.settings.iter().any(|s| s.name == name)
+            || self.nested.iter().any(|n| n.name == name)
+            || self.elsewhere.iter().any(|e| e.keys.contains(&name))
+    }
+
     /// How many keys of `table` are not the section's (each reported by [`Section::read`]):
     /// for a reader that leaves a section out for a bad value but not for an unknown key.
     pub fn unknown_count(&self, table: &DeTable<'_>) -> usize {
-        let keys = self.keys();
-        table.keys().filter(|key| !keys.contains(&key.get_ref().as_ref())).count()
+        table.keys().filter(|key| !self.knows(key.get_ref())).count()
     }
 
     /// [`Section::read`] of a section written under another `header` than the description's
@@ -114,20 +121,31 @@ impl<T: Located> Section<T> {
         model: &mut T,
         header: &str,
     ) -> bool {
-        let context = format!("in {header}");
-        parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
+        // The list of keys and the context are only needed to word an error.
+        if table.keys().any(|key| !self.knows(key.get_ref())) {
+            let context = format!("in {header}");
+            parser.unknown_keys_with(table, &self.keys(), &context, self.misplaced);
+        }
+        // Each setting's entry, looked up once for both passes below.
+        let entries: Vec<_> = self.settings.iter().map(|s| table.get_key_value(s.name)).collect();
         // Every written value is located before any is read, so that a reader can tell which
         // other keys were written (`vip` is not read beside `fwmark`).
-        for name in self.settings.iter().map(|s| s.name).chain(self.nested.iter().map(|n| n.name)) {
-            if let Some(value) = table.get(name) {
+        for (setting, entry) in self.settings.iter().zip(&entries) {
+            if let Some((_, value)) = entry {
                 let at = parser.at(value.span());
-                model.spans_mut().set(name, at);
+                model.spans_mut().set(setting.name, at);
+            }
+        }
+        for nested in self.nested {
+            if let Some(value) = table.get(nested.name) {
+                let at = parser.at(value.span());
+                model.spans_mut().set(nested.name, at);
             }
         }
         let mut failed = Vec::new();
-        for setting in self.settings {
+        for (setting, entry) in self.settings.iter().zip(entries) {
             let errors = parser.errors.len();
-            if let Some((key, value)) = table.get_key_value(setting.name) {
+            if let Some((key, value)) = entry {
                 (setting.read)(parser, key, value, model);
             } else if self.required.contains(&setting.name) {
                 let at = model.spans_mut().section();
@@ -193,15 +211,17 @@ pub(in crate::config) fn read_settings<T: Located>(
     settings: &[Setting<T>],
     model: &mut T,
 ) -> Vec<&'static str> {
-    for setting in settings {
-        if let Some(value) = table.get(setting.name) {
+    // Each setting's entry, looked up once for both passes.
+    let entries: Vec<_> = settings.iter().map(|s| table.get_key_value(s.name)).collect();
+    for (setting, entry) in settings.iter().zip(&entries) {
+        if let Some((_, value)) = entry {
             let at = parser.at(value.span());
             model.spans_mut().set(setting.name, at);
         }
     }
     let mut failed = Vec::new();
-    for setting in settings {
-        if let Some((key, value)) = table.get_key_value(setting.name) {
+    for (setting, entry) in settings.iter().zip(entries) {
+        if let Some((key, value)) = entry {
             let errors = parser.errors.len();
             (setting.read)(parser, key, value, model);
             if parser.errors.len() > errors {
@@ -348,6 +368,28 @@ mod tests {
         if bless && text != doc {
             std::fs::write(&path, text).expect("write docs/config.md");
         }
+    }
+
+    /// `knows` (the unknown-key check's fast test) says yes to exactly the listed keys.
+    #[test]
+    fn knows_exactly_the_keys() {
+        fn check<T: super::Located>(section: &super::Section<T>) {
+            let keys = section.keys();
+            for key in &keys {
+                assert!(section.knows(key), "{} does not know `{key}`", section.header);
+                for near in [&key[1..], &format!("{key}s"), &key.to_uppercase()] {
+                    assert_eq!(section.knows(near), keys.contains(&near), "`{near}`");
+                }
+            }
+            assert!(!section.knows("") && !section.knows("no_such_key"));
+        }
+        check(&DATAPLANE);
+        check(&BGP_SECTION);
+        check(&NEIGHBOR_SECTION);
+        check(&VIRTUAL_SERVER_SECTION);
+        check(&REAL_SERVER_SECTION);
+        check(&SORRY_SERVER_SECTION);
+        check(&FLOW_SYNC_SECTION);
     }
 
     #[test]

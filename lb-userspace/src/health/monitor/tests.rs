@@ -334,6 +334,54 @@ async fn a_reload_weighs_each_services_quorum_by_its_own_reals() {
     }
 }
 
+/// Updates beside a reload's reply apply in order (each waits for the one before, and so does
+/// `update`): the monitor ends with the last reals given, their quorum evaluated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_beside_apply_in_order() {
+    let vs = key(80);
+    let reals = |n: u8| -> Vec<MonitoredReal> {
+        let at = |i| format!("127.0.0.{i}:80").parse().unwrap();
+        let with_quorum = |mut r: MonitoredReal| {
+            r.service.quorum = 2;
+            r
+        };
+        (1..=n).map(|i| with_quorum(real(vs, at(i), vec![]))).collect()
+    };
+    let ids = |n| reals(n).iter().map(|r| r.id).collect::<Vec<_>>();
+    let monitor = HealthMonitor::start(Vec::new(), 4).unwrap();
+    // (reals given beside, one after the other; then by `update`, if any) -> the last
+    let cases: &[(&[u8], Option<u8>)] =
+        &[(&[200, 1, 50, 0, 5], None), (&[100, 2], Some(1)), (&[1, 150], None)];
+    for &(beside, then) in cases {
+        for &n in beside {
+            monitor.update_beside(reals(n));
+        }
+        if let Some(n) = then {
+            monitor.update(reals(n));
+        }
+        monitor.settle();
+        let last = then.or(beside.last().copied()).unwrap_or_default();
+        let mut want = ids(last);
+        want.sort_unstable();
+        assert_eq!(monitor.real_ids(), want, "{beside:?} then {then:?}");
+        let lost = monitor.snapshot().quorum_lost.contains(&vs);
+        assert_eq!(lost, last < 2, "{beside:?} then {then:?}");
+    }
+    // An update beside has finished when the next one is handed over: the monitor holds the
+    // first one's reals or the second's, never those from before.
+    monitor.update(reals(3));
+    monitor.update_beside(reals(200));
+    monitor.update_beside(reals(150));
+    let got = monitor.real_ids();
+    let (first, second) = (ids(200), ids(150));
+    let sorted = |mut v: Vec<RealId>| {
+        v.sort_unstable();
+        v
+    };
+    assert!(got == sorted(first) || got == sorted(second), "{} reals", got.len());
+    monitor.settle();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_zero_without_connect_port_fails_clearly() {
     let r = real(key(0), "127.0.0.1:0".parse().unwrap(), vec![testing::check(CheckKind::Tcp)]);
