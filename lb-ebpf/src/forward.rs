@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, FlowKey, FlowReport, FragKey, IPPROTO_TCP,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, FlowKey, FlowReport, FragKey, IPPROTO_TCP,
     RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear, flow_recent_slot, reason,
 };
 
@@ -223,7 +223,7 @@ fn choose(
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
         // The filter first: from the insert on, the entry may be followed on another CPU.
-        if tcp {
+        if tcp && cfg.flags & CFG_F_NO_FLOW_STAMP == 0 {
             mark_recent(flow, now);
         }
         let b = keys::binding(real_id, real.generation, now);
