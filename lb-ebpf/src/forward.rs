@@ -252,7 +252,10 @@ fn choose(
 fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     let (index, slot) = flow_recent_slot(flow);
     let Some(v) = FLOW_RECENT.get(index) else { return false };
-    let Some(&stamp) = v.stamps.get(slot as usize) else { return false };
+    let Some(stamp) = v.stamps.get(slot as usize) else { return false };
+    // Volatile: with `timeout` 0 (a SYN's early read) the load would otherwise be dropped.
+    // SAFETY: a plain 32-bit load from the array value.
+    let stamp = unsafe { core::ptr::read_volatile(stamp) };
     let clear = flow_recent_clear(stamp, now, timeout);
     if clear {
         stats::event(event::FLOW_FILTER_SKIP);
