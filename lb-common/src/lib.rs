@@ -421,6 +421,11 @@ pub const CFG_F_TUN_FIB_EACH: u32 = 4;
 /// does).
 pub const CFG_F_NO_FLOW_FILTER: u32 = 8;
 
+/// Insert TCP entries without stamping their "recent entry" filter slot. Breaks the filter's
+/// invariant (docs/fast-path.md): only the benchmark's control rows set it, to measure what the
+/// stamp costs an insert; the agent never does.
+pub const CFG_F_NO_FLOW_STAMP: u32 = 16;
+
 /// A new flow, as the program reports it to the agent for flow sync.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

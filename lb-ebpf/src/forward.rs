@@ -3,8 +3,9 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, FlowKey, FlowReport, FragKey, IPPROTO_TCP,
-    RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear, flow_recent_slot, reason,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, FlowKey, FlowReport, FragKey,
+    IPPROTO_TCP, RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear,
+    flow_recent_slot, reason,
 };
 
 use crate::{
@@ -137,12 +138,16 @@ fn choose(
     let plain = tcp && svc.persist_timeout == 0 && svc.flags & SVC_F_SRC_HASH == 0;
     let mut had_entry = false;
     // Outside a window, a filter slot older than the TCP entry timeout proves that the flow
-    // has no entry to follow: the cold flow-table lookup is skipped.
-    let skip = plain
+    // has no entry to follow: the cold flow-table lookup is skipped. A SYN (about to be
+    // inserted) reads its slot too, never skipping (timeout 0): the slot's miss then overlaps
+    // the lookup's, and the stamp before the insert finds the line in cache.
+    let may_skip = plain
         && svc.ring_size != 0
         && now > svc.window_end
-        && cfg.flags & CFG_F_NO_FLOW_FILTER == 0
-        && no_live_entry(flow, now, cfg.tcp_timeout);
+        && cfg.flags & CFG_F_NO_FLOW_FILTER == 0;
+    let skip = (may_skip
+        || tcp && tcp_flags & TCP_FLAG_SYN != 0 && cfg.flags & CFG_F_NO_FLOW_STAMP == 0)
+        && no_live_entry(flow, now, if may_skip { cfg.tcp_timeout } else { 0 });
     if !skip && let Some(b) = FLOWS.get_ptr_mut(flow) {
         had_entry = true;
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
@@ -223,7 +228,7 @@ fn choose(
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
         // The filter first: from the insert on, the entry may be followed on another CPU.
-        if tcp {
+        if tcp && cfg.flags & CFG_F_NO_FLOW_STAMP == 0 {
             mark_recent(flow, now);
         }
         let b = keys::binding(real_id, real.generation, now);
@@ -247,7 +252,10 @@ fn choose(
 fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     let (index, slot) = flow_recent_slot(flow);
     let Some(v) = FLOW_RECENT.get(index) else { return false };
-    let Some(&stamp) = v.stamps.get(slot as usize) else { return false };
+    let Some(stamp) = v.stamps.get(slot as usize) else { return false };
+    // Volatile: with `timeout` 0 (a SYN's early read) the load would otherwise be dropped.
+    // SAFETY: a plain 32-bit load from the array value.
+    let stamp = unsafe { core::ptr::read_volatile(stamp) };
     let clear = flow_recent_clear(stamp, now, timeout);
     if clear {
         stats::event(event::FLOW_FILTER_SKIP);

@@ -850,6 +850,13 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         }
 
         let tunnel = verdict == XDP_REDIRECT;
+        // Odd chunks are a control: tunnels look the FIB up for every packet, v4 and v6 insert
+        // without the filter stamp (`CFG_F_NO_FLOW_STAMP`: what the stamp costs an insert).
+        let control = match family {
+            "v4_ipip" | "v6_in_v6" => Some("fib_each"),
+            "v4" | "v6" => Some("nostamp"),
+            _ => None,
+        };
         let (mut new, mut hit) = (Series::default(), Series::default());
         let (mut new_each, mut hit_each) = (Series::default(), Series::default());
         for _ in 0..ROUNDS {
@@ -859,9 +866,11 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             let (mut n_each, mut h_each) = (Chunks::default(), Chunks::default());
             let pairs = frames.chunks(CHUNK).zip(previous.chunks(CHUNK));
             for (i, (fresh, old)) in pairs.enumerate() {
-                let each = tunnel && i % 2 == 1;
+                let each = control.is_some() && i % 2 == 1;
                 if tunnel {
                     dp.set_tun_fib_each(each).context("the tunnel lookup switch")?;
+                } else if control.is_some() {
+                    dp.set_no_flow_stamp(each).context("the stamp switch")?;
                 }
                 // Both sides of each subtraction copy frames that are already in cache.
                 touch(fresh);
@@ -890,7 +899,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
             );
             new.push(&n_chunks);
             hit.push(&h_chunks);
-            if tunnel {
+            if control.is_some() {
                 new_each.push(&n_each);
                 hit_each.push(&h_each);
             }
@@ -898,17 +907,24 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
         }
         if tunnel {
             dp.set_tun_fib_each(false).context("the tunnel lookup switch")?;
+        } else {
+            dp.set_no_flow_stamp(false).context("the stamp switch")?;
+        }
+        let what = if tunnel {
+            "with a FIB lookup for every packet (CFG_F_TUN_FIB_EACH)"
+        } else {
+            "with TCP inserts that do not stamp the filter (CFG_F_NO_FLOW_STAMP)"
+        };
+        if let Some(control) = control {
             rows.push(per_call_row(
-                format!("{family}_fib_each_new_flow{sfx}"),
-                "as the new_flow row, with a FIB lookup for every packet (CFG_F_TUN_FIB_EACH), \
-                 chunks interleaved with it",
+                format!("{family}_{control}_new_flow{sfx}"),
+                &format!("as the new_flow row, {what}, chunks interleaved with it"),
                 new_each,
                 &floor_name,
             ));
             rows.push(per_call_row(
-                format!("{family}_fib_each_flow_hit_percall{sfx}"),
-                "as the flow_hit_percall row, with a FIB lookup for every packet, chunks \
-                 interleaved with it",
+                format!("{family}_{control}_flow_hit_percall{sfx}"),
+                &format!("as the flow_hit_percall row, {what}, chunks interleaved with it"),
                 hit_each,
                 &floor_name,
             ));

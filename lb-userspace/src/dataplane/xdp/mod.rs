@@ -180,6 +180,8 @@ pub struct XdpDataplane {
     tun_fib_each: bool,
     /// The benchmark's control: the program ignores the "recent entry" filter.
     no_flow_filter: bool,
+    /// The benchmark's control: TCP inserts without their filter stamp.
+    no_flow_stamp: bool,
     /// Bumped for every real slot handed out, so stale flow entries are recognised.
     next_generation: u32,
     /// Maglev table entries written since load (tests check that a takeover writes none).
@@ -301,6 +303,7 @@ impl XdpDataplane {
             flow_sync: false,
             tun_fib_each: false,
             no_flow_filter: false,
+            no_flow_stamp: false,
             next_generation: 1,
             ring_writes: 0,
             quarantined: Vec::new(),
@@ -537,6 +540,19 @@ impl XdpDataplane {
         }
     }
 
+    /// TCP inserts without their filter stamp (`CFG_F_NO_FLOW_STAMP`; off: the default, the
+    /// agent's). Breaks the filter's invariant: for the benchmark's control rows only; takes
+    /// effect like [`Self::set_flow_sync`].
+    pub fn set_no_flow_stamp(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.no_flow_stamp = on;
+        match (self.globals, self.config_flags) {
+            (Some(g), Some(flags)) => {
+                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The new-flow reports ring buffer, for the flow-sync task (once: the reader owns it).
     pub fn take_flow_reports(
         &mut self,
@@ -603,6 +619,9 @@ impl XdpDataplane {
         }
         if self.no_flow_filter {
             flags |= common::CFG_F_NO_FLOW_FILTER;
+        }
+        if self.no_flow_stamp {
+            flags |= common::CFG_F_NO_FLOW_STAMP;
         }
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
