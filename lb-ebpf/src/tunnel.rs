@@ -73,6 +73,8 @@ struct Inner {
     df: bool,
     /// Length of the inner IP packet.
     len: u32,
+    /// [`entropy`] when the encapsulation uses it, else 0.
+    entropy: u32,
 }
 
 #[inline(always)]
@@ -88,6 +90,7 @@ fn inner(ctx: &XdpContext) -> Option<Inner> {
             tos: (vtc >> 20) as u8,
             df: true,
             len: u32::from(u16::from_be(plen)) + IPV6_HLEN as u32,
+            entropy: 0,
         })
     } else {
         let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
@@ -98,6 +101,7 @@ fn inner(ctx: &XdpContext) -> Option<Inner> {
             tos,
             df: u16::from_be(frag_off) & 0x4000 != 0,
             len: u32::from(u16::from_be(tot_len)),
+            entropy: 0,
         })
     }
 }
@@ -137,9 +141,13 @@ pub fn send(
     new_flow: bool,
     tx_reason: u32,
 ) -> Verdict {
-    let Some(inner) = inner(ctx) else {
+    let Some(mut inner) = inner(ctx) else {
         return Verdict { len, ..drop(reason::DROP_MALFORMED) };
     };
+    // Once here, not in each encapsulation (the program is at the verifier's jump range).
+    if real.tun_family == FAMILY_V6 || real.tun == TUN_GUE {
+        inner.entropy = entropy(ctx, inner.v6);
+    }
     let v = if real.tun_family == FAMILY_V6 {
         match real.tun {
             TUN_GUE => encap::<true, TUN_GUE>(ctx, real_id, real, &inner, len),
@@ -212,9 +220,8 @@ fn encap<const V6: bool, const KIND: u8>(
         _ if inner.v6 => IPPROTO_IPV6,
         _ => IPPROTO_IPIP,
     };
-    let entropy = if V6 || KIND == TUN_GUE { entropy(ctx, inner.v6) } else { 0 };
-    let sport_be = ((entropy as u16) | 0xc000).to_be();
-    let label = entropy & 0x000f_ffff;
+    let sport_be = ((inner.entropy as u16) | 0xc000).to_be();
+    let label = inner.entropy & 0x000f_ffff;
     let outer_len = inner.len + overhead as u32;
     let ingress = ctx.ingress_ifindex() as u32;
 
