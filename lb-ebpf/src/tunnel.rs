@@ -23,8 +23,8 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SRC, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_fib_lookup, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_redirect,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::XdpContext,
 };
@@ -148,17 +148,39 @@ pub fn send(
     if real.tun_family == FAMILY_V6 || real.tun == TUN_GUE {
         inner.entropy = entropy(ctx, inner.v6);
     }
+    // The kept next hop, looked at here once rather than in each encapsulation (the program is
+    // at the verifier's jump range).
+    let ingress = ctx.ingress_ifindex() as u32;
+    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
+        return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
+    };
+    // SAFETY: per-CPU value, used by this CPU only while the program runs.
+    let hop = unsafe { &mut *hop };
+    let each = cfg.flags & CFG_F_TUN_FIB_EACH != 0;
+    let mut fresh =
+        !each && hop.stamp != 0 && hop.generation == real.generation && hop.ingress == ingress;
+    // `bpf_jiffies64` is inlined by the verifier (one load); the coarse clock is a helper call
+    // and moves only on ticks, so it is read once per tick per real per CPU.
+    // SAFETY: no preconditions.
+    let tick = unsafe { bpf_jiffies64() } as u32;
+    if fresh && hop.tick != tick {
+        // SAFETY: no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        fresh = now.wrapping_sub(hop.stamp) < TUN_NEXTHOP_LIFETIME_NS;
+        hop.tick = tick;
+    }
+    let h = Hop { hop, fresh, each, ingress };
     let v = if real.tun_family == FAMILY_V6 {
         match real.tun {
-            TUN_GUE => encap::<true, TUN_GUE>(ctx, real_id, real, &inner, len),
-            TUN_GRE => encap::<true, TUN_GRE>(ctx, real_id, real, &inner, len),
-            _ => encap::<true, 0>(ctx, real_id, real, &inner, len),
+            TUN_GUE => encap::<true, TUN_GUE>(ctx, real, &inner, h, len),
+            TUN_GRE => encap::<true, TUN_GRE>(ctx, real, &inner, h, len),
+            _ => encap::<true, 0>(ctx, real, &inner, h, len),
         }
     } else {
         match real.tun {
-            TUN_GUE => encap::<false, TUN_GUE>(ctx, real_id, real, &inner, len),
-            TUN_GRE => encap::<false, TUN_GRE>(ctx, real_id, real, &inner, len),
-            _ => encap::<false, 0>(ctx, real_id, real, &inner, len),
+            TUN_GUE => encap::<false, TUN_GUE>(ctx, real, &inner, h, len),
+            TUN_GRE => encap::<false, TUN_GRE>(ctx, real, &inner, h, len),
+            _ => encap::<false, 0>(ctx, real, &inner, h, len),
         }
     };
     if v.reason == reason::TX_TUNNEL {
@@ -203,13 +225,21 @@ fn fib_lookup(ctx: *mut aya_ebpf::bindings::xdp_md, p: &mut FibParams, flags: u3
     }
 }
 
+/// The real's kept next hop and whether it may be used as it is.
+struct Hop<'a> {
+    hop: &'a mut TunNextHop,
+    fresh: bool,
+    each: bool,
+    ingress: u32,
+}
+
 /// One encapsulation: outer IPv6 when `V6`, `KIND` GUE, GRE or (anything else) plain IP in IP.
 #[inline(always)]
 fn encap<const V6: bool, const KIND: u8>(
     ctx: &XdpContext,
-    real_id: u32,
     real: &RealValue,
     inner: &Inner,
+    hop: Hop,
     len: usize,
 ) -> Verdict {
     let ip_hlen = if V6 { IPV6_HLEN } else { IPV4_HLEN };
@@ -223,21 +253,7 @@ fn encap<const V6: bool, const KIND: u8>(
     let sport_be = ((inner.entropy as u16) | 0xc000).to_be();
     let label = inner.entropy & 0x000f_ffff;
     let outer_len = inner.len + overhead as u32;
-    let ingress = ctx.ingress_ifindex() as u32;
-
-    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
-        return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
-    };
-    // SAFETY: per-CPU value, used by this CPU only while the program runs.
-    let hop = unsafe { &mut *hop };
-    let each = cfg.flags & CFG_F_TUN_FIB_EACH != 0;
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fresh = !each
-        && hop.stamp != 0
-        && now.wrapping_sub(hop.stamp) < TUN_NEXTHOP_LIFETIME_NS
-        && hop.generation == real.generation
-        && hop.ingress == ingress;
+    let Hop { hop, fresh, each, ingress } = hop;
     if !fresh {
         let packet = u64::from(ingress)
             | u64::from(outer_len as u16) << 32
@@ -466,7 +482,7 @@ fn refresh(
     hop.generation = real.generation;
     hop.ingress = ingress;
     // SAFETY: no preconditions.
-    hop.stamp = unsafe { bpf_ktime_get_coarse_ns() };
+    (hop.stamp, hop.tick) = unsafe { (bpf_ktime_get_coarse_ns(), bpf_jiffies64() as u32) };
     REFRESHED
 }
 
