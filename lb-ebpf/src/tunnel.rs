@@ -4,7 +4,9 @@
 //! `tun_source` is set, and the path MTU. A lookup costs about as much as the rest of the
 //! forwarding (IPv6 source selection more), so its result is kept per real in a per-CPU array
 //! (`LB_TUN_NEXTHOPS`) for `TUN_NEXTHOP_LIFETIME_NS` (250 ms): a route, neighbour or MTU change
-//! reaches the real's traffic within that. A failed lookup (no route, no neighbour) is never
+//! reaches the real's traffic within that. The age is read from the coarse clock, which moves
+//! only on kernel ticks, so it is read once per tick (gated by `bpf_jiffies64`, which the
+//! verifier inlines as one load). A failed lookup (no route, no neighbour) is never
 //! kept. The cached hop is per real, not per packet: policy routing by TOS, flow label or ports
 //! toward one real is not followed (the packet's TOS still goes into the outer header).
 //! `CFG_F_TUN_FIB_EACH` looks the route up for every packet instead. A packet that would not fit
