@@ -257,7 +257,9 @@ pub struct TunNextHop {
     pub smac: [u8; 6],
     /// The outer source: `tun_src`, or the FIB's choice when that is all zero.
     pub src: Addr,
-    pub _pad: u32,
+    /// Low 32 bits of `jiffies` when `stamp` was last found within the lifetime (or filled):
+    /// the coarse clock moves only on ticks, so within that tick it is not read again.
+    pub tick: u32,
 }
 
 /// Bytes an encapsulation adds in front of the inner IP packet (outer IP header included).

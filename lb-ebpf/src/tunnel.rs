@@ -4,7 +4,9 @@
 //! `tun_source` is set, and the path MTU. A lookup costs about as much as the rest of the
 //! forwarding (IPv6 source selection more), so its result is kept per real in a per-CPU array
 //! (`LB_TUN_NEXTHOPS`) for `TUN_NEXTHOP_LIFETIME_NS` (250 ms): a route, neighbour or MTU change
-//! reaches the real's traffic within that. A failed lookup (no route, no neighbour) is never
+//! reaches the real's traffic within that. The age is read from the coarse clock, which moves
+//! only on kernel ticks, so it is read once per tick (gated by `bpf_jiffies64`, which the
+//! verifier inlines as one load). A failed lookup (no route, no neighbour) is never
 //! kept. The cached hop is per real, not per packet: policy routing by TOS, flow label or ports
 //! toward one real is not followed (the packet's TOS still goes into the outer header).
 //! `CFG_F_TUN_FIB_EACH` looks the route up for every packet instead. A packet that would not fit
@@ -23,8 +25,8 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SRC, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_fib_lookup, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_redirect,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::XdpContext,
 };
@@ -58,6 +60,12 @@ const ICMP_HLEN: usize = 8;
 /// The largest MTU a lookup is asked about (`tot_len` is 16 bits).
 const MTU_MAX: u16 = 0xffff;
 
+/// `TunNextHop::dmac` and `smac` are read as one u64 and one u32 (see `encap`).
+const _: () = assert!(
+    core::mem::offset_of!(TunNextHop, dmac) % 8 == 0
+        && core::mem::offset_of!(TunNextHop, smac) == core::mem::offset_of!(TunNextHop, dmac) + 6
+);
+
 /// What the encapsulation needs to know about the inner packet.
 struct Inner {
     v6: bool,
@@ -67,6 +75,7 @@ struct Inner {
     df: bool,
     /// Length of the inner IP packet.
     len: u32,
+    /// [`entropy`] when the encapsulation uses it, else 0.
     entropy: u32,
 }
 
@@ -76,31 +85,51 @@ fn inner(ctx: &XdpContext) -> Option<Inner> {
     // SAFETY: bounds checked by `ptr_at`.
     if u16::from_be(unsafe { (*eth).ether_type }) == ETH_P_IPV6 {
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
-        // The ports (or, for ICMP and fragments, whatever lies there) add per-flow entropy.
-        let ports = ptr_at::<u32>(ctx, L4_V6).map_or(0, |p| unsafe { p.read_unaligned() });
         // SAFETY: bounds checked by `ptr_at`.
-        let (vtc, plen, src, dst) =
-            unsafe { (u32::from_be((*ip).vtc_flow), (*ip).payload_len, (*ip).saddr, (*ip).daddr) };
+        let (vtc, plen) = unsafe { (u32::from_be((*ip).vtc_flow), (*ip).payload_len) };
         Some(Inner {
             v6: true,
             tos: (vtc >> 20) as u8,
             df: true,
             len: u32::from(u16::from_be(plen)) + IPV6_HLEN as u32,
-            entropy: tun_entropy(addr_fold(&src), addr_fold(&dst), ports),
+            entropy: 0,
         })
     } else {
         let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
-        let ports = ptr_at::<u32>(ctx, L4_V4).map_or(0, |p| unsafe { p.read_unaligned() });
         // SAFETY: bounds checked by `ptr_at`.
-        let (tos, tot_len, frag_off, s, d) =
-            unsafe { ((*ip).tos, (*ip).tot_len, (*ip).frag_off, (*ip).saddr, (*ip).daddr) };
+        let (tos, tot_len, frag_off) = unsafe { ((*ip).tos, (*ip).tot_len, (*ip).frag_off) };
         Some(Inner {
             v6: false,
             tos,
             df: u16::from_be(frag_off) & 0x4000 != 0,
             len: u32::from(u16::from_be(tot_len)),
-            entropy: tun_entropy(s, d, ports),
+            entropy: 0,
         })
+    }
+}
+
+/// The inner flow's entropy ([`tun_entropy`]). Read only by the encapsulations that use it
+/// (an outer IPv6 flow label, GUE's source port): plain IPIP and GRE over IPv4 skip the reads
+/// and the hash.
+#[inline(always)]
+fn entropy(ctx: &XdpContext, v6: bool) -> u32 {
+    if v6 {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+            return 0;
+        };
+        // The ports (or, for ICMP and fragments, whatever lies there) add per-flow entropy.
+        let ports = ptr_at::<u32>(ctx, L4_V6).map_or(0, |p| unsafe { p.read_unaligned() });
+        // SAFETY: bounds checked by `ptr_at`.
+        let (src, dst) = unsafe { ((*ip).saddr, (*ip).daddr) };
+        tun_entropy(addr_fold(&src), addr_fold(&dst), ports)
+    } else {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+            return 0;
+        };
+        let ports = ptr_at::<u32>(ctx, L4_V4).map_or(0, |p| unsafe { p.read_unaligned() });
+        // SAFETY: bounds checked by `ptr_at`.
+        let (s, d) = unsafe { ((*ip).saddr, (*ip).daddr) };
+        tun_entropy(s, d, ports)
     }
 }
 
@@ -114,20 +143,46 @@ pub fn send(
     new_flow: bool,
     tx_reason: u32,
 ) -> Verdict {
-    let Some(inner) = inner(ctx) else {
+    let Some(mut inner) = inner(ctx) else {
         return Verdict { len, ..drop(reason::DROP_MALFORMED) };
     };
+    // Once here, not in each encapsulation (the program is at the verifier's jump range).
+    if real.tun_family == FAMILY_V6 || real.tun == TUN_GUE {
+        inner.entropy = entropy(ctx, inner.v6);
+    }
+    // The kept next hop, looked at here once rather than in each encapsulation (the program is
+    // at the verifier's jump range).
+    let ingress = ctx.ingress_ifindex() as u32;
+    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
+        return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
+    };
+    // SAFETY: per-CPU value, used by this CPU only while the program runs.
+    let hop = unsafe { &mut *hop };
+    let each = cfg.flags & CFG_F_TUN_FIB_EACH != 0;
+    let mut fresh =
+        !each && hop.stamp != 0 && hop.generation == real.generation && hop.ingress == ingress;
+    // `bpf_jiffies64` is inlined by the verifier (one load); the coarse clock is a helper call
+    // and moves only on ticks, so it is read once per tick per real per CPU.
+    // SAFETY: no preconditions.
+    let tick = unsafe { bpf_jiffies64() } as u32;
+    if fresh && hop.tick != tick {
+        // SAFETY: no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        fresh = now.wrapping_sub(hop.stamp) < TUN_NEXTHOP_LIFETIME_NS;
+        hop.tick = tick;
+    }
+    let h = Hop { hop, fresh, each, ingress };
     let v = if real.tun_family == FAMILY_V6 {
         match real.tun {
-            TUN_GUE => encap::<true, TUN_GUE>(ctx, real_id, real, &inner, len),
-            TUN_GRE => encap::<true, TUN_GRE>(ctx, real_id, real, &inner, len),
-            _ => encap::<true, 0>(ctx, real_id, real, &inner, len),
+            TUN_GUE => encap::<true, TUN_GUE>(ctx, real, &inner, h, len),
+            TUN_GRE => encap::<true, TUN_GRE>(ctx, real, &inner, h, len),
+            _ => encap::<true, 0>(ctx, real, &inner, h, len),
         }
     } else {
         match real.tun {
-            TUN_GUE => encap::<false, TUN_GUE>(ctx, real_id, real, &inner, len),
-            TUN_GRE => encap::<false, TUN_GRE>(ctx, real_id, real, &inner, len),
-            _ => encap::<false, 0>(ctx, real_id, real, &inner, len),
+            TUN_GUE => encap::<false, TUN_GUE>(ctx, real, &inner, h, len),
+            TUN_GRE => encap::<false, TUN_GRE>(ctx, real, &inner, h, len),
+            _ => encap::<false, 0>(ctx, real, &inner, h, len),
         }
     };
     if v.reason == reason::TX_TUNNEL {
@@ -172,13 +227,21 @@ fn fib_lookup(ctx: *mut aya_ebpf::bindings::xdp_md, p: &mut FibParams, flags: u3
     }
 }
 
+/// The real's kept next hop and whether it may be used as it is.
+struct Hop<'a> {
+    hop: &'a mut TunNextHop,
+    fresh: bool,
+    each: bool,
+    ingress: u32,
+}
+
 /// One encapsulation: outer IPv6 when `V6`, `KIND` GUE, GRE or (anything else) plain IP in IP.
 #[inline(always)]
 fn encap<const V6: bool, const KIND: u8>(
     ctx: &XdpContext,
-    real_id: u32,
     real: &RealValue,
     inner: &Inner,
+    hop: Hop,
     len: usize,
 ) -> Verdict {
     let ip_hlen = if V6 { IPV6_HLEN } else { IPV4_HLEN };
@@ -192,21 +255,7 @@ fn encap<const V6: bool, const KIND: u8>(
     let sport_be = ((inner.entropy as u16) | 0xc000).to_be();
     let label = inner.entropy & 0x000f_ffff;
     let outer_len = inner.len + overhead as u32;
-    let ingress = ctx.ingress_ifindex() as u32;
-
-    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
-        return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
-    };
-    // SAFETY: per-CPU value, used by this CPU only while the program runs.
-    let hop = unsafe { &mut *hop };
-    let each = cfg.flags & CFG_F_TUN_FIB_EACH != 0;
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fresh = !each
-        && hop.stamp != 0
-        && now.wrapping_sub(hop.stamp) < TUN_NEXTHOP_LIFETIME_NS
-        && hop.generation == real.generation
-        && hop.ingress == ingress;
+    let Hop { hop, fresh, each, ingress } = hop;
     if !fresh {
         let packet = u64::from(ingress)
             | u64::from(outer_len as u16) << 32
@@ -238,11 +287,15 @@ fn encap<const V6: bool, const KIND: u8>(
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
     };
-    // SAFETY: bounds checked by `ptr_at`; byte copies of 6 bytes inline (no memmove call).
+    // Both MACs in two loads and three stores: `dmac` and `smac` are 12 bytes in a row at an
+    // 8-aligned offset of the map value (asserted at the top of this file).
+    // SAFETY: bounds checked by `ptr_at`; the map value holds the 12 bytes read.
     unsafe {
-        core::ptr::copy_nonoverlapping(hop.dmac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
-        core::ptr::copy_nonoverlapping(hop.smac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
-        (*eth).ether_type = if V6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be();
+        let macs = (&raw const hop.dmac).cast::<u8>();
+        let e = eth.cast::<u8>();
+        e.cast::<u64>().write(macs.cast::<u64>().read());
+        e.add(8).cast::<u32>().write(macs.add(8).cast::<u32>().read());
+        e.add(12).cast::<u16>().write(if V6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be());
     }
     if V6 {
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
@@ -259,22 +312,37 @@ fn encap<const V6: bool, const KIND: u8>(
             copy_addr(&raw mut (*ip).daddr, &real.tun_dst);
         }
     } else {
-        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+        let Some(ip) = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN) else {
             return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
         };
-        // SAFETY: bounds checked by `ptr_at`.
+        // The header built in registers, summed there (no reads back from the packet) and
+        // written in three stores. Words as they lie in memory (little-endian loads).
+        let (src, dst) = (hop.src[0], real.tun_dst[0]);
+        let tot_len = (outer_len as u16).to_be();
+        // Version 4, IHL 5 | TOS, and TTL | protocol.
+        let (w_ver, w_ttl) =
+            (0x45 | u16::from(inner.tos) << 8, u16::from(TUN_TTL) | u16::from(ip_proto) << 8);
+        // Flags: DF, fragment offset 0.
+        let w_df = 0x4000u16.to_be();
+        let sum = u32::from(w_ver)
+            + u32::from(tot_len)
+            + u32::from(w_df)
+            + u32::from(w_ttl)
+            + (src & 0xffff)
+            + (src >> 16)
+            + (dst & 0xffff)
+            + (dst >> 16);
+        let check = !csum_fold(sum);
+        // Bytes 0-7: version/IHL, TOS, total length, ID 0, flags/fragment offset.
+        let w0 = u64::from(w_ver) | u64::from(tot_len) << 16 | u64::from(w_df) << 48;
+        // Bytes 8-15: TTL, protocol, checksum, source.
+        let w1 = u64::from(w_ttl) | u64::from(check) << 16 | u64::from(src) << 32;
+        let p = ip.cast::<u8>();
+        // SAFETY: bounds checked by `ptr_at` (20 bytes).
         unsafe {
-            (*ip).version_ihl = 0x45;
-            (*ip).tos = inner.tos;
-            (*ip).tot_len = (outer_len as u16).to_be();
-            (*ip).id = 0;
-            (*ip).frag_off = 0x4000u16.to_be();
-            (*ip).ttl = TUN_TTL;
-            (*ip).protocol = ip_proto;
-            (*ip).check = 0;
-            (*ip).saddr = hop.src[0];
-            (*ip).daddr = real.tun_dst[0];
-            (*ip).check = ipv4_checksum(ip);
+            p.cast::<u64>().write(w0);
+            p.add(8).cast::<u64>().write(w1);
+            p.add(16).cast::<u32>().write(dst);
         }
     }
     let l4 = ETH_HLEN + ip_hlen;
@@ -416,7 +484,7 @@ fn refresh(
     hop.generation = real.generation;
     hop.ingress = ingress;
     // SAFETY: no preconditions.
-    hop.stamp = unsafe { bpf_ktime_get_coarse_ns() };
+    (hop.stamp, hop.tick) = unsafe { (bpf_ktime_get_coarse_ns(), bpf_jiffies64() as u32) };
     REFRESHED
 }
 
