@@ -505,12 +505,7 @@ impl XdpDataplane {
     /// settings were written already, else with the first `apply`.
     pub fn set_flow_sync(&mut self, on: bool) -> Result<(), DataplaneError> {
         self.flow_sync = on;
-        match (self.globals, self.config_flags) {
-            (Some(g), Some(flags)) => {
-                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
-            }
-            _ => Ok(()),
-        }
+        self.resync_globals()
     }
 
     /// Tunnelled reals: a FIB lookup for every packet (on) or the program's next-hop cache (off,
@@ -518,12 +513,7 @@ impl XdpDataplane {
     /// [`Self::set_flow_sync`].
     pub fn set_tun_fib_each(&mut self, on: bool) -> Result<(), DataplaneError> {
         self.tun_fib_each = on;
-        match (self.globals, self.config_flags) {
-            (Some(g), Some(flags)) => {
-                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
-            }
-            _ => Ok(()),
-        }
+        self.resync_globals()
     }
 
     /// TCP flows outside a window: the flow-table lookup even when the "recent entry" filter
@@ -532,19 +522,21 @@ impl XdpDataplane {
     #[doc(hidden)]
     pub fn set_no_flow_filter(&mut self, on: bool) -> Result<(), DataplaneError> {
         self.no_flow_filter = on;
-        match (self.globals, self.config_flags) {
-            (Some(g), Some(flags)) => {
-                self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
-            }
-            _ => Ok(()),
-        }
+        self.resync_globals()
     }
 
     /// TCP inserts without their filter stamp (`CFG_F_NO_FLOW_STAMP`; off: the default, the
     /// agent's). Breaks the filter's invariant: for the benchmark's control rows only; takes
     /// effect like [`Self::set_flow_sync`].
+    #[doc(hidden)]
     pub fn set_no_flow_stamp(&mut self, on: bool) -> Result<(), DataplaneError> {
         self.no_flow_stamp = on;
+        self.resync_globals()
+    }
+
+    /// Rewrites the program's settings after a flag above changed, once they were written (else
+    /// the first `apply` writes them).
+    fn resync_globals(&mut self) -> Result<(), DataplaneError> {
         match (self.globals, self.config_flags) {
             (Some(g), Some(flags)) => {
                 self.sync_globals(&g, flags & common::CFG_F_NO_ALL_PORTS == 0)
