@@ -613,7 +613,7 @@ pub mod probe {
     pub const INGRESS_PROGRAM: &str = "lb_probe_ingress";
     /// Mark → [`ProbeTarget`].
     pub const TARGETS_MAP: &str = "LB_PROBE_TARGETS";
-    /// [`ProbeFlowKey`] → the real's address (`Addr`).
+    /// [`ProbeFlowKey`] → [`ProbeFlow`].
     pub const FLOWS_MAP: &str = "LB_PROBE_FLOWS";
 
     /// The reserved socket marks: `MARK_BASE` + 1 .. `MARK_BASE` + 0xffff, one per (service,
@@ -634,11 +634,15 @@ pub mod probe {
         /// The real's address: the check's destination before, the outer destination after.
         pub real: Addr,
         pub vip: Addr,
-        /// Outer source of a tunnel; zero = the check's own source (same family only).
+        /// Outer source of a tunnel; zero = the check's own source.
         pub tun_src: Addr,
-        /// `FAMILY_V4` / `FAMILY_V6` of the VIP (= of the check's packets).
+        /// A real of the other family than the VIP's: the source of the check's packet once
+        /// translated into the VIP's family (a director's address the real replies to). Zero
+        /// for a real of the VIP's family (no translation).
+        pub inner_src: Addr,
+        /// `FAMILY_V4` / `FAMILY_V6` of the VIP (of the packet that reaches the real's VIP).
         pub family: u8,
-        /// `FAMILY_V4` / `FAMILY_V6` of the real (the outer header's).
+        /// `FAMILY_V4` / `FAMILY_V6` of the real (of the check's socket and the outer header).
         pub real_family: u8,
         /// `TUN_NONE`, `TUN_IPIP`, `TUN_GUE`, `TUN_GRE`.
         pub tun: u8,
@@ -662,6 +666,21 @@ pub mod probe {
         pub family: u8,
         pub _pad: u16,
     }
+
+    /// What a probe connection's replies need: the real's address (their source for the
+    /// check's socket) and, for a real of the other family than the VIP, the socket's own
+    /// address (their destination once translated back).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+    pub struct ProbeFlow {
+        pub real: Addr,
+        /// The check's source address in the real's family; zero when the families agree.
+        pub local: Addr,
+        /// `FAMILY_V4` / `FAMILY_V6` of the real.
+        pub real_family: u8,
+        pub _pad: [u8; 3],
+    }
 }
 
 #[cfg(feature = "user")]
@@ -669,6 +688,7 @@ mod user {
     // SAFETY: all types are repr(C), Copy, and bytemuck's derive proves there is no padding.
     unsafe impl aya::Pod for super::probe::ProbeTarget {}
     unsafe impl aya::Pod for super::probe::ProbeFlowKey {}
+    unsafe impl aya::Pod for super::probe::ProbeFlow {}
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::VipKey {}

@@ -47,6 +47,10 @@ pub struct HostFacts {
     /// How each real (and sorry server) address is reached, from the routing table.
     pub routes: HashMap<IpAddr, Egress>,
     pub neighbours: Neighbours,
+    /// Addresses of those interfaces by name, in the kernel's order: read only when a check
+    /// through the VIP goes to a real of the other family (its translated source comes from
+    /// them, `health::probe::desired`).
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl HostFacts {

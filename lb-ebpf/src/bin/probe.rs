@@ -21,8 +21,8 @@ mod rt;
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK,
-        TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM,
+        TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::generated::bpf_csum_diff,
     macros::{classifier, map},
@@ -32,7 +32,7 @@ use aya_ebpf::{
 use lb_common::{
     Addr, FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TUN_GRE,
     TUN_GUE, TUN_NONE, TUN_TTL, addr_fold,
-    probe::{MARK_BASE, MARK_MASK, MAX_FLOWS, MAX_TARGETS, ProbeFlowKey, ProbeTarget},
+    probe::{MARK_BASE, MARK_MASK, MAX_FLOWS, MAX_TARGETS, ProbeFlow, ProbeFlowKey, ProbeTarget},
     tun_entropy, tun_overhead,
 };
 
@@ -40,9 +40,9 @@ use lb_common::{
 #[map(name = "LB_PROBE_TARGETS")]
 static TARGETS: HashMap<u32, ProbeTarget> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// Probe connections → the real's address, for their replies.
+/// Probe connections → what their replies need.
 #[map(name = "LB_PROBE_FLOWS")]
-static FLOWS: LruHashMap<ProbeFlowKey, Addr> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static FLOWS: LruHashMap<ProbeFlowKey, ProbeFlow> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -112,33 +112,42 @@ struct Inner {
     tos: u8,
     /// Length of the IP packet.
     len: u32,
-    src: Addr,
+    /// The check's own source, of the real's family: the outer source without `tun_source`.
+    outer_src: Addr,
     entropy: u32,
 }
 
 fn egress(ctx: &TcContext, mark: u32) -> Option<()> {
-    // SAFETY: a plain map lookup; the value is copied out at once.
-    let target = *unsafe { TARGETS.get(&mark) }?;
+    // SAFETY: a plain map lookup; read in place (not copied: the stack is 512 bytes for all
+    // frames together). A concurrent update may change fields under us; the agent only inserts
+    // a mark's target before its checks run.
+    let target = unsafe { TARGETS.get(&mark) }?;
+    // The check's socket is of the real's family.
     let v6 = match ether_type(ctx)? {
-        ETH_P_IP if target.family == FAMILY_V4 => false,
-        ETH_P_IPV6 if target.family == FAMILY_V6 => true,
+        ETH_P_IP if target.real_family == FAMILY_V4 => false,
+        ETH_P_IPV6 if target.real_family == FAMILY_V6 => true,
         _ => return None,
     };
-    let inner = if v6 { rewrite_dst_v6(ctx, &target)? } else { rewrite_dst_v4(ctx, &target)? };
+    let inner = match (v6, target.family == FAMILY_V6) {
+        (false, false) => rewrite_dst_v4(ctx, target)?,
+        (true, true) => rewrite_dst_v6(ctx, target)?,
+        (false, true) => to_vip_family::<true>(ctx, target)?,
+        (true, false) => to_vip_family::<false>(ctx, target)?,
+    };
     if target.tun == TUN_NONE {
         return Some(());
     }
     if target.real_family == FAMILY_V6 {
         match target.tun {
-            TUN_GUE => encap::<true, TUN_GUE>(ctx, &target, &inner),
-            TUN_GRE => encap::<true, TUN_GRE>(ctx, &target, &inner),
-            _ => encap::<true, 0>(ctx, &target, &inner),
+            TUN_GUE => encap::<true, TUN_GUE>(ctx, target, &inner),
+            TUN_GRE => encap::<true, TUN_GRE>(ctx, target, &inner),
+            _ => encap::<true, 0>(ctx, target, &inner),
         }
     } else {
         match target.tun {
-            TUN_GUE => encap::<false, TUN_GUE>(ctx, &target, &inner),
-            TUN_GRE => encap::<false, TUN_GRE>(ctx, &target, &inner),
-            _ => encap::<false, 0>(ctx, &target, &inner),
+            TUN_GUE => encap::<false, TUN_GUE>(ctx, target, &inner),
+            TUN_GRE => encap::<false, TUN_GRE>(ctx, target, &inner),
+            _ => encap::<false, 0>(ctx, target, &inner),
         }
     }
 }
@@ -161,12 +170,12 @@ fn rewrite_dst_v4(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
     ctx.l3_csum_replace(V4_CHECK, u64::from(dst), u64::from(vip), 4).ok()?;
     ctx.l4_csum_replace(L4_V4 + csum_at, u64::from(dst), u64::from(vip), flags | 4).ok()?;
     let local = [src, 0, 0, 0];
-    remember(local, target, ports, proto, FAMILY_V4)?;
+    remember(local, target, ports, proto, [0; 4])?;
     Some(Inner {
         v6: false,
         tos,
         len: u32::from(len),
-        src: local,
+        outer_src: local,
         entropy: tun_entropy(src, vip, ports),
     })
 }
@@ -189,20 +198,151 @@ fn rewrite_dst_v6(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
     // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
     let diff = unsafe { bpf_csum_diff(dst.as_mut_ptr(), 16, vip.as_mut_ptr(), 16, 0) };
     ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()?;
-    remember(src, target, ports, proto, FAMILY_V6)?;
+    remember(src, target, ports, proto, [0; 4])?;
     Some(Inner {
         v6: true,
         tos: (vtc >> 20) as u8,
         len: u32::from(plen) + IPV6_HLEN as u32,
-        src,
+        outer_src: src,
         entropy: tun_entropy(addr_fold(&src), addr_fold(&vip), ports),
     })
 }
 
-#[inline(always)]
-fn remember(local: Addr, target: &ProbeTarget, ports: u32, proto: u8, family: u8) -> Option<()> {
+/// The flow as its replies show it (`local`, the VIP, in the VIP's family); `socket_src` the
+/// check's own source when it differs in family (else zero). Not inlined: its key and value
+/// stay off the callers' frames.
+#[inline(never)]
+fn remember(
+    local: Addr,
+    target: &ProbeTarget,
+    ports: u32,
+    proto: u8,
+    socket_src: Addr,
+) -> Option<()> {
+    let family = target.family;
     let key = ProbeFlowKey { local, vip: target.vip, ports, proto, family, _pad: 0 };
-    FLOWS.insert(&key, &target.real, 0).ok()
+    let flow = ProbeFlow {
+        real: target.real,
+        local: socket_src,
+        real_family: target.real_family,
+        _pad: [0; 3],
+    };
+    FLOWS.insert(&key, &flow, 0).ok()
+}
+
+/// A check's packet [S_r → REAL] of the real's family as one of the VIP's (`TO_V6`) family
+/// [`inner_src` → VIP]; the flow remembered under the translated addresses.
+#[inline(never)]
+fn to_vip_family<const TO_V6: bool>(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
+    let (socket_src, dst, ports): (Addr, Addr, u32) = if TO_V6 {
+        let [s, d]: [u32; 2] = ctx.load(V4_SRC).ok()?;
+        ([s, 0, 0, 0], [d, 0, 0, 0], ctx.load(L4_V4).ok()?)
+    } else {
+        (ctx.load(V6_SRC).ok()?, ctx.load(V6_DST).ok()?, ctx.load(L4_V6).ok()?)
+    };
+    if dst != target.real {
+        return None;
+    }
+    let (len, tos, proto) = translate::<TO_V6>(ctx, &target.inner_src, &target.vip)?;
+    remember(target.inner_src, target, ports, proto, socket_src)?;
+    let (src, vip) = (&target.inner_src, &target.vip);
+    let entropy = if TO_V6 {
+        tun_entropy(addr_fold(src), addr_fold(vip), ports)
+    } else {
+        tun_entropy(src[0], vip[0], ports)
+    };
+    Some(Inner { v6: TO_V6, tos, len, outer_src: socket_src, entropy })
+}
+
+/// Turns the option-less IP packet after the Ethernet header into one of the other family
+/// (IPv6 when `TO_V6`) from `src` to `dst`, the TCP/UDP segment in place: `bpf_skb_change_proto`,
+/// the EtherType, a new IP header (TOS, TTL and length kept; IPv4: DF, ID 0) and the L4
+/// checksum moved to the new pseudo-header (the protocol and length words are the same in both:
+/// only the addresses count). Returns the new packet's length, its TOS and protocol. Everything
+/// is loaded before the first change; a fragment or a UDP packet without checksum (IPv6 needs
+/// one) is refused. Not inlined (its load buffers stay off the callers' frames); the addresses
+/// by pointer (a BPF call takes five registers).
+#[inline(never)]
+fn translate<const TO_V6: bool>(ctx: &TcContext, src: &Addr, dst: &Addr) -> Option<(u32, u8, u8)> {
+    let (mut old_src, mut old_dst, tos, len, ttl, proto, csum_field) = if TO_V6 {
+        let [version_ihl, tos]: [u8; 2] = ctx.load(ETH_HLEN).ok()?;
+        let len = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).ok()?);
+        let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).ok()?);
+        let [ttl, proto]: [u8; 2] = ctx.load(ETH_HLEN + 8).ok()?;
+        let [s, d]: [u32; 2] = ctx.load(V4_SRC).ok()?;
+        // Not a fragment (MF or an offset): the L4 header must be whole and the only one.
+        if version_ihl != 0x45 || frag & 0x3fff != 0 || usize::from(len) < IPV4_HLEN {
+            return None;
+        }
+        let (csum_at, _) = l4_csum(proto)?;
+        let field: u16 = ctx.load(L4_V4 + csum_at).ok()?;
+        ([s, 0, 0, 0], [d, 0, 0, 0], tos, u32::from(len) - IPV4_HLEN as u32, ttl, proto, field)
+    } else {
+        let vtc = u32::from_be(ctx.load(ETH_HLEN).ok()?);
+        let plen = u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).ok()?);
+        let [proto, ttl]: [u8; 2] = ctx.load(ETH_HLEN + 6).ok()?;
+        let s: Addr = ctx.load(V6_SRC).ok()?;
+        let d: Addr = ctx.load(V6_DST).ok()?;
+        if vtc >> 28 != 6 || u32::from(plen) > u32::from(u16::MAX) - IPV4_HLEN as u32 {
+            return None;
+        }
+        let (csum_at, _) = l4_csum(proto)?;
+        let field: u16 = ctx.load(L4_V6 + csum_at).ok()?;
+        (s, d, (vtc >> 20) as u8, u32::from(plen), ttl, proto, field)
+    };
+    let (csum_at, flags) = l4_csum(proto)?;
+    if proto == IPPROTO_UDP && csum_field == 0 {
+        return None;
+    }
+    let (old_size, new_size) = if TO_V6 { (4, 16) } else { (16, 4) };
+    // SAFETY: 16-byte arrays, on this program's stack or in a map value, sizes within them;
+    // the helper only reads `to`.
+    let diff = unsafe {
+        let seed =
+            bpf_csum_diff(old_src.as_mut_ptr(), old_size, src.as_ptr().cast_mut(), new_size, 0);
+        bpf_csum_diff(
+            old_dst.as_mut_ptr(),
+            old_size,
+            dst.as_ptr().cast_mut(),
+            new_size,
+            seed as u32,
+        )
+    };
+    let l4_from = if TO_V6 { L4_V4 } else { L4_V6 };
+    // With the pseudo-header flag: a CHECKSUM_PARTIAL field (the pseudo-header's sum) follows,
+    // and a CHECKSUM_COMPLETE sum follows the field's change, as it follows the header's below.
+    ctx.l4_csum_replace(l4_from + csum_at, 0, diff as u64, flags).ok()?;
+    let (ether_type, ip_hlen) = if TO_V6 { (ETH_P_IPV6, IPV6_HLEN) } else { (ETH_P_IP, IPV4_HLEN) };
+    ctx.change_proto(ether_type.to_be(), 0).ok()?;
+    ctx.store(12, &ether_type.to_be(), 0).ok()?;
+    let recompute = u64::from(BPF_F_RECOMPUTE_CSUM);
+    if TO_V6 {
+        // Field by field: no 40-byte header on the stack.
+        let [len_hi, len_lo] = (len as u16).to_be_bytes();
+        let first: [u32; 2] = [
+            ((6u32 << 28) | (u32::from(tos) << 20)).to_be(),
+            u32::from_ne_bytes([len_hi, len_lo, proto, ttl]),
+        ];
+        ctx.store(ETH_HLEN, &first, recompute).ok()?;
+        ctx.store(V6_SRC, src, recompute).ok()?;
+        ctx.store(V6_DST, dst, recompute).ok()?;
+    } else {
+        let mut ip = Ipv4Hdr {
+            version_ihl: 0x45,
+            tos,
+            tot_len: ((len + IPV4_HLEN as u32) as u16).to_be(),
+            id: 0,
+            frag_off: 0x4000u16.to_be(),
+            ttl,
+            protocol: proto,
+            check: 0,
+            saddr: src[0],
+            daddr: dst[0],
+        };
+        ip.check = ipv4_checksum(&ip);
+        ctx.store(ETH_HLEN, &ip, recompute).ok()?;
+    }
+    Some((len + ip_hlen as u32, tos, proto))
 }
 
 #[repr(C)]
@@ -262,14 +402,8 @@ fn encap<const V6: bool, const KIND: u8>(
         _ if inner.v6 => IPPROTO_IPV6,
         _ => IPPROTO_IPIP,
     };
-    // The outer source: the configured one, else the check's own (same family only).
-    let src = if target.tun_src != [0; 4] {
-        target.tun_src
-    } else if inner.v6 == V6 {
-        inner.src
-    } else {
-        return None;
-    };
+    // The outer source: the configured one, else the check's own (of the real's family).
+    let src = if target.tun_src != [0; 4] { target.tun_src } else { inner.outer_src };
     let l3 = if V6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
     let l4 = match KIND {
         TUN_GUE => BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
@@ -348,7 +482,11 @@ fn ingress(ctx: &TcContext) -> Option<()> {
                 _pad: 0,
             };
             // SAFETY: a plain map lookup; the value is copied out at once.
-            let real = (*unsafe { FLOWS.get(&key) }?)[0];
+            let flow = *unsafe { FLOWS.get(&key) }?;
+            if flow.real_family != FAMILY_V4 {
+                return from_vip_family::<true>(ctx, &flow);
+            }
+            let real = flow.real[0];
             ctx.store(V4_SRC, &real, 0).ok()?;
             ctx.l3_csum_replace(V4_CHECK, u64::from(src), u64::from(real), 4).ok()?;
             ctx.l4_csum_replace(L4_V4 + csum_at, u64::from(src), u64::from(real), flags | 4).ok()
@@ -371,7 +509,11 @@ fn ingress(ctx: &TcContext) -> Option<()> {
                 _pad: 0,
             };
             // SAFETY: a plain map lookup; the value is copied out at once.
-            let mut real = *unsafe { FLOWS.get(&key) }?;
+            let flow = *unsafe { FLOWS.get(&key) }?;
+            if flow.real_family != FAMILY_V6 {
+                return from_vip_family::<false>(ctx, &flow);
+            }
+            let mut real = flow.real;
             ctx.store(V6_SRC, &real, 0).ok()?;
             // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
             let diff = unsafe { bpf_csum_diff(src.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) };
@@ -385,6 +527,13 @@ fn ingress(ctx: &TcContext) -> Option<()> {
         }
         _ => None,
     }
+}
+
+/// A reply [VIP → inner source] of a flow translated on egress, back into the real's family
+/// (IPv6 when `TO_V6`) as [REAL → the check's own source], for the check's socket.
+#[inline(never)]
+fn from_vip_family<const TO_V6: bool>(ctx: &TcContext, flow: &ProbeFlow) -> Option<()> {
+    translate::<TO_V6>(ctx, &flow.real, &flow.local).map(|_| ())
 }
 
 /// The quoted TCP or UDP checksum at `at` (UDP's 0: none, stays 0; TCP's when quoted at all),
@@ -441,7 +590,12 @@ fn icmp_error_v4(ctx: &TcContext) -> Option<()> {
         _pad: 0,
     };
     // SAFETY: a plain map lookup; the value is copied out at once.
-    let real = (*unsafe { FLOWS.get(&key) }?)[0];
+    let flow = *unsafe { FLOWS.get(&key) }?;
+    // An error about a translated flow would need ICMP → ICMPv6 (not done): left as it is.
+    if flow.real_family != FAMILY_V4 {
+        return None;
+    }
+    let real = flow.real[0];
     // The quoted header's checksum follows its destination: its words still sum to zero, so the
     // ICMP checksum is unchanged by both.
     ctx.store(Q + 16, &real, 0).ok()?;
@@ -491,7 +645,11 @@ fn icmp_error_v6(ctx: &TcContext) -> Option<()> {
         _pad: 0,
     };
     // SAFETY: a plain map lookup; the value is copied out at once.
-    let mut real = *unsafe { FLOWS.get(&key) }?;
+    let flow = *unsafe { FLOWS.get(&key) }?;
+    if flow.real_family != FAMILY_V6 {
+        return None;
+    }
+    let mut real = flow.real;
     // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
     let diff = unsafe { bpf_csum_diff(q_dst.as_mut_ptr(), 16, real.as_mut_ptr(), 16, 0) } as u64;
     ctx.store(Q + 24, &real, 0).ok()?;

@@ -379,6 +379,13 @@ async fn host_facts(
             None => tracing::warn!(real = %rs.address, "no route to real server"),
         }
     }
+    if crate::health::probe::needs_addresses(config) {
+        for (name, ip) in iface::addresses().context("reading the interfaces' addresses")? {
+            if facts.interfaces.contains_key(&name) {
+                facts.addresses.entry(name).or_default().push(ip);
+            }
+        }
+    }
     Ok(facts)
 }
 

@@ -86,13 +86,6 @@ pub fn probes(config: &Config) -> HashMap<RealId, Probe> {
                 None => Probe::Unsupported(
                     "a NAT real does not hold the VIP: check it by its own address".to_owned(),
                 ),
-                // The check's packets are of the real's family, the VIP of the other: it
-                // would take a translation between the families (not done).
-                Some(_) if vs.vip.is_ipv4() != rs.address.is_ipv4() => Probe::Unsupported(format!(
-                    "the VIP {} and the real are of different address families: not \
-                         supported (check the real by its own address)",
-                    vs.vip
-                )),
                 _ if next >= MAX_TARGETS => Probe::Unsupported(format!(
                     "more than {MAX_TARGETS} reals are checked through the VIP"
                 )),
@@ -104,6 +97,8 @@ pub fn probes(config: &Config) -> HashMap<RealId, Probe> {
                             real: raw(rs.address),
                             vip: raw(vs.vip),
                             tun_src: tun_src.map(raw).unwrap_or_default(),
+                            // Of the other family than the real's: from the host (`desired`).
+                            inner_src: [0; 4],
                             family: family(vs.vip),
                             real_family: family(rs.address),
                             tun: kind,
@@ -120,39 +115,105 @@ pub fn probes(config: &Config) -> HashMap<RealId, Probe> {
     out
 }
 
-/// What the probe edge should hold: the targets by mark, and the interfaces (by name) the
-/// marked reals are reached by, from the routing table.
+/// Whether a check through the VIP goes to a real of the other family than its VIP: then the
+/// host facts need the interfaces' addresses ([`desired`] picks the translated source there).
+pub fn needs_addresses(config: &Config) -> bool {
+    config.virtual_servers.iter().any(|vs| {
+        vs.real_servers.iter().any(|rs| {
+            rs.address.is_ipv4() != vs.vip.is_ipv4()
+                && rs.health.checks.iter().any(|c| c.through_vip)
+        })
+    })
+}
+
+/// The source of a check translated into the VIP's family (`v6`): the first address of that
+/// family in `addresses` (an interface's, in the kernel's order) that the real can reply to
+/// directly: global (not loopback, link-local, unspecified or multicast) and no VIP (`vips`),
+/// which the real holds itself.
+pub fn inner_source(addresses: &[IpAddr], v6: bool, vips: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => !v6 && !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
+        IpAddr::V6(a) => {
+            v6 && !a.is_loopback()
+                && !a.is_unicast_link_local()
+                && !a.is_unspecified()
+                && !a.is_multicast()
+        }
+    };
+    addresses.iter().copied().find(|ip| usable(ip) && !vips.contains(ip))
+}
+
+/// What the probe edge should hold: the targets by mark, the interfaces (by name) the marked
+/// reals are reached by, from the routing table, and the marks that cannot go through the VIP
+/// on this host, with why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeDesired {
     pub targets: BTreeMap<u32, ProbeTarget>,
     pub interfaces: BTreeSet<String>,
+    pub unsupported: BTreeMap<u32, String>,
 }
 
 pub fn desired(config: &Config, facts: &HostFacts) -> ProbeDesired {
     let mut d = ProbeDesired::default();
-    for ((_, real, _), probe) in probes(config) {
-        let Probe::Path { mark, target } = probe else { continue };
+    let vips: BTreeSet<IpAddr> = config.virtual_servers.iter().map(|vs| vs.vip).collect();
+    let services: HashMap<_, _> = config.virtual_servers.iter().map(|vs| (vs.key(), vs)).collect();
+    for ((key, real, _), probe) in probes(config) {
+        let Probe::Path { mark, mut target } = probe else { continue };
+        let interface = facts.routes.get(&real).and_then(|e| facts.interface_by_index(e.ifindex));
+        if target.family != target.real_family {
+            // The real's interface first (the real reaches it), then the service's.
+            let service = services.get(&key).map(|vs| vs.interface.as_str()).unwrap_or_default();
+            let names: Vec<&str> =
+                interface.map(|i| i.name.as_str()).into_iter().chain([service]).collect();
+            let vip_v6 = target.family == FAMILY_V6;
+            let found = names.iter().find_map(|n| {
+                inner_source(facts.addresses.get(*n).map_or(&[][..], Vec::as_slice), vip_v6, &vips)
+            });
+            match found {
+                Some(src) => target.inner_src = raw(src),
+                None => {
+                    let family = if vip_v6 { "IPv6" } else { "IPv4" };
+                    let names = names.iter().filter(|n| !n.is_empty()).copied();
+                    d.unsupported.insert(
+                        mark,
+                        format!(
+                            "the real is of the other address family than the VIP and no global \
+                             {family} address (not a VIP) is on {} for the translated check's \
+                             source",
+                            names.collect::<Vec<_>>().join(" or ")
+                        ),
+                    );
+                    continue;
+                }
+            }
+        }
         d.targets.insert(mark, target);
-        if let Some(i) = facts.routes.get(&real).and_then(|e| facts.interface_by_index(e.ifindex)) {
+        if let Some(i) = interface {
             d.interfaces.insert(i.name.clone());
         }
     }
     d
 }
 
-/// What the probe edge last achieved: the marks whose targets it holds, or why it holds none.
+/// What the probe edge last achieved: the marks whose targets it holds, or why it holds none;
+/// and the marks the host cannot serve, with why.
 struct PathState {
     error: Option<String>,
     marks: BTreeSet<u32>,
+    unsupported: BTreeMap<u32, String>,
 }
 
-static PATH: RwLock<PathState> = RwLock::new(PathState { error: None, marks: BTreeSet::new() });
+static PATH: RwLock<PathState> =
+    RwLock::new(PathState { error: None, marks: BTreeSet::new(), unsupported: BTreeMap::new() });
 
 /// Why a check marked `mark` cannot go through the VIP now, if it cannot: the edge failed, or
 /// it holds no target for that mark (not set up yet, or not by this process: only `lb run` sets
 /// it up).
 pub fn path_error(mark: u32) -> Option<String> {
     let path = PATH.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(why) = path.unsupported.get(&mark) {
+        return Some(why.clone());
+    }
     match &path.error {
         Some(e) => Some(e.clone()),
         None if !path.marks.contains(&mark) => {
@@ -168,10 +229,12 @@ fn set_path(result: Result<&ProbeDesired, String>) {
         Ok(want) => {
             path.error = None;
             path.marks = want.targets.keys().copied().collect();
+            path.unsupported = want.unsupported.clone();
         }
         Err(e) => {
             path.error = Some(e);
             path.marks.clear();
+            path.unsupported.clear();
         }
     }
 }
@@ -407,6 +470,7 @@ udp_check = { through_vip = true }
             real: raw("192.0.2.11".parse().unwrap()),
             vip: raw("192.0.2.100".parse().unwrap()),
             tun_src: raw("198.51.100.2".parse().unwrap()),
+            inner_src: [0; 4],
             family: FAMILY_V4,
             real_family: FAMILY_V4,
             tun: TUN_NONE,
@@ -423,11 +487,16 @@ udp_check = { through_vip = true }
             ..dr
         };
         assert_eq!(get("198.51.100.34"), Some(Probe::Path { mark: MARK_BASE + 2, target: gue }));
-        // IPv4 VIP on an IPv6 real.
-        match get("2001:db8:1::10") {
-            Some(Probe::Unsupported(why)) => assert!(why.contains("address families"), "{why}"),
-            other => panic!("{other:?}"),
-        }
+        // IPv4 VIP on an IPv6 real: translated, its inner source left to `desired`, the
+        // IPv4 `tun_source` not for its IPv6 outer header.
+        let mixed = ProbeTarget {
+            real: raw("2001:db8:1::10".parse().unwrap()),
+            tun_src: [0; 4],
+            real_family: FAMILY_V6,
+            tun: TUN_IPIP,
+            ..dr
+        };
+        assert_eq!(get("2001:db8:1::10"), Some(Probe::Path { mark: MARK_BASE + 3, target: mixed }));
         match get("192.0.2.13") {
             Some(Probe::Unsupported(why)) => assert!(why.contains("NAT"), "{why}"),
             other => panic!("{other:?}"),
@@ -435,6 +504,93 @@ udp_check = { through_vip = true }
         assert_eq!(p.len(), 4);
         // The same config gives the same marks (the monitor and the edge derive them apart).
         assert_eq!(probes(&config(text)), p);
+    }
+
+    /// (addresses, VIP family IPv6) → the translated check's source.
+    #[test]
+    fn inner_source_is_the_first_global_address_of_the_vips_family_not_a_vip() {
+        let vips: BTreeSet<IpAddr> =
+            ["192.0.2.100", "2001:db8:f::100"].iter().map(|a| a.parse().unwrap()).collect();
+        let ips = |list: &[&str]| list.iter().map(|a| a.parse().unwrap()).collect::<Vec<IpAddr>>();
+        let rows: [(&[&str], bool, Option<&str>); 8] = [
+            (&["198.51.100.2", "2001:db8:d::2"], false, Some("198.51.100.2")),
+            (&["198.51.100.2", "2001:db8:d::2"], true, Some("2001:db8:d::2")),
+            // Link-local and loopback cannot be replied to from the real's network.
+            (&["fe80::1", "::1", "2001:db8:d::2"], true, Some("2001:db8:d::2")),
+            (&["127.0.0.1", "169.254.1.1", "10.0.0.2"], false, Some("10.0.0.2")),
+            // A VIP: the real holds it and would answer itself.
+            (&["192.0.2.100", "198.51.100.2"], false, Some("198.51.100.2")),
+            (&["2001:db8:f::100"], true, None),
+            (&["198.51.100.2"], true, None),
+            (&[], false, None),
+        ];
+        for (list, v6, want) in rows {
+            let want = want.map(|a| a.parse::<IpAddr>().unwrap());
+            assert_eq!(inner_source(&ips(list), v6, &vips), want, "{list:?} v6 {v6}");
+        }
+    }
+
+    /// A real of the other family: the inner source from its interface, else the service's;
+    /// none → the mark unsupported with why (no target, nothing attached for it).
+    #[test]
+    fn desired_picks_the_translated_source_from_the_host() {
+        use crate::{
+            desired::HostFacts,
+            net::{iface::Interface, route::Egress},
+        };
+        let c = config(
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n\
+             [[virtual_server.real_server]]\naddress = \"2001:db8:1::10\"\nlb_kind = \"TUN\"\n\
+             tcp_check = { through_vip = true }\n",
+        );
+        let facts = |addresses: &[(&str, &str)]| {
+            let mut facts = HostFacts::default();
+            for (name, ifindex) in [("eth0", 2), ("eth1", 3)] {
+                facts.interfaces.insert(
+                    name.to_owned(),
+                    Interface {
+                        name: name.to_owned(),
+                        ifindex,
+                        mac: crate::net::Mac([2; 6]),
+                        driver: "veth".to_owned(),
+                    },
+                );
+            }
+            facts.routes.insert(
+                "2001:db8:1::10".parse().unwrap(),
+                Egress { ifindex: 3, via_gateway: false },
+            );
+            for (name, ip) in addresses {
+                facts.addresses.entry((*name).to_owned()).or_default().push(ip.parse().unwrap());
+            }
+            facts
+        };
+        let rows: [(&[(&str, &str)], Option<&str>); 4] = [
+            (&[("eth1", "2001:db8:d::2"), ("eth1", "198.51.100.2")], Some("198.51.100.2")),
+            (&[("eth0", "10.0.0.2"), ("eth1", "198.51.100.2")], Some("198.51.100.2")),
+            // Nothing of the VIP's family on the real's interface: the service's.
+            (&[("eth0", "10.0.0.2"), ("eth1", "2001:db8:d::2")], Some("10.0.0.2")),
+            (&[("eth0", "192.0.2.100"), ("eth1", "2001:db8:d::2")], None),
+        ];
+        let mark = MARK_BASE + 1;
+        for (addresses, want) in rows {
+            let d = desired(&c, &facts(addresses));
+            match want {
+                Some(src) => {
+                    let t = d.targets.get(&mark).unwrap_or_else(|| panic!("{addresses:?}"));
+                    assert_eq!(t.inner_src, raw(src.parse().unwrap()), "{addresses:?}");
+                    assert_eq!((t.family, t.real_family), (FAMILY_V4, FAMILY_V6));
+                    assert!(d.unsupported.is_empty());
+                    assert_eq!(d.interfaces.iter().collect::<Vec<_>>(), ["eth1"]);
+                }
+                None => {
+                    assert!(d.targets.is_empty() && d.interfaces.is_empty(), "{addresses:?}");
+                    let why = &d.unsupported[&mark];
+                    assert!(why.contains("IPv4 address") && why.contains("eth1 or eth0"), "{why}");
+                }
+            }
+        }
+        assert!(needs_addresses(&c));
     }
 
     #[test]
@@ -464,6 +620,7 @@ udp_check = { through_vip = true }
         for (real, ifindex) in [("192.0.2.11", 3), ("192.0.2.12", 2)] {
             facts.routes.insert(real.parse().unwrap(), Egress { ifindex, via_gateway: false });
         }
+        assert!(!needs_addresses(&c), "no real of the other family");
         let d = desired(&c, &facts);
         assert_eq!(d.targets.keys().copied().collect::<Vec<_>>(), [MARK_BASE + 1]);
         // Only the checked-through-the-VIP real's interface, not the service's.

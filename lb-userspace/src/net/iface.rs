@@ -112,3 +112,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }
+
+/// Every address of every interface, as (interface name, address), in the kernel's order.
+pub fn addresses() -> io::Result<Vec<(String, std::net::IpAddr)>> {
+    let all = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(all
+        .filter_map(|a| {
+            let sa = a.address?;
+            let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+                (Some(v4), _) => std::net::IpAddr::V4(v4.ip()),
+                (_, Some(v6)) => std::net::IpAddr::V6(v6.ip()),
+                _ => return None,
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect())
+}

@@ -163,6 +163,17 @@ pub async fn run(
     match probe {
         None => through("no probe target for this real"),
         Some(Probe::Unsupported(why)) => through(why),
+        // ICMP errors about a translated check are not translated back: without a reply to
+        // wait for, such a check would pass whatever the real does.
+        Some(Probe::Path { target, .. })
+            if target.family != target.real_family
+                && matches!(&check.kind, CheckKind::Udp(u) if !u.require_reply) =>
+        {
+            through(
+                "a UDP check without require_reply to a real of the other address family than \
+                 the VIP cannot see ICMP errors (not translated): set require_reply = true",
+            )
+        }
         Some(Probe::Path { mark, .. }) => match super::probe::path_error(*mark) {
             Some(why) => through(&why),
             None => {
@@ -310,13 +321,32 @@ mod tests {
         let unsupported = Probe::Unsupported("a NAT real does not hold the VIP".to_owned());
         let path =
             Probe::Path { mark: lb_common::probe::MARK_BASE + 1, target: Default::default() };
-        for (probe, why) in [
-            (None, "no probe target"),
-            (Some(&unsupported), "a NAT real does not hold the VIP"),
+        // An IPv4 VIP on an IPv6 real (translated on the way).
+        let target = lb_common::probe::ProbeTarget {
+            family: lb_common::FAMILY_V4,
+            real_family: lb_common::FAMILY_V6,
+            ..Default::default()
+        };
+        let mixed = Probe::Path { mark: lb_common::probe::MARK_BASE + 1, target };
+        let udp = |require_reply| HealthCheck {
+            kind: CheckKind::Udp(crate::config::health::UdpCheck {
+                payload: Vec::new(),
+                require_reply,
+            }),
+            ..through.clone()
+        };
+        for (check, probe, why) in [
+            (&through, None, "no probe target"),
+            (&through, Some(&unsupported), "a NAT real does not hold the VIP"),
             // No probe edge holds its target.
-            (Some(&path), "no target for this check"),
+            (&through, Some(&path), "no target for this check"),
+            (&through, Some(&mixed), "no target for this check"),
+            // ICMP errors are not translated: only a reply can tell.
+            (&udp(false), Some(&mixed), "set require_reply = true"),
+            (&udp(true), Some(&mixed), "no target for this check"),
+            (&udp(false), Some(&path), "no target for this check"),
         ] {
-            let out = run(&through, real, port, probe).await;
+            let out = run(check, real, port, probe).await;
             assert!(!out.ok, "{why}");
             assert!(out.message.starts_with("through_vip: "), "{}", out.message);
             assert!(out.message.contains(why), "{}", out.message);

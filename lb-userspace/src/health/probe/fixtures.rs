@@ -34,6 +34,7 @@ fn target(real: IpAddr, vip: IpAddr, tun: u8, port: u16) -> ProbeTarget {
         real: raw(real),
         vip: raw(vip),
         tun_src: [0; 4],
+        inner_src: [0; 4],
         family: family(vip),
         real_family: family(real),
         tun,
@@ -69,6 +70,7 @@ fn setup() -> Option<ProbePath> {
         .into(),
         // Nothing attached: the programs run by BPF_PROG_TEST_RUN only.
         interfaces: Default::default(),
+        unsupported: Default::default(),
     };
     let mut path = ProbePath::default();
     path.try_apply(&want).expect("probe path");
