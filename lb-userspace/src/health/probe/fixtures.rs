@@ -51,6 +51,25 @@ const GUE: u32 = MARK_BASE + 3;
 const GRE: u32 = MARK_BASE + 4;
 const DR6: u32 = MARK_BASE + 5;
 const IP6IP6: u32 = MARK_BASE + 6;
+/// An IPv4 VIP on the real's IPv6 address (IPv4 in IPv6, GUE and GRE over IPv6) and an IPv6 VIP
+/// on its IPv4 address (IPv6 in IPv4, GUE and GRE over IPv4): translated checks.
+const V4IN6: u32 = MARK_BASE + 7;
+const GUE46: u32 = MARK_BASE + 8;
+const GRE46: u32 = MARK_BASE + 9;
+const V6IN4: u32 = MARK_BASE + 10;
+const GUE64: u32 = MARK_BASE + 11;
+const GRE64: u32 = MARK_BASE + 12;
+/// The translated checks' sources (the director's addresses of the VIP's family).
+const INNER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const INNER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 2);
+/// The IPv4 header a translation writes: ID 0, DF.
+const XLAT: packet::V4Opts = packet::V4Opts { ihl: 5, frag: 0x4000, id: 0 };
+
+/// A target whose VIP is of the other family than its real: the inner source given.
+fn mixed(real: IpAddr, vip: IpAddr, tun: u8, port: u16) -> ProbeTarget {
+    let inner: IpAddr = if vip.is_ipv4() { INNER4.into() } else { INNER6.into() };
+    ProbeTarget { inner_src: raw(inner), ..target(real, vip, tun, port) }
+}
 
 fn setup() -> Option<ProbePath> {
     if !require_root("probe fixtures") {
@@ -66,6 +85,12 @@ fn setup() -> Option<ProbePath> {
             (GRE, target(r4, v4, TUN_GRE, 0)),
             (DR6, target(r6, v6, TUN_NONE, 0)),
             (IP6IP6, target(r6, v6, TUN_IPIP, 0)),
+            (V4IN6, mixed(r6, v4, TUN_IPIP, 0)),
+            (GUE46, mixed(r6, v4, TUN_GUE, 6080)),
+            (GRE46, mixed(r6, v4, TUN_GRE, 0)),
+            (V6IN4, mixed(r4, v6, TUN_IPIP, 0)),
+            (GUE64, mixed(r4, v6, TUN_GUE, 6080)),
+            (GRE64, mixed(r4, v6, TUN_GRE, 0)),
         ]
         .into(),
         // Nothing attached: the programs run by BPF_PROG_TEST_RUN only.
@@ -133,10 +158,15 @@ fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
 
 /// An Ethernet frame of an IP packet from `src` to `dst` carrying `segment` (`proto`).
 fn frame(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> Vec<u8> {
+    frame_with(PLAIN, src, dst, proto, segment)
+}
+
+/// The same, with these IPv4 header fields (`o`).
+fn frame_with(o: packet::V4Opts, src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> Vec<u8> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut f = packet::eth(MAC_B, MAC_A, 0x0800);
-            f.extend(packet::ipv4(s, d, proto, PLAIN, segment));
+            f.extend(packet::ipv4(s, d, proto, o, segment));
             f
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -457,5 +487,146 @@ fn packets_of_others_cost_little() {
             "{name}: {what}: {ns} ns per packet not a probe's (BPF_PROG_TEST_RUN, repeat 100000)"
         );
         assert!(ns < 5_000, "{name}: {ns} ns");
+    }
+}
+
+/// The addresses of a translated check: (the socket's source and the real, of the real's family;
+/// the inner source and the VIP, of the VIP's family).
+fn mixed_addrs(real_v6: bool) -> (IpAddr, IpAddr, IpAddr, IpAddr) {
+    if real_v6 {
+        (LOCAL6.into(), REAL6.into(), INNER4.into(), VIP.into())
+    } else {
+        (LOCAL.into(), REAL.into(), INNER6.into(), VIP6.into())
+    }
+}
+
+/// A check to a real of the other family than its VIP: the socket's packet [S_r → REAL] comes
+/// out as one of the VIP's family [inner source → VIP] (a new IP header, TCP checksum for the
+/// new pseudo-header) inside the real's tunnel of the real's family (outer source S_r).
+#[test]
+fn egress_translates_a_check_to_a_real_of_the_other_family() {
+    let Some(mut path) = setup() else { return };
+    let gue = |inner_len: usize| {
+        let mut udp = vec![0, 0]; // source port: flow entropy, checked below
+        udp.extend_from_slice(&6080u16.to_be_bytes());
+        udp.extend_from_slice(&((inner_len + 8) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp
+    };
+    // (mark, real IPv6, outer protocol, tunnel header before the inner packet but GUE's)
+    let cases: [(u32, bool, u8, Option<Vec<u8>>); 6] = [
+        (V4IN6, true, 4, Some(vec![])),
+        (GUE46, true, 17, None),
+        (GRE46, true, 47, Some(vec![0, 0, 0x08, 0x00])),
+        (V6IN4, false, 41, Some(vec![])),
+        (GUE64, false, 17, None),
+        (GRE64, false, 47, Some(vec![0, 0, 0x86, 0xdd])),
+    ];
+    for (mark, real_v6, proto, between) in cases {
+        let what = format!("mark {mark:#x}");
+        let (socket, real, inner_src, vip) = mixed_addrs(real_v6);
+        let check = frame(socket, real, IPPROTO_TCP, &tcp(socket, real, SPORT, 80));
+        let inner = frame_with(XLAT, inner_src, vip, IPPROTO_TCP, &tcp(inner_src, vip, SPORT, 80))
+            [14..]
+            .to_vec();
+        let between = between.unwrap_or_else(|| gue(inner.len()));
+        let (v, out) = run(&mut path, EGRESS_PROGRAM, mark, &check);
+        assert_eq!(v, TC_ACT_OK, "{what}");
+        assert_eq!(out[..14], check[..14], "{what}: MACs, EtherType of the real's family");
+        let ip_hlen = if real_v6 { 40 } else { 20 };
+        let outer = &out[14..14 + ip_hlen];
+        let after = &out[14 + ip_hlen..];
+        let mut between_out = after[..between.len()].to_vec();
+        if proto == 17 {
+            assert_eq!(between_out[0] & 0xc0, 0xc0, "{what}: GUE source port from the flow");
+            between_out[..2].copy_from_slice(&[0, 0]);
+        }
+        assert_eq!(between_out, between, "{what}: tunnel header");
+        let got = &after[between.len()..];
+        assert_eq!(got, &inner[..], "{what}: inner packet of the VIP's family to the VIP");
+        // The inner TCP checksum recomputed from scratch, and the IPv4 header's.
+        let l4 = &got[if vip.is_ipv4() { 20 } else { 40 }..];
+        assert_eq!(l4_sum(inner_src, vip, IPPROTO_TCP, l4), 0, "{what}: inner TCP checksum");
+        if vip.is_ipv4() {
+            assert_eq!(checksum(&got[..20]), 0, "{what}: inner IPv4 header checksum");
+        }
+        let outer_len = ip_hlen + between.len() + inner.len();
+        if real_v6 {
+            assert_eq!(outer[0] >> 4, 6, "{what}");
+            assert_eq!(usize::from(u16::from_be_bytes([outer[4], outer[5]])), outer_len - 40);
+            assert_eq!((outer[6], outer[7]), (proto, 64), "{what}: next header, hop limit");
+            assert_eq!(outer[8..24], LOCAL6.octets(), "{what}: outer source: the check's");
+            assert_eq!(outer[24..40], REAL6.octets(), "{what}: outer destination: the real");
+        } else {
+            let mut expected = packet::ipv4(LOCAL, REAL, proto, XLAT, &[]);
+            expected[2..4].copy_from_slice(&(outer_len as u16).to_be_bytes());
+            expected[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum(&expected);
+            expected[10..12].copy_from_slice(&sum.to_be_bytes());
+            assert_eq!(outer, &expected[..], "{what}: outer IPv4 header");
+        }
+    }
+    // What a translation cannot carry is dropped, never sent to the real's own address: a UDP
+    // datagram without checksum (IPv6 needs one), a fragment, another destination.
+    let (socket, real, ..) = mixed_addrs(false);
+    let mut no_sum = packet::udp(SPORT, 53, b"ping");
+    no_sum[6..8].copy_from_slice(&[0, 0]);
+    let fragment = packet::V4Opts { frag: 0x2000, ..PLAIN };
+    let other: IpAddr = Ipv4Addr::new(198, 51, 100, 99).into();
+    for (i, f) in [
+        frame(socket, real, IPPROTO_UDP, &no_sum),
+        frame_with(fragment, socket, real, IPPROTO_TCP, &tcp(socket, real, SPORT, 80)),
+        frame(socket, other, IPPROTO_TCP, &tcp(socket, other, SPORT, 80)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(run(&mut path, EGRESS_PROGRAM, V6IN4, &f).0, TC_ACT_SHOT, "case {i}");
+    }
+    // A mixed target's mark on a packet of the VIP's family (not the real's): dropped.
+    let f = syn(true);
+    assert_eq!(run(&mut path, EGRESS_PROGRAM, V6IN4, &f).0, TC_ACT_SHOT);
+}
+
+/// The real's reply to a translated check comes straight back in the VIP's family [VIP → inner
+/// source]; it is translated back into the real's [REAL → S_r] for the check's socket. ICMP
+/// errors about a translated check are left as they are (not translated).
+#[test]
+fn ingress_translates_a_reply_back_to_the_reals_family() {
+    let Some(mut path) = setup() else { return };
+    for (i, (mark, real_v6, proto)) in [
+        (V4IN6, true, IPPROTO_TCP),
+        (GUE46, true, IPPROTO_UDP),
+        (V6IN4, false, IPPROTO_TCP),
+        (GRE64, false, IPPROTO_UDP),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let what = format!("mark {mark:#x} proto {proto}");
+        let (socket, real, inner_src, vip) = mixed_addrs(real_v6);
+        let sport = SPORT + 500 + i as u16;
+        let segment = |src, dst, sport, dport| match proto {
+            IPPROTO_TCP => tcp(src, dst, sport, dport),
+            _ => summed(src, dst, IPPROTO_UDP, packet::udp(sport, dport, b"ping")),
+        };
+        let check = frame(socket, real, proto, &segment(socket, real, sport, 53));
+        assert_eq!(run(&mut path, EGRESS_PROGRAM, mark, &check).0, TC_ACT_OK, "{what}");
+        let reply = frame(vip, inner_src, proto, &segment(vip, inner_src, 53, sport));
+        let (v, got) = run(&mut path, INGRESS_PROGRAM, 0, &reply);
+        assert_eq!(v, TC_ACT_OK, "{what}");
+        let o = if real_v6 { PLAIN } else { XLAT };
+        let expected = frame_with(o, real, socket, proto, &segment(real, socket, 53, sport));
+        assert_eq!(got, expected, "{what}: from the real to the socket, in the real's family");
+        let l4 = &got[14 + if real_v6 { 40 } else { 20 }..];
+        assert_eq!(l4_sum(real, socket, proto, l4), 0, "{what}: checksum recomputed");
+        // Another flow (port): untouched.
+        let other = frame(vip, inner_src, proto, &segment(vip, inner_src, 53, sport + 1000));
+        assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &other), (TC_ACT_OK, other), "{what}");
+        // The real's port unreachable about the translated check: untouched.
+        let sent = frame_with(XLAT, inner_src, vip, proto, &segment(inner_src, vip, sport, 53));
+        let unreachable = if vip.is_ipv4() { (3, 3) } else { (1, 4) };
+        let error = icmp_error(vip, inner_src, unreachable, &sent[14..]);
+        assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &error), (TC_ACT_OK, error), "{what}");
     }
 }
