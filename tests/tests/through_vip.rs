@@ -2,7 +2,9 @@
 //! the VIPs (IPv4 and IPv6) itself; a DR real on its segment and a TUN real behind a router (IPIP,
 //! GUE, GRE and IPv6 in IPv6) both serve their own address and the VIPs by HTTP, HTTPS, DNS and
 //! UDP (`lb-testpeer`). Every checker that can go through the VIP (TCP, HTTP, SSL, DNS, UDP) is
-//! checked through it on the DR path and at least one tunnel (`THROUGH`). A real that stops
+//! checked through it on the DR path and at least one tunnel (`THROUGH`), and the VIP of one
+//! family on the TUN real's address of the other (the check translated: IPv4 in IPv6, GRE and GUE
+//! over IPv6; IPv6 in IPv4 and GUE over IPv4). A real that stops
 //! serving the VIP (VIP removed from its `lo`, its decapsulation stopped) while it still serves
 //! its own address is marked down by the checks through the VIP, and up again when restored; the
 //! same real checked by its own address with every checker (the control service) stays up all
@@ -37,8 +39,15 @@ const CONTROL_PORT: u16 = 8080;
 /// Services checked through the VIP with the TUN real on GUE and on GRE.
 const GUE_PORT: u16 = 81;
 const GRE_PORT: u16 = 82;
-/// The IPv4 VIP on the TUN real's IPv6 address (IPv4 in IPv6): not checked through the VIP.
+/// Each VIP on the TUN real's address of the other family: IPv4 in IPv6 and IPv6 in IPv4 (port
+/// 83), GRE over IPv6 and GUE over IPv4 (port 84); the check translated into the VIP's family.
 const MIXED_PORT: u16 = 83;
+const MIXED_TUN_PORT: u16 = 84;
+/// The IPv6 VIP on the TUN real's IPv4 address checked by UDP without `require_reply`: refused
+/// (ICMP errors about a translated check are not translated).
+const MIXED_UDP_OWN_PORT: u16 = 5355;
+/// The IPv4 VIP's UDP echo on the TUN real's IPv6 address (GUE over IPv6, `require_reply`).
+const MIXED_UDP_PORT: u16 = 5356;
 /// A UDP service (the testpeer's echo) checked through the VIP.
 const UDP_PORT: u16 = 5353;
 /// A UDP service the reals serve on their own addresses only, not on the VIPs: checked through
@@ -179,9 +188,10 @@ impl Lab {
             let mut args = vec!["--name".to_owned(), name.to_owned()];
             let mut serve = |flag: &str, addr: String| args.extend([flag.to_owned(), addr]);
             serve("--udp", format!("{VIP}:{UDP_PORT}"));
+            serve("--udp", format!("{VIP}:{MIXED_UDP_PORT}"));
             serve("--udp", format!("{own}:{UDP_OWN_PORT}"));
             serve("--udp", format!("[{own6}]:{UDP_OWN_PORT}"));
-            for p in [PORT, CONTROL_PORT, GUE_PORT, GRE_PORT] {
+            for p in [PORT, CONTROL_PORT, GUE_PORT, GRE_PORT, MIXED_PORT, MIXED_TUN_PORT] {
                 serve("--http", format!("[::]:{p}"));
             }
             serve("--https", format!("[::]:{SSL_PORT}"));
@@ -326,13 +336,22 @@ fn config() -> String {
         ),
     ]
     .join("");
-    // IPv4 in IPv6: refused with the reason, as the check's down message.
-    let mixed = service(&v4, MIXED_PORT, None, tun6, IPIP, WEB, true).replacen(
-        "alpha = true\n",
-        "alpha = true\ntun_source = \"2001:db8:d::2\"\n",
-        1,
-    );
-    s.push_str(&mixed);
+    // The VIPs on the TUN real's address of the other family (one with a `tun_source` of the
+    // real's family: the outer source; the others' is the check's own).
+    let gre = "tun_type = \"gre\"";
+    let mixed = [
+        service(&v4, MIXED_PORT, None, tun6, IPIP, WEB, true).replacen(
+            "alpha = true\n",
+            "alpha = true\ntun_source = \"2001:db8:d::2\"\n",
+            1,
+        ),
+        service(&v6, MIXED_PORT, None, tun, IPIP, WEB, true),
+        service(&v4, MIXED_TUN_PORT, None, tun6, gre, WEB, true),
+        service(&v6, MIXED_TUN_PORT, None, tun, &gue, WEB, true),
+        service(&v4, MIXED_UDP_PORT, None, tun6, &gue, &[Check::Udp], true),
+        service(&v6, MIXED_UDP_OWN_PORT, None, tun, IPIP, &[Check::UdpIcmp], true),
+    ];
+    s.push_str(&mixed.join(""));
     s
 }
 
@@ -365,8 +384,9 @@ fn wait_state(agent: &LbAgent, port: u16, real: &str, want: &str, within: Durati
 }
 
 /// Every (service port, real) checked through the VIP: each path (DR and each tunnel, IPv4 and
-/// IPv6) and each checker (TCP, HTTP, SSL, DNS, UDP).
-const THROUGH: [(u16, &str); 16] = [
+/// IPv6, and the VIP of the other family than the real's) and each checker (TCP, HTTP, SSL,
+/// DNS, UDP).
+const THROUGH: [(u16, &str); 21] = [
     (PORT, DR_REAL),
     (PORT, TUN_REAL),
     (GUE_PORT, TUN_REAL),
@@ -383,6 +403,13 @@ const THROUGH: [(u16, &str); 16] = [
     (SSL_PORT, TUN_REAL6),
     (DNS_PORT, DR_REAL6),
     (DNS_PORT, TUN_REAL6),
+    // IPv4 VIP on the IPv6 address (IPv4 in IPv6; GRE, GUE over IPv6) and back (IPv6 in IPv4,
+    // GUE over IPv4).
+    (MIXED_PORT, TUN_REAL6),
+    (MIXED_PORT, TUN_REAL),
+    (MIXED_TUN_PORT, TUN_REAL6),
+    (MIXED_TUN_PORT, TUN_REAL),
+    (MIXED_UDP_PORT, TUN_REAL6),
 ];
 /// The reals checked by their own addresses, with every checker.
 const CONTROL: [(u16, &str); 2] = [(CONTROL_PORT, DR_REAL), (CONTROL_PORT, TUN_REAL)];
@@ -487,10 +514,10 @@ fn checks_through_the_vip_tell_a_real_that_does_not_serve_it() {
     std::fs::write(&path, config()).expect("config");
     let agent = LbAgent::start(&lab.director, &lb_bin(), &path, &[]).expect("lb run");
     wait_state(&agent, PORT, DR_REAL, "up", Duration::from_secs(15));
-    // A mixed-family real is not checked through the VIP, and says why.
-    let (mixed, why) = state(&agent, MIXED_PORT, TUN_REAL6);
+    // A translated UDP check without a reply to wait for is refused, and says why.
+    let (mixed, why) = state(&agent, MIXED_UDP_OWN_PORT, TUN_REAL);
     assert_eq!(mixed, "down", "{why}");
-    assert!(why.contains("through_vip: ") && why.contains("address families"), "{why}");
+    assert!(why.contains("through_vip: ") && why.contains("require_reply"), "{why}");
     refused(&agent, Duration::from_secs(5), Duration::from_secs(2));
     break_and_restore(&mut lab, &agent, &THROUGH, &CONTROL);
     drop(agent);
