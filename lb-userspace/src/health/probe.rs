@@ -565,7 +565,9 @@ udp_check = { through_vip = true }
             }
             facts
         };
-        let rows: [(&[(&str, &str)], Option<&str>); 4] = [
+        // (interface, address) pairs of the host → the inner source, if any.
+        type Row<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let rows: [Row<'_>; 4] = [
             (&[("eth1", "2001:db8:d::2"), ("eth1", "198.51.100.2")], Some("198.51.100.2")),
             (&[("eth0", "10.0.0.2"), ("eth1", "198.51.100.2")], Some("198.51.100.2")),
             // Nothing of the VIP's family on the real's interface: the service's.

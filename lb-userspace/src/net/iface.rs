@@ -99,20 +99,6 @@ fn driver(fd: i32, name: &str) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_is_found_and_missing_is_not() {
-        let lo = lookup("lo").expect("lo exists in every namespace");
-        assert_eq!(lo.ifindex, index("lo").expect("lo index"));
-        assert_eq!(lo.mac, Mac([0; 6]));
-        let err = lookup("lbnosuch0").expect_err("no such interface");
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-    }
-}
-
 /// Every address of every interface, as (interface name, address), in the kernel's order.
 pub fn addresses() -> io::Result<Vec<(String, std::net::IpAddr)>> {
     let all = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
@@ -127,4 +113,25 @@ pub fn addresses() -> io::Result<Vec<(String, std::net::IpAddr)>> {
             Some((a.interface_name, ip))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_found_and_missing_is_not() {
+        let lo = lookup("lo").expect("lo exists in every namespace");
+        assert_eq!(lo.ifindex, index("lo").expect("lo index"));
+        assert_eq!(lo.mac, Mac([0; 6]));
+        let err = lookup("lbnosuch0").expect_err("no such interface");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn addresses_name_their_interface() {
+        let all = addresses().expect("getifaddrs");
+        let lo = ("lo".to_owned(), std::net::IpAddr::from([127, 0, 0, 1]));
+        assert!(all.contains(&lo), "{all:?}");
+    }
 }
