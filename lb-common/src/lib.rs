@@ -668,18 +668,22 @@ pub mod probe {
     }
 
     /// What a probe connection's replies need: the real's address (their source for the
-    /// check's socket) and, for a real of the other family than the VIP, the socket's own
-    /// address (their destination once translated back).
+    /// check's socket) and the socket's own address (their destination once translated back,
+    /// for a real of the other family than the VIP).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
     pub struct ProbeFlow {
         pub real: Addr,
-        /// The check's source address in the real's family; zero when the families agree.
+        /// The check's own source address, of the real's family (the key's `local` unless
+        /// translated).
         pub local: Addr,
         /// `FAMILY_V4` / `FAMILY_V6` of the real.
         pub real_family: u8,
-        pub _pad: [u8; 3],
+        /// Scalars, not an array: the eBPF side zeroes them with plain stores (a `[u8; 3]`
+        /// becomes a memset loop the verifier refuses without CAP_PERFMON).
+        pub _pad: u8,
+        pub _pad2: u16,
     }
 }
 

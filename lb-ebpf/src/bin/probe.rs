@@ -170,7 +170,7 @@ fn rewrite_dst_v4(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
     ctx.l3_csum_replace(V4_CHECK, u64::from(dst), u64::from(vip), 4).ok()?;
     ctx.l4_csum_replace(L4_V4 + csum_at, u64::from(dst), u64::from(vip), flags | 4).ok()?;
     let local = [src, 0, 0, 0];
-    remember(local, target, ports, proto, [0; 4])?;
+    remember(&local, target, ports, proto, &local)?;
     Some(Inner {
         v6: false,
         tos,
@@ -198,7 +198,7 @@ fn rewrite_dst_v6(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
     // SAFETY: two 16-byte arrays on this program's stack, sizes as passed.
     let diff = unsafe { bpf_csum_diff(dst.as_mut_ptr(), 16, vip.as_mut_ptr(), 16, 0) };
     ctx.l4_csum_replace(L4_V6 + csum_at, 0, diff as u64, flags).ok()?;
-    remember(src, target, ports, proto, [0; 4])?;
+    remember(&src, target, ports, proto, &src)?;
     Some(Inner {
         v6: true,
         tos: (vtc >> 20) as u8,
@@ -209,30 +209,33 @@ fn rewrite_dst_v6(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
 }
 
 /// The flow as its replies show it (`local`, the VIP, in the VIP's family); `socket_src` the
-/// check's own source when it differs in family (else zero). Not inlined: its key and value
-/// stay off the callers' frames.
+/// check's own source (of the real's family: `local` itself unless translated). Not inlined: its
+/// key and value stay off the callers' frames.
 #[inline(never)]
 fn remember(
-    local: Addr,
+    local: &Addr,
     target: &ProbeTarget,
     ports: u32,
     proto: u8,
-    socket_src: Addr,
+    socket_src: &Addr,
 ) -> Option<()> {
     let family = target.family;
-    let key = ProbeFlowKey { local, vip: target.vip, ports, proto, family, _pad: 0 };
+    let key = ProbeFlowKey { local: *local, vip: target.vip, ports, proto, family, _pad: 0 };
     let flow = ProbeFlow {
         real: target.real,
-        local: socket_src,
+        local: *socket_src,
         real_family: target.real_family,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     };
     FLOWS.insert(&key, &flow, 0).ok()
 }
 
 /// A check's packet [S_r → REAL] of the real's family as one of the VIP's (`TO_V6`) family
-/// [`inner_src` → VIP]; the flow remembered under the translated addresses.
-#[inline(never)]
+/// [`inner_src` → VIP]; the flow remembered under the translated addresses. Inlined: a struct
+/// returned through the stack by a BPF-to-BPF call is read as uninitialised where the verifier
+/// cannot tell which fields the callee wrote (refused without CAP_PERFMON).
+#[inline(always)]
 fn to_vip_family<const TO_V6: bool>(ctx: &TcContext, target: &ProbeTarget) -> Option<Inner> {
     let (socket_src, dst, ports): (Addr, Addr, u32) = if TO_V6 {
         let [s, d]: [u32; 2] = ctx.load(V4_SRC).ok()?;
@@ -243,8 +246,10 @@ fn to_vip_family<const TO_V6: bool>(ctx: &TcContext, target: &ProbeTarget) -> Op
     if dst != target.real {
         return None;
     }
-    let (len, tos, proto) = translate::<TO_V6>(ctx, &target.inner_src, &target.vip)?;
-    remember(target.inner_src, target, ports, proto, socket_src)?;
+    let mut out = (0, 0, 0);
+    translate::<TO_V6>(ctx, &target.inner_src, &target.vip, &mut out)?;
+    let (len, tos, proto) = out;
+    remember(&target.inner_src, target, ports, proto, &socket_src)?;
     let (src, vip) = (&target.inner_src, &target.vip);
     let entropy = if TO_V6 {
         tun_entropy(addr_fold(src), addr_fold(vip), ports)
@@ -258,12 +263,18 @@ fn to_vip_family<const TO_V6: bool>(ctx: &TcContext, target: &ProbeTarget) -> Op
 /// (IPv6 when `TO_V6`) from `src` to `dst`, the TCP/UDP segment in place: `bpf_skb_change_proto`,
 /// the EtherType, a new IP header (TOS, TTL and length kept; IPv4: DF, ID 0) and the L4
 /// checksum moved to the new pseudo-header (the protocol and length words are the same in both:
-/// only the addresses count). Returns the new packet's length, its TOS and protocol. Everything
+/// only the addresses count). Writes the new packet's length, its TOS and protocol to `out` (not
+/// returned: see `to_vip_family`). Everything
 /// is loaded before the first change; a fragment or a UDP packet without checksum (IPv6 needs
 /// one) is refused. Not inlined (its load buffers stay off the callers' frames); the addresses
 /// by pointer (a BPF call takes five registers).
 #[inline(never)]
-fn translate<const TO_V6: bool>(ctx: &TcContext, src: &Addr, dst: &Addr) -> Option<(u32, u8, u8)> {
+fn translate<const TO_V6: bool>(
+    ctx: &TcContext,
+    src: &Addr,
+    dst: &Addr,
+    out: &mut (u32, u8, u8),
+) -> Option<()> {
     let (mut old_src, mut old_dst, tos, len, ttl, proto, csum_field) = if TO_V6 {
         let [version_ihl, tos]: [u8; 2] = ctx.load(ETH_HLEN).ok()?;
         let len = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).ok()?);
@@ -342,7 +353,8 @@ fn translate<const TO_V6: bool>(ctx: &TcContext, src: &Addr, dst: &Addr) -> Opti
         ip.check = ipv4_checksum(&ip);
         ctx.store(ETH_HLEN, &ip, recompute).ok()?;
     }
-    Some((len + ip_hlen as u32, tos, proto))
+    *out = (len + ip_hlen as u32, tos, proto);
+    Some(())
 }
 
 #[repr(C)]
@@ -533,7 +545,7 @@ fn ingress(ctx: &TcContext) -> Option<()> {
 /// (IPv6 when `TO_V6`) as [REAL → the check's own source], for the check's socket.
 #[inline(never)]
 fn from_vip_family<const TO_V6: bool>(ctx: &TcContext, flow: &ProbeFlow) -> Option<()> {
-    translate::<TO_V6>(ctx, &flow.real, &flow.local).map(|_| ())
+    translate::<TO_V6>(ctx, &flow.real, &flow.local, &mut (0, 0, 0))
 }
 
 /// The quoted TCP or UDP checksum at `at` (UDP's 0: none, stays 0; TCP's when quoted at all),

@@ -76,6 +76,11 @@ fn setup() -> Option<ProbePath> {
         return None;
     }
     private_netns();
+    Some(load())
+}
+
+/// The probe programs loaded with every target of the fixtures.
+fn load() -> ProbePath {
     let (r4, v4, r6, v6) = (REAL.into(), VIP.into(), REAL6.into(), VIP6.into());
     let want = ProbeDesired {
         targets: [
@@ -99,7 +104,7 @@ fn setup() -> Option<ProbePath> {
     };
     let mut path = ProbePath::default();
     path.try_apply(&want).expect("probe path");
-    Some(path)
+    path
 }
 
 /// `mark` as the socket buffer's (a `struct __sk_buff` prefix: len, pkt_type, mark).
@@ -629,4 +634,27 @@ fn ingress_translates_a_reply_back_to_the_reals_family() {
         let error = icmp_error(vip, inner_src, unreachable, &sent[14..]);
         assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &error), (TC_ACT_OK, error), "{what}");
     }
+}
+
+/// The probe programs pass the verifier when the agent lacks CAP_PERFMON (and CAP_SYS_ADMIN):
+/// Spectre hardening, no variable packet offsets; a translated check and its reply still work.
+#[test]
+fn translates_without_cap_perfmon() {
+    if !require_root("probe programs without CAP_PERFMON") {
+        return;
+    }
+    private_netns();
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    crate::testutil::drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON]);
+    let mut path = load();
+    let (socket, real, inner_src, vip) = mixed_addrs(false);
+    let check = frame(socket, real, IPPROTO_TCP, &tcp(socket, real, SPORT, 80));
+    let (v, out) = run(&mut path, EGRESS_PROGRAM, V6IN4, &check);
+    assert_eq!(v, TC_ACT_OK);
+    let inner = frame(inner_src, vip, IPPROTO_TCP, &tcp(inner_src, vip, SPORT, 80));
+    assert_eq!(out[14 + 20..], inner[14..], "IPv6 in IPv4: the translated check inside");
+    let reply = frame(vip, inner_src, IPPROTO_TCP, &tcp(vip, inner_src, 80, SPORT));
+    let back = frame_with(XLAT, real, socket, IPPROTO_TCP, &tcp(real, socket, 80, SPORT));
+    assert_eq!(run(&mut path, INGRESS_PROGRAM, 0, &reply), (TC_ACT_OK, back));
 }
