@@ -9,6 +9,11 @@
 //! quoting it gets the real's address back as the quoted destination (and as its source when the
 //! VIP sent it), so the kernel hands the error to the check's socket.
 //!
+//! A real given by its address of the other family than the VIP's: the check's packet is
+//! translated into the VIP's family (from the target's `inner_src`) before the tunnel goes around
+//! it, and the reply translated back into the real's (docs/tunnels.md); ICMP errors about such
+//! a check are left as they are.
+//!
 //! A marked packet this program cannot send as asked (no target, options, another protocol) is
 //! dropped: a check through the VIP must never silently check the real's own address. Offsets
 //! are constants (IPv4 without options, IPv6 without extension headers), as in the XDP program.

@@ -6,7 +6,9 @@
 //! docs/tunnels.md, "Checks through the VIP"). [`ProbePath`] is the edge that loads and attaches
 //! them and keeps their target map equal to [`desired`]; it works without the XDP program (IPVS
 //! dataplane, VRRP BACKUP). While it cannot (not loaded, not attached), the checks through the
-//! VIP are down with the reason ([`path_error`]), never run against the real's own address.
+//! VIP are down with the reason ([`path_error`]), never run against the real's own address. A
+//! real of the other family than its VIP gets its translated check's source from the host's
+//! addresses ([`desired`], [`inner_source`]); without one, its checks are down with why.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
