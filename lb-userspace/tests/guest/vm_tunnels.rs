@@ -6,10 +6,11 @@
 //! which sees the VIP and the client; their decapsulating devices count the packets; `down`
 //! leaves each real as it was before `up`. The mixed-family services reach the reals at their
 //! address of the other family (`lb realserver up --outer`): an IPv4 VIP over IPv6 (`ip6tnl0` in
-//! mode `any`, `ip6gre0`) and an IPv6 VIP over IPv4 (`sit0`, `gre0`). The reals of the
-//! same-family services are checked through the VIP (`through_vip`, `alpha`: up only once a check
-//! reached the VIP through the real's tunnel and the kernel's decapsulation); a real taken `down`
-//! while it still serves its own address is marked down, and up again after `up`.
+//! mode `any`, `ip6gre0`) and an IPv6 VIP over IPv4 (`sit0`, `gre0`). The reals of every
+//! service are checked through the VIP (`through_vip`, `alpha`: up only once a check reached the
+//! VIP through the real's tunnel and the kernel's decapsulation; for the mixed-family services
+//! the check translated into the VIP's family); a real taken `down` while it still serves its
+//! own address is marked down, and up again after `up`.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -53,8 +54,6 @@ fn outer_like(outer_v6: bool) -> IpAddr {
 }
 
 fn config(lab: &Lab, vip: IpAddr, outer_v6: bool) -> String {
-    // Checks through the VIP take the real's family (docs/tunnels.md): the same-family services.
-    let through_vip = outer_v6 == vip.is_ipv6();
     let mut toml = String::new();
     {
         toml.push_str(&format!(
@@ -66,7 +65,7 @@ fn config(lab: &Lab, vip: IpAddr, outer_v6: bool) -> String {
                 "\n[[virtual_server.real_server]]\naddress = \"{}\"\nport = {PORT}\n\
                  lb_kind = \"TUN\"\n{keys}\n\
                  [virtual_server.real_server.tcp_check]\nconnect_timeout = 1\nretry = 0\n\
-                 through_vip = {through_vip}\n",
+                 through_vip = true\n",
                 real.addr_like(outer_like(outer_v6))
             ));
         }
@@ -239,9 +238,7 @@ fn tunnels(vip: IpAddr, outer_v6: bool) {
 
     // Checks through the VIP: r1 taken down (no decapsulation, no VIP) while it still serves its
     // own address is marked down; the others stay up; `up` again brings it back.
-    if outer_v6 == vip.is_ipv6() {
-        through_vip_tells_a_real_taken_down(&lab, &agent, vip);
-    }
+    through_vip_tells_a_real_taken_down(&lab, &agent, vip, outer_v6);
     drop(agent);
 
     for ((real, (tunnel, _)), before) in lab.reals.iter().zip(REALS).zip(&before) {
@@ -258,9 +255,10 @@ fn tunnels(vip: IpAddr, outer_v6: bool) {
     }
 }
 
-/// A same-family real taken `down` (no decapsulation, no VIP) while it still serves its own
-/// address is marked down by its check through the VIP; the others stay up; `up` brings it back.
-fn through_vip_tells_a_real_taken_down(lab: &Lab, agent: &GuestAgent, vip: IpAddr) {
+/// A real taken `down` (no decapsulation, no VIP) while it still serves its own address (of the
+/// outer family) is marked down by its check through the VIP; the others stay up; `up` brings it
+/// back.
+fn through_vip_tells_a_real_taken_down(lab: &Lab, agent: &GuestAgent, vip: IpAddr, outer_v6: bool) {
     let state = |addr: IpAddr| -> String {
         agent.backends_json()["services"][0]["backends"]
             .as_array()
@@ -269,18 +267,19 @@ fn through_vip_tells_a_real_taken_down(lab: &Lab, agent: &GuestAgent, vip: IpAdd
             .unwrap_or_default()
     };
     let (r1, tunnel) = (&lab.reals[0], REALS[0].0);
-    realserver(r1, vip, vip.is_ipv6(), "down", tunnel);
-    assert!(director_reaches(lab, r1.addr_like(vip)), "r1 still serves its own address");
+    let own = |real: &Real| real.addr_like(outer_like(outer_v6));
+    realserver(r1, vip, outer_v6, "down", tunnel);
+    assert!(director_reaches(lab, own(r1)), "r1 still serves its own address");
     assert!(
-        wait_until(Duration::from_secs(10), || state(r1.addr_like(vip)) == "down"),
+        wait_until(Duration::from_secs(10), || state(own(r1)) == "down"),
         "r1 without its tunnel not down: {}\n{}",
         agent.backends_json(),
         agent.log()
     );
     for real in &lab.reals[1..] {
-        assert_eq!(state(real.addr_like(vip)), "up", "{}", real.name);
+        assert_eq!(state(own(real)), "up", "{}", real.name);
     }
-    realserver(r1, vip, vip.is_ipv6(), "up", tunnel);
+    realserver(r1, vip, outer_v6, "up", tunnel);
     assert!(
         wait_until(Duration::from_secs(10), || agent.all_up(1, Some(REALS.len()))),
         "r1 not back up: {}",
