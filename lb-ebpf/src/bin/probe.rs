@@ -123,10 +123,10 @@ struct Inner {
 }
 
 fn egress(ctx: &TcContext, mark: u32) -> Option<()> {
-    // SAFETY: a plain map lookup; read in place (not copied: the stack is 512 bytes for all
-    // frames together). A concurrent update may change fields under us; the agent only inserts
-    // a mark's target before its checks run.
-    let target = unsafe { TARGETS.get(&mark) }?;
+    // SAFETY: a plain map lookup; the value is copied out at once (a reload's update cannot
+    // change it halfway through).
+    let target: ProbeTarget = *unsafe { TARGETS.get(&mark) }?;
+    let target = &target;
     // The check's socket is of the real's family.
     let v6 = match ether_type(ctx)? {
         ETH_P_IP if target.real_family == FAMILY_V4 => false,
