@@ -452,6 +452,7 @@ impl Reloader {
             read_ms = prepared_ms,
             parse_ms,
             host_ms,
+            reused_blocks = running.reused(),
             switch_ms,
             summary_ms = steps.summary_ms,
             desired_ms = steps.desired_ms,
