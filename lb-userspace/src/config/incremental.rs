@@ -295,6 +295,65 @@ address = '198.51.100.31'
         }
     }
 
+    /// A chain of random line edits (a fixed seed), each read through the memo the edits before
+    /// left: every reading equals the whole file's, whether the memo's last read was in parts or
+    /// not. The lines include ones that break the split (a header in a string, an indented
+    /// header, a section after the services, a dotted `virtual_server` key, garbage).
+    #[test]
+    fn a_chain_of_random_edits_reads_as_the_whole_file() {
+        const LINES: &[&str] = &[
+            "[[virtual_server]]",
+            "vip = '192.0.2.7'",
+            "port = 8080",
+            "interface = 'eth0'",
+            "[[virtual_server.real_server]]",
+            "address = '198.51.100.77'",
+            "weight = 9",
+            "",
+            "# comment",
+            "  [[virtual_server]]",
+            "[[virtual_server]] # c",
+            "script_user = '''",
+            "'''",
+            "[bgp]",
+            "virtual_server.x = 1",
+            "[virtual_server.sorry_server]",
+            "max_services = 70",
+            "port = ",
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        let source = Path::new("lb.toml");
+        let mut memo = ParseMemo::default();
+        let mut lines: Vec<String> = BASE.lines().map(str::to_owned).collect();
+        let (mut in_parts, mut reused) = (0, 0);
+        for step in 0..300 {
+            let at = next(lines.len() + 1);
+            match next(4) {
+                0 if at < lines.len() => drop(lines.remove(at)),
+                1 => lines.insert(at, LINES[next(LINES.len())].to_owned()),
+                2 if at < lines.len() => lines[at] = LINES[next(LINES.len())].to_owned(),
+                // Back to the start now and then, so that the chain reads in parts often.
+                _ => lines = BASE.lines().map(str::to_owned).collect(),
+            }
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let whole = shown(parse_toml(&text, source, &FakeHost));
+            let through_memo = shown(parse_toml_reusing(&text, source, &FakeHost, &mut memo));
+            assert_eq!(through_memo, whole, "step {step}:\n{text}");
+            if memo.text == text {
+                in_parts += 1;
+            }
+            reused += memo.reused();
+        }
+        // The chain must have taken both ways and reused blocks.
+        assert!(in_parts > 30 && in_parts < 290 && reused > 100, "{in_parts} {reused}");
+    }
+
     #[test]
     fn split_finds_the_header_lines() {
         let text = "a = 1\n[[virtual_server]]\nx = 1\n [[virtual_server]]\n[[virtual_server]]";
