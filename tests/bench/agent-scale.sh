@@ -7,7 +7,7 @@
 # fingerprint "pending" (polled every 100 ms), VmRSS/VmHWM 2 s after, `lb backends` wall time,
 # and `lb reload` of one changed real (wall time around the CLI, and every step timing of the agent's
 # reload line: read_ms parse_ms host_ms switch_ms summary_ms desired_ms apply_ms log_ms
-# monitor_ms total_ms).
+# monitor_ms total_ms, and reused_blocks: the [[virtual_server]] blocks not parsed again).
 # Needs root. Usage: tests/bench/agent-scale.sh [LB_BINARY] (default target/release/lb);
 # KEEP_LOG=FILE keeps the agent's log (timestamps of the start-up's steps).
 set -euo pipefail
@@ -99,7 +99,7 @@ for ((r = 1; r <= RELOADS; r++)); do
     write_config $(( r + 1 ))
     t=$(ms); in_ns "$LB" reload --socket "$DIR/lb.sock" > /dev/null
     wall=$(( $(ms) - t ))
-    agent=$(grep 'configuration reloaded' "$DIR/lb.log" | tail -1 | grep -oE '[a-z]+_ms=[0-9]+' | tr '\n' ' ')
+    agent=$(grep 'configuration reloaded' "$DIR/lb.log" | tail -1 | grep -oE '[a-z_]+_(ms|blocks)=[0-9]+' | tr '\n' ' ')
     echo "reload_one_real_ms $wall (agent: $agent)"
 done
 echo "rss_after_reloads_mib VmRSS $(rss VmRSS) VmHWM $(rss VmHWM)"

@@ -208,13 +208,15 @@ enum Change {
 }
 
 /// Loads the config, logging keepalived.conf warnings (they were accepted, not acted on).
+/// Reads the config; `memo` keeps what the next read of the same file (a reload) can reuse.
 fn load_config(
     path: &std::path::Path,
     format: FormatChoice,
     strict: bool,
+    memo: &mut config::ParseMemo,
 ) -> anyhow::Result<Config> {
-    let loaded =
-        config::load(path, format, &SystemHost, strict.into()).map_err(|e| anyhow!("{e}"))?;
+    let loaded = config::load_reusing(path, format, &SystemHost, strict.into(), memo)
+        .map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -458,7 +460,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ms
         }
     };
-    let config = load_config(&opts.config, opts.format, opts.strict)?;
+    let mut memo = config::ParseMemo::default();
+    let config = load_config(&opts.config, opts.format, opts.strict, &mut memo)?;
     let read_ms = lap();
     crate::health::script::apply_setting(config.script_user.as_ref()).context("script_user")?;
     // Claim the socket first: a second agent must fail before touching the dataplane.
@@ -568,7 +571,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         caps,
         rt: tokio::runtime::Handle::current(),
         netlink: handle.clone(),
-        running: Mutex::new(()),
+        running: Mutex::new(memo),
     });
     let config_for_hash = config.clone();
     let shared = Arc::new(Mutex::new(Shared {

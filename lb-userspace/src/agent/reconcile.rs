@@ -18,8 +18,9 @@ pub(super) struct Reloader {
     /// For the netlink queries a reload makes from a blocking thread.
     pub(super) rt: tokio::runtime::Handle,
     pub(super) netlink: rtnetlink::Handle,
-    /// Held from reading the file to switching to it: one reload at a time.
-    pub(super) running: Mutex<()>,
+    /// Held from reading the file to switching to it: one reload at a time. It keeps the parts
+    /// of the last file read that the next reload need not parse again.
+    pub(super) running: Mutex<crate::config::ParseMemo>,
 }
 
 /// What a reload does when another one is running.
@@ -389,7 +390,7 @@ impl Reloader {
         shared: &Mutex<Shared>,
         turn: Turn,
     ) -> anyhow::Result<serde_json::Value> {
-        let _running = match (turn, self.running.try_lock()) {
+        let mut running = match (turn, self.running.try_lock()) {
             (_, Ok(g)) => g,
             (_, Err(TryLockError::Poisoned(e))) => e.into_inner(),
             (Turn::Refuse, Err(TryLockError::WouldBlock)) => anyhow::bail!(RELOAD_BUSY),
@@ -406,7 +407,7 @@ impl Reloader {
             let s = lock(shared);
             (s.config.vrrp.clone(), s.overrides.clone())
         };
-        let switched = self.prepare(&running_vrrp).and_then(|prepared| {
+        let switched = self.prepare(&running_vrrp, &mut running).and_then(|prepared| {
             let prepared_ms = started.elapsed().as_millis() as u64;
             let (parse_ms, host_ms) = (prepared.parse_ms, prepared.host_ms);
             let mut lap = Lap::new();
@@ -451,6 +452,7 @@ impl Reloader {
             read_ms = prepared_ms,
             parse_ms,
             host_ms,
+            reused_blocks = running.reused(),
             switch_ms,
             summary_ms = steps.summary_ms,
             desired_ms = steps.desired_ms,
@@ -466,9 +468,13 @@ impl Reloader {
     }
 
     /// Reads, parses and validates the file and plans its dataplanes, without the agent lock.
-    fn prepare(&self, running_vrrp: &crate::config::vrrp::VrrpConfig) -> anyhow::Result<Prepared> {
+    fn prepare(
+        &self,
+        running_vrrp: &crate::config::vrrp::VrrpConfig,
+        memo: &mut crate::config::ParseMemo,
+    ) -> anyhow::Result<Prepared> {
         let started = Instant::now();
-        let config = load_config(&self.config_path, self.format, self.strict)?;
+        let config = load_config(&self.config_path, self.format, self.strict, memo)?;
         let parse_ms = started.elapsed().as_millis() as u64;
         if config.vrrp != *running_vrrp {
             // Restarting instances would give up mastership mid-reload; keepalived users expect

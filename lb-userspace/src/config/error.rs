@@ -162,13 +162,21 @@ pub(crate) struct LineIndex<'t> {
     /// The line (index into `line_starts`) of the last offset asked: a front end asks about
     /// offsets in file order, so the next one is mostly on it or the line after.
     last: std::cell::Cell<usize>,
+    /// Lines before `text` in its file (a part of a file read alone).
+    lines_before: usize,
 }
 
 impl<'t> LineIndex<'t> {
     pub(crate) fn new(text: &'t str) -> Self {
+        Self::after_lines(text, 0)
+    }
+
+    /// For `text` starting at a line start of a file, after `lines_before` lines: locations are
+    /// the file's.
+    pub(crate) fn after_lines(text: &'t str, lines_before: usize) -> Self {
         let line_starts =
             std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        LineIndex { text, line_starts, last: std::cell::Cell::new(0) }
+        LineIndex { text, line_starts, last: std::cell::Cell::new(0), lines_before }
     }
 
     /// The index into `line_starts` of the line holding `offset`.
@@ -199,7 +207,7 @@ impl<'t> LineIndex<'t> {
         let line = self.line_of(offset);
         let start = self.line_starts[line];
         let col = self.text[start..offset].chars().count() + 1;
-        Location::new(saturating_u32(line + 1), saturating_u32(col))
+        Location::new(saturating_u32(self.lines_before + line + 1), saturating_u32(col))
     }
 }
 

@@ -13,6 +13,7 @@ mod file;
 pub mod flow_sync;
 pub mod health;
 mod host;
+mod incremental;
 pub mod keepalived;
 mod model;
 mod notice;
@@ -26,6 +27,7 @@ use std::path::Path;
 pub use emit::emit;
 pub use error::{ConfigErrors, Diagnostic, Severity};
 pub use host::{HostView, SystemHost};
+pub use incremental::ParseMemo;
 pub use keepalived::{Format, Loaded};
 pub use model::{
     BackupXdp, Config, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_LB_ALGO, DEFAULT_MAX_REALS,
@@ -82,6 +84,32 @@ pub fn load(
     host: &dyn HostView,
     strictness: Strictness,
 ) -> Result<Loaded, ConfigErrors> {
+    load_with(path, format, host, strictness, None)
+}
+
+/// [`load`] for a file read again and again (the agent's start and reloads): a TOML file's
+/// `[[virtual_server]]` blocks that did not change since the last read through `memo` are not
+/// parsed again. The result, errors included, is [`load`]'s.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_reusing(
+    path: &Path,
+    format: FormatChoice,
+    host: &dyn HostView,
+    strictness: Strictness,
+    memo: &mut ParseMemo,
+) -> Result<Loaded, ConfigErrors> {
+    load_with(path, format, host, strictness, Some(memo))
+}
+
+fn load_with(
+    path: &Path,
+    format: FormatChoice,
+    host: &dyn HostView,
+    strictness: Strictness,
+    memo: Option<&mut ParseMemo>,
+) -> Result<Loaded, ConfigErrors> {
     let bytes = read_file(path)?;
     let format = match format {
         // A valid file (the usual case) is checked as UTF-8 without building a lossy copy.
@@ -105,7 +133,10 @@ pub fn load(
                 let at = error::LineIndex::new(&valid).location(valid.len());
                 Diagnostic::error(path, at, "file is not valid UTF-8")
             })?;
-            let config = parse_toml(&text, path, host)?;
+            let config = match memo {
+                Some(memo) => parse_toml_reusing(&text, path, host, memo)?,
+                None => parse_toml(&text, path, host)?,
+            };
             let notices = notices(&config);
             Ok(Loaded { config, format: Format::Toml, warnings: Vec::new(), notices })
         }
@@ -128,7 +159,32 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Diagnostic> {
 /// # Errors
 /// Every problem found, in file order; only the syntax errors when `text` is not valid TOML.
 pub fn parse_toml(text: &str, source: &Path, host: &dyn HostView) -> Result<Config, ConfigErrors> {
-    let (config, mut errors) = toml::parse(text, source);
+    let (config, errors) = toml::parse(text, source);
+    validated(config, errors, host)
+}
+
+/// [`parse_toml`], reusing the blocks of `memo` that did not change (see [`load_reusing`]).
+///
+/// # Errors
+/// As [`parse_toml`].
+pub fn parse_toml_reusing(
+    text: &str,
+    source: &Path,
+    host: &dyn HostView,
+    memo: &mut ParseMemo,
+) -> Result<Config, ConfigErrors> {
+    match incremental::parse(text, source, memo) {
+        Some(config) => validated(config, Vec::new(), host),
+        None => parse_toml(text, source, host),
+    }
+}
+
+/// `config` as parsed with its front end's `errors`, then validated for `host`.
+fn validated(
+    config: Config,
+    mut errors: Vec<Diagnostic>,
+    host: &dyn HostView,
+) -> Result<Config, ConfigErrors> {
     errors.extend(validate(&config, host));
     if errors.is_empty() {
         Ok(config)

@@ -64,22 +64,8 @@ const MAX_SYNTAX_ERRORS: usize = 1000;
 /// that validation can still run on the rest without reporting consequences of the same mistake.
 /// When the text is not valid TOML, only the syntax errors are returned.
 pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
-    let mut parser = Parser {
-        source,
-        lines: LineIndex::new(text),
-        errors: Vec::new(),
-        forwarding: forwarding::ForwardingDraft::default(),
-    };
-    let mut config = Config {
-        source: source.to_path_buf(),
-        dataplane: DataplaneSettings::default(),
-        virtual_servers: Vec::new(),
-        vrrp: VrrpConfig::default(),
-        vrrp_locations: Vec::new(),
-        bgp: None,
-        flow_sync: None,
-        script_user: None,
-    };
+    let mut parser = Parser::new(text, source, 0);
+    let mut config = empty_config(source);
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if syntax_errors.is_empty() {
         parser.document(document.get_ref(), &mut config);
@@ -115,6 +101,60 @@ pub(crate) fn parse(text: &str, source: &Path) -> (Config, Vec<Diagnostic>) {
     (config, parser.errors)
 }
 
+fn empty_config(source: &Path) -> Config {
+    Config {
+        source: source.to_path_buf(),
+        dataplane: DataplaneSettings::default(),
+        virtual_servers: Vec::new(),
+        vrrp: VrrpConfig::default(),
+        vrrp_locations: Vec::new(),
+        bgp: None,
+        flow_sync: None,
+        script_user: None,
+    }
+}
+
+/// Which part of a file [`parse_part`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Everything before the first `[[virtual_server]]` line: any section but those.
+    Head,
+    /// From a `[[virtual_server]]` line to the next: only `[[virtual_server]]` tables.
+    Services,
+}
+
+/// Reads a part of a file alone: `text` starts at a line start, after `lines_before` lines of
+/// the file, and the model's locations are the file's. `None` when the part has a syntax or model
+/// error or holds other sections than `part` allows: the caller then reads the whole file, whose
+/// diagnostics are the ones to report (see `super::incremental`).
+pub(crate) fn parse_part(
+    text: &str,
+    source: &Path,
+    lines_before: usize,
+    part: Part,
+) -> Option<Config> {
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        return None;
+    }
+    let root = document.get_ref();
+    let services_only = root.keys().all(|key| key.get_ref().as_ref() == "virtual_server");
+    let fits = match part {
+        Part::Head => !root.contains_key("virtual_server"),
+        Part::Services => root.contains_key("virtual_server") && services_only,
+    };
+    if !fits {
+        return None;
+    }
+    let mut parser = Parser::new(text, source, lines_before);
+    let mut config = empty_config(source);
+    match part {
+        Part::Head => parser.document(root, &mut config),
+        Part::Services => config.virtual_servers = parser.virtual_servers(root),
+    }
+    parser.errors.is_empty().then_some(config)
+}
+
 type Key<'i> = Spanned<DeString<'i>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -126,7 +166,27 @@ pub(in crate::config) struct Parser<'t> {
     forwarding: forwarding::ForwardingDraft,
 }
 
-impl Parser<'_> {
+impl<'t> Parser<'t> {
+    fn new(text: &'t str, source: &'t Path, lines_before: usize) -> Self {
+        Parser {
+            source,
+            lines: LineIndex::after_lines(text, lines_before),
+            errors: Vec::new(),
+            forwarding: forwarding::ForwardingDraft::default(),
+        }
+    }
+
+    /// Every `[[virtual_server]]` of `root` that reads without error.
+    fn virtual_servers(&mut self, root: &DeTable<'_>) -> Vec<VirtualServer> {
+        let Some((key, value)) = root.get_key_value("virtual_server") else {
+            return Vec::new();
+        };
+        self.tables(key, value, VIRTUAL_SERVER)
+            .into_iter()
+            .filter_map(|(table, span)| self.virtual_server(table, span))
+            .collect()
+    }
+
     fn at(&self, span: Range<usize>) -> Location {
         self.lines.location(span.start)
     }
@@ -153,13 +213,7 @@ impl Parser<'_> {
         {
             config.dataplane = self.dataplane(table);
         }
-        if let Some((key, value)) = root.get_key_value("virtual_server") {
-            config.virtual_servers = self
-                .tables(key, value, VIRTUAL_SERVER)
-                .into_iter()
-                .filter_map(|(table, span)| self.virtual_server(table, span))
-                .collect();
-        }
+        config.virtual_servers = self.virtual_servers(root);
         (config.vrrp, config.vrrp_locations) = self.vrrp(root);
         config.bgp = self.bgp(root);
         config.flow_sync = self.flow_sync(root);
