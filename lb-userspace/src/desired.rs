@@ -390,6 +390,9 @@ pub struct Ring(Option<Arc<RingSource>>);
 #[derive(Debug)]
 struct RingSource {
     entries: Entries,
+    /// The table built ahead of its first write (start-up builds tables while the program
+    /// loads), packed; taken by the first [`Ring::entries`].
+    ahead: Mutex<Option<Packed>>,
     /// Pick fingerprints computed from this table, by the bytes hashed ahead of it (a few: a
     /// table can serve services whose fingerprints differ only in reals it does not use).
     /// `None`: the dataplane is hashing the table as written ([`Ring::fingerprint_pending`]).
@@ -426,9 +429,13 @@ impl Ring {
     }
 
     fn of(entries: Option<Entries>) -> Self {
-        Self(
-            entries.map(|entries| Arc::new(RingSource { entries, fingerprints: Mutex::default() })),
-        )
+        Self(entries.map(|entries| {
+            Arc::new(RingSource {
+                entries,
+                ahead: Mutex::default(),
+                fingerprints: Mutex::default(),
+            })
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -446,10 +453,35 @@ impl Ring {
     /// The entries: indexes into the service's reals. Builds a Maglev table (milliseconds at
     /// M = 65537): for writing it, not for holding it.
     pub fn entries(&self) -> Vec<u32> {
-        match self.0.as_deref().map(|s| &s.entries) {
-            None => Vec::new(),
-            Some(Entries::Maglev(key)) => key.build(),
-            Some(Entries::Fixed(e)) => e.clone(),
+        let Some(source) = self.0.as_deref() else { return Vec::new() };
+        if let Some(packed) = source.ahead.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return packed.unpack();
+        }
+        match &source.entries {
+            Entries::Maglev(key) => key.build(),
+            Entries::Fixed(e) => e.clone(),
+        }
+    }
+
+    /// Builds this Maglev table now and holds it, packed, for the first [`Ring::entries`]. Its
+    /// size in bytes; 0 when nothing was held (no Maglev table, held already, or indexes too
+    /// large to pack).
+    fn build_ahead(&self) -> usize {
+        let Some(source) = self.0.as_deref() else { return 0 };
+        let Entries::Maglev(key) = &source.entries else { return 0 };
+        if source.ahead.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return 0;
+        }
+        let Some(packed) = Packed::of(key.backends.len(), key.build()) else { return 0 };
+        let bytes = packed.bytes();
+        *source.ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(packed);
+        bytes
+    }
+
+    /// Drops the table built ahead, if no write took it.
+    fn drop_ahead(&self) {
+        if let Some(source) = self.0.as_deref() {
+            source.ahead.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
     }
 
@@ -608,6 +640,97 @@ fn rings_for(keys: Vec<Option<TableKey>>) -> Vec<Ring> {
         cache.retain(|_, t| t.strong_count() > 0);
     }
     out
+}
+
+/// A table built ahead, its entries (indexes into a service's reals) in as few bits as they fit:
+/// 32 KiB at M = 65537 for up to 16 reals, against 256 KiB as `u32`s.
+#[derive(Debug)]
+enum Packed {
+    /// Two entries per byte, the even one in the low half; the table's length.
+    U4(Vec<u8>, usize),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+}
+
+impl Packed {
+    /// `None` when an entry does not fit in 16 bits (`reals` entries index fewer than that).
+    fn of(reals: usize, entries: Vec<u32>) -> Option<Self> {
+        if reals <= 1 << 4 {
+            let nibble = |e: u32| u8::try_from(e).ok().filter(|&e| e < 16);
+            entries
+                .chunks(2)
+                .map(|pair| match *pair {
+                    [even] => nibble(even),
+                    [even, odd] => Some(nibble(even)? | nibble(odd)? << 4),
+                    _ => None,
+                })
+                .collect::<Option<_>>()
+                .map(|bytes| Self::U4(bytes, entries.len()))
+        } else if reals <= 1 << 8 {
+            entries.iter().map(|&e| u8::try_from(e).ok()).collect::<Option<_>>().map(Self::U8)
+        } else if reals <= 1 << 16 {
+            entries.iter().map(|&e| u16::try_from(e).ok()).collect::<Option<_>>().map(Self::U16)
+        } else {
+            None
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::U4(v, _) | Self::U8(v) => v.len(),
+            Self::U16(v) => 2 * v.len(),
+        }
+    }
+
+    fn unpack(self) -> Vec<u32> {
+        match self {
+            Self::U4(v, len) => v
+                .into_iter()
+                .flat_map(|b| [u32::from(b & 15), u32::from(b >> 4)])
+                .take(len)
+                .collect(),
+            Self::U8(v) => v.into_iter().map(u32::from).collect(),
+            Self::U16(v) => v.into_iter().map(u32::from).collect(),
+        }
+    }
+}
+
+/// Builds the tables of `rings` ahead of their writes, on `threads` threads, until `stop` is set
+/// or `budget` bytes are held; each [`Ring::entries`] then takes its table instead of building
+/// it. Start-up does this while the XDP program and its maps load (the builds need no map). The
+/// tables held are dropped by [`drop_ahead`] (or taken by the writes). Returns the tables built.
+pub fn build_ahead(
+    rings: &[Ring],
+    threads: usize,
+    budget: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let (next, held, built) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let work = || {
+        while !stop.load(Relaxed) && held.load(Relaxed) < budget {
+            let Some(ring) = rings.get(next.fetch_add(1, Relaxed)) else { break };
+            let bytes = ring.build_ahead();
+            if bytes > 0 {
+                held.fetch_add(bytes, Relaxed);
+                built.fetch_add(1, Relaxed);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.max(1) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    built.into_inner()
+}
+
+/// Drops what [`build_ahead`] built for `rings` and no write took.
+pub fn drop_ahead(rings: &[Ring]) {
+    for ring in rings {
+        ring.drop_ahead();
+    }
 }
 
 /// Builds below this many run on the calling thread; more are spread over the CPUs (start-up,

@@ -303,6 +303,66 @@ fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::
     Ok(plan)
 }
 
+/// Bytes of tables built ahead of the first apply held at once: as much as one batch of the
+/// apply's own builds (`BUILD_BATCH` u32 tables at M = 65537), i.e. 512 tables of up to 16 reals,
+/// about what one CPU builds while the program loads; the apply builds the rest as before.
+const AHEAD_BUDGET: usize = 16 << 20;
+
+/// Runs `load` on a thread of its own and `work` on this one until `load` is done (`work` sees
+/// the flag set and returns). `load`'s result is what it returned, errors included.
+fn beside<L: Send, W>(
+    load: impl FnOnce() -> L + Send,
+    work: impl FnOnce(&std::sync::atomic::AtomicBool) -> W,
+) -> (L, W) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            // Set even when `load` panics, so `work` does not outlive it.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Relaxed);
+                }
+            }
+            let _done = Done(&done);
+            load()
+        });
+        let worked = work(&done);
+        match loading.join() {
+            Ok(loaded) => (loaded, worked),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The rings the first apply will likely write: the desired state's, guessed before the
+/// dataplanes load and the checks start (XDP loads; reals up as configured; no VRRP instance
+/// MASTER yet). A wrong guess costs a build, never a wrong table: a built table belongs to what
+/// decides it (`desired::Ring`), and the real desired state shares the guessed rings.
+fn rings_ahead(config: &Config, facts: &HostFacts, mode: Mode) -> Vec<crate::desired::Ring> {
+    let caps = Capabilities {
+        xdp: Ok(()),
+        ipvs: if mode == Mode::Xdp { Err(String::new()) } else { Ok(()) },
+    };
+    let Ok(plan) = select::plan(config, mode, &caps) else { return Vec::new() };
+    let guess = desired_state(&Inputs {
+        config,
+        host: facts,
+        health: &HealthSnapshot::default(),
+        overrides: &Overrides::default(),
+        vrrp: &VrrpStates::default(),
+        plan: &plan,
+    });
+    let mut rings: Vec<crate::desired::Ring> = Vec::new();
+    for svc in guess.services.into_iter().filter(|s| s.backend == select::Backend::Xdp) {
+        if !svc.ring.is_empty() && !rings.iter().rev().take(1).any(|r| r.shares(&svc.ring)) {
+            rings.push(svc.ring);
+        }
+    }
+    rings
+}
+
 /// Map sizes large enough for `config` (never below the compiled defaults).
 fn limits_for(config: &Config) -> XdpLimits {
     let settings = &config.dataplane;
@@ -489,7 +549,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let neigh_ms = lap();
-    let (xdp, ipvs, caps) = start_dataplanes(&opts, &config)?;
+    // The Maglev tables need no map: build what the first apply will likely write while the
+    // program and its maps load (a CPU each), held until the apply takes them.
+    let ahead = rings_ahead(&config, &facts, opts.dataplane);
+    let (loaded, built_ahead) = beside(
+        || start_dataplanes(&opts, &config),
+        |done| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            crate::desired::build_ahead(
+                &ahead,
+                threads.saturating_sub(1).max(1),
+                AHEAD_BUDGET,
+                done,
+            )
+        },
+    );
+    let (xdp, ipvs, caps) = loaded.inspect_err(|_| crate::desired::drop_ahead(&ahead))?;
     let load_ms = lap();
     let plan = plan_dataplanes(&config, opts.dataplane, &caps)?;
     let adopted = xdp.as_ref().map(XdpDataplane::adopted_services).unwrap_or_default();
@@ -526,6 +601,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         return Err(e).context("programming the dataplane");
     }
     let apply_ms = lap();
+    // Tables built for services the apply did not write (a guess that missed) go now.
+    crate::desired::drop_ahead(&ahead);
+    drop(ahead);
     log_desired(None, &desired);
     release_freed_memory();
     let flow_sync = flow_sync_maps(&config, &mut dataplane);
@@ -539,6 +617,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         host_ms,
         neigh_ms,
         load_ms,
+        built_ahead,
         checks_ms,
         desired_ms,
         apply_ms,
