@@ -472,10 +472,18 @@ impl Ring {
         if source.ahead.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
             return 0;
         }
-        let Some(packed) = Packed::of(key.backends.len(), key.build()) else { return 0 };
+        // Entries index all the service's reals, not only those in the table.
+        let reals = key.backends.iter().map(|b| b.2 as usize + 1).max().unwrap_or(0);
+        let Some(packed) = Packed::of(reals, key.build()) else { return 0 };
         let bytes = packed.bytes();
         *source.ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(packed);
         bytes
+    }
+
+    /// A table built ahead is held (tests).
+    #[cfg(test)]
+    fn held_ahead(&self) -> bool {
+        self.0.as_deref().is_some_and(|s| s.ahead.lock().is_ok_and(|a| a.is_some()))
     }
 
     /// Drops the table built ahead, if no write took it.
@@ -653,7 +661,8 @@ enum Packed {
 }
 
 impl Packed {
-    /// `None` when an entry does not fit in 16 bits (`reals` entries index fewer than that).
+    /// In the fewest bits `reals` (entries index fewer) needs; `None` when over 16 bits, or when
+    /// an entry does not fit after all.
     fn of(reals: usize, entries: Vec<u32>) -> Option<Self> {
         if reals <= 1 << 4 {
             let nibble = |e: u32| u8::try_from(e).ok().filter(|&e| e < 16);
@@ -893,6 +902,68 @@ weight = 2
         // Back to the first config: the same tables again (equal contents).
         cfg.virtual_servers[5].real_servers[1].weight = 1;
         assert_eq!(desired_state(&inputs(&cfg, &h)), before);
+    }
+
+    /// Tables built ahead (packed in 4, 8 or 16 bits by the largest real index) equal fresh
+    /// builds, across widths, weights, sizes, seeds and reals left out of the table.
+    #[test]
+    fn tables_built_ahead_equal_fresh_builds() {
+        use std::sync::atomic::AtomicBool;
+        // (reals, every n-th real out of the table (0: none), weights cycle 1..=w, size, seed)
+        let cases: &[(u32, u32, u32, u32, u32)] = &[
+            (1, 0, 1, 251, 0),
+            (10, 0, 1, 65537, 0),
+            (16, 0, 3, 1021, 7),
+            (17, 0, 1, 1021, 7),
+            (20, 2, 1, 509, 1), // 10 in the table, indexes up to 19: 8 bits
+            (256, 0, 5, 4093, 3),
+            (257, 0, 1, 4093, 3),
+            (1000, 7, 2, 8191, 9),
+        ];
+        for &(reals, skip, w, size, seed) in cases {
+            let backends: Vec<(String, u32, u32)> = (0..reals)
+                .filter(|i| skip == 0 || i % skip != 0)
+                .map(|i| (format!("10.{}.{}.1:80", i / 250, i % 250), i % w + 1, i))
+                .collect();
+            let key = TableKey { size, seed, backends };
+            let want = key.build();
+            let ring = Ring::of(Some(Entries::Maglev(key)));
+            let stop = AtomicBool::new(false);
+            assert_eq!(build_ahead(std::slice::from_ref(&ring), 2, usize::MAX, &stop), 1);
+            assert!(ring.held_ahead(), "{reals} reals: not held");
+            assert_eq!(ring.entries(), want, "{reals} reals, size {size}: taken");
+            assert!(!ring.held_ahead(), "{reals} reals: taken once");
+            assert_eq!(ring.entries(), want, "{reals} reals, size {size}: built again");
+        }
+    }
+
+    /// Building ahead stops at the flag and at the budget; what no write took can be dropped;
+    /// fixed tables are never held.
+    #[test]
+    fn building_ahead_stops_at_the_flag_and_the_budget() {
+        use std::sync::atomic::AtomicBool;
+        let ring = |n: u32| {
+            let backends = (0..3).map(|i| (format!("192.0.2.{}:{n}", i + 1), 1, i)).collect();
+            Ring::of(Some(Entries::Maglev(TableKey { size: 1021, seed: 0, backends })))
+        };
+        let rings: Vec<Ring> = (0..8).map(ring).collect();
+        let held = |rings: &[Ring]| rings.iter().filter(|r| r.held_ahead()).count();
+        let (go, stop) = (AtomicBool::new(false), AtomicBool::new(true));
+        assert_eq!(build_ahead(&rings, 2, usize::MAX, &stop), 0);
+        assert_eq!(held(&rings), 0);
+        // One table is 511 bytes: the budget is checked before each build.
+        assert_eq!(build_ahead(&rings, 1, 1, &go), 1);
+        assert_eq!(build_ahead(&rings, 1, 1_000, &go), 2, "the held one skipped, two built");
+        assert_eq!(held(&rings), 3);
+        assert_eq!(build_ahead(&rings, 2, usize::MAX, &go), 5, "held ones are not built again");
+        drop_ahead(&rings);
+        assert_eq!(held(&rings), 0);
+        for (n, r) in rings.iter().enumerate() {
+            assert_eq!(r.entries(), ring(n as u32).entries());
+        }
+        let fixed = [Ring::fixed(vec![1, 2, 3])];
+        assert_eq!(build_ahead(&fixed, 1, usize::MAX, &go), 0);
+        assert_eq!(fixed[0].entries(), vec![1, 2, 3]);
     }
 
     #[test]

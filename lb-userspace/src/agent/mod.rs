@@ -843,3 +843,99 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!("director stopped");
     result.and(shutdown.map_err(Into::into))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::Path,
+        sync::atomic::{AtomicBool, Ordering::Relaxed},
+    };
+
+    use super::*;
+    use crate::{
+        config::test_support::AnyHost,
+        net::{Mac, iface::Interface},
+    };
+
+    /// Works until `done`, counting rounds.
+    fn until_done(done: &AtomicBool) -> u32 {
+        let mut rounds = 0;
+        while !done.load(Relaxed) {
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rounds
+    }
+
+    /// The work runs while the load does and stops when it ends; the load's result comes back
+    /// as it was, an error included; a panicking load still stops the work, then surfaces.
+    #[test]
+    fn beside_runs_the_work_during_the_load_and_returns_its_result() {
+        let slow = || {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok::<u32, String>(7)
+        };
+        let (loaded, rounds) = beside(slow, until_done);
+        assert_eq!(loaded, Ok(7));
+        assert!(rounds > 0, "the work ran beside the load");
+        let (loaded, _) = beside(|| Err::<u32, _>("refused".to_owned()), until_done);
+        assert_eq!(loaded, Err("refused".to_owned()));
+        let panicked = std::panic::catch_unwind(|| beside(|| panic!("load"), until_done));
+        assert!(panicked.is_err());
+    }
+
+    fn host(reals: &[String]) -> HostFacts {
+        let eth0 =
+            Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
+        let mut h = HostFacts::default();
+        h.interfaces.insert("eth0".into(), eth0);
+        for a in reals {
+            h.neighbours
+                .0
+                .insert((7, a.parse().expect("test address")), Mac([0x52, 0, 0, 0, 0, 1]));
+        }
+        h
+    }
+
+    /// The rings guessed before the load are the very rings of the first desired state (so the
+    /// apply takes the tables built ahead), one per XDP service with a table; none under IPVS.
+    #[test]
+    fn rings_guessed_ahead_are_the_first_desired_states() {
+        let mut text = String::new();
+        let mut reals = Vec::new();
+        for s in 0..5 {
+            text.push_str(&format!(
+                "[[virtual_server]]\nvip = \"192.0.2.{}\"\nport = 80\ninterface = \"eth0\"\ntable_size = 1021\n",
+                100 + s
+            ));
+            // Service 4's reals have no MAC: no table.
+            for r in 0..3 {
+                let addr = format!("198.51.100.{}", 10 * s + r + 1);
+                text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n"));
+                if s != 4 {
+                    reals.push(addr);
+                }
+            }
+        }
+        let config = config::parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+        let facts = host(&reals);
+        for mode in [Mode::Xdp, Mode::Auto] {
+            let ahead = rings_ahead(&config, &facts, mode);
+            assert_eq!(ahead.len(), 4, "{mode:?}");
+            let caps = Capabilities { xdp: Ok(()), ipvs: Err("none".into()) };
+            let plan = select::plan(&config, Mode::Xdp, &caps).expect("plan");
+            let desired = desired_state(&Inputs {
+                config: &config,
+                host: &facts,
+                health: &HealthSnapshot::default(),
+                overrides: &Overrides::default(),
+                vrrp: &VrrpStates::default(),
+                plan: &plan,
+            });
+            for (svc, ring) in desired.services.iter().zip(&ahead) {
+                assert!(svc.ring.shares(ring), "{mode:?} {}", svc.key);
+            }
+        }
+        assert!(rings_ahead(&config, &facts, Mode::Ipvs).is_empty());
+    }
+}
