@@ -480,9 +480,8 @@ impl Ring {
         bytes
     }
 
-    /// A table built ahead is held (tests).
-    #[cfg(test)]
-    fn held_ahead(&self) -> bool {
+    /// A table built ahead is held: the first [`Ring::entries`] unpacks it instead of building.
+    pub fn held_ahead(&self) -> bool {
         self.0.as_deref().is_some_and(|s| s.ahead.lock().is_ok_and(|a| a.is_some()))
     }
 
