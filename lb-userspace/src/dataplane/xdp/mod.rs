@@ -156,6 +156,10 @@ enum LinkRef {
     Pinned(aya::programs::links::PinnedLink),
 }
 
+/// A table built by `apply` ahead of its write: the ring, its entries (`None`: the ring holds its
+/// table built ahead at start-up, unpacked when written) and the service's `pick_head`.
+type Prebuilt = (Ring, Option<Vec<u32>>, Vec<u8>);
+
 pub struct XdpDataplane {
     ebpf: Ebpf,
     mode: XdpModeSetting,
@@ -194,8 +198,7 @@ pub struct XdpDataplane {
     fresh_counters: bool,
     /// Tables built ahead of their writes by `apply` (see `BUILD_BATCH`), taken by `swap_table`.
     /// With each, the service's `pick_head`: its fingerprint is hashed once the table is written.
-    /// Entries `None`: the ring holds its table built ahead (start-up), unpacked when written.
-    prebuilt: HashMap<VirtualServerKey, (Ring, Option<Vec<u32>>, Vec<u8>)>,
+    prebuilt: HashMap<VirtualServerKey, Prebuilt>,
     /// Fingerprints of the written tables, hashed on a background thread.
     hasher: fingerprint::Hasher,
     /// Tests: seconds the agent's clock is set back, to put windows in the past.
