@@ -551,17 +551,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let neigh_ms = lap();
     // The Maglev tables need no map: build what the first apply will likely write while the
     // program and its maps load (a CPU each), held until the apply takes them.
-    let ahead = rings_ahead(&config, &facts, opts.dataplane);
-    let (loaded, built_ahead) = beside(
+    let (loaded, (ahead, built_ahead)) = beside(
         || start_dataplanes(&opts, &config),
         |done| {
+            // Guessed here, not before: the load need not wait for it.
+            let ahead = rings_ahead(&config, &facts, opts.dataplane);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            crate::desired::build_ahead(
-                &ahead,
-                threads.saturating_sub(1).max(1),
-                AHEAD_BUDGET,
-                done,
-            )
+            let threads = threads.saturating_sub(1).max(1);
+            let built = crate::desired::build_ahead(&ahead, threads, AHEAD_BUDGET, done);
+            (ahead, built)
         },
     );
     let (xdp, ipvs, caps) = loaded.inspect_err(|_| crate::desired::drop_ahead(&ahead))?;
