@@ -394,6 +394,9 @@ pub struct Ring(Option<Arc<RingSource>>);
 #[derive(Debug)]
 struct RingSource {
     entries: Entries,
+    /// The table built ahead of its first write (start-up builds tables while the program
+    /// loads), packed; taken by the first [`Ring::entries`].
+    ahead: Mutex<Option<Packed>>,
     /// Pick fingerprints computed from this table, by the bytes hashed ahead of it (a few: a
     /// table can serve services whose fingerprints differ only in reals it does not use).
     /// `None`: the dataplane is hashing the table as written ([`Ring::fingerprint_pending`]).
@@ -430,9 +433,13 @@ impl Ring {
     }
 
     fn of(entries: Option<Entries>) -> Self {
-        Self(
-            entries.map(|entries| Arc::new(RingSource { entries, fingerprints: Mutex::default() })),
-        )
+        Self(entries.map(|entries| {
+            Arc::new(RingSource {
+                entries,
+                ahead: Mutex::default(),
+                fingerprints: Mutex::default(),
+            })
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -450,10 +457,42 @@ impl Ring {
     /// The entries: indexes into the service's reals. Builds a Maglev table (milliseconds at
     /// M = 65537): for writing it, not for holding it.
     pub fn entries(&self) -> Vec<u32> {
-        match self.0.as_deref().map(|s| &s.entries) {
-            None => Vec::new(),
-            Some(Entries::Maglev(key)) => key.build(),
-            Some(Entries::Fixed(e)) => e.clone(),
+        let Some(source) = self.0.as_deref() else { return Vec::new() };
+        if let Some(packed) = source.ahead.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return packed.unpack();
+        }
+        match &source.entries {
+            Entries::Maglev(key) => key.build(),
+            Entries::Fixed(e) => e.clone(),
+        }
+    }
+
+    /// Builds this Maglev table now and holds it, packed, for the first [`Ring::entries`]. Its
+    /// size in bytes; 0 when nothing was held (no Maglev table, held already, or indexes too
+    /// large to pack).
+    fn build_ahead(&self) -> usize {
+        let Some(source) = self.0.as_deref() else { return 0 };
+        let Entries::Maglev(key) = &source.entries else { return 0 };
+        if source.ahead.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return 0;
+        }
+        // Entries index all the service's reals, not only those in the table.
+        let reals = key.backends.iter().map(|b| b.2 as usize + 1).max().unwrap_or(0);
+        let Some(packed) = Packed::of(reals, key.build()) else { return 0 };
+        let bytes = packed.bytes();
+        *source.ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(packed);
+        bytes
+    }
+
+    /// A table built ahead is held: the first [`Ring::entries`] unpacks it instead of building.
+    pub fn held_ahead(&self) -> bool {
+        self.0.as_deref().is_some_and(|s| s.ahead.lock().is_ok_and(|a| a.is_some()))
+    }
+
+    /// Drops the table built ahead, if no write took it.
+    fn drop_ahead(&self) {
+        if let Some(source) = self.0.as_deref() {
+            source.ahead.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
     }
 
@@ -612,6 +651,98 @@ fn rings_for(keys: Vec<Option<TableKey>>) -> Vec<Ring> {
         cache.retain(|_, t| t.strong_count() > 0);
     }
     out
+}
+
+/// A table built ahead, its entries (indexes into a service's reals) in as few bits as they fit:
+/// 32 KiB at M = 65537 for up to 16 reals, against 256 KiB as `u32`s.
+#[derive(Debug)]
+enum Packed {
+    /// Two entries per byte, the even one in the low half; the table's length.
+    U4(Vec<u8>, usize),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+}
+
+impl Packed {
+    /// In the fewest bits `reals` (entries index fewer) needs; `None` when over 16 bits, or when
+    /// an entry does not fit after all.
+    fn of(reals: usize, entries: Vec<u32>) -> Option<Self> {
+        if reals <= 1 << 4 {
+            let nibble = |e: u32| u8::try_from(e).ok().filter(|&e| e < 16);
+            entries
+                .chunks(2)
+                .map(|pair| match *pair {
+                    [even] => nibble(even),
+                    [even, odd] => Some(nibble(even)? | nibble(odd)? << 4),
+                    _ => None,
+                })
+                .collect::<Option<_>>()
+                .map(|bytes| Self::U4(bytes, entries.len()))
+        } else if reals <= 1 << 8 {
+            entries.iter().map(|&e| u8::try_from(e).ok()).collect::<Option<_>>().map(Self::U8)
+        } else if reals <= 1 << 16 {
+            entries.iter().map(|&e| u16::try_from(e).ok()).collect::<Option<_>>().map(Self::U16)
+        } else {
+            None
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::U4(v, _) | Self::U8(v) => v.len(),
+            Self::U16(v) => 2 * v.len(),
+        }
+    }
+
+    fn unpack(self) -> Vec<u32> {
+        match self {
+            Self::U4(v, len) => v
+                .into_iter()
+                .flat_map(|b| [u32::from(b & 15), u32::from(b >> 4)])
+                .take(len)
+                .collect(),
+            Self::U8(v) => v.into_iter().map(u32::from).collect(),
+            Self::U16(v) => v.into_iter().map(u32::from).collect(),
+        }
+    }
+}
+
+/// Builds the tables of `rings` ahead of their writes, on `threads` threads, until `stop` is set
+/// or `budget` bytes are held; each [`Ring::entries`] then takes its table instead of building
+/// it. Start-up does this while the XDP program and its maps load (the builds need no map). The
+/// tables held are dropped by [`drop_ahead`] (or taken by the writes). Returns the tables built.
+pub fn build_ahead(
+    rings: &[Ring],
+    threads: usize,
+    budget: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let (next, held, built) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let work = || {
+        while !stop.load(Relaxed) && held.load(Relaxed) < budget {
+            let Some(ring) = rings.get(next.fetch_add(1, Relaxed)) else { break };
+            let bytes = ring.build_ahead();
+            if bytes > 0 {
+                held.fetch_add(bytes, Relaxed);
+                built.fetch_add(1, Relaxed);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.max(1) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    built.into_inner()
+}
+
+/// Drops what [`build_ahead`] built for `rings` and no write took.
+pub fn drop_ahead(rings: &[Ring]) {
+    for ring in rings {
+        ring.drop_ahead();
+    }
 }
 
 /// Builds below this many run on the calling thread; more are spread over the CPUs (start-up,
@@ -774,6 +905,68 @@ weight = 2
         // Back to the first config: the same tables again (equal contents).
         cfg.virtual_servers[5].real_servers[1].weight = 1;
         assert_eq!(desired_state(&inputs(&cfg, &h)), before);
+    }
+
+    /// Tables built ahead (packed in 4, 8 or 16 bits by the largest real index) equal fresh
+    /// builds, across widths, weights, sizes, seeds and reals left out of the table.
+    #[test]
+    fn tables_built_ahead_equal_fresh_builds() {
+        use std::sync::atomic::AtomicBool;
+        // (reals, every n-th real out of the table (0: none), weights cycle 1..=w, size, seed)
+        let cases: &[(u32, u32, u32, u32, u32)] = &[
+            (1, 0, 1, 251, 0),
+            (10, 0, 1, 65537, 0),
+            (16, 0, 3, 1021, 7),
+            (17, 0, 1, 1021, 7),
+            (20, 2, 1, 509, 1), // 10 in the table, indexes up to 19: 8 bits
+            (256, 0, 5, 4093, 3),
+            (257, 0, 1, 4093, 3),
+            (1000, 7, 2, 8191, 9),
+        ];
+        for &(reals, skip, w, size, seed) in cases {
+            let backends: Vec<(String, u32, u32)> = (0..reals)
+                .filter(|i| skip == 0 || i % skip != 0)
+                .map(|i| (format!("10.{}.{}.1:80", i / 250, i % 250), i % w + 1, i))
+                .collect();
+            let key = TableKey { size, seed, backends };
+            let want = key.build();
+            let ring = Ring::of(Some(Entries::Maglev(key)));
+            let stop = AtomicBool::new(false);
+            assert_eq!(build_ahead(std::slice::from_ref(&ring), 2, usize::MAX, &stop), 1);
+            assert!(ring.held_ahead(), "{reals} reals: not held");
+            assert_eq!(ring.entries(), want, "{reals} reals, size {size}: taken");
+            assert!(!ring.held_ahead(), "{reals} reals: taken once");
+            assert_eq!(ring.entries(), want, "{reals} reals, size {size}: built again");
+        }
+    }
+
+    /// Building ahead stops at the flag and at the budget; what no write took can be dropped;
+    /// fixed tables are never held.
+    #[test]
+    fn building_ahead_stops_at_the_flag_and_the_budget() {
+        use std::sync::atomic::AtomicBool;
+        let ring = |n: u32| {
+            let backends = (0..3).map(|i| (format!("192.0.2.{}:{n}", i + 1), 1, i)).collect();
+            Ring::of(Some(Entries::Maglev(TableKey { size: 1021, seed: 0, backends })))
+        };
+        let rings: Vec<Ring> = (0..8).map(ring).collect();
+        let held = |rings: &[Ring]| rings.iter().filter(|r| r.held_ahead()).count();
+        let (go, stop) = (AtomicBool::new(false), AtomicBool::new(true));
+        assert_eq!(build_ahead(&rings, 2, usize::MAX, &stop), 0);
+        assert_eq!(held(&rings), 0);
+        // One table is 511 bytes: the budget is checked before each build.
+        assert_eq!(build_ahead(&rings, 1, 1, &go), 1);
+        assert_eq!(build_ahead(&rings, 1, 1_000, &go), 2, "the held one skipped, two built");
+        assert_eq!(held(&rings), 3);
+        assert_eq!(build_ahead(&rings, 2, usize::MAX, &go), 5, "held ones are not built again");
+        drop_ahead(&rings);
+        assert_eq!(held(&rings), 0);
+        for (n, r) in rings.iter().enumerate() {
+            assert_eq!(r.entries(), ring(n as u32).entries());
+        }
+        let fixed = [Ring::fixed(vec![1, 2, 3])];
+        assert_eq!(build_ahead(&fixed, 1, usize::MAX, &go), 0);
+        assert_eq!(fixed[0].entries(), vec![1, 2, 3]);
     }
 
     #[test]

@@ -305,6 +305,66 @@ fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::
     Ok(plan)
 }
 
+/// Bytes of tables built ahead of the first apply held at once: as much as one batch of the
+/// apply's own builds (`BUILD_BATCH` u32 tables at M = 65537), i.e. 512 tables of up to 16 reals,
+/// about what one CPU builds while the program loads; the apply builds the rest as before.
+const AHEAD_BUDGET: usize = 16 << 20;
+
+/// Runs `load` on a thread of its own and `work` on this one until `load` is done (`work` sees
+/// the flag set and returns). `load`'s result is what it returned, errors included.
+fn beside<L: Send, W>(
+    load: impl FnOnce() -> L + Send,
+    work: impl FnOnce(&std::sync::atomic::AtomicBool) -> W,
+) -> (L, W) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            // Set even when `load` panics, so `work` does not outlive it.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Relaxed);
+                }
+            }
+            let _done = Done(&done);
+            load()
+        });
+        let worked = work(&done);
+        match loading.join() {
+            Ok(loaded) => (loaded, worked),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The rings the first apply will likely write: the desired state's, guessed before the
+/// dataplanes load and the checks start (XDP loads; reals up as configured; no VRRP instance
+/// MASTER yet). A wrong guess costs a build, never a wrong table: a built table belongs to what
+/// decides it (`desired::Ring`), and the real desired state shares the guessed rings.
+fn rings_ahead(config: &Config, facts: &HostFacts, mode: Mode) -> Vec<crate::desired::Ring> {
+    let caps = Capabilities {
+        xdp: Ok(()),
+        ipvs: if mode == Mode::Xdp { Err(String::new()) } else { Ok(()) },
+    };
+    let Ok(plan) = select::plan(config, mode, &caps) else { return Vec::new() };
+    let guess = desired_state(&Inputs {
+        config,
+        host: facts,
+        health: &HealthSnapshot::default(),
+        overrides: &Overrides::default(),
+        vrrp: &VrrpStates::default(),
+        plan: &plan,
+    });
+    let mut rings: Vec<crate::desired::Ring> = Vec::new();
+    for svc in guess.services.into_iter().filter(|s| s.backend == select::Backend::Xdp) {
+        if !svc.ring.is_empty() && !rings.iter().rev().take(1).any(|r| r.shares(&svc.ring)) {
+            rings.push(svc.ring);
+        }
+    }
+    rings
+}
+
 /// Map sizes large enough for `config` (never below the compiled defaults).
 fn limits_for(config: &Config) -> XdpLimits {
     let settings = &config.dataplane;
@@ -499,7 +559,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let neigh_ms = lap();
-    let (xdp, ipvs, caps) = start_dataplanes(&opts, &config)?;
+    // The Maglev tables need no map: build what the first apply will likely write while the
+    // program and its maps load (a CPU each), held until the apply takes them.
+    let (loaded, (ahead, built_ahead)) = beside(
+        || start_dataplanes(&opts, &config),
+        |done| {
+            // Guessed here, not before: the load need not wait for it.
+            let ahead = rings_ahead(&config, &facts, opts.dataplane);
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = threads.saturating_sub(1).max(1);
+            let built = crate::desired::build_ahead(&ahead, threads, AHEAD_BUDGET, done);
+            (ahead, built)
+        },
+    );
+    let (xdp, ipvs, caps) = loaded.inspect_err(|_| crate::desired::drop_ahead(&ahead))?;
     let load_ms = lap();
     let plan = plan_dataplanes(&config, opts.dataplane, &caps)?;
     let adopted = xdp.as_ref().map(XdpDataplane::adopted_services).unwrap_or_default();
@@ -536,6 +609,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         return Err(e).context("programming the dataplane");
     }
     let apply_ms = lap();
+    // Tables built for services the apply did not write (a guess that missed) go now.
+    crate::desired::drop_ahead(&ahead);
+    drop(ahead);
     log_desired(None, &desired);
     release_freed_memory();
     let flow_sync = flow_sync_maps(&config, &mut dataplane);
@@ -549,6 +625,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         host_ms,
         neigh_ms,
         load_ms,
+        built_ahead,
         checks_ms,
         desired_ms,
         apply_ms,
@@ -773,4 +850,100 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shutdown = lock(&shared).dataplane.shutdown();
     tracing::info!("director stopped");
     result.and(shutdown.map_err(Into::into))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::Path,
+        sync::atomic::{AtomicBool, Ordering::Relaxed},
+    };
+
+    use super::*;
+    use crate::{
+        config::test_support::AnyHost,
+        net::{Mac, iface::Interface},
+    };
+
+    /// Works until `done`, counting rounds.
+    fn until_done(done: &AtomicBool) -> u32 {
+        let mut rounds = 0;
+        while !done.load(Relaxed) {
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rounds
+    }
+
+    /// The work runs while the load does and stops when it ends; the load's result comes back
+    /// as it was, an error included; a panicking load still stops the work, then surfaces.
+    #[test]
+    fn beside_runs_the_work_during_the_load_and_returns_its_result() {
+        let slow = || {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok::<u32, String>(7)
+        };
+        let (loaded, rounds) = beside(slow, until_done);
+        assert_eq!(loaded, Ok(7));
+        assert!(rounds > 0, "the work ran beside the load");
+        let (loaded, _) = beside(|| Err::<u32, _>("refused".to_owned()), until_done);
+        assert_eq!(loaded, Err("refused".to_owned()));
+        let panicked = std::panic::catch_unwind(|| beside(|| panic!("load"), until_done));
+        assert!(panicked.is_err());
+    }
+
+    fn host(reals: &[String]) -> HostFacts {
+        let eth0 =
+            Interface { name: "eth0".into(), ifindex: 7, mac: Mac([2; 6]), driver: "veth".into() };
+        let mut h = HostFacts::default();
+        h.interfaces.insert("eth0".into(), eth0);
+        for a in reals {
+            h.neighbours
+                .0
+                .insert((7, a.parse().expect("test address")), Mac([0x52, 0, 0, 0, 0, 1]));
+        }
+        h
+    }
+
+    /// The rings guessed before the load are the very rings of the first desired state (so the
+    /// apply takes the tables built ahead), one per XDP service with a table; none under IPVS.
+    #[test]
+    fn rings_guessed_ahead_are_the_first_desired_states() {
+        let mut text = String::new();
+        let mut reals = Vec::new();
+        for s in 0..5 {
+            text.push_str(&format!(
+                "[[virtual_server]]\nvip = \"192.0.2.{}\"\nport = 80\ninterface = \"eth0\"\ntable_size = 1021\n",
+                100 + s
+            ));
+            // Service 4's reals have no MAC: no table.
+            for r in 0..3 {
+                let addr = format!("198.51.100.{}", 10 * s + r + 1);
+                text.push_str(&format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n"));
+                if s != 4 {
+                    reals.push(addr);
+                }
+            }
+        }
+        let config = config::parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+        let facts = host(&reals);
+        for mode in [Mode::Xdp, Mode::Auto] {
+            let ahead = rings_ahead(&config, &facts, mode);
+            assert_eq!(ahead.len(), 4, "{mode:?}");
+            let caps = Capabilities { xdp: Ok(()), ipvs: Err("none".into()) };
+            let plan = select::plan(&config, Mode::Xdp, &caps).expect("plan");
+            let desired = desired_state(&Inputs {
+                config: &config,
+                host: &facts,
+                health: &HealthSnapshot::default(),
+                overrides: &Overrides::default(),
+                vrrp: &VrrpStates::default(),
+                plan: &plan,
+            });
+            for (svc, ring) in desired.services.iter().zip(&ahead) {
+                assert!(svc.ring.shares(ring), "{mode:?} {}", svc.key);
+            }
+        }
+        assert!(rings_ahead(&config, &facts, Mode::Ipvs).is_empty());
+    }
 }

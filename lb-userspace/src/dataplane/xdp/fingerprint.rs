@@ -254,6 +254,67 @@ mod tests {
         assert_eq!(rebuilt(&stale), want, "the fallback");
     }
 
+    /// Tables built ahead of the first apply (start-up builds them while the program loads) are
+    /// what it writes: taken, not built again, and the map then holds what a fresh build gives
+    /// (the fingerprints read back from it equal the rebuilt tables' digests); the services
+    /// whose tables were not built ahead are built and written as before.
+    #[test]
+    fn tables_built_ahead_are_written_as_built() {
+        use std::{net::IpAddr, path::Path, sync::atomic::AtomicBool};
+
+        use crate::{
+            config::{self, test_support::AnyHost},
+            dataplane::select::{self, Capabilities, Mode},
+            desired::{HostFacts, Inputs, VrrpStates, build_ahead, desired_state},
+            net::{Mac, iface::Interface},
+        };
+        if !require_root("tables built ahead written by the first apply") {
+            return;
+        }
+        private_netns();
+        let mut text = String::new();
+        let mut host = HostFacts::default();
+        let lo =
+            Interface { name: "lo".into(), ifindex: 1, mac: Mac([0; 6]), driver: String::new() };
+        host.interfaces.insert("lo".into(), lo);
+        for s in 0..8 {
+            text.push_str(&format!(
+                "[[virtual_server]]\nvip = \"192.0.2.{}\"\nport = 80\ninterface = \"lo\"\ntable_size = {SIZE}\n",
+                100 + s
+            ));
+            for r in 0..3 {
+                let addr = format!("198.51.100.{}", 10 * s + r + 1);
+                let weight = r + 1;
+                text.push_str(&format!(
+                    "[[virtual_server.real_server]]\naddress = \"{addr}\"\nweight = {weight}\n"
+                ));
+                let ip: IpAddr = addr.parse().expect("test address");
+                host.neighbours.0.insert((1, ip), Mac([0x52, 0, 0, 0, 0, 1]));
+            }
+        }
+        let config = config::parse_toml(&text, Path::new("t.toml"), &AnyHost).expect("valid");
+        let caps = Capabilities { xdp: Ok(()), ipvs: Err("none".into()) };
+        let plan = select::plan(&config, Mode::Xdp, &caps).expect("plan");
+        let d = desired_state(&Inputs {
+            config: &config,
+            host: &host,
+            health: &Default::default(),
+            overrides: &Default::default(),
+            vrrp: &VrrpStates::default(),
+            plan: &plan,
+        });
+        let rings: Vec<_> = d.services.iter().map(|s| s.ring.clone()).collect();
+        // Half of them, as when the load ends first.
+        assert_eq!(build_ahead(&rings[..4], 2, usize::MAX, &AtomicBool::new(false)), 4);
+        let limits =
+            XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * SIZE, flows: 1024 };
+        let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load");
+        dp.apply(&d).expect("apply");
+        assert!(rings.iter().all(|r| !r.held_ahead()), "every table built ahead was taken");
+        assert_eq!(dp.ring_writes, 8 * u64::from(SIZE), "every entry written once");
+        assert_eq!(settled(&d), reference(&d), "the map holds fresh builds' tables");
+    }
+
     /// Ids translate back to indexes; an id held by two reals, or by none, cannot be.
     #[test]
     fn ids_translate_back_to_indexes_unless_ambiguous() {

@@ -156,6 +156,10 @@ enum LinkRef {
     Pinned(aya::programs::links::PinnedLink),
 }
 
+/// A table built by `apply` ahead of its write: the ring, its entries (`None`: the ring holds its
+/// table built ahead at start-up, unpacked when written) and the service's `pick_head`.
+type Prebuilt = (Ring, Option<Vec<u32>>, Vec<u8>);
+
 pub struct XdpDataplane {
     ebpf: Ebpf,
     mode: XdpModeSetting,
@@ -194,7 +198,7 @@ pub struct XdpDataplane {
     fresh_counters: bool,
     /// Tables built ahead of their writes by `apply` (see `BUILD_BATCH`), taken by `swap_table`.
     /// With each, the service's `pick_head`: its fingerprint is hashed once the table is written.
-    prebuilt: HashMap<VirtualServerKey, (Ring, Vec<u32>, Vec<u8>)>,
+    prebuilt: HashMap<VirtualServerKey, Prebuilt>,
     /// Fingerprints of the written tables, hashed on a background thread.
     hasher: fingerprint::Hasher,
     /// Tests: seconds the agent's clock is set back, to put windows in the past.
@@ -1140,7 +1144,7 @@ impl XdpDataplane {
             let offset = base + area as u32 * size;
             let built = self.prebuilt.remove(&key).filter(|(r, ..)| *r == table.ring);
             let (entries, head) = match built {
-                Some((_, indexes, head)) => (table.entries(Some(indexes)), Some(head)),
+                Some((_, indexes, head)) => (table.entries(indexes), Some(head)),
                 None => (table.entries(None), None),
             };
             if let Some(s) = self.services.get_mut(&key) {
@@ -1259,9 +1263,13 @@ impl XdpDataplane {
                     .is_none_or(|slot| !slot.areas.iter().flatten().any(|t| t.ring == svc.ring))
             })
             .collect();
+        // Tables built ahead stay packed until written: a batch of them holds one unpacked.
+        let (ahead, wanted): (Vec<_>, Vec<_>) =
+            wanted.into_iter().partition(|svc| svc.ring.held_ahead());
         let built = crate::desired::build_all(&wanted, |svc| svc.ring.entries());
         self.prebuilt.clear();
-        for (svc, entries) in wanted.into_iter().zip(built) {
+        let built = wanted.into_iter().zip(built.into_iter().map(Some));
+        for (svc, entries) in ahead.into_iter().map(|svc| (svc, None)).chain(built) {
             let head = crate::desired::pick_head(svc, hash_seed);
             self.prebuilt.insert(svc.key, (svc.ring.clone(), entries, head));
         }
