@@ -116,22 +116,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Backends { socket, json, stats } => {
             let data = client::call(&socket, &Request::Backends {})?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&data)?))?;
             } else {
                 let v: BackendsView = serde_json::from_value(data)?;
                 let text = if stats { render::backends_stats(&v) } else { render::backends(&v) };
-                print!("{text}");
+                out(&text)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { socket } => {
             let data = client::call(&socket, &Request::Reload {})?;
-            println!(
-                "reloaded {} ({} services, {} real servers)",
+            out(&format!(
+                "reloaded {} ({} services, {} real servers)\n",
                 data["config"].as_str().unwrap_or("?"),
                 data["services"],
                 data["reals"]
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Drain { service, real, socket } => {
@@ -152,12 +152,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Man { dir } => {
             for page in lb::cli::write_man_pages(&dir)? {
-                println!("{}", page.display());
+                out(&format!("{}\n", page.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            lb::cli::write_completions(shell, &mut std::io::stdout().lock());
+            let mut script = Vec::new();
+            lb::cli::write_completions(shell, &mut script);
+            out(&String::from_utf8_lossy(&script))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Convert { config: path, format } => {
@@ -168,7 +170,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let options = lb::net::realserver::Options { vips, tunnel, outer, dev, state };
             for line in rt.block_on(lb::net::realserver::run(action, &options))? {
-                println!("{line}");
+                out(&format!("{line}\n"))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -176,10 +178,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let req = Request::Flows { vip: vip.map(|v| v.to_string()), limit: Some(limit) };
             let data = client::call(&socket, &req)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&data)?))?;
             } else {
                 let v: FlowsView = serde_json::from_value(data)?;
-                print!("{}", render::flows(&v));
+                out(&render::flows(&v))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -194,20 +196,31 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             let data = client::call(&socket, &req)?;
             for vip in data["vips"].as_array().into_iter().flatten() {
-                println!("{}: {}", vip.as_str().unwrap_or("?"), action.as_str());
+                out(&format!("{}: {}\n", vip.as_str().unwrap_or("?"), action.as_str()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { socket, json } => {
             let data = client::call(&socket, &Request::Status {})?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&data)?))?;
             } else {
                 let v: StatusView = serde_json::from_value(data)?;
-                print!("{}", render::status(&v));
+                out(&render::status(&v))?;
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes `text` to standard output. A reader that went away (`lb status | head -1`, `| grep -q`)
+/// is not an error of lb: the rest of the output is not wanted, so it ends quietly (exit 0).
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
 }
 
@@ -220,7 +233,7 @@ fn selector(s: &ServiceSelector) -> String {
 fn print_changed(data: &serde_json::Value) -> anyhow::Result<ExitCode> {
     let changed: Vec<ChangedView> = serde_json::from_value(data["changed"].clone())?;
     for c in changed {
-        println!("{} -> {}: {} (weight {})", c.service, c.real, c.state, c.weight);
+        out(&format!("{} -> {}: {} (weight {})\n", c.service, c.real, c.state, c.weight))?;
     }
     Ok(ExitCode::SUCCESS)
 }

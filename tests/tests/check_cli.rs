@@ -315,3 +315,42 @@ fn hostile_files_are_located_errors_not_crashes() {
         );
     }
 }
+
+/// A reader that stops reading (`lb ... | head -1`, `| grep -q`) is no crash: lb stops writing and
+/// exits 0, as the rest of its output is not wanted. Its standard output here is a pipe whose
+/// reading end is closed before lb starts, so its first write fails.
+#[test]
+fn a_closed_standard_output_is_no_crash() {
+    let dir = scratch_dir("lb-cli-pipe").expect("scratch dir");
+    let config = write(&dir, "lb.toml", VALID_FOR_PIPES);
+    let man = dir.path().join("man");
+    let man = man.to_str().expect("utf-8 path");
+    let config = config.to_str().expect("utf-8 path");
+    let cases: &[&[&str]] = &[
+        &["man", "--dir", man],
+        &["completions", "bash"],
+        &["check", "-c", config],
+        &["check", "-c", config, "--json"],
+        &["convert", "-c", config],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(lb_bin()).args(*args).stdout(writer).output().expect("run lb");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "lb {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "lb {args:?}: {stderr}");
+    }
+}
+
+const VALID_FOR_PIPES: &str = r#"
+[[virtual_server]]
+vip = "192.0.2.10"
+port = 80
+protocol = "tcp"
+interface = "lo"
+
+[[virtual_server.real_server]]
+address = "192.0.2.11"
+port = 80
+"#;
