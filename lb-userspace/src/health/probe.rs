@@ -536,28 +536,14 @@ udp_check = { through_vip = true }
     /// none → the mark unsupported with why (no target, nothing attached for it).
     #[test]
     fn desired_picks_the_translated_source_from_the_host() {
-        use crate::{
-            desired::HostFacts,
-            net::{iface::Interface, route::Egress},
-        };
+        use crate::net::route::Egress;
         let c = config(
             "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n\
              [[virtual_server.real_server]]\naddress = \"2001:db8:1::10\"\nlb_kind = \"TUN\"\n\
              tcp_check = { through_vip = true }\n",
         );
         let facts = |addresses: &[(&str, &str)]| {
-            let mut facts = HostFacts::default();
-            for (name, ifindex) in [("eth0", 2), ("eth1", 3)] {
-                facts.interfaces.insert(
-                    name.to_owned(),
-                    Interface {
-                        name: name.to_owned(),
-                        ifindex,
-                        mac: crate::net::Mac([2; 6]),
-                        driver: "veth".to_owned(),
-                    },
-                );
-            }
+            let mut facts = two_interfaces();
             facts.routes.insert(
                 "2001:db8:1::10".parse().unwrap(),
                 Egress { ifindex: 3, via_gateway: false },
@@ -597,23 +583,13 @@ udp_check = { through_vip = true }
         assert!(needs_addresses(&c));
     }
 
-    #[test]
-    fn desired_names_the_interfaces_of_the_marked_reals() {
-        use crate::{
-            desired::HostFacts,
-            net::{iface::Interface, route::Egress},
-        };
-        let c = config(
-            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n\
-             [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n\
-             tcp_check = { through_vip = true }\n\
-             [[virtual_server.real_server]]\naddress = \"192.0.2.12\"\ntcp_check = {}\n",
-        );
-        let mut facts = HostFacts::default();
+    /// Host facts with the interfaces eth0 (index 2) and eth1 (index 3), nothing else.
+    fn two_interfaces() -> crate::desired::HostFacts {
+        let mut facts = crate::desired::HostFacts::default();
         for (name, ifindex) in [("eth0", 2), ("eth1", 3)] {
             facts.interfaces.insert(
                 name.to_owned(),
-                Interface {
+                crate::net::iface::Interface {
                     name: name.to_owned(),
                     ifindex,
                     mac: crate::net::Mac([2; 6]),
@@ -621,6 +597,19 @@ udp_check = { through_vip = true }
                 },
             );
         }
+        facts
+    }
+
+    #[test]
+    fn desired_names_the_interfaces_of_the_marked_reals() {
+        use crate::net::route::Egress;
+        let c = config(
+            "[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\ninterface = \"eth0\"\n\
+             [[virtual_server.real_server]]\naddress = \"192.0.2.11\"\n\
+             tcp_check = { through_vip = true }\n\
+             [[virtual_server.real_server]]\naddress = \"192.0.2.12\"\ntcp_check = {}\n",
+        );
+        let mut facts = two_interfaces();
         for (real, ifindex) in [("192.0.2.11", 3), ("192.0.2.12", 2)] {
             facts.routes.insert(real.parse().unwrap(), Egress { ifindex, via_gateway: false });
         }
