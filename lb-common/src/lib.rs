@@ -90,6 +90,11 @@ pub struct ServiceKey {
 /// connections pick the same real (`sh`, persistence).
 pub const SVC_F_SRC_HASH: u32 = 1;
 
+/// Service flag: the rings map holds 16-bit entries, four per slot (`RingSlot`). The agent sets
+/// it on every service of such a map, so the program reads the width with the value it already
+/// has instead of looking it up.
+pub const SVC_F_RING_U16: u32 = 2;
+
 /// Value of the services map. The agent replaces the whole value to switch a service to a freshly
 /// written ring half; a hash-map update is atomic for readers, so a packet sees either table.
 #[repr(C)]
@@ -175,14 +180,38 @@ impl LocalMacKey {
 /// Ring entry value meaning "no real" (never written into a live table, checked defensively).
 pub const RING_NONE: u32 = 0;
 
-/// A slot of the rings map (`LB_RINGS`): two consecutive ring entries. An array map stores every
-/// value in 8 bytes, so a `u32` value per slot would leave half of the map's memory unused;
-/// entry `i` is half `i & 1` of slot `i >> 1`.
-pub type RingSlot = [u32; 2];
+/// A slot of the rings map (`LB_RINGS`): consecutive ring entries, two `u32` or, when every
+/// real id fits in 16 bits (`ring_entry_bytes`), four `u16` (`SVC_F_RING_U16`). An array map
+/// stores every value in 8 bytes, so one entry per slot would waste most of the map's memory.
+/// Entry `k` of a slot lies at byte `k * width` of it, which on the little-endian hosts XDP runs
+/// on (the program is built for `bpfel`) is bit `8 * k * width` of the slot as a `u64`.
+pub type RingSlot = u64;
 
-/// Slots of the rings map that hold `entries` ring entries.
-pub const fn ring_slots(entries: u32) -> u32 {
-    entries.div_ceil(2)
+/// Bytes per ring entry in a rings map for real ids below `max_reals`: 2 when every id fits in
+/// 16 bits (half the map's memory, and half the bytes the agent writes), else 4.
+pub const fn ring_entry_bytes(max_reals: u32) -> u32 {
+    if max_reals <= 1 << 16 { 2 } else { 4 }
+}
+
+/// Slots of the rings map that hold `entries` ring entries of `entry_bytes` bytes each.
+pub const fn ring_slots(entries: u32, entry_bytes: u32) -> u32 {
+    entries.div_ceil(size_of::<RingSlot>() as u32 / entry_bytes)
+}
+
+/// 1 when a service's flags say its rings map holds 16-bit entries, else 0.
+#[inline(always)]
+pub const fn ring_narrow(svc_flags: u32) -> u32 {
+    (svc_flags / SVC_F_RING_U16) & 1
+}
+
+/// Where ring entry `index` lies for entries of `32 >> narrow` bits (`narrow` 0 or 1): (slot,
+/// right shift of the slot, mask). Branch-free: the program computes it for every pick.
+#[inline(always)]
+pub const fn ring_place(index: u32, narrow: u32) -> (u32, u32, u64) {
+    let per_slot_log2 = 1 + narrow;
+    let bits = 32 >> narrow;
+    let lane = index & ((1 << per_slot_log2) - 1);
+    (index >> per_slot_log2, lane * bits, u32::MAX as u64 >> (32 - bits))
 }
 
 /// Value of the reals map, indexed by real id (>= 1).
@@ -789,6 +818,56 @@ pub const fn ports_word(sport: u16, dport: u16) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slot, shift and mask of ring entries in both widths, and the map sizes they imply.
+    #[test]
+    fn ring_entries_lie_where_the_agent_writes_them() {
+        // (index, narrow, (slot, shift, mask))
+        let cases = [
+            (0, 0, (0, 0, 0xffff_ffff)),
+            (1, 0, (0, 32, 0xffff_ffff)),
+            (2, 0, (1, 0, 0xffff_ffff)),
+            (131_073, 0, (65_536, 32, 0xffff_ffff)),
+            (u32::MAX, 0, (u32::MAX >> 1, 32, 0xffff_ffff)),
+            (0, 1, (0, 0, 0xffff)),
+            (1, 1, (0, 16, 0xffff)),
+            (3, 1, (0, 48, 0xffff)),
+            (4, 1, (1, 0, 0xffff)),
+            (262_146, 1, (65_536, 32, 0xffff)),
+            (u32::MAX, 1, (u32::MAX >> 2, 48, 0xffff)),
+        ];
+        for (index, narrow, want) in cases {
+            assert_eq!(ring_place(index, narrow), want, "entry {index}, narrow {narrow}");
+        }
+        assert_eq!(ring_narrow(SVC_F_RING_U16 | SVC_F_SRC_HASH), 1);
+        assert_eq!(ring_narrow(SVC_F_SRC_HASH), 0);
+        // (max_reals, entry bytes, slots for 65,537 × 4 entries)
+        let sizes =
+            [(64, 2, 65_537), (65_536, 2, 65_537), (65_537, 4, 131_074), (1 << 20, 4, 131_074)];
+        for (max_reals, bytes, slots) in sizes {
+            assert_eq!(ring_entry_bytes(max_reals), bytes, "max_reals {max_reals}");
+            assert_eq!(ring_slots(4 * 65_537, bytes), slots, "max_reals {max_reals}");
+        }
+        assert_eq!(ring_slots(5, 2), 2, "a partial slot counts");
+        assert_eq!(ring_slots(5, 4), 3, "a partial slot counts");
+        // Entries stored at byte `i * width` (as the agent's mapped writes do) read back through
+        // the slot arithmetic, ids up to the width's largest.
+        for (narrow, width) in [(0u32, 4usize), (1, 2)] {
+            let top = u32::MAX >> (16 * narrow);
+            let ids: [u32; 37] =
+                core::array::from_fn(|i| [1, 256, 300, top - 1, top][i % 5] ^ (i as u32 & 1));
+            let mut bytes = [0u8; 37 * 4 + 8];
+            for (i, &id) in ids.iter().enumerate() {
+                bytes[i * width..(i + 1) * width].copy_from_slice(&id.to_le_bytes()[..width]);
+            }
+            for (i, &id) in ids.iter().enumerate() {
+                let (slot, shift, mask) = ring_place(i as u32, narrow);
+                let at = slot as usize * 8;
+                let value = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                assert_eq!(((value >> shift) & mask) as u32, id, "entry {i}, width {width}");
+            }
+        }
+    }
 
     #[test]
     fn masks_keep_the_prefix() {

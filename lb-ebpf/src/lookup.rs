@@ -3,7 +3,7 @@
 
 use lb_common::{
     Addr, CFG_F_NO_ALL_PORTS, FlowKey, PersistKey, REAL_F_UP, RING_NONE, RealValue, SVC_F_SRC_HASH,
-    ServiceValue, VipValue, event, flow_hash,
+    ServiceValue, VipValue, event, flow_hash, ring_narrow, ring_place,
 };
 
 use crate::{
@@ -96,7 +96,7 @@ pub fn anchor_pick(
 ) -> Option<(u32, &'static RealValue)> {
     let hash = flow_hash(&flow.src, &flow.dst, flow.ports, flow.proto, seed);
     let slot = hash.checked_rem(svc.anchor_size)?;
-    let id = ring_entry(svc.anchor_offset.wrapping_add(slot))?;
+    let id = ring_entry(svc, svc.anchor_offset.wrapping_add(slot))?;
     Some((id, usable_real_any(id)?))
 }
 
@@ -114,15 +114,17 @@ fn usable_real_any(id: u32) -> Option<&'static RealValue> {
 #[inline(always)]
 fn ring_pick(svc: &ServiceValue, hash: u32) -> Option<(u32, &'static RealValue)> {
     let slot = hash.checked_rem(svc.ring_size)?;
-    let id = ring_entry(svc.ring_offset.wrapping_add(slot))?;
+    let id = ring_entry(svc, svc.ring_offset.wrapping_add(slot))?;
     Some((id, usable_real_any(id)?))
 }
 
-/// Ring entry `index`: half `index & 1` of the rings map's slot `index >> 1` (two per slot).
+/// Ring entry `index` of `svc`'s rings map: four 16-bit entries per slot when the service says
+/// so (`SVC_F_RING_U16`), else two 32-bit ones; a shift and a mask, no branch on the width.
 #[inline(always)]
-fn ring_entry(index: u32) -> Option<u32> {
-    let pair = RINGS.get(index >> 1)?;
-    Some(pair[(index & 1) as usize])
+fn ring_entry(svc: &ServiceValue, index: u32) -> Option<u32> {
+    let (slot, shift, mask) = ring_place(index, ring_narrow(svc.flags));
+    let value = RINGS.get(slot)?;
+    Some(((*value >> shift) & mask) as u32)
 }
 
 #[inline(always)]

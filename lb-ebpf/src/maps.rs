@@ -24,12 +24,12 @@ pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(sizes::MA
 #[map(name = "LB_LOCAL_MACS")]
 pub static LOCAL_MACS: HashMap<LocalMacKey, u32> = HashMap::with_max_entries(sizes::LOCAL_MACS, 0);
 
-/// Maglev tables of all services, back to back; entries are real ids, two per slot
-/// (`lb_common::RingSlot`). Mappable, so the agent writes a table through memory instead of one
-/// map update per entry.
+/// Maglev tables of all services, back to back; entries are real ids, two or four per slot
+/// (`lb_common::RingSlot`; the agent sizes the map by the width). Mappable, so the agent writes
+/// a table through memory instead of one map update per entry.
 #[map(name = "LB_RINGS")]
 pub static RINGS: Array<RingSlot> = Array::with_max_entries(
-    ring_slots(sizes::MAX_RING_ENTRIES),
+    ring_slots(sizes::MAX_RING_ENTRIES, 4),
     aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
 

@@ -21,6 +21,14 @@ impl IdAlloc {
         Self { next, limit, free }
     }
 
+    /// An allocator that hands out `first` in this order, then ids from `next` on (tests: real
+    /// ids of any size without allocating all below them). Every id of `first` is below `next`.
+    #[cfg(test)]
+    pub fn handing_out(first: &[u32], next: u32, limit: u32) -> Self {
+        assert!(first.iter().all(|&id| id < next), "{first:?} not below {next}");
+        Self { next, limit, free: first.iter().rev().copied().collect() }
+    }
+
     /// An id, and whether it is handed out for the first time by this allocator (not a freed
     /// one): in maps created with it, its slots still hold zeros.
     pub fn alloc_telling_first(&mut self) -> Option<(u32, bool)> {

@@ -40,7 +40,8 @@ pub(super) struct Job {
     pub ring: Ring,
     /// `desired::pick_head` of the service.
     pub head: Vec<u8>,
-    /// Where the table lies in the rings map, in entries.
+    /// The rings map's entry width, and where the table lies in it, in entries.
+    pub width: super::rings::Width,
     pub offset: u32,
     pub len: u32,
     /// Real id of each index of the service's reals (entry `i` is `ids[ring[i]]`).
@@ -52,11 +53,11 @@ impl Job {
     pub(super) fn new(
         ring: Ring,
         head: Vec<u8>,
-        (offset, len): (u32, u32),
+        (width, offset, len): (super::rings::Width, u32, u32),
         ids: Vec<u32>,
         guard: &AreaGuard,
     ) -> Self {
-        Self { ring, head, offset, len, ids, written: guard.0.clone() }
+        Self { ring, head, width, offset, len, ids, written: guard.0.clone() }
     }
 }
 
@@ -120,11 +121,12 @@ fn read_back(fd: &OwnedFd, job: &Job) -> Option<String> {
     let index = Indexes::new(&job.ids);
     let mut digest = PickDigest::new(&job.head);
     let mut ok = true;
-    let read =
-        super::rings::read(fd.as_fd(), job.offset, job.len as usize, |id| match index.of(id) {
+    let read = super::rings::read(fd.as_fd(), job.width, job.offset, job.len as usize, |id| {
+        match index.of(id) {
             Some(i) => digest.push(i),
             None => ok = false,
-        });
+        }
+    });
     fence(Ordering::SeqCst);
     (read && ok && job.written.load(Ordering::SeqCst)).then(|| digest.finish())
 }
@@ -170,7 +172,7 @@ mod tests {
     use crate::{
         dataplane::{
             Dataplane as _,
-            xdp::{XdpDataplane, XdpLimits, XdpModeSetting, rings_fd},
+            xdp::{RingWidth, XdpDataplane, XdpLimits, XdpModeSetting, alloc::IdAlloc, rings_fd},
         },
         desired::{Desired, PENDING, pick_head},
         fixture,
@@ -208,27 +210,42 @@ mod tests {
         }
     }
 
-    /// Fingerprints hashed from the tables as written equal the digest of the rebuilt tables,
-    /// after the first apply and after a change of one table (written into another area); the
-    /// read-back itself gives that value, and refuses (so the table is rebuilt instead) once the
-    /// area's guard is gone or when the ids cannot be translated back.
+    /// In both ring widths, with real ids as large as the width holds: fingerprints hashed from
+    /// the tables as written equal the digest of the rebuilt tables, after the first apply and
+    /// after a change of one table (written into another area); the read-back itself gives that
+    /// value, and refuses (so the table is rebuilt instead) once the area's guard is gone or when
+    /// the ids cannot be translated back.
     #[test]
     fn read_back_fingerprints_equal_the_rebuilt_tables_digest() {
         if !require_root("fingerprints read back from the rings map") {
             return;
         }
-        private_netns();
-        let limits =
-            XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * SIZE, flows: 1024 };
-        let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load");
+        // (max_reals, width, first real id handed out)
+        let cases = [
+            (64, RingWidth::U16, 1),
+            (65_536, RingWidth::U16, 65_520),
+            (70_000, RingWidth::U32, 69_970),
+        ];
+        for (max_reals, width, first_id) in cases {
+            private_netns();
+            let limits =
+                XdpLimits { max_services: 32, max_reals, ring_entries: 64 * SIZE, flows: 1024 };
+            assert_eq!(limits.ring_width(), width);
+            let mut dp = XdpDataplane::load(XdpModeSetting::Generic, limits).expect("load");
+            dp.real_ids = IdAlloc::handing_out(&[], first_id, max_reals);
+            check_read_back(&mut dp, width);
+        }
+    }
+
+    fn check_read_back(dp: &mut XdpDataplane, width: RingWidth) {
         let mut d = fixture::desired(fixture::xdp_services(SIZE), vec![]);
         dp.apply(&d).expect("apply");
-        assert_eq!(settled(&d), reference(&d), "after the first apply");
+        assert_eq!(settled(&d), reference(&d), "{width:?}: after the first apply");
         // A weight change: a new table, a new area.
         d.services[0].reals[1].weight = 5;
         fixture::rebuild_ring(&mut d.services[0]);
         dp.apply(&d).expect("second apply");
-        assert_eq!(settled(&d), reference(&d), "after a table change");
+        assert_eq!(settled(&d), reference(&d), "{width:?}: after a table change");
 
         // The read-back alone, on service 0's live area.
         let fd = rings_fd(&mut dp.ebpf).expect("rings fd");
@@ -239,19 +256,21 @@ mod tests {
         let table = slot.areas[area].clone().expect("written table");
         let offset = slot.ring_base + area as u32 * slot.table_size;
         let head = pick_head(svc, d.globals.hash_seed);
-        let job = |ids: Vec<u32>, guard: &AreaGuard| {
-            Job::new(table.ring.clone(), head.clone(), (offset, SIZE), ids, guard)
+        let job = |ids: Vec<u32>, guard: &AreaGuard, width| {
+            Job::new(table.ring.clone(), head.clone(), (width, offset, SIZE), ids, guard)
         };
         let guard = slot.written[area].as_ref().expect("guard");
-        assert_eq!(read_back(&fd, &job(table.ids.clone(), guard)).as_deref(), Some(&*want));
+        let ok = job(table.ids.clone(), guard, width);
+        assert_eq!(read_back(&fd, &ok).as_deref(), Some(&*want), "{width:?}: {:?}", table.ids);
+        let other = if width == RingWidth::U16 { RingWidth::U32 } else { RingWidth::U16 };
+        assert_eq!(read_back(&fd, &job(table.ids.clone(), guard, other)), None, "other width");
         let mut twice = table.ids.clone();
         twice.push(table.ids[0]);
-        assert_eq!(read_back(&fd, &job(twice, guard)), None, "an id held by two reals");
-        assert_eq!(read_back(&fd, &job(vec![], guard)), None, "ids naming no real");
-        let stale = job(table.ids.clone(), guard);
+        assert_eq!(read_back(&fd, &job(twice, guard, width)), None, "an id held by two reals");
+        assert_eq!(read_back(&fd, &job(vec![], guard, width)), None, "ids naming no real");
         slot.written[area] = None;
-        assert_eq!(read_back(&fd, &stale), None, "the area was given up");
-        assert_eq!(rebuilt(&stale), want, "the fallback");
+        assert_eq!(read_back(&fd, &ok), None, "the area was given up");
+        assert_eq!(rebuilt(&ok), want, "the fallback");
     }
 
     /// Tables built ahead of the first apply (start-up builds them while the program loads) are

@@ -26,6 +26,7 @@ use crate::{
 };
 
 mod fast_path;
+mod ring_width;
 mod tunnel;
 
 const XDP_DROP: u32 = 1;
@@ -1174,19 +1175,29 @@ fn xdp_on_lo() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Hitless restart: an agent that dies leaves its pinned program, maps and link forwarding; the
-/// next one takes them over — flows stay on their reals, counters continue — and a clean stop
-/// removes everything. State of another layout is refused.
+/// Hitless restart, in both ring widths: an agent that dies leaves its pinned program, maps and
+/// link forwarding; the next one takes them over — flows stay on their reals, counters continue
+/// — and a clean stop removes everything. State of another layout is refused, also one whose
+/// ring entries have the other width.
 #[test]
 fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
     if !require_root("pinned adoption") {
         return;
     }
-    private_netns();
+    // (max_reals, one whose ring width differs)
+    for (max_reals, other_width) in [(64, 70_000), (70_000, 64)] {
+        private_netns();
+        let limits =
+            XdpLimits { max_services: 32, max_reals, ring_entries: 64 * SMALL_TABLE, flows: 16384 };
+        let other = XdpLimits { max_reals: other_width, ..limits };
+        assert_ne!(limits.ring_width(), other.ring_width());
+        killed_agent_is_adopted(limits, other);
+    }
+}
+
+fn killed_agent_is_adopted(limits: XdpLimits, other_width: XdpLimits) {
     let fs = BpfFs::mount("adopt");
     let pinning = super::Pinning { dir: fs.dir.join("lb"), state_file: fs.state_file() };
-    let limits =
-        XdpLimits { max_services: 32, max_reals: 64, ring_entries: 64 * SMALL_TABLE, flows: 16384 };
     let d = desired();
     let mut dp1 = XdpDataplane::load_pinned(XdpModeSetting::Generic, limits, Some(pinning.clone()))
         .expect("first agent");
@@ -1233,12 +1244,14 @@ fn a_killed_agent_leaves_forwarding_and_the_next_adopts_it() {
         "counters continue across the restart"
     );
 
-    // A build with another layout (here: another flow-table size) refuses the pinned state.
-    let other = XdpLimits { flows: 8192, ..limits };
-    let err = XdpDataplane::load_pinned(XdpModeSetting::Generic, other, Some(pinning.clone()))
-        .err()
-        .expect("mismatched layout must be refused");
-    assert!(err.to_string().contains("does not match this build"), "{err}");
+    // A build with another layout (another flow-table size, or ring entries of the other
+    // width) refuses the pinned state.
+    for other in [XdpLimits { flows: 8192, ..limits }, other_width] {
+        let err = XdpDataplane::load_pinned(XdpModeSetting::Generic, other, Some(pinning.clone()))
+            .err()
+            .expect("mismatched layout must be refused");
+        assert!(err.to_string().contains("does not match this build"), "{other:?}: {err}");
+    }
 
     // A clean stop detaches and unpins everything.
     dp2.shutdown().expect("shutdown");

@@ -32,6 +32,7 @@ use lb_common::{
 
 pub use self::flows::FlowSource;
 pub use self::pin::{DEFAULT_PIN_DIR, Pinning, choose_dir as choose_pin_dir, is_bpffs};
+pub use self::rings::Width as RingWidth;
 use self::{
     alloc::{IdAlloc, RegionAlloc},
     pin::{RealRecord, ServiceRecord, StateFile},
@@ -62,6 +63,18 @@ pub struct XdpLimits {
     pub max_reals: u32,
     pub ring_entries: u32,
     pub flows: u32,
+}
+
+impl XdpLimits {
+    /// The width of ring entries: 16 bits when every real id fits in them.
+    pub fn ring_width(&self) -> rings::Width {
+        rings::Width::for_reals(self.max_reals)
+    }
+
+    /// Slots of the rings map (`lb_common::RingSlot`) holding `ring_entries` entries.
+    pub fn ring_slots(&self) -> u32 {
+        lb_common::ring_slots(self.ring_entries, self.ring_width().bytes() as u32)
+    }
 }
 
 impl Default for XdpLimits {
@@ -251,8 +264,8 @@ impl XdpDataplane {
             .map_max_entries(map_names::REALS, limits.max_reals)
             .map_max_entries(map_names::REAL_STATS, limits.max_reals)
             .map_max_entries(map_names::TUN_NEXTHOPS, limits.max_reals)
-            // Two entries per slot.
-            .map_max_entries(map_names::RINGS, lb_common::ring_slots(limits.ring_entries))
+            // Two or four entries per slot.
+            .map_max_entries(map_names::RINGS, limits.ring_slots())
             .map_max_entries(map_names::VIPS, limits.max_services)
             .map_max_entries(map_names::FLOWS, limits.flows);
         let mut state = None;
@@ -976,6 +989,8 @@ impl XdpDataplane {
         if svc.source_hash {
             flags |= SVC_F_SRC_HASH;
         }
+        // The program reads the rings map's width from every service that points into it.
+        flags |= self.limits.ring_width().svc_flags();
         if let Some((timeout, p)) = svc.persistence {
             persist_timeout = timeout;
             prefix = p;
@@ -1153,14 +1168,15 @@ impl XdpDataplane {
             }
             let map = map_mut(&mut self.ebpf, map_names::RINGS)?;
             let known = || old.map(|t| t.entries(None));
-            self.ring_writes += rings::write(map, offset, &entries, known)?;
+            let width = self.limits.ring_width();
+            self.ring_writes += rings::write(map, width, offset, &entries, known)?;
             drop(entries);
             let guard = fingerprint::AreaGuard::new();
             if let Some(head) = head {
                 let job = fingerprint::Job::new(
                     table.ring.clone(),
                     head,
-                    (offset, size),
+                    (width, offset, size),
                     table.ids.clone(),
                     &guard,
                 );

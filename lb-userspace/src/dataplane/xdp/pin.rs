@@ -21,7 +21,8 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-pub const LAYOUT: u32 = 7;
+/// 8: ring entries are 16 bits wide when every real id fits (`lb_common::ring_entry_bytes`).
+pub const LAYOUT: u32 = 8;
 
 /// Where pinned state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub fn expected_maps(l: &XdpLimits) -> Vec<(&'static str, usize, usize, u32)> {
     vec![
         (map_names::SERVICES, size_of::<ServiceKey>(), size_of::<ServiceValue>(), l.max_services),
         (map_names::VIPS, size_of::<VipKey>(), size_of::<VipValue>(), l.max_services),
-        (map_names::RINGS, 4, size_of::<RingSlot>(), lb_common::ring_slots(l.ring_entries)),
+        (map_names::RINGS, 4, size_of::<RingSlot>(), l.ring_slots()),
         (map_names::REALS, 4, size_of::<RealValue>(), l.max_reals),
         // struct bpf_devmap_val: ifindex and a program fd.
         (map_names::TX_PORTS, 4, 8, sizes::MAX_IFACES),
