@@ -305,10 +305,12 @@ fn plan_dataplanes(config: &Config, mode: Mode, caps: &Capabilities) -> anyhow::
     Ok(plan)
 }
 
-/// Bytes of tables built ahead of the first apply held at once: as much as one batch of the
-/// apply's own builds (`BUILD_BATCH` u32 tables at M = 65537), i.e. 512 tables of up to 16 reals,
-/// about what one CPU builds while the program loads; the apply builds the rest as before.
-const AHEAD_BUDGET: usize = 16 << 20;
+/// Bytes of tables built ahead of the first apply held at once: 1,024 tables of up to 16 reals
+/// at M = 65537, more than one CPU builds while the program loads (1,000 services: 770–1,000 of
+/// them in a 0.8–1.9 s load); the apply builds the rest as before. The start-up peak (`VmHWM`)
+/// pays for it (32 KiB per table of up to 16 reals; BENCHMARKS.md, "Agent scale"), the steady
+/// `VmRSS` does not (the tables are dropped after the apply).
+const AHEAD_BUDGET: usize = 32 << 20;
 
 /// Runs `load` on a thread of its own and `work` on this one until `load` is done (`work` sees
 /// the flag set and returns). `load`'s result is what it returned, errors included.
