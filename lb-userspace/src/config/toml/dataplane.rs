@@ -145,7 +145,10 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                 ty: "integer 1–1048576",
                 default: "`4096`",
                 meaning: "Real-server slots in the dataplane maps, over all virtual servers; \
-                     sorry servers count too. More is an error, located like `max_services`'s.",
+                     sorry servers count too. More is an error, located like `max_services`'s. \
+                     Up to 65,535 the XDP Maglev tables store each entry in 16 bits instead of \
+                     32: the rings map (which the kernel allocates and zeroes at start-up) is \
+                     half as large.",
             },
             read: |p, k, v, s| {
                 s.max_reals =
