@@ -12,6 +12,9 @@
 //!   drops off the segment (`director_failover_machine_gone`); the backup has no flow entries but
 //!   the same Maglev table, so connections continue to the same reals; at least 90 % must survive,
 //!   and what was lost is printed.
+//! - the fast path (docs/fast-path.md): 50 TCP connections, and 50 UDP flows (one socket each,
+//!   the reals' UDP echo), started outside a table-change window, without flow entries, keep
+//!   their real through a reweight and a drain;
 //! - hitless restart of the VRRP master's agent, `--pin-dir`, after a SIGKILL
 //!   (`vrrp_master_agent_restart`) or a SIGQUIT hand-over (`vrrp_master_agent_handover`): the new
 //!   agent resumes the mastership with the adopted dataplane; nothing may be disturbed, the VIP and
