@@ -309,8 +309,8 @@ pub struct FlowKey {
 /// seconds (the program's `now_secs`), one cache line. A slot holds at least the last use
 /// (`atime`) of every flow entry (TCP or UDP) hashed to it ([`flow_recent_slot`]) that the
 /// program may follow, so a slot older than a flow's entry timeout (TCP's, or UDP's) proves that
-/// the flow has no live entry and its lookup can be skipped. The map is mappable, so its values start on a page
-/// boundary: each value is exactly one cache line.
+/// the flow has no live entry and its lookup can be skipped. The map is mappable, so its values
+/// start on a page boundary: each value is exactly one cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]

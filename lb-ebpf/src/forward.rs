@@ -246,8 +246,9 @@ fn choose(
 }
 
 /// True when the "recent entry" filter proves that `flow` has no entry the program may follow
-/// (counted): its slot is older than the flow's entry timeout `timeout`. Not inlined: the program is
-/// at the verifier's jump-range limit without CAP_PERFMON, and one copy serves every caller.
+/// (counted): its slot is older than the flow's entry timeout `timeout`. Not inlined: the
+/// program is at the verifier's jump-range limit without CAP_PERFMON, and one copy serves every
+/// caller.
 #[inline(never)]
 fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     let (index, slot) = flow_recent_slot(flow);
