@@ -26,7 +26,7 @@ pub mod map_names {
     pub const FIB_SCRATCH: &str = "LB_FIB_SCRATCH";
     /// Per-CPU next hops of tunnelled reals, by real id (the program's cache of its FIB lookups).
     pub const TUN_NEXTHOPS: &str = "LB_TUN_NEXTHOPS";
-    /// The "recent entry" filter of TCP flow entries (`FlowRecent`, docs/fast-path.md).
+    /// The "recent entry" filter of flow entries (`FlowRecent`, docs/fast-path.md).
     pub const FLOW_RECENT: &str = "LB_FLOW_RECENT";
 }
 
@@ -336,10 +336,10 @@ pub struct FlowKey {
 
 /// One value of the "recent entry" filter (`LB_FLOW_RECENT`, docs/fast-path.md): 16 slots of
 /// seconds (the program's `now_secs`), one cache line. A slot holds at least the last use
-/// (`atime`) of every TCP flow entry hashed to it ([`flow_recent_slot`]) that the program may
-/// follow, so a slot older than the TCP entry timeout proves that no such flow has a live
-/// entry and its lookup can be skipped. The map is mappable, so its values start on a page
-/// boundary: each value is exactly one cache line.
+/// (`atime`) of every flow entry (TCP or UDP) hashed to it ([`flow_recent_slot`]) that the
+/// program may follow, so a slot older than a flow's entry timeout (TCP's, or UDP's) proves that
+/// the flow has no live entry and its lookup can be skipped. The map is mappable, so its values
+/// start on a page boundary: each value is exactly one cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -362,10 +362,10 @@ pub fn flow_recent_slot(key: &FlowKey) -> (u32, u32) {
     (slot / FLOW_RECENT_SLOTS, slot % FLOW_RECENT_SLOTS)
 }
 
-/// True when a filter slot stamped `stamp` proves that no TCP entry hashed to it is younger
-/// than `timeout` at `now`: older by more than the timeout and 2 s of slack for the coarse
-/// clock of different CPUs. Compared as a signed difference, so a stamp a CPU wrote a moment
-/// "ahead" of this one never reads as ancient. `timeout` 0 (no TCP expiry): never.
+/// True when a filter slot stamped `stamp` proves that no entry hashed to it was used within
+/// `timeout` (the flow's entry timeout) of `now`: older by more than the timeout and 2 s of
+/// slack for the coarse clock of different CPUs. Compared as a signed difference, so a stamp a
+/// CPU wrote a moment "ahead" of this one never reads as ancient. `timeout` 0: never.
 #[inline(always)]
 pub fn flow_recent_clear(stamp: u32, now: u32, timeout: u32) -> bool {
     timeout != 0 && (now.wrapping_sub(stamp) as i32) > timeout.saturating_add(2) as i32
@@ -421,7 +421,8 @@ pub struct FragKey {
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct GlobalConfig {
     pub hash_seed: u32,
-    /// Seconds after which an idle UDP flow entry is not used any more.
+    /// Seconds after which an idle UDP flow entry is not used any more (the flow is handled as
+    /// one without an entry); 0 (a fresh map) = any older entry, and the filter is not used.
     pub udp_timeout: u32,
     /// New flows per second per CPU above which no flow entries are inserted; 0 = no limit.
     pub syn_threshold: u32,
@@ -447,12 +448,12 @@ pub const CFG_F_FLOW_SYNC: u32 = 2;
 /// between two packets set it; the agent never does).
 pub const CFG_F_TUN_FIB_EACH: u32 = 4;
 
-/// Look TCP flows up in the flow table even when the "recent entry" filter proves they have no
+/// Look flows up in the flow table even when the "recent entry" filter proves they have no
 /// entry (the behaviour before the filter: the benchmark's control rows set it; the agent never
 /// does).
 pub const CFG_F_NO_FLOW_FILTER: u32 = 8;
 
-/// Insert TCP entries without stamping their "recent entry" filter slot. Breaks the filter's
+/// Insert flow entries without stamping their "recent entry" filter slot. Breaks the filter's
 /// invariant (docs/fast-path.md): only the benchmark's control rows set it, to measure what the
 /// stamp costs an insert; the agent never does.
 pub const CFG_F_NO_FLOW_STAMP: u32 = 16;
@@ -597,7 +598,7 @@ pub mod event {
         /// A flow's real was down or gone: the flow was bound to another one.
         FLOW_REPICK = 2 => "flow_repick",
         /// A flow entry idle past its timeout (UDP: `udp_flow_timeout`; TCP: the TCP entry
-        /// timeout) was not followed: replaced (UDP) or handled as a flow without one (TCP).
+        /// timeout) was not followed: the flow was handled as one without an entry.
         FLOW_EXPIRED = 3 => "flow_expired",
         /// The SYN-flood guard kept a new flow out of the flow table.
         FLOW_GUARD_SKIP = 4 => "flow_guard_skip",
@@ -616,14 +617,16 @@ pub mod event {
         /// A new TCP flow (SYN) outside a table-change window: forwarded by the Maglev table
         /// alone, no flow entry written (also counted in `flow_new`).
         FLOW_NEW_STATELESS = 11 => "flow_new_stateless",
-        /// A later packet of a TCP flow without an entry, outside a window: forwarded by the
-        /// Maglev table alone (the table-derived counterpart of `flow_hit`).
+        /// A later packet of a TCP flow, or any UDP datagram (new or not: nothing tells), of a
+        /// flow without an entry, outside a window: forwarded by the Maglev table alone (the
+        /// table-derived counterpart of `flow_hit`).
         FLOW_STATELESS_HIT = 12 => "flow_stateless_hit",
-        /// Inside a window, a TCP flow without an entry followed the anchor table (the one it
-        /// started under); its entry was written then.
+        /// Inside a window, a flow without an entry (a TCP packet other than a SYN, any UDP
+        /// datagram) followed the anchor table (the one it started under); its entry was
+        /// written then.
         FLOW_WINDOW_ANCHOR = 13 => "flow_window_anchor",
-        /// Outside a window, the "recent entry" filter proved that a TCP flow has no live entry:
-        /// the flow-table lookup was skipped (docs/fast-path.md).
+        /// Outside a window, the "recent entry" filter proved that a TCP or UDP flow has no live
+        /// entry: the flow-table lookup was skipped (docs/fast-path.md).
         FLOW_FILTER_SKIP = 14 => "flow_filter_skip",
     }
 }

@@ -112,14 +112,15 @@ pub fn later_fragment(
 /// The real for a frame of `flow`: its established binding if still valid, else a new pick that
 /// is remembered (unless it is a RST or the SYN-flood guard says no). Returns (id, real, new flow).
 ///
-/// TCP to a plain Maglev service (no persistence, no source hashing) without an entry follows
-/// docs/fast-path.md: outside its service's table-change window the table alone decides (no map
-/// write: every director and every later packet derive the same real); inside one a SYN is
-/// remembered as before and a later segment follows the anchor table, the one it started under.
+/// TCP or UDP to a plain Maglev service (no persistence, no source hashing) without an entry
+/// follows docs/fast-path.md: outside its service's table-change window the table alone decides
+/// (no map write: every director and every later packet derive the same real); inside one a SYN
+/// is remembered as before, and a later TCP segment or any UDP datagram (UDP has no SYN: it may
+/// continue a flow) follows the anchor table, the one it started under.
 ///
 /// Outside the window the lookup itself is skipped when the "recent entry" filter proves that
-/// the flow has no entry to follow (docs/fast-path.md); a TCP entry idle past the TCP entry
-/// timeout is not followed (the flow is one without an entry), as UDP's are replaced.
+/// the flow has no entry to follow (docs/fast-path.md); an entry idle past its protocol's
+/// timeout is not followed (the flow is one without an entry).
 ///
 /// SYNs are looked up too (Katran skips the lookup for them): a retransmitted SYN then follows
 /// its entry, and the lookup's miss brings the flow's bucket into cache with a plain load, which
@@ -134,52 +135,47 @@ fn choose(
     let cfg = CONFIG.get(0)?;
     let now = now_secs();
     let tcp = flow.proto == IPPROTO_TCP;
-    // TCP to a plain Maglev service: the table alone may decide a flow without an entry.
-    let plain = tcp && svc.persist_timeout == 0 && svc.flags & SVC_F_SRC_HASH == 0;
+    // A plain Maglev service: the table alone may decide a flow without an entry.
+    let plain = svc.persist_timeout == 0 && svc.flags & SVC_F_SRC_HASH == 0;
+    // Both loaded: a pointer selected between two fields is rejected by the verifier for
+    // agents without CAP_PERFMON.
+    // SAFETY: plain loads of fields of the config value.
+    let (tcp_timeout, udp_timeout) = unsafe {
+        (core::ptr::read_volatile(&cfg.tcp_timeout), core::ptr::read_volatile(&cfg.udp_timeout))
+    };
+    // The flow's entry timeout: an entry idle longer is not followed.
+    let timeout = if tcp { tcp_timeout } else { udp_timeout };
     let mut had_entry = false;
-    // Outside a window, a filter slot older than the TCP entry timeout proves that the flow
-    // has no entry to follow: the cold flow-table lookup is skipped. A SYN (about to be
-    // inserted) reads its slot too, never skipping (timeout 0): the slot's miss then overlaps
-    // the lookup's, and the stamp before the insert finds the line in cache.
+    // Outside a window, a filter slot older than the entry timeout proves that the flow has no
+    // entry to follow: the cold flow-table lookup is skipped. A SYN (about to be inserted)
+    // reads its slot too, never skipping (timeout 0): the slot's miss then overlaps the
+    // lookup's, and the stamp before the insert finds the line in cache.
     let may_skip = plain
         && svc.ring_size != 0
         && now > svc.window_end
         && cfg.flags & CFG_F_NO_FLOW_FILTER == 0;
     let skip = (may_skip
         || tcp && tcp_flags & TCP_FLAG_SYN != 0 && cfg.flags & CFG_F_NO_FLOW_STAMP == 0)
-        && no_live_entry(flow, now, if may_skip { cfg.tcp_timeout } else { 0 });
+        && no_live_entry(flow, now, if may_skip { timeout } else { 0 });
     if !skip && let Some(b) = FLOWS.get_ptr_mut(flow) {
         had_entry = true;
         // SAFETY: LRU map value; a concurrent update of atime by another CPU is harmless.
         let (real_id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
         match usable_real(real_id, generation) {
             Some(real) => {
-                // Both loaded: a pointer selected between two fields is rejected by the verifier
-                // for agents without CAP_PERFMON.
-                // SAFETY: plain loads of fields of the config value.
-                let (tcp_timeout, udp_timeout) = unsafe {
-                    (
-                        core::ptr::read_volatile(&cfg.tcp_timeout),
-                        core::ptr::read_volatile(&cfg.udp_timeout),
-                    )
-                };
-                // TCP signed: an atime another CPU wrote a moment "ahead" is not ancient.
-                let expired = if tcp {
-                    tcp_timeout != 0 && now.wrapping_sub(atime) as i32 > tcp_timeout as i32
-                } else {
-                    now.wrapping_sub(atime) > udp_timeout
-                };
+                // Signed: an atime another CPU wrote a moment "ahead" is not ancient. A TCP
+                // timeout of 0 never expires.
+                let expired =
+                    (timeout != 0 || !tcp) && now.wrapping_sub(atime) as i32 > timeout as i32;
                 if expired {
                     stats::event(event::FLOW_EXPIRED);
-                    // A TCP flow idle that long is one without an entry (docs/fast-path.md).
-                    had_entry = !tcp;
+                    // A flow idle that long is one without an entry (docs/fast-path.md).
+                    had_entry = false;
                 } else {
                     if atime != now {
                         // SAFETY: as above.
                         unsafe { (*b).atime = now };
-                        if tcp {
-                            mark_recent(flow, now);
-                        }
+                        mark_recent(flow, now);
                         if svc.persist_timeout != 0 {
                             touch_persist(svc, flow, now);
                         }
@@ -191,7 +187,7 @@ fn choose(
             None => stats::event(event::FLOW_REPICK),
         }
     }
-    // TCP without an entry (a RST never creates one, a stale entry is replaced as before).
+    // Without an entry (a RST never creates one, a stale entry is replaced as before).
     let mut stateless = false;
     let mut anchored = None;
     if !had_entry && plain && tcp_flags & TCP_FLAG_RST == 0 {
@@ -199,8 +195,9 @@ fn choose(
             stateless = svc.ring_size != 0;
         } else if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN && svc.anchor_size != 0
         {
-            // Started before the window under the anchor table: it keeps that real while the
-            // real may take packets (a drained one still does), and gets its entry now.
+            // Started before the window under the anchor table (any UDP datagram may have): it
+            // keeps that real while the real may take packets (a drained one still does), and
+            // gets its entry now.
             anchored = anchor_pick(svc, flow, cfg.hash_seed);
             stats::event(if anchored.is_some() {
                 event::FLOW_WINDOW_ANCHOR
@@ -209,13 +206,16 @@ fn choose(
             });
         }
     }
-    let new_flow = anchored.is_none();
+    // A UDP flow counts as new when it gets an entry (it cannot be told from a continuing
+    // one); a TCP flow when it is not anchored.
+    let new_flow = anchored.is_none() || !tcp;
     let (real_id, real) = match anchored {
         Some(picked) => picked,
         None => pick_new(svc, flow, cfg.hash_seed, now)?,
     };
     if stateless {
-        // Outside a window the table alone decides: no map write.
+        // Outside a window the table alone decides: no map write. A UDP datagram is counted
+        // as a packet without an entry, never as a new flow (nothing tells a new one).
         if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
             stats::event(event::FLOW_NEW_STATELESS);
             stats::event(event::FLOW_NEW);
@@ -228,7 +228,7 @@ fn choose(
         stats::event(event::FLOW_RST_UNTRACKED);
     } else if guard_allows(cfg.syn_threshold, now) {
         // The filter first: from the insert on, the entry may be followed on another CPU.
-        if tcp && cfg.flags & CFG_F_NO_FLOW_STAMP == 0 {
+        if cfg.flags & CFG_F_NO_FLOW_STAMP == 0 {
             mark_recent(flow, now);
         }
         let b = keys::binding(real_id, real.generation, now);
@@ -245,9 +245,10 @@ fn choose(
     Some((real_id, real, new_flow))
 }
 
-/// True when the "recent entry" filter proves that `flow` has no TCP entry the program may
-/// follow (counted): its slot is older than the TCP entry timeout. Not inlined: the program is
-/// at the verifier's jump-range limit without CAP_PERFMON, and one copy serves every caller.
+/// True when the "recent entry" filter proves that `flow` has no entry the program may follow
+/// (counted): its slot is older than the flow's entry timeout `timeout`. Not inlined: the
+/// program is at the verifier's jump-range limit without CAP_PERFMON, and one copy serves every
+/// caller.
 #[inline(never)]
 fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     let (index, slot) = flow_recent_slot(flow);
@@ -263,7 +264,7 @@ fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     clear
 }
 
-/// Keeps the filter invariant for a TCP entry written or refreshed at `now`: its slot is at
+/// Keeps the filter invariant for an entry written or refreshed at `now`: its slot is at
 /// least `now`. One store per slot and second at most. Not inlined, as `no_live_entry`.
 #[inline(never)]
 fn mark_recent(flow: &FlowKey, now: u32) {

@@ -416,6 +416,14 @@ fn to_vip_v6(n: usize, flags: u8) -> Vec<u8> {
     v6_tcp(src, VIP6, sport, flags)
 }
 
+/// The UDP datagram of client `n` to the v4 VIP's UDP service (60 bytes, as the TCP frames).
+fn to_vip_v4_udp(n: usize, _flags: u8) -> Vec<u8> {
+    let (src, sport) = client_v4(n);
+    let udp = packet::udp(sport, PORT, b"bench, a datagram!");
+    let ip = packet::ipv4(src, VIP, lb_common::IPPROTO_UDP, PLAIN, &udp);
+    [packet::eth(IFACE_MAC, ROUTER_MAC, 0x0800), ip].concat()
+}
+
 fn to_vip_v4_ipip(n: usize, flags: u8) -> Vec<u8> {
     let (src, sport) = client_v4(n);
     v4_tcp(src, VIP_TUN, sport, flags)
@@ -953,11 +961,13 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The TCP fast path of docs/fast-path.md, side by side with the `new_flow` and
+/// The fast path of docs/fast-path.md, side by side with the `new_flow` and
 /// `flow_hit_percall` rows of the same run: the same kind of packets (v4, v6, and the tunnelled
 /// VIPs' v4_ipip and v6_in_v6; distinct clients, one call each) to a program whose services'
 /// windows have ended (`tcp_flow_timeout` 1 s, waited out). A SYN writes no entry; the previous
-/// round's ACKs find none and are forwarded by the table alone. The flow table holds
+/// round's ACKs find none and are forwarded by the table alone. `v4_udp`: the same with UDP
+/// datagrams to a UDP service on the v4 VIP (a new client's first datagram, then the previous
+/// round's replayed: both without an entry, `flow_stateless_hit`). The flow table holds
 /// `STALE_ENTRIES` entries of other clients, idle past any timeout and unstamped (left by
 /// windows long past). Chunks alternate between the
 /// "recent entry" filter (even chunks: the flow-table lookup skipped, the `*_stateless*` rows)
@@ -977,6 +987,9 @@ fn stateless_rows(
         XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
     let mut d = desired();
     d.globals.tcp_window = 1;
+    let mut udp = d.services[0].clone();
+    udp.key = lb::config::VirtualServerKey::addr(IpAddr::V4(VIP), PORT, Protocol::Udp);
+    d.services.push(udp);
     dp.apply(&d).context("programming the maps")?;
     // Entries left by windows long past (as on a director that has run for a while): half the
     // table, to clients the rows do not use, idle past any timeout and without filter stamps.
@@ -1018,14 +1031,19 @@ fn stateless_rows(
     let gw_prefix: [u8; 5] = GW_MAC[..5].try_into().context("MAC prefix")?;
     /// (row prefix, the packet of client `n` with TCP flags, verdict, destination MAC prefix)
     type Family = (&'static str, fn(usize, u8) -> Vec<u8>, u32, [u8; 5]);
-    let families: [Family; 4] = [
+    let families: [Family; 5] = [
         ("v4", to_vip_v4, XDP_TX, REAL_MAC_PREFIX),
         ("v6", to_vip_v6, XDP_TX, REAL_MAC_PREFIX),
         ("v4_ipip", to_vip_v4_ipip, XDP_REDIRECT, gw_prefix),
         ("v6_in_v6", to_vip_v6_in_v6, XDP_REDIRECT, gw_prefix),
+        ("v4_udp", to_vip_v4_udp, XDP_TX, REAL_MAC_PREFIX),
     ];
     let mut rows = Vec::new();
     for (family, make, verdict, prefix) in families {
+        let udp = family.ends_with("udp");
+        // UDP: no datagram is a new flow, each is a packet without an entry.
+        let calls = CALLS as u64;
+        let (want_new, want_stateless_hit) = if udp { (0, 2 * calls) } else { (calls, calls) };
         let mut next = 0usize;
         let mut batch = || {
             let range = next..next + CALLS;
@@ -1066,11 +1084,10 @@ fn stateless_rows(
             }
             dp.set_no_flow_filter(false).context("the filter switch")?;
             let s1 = snapshot(&mut dp)?;
-            let calls = CALLS as u64;
             ensure!(
-                s1.flow_new - s0.flow_new == calls
-                    && s1.flow_new_stateless - s0.flow_new_stateless == calls
-                    && s1.flow_stateless_hit - s0.flow_stateless_hit == calls
+                s1.flow_new - s0.flow_new == want_new
+                    && s1.flow_new_stateless - s0.flow_new_stateless == want_new
+                    && s1.flow_stateless_hit - s0.flow_stateless_hit == want_stateless_hit
                     && s1.flow_hit == s0.flow_hit
                     && s1.flow_filter_skip - s0.flow_filter_skip == filtered,
                 "{family} stateless: {} new ({} without entry), {} table-only hits, {} hits, {} \
@@ -1089,16 +1106,27 @@ fn stateless_rows(
         }
         rows.push(per_call_row(
             format!("{family}_new_flow_stateless{sfx}"),
-            "a new flow (TCP SYN from a new client address:port) every call, outside the \
-             service's table-change window: the filter skips the flow-table lookup, no entry \
-             written",
+            if udp {
+                "a new flow (UDP datagram from a new client address:port) every call, outside \
+                 the service's table-change window: the filter skips the flow-table lookup, no \
+                 entry written"
+            } else {
+                "a new flow (TCP SYN from a new client address:port) every call, outside the \
+                 service's table-change window: the filter skips the flow-table lookup, no entry \
+                 written"
+            },
             new,
             floor_name,
         ));
         rows.push(per_call_row(
             format!("{family}_stateless_hit_percall{sfx}"),
-            "the previous round's flows replayed as ACKs: no entry, the filter skips the lookup, \
-             the table alone picks the real, a different flow every call",
+            if udp {
+                "the previous round's flows replayed (datagrams): no entry, the filter skips the \
+                 lookup, the table alone picks the real, a different flow every call"
+            } else {
+                "the previous round's flows replayed as ACKs: no entry, the filter skips the \
+                 lookup, the table alone picks the real, a different flow every call"
+            },
             hit,
             floor_name,
         ));

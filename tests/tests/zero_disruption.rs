@@ -12,6 +12,9 @@
 //!   drops off the segment (`director_failover_machine_gone`); the backup has no flow entries but
 //!   the same Maglev table, so connections continue to the same reals; at least 90 % must survive,
 //!   and what was lost is printed.
+//! - the fast path (docs/fast-path.md): 50 TCP connections, and 50 UDP flows (one socket each,
+//!   the reals' UDP echo), started outside a table-change window, without flow entries, keep
+//!   their real through a reweight and a drain;
 //! - hitless restart of the VRRP master's agent, `--pin-dir`, after a SIGKILL
 //!   (`vrrp_master_agent_restart`) or a SIGQUIT hand-over (`vrrp_master_agent_handover`): the new
 //!   agent resumes the mastership with the adopted dataplane; nothing may be disturbed, the VIP and
@@ -20,15 +23,15 @@
 //! Every scenario prints a `ZERO-DISRUPTION <name>:` line (run with `--nocapture`).
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use lb_tests::{
-    ConnReport, DR_HTTP_PORT, DR_TCP_ECHO_PORT, DrTopology, LbAgent, LongLived, LongLivedReport,
-    Process, count_http, lb_bin, require_root, spawn_testpeer, wait_until,
+    ConnReport, DR_HTTP_PORT, DR_TCP_ECHO_PORT, DR_UDP_PORT, DrTopology, LbAgent, LongLived,
+    LongLivedReport, Process, count_http, lb_bin, require_root, spawn_testpeer, wait_until,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -59,9 +62,12 @@ struct Extras {
     health: bool,
     /// `[dataplane] tcp_flow_timeout`, the table-change window (docs/fast-path.md).
     tcp_flow_timeout: Option<u32>,
+    /// A UDP service VIP:53 (the reals' UDP echo) too.
+    udp: bool,
 }
 
-/// TCP services VIP:80 and VIP:7, each with the reals `(index, weight)`.
+/// TCP services VIP:80 and VIP:7 (and UDP VIP:53 with `udp`), each with the reals
+/// `(index, weight)`.
 fn config(reals: &[(usize, u32)], extras: Extras) -> String {
     let mut text = String::new();
     if let Some(window) = extras.tcp_flow_timeout {
@@ -75,9 +81,12 @@ fn config(reals: &[(usize, u32)], extras: Extras) -> String {
              virtual_ipaddress = [\"{VIP}/24\"]\n\n"
         ));
     }
-    for port in [DR_HTTP_PORT, DR_TCP_ECHO_PORT] {
+    let udp = extras.udp.then_some((DR_UDP_PORT, "udp"));
+    for (port, protocol) in
+        [(DR_HTTP_PORT, "tcp"), (DR_TCP_ECHO_PORT, "tcp")].into_iter().chain(udp)
+    {
         text.push_str(&format!(
-            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\n\
+            "[[virtual_server]]\nvip = \"{VIP}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
              interface = \"eth0\"\n"
         ));
         if extras.health {
@@ -447,6 +456,97 @@ fn connections_without_entries_survive_a_reweight_and_a_drain() {
     assert!(!report.on_real("rs2").is_empty(), "no connection on rs2 to drain: {report}");
     assert!(report.is_clean(), "a change disturbed connections without entries: {line}\n{report}");
     assert_eq!(report.alive(), CONNECTIONS, "{report}");
+    agent.stop().expect("clean stop");
+}
+
+/// UDP flows to VIP:53 from the client, one socket (source port) each: the name of the real
+/// that echoes one datagram of each. An error names the flow that got no answer.
+fn udp_reals(socks: &[UdpSocket]) -> Result<Vec<String>, String> {
+    let mut buf = [0u8; 512];
+    socks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.send(b"ping").map_err(|e| format!("udp flow {i}: send: {e}"))?;
+            let n = s.recv(&mut buf).map_err(|e| format!("udp flow {i}: no echo: {e}"))?;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            Ok(text.split_whitespace().next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// The fast path for UDP (docs/fast-path.md), with a real UDP client and server: flows started
+/// after the start's window have no entry (`lb flows` lists none); idle across a reweight, and
+/// across a drain in the same window, each keeps its real (it takes its entry from the anchor
+/// table); after the window its entry keeps it there.
+#[test]
+fn udp_flows_without_entries_keep_their_real_across_a_reweight_and_a_drain() {
+    let test = "udp_flows_without_entries_keep_their_real_across_a_reweight_and_a_drain";
+    if !require_root(test) {
+        return;
+    }
+    const WINDOW: u32 = 4;
+    let all = [(0, 1), (1, 1), (2, 1)];
+    let extras = Extras { tcp_flow_timeout: Some(WINDOW), udp: true, ..Extras::default() };
+    let (dr, _dir, path, agent) = setup("zdudp", &all, extras);
+    let udp_flows = |agent: &LbAgent| {
+        let text = agent.cli(&["flows", "--json"]).expect("lb flows");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("lb flows --json");
+        let udp = |f: &&serde_json::Value| f["protocol"].as_str() == Some("udp");
+        v["flows"].as_array().map_or(0, |a| a.iter().filter(udp).count())
+    };
+    // The start's window (and a second for the program's coarse clock) ends.
+    std::thread::sleep(Duration::from_secs(u64::from(WINDOW) + 2));
+    let target = SocketAddr::from((VIP, DR_UDP_PORT));
+    let socks = dr
+        .client
+        .ns
+        .run_in(move || -> std::io::Result<Vec<UdpSocket>> {
+            (0..CONNECTIONS)
+                .map(|_| {
+                    let s = UdpSocket::bind("0.0.0.0:0")?;
+                    s.connect(target)?;
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    Ok(s)
+                })
+                .collect()
+        })
+        .expect("client namespace")
+        .expect("UDP sockets");
+    let before = udp_reals(&socks).expect("every UDP flow is echoed");
+    assert_eq!(udp_flows(&agent), 0, "UDP flows outside a window have no entry");
+    assert!(before.iter().any(|r| r == "rs2"), "no UDP flow on rs2 to drain: {before:?}");
+
+    // Change 1: a reweight opens a window anchored on the table the flows started under.
+    std::fs::write(&path, config(&[(0, 5), (1, 1), (2, 1)], extras)).expect("write config");
+    agent.reload().expect("lb reload");
+    let reweighted =
+        || backend(&agent, DR_UDP_PORT, 0).is_some_and(|b| b["weight"].as_u64() == Some(5));
+    assert!(wait_until(Duration::from_secs(5), reweighted), "reweight not shown");
+    // Half the flows idle across it, half across it and a drain (change 2 of the window).
+    std::thread::sleep(Duration::from_secs(1));
+    let (first, second) = socks.split_at(CONNECTIONS / 2);
+    let after_one = udp_reals(first).expect("echoes after the reweight");
+    let rs2 = DrTopology::real_ip(1);
+    agent
+        .cli(&["drain", &format!("{VIP}:{DR_UDP_PORT}"), &format!("{rs2}:{DR_UDP_PORT}")])
+        .expect("lb drain");
+    let after_two = udp_reals(second).expect("echoes after the drain");
+    let after: Vec<String> = after_one.into_iter().chain(after_two).collect();
+    assert_eq!(after, before, "UDP flows idle across one and two changes keep their real");
+    assert_eq!(udp_flows(&agent), CONNECTIONS, "each took its entry in the window");
+
+    // After the window the entries (idle less than udp_flow_timeout) keep them there.
+    std::thread::sleep(Duration::from_secs(u64::from(WINDOW) + 2));
+    let later = udp_reals(&socks).expect("echoes after the window");
+    assert_eq!(later, before, "UDP flows with entries keep their real after the window");
+    let mut by_real = std::collections::BTreeMap::new();
+    for r in &before {
+        *by_real.entry(r.as_str()).or_insert(0) += 1;
+    }
+    println!(
+        "ZERO-DISRUPTION {test}: {CONNECTIONS} UDP flows kept their real | by real {by_real:?}"
+    );
     agent.stop().expect("clean stop");
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask bench --line-rate`: frames per second forwarded by a director whose interface is
-//! a veth in native XDP mode, for five loads (UDP: one flow, many established flows, only new
-//! flows; TCP: ACKs of many established connections and SYNs of new ones, to a service whose
-//! table-change window has ended), by three dataplanes measured side by side in one run:
+//! a veth in native XDP mode, for six loads (UDP: one flow, many established flows, only new
+//! flows; TCP: ACKs of many established connections and SYNs of new ones; all to services whose
+//! table-change window has ended; and UDP new flows inside a window, every one inserted), by
+//! three dataplanes measured side by side in one run:
 //!
 //! - `ceiling`: a program that only swaps the MACs and returns `XDP_TX` (what this machine can
 //!   forward through XDP on veth at all);
@@ -51,21 +52,28 @@ const WARMUP: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_secs(3);
 /// The TCP service of the TCP loads.
 const TCP_PORT: u16 = 80;
-/// After the agent is up: its TCP service's first window (`tcp_flow_timeout` 1 s, + 1 s for the
+/// After the agent is up: its services' first window (`tcp_flow_timeout` 1 s, + 1 s for the
 /// program's coarse clock) is over.
-const TCP_WINDOW_END: Duration = Duration::from_millis(2500);
+const WINDOW_END: Duration = Duration::from_millis(2500);
+/// `tcp_flow_timeout` of the in-window load: the window its start opens outlasts the
+/// measurement.
+const LONG_WINDOW_SECS: u32 = 60;
 
 /// What the generator sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Load {
     /// One UDP 5-tuple.
     OneFlow,
-    /// 65,536 flows (random source port, fixed destination port): after the warm-up every one
-    /// is in lb's flow table.
+    /// 65,536 flows (random source port, fixed destination port), outside a window: after the
+    /// warm-up every one has been seen (a program that inserts UDP flows has them all in its
+    /// flow table; one on the fast path of docs/fast-path.md has none).
     Established,
     /// Random source and destination port on every frame (2^32 tuples): practically every frame
     /// starts a new flow.
     NewFlows,
+    /// `NewFlows` inside the service's table-change window: every flow gets an entry (the
+    /// insert path a UDP service takes after a change, and every UDP flow before the fast path).
+    WindowNewFlows,
     /// TCP ACKs of 65,536 connections (random source port) to a TCP service whose table-change
     /// window has ended (docs/fast-path.md): what a director forwards most of the time.
     TcpEstablished,
@@ -74,14 +82,21 @@ enum Load {
 }
 
 impl Load {
-    const ALL: [Load; 5] =
-        [Load::OneFlow, Load::Established, Load::NewFlows, Load::TcpEstablished, Load::TcpNewFlows];
+    const ALL: [Load; 6] = [
+        Load::OneFlow,
+        Load::Established,
+        Load::NewFlows,
+        Load::WindowNewFlows,
+        Load::TcpEstablished,
+        Load::TcpNewFlows,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Load::OneFlow => "one_flow",
             Load::Established => "established_flows",
             Load::NewFlows => "new_flows",
+            Load::WindowNewFlows => "window_new_flows",
             Load::TcpEstablished => "tcp_established_flows",
             Load::TcpNewFlows => "tcp_new_flows",
         }
@@ -330,12 +345,13 @@ impl Lab {
             }
             Forwarder::Lb => {
                 let path = self.cfg.path().join("lb.toml");
-                fs::write(&path, lb_config())?;
+                let in_window = load == Load::WindowNewFlows;
+                fs::write(&path, lb_config(if in_window { LONG_WINDOW_SECS } else { 1 }))?;
                 let agent = LbAgent::start(&self.dir_ns, lb, &path, &["--xdp-mode", "native"])?;
                 agent.wait_all_backends("up", Duration::from_secs(10))?;
-                if load.is_tcp() {
-                    // The window the service's start opened ends after tcp_flow_timeout + 1 s.
-                    std::thread::sleep(TCP_WINDOW_END);
+                if !in_window {
+                    // The window the services' start opened ends after tcp_flow_timeout + 1 s.
+                    std::thread::sleep(WINDOW_END);
                 }
                 _agent = Some(agent);
             }
@@ -387,10 +403,10 @@ impl Drop for Lab {
 }
 
 /// A UDP all-ports service and a TCP service on port [`TCP_PORT`] on the VIP, each with the three
-/// reals, otherwise lb's defaults but a 1 s `tcp_flow_timeout`, so the TCP service's window ends
-/// before the TCP loads are measured.
-fn lb_config() -> String {
-    let mut text = String::from("[dataplane]\ntcp_flow_timeout = 1\n");
+/// reals, otherwise lb's defaults but `tcp_flow_timeout` `window` seconds: 1 so the services'
+/// window ends before the loads are measured, or longer for the in-window load.
+fn lb_config(window: u32) -> String {
+    let mut text = format!("[dataplane]\ntcp_flow_timeout = {window}\n");
     for (port, protocol) in [(0, "udp"), (TCP_PORT, "tcp")] {
         let _ = write!(
             text,
@@ -496,7 +512,9 @@ impl Generator {
                         // Source port (offset 34): 65,536 flows.
                         Load::Established => f[34..36].copy_from_slice(&(rng as u16).to_ne_bytes()),
                         // Source and destination port: 2^32 tuples.
-                        Load::NewFlows => f[34..38].copy_from_slice(&(rng as u32).to_ne_bytes()),
+                        Load::NewFlows | Load::WindowNewFlows => {
+                            f[34..38].copy_from_slice(&(rng as u32).to_ne_bytes());
+                        }
                         // TCP source port: 65,536 connections (ACKs) or new ones (SYNs).
                         Load::TcpEstablished | Load::TcpNewFlows => {
                             f[34..36].copy_from_slice(&(rng as u16).to_ne_bytes());

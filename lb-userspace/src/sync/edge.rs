@@ -276,13 +276,13 @@ pub struct SyncMaps {
     pub reports: aya::maps::RingBuf<aya::maps::MapData>,
     pub flows: aya::maps::HashMap<aya::maps::MapData, FlowKey, Binding>,
     pub persist: aya::maps::HashMap<aya::maps::MapData, PersistKey, Binding>,
-    /// The flow table's "recent entry" filter: stamped for every TCP entry installed.
+    /// The flow table's "recent entry" filter: stamped for every flow entry installed.
     pub recent: aya::maps::Array<aya::maps::MapData, lb_common::FlowRecent>,
 }
 
-/// Writes a received entry into the maps. A TCP flow entry's "recent entry" filter slot is
-/// stamped first: outside a window the program follows a TCP entry only when its slot is
-/// recent (docs/fast-path.md).
+/// Writes a received entry into the maps. A flow entry's "recent entry" filter slot is stamped
+/// first: outside a window the program follows a TCP or UDP entry only when its slot is recent
+/// (docs/fast-path.md).
 pub fn install(maps: &mut SyncMaps, entry: Entry) -> Result<(), aya::maps::MapError> {
     match entry {
         Entry::Flow(k, b) => {

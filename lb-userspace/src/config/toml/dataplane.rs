@@ -79,7 +79,9 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                 ty: "seconds, 1–86400",
                 default: "`30`",
                 meaning: "Idle time after which a UDP flow-table entry is no longer used (UDP \
-                     has no FIN to end a flow).",
+                     has no FIN to end a flow): the flow is then one without an entry. UDP flows \
+                     of a service without persistence or source hashing get an entry only \
+                     inside the window of `tcp_flow_timeout` (docs/fast-path.md).",
             },
             read: |p, k, v, s| {
                 if let Some(timeout) = p.seconds(k, v, UDP_FLOW_TIMEOUT_LIMITS_SECS) {
@@ -94,12 +96,12 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                 ty: "seconds, 1–86400",
                 default: "`900`",
                 meaning: "Window after a change of a service's real servers (or its start) in \
-                     which every TCP flow is written into the flow table. Outside it a TCP flow \
-                     of a service without persistence or source hashing needs no entry: the \
-                     Maglev table alone picks its real, so new connections cost no map write. A \
-                     TCP flow idle for longer than this across a change may move to another \
-                     real; a TCP flow-table entry idle for longer than this (but never less \
-                     than 900 s) is no longer followed (docs/fast-path.md).",
+                     which every TCP and UDP flow is written into the flow table. Outside it a \
+                     flow of a service without persistence or source hashing needs no entry: \
+                     the Maglev table alone picks its real, so new connections cost no map \
+                     write. A flow (TCP or UDP) idle for longer than this across a change may \
+                     move to another real; a TCP flow-table entry idle for longer than this \
+                     (but never less than 900 s) is no longer followed (docs/fast-path.md).",
             },
             read: |p, k, v, s| {
                 if let Some(timeout) = p.seconds(k, v, TCP_FLOW_TIMEOUT_LIMITS_SECS) {

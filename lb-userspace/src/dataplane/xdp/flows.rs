@@ -100,8 +100,8 @@ impl FlowSource {
     }
 }
 
-/// Keeps the "recent entry" filter's invariant (docs/fast-path.md) for a TCP entry the agent
-/// is about to write with `atime` `now`: stamps its slot, before the entry exists. The whole
+/// Keeps the "recent entry" filter's invariant (docs/fast-path.md) for an entry (TCP or UDP)
+/// the agent is about to write with `atime` `now`: stamps its slot, before the entry exists. The whole
 /// cache line is raised to `now` (never lowered), so a slot the program stamped between this
 /// read and the write keeps a stamp at least as recent (the agent's clock is not behind the
 /// program's coarse one).
@@ -110,9 +110,6 @@ pub fn stamp_recent(
     key: &FlowKey,
     now: u32,
 ) -> Result<(), aya::maps::MapError> {
-    if key.proto != IPPROTO_TCP {
-        return Ok(());
-    }
     let (index, _) = lb_common::flow_recent_slot(key);
     let mut line = map.get(&index, 0)?;
     for s in &mut line.stamps {

@@ -21,7 +21,8 @@ use super::{DataplaneError, XdpLimits};
 
 /// Bumped whenever a map's key or value layout changes: pinned state of another layout is
 /// refused.
-/// 8: ring entries are 16 bits wide when every real id fits (`lb_common::ring_entry_bytes`).
+/// 8: ring entries are 16 bits wide when every real id fits (`lb_common::ring_entry_bytes`), and
+/// UDP entries stamp their recent-entry filter slots (docs/fast-path.md, "Restart").
 pub const LAYOUT: u32 = 8;
 
 /// Where pinned state lives.
