@@ -8,6 +8,7 @@
 pub mod bgp;
 pub mod bpffs;
 pub mod director;
+pub mod gated;
 pub mod keepalived;
 pub mod longlived;
 pub mod topology;
@@ -19,6 +20,7 @@ pub use lb_test_support::{netns, process};
 
 pub use bpffs::BpfFs;
 pub use director::{LbAgent, count_http};
+pub use gated::GatedFile;
 pub use lb_test_support::lb_bin;
 pub use longlived::{
     ConnError, ConnErrorKind, ConnReport, LongLived, LongLivedOptions, Report as LongLivedReport,

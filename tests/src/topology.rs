@@ -325,14 +325,19 @@ impl DrTopology {
         config: &str,
         extra: &[&str],
     ) -> Result<(crate::LbAgent, tempfile::TempDir)> {
-        self.director.add_addr(&format!("{}/32", self.vip)).context("VIP on the director")?;
         let dir = crate::scratch_dir(&format!("{}-cfg-", self.topo.prefix()))?;
         let cfg = dir.path().join("lb.toml");
         std::fs::write(&cfg, config).with_context(|| format!("writing {}", cfg.display()))?;
+        Ok((self.start_agent_on(&cfg, extra)?, dir))
+    }
+
+    /// [`DrTopology::start_agent`] on a config file the caller keeps (e.g. a
+    /// [`crate::GatedFile`]).
+    pub fn start_agent_on(&self, cfg: &std::path::Path, extra: &[&str]) -> Result<crate::LbAgent> {
+        self.director.add_addr(&format!("{}/32", self.vip)).context("VIP on the director")?;
         let mut args = vec!["--xdp-mode", "generic"];
         args.extend_from_slice(extra);
-        let agent = crate::LbAgent::start(&self.director.ns, &crate::lb_bin(), &cfg, &args)?;
-        Ok((agent, dir))
+        crate::LbAgent::start(&self.director.ns, &crate::lb_bin(), cfg, &args)
     }
 
     /// Builds the layout on a learning bridge; `testpeer_bin` is the `lb-testpeer` executable
