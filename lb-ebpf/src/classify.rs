@@ -9,7 +9,7 @@ use lb_common::{
 
 use crate::{
     forward::{later_fragment, service},
-    icmp, keys,
+    icmp,
     lookup::vip,
     parse::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, FragHdr, Ipv4Hdr,
@@ -75,8 +75,8 @@ fn process_v4(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
     }
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let frag = more.then(|| keys::frag(&src, &dst, u32::from(id), proto, FAMILY_V4));
-            service::<L4_V4>(ctx, eth, src, dst, proto, FAMILY_V4, frag, ip_end)
+            let frag_id = more.then_some(u32::from(id));
+            service::<L4_V4>(ctx, eth, src, dst, proto, FAMILY_V4, frag_id, ip_end)
         }
         IPPROTO_ICMP if !more => icmp::v4(ctx, eth, ip, dst, ip_end),
         _ => pass(reason::PASS_NOT_SERVICE),
@@ -123,8 +123,7 @@ fn process_v6(ctx: &XdpContext, eth: *mut EthHdr) -> Verdict {
             if inner != IPPROTO_TCP && inner != IPPROTO_UDP {
                 return not_handled(&dst, FAMILY_V6);
             }
-            let frag = keys::frag(&src, &dst, id, inner, FAMILY_V6);
-            service::<L4_V6_FRAG>(ctx, eth, src, dst, inner, FAMILY_V6, Some(frag), ip_end)
+            service::<L4_V6_FRAG>(ctx, eth, src, dst, inner, FAMILY_V6, Some(id), ip_end)
         }
         // Hop-by-hop, routing, destination options...: the kernel handles them.
         _ => not_handled(&dst, FAMILY_V6),

@@ -3,13 +3,13 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, FlowKey, FlowReport, FragKey,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, FlowKey, FlowReport,
     IPPROTO_TCP, RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear,
     flow_recent_slot, reason,
 };
 
 use crate::{
-    keys,
+    index, keys,
     lookup::{anchor_pick, lookup_service, pick_new, touch_persist, usable_real, vip},
     maps::{CONFIG, FLOW_RECENT, FLOWS, FRAGS, NEW_FLOWS, SYN_GUARD},
     parse::{EthHdr, TCP_HLEN, UDP_HLEN, has_bytes, now_secs, ptr_at},
@@ -30,7 +30,7 @@ pub fn service<const L4: usize>(
     dst: Addr,
     proto: u8,
     family: u8,
-    frag: Option<FragKey>,
+    frag_id: Option<u32>,
     ip_end: usize,
 ) -> Verdict {
     let Some(ports) = ptr_at::<u32>(ctx, L4) else {
@@ -63,16 +63,20 @@ pub fn service<const L4: usize>(
         }
         0
     };
-    let flow = keys::flow(&src, &dst, ports, proto, family);
-    let Some((real_id, real, new_flow)) = choose(svc, &flow, tcp_flags) else {
+    let mut buf = keys::Buf::new();
+    let flow = keys::flow(&mut buf, &src, &dst, ports, proto, family);
+    let Some((real_id, real, new_flow)) = choose(svc, flow, tcp_flags) else {
         stats::count_service(svc.id, len, false);
         return Verdict { len, ..drop(reason::DROP_NO_REAL) };
     };
     stats::count_service(svc.id, len, new_flow);
-    if let Some(key) = frag {
-        let b = keys::binding(real_id, real.generation, now_secs());
-        let _ = FRAGS.insert(&key, &b, 0);
-        stats::event(event::FRAG_TRACKED);
+    // The first fragment of a datagram: its later fragments follow it.
+    if let Some(id) = frag_id {
+        let (mut kb, mut vb) = (keys::Buf::new(), keys::Buf::new());
+        let key = keys::frag(&mut kb, &src, &dst, id, proto, family);
+        let b = keys::binding(&mut vb, real_id, real.generation, now_secs());
+        let _ = FRAGS.insert(key, b, 0);
+        stats::event::<{ event::FRAG_TRACKED as usize }>();
     }
     send(ctx, eth, real_id, real, len, new_flow, reason::TX)
 }
@@ -97,15 +101,16 @@ pub fn later_fragment(
         Ok(len) => len,
         Err(v) => return v,
     };
-    let key = keys::frag(&src, &dst, id, proto, family);
+    let mut buf = keys::Buf::new();
+    let key = keys::frag(&mut buf, &src, &dst, id, proto, family);
     // SAFETY: read-only use; the entry is replaced whole by a first fragment.
-    let Some(b) = (unsafe { FRAGS.get(&key) }) else {
+    let Some(b) = (unsafe { FRAGS.get(key) }) else {
         return Verdict { len, ..drop(reason::DROP_FRAG_UNKNOWN) };
     };
     let Some(real) = usable_real(b.real, b.generation) else {
         return Verdict { len, ..drop(reason::DROP_FRAG_UNKNOWN) };
     };
-    stats::event(event::FRAG_HIT);
+    stats::event::<{ event::FRAG_HIT as usize }>();
     send(ctx, eth, b.real, real, len, false, reason::TX)
 }
 
@@ -132,7 +137,7 @@ fn choose(
     flow: &FlowKey,
     tcp_flags: u8,
 ) -> Option<(u32, &'static RealValue, bool)> {
-    let cfg = CONFIG.get(0)?;
+    let cfg = index::first(&CONFIG)?;
     let now = now_secs();
     let tcp = flow.proto == IPPROTO_TCP;
     // A plain Maglev service: the table alone may decide a flow without an entry.
@@ -168,7 +173,7 @@ fn choose(
                 let expired =
                     (timeout != 0 || !tcp) && now.wrapping_sub(atime) as i32 > timeout as i32;
                 if expired {
-                    stats::event(event::FLOW_EXPIRED);
+                    stats::event::<{ event::FLOW_EXPIRED as usize }>();
                     // A flow idle that long is one without an entry (docs/fast-path.md).
                     had_entry = false;
                 } else {
@@ -180,11 +185,11 @@ fn choose(
                             touch_persist(svc, flow, now);
                         }
                     }
-                    stats::event(event::FLOW_HIT);
+                    stats::event::<{ event::FLOW_HIT as usize }>();
                     return Some((real_id, real, false));
                 }
             }
-            None => stats::event(event::FLOW_REPICK),
+            None => stats::event::<{ event::FLOW_REPICK as usize }>(),
         }
     }
     // Without an entry (a RST never creates one, a stale entry is replaced as before).
@@ -199,11 +204,11 @@ fn choose(
             // keeps that real while the real may take packets (a drained one still does), and
             // gets its entry now.
             anchored = anchor_pick(svc, flow, cfg.hash_seed);
-            stats::event(if anchored.is_some() {
-                event::FLOW_WINDOW_ANCHOR
+            if anchored.is_some() {
+                stats::event::<{ event::FLOW_WINDOW_ANCHOR as usize }>();
             } else {
-                event::FLOW_REPICK
-            });
+                stats::event::<{ event::FLOW_REPICK as usize }>();
+            }
         }
     }
     // A UDP flow counts as new when it gets an entry (it cannot be told from a continuing
@@ -217,30 +222,31 @@ fn choose(
         // Outside a window the table alone decides: no map write. A UDP datagram is counted
         // as a packet without an entry, never as a new flow (nothing tells a new one).
         if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
-            stats::event(event::FLOW_NEW_STATELESS);
-            stats::event(event::FLOW_NEW);
+            stats::event::<{ event::FLOW_NEW_STATELESS as usize }>();
+            stats::event::<{ event::FLOW_NEW as usize }>();
             return Some((real_id, real, true));
         }
-        stats::event(event::FLOW_STATELESS_HIT);
+        stats::event::<{ event::FLOW_STATELESS_HIT as usize }>();
         return Some((real_id, real, false));
     }
     if tcp_flags & TCP_FLAG_RST != 0 {
-        stats::event(event::FLOW_RST_UNTRACKED);
+        stats::event::<{ event::FLOW_RST_UNTRACKED as usize }>();
     } else if guard_allows(cfg.syn_threshold, now) {
         // The filter first: from the insert on, the entry may be followed on another CPU.
         if cfg.flags & CFG_F_NO_FLOW_STAMP == 0 {
             mark_recent(flow, now);
         }
-        let b = keys::binding(real_id, real.generation, now);
-        let _ = FLOWS.insert(flow, &b, 0);
+        let mut vb = keys::Buf::new();
+        let b = keys::binding(&mut vb, real_id, real.generation, now);
+        let _ = FLOWS.insert(flow, b, 0);
         if cfg.flags & CFG_F_FLOW_SYNC != 0 {
             report_new_flow(flow, real_id, real.generation);
         }
     } else {
-        stats::event(event::FLOW_GUARD_SKIP);
+        stats::event::<{ event::FLOW_GUARD_SKIP as usize }>();
     }
     if new_flow {
-        stats::event(event::FLOW_NEW);
+        stats::event::<{ event::FLOW_NEW as usize }>();
     }
     Some((real_id, real, new_flow))
 }
@@ -259,7 +265,7 @@ fn no_live_entry(flow: &FlowKey, now: u32, timeout: u32) -> bool {
     let stamp = unsafe { core::ptr::read_volatile(stamp) };
     let clear = flow_recent_clear(stamp, now, timeout);
     if clear {
-        stats::event(event::FLOW_FILTER_SKIP);
+        stats::event::<{ event::FLOW_FILTER_SKIP as usize }>();
     }
     clear
 }
@@ -289,7 +295,7 @@ fn report_new_flow(flow: &FlowKey, real: u32, generation: u32) {
             keys::write_report(entry.as_mut_ptr(), flow, real, generation);
             entry.submit(0);
         }
-        None => stats::event(event::FLOW_REPORT_DROP),
+        None => stats::event::<{ event::FLOW_REPORT_DROP as usize }>(),
     }
 }
 
@@ -299,7 +305,7 @@ fn guard_allows(threshold: u32, now: u32) -> bool {
     if threshold == 0 {
         return true;
     }
-    let Some(g) = SYN_GUARD.get_ptr_mut(0) else { return true };
+    let Some(g) = index::per_cpu_first(&SYN_GUARD) else { return true };
     // SAFETY: per-CPU value.
     unsafe {
         if (*g).second != u64::from(now) {

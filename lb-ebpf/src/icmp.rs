@@ -8,7 +8,7 @@ use lb_common::{
 };
 
 use crate::{
-    keys,
+    index, keys,
     lookup::{lookup_service, pick_new, usable_real, vip},
     maps::{CONFIG, FLOWS},
     parse::{
@@ -162,7 +162,7 @@ fn echo_reply_v6(eth: *mut EthHdr, ip: *mut Ipv6Hdr, icmp: *mut IcmpHdr, len: us
 fn to_flow_owner(
     ctx: &XdpContext,
     eth: *mut EthHdr,
-    flow: FlowKey,
+    flow: &FlowKey,
     vip_port_be: u16,
     ip_end: usize,
     need: usize,
@@ -175,11 +175,13 @@ fn to_flow_owner(
         Err(v) => return v,
     };
     // SAFETY: read-only use of the flow entry.
-    let bound = unsafe { FLOWS.get(&flow) }
-        .and_then(|b| Some((b.real, usable_real(b.real, b.generation)?)));
+    let bound =
+        unsafe { FLOWS.get(flow) }.and_then(|b| Some((b.real, usable_real(b.real, b.generation)?)));
     let chosen = match bound {
         Some(found) => Some(found),
-        None => CONFIG.get(0).and_then(|cfg| pick_new(svc, &flow, cfg.hash_seed, now_secs())),
+        None => {
+            index::first(&CONFIG).and_then(|cfg| pick_new(svc, flow, cfg.hash_seed, now_secs()))
+        }
     };
     match chosen {
         Some((id, real)) => send(ctx, eth, id, real, len, false, reason::TX_ICMP_TOO_BIG),
@@ -210,8 +212,9 @@ fn too_big_v4(ctx: &XdpContext, eth: *mut EthHdr, ip_end: usize) -> Verdict {
         return pass(reason::PASS_ICMP);
     }
     // The quoted packet went VIP:port → client:port; the flow is the other way round.
-    let flow =
-        keys::flow(&[daddr, 0, 0, 0], &[saddr, 0, 0, 0], ports.rotate_left(16), proto, FAMILY_V4);
+    let mut buf = keys::Buf::new();
+    let (src, dst) = ([daddr, 0, 0, 0], [saddr, 0, 0, 0]);
+    let flow = keys::flow(&mut buf, &src, &dst, ports.rotate_left(16), proto, FAMILY_V4);
     to_flow_owner(ctx, eth, flow, ports as u16, ip_end, INNER_V4 + IPV4_HLEN + 4)
 }
 
@@ -230,6 +233,7 @@ fn too_big_v6(ctx: &XdpContext, eth: *mut EthHdr, ip_end: usize) -> Verdict {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return pass(reason::PASS_ICMP);
     }
-    let flow = keys::flow(&daddr, &saddr, ports.rotate_left(16), proto, FAMILY_V6);
+    let mut buf = keys::Buf::new();
+    let flow = keys::flow(&mut buf, &daddr, &saddr, ports.rotate_left(16), proto, FAMILY_V6);
     to_flow_owner(ctx, eth, flow, ports as u16, ip_end, INNER_V6 + IPV6_HLEN + 4)
 }

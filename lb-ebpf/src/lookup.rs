@@ -7,7 +7,7 @@ use lb_common::{
 };
 
 use crate::{
-    keys,
+    index, keys,
     maps::{CONFIG, PERSIST, REALS, RINGS, SERVICES, VIPS},
     stats,
 };
@@ -16,7 +16,7 @@ use crate::{
 #[inline(always)]
 pub fn vip(addr: &Addr, family: u8) -> Option<&'static VipValue> {
     // SAFETY: read-only use of a value the agent replaces whole.
-    unsafe { VIPS.get(&keys::vip(addr, family)) }
+    unsafe { VIPS.get(keys::vip(&mut keys::Buf::new(), addr, family)) }
 }
 
 /// Exact-port service, else the VIP's all-ports service (looked up only while the agent has not
@@ -30,10 +30,12 @@ pub fn lookup_service(
 ) -> Option<&'static ServiceValue> {
     // SAFETY: read-only use of values the agent replaces whole.
     unsafe {
-        match SERVICES.get(&keys::service(dst, port_be, proto, family)) {
+        match SERVICES.get(keys::service(&mut keys::Buf::new(), dst, port_be, proto, family)) {
             Some(s) => Some(s),
-            None if CONFIG.get(0).is_some_and(|c| c.flags & CFG_F_NO_ALL_PORTS != 0) => None,
-            None => SERVICES.get(&keys::service(dst, 0, proto, family)),
+            None if index::first(&CONFIG).is_some_and(|c| c.flags & CFG_F_NO_ALL_PORTS != 0) => {
+                None
+            }
+            None => SERVICES.get(keys::service(&mut keys::Buf::new(), dst, 0, proto, family)),
         }
     }
 }
@@ -56,12 +58,13 @@ pub fn pick_new(
 ) -> Option<(u32, &'static RealValue)> {
     if svc.ring_size == 0 {
         let real = usable_real_any(svc.sorry_real)?;
-        stats::event(event::SORRY);
+        stats::event::<{ event::SORRY as usize }>();
         return Some((svc.sorry_real, real));
     }
     if svc.persist_timeout != 0 {
-        let key = persist_key(svc, flow);
-        if let Some(b) = PERSIST.get_ptr_mut(&key) {
+        let mut buf = keys::Buf::new();
+        let key = persist_key(&mut buf, svc, flow);
+        if let Some(b) = PERSIST.get_ptr_mut(key) {
             // SAFETY: LRU map value.
             let (id, generation, atime) = unsafe { ((*b).real, (*b).generation, (*b).atime) };
             if now.wrapping_sub(atime) <= svc.persist_timeout
@@ -69,13 +72,14 @@ pub fn pick_new(
             {
                 // SAFETY: as above.
                 unsafe { (*b).atime = now };
-                stats::event(event::PERSIST_HIT);
+                stats::event::<{ event::PERSIST_HIT as usize }>();
                 return Some((id, real));
             }
         }
         let (id, real) = ring_pick(svc, flow_hash(&key.src, &[0; 4], 0, flow.proto, seed))?;
-        let b = keys::binding(id, real.generation, now);
-        let _ = PERSIST.insert(&key, &b, 0);
+        let mut vb = keys::Buf::new();
+        let b = keys::binding(&mut vb, id, real.generation, now);
+        let _ = PERSIST.insert(key, b, 0);
         return Some((id, real));
     }
     let hash = if svc.flags & SVC_F_SRC_HASH != 0 {
@@ -133,14 +137,18 @@ fn masked(src: &Addr, mask: &Addr) -> Addr {
 }
 
 #[inline(always)]
-fn persist_key(svc: &ServiceValue, flow: &FlowKey) -> PersistKey {
-    keys::persist(svc.id, flow.family, &masked(&flow.src, &svc.persist_mask))
+fn persist_key<'a>(
+    buf: &'a mut keys::Buf<PersistKey>,
+    svc: &ServiceValue,
+    flow: &FlowKey,
+) -> &'a PersistKey {
+    keys::persist(buf, svc.id, flow.family, &masked(&flow.src, &svc.persist_mask))
 }
 
 /// Keeps a persistent client's entry alive while its connections carry traffic.
 #[inline(always)]
 pub fn touch_persist(svc: &ServiceValue, flow: &FlowKey, now: u32) {
-    if let Some(b) = PERSIST.get_ptr_mut(&persist_key(svc, flow)) {
+    if let Some(b) = PERSIST.get_ptr_mut(persist_key(&mut keys::Buf::new(), svc, flow)) {
         // SAFETY: LRU map value, plain store.
         unsafe { (*b).atime = now };
     }

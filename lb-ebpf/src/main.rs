@@ -8,6 +8,7 @@
 mod classify;
 mod forward;
 mod icmp;
+mod index;
 mod keys;
 mod lookup;
 mod maps;

@@ -36,6 +36,7 @@ use lb_common::{
 };
 
 use crate::{
+    index,
     maps::{CONFIG, FIB_SCRATCH, TUN_NEXTHOPS},
     parse::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, L4_V4,
@@ -153,7 +154,7 @@ pub fn send(
     // The kept next hop, looked at here once rather than in each encapsulation (the program is
     // at the verifier's jump range).
     let ingress = ctx.ingress_ifindex() as u32;
-    let (Some(cfg), Some(hop)) = (CONFIG.get(0), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
+    let (Some(cfg), Some(hop)) = (index::first(&CONFIG), TUN_NEXTHOPS.get_ptr_mut(real_id)) else {
         return Verdict { len, ..drop(reason::DROP_TX_ERROR) };
     };
     // SAFETY: per-CPU value, used by this CPU only while the program runs.
@@ -406,7 +407,7 @@ fn refresh(
     // Per-CPU scratch: a parameter block on the stack would need zeroing, which LLVM turns into
     // a memset call the verifier rejects without CAP_PERFMON. Every input field the lookup
     // reads is written here.
-    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+    let Some(p) = index::per_cpu_first(&FIB_SCRATCH) else {
         return reason::DROP_TX_ERROR;
     };
     // SAFETY: per-CPU value, used by this CPU only while the program runs.
