@@ -87,6 +87,23 @@ pub fn vip<'a>(buf: &'a mut Buf<VipKey>, a: &Addr, family: u8) -> &'a VipKey {
     done(buf)
 }
 
+/// A flow key and a fragment key share their layout: two addresses, then a 32-bit field (the
+/// ports, the datagram id), the protocol, the family and zero padding.
+#[inline(always)]
+fn two_addrs<'a, T>(
+    buf: &'a mut Buf<T>,
+    src: &Addr,
+    dst: &Addr,
+    field: u32,
+    proto: u8,
+    family: u8,
+) -> &'a T {
+    addr(buf, 0, src);
+    addr(buf, 2, dst);
+    word(buf, 4, u64::from(field) | u64::from(proto) << 32 | u64::from(family) << 40);
+    done(buf)
+}
+
 #[inline(always)]
 pub fn flow<'a>(
     buf: &'a mut Buf<FlowKey>,
@@ -96,11 +113,7 @@ pub fn flow<'a>(
     proto: u8,
     family: u8,
 ) -> &'a FlowKey {
-    addr(buf, 0, src);
-    addr(buf, 2, dst);
-    // `_pad` zero.
-    word(buf, 4, u64::from(ports) | u64::from(proto) << 32 | u64::from(family) << 40);
-    done(buf)
+    two_addrs(buf, src, dst, ports, proto, family)
 }
 
 #[inline(always)]
@@ -112,10 +125,7 @@ pub fn frag<'a>(
     proto: u8,
     family: u8,
 ) -> &'a FragKey {
-    addr(buf, 0, src);
-    addr(buf, 2, dst);
-    word(buf, 4, u64::from(id) | u64::from(proto) << 32 | u64::from(family) << 40);
-    done(buf)
+    two_addrs(buf, src, dst, id, proto, family)
 }
 
 #[inline(always)]
