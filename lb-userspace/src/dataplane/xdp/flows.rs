@@ -120,6 +120,53 @@ pub fn stamp_recent(
     map.set(index, line, 0)
 }
 
+/// How far before now a new filter's slots are dated: far older than any entry timeout, and far
+/// from the 2^31 s at which the signed comparison of `flow_recent_clear` would wrap.
+const FILTER_AGE: u32 = 1 << 30;
+
+/// Dates every slot of a newly created "recent entry" filter `FILTER_AGE` seconds before `now`.
+/// A new flow table holds no entry, so every slot may prove that at once; left at 0, a slot
+/// proves nothing until the monotonic clock passes the entry timeout (at least 902 s after
+/// boot), and every TCP packet of a host started less than 15 minutes ago would look the flow
+/// table up. Never for adopted maps: their stamps cover the entries they hold. The map is
+/// mapped (it is `BPF_F_MMAPABLE`) and written in one pass.
+pub fn age_new_filter(map: &MapData, now: u32) -> Result<(), DataplaneError> {
+    let name = lb_common::map_names::FLOW_RECENT;
+    let len = lb_common::sizes::FLOW_RECENT as usize * size_of::<FlowRecent>();
+    let stamp = now.wrapping_sub(FILTER_AGE);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd());
+    // SAFETY: a fresh shared mapping of the whole map (its size is `len`: the layout is checked
+    // at load); nothing else in this process aliases it, and it is unmapped below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(DataplaneError::Map {
+            map: name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "mmap",
+                io_error: std::io::Error::last_os_error(),
+            }),
+        });
+    }
+    let words = base.cast::<u32>();
+    for i in 0..len / size_of::<u32>() {
+        // SAFETY: inside the mapping, 4-aligned (page-aligned base). Volatile: memory shared
+        // with the program, which may already run.
+        unsafe { words.add(i).write_volatile(stamp) };
+    }
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(base, len) };
+    Ok(())
+}
+
 /// A record of the new-flows ring buffer; `None` for one of another size (another build).
 pub fn parse_report(bytes: &[u8]) -> Option<lb_common::FlowReport> {
     if bytes.len() != size_of::<lb_common::FlowReport>() {
@@ -130,7 +177,7 @@ pub fn parse_report(bytes: &[u8]) -> Option<lb_common::FlowReport> {
 }
 
 /// Seconds of the monotonic clock, the one the program stamps `atime` with.
-fn monotonic_secs() -> u32 {
+pub(super) fn monotonic_secs() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

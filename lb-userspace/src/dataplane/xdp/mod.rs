@@ -296,6 +296,13 @@ impl XdpDataplane {
             }
         }
         let mut ebpf = loader.load(PROGRAM)?;
+        if state.is_none() {
+            // New maps (none was pinned): an empty flow table, so a filter that says so.
+            let name = map_names::FLOW_RECENT;
+            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+            let Map::Array(data) = map else { return Err(DataplaneError::MissingMap(name)) };
+            flows::age_new_filter(data, flows::monotonic_secs())?;
+        }
         let prog = program(&mut ebpf)?;
         load_verified(prog)?;
         let program_id = prog.info()?.id();
