@@ -453,10 +453,19 @@ pub const CFG_F_TUN_FIB_EACH: u32 = 4;
 /// does).
 pub const CFG_F_NO_FLOW_FILTER: u32 = 8;
 
-/// Insert flow entries without stamping their "recent entry" filter slot. Breaks the filter's
-/// invariant (docs/fast-path.md): only the benchmark's control rows set it, to measure what the
-/// stamp costs an insert; the agent never does.
+/// Insert flow entries without stamping their "recent entry" filter slot, and never skip a
+/// lookup on the filter (unstamped slots prove nothing). Only the benchmark's control rows set
+/// it, to measure what the stamp costs an insert; the agent never does.
 pub const CFG_F_NO_FLOW_STAMP: u32 = 16;
+
+/// The window (`tcp_flow_timeout`) lasts at least as long as a TCP entry is followed (the
+/// TCP entry timeout: the default 900 s, and longer windows). After a table change a TCP flow
+/// whose anchor and active tables name the same real then gets no entry: the window keeps it
+/// wherever an entry would have (docs/fast-path.md). Set by the agent.
+pub const CFG_F_WINDOW_COVERS_TCP: u32 = 32;
+
+/// As `CFG_F_WINDOW_COVERS_TCP`, for UDP: the window lasts at least `udp_flow_timeout` (not 0).
+pub const CFG_F_WINDOW_COVERS_UDP: u32 = 64;
 
 /// A new flow, as the program reports it to the agent for flow sync.
 #[repr(C)]

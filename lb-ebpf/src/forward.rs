@@ -3,14 +3,14 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, FlowKey, FlowReport,
-    IPPROTO_TCP, RealValue, SVC_F_SRC_HASH, ServiceValue, event, flow_recent_clear,
-    flow_recent_slot, reason,
+    Addr, CFG_F_FLOW_SYNC, CFG_F_NO_FLOW_FILTER, CFG_F_NO_FLOW_STAMP, CFG_F_WINDOW_COVERS_TCP,
+    CFG_F_WINDOW_COVERS_UDP, FlowKey, FlowReport, IPPROTO_TCP, RealValue, SVC_F_SRC_HASH,
+    ServiceValue, event, flow_recent_clear, flow_recent_slot, reason,
 };
 
 use crate::{
     index, keys,
-    lookup::{anchor_pick, lookup_service, pick_new, touch_persist, usable_real, vip},
+    lookup::{lookup_service, pick_new, touch_persist, usable_real, vip, window_picks},
     maps::{CONFIG, FLOW_RECENT, FLOWS, FRAGS, NEW_FLOWS, SYN_GUARD},
     parse::{EthHdr, TCP_HLEN, UDP_HLEN, has_bytes, now_secs, ptr_at},
     stats,
@@ -120,12 +120,13 @@ pub fn later_fragment(
 /// TCP or UDP to a plain Maglev service (no persistence, no source hashing) without an entry
 /// follows docs/fast-path.md: outside its service's table-change window the table alone decides
 /// (no map write: every director and every later packet derive the same real); inside one a SYN
-/// is remembered as before, and a later TCP segment or any UDP datagram (UDP has no SYN: it may
-/// continue a flow) follows the anchor table, the one it started under.
+/// takes the active table's real and a later TCP segment or any UDP datagram (UDP has no SYN: it
+/// may continue a flow) the anchor table's, the one it started under, and the flow is
+/// remembered only where the two tables name different reals.
 ///
-/// Outside the window the lookup itself is skipped when the "recent entry" filter proves that
-/// the flow has no entry to follow (docs/fast-path.md); an entry idle past its protocol's
-/// timeout is not followed (the flow is one without an entry).
+/// The lookup itself is skipped when the "recent entry" filter proves that the flow has no
+/// entry to follow (docs/fast-path.md); an entry idle past its protocol's timeout is not
+/// followed (the flow is one without an entry).
 ///
 /// SYNs are looked up too (Katran skips the lookup for them): a retransmitted SYN then follows
 /// its entry, and the lookup's miss brings the flow's bucket into cache with a plain load, which
@@ -151,14 +152,15 @@ fn choose(
     // The flow's entry timeout: an entry idle longer is not followed.
     let timeout = if tcp { tcp_timeout } else { udp_timeout };
     let mut had_entry = false;
-    // Outside a window, a filter slot older than the entry timeout proves that the flow has no
-    // entry to follow: the cold flow-table lookup is skipped. A SYN (about to be inserted)
-    // reads its slot too, never skipping (timeout 0): the slot's miss then overlaps the
-    // lookup's, and the stamp before the insert finds the line in cache.
+    // A filter slot older than the entry timeout proves that the flow has no entry to follow:
+    // the cold flow-table lookup is skipped (inside a window too: a flow without an entry then
+    // takes the window's rule below). A SYN of a persistent or source-hashed service reads its
+    // slot too, never skipping (timeout 0): the slot's miss then overlaps the lookup's, and the
+    // stamp before the insert finds the line in cache. The benchmark's control without stamps
+    // never skips (unstamped slots prove nothing).
     let may_skip = plain
         && svc.ring_size != 0
-        && now > svc.window_end
-        && cfg.flags & CFG_F_NO_FLOW_FILTER == 0;
+        && cfg.flags & (CFG_F_NO_FLOW_FILTER | CFG_F_NO_FLOW_STAMP) == 0;
     let skip = (may_skip
         || tcp && tcp_flags & TCP_FLAG_SYN != 0 && cfg.flags & CFG_F_NO_FLOW_STAMP == 0)
         && no_live_entry(flow, now, if may_skip { timeout } else { 0 });
@@ -195,31 +197,47 @@ fn choose(
     // Without an entry (a RST never creates one, a stale entry is replaced as before).
     let mut stateless = false;
     let mut anchored = None;
+    let mut picked = None;
     if !had_entry && plain && tcp_flags & TCP_FLAG_RST == 0 {
         if now > svc.window_end {
             stateless = svc.ring_size != 0;
-        } else if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) != TCP_FLAG_SYN && svc.anchor_size != 0
-        {
-            // Started before the window under the anchor table (any UDP datagram may have): it
-            // keeps that real while the real may take packets (a drained one still does), and
-            // gets its entry now.
-            anchored = anchor_pick(svc, flow, cfg.hash_seed);
-            if anchored.is_some() {
-                stats::event::<{ event::FLOW_WINDOW_ANCHOR as usize }>();
-            } else {
-                stats::event::<{ event::FLOW_REPICK as usize }>();
+        } else if svc.anchor_size != 0 {
+            // Inside a window a packet without an entry goes where the anchor table sends it
+            // (a SYN: the active table). After a change (the anchor is another table), where
+            // both tables name the same real and the window outlasts the entry timeout, the
+            // flow needs no entry: every later packet gets that real while an entry would have
+            // been followed (a later change inside the window keeps the anchor and extends the
+            // window, and the flow's next packet decides again). In the window of a service
+            // going live (the anchor is the active table) every flow is remembered: its
+            // entries are what flow sync shares with a peer whose table may differ.
+            let syn = tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+            let covers = if tcp { CFG_F_WINDOW_COVERS_TCP } else { CFG_F_WINDOW_COVERS_UDP };
+            let after_change = svc.anchor_offset != svc.ring_offset && cfg.flags & covers != 0;
+            let (anchor, active) = window_picks(svc, flow, cfg.hash_seed);
+            picked = active;
+            match (anchor, active) {
+                (Some((a, _)), Some((b, _))) if after_change && a == b => stateless = true,
+                // Started before the window under the anchor table (any UDP datagram may
+                // have): it keeps that real while the real may take packets (a drained one
+                // still does), and gets its entry now.
+                (Some(_), _) if !syn => {
+                    anchored = anchor;
+                    stats::event::<{ event::FLOW_WINDOW_ANCHOR as usize }>();
+                }
+                (None, _) if !syn => stats::event::<{ event::FLOW_REPICK as usize }>(),
+                _ => {}
             }
         }
     }
     // A UDP flow counts as new when it gets an entry (it cannot be told from a continuing
     // one); a TCP flow when it is not anchored.
     let new_flow = anchored.is_none() || !tcp;
-    let (real_id, real) = match anchored {
-        Some(picked) => picked,
+    let (real_id, real) = match anchored.or(picked) {
+        Some(p) => p,
         None => pick_new(svc, flow, cfg.hash_seed, now)?,
     };
     if stateless {
-        // Outside a window the table alone decides: no map write. A UDP datagram is counted
+        // The table alone decides: no map write. A UDP datagram is counted
         // as a packet without an entry, never as a new flow (nothing tells a new one).
         if tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
             stats::event::<{ event::FLOW_NEW_STATELESS as usize }>();

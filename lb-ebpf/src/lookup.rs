@@ -90,18 +90,21 @@ pub fn pick_new(
     ring_pick(svc, hash)
 }
 
-/// The real the anchor table (docs/fast-path.md) gave `flow`, when it may still receive packets.
+/// For a plain Maglev service inside its window (docs/fast-path.md): (the real the anchor table
+/// gave `flow`, when it may still receive packets; the active table's real). One hash for both.
 /// The agent keeps the ids an anchor names from being given to other reals while it is in use.
 #[inline(always)]
-pub fn anchor_pick(
+pub fn window_picks(
     svc: &ServiceValue,
     flow: &FlowKey,
     seed: u32,
-) -> Option<(u32, &'static RealValue)> {
+) -> (Option<(u32, &'static RealValue)>, Option<(u32, &'static RealValue)>) {
     let hash = flow_hash(&flow.src, &flow.dst, flow.ports, flow.proto, seed);
-    let slot = hash.checked_rem(svc.anchor_size)?;
-    let id = ring_entry(svc, svc.anchor_offset.wrapping_add(slot))?;
-    Some((id, usable_real_any(id)?))
+    let anchor = hash.checked_rem(svc.anchor_size).and_then(|slot| {
+        let id = ring_entry(svc, svc.anchor_offset.wrapping_add(slot))?;
+        Some((id, usable_real_any(id)?))
+    });
+    (anchor, ring_pick(svc, hash))
 }
 
 /// The real id `id` when it may receive packets, whatever its generation.

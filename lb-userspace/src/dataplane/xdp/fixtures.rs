@@ -258,6 +258,16 @@ fn flows(dp: &mut XdpDataplane) -> BpfHashMap<&mut aya::maps::MapData, FlowKey, 
     BpfHashMap::try_from(dp.ebpf.map_mut(map_names::FLOWS).expect("flows map")).expect("hash map")
 }
 
+/// Writes a flow entry as the agent's writers do (flow sync's import): its filter slot stamped
+/// first, so the program may follow it (docs/fast-path.md).
+fn plant(dp: &mut XdpDataplane, key: FlowKey, b: Binding) {
+    let map = dp.ebpf.map(map_names::FLOW_RECENT).expect("filter map");
+    let data = super::flows::dup_map(map, map_names::FLOW_RECENT).expect("dup");
+    let mut filter = aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
+    super::flows::stamp_recent(&mut filter, &key, dp.now_secs()).expect("stamp");
+    flows(dp).insert(key, b, 0).expect("plant");
+}
+
 /// The flow table's "recent entry" filter.
 fn recent(
     dp: &mut XdpDataplane,
@@ -728,7 +738,7 @@ fn flow_listing_follows_the_table_and_is_bounded() {
     // Idle for a while, not past the TCP entry timeout (which would end it).
     let atime = dp.now_secs().wrapping_sub(5);
     let b = Binding { real: id, generation, atime, flags: lb_common::BINDING_F_SYNC };
-    flows(&mut dp).insert(synced, b, 0).expect("insert");
+    plant(&mut dp, synced, b);
     assert_eq!(sent_to(&mut dp, &v4_ack(20001, 80)), 12, "a synced entry is followed");
     let kept = flows(&mut dp).get(&synced, 0).expect("entry");
     assert_eq!(kept.flags, lb_common::BINDING_F_SYNC, "the program keeps the origin");

@@ -639,6 +639,7 @@ impl XdpDataplane {
         if self.no_flow_stamp {
             flags |= common::CFG_F_NO_FLOW_STAMP;
         }
+        flags |= window_covers(g);
         if self.globals.as_ref() == Some(g) && self.config_flags == Some(flags) {
             return Ok(());
         }
@@ -1378,6 +1379,22 @@ const DEFAULT_TCP_WINDOW: u32 = 900;
 /// tests') would otherwise expire synced entries before a failover needs them.
 pub fn tcp_entry_timeout(window: u32) -> u32 {
     window.max(flows::TCP_ESTABLISHED_TIMEOUT)
+}
+
+/// `CFG_F_WINDOW_COVERS_*`: per protocol, whether the window lasts at least as long as the
+/// program follows an idle entry. Then a flow whose anchor and active tables agree needs no
+/// entry after a change: any packet an entry would still steer arrives inside the window, which
+/// steers it to the same real (docs/fast-path.md). With a shorter window (or UDP entries that
+/// never expire) every flow of a window keeps getting its entry.
+fn window_covers(g: &Globals) -> u32 {
+    let mut flags = 0;
+    if g.tcp_window >= tcp_entry_timeout(g.tcp_window) {
+        flags |= common::CFG_F_WINDOW_COVERS_TCP;
+    }
+    if g.udp_timeout != 0 && g.tcp_window >= g.udp_timeout {
+        flags |= common::CFG_F_WINDOW_COVERS_UDP;
+    }
+    flags
 }
 
 /// The service's window is (or may still be, for the program's coarser clock) open at `now`.
