@@ -54,6 +54,13 @@ const PASS_PROGRAM: &str = "lb_xdp_pass";
 const LRU_FLOOR_OBJECT: &str = concat!(env!("OUT_DIR"), "/lb-xdp-lru-floor");
 const LRU_INSERT_PROGRAM: &str = "lb_floor_lru_insert";
 const LRU_UPDATE_PROGRAM: &str = "lb_floor_lru_update";
+/// The frame's v4 flow inserted / looked up, with a 40-byte `FlowKey` and with a 16-byte key.
+const LRU_FRAME_PROGRAMS: [&str; 4] = [
+    "lb_floor_frame_insert",
+    "lb_floor_frame_lookup",
+    "lb_floor_frame_insert4",
+    "lb_floor_frame_lookup4",
+];
 /// Repetitions per `repeat` call of the LRU-insert row: every repetition adds a key, and all of
 /// a run's keys (`ROUNDS` of these plus the per-call rounds) fit in `FLOWS`, so none is evicted.
 const LRU_REPEAT: u32 = 100_000;
@@ -958,6 +965,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     drop(reports);
     drop(dp);
     rows.extend(stateless_rows(pass, iface_prefix, &floor_name, sfx)?);
+    rows.extend(change_window_rows(pass, iface_prefix, &floor_name, sfx)?);
     Ok(rows)
 }
 
@@ -1148,6 +1156,153 @@ fn stateless_rows(
     Ok(rows)
 }
 
+/// Flows inside the window of a table change (docs/fast-path.md): the v4 service goes live with
+/// four reals, then a fifth is added inside that window (the default 900 s window, which
+/// outlasts the TCP entries), so the anchor and the active table name the same real for about
+/// four flows in five. A SYN from a new client every call (`v4_window_new_flow`: an entry only
+/// where the change moved the flow); the previous round's flows replayed as ACKs, those without
+/// an entry (`v4_window_table_hit_percall`: the filter's skip, then both tables) and those with
+/// one (`v4_window_entry_hit_percall`), in chunks of their own. Before, every flow of a window
+/// was inserted, as in the window of a service going live (`v4_new_flow`, `v4_flow_hit_percall`).
+/// Checked per round: every SYN a new flow, some inserted and most not; each replayed flow hits
+/// its entry when it has one and takes the table when not.
+fn change_window_rows(
+    pass: &Xdp,
+    iface_prefix: [u8; 5],
+    floor_name: &str,
+    sfx: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let limits =
+        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 16 * TABLE_SIZE, flows: FLOWS };
+    let mut dp =
+        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
+    let mut d = desired();
+    dp.apply(&d).context("programming the maps")?;
+    let mut reals = d.services[0].reals.clone();
+    reals.push(real(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 15)), 15));
+    d.services[0] = fixture::service(IpAddr::V4(VIP), PORT, Protocol::Tcp, reals, TABLE_SIZE);
+    dp.apply(&d).context("a fifth real inside the window")?;
+    let table = dp.sync_maps().context("the flow table")?.flows;
+    let has_entry = |n: usize| {
+        let (src, sport) = client_v4(n);
+        let key = lb_common::FlowKey {
+            src: lb_common::addr_v4(src.octets()),
+            dst: lb_common::addr_v4(VIP.octets()),
+            ports: lb_common::ports_word(sport, PORT),
+            proto: lb_common::IPPROTO_TCP,
+            family: lb_common::FAMILY_V4,
+            _pad: 0,
+        };
+        table.get(&key, 0).is_ok()
+    };
+    let mut next = 0usize;
+    let mut batch = || {
+        let range = next..next + CALLS;
+        next += CALLS;
+        range
+    };
+    let syns = |r: &std::ops::Range<usize>| -> Vec<Vec<u8>> {
+        r.clone().map(|n| to_vip_v4(n, TCP_SYN)).collect()
+    };
+    let warm = batch();
+    for chunk in syns(&warm).chunks(CHUNK) {
+        per_call(dp.program()?, chunk, XDP_TX, REAL_MAC_PREFIX)?;
+    }
+    let mut previous = warm;
+    let (mut new, mut table_hit, mut entry_hit) =
+        (Series::default(), Series::default(), Series::default());
+    let calls = CALLS as u64;
+    for _ in 0..ROUNDS {
+        let fresh = batch();
+        let frames = syns(&fresh);
+        // The previous round's flows, by whether the window gave them an entry.
+        let (with, without): (Vec<usize>, Vec<usize>) =
+            previous.clone().partition(|&n| has_entry(n));
+        let acks =
+            |ns: &[usize]| -> Vec<Vec<u8>> { ns.iter().map(|&n| to_vip_v4(n, TCP_ACK)).collect() };
+        let (with, without) = (acks(&with), acks(&without));
+        ensure!(
+            with.len() > CALLS / 20 && without.len() > CALLS / 2,
+            "change window: {} replayed flows with an entry, {} without",
+            with.len(),
+            without.len()
+        );
+        let s0 = snapshot(&mut dp)?;
+        let mut c = [Chunks::default(), Chunks::default(), Chunks::default()];
+        // Each replayed series once per round in order, then again from its start (the same
+        // path again: a hit refreshes nothing within the second) to pair with every SYN chunk;
+        // only the first pass is timed.
+        let (w_chunks, e_chunks): (Vec<_>, Vec<_>) =
+            (without.chunks(CHUNK).collect(), with.chunks(CHUNK).collect());
+        let mut replayed = [0u64; 2];
+        for (i, fresh) in frames.chunks(CHUNK).enumerate() {
+            let (old, entry) = (w_chunks[i % w_chunks.len()], e_chunks[i % e_chunks.len()]);
+            let (table_now, entry_now) = (i < w_chunks.len(), i < e_chunks.len());
+            touch(fresh);
+            touch(old);
+            let p1 = per_call(pass, fresh, XDP_PASS, iface_prefix)?;
+            let n = per_call(dp.program()?, fresh, XDP_TX, REAL_MAC_PREFIX)?;
+            let t = per_call(dp.program()?, old, XDP_TX, REAL_MAC_PREFIX)?;
+            let e = per_call(dp.program()?, entry, XDP_TX, REAL_MAC_PREFIX)?;
+            let p2 = per_call(pass, old, XDP_PASS, iface_prefix)?;
+            c[0].add(n, p1, p2);
+            if table_now {
+                c[1].add(t, p1, p2);
+            }
+            if entry_now {
+                c[2].add(e, p1, p2);
+            }
+            replayed[0] += old.len() as u64;
+            replayed[1] += entry.len() as u64;
+        }
+        let s1 = snapshot(&mut dp)?;
+        let (new_flows, stateless) =
+            (s1.flow_new - s0.flow_new, s1.flow_new_stateless - s0.flow_new_stateless);
+        let (hits, table_hits) =
+            (s1.flow_hit - s0.flow_hit, s1.flow_stateless_hit - s0.flow_stateless_hit);
+        ensure!(
+            new_flows == calls
+                && stateless > calls / 2
+                && stateless < calls
+                && table_hits == replayed[0]
+                && hits == replayed[1],
+            "change window: {new_flows} new flows ({stateless} without an entry), {hits} hits \
+             and {table_hits} table-only hits for {} replayed flows with an entry and {} \
+             without",
+            replayed[1],
+            replayed[0]
+        );
+        let [a, b, e] = &c;
+        new.push(a);
+        table_hit.push(b);
+        entry_hit.push(e);
+        previous = fresh;
+    }
+    Ok(vec![
+        per_call_row(
+            format!("v4_window_new_flow{sfx}"),
+            "a new flow (TCP SYN) every call inside the window of a change that moved about one \
+             flow in five: an entry only for the moved ones",
+            new,
+            floor_name,
+        ),
+        per_call_row(
+            format!("v4_window_table_hit_percall{sfx}"),
+            "the previous round's flows of the window that have no entry (the change did not \
+             move them) replayed as ACKs: the filter's skip, the anchor and the active table",
+            table_hit,
+            floor_name,
+        ),
+        per_call_row(
+            format!("v4_window_entry_hit_percall{sfx}"),
+            "the previous round's flows of the window that have an entry (the change moved \
+             them) replayed as ACKs, chunks interleaved with the table_hit row",
+            entry_hit,
+            floor_name,
+        ),
+    ])
+}
+
 /// What the kernel's LRU hash map costs by itself for a flow-table write (`FlowKey` → `Binding`,
 /// `FLOWS` entries): a new key per repetition (hot), the same key repeated (Katran's repeated
 /// SYN), and a new key per call (as cold as the `new_flow` rows). Checked: the program's sequence
@@ -1161,9 +1316,11 @@ fn lru_floor_rows(pass: &Xdp, frame: &[u8], floor_name: &str) -> anyhow::Result<
     );
     let mut ebpf = aya::EbpfLoader::new()
         .map_max_entries("LB_FLOOR_FLOWS", FLOWS)
+        .map_max_entries("LB_FLOOR_FLOWS40", FLOWS)
+        .map_max_entries("LB_FLOOR_FLOWS4", FLOWS)
         .load_file(LRU_FLOOR_OBJECT)
         .with_context(|| format!("opening {LRU_FLOOR_OBJECT}"))?;
-    for name in [LRU_INSERT_PROGRAM, LRU_UPDATE_PROGRAM] {
+    for name in [LRU_INSERT_PROGRAM, LRU_UPDATE_PROGRAM].iter().chain(&LRU_FRAME_PROGRAMS) {
         let prog: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("no program {name} in {LRU_FLOOR_OBJECT}"))?
@@ -1253,7 +1410,91 @@ fn lru_floor_rows(pass: &Xdp, frame: &[u8], floor_name: &str) -> anyhow::Result<
         series,
         floor_name,
     ));
+    rows.extend(lru_key_size_rows(&ebpf, pass, floor_name)?);
     Ok(rows)
+}
+
+/// What the key's size costs the flow table (goal 2 of issue #20): distinct v4 flows (the
+/// `new_flow` rows' SYNs), one call each, inserted into and then looked up in two empty
+/// `FLOWS`-entry LRU maps, one keyed by the 40-byte `FlowKey`, one by a 16-byte v4 key. As in
+/// the `flow_hit_percall` rows, round r inserts its flows and looks up round r - 1's. The two
+/// maps' calls alternate per chunk (and which goes first, per chunk), so their ratio is in-run.
+/// Checked by verdicts: every insert succeeded and every lookup hit.
+fn lru_key_size_rows(ebpf: &Ebpf, pass: &Xdp, floor_name: &str) -> anyhow::Result<Vec<Row>> {
+    let prog = |name: &str| -> anyhow::Result<&Xdp> {
+        Ok(ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?)
+    };
+    let [insert40, lookup40, insert4, lookup4] = LRU_FRAME_PROGRAMS;
+    let (insert40, lookup40, insert4, lookup4) =
+        (prog(insert40)?, prog(lookup40)?, prog(insert4)?, prog(lookup4)?);
+    let mut next = 0usize;
+    let mut batch = || {
+        let range = next..next + CALLS;
+        next += CALLS;
+        range.map(|n| to_vip_v4(n, TCP_SYN)).collect::<Vec<_>>()
+    };
+    let mut previous = batch();
+    let prefix: [u8; 5] = previous[0][..5].try_into().context("MAC prefix")?;
+    for chunk in previous.chunks(CHUNK) {
+        per_call(insert40, chunk, XDP_PASS, prefix)?;
+        per_call(insert4, chunk, XDP_PASS, prefix)?;
+    }
+    let (mut ins40, mut ins4, mut look40, mut look4) =
+        (Series::default(), Series::default(), Series::default(), Series::default());
+    for _ in 0..ROUNDS {
+        let frames = batch();
+        let mut c = [Chunks::default(), Chunks::default(), Chunks::default(), Chunks::default()];
+        for (i, (fresh, old)) in frames.chunks(CHUNK).zip(previous.chunks(CHUNK)).enumerate() {
+            touch(fresh);
+            touch(old);
+            let p1 = per_call(pass, fresh, XDP_PASS, prefix)?;
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            // [insert 40, insert 16, lookup 40, lookup 16]
+            let mut raw = [PerCall { wall_ns: 0.0, kernel_ns: 0.0 }; 4];
+            for k in order {
+                let (insert, lookup) =
+                    if k == 0 { (insert40, lookup40) } else { (insert4, lookup4) };
+                raw[k] = per_call(insert, fresh, XDP_PASS, prefix)?;
+                raw[k + 2] = per_call(lookup, old, XDP_PASS, prefix)?;
+            }
+            let p2 = per_call(pass, old, XDP_PASS, prefix)?;
+            for (chunks, raw) in c.iter_mut().zip(raw) {
+                chunks.add(raw, p1, p2);
+            }
+        }
+        let [a, b, l40, l4] = &c;
+        ins40.push(a);
+        ins4.push(b);
+        look40.push(l40);
+        look4.push(l4);
+        previous = frames;
+    }
+    Ok(vec![
+        per_call_row(
+            "lru_insert40_percall".to_owned(),
+            "a distinct v4 flow inserted into an LRU map keyed by the 40-byte FlowKey, every call",
+            ins40,
+            floor_name,
+        ),
+        per_call_row(
+            "lru_insert16_percall".to_owned(),
+            "as lru_insert40_percall with a 16-byte v4 key, chunks interleaved with it",
+            ins4,
+            floor_name,
+        ),
+        per_call_row(
+            "lru_lookup40_percall".to_owned(),
+            "the previous round's flows looked up (hits) in the 40-byte-key map, every call",
+            look40,
+            floor_name,
+        ),
+        per_call_row(
+            "lru_lookup16_percall".to_owned(),
+            "as lru_lookup40_percall in the 16-byte-key map, chunks interleaved with it",
+            look4,
+            floor_name,
+        ),
+    ])
 }
 
 /// Per-chunk results of a per-call row: the program's cost above the pass program, in wall clock
