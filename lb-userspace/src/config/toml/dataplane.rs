@@ -96,7 +96,10 @@ pub(in crate::config) const DATAPLANE: Section<DataplaneSettings> = Section {
                 ty: "seconds, 1–86400",
                 default: "`900`",
                 meaning: "Window after a change of a service's real servers (or its start) in \
-                     which every TCP and UDP flow is written into the flow table. Outside it a \
+                     which TCP and UDP flows are written into the flow table: after a change \
+                     only the flows it moved when the window lasts at least the entry timeout \
+                     (the TCP entry timeout for TCP, 900 s by default; `udp_flow_timeout` for \
+                     UDP), else every flow, as in the window of a service's start. Outside it a \
                      flow of a service without persistence or source hashing needs no entry: \
                      the Maglev table alone picks its real, so new connections cost no map \
                      write. A flow (TCP or UDP) idle for longer than this across a change may \
