@@ -152,14 +152,21 @@ fn choose(
     // The flow's entry timeout: an entry idle longer is not followed.
     let timeout = if tcp { tcp_timeout } else { udp_timeout };
     let mut had_entry = false;
+    // A window after a change that outlasts the entry timeout (docs/fast-path.md): a flow whose
+    // anchor and active tables agree gets no entry there (the rule below).
+    let covers = if tcp { CFG_F_WINDOW_COVERS_TCP } else { CFG_F_WINDOW_COVERS_UDP };
+    let lean = svc.anchor_offset != svc.ring_offset && cfg.flags & covers != 0;
     // A filter slot older than the entry timeout proves that the flow has no entry to follow:
-    // the cold flow-table lookup is skipped (inside a window too: a flow without an entry then
-    // takes the window's rule below). A SYN of a persistent or source-hashed service reads its
-    // slot too, never skipping (timeout 0): the slot's miss then overlaps the lookup's, and the
-    // stamp before the insert finds the line in cache. The benchmark's control without stamps
-    // never skips (unstamped slots prove nothing).
+    // the cold flow-table lookup is skipped, outside a window and inside a lean one (where most
+    // flows are not inserted). In other windows every flow is inserted, and the lookup is done:
+    // its plain-load miss, overlapped with the slot's, brings the bucket into cache before the
+    // insert locks it (skipped, a new flow measured ~100 ns dearer, BENCHMARKS.md). A SYN of a
+    // persistent or source-hashed service reads its slot too, never skipping (timeout 0), and
+    // the stamp before the insert finds the line in cache. The benchmark's control without
+    // stamps never skips (unstamped slots prove nothing).
     let may_skip = plain
         && svc.ring_size != 0
+        && (now > svc.window_end || lean)
         && cfg.flags & (CFG_F_NO_FLOW_FILTER | CFG_F_NO_FLOW_STAMP) == 0;
     let skip = (may_skip
         || tcp && tcp_flags & TCP_FLAG_SYN != 0 && cfg.flags & CFG_F_NO_FLOW_STAMP == 0)
@@ -211,12 +218,10 @@ fn choose(
             // going live (the anchor is the active table) every flow is remembered: its
             // entries are what flow sync shares with a peer whose table may differ.
             let syn = tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-            let covers = if tcp { CFG_F_WINDOW_COVERS_TCP } else { CFG_F_WINDOW_COVERS_UDP };
-            let after_change = svc.anchor_offset != svc.ring_offset && cfg.flags & covers != 0;
             let (anchor, active) = window_picks(svc, flow, cfg.hash_seed);
             picked = active;
             match (anchor, active) {
-                (Some((a, _)), Some((b, _))) if after_change && a == b => stateless = true,
+                (Some((a, _)), Some((b, _))) if lean && a == b => stateless = true,
                 // Started before the window under the anchor table (any UDP datagram may
                 // have): it keeps that real while the real may take packets (a drained one
                 // still does), and gets its entry now.
