@@ -604,6 +604,13 @@ fn load_pass_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
 
 // ---- the XDP rows -----------------------------------------------------------------------------
 
+/// The lb program with maps of the benchmark's size (a `FLOWS`-entry flow table).
+fn load_lb() -> anyhow::Result<XdpDataplane> {
+    let limits =
+        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 16 * TABLE_SIZE, flows: FLOWS };
+    XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")
+}
+
 fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     isolate_thread()?;
     tunnel_topology()?;
@@ -622,10 +629,7 @@ fn xdp_rows(caps: Caps) -> anyhow::Result<Vec<Row>> {
     let mut pass_obj =
         Ebpf::load_file(PASS_OBJECT).with_context(|| format!("opening {PASS_OBJECT}"))?;
     let pass = load_pass_program(&mut pass_obj)?;
-    let limits =
-        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 16 * TABLE_SIZE, flows: FLOWS };
-    let mut dp =
-        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
+    let mut dp = load_lb()?;
     // The services stay inside the window their start opened (tcp_flow_timeout 900 s): every
     // TCP flow gets an entry, as before docs/fast-path.md. `stateless_rows` measures outside it.
     let d = desired();
@@ -989,10 +993,7 @@ fn stateless_rows(
     floor_name: &str,
     sfx: &str,
 ) -> anyhow::Result<Vec<Row>> {
-    let limits =
-        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 16 * TABLE_SIZE, flows: FLOWS };
-    let mut dp =
-        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
+    let mut dp = load_lb()?;
     let mut d = desired();
     d.globals.tcp_window = 1;
     let mut udp = d.services[0].clone();
@@ -1172,10 +1173,7 @@ fn change_window_rows(
     floor_name: &str,
     sfx: &str,
 ) -> anyhow::Result<Vec<Row>> {
-    let limits =
-        XdpLimits { max_services: 8, max_reals: 64, ring_entries: 16 * TABLE_SIZE, flows: FLOWS };
-    let mut dp =
-        XdpDataplane::load(XdpModeSetting::Generic, limits).context("loading the lb program")?;
+    let mut dp = load_lb()?;
     let mut d = desired();
     dp.apply(&d).context("programming the maps")?;
     let mut reals = d.services[0].reals.clone();
