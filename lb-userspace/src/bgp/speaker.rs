@@ -256,9 +256,15 @@ impl Edge {
         }
     }
 
-    fn poll(&mut self, view: &mut SpeakerView) -> Result<(), String> {
+    /// `restarted` publishes a restart's new count before BIRD is started: the new BIRD may
+    /// announce (and a router route to this director again) before it answers on its socket.
+    fn poll(
+        &mut self,
+        view: &mut SpeakerView,
+        restarted: &mut dyn FnMut(u64),
+    ) -> Result<(), String> {
         match self {
-            Edge::Bird(b) => b.poll(view),
+            Edge::Bird(b) => b.poll(view, restarted),
             Edge::External(x) => x.sync(&view.announced),
         }
     }
@@ -315,7 +321,7 @@ fn supervise(mut edge: Edge, rx: &mpsc::Receiver<Cmd>, live: &Mutex<SpeakerView>
                 next_poll = Instant::now() + POLL;
                 let mut view = live.lock().map(|v| v.clone()).unwrap_or_default();
                 let before = view.sessions.clone();
-                let r = edge.poll(&mut view);
+                let r = edge.poll(&mut view, &mut |n| update(&mut |v| v.restarts = n));
                 for line in session_changes(&before, &view.sessions) {
                     tracing::info!("BGP: {line}");
                 }
@@ -537,7 +543,11 @@ impl BirdSpeaker {
     }
 
     /// Restarts a dead BIRD (with backoff) and reads the sessions.
-    fn poll(&mut self, view: &mut SpeakerView) -> Result<(), String> {
+    fn poll(
+        &mut self,
+        view: &mut SpeakerView,
+        restarted: &mut dyn FnMut(u64),
+    ) -> Result<(), String> {
         view.restarts = self.restarts;
         if !self.running() {
             view.sessions = self.down_sessions();
@@ -553,6 +563,7 @@ impl BirdSpeaker {
             }
             self.restarts += 1;
             view.restarts = self.restarts;
+            restarted(self.restarts);
             // Start from the current announced set.
             write_file(&self.paths.vips, &bird::render_vips(&self.announced))
                 .map_err(|e| e.to_string())?;
